@@ -1,0 +1,44 @@
+# Helpers shared by every CMakeLists.txt of the project.
+
+# tw_enable_sanitizers("address;undefined" | "thread" | "")
+function(tw_enable_sanitizers list)
+  if(list STREQUAL "")
+    return()
+  endif()
+  string(REPLACE ";" "," joined "${list}")
+  add_compile_options(-fsanitize=${joined} -fno-omit-frame-pointer
+    -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=${joined})
+endfunction()
+
+# tw_sources(file...): adds library sources (relative to the caller).
+function(tw_sources)
+  foreach(f ${ARGN})
+    target_sources(tw_obj PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/${f})
+  endforeach()
+endfunction()
+
+# The default ctest timeout of a test, in seconds, scaled by the environment
+# variable TW_TEST_TIMEOUT_MULTIPLIER (sanitizer builds are slower).
+set(TW_TEST_TIMEOUT 60 CACHE STRING "per-test timeout in seconds")
+
+# tw_test(NAME name SOURCES src... [ARGS arg...] [TIMEOUT s] [LABELS l...])
+# Builds `name` (once; later calls with the same NAME only register another
+# ctest entry) and registers ctest entry `TESTNAME` (default NAME).
+function(tw_test)
+  cmake_parse_arguments(T "" "NAME;TESTNAME;TIMEOUT" "SOURCES;ARGS;LABELS"
+    ${ARGN})
+  if(NOT T_TESTNAME)
+    set(T_TESTNAME ${T_NAME})
+  endif()
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT ${TW_TEST_TIMEOUT})
+  endif()
+  if(NOT TARGET ${T_NAME})
+    add_executable(${T_NAME} ${T_SOURCES})
+    target_link_libraries(${T_NAME} PRIVATE tw_testing cmocka)
+  endif()
+  add_test(NAME ${T_TESTNAME} COMMAND ${T_NAME} ${T_ARGS})
+  set_tests_properties(${T_TESTNAME} PROPERTIES TIMEOUT ${T_TIMEOUT}
+    SKIP_RETURN_CODE 77 LABELS "${T_LABELS}")
+endfunction()

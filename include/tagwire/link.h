@@ -1,0 +1,230 @@
+// tagwire: link descriptions, links, tagged messages and collectives.
+//
+// Thread-safety: a tw_desc is not thread-safe while it is being modified; a
+// finished description may be read by several threads at once (several
+// threads may call tw_link_create with the same desc).  Every function that
+// takes a tw_link is thread-safe, except tw_link_close, which must be the
+// last call on that link.
+
+#ifndef TAGWIRE_LINK_H
+#define TAGWIRE_LINK_H
+
+#include <tagwire/status.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------------------
+// Describing a link
+// ---------------------------------------------------------------------------
+
+typedef struct tw_desc tw_desc;
+
+// Options.  Every option has a default (see tw_desc_set and the README);
+// later options are appended, values never change meaning.
+enum { TW_OPT_RECV_TIMEOUT_MS, // default 60000; -1 = forever, 0 = poll
+	TW_OPT_CONNECT_TIMEOUT_MS, // default 30000, 1..2^31
+	TW_OPT_THROTTLE_WINDOW, // default 0 (no limit), 0..2^31
+	TW_OPT_CHUNK_SIZE, // default 1 MiB, 4 KiB..1 GiB
+	TW_OPT_STRIPES, // default 1, 1..64
+	TW_OPT_MAX_MSG_SIZE, // default 1 GiB, 0..2^40
+	TW_OPT_RECV_BUFFER, // default 64 MiB, 4 KiB..2^40
+	TW_OPT_HEARTBEAT_MS, // default 1000; 0 = off, else 10..3600000
+	TW_OPT_SHM_LOCAL // default 0; 0 or 1
+};
+
+// Allocates an empty description of the link named `link_id`.  The id names
+// the link on the wire: 1..200 bytes of [A-Za-z0-9._-], and '/' between
+// non-empty parts (child links are "parent/suffix").  Returns NULL when the
+// id is NULL or invalid (logged) or memory runs out.  The caller owns the
+// result and frees it with tw_desc_free; links do not keep a reference.
+TW_API tw_desc *tw_desc_new(const char *link_id);
+
+// Frees a description.  NULL-safe.
+TW_API void tw_desc_free(tw_desc *d);
+
+// Appends a party; its rank is the number of parties added before it.
+// `party_id` is 1..64 bytes of [A-Za-z0-9._-] and unique in the link;
+// `addr` is "mem://NAME", "shm://NAME" or "tcp://HOST:PORT" (see the
+// README).  The strings are copied.  Returns TW_OK, or TW_EINVAL for a NULL,
+// malformed or duplicate id, a malformed address or an unknown scheme,
+// TW_ENOTSUP for a scheme that is known but not built in, TW_ENOMEM.
+TW_API int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr);
+
+// Sets option `opt` to `value`.  Returns TW_OK, or TW_EINVAL for an unknown
+// option or a value outside the option's documented range.
+TW_API int tw_desc_set(tw_desc *d, int opt, int64_t value);
+
+// Reads option `opt` (its default when never set) into *value.
+// Returns TW_OK or TW_EINVAL (unknown option, NULL argument).
+TW_API int tw_desc_get(const tw_desc *d, int opt, int64_t *value);
+
+// Sets the link secret (1..1024 bytes, copied) that every party must hold;
+// transports that cross process boundaries prove it with a challenge and
+// response.  `len` 0 removes it.  Returns TW_OK, TW_EINVAL, TW_ENOMEM.
+TW_API int tw_desc_set_secret(tw_desc *d, const void *key, size_t len);
+
+// Builds a description from the environment: TAGWIRE_PARTIES (comma
+// separated "ADDR" or "ID=ADDR"; ids default to p0, p1, ...), TAGWIRE_RANK
+// (this process's rank), TAGWIRE_SECRET (optional), TAGWIRE_LINK_ID
+// (optional, default "root").  On success *out is a new description the
+// caller frees and *self_rank the rank.  Anything missing or malformed is
+// TW_EINVAL with a log line naming the variable and the reason; TW_ENOMEM.
+// Outputs are set only on success.
+TW_API int tw_desc_from_env(tw_desc **out, size_t *self_rank);
+
+// Number of parties added so far.
+TW_API size_t tw_desc_size(const tw_desc *d);
+
+// ---------------------------------------------------------------------------
+// Links and messages
+// ---------------------------------------------------------------------------
+
+typedef struct tw_link tw_link;
+struct tw_channel;
+
+// Creates this party's end of the link described by `d` and runs the
+// connection handshake with every other party (the mesh).  All parties call
+// it concurrently, in any order; it retries until TW_OPT_CONNECT_TIMEOUT_MS.
+// Blocks.  Returns TW_OK and *out, or: TW_EINVAL (NULL argument, fewer than
+// one party, rank out of range, parties of different transports);
+// TW_ENOTSUP (transport not built in); TW_ETIMEDOUT (peers missing; the log
+// names them); TW_ESYS (an address in use or that does not resolve; the log
+// names the address and the system error); TW_EAUTH; TW_EPROTO; TW_ENOMEM.
+TW_API int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out);
+
+// Like tw_link_create, but the link runs over caller-supplied channels, one
+// per party, with channels[self_rank] == NULL.  Addresses in `d` are not
+// used (they may be any string).  On success the link owns the channels and
+// destroys them when the root link is closed; on failure the caller keeps
+// them.  Returns the codes of tw_link_create, and TW_EINVAL when a channel
+// other than self is NULL or lacks a required op (send, recv, destroy).
+TW_API int tw_link_create_with_channels(const tw_desc *d, size_t self_rank,
+	struct tw_channel *const *channels, tw_link **out);
+
+TW_API size_t tw_link_rank(const tw_link *l);
+TW_API size_t tw_link_size(const tw_link *l);
+// The link id ("root", "root/child"); valid until the link is closed.
+TW_API const char *tw_link_id(const tw_link *l);
+
+// Creates a child link with the same parties, a separate tag namespace
+// "parent_id/suffix" and the parent's connections; every party calls it
+// (no communication happens, so there is no order to respect).  The child
+// must be closed before its parent.  Returns TW_OK, TW_EINVAL (bad suffix,
+// NULL argument), TW_ECLOSED (parent aborted), TW_ENOMEM.
+TW_API int tw_link_spawn(tw_link *parent, const char *suffix, tw_link **child);
+
+// Creates a child over a subset of the parent's ranks: child rank i is parent
+// rank ranks[i].  Every named party calls it with the same list; a party not
+// in the list gets TW_EINVAL.  ranks must be distinct and in range, n >= 1.
+// Returns the codes of tw_link_spawn.
+TW_API int tw_link_sub(tw_link *parent, const char *suffix,
+	const size_t *ranks, size_t n, tw_link **child);
+
+// Sends `len` bytes to rank `dst` under `tag` (a string of at most 255
+// bytes; "" is legal).  Returns when `buf` may be reused: the bytes are in
+// the peer's mailbox or in a buffer of the transport.  May block on flow
+// control (TW_OPT_RECV_BUFFER) up to the receive timeout.  Returns TW_OK,
+// or TW_EINVAL (dst == self or out of range, NULL or over-long tag, NULL
+// buf with len > 0), TW_ETOOBIG (len > TW_OPT_MAX_MSG_SIZE), TW_EPEER (the
+// peer failed or closed), TW_ECLOSED (this link aborted), TW_ETIMEDOUT.
+TW_API int tw_send(tw_link *l, size_t dst, const char *tag, const void *buf,
+	size_t len);
+
+// Like tw_send, but copies `buf` and may return before it is delivered; an
+// error in delivery shows in a later call or in tw_link_wait_pending.
+TW_API int tw_send_async(tw_link *l, size_t dst, const char *tag,
+	const void *buf, size_t len);
+
+// Like tw_send_async, but first blocks while TW_OPT_THROTTLE_WINDOW or more
+// of this link's messages to `dst` have not yet been consumed by the
+// application there (window 0 = no limit), up to the receive timeout:
+// TW_ETIMEDOUT.
+TW_API int tw_send_async_throttled(tw_link *l, size_t dst, const char *tag,
+	const void *buf, size_t len);
+
+// Receives the oldest message from `src` under `tag`, blocking up to the
+// link's receive timeout.  On TW_OK out->data (allocated by the library,
+// NULL for an empty message) belongs to the caller: free it with
+// tw_buf_free.  Returns TW_EINVAL, TW_ETIMEDOUT, TW_EPEER (the peer closed
+// or failed and every message it delivered has been received), TW_ECLOSED.
+TW_API int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out);
+
+// Like tw_recv, into the caller's buffer.  When the message is longer than
+// `cap` it returns TW_ETRUNC, sets *len to the needed size and leaves the
+// message queued.  On TW_OK *len is the message length.
+TW_API int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
+	size_t cap, size_t *len);
+
+// Never blocks: TW_OK and *len when a message from `src` under `tag` is
+// waiting, TW_EAGAIN when none is, TW_EPEER when none is and none can come,
+// TW_EINVAL, TW_ECLOSED.
+TW_API int tw_probe(tw_link *l, size_t src, const char *tag, size_t *len);
+
+// Changes this link's receive timeout (-1 = forever).  Returns TW_OK or
+// TW_EINVAL for values below -1.
+TW_API int tw_link_set_recv_timeout(tw_link *l, int64_t ms);
+
+// Blocks until every message sent so far on the link has arrived in its
+// receiver's mailbox (not until it was read).  Returns TW_OK, the first
+// delivery error of an earlier async send (TW_EPEER), TW_ECLOSED.
+TW_API int tw_link_wait_pending(tw_link *l);
+
+// Wakes every blocked call on the link and its children with TW_ECLOSED at
+// once; later calls also return TW_ECLOSED.  Peers then see TW_EPEER on this
+// link.  Idempotent; the link must still be closed to be freed.
+TW_API void tw_link_abort(tw_link *l);
+
+// Flushes pending sends (bounded by the receive timeout), tells the peers,
+// and frees the link; NULL-safe.  Children must be closed first; closing
+// a parent with open children returns TW_EINVAL and frees nothing.
+// Returns TW_OK, or the first error of the flush (the link is freed anyway).
+TW_API int tw_link_close(tw_link *l);
+
+// Counts the messages and payload bytes of this link's point-to-point sends
+// and receives; headers, control frames and collectives never count.
+typedef struct tw_stats {
+	uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
+} tw_stats;
+TW_API void tw_link_stats(const tw_link *l, tw_stats *out);
+
+// ---------------------------------------------------------------------------
+// Collectives: every party of the link calls them with the same tag.  They
+// use a reserved part of the key space, so they never meet point-to-point
+// messages of the same tag.  Contributions may differ in size per party.
+// Each returns TW_OK or the first error of its messages (TW_EINVAL for a bad
+// root or argument, TW_EPEER, TW_ECLOSED, TW_ETIMEDOUT, TW_ENOMEM).  On error
+// nothing is left allocated in the outputs.
+// ---------------------------------------------------------------------------
+
+// Returns once every party has entered the barrier (dissemination, log2 n
+// rounds).
+TW_API int tw_barrier(tw_link *l, const char *tag);
+
+// Root: *inout is the data to send (not modified).  Others: *inout receives
+// a new buffer they own (binomial tree, log2 n rounds).
+TW_API int tw_broadcast(tw_link *l, size_t root, const char *tag,
+	tw_buf *inout);
+
+// Root: `out` is an array of size() buffers, filled with each party's
+// contribution (out[root] a copy of its own).  Others: `out` is unused and
+// may be NULL.
+TW_API int tw_gather(tw_link *l, size_t root, const char *tag,
+	const void *buf, size_t len, tw_buf *out);
+
+// Every party: `out` is an array of size() buffers, filled with each party's
+// contribution (Bruck's algorithm, log2 n rounds).
+TW_API int tw_allgather(tw_link *l, const char *tag, const void *buf,
+	size_t len, tw_buf *out);
+
+// Root: `in` is an array of size() buffers, in[i] going to rank i.  Every
+// party, root included: *out receives its part.
+TW_API int tw_scatter(tw_link *l, size_t root, const char *tag,
+	const tw_buf *in, tw_buf *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // TAGWIRE_LINK_H

@@ -1,0 +1,549 @@
+// The mailbox: (from, key) -> FIFO of messages, with blocking pops.
+//
+// Design notes.  One mutex guards the whole mailbox; each queue has its own
+// condition variable so that a push wakes only the threads waiting for that
+// key, and each sender has one for the pushers waiting for space.  A pop
+// that finds no queue creates an empty one to wait on; empty queues with no
+// waiters are deleted at once, so that a link that uses many distinct tags
+// (collective rounds, one tag per task) does not grow the table forever.
+//
+// Closing and aborting come in two scopes: the whole mailbox (the owner
+// aborted, or a sender is gone) and one link namespace, because the links
+// of a family (a root and its spawned children) share one mailbox per peer
+// and must fail independently.  Those lists are short (one entry per closed
+// or aborted child link), so a linear scan is the right structure.
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uthash.h>
+
+#include "core/mailbox.h"
+#include "core/names.h"
+#include "core/sync.h"
+
+typedef struct mb_msg {
+	struct mb_msg *next;
+	void *data;
+	size_t len;
+} mb_msg;
+
+typedef struct mb_queue {
+	UT_hash_handle hh;
+	char *hk; // from (4 bytes) followed by the key, the hash key
+	size_t hklen;
+	uint32_t from;
+	const char *key; // points into hk
+	mb_msg *head, *tail;
+	unsigned waiters;
+	pthread_cond_t cv;
+} mb_queue;
+
+typedef struct ns_list {
+	char **v;
+	size_t n;
+} ns_list;
+
+typedef struct mb_from {
+	UT_hash_handle hh;
+	uint32_t from;
+	bool closed;
+	ns_list closed_ns;
+	uint64_t bytes; // queued now
+	uint64_t peak; // most ever queued
+	unsigned pushers; // waiting for space
+	pthread_cond_t space;
+} mb_from;
+
+struct tw_mailbox {
+	pthread_mutex_t mtx;
+	mb_queue *queues; // protected by mtx
+	mb_from *froms; // protected by mtx
+	ns_list aborted_ns; // protected by mtx
+	bool aborted; // protected by mtx
+};
+
+static bool ns_list_has(const ns_list *l, const char *key)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (tw__key_in_ns(key, l->v[i]))
+			return true;
+	return false;
+}
+
+static int ns_list_add(ns_list *l, const char *ns)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i], ns) == 0)
+			return TW_OK;
+	char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+	if (v == NULL)
+		return TW_ENOMEM;
+	l->v = v;
+	if ((v[l->n] = strdup(ns)) == NULL)
+		return TW_ENOMEM;
+	l->n++;
+	return TW_OK;
+}
+
+// Removes `ns` and its children from the list.
+static void ns_list_remove(ns_list *l, const char *ns)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		if (strcmp(l->v[i], ns) == 0 || tw__key_in_ns(l->v[i], ns))
+			free(l->v[i]);
+		else
+			l->v[j++] = l->v[i];
+	}
+	l->n = j;
+}
+
+// Removes the entries whose namespace holds `key`.
+static void ns_list_forget_key(ns_list *l, const char *key)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		if (tw__key_in_ns(key, l->v[i]))
+			free(l->v[i]);
+		else
+			l->v[j++] = l->v[i];
+	}
+	l->n = j;
+}
+
+static void ns_list_free(ns_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+tw_mailbox *tw_mailbox_new(void)
+{
+	tw_mailbox *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return NULL;
+	pthread_mutex_init(&m->mtx, NULL);
+	return m;
+}
+
+static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
+{
+	mb_from *f;
+	HASH_FIND(hh, m->froms, &from, sizeof(from), f);
+	if (f != NULL || !create)
+		return f;
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return NULL;
+	f->from = from;
+	tw__cond_init(&f->space);
+	HASH_ADD(hh, m->froms, from, sizeof(f->from), f);
+	return f;
+}
+
+// Finds the queue of (from, key), creating it when `create`.  Returns NULL
+// when absent or out of memory.
+static mb_queue *queue_get(
+	tw_mailbox *m, uint32_t from, const char *key, bool create)
+{
+	size_t klen = strlen(key);
+	char stackbuf[4 + TW_KEY_MAX];
+	char *hk = klen + 4 <= sizeof(stackbuf) ? stackbuf : malloc(klen + 4);
+	if (hk == NULL)
+		return NULL;
+	memcpy(hk, &from, 4);
+	memcpy(hk + 4, key, klen);
+	mb_queue *q;
+	HASH_FIND(hh, m->queues, hk, klen + 4, q);
+	if (q == NULL && create && (q = calloc(1, sizeof(*q))) != NULL) {
+		q->hk = malloc(klen + 5);
+		if (q->hk == NULL) {
+			free(q);
+			q = NULL;
+		} else {
+			memcpy(q->hk, hk, klen + 4);
+			q->hk[klen + 4] = '\0';
+			q->hklen = klen + 4;
+			q->from = from;
+			q->key = q->hk + 4;
+			tw__cond_init(&q->cv);
+			HASH_ADD_KEYPTR(hh, m->queues, q->hk, q->hklen, q);
+		}
+	}
+	if (hk != stackbuf)
+		free(hk);
+	return q;
+}
+
+static void queue_free(mb_queue *q)
+{
+	for (mb_msg *p = q->head, *n; p != NULL; p = n) {
+		n = p->next;
+		free(p->data);
+		free(p);
+	}
+	pthread_cond_destroy(&q->cv);
+	free(q->hk);
+	free(q);
+}
+
+static void queue_drop_if_idle(tw_mailbox *m, mb_queue *q)
+{
+	if (q->head == NULL && q->waiters == 0) {
+		HASH_DEL(m->queues, q);
+		queue_free(q);
+	}
+}
+
+// Why a pop on (from, key) cannot succeed now, or TW_OK when it may wait.
+// Called with mtx held and the queue found empty.
+static int pop_blocked_status(tw_mailbox *m, uint32_t from, const char *key)
+{
+	mb_from *f = from_get(m, from, false);
+	if (f != NULL && (f->closed || ns_list_has(&f->closed_ns, key)))
+		return TW_EPEER;
+	return TW_OK;
+}
+
+static bool key_aborted(tw_mailbox *m, const char *key)
+{
+	return m->aborted || ns_list_has(&m->aborted_ns, key);
+}
+
+// Waits for a message of (from, key) and returns with mtx held and *qp the
+// non-empty queue on TW_OK.
+static int pop_wait(tw_mailbox *m, uint32_t from, const char *key,
+	int64_t deadline, mb_queue **qp)
+{
+	mb_queue *q = queue_get(m, from, key, true);
+	if (q == NULL)
+		return TW_ENOMEM;
+	int status;
+	for (;;) {
+		if (key_aborted(m, key)) {
+			status = TW_ECLOSED;
+			break;
+		}
+		if (q->head != NULL) {
+			*qp = q;
+			return TW_OK;
+		}
+		if ((status = pop_blocked_status(m, from, key)) != TW_OK)
+			break;
+		q->waiters++;
+		int rv = tw__cond_wait_until(&q->cv, &m->mtx, deadline);
+		q->waiters--;
+		if (rv == ETIMEDOUT && q->head == NULL && !key_aborted(m, key)) {
+			status = TW_ETIMEDOUT;
+			break;
+		}
+	}
+	queue_drop_if_idle(m, q);
+	return status;
+}
+
+// Unlinks the head of q and accounts for it.  mtx held.
+static mb_msg *queue_take(tw_mailbox *m, mb_queue *q)
+{
+	mb_msg *msg = q->head;
+	q->head = msg->next;
+	if (q->head == NULL)
+		q->tail = NULL;
+	mb_from *f = from_get(m, q->from, false);
+	if (f != NULL) {
+		f->bytes -= msg->len;
+		if (f->pushers > 0)
+			pthread_cond_broadcast(&f->space);
+	}
+	// Another waiter may have been woken for a message this thread took;
+	// pass the signal on so that a second queued message is not stranded.
+	if (q->head != NULL && q->waiters > 0)
+		pthread_cond_signal(&q->cv);
+	queue_drop_if_idle(m, q);
+	return msg;
+}
+
+int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
+	int64_t deadline, tw_buf *out)
+{
+	if (m == NULL || key == NULL || out == NULL)
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	mb_queue *q;
+	int status = pop_wait(m, from, key, deadline, &q);
+	if (status == TW_OK) {
+		mb_msg *msg = queue_take(m, q);
+		out->data = msg->data;
+		out->len = msg->len;
+		free(msg);
+	}
+	pthread_mutex_unlock(&m->mtx);
+	return status;
+}
+
+int tw_mailbox_pop(tw_mailbox *m, uint32_t from, const char *tag,
+	int64_t timeout_ms, tw_buf *out)
+{
+	return tw__mailbox_pop_until(
+		m, from, tag, tw__deadline_ms(timeout_ms), out);
+}
+
+int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
+	int64_t deadline, void *buf, size_t cap, size_t *len)
+{
+	if (m == NULL || key == NULL || len == NULL || (buf == NULL && cap))
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	mb_queue *q;
+	int status = pop_wait(m, from, key, deadline, &q);
+	if (status == TW_OK) {
+		if (q->head->len > cap) {
+			*len = q->head->len;
+			// Leave it for the next caller, who may bring a larger
+			// buffer; a waiter woken for it must hear about it too.
+			if (q->waiters > 0)
+				pthread_cond_signal(&q->cv);
+			status = TW_ETRUNC;
+		} else {
+			mb_msg *msg = queue_take(m, q);
+			if (msg->len > 0)
+				memcpy(buf, msg->data, msg->len);
+			*len = msg->len;
+			free(msg->data);
+			free(msg);
+		}
+	}
+	pthread_mutex_unlock(&m->mtx);
+	return status;
+}
+
+int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
+	void *data, size_t len, uint64_t limit, int64_t deadline,
+	const int *cancel)
+{
+	if (m == NULL || key == NULL || (data == NULL && len > 0))
+		return TW_EINVAL;
+	mb_msg *msg = malloc(sizeof(*msg));
+	if (msg == NULL)
+		return TW_ENOMEM;
+	msg->next = NULL;
+	msg->data = data;
+	msg->len = len;
+	int status = TW_OK;
+	pthread_mutex_lock(&m->mtx);
+	mb_from *f = from_get(m, from, true);
+	if (f == NULL) {
+		status = TW_ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		if (key_aborted(m, key)) {
+			status = TW_ECLOSED;
+			goto out;
+		}
+		if (f->closed) {
+			status = TW_EPEER;
+			goto out;
+		}
+		if (cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) {
+			status = TW_ECLOSED;
+			goto out;
+		}
+		// One message is always admitted into an empty box, so that a
+		// message larger than the limit can still be sent.
+		if (f->bytes == 0 || f->bytes + len <= limit)
+			break;
+		f->pushers++;
+		int rv = tw__cond_wait_until(&f->space, &m->mtx, deadline);
+		f->pushers--;
+		if (rv == ETIMEDOUT) {
+			status = TW_ETIMEDOUT;
+			goto out;
+		}
+	}
+	mb_queue *q = queue_get(m, from, key, true);
+	if (q == NULL) {
+		status = TW_ENOMEM;
+		goto out;
+	}
+	// A sender never sends on a namespace it closed: a message there comes
+	// from a new child link of the same name, which reopens it.
+	if (f->closed_ns.n > 0)
+		ns_list_forget_key(&f->closed_ns, key);
+	if (q->tail != NULL)
+		q->tail->next = msg;
+	else
+		q->head = msg;
+	q->tail = msg;
+	f->bytes += len;
+	if (f->bytes > f->peak)
+		f->peak = f->bytes;
+	if (q->waiters > 0)
+		pthread_cond_signal(&q->cv);
+	msg = NULL;
+out:
+	pthread_mutex_unlock(&m->mtx);
+	free(msg);
+	return status;
+}
+
+int tw_mailbox_push(tw_mailbox *m, uint32_t from, const char *tag,
+	const void *buf, size_t len)
+{
+	if (m == NULL || tag == NULL || (buf == NULL && len > 0))
+		return TW_EINVAL;
+	void *copy = NULL;
+	if (len > 0) {
+		if ((copy = malloc(len)) == NULL)
+			return TW_ENOMEM;
+		memcpy(copy, buf, len);
+	}
+	int status = tw__mailbox_push_owned(
+		m, from, tag, copy, len, UINT64_MAX, TW_FOREVER, NULL);
+	if (status != TW_OK)
+		free(copy);
+	return status;
+}
+
+int tw_mailbox_probe(tw_mailbox *m, uint32_t from, const char *tag,
+	size_t *len)
+{
+	if (m == NULL || tag == NULL || len == NULL)
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	int status;
+	mb_queue *q = queue_get(m, from, tag, false);
+	if (key_aborted(m, tag)) {
+		status = TW_ECLOSED;
+	} else if (q != NULL && q->head != NULL) {
+		*len = q->head->len;
+		status = TW_OK;
+	} else {
+		status = pop_blocked_status(m, from, tag);
+		if (status == TW_OK)
+			status = TW_EAGAIN;
+	}
+	pthread_mutex_unlock(&m->mtx);
+	return status;
+}
+
+// Wakes every waiter; each re-checks its own condition.  mtx held.
+static void wake_all(tw_mailbox *m)
+{
+	for (mb_queue *q = m->queues; q != NULL; q = q->hh.next)
+		if (q->waiters > 0)
+			pthread_cond_broadcast(&q->cv);
+	for (mb_from *f = m->froms; f != NULL; f = f->hh.next)
+		if (f->pushers > 0)
+			pthread_cond_broadcast(&f->space);
+}
+
+int tw_mailbox_close_from(tw_mailbox *m, uint32_t from)
+{
+	if (m == NULL)
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	mb_from *f = from_get(m, from, true);
+	int status = f == NULL ? TW_ENOMEM : TW_OK;
+	if (f != NULL)
+		f->closed = true;
+	wake_all(m);
+	pthread_mutex_unlock(&m->mtx);
+	return status;
+}
+
+int tw__mailbox_close_ns(tw_mailbox *m, uint32_t from, const char *ns)
+{
+	if (m == NULL || ns == NULL)
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	mb_from *f = from_get(m, from, true);
+	int status = f == NULL ? TW_ENOMEM : ns_list_add(&f->closed_ns, ns);
+	wake_all(m);
+	pthread_mutex_unlock(&m->mtx);
+	return status;
+}
+
+int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns)
+{
+	if (m == NULL || ns == NULL)
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	int status = ns_list_add(&m->aborted_ns, ns);
+	if (status != TW_OK)
+		m->aborted = true; // failing safe: abort more, never less
+	wake_all(m);
+	pthread_mutex_unlock(&m->mtx);
+	return TW_OK;
+}
+
+int tw__mailbox_reopen_ns(tw_mailbox *m, const char *ns)
+{
+	if (m == NULL || ns == NULL)
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	ns_list_remove(&m->aborted_ns, ns);
+	for (mb_from *f = m->froms; f != NULL; f = f->hh.next)
+		ns_list_remove(&f->closed_ns, ns);
+	pthread_mutex_unlock(&m->mtx);
+	return TW_OK;
+}
+
+void tw_mailbox_abort(tw_mailbox *m)
+{
+	if (m == NULL)
+		return;
+	pthread_mutex_lock(&m->mtx);
+	m->aborted = true;
+	wake_all(m);
+	pthread_mutex_unlock(&m->mtx);
+}
+
+void tw__mailbox_kick(tw_mailbox *m)
+{
+	if (m == NULL)
+		return;
+	pthread_mutex_lock(&m->mtx);
+	for (mb_from *f = m->froms; f != NULL; f = f->hh.next)
+		if (f->pushers > 0)
+			pthread_cond_broadcast(&f->space);
+	pthread_mutex_unlock(&m->mtx);
+}
+
+uint64_t tw__mailbox_peak(tw_mailbox *m, uint32_t from)
+{
+	pthread_mutex_lock(&m->mtx);
+	mb_from *f = from_get(m, from, false);
+	uint64_t peak = f != NULL ? f->peak : 0;
+	pthread_mutex_unlock(&m->mtx);
+	return peak;
+}
+
+void tw_mailbox_free(tw_mailbox *m)
+{
+	if (m == NULL)
+		return;
+	mb_queue *q, *qt;
+	HASH_ITER(hh, m->queues, q, qt)
+	{
+		HASH_DEL(m->queues, q);
+		queue_free(q);
+	}
+	mb_from *f, *ft;
+	HASH_ITER(hh, m->froms, f, ft)
+	{
+		HASH_DEL(m->froms, f);
+		ns_list_free(&f->closed_ns);
+		pthread_cond_destroy(&f->space);
+		free(f);
+	}
+	ns_list_free(&m->aborted_ns);
+	pthread_mutex_destroy(&m->mtx);
+	free(m);
+}

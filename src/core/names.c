@@ -1,0 +1,80 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "core/names.h"
+
+static bool name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		(c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+static bool valid_word(const char *s, size_t max, bool slashes)
+{
+	if (s == NULL)
+		return false;
+	size_t n = strnlen(s, max + 1);
+	if (n == 0 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (name_char(s[i]))
+			continue;
+		// A '/' separates non-empty parts: never first, last or doubled.
+		if (slashes && s[i] == '/' && i > 0 && i + 1 < n &&
+			s[i + 1] != '/')
+			continue;
+		return false;
+	}
+	return true;
+}
+
+bool tw__valid_link_id(const char *id)
+{
+	return valid_word(id, TW_LINK_ID_MAX, true);
+}
+
+bool tw__valid_suffix(const char *s)
+{
+	return valid_word(s, TW_LINK_ID_MAX, false);
+}
+
+bool tw__valid_party_id(const char *id)
+{
+	return valid_word(id, TW_PARTY_ID_MAX, false);
+}
+
+bool tw__valid_tag(const char *tag)
+{
+	return tag != NULL && strnlen(tag, TW_TAG_MAX + 1) <= TW_TAG_MAX;
+}
+
+bool tw__key_in_ns(const char *key, const char *ns)
+{
+	size_t n = strlen(ns);
+	if (strncmp(key, ns, n) != 0)
+		return false;
+	char c = key[n];
+	return c == ':' || c == '@' || c == '!' || c == '/';
+}
+
+bool tw__key_is_ctl(const char *key)
+{
+	const char *p = strpbrk(key, ":@!");
+	return p != NULL && *p == '!';
+}
+
+void tw__key_msg(char *key, const char *ns, const char *tag)
+{
+	snprintf(key, TW_KEY_MAX, "%s:%s", ns, tag);
+}
+
+void tw__key_coll(char *key, const char *ns, const char *coll, unsigned round,
+	const char *tag)
+{
+	snprintf(key, TW_KEY_MAX, "%s@%s.%u:%s", ns, coll, round, tag);
+}
+
+void tw__key_ctl(char *key, const char *ns, const char *ctl)
+{
+	snprintf(key, TW_KEY_MAX, "%s!%s", ns, ctl);
+}

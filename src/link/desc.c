@@ -1,0 +1,175 @@
+// Link descriptions: the parties, the options and the secret.
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "link/link_int.h"
+
+#define TW_SECRET_MAX 1024
+#define TW_ADDR_MAX 512
+
+struct tw_desc {
+	char *link_id;
+	tw__party *parties;
+	size_t n;
+	size_t cap;
+	int64_t opts[TW_OPT_COUNT];
+	unsigned char *secret;
+	size_t secret_len;
+};
+
+tw_desc *tw_desc_new(const char *link_id)
+{
+	if (!tw__valid_link_id(link_id)) {
+		TW_ERROR("desc",
+			"invalid link id '%.64s': want 1..%d bytes of "
+			"[A-Za-z0-9._-] and '/' between parts",
+			link_id ? link_id : "(null)", TW_LINK_ID_MAX);
+		return NULL;
+	}
+	tw_desc *d = calloc(1, sizeof(*d));
+	if (d == NULL || (d->link_id = strdup(link_id)) == NULL) {
+		free(d);
+		return NULL;
+	}
+	for (int i = 0; i < TW_OPT_COUNT; i++)
+		d->opts[i] = tw__opts[i].def;
+	return d;
+}
+
+void tw_desc_free(tw_desc *d)
+{
+	if (d == NULL)
+		return;
+	for (size_t i = 0; i < d->n; i++) {
+		free((char *)d->parties[i].id);
+		free((char *)d->parties[i].addr);
+	}
+	free(d->parties);
+	if (d->secret != NULL)
+		memset(d->secret, 0, d->secret_len);
+	free(d->secret);
+	free(d->link_id);
+	free(d);
+}
+
+int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr)
+{
+	if (d == NULL || addr == NULL || !tw__valid_party_id(party_id)) {
+		TW_ERROR("desc", "invalid party id '%.64s'",
+			party_id ? party_id : "(null)");
+		return TW_EINVAL;
+	}
+	for (size_t i = 0; i < d->n; i++) {
+		if (strcmp(d->parties[i].id, party_id) == 0) {
+			TW_ERROR("desc", "party id '%s' is already in link %s",
+				party_id, d->link_id);
+			return TW_EINVAL;
+		}
+	}
+	bool known;
+	const tw__transport *t = tw__transport_find(addr, &known);
+	if (t == NULL) {
+		TW_ERROR("desc", "address '%.64s' of party %s: %s", addr,
+			party_id,
+			known ? "transport not built in"
+			      : "unknown scheme (want mem://, shm:// or tcp://)");
+		return known ? TW_ENOTSUP : TW_EINVAL;
+	}
+	if (strlen(addr) > TW_ADDR_MAX || t->addr_check(addr) != TW_OK) {
+		TW_ERROR("desc", "malformed address '%.64s' of party %s", addr,
+			party_id);
+		return TW_EINVAL;
+	}
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 4;
+		tw__party *p = realloc(d->parties, cap * sizeof(*p));
+		if (p == NULL)
+			return TW_ENOMEM;
+		d->parties = p;
+		d->cap = cap;
+	}
+	char *id = strdup(party_id), *a = strdup(addr);
+	if (id == NULL || a == NULL) {
+		free(id);
+		free(a);
+		return TW_ENOMEM;
+	}
+	d->parties[d->n].id = id;
+	d->parties[d->n].addr = a;
+	d->n++;
+	return TW_OK;
+}
+
+int tw_desc_set(tw_desc *d, int opt, int64_t value)
+{
+	if (d == NULL || tw__opt_check(opt, value) != TW_OK) {
+		if (opt >= 0 && opt < TW_OPT_COUNT)
+			TW_ERROR("desc",
+				"option %s: value %lld out of range",
+				tw__opts[opt].name, (long long)value);
+		else
+			TW_ERROR("desc", "unknown option %d", opt);
+		return TW_EINVAL;
+	}
+	d->opts[opt] = value;
+	return TW_OK;
+}
+
+int tw_desc_get(const tw_desc *d, int opt, int64_t *value)
+{
+	if (d == NULL || value == NULL || opt < 0 || opt >= TW_OPT_COUNT)
+		return TW_EINVAL;
+	*value = d->opts[opt];
+	return TW_OK;
+}
+
+int tw_desc_set_secret(tw_desc *d, const void *key, size_t len)
+{
+	if (d == NULL || (key == NULL && len > 0) || len > TW_SECRET_MAX)
+		return TW_EINVAL;
+	unsigned char *copy = NULL;
+	if (len > 0) {
+		if ((copy = malloc(len)) == NULL)
+			return TW_ENOMEM;
+		memcpy(copy, key, len);
+	}
+	if (d->secret != NULL)
+		memset(d->secret, 0, d->secret_len);
+	free(d->secret);
+	d->secret = copy;
+	d->secret_len = len;
+	return TW_OK;
+}
+
+size_t tw_desc_size(const tw_desc *d)
+{
+	return d != NULL ? d->n : 0;
+}
+
+size_t tw__desc_size(const tw_desc *d)
+{
+	return d->n;
+}
+
+const char *tw__desc_link_id(const tw_desc *d)
+{
+	return d->link_id;
+}
+
+const tw__party *tw__desc_parties(const tw_desc *d)
+{
+	return d->parties;
+}
+
+const int64_t *tw__desc_opts(const tw_desc *d)
+{
+	return d->opts;
+}
+
+const void *tw__desc_secret(const tw_desc *d, size_t *len)
+{
+	*len = d->secret_len;
+	return d->secret;
+}

@@ -1,0 +1,133 @@
+// tw_desc_from_env: a description from TAGWIRE_* variables, the way a
+// launcher hands a party its place in the computation.
+//
+// The environment is untrusted input: every value is length-checked and
+// parsed strictly, and each failure names the variable and the reason.
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "link/link_int.h"
+
+#define ENV_PARTIES_MAX 65536
+#define ENV_RANK_MAX 1000000
+
+static int parse_rank(const char *s, size_t *rank)
+{
+	if (s == NULL || *s == '\0') {
+		TW_ERROR("env", "TAGWIRE_RANK is not set");
+		return TW_EINVAL;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 ||
+		v > ENV_RANK_MAX) {
+		TW_ERROR("env", "TAGWIRE_RANK '%.32s' is not a rank", s);
+		return TW_EINVAL;
+	}
+	*rank = (size_t)v;
+	return TW_OK;
+}
+
+// Adds the parties of a "ADDR,ID=ADDR,..." list to d.
+static int parse_parties(tw_desc *d, const char *list)
+{
+	if (list == NULL || *list == '\0') {
+		TW_ERROR("env", "TAGWIRE_PARTIES is not set");
+		return TW_EINVAL;
+	}
+	if (strlen(list) > ENV_PARTIES_MAX) {
+		TW_ERROR("env", "TAGWIRE_PARTIES is longer than %d bytes",
+			ENV_PARTIES_MAX);
+		return TW_EINVAL;
+	}
+	char *copy = strdup(list);
+	if (copy == NULL)
+		return TW_ENOMEM;
+	int status = TW_OK;
+	size_t idx = 0;
+	// strtok_r would merge empty items; walk by hand so "a,,b" is an error.
+	char *item = copy;
+	for (;;) {
+		char *comma = strchr(item, ',');
+		if (comma != NULL)
+			*comma = '\0';
+		if (*item == '\0') {
+			TW_ERROR("env", "TAGWIRE_PARTIES: item %zu is empty",
+				idx);
+			status = TW_EINVAL;
+			break;
+		}
+		char defid[32];
+		const char *id = defid, *addr = item;
+		char *eq = strchr(item, '=');
+		char *scheme = strstr(item, "://");
+		if (eq != NULL && (scheme == NULL || eq < scheme)) {
+			*eq = '\0';
+			id = item;
+			addr = eq + 1;
+		} else {
+			snprintf(defid, sizeof(defid), "p%zu", idx);
+		}
+		status = tw_desc_add_party(d, id, addr);
+		if (status != TW_OK) {
+			TW_ERROR("env",
+				"TAGWIRE_PARTIES: item %zu ('%.64s') is not a "
+				"valid party: %s",
+				idx, addr, tw_strerror(status));
+			if (status != TW_ENOMEM)
+				status = TW_EINVAL;
+			break;
+		}
+		idx++;
+		if (comma == NULL)
+			break;
+		item = comma + 1;
+	}
+	free(copy);
+	return status;
+}
+
+int tw_desc_from_env(tw_desc **out, size_t *self_rank)
+{
+	if (out == NULL || self_rank == NULL)
+		return TW_EINVAL;
+	const char *id = getenv("TAGWIRE_LINK_ID");
+	if (id == NULL || *id == '\0')
+		id = "root";
+	tw_desc *d = tw_desc_new(id);
+	if (d == NULL) {
+		TW_ERROR("env", "TAGWIRE_LINK_ID '%.64s' is not a link id",
+			id);
+		return TW_EINVAL;
+	}
+	size_t rank = 0;
+	int status = parse_parties(d, getenv("TAGWIRE_PARTIES"));
+	if (status == TW_OK)
+		status = parse_rank(getenv("TAGWIRE_RANK"), &rank);
+	if (status == TW_OK && rank >= tw_desc_size(d)) {
+		TW_ERROR("env",
+			"TAGWIRE_RANK %zu is out of range: TAGWIRE_PARTIES "
+			"names %zu parties",
+			rank, tw_desc_size(d));
+		status = TW_EINVAL;
+	}
+	const char *secret = getenv("TAGWIRE_SECRET");
+	if (status == TW_OK && secret != NULL && *secret != '\0') {
+		status = tw_desc_set_secret(d, secret, strlen(secret));
+		if (status == TW_EINVAL)
+			TW_ERROR("env", "TAGWIRE_SECRET is longer than 1024 "
+					"bytes");
+	}
+	if (status != TW_OK) {
+		tw_desc_free(d);
+		return status;
+	}
+	*out = d;
+	*self_rank = rank;
+	return TW_OK;
+}

@@ -1,0 +1,94 @@
+// Internal shape of links.
+//
+// A family is the root link created by tw_link_create* together with every
+// child spawned from it: they share the channels (one per peer of the
+// root), and for user channels a stash mailbox where probes and
+// truncated receives park messages they pulled out of a channel.  Child
+// links map their ranks onto root ranks and prefix every key with their own
+// id, so that the family's traffic can share connections without meeting.
+
+#ifndef TW_LINK_LINK_INT_H
+#define TW_LINK_LINK_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <tagwire/tagwire.h>
+
+#include "core/names.h"
+#include "core/opts.h"
+#include "transport/transport.h"
+
+typedef struct tw__family {
+	pthread_mutex_t mtx; // guards the link tree (children lists)
+	size_t size; // parties of the root link
+	size_t self; // this party's root rank
+	tw_channel **chans; // by root rank; chans[self] == NULL
+	const tw__chan_xops *xops; // NULL for user channels
+	tw_mailbox *stash; // user channels only
+} tw__family;
+
+typedef struct tw__peer {
+	uint64_t sent; // point-to-point messages sent there (atomic)
+	uint64_t acked; // of those, consumed there as last reported (atomic)
+	uint64_t consumed; // messages from there consumed here (atomic)
+	pthread_mutex_t ack_mtx; // one thread at a time pulls acks
+} tw__peer;
+
+struct tw_link {
+	tw__family *fam;
+	tw_link *parent;
+	tw_link *first_child; // protected by fam->mtx
+	tw_link *next_sibling; // protected by fam->mtx
+	char *id;
+	size_t size;
+	size_t rank;
+	size_t *map; // link rank -> root rank
+	tw__peer *peers; // by link rank
+	int64_t opts[TW_OPT_COUNT];
+	int64_t recv_timeout; // atomic
+	int aborted; // atomic; also the cancel flag of blocked sends
+	int async_err; // atomic; first failed delivery of an async send
+	tw_stats stats; // atomic fields
+};
+
+// Point-to-point on full keys, with the link's checks already done.
+// `count` adds the message to the link's statistics and throttle window.
+int tw__link_send_key(tw_link *l, size_t dst, const char *key, const void *buf,
+	size_t len, bool async);
+int tw__link_recv_key(tw_link *l, size_t src, const char *key,
+	int64_t deadline, tw_buf *out);
+
+// The deadline of a receive that starts now.
+int64_t tw__link_recv_deadline(const tw_link *l);
+
+// Channel access that hides the difference between built-in transports
+// (tw__chan_xops) and user channels (public ops, the stash, polling).
+int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
+	const void *buf, size_t len, bool async, int64_t deadline);
+int tw__chan_recv(tw_link *l, size_t root_peer, const char *key,
+	int64_t deadline, tw_buf *out);
+int tw__chan_recv_into(tw_link *l, size_t root_peer, const char *key,
+	int64_t deadline, void *buf, size_t cap, size_t *len);
+int tw__chan_probe(tw_link *l, size_t root_peer, const char *key,
+	size_t *len);
+
+// Creates the root link of a new family over `chans` (ownership passes on
+// TW_OK) and runs the handshake.  On failure the channels are left to the
+// caller when `keep_chans_on_error`, else destroyed.
+int tw__link_create_root(const tw_desc *d, size_t self, tw_channel **chans,
+	const tw__chan_xops *xops, bool keep_chans_on_error, tw_link **out);
+
+// Internal view of a description.
+size_t tw__desc_size(const tw_desc *d);
+const char *tw__desc_link_id(const tw_desc *d);
+const tw__party *tw__desc_parties(const tw_desc *d);
+const int64_t *tw__desc_opts(const tw_desc *d);
+const void *tw__desc_secret(const tw_desc *d, size_t *len);
+
+// The most unreceived bytes this party ever held from link rank `src`
+// (0 when the channel cannot tell).  For tests.
+uint64_t tw__link_unreceived_peak(tw_link *l, size_t src);
+
+#endif // TW_LINK_LINK_INT_H

@@ -1,0 +1,283 @@
+// Point-to-point messages: argument checks, statistics, the throttle window
+// and waiting for pending sends.
+//
+// The throttle window counts messages the peer's application has consumed.
+// A receiver whose link has a window sends a control message "<ns>!ack"
+// carrying its cumulative count of consumed messages (8 bytes, little
+// endian) after each point-to-point message it consumes; a sender blocked
+// on the window pulls those acks.  Acks are cumulative, so a sender that
+// finds several waiting keeps only the largest, and senders on a windowed
+// link drain them on every send so that they never pile up.
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "link/link_int.h"
+
+static bool link_aborted(const tw_link *l)
+{
+	return __atomic_load_n(&l->aborted, __ATOMIC_ACQUIRE) != 0;
+}
+
+int64_t tw__link_recv_deadline(const tw_link *l)
+{
+	return tw__deadline_ms(
+		__atomic_load_n(&l->recv_timeout, __ATOMIC_RELAXED));
+}
+
+// Checks a peer rank and a tag; logs nothing (these are caller errors
+// reported by status).
+static int check_peer_tag(const tw_link *l, size_t peer, const char *tag)
+{
+	if (l == NULL || peer >= l->size || peer == l->rank ||
+		!tw__valid_tag(tag))
+		return TW_EINVAL;
+	return TW_OK;
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+// Takes one ack message into ps->acked.  ack_mtx held.
+static void ack_apply(tw__peer *ps, const tw_buf *b)
+{
+	if (b->len != 8)
+		return; // not ours to trust; a malformed ack changes nothing
+	uint64_t v = get_le64(b->data);
+	uint64_t sent = __atomic_load_n(&ps->sent, __ATOMIC_RELAXED);
+	if (v > sent)
+		v = sent; // a peer never consumes more than was sent
+	if (v > __atomic_load_n(&ps->acked, __ATOMIC_RELAXED))
+		__atomic_store_n(&ps->acked, v, __ATOMIC_RELAXED);
+}
+
+// Pulls acks from `dst` until fewer than the window are unconsumed, or
+// only what is already there when `deadline` is 0.
+static int ack_pull(tw_link *l, size_t dst, int64_t deadline, bool wait)
+{
+	int64_t window = l->opts[TW_OPT_THROTTLE_WINDOW];
+	tw__peer *ps = &l->peers[dst];
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, l->id, "ack");
+	int status = TW_OK;
+	if (wait)
+		pthread_mutex_lock(&ps->ack_mtx);
+	else if (pthread_mutex_trylock(&ps->ack_mtx) != 0)
+		return TW_OK; // someone else is pulling them
+	for (;;) {
+		uint64_t sent = __atomic_load_n(&ps->sent, __ATOMIC_RELAXED);
+		uint64_t acked = __atomic_load_n(&ps->acked, __ATOMIC_RELAXED);
+		if (wait && sent - acked < (uint64_t)window)
+			break;
+		tw_buf b = { 0 };
+		size_t len;
+		if (!wait) {
+			if (tw__chan_probe(l, l->map[dst], key, &len) != TW_OK)
+				break;
+			deadline = tw__now_ns();
+		}
+		status = tw__chan_recv(l, l->map[dst], key, deadline, &b);
+		if (status != TW_OK)
+			break;
+		ack_apply(ps, &b);
+		tw_buf_free(&b);
+	}
+	pthread_mutex_unlock(&ps->ack_mtx);
+	return wait ? status : TW_OK;
+}
+
+// Tells `src` that one more of its messages was consumed here.
+static void ack_send(tw_link *l, size_t src)
+{
+	if (l->opts[TW_OPT_THROTTLE_WINDOW] == 0)
+		return;
+	uint64_t n = __atomic_add_fetch(&l->peers[src].consumed, 1,
+		__ATOMIC_RELAXED);
+	unsigned char b[8];
+	put_le64(b, n);
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, l->id, "ack");
+	// A failure here means the peer is gone; its next send fails anyway.
+	(void)tw__chan_send(
+		l, l->map[src], key, b, sizeof(b), true, TW_FOREVER);
+}
+
+int tw__link_send_key(tw_link *l, size_t dst, const char *key, const void *buf,
+	size_t len, bool async)
+{
+	return tw__chan_send(
+		l, l->map[dst], key, buf, len, async, tw__link_recv_deadline(l));
+}
+
+int tw__link_recv_key(tw_link *l, size_t src, const char *key,
+	int64_t deadline, tw_buf *out)
+{
+	return tw__chan_recv(l, l->map[src], key, deadline, out);
+}
+
+enum { SEND_SYNC, SEND_ASYNC, SEND_THROTTLED };
+
+static int send_common(tw_link *l, size_t dst, const char *tag,
+	const void *buf, size_t len, int mode)
+{
+	int status = check_peer_tag(l, dst, tag);
+	if (status != TW_OK || (buf == NULL && len > 0))
+		return TW_EINVAL;
+	if ((uint64_t)len > (uint64_t)l->opts[TW_OPT_MAX_MSG_SIZE])
+		return TW_ETOOBIG;
+	if (link_aborted(l))
+		return TW_ECLOSED;
+	int64_t deadline = tw__link_recv_deadline(l);
+	if (l->opts[TW_OPT_THROTTLE_WINDOW] > 0) {
+		status = ack_pull(l, dst, deadline, mode == SEND_THROTTLED);
+		if (status != TW_OK) {
+			if (status == TW_ETIMEDOUT)
+				TW_LOGL(TW_LOG_DEBUG, "link", l->id, l->rank,
+					"throttled send to %zu timed out", dst);
+			return status;
+		}
+	}
+	char key[TW_KEY_MAX];
+	tw__key_msg(key, l->id, tag);
+	status = tw__chan_send(
+		l, l->map[dst], key, buf, len, mode != SEND_SYNC, deadline);
+	if (status != TW_OK) {
+		if (mode != SEND_SYNC && status == TW_EPEER) {
+			int expect = 0;
+			__atomic_compare_exchange_n(&l->async_err, &expect,
+				status, false, __ATOMIC_RELAXED,
+				__ATOMIC_RELAXED);
+		}
+		return status;
+	}
+	__atomic_add_fetch(&l->peers[dst].sent, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&l->stats.msgs_sent, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&l->stats.bytes_sent, len, __ATOMIC_RELAXED);
+	return TW_OK;
+}
+
+int tw_send(tw_link *l, size_t dst, const char *tag, const void *buf,
+	size_t len)
+{
+	return send_common(l, dst, tag, buf, len, SEND_SYNC);
+}
+
+int tw_send_async(tw_link *l, size_t dst, const char *tag, const void *buf,
+	size_t len)
+{
+	return send_common(l, dst, tag, buf, len, SEND_ASYNC);
+}
+
+int tw_send_async_throttled(tw_link *l, size_t dst, const char *tag,
+	const void *buf, size_t len)
+{
+	return send_common(l, dst, tag, buf, len, SEND_THROTTLED);
+}
+
+static void count_recv(tw_link *l, size_t src, size_t len)
+{
+	__atomic_add_fetch(&l->stats.msgs_recv, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&l->stats.bytes_recv, len, __ATOMIC_RELAXED);
+	ack_send(l, src);
+}
+
+int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out)
+{
+	if (check_peer_tag(l, src, tag) != TW_OK || out == NULL)
+		return TW_EINVAL;
+	char key[TW_KEY_MAX];
+	tw__key_msg(key, l->id, tag);
+	tw_buf b = { 0 };
+	int status = tw__chan_recv(
+		l, l->map[src], key, tw__link_recv_deadline(l), &b);
+	if (status != TW_OK)
+		return status;
+	*out = b;
+	count_recv(l, src, b.len);
+	return TW_OK;
+}
+
+int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
+	size_t cap, size_t *len)
+{
+	if (check_peer_tag(l, src, tag) != TW_OK || len == NULL ||
+		(buf == NULL && cap > 0))
+		return TW_EINVAL;
+	char key[TW_KEY_MAX];
+	tw__key_msg(key, l->id, tag);
+	size_t n = 0;
+	int status = tw__chan_recv_into(
+		l, l->map[src], key, tw__link_recv_deadline(l), buf, cap, &n);
+	if (status == TW_ETRUNC)
+		*len = n;
+	if (status != TW_OK)
+		return status;
+	*len = n;
+	count_recv(l, src, n);
+	return TW_OK;
+}
+
+int tw_probe(tw_link *l, size_t src, const char *tag, size_t *len)
+{
+	if (check_peer_tag(l, src, tag) != TW_OK || len == NULL)
+		return TW_EINVAL;
+	char key[TW_KEY_MAX];
+	tw__key_msg(key, l->id, tag);
+	return tw__chan_probe(l, l->map[src], key, len);
+}
+
+int tw_link_set_recv_timeout(tw_link *l, int64_t ms)
+{
+	if (l == NULL || ms < -1)
+		return TW_EINVAL;
+	__atomic_store_n(&l->recv_timeout, ms, __ATOMIC_RELAXED);
+	return TW_OK;
+}
+
+int tw_link_wait_pending(tw_link *l)
+{
+	if (l == NULL)
+		return TW_EINVAL;
+	if (link_aborted(l))
+		return TW_ECLOSED;
+	int status = __atomic_load_n(&l->async_err, __ATOMIC_RELAXED);
+	tw__family *f = l->fam;
+	for (size_t i = 0; i < l->size; i++) {
+		if (i == l->rank)
+			continue;
+		tw_channel *c = f->chans[l->map[i]];
+		if (c->ops->wait_pending == NULL)
+			continue;
+		int rv = c->ops->wait_pending(c);
+		if (status == TW_OK)
+			status = rv;
+	}
+	if (status != TW_OK && link_aborted(l))
+		status = TW_ECLOSED;
+	return status;
+}
+
+void tw_link_stats(const tw_link *l, tw_stats *out)
+{
+	if (l == NULL || out == NULL)
+		return;
+	out->msgs_sent = __atomic_load_n(&l->stats.msgs_sent, __ATOMIC_RELAXED);
+	out->msgs_recv = __atomic_load_n(&l->stats.msgs_recv, __ATOMIC_RELAXED);
+	out->bytes_sent =
+		__atomic_load_n(&l->stats.bytes_sent, __ATOMIC_RELAXED);
+	out->bytes_recv =
+		__atomic_load_n(&l->stats.bytes_recv, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,403 @@
+// mem://NAME: parties that are threads of one process.
+//
+// Design notes.  Each party of a link owns an endpoint: a mailbox that its
+// peers push into directly, keyed by the sender's rank.  Endpoints are found
+// through a process-wide registry keyed by (link id, address), so separate
+// links may reuse a NAME and parties may start in any order: test_send
+// waits on the registry until the peer has registered.
+//
+// A send copies the payload once into a buffer that the receiver's tw_recv
+// hands to the application as is, so a message costs exactly the one copy
+// the API implies.  Flow control is exact: the push waits while the
+// receiver already holds TW_OPT_RECV_BUFFER bytes from this sender.
+//
+// Lifetime: an endpoint is referenced by its own channels and by its peers'
+// channels; it leaves the registry when its own last channel is destroyed
+// (the root link closed) and is freed when the last reference goes.
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/mailbox.h"
+#include "core/names.h"
+#include "core/sync.h"
+#include "transport/transport.h"
+
+typedef struct mem_ep {
+	struct mem_ep *next; // registry list, protected by reg_mtx
+	char *reg_key; // "<link id> <address>"
+	tw_mailbox *mb;
+	uint64_t recv_buffer;
+	unsigned refs; // protected by reg_mtx
+	unsigned own; // own channels alive, protected by reg_mtx
+	bool registered; // protected by reg_mtx
+	int closed; // atomic
+} mem_ep;
+
+typedef struct mem_chan {
+	tw_channel ch;
+	mem_ep *self;
+	mem_ep *peer; // set once by test_send, atomic
+	char *peer_key;
+	const char *peer_addr;
+	char *link_id;
+	uint32_t self_rank;
+	uint32_t peer_rank;
+	int64_t connect_deadline;
+	int aborted; // atomic
+} mem_chan;
+
+static pthread_mutex_t reg_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reg_cv;
+static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+static mem_ep *reg_head; // protected by reg_mtx
+
+static void reg_init(void)
+{
+	tw__cond_init(&reg_cv);
+}
+
+static int mem_addr_check(const char *addr)
+{
+	if (strncmp(addr, "mem://", 6) != 0)
+		return TW_EINVAL;
+	return tw__valid_party_id(addr + 6) ? TW_OK : TW_EINVAL;
+}
+
+static char *reg_key_make(const char *link_id, const char *addr)
+{
+	size_t a = strlen(link_id), b = strlen(addr);
+	char *k = malloc(a + b + 2);
+	if (k != NULL) {
+		memcpy(k, link_id, a);
+		k[a] = ' ';
+		memcpy(k + a + 1, addr, b + 1);
+	}
+	return k;
+}
+
+static mem_ep *reg_find(const char *key)
+{
+	for (mem_ep *e = reg_head; e != NULL; e = e->next)
+		if (strcmp(e->reg_key, key) == 0)
+			return e;
+	return NULL;
+}
+
+static void ep_free(mem_ep *e);
+
+static void ep_unref_locked(mem_ep *e)
+{
+	if (--e->refs == 0)
+		ep_free(e);
+}
+
+// Maps a mailbox status on the peer's side to what this sender sees.
+static int send_status(mem_chan *mc, int status, const int *cancel)
+{
+	if (status == TW_OK || status == TW_ETIMEDOUT || status == TW_ENOMEM)
+		return status;
+	if (__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE) ||
+		(cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)))
+		return TW_ECLOSED;
+	return TW_EPEER; // the receiver aborted, closed or left
+}
+
+static int mem_xsend(tw_channel *c, const char *key, const void *buf,
+	size_t len, int flags, int64_t deadline, const int *cancel)
+{
+	mem_chan *mc = c->impl;
+	if (__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE))
+		return TW_ECLOSED;
+	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
+	if (peer == NULL || __atomic_load_n(&peer->closed, __ATOMIC_ACQUIRE))
+		return TW_EPEER;
+	void *copy = NULL;
+	if (len > 0) {
+		if ((copy = malloc(len)) == NULL)
+			return TW_ENOMEM;
+		memcpy(copy, buf, len);
+	}
+	// Control messages (acks, hellos) never wait for flow control: they
+	// are what lets the data that holds the buffer drain.
+	uint64_t limit = tw__key_is_ctl(key) ? UINT64_MAX : peer->recv_buffer;
+	int status = tw__mailbox_push_owned(peer->mb, mc->self_rank, key, copy,
+		len, limit, deadline, cancel);
+	if (status != TW_OK)
+		free(copy);
+	return send_status(mc, status, cancel);
+}
+
+static int mem_send(tw_channel *c, const char *key, const void *buf,
+	size_t len)
+{
+	return mem_xsend(c, key, buf, len, 0, TW_FOREVER, NULL);
+}
+
+static int mem_xrecv(tw_channel *c, const char *key, int64_t deadline,
+	tw_buf *out)
+{
+	mem_chan *mc = c->impl;
+	return tw__mailbox_pop_until(
+		mc->self->mb, mc->peer_rank, key, deadline, out);
+}
+
+static int mem_recv(tw_channel *c, const char *key, int64_t timeout_ms,
+	tw_buf *out)
+{
+	return mem_xrecv(c, key, tw__deadline_ms(timeout_ms), out);
+}
+
+static int mem_recv_into(tw_channel *c, const char *key, int64_t deadline,
+	void *buf, size_t cap, size_t *len)
+{
+	mem_chan *mc = c->impl;
+	return tw__mailbox_pop_into(
+		mc->self->mb, mc->peer_rank, key, deadline, buf, cap, len);
+}
+
+static int mem_probe(tw_channel *c, const char *key, size_t *len)
+{
+	mem_chan *mc = c->impl;
+	return tw_mailbox_probe(mc->self->mb, mc->peer_rank, key, len);
+}
+
+static int mem_test_send(tw_channel *c, int64_t timeout_ms)
+{
+	mem_chan *mc = c->impl;
+	int64_t deadline = tw__deadline_ms(timeout_ms);
+	pthread_once(&reg_once, reg_init);
+	pthread_mutex_lock(&reg_mtx);
+	mem_ep *peer;
+	while ((peer = reg_find(mc->peer_key)) == NULL &&
+		!__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)) {
+		if (tw__cond_wait_until(&reg_cv, &reg_mtx, deadline) ==
+			ETIMEDOUT)
+			break;
+	}
+	if (peer != NULL && mc->peer == NULL) {
+		peer->refs++;
+		__atomic_store_n(&mc->peer, peer, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&reg_mtx);
+	if (peer == NULL)
+		return __atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)
+			? TW_ECLOSED
+			: TW_ETIMEDOUT;
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, mc->link_id, "hello");
+	return mem_xsend(c, key, NULL, 0, 0, TW_FOREVER, NULL);
+}
+
+static int mem_test_recv(tw_channel *c)
+{
+	mem_chan *mc = c->impl;
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, mc->link_id, "hello");
+	tw_buf b = { 0 };
+	int status = tw__mailbox_pop_until(
+		mc->self->mb, mc->peer_rank, key, mc->connect_deadline, &b);
+	tw_buf_free(&b);
+	return status;
+}
+
+static void mem_abort(tw_channel *c)
+{
+	mem_chan *mc = c->impl;
+	__atomic_store_n(&mc->aborted, 1, __ATOMIC_RELEASE);
+	tw_mailbox_abort(mc->self->mb);
+	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
+	if (peer != NULL)
+		tw_mailbox_close_from(peer->mb, mc->self_rank);
+	pthread_mutex_lock(&reg_mtx);
+	pthread_cond_broadcast(&reg_cv); // a test_send waiting for its peer
+	pthread_mutex_unlock(&reg_mtx);
+}
+
+static void mem_abort_ns(tw_channel *c, const char *ns)
+{
+	mem_chan *mc = c->impl;
+	tw__mailbox_abort_ns(mc->self->mb, ns);
+	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
+	if (peer != NULL) {
+		tw__mailbox_close_ns(peer->mb, mc->self_rank, ns);
+		tw__mailbox_kick(peer->mb);
+	}
+}
+
+static void mem_close_ns(tw_channel *c, const char *ns)
+{
+	mem_chan *mc = c->impl;
+	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
+	if (peer != NULL)
+		tw__mailbox_close_ns(peer->mb, mc->self_rank, ns);
+}
+
+static void mem_open_ns(tw_channel *c, const char *ns)
+{
+	mem_chan *mc = c->impl;
+	tw__mailbox_reopen_ns(mc->self->mb, ns);
+}
+
+static uint64_t mem_peak(tw_channel *c)
+{
+	mem_chan *mc = c->impl;
+	return tw__mailbox_peak(mc->self->mb, mc->peer_rank);
+}
+
+static void mem_destroy(tw_channel *c)
+{
+	mem_chan *mc = c->impl;
+	mem_ep *peer = mc->peer;
+	if (peer != NULL)
+		tw_mailbox_close_from(peer->mb, mc->self_rank);
+	mem_ep *self = mc->self;
+	pthread_mutex_lock(&reg_mtx);
+	if (--self->own == 0 && self->registered) {
+		// The root link of this party is gone: leave the registry and
+		// fail every push still aimed at this mailbox.
+		mem_ep **pp = &reg_head;
+		while (*pp != self)
+			pp = &(*pp)->next;
+		*pp = self->next;
+		self->registered = false;
+		__atomic_store_n(&self->closed, 1, __ATOMIC_RELEASE);
+		tw_mailbox_abort(self->mb);
+	}
+	if (peer != NULL)
+		ep_unref_locked(peer);
+	ep_unref_locked(self);
+	pthread_mutex_unlock(&reg_mtx);
+	free(mc->peer_key);
+	free(mc->link_id);
+	free(mc);
+}
+
+static const tw_channel_ops mem_ops = {
+	.send = mem_send,
+	.send_async = NULL,
+	.recv = mem_recv,
+	.test_send = mem_test_send,
+	.test_recv = mem_test_recv,
+	.wait_pending = NULL, // a send is delivered when it returns
+	.abort = mem_abort,
+	.destroy = mem_destroy,
+};
+
+static const tw__chan_xops mem_xops = {
+	.size = sizeof(tw__chan_xops),
+	.send = mem_xsend,
+	.recv = mem_xrecv,
+	.recv_into = mem_recv_into,
+	.probe = mem_probe,
+	.abort_ns = mem_abort_ns,
+	.close_ns = mem_close_ns,
+	.open_ns = mem_open_ns,
+	.unreceived_peak = mem_peak,
+};
+
+static mem_chan *chan_new(const tw__link_cfg *cfg, mem_ep *self, size_t peer)
+{
+	mem_chan *mc = calloc(1, sizeof(*mc));
+	if (mc == NULL)
+		return NULL;
+	mc->peer_key = reg_key_make(cfg->link_id, cfg->parties[peer].addr);
+	mc->link_id = strdup(cfg->link_id);
+	if (mc->peer_key == NULL || mc->link_id == NULL) {
+		free(mc->peer_key);
+		free(mc->link_id);
+		free(mc);
+		return NULL;
+	}
+	mc->ch.ops = &mem_ops;
+	mc->ch.impl = mc;
+	mc->self = self;
+	mc->self_rank = (uint32_t)cfg->self;
+	mc->peer_rank = (uint32_t)peer;
+	mc->connect_deadline =
+		tw__deadline_ms(cfg->opts[TW_OPT_CONNECT_TIMEOUT_MS]);
+	return mc;
+}
+
+// Frees channels that never ran (open failed half way).
+static void chans_free(const tw__link_cfg *cfg, tw_channel **chans)
+{
+	for (size_t i = 0; i < cfg->size; i++) {
+		if (chans[i] == NULL)
+			continue;
+		mem_chan *mc = chans[i]->impl;
+		free(mc->peer_key);
+		free(mc->link_id);
+		free(mc);
+		chans[i] = NULL;
+	}
+}
+
+static void ep_free(mem_ep *e)
+{
+	tw_mailbox_free(e->mb);
+	free(e->reg_key);
+	free(e);
+}
+
+static int mem_open(const tw__link_cfg *cfg, tw_channel **chans)
+{
+	pthread_once(&reg_once, reg_init);
+	const char *addr = cfg->parties[cfg->self].addr;
+	mem_ep *self = calloc(1, sizeof(*self));
+	if (self == NULL)
+		return TW_ENOMEM;
+	self->reg_key = reg_key_make(cfg->link_id, addr);
+	self->mb = tw_mailbox_new();
+	self->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
+	if (self->reg_key == NULL || self->mb == NULL)
+		goto err_free_ep;
+	for (size_t i = 0; i < cfg->size; i++) {
+		if (i == cfg->self)
+			continue;
+		mem_chan *mc = chan_new(cfg, self, i);
+		if (mc == NULL)
+			goto err_free_chans;
+		chans[i] = &mc->ch;
+		self->refs++;
+		self->own++;
+	}
+	if (self->own == 0) {
+		// A link of one party has no peer that could look it up.
+		ep_free(self);
+		return TW_OK;
+	}
+	pthread_mutex_lock(&reg_mtx);
+	if (reg_find(self->reg_key) != NULL) {
+		pthread_mutex_unlock(&reg_mtx);
+		TW_ERROR("mem", "cannot bind %s for link %s: address in use",
+			addr, cfg->link_id);
+		chans_free(cfg, chans);
+		ep_free(self);
+		return TW_ESYS;
+	}
+	self->registered = true;
+	self->next = reg_head;
+	reg_head = self;
+	pthread_cond_broadcast(&reg_cv);
+	pthread_mutex_unlock(&reg_mtx);
+	return TW_OK;
+
+err_free_chans:
+	chans_free(cfg, chans);
+err_free_ep:
+	ep_free(self);
+	return TW_ENOMEM;
+}
+
+const tw__transport tw__mem_transport = {
+	.scheme = "mem",
+	.addr_check = mem_addr_check,
+	.open = mem_open,
+	.xops = &mem_xops,
+};

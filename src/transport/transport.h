@@ -1,0 +1,104 @@
+// Transports as const op tables.
+//
+// A transport turns a link description into one tw_channel per peer.  The
+// channels implement the public tw_channel vtable (so that a link treats
+// them exactly like a user's channels) plus tw__chan_xops, a richer table
+// that only built-in transports provide: deadlines instead of relative
+// timeouts, receives into caller memory, probes, and per-namespace close
+// and abort, which let the links of a family share one connection and
+// still fail independently.
+//
+// Transports are registered explicitly in transport.c, under the build's
+// TW_TRANSPORT_* switches; nothing registers itself from a constructor,
+// which static linking could silently drop.
+
+#ifndef TW_TRANSPORT_TRANSPORT_H
+#define TW_TRANSPORT_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <tagwire/channel.h>
+
+#include "core/opts.h"
+
+typedef struct tw__party {
+	const char *id;
+	const char *addr;
+} tw__party;
+
+// What a transport needs to open a link; valid during open only.
+typedef struct tw__link_cfg {
+	const char *link_id;
+	size_t size;
+	size_t self;
+	const tw__party *parties;
+	const int64_t *opts; // TW_OPT_COUNT values
+	const void *secret;
+	size_t secret_len;
+} tw__link_cfg;
+
+enum { TW__SEND_ASYNC = 1 };
+
+typedef struct tw__chan_xops {
+	size_t size; // sizeof(tw__chan_xops) the transport was built with
+
+	// Sends under `key`, waiting for flow control until `deadline`
+	// (tw__now_ns scale) or until *cancel becomes non-zero (TW_ECLOSED).
+	// With TW__SEND_ASYNC the transport may return before delivery.
+	// Never called with the channel's locks held by the caller.  Returns
+	// TW_OK, TW_EPEER, TW_ECLOSED, TW_ETIMEDOUT, TW_ENOMEM.
+	int (*send)(tw_channel *c, const char *key, const void *buf,
+		size_t len, int flags, int64_t deadline, const int *cancel);
+
+	// Receives the oldest message under `key`, until `deadline`.
+	int (*recv)(tw_channel *c, const char *key, int64_t deadline,
+		tw_buf *out);
+
+	// Receives into buf[0..cap); TW_ETRUNC leaves the message queued.
+	int (*recv_into)(tw_channel *c, const char *key, int64_t deadline,
+		void *buf, size_t cap, size_t *len);
+
+	// Never blocks: TW_OK and *len, TW_EAGAIN, TW_EPEER, TW_ECLOSED.
+	int (*probe)(tw_channel *c, const char *key, size_t *len);
+
+	// This side aborted namespace `ns`: wake local waiters there with
+	// TW_ECLOSED and let the peer see TW_EPEER there.
+	void (*abort_ns)(tw_channel *c, const char *ns);
+
+	// This side closed namespace `ns`: the peer sees TW_EPEER there once
+	// it has drained what was delivered.
+	void (*close_ns)(tw_channel *c, const char *ns);
+
+	// A child namespace `ns` is being (re)created: forget any earlier
+	// close or abort of that name on this side.
+	void (*open_ns)(tw_channel *c, const char *ns);
+
+	// The most unreceived bytes the receiving side of this channel ever
+	// held from its peer (for flow-control tests); 0 if unknown.
+	uint64_t (*unreceived_peak)(tw_channel *c);
+} tw__chan_xops;
+
+typedef struct tw__transport {
+	const char *scheme; // "mem", "shm", "tcp"
+
+	// Checks an address of this scheme ("mem://a").  TW_OK or TW_EINVAL.
+	int (*addr_check)(const char *addr);
+
+	// Creates this party's endpoint and chans[i] for every peer i
+	// (chans[self] stays NULL).  Must not wait for peers: the link runs
+	// the handshake through test_send/test_recv.  On failure nothing is
+	// left allocated.  Returns TW_OK, TW_ESYS (address in use), TW_ENOMEM.
+	int (*open)(const tw__link_cfg *cfg, tw_channel **chans);
+
+	const tw__chan_xops *xops;
+} tw__transport;
+
+// The transport for the scheme of `addr`, or NULL.  *known is set to
+// whether the scheme is one tagwire knows (built in or not).
+const tw__transport *tw__transport_find(const char *addr, bool *known);
+
+// Scheme names built in, for `tagwire info`, NULL-terminated.
+const char *const *tw__transport_names(void);
+
+#endif // TW_TRANSPORT_TRANSPORT_H

@@ -1,0 +1,878 @@
+// The link conformance cases.  Usage: conformance TRANSPORT [CASE]
+// TRANSPORT is "mem" (the built-in in-process transport) or "chan" (a user
+// channel written against the public vtable, see testchan.c).
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf.h"
+#include "link/link_int.h"
+#include "testutil.h"
+
+static const conf_transport transports[] = {
+	{ "mem", true },
+	{ "chan", false },
+};
+static const conf_transport *tp;
+
+static void sleep_ms(int ms)
+{
+	// Used only to perturb start order, never to wait for an event: every
+	// assertion below holds whichever way the race goes.
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+static int sync_all(conf_party *p)
+{
+	return tw_barrier(p->link, "conf.sync");
+}
+
+static void run(size_t n, int flags, conf_setup_fn setup, conf_body_fn body,
+	void *arg)
+{
+	if (conf_run(tp, n, flags, setup, body, arg) != 0)
+		fail_msg("a party failed (see above)");
+}
+
+// --- creation --------------------------------------------------------------
+
+static int body_any_order(conf_party *p)
+{
+	// Later ranks start first, with gaps, so that creation cannot rely on
+	// any serial order between parties.
+	sleep_ms((int)(p->size - p->rank) * 15);
+	CHECK_OK(p, conf_create(p, &p->link));
+	CHECK(p, tw_link_rank(p->link) == p->rank);
+	CHECK(p, tw_link_size(p->link) == p->size);
+	size_t next = (p->rank + 1) % p->size;
+	size_t prev = (p->rank + p->size - 1) % p->size;
+	uint32_t v = (uint32_t)p->rank;
+	CHECK_OK(p, tw_send(p->link, next, "ring", &v, sizeof(v)));
+	tw_buf b = { 0 };
+	CHECK_OK(p, tw_recv(p->link, prev, "ring", &b));
+	CHECK(p, b.len == 4 && *(uint32_t *)b.data == prev);
+	tw_buf_free(&b);
+	return 0;
+}
+
+static void t_create_any_order(void **state)
+{
+	run(5, CONF_OWN_CREATE, NULL, body_any_order, NULL);
+}
+
+static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
+static char log_text[4096];
+
+static void log_capture(const tw_log_record *rec, void *arg)
+{
+	pthread_mutex_lock(&log_mtx);
+	size_t used = strlen(log_text);
+	snprintf(log_text + used, sizeof(log_text) - used, "%s\n", rec->msg);
+	pthread_mutex_unlock(&log_mtx);
+}
+
+static void setup_short_connect(tw_desc *d, void *arg)
+{
+	tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, 300);
+}
+
+static int body_connect_timeout(conf_party *p)
+{
+	if (p->rank == 2)
+		return 0; // the missing party never arrives
+	double t0 = conf_now_ms();
+	tw_link *l = NULL;
+	CHECK_RV(p, conf_create(p, &l), TW_ETIMEDOUT);
+	double dt = conf_now_ms() - t0;
+	CHECK(p, l == NULL);
+	CHECK(p, dt >= 290 && dt < conf_scale(5000));
+	return 0;
+}
+
+static void t_connect_timeout(void **state)
+{
+	if (!tp->builtin)
+		skip(); // a user channel decides itself when a peer is there
+	log_text[0] = '\0';
+	tw_log_set_handler(log_capture, NULL);
+	run(3, CONF_OWN_CREATE, setup_short_connect, body_connect_timeout,
+		NULL);
+	tw_log_set_handler(NULL, NULL);
+	if (strstr(log_text, "p2 (mem://p2)") == NULL)
+		fail_msg("the log does not name the missing peer:\n%s",
+			log_text);
+}
+
+// --- ordering and delivery ---------------------------------------------------
+
+enum { FIFO_N = 500 };
+
+static int body_fifo(conf_party *p)
+{
+	static const char *tags[] = { "a", "b", "" };
+	if (p->rank == 0) {
+		for (uint32_t i = 0; i < FIFO_N; i++)
+			for (uint32_t t = 0; t < 3; t++) {
+				uint32_t v[2] = { t, i };
+				CHECK_OK(p, tw_send_async(p->link, 1, tags[t],
+						    v, sizeof(v)));
+			}
+		return 0;
+	}
+	// Read the tags in the reverse of the order they were interleaved.
+	for (int t = 2; t >= 0; t--) {
+		for (uint32_t i = 0; i < FIFO_N; i++) {
+			uint32_t v[2];
+			size_t len;
+			CHECK_OK(p, tw_recv_into(p->link, 0, tags[t], v,
+					    sizeof(v), &len));
+			CHECK(p, len == sizeof(v));
+			CHECK(p, v[0] == (uint32_t)t && v[1] == i);
+		}
+	}
+	return 0;
+}
+
+static void t_fifo(void **state)
+{
+	run(2, 0, NULL, body_fifo, NULL);
+}
+
+enum { EO_N = 4000, EO_THREADS = 4 };
+
+typedef struct eo_shared {
+	conf_party *p;
+	unsigned claimed;
+	unsigned char seen[EO_N];
+	int bad;
+} eo_shared;
+
+static void *eo_receiver(void *a)
+{
+	eo_shared *s = a;
+	uint32_t last = 0;
+	bool first = true;
+	while (__atomic_fetch_add(&s->claimed, 1, __ATOMIC_RELAXED) < EO_N) {
+		uint32_t id;
+		size_t len;
+		int rv = tw_recv_into(s->p->link, 0, "eo", &id, sizeof(id),
+			&len);
+		if (rv != TW_OK || len != 4 || id >= EO_N ||
+			(!first && id <= last)) {
+			__atomic_store_n(&s->bad, 1, __ATOMIC_RELAXED);
+			break;
+		}
+		__atomic_add_fetch(&s->seen[id], 1, __ATOMIC_RELAXED);
+		first = false;
+		last = id;
+	}
+	return NULL;
+}
+
+static int body_exactly_once(conf_party *p)
+{
+	if (p->rank == 0) {
+		for (uint32_t i = 0; i < EO_N; i++)
+			CHECK_OK(p, tw_send_async(p->link, 1, "eo", &i, 4));
+		CHECK_OK(p, sync_all(p));
+		return 0;
+	}
+	eo_shared *s = calloc(1, sizeof(*s));
+	CHECK(p, s != NULL);
+	s->p = p;
+	pthread_t th[EO_THREADS];
+	for (int i = 0; i < EO_THREADS; i++)
+		pthread_create(&th[i], NULL, eo_receiver, s);
+	for (int i = 0; i < EO_THREADS; i++)
+		pthread_join(th[i], NULL);
+	int bad = s->bad;
+	for (int i = 0; i < EO_N; i++)
+		if (s->seen[i] != 1)
+			bad = 1;
+	free(s);
+	CHECK(p, bad == 0);
+	size_t len;
+	CHECK_RV(p, tw_probe(p->link, 0, "eo", &len), TW_EAGAIN);
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+static void t_exactly_once(void **state)
+{
+	run(2, 0, NULL, body_exactly_once, NULL);
+}
+
+static int body_recv_timeout(conf_party *p)
+{
+	if (p->rank == 1) {
+		CHECK_RV(p, tw_link_set_recv_timeout(p->link, -2), TW_EINVAL);
+		CHECK_OK(p, tw_link_set_recv_timeout(p->link, 200));
+		tw_buf b = { 0 };
+		double t0 = conf_now_ms();
+		CHECK_RV(p, tw_recv(p->link, 0, "none", &b), TW_ETIMEDOUT);
+		double dt = conf_now_ms() - t0;
+		CHECK(p, dt >= 199 && dt < conf_scale(3000));
+		CHECK(p, b.data == NULL);
+		CHECK_OK(p, tw_link_set_recv_timeout(p->link, 0));
+		t0 = conf_now_ms();
+		CHECK_RV(p, tw_recv(p->link, 0, "none", &b), TW_ETIMEDOUT);
+		CHECK(p, conf_now_ms() - t0 < conf_scale(1000));
+		CHECK_OK(p, tw_link_set_recv_timeout(p->link, 20000));
+	}
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+static void t_recv_timeout(void **state)
+{
+	run(2, 0, NULL, body_recv_timeout, NULL);
+}
+
+static int body_trunc(conf_party *p)
+{
+	unsigned char buf[100];
+	if (p->rank == 0) {
+		conf_fill(buf, sizeof(buf), 1, 2, 3);
+		CHECK_OK(p, tw_send(p->link, 1, "m", buf, sizeof(buf)));
+		return 0;
+	}
+	size_t len = 0;
+	CHECK_RV(p, tw_recv_into(p->link, 0, "m", buf, 10, &len), TW_ETRUNC);
+	CHECK(p, len == 100);
+	CHECK_OK(p, tw_probe(p->link, 0, "m", &len));
+	CHECK(p, len == 100);
+	CHECK_RV(p, tw_recv_into(p->link, 0, "m", buf, 99, &len), TW_ETRUNC);
+	CHECK_OK(p, tw_recv_into(p->link, 0, "m", buf, sizeof(buf), &len));
+	CHECK(p, len == 100 && conf_check(buf, len, 1, 2, 3));
+	CHECK_RV(p, tw_recv_into(p->link, 0, "m", NULL, 5, &len), TW_EINVAL);
+	CHECK_RV(p, tw_recv_into(p->link, 0, "m", buf, 5, NULL), TW_EINVAL);
+	return 0;
+}
+
+static void t_recv_into_trunc(void **state)
+{
+	run(2, 0, NULL, body_trunc, NULL);
+}
+
+static int body_probe(conf_party *p)
+{
+	size_t len = 99;
+	tw_buf b = { 0 };
+	if (p->rank == 1) {
+		CHECK_RV(p, tw_probe(p->link, 0, "p", &len), TW_EAGAIN);
+		CHECK_RV(p, tw_probe(p->link, 1, "p", &len), TW_EINVAL);
+		CHECK_RV(p, tw_probe(p->link, 0, NULL, &len), TW_EINVAL);
+		CHECK_RV(p, tw_probe(p->link, 0, "p", NULL), TW_EINVAL);
+		CHECK_OK(p, tw_send(p->link, 0, "ready", NULL, 0));
+		CHECK_OK(p, tw_recv(p->link, 0, "go", &b));
+		CHECK_OK(p, tw_probe(p->link, 0, "p", &len));
+		CHECK(p, len == 7);
+		CHECK_OK(p, tw_probe(p->link, 0, "p", &len)); // still there
+		CHECK_OK(p, tw_recv(p->link, 0, "p", &b));
+		CHECK(p, b.len == 7 && memcmp(b.data, "probed", 7) == 0);
+		tw_buf_free(&b);
+		CHECK_RV(p, tw_probe(p->link, 0, "p", &len), TW_EAGAIN);
+	} else {
+		CHECK_OK(p, tw_recv(p->link, 1, "ready", &b));
+		CHECK_OK(p, tw_send(p->link, 1, "p", "probed", 7));
+		CHECK_OK(p, tw_send(p->link, 1, "go", NULL, 0));
+	}
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+static void t_probe(void **state)
+{
+	run(2, 0, NULL, body_probe, NULL);
+}
+
+static int body_zero_length(conf_party *p)
+{
+	if (p->rank == 0) {
+		CHECK_OK(p, tw_send(p->link, 1, "z", NULL, 0));
+		CHECK_OK(p, tw_send(p->link, 1, "", NULL, 0));
+		CHECK_OK(p, tw_send_async(p->link, 1, "", "x", 0));
+		return 0;
+	}
+	tw_buf b = { (void *)1, 5 };
+	CHECK_OK(p, tw_recv(p->link, 0, "", &b));
+	CHECK(p, b.data == NULL && b.len == 0);
+	size_t len = 9;
+	CHECK_OK(p, tw_recv_into(p->link, 0, "", NULL, 0, &len));
+	CHECK(p, len == 0);
+	CHECK_OK(p, tw_probe(p->link, 0, "z", &len));
+	CHECK(p, len == 0);
+	CHECK_OK(p, tw_recv(p->link, 0, "z", &b));
+	CHECK(p, b.len == 0);
+	return 0;
+}
+
+static void t_zero_length(void **state)
+{
+	run(2, 0, NULL, body_zero_length, NULL);
+}
+
+static void setup_max_msg(tw_desc *d, void *arg)
+{
+	tw_desc_set(d, TW_OPT_MAX_MSG_SIZE, 1000);
+}
+
+static int body_invalid(conf_party *p)
+{
+	tw_link *l = p->link;
+	size_t peer = 1 - p->rank;
+	char tag255[256], tag256[257];
+	memset(tag255, 't', 255);
+	tag255[255] = '\0';
+	memset(tag256, 't', 256);
+	tag256[256] = '\0';
+	tw_buf b = { 0 };
+	size_t len;
+	unsigned char big[1001] = { 0 };
+	CHECK_RV(p, tw_send(l, p->rank, "x", "a", 1), TW_EINVAL);
+	CHECK_RV(p, tw_send(l, 2, "x", "a", 1), TW_EINVAL);
+	CHECK_RV(p, tw_send(l, SIZE_MAX, "x", "a", 1), TW_EINVAL);
+	CHECK_RV(p, tw_send(l, peer, NULL, "a", 1), TW_EINVAL);
+	CHECK_RV(p, tw_send(l, peer, tag256, "a", 1), TW_EINVAL);
+	CHECK_RV(p, tw_send(l, peer, "x", NULL, 5), TW_EINVAL);
+	CHECK_RV(p, tw_send_async(l, p->rank, "x", "a", 1), TW_EINVAL);
+	CHECK_RV(p, tw_send_async_throttled(l, 7, "x", "a", 1), TW_EINVAL);
+	CHECK_RV(p, tw_recv(l, p->rank, "x", &b), TW_EINVAL);
+	CHECK_RV(p, tw_recv(l, 2, "x", &b), TW_EINVAL);
+	CHECK_RV(p, tw_recv(l, peer, tag256, &b), TW_EINVAL);
+	CHECK_RV(p, tw_recv(l, peer, "x", NULL), TW_EINVAL);
+	CHECK_RV(p, tw_recv_into(l, p->rank, "x", big, 4, &len), TW_EINVAL);
+	CHECK_RV(p, tw_send(l, peer, "big", big, 1001), TW_ETOOBIG);
+	CHECK_RV(p, tw_send_async(l, peer, "big", big, 1001), TW_ETOOBIG);
+	CHECK_OK(p, tw_send(l, peer, "big", big, 1000));
+	CHECK_OK(p, tw_send(l, peer, tag255, "t", 1));
+	CHECK_OK(p, tw_recv(l, peer, "big", &b));
+	CHECK(p, b.len == 1000);
+	tw_buf_free(&b);
+	CHECK_OK(p, tw_recv(l, peer, tag255, &b));
+	CHECK(p, b.len == 1);
+	tw_buf_free(&b);
+	CHECK_RV(p, tw_barrier(l, NULL), TW_EINVAL);
+	CHECK_RV(p, tw_broadcast(l, 2, "x", &b), TW_EINVAL);
+	CHECK_RV(p, tw_gather(l, 5, "x", "a", 1, &b), TW_EINVAL);
+	CHECK_RV(p, tw_scatter(l, 2, "x", &b, &b), TW_EINVAL);
+	CHECK_RV(p, tw_allgather(l, tag256, "a", 1, &b), TW_EINVAL);
+	CHECK_RV(p, tw_allgather(l, "x", "a", 1, NULL), TW_EINVAL);
+	return 0;
+}
+
+static void t_invalid_args(void **state)
+{
+	run(2, 0, setup_max_msg, body_invalid, NULL);
+}
+
+// --- failure ---------------------------------------------------------------
+
+typedef struct blocked {
+	tw_link *link;
+	size_t src;
+	const char *tag;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	bool started;
+	int rv;
+	double done_ms;
+} blocked;
+
+static void *blocked_recv(void *a)
+{
+	blocked *bl = a;
+	pthread_mutex_lock(&bl->mtx);
+	bl->started = true;
+	pthread_cond_signal(&bl->cv);
+	pthread_mutex_unlock(&bl->mtx);
+	tw_buf b = { 0 };
+	bl->rv = tw_recv(bl->link, bl->src, bl->tag, &b);
+	bl->done_ms = conf_now_ms();
+	tw_buf_free(&b);
+	return NULL;
+}
+
+// Starts a thread blocked in tw_recv and returns once it is about to call
+// it; the caller then aborts.  Whether the thread is already inside the
+// call or not, it must come back with TW_ECLOSED.
+static void blocked_start(blocked *bl, pthread_t *th)
+{
+	pthread_mutex_init(&bl->mtx, NULL);
+	pthread_cond_init(&bl->cv, NULL);
+	pthread_create(th, NULL, blocked_recv, bl);
+	pthread_mutex_lock(&bl->mtx);
+	while (!bl->started)
+		pthread_cond_wait(&bl->cv, &bl->mtx);
+	pthread_mutex_unlock(&bl->mtx);
+	sleep_ms(30);
+}
+
+static int body_abort(conf_party *p)
+{
+	tw_buf b = { 0 };
+	if (p->rank == 1) {
+		blocked bl = { .link = p->link, .src = 0, .tag = "never" };
+		pthread_t th;
+		blocked_start(&bl, &th);
+		double t0 = conf_now_ms();
+		tw_link_abort(p->link);
+		pthread_join(th, NULL);
+		CHECK_RV(p, bl.rv, TW_ECLOSED);
+		CHECK(p, bl.done_ms - t0 < conf_scale(500));
+		CHECK_RV(p, tw_send(p->link, 0, "x", "a", 1), TW_ECLOSED);
+		CHECK_RV(p, tw_recv(p->link, 0, "x", &b), TW_ECLOSED);
+		size_t len;
+		CHECK_RV(p, tw_probe(p->link, 0, "x", &len), TW_ECLOSED);
+		CHECK_RV(p, tw_barrier(p->link, "x"), TW_ECLOSED);
+		CHECK_RV(p, tw_link_wait_pending(p->link), TW_ECLOSED);
+		tw_link_abort(p->link); // idempotent
+		return 0;
+	}
+	// The peer aborts while this party waits for it: TW_EPEER, promptly.
+	double t0 = conf_now_ms();
+	CHECK_RV(p, tw_recv(p->link, 1, "never2", &b), TW_EPEER);
+	CHECK(p, conf_now_ms() - t0 < conf_scale(10000));
+	CHECK_RV(p, tw_send(p->link, 1, "x", "a", 1), TW_EPEER);
+	return 0;
+}
+
+static void t_abort(void **state)
+{
+	run(2, 0, NULL, body_abort, NULL);
+}
+
+static int body_abort_child(conf_party *p)
+{
+	tw_link *child;
+	tw_buf b = { 0 };
+	CHECK_OK(p, tw_link_spawn(p->link, "c", &child));
+	if (p->rank == 1) {
+		blocked bl = { .link = child, .src = 0, .tag = "never" };
+		pthread_t th;
+		blocked_start(&bl, &th);
+		double t0 = conf_now_ms();
+		tw_link_abort(child);
+		pthread_join(th, NULL);
+		CHECK_RV(p, bl.rv, TW_ECLOSED);
+		CHECK(p, bl.done_ms - t0 < conf_scale(500));
+		CHECK_RV(p, tw_send(child, 0, "x", "a", 1), TW_ECLOSED);
+		// The parent is untouched.
+		CHECK_OK(p, tw_send(p->link, 0, "alive", "y", 1));
+	} else {
+		if (p->tp->builtin) {
+			CHECK_RV(p, tw_recv(child, 1, "never2", &b), TW_EPEER);
+		}
+		CHECK_OK(p, tw_recv(p->link, 1, "alive", &b));
+		CHECK(p, b.len == 1);
+		tw_buf_free(&b);
+	}
+	CHECK_OK(p, tw_link_close(child));
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+static void t_abort_child(void **state)
+{
+	run(2, 0, NULL, body_abort_child, NULL);
+}
+
+static int body_peer_closed(conf_party *p)
+{
+	if (p->rank == 0) {
+		for (uint32_t i = 0; i < 3; i++)
+			CHECK_OK(p, tw_send(p->link, 1, "m", &i, 4));
+		CHECK_OK(p, tw_link_close(p->link));
+		p->link = NULL;
+		return 0;
+	}
+	tw_buf b = { 0 };
+	for (uint32_t i = 0; i < 3; i++) {
+		CHECK_OK(p, tw_recv(p->link, 0, "m", &b));
+		CHECK(p, b.len == 4 && *(uint32_t *)b.data == i);
+		tw_buf_free(&b);
+	}
+	// The receive timeout is 20 s: the failure must be reported long
+	// before that, as soon as the close is known.
+	double t0 = conf_now_ms();
+	CHECK_RV(p, tw_recv(p->link, 0, "m", &b), TW_EPEER);
+	CHECK(p, conf_now_ms() - t0 < conf_scale(5000));
+	size_t len;
+	CHECK_RV(p, tw_probe(p->link, 0, "m", &len), TW_EPEER);
+	CHECK_RV(p, tw_send(p->link, 0, "m", "x", 1), TW_EPEER);
+	return 0;
+}
+
+static void t_peer_closed(void **state)
+{
+	run(2, 0, NULL, body_peer_closed, NULL);
+}
+
+// --- child links -------------------------------------------------------------
+
+static int body_spawn_sub(conf_party *p)
+{
+	tw_link *l = p->link, *c = NULL, *s = NULL;
+	tw_buf b = { 0 };
+	CHECK_RV(p, tw_link_spawn(l, "bad:suffix", &c), TW_EINVAL);
+	CHECK_RV(p, tw_link_spawn(l, "", &c), TW_EINVAL);
+	CHECK_RV(p, tw_link_spawn(l, NULL, &c), TW_EINVAL);
+	CHECK_OK(p, tw_link_spawn(l, "c", &c));
+	char want[128];
+	snprintf(want, sizeof(want), "%s/c", tw_link_id(l));
+	CHECK(p, strcmp(tw_link_id(c), want) == 0);
+	CHECK(p, tw_link_size(c) == 3 && tw_link_rank(c) == p->rank);
+	const size_t ranks[] = { 2, 0 };
+	const size_t dup[] = { 2, 2 };
+	const size_t out_of_range[] = { 0, 3 };
+	CHECK_RV(p, tw_link_sub(l, "s", dup, 2, &s), TW_EINVAL);
+	CHECK_RV(p, tw_link_sub(l, "s", out_of_range, 2, &s), TW_EINVAL);
+	CHECK_RV(p, tw_link_sub(l, "s", ranks, 0, &s), TW_EINVAL);
+	CHECK_RV(p, tw_link_sub(l, "s", NULL, 2, &s), TW_EINVAL);
+	if (p->rank == 1) {
+		CHECK_RV(p, tw_link_sub(l, "s", ranks, 2, &s), TW_EINVAL);
+	} else {
+		CHECK_OK(p, tw_link_sub(l, "s", ranks, 2, &s));
+		CHECK(p, tw_link_size(s) == 2);
+		CHECK(p, tw_link_rank(s) == (p->rank == 2 ? 0u : 1u));
+	}
+	// The same tag on parent, child and sub link never meets.
+	if (p->rank == 0) {
+		CHECK_OK(p, tw_send(l, 1, "t", "P", 1));
+		CHECK_OK(p, tw_send(c, 1, "t", "C", 1));
+	} else if (p->rank == 1) {
+		CHECK_OK(p, tw_recv(c, 0, "t", &b));
+		CHECK(p, b.len == 1 && *(char *)b.data == 'C');
+		tw_buf_free(&b);
+		CHECK_OK(p, tw_recv(l, 0, "t", &b));
+		CHECK(p, b.len == 1 && *(char *)b.data == 'P');
+		tw_buf_free(&b);
+	}
+	if (p->rank == 2) {
+		// Sub rank 0 is parent rank 2, sub rank 1 is parent rank 0.
+		CHECK_OK(p, tw_send(s, 1, "t", "S", 1));
+	} else if (p->rank == 0) {
+		CHECK_OK(p, tw_recv(s, 0, "t", &b));
+		CHECK(p, b.len == 1 && *(char *)b.data == 'S');
+		tw_buf_free(&b);
+		size_t len;
+		CHECK_RV(p, tw_probe(l, 2, "t", &len), TW_EAGAIN);
+	}
+	// Collectives on the child links, too.
+	CHECK_OK(p, tw_barrier(c, "cb"));
+	if (s != NULL)
+		CHECK_OK(p, tw_barrier(s, "sb"));
+	// A parent with open children refuses to close.
+	CHECK_RV(p, tw_link_close(l), TW_EINVAL);
+	CHECK_OK(p, tw_link_close(s));
+	CHECK_OK(p, tw_link_close(c));
+	CHECK_OK(p, sync_all(p));
+	// A name may be used again once every party closed the old child.
+	CHECK_OK(p, tw_link_spawn(l, "c", &c));
+	size_t next = (p->rank + 1) % 3, prev = (p->rank + 2) % 3;
+	CHECK_OK(p, tw_send(c, next, "again", "A", 1));
+	CHECK_OK(p, tw_recv(c, prev, "again", &b));
+	CHECK(p, b.len == 1);
+	tw_buf_free(&b);
+	CHECK_OK(p, tw_barrier(c, "done"));
+	CHECK_OK(p, tw_link_close(c));
+	return 0;
+}
+
+static void t_spawn_sub(void **state)
+{
+	run(3, 0, NULL, body_spawn_sub, NULL);
+}
+
+// --- pending sends, throttling, flow control --------------------------------
+
+static int body_wait_pending(conf_party *p)
+{
+	enum { N = 100 };
+	if (p->rank == 0) {
+		unsigned char buf[256];
+		for (uint32_t i = 0; i < N; i++) {
+			conf_fill(buf, sizeof(buf), i, 0, 0);
+			CHECK_OK(p, tw_send_async(p->link, 1, "wp", buf,
+					    sizeof(buf)));
+		}
+		CHECK_OK(p, tw_link_wait_pending(p->link));
+		return 0;
+	}
+	for (uint32_t i = 0; i < N; i++) {
+		tw_buf b = { 0 };
+		CHECK_OK(p, tw_recv(p->link, 0, "wp", &b));
+		CHECK(p, b.len == 256 && conf_check(b.data, b.len, i, 0, 0));
+		tw_buf_free(&b);
+	}
+	return 0;
+}
+
+static void t_wait_pending(void **state)
+{
+	run(2, 0, NULL, body_wait_pending, NULL);
+}
+
+static void setup_window(tw_desc *d, void *arg)
+{
+	tw_desc_set(d, TW_OPT_THROTTLE_WINDOW, 4);
+}
+
+static int body_throttle(conf_party *p)
+{
+	tw_link *l = p->link;
+	uint32_t seq = 0;
+	tw_buf b = { 0 };
+	if (p->rank == 0) {
+		// Nothing is consumed yet: the window admits exactly 4.
+		for (; seq < 4; seq++)
+			CHECK_OK(p, tw_send_async_throttled(l, 1, "w", &seq, 4));
+		CHECK_OK(p, tw_link_set_recv_timeout(l, 300));
+		double t0 = conf_now_ms();
+		CHECK_RV(p, tw_send_async_throttled(l, 1, "w", &seq, 4),
+			TW_ETIMEDOUT);
+		CHECK(p, conf_now_ms() - t0 >= 290);
+		CHECK_OK(p, tw_link_set_recv_timeout(l, conf_scale(20000)));
+		// Let the peer consume; its acks reopen the window.
+		CHECK_OK(p, tw_send(l, 1, "go", NULL, 0));
+		CHECK_OK(p, tw_send_async_throttled(l, 1, "w", &seq, 4));
+		seq++;
+		CHECK_OK(p, tw_link_wait_pending(l));
+		CHECK_OK(p, tw_send_async_throttled(l, 1, "w", &seq, 4));
+		return 0;
+	}
+	CHECK_OK(p, tw_recv(l, 0, "go", &b));
+	for (uint32_t i = 0; i < 6; i++) {
+		uint32_t v;
+		size_t len;
+		CHECK_OK(p, tw_recv_into(l, 0, "w", &v, 4, &len));
+		CHECK(p, len == 4 && v == i);
+	}
+	return 0;
+}
+
+static void t_throttle(void **state)
+{
+	run(2, 0, setup_window, body_throttle, NULL);
+}
+
+enum { FC_BUF = 64 * 1024, FC_MSG = 4096, FC_N = 256 };
+
+static void setup_flow(tw_desc *d, void *arg)
+{
+	tw_desc_set(d, TW_OPT_RECV_BUFFER, FC_BUF);
+}
+
+static int body_flow_control(conf_party *p)
+{
+	unsigned char buf[FC_MSG];
+	if (p->rank == 0) {
+		for (uint32_t i = 0; i < FC_N; i++) {
+			conf_fill(buf, sizeof(buf), i, 7, 7);
+			CHECK_OK(p, tw_send(p->link, 1, "fc", buf, sizeof(buf)));
+		}
+		return 0;
+	}
+	// Receive late, so that the sender runs into the limit.
+	sleep_ms(100);
+	for (uint32_t i = 0; i < FC_N; i++) {
+		size_t len;
+		CHECK_OK(p, tw_recv_into(p->link, 0, "fc", buf, sizeof(buf),
+				    &len));
+		CHECK(p, len == FC_MSG && conf_check(buf, len, i, 7, 7));
+	}
+	if (p->tp->builtin) {
+		// 1 MiB went through a 64 KiB window: the receiver never
+		// held more than the limit.
+		uint64_t peak = tw__link_unreceived_peak(p->link, 0);
+		CHECK(p, peak <= FC_BUF);
+		CHECK(p, peak >= FC_MSG);
+	}
+	return 0;
+}
+
+static void t_flow_control(void **state)
+{
+	run(2, 0, setup_flow, body_flow_control, NULL);
+}
+
+// --- collectives ---------------------------------------------------------------
+
+static size_t glen(size_t rank, size_t root)
+{
+	return (rank * 13 + root) % 50;
+}
+
+static int body_collectives(conf_party *p)
+{
+	tw_link *l = p->link;
+	size_t n = p->size, r = p->rank;
+	tw_buf *v = calloc(n, sizeof(*v));
+	unsigned char buf[256];
+	CHECK(p, v != NULL);
+	CHECK_OK(p, tw_barrier(l, "b"));
+	CHECK_OK(p, tw_barrier(l, "b")); // the same tag twice in a row
+	for (size_t root = 0; root < n; root++) {
+		tw_buf io = { 0 };
+		size_t len = root * 37 % 200;
+		if (r == root) {
+			conf_fill(buf, len, (uint32_t)root, 0, 1);
+			io = (tw_buf) { len ? buf : NULL, len };
+		}
+		CHECK_OK(p, tw_broadcast(l, root, "bc", &io));
+		CHECK(p, io.len == len && conf_check(io.data, len,
+						(uint32_t)root, 0, 1));
+		if (r != root)
+			tw_buf_free(&io);
+
+		len = glen(r, root);
+		conf_fill(buf, len, (uint32_t)r, (uint32_t)root, 2);
+		CHECK_OK(p, tw_gather(l, root, "g", buf, len,
+				    r == root ? v : NULL));
+		if (r == root) {
+			for (size_t i = 0; i < n; i++) {
+				CHECK(p, v[i].len == glen(i, root));
+				CHECK(p, conf_check(v[i].data, v[i].len,
+						 (uint32_t)i, (uint32_t)root, 2));
+				tw_buf_free(&v[i]);
+			}
+		}
+
+		tw_buf in[8], out = { 0 };
+		if (r == root) {
+			for (size_t i = 0; i < n; i++) {
+				in[i].len = (i * 7 + root) % 23;
+				in[i].data = malloc(in[i].len + 1);
+				conf_fill(in[i].data, in[i].len, (uint32_t)i,
+					(uint32_t)root, 3);
+			}
+		}
+		CHECK_OK(p, tw_scatter(l, root, "s", r == root ? in : NULL,
+				    &out));
+		CHECK(p, out.len == (r * 7 + root) % 23);
+		CHECK(p, conf_check(out.data, out.len, (uint32_t)r,
+				 (uint32_t)root, 3));
+		tw_buf_free(&out);
+		if (r == root)
+			for (size_t i = 0; i < n; i++)
+				free(in[i].data);
+	}
+	size_t len = r * 29 % 41;
+	conf_fill(buf, len, (uint32_t)r, 0, 4);
+	CHECK_OK(p, tw_allgather(l, "ag", buf, len, v));
+	for (size_t i = 0; i < n; i++) {
+		CHECK(p, v[i].len == i * 29 % 41);
+		CHECK(p, conf_check(v[i].data, v[i].len, (uint32_t)i, 0, 4));
+		tw_buf_free(&v[i]);
+	}
+	// A large allgather crosses many rounds with real payloads.
+	size_t big = 100000 + r;
+	unsigned char *bb = malloc(big);
+	conf_fill(bb, big, (uint32_t)r, 1, 5);
+	CHECK_OK(p, tw_allgather(l, "ag", bb, big, v));
+	free(bb);
+	for (size_t i = 0; i < n; i++) {
+		CHECK(p, v[i].len == 100000 + i);
+		CHECK(p, conf_check(v[i].data, v[i].len, (uint32_t)i, 1, 5));
+		tw_buf_free(&v[i]);
+	}
+	free(v);
+	tw_stats st;
+	tw_link_stats(l, &st);
+	CHECK(p, st.msgs_sent == 0 && st.msgs_recv == 0); // never counted
+	return 0;
+}
+
+static void t_collectives(void **state)
+{
+	for (size_t n = 1; n <= 8; n++)
+		run(n, 0, NULL, body_collectives, NULL);
+}
+
+static int body_coll_mixed(conf_party *p)
+{
+	tw_link *l = p->link;
+	size_t n = p->size, r = p->rank;
+	tw_buf v[3], b = { 0 };
+	if (r == 0) {
+		CHECK_OK(p, tw_send(l, 1, "x", "p2p", 3));
+		CHECK_OK(p, tw_send(l, 2, "x", "p2p", 3));
+	}
+	CHECK_OK(p, tw_allgather(l, "x", "ag", 2, v));
+	for (size_t i = 0; i < n; i++) {
+		CHECK(p, v[i].len == 2 && memcmp(v[i].data, "ag", 2) == 0);
+		tw_buf_free(&v[i]);
+	}
+	tw_buf io = { r == 0 ? "bc" : NULL, r == 0 ? 2 : 0 };
+	CHECK_OK(p, tw_broadcast(l, 0, "x", &io));
+	CHECK(p, io.len == 2 && memcmp(io.data, "bc", 2) == 0);
+	if (r != 0)
+		tw_buf_free(&io);
+	CHECK_OK(p, tw_barrier(l, "x"));
+	tw_stats st;
+	if (r != 0) {
+		CHECK_OK(p, tw_recv(l, 0, "x", &b));
+		CHECK(p, b.len == 3 && memcmp(b.data, "p2p", 3) == 0);
+		tw_buf_free(&b);
+		tw_link_stats(l, &st);
+		CHECK(p, st.msgs_recv == 1 && st.bytes_recv == 3);
+		CHECK(p, st.msgs_sent == 0 && st.bytes_sent == 0);
+	} else {
+		tw_link_stats(l, &st);
+		CHECK(p, st.msgs_sent == 2 && st.bytes_sent == 6);
+		CHECK(p, st.msgs_recv == 0);
+	}
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+static void t_coll_mixed(void **state)
+{
+	run(3, 0, NULL, body_coll_mixed, NULL);
+}
+
+#define CASE(name) cmocka_unit_test(t_##name)
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s mem|chan [case]\n", argv[0]);
+		return 2;
+	}
+	for (size_t i = 0; i < sizeof(transports) / sizeof(*transports); i++)
+		if (strcmp(argv[1], transports[i].name) == 0)
+			tp = &transports[i];
+	if (tp == NULL) {
+		fprintf(stderr, "unknown transport %s\n", argv[1]);
+		return 2;
+	}
+	const struct CMUnitTest tests[] = {
+		CASE(create_any_order),
+		CASE(connect_timeout),
+		CASE(fifo),
+		CASE(exactly_once),
+		CASE(recv_timeout),
+		CASE(recv_into_trunc),
+		CASE(probe),
+		CASE(zero_length),
+		CASE(invalid_args),
+		CASE(abort),
+		CASE(abort_child),
+		CASE(peer_closed),
+		CASE(spawn_sub),
+		CASE(wait_pending),
+		CASE(throttle),
+		CASE(flow_control),
+		CASE(collectives),
+		CASE(coll_mixed),
+	};
+	if (argc > 2) {
+		char filter[64];
+		snprintf(filter, sizeof(filter), "t_%s", argv[2]);
+		cmocka_set_test_filter(filter);
+	}
+	return cmocka_run_group_tests_name(tp->name, tests, NULL, NULL);
+}

@@ -1,0 +1,181 @@
+// The runner of the conformance suite.
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf.h"
+#include "testchan.h"
+
+double conf_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int64_t conf_scale(int64_t ms)
+{
+	const char *m = getenv("TW_TEST_TIMEOUT_MULTIPLIER");
+	long f = m ? strtol(m, NULL, 10) : 1;
+	return ms * (f > 0 ? f : 1);
+}
+
+void conf_failf(conf_party *p, int line, const char *fmt, ...)
+{
+	if (p->err[0] != '\0')
+		return; // keep the first failure: later ones follow from it
+	int n = snprintf(p->err, sizeof(p->err), "rank %zu line %d: ", p->rank,
+		line);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(p->err + n, sizeof(p->err) - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+void conf_fill(void *buf, size_t len, uint32_t a, uint32_t b, uint32_t c)
+{
+	uint32_t x = a * 2654435761u ^ b * 40503u ^ c * 97u ^ 0x5bd1e995u;
+	unsigned char *p = buf;
+	for (size_t i = 0; i < len; i++) {
+		x = x * 1103515245u + 12345u;
+		p[i] = (unsigned char)(x >> 16);
+	}
+}
+
+bool conf_check(const void *buf, size_t len, uint32_t a, uint32_t b,
+	uint32_t c)
+{
+	uint32_t x = a * 2654435761u ^ b * 40503u ^ c * 97u ^ 0x5bd1e995u;
+	const unsigned char *p = buf;
+	for (size_t i = 0; i < len; i++) {
+		x = x * 1103515245u + 12345u;
+		if (p[i] != (unsigned char)(x >> 16))
+			return false;
+	}
+	return true;
+}
+
+typedef struct run_ctx {
+	const conf_transport *tp;
+	conf_body_fn body;
+	int flags;
+	testchan_net *net;
+	conf_party *parties;
+	int *rvs;
+} run_ctx;
+
+typedef struct thread_arg {
+	run_ctx *ctx;
+	size_t rank;
+} thread_arg;
+
+static int create_user(run_ctx *ctx, conf_party *p, tw_link **out)
+{
+	tw_channel **chans = calloc(p->size, sizeof(*chans));
+	if (chans == NULL)
+		return TW_ENOMEM;
+	int rv = testchan_make(ctx->net, p->rank, chans);
+	if (rv == TW_OK)
+		rv = tw_link_create_with_channels(p->desc, p->rank, chans, out);
+	if (rv != TW_OK)
+		for (size_t i = 0; i < p->size; i++)
+			if (chans[i] != NULL)
+				chans[i]->ops->destroy(chans[i]);
+	free(chans);
+	return rv;
+}
+
+int conf_create(conf_party *p, tw_link **out)
+{
+	if (p->tp->builtin)
+		return tw_link_create(p->desc, p->rank, out);
+	return create_user(p->priv, p, out);
+}
+
+static void *party_main(void *a)
+{
+	thread_arg *ta = a;
+	run_ctx *ctx = ta->ctx;
+	conf_party *p = &ctx->parties[ta->rank];
+	int rv = 0;
+	if (!(ctx->flags & CONF_OWN_CREATE)) {
+		int st = conf_create(p, &p->link);
+		if (st != TW_OK) {
+			conf_failf(p, __LINE__, "link create: %s",
+				tw_err_name(st));
+			ctx->rvs[ta->rank] = -1;
+			return NULL;
+		}
+	}
+	rv = ctx->body(p);
+	if (p->link != NULL) {
+		int st = tw_link_close(p->link);
+		if (st != TW_OK && st != TW_EPEER && rv == 0) {
+			conf_failf(p, __LINE__, "link close: %s",
+				tw_err_name(st));
+			rv = -1;
+		}
+	}
+	ctx->rvs[ta->rank] = rv;
+	return NULL;
+}
+
+static unsigned long run_counter;
+
+int conf_run(const conf_transport *tp, size_t n, int flags,
+	conf_setup_fn setup, conf_body_fn body, void *arg)
+{
+	char id[64];
+	snprintf(id, sizeof(id), "conf%lu",
+		__atomic_add_fetch(&run_counter, 1, __ATOMIC_RELAXED));
+	tw_desc *d = tw_desc_new(id);
+	if (d == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		char pid[32], addr[48];
+		snprintf(pid, sizeof(pid), "p%zu", i);
+		snprintf(addr, sizeof(addr), "mem://p%zu", i);
+		if (tw_desc_add_party(d, pid, addr) != TW_OK) {
+			tw_desc_free(d);
+			return -1;
+		}
+	}
+	tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, conf_scale(20000));
+	tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, conf_scale(20000));
+	if (setup != NULL)
+		setup(d, arg);
+	run_ctx ctx = { .tp = tp, .body = body, .flags = flags };
+	ctx.parties = calloc(n, sizeof(*ctx.parties));
+	ctx.rvs = calloc(n, sizeof(*ctx.rvs));
+	thread_arg *tas = calloc(n, sizeof(*tas));
+	pthread_t *th = calloc(n, sizeof(*th));
+	if (!tp->builtin)
+		ctx.net = testchan_net_new(n);
+	for (size_t i = 0; i < n; i++) {
+		ctx.parties[i] = (conf_party) { .desc = d, .rank = i,
+			.size = n, .tp = tp, .arg = arg, .priv = &ctx };
+		tas[i] = (thread_arg) { &ctx, i };
+	}
+	for (size_t i = 0; i < n; i++)
+		pthread_create(&th[i], NULL, party_main, &tas[i]);
+	int rv = 0;
+	for (size_t i = 0; i < n; i++) {
+		pthread_join(th[i], NULL);
+		if (ctx.rvs[i] != 0) {
+			fprintf(stderr, "  party %zu failed: %s\n", i,
+				ctx.parties[i].err[0] ? ctx.parties[i].err
+						      : "(no message)");
+			rv = -1;
+		}
+	}
+	testchan_net_free(ctx.net);
+	free(th);
+	free(tas);
+	free(ctx.rvs);
+	free(ctx.parties);
+	tw_desc_free(d);
+	return rv;
+}

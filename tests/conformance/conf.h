@@ -1,0 +1,82 @@
+// The conformance suite: link semantics written once and run over every
+// transport (STYLE: one suite, many transports).
+//
+// A case is a body that runs in every party of an N-party link.  Party
+// bodies run on threads (or, for transports between processes, in forked
+// processes), where cmocka's assertions cannot be used; they check with
+// CHECK/CHECK_RV, which record the first failure and return -1, and the
+// runner asserts that every party returned 0.
+
+#ifndef TW_CONF_H
+#define TW_CONF_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <tagwire/tagwire.h>
+
+typedef struct conf_party {
+	tw_link *link; // NULL for cases that create the link themselves
+	tw_desc *desc;
+	size_t rank;
+	size_t size;
+	const struct conf_transport *tp;
+	void *arg;
+	void *priv; // the runner's
+	char err[256];
+} conf_party;
+
+typedef int (*conf_body_fn)(conf_party *p);
+typedef void (*conf_setup_fn)(tw_desc *d, void *arg);
+
+typedef struct conf_transport {
+	const char *name;
+	bool builtin; // a transport of the library (not a user channel)
+} conf_transport;
+
+enum { CONF_OWN_CREATE = 1 };
+
+// Runs `body` in `n` parties over transport `tp`.  `setup` may adjust the
+// description (options) before creation.  Returns 0 when every party
+// returned 0, else prints each party's failure and returns -1.
+int conf_run(const conf_transport *tp, size_t n, int flags,
+	conf_setup_fn setup, conf_body_fn body, void *arg);
+
+// Creates party p's link from p->desc (for CONF_OWN_CREATE cases).
+int conf_create(conf_party *p, tw_link **out);
+
+void conf_failf(conf_party *p, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#define CHECK(p, cond)                                                       \
+	do {                                                                 \
+		if (!(cond)) {                                               \
+			conf_failf(p, __LINE__, "check failed: %s", #cond);  \
+			return -1;                                           \
+		}                                                            \
+	} while (0)
+
+#define CHECK_RV(p, expr, want)                                              \
+	do {                                                                 \
+		int rv_ = (expr);                                            \
+		if (rv_ != (want)) {                                         \
+			conf_failf(p, __LINE__, "%s: got %s, want %s", #expr, \
+				tw_err_name(rv_), tw_err_name(want));        \
+			return -1;                                           \
+		}                                                            \
+	} while (0)
+
+#define CHECK_OK(p, expr) CHECK_RV(p, expr, TW_OK)
+
+// Monotonic milliseconds.
+double conf_now_ms(void);
+
+// A timeout in ms scaled by TW_TEST_TIMEOUT_MULTIPLIER.
+int64_t conf_scale(int64_t ms);
+
+// Fills buf with a pattern derived from (a, b, c) and checks one.
+void conf_fill(void *buf, size_t len, uint32_t a, uint32_t b, uint32_t c);
+bool conf_check(const void *buf, size_t len, uint32_t a, uint32_t b,
+	uint32_t c);
+
+#endif

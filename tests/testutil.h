@@ -1,0 +1,53 @@
+// Shared test helpers on top of cmocka.
+//
+// TW_PASS(expr) asserts that a tagwire call returns TW_OK and
+// TW_FAIL(expr, code) that it returns `code`; both print the status names
+// on failure so that a red test says what came back.
+
+#ifndef TW_TESTUTIL_H
+#define TW_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+#include <tagwire/tagwire.h>
+
+#define TW_PASS(expr)                                                        \
+	do {                                                                 \
+		int tw_rv_ = (expr);                                         \
+		if (tw_rv_ != TW_OK)                                         \
+			fail_msg("%s: got %s (%s), want TW_OK", #expr,      \
+				tw_err_name(tw_rv_), tw_strerror(tw_rv_));   \
+	} while (0)
+
+#define TW_FAIL(expr, want)                                                  \
+	do {                                                                 \
+		int tw_rv_ = (expr);                                         \
+		if (tw_rv_ != (want))                                        \
+			fail_msg("%s: got %s, want %s", #expr,               \
+				tw_err_name(tw_rv_), tw_err_name(want));     \
+	} while (0)
+
+// Skips the whole test program (ctest SKIP_RETURN_CODE 77) with a reason.
+#define TW_SKIP_ALL(...)                                                     \
+	do {                                                                 \
+		fprintf(stderr, "skipped: ");                                \
+		fprintf(stderr, __VA_ARGS__);                                \
+		fprintf(stderr, "\n");                                       \
+		exit(77);                                                    \
+	} while (0)
+
+// Scales a test timeout by TW_TEST_TIMEOUT_MULTIPLIER (sanitizer builds).
+static inline int64_t tw_test_scale_ms(int64_t ms)
+{
+	const char *m = getenv("TW_TEST_TIMEOUT_MULTIPLIER");
+	long f = m ? strtol(m, NULL, 10) : 1;
+	return ms * (f > 0 ? f : 1);
+}
+
+#endif // TW_TESTUTIL_H
