@@ -1,10 +1,13 @@
 // The runner of the conformance suite.
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "testchan.h"
@@ -95,19 +98,15 @@ int conf_create(conf_party *p, tw_link **out)
 	return create_user(p->priv, p, out);
 }
 
-static void *party_main(void *a)
+static int party_run(run_ctx *ctx, conf_party *p)
 {
-	thread_arg *ta = a;
-	run_ctx *ctx = ta->ctx;
-	conf_party *p = &ctx->parties[ta->rank];
 	int rv = 0;
 	if (!(ctx->flags & CONF_OWN_CREATE)) {
 		int st = conf_create(p, &p->link);
 		if (st != TW_OK) {
 			conf_failf(p, __LINE__, "link create: %s",
 				tw_err_name(st));
-			ctx->rvs[ta->rank] = -1;
-			return NULL;
+			return -1;
 		}
 	}
 	rv = ctx->body(p);
@@ -119,8 +118,64 @@ static void *party_main(void *a)
 			rv = -1;
 		}
 	}
-	ctx->rvs[ta->rank] = rv;
+	return rv;
+}
+
+static void *party_thread(void *a)
+{
+	thread_arg *ta = a;
+	ta->ctx->rvs[ta->rank] =
+		party_run(ta->ctx, &ta->ctx->parties[ta->rank]);
 	return NULL;
+}
+
+// Runs every party in a forked process; each reports its first failure on
+// a pipe.  A party that dies of a signal fails the run, and once one party
+// failed the others are killed rather than left to time out.
+static void run_procs(run_ctx *ctx, size_t n)
+{
+	pid_t *pids = calloc(n, sizeof(*pids));
+	int (*fds)[2] = calloc(n, sizeof(*fds));
+	fflush(NULL);
+	for (size_t i = 0; i < n; i++) {
+		if (pipe(fds[i]) != 0) {
+			ctx->rvs[i] = -1;
+			continue;
+		}
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			close(fds[i][0]);
+			conf_party *p = &ctx->parties[i];
+			int rv = party_run(ctx, p);
+			ssize_t w = write(fds[i][1], p->err, strlen(p->err));
+			(void)w;
+			_exit(rv == 0 ? 0 : 1);
+		}
+		close(fds[i][1]);
+	}
+	for (size_t done = 0; done < n; done++) {
+		int st;
+		pid_t pid = wait(&st);
+		size_t i = 0;
+		while (i < n && pids[i] != pid)
+			i++;
+		if (i == n)
+			continue;
+		conf_party *p = &ctx->parties[i];
+		ssize_t r = read(fds[i][0], p->err, sizeof(p->err) - 1);
+		p->err[r > 0 ? r : 0] = '\0';
+		close(fds[i][0]);
+		ctx->rvs[i] = WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+		if (WIFSIGNALED(st))
+			snprintf(p->err, sizeof(p->err), "killed by signal %d",
+				WTERMSIG(st));
+		if (ctx->rvs[i] != 0)
+			for (size_t j = 0; j < n; j++)
+				if (pids[j] > 0 && j != i)
+					kill(pids[j], SIGKILL);
+	}
+	free(fds);
+	free(pids);
 }
 
 static unsigned long run_counter;
@@ -135,9 +190,12 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 	if (d == NULL)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
-		char pid[32], addr[48];
+		char pid[32], addr[160];
 		snprintf(pid, sizeof(pid), "p%zu", i);
-		snprintf(addr, sizeof(addr), "mem://p%zu", i);
+		char run_name[96];
+		snprintf(run_name, sizeof(run_name), "%ld.%s", (long)getpid(),
+			id);
+		snprintf(addr, sizeof(addr), tp->addr_fmt, run_name, i);
 		if (tw_desc_add_party(d, pid, addr) != TW_OK) {
 			tw_desc_free(d);
 			return -1;
@@ -159,11 +217,16 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 			.size = n, .tp = tp, .arg = arg, .priv = &ctx };
 		tas[i] = (thread_arg) { &ctx, i };
 	}
-	for (size_t i = 0; i < n; i++)
-		pthread_create(&th[i], NULL, party_main, &tas[i]);
+	if (tp->procs) {
+		run_procs(&ctx, n);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			pthread_create(&th[i], NULL, party_thread, &tas[i]);
+		for (size_t i = 0; i < n; i++)
+			pthread_join(th[i], NULL);
+	}
 	int rv = 0;
 	for (size_t i = 0; i < n; i++) {
-		pthread_join(th[i], NULL);
 		if (ctx.rvs[i] != 0) {
 			fprintf(stderr, "  party %zu failed: %s\n", i,
 				ctx.parties[i].err[0] ? ctx.parties[i].err

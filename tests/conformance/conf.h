@@ -32,6 +32,10 @@ typedef void (*conf_setup_fn)(tw_desc *d, void *arg);
 typedef struct conf_transport {
 	const char *name;
 	bool builtin; // a transport of the library (not a user channel)
+	bool procs; // parties are forked processes, not threads
+	// printf format of party i's address; %s is a name unique to the run
+	// (it holds the pid, so that ctest -j never mixes runs), %zu is i.
+	const char *addr_fmt;
 } conf_transport;
 
 enum { CONF_OWN_CREATE = 1 };

@@ -12,8 +12,8 @@
 // receiver already holds TW_OPT_RECV_BUFFER bytes from this sender.
 //
 // Lifetime: an endpoint is referenced by its own channels and by its peers'
-// channels; it leaves the registry when its own last channel is destroyed
-// (the root link closed) and is freed when the last reference goes.
+// channels; it leaves the registry as soon as its root link closes (its
+// first channel is destroyed) and is freed when the last reference goes.
 
 #include <errno.h>
 #include <pthread.h>
@@ -254,13 +254,13 @@ static void mem_destroy(tw_channel *c)
 {
 	mem_chan *mc = c->impl;
 	mem_ep *peer = mc->peer;
-	if (peer != NULL)
-		tw_mailbox_close_from(peer->mb, mc->self_rank);
 	mem_ep *self = mc->self;
+	// Channels die together with their root link.  The first one takes
+	// the endpoint out of the registry and fails every push still aimed at
+	// it, before any peer hears of the close, so that a peer that saw
+	// TW_EPEER on a receive cannot then send successfully.
 	pthread_mutex_lock(&reg_mtx);
-	if (--self->own == 0 && self->registered) {
-		// The root link of this party is gone: leave the registry and
-		// fail every push still aimed at this mailbox.
+	if (self->registered) {
 		mem_ep **pp = &reg_head;
 		while (*pp != self)
 			pp = &(*pp)->next;
@@ -269,6 +269,11 @@ static void mem_destroy(tw_channel *c)
 		__atomic_store_n(&self->closed, 1, __ATOMIC_RELEASE);
 		tw_mailbox_abort(self->mb);
 	}
+	pthread_mutex_unlock(&reg_mtx);
+	if (peer != NULL)
+		tw_mailbox_close_from(peer->mb, mc->self_rank);
+	pthread_mutex_lock(&reg_mtx);
+	self->own--;
 	if (peer != NULL)
 		ep_unref_locked(peer);
 	ep_unref_locked(self);
