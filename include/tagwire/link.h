@@ -95,8 +95,8 @@ struct tw_channel;
 TW_API int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out);
 
 // Like tw_link_create, but the link runs over caller-supplied channels, one
-// per party, with channels[self_rank] == NULL.  Addresses in `d` are not
-// used (they may be any string).  On success the link owns the channels and
+// per party, with channels[self_rank] == NULL.  The link does not use the
+// addresses in `d`, but they must still be valid ones ("mem://ID" will do).  On success the link owns the channels and
 // destroys them when the root link is closed; on failure the caller keeps
 // them.  Returns the codes of tw_link_create, and TW_EINVAL when a channel
 // other than self is NULL or lacks a required op (send, recv, destroy).
