@@ -42,8 +42,8 @@ TW_API size_t tw_ring_bytes(uint32_t lanes, uint32_t slots, uint32_t max_msg);
 // Formats `size` bytes at `mem` (64-byte aligned, at least tw_ring_bytes)
 // as an empty ring.  Returns TW_OK or TW_EINVAL.  Not thread-safe: nobody
 // may be attached while it runs.
-TW_API int tw_ring_init(void *mem, size_t size, uint32_t lanes, uint32_t slots,
-	uint32_t max_msg);
+TW_API int tw_ring_init(
+    void *mem, size_t size, uint32_t lanes, uint32_t slots, uint32_t max_msg);
 
 typedef struct tw_ring tw_ring;
 
@@ -65,7 +65,7 @@ TW_API void tw_ring_detach(tw_ring *r);
 // TW_ECLOSED (this side aborted), TW_EPROTO (corrupt lane indices).
 // Thread-safe only with one producer per lane.
 TW_API int tw_ring_send(tw_ring *r, uint32_t lane, uint32_t route,
-	const void *data, size_t n, uint64_t corr, int64_t timeout_us);
+    const void *data, size_t n, uint64_t corr, int64_t timeout_us);
 
 // Takes the oldest message of `lane` into dst[0..cap), waiting up to
 // `timeout_us` while it is empty.  On TW_OK *n, *route and *corr are set
@@ -74,13 +74,13 @@ TW_API int tw_ring_send(tw_ring *r, uint32_t lane, uint32_t route,
 // TW_ECLOSED (this side aborted), TW_EPROTO (corrupt slot or indices),
 // TW_EINVAL (lane out of range, NULL dst with cap > 0).
 TW_API int tw_ring_recv(tw_ring *r, uint32_t lane, void *dst, size_t cap,
-	size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us);
+    size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us);
 
 // Like tw_ring_recv from whichever lane has a message, fairly (round robin
 // from the lane after the last one served); *lane tells which, on TW_OK and
 // on TW_ETRUNC (the same message comes first on the next call).
 TW_API int tw_ring_recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
-	size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us);
+    size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us);
 
 // Marks this side as gone so that the other side's waits end with TW_EPEER
 // (and waits of this side with TW_ECLOSED), and wakes every waiter.
@@ -103,7 +103,8 @@ TW_API int tw_signal_notify(uint64_t *sig, uint64_t value);
 // Waits up to `timeout_us` until *sig >= at_least (unsigned compare).
 // Returns TW_OK, TW_ETIMEDOUT or TW_EINVAL.  Waiters sleep on the low 32
 // bits: a notify that changes only the high half is seen within 20 ms.
-TW_API int tw_signal_wait(uint64_t *sig, uint64_t at_least, int64_t timeout_us);
+TW_API int tw_signal_wait(
+    uint64_t *sig, uint64_t at_least, int64_t timeout_us);
 
 // Creates (exclusively, mode 0600) and maps a POSIX shared-memory segment
 // of `size` bytes named `name` ("/name" or "name": 1 to 200 characters, no

@@ -1,0 +1,136 @@
+// Futex wait and wake on shared 32-bit words, and peer liveness.
+//
+// On Linux these are the raw FUTEX_WAIT and FUTEX_WAKE operations.  Other
+// systems get a fallback that sleeps for a short while and relies on the
+// callers' habit of re-checking their condition after every wake-up: slower
+// to react, but never wrong.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "platform/posix/futex.h"
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
+
+// How long the fallback (or a futex that fails for an unexpected reason)
+// sleeps at most before the caller looks again.
+#define FUTEX_FALLBACK_NS 200000
+
+static void futex_nap(int64_t timeout_ns)
+{
+	if (timeout_ns > FUTEX_FALLBACK_NS)
+		timeout_ns = FUTEX_FALLBACK_NS;
+	struct timespec ts = { 0, (long)timeout_ns };
+	nanosleep(&ts, NULL);
+}
+
+#if defined(__linux__)
+
+int tw__futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
+{
+	if (timeout_ns <= 0)
+		return ETIMEDOUT;
+	// FUTEX_WAIT takes a relative timeout measured on CLOCK_MONOTONIC, so
+	// a change of the wall clock cannot stretch the sleep.
+	struct timespec ts = { (time_t)(timeout_ns / 1000000000),
+		(long)(timeout_ns % 1000000000) };
+	long rv = syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+	if (rv == 0)
+		return 0;
+	int err = errno;
+	if (err == ETIMEDOUT)
+		return ETIMEDOUT;
+	if (err == EAGAIN || err == EINTR)
+		return 0;
+	// ENOSYS (a seccomp filter), EFAULT or EINVAL: nothing the caller can
+	// mend, but waiting must still work, so degrade to short naps.
+	TW_LOG_ONCE(TW_LOG_WARN, "futex",
+	    "futex wait failed, polling instead: %s", strerror(err));
+	futex_nap(timeout_ns);
+	return 0;
+}
+
+void tw__futex_wake(uint32_t *word, int n)
+{
+	// A failed wake leaves the sleeper to notice at the end of its bounded
+	// slice, so it is logged but not reported.
+	if (syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0) < 0)
+		TW_LOG_ONCE(TW_LOG_WARN, "futex", "futex wake failed: %m");
+}
+
+#else
+
+int tw__futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
+{
+	if (timeout_ns <= 0)
+		return ETIMEDOUT;
+	if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected)
+		return 0;
+	futex_nap(timeout_ns);
+	return 0;
+}
+
+void tw__futex_wake(uint32_t *word, int n)
+{
+	(void)word;
+	(void)n;
+}
+
+#endif
+
+#if defined(__linux__)
+// kill(pid, 0) succeeds for a zombie, and a peer that died as our own child
+// stays a zombie until we reap it, which we cannot do while we wait for it.
+// Its state letter in /proc tells the truth.
+static int proc_is_zombie(pid_t pid)
+{
+	char path[40];
+	char buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT; // reaped meanwhile: gone
+	ssize_t got = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (got <= 0)
+		return 0;
+	buf[got] = '\0';
+	// The command name in parentheses may itself contain ')', so the
+	// state is the first letter after the last one.
+	char *p = strrchr(buf, ')');
+	if (p == NULL)
+		return 0;
+	while (*++p == ' ')
+		;
+	return *p == 'Z' || *p == 'X';
+}
+#endif
+
+int tw__proc_alive(uint32_t pid)
+{
+	// A negative pid would name a process group, and 0 ours: neither is
+	// a peer, so such values count as unknown rather than being passed to
+	// kill().
+	if (pid == 0 || pid > INT_MAX)
+		return 1;
+	int saved = errno;
+	int alive = 1;
+	if (kill((pid_t)pid, 0) == -1 && errno == ESRCH)
+		alive = 0;
+#if defined(__linux__)
+	else if (proc_is_zombie((pid_t)pid))
+		alive = 0;
+#endif
+	errno = saved;
+	return alive;
+}

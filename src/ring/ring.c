@@ -1,0 +1,498 @@
+// Multi-lane single-producer/single-consumer rings in caller memory.
+//
+// Design notes.
+//
+// Each lane is a classic ring of `slots` (a power of two) fixed-size slots
+// with free-running 32-bit indices: `tail` counts messages the producer has
+// published and `head` messages the consumer has taken.  tail - head is the
+// number of messages in the lane, computed modulo 2^32, so the indices may
+// wrap freely; the lane is full when that number reaches `slots`.  The
+// producer fills a slot and then publishes it by storing tail with release
+// semantics; the consumer loads tail with acquire semantics before it reads
+// the slot, and releases head only after it has copied the slot out.
+//
+// The other side is not trusted.  The geometry is validated once, at
+// attach, and kept in the private handle; it is never read from the segment
+// again, so every slot address is computed from private values and an index
+// reduced by the private mask.  Each index or length that does come from the
+// segment is loaded once (an atomic load the compiler may not repeat) into a
+// local, checked, and only the local is used: a lane claiming more messages
+// than its depth, or a slot claiming more bytes than max_msg, is TW_EPROTO.
+// The route and correlation id are opaque data handed to the caller.
+//
+// Waiting.  A waiter spins for a few microseconds first, which is all it
+// takes when the peer is active on another core.  Then it announces itself
+// by incrementing a sleeper count in the segment, re-checks its condition,
+// and sleeps on a 32-bit futex word: one per ring for the consumer ("not
+// empty") and one per lane for its producer ("not full").  The side that
+// makes progress stores its index and then reads the sleeper count; only if
+// it is non-zero does it bump the futex word and make a system call, so a
+// send or a receive that nobody waits for costs no system call.  That is
+// the store-then-load pattern of Dekker's algorithm on both sides, which
+// needs sequential consistency: the index stores and loads and the sleeper
+// increment are therefore seq_cst operations rather than plain
+// release/acquire (on x86 the load costs nothing extra and the store is one
+// xchg).  Fences would do the same, but thread sanitizers do not model them.
+//
+// A waiter sleeps in bounded slices, so that a lost wake-up (a corrupt
+// sleeper count) costs at most one slice, and so that it can check between
+// slices whether the other side has gone: its abort flag, or, once per
+// slice, whether the process whose pid it published still exists.
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tagwire/ring.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "platform/posix/futex.h"
+#include "ring/ring_layout.h"
+
+// How long a waiter spins before it sleeps.  Waking a sleeping thread costs
+// several microseconds, so spinning about as long catches a peer that is
+// merely busy without burning a core for a peer that is idle.
+#define RING_SPIN_NS 8000
+// The longest single sleep: the delay after which a dead peer is noticed.
+#define RING_SLICE_NS 20000000
+
+struct tw_ring {
+	struct tw_ring_hdr *hdr;
+	struct tw_ring_lane *lane; // lanes control blocks
+	unsigned char *slot0; // first slot of lane 0
+	size_t slot_size;
+	size_t lane_bytes; // slots * slot_size
+	uint32_t lanes;
+	uint32_t slots;
+	uint32_t mask; // slots - 1
+	uint32_t max_msg;
+	uint32_t next; // recv_any: the lane to look at first
+};
+
+// Computes the slot stride and the total size of a geometry.  Returns 0
+// when the geometry is invalid or a size would overflow.
+static int ring_geometry(uint32_t lanes, uint32_t slots, uint32_t max_msg,
+    size_t *slot_size, size_t *total)
+{
+	if (lanes == 0 || slots == 0 || max_msg == 0
+	    || (slots & (slots - 1)) != 0)
+		return 0;
+	uint64_t stride
+	    = ((uint64_t)max_msg + TW_RING_SLOT_HDR + TW_RING_LINE - 1)
+	    & ~(uint64_t)(TW_RING_LINE - 1);
+	if (stride > SIZE_MAX)
+		return 0;
+	size_t per_lane, all_slots, ctl, sum;
+	if (__builtin_mul_overflow((size_t)slots, (size_t)stride, &per_lane)
+	    || __builtin_mul_overflow((size_t)lanes, per_lane, &all_slots)
+	    || __builtin_mul_overflow((size_t)lanes, TW_RING_LANE_SIZE, &ctl)
+	    || __builtin_add_overflow(TW_RING_HDR_SIZE, ctl, &sum)
+	    || __builtin_add_overflow(sum, all_slots, &sum))
+		return 0;
+	*slot_size = (size_t)stride;
+	*total = sum;
+	return 1;
+}
+
+size_t tw_ring_bytes(uint32_t lanes, uint32_t slots, uint32_t max_msg)
+{
+	size_t slot_size, total;
+	if (!ring_geometry(lanes, slots, max_msg, &slot_size, &total))
+		return 0;
+	return total;
+}
+
+int tw_ring_init(
+    void *mem, size_t size, uint32_t lanes, uint32_t slots, uint32_t max_msg)
+{
+	size_t slot_size, total;
+	if (mem == NULL || (uintptr_t)mem % TW_RING_LINE != 0
+	    || !ring_geometry(lanes, slots, max_msg, &slot_size, &total)
+	    || size < total)
+		return TW_EINVAL;
+	// Slots need no clearing: a slot is read only after its producer has
+	// written it.  The control blocks start empty.
+	struct tw_ring_hdr *hdr = mem;
+	memset(mem, 0, TW_RING_HDR_SIZE + (size_t)lanes * TW_RING_LANE_SIZE);
+	hdr->version = TW_RING_VERSION;
+	hdr->lanes = lanes;
+	hdr->slots = slots;
+	hdr->max_msg = max_msg;
+	hdr->slot_size = slot_size;
+	hdr->total_size = total;
+	// Release: whoever sees the magic, after whatever hand-over the
+	// caller arranges, also sees the geometry written before it.
+	__atomic_store_n(&hdr->magic, TW_RING_MAGIC, __ATOMIC_RELEASE);
+	return TW_OK;
+}
+
+int tw_ring_attach(void *mem, size_t size, tw_ring **out)
+{
+	if (mem == NULL || out == NULL || (uintptr_t)mem % TW_RING_LINE != 0)
+		return TW_EINVAL;
+	if (size < TW_RING_HDR_SIZE) {
+		TW_WARN("ring", "%zu bytes cannot hold a ring header", size);
+		return TW_EPROTO;
+	}
+	struct tw_ring_hdr *hdr = mem;
+	// Each field is loaded exactly once; everything after this block
+	// works on the locals and, after attach, on the private handle.
+	uint64_t magic = __atomic_load_n(&hdr->magic, __ATOMIC_ACQUIRE);
+	uint32_t version = __atomic_load_n(&hdr->version, __ATOMIC_RELAXED);
+	uint32_t lanes = __atomic_load_n(&hdr->lanes, __ATOMIC_RELAXED);
+	uint32_t slots = __atomic_load_n(&hdr->slots, __ATOMIC_RELAXED);
+	uint32_t max_msg = __atomic_load_n(&hdr->max_msg, __ATOMIC_RELAXED);
+	uint64_t stride = __atomic_load_n(&hdr->slot_size, __ATOMIC_RELAXED);
+	uint64_t bytes = __atomic_load_n(&hdr->total_size, __ATOMIC_RELAXED);
+	size_t slot_size, total;
+	if (magic != TW_RING_MAGIC) {
+		TW_WARN("ring", "not a ring: bad magic number");
+		return TW_EPROTO;
+	}
+	if (version != TW_RING_VERSION) {
+		TW_WARN("ring",
+		    "ring format version %u, this library reads %u", version,
+		    TW_RING_VERSION);
+		return TW_EPROTO;
+	}
+	if (!ring_geometry(lanes, slots, max_msg, &slot_size, &total)
+	    || stride != slot_size || bytes != total) {
+		TW_WARN("ring",
+		    "corrupt ring geometry (%u lanes, %u slots, %u bytes "
+		    "per message)",
+		    lanes, slots, max_msg);
+		return TW_EPROTO;
+	}
+	if (total > size) {
+		TW_WARN("ring", "ring of %zu bytes does not fit in %zu bytes",
+		    total, size);
+		return TW_EPROTO;
+	}
+	tw_ring *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return TW_ENOMEM;
+	r->hdr = hdr;
+	r->lane
+	    = (struct tw_ring_lane *)((unsigned char *)mem + TW_RING_HDR_SIZE);
+	r->slot0 = (unsigned char *)(r->lane + lanes);
+	r->slot_size = slot_size;
+	r->lane_bytes = (size_t)slots * slot_size;
+	r->lanes = lanes;
+	r->slots = slots;
+	r->mask = slots - 1;
+	r->max_msg = max_msg;
+	*out = r;
+	return TW_OK;
+}
+
+void tw_ring_detach(tw_ring *r)
+{
+	free(r);
+}
+
+int tw_ring_set_role(tw_ring *r, int consumer)
+{
+	if (r == NULL)
+		return TW_EINVAL;
+	int role = consumer ? TW_RING_CONSUMER : TW_RING_PRODUCER;
+	__atomic_store_n(
+	    &r->hdr->pid[role], (uint32_t)getpid(), __ATOMIC_SEQ_CST);
+	return TW_OK;
+}
+
+// The slot of `lane` that free-running index `idx` maps to.  Only private
+// values enter the computation, and idx is reduced by the private mask, so
+// the result lies inside the validated segment whatever idx holds.
+static struct tw_ring_slot *ring_slot(
+    const tw_ring *r, uint32_t lane, uint32_t idx)
+{
+	return (struct tw_ring_slot *)(r->slot0 + lane * r->lane_bytes
+	    + (size_t)(idx & r->mask) * r->slot_size);
+}
+
+// Bumps a futex word and wakes everyone sleeping on it.
+static void ring_wake(uint32_t *word)
+{
+	__atomic_fetch_add(word, 1, __ATOMIC_SEQ_CST);
+	tw__futex_wake(word, INT_MAX);
+}
+
+static int ring_bad_count(uint32_t lane, uint32_t used, uint32_t slots)
+{
+	TW_WARN("ring", "corrupt ring: lane %u claims %u messages in %u slots",
+	    lane, used, slots);
+	return TW_EPROTO;
+}
+
+// TW_OK while both sides are there; TW_ECLOSED once this side aborted,
+// TW_EPEER once the other side aborted or (when check_pid) its process no
+// longer exists.
+static int ring_peer_status(const tw_ring *r, int role, int check_pid)
+{
+	struct tw_ring_hdr *hdr = r->hdr;
+	if (__atomic_load_n(&hdr->aborted[role], __ATOMIC_SEQ_CST) != 0)
+		return TW_ECLOSED;
+	if (__atomic_load_n(&hdr->aborted[!role], __ATOMIC_SEQ_CST) != 0)
+		return TW_EPEER;
+	if (check_pid) {
+		uint32_t pid
+		    = __atomic_load_n(&hdr->pid[!role], __ATOMIC_RELAXED);
+		if (!tw__proc_alive(pid)) {
+			TW_DEBUG("ring", "ring %s process %u is gone",
+			    role == TW_RING_CONSUMER ? "producer" : "consumer",
+			    pid);
+			return TW_EPEER;
+		}
+	}
+	return TW_OK;
+}
+
+// One attempt of an operation: TW_EAGAIN when it must wait, anything else
+// is its result.
+typedef int (*ring_try_func_t)(tw_ring *r, void *arg);
+
+// Repeats `attempt` until it stops answering TW_EAGAIN, the timeout passes or
+// a side goes away.  `word` is the futex word the other side bumps after
+// making progress and `sleepers` the count it reads to decide whether to.
+static int ring_wait(tw_ring *r, int role, uint32_t *word, uint32_t *sleepers,
+    ring_try_func_t attempt, void *arg, int64_t timeout_us)
+{
+	int status;
+	if (timeout_us == 0) {
+		status = ring_peer_status(r, role, 0);
+		return status != TW_OK ? status : TW_ETIMEDOUT;
+	}
+	int64_t now = tw__now_ns();
+	int64_t deadline = tw__deadline_us(timeout_us);
+	int64_t spin_end = now + RING_SPIN_NS;
+	while (now < spin_end && now < deadline) {
+		tw__cpu_relax();
+		status = attempt(r, arg);
+		if (status != TW_EAGAIN)
+			return status;
+		status = ring_peer_status(r, role, 0);
+		if (status != TW_OK)
+			return status;
+		now = tw__now_ns();
+	}
+	int64_t next_pid_check = now + RING_SLICE_NS;
+	for (;;) {
+		// The word is sampled before announcing and re-checking: a
+		// bump after this point makes the futex wait return at once,
+		// so progress made during the re-check is never slept through.
+		uint32_t seq = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+		__atomic_fetch_add(sleepers, 1, __ATOMIC_SEQ_CST);
+		status = attempt(r, arg);
+		int64_t nap = RING_SLICE_NS;
+		if (status == TW_EAGAIN) {
+			now = tw__now_ns();
+			int check_pid = now >= next_pid_check;
+			if (check_pid)
+				next_pid_check = now + RING_SLICE_NS;
+			status = ring_peer_status(r, role, check_pid);
+			if (status == TW_OK)
+				status = TW_EAGAIN;
+			if (deadline != TW_FOREVER && deadline - now < nap)
+				nap = deadline - now;
+			if (status == TW_EAGAIN && nap <= 0)
+				status = TW_ETIMEDOUT;
+		}
+		if (status == TW_EAGAIN)
+			tw__futex_wait(word, seq, nap);
+		// A stale non-zero count only costs the other side a wake-up
+		// call, so the decrement needs no ordering.
+		__atomic_fetch_sub(sleepers, 1, __ATOMIC_RELAXED);
+		if (status != TW_EAGAIN)
+			return status;
+	}
+}
+
+struct ring_send_args {
+	uint32_t lane;
+	uint32_t route;
+	const void *data;
+	size_t n;
+	uint64_t corr;
+};
+
+static int ring_try_send(tw_ring *r, void *arg)
+{
+	struct ring_send_args *a = arg;
+	struct tw_ring_lane *lc = &r->lane[a->lane];
+	// Only this producer writes tail, so this reads back our own last
+	// store, unless the segment was scribbled on; the check catches that.
+	uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_RELAXED);
+	// Acquire: the consumer released head only after copying the slot
+	// out, so a slot behind head may be overwritten.  Seq_cst because
+	// this load is the re-check of a producer that announced itself.
+	uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
+	uint32_t used = tail - head;
+	if (used > r->slots)
+		return ring_bad_count(a->lane, used, r->slots);
+	if (used == r->slots)
+		return TW_EAGAIN;
+	struct tw_ring_slot *s = ring_slot(r, a->lane, tail);
+	s->route = a->route;
+	s->len = (uint32_t)a->n;
+	s->corr = a->corr;
+	if (a->n > 0)
+		memcpy(s + 1, a->data, a->n);
+	// Release: the slot is complete before the consumer can see it.
+	// Seq_cst so that the sleeper count below is read after it.
+	__atomic_store_n(&lc->tail, tail + 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&r->hdr->cons_sleepers, __ATOMIC_SEQ_CST) != 0)
+		ring_wake(&r->hdr->data_seq);
+	return TW_OK;
+}
+
+int tw_ring_send(tw_ring *r, uint32_t lane, uint32_t route, const void *data,
+    size_t n, uint64_t corr, int64_t timeout_us)
+{
+	if (r == NULL || lane >= r->lanes || (data == NULL && n > 0))
+		return TW_EINVAL;
+	if (n > r->max_msg)
+		return TW_ETOOBIG;
+	struct ring_send_args a = { lane, route, data, n, corr };
+	int status = ring_try_send(r, &a);
+	if (status != TW_EAGAIN)
+		return status;
+	struct tw_ring_lane *lc = &r->lane[lane];
+	return ring_wait(r, TW_RING_PRODUCER, &lc->space_seq,
+	    &lc->prod_sleepers, ring_try_send, &a, timeout_us);
+}
+
+struct ring_recv_args {
+	uint32_t *lane; // recv_any: where to report the lane; else NULL
+	uint32_t which; // tw_ring_recv: the lane
+	void *dst;
+	size_t cap;
+	size_t *n;
+	uint32_t *route;
+	uint64_t *corr;
+};
+
+// Takes the oldest message of `lane`, if any.
+static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
+{
+	struct tw_ring_lane *lc = &r->lane[lane];
+	// Only the consumer writes head: this reads back our own last store.
+	uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_RELAXED);
+	// Acquire pairs with the producer's release of tail, making the slot
+	// contents written before it visible.  Seq_cst because this load is
+	// the re-check of a consumer that announced itself.
+	uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_SEQ_CST);
+	uint32_t used = tail - head;
+	if (used > r->slots)
+		return ring_bad_count(lane, used, r->slots);
+	if (used == 0)
+		return TW_EAGAIN;
+	struct tw_ring_slot *s = ring_slot(r, lane, head);
+	uint32_t len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
+	if (len > r->max_msg) {
+		TW_WARN("ring",
+		    "corrupt ring: message of %u bytes in lane %u, "
+		    "limit %u",
+		    len, lane, r->max_msg);
+		return TW_EPROTO;
+	}
+	if (len > a->cap) {
+		if (a->n != NULL)
+			*a->n = len;
+		if (a->lane != NULL)
+			*a->lane = lane;
+		return TW_ETRUNC;
+	}
+	if (len > 0)
+		memcpy(a->dst, s + 1, len);
+	uint32_t route = __atomic_load_n(&s->route, __ATOMIC_RELAXED);
+	uint64_t corr = __atomic_load_n(&s->corr, __ATOMIC_RELAXED);
+	// Release: the slot has been copied out before the producer may see
+	// it free and overwrite it.  Seq_cst so that the sleeper count below
+	// is read after it.
+	__atomic_store_n(&lc->head, head + 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&lc->prod_sleepers, __ATOMIC_SEQ_CST) != 0)
+		ring_wake(&lc->space_seq);
+	if (a->n != NULL)
+		*a->n = len;
+	if (a->route != NULL)
+		*a->route = route;
+	if (a->corr != NULL)
+		*a->corr = corr;
+	if (a->lane != NULL)
+		*a->lane = lane;
+	return TW_OK;
+}
+
+static int ring_try_recv(tw_ring *r, void *arg)
+{
+	struct ring_recv_args *a = arg;
+	return ring_take(r, a->which, a);
+}
+
+// Looks at every lane once, starting after the last one served, so that a
+// busy lane cannot starve the others.  A message that does not fit
+// (TW_ETRUNC) moves the cursor onto its lane: the next call finds it first.
+static int ring_try_recv_any(tw_ring *r, void *arg)
+{
+	struct ring_recv_args *a = arg;
+	uint32_t lane = r->next;
+	for (uint32_t i = 0; i < r->lanes; i++) {
+		int status = ring_take(r, lane, a);
+		if (status == TW_OK)
+			r->next = lane + 1 < r->lanes ? lane + 1 : 0;
+		else if (status == TW_ETRUNC)
+			r->next = lane;
+		if (status != TW_EAGAIN)
+			return status;
+		lane = lane + 1 < r->lanes ? lane + 1 : 0;
+	}
+	return TW_EAGAIN;
+}
+
+int tw_ring_recv(tw_ring *r, uint32_t lane, void *dst, size_t cap, size_t *n,
+    uint32_t *route, uint64_t *corr, int64_t timeout_us)
+{
+	if (r == NULL || lane >= r->lanes || (dst == NULL && cap > 0))
+		return TW_EINVAL;
+	struct ring_recv_args a = { NULL, lane, dst, cap, n, route, corr };
+	int status = ring_try_recv(r, &a);
+	if (status != TW_EAGAIN)
+		return status;
+	return ring_wait(r, TW_RING_CONSUMER, &r->hdr->data_seq,
+	    &r->hdr->cons_sleepers, ring_try_recv, &a, timeout_us);
+}
+
+int tw_ring_recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
+    size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us)
+{
+	if (r == NULL || lane == NULL || (dst == NULL && cap > 0))
+		return TW_EINVAL;
+	struct ring_recv_args a = { lane, 0, dst, cap, n, route, corr };
+	int status = ring_try_recv_any(r, &a);
+	if (status != TW_EAGAIN)
+		return status;
+	return ring_wait(r, TW_RING_CONSUMER, &r->hdr->data_seq,
+	    &r->hdr->cons_sleepers, ring_try_recv_any, &a, timeout_us);
+}
+
+void tw_ring_abort(tw_ring *r, int consumer)
+{
+	if (r == NULL)
+		return;
+	struct tw_ring_hdr *hdr = r->hdr;
+	int role = consumer ? TW_RING_CONSUMER : TW_RING_PRODUCER;
+	__atomic_store_n(&hdr->aborted[role], 1, __ATOMIC_SEQ_CST);
+	// Wake both sides: the other one to see TW_EPEER, other threads of
+	// this one to see TW_ECLOSED.  A waiter reads the flags after it
+	// announced itself, so a lane whose producer has not announced itself
+	// needs no call; the consumer's word is woken regardless, once.
+	ring_wake(&hdr->data_seq);
+	for (uint32_t i = 0; i < r->lanes; i++) {
+		struct tw_ring_lane *lc = &r->lane[i];
+		if (__atomic_load_n(&lc->prod_sleepers, __ATOMIC_SEQ_CST) != 0)
+			ring_wake(&lc->space_seq);
+	}
+}
