@@ -96,9 +96,10 @@ TW_API int tw_mailbox_push(tw_mailbox *m, uint32_t from, const char *tag,
 
 // Removes the oldest message under (from, tag), waiting up to `timeout_ms`
 // (-1 = forever, 0 = do not wait).  On TW_OK *out owns the payload (NULL
-// data for an empty message).  Returns TW_ETIMEDOUT (TW_EAGAIN-free: a zero
-// timeout with nothing queued is TW_ETIMEDOUT too), TW_EPEER (`from` closed
-// and its messages under tag all popped), TW_ECLOSED (aborted), TW_EINVAL.
+// data for an empty message).  Returns TW_ETIMEDOUT (also for a zero
+// timeout with nothing queued), TW_EPEER (`from` closed
+// and its messages under tag all popped), TW_ECLOSED (aborted), TW_EINVAL,
+// TW_ENOMEM.
 TW_API int tw_mailbox_pop(tw_mailbox *m, uint32_t from, const char *tag,
 	int64_t timeout_ms, tw_buf *out);
 
@@ -110,7 +111,8 @@ TW_API int tw_mailbox_probe(
 
 // Marks sender `from` as gone: its queued messages can still be popped,
 // after that pops of its keys return TW_EPEER, and so do pushes from it.
-// Wakes waiters on its keys.  Returns TW_OK or TW_EINVAL (NULL mailbox).
+// Wakes waiters on its keys.  Returns TW_OK, TW_EINVAL (NULL mailbox) or
+// TW_ENOMEM.
 TW_API int tw_mailbox_close_from(tw_mailbox *m, uint32_t from);
 
 // Wakes every waiter with TW_ECLOSED; later pushes and pops fail the same

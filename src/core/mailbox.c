@@ -19,6 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+// uthash exits the process when an insertion cannot allocate, unless told
+// otherwise; the library must never exit, so a failed insertion raises a
+// flag that the caller turns into TW_ENOMEM.
+#define HASH_NONFATAL_OOM 1
+static _Thread_local int mb_oom;
+#define uthash_nonfatal_oom(obj) (mb_oom = 1)
 #include <uthash.h>
 
 #include "core/mailbox.h"
@@ -143,7 +149,13 @@ static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
 		return NULL;
 	f->from = from;
 	tw__cond_init(&f->space);
+	mb_oom = 0;
 	HASH_ADD(hh, m->froms, from, sizeof(f->from), f);
+	if (mb_oom) {
+		pthread_cond_destroy(&f->space);
+		free(f);
+		return NULL;
+	}
 	return f;
 }
 
@@ -173,7 +185,14 @@ static mb_queue *queue_get(
 			q->from = from;
 			q->key = q->hk + 4;
 			tw__cond_init(&q->cv);
+			mb_oom = 0;
 			HASH_ADD_KEYPTR(hh, m->queues, q->hk, q->hklen, q);
+			if (mb_oom) {
+				pthread_cond_destroy(&q->cv);
+				free(q->hk);
+				free(q);
+				q = NULL;
+			}
 		}
 	}
 	if (hk != stackbuf)

@@ -56,7 +56,11 @@ void tw_desc_free(tw_desc *d)
 
 int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr)
 {
-	if (d == NULL || addr == NULL || !tw__valid_party_id(party_id)) {
+	if (d == NULL || addr == NULL) {
+		TW_ERROR("desc", "add party: NULL description or address");
+		return TW_EINVAL;
+	}
+	if (!tw__valid_party_id(party_id)) {
 		TW_ERROR("desc", "invalid party id '%.64s'",
 			party_id ? party_id : "(null)");
 		return TW_EINVAL;
@@ -104,7 +108,11 @@ int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr)
 
 int tw_desc_set(tw_desc *d, int opt, int64_t value)
 {
-	if (d == NULL || tw__opt_check(opt, value) != TW_OK) {
+	if (d == NULL) {
+		TW_ERROR("desc", "set option: NULL description");
+		return TW_EINVAL;
+	}
+	if (tw__opt_check(opt, value) != TW_OK) {
 		if (opt >= 0 && opt < TW_OPT_COUNT)
 			TW_ERROR("desc",
 				"option %s: value %lld out of range",

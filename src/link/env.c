@@ -99,12 +99,14 @@ int tw_desc_from_env(tw_desc **out, size_t *self_rank)
 	const char *id = getenv("TAGWIRE_LINK_ID");
 	if (id == NULL || *id == '\0')
 		id = "root";
-	tw_desc *d = tw_desc_new(id);
-	if (d == NULL) {
+	if (!tw__valid_link_id(id)) {
 		TW_ERROR("env", "TAGWIRE_LINK_ID '%.64s' is not a link id",
 			id);
 		return TW_EINVAL;
 	}
+	tw_desc *d = tw_desc_new(id);
+	if (d == NULL)
+		return TW_ENOMEM;
 	size_t rank = 0;
 	int status = parse_parties(d, getenv("TAGWIRE_PARTIES"));
 	if (status == TW_OK)

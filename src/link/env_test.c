@@ -1,0 +1,408 @@
+// Unit tests of tw_desc_from_env (env.c).
+//
+// The environment is set with setenv/unsetenv in this (single-threaded)
+// process; every test starts from all four TAGWIRE_* variables unset.  A
+// capturing log handler checks that each rejection names the variable at
+// fault, since a launcher's user has nothing else to go on.
+//
+// Out-of-memory paths are driven by wrapping malloc, calloc and realloc at
+// link time (see tests.cmake).
+
+#include <stdbool.h>
+#include <string.h>
+
+#include "link/link_int.h"
+#include "testutil.h"
+
+// ---------------------------------------------------------------------------
+// Allocation failure injection
+// ---------------------------------------------------------------------------
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+
+static int fail_left = -1; // allocations still allowed; -1 = no limit
+
+static bool fail_now(void)
+{
+	if (fail_left < 0)
+		return false;
+	if (fail_left == 0)
+		return true;
+	fail_left--;
+	return false;
+}
+
+void *__wrap_malloc(size_t n)
+{
+	return fail_now() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+	return fail_now() ? NULL : __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+	return fail_now() ? NULL : __real_realloc(p, n);
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+#define CAP_MAX 8
+
+typedef struct capture {
+	int n;
+	int level[CAP_MAX];
+	char msg[CAP_MAX][512];
+} capture;
+
+static capture cap;
+
+static void cap_handler(const tw_log_record *rec, void *arg)
+{
+	(void)arg;
+	if (cap.n < CAP_MAX) {
+		cap.level[cap.n] = rec->level;
+		snprintf(cap.msg[cap.n], sizeof(cap.msg[0]), "%s", rec->msg);
+	}
+	cap.n++;
+}
+
+// Did some captured line at warn or above mention `what`?
+static bool logged(const char *what)
+{
+	for (int i = 0; i < cap.n && i < CAP_MAX; i++)
+		if (cap.level[i] <= TW_LOG_WARN
+		    && strstr(cap.msg[i], what) != NULL)
+			return true;
+	return false;
+}
+
+static void env_clear(void)
+{
+	unsetenv("TAGWIRE_PARTIES");
+	unsetenv("TAGWIRE_RANK");
+	unsetenv("TAGWIRE_SECRET");
+	unsetenv("TAGWIRE_LINK_ID");
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	env_clear();
+	memset(&cap, 0, sizeof(cap));
+	// The default level: a launcher's user sees these lines without
+	// turning on debugging.
+	tw_log_set_level(TW_LOG_WARN);
+	return tw_log_set_handler(cap_handler, NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	fail_left = -1;
+	env_clear();
+	return tw_log_set_handler(NULL, NULL);
+}
+
+static void env_set(const char *name, const char *value)
+{
+	assert_int_equal(setenv(name, value, 1), 0);
+}
+
+// Runs tw_desc_from_env expecting success; returns the description.
+static tw_desc *from_env_ok(size_t *rank)
+{
+	tw_desc *d = NULL;
+	*rank = 777;
+	TW_PASS(tw_desc_from_env(&d, rank));
+	assert_non_null(d);
+	return d;
+}
+
+static void expect_party(
+    const tw_desc *d, size_t rank, const char *id, const char *addr)
+{
+	assert_true(rank < tw_desc_size(d));
+	const tw__party *p = &tw__desc_parties(d)[rank];
+	assert_string_equal(p->id, id);
+	assert_string_equal(p->addr, addr);
+}
+
+// Expects TW_EINVAL, outputs untouched, and a log line naming `var`.
+static void expect_einval(const char *var, const char *why)
+{
+	tw_desc *d = (tw_desc *)0x1;
+	size_t rank = 4242;
+	cap.n = 0;
+	int status = tw_desc_from_env(&d, &rank);
+	if (status != TW_EINVAL)
+		fail_msg(
+		    "%s: got %s, want TW_EINVAL", why, tw_err_name(status));
+	assert_ptr_equal(d, (tw_desc *)0x1);
+	assert_int_equal(rank, 4242);
+	if (!logged(var))
+		fail_msg("%s: no log line names %s (%d lines, last '%s')", why,
+		    var, cap.n,
+		    cap.n > 0 ? cap.msg[(cap.n - 1) % CAP_MAX] : "");
+}
+
+// ---------------------------------------------------------------------------
+// Valid environments
+// ---------------------------------------------------------------------------
+
+static void test_default_ids(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b");
+	env_set("TAGWIRE_RANK", "1");
+	size_t rank;
+	tw_desc *d = from_env_ok(&rank);
+	assert_int_equal(rank, 1);
+	assert_int_equal(tw_desc_size(d), 2);
+	expect_party(d, 0, "p0", "mem://a");
+	expect_party(d, 1, "p1", "mem://b");
+	assert_string_equal(tw__desc_link_id(d), "root");
+	size_t slen = 99;
+	tw__desc_secret(d, &slen);
+	assert_int_equal(slen, 0);
+	tw_desc_free(d);
+	// A valid environment is not worth a warning.
+	assert_int_equal(cap.n, 0);
+}
+
+static void test_named_ids(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "x=mem://a,y=mem://b");
+	env_set("TAGWIRE_RANK", "0");
+	size_t rank;
+	tw_desc *d = from_env_ok(&rank);
+	assert_int_equal(rank, 0);
+	assert_int_equal(tw_desc_size(d), 2);
+	expect_party(d, 0, "x", "mem://a");
+	expect_party(d, 1, "y", "mem://b");
+	tw_desc_free(d);
+
+	// Mixed: a default id is "p" and the item's position.
+	env_set("TAGWIRE_PARTIES", "mem://a,y=mem://b,mem://c");
+	env_set("TAGWIRE_RANK", "2");
+	d = from_env_ok(&rank);
+	assert_int_equal(rank, 2);
+	assert_int_equal(tw_desc_size(d), 3);
+	expect_party(d, 0, "p0", "mem://a");
+	expect_party(d, 1, "y", "mem://b");
+	expect_party(d, 2, "p2", "mem://c");
+	tw_desc_free(d);
+
+	// One party alone is a valid (if lonely) link.
+	env_set("TAGWIRE_PARTIES", "solo=mem://s");
+	env_set("TAGWIRE_RANK", "0");
+	d = from_env_ok(&rank);
+	assert_int_equal(tw_desc_size(d), 1);
+	expect_party(d, 0, "solo", "mem://s");
+	tw_desc_free(d);
+}
+
+static void test_link_id(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b");
+	env_set("TAGWIRE_RANK", "0");
+	env_set("TAGWIRE_LINK_ID", "job-7/step.2");
+	size_t rank;
+	tw_desc *d = from_env_ok(&rank);
+	assert_string_equal(tw__desc_link_id(d), "job-7/step.2");
+	tw_desc_free(d);
+	unsetenv("TAGWIRE_LINK_ID");
+	d = from_env_ok(&rank);
+	assert_string_equal(tw__desc_link_id(d), "root");
+	tw_desc_free(d);
+}
+
+static void test_secret(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b");
+	env_set("TAGWIRE_RANK", "0");
+	env_set("TAGWIRE_SECRET", "s3cret");
+	size_t rank;
+	tw_desc *d = from_env_ok(&rank);
+	size_t slen = 0;
+	const void *s = tw__desc_secret(d, &slen);
+	assert_int_equal(slen, 6);
+	assert_memory_equal(s, "s3cret", 6);
+	tw_desc_free(d);
+
+	// The longest secret a description takes.
+	char big[1026];
+	memset(big, 'k', 1024);
+	big[1024] = '\0';
+	env_set("TAGWIRE_SECRET", big);
+	d = from_env_ok(&rank);
+	tw__desc_secret(d, &slen);
+	assert_int_equal(slen, 1024);
+	tw_desc_free(d);
+
+	// One byte more is refused, naming the variable.
+	big[1024] = 'k';
+	big[1025] = '\0';
+	env_set("TAGWIRE_SECRET", big);
+	expect_einval("TAGWIRE_SECRET", "1025-byte secret");
+}
+
+// ---------------------------------------------------------------------------
+// Malformed environments
+// ---------------------------------------------------------------------------
+
+static void test_bad_parties(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_RANK", "0");
+	expect_einval("TAGWIRE_PARTIES", "unset");
+	static const char *const bad[] = {
+		"",
+		"mem://a,,mem://b", // empty item
+		"mem://a,", // trailing comma
+		",mem://a", // leading comma
+		",",
+		"a b=mem://a", // bad id
+		"=mem://a", // empty id
+		"x/y=mem://a",
+		"bogus", // not an address
+		"mem://", // malformed address
+		"mem://a b",
+		"foo://x", // unknown scheme
+		"x=", // no address
+		"x=mem://a,x=mem://b", // duplicate ids
+		"p1=mem://a,mem://b", // duplicate with a default id
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		env_set("TAGWIRE_PARTIES", bad[i]);
+		expect_einval("TAGWIRE_PARTIES", bad[i]);
+	}
+}
+
+static void test_huge_parties(void **state)
+{
+	(void)state;
+	// 70 kB of otherwise valid items: the length alone is the fault.
+	size_t cap_bytes = 70 * 1024;
+	char *list = malloc(cap_bytes + 32);
+	assert_non_null(list);
+	size_t n = 0;
+	for (int i = 0; n < cap_bytes; i++)
+		n += (size_t)snprintf(list + n, cap_bytes + 32 - n,
+		    "%smem://n%d", i ? "," : "", i);
+	env_set("TAGWIRE_PARTIES", list);
+	env_set("TAGWIRE_RANK", "0");
+	expect_einval("TAGWIRE_PARTIES", "70 kB list");
+	free(list);
+}
+
+static void test_bad_rank(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b");
+	expect_einval("TAGWIRE_RANK", "unset");
+	static const char *const bad[] = { "", "abc", "-1", "1x", " 1", "1 ",
+		"+1", "1.0", "0x1", "2" /* == size */, "3",
+		"99999999999999999999" /* overflows */,
+		"18446744073709551616" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		env_set("TAGWIRE_RANK", bad[i]);
+		expect_einval("TAGWIRE_RANK", bad[i]);
+	}
+}
+
+static void test_bad_link_id(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b");
+	env_set("TAGWIRE_RANK", "0");
+	char longid[202];
+	memset(longid, 'i', 201);
+	longid[201] = '\0';
+	const char *const bad[] = { "a//b", "/a", "a/", "a:b", "a b", longid };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		env_set("TAGWIRE_LINK_ID", bad[i]);
+		expect_einval("TAGWIRE_LINK_ID", bad[i]);
+	}
+}
+
+static void test_null_args(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b");
+	env_set("TAGWIRE_RANK", "0");
+	tw_desc *d = NULL;
+	size_t rank = 5;
+	TW_FAIL(tw_desc_from_env(NULL, &rank), TW_EINVAL);
+	assert_int_equal(rank, 5);
+	TW_FAIL(tw_desc_from_env(&d, NULL), TW_EINVAL);
+	assert_null(d);
+}
+
+static void test_out_of_memory(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b,mem://c,mem://d,mem://e");
+	env_set("TAGWIRE_RANK", "3");
+	env_set("TAGWIRE_SECRET", "s3cret");
+	// Each allocation failing in turn: TW_ENOMEM (not a complaint about
+	// the environment, which is fine), and outputs untouched.  The sweep
+	// goes on past a wrong status so that the message lists them all.
+	int wrong = 0;
+	char first[128] = "";
+	for (int n = 0;; n++) {
+		assert_true(n < 64);
+		tw_desc *d = (tw_desc *)0x1;
+		size_t rank = 4242;
+		fail_left = n;
+		int status = tw_desc_from_env(&d, &rank);
+		fail_left = -1;
+		if (status == TW_OK) {
+			assert_int_equal(rank, 3);
+			assert_int_equal(tw_desc_size(d), 5);
+			tw_desc_free(d);
+			break;
+		}
+		if (status != TW_ENOMEM && wrong++ == 0)
+			snprintf(first, sizeof(first),
+			    "allocation %d failing gave %s", n,
+			    tw_err_name(status));
+		assert_ptr_equal(d, (tw_desc *)0x1);
+		assert_int_equal(rank, 4242);
+	}
+	if (wrong > 0)
+		fail_msg("%d allocation failures not reported as TW_ENOMEM; "
+		         "first: %s",
+		    wrong, first);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_default_ids),
+		T(test_named_ids),
+		T(test_link_id),
+		T(test_secret),
+		T(test_bad_parties),
+		T(test_huge_parties),
+		T(test_bad_rank),
+		T(test_bad_link_id),
+		T(test_null_args),
+		T(test_out_of_memory),
+	};
+#undef T
+	return cmocka_run_group_tests_name("env", tests, NULL, NULL);
+}
