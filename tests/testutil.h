@@ -17,29 +17,29 @@
 #include <cmocka.h>
 #include <tagwire/tagwire.h>
 
-#define TW_PASS(expr)                                                        \
-	do {                                                                 \
-		int tw_rv_ = (expr);                                         \
-		if (tw_rv_ != TW_OK)                                         \
-			fail_msg("%s: got %s (%s), want TW_OK", #expr,      \
-				tw_err_name(tw_rv_), tw_strerror(tw_rv_));   \
+#define TW_PASS(expr)                                                         \
+	do {                                                                  \
+		int tw_rv_ = (expr);                                          \
+		if (tw_rv_ != TW_OK)                                          \
+			fail_msg("%s: got %s (%s), want TW_OK", #expr,        \
+			    tw_err_name(tw_rv_), tw_strerror(tw_rv_));        \
 	} while (0)
 
-#define TW_FAIL(expr, want)                                                  \
-	do {                                                                 \
-		int tw_rv_ = (expr);                                         \
-		if (tw_rv_ != (want))                                        \
-			fail_msg("%s: got %s, want %s", #expr,               \
-				tw_err_name(tw_rv_), tw_err_name(want));     \
+#define TW_FAIL(expr, want)                                                   \
+	do {                                                                  \
+		int tw_rv_ = (expr);                                          \
+		if (tw_rv_ != (want))                                         \
+			fail_msg("%s: got %s, want %s", #expr,                \
+			    tw_err_name(tw_rv_), tw_err_name(want));          \
 	} while (0)
 
 // Skips the whole test program (ctest SKIP_RETURN_CODE 77) with a reason.
-#define TW_SKIP_ALL(...)                                                     \
-	do {                                                                 \
-		fprintf(stderr, "skipped: ");                                \
-		fprintf(stderr, __VA_ARGS__);                                \
-		fprintf(stderr, "\n");                                       \
-		exit(77);                                                    \
+#define TW_SKIP_ALL(...)                                                      \
+	do {                                                                  \
+		fprintf(stderr, "skipped: ");                                 \
+		fprintf(stderr, __VA_ARGS__);                                 \
+		fprintf(stderr, "\n");                                        \
+		exit(77);                                                     \
 	} while (0)
 
 // Scales a test timeout by TW_TEST_TIMEOUT_MULTIPLIER (sanitizer builds).

@@ -32,20 +32,21 @@ typedef struct tw_channel_ops {
 	// Delivers `len` bytes under `key` to the peer; returns when `buf` may
 	// be reused.  Returns TW_OK, TW_EPEER (peer gone), TW_ECLOSED (after
 	// abort) or another TW_E* code, which the link passes to its caller.
-	int (*send)(tw_channel *c, const char *key, const void *buf, size_t len);
+	int (*send)(
+	    tw_channel *c, const char *key, const void *buf, size_t len);
 
 	// Like send, but may return before delivery (it copies `buf`).  May be
 	// NULL: the link then uses send.
 	int (*send_async)(
-		tw_channel *c, const char *key, const void *buf, size_t len);
+	    tw_channel *c, const char *key, const void *buf, size_t len);
 
 	// Waits up to `timeout_ms` (-1 = forever, 0 = do not wait) for the
 	// oldest message under `key`; on TW_OK *out holds a malloc'd buffer
 	// (NULL data for an empty message) that the link frees with free().
 	// Returns TW_OK, TW_ETIMEDOUT, TW_EPEER (peer gone and nothing left
 	// queued under key), TW_ECLOSED (after abort).
-	int (*recv)(tw_channel *c, const char *key, int64_t timeout_ms,
-		tw_buf *out);
+	int (*recv)(
+	    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out);
 
 	// Link creation, sending side: tells the peer this party is up,
 	// retrying until the peer can be reached or `timeout_ms` passes
@@ -92,7 +93,7 @@ TW_API tw_mailbox *tw_mailbox_new(void);
 // TW_ECLOSED (aborted), TW_EPEER (`from` was closed with
 // tw_mailbox_close_from), TW_ENOMEM.
 TW_API int tw_mailbox_push(tw_mailbox *m, uint32_t from, const char *tag,
-	const void *buf, size_t len);
+    const void *buf, size_t len);
 
 // Removes the oldest message under (from, tag), waiting up to `timeout_ms`
 // (-1 = forever, 0 = do not wait).  On TW_OK *out owns the payload (NULL
@@ -101,13 +102,13 @@ TW_API int tw_mailbox_push(tw_mailbox *m, uint32_t from, const char *tag,
 // and its messages under tag all popped), TW_ECLOSED (aborted), TW_EINVAL,
 // TW_ENOMEM.
 TW_API int tw_mailbox_pop(tw_mailbox *m, uint32_t from, const char *tag,
-	int64_t timeout_ms, tw_buf *out);
+    int64_t timeout_ms, tw_buf *out);
 
 // Never blocks: TW_OK and *len when a message waits under (from, tag),
 // TW_EAGAIN when none does, TW_EPEER when none does and `from` is closed,
 // TW_ECLOSED, TW_EINVAL.
 TW_API int tw_mailbox_probe(
-	tw_mailbox *m, uint32_t from, const char *tag, size_t *len);
+    tw_mailbox *m, uint32_t from, const char *tag, size_t *len);
 
 // Marks sender `from` as gone: its queued messages can still be popped,
 // after that pops of its keys return TW_EPEER, and so do pushes from it.

@@ -23,7 +23,8 @@ typedef struct tw_desc tw_desc;
 
 // Options.  Every option has a default (see tw_desc_set and the README);
 // later options are appended, values never change meaning.
-enum { TW_OPT_RECV_TIMEOUT_MS, // default 60000; -1 = forever, 0 = poll
+enum {
+	TW_OPT_RECV_TIMEOUT_MS, // default 60000; -1 = forever, 0 = poll
 	TW_OPT_CONNECT_TIMEOUT_MS, // default 30000, 1..2^31
 	TW_OPT_THROTTLE_WINDOW, // default 0 (no limit), 0..2^31
 	TW_OPT_CHUNK_SIZE, // default 1 MiB, 4 KiB..1 GiB
@@ -50,7 +51,8 @@ TW_API void tw_desc_free(tw_desc *d);
 // README).  The strings are copied.  Returns TW_OK, or TW_EINVAL for a NULL,
 // malformed or duplicate id, a malformed address or an unknown scheme,
 // TW_ENOTSUP for a scheme that is known but not built in, TW_ENOMEM.
-TW_API int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr);
+TW_API int tw_desc_add_party(
+    tw_desc *d, const char *party_id, const char *addr);
 
 // Sets option `opt` to `value`.  Returns TW_OK, or TW_EINVAL for an unknown
 // option or a value outside the option's documented range.
@@ -101,7 +103,7 @@ TW_API int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out);
 // them.  Returns the codes of tw_link_create, and TW_EINVAL when a channel
 // other than self is NULL or lacks a required op (send, recv, destroy).
 TW_API int tw_link_create_with_channels(const tw_desc *d, size_t self_rank,
-	struct tw_channel *const *channels, tw_link **out);
+    struct tw_channel *const *channels, tw_link **out);
 
 TW_API size_t tw_link_rank(const tw_link *l);
 TW_API size_t tw_link_size(const tw_link *l);
@@ -120,7 +122,7 @@ TW_API int tw_link_spawn(tw_link *parent, const char *suffix, tw_link **child);
 // in the list gets TW_EINVAL.  ranks must be distinct and in range, n >= 1.
 // Returns the codes of tw_link_spawn.
 TW_API int tw_link_sub(tw_link *parent, const char *suffix,
-	const size_t *ranks, size_t n, tw_link **child);
+    const size_t *ranks, size_t n, tw_link **child);
 
 // Sends `len` bytes to rank `dst` under `tag` (a string of at most 255
 // bytes; "" is legal).  Returns when `buf` may be reused: the bytes are in
@@ -129,20 +131,20 @@ TW_API int tw_link_sub(tw_link *parent, const char *suffix,
 // or TW_EINVAL (dst == self or out of range, NULL or over-long tag, NULL
 // buf with len > 0), TW_ETOOBIG (len > TW_OPT_MAX_MSG_SIZE), TW_EPEER (the
 // peer failed or closed), TW_ECLOSED (this link aborted), TW_ETIMEDOUT.
-TW_API int tw_send(tw_link *l, size_t dst, const char *tag, const void *buf,
-	size_t len);
+TW_API int tw_send(
+    tw_link *l, size_t dst, const char *tag, const void *buf, size_t len);
 
 // Like tw_send, but copies `buf` and may return before it is delivered; an
 // error in delivery shows in a later call or in tw_link_wait_pending.
-TW_API int tw_send_async(tw_link *l, size_t dst, const char *tag,
-	const void *buf, size_t len);
+TW_API int tw_send_async(
+    tw_link *l, size_t dst, const char *tag, const void *buf, size_t len);
 
 // Like tw_send_async, but first blocks while TW_OPT_THROTTLE_WINDOW or more
 // of this link's messages to `dst` have not yet been consumed by the
 // application there (window 0 = no limit), up to the receive timeout:
 // TW_ETIMEDOUT.
-TW_API int tw_send_async_throttled(tw_link *l, size_t dst, const char *tag,
-	const void *buf, size_t len);
+TW_API int tw_send_async_throttled(
+    tw_link *l, size_t dst, const char *tag, const void *buf, size_t len);
 
 // Receives the oldest message from `src` under `tag`, blocking up to the
 // link's receive timeout.  On TW_OK out->data (allocated by the library,
@@ -155,7 +157,7 @@ TW_API int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out);
 // `cap` it returns TW_ETRUNC, sets *len to the needed size and leaves the
 // message queued.  On TW_OK *len is the message length.
 TW_API int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
-	size_t cap, size_t *len);
+    size_t cap, size_t *len);
 
 // Never blocks: TW_OK and *len when a message from `src` under `tag` is
 // waiting, TW_EAGAIN when none is, TW_EPEER when none is and none can come,
@@ -204,24 +206,24 @@ TW_API int tw_barrier(tw_link *l, const char *tag);
 
 // Root: *inout is the data to send (not modified).  Others: *inout receives
 // a new buffer they own (binomial tree, log2 n rounds).
-TW_API int tw_broadcast(tw_link *l, size_t root, const char *tag,
-	tw_buf *inout);
+TW_API int tw_broadcast(
+    tw_link *l, size_t root, const char *tag, tw_buf *inout);
 
 // Root: `out` is an array of size() buffers, filled with each party's
 // contribution (out[root] a copy of its own).  Others: `out` is unused and
 // may be NULL.
-TW_API int tw_gather(tw_link *l, size_t root, const char *tag,
-	const void *buf, size_t len, tw_buf *out);
+TW_API int tw_gather(tw_link *l, size_t root, const char *tag, const void *buf,
+    size_t len, tw_buf *out);
 
 // Every party: `out` is an array of size() buffers, filled with each party's
 // contribution (Bruck's algorithm, log2 n rounds).
-TW_API int tw_allgather(tw_link *l, const char *tag, const void *buf,
-	size_t len, tw_buf *out);
+TW_API int tw_allgather(
+    tw_link *l, const char *tag, const void *buf, size_t len, tw_buf *out);
 
 // Root: `in` is an array of size() buffers, in[i] going to rank i.  Every
 // party, root included: *out receives its part.
-TW_API int tw_scatter(tw_link *l, size_t root, const char *tag,
-	const tw_buf *in, tw_buf *out);
+TW_API int tw_scatter(
+    tw_link *l, size_t root, const char *tag, const tw_buf *in, tw_buf *out);
 
 #ifdef __cplusplus
 }

@@ -22,19 +22,19 @@ extern "C" {
 
 // The one list of status codes.  The enum, tw_strerror() and tw_err_name()
 // are all generated from it so that they can never disagree.
-#define TW_STATUS_MAP(X)                                                     \
-	X(OK, 0, "success")                                                  \
-	X(EINVAL, -1, "invalid argument")                                    \
-	X(ETIMEDOUT, -2, "timed out")                                        \
-	X(ECLOSED, -3, "link closed or aborted by this side")                \
-	X(EPEER, -4, "peer failed, closed or cannot be reached")             \
-	X(ETOOBIG, -5, "message too big")                                    \
-	X(ENOMEM, -6, "out of memory")                                       \
-	X(EAGAIN, -7, "no message waiting")                                  \
-	X(EAUTH, -8, "peer could not prove it holds the link secret")        \
-	X(EPROTO, -9, "malformed bytes from the wire or shared memory")      \
-	X(ESYS, -10, "system call failed")                                   \
-	X(ETRUNC, -11, "buffer too small, message left queued")              \
+#define TW_STATUS_MAP(X)                                                      \
+	X(OK, 0, "success")                                                   \
+	X(EINVAL, -1, "invalid argument")                                     \
+	X(ETIMEDOUT, -2, "timed out")                                         \
+	X(ECLOSED, -3, "link closed or aborted by this side")                 \
+	X(EPEER, -4, "peer failed, closed or cannot be reached")              \
+	X(ETOOBIG, -5, "message too big")                                     \
+	X(ENOMEM, -6, "out of memory")                                        \
+	X(EAGAIN, -7, "no message waiting")                                   \
+	X(EAUTH, -8, "peer could not prove it holds the link secret")         \
+	X(EPROTO, -9, "malformed bytes from the wire or shared memory")       \
+	X(ESYS, -10, "system call failed")                                    \
+	X(ETRUNC, -11, "buffer too small, message left queued")               \
 	X(ENOTSUP, -12, "operation not supported")
 
 #define TW__STATUS_ENUM(name, value, text) TW_##name = value,
@@ -62,12 +62,14 @@ TW_API void tw_buf_free(tw_buf *b);
 // Logging.  Lines go to stderr by default with time, level, link id and rank;
 // the level comes from TAGWIRE_LOG (error|warn|info|debug|trace, default
 // warn) or TAGWIRE_DEBUG=1 (debug), read once on first use.
-enum { TW_LOG_NONE = 0,
+enum {
+	TW_LOG_NONE = 0,
 	TW_LOG_ERROR = 1,
 	TW_LOG_WARN = 2,
 	TW_LOG_INFO = 3,
 	TW_LOG_DEBUG = 4,
-	TW_LOG_TRACE = 5 };
+	TW_LOG_TRACE = 5
+};
 
 // A log record handed to an installed handler.  `link_id` is NULL (and
 // `rank` SIZE_MAX) for lines that belong to no link.  `subsys` is a short

@@ -22,8 +22,8 @@ static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
 static tw_log_handler_func_t log_fn; // protected by log_mtx
 static void *log_arg; // protected by log_mtx
 
-static const char *const level_names[] = { "none", "error", "warn", "info",
-	"debug", "trace" };
+static const char *const level_names[]
+    = { "none", "error", "warn", "info", "debug", "trace" };
 
 int tw_log_parse_level(const char *name, int *level)
 {
@@ -50,16 +50,17 @@ void tw__log_init(void)
 	int bad = 0;
 	if (dbg != NULL && strcmp(dbg, "1") == 0)
 		level = TW_LOG_DEBUG;
-	if (env != NULL && *env != '\0' && tw_log_parse_level(env, &level) != 0)
+	if (env != NULL && *env != '\0'
+	    && tw_log_parse_level(env, &level) != 0)
 		bad = 1;
 	int expect = -1;
 	__atomic_compare_exchange_n(&tw__log_cur_level, &expect, level, 0,
-		__ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 	if (bad)
 		TW_WARN("log",
-			"TAGWIRE_LOG has an unknown level '%.32s' (want "
-			"error, warn, info, debug or trace); using warn",
-			env);
+		    "TAGWIRE_LOG has an unknown level '%.32s' (want "
+		    "error, warn, info, debug or trace); using warn",
+		    env);
 }
 
 int tw_log_set_level(int level)
@@ -96,21 +97,22 @@ static void log_stderr(const tw_log_record *rec, const char *func, int line)
 	strftime(when, sizeof(when), "%H:%M:%S", &tm);
 	char who[96] = "";
 	if (rec->link_id != NULL)
-		snprintf(who, sizeof(who), " [%.64s#%zu]", rec->link_id,
-			rec->rank);
+		snprintf(
+		    who, sizeof(who), " [%.64s#%zu]", rec->link_id, rec->rank);
 	// One fprintf per line keeps lines of different threads whole.
-	if (__atomic_load_n(&tw__log_cur_level, __ATOMIC_RELAXED) >= TW_LOG_DEBUG)
+	if (__atomic_load_n(&tw__log_cur_level, __ATOMIC_RELAXED)
+	    >= TW_LOG_DEBUG)
 		fprintf(stderr, "%s.%06ld tagwire %-5s %s%s: %s (%s:%d)\n",
-			when, ts.tv_nsec / 1000, level_names[rec->level],
-			rec->subsys, who, rec->msg, func, line);
+		    when, ts.tv_nsec / 1000, level_names[rec->level],
+		    rec->subsys, who, rec->msg, func, line);
 	else
 		fprintf(stderr, "%s.%06ld tagwire %-5s %s%s: %s\n", when,
-			ts.tv_nsec / 1000, level_names[rec->level],
-			rec->subsys, who, rec->msg);
+		    ts.tv_nsec / 1000, level_names[rec->level], rec->subsys,
+		    who, rec->msg);
 }
 
 void tw__log_write(int level, const char *subsys, const char *link_id,
-	size_t rank, const char *func, int line, const char *fmt, ...)
+    size_t rank, const char *func, int line, const char *fmt, ...)
 {
 	int saved = errno; // so that "%m" and the caller's errno survive
 	char msg[512];

@@ -21,33 +21,33 @@ static inline int tw__log_on(int level)
 
 // Formats and dispatches one line.  `link_id` may be NULL (rank ignored).
 void tw__log_write(int level, const char *subsys, const char *link_id,
-	size_t rank, const char *func, int line, const char *fmt, ...)
-	__attribute__((format(printf, 7, 8)));
+    size_t rank, const char *func, int line, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
 
 // TW_LOG(level, subsys, fmt, ...): a line that belongs to no link.
-#define TW_LOG(level, subsys, ...)                                           \
-	do {                                                                 \
-		if (tw__log_on(level))                                       \
-			tw__log_write(level, subsys, NULL, SIZE_MAX,         \
-				__func__, __LINE__, __VA_ARGS__);            \
+#define TW_LOG(level, subsys, ...)                                            \
+	do {                                                                  \
+		if (tw__log_on(level))                                        \
+			tw__log_write(level, subsys, NULL, SIZE_MAX,          \
+			    __func__, __LINE__, __VA_ARGS__);                 \
 	} while (0)
 
 // TW_LOGL(level, subsys, link_id, rank, fmt, ...): a line about a link.
-#define TW_LOGL(level, subsys, link_id, rank, ...)                           \
-	do {                                                                 \
-		if (tw__log_on(level))                                       \
-			tw__log_write(level, subsys, link_id, rank,          \
-				__func__, __LINE__, __VA_ARGS__);            \
+#define TW_LOGL(level, subsys, link_id, rank, ...)                            \
+	do {                                                                  \
+		if (tw__log_on(level))                                        \
+			tw__log_write(level, subsys, link_id, rank, __func__, \
+			    __LINE__, __VA_ARGS__);                           \
 	} while (0)
 
 // Logs at most once per call site for the life of the process.
-#define TW_LOG_ONCE(level, subsys, ...)                                      \
-	do {                                                                 \
-		static int tw__once_;                                        \
-		if (tw__log_on(level) &&                                     \
-			!__atomic_exchange_n(&tw__once_, 1, __ATOMIC_RELAXED)) \
-			tw__log_write(level, subsys, NULL, SIZE_MAX,         \
-				__func__, __LINE__, __VA_ARGS__);            \
+#define TW_LOG_ONCE(level, subsys, ...)                                       \
+	do {                                                                  \
+		static int tw__once_;                                         \
+		if (tw__log_on(level)                                         \
+		    && !__atomic_exchange_n(&tw__once_, 1, __ATOMIC_RELAXED)) \
+			tw__log_write(level, subsys, NULL, SIZE_MAX,          \
+			    __func__, __LINE__, __VA_ARGS__);                 \
 	} while (0)
 
 #define TW_ERROR(subsys, ...) TW_LOG(TW_LOG_ERROR, subsys, __VA_ARGS__)

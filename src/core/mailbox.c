@@ -162,7 +162,7 @@ static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
 // Finds the queue of (from, key), creating it when `create`.  Returns NULL
 // when absent or out of memory.
 static mb_queue *queue_get(
-	tw_mailbox *m, uint32_t from, const char *key, bool create)
+    tw_mailbox *m, uint32_t from, const char *key, bool create)
 {
 	size_t klen = strlen(key);
 	char stackbuf[4 + TW_KEY_MAX];
@@ -238,7 +238,7 @@ static bool key_aborted(tw_mailbox *m, const char *key)
 // Waits for a message of (from, key) and returns with mtx held and *qp the
 // non-empty queue on TW_OK.
 static int pop_wait(tw_mailbox *m, uint32_t from, const char *key,
-	int64_t deadline, mb_queue **qp)
+    int64_t deadline, mb_queue **qp)
 {
 	mb_queue *q = queue_get(m, from, key, true);
 	if (q == NULL)
@@ -258,7 +258,8 @@ static int pop_wait(tw_mailbox *m, uint32_t from, const char *key,
 		q->waiters++;
 		int rv = tw__cond_wait_until(&q->cv, &m->mtx, deadline);
 		q->waiters--;
-		if (rv == ETIMEDOUT && q->head == NULL && !key_aborted(m, key)) {
+		if (rv == ETIMEDOUT && q->head == NULL
+		    && !key_aborted(m, key)) {
 			status = TW_ETIMEDOUT;
 			break;
 		}
@@ -289,7 +290,7 @@ static mb_msg *queue_take(tw_mailbox *m, mb_queue *q)
 }
 
 int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
-	int64_t deadline, tw_buf *out)
+    int64_t deadline, tw_buf *out)
 {
 	if (m == NULL || key == NULL || out == NULL)
 		return TW_EINVAL;
@@ -307,14 +308,14 @@ int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
 }
 
 int tw_mailbox_pop(tw_mailbox *m, uint32_t from, const char *tag,
-	int64_t timeout_ms, tw_buf *out)
+    int64_t timeout_ms, tw_buf *out)
 {
 	return tw__mailbox_pop_until(
-		m, from, tag, tw__deadline_ms(timeout_ms), out);
+	    m, from, tag, tw__deadline_ms(timeout_ms), out);
 }
 
 int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
-	int64_t deadline, void *buf, size_t cap, size_t *len)
+    int64_t deadline, void *buf, size_t cap, size_t *len)
 {
 	if (m == NULL || key == NULL || len == NULL || (buf == NULL && cap))
 		return TW_EINVAL;
@@ -343,8 +344,8 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 }
 
 int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
-	void *data, size_t len, uint64_t limit, int64_t deadline,
-	const int *cancel)
+    void *data, size_t len, uint64_t limit, int64_t deadline,
+    const int *cancel)
 {
 	if (m == NULL || key == NULL || (data == NULL && len > 0))
 		return TW_EINVAL;
@@ -370,7 +371,8 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 			status = TW_EPEER;
 			goto out;
 		}
-		if (cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) {
+		if (cancel != NULL
+		    && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) {
 			status = TW_ECLOSED;
 			goto out;
 		}
@@ -412,8 +414,8 @@ out:
 	return status;
 }
 
-int tw_mailbox_push(tw_mailbox *m, uint32_t from, const char *tag,
-	const void *buf, size_t len)
+int tw_mailbox_push(
+    tw_mailbox *m, uint32_t from, const char *tag, const void *buf, size_t len)
 {
 	if (m == NULL || tag == NULL || (buf == NULL && len > 0))
 		return TW_EINVAL;
@@ -424,14 +426,14 @@ int tw_mailbox_push(tw_mailbox *m, uint32_t from, const char *tag,
 		memcpy(copy, buf, len);
 	}
 	int status = tw__mailbox_push_owned(
-		m, from, tag, copy, len, UINT64_MAX, TW_FOREVER, NULL);
+	    m, from, tag, copy, len, UINT64_MAX, TW_FOREVER, NULL);
 	if (status != TW_OK)
 		free(copy);
 	return status;
 }
 
-int tw_mailbox_probe(tw_mailbox *m, uint32_t from, const char *tag,
-	size_t *len)
+int tw_mailbox_probe(
+    tw_mailbox *m, uint32_t from, const char *tag, size_t *len)
 {
 	if (m == NULL || tag == NULL || len == NULL)
 		return TW_EINVAL;

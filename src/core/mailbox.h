@@ -19,17 +19,17 @@
 // namespace aborted, or cancelled), TW_EPEER (from closed), TW_ETIMEDOUT,
 // TW_ENOMEM.
 int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
-	void *data, size_t len, uint64_t limit, int64_t deadline,
-	const int *cancel);
+    void *data, size_t len, uint64_t limit, int64_t deadline,
+    const int *cancel);
 
 // tw_mailbox_pop with an absolute deadline.
 int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
-	int64_t deadline, tw_buf *out);
+    int64_t deadline, tw_buf *out);
 
 // Pops into buf[0..cap).  TW_ETRUNC with *len the needed size leaves the
 // message queued.
 int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
-	int64_t deadline, void *buf, size_t cap, size_t *len);
+    int64_t deadline, void *buf, size_t cap, size_t *len);
 
 // Peer `from` closed namespace `ns` (and its children): its queued messages
 // there can still be popped, then pops return TW_EPEER.  A later push from

@@ -5,8 +5,8 @@
 
 static bool name_char(char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		(c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+	    || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
 }
 
 static bool valid_word(const char *s, size_t max, bool slashes)
@@ -20,8 +20,8 @@ static bool valid_word(const char *s, size_t max, bool slashes)
 		if (name_char(s[i]))
 			continue;
 		// A '/' separates non-empty parts: never first, last or doubled.
-		if (slashes && s[i] == '/' && i > 0 && i + 1 < n &&
-			s[i + 1] != '/')
+		if (slashes && s[i] == '/' && i > 0 && i + 1 < n
+		    && s[i + 1] != '/')
 			continue;
 		return false;
 	}
@@ -69,7 +69,7 @@ void tw__key_msg(char *key, const char *ns, const char *tag)
 }
 
 void tw__key_coll(char *key, const char *ns, const char *coll, unsigned round,
-	const char *tag)
+    const char *tag)
 {
 	snprintf(key, TW_KEY_MAX, "%s@%s.%u:%s", ns, coll, round, tag);
 }

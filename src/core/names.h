@@ -33,7 +33,7 @@ bool tw__key_is_ctl(const char *key);
 void tw__key_msg(char *key, const char *ns, const char *tag);
 // Writes "<ns>@<coll>.<round>:<tag>".
 void tw__key_coll(char *key, const char *ns, const char *coll, unsigned round,
-	const char *tag);
+    const char *tag);
 // Writes "<ns>!<ctl>".
 void tw__key_ctl(char *key, const char *ns, const char *ctl);
 

@@ -7,8 +7,8 @@
 const char *tw_strerror(int status)
 {
 	switch (status) {
-#define TW__STATUS_TEXT(name, value, text)                                   \
-	case value:                                                          \
+#define TW__STATUS_TEXT(name, value, text)                                    \
+	case value:                                                           \
 		return text;
 		TW_STATUS_MAP(TW__STATUS_TEXT)
 #undef TW__STATUS_TEXT
@@ -19,8 +19,8 @@ const char *tw_strerror(int status)
 const char *tw_err_name(int status)
 {
 	switch (status) {
-#define TW__STATUS_NAME(name, value, text)                                   \
-	case value:                                                          \
+#define TW__STATUS_NAME(name, value, text)                                    \
+	case value:                                                           \
 		return "TW_" #name;
 		TW_STATUS_MAP(TW__STATUS_NAME)
 #undef TW__STATUS_NAME

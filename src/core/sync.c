@@ -14,8 +14,8 @@ int tw__cond_init(pthread_cond_t *cv)
 	return rv;
 }
 
-int tw__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mtx,
-	int64_t deadline)
+int tw__cond_wait_until(
+    pthread_cond_t *cv, pthread_mutex_t *mtx, int64_t deadline)
 {
 	if (deadline == TW_FOREVER) {
 		pthread_cond_wait(cv, mtx);

@@ -14,7 +14,7 @@ int tw__cond_init(pthread_cond_t *cv);
 
 // Waits on `cv` until signalled or `deadline` (tw__now_ns scale) passes.
 // Returns 0, or ETIMEDOUT once the deadline has passed.
-int tw__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mtx,
-	int64_t deadline);
+int tw__cond_wait_until(
+    pthread_cond_t *cv, pthread_mutex_t *mtx, int64_t deadline);
 
 #endif // TW_CORE_SYNC_H

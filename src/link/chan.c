@@ -27,7 +27,7 @@ static bool aborted(const tw_link *l)
 }
 
 int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
-	const void *buf, size_t len, bool async, int64_t deadline)
+    const void *buf, size_t len, bool async, int64_t deadline)
 {
 	tw__family *f = l->fam;
 	tw_channel *c = f->chans[root_peer];
@@ -35,18 +35,18 @@ int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
 		return TW_ECLOSED;
 	if (f->xops != NULL)
 		return f->xops->send(c, key, buf, len,
-			async ? TW__SEND_ASYNC : 0, deadline, &l->aborted);
+		    async ? TW__SEND_ASYNC : 0, deadline, &l->aborted);
 	int status = async && c->ops->send_async != NULL
-		? c->ops->send_async(c, key, buf, len)
-		: c->ops->send(c, key, buf, len);
+	    ? c->ops->send_async(c, key, buf, len)
+	    : c->ops->send(c, key, buf, len);
 	if (status != TW_OK && aborted(l))
 		status = TW_ECLOSED;
 	return status;
 }
 
 // A receive from a user channel, woken by abort within a slice.
-static int user_recv(tw_link *l, tw_channel *c, const char *key,
-	int64_t deadline, tw_buf *out)
+static int user_recv(
+    tw_link *l, tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
 	bool wakeable = l->parent == NULL && c->ops->abort != NULL;
 	for (;;) {
@@ -73,7 +73,7 @@ static int user_recv(tw_link *l, tw_channel *c, const char *key,
 }
 
 int tw__chan_recv(tw_link *l, size_t root_peer, const char *key,
-	int64_t deadline, tw_buf *out)
+    int64_t deadline, tw_buf *out)
 {
 	tw__family *f = l->fam;
 	tw_channel *c = f->chans[root_peer];
@@ -81,14 +81,14 @@ int tw__chan_recv(tw_link *l, size_t root_peer, const char *key,
 		return TW_ECLOSED;
 	if (f->xops != NULL)
 		return f->xops->recv(c, key, deadline, out);
-	if (tw_mailbox_pop(f->stash, (uint32_t)root_peer, key, 0, out) ==
-		TW_OK)
+	if (tw_mailbox_pop(f->stash, (uint32_t)root_peer, key, 0, out)
+	    == TW_OK)
 		return TW_OK;
 	return user_recv(l, c, key, deadline, out);
 }
 
 int tw__chan_recv_into(tw_link *l, size_t root_peer, const char *key,
-	int64_t deadline, void *buf, size_t cap, size_t *len)
+    int64_t deadline, void *buf, size_t cap, size_t *len)
 {
 	tw__family *f = l->fam;
 	tw_channel *c = f->chans[root_peer];
@@ -97,7 +97,7 @@ int tw__chan_recv_into(tw_link *l, size_t root_peer, const char *key,
 	if (f->xops != NULL)
 		return f->xops->recv_into(c, key, deadline, buf, cap, len);
 	int status = tw__mailbox_pop_into(
-		f->stash, (uint32_t)root_peer, key, 0, buf, cap, len);
+	    f->stash, (uint32_t)root_peer, key, 0, buf, cap, len);
 	if (status != TW_ETIMEDOUT)
 		return status;
 	tw_buf b = { 0 };
@@ -106,7 +106,7 @@ int tw__chan_recv_into(tw_link *l, size_t root_peer, const char *key,
 	if (b.len > cap) {
 		*len = b.len;
 		status = tw__mailbox_push_owned(f->stash, (uint32_t)root_peer,
-			key, b.data, b.len, UINT64_MAX, TW_FOREVER, NULL);
+		    key, b.data, b.len, UINT64_MAX, TW_FOREVER, NULL);
 		if (status != TW_OK) {
 			free(b.data);
 			return status;
@@ -139,7 +139,7 @@ int tw__chan_probe(tw_link *l, size_t root_peer, const char *key, size_t *len)
 		return status;
 	*len = b.len;
 	status = tw__mailbox_push_owned(f->stash, (uint32_t)root_peer, key,
-		b.data, b.len, UINT64_MAX, TW_FOREVER, NULL);
+	    b.data, b.len, UINT64_MAX, TW_FOREVER, NULL);
 	if (status != TW_OK)
 		free(b.data);
 	return status;

@@ -46,7 +46,7 @@ static void free_bufs(tw_buf *b, size_t n)
 }
 
 static int coll_send(tw_link *l, size_t dst, const char *coll, unsigned round,
-	const char *tag, const void *buf, size_t len)
+    const char *tag, const void *buf, size_t len)
 {
 	char key[TW_KEY_MAX];
 	tw__key_coll(key, l->id, coll, round, tag);
@@ -54,7 +54,7 @@ static int coll_send(tw_link *l, size_t dst, const char *coll, unsigned round,
 }
 
 static int coll_recv(tw_link *l, size_t src, const char *coll, unsigned round,
-	const char *tag, tw_buf *out)
+    const char *tag, tw_buf *out)
 {
 	char key[TW_KEY_MAX];
 	tw__key_coll(key, l->id, coll, round, tag);
@@ -66,7 +66,8 @@ int tw_barrier(tw_link *l, const char *tag)
 	int status = check(l, tag);
 	size_t n = l != NULL ? l->size : 0;
 	unsigned round = 0;
-	for (size_t dist = 1; status == TW_OK && dist < n; dist *= 2, round++) {
+	for (size_t dist = 1; status == TW_OK && dist < n;
+	     dist *= 2, round++) {
 		size_t to = (l->rank + dist) % n;
 		size_t from = (l->rank + n - dist % n) % n;
 		status = coll_send(l, to, "barrier", round, tag, NULL, 0);
@@ -84,8 +85,8 @@ int tw_broadcast(tw_link *l, size_t root, const char *tag, tw_buf *inout)
 	if (status != TW_OK)
 		return status;
 	size_t n = l->size;
-	if (root >= n || inout == NULL ||
-		(l->rank == root && inout->data == NULL && inout->len > 0))
+	if (root >= n || inout == NULL
+	    || (l->rank == root && inout->data == NULL && inout->len > 0))
 		return TW_EINVAL;
 	size_t vr = (l->rank + n - root) % n;
 	tw_buf data = { 0 };
@@ -107,8 +108,8 @@ int tw_broadcast(tw_link *l, size_t root, const char *tag, tw_buf *inout)
 	for (mask >>= 1; mask > 0; mask >>= 1) {
 		if (vr + mask < n) {
 			size_t child = (vr + mask + root) % n;
-			status = coll_send(l, child, "bcast", 0, tag, src->data,
-				src->len);
+			status = coll_send(
+			    l, child, "bcast", 0, tag, src->data, src->len);
 			if (status != TW_OK) {
 				tw_buf_free(&data);
 				return status;
@@ -121,14 +122,14 @@ int tw_broadcast(tw_link *l, size_t root, const char *tag, tw_buf *inout)
 }
 
 int tw_gather(tw_link *l, size_t root, const char *tag, const void *buf,
-	size_t len, tw_buf *out)
+    size_t len, tw_buf *out)
 {
 	int status = check(l, tag);
 	if (status != TW_OK)
 		return status;
 	size_t n = l->size;
-	if (root >= n || (buf == NULL && len > 0) ||
-		(l->rank == root && out == NULL))
+	if (root >= n || (buf == NULL && len > 0)
+	    || (l->rank == root && out == NULL))
 		return TW_EINVAL;
 	if (l->rank != root)
 		return coll_send(l, root, "gather", 0, tag, buf, len);
@@ -143,8 +144,8 @@ int tw_gather(tw_link *l, size_t root, const char *tag, const void *buf,
 	return status;
 }
 
-int tw_scatter(tw_link *l, size_t root, const char *tag, const tw_buf *in,
-	tw_buf *out)
+int tw_scatter(
+    tw_link *l, size_t root, const char *tag, const tw_buf *in, tw_buf *out)
 {
 	int status = check(l, tag);
 	if (status != TW_OK)
@@ -159,8 +160,8 @@ int tw_scatter(tw_link *l, size_t root, const char *tag, const tw_buf *in,
 			return TW_EINVAL;
 	for (size_t i = 0; i < n && status == TW_OK; i++)
 		if (i != root)
-			status = coll_send(l, i, "scatter", 0, tag, in[i].data,
-				in[i].len);
+			status = coll_send(
+			    l, i, "scatter", 0, tag, in[i].data, in[i].len);
 	if (status == TW_OK)
 		status = dup_buf(in[root].data, in[root].len, out);
 	return status;
@@ -225,8 +226,8 @@ static int unpack_blocks(const tw_buf *msg, tw_buf *blocks, size_t count)
 	return status;
 }
 
-int tw_allgather(tw_link *l, const char *tag, const void *buf, size_t len,
-	tw_buf *out)
+int tw_allgather(
+    tw_link *l, const char *tag, const void *buf, size_t len, tw_buf *out)
 {
 	int status = check(l, tag);
 	if (status != TW_OK)
@@ -241,19 +242,20 @@ int tw_allgather(tw_link *l, const char *tag, const void *buf, size_t len,
 	status = dup_buf(buf, len, &tmp[0]);
 	size_t have = 1;
 	unsigned round = 0;
-	for (size_t dist = 1; status == TW_OK && dist < n; dist *= 2, round++) {
+	for (size_t dist = 1; status == TW_OK && dist < n;
+	     dist *= 2, round++) {
 		size_t count = dist < n - have ? dist : n - have;
 		size_t to = (r + n - dist) % n;
 		size_t from = (r + dist) % n;
 		tw_buf msg = { 0 };
 		status = pack_blocks(tmp, count, &msg);
 		if (status == TW_OK)
-			status = coll_send(l, to, "allgather", round, tag,
-				msg.data, msg.len);
+			status = coll_send(
+			    l, to, "allgather", round, tag, msg.data, msg.len);
 		tw_buf_free(&msg);
 		if (status == TW_OK)
 			status = coll_recv(
-				l, from, "allgather", round, tag, &msg);
+			    l, from, "allgather", round, tag, &msg);
 		if (status == TW_OK)
 			status = unpack_blocks(&msg, tmp + have, count);
 		tw_buf_free(&msg);

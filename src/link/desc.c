@@ -23,9 +23,9 @@ tw_desc *tw_desc_new(const char *link_id)
 {
 	if (!tw__valid_link_id(link_id)) {
 		TW_ERROR("desc",
-			"invalid link id '%.64s': want 1..%d bytes of "
-			"[A-Za-z0-9._-] and '/' between parts",
-			link_id ? link_id : "(null)", TW_LINK_ID_MAX);
+		    "invalid link id '%.64s': want 1..%d bytes of "
+		    "[A-Za-z0-9._-] and '/' between parts",
+		    link_id ? link_id : "(null)", TW_LINK_ID_MAX);
 		return NULL;
 	}
 	tw_desc *d = calloc(1, sizeof(*d));
@@ -62,13 +62,13 @@ int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr)
 	}
 	if (!tw__valid_party_id(party_id)) {
 		TW_ERROR("desc", "invalid party id '%.64s'",
-			party_id ? party_id : "(null)");
+		    party_id ? party_id : "(null)");
 		return TW_EINVAL;
 	}
 	for (size_t i = 0; i < d->n; i++) {
 		if (strcmp(d->parties[i].id, party_id) == 0) {
 			TW_ERROR("desc", "party id '%s' is already in link %s",
-				party_id, d->link_id);
+			    party_id, d->link_id);
 			return TW_EINVAL;
 		}
 	}
@@ -76,14 +76,14 @@ int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr)
 	const tw__transport *t = tw__transport_find(addr, &known);
 	if (t == NULL) {
 		TW_ERROR("desc", "address '%.64s' of party %s: %s", addr,
-			party_id,
-			known ? "transport not built in"
-			      : "unknown scheme (want mem://, shm:// or tcp://)");
+		    party_id,
+		    known ? "transport not built in"
+		          : "unknown scheme (want mem://, shm:// or tcp://)");
 		return known ? TW_ENOTSUP : TW_EINVAL;
 	}
 	if (strlen(addr) > TW_ADDR_MAX || t->addr_check(addr) != TW_OK) {
 		TW_ERROR("desc", "malformed address '%.64s' of party %s", addr,
-			party_id);
+		    party_id);
 		return TW_EINVAL;
 	}
 	if (d->n == d->cap) {
@@ -114,9 +114,8 @@ int tw_desc_set(tw_desc *d, int opt, int64_t value)
 	}
 	if (tw__opt_check(opt, value) != TW_OK) {
 		if (opt >= 0 && opt < TW_OPT_COUNT)
-			TW_ERROR("desc",
-				"option %s: value %lld out of range",
-				tw__opts[opt].name, (long long)value);
+			TW_ERROR("desc", "option %s: value %lld out of range",
+			    tw__opts[opt].name, (long long)value);
 		else
 			TW_ERROR("desc", "unknown option %d", opt);
 		return TW_EINVAL;

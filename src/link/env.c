@@ -24,8 +24,8 @@ static int parse_rank(const char *s, size_t *rank)
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
-	if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 ||
-		v > ENV_RANK_MAX) {
+	if (*s < '0' || *s > '9' || *end != '\0' || errno != 0
+	    || v > ENV_RANK_MAX) {
 		TW_ERROR("env", "TAGWIRE_RANK '%.32s' is not a rank", s);
 		return TW_EINVAL;
 	}
@@ -42,7 +42,7 @@ static int parse_parties(tw_desc *d, const char *list)
 	}
 	if (strlen(list) > ENV_PARTIES_MAX) {
 		TW_ERROR("env", "TAGWIRE_PARTIES is longer than %d bytes",
-			ENV_PARTIES_MAX);
+		    ENV_PARTIES_MAX);
 		return TW_EINVAL;
 	}
 	char *copy = strdup(list);
@@ -57,8 +57,8 @@ static int parse_parties(tw_desc *d, const char *list)
 		if (comma != NULL)
 			*comma = '\0';
 		if (*item == '\0') {
-			TW_ERROR("env", "TAGWIRE_PARTIES: item %zu is empty",
-				idx);
+			TW_ERROR(
+			    "env", "TAGWIRE_PARTIES: item %zu is empty", idx);
 			status = TW_EINVAL;
 			break;
 		}
@@ -76,9 +76,9 @@ static int parse_parties(tw_desc *d, const char *list)
 		status = tw_desc_add_party(d, id, addr);
 		if (status != TW_OK) {
 			TW_ERROR("env",
-				"TAGWIRE_PARTIES: item %zu ('%.64s') is not a "
-				"valid party: %s",
-				idx, addr, tw_strerror(status));
+			    "TAGWIRE_PARTIES: item %zu ('%.64s') is not a "
+			    "valid party: %s",
+			    idx, addr, tw_strerror(status));
 			if (status != TW_ENOMEM)
 				status = TW_EINVAL;
 			break;
@@ -100,8 +100,8 @@ int tw_desc_from_env(tw_desc **out, size_t *self_rank)
 	if (id == NULL || *id == '\0')
 		id = "root";
 	if (!tw__valid_link_id(id)) {
-		TW_ERROR("env", "TAGWIRE_LINK_ID '%.64s' is not a link id",
-			id);
+		TW_ERROR(
+		    "env", "TAGWIRE_LINK_ID '%.64s' is not a link id", id);
 		return TW_EINVAL;
 	}
 	tw_desc *d = tw_desc_new(id);
@@ -113,17 +113,18 @@ int tw_desc_from_env(tw_desc **out, size_t *self_rank)
 		status = parse_rank(getenv("TAGWIRE_RANK"), &rank);
 	if (status == TW_OK && rank >= tw_desc_size(d)) {
 		TW_ERROR("env",
-			"TAGWIRE_RANK %zu is out of range: TAGWIRE_PARTIES "
-			"names %zu parties",
-			rank, tw_desc_size(d));
+		    "TAGWIRE_RANK %zu is out of range: TAGWIRE_PARTIES "
+		    "names %zu parties",
+		    rank, tw_desc_size(d));
 		status = TW_EINVAL;
 	}
 	const char *secret = getenv("TAGWIRE_SECRET");
 	if (status == TW_OK && secret != NULL && *secret != '\0') {
 		status = tw_desc_set_secret(d, secret, strlen(secret));
 		if (status == TW_EINVAL)
-			TW_ERROR("env", "TAGWIRE_SECRET is longer than 1024 "
-					"bytes");
+			TW_ERROR("env",
+			    "TAGWIRE_SECRET is longer than 1024 "
+			    "bytes");
 	}
 	if (status != TW_OK) {
 		tw_desc_free(d);

@@ -26,7 +26,7 @@ static void peers_free(tw__peer *p, size_t n)
 
 // Allocates a link with its own rank table; the caller fills map.
 static tw_link *link_alloc(tw__family *fam, const char *id, size_t size,
-	size_t rank, const int64_t *opts)
+    size_t rank, const int64_t *opts)
 {
 	tw_link *l = calloc(1, sizeof(*l));
 	if (l == NULL)
@@ -92,9 +92,10 @@ static int handshake(tw_link *l, const tw_desc *d)
 		if (rv == TW_ETIMEDOUT) {
 			size_t used = strlen(missing);
 			if (used + 2 < sizeof(missing))
-				snprintf(missing + used, sizeof(missing) - used,
-					"%s%s (%s)", nmissing ? ", " : "",
-					parties[i].id, parties[i].addr);
+				snprintf(missing + used,
+				    sizeof(missing) - used, "%s%s (%s)",
+				    nmissing ? ", " : "", parties[i].id,
+				    parties[i].addr);
 			nmissing++;
 		}
 		// A missing peer is the news: it wins over a later failure
@@ -109,24 +110,24 @@ static int handshake(tw_link *l, const tw_desc *d)
 			status = c->ops->test_recv(c);
 			if (status == TW_ETIMEDOUT) {
 				snprintf(missing, sizeof(missing), "%s (%s)",
-					parties[i].id, parties[i].addr);
+				    parties[i].id, parties[i].addr);
 				nmissing = 1;
 			}
 		}
 	}
 	if (status == TW_ETIMEDOUT)
 		TW_LOGL(TW_LOG_ERROR, "link", l->id, l->rank,
-			"connect timeout after %lld ms: %zu peer(s) missing: %s",
-			(long long)l->opts[TW_OPT_CONNECT_TIMEOUT_MS], nmissing,
-			missing);
+		    "connect timeout after %lld ms: %zu peer(s) missing: %s",
+		    (long long)l->opts[TW_OPT_CONNECT_TIMEOUT_MS], nmissing,
+		    missing);
 	else if (status != TW_OK)
 		TW_LOGL(TW_LOG_ERROR, "link", l->id, l->rank,
-			"handshake failed: %s", tw_strerror(status));
+		    "handshake failed: %s", tw_strerror(status));
 	return status;
 }
 
 int tw__link_create_root(const tw_desc *d, size_t self, tw_channel **chans,
-	const tw__chan_xops *xops, bool keep_chans_on_error, tw_link **out)
+    const tw__chan_xops *xops, bool keep_chans_on_error, tw_link **out)
 {
 	size_t n = tw__desc_size(d);
 	tw__family *f = calloc(1, sizeof(*f));
@@ -137,14 +138,14 @@ int tw__link_create_root(const tw_desc *d, size_t self, tw_channel **chans,
 	f->self = self;
 	f->xops = xops;
 	f->chans = calloc(n, sizeof(*f->chans));
-	if (f->chans == NULL || (xops == NULL &&
-					(f->stash = tw_mailbox_new()) == NULL)) {
+	if (f->chans == NULL
+	    || (xops == NULL && (f->stash = tw_mailbox_new()) == NULL)) {
 		family_free(f, false);
 		goto err_chans;
 	}
 	memcpy(f->chans, chans, n * sizeof(*chans));
-	tw_link *l = link_alloc(f, tw__desc_link_id(d), n, self,
-		tw__desc_opts(d));
+	tw_link *l
+	    = link_alloc(f, tw__desc_link_id(d), n, self, tw__desc_opts(d));
 	if (l == NULL) {
 		family_free(f, false);
 		goto err_chans;
@@ -157,8 +158,8 @@ int tw__link_create_root(const tw_desc *d, size_t self, tw_channel **chans,
 		family_free(f, !keep_chans_on_error);
 		return status;
 	}
-	TW_LOGL(TW_LOG_INFO, "link", l->id, l->rank, "link up with %zu parties",
-		n);
+	TW_LOGL(TW_LOG_INFO, "link", l->id, l->rank,
+	    "link up with %zu parties", n);
 	*out = l;
 	return TW_OK;
 
@@ -179,13 +180,14 @@ static int check_create(const tw_desc *d, size_t self, tw_link **out)
 	}
 	size_t n = tw__desc_size(d);
 	if (n == 0 || self >= n) {
-		TW_ERROR("link", "create %s: rank %zu out of range (%zu parties)",
-			tw__desc_link_id(d), self, n);
+		TW_ERROR("link",
+		    "create %s: rank %zu out of range (%zu parties)",
+		    tw__desc_link_id(d), self, n);
 		return TW_EINVAL;
 	}
 	if (n > UINT32_MAX) {
 		TW_ERROR("link", "create %s: too many parties",
-			tw__desc_link_id(d));
+		    tw__desc_link_id(d));
 		return TW_EINVAL;
 	}
 	return TW_OK;
@@ -203,9 +205,9 @@ int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out)
 	for (size_t i = 1; i < n; i++) {
 		if (tw__transport_find(p[i].addr, &known) != t) {
 			TW_ERROR("link",
-				"create %s: parties %s and %s use different "
-				"transports",
-				tw__desc_link_id(d), p[0].id, p[i].id);
+			    "create %s: parties %s and %s use different "
+			    "transports",
+			    tw__desc_link_id(d), p[0].id, p[i].id);
 			return TW_EINVAL;
 		}
 	}
@@ -228,13 +230,13 @@ int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out)
 	status = t->open(&cfg, chans);
 	if (status == TW_OK)
 		status = tw__link_create_root(
-			d, self_rank, chans, t->xops, false, out);
+		    d, self_rank, chans, t->xops, false, out);
 	free(chans);
 	return status;
 }
 
 int tw_link_create_with_channels(const tw_desc *d, size_t self_rank,
-	struct tw_channel *const *channels, tw_link **out)
+    struct tw_channel *const *channels, tw_link **out)
 {
 	int status = check_create(d, self_rank, out);
 	if (status != TW_OK)
@@ -245,23 +247,21 @@ int tw_link_create_with_channels(const tw_desc *d, size_t self_rank,
 	for (size_t i = 0; i < n; i++) {
 		const tw_channel *c = channels[i];
 		bool ok = i == self_rank
-			? c == NULL
-			: c != NULL && c->ops != NULL && c->ops->send != NULL &&
-				c->ops->recv != NULL &&
-				c->ops->test_send != NULL &&
-				c->ops->test_recv != NULL &&
-				c->ops->destroy != NULL;
+		    ? c == NULL
+		    : c != NULL && c->ops != NULL && c->ops->send != NULL
+		        && c->ops->recv != NULL && c->ops->test_send != NULL
+		        && c->ops->test_recv != NULL
+		        && c->ops->destroy != NULL;
 		if (!ok) {
-			TW_ERROR("link",
-				"create %s: channel %zu is %s", tw__desc_link_id(d),
-				i,
-				i == self_rank ? "not NULL (it is this party)"
-					       : "NULL or lacks a required op");
+			TW_ERROR("link", "create %s: channel %zu is %s",
+			    tw__desc_link_id(d), i,
+			    i == self_rank ? "not NULL (it is this party)"
+			                   : "NULL or lacks a required op");
 			return TW_EINVAL;
 		}
 	}
 	return tw__link_create_root(
-		d, self_rank, (tw_channel **)channels, NULL, true, out);
+	    d, self_rank, (tw_channel **)channels, NULL, true, out);
 }
 
 size_t tw_link_rank(const tw_link *l)
@@ -280,18 +280,18 @@ const char *tw_link_id(const tw_link *l)
 }
 
 // Builds a child of `parent` over parent ranks `ranks` (NULL = all).
-static int make_child(tw_link *parent, const char *suffix,
-	const size_t *ranks, size_t n, tw_link **child)
+static int make_child(tw_link *parent, const char *suffix, const size_t *ranks,
+    size_t n, tw_link **child)
 {
 	if (parent == NULL || child == NULL || !tw__valid_suffix(suffix)) {
 		TW_ERROR("link", "child link: invalid suffix '%.64s'",
-			suffix ? suffix : "(null)");
+		    suffix ? suffix : "(null)");
 		return TW_EINVAL;
 	}
 	size_t idlen = strlen(parent->id) + 1 + strlen(suffix);
 	if (idlen > TW_LINK_ID_MAX) {
 		TW_LOGL(TW_LOG_ERROR, "link", parent->id, parent->rank,
-			"child id longer than %d bytes", TW_LINK_ID_MAX);
+		    "child id longer than %d bytes", TW_LINK_ID_MAX);
 		return TW_EINVAL;
 	}
 	size_t rank = SIZE_MAX;
@@ -309,8 +309,8 @@ static int make_child(tw_link *parent, const char *suffix,
 		}
 		if (rank == SIZE_MAX) {
 			TW_LOGL(TW_LOG_ERROR, "link", parent->id, parent->rank,
-				"sub link %s: this party is not in its ranks",
-				suffix);
+			    "sub link %s: this party is not in its ranks",
+			    suffix);
 			return TW_EINVAL;
 		}
 	} else {
@@ -324,7 +324,8 @@ static int make_child(tw_link *parent, const char *suffix,
 	tw_link *l = link_alloc(parent->fam, id, n, rank, parent->opts);
 	if (l == NULL)
 		return TW_ENOMEM;
-	l->recv_timeout = __atomic_load_n(&parent->recv_timeout, __ATOMIC_RELAXED);
+	l->recv_timeout
+	    = __atomic_load_n(&parent->recv_timeout, __ATOMIC_RELAXED);
 	for (size_t i = 0; i < n; i++)
 		l->map[i] = parent->map[ranks != NULL ? ranks[i] : i];
 	tw__family *f = l->fam;
@@ -347,7 +348,7 @@ int tw_link_spawn(tw_link *parent, const char *suffix, tw_link **child)
 }
 
 int tw_link_sub(tw_link *parent, const char *suffix, const size_t *ranks,
-	size_t n, tw_link **child)
+    size_t n, tw_link **child)
 {
 	if (ranks == NULL)
 		return TW_EINVAL;
@@ -392,7 +393,7 @@ int tw_link_close(tw_link *l)
 	pthread_mutex_unlock(&f->mtx);
 	if (busy) {
 		TW_LOGL(TW_LOG_ERROR, "link", l->id, l->rank,
-			"close: child links are still open");
+		    "close: child links are still open");
 		return TW_EINVAL;
 	}
 	int status = TW_OK;
@@ -403,7 +404,7 @@ int tw_link_close(tw_link *l)
 			for (size_t i = 0; i < l->size; i++)
 				if (i != l->rank)
 					f->xops->close_ns(
-						f->chans[l->map[i]], l->id);
+					    f->chans[l->map[i]], l->id);
 		pthread_mutex_lock(&f->mtx);
 		tw_link **pp = &l->parent->first_child;
 		while (*pp != l)
@@ -422,8 +423,8 @@ int tw_link_close(tw_link *l)
 uint64_t tw__link_unreceived_peak(tw_link *l, size_t src)
 {
 	tw__family *f = l->fam;
-	if (src >= l->size || src == l->rank || f->xops == NULL ||
-		f->xops->unreceived_peak == NULL)
+	if (src >= l->size || src == l->rank || f->xops == NULL
+	    || f->xops->unreceived_peak == NULL)
 		return 0;
 	return f->xops->unreceived_peak(f->chans[l->map[src]]);
 }

@@ -56,9 +56,9 @@ struct tw_link {
 // Point-to-point on full keys, with the link's checks already done.
 // `count` adds the message to the link's statistics and throttle window.
 int tw__link_send_key(tw_link *l, size_t dst, const char *key, const void *buf,
-	size_t len, bool async);
-int tw__link_recv_key(tw_link *l, size_t src, const char *key,
-	int64_t deadline, tw_buf *out);
+    size_t len, bool async);
+int tw__link_recv_key(
+    tw_link *l, size_t src, const char *key, int64_t deadline, tw_buf *out);
 
 // The deadline of a receive that starts now.
 int64_t tw__link_recv_deadline(const tw_link *l);
@@ -66,19 +66,18 @@ int64_t tw__link_recv_deadline(const tw_link *l);
 // Channel access that hides the difference between built-in transports
 // (tw__chan_xops) and user channels (public ops, the stash, polling).
 int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
-	const void *buf, size_t len, bool async, int64_t deadline);
+    const void *buf, size_t len, bool async, int64_t deadline);
 int tw__chan_recv(tw_link *l, size_t root_peer, const char *key,
-	int64_t deadline, tw_buf *out);
+    int64_t deadline, tw_buf *out);
 int tw__chan_recv_into(tw_link *l, size_t root_peer, const char *key,
-	int64_t deadline, void *buf, size_t cap, size_t *len);
-int tw__chan_probe(tw_link *l, size_t root_peer, const char *key,
-	size_t *len);
+    int64_t deadline, void *buf, size_t cap, size_t *len);
+int tw__chan_probe(tw_link *l, size_t root_peer, const char *key, size_t *len);
 
 // Creates the root link of a new family over `chans` (ownership passes on
 // TW_OK) and runs the handshake.  On failure the channels are left to the
 // caller when `keep_chans_on_error`, else destroyed.
 int tw__link_create_root(const tw_desc *d, size_t self, tw_channel **chans,
-	const tw__chan_xops *xops, bool keep_chans_on_error, tw_link **out);
+    const tw__chan_xops *xops, bool keep_chans_on_error, tw_link **out);
 
 // Internal view of a description.
 size_t tw__desc_size(const tw_desc *d);

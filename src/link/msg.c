@@ -24,15 +24,15 @@ static bool link_aborted(const tw_link *l)
 int64_t tw__link_recv_deadline(const tw_link *l)
 {
 	return tw__deadline_ms(
-		__atomic_load_n(&l->recv_timeout, __ATOMIC_RELAXED));
+	    __atomic_load_n(&l->recv_timeout, __ATOMIC_RELAXED));
 }
 
 // Checks a peer rank and a tag; logs nothing (these are caller errors
 // reported by status).
 static int check_peer_tag(const tw_link *l, size_t peer, const char *tag)
 {
-	if (l == NULL || peer >= l->size || peer == l->rank ||
-		!tw__valid_tag(tag))
+	if (l == NULL || peer >= l->size || peer == l->rank
+	    || !tw__valid_tag(tag))
 		return TW_EINVAL;
 	return TW_OK;
 }
@@ -104,26 +104,26 @@ static void ack_send(tw_link *l, size_t src)
 {
 	if (l->opts[TW_OPT_THROTTLE_WINDOW] == 0)
 		return;
-	uint64_t n = __atomic_add_fetch(&l->peers[src].consumed, 1,
-		__ATOMIC_RELAXED);
+	uint64_t n
+	    = __atomic_add_fetch(&l->peers[src].consumed, 1, __ATOMIC_RELAXED);
 	unsigned char b[8];
 	put_le64(b, n);
 	char key[TW_KEY_MAX];
 	tw__key_ctl(key, l->id, "ack");
 	// A failure here means the peer is gone; its next send fails anyway.
 	(void)tw__chan_send(
-		l, l->map[src], key, b, sizeof(b), true, TW_FOREVER);
+	    l, l->map[src], key, b, sizeof(b), true, TW_FOREVER);
 }
 
 int tw__link_send_key(tw_link *l, size_t dst, const char *key, const void *buf,
-	size_t len, bool async)
+    size_t len, bool async)
 {
 	return tw__chan_send(
-		l, l->map[dst], key, buf, len, async, tw__link_recv_deadline(l));
+	    l, l->map[dst], key, buf, len, async, tw__link_recv_deadline(l));
 }
 
-int tw__link_recv_key(tw_link *l, size_t src, const char *key,
-	int64_t deadline, tw_buf *out)
+int tw__link_recv_key(
+    tw_link *l, size_t src, const char *key, int64_t deadline, tw_buf *out)
 {
 	return tw__chan_recv(l, l->map[src], key, deadline, out);
 }
@@ -131,7 +131,7 @@ int tw__link_recv_key(tw_link *l, size_t src, const char *key,
 enum { SEND_SYNC, SEND_ASYNC, SEND_THROTTLED };
 
 static int send_common(tw_link *l, size_t dst, const char *tag,
-	const void *buf, size_t len, int mode)
+    const void *buf, size_t len, int mode)
 {
 	int status = check_peer_tag(l, dst, tag);
 	if (status != TW_OK || (buf == NULL && len > 0))
@@ -146,20 +146,19 @@ static int send_common(tw_link *l, size_t dst, const char *tag,
 		if (status != TW_OK) {
 			if (status == TW_ETIMEDOUT)
 				TW_LOGL(TW_LOG_DEBUG, "link", l->id, l->rank,
-					"throttled send to %zu timed out", dst);
+				    "throttled send to %zu timed out", dst);
 			return status;
 		}
 	}
 	char key[TW_KEY_MAX];
 	tw__key_msg(key, l->id, tag);
 	status = tw__chan_send(
-		l, l->map[dst], key, buf, len, mode != SEND_SYNC, deadline);
+	    l, l->map[dst], key, buf, len, mode != SEND_SYNC, deadline);
 	if (status != TW_OK) {
 		if (mode != SEND_SYNC && status == TW_EPEER) {
 			int expect = 0;
 			__atomic_compare_exchange_n(&l->async_err, &expect,
-				status, false, __ATOMIC_RELAXED,
-				__ATOMIC_RELAXED);
+			    status, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 		}
 		return status;
 	}
@@ -169,20 +168,20 @@ static int send_common(tw_link *l, size_t dst, const char *tag,
 	return TW_OK;
 }
 
-int tw_send(tw_link *l, size_t dst, const char *tag, const void *buf,
-	size_t len)
+int tw_send(
+    tw_link *l, size_t dst, const char *tag, const void *buf, size_t len)
 {
 	return send_common(l, dst, tag, buf, len, SEND_SYNC);
 }
 
-int tw_send_async(tw_link *l, size_t dst, const char *tag, const void *buf,
-	size_t len)
+int tw_send_async(
+    tw_link *l, size_t dst, const char *tag, const void *buf, size_t len)
 {
 	return send_common(l, dst, tag, buf, len, SEND_ASYNC);
 }
 
-int tw_send_async_throttled(tw_link *l, size_t dst, const char *tag,
-	const void *buf, size_t len)
+int tw_send_async_throttled(
+    tw_link *l, size_t dst, const char *tag, const void *buf, size_t len)
 {
 	return send_common(l, dst, tag, buf, len, SEND_THROTTLED);
 }
@@ -202,7 +201,7 @@ int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out)
 	tw__key_msg(key, l->id, tag);
 	tw_buf b = { 0 };
 	int status = tw__chan_recv(
-		l, l->map[src], key, tw__link_recv_deadline(l), &b);
+	    l, l->map[src], key, tw__link_recv_deadline(l), &b);
 	if (status != TW_OK)
 		return status;
 	*out = b;
@@ -211,16 +210,16 @@ int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out)
 }
 
 int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
-	size_t cap, size_t *len)
+    size_t cap, size_t *len)
 {
-	if (check_peer_tag(l, src, tag) != TW_OK || len == NULL ||
-		(buf == NULL && cap > 0))
+	if (check_peer_tag(l, src, tag) != TW_OK || len == NULL
+	    || (buf == NULL && cap > 0))
 		return TW_EINVAL;
 	char key[TW_KEY_MAX];
 	tw__key_msg(key, l->id, tag);
 	size_t n = 0;
 	int status = tw__chan_recv_into(
-		l, l->map[src], key, tw__link_recv_deadline(l), buf, cap, &n);
+	    l, l->map[src], key, tw__link_recv_deadline(l), buf, cap, &n);
 	if (status == TW_ETRUNC)
 		*len = n;
 	if (status != TW_OK)
@@ -274,10 +273,12 @@ void tw_link_stats(const tw_link *l, tw_stats *out)
 {
 	if (l == NULL || out == NULL)
 		return;
-	out->msgs_sent = __atomic_load_n(&l->stats.msgs_sent, __ATOMIC_RELAXED);
-	out->msgs_recv = __atomic_load_n(&l->stats.msgs_recv, __ATOMIC_RELAXED);
-	out->bytes_sent =
-		__atomic_load_n(&l->stats.bytes_sent, __ATOMIC_RELAXED);
-	out->bytes_recv =
-		__atomic_load_n(&l->stats.bytes_recv, __ATOMIC_RELAXED);
+	out->msgs_sent
+	    = __atomic_load_n(&l->stats.msgs_sent, __ATOMIC_RELAXED);
+	out->msgs_recv
+	    = __atomic_load_n(&l->stats.msgs_recv, __ATOMIC_RELAXED);
+	out->bytes_sent
+	    = __atomic_load_n(&l->stats.bytes_sent, __ATOMIC_RELAXED);
+	out->bytes_recv
+	    = __atomic_load_n(&l->stats.bytes_recv, __ATOMIC_RELAXED);
 }

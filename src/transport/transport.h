@@ -49,15 +49,15 @@ typedef struct tw__chan_xops {
 	// Never called with the channel's locks held by the caller.  Returns
 	// TW_OK, TW_EPEER, TW_ECLOSED, TW_ETIMEDOUT, TW_ENOMEM.
 	int (*send)(tw_channel *c, const char *key, const void *buf,
-		size_t len, int flags, int64_t deadline, const int *cancel);
+	    size_t len, int flags, int64_t deadline, const int *cancel);
 
 	// Receives the oldest message under `key`, until `deadline`.
-	int (*recv)(tw_channel *c, const char *key, int64_t deadline,
-		tw_buf *out);
+	int (*recv)(
+	    tw_channel *c, const char *key, int64_t deadline, tw_buf *out);
 
 	// Receives into buf[0..cap); TW_ETRUNC leaves the message queued.
 	int (*recv_into)(tw_channel *c, const char *key, int64_t deadline,
-		void *buf, size_t cap, size_t *len);
+	    void *buf, size_t cap, size_t *len);
 
 	// Never blocks: TW_OK and *len, TW_EAGAIN, TW_EPEER, TW_ECLOSED.
 	int (*probe)(tw_channel *c, const char *key, size_t *len);

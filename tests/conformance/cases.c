@@ -14,6 +14,7 @@
 static const conf_transport transports[] = {
 	{ "mem", true, false, "mem://%s.p%zu" },
 	{ "chan", false, false, "mem://%s.p%zu" },
+	{ "shm", true, true, "shm://%s.p%zu" },
 };
 static const conf_transport *tp;
 
@@ -30,8 +31,8 @@ static int sync_all(conf_party *p)
 	return tw_barrier(p->link, "conf.sync");
 }
 
-static void run(size_t n, int flags, conf_setup_fn setup, conf_body_fn body,
-	void *arg)
+static void run(
+    size_t n, int flags, conf_setup_fn setup, conf_body_fn body, void *arg)
 {
 	if (conf_run(tp, n, flags, setup, body, arg) != 0)
 		fail_msg("a party failed (see above)");
@@ -93,8 +94,10 @@ static int body_connect_timeout(conf_party *p)
 	bool named = strstr(log_text, "p2 (") != NULL;
 	pthread_mutex_unlock(&log_mtx);
 	if (!named)
-		conf_failf(p, __LINE__, "log does not name the missing peer:"
-					" %.150s", log_text);
+		conf_failf(p, __LINE__,
+		    "log does not name the missing peer:"
+		    " %.150s",
+		    log_text);
 	return named ? 0 : -1;
 }
 
@@ -105,7 +108,7 @@ static void t_connect_timeout(void **state)
 	log_text[0] = '\0';
 	tw_log_set_handler(log_capture, NULL);
 	run(3, CONF_OWN_CREATE, setup_short_connect, body_connect_timeout,
-		NULL);
+	    NULL);
 	tw_log_set_handler(NULL, NULL);
 }
 
@@ -120,8 +123,9 @@ static int body_fifo(conf_party *p)
 		for (uint32_t i = 0; i < FIFO_N; i++)
 			for (uint32_t t = 0; t < 3; t++) {
 				uint32_t v[2] = { t, i };
-				CHECK_OK(p, tw_send_async(p->link, 1, tags[t],
-						    v, sizeof(v)));
+				CHECK_OK(p,
+				    tw_send_async(
+				        p->link, 1, tags[t], v, sizeof(v)));
 			}
 		return 0;
 	}
@@ -130,8 +134,9 @@ static int body_fifo(conf_party *p)
 		for (uint32_t i = 0; i < FIFO_N; i++) {
 			uint32_t v[2];
 			size_t len;
-			CHECK_OK(p, tw_recv_into(p->link, 0, tags[t], v,
-					    sizeof(v), &len));
+			CHECK_OK(p,
+			    tw_recv_into(
+			        p->link, 0, tags[t], v, sizeof(v), &len));
 			CHECK(p, len == sizeof(v));
 			CHECK(p, v[0] == (uint32_t)t && v[1] == i);
 		}
@@ -161,10 +166,10 @@ static void *eo_receiver(void *a)
 	while (__atomic_fetch_add(&s->claimed, 1, __ATOMIC_RELAXED) < EO_N) {
 		uint32_t id;
 		size_t len;
-		int rv = tw_recv_into(s->p->link, 0, "eo", &id, sizeof(id),
-			&len);
-		if (rv != TW_OK || len != 4 || id >= EO_N ||
-			(!first && id <= last)) {
+		int rv
+		    = tw_recv_into(s->p->link, 0, "eo", &id, sizeof(id), &len);
+		if (rv != TW_OK || len != 4 || id >= EO_N
+		    || (!first && id <= last)) {
 			__atomic_store_n(&s->bad, 1, __ATOMIC_RELAXED);
 			break;
 		}
@@ -599,8 +604,8 @@ static int body_wait_pending(conf_party *p)
 		unsigned char buf[256];
 		for (uint32_t i = 0; i < N; i++) {
 			conf_fill(buf, sizeof(buf), i, 0, 0);
-			CHECK_OK(p, tw_send_async(p->link, 1, "wp", buf,
-					    sizeof(buf)));
+			CHECK_OK(p,
+			    tw_send_async(p->link, 1, "wp", buf, sizeof(buf)));
 		}
 		CHECK_OK(p, tw_link_wait_pending(p->link));
 		return 0;
@@ -632,11 +637,12 @@ static int body_throttle(conf_party *p)
 	if (p->rank == 0) {
 		// Nothing is consumed yet: the window admits exactly 4.
 		for (; seq < 4; seq++)
-			CHECK_OK(p, tw_send_async_throttled(l, 1, "w", &seq, 4));
+			CHECK_OK(
+			    p, tw_send_async_throttled(l, 1, "w", &seq, 4));
 		CHECK_OK(p, tw_link_set_recv_timeout(l, 300));
 		double t0 = conf_now_ms();
 		CHECK_RV(p, tw_send_async_throttled(l, 1, "w", &seq, 4),
-			TW_ETIMEDOUT);
+		    TW_ETIMEDOUT);
 		CHECK(p, conf_now_ms() - t0 >= 290);
 		CHECK_OK(p, tw_link_set_recv_timeout(l, conf_scale(20000)));
 		// Let the peer consume; its acks reopen the window.
@@ -675,7 +681,8 @@ static int body_flow_control(conf_party *p)
 	if (p->rank == 0) {
 		for (uint32_t i = 0; i < FC_N; i++) {
 			conf_fill(buf, sizeof(buf), i, 7, 7);
-			CHECK_OK(p, tw_send(p->link, 1, "fc", buf, sizeof(buf)));
+			CHECK_OK(
+			    p, tw_send(p->link, 1, "fc", buf, sizeof(buf)));
 		}
 		return 0;
 	}
@@ -683,8 +690,8 @@ static int body_flow_control(conf_party *p)
 	sleep_ms(100);
 	for (uint32_t i = 0; i < FC_N; i++) {
 		size_t len;
-		CHECK_OK(p, tw_recv_into(p->link, 0, "fc", buf, sizeof(buf),
-				    &len));
+		CHECK_OK(
+		    p, tw_recv_into(p->link, 0, "fc", buf, sizeof(buf), &len));
 		CHECK(p, len == FC_MSG && conf_check(buf, len, i, 7, 7));
 	}
 	if (p->tp->builtin) {
@@ -726,20 +733,22 @@ static int body_collectives(conf_party *p)
 			io = (tw_buf) { len ? buf : NULL, len };
 		}
 		CHECK_OK(p, tw_broadcast(l, root, "bc", &io));
-		CHECK(p, io.len == len && conf_check(io.data, len,
-						(uint32_t)root, 0, 1));
+		CHECK(p,
+		    io.len == len
+		        && conf_check(io.data, len, (uint32_t)root, 0, 1));
 		if (r != root)
 			tw_buf_free(&io);
 
 		len = glen(r, root);
 		conf_fill(buf, len, (uint32_t)r, (uint32_t)root, 2);
-		CHECK_OK(p, tw_gather(l, root, "g", buf, len,
-				    r == root ? v : NULL));
+		CHECK_OK(p,
+		    tw_gather(l, root, "g", buf, len, r == root ? v : NULL));
 		if (r == root) {
 			for (size_t i = 0; i < n; i++) {
 				CHECK(p, v[i].len == glen(i, root));
-				CHECK(p, conf_check(v[i].data, v[i].len,
-						 (uint32_t)i, (uint32_t)root, 2));
+				CHECK(p,
+				    conf_check(v[i].data, v[i].len,
+				        (uint32_t)i, (uint32_t)root, 2));
 				tw_buf_free(&v[i]);
 			}
 		}
@@ -750,14 +759,15 @@ static int body_collectives(conf_party *p)
 				in[i].len = (i * 7 + root) % 23;
 				in[i].data = malloc(in[i].len + 1);
 				conf_fill(in[i].data, in[i].len, (uint32_t)i,
-					(uint32_t)root, 3);
+				    (uint32_t)root, 3);
 			}
 		}
-		CHECK_OK(p, tw_scatter(l, root, "s", r == root ? in : NULL,
-				    &out));
+		CHECK_OK(
+		    p, tw_scatter(l, root, "s", r == root ? in : NULL, &out));
 		CHECK(p, out.len == (r * 7 + root) % 23);
-		CHECK(p, conf_check(out.data, out.len, (uint32_t)r,
-				 (uint32_t)root, 3));
+		CHECK(p,
+		    conf_check(
+		        out.data, out.len, (uint32_t)r, (uint32_t)root, 3));
 		tw_buf_free(&out);
 		if (r == root)
 			for (size_t i = 0; i < n; i++)

@@ -30,8 +30,8 @@ void conf_failf(conf_party *p, int line, const char *fmt, ...)
 {
 	if (p->err[0] != '\0')
 		return; // keep the first failure: later ones follow from it
-	int n = snprintf(p->err, sizeof(p->err), "rank %zu line %d: ", p->rank,
-		line);
+	int n = snprintf(
+	    p->err, sizeof(p->err), "rank %zu line %d: ", p->rank, line);
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(p->err + n, sizeof(p->err) - (size_t)n, fmt, ap);
@@ -48,8 +48,8 @@ void conf_fill(void *buf, size_t len, uint32_t a, uint32_t b, uint32_t c)
 	}
 }
 
-bool conf_check(const void *buf, size_t len, uint32_t a, uint32_t b,
-	uint32_t c)
+bool conf_check(
+    const void *buf, size_t len, uint32_t a, uint32_t b, uint32_t c)
 {
 	uint32_t x = a * 2654435761u ^ b * 40503u ^ c * 97u ^ 0x5bd1e995u;
 	const unsigned char *p = buf;
@@ -82,7 +82,8 @@ static int create_user(run_ctx *ctx, conf_party *p, tw_link **out)
 		return TW_ENOMEM;
 	int rv = testchan_make(ctx->net, p->rank, chans);
 	if (rv == TW_OK)
-		rv = tw_link_create_with_channels(p->desc, p->rank, chans, out);
+		rv = tw_link_create_with_channels(
+		    p->desc, p->rank, chans, out);
 	if (rv != TW_OK)
 		for (size_t i = 0; i < p->size; i++)
 			if (chans[i] != NULL)
@@ -104,8 +105,8 @@ static int party_run(run_ctx *ctx, conf_party *p)
 	if (!(ctx->flags & CONF_OWN_CREATE)) {
 		int st = conf_create(p, &p->link);
 		if (st != TW_OK) {
-			conf_failf(p, __LINE__, "link create: %s",
-				tw_err_name(st));
+			conf_failf(
+			    p, __LINE__, "link create: %s", tw_err_name(st));
 			return -1;
 		}
 	}
@@ -113,8 +114,8 @@ static int party_run(run_ctx *ctx, conf_party *p)
 	if (p->link != NULL) {
 		int st = tw_link_close(p->link);
 		if (st != TW_OK && st != TW_EPEER && rv == 0) {
-			conf_failf(p, __LINE__, "link close: %s",
-				tw_err_name(st));
+			conf_failf(
+			    p, __LINE__, "link close: %s", tw_err_name(st));
 			rv = -1;
 		}
 	}
@@ -124,8 +125,8 @@ static int party_run(run_ctx *ctx, conf_party *p)
 static void *party_thread(void *a)
 {
 	thread_arg *ta = a;
-	ta->ctx->rvs[ta->rank] =
-		party_run(ta->ctx, &ta->ctx->parties[ta->rank]);
+	ta->ctx->rvs[ta->rank]
+	    = party_run(ta->ctx, &ta->ctx->parties[ta->rank]);
 	return NULL;
 }
 
@@ -135,7 +136,7 @@ static void *party_thread(void *a)
 static void run_procs(run_ctx *ctx, size_t n)
 {
 	pid_t *pids = calloc(n, sizeof(*pids));
-	int (*fds)[2] = calloc(n, sizeof(*fds));
+	int(*fds)[2] = calloc(n, sizeof(*fds));
 	fflush(NULL);
 	for (size_t i = 0; i < n; i++) {
 		if (pipe(fds[i]) != 0) {
@@ -168,7 +169,7 @@ static void run_procs(run_ctx *ctx, size_t n)
 		ctx->rvs[i] = WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 		if (WIFSIGNALED(st))
 			snprintf(p->err, sizeof(p->err), "killed by signal %d",
-				WTERMSIG(st));
+			    WTERMSIG(st));
 		if (ctx->rvs[i] != 0)
 			for (size_t j = 0; j < n; j++)
 				if (pids[j] > 0 && j != i)
@@ -181,11 +182,11 @@ static void run_procs(run_ctx *ctx, size_t n)
 static unsigned long run_counter;
 
 int conf_run(const conf_transport *tp, size_t n, int flags,
-	conf_setup_fn setup, conf_body_fn body, void *arg)
+    conf_setup_fn setup, conf_body_fn body, void *arg)
 {
 	char id[64];
 	snprintf(id, sizeof(id), "conf%lu",
-		__atomic_add_fetch(&run_counter, 1, __ATOMIC_RELAXED));
+	    __atomic_add_fetch(&run_counter, 1, __ATOMIC_RELAXED));
 	tw_desc *d = tw_desc_new(id);
 	if (d == NULL)
 		return -1;
@@ -193,8 +194,8 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 		char pid[32], addr[160];
 		snprintf(pid, sizeof(pid), "p%zu", i);
 		char run_name[96];
-		snprintf(run_name, sizeof(run_name), "%ld.%s", (long)getpid(),
-			id);
+		snprintf(
+		    run_name, sizeof(run_name), "%ld.%s", (long)getpid(), id);
 		snprintf(addr, sizeof(addr), tp->addr_fmt, run_name, i);
 		if (tw_desc_add_party(d, pid, addr) != TW_OK) {
 			tw_desc_free(d);
@@ -213,8 +214,12 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 	if (!tp->builtin)
 		ctx.net = testchan_net_new(n);
 	for (size_t i = 0; i < n; i++) {
-		ctx.parties[i] = (conf_party) { .desc = d, .rank = i,
-			.size = n, .tp = tp, .arg = arg, .priv = &ctx };
+		ctx.parties[i] = (conf_party) { .desc = d,
+			.rank = i,
+			.size = n,
+			.tp = tp,
+			.arg = arg,
+			.priv = &ctx };
 		tas[i] = (thread_arg) { &ctx, i };
 	}
 	if (tp->procs) {
@@ -229,8 +234,8 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 	for (size_t i = 0; i < n; i++) {
 		if (ctx.rvs[i] != 0) {
 			fprintf(stderr, "  party %zu failed: %s\n", i,
-				ctx.parties[i].err[0] ? ctx.parties[i].err
-						      : "(no message)");
+			    ctx.parties[i].err[0] ? ctx.parties[i].err
+			                          : "(no message)");
 			rv = -1;
 		}
 	}

@@ -44,30 +44,30 @@ enum { CONF_OWN_CREATE = 1 };
 // description (options) before creation.  Returns 0 when every party
 // returned 0, else prints each party's failure and returns -1.
 int conf_run(const conf_transport *tp, size_t n, int flags,
-	conf_setup_fn setup, conf_body_fn body, void *arg);
+    conf_setup_fn setup, conf_body_fn body, void *arg);
 
 // Creates party p's link from p->desc (for CONF_OWN_CREATE cases).
 int conf_create(conf_party *p, tw_link **out);
 
 void conf_failf(conf_party *p, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
-#define CHECK(p, cond)                                                       \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			conf_failf(p, __LINE__, "check failed: %s", #cond);  \
-			return -1;                                           \
-		}                                                            \
+#define CHECK(p, cond)                                                        \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			conf_failf(p, __LINE__, "check failed: %s", #cond);   \
+			return -1;                                            \
+		}                                                             \
 	} while (0)
 
-#define CHECK_RV(p, expr, want)                                              \
-	do {                                                                 \
-		int rv_ = (expr);                                            \
-		if (rv_ != (want)) {                                         \
+#define CHECK_RV(p, expr, want)                                               \
+	do {                                                                  \
+		int rv_ = (expr);                                             \
+		if (rv_ != (want)) {                                          \
 			conf_failf(p, __LINE__, "%s: got %s, want %s", #expr, \
-				tw_err_name(rv_), tw_err_name(want));        \
-			return -1;                                           \
-		}                                                            \
+			    tw_err_name(rv_), tw_err_name(want));             \
+			return -1;                                            \
+		}                                                             \
 	} while (0)
 
 #define CHECK_OK(p, expr) CHECK_RV(p, expr, TW_OK)
@@ -80,7 +80,7 @@ int64_t conf_scale(int64_t ms);
 
 // Fills buf with a pattern derived from (a, b, c) and checks one.
 void conf_fill(void *buf, size_t len, uint32_t a, uint32_t b, uint32_t c);
-bool conf_check(const void *buf, size_t len, uint32_t a, uint32_t b,
-	uint32_t c);
+bool conf_check(
+    const void *buf, size_t len, uint32_t a, uint32_t b, uint32_t c);
 
 #endif

@@ -45,17 +45,18 @@ void testchan_net_free(testchan_net *net)
 static int tc_send(tw_channel *c, const char *key, const void *buf, size_t len)
 {
 	tchan *t = c->impl;
-	int rv = tw_mailbox_push(t->net->inbox[t->peer], t->self, key, buf, len);
+	int rv
+	    = tw_mailbox_push(t->net->inbox[t->peer], t->self, key, buf, len);
 	// The peer's inbox refuses us once it aborted: to us, the peer is gone.
 	return rv == TW_ECLOSED ? TW_EPEER : rv;
 }
 
-static int tc_recv(tw_channel *c, const char *key, int64_t timeout_ms,
-	tw_buf *out)
+static int tc_recv(
+    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out)
 {
 	tchan *t = c->impl;
 	return tw_mailbox_pop(
-		t->net->inbox[t->self], t->peer, key, timeout_ms, out);
+	    t->net->inbox[t->self], t->peer, key, timeout_ms, out);
 }
 
 static int tc_test_send(tw_channel *c, int64_t timeout_ms)

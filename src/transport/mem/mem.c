@@ -102,14 +102,14 @@ static int send_status(mem_chan *mc, int status, const int *cancel)
 {
 	if (status == TW_OK || status == TW_ETIMEDOUT || status == TW_ENOMEM)
 		return status;
-	if (__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE) ||
-		(cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)))
+	if (__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)
+	    || (cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)))
 		return TW_ECLOSED;
 	return TW_EPEER; // the receiver aborted, closed or left
 }
 
 static int mem_xsend(tw_channel *c, const char *key, const void *buf,
-	size_t len, int flags, int64_t deadline, const int *cancel)
+    size_t len, int flags, int64_t deadline, const int *cancel)
 {
 	mem_chan *mc = c->impl;
 	if (__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE))
@@ -126,39 +126,39 @@ static int mem_xsend(tw_channel *c, const char *key, const void *buf,
 	// Control messages (acks, hellos) never wait for flow control: they
 	// are what lets the data that holds the buffer drain.
 	uint64_t limit = tw__key_is_ctl(key) ? UINT64_MAX : peer->recv_buffer;
-	int status = tw__mailbox_push_owned(peer->mb, mc->self_rank, key, copy,
-		len, limit, deadline, cancel);
+	int status = tw__mailbox_push_owned(
+	    peer->mb, mc->self_rank, key, copy, len, limit, deadline, cancel);
 	if (status != TW_OK)
 		free(copy);
 	return send_status(mc, status, cancel);
 }
 
-static int mem_send(tw_channel *c, const char *key, const void *buf,
-	size_t len)
+static int mem_send(
+    tw_channel *c, const char *key, const void *buf, size_t len)
 {
 	return mem_xsend(c, key, buf, len, 0, TW_FOREVER, NULL);
 }
 
-static int mem_xrecv(tw_channel *c, const char *key, int64_t deadline,
-	tw_buf *out)
+static int mem_xrecv(
+    tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
 	mem_chan *mc = c->impl;
 	return tw__mailbox_pop_until(
-		mc->self->mb, mc->peer_rank, key, deadline, out);
+	    mc->self->mb, mc->peer_rank, key, deadline, out);
 }
 
-static int mem_recv(tw_channel *c, const char *key, int64_t timeout_ms,
-	tw_buf *out)
+static int mem_recv(
+    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out)
 {
 	return mem_xrecv(c, key, tw__deadline_ms(timeout_ms), out);
 }
 
 static int mem_recv_into(tw_channel *c, const char *key, int64_t deadline,
-	void *buf, size_t cap, size_t *len)
+    void *buf, size_t cap, size_t *len)
 {
 	mem_chan *mc = c->impl;
 	return tw__mailbox_pop_into(
-		mc->self->mb, mc->peer_rank, key, deadline, buf, cap, len);
+	    mc->self->mb, mc->peer_rank, key, deadline, buf, cap, len);
 }
 
 static int mem_probe(tw_channel *c, const char *key, size_t *len)
@@ -174,10 +174,10 @@ static int mem_test_send(tw_channel *c, int64_t timeout_ms)
 	pthread_once(&reg_once, reg_init);
 	pthread_mutex_lock(&reg_mtx);
 	mem_ep *peer;
-	while ((peer = reg_find(mc->peer_key)) == NULL &&
-		!__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)) {
-		if (tw__cond_wait_until(&reg_cv, &reg_mtx, deadline) ==
-			ETIMEDOUT)
+	while ((peer = reg_find(mc->peer_key)) == NULL
+	    && !__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)) {
+		if (tw__cond_wait_until(&reg_cv, &reg_mtx, deadline)
+		    == ETIMEDOUT)
 			break;
 	}
 	if (peer != NULL && mc->peer == NULL) {
@@ -187,8 +187,8 @@ static int mem_test_send(tw_channel *c, int64_t timeout_ms)
 	pthread_mutex_unlock(&reg_mtx);
 	if (peer == NULL)
 		return __atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)
-			? TW_ECLOSED
-			: TW_ETIMEDOUT;
+		    ? TW_ECLOSED
+		    : TW_ETIMEDOUT;
 	char key[TW_KEY_MAX];
 	tw__key_ctl(key, mc->link_id, "hello");
 	return mem_xsend(c, key, NULL, 0, 0, TW_FOREVER, NULL);
@@ -201,7 +201,7 @@ static int mem_test_recv(tw_channel *c)
 	tw__key_ctl(key, mc->link_id, "hello");
 	tw_buf b = { 0 };
 	int status = tw__mailbox_pop_until(
-		mc->self->mb, mc->peer_rank, key, mc->connect_deadline, &b);
+	    mc->self->mb, mc->peer_rank, key, mc->connect_deadline, &b);
 	tw_buf_free(&b);
 	return status;
 }
@@ -324,8 +324,8 @@ static mem_chan *chan_new(const tw__link_cfg *cfg, mem_ep *self, size_t peer)
 	mc->self = self;
 	mc->self_rank = (uint32_t)cfg->self;
 	mc->peer_rank = (uint32_t)peer;
-	mc->connect_deadline =
-		tw__deadline_ms(cfg->opts[TW_OPT_CONNECT_TIMEOUT_MS]);
+	mc->connect_deadline
+	    = tw__deadline_ms(cfg->opts[TW_OPT_CONNECT_TIMEOUT_MS]);
 	return mc;
 }
 
@@ -381,7 +381,7 @@ static int mem_open(const tw__link_cfg *cfg, tw_channel **chans)
 	if (reg_find(self->reg_key) != NULL) {
 		pthread_mutex_unlock(&reg_mtx);
 		TW_ERROR("mem", "cannot bind %s for link %s: address in use",
-			addr, cfg->link_id);
+		    addr, cfg->link_id);
 		chans_free(cfg, chans);
 		ep_free(self);
 		return TW_ESYS;
