@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# deps.sh [--ci]
+#
+# Installs the Debian packages that building and testing tagwire needs, and
+# only those that are missing: running it again costs a dpkg query.  Works
+# as root (no sudo needed) or through sudo.  --ci adds what the CI script
+# uses besides: clang with its sanitizer and libFuzzer runtimes, and
+# clang-format.  Prints one line, or the apt log when something fails.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config libcmocka-dev uthash-dev libssl-dev)
+for arg in "$@"; do
+	case "$arg" in
+	--ci) pkgs+=(clang libclang-rt-14-dev clang-format) ;;
+	-h | --help)
+		sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "deps.sh: unknown argument '$arg' (try --help)" >&2
+		exit 2
+		;;
+	esac
+done
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+	echo "deps: not a Debian system; make sure these (or their equivalents) are installed:" >&2
+	echo "      ${pkgs[*]}" >&2
+	exit 0
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	if ! dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii'; then
+		missing+=("$p")
+	fi
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+	echo "deps: all ${#pkgs[@]} packages are installed"
+	exit 0
+fi
+
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		as_root=(sudo)
+	else
+		echo "deps: missing ${missing[*]}; run this as root to install them" >&2
+		exit 1
+	fi
+fi
+
+echo "deps: installing ${missing[*]}"
+log=$(mktemp "${TMPDIR:-/tmp}/tagwire-deps.XXXXXX")
+trap 'rm -f "$log"' EXIT
+apt() {
+	"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y \
+		-o Dpkg::Use-Pty=0 "$@" </dev/null >>"$log" 2>&1
+}
+# A fresh system has empty package lists; an old one may have stale ones.
+if ! apt update || ! apt install --no-install-recommends "${missing[@]}"; then
+	tail -n 40 "$log" >&2
+	echo "deps: apt-get failed (the end of its log is above)" >&2
+	exit 1
+fi
+echo "deps: done"

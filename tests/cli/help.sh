@@ -1,0 +1,36 @@
+# tagwire --help, -h, --version, and a call without a command.
+. "$(dirname "$0")/common.sh"
+
+for h in --help -h help; do
+	run $h
+	expect_rc 0
+	expect_err_empty
+	expect_out '^usage: tagwire <command>'
+	for cmd in info demo perf --help-config --version; do
+		expect_out "^  $cmd "
+	done
+	expect_out '--parties N'
+	expect_out 'TAGWIRE_LOG'
+done
+
+run --help demo
+expect_rc 0
+expect_out '^usage: tagwire demo '
+expect_out '--size BYTES'
+
+run demo --help
+expect_rc 0
+expect_out '^usage: tagwire demo '
+
+run --version
+expect_rc 0
+expect_err_empty
+expect_out '^tagwire [0-9]+\.[0-9]+\.[0-9]+$'
+
+# No command at all is a usage error, not a silent success.
+run
+expect_rc 2
+expect_out_empty
+expect_err '^usage: tagwire'
+
+finish

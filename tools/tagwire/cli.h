@@ -1,0 +1,48 @@
+// The tagwire command-line tool: what its commands share.
+//
+// Exit codes follow the usual convention of command-line tools, so that
+// scripts can tell a broken run from a mistyped command line:
+//   0  success;
+//   1  the command ran and something failed (a demo check, a write error);
+//   2  the command line is wrong, or asks for something not built in.
+//
+// The command line is untrusted input: every number goes through
+// cli_parse_u64, which rejects signs, blanks, trailing bytes, overflow and
+// values out of range, and every error names the argument, prints a usage
+// line on stderr and exits 2.
+
+#ifndef TW_TOOLS_CLI_H
+#define TW_TOOLS_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
+
+// Prints the tool's full help (commands, demo options, environment).
+void cli_help(FILE *f);
+
+// Prints "tagwire: <cmd>: <message>" and the usage line of `cmd` (NULL for
+// the tool itself) on stderr, and returns CLI_USAGE.
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+// Parses a decimal number in [min, max].  With `units` non-zero, a suffix
+// K, M or G (optionally followed by "iB" or "B") multiplies by 1024,
+// 1024^2 or 1024^3.  Returns 0 and sets *out, or -1 for anything else
+// (*out is then untouched).
+int cli_parse_u64(
+    const char *s, uint64_t min, uint64_t max, int units, uint64_t *out);
+
+// Writes `n` bytes as "512 B", "4 MiB" or "3.5 MiB" into buf[cap].
+void cli_fmt_bytes(char *buf, size_t cap, uint64_t n);
+
+// The commands; argv[0] is the command name, as for main().
+int cli_info(int argc, char **argv);
+int cli_help_config(int argc, char **argv);
+int cli_demo(int argc, char **argv);
+
+// The demo's usage (options and the transports it can run).
+void cli_demo_help(FILE *f);
+
+#endif // TW_TOOLS_CLI_H
