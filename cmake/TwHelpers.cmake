@@ -42,3 +42,11 @@ function(tw_test)
   set_tests_properties(${T_TESTNAME} PROPERTIES TIMEOUT ${T_TIMEOUT}
     SKIP_RETURN_CODE 77 LABELS "${T_LABELS}")
 endfunction()
+
+# tw_failalloc(target): wraps malloc, calloc and realloc of a test binary at
+# link time so that tests/failalloc.h can fail allocations on demand.
+function(tw_failalloc target)
+  target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/tests/failalloc.c)
+  target_link_options(${target} PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc
+    -Wl,--wrap=realloc)
+endfunction()

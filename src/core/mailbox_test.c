@@ -14,8 +14,8 @@
 // thread checks it after the join.
 //
 // Out-of-memory paths are driven by wrapping malloc, calloc and realloc at
-// link time (see tests.cmake): fail_from(n) lets n allocations through and
-// fails every later one until fail_never().
+// link time (see tests.cmake): failalloc_after(n) lets n allocations through and
+// fails every later one until failalloc_never().
 
 #include <errno.h>
 #include <pthread.h>
@@ -28,58 +28,10 @@
 
 #include "core/clock.h"
 #include "core/mailbox.h"
+#include "failalloc.h"
 #include "testutil.h"
 
 #define MS INT64_C(1000000)
-
-// ---------------------------------------------------------------------------
-// Allocation failure injection
-// ---------------------------------------------------------------------------
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-
-static int fail_left = -1; // allocations still allowed; -1 = no limit
-
-static bool fail_now(void)
-{
-	int left = __atomic_load_n(&fail_left, __ATOMIC_RELAXED);
-	if (left < 0)
-		return false;
-	if (left == 0)
-		return true;
-	__atomic_store_n(&fail_left, left - 1, __ATOMIC_RELAXED);
-	return false;
-}
-
-void *__wrap_malloc(size_t n)
-{
-	return fail_now() ? NULL : __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-	return fail_now() ? NULL : __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-	return fail_now() ? NULL : __real_realloc(p, n);
-}
-
-static void fail_from(int n)
-{
-	__atomic_store_n(&fail_left, n, __ATOMIC_RELAXED);
-}
-
-static void fail_never(void)
-{
-	__atomic_store_n(&fail_left, -1, __ATOMIC_RELAXED);
-}
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -718,9 +670,9 @@ static void test_exactly_once(void **state)
 static void test_out_of_memory_new(void **state)
 {
 	(void)state;
-	fail_from(0);
+	failalloc_after(0);
 	tw_mailbox *m = tw_mailbox_new();
-	fail_never();
+	failalloc_never();
 	assert_null(m);
 }
 
@@ -733,9 +685,9 @@ static int oom_push_sweep(void)
 		tw_mailbox *m = tw_mailbox_new();
 		if (m == NULL)
 			return 10;
-		fail_from(n);
+		failalloc_after(n);
 		int status = tw_mailbox_push(m, 1, "t", "abc", 3);
-		fail_never();
+		failalloc_never();
 		if (status == TW_OK) {
 			tw_buf b = { NULL, 0 };
 			if (tw_mailbox_pop(m, 1, "t", 0, &b) != TW_OK

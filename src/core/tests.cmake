@@ -14,6 +14,5 @@ tw_test(NAME log_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/log_test.c
 tw_test(NAME mailbox_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/mailbox_test.c
   TIMEOUT 120 LABELS "unit;threads")
 # Out-of-memory paths: the test wraps the allocator at link time and fails
-# allocations on demand (see the top of mailbox_test.c).
-target_link_options(mailbox_test PRIVATE -Wl,--wrap=malloc
-  -Wl,--wrap=calloc -Wl,--wrap=realloc)
+# allocations on demand (tests/failalloc.h).
+tw_failalloc(mailbox_test)

@@ -17,45 +17,8 @@
 #include <string.h>
 
 #include "link/link_int.h"
+#include "failalloc.h"
 #include "testutil.h"
-
-// ---------------------------------------------------------------------------
-// Allocation failure injection
-// ---------------------------------------------------------------------------
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-
-static int fail_left = -1; // allocations still allowed; -1 = no limit
-
-static bool fail_now(void)
-{
-	if (fail_left < 0)
-		return false;
-	if (fail_left == 0)
-		return true;
-	fail_left--;
-	return false;
-}
-
-void *__wrap_malloc(size_t n)
-{
-	return fail_now() ? NULL : __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-	return fail_now() ? NULL : __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-	return fail_now() ? NULL : __real_realloc(p, n);
-}
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -91,7 +54,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	fail_left = -1;
+	failalloc_never();
 	return tw_log_set_handler(NULL, NULL);
 }
 
@@ -505,9 +468,9 @@ static void test_secret(void **state)
 static void test_out_of_memory(void **state)
 {
 	(void)state;
-	fail_left = 0;
+	failalloc_after(0);
 	tw_desc *d = tw_desc_new("root");
-	fail_left = -1;
+	failalloc_never();
 	assert_null(d);
 
 	// Each allocation of add_party failing in turn: TW_ENOMEM, nothing
@@ -523,9 +486,9 @@ static void test_out_of_memory(void **state)
 				snprintf(id, sizeof(id), "f%zu", i);
 				TW_PASS(tw_desc_add_party(d, id, "mem://f"));
 			}
-			fail_left = n;
+			failalloc_after(n);
 			int status = tw_desc_add_party(d, "new", "mem://n");
-			fail_left = -1;
+			failalloc_never();
 			if (status == TW_OK) {
 				assert_int_equal(tw_desc_size(d), prefill + 1);
 				tw_desc_free(d);
@@ -543,9 +506,9 @@ static void test_out_of_memory(void **state)
 	d = desc_new("root");
 	unsigned char key[8] = "secret!";
 	TW_PASS(tw_desc_set_secret(d, key, 7));
-	fail_left = 0;
+	failalloc_after(0);
 	int status = tw_desc_set_secret(d, "other", 5);
-	fail_left = -1;
+	failalloc_never();
 	TW_FAIL(status, TW_ENOMEM);
 	expect_secret(d, key, 7); // the old secret stays
 	tw_desc_free(d);

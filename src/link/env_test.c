@@ -12,45 +12,8 @@
 #include <string.h>
 
 #include "link/link_int.h"
+#include "failalloc.h"
 #include "testutil.h"
-
-// ---------------------------------------------------------------------------
-// Allocation failure injection
-// ---------------------------------------------------------------------------
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-
-static int fail_left = -1; // allocations still allowed; -1 = no limit
-
-static bool fail_now(void)
-{
-	if (fail_left < 0)
-		return false;
-	if (fail_left == 0)
-		return true;
-	fail_left--;
-	return false;
-}
-
-void *__wrap_malloc(size_t n)
-{
-	return fail_now() ? NULL : __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-	return fail_now() ? NULL : __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-	return fail_now() ? NULL : __real_realloc(p, n);
-}
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -108,7 +71,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	fail_left = -1;
+	failalloc_never();
 	env_clear();
 	return tw_log_set_handler(NULL, NULL);
 }
@@ -366,9 +329,9 @@ static void test_out_of_memory(void **state)
 		assert_true(n < 64);
 		tw_desc *d = (tw_desc *)0x1;
 		size_t rank = 4242;
-		fail_left = n;
+		failalloc_after(n);
 		int status = tw_desc_from_env(&d, &rank);
-		fail_left = -1;
+		failalloc_never();
 		if (status == TW_OK) {
 			assert_int_equal(rank, 3);
 			assert_int_equal(tw_desc_size(d), 5);

@@ -1,10 +1,9 @@
 # Unit tests of link descriptions: each file is one cmocka group and one
 # ctest entry.  Both wrap the allocator at link time to drive their
-# out-of-memory paths (see the top of each file).
+# out-of-memory paths (tests/failalloc.h).
 
 foreach(t desc env)
   tw_test(NAME ${t}_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/${t}_test.c
     TIMEOUT 60 LABELS unit)
-  target_link_options(${t}_test PRIVATE -Wl,--wrap=malloc
-    -Wl,--wrap=calloc -Wl,--wrap=realloc)
+  tw_failalloc(${t}_test)
 endforeach()
