@@ -83,10 +83,11 @@ static void tc_abort(tw_channel *c)
 static void tc_destroy(tw_channel *c)
 {
 	tchan *t = c->impl;
-	// Both directions end: the peer drains what it has, then sees EPEER,
-	// and its sends to this party fail the same way.
-	tw_mailbox_close_from(t->net->inbox[t->peer], t->self);
+	// Both directions end.  The peer's sends are refused before it is
+	// told, so that a peer that saw TW_EPEER on a receive (after draining
+	// what it had) cannot then send successfully.
 	tw_mailbox_close_from(t->net->inbox[t->self], t->peer);
+	tw_mailbox_close_from(t->net->inbox[t->peer], t->self);
 	free(t);
 }
 
