@@ -5,14 +5,17 @@
 #include "transport/transport.h"
 
 extern const tw__transport tw__mem_transport;
+extern const tw__transport tw__shm_transport;
 
 static const tw__transport *const transports[] = {
 	&tw__mem_transport,
+	&tw__shm_transport,
 	NULL,
 };
 
 static const char *const names[] = {
 	"mem",
+	"shm",
 	NULL,
 };
 

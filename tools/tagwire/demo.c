@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "cli.h"
@@ -46,9 +47,15 @@ static void mem_addr(char *buf, size_t cap, size_t rank)
 	snprintf(buf, cap, "mem://p%zu", rank);
 }
 
+// Shared-memory names are host-wide: the pid keeps two demos apart.
+static void shm_addr(char *buf, size_t cap, size_t rank)
+{
+	snprintf(buf, cap, "shm://demo%ld.p%zu", (long)getpid(), rank);
+}
+
 static const demo_transport demo_transports[] = {
 	{ "mem", mem_addr },
-	{ "shm", NULL },
+	{ "shm", shm_addr },
 	{ "tcp", NULL },
 };
 #define NTRANSPORTS (sizeof(demo_transports) / sizeof(demo_transports[0]))

@@ -1,0 +1,1103 @@
+// shm://NAME: parties that are processes of one host.
+//
+// Design notes.
+//
+// Segments.  Each pair of parties shares one POSIX shared-memory segment,
+// named from a hash of the link id and both addresses (shm_frame.h), that
+// holds a small header and two tw_rings, one per direction (shm_seg.h).
+// The lower rank creates it in test_send, the higher rank polls for it
+// until the connect deadline; neither waits for the other inside open, so
+// parties may start in any order.  A name that already exists belongs to
+// a live process (the address is in use: TW_ESYS) or to a dead one (a
+// crash left it behind: it is removed and created again).  As soon as the
+// higher rank has mapped the segment the name is unlinked, so nothing stays
+// in /dev/shm whatever happens to either process later; a segment whose
+// peer never came is unlinked when its creator's channel is destroyed.
+//
+// Receiving.  One thread per channel reads the inbound ring, reassembles
+// messages and pushes them into this party's mailbox (shared by all its
+// channels, keyed by the sender's rank, as mem:// does) with the mailbox's
+// flow control: while this peer's unreceived bytes exceed
+// TW_OPT_RECV_BUFFER the thread holds the message back, the ring fills up
+// and the sender waits.  Control messages (acks, hellos) travel in their
+// own lane and never wait behind held-back data: the thread keeps draining
+// that lane while it holds a data message.  A ring that reports the peer
+// gone (its abort flag, or its process died) or a malformed frame closes
+// the peer in the mailbox, so that receives return TW_EPEER once what was
+// delivered has been drained, and makes sends to it fail with TW_EPEER.
+//
+// Sending.  A mutex per lane keeps one producer per lane.  A message is a
+// DATA frame followed by CONT frames; a sender that gives up half way
+// (deadline, cancel) leaves a note so that the next message on the lane
+// starts with a CANCEL frame.  Synchronous messages of 64 KiB or more go
+// with one copy instead of two when the kernel lets the receiver read the
+// sender's memory (process_vm_readv, probed once per pair in the hello):
+// the sender offers the message with a LARGE frame and waits until the
+// receiver has copied it.  The offer is a word in the segment that the
+// receiver claims and the sender withdraws with compare-and-swap, so a
+// sender that times out never leaves the receiver reading a buffer that the
+// application has reused.  TAGWIRE_SHM_NO_CMA=1 in the environment turns
+// the single-copy path off (everything then goes through the ring).
+//
+// Trust.  The other process may write anything into the segment: frames
+// are decoded by a pure, fuzzed function (shm_frame.c), counters read from
+// the segment only decide when to stop waiting, and a malformed frame fails
+// that peer with one log line.  Segments are created with mode 0600, and
+// the peer is a process of the same user that could read our memory
+// anyway, which is what process_vm_readv relies on.
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <tagwire/ring.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/mailbox.h"
+#include "core/names.h"
+// The liveness test of the ring layer, which treats zombies as dead.
+#include "platform/posix/futex.h"
+#include "transport/shm/shm.h"
+#include "transport/transport.h"
+
+// Synchronous messages this large cross with process_vm_readv when it works.
+#define SHM_LARGE_MIN (64 * 1024)
+// How often a blocked sender looks at its cancel flag and its peer.
+#define SHM_SEND_SLICE_US 10000
+// How long the receiver thread waits on its ring at once.
+#define SHM_RX_SLICE_US 100000
+// How often a receiver that holds a message back for flow control looks at
+// the control lane and at the peer's process.
+#define SHM_PUSH_SLICE_NS 5000000
+#define SHM_LIVENESS_NS 20000000
+// How long close and abort may wait to tell the peer.
+#define SHM_CTL_TIMEOUT_NS 1000000000
+
+uint64_t tw__shm_large_copied;
+
+// What a peer's hello points at, so that it can test process_vm_readv.
+static const uint64_t shm_probe_word = UINT64_C(0x747768656c6c6f21);
+
+// --- small helpers ------------------------------------------------------
+
+static int shm_addr_check(const char *addr)
+{
+	if (strncmp(addr, "shm://", 6) != 0)
+		return TW_EINVAL;
+	return tw__valid_party_id(addr + 6) ? TW_OK : TW_EINVAL;
+}
+
+static bool peer_gone(shm_chan *mc)
+{
+	if (tw__shm_flag(&mc->peer_gone))
+		return true;
+	return __atomic_load_n(&mc->hdr->gone[!mc->side], __ATOMIC_ACQUIRE)
+	    != 0;
+}
+
+// The part of a wait slice of `slice_us` that is left before `deadline`:
+// 0 once it has passed (try once).
+static int64_t slice_us(int64_t deadline, int64_t slice)
+{
+	if (deadline == TW_FOREVER)
+		return slice;
+	int64_t left = (deadline - tw__now_ns()) / 1000;
+	if (left <= 0)
+		return 0;
+	return left < slice ? left : slice;
+}
+
+// Records that the peer aborted namespace `ns`.
+static void ns_add_aborted(shm_chan *mc, const char *ns)
+{
+	pthread_mutex_lock(&mc->ns_mtx);
+	for (size_t i = 0; i < mc->n_peer_aborted; i++)
+		if (strcmp(mc->peer_aborted[i], ns) == 0)
+			goto out;
+	char **v
+	    = realloc(mc->peer_aborted, (mc->n_peer_aborted + 1) * sizeof(*v));
+	if (v != NULL) {
+		mc->peer_aborted = v;
+		if ((v[mc->n_peer_aborted] = strdup(ns)) != NULL)
+			__atomic_store_n(&mc->n_peer_aborted,
+			    mc->n_peer_aborted + 1, __ATOMIC_RELEASE);
+	}
+out:
+	pthread_mutex_unlock(&mc->ns_mtx);
+}
+
+// Forgets aborts of namespaces that hold `key` (when `is_key`: a message of
+// a new link of that name arrived) or that are `ns` or its children (this
+// side creates a link of that name again).
+static void ns_forget(shm_chan *mc, const char *name, bool is_key)
+{
+	if (__atomic_load_n(&mc->n_peer_aborted, __ATOMIC_ACQUIRE) == 0)
+		return;
+	pthread_mutex_lock(&mc->ns_mtx);
+	size_t j = 0;
+	for (size_t i = 0; i < mc->n_peer_aborted; i++) {
+		char *e = mc->peer_aborted[i];
+		bool drop = is_key
+		    ? tw__key_in_ns(name, e)
+		    : strcmp(e, name) == 0 || tw__key_in_ns(e, name);
+		if (drop)
+			free(e);
+		else
+			mc->peer_aborted[j++] = e;
+	}
+	__atomic_store_n(&mc->n_peer_aborted, j, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&mc->ns_mtx);
+}
+
+static bool ns_peer_aborted(shm_chan *mc, const char *key)
+{
+	if (__atomic_load_n(&mc->n_peer_aborted, __ATOMIC_ACQUIRE) == 0)
+		return false;
+	bool found = false;
+	pthread_mutex_lock(&mc->ns_mtx);
+	for (size_t i = 0; i < mc->n_peer_aborted && !found; i++)
+		found = tw__key_in_ns(key, mc->peer_aborted[i]);
+	pthread_mutex_unlock(&mc->ns_mtx);
+	return found;
+}
+
+// --- the receiver thread ---------------------------------------------------
+
+typedef struct rx_lane {
+	tw__shm_rx st;
+	char key[TW_KEY_MAX];
+	unsigned char *buf; // the message being assembled
+} rx_lane;
+
+typedef struct rx_ctx {
+	unsigned char slot[TW_SHM_MAX_MSG];
+	rx_lane lane[TW_SHM_LANES];
+	// A data message held back by flow control.
+	bool pend;
+	char pend_key[TW_KEY_MAX];
+	void *pend_data;
+	size_t pend_len;
+} rx_ctx;
+
+// The peer is gone or broken: receives from it end once what was delivered
+// is drained, sends to it fail.  When this side gives up on a live peer
+// (a malformed frame), the peer is told through the segment so that its
+// own sends and waits end too.
+static void rx_fail(shm_chan *mc, int status)
+{
+	__atomic_store_n(&mc->peer_gone, 1, __ATOMIC_SEQ_CST);
+	if (status != TW_EPEER)
+		tw__shm_seg_leave(mc, TW_SHM_GONE_FAILED);
+	tw_mailbox_close_from(mc->ep->mb, mc->peer_rank);
+}
+
+static int rx_proto(shm_chan *mc, const char *why)
+{
+	LOGC(mc, TW_LOG_ERROR,
+	    "malformed frame from %s (%s): %s (%s); dropping that peer",
+	    mc->peer_id, mc->peer_addr, why, tw_err_name(TW_EPROTO));
+	return TW_EPROTO;
+}
+
+static int rx_nomem(shm_chan *mc, size_t len)
+{
+	LOGC(mc, TW_LOG_ERROR,
+	    "out of memory for a message of %zu bytes from %s; dropping "
+	    "that peer",
+	    len, mc->peer_id);
+	return TW_ENOMEM;
+}
+
+static void rx_delivered(shm_chan *mc)
+{
+	struct tw_shm_dir *d = &mc->hdr->dir[!mc->side];
+	uint64_t v = ++mc->delivered;
+	// Store, then look for waiters; the sender announces itself, then
+	// looks at the count (seq_cst on both sides), so that one of the two
+	// always sees the other.
+	__atomic_store_n(&d->delivered, v, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&d->waiters, __ATOMIC_SEQ_CST) != 0)
+		tw_signal_notify(&d->delivered, v);
+}
+
+// Accounts for a push into the mailbox; frees `data` unless it went in.
+static int rx_pushed(shm_chan *mc, int status, void *data)
+{
+	if (status != TW_OK)
+		free(data);
+	if (status == TW_OK) {
+		rx_delivered(mc);
+		return TW_OK;
+	}
+	if (status == TW_ECLOSED && !tw__shm_flag(&mc->stop)) {
+		// This side aborted the message's namespace: nobody can
+		// receive it, and for the sender it has arrived.
+		rx_delivered(mc);
+		return TW_OK;
+	}
+	if (status == TW_ENOMEM) {
+		LOGC(mc, TW_LOG_ERROR,
+		    "out of memory queueing a message from %s; dropping "
+		    "that peer",
+		    mc->peer_id);
+		return TW_ENOMEM;
+	}
+	return TW_ECLOSED; // stopping, or the peer was closed here
+}
+
+// One slice of pushing the held-back message.  TW_ETIMEDOUT: still held.
+static int rx_push_pending(shm_chan *mc, rx_ctx *rx)
+{
+	int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank,
+	    rx->pend_key, rx->pend_data, rx->pend_len, mc->ep->recv_buffer,
+	    tw__now_ns() + SHM_PUSH_SLICE_NS, &mc->stop);
+	if (status == TW_ETIMEDOUT)
+		return status;
+	rx->pend = false;
+	return rx_pushed(mc, status, rx->pend_data);
+}
+
+static int rx_deliver(shm_chan *mc, rx_ctx *rx, uint32_t lane, const char *key,
+    void *data, size_t len)
+{
+	if (lane == TW_SHM_LANE_CTL) {
+		int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank,
+		    key, data, len, UINT64_MAX, TW_FOREVER, &mc->stop);
+		return rx_pushed(mc, status, data);
+	}
+	rx->pend = true;
+	strcpy(rx->pend_key, key);
+	rx->pend_data = data;
+	rx->pend_len = len;
+	int status = rx_push_pending(mc, rx);
+	return status == TW_ETIMEDOUT ? TW_OK : status;
+}
+
+// A key must travel in the lane of its kind.
+static bool rx_key_lane_ok(uint32_t lane, const char *key)
+{
+	return tw__key_is_ctl(key) == (lane == TW_SHM_LANE_CTL);
+}
+
+static int rx_large(
+    shm_chan *mc, rx_ctx *rx, rx_lane *rl, const tw__shm_frame *f)
+{
+	struct tw_shm_dir *d = &mc->hdr->dir[!mc->side];
+	uint64_t expect = f->seq;
+	if (!__atomic_compare_exchange_n(&d->large_post, &expect,
+	        f->seq | TW_SHM_LARGE_CLAIMED, false, __ATOMIC_SEQ_CST,
+	        __ATOMIC_SEQ_CST)) {
+		// The sender withdrew it in time.  It may even have offered a
+		// later message since: a sender makes a new offer only once
+		// the last one was copied (by us, so not this one) or
+		// withdrawn.
+		uint64_t offered = expect
+		    & ~(TW_SHM_LARGE_CLAIMED | TW_SHM_LARGE_CANCELLED);
+		if (expect == (f->seq | TW_SHM_LARGE_CANCELLED)
+		    || offered > f->seq)
+			return TW_OK;
+		return rx_proto(mc, "large message not on offer");
+	}
+	if (f->addr > UINTPTR_MAX || f->total > SIZE_MAX)
+		return rx_proto(mc, "large message out of address range");
+	size_t total = (size_t)f->total;
+	unsigned char *buf = malloc(total);
+	if (buf == NULL)
+		return rx_nomem(mc, total);
+	size_t done = 0;
+	while (done < total) {
+		struct iovec local = { buf + done, total - done };
+		struct iovec remote
+		    = { (void *)(uintptr_t)(f->addr + done), total - done };
+		ssize_t k = process_vm_readv(
+		    (pid_t)mc->peer_pid, &local, 1, &remote, 1, 0);
+		if (k <= 0) {
+			int err = errno;
+			free(buf);
+			if (k < 0 && err == ESRCH)
+				return TW_EPEER;
+			errno = err;
+			LOGC(mc, TW_LOG_ERROR,
+			    "cannot read a large message of %zu bytes from "
+			    "%s (process %u): %m",
+			    total, mc->peer_id, mc->peer_pid);
+			return rx_proto(mc, "unreadable large message");
+		}
+		done += (size_t)k;
+	}
+	tw_signal_notify(&d->copied, f->seq);
+	__atomic_add_fetch(&tw__shm_large_copied, 1, __ATOMIC_RELAXED);
+	return rx_deliver(mc, rx, TW_SHM_LANE_DATA, rl->key, buf, total);
+}
+
+// Tries process_vm_readv on the word the peer's hello points at.
+static bool rx_probe_cma(shm_chan *mc, const tw__shm_frame *f)
+{
+	if (mc->no_cma)
+		return false;
+	uint64_t v = 0;
+	struct iovec local = { &v, sizeof(v) };
+	struct iovec remote = { (void *)(uintptr_t)f->addr, sizeof(v) };
+	ssize_t k = f->addr > UINTPTR_MAX
+	    ? -1
+	    : process_vm_readv((pid_t)f->pid, &local, 1, &remote, 1, 0);
+	if (k == (ssize_t)sizeof(v) && v == f->value)
+		return true;
+	if (k < 0)
+		LOGC(mc, TW_LOG_INFO,
+		    "process_vm_readv from %s (process %u) fails: %m; "
+		    "large messages go through the ring",
+		    mc->peer_id, f->pid);
+	else
+		LOGC(mc, TW_LOG_INFO,
+		    "process_vm_readv from %s (process %u) reads the wrong "
+		    "bytes; large messages go through the ring",
+		    mc->peer_id, f->pid);
+	return false;
+}
+
+static int rx_hello(shm_chan *mc, uint32_t lane, const tw__shm_frame *f)
+{
+	if (lane != TW_SHM_LANE_CTL || mc->peer_pid != 0)
+		return rx_proto(mc, "unexpected hello");
+	mc->peer_pid = f->pid;
+	mc->cma_rx = rx_probe_cma(mc, f);
+	__atomic_store_n(&mc->hdr->cma[!mc->side],
+	    mc->cma_rx ? TW_SHM_CMA_YES : TW_SHM_CMA_NO, __ATOMIC_RELEASE);
+	// Both sides are attached now: the name can go.
+	tw__shm_seg_unlink_once(mc);
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, mc->ep->link_id, "hello");
+	int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank, key,
+	    NULL, 0, UINT64_MAX, TW_FOREVER, &mc->stop);
+	if (status == TW_ENOMEM)
+		return rx_nomem(mc, 0);
+	// TW_ECLOSED: this side aborted or is stopping; nobody waits for it.
+	return TW_OK;
+}
+
+static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
+    uint64_t corr, size_t n)
+{
+	rx_lane *rl = &rx->lane[lane];
+	tw__shm_frame f;
+	const char *why = NULL;
+	int act = tw__shm_frame_decode(route, corr, rx->slot, n, &f, &why);
+	if (act == TW_OK)
+		act = tw__shm_rx_step(&rl->st, &f, &why);
+	if (act < 0)
+		return rx_proto(mc, why);
+	if (act != TW_SHM_RX_HELLO && lane == TW_SHM_LANE_CTL
+	    && mc->peer_pid == 0)
+		return rx_proto(mc, "message before the hello");
+	switch (act) {
+	case TW_SHM_RX_FIRST:
+	case TW_SHM_RX_LARGE:
+		memcpy(rl->key, f.key, f.key_len);
+		rl->key[f.key_len] = '\0';
+		if (!rx_key_lane_ok(lane, rl->key))
+			return rx_proto(mc, "key in the wrong lane");
+		ns_forget(mc, rl->key, true);
+		if (act == TW_SHM_RX_LARGE) {
+			if (lane != TW_SHM_LANE_DATA || !mc->cma_rx)
+				return rx_proto(
+				    mc, "unexpected large message");
+			return rx_large(mc, rx, rl, &f);
+		}
+		if (rl->st.total > SIZE_MAX)
+			return rx_nomem(mc, SIZE_MAX);
+		if (!rl->st.in_msg) {
+			void *data = NULL;
+			if (f.data_len > 0) {
+				if ((data = malloc(f.data_len)) == NULL)
+					return rx_nomem(mc, f.data_len);
+				memcpy(data, f.data, f.data_len);
+			}
+			return rx_deliver(
+			    mc, rx, lane, rl->key, data, f.data_len);
+		}
+		if ((rl->buf = malloc((size_t)rl->st.total)) == NULL)
+			return rx_nomem(mc, (size_t)rl->st.total);
+		if (f.data_len > 0)
+			memcpy(rl->buf, f.data, f.data_len);
+		return TW_OK;
+	case TW_SHM_RX_CONT:
+		memcpy(
+		    rl->buf + (rl->st.got - f.data_len), f.data, f.data_len);
+		if (!rl->st.in_msg) {
+			void *data = rl->buf;
+			rl->buf = NULL;
+			return rx_deliver(
+			    mc, rx, lane, rl->key, data, (size_t)rl->st.total);
+		}
+		return TW_OK;
+	case TW_SHM_RX_CANCEL:
+		free(rl->buf);
+		rl->buf = NULL;
+		return TW_OK;
+	case TW_SHM_RX_CLOSE_NS:
+	case TW_SHM_RX_ABORT_NS: {
+		if (lane != TW_SHM_LANE_DATA)
+			return rx_proto(
+			    mc, "namespace frame in the wrong lane");
+		char ns[TW_LINK_ID_MAX + 1];
+		memcpy(ns, f.key, f.key_len);
+		ns[f.key_len] = '\0';
+		// Sends fail before receives do, so that a receive that saw
+		// TW_EPEER is never followed by a send that succeeds.
+		if (act == TW_SHM_RX_ABORT_NS)
+			ns_add_aborted(mc, ns);
+		tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, ns);
+		return TW_OK;
+	}
+	case TW_SHM_RX_HELLO:
+		return rx_hello(mc, lane, &f);
+	default:
+		return rx_proto(mc, "unknown action");
+	}
+}
+
+// Takes what the control lane holds now, without waiting.
+static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
+{
+	for (;;) {
+		uint32_t route;
+		uint64_t corr;
+		size_t n;
+		int status = tw_ring_recv(mc->in, TW_SHM_LANE_CTL, rx->slot,
+		    sizeof(rx->slot), &n, &route, &corr, 0);
+		if (status == TW_ETIMEDOUT)
+			return TW_OK;
+		if (status != TW_OK)
+			return status;
+		status = rx_frame(mc, rx, TW_SHM_LANE_CTL, route, corr, n);
+		if (status != TW_OK)
+			return status;
+	}
+}
+
+static void *rx_main(void *arg)
+{
+	shm_chan *mc = arg;
+	rx_ctx *rx = calloc(1, sizeof(*rx));
+	int status = TW_OK;
+	if (rx == NULL) {
+		rx_fail(mc, rx_nomem(mc, sizeof(*rx)));
+		return NULL;
+	}
+	for (uint32_t i = 0; i < TW_SHM_LANES; i++)
+		tw__shm_rx_init(&rx->lane[i].st, mc->ep->max_msg);
+	int64_t next_live = tw__now_ns() + SHM_LIVENESS_NS;
+	while (!tw__shm_flag(&mc->stop)) {
+		if (rx->pend) {
+			status = rx_push_pending(mc, rx);
+			if (status != TW_ETIMEDOUT) {
+				if (status != TW_OK)
+					break;
+				continue;
+			}
+			// Held back: keep control messages flowing, and
+			// stop sends to a peer that died meanwhile.
+			if ((status = rx_drain_ctl(mc, rx)) != TW_OK)
+				break;
+			int64_t now = tw__now_ns();
+			if (now >= next_live) {
+				next_live = now + SHM_LIVENESS_NS;
+				if (mc->peer_pid != 0
+				    && !tw__proc_alive(mc->peer_pid))
+					__atomic_store_n(&mc->peer_gone, 1,
+					    __ATOMIC_SEQ_CST);
+			}
+			continue;
+		}
+		uint32_t lane, route;
+		uint64_t corr;
+		size_t n;
+		status = tw_ring_recv_any(mc->in, &lane, rx->slot,
+		    sizeof(rx->slot), &n, &route, &corr, SHM_RX_SLICE_US);
+		if (status == TW_ETIMEDOUT) {
+			status = TW_OK;
+			continue;
+		}
+		if (status == TW_ETRUNC)
+			status = rx_proto(mc, "slot larger than the ring's");
+		else if (status == TW_EPROTO)
+			status = rx_proto(mc, "corrupt ring");
+		else if (status == TW_OK)
+			status = rx_frame(mc, rx, lane, route, corr, n);
+		if (status != TW_OK)
+			break;
+	}
+	if (status == TW_EPEER)
+		LOGC(mc, TW_LOG_DEBUG, "peer %s (%s) left", mc->peer_id,
+		    mc->peer_addr);
+	if (status != TW_OK && status != TW_ECLOSED)
+		rx_fail(mc, status);
+	if (rx->pend)
+		free(rx->pend_data);
+	for (uint32_t i = 0; i < TW_SHM_LANES; i++)
+		free(rx->lane[i].buf);
+	free(rx);
+	return NULL;
+}
+
+// --- sending ----------------------------------------------------------------
+
+// TW_OK while a send may go on: TW_ECLOSED once cancelled or aborted,
+// TW_EPEER once the peer is gone.
+static int tx_check(shm_chan *mc, const int *cancel)
+{
+	if (tw__shm_flag(&mc->aborted)
+	    || (cancel != NULL && tw__shm_flag(cancel)))
+		return TW_ECLOSED;
+	if (peer_gone(mc))
+		return TW_EPEER;
+	return TW_OK;
+}
+
+// Takes a lane's mutex, giving up on cancel, peer loss or the deadline:
+// the holder may be a sender that waits for room until its own deadline.
+static int tx_lock(
+    shm_chan *mc, shm_tx *tx, int64_t deadline, const int *cancel)
+{
+	if (pthread_mutex_trylock(&tx->mtx) == 0)
+		return TW_OK;
+	for (;;) {
+		int status = tx_check(mc, cancel);
+		if (status != TW_OK)
+			return status;
+		int64_t us = slice_us(deadline, SHM_SEND_SLICE_US);
+		if (us == 0)
+			return TW_ETIMEDOUT;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t ns = ts.tv_nsec + us * 1000;
+		ts.tv_sec += (time_t)(ns / 1000000000);
+		ts.tv_nsec = (long)(ns % 1000000000);
+		if (pthread_mutex_timedlock(&tx->mtx, &ts) == 0)
+			return TW_OK;
+	}
+}
+
+// Puts one frame into the outbound ring, waiting for room until `deadline`
+// in slices so that cancel and peer loss are noticed.  Lane mutex held.
+static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
+    size_t n, uint64_t seq, int64_t deadline, const int *cancel)
+{
+	for (;;) {
+		int64_t us = slice_us(deadline, SHM_SEND_SLICE_US);
+		int status
+		    = tw_ring_send(mc->out, lane, type, data, n, seq, us);
+		if (status == TW_ETIMEDOUT) {
+			if ((status = tx_check(mc, cancel)) != TW_OK)
+				return status;
+			if (us == 0
+			    || (deadline != TW_FOREVER
+			        && tw__now_ns() >= deadline))
+				return TW_ETIMEDOUT;
+			continue;
+		}
+		if (status == TW_EPROTO) {
+			// The peer scribbled on the ring's indices.
+			rx_proto(mc, "corrupt ring");
+			rx_fail(mc, TW_EPROTO);
+			return TW_EPEER;
+		}
+		// The ring says TW_ECLOSED once this side left the segment:
+		// after an abort that is right, after giving up on a broken
+		// peer it is the peer's failure.
+		if (status == TW_ECLOSED && tx_check(mc, cancel) == TW_EPEER)
+			status = TW_EPEER;
+		return status; // TW_OK, TW_EPEER, TW_ECLOSED
+	}
+}
+
+// Ends a message that an earlier send left half way.  Lane mutex held.
+static int tx_unwind(
+    shm_chan *mc, uint32_t lane, int64_t deadline, const int *cancel)
+{
+	shm_tx *tx = &mc->tx[lane];
+	if (tx->partial == 0)
+		return TW_OK;
+	int status = tx_put(
+	    mc, lane, TW_SHM_F_CANCEL, NULL, 0, tx->partial, deadline, cancel);
+	if (status == TW_OK)
+		tx->partial = 0;
+	return status;
+}
+
+static int tx_chunked(shm_chan *mc, uint32_t lane, const char *key,
+    size_t klen, const unsigned char *buf, size_t len, int64_t deadline,
+    const int *cancel)
+{
+	shm_tx *tx = &mc->tx[lane];
+	uint64_t seq = tx->seq + 1;
+	size_t first = TW_SHM_MAX_MSG - TW_SHM_DATA_HDR - klen;
+	if (first > len)
+		first = len;
+	size_t n = tw__shm_put_data(
+	    tx->scratch, TW_SHM_MAX_MSG, key, klen, len, buf, first);
+	int status = tx_put(
+	    mc, lane, TW_SHM_F_DATA, tx->scratch, n, seq, deadline, cancel);
+	if (status != TW_OK)
+		return status;
+	tx->seq = seq;
+	for (size_t off = first; off < len;) {
+		size_t k
+		    = len - off < TW_SHM_MAX_MSG ? len - off : TW_SHM_MAX_MSG;
+		status = tx_put(mc, lane, TW_SHM_F_CONT, buf + off, k, seq,
+		    deadline, cancel);
+		if (status != TW_OK) {
+			tx->partial = seq;
+			return status;
+		}
+		off += k;
+	}
+	return TW_OK;
+}
+
+static int tx_large(shm_chan *mc, const char *key, size_t klen,
+    const void *buf, size_t len, int64_t deadline, const int *cancel)
+{
+	shm_tx *tx = &mc->tx[TW_SHM_LANE_DATA];
+	struct tw_shm_dir *d = &mc->hdr->dir[mc->side];
+	uint64_t seq = tx->seq + 1;
+	__atomic_store_n(&d->large_post, seq, __ATOMIC_SEQ_CST);
+	size_t n = tw__shm_put_large(tx->scratch, TW_SHM_MAX_MSG, key, klen,
+	    len, (uint64_t)(uintptr_t)buf);
+	int status = tx_put(mc, TW_SHM_LANE_DATA, TW_SHM_F_LARGE, tx->scratch,
+	    n, seq, deadline, cancel);
+	if (status != TW_OK)
+		return status;
+	tx->seq = seq;
+	bool claimed = false; // the receiver is copying: only it can end this
+	for (;;) {
+		if (__atomic_load_n(&d->copied, __ATOMIC_ACQUIRE) >= seq)
+			return TW_OK;
+		if (peer_gone(mc))
+			return TW_EPEER;
+		if (!claimed) {
+			status = tx_check(mc, cancel);
+			if (status == TW_OK && deadline != TW_FOREVER
+			    && tw__now_ns() >= deadline)
+				status = TW_ETIMEDOUT;
+			if (status != TW_OK) {
+				uint64_t expect = seq;
+				if (__atomic_compare_exchange_n(&d->large_post,
+				        &expect, seq | TW_SHM_LARGE_CANCELLED,
+				        false, __ATOMIC_SEQ_CST,
+				        __ATOMIC_SEQ_CST))
+					return status;
+				claimed = true;
+			}
+		}
+		tw_signal_wait(&d->copied, seq, SHM_SEND_SLICE_US);
+	}
+}
+
+static int shm_xsend(tw_channel *c, const char *key, const void *buf,
+    size_t len, int flags, int64_t deadline, const int *cancel)
+{
+	shm_chan *mc = c->impl;
+	if (tw__shm_flag(&mc->aborted))
+		return TW_ECLOSED;
+	if (!tw__shm_flag(&mc->attached))
+		return TW_EPEER;
+	int status = tx_check(mc, cancel);
+	if (status != TW_OK)
+		return status;
+	size_t klen = strlen(key);
+	if (klen == 0 || klen >= TW_KEY_MAX || (buf == NULL && len > 0))
+		return TW_EINVAL;
+	if (ns_peer_aborted(mc, key))
+		return TW_EPEER;
+	uint32_t lane
+	    = tw__key_is_ctl(key) ? TW_SHM_LANE_CTL : TW_SHM_LANE_DATA;
+	shm_tx *tx = &mc->tx[lane];
+	if ((status = tx_lock(mc, tx, deadline, cancel)) != TW_OK)
+		return status;
+	status = tx_unwind(mc, lane, deadline, cancel);
+	if (status == TW_OK) {
+		// An asynchronous send returns before the receiver could
+		// copy from the caller's buffer: it always takes the ring.
+		bool large = lane == TW_SHM_LANE_DATA
+		    && !(flags & TW__SEND_ASYNC) && len >= SHM_LARGE_MIN
+		    && !mc->no_cma
+		    && __atomic_load_n(
+		           &mc->hdr->cma[mc->side], __ATOMIC_ACQUIRE)
+		        == TW_SHM_CMA_YES;
+		status = large
+		    ? tx_large(mc, key, klen, buf, len, deadline, cancel)
+		    : tx_chunked(
+		        mc, lane, key, klen, buf, len, deadline, cancel);
+	}
+	pthread_mutex_unlock(&tx->mtx);
+	if (status == TW_OK)
+		__atomic_add_fetch(&mc->sent, 1, __ATOMIC_SEQ_CST);
+	else if (status == TW_EPEER
+	    && (tw__shm_flag(&mc->aborted)
+	        || (cancel != NULL && tw__shm_flag(cancel))))
+		status = TW_ECLOSED;
+	return status;
+}
+
+static int shm_send(
+    tw_channel *c, const char *key, const void *buf, size_t len)
+{
+	return shm_xsend(c, key, buf, len, 0, TW_FOREVER, NULL);
+}
+
+// Sends a namespace frame in the data lane, after the data sent before it,
+// waiting a bounded time: close and abort must not hang on a stuck peer.
+static void tx_ns(shm_chan *mc, uint32_t type, const char *ns)
+{
+	if (!tw__shm_flag(&mc->attached) || peer_gone(mc))
+		return;
+	size_t n = strlen(ns);
+	int64_t deadline = tw__now_ns() + SHM_CTL_TIMEOUT_NS;
+	shm_tx *tx = &mc->tx[TW_SHM_LANE_DATA];
+	int status = tx_lock(mc, tx, deadline, NULL);
+	if (status != TW_OK)
+		goto out;
+	status = tx_unwind(mc, TW_SHM_LANE_DATA, deadline, NULL);
+	if (status == TW_OK) {
+		uint64_t seq = tx->seq + 1;
+		status = tx_put(
+		    mc, TW_SHM_LANE_DATA, type, ns, n, seq, deadline, NULL);
+		if (status == TW_OK)
+			tx->seq = seq;
+	}
+	pthread_mutex_unlock(&tx->mtx);
+out:
+	if (status != TW_OK && status != TW_EPEER)
+		LOGC(mc, TW_LOG_WARN, "cannot tell %s that %s %s: %s",
+		    mc->peer_id, ns,
+		    type == TW_SHM_F_ABORT_NS ? "aborted" : "closed",
+		    tw_strerror(status));
+}
+
+// --- receiving and the other channel ops -------------------------------------
+
+static int shm_xrecv(
+    tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
+{
+	shm_chan *mc = c->impl;
+	return tw__mailbox_pop_until(
+	    mc->ep->mb, mc->peer_rank, key, deadline, out);
+}
+
+static int shm_recv(
+    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out)
+{
+	return shm_xrecv(c, key, tw__deadline_ms(timeout_ms), out);
+}
+
+static int shm_recv_into(tw_channel *c, const char *key, int64_t deadline,
+    void *buf, size_t cap, size_t *len)
+{
+	shm_chan *mc = c->impl;
+	return tw__mailbox_pop_into(
+	    mc->ep->mb, mc->peer_rank, key, deadline, buf, cap, len);
+}
+
+static int shm_probe(tw_channel *c, const char *key, size_t *len)
+{
+	shm_chan *mc = c->impl;
+	return tw_mailbox_probe(mc->ep->mb, mc->peer_rank, key, len);
+}
+
+static int shm_wait_pending(tw_channel *c)
+{
+	shm_chan *mc = c->impl;
+	if (tw__shm_flag(&mc->aborted))
+		return TW_ECLOSED;
+	if (!tw__shm_flag(&mc->attached))
+		return TW_OK;
+	uint64_t target = __atomic_load_n(&mc->sent, __ATOMIC_SEQ_CST);
+	struct tw_shm_dir *d = &mc->hdr->dir[mc->side];
+	if (__atomic_load_n(&d->delivered, __ATOMIC_ACQUIRE) >= target)
+		return TW_OK;
+	int status = TW_OK;
+	__atomic_add_fetch(&d->waiters, 1, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&d->delivered, __ATOMIC_SEQ_CST) < target) {
+		if ((status = tx_check(mc, NULL)) != TW_OK) {
+			// A peer publishes its last count before it leaves.
+			if (status == TW_EPEER
+			    && __atomic_load_n(&d->delivered, __ATOMIC_SEQ_CST)
+			        >= target)
+				status = TW_OK;
+			break;
+		}
+		tw_signal_wait(&d->delivered, target, SHM_SEND_SLICE_US);
+	}
+	__atomic_sub_fetch(&d->waiters, 1, __ATOMIC_SEQ_CST);
+	return status;
+}
+
+static void shm_abort(tw_channel *c)
+{
+	shm_chan *mc = c->impl;
+	__atomic_store_n(&mc->aborted, 1, __ATOMIC_SEQ_CST);
+	tw_mailbox_abort(mc->ep->mb);
+	if (tw__shm_flag(&mc->attached))
+		tw__shm_seg_leave(mc, TW_SHM_GONE_ABORTED);
+}
+
+static void shm_abort_ns(tw_channel *c, const char *ns)
+{
+	shm_chan *mc = c->impl;
+	tw__mailbox_abort_ns(mc->ep->mb, ns);
+	// The root link's abort ends the whole channel (ops.abort follows):
+	// leaving the segment now, rather than sending a frame, lets the peer
+	// see sends fail no later than receives.
+	if (strcmp(ns, mc->ep->link_id) == 0) {
+		if (tw__shm_flag(&mc->attached))
+			tw__shm_seg_leave(mc, TW_SHM_GONE_ABORTED);
+		return;
+	}
+	tx_ns(mc, TW_SHM_F_ABORT_NS, ns);
+}
+
+static void shm_close_ns(tw_channel *c, const char *ns)
+{
+	tx_ns(c->impl, TW_SHM_F_CLOSE_NS, ns);
+}
+
+static void shm_open_ns(tw_channel *c, const char *ns)
+{
+	shm_chan *mc = c->impl;
+	tw__mailbox_reopen_ns(mc->ep->mb, ns);
+	ns_forget(mc, ns, false);
+}
+
+static uint64_t shm_peak(tw_channel *c)
+{
+	shm_chan *mc = c->impl;
+	return tw__mailbox_peak(mc->ep->mb, mc->peer_rank);
+}
+
+// --- the handshake ---------------------------------------------------------
+
+static int tx_hello(shm_chan *mc, int64_t deadline)
+{
+	shm_tx *tx = &mc->tx[TW_SHM_LANE_CTL];
+	pthread_mutex_lock(&tx->mtx);
+	uint64_t seq = tx->seq + 1;
+	size_t n = tw__shm_put_hello(tx->scratch, TW_SHM_MAX_MSG,
+	    TW_SHM_PROTO_VERSION, (uint32_t)getpid(),
+	    (uint64_t)(uintptr_t)&shm_probe_word, shm_probe_word);
+	int status = tx_put(mc, TW_SHM_LANE_CTL, TW_SHM_F_HELLO, tx->scratch,
+	    n, seq, deadline, NULL);
+	if (status == TW_OK)
+		tx->seq = seq;
+	pthread_mutex_unlock(&tx->mtx);
+	return status;
+}
+
+static int shm_test_send(tw_channel *c, int64_t timeout_ms)
+{
+	shm_chan *mc = c->impl;
+	int64_t deadline = tw__deadline_ms(timeout_ms);
+	if (tw__shm_flag(&mc->attached))
+		return TW_OK;
+	int status = mc->side == 0 ? tw__shm_seg_create(mc)
+	                           : tw__shm_seg_open(mc, deadline);
+	if (status != TW_OK)
+		return status;
+	__atomic_store_n(&mc->attached, 1, __ATOMIC_RELEASE);
+	if (pthread_create(&mc->rx_thread, NULL, rx_main, mc) != 0) {
+		LOGC(mc, TW_LOG_ERROR, "cannot start a receiver thread: %m");
+		return TW_ESYS;
+	}
+	mc->rx_started = true;
+	return tx_hello(mc, deadline);
+}
+
+static int shm_test_recv(tw_channel *c)
+{
+	shm_chan *mc = c->impl;
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, mc->ep->link_id, "hello");
+	tw_buf b = { 0 };
+	int status = tw__mailbox_pop_until(
+	    mc->ep->mb, mc->peer_rank, key, mc->connect_deadline, &b);
+	tw_buf_free(&b);
+	// Also wait until the peer has taken our hello and said whether it
+	// can read our memory, so that the first large message already
+	// knows its path.  Its receiver does that at once, whatever its
+	// application is doing.
+	int64_t nap = 20000;
+	while (status == TW_OK
+	    && __atomic_load_n(&mc->hdr->cma[mc->side], __ATOMIC_ACQUIRE)
+	        == TW_SHM_CMA_UNKNOWN) {
+		if ((status = tx_check(mc, NULL)) != TW_OK)
+			break;
+		if (tw__now_ns() >= mc->connect_deadline) {
+			status = TW_ETIMEDOUT;
+			break;
+		}
+		tw__shm_nap(nap);
+		if (nap < 1000000)
+			nap *= 2;
+	}
+	return status;
+}
+
+// --- life cycle -------------------------------------------------------------
+
+static void ep_unref(shm_ep *ep)
+{
+	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	tw_mailbox_free(ep->mb);
+	free(ep->link_id);
+	free(ep);
+}
+
+static void chan_free(shm_chan *mc)
+{
+	for (size_t i = 0; i < mc->n_peer_aborted; i++)
+		free(mc->peer_aborted[i]);
+	free(mc->peer_aborted);
+	pthread_mutex_destroy(&mc->ns_mtx);
+	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
+		pthread_mutex_destroy(&mc->tx[i].mtx);
+		free(mc->tx[i].scratch);
+	}
+	free(mc->peer_id);
+	free(mc->peer_addr);
+	free(mc);
+}
+
+static void shm_destroy(tw_channel *c)
+{
+	shm_chan *mc = c->impl;
+	// The receiver goes first, so that every count it publishes precedes
+	// the news that this side is gone: a peer that sees us gone and then
+	// finds its messages counted as delivered knows they arrived.
+	__atomic_store_n(&mc->stop, 1, __ATOMIC_SEQ_CST);
+	if (tw__shm_flag(&mc->attached))
+		tw_ring_abort(mc->in, 1);
+	tw__mailbox_kick(mc->ep->mb); // a receiver held by flow control
+	if (mc->rx_started)
+		pthread_join(mc->rx_thread, NULL);
+	if (tw__shm_flag(&mc->attached))
+		tw__shm_seg_leave(mc, TW_SHM_GONE_CLOSED);
+	if (mc->hdr != NULL) {
+		tw__shm_seg_unlink_once(mc); // the peer never came
+		tw__shm_seg_unmap(mc);
+	}
+	shm_ep *ep = mc->ep;
+	chan_free(mc);
+	ep_unref(ep);
+}
+
+static const tw_channel_ops shm_ops = {
+	.send = shm_send,
+	.send_async = NULL,
+	.recv = shm_recv,
+	.test_send = shm_test_send,
+	.test_recv = shm_test_recv,
+	.wait_pending = shm_wait_pending,
+	.abort = shm_abort,
+	.destroy = shm_destroy,
+};
+
+static const tw__chan_xops shm_xops = {
+	.size = sizeof(tw__chan_xops),
+	.send = shm_xsend,
+	.recv = shm_xrecv,
+	.recv_into = shm_recv_into,
+	.probe = shm_probe,
+	.abort_ns = shm_abort_ns,
+	.close_ns = shm_close_ns,
+	.open_ns = shm_open_ns,
+	.unreceived_peak = shm_peak,
+};
+
+static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
+{
+	shm_chan *mc = calloc(1, sizeof(*mc));
+	if (mc == NULL)
+		return NULL;
+	pthread_mutex_init(&mc->ns_mtx, NULL);
+	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
+		pthread_mutex_init(&mc->tx[i].mtx, NULL);
+		mc->tx[i].scratch = malloc(TW_SHM_MAX_MSG);
+	}
+	mc->peer_id = strdup(cfg->parties[peer].id);
+	mc->peer_addr = strdup(cfg->parties[peer].addr);
+	if (mc->tx[0].scratch == NULL || mc->tx[1].scratch == NULL
+	    || mc->peer_id == NULL || mc->peer_addr == NULL) {
+		chan_free(mc);
+		return NULL;
+	}
+	mc->ch.ops = &shm_ops;
+	mc->ch.impl = mc;
+	mc->ep = ep;
+	mc->self_rank = (uint32_t)cfg->self;
+	mc->peer_rank = (uint32_t)peer;
+	mc->side = cfg->self < peer ? 0 : 1;
+	size_t lo = cfg->self < peer ? cfg->self : peer;
+	size_t hi = cfg->self < peer ? peer : cfg->self;
+	tw__shm_seg_name(mc->seg_name, cfg->link_id, cfg->parties[lo].addr,
+	    cfg->parties[hi].addr);
+	mc->connect_deadline
+	    = tw__deadline_ms(cfg->opts[TW_OPT_CONNECT_TIMEOUT_MS]);
+	// TAGWIRE_SHM_NO_CMA=1 sends every message through the ring, for
+	// systems where process_vm_readv is allowed but unwanted, and for
+	// tests of that path.
+	const char *no_cma = getenv("TAGWIRE_SHM_NO_CMA");
+	mc->no_cma
+	    = no_cma != NULL && no_cma[0] != '\0' && strcmp(no_cma, "0") != 0;
+	return mc;
+}
+
+static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
+{
+	if (cfg->size < 2)
+		return TW_OK; // a link of one party has nobody to talk to
+	shm_ep *ep = calloc(1, sizeof(*ep));
+	if (ep == NULL)
+		return TW_ENOMEM;
+	ep->mb = tw_mailbox_new();
+	ep->link_id = strdup(cfg->link_id);
+	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
+	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
+	if (ep->mb == NULL || ep->link_id == NULL)
+		goto err_free_chans;
+	for (size_t i = 0; i < cfg->size; i++) {
+		if (i == cfg->self)
+			continue;
+		shm_chan *mc = chan_new(cfg, ep, i);
+		if (mc == NULL)
+			goto err_free_chans;
+		chans[i] = &mc->ch;
+		ep->refs++;
+	}
+	return TW_OK;
+
+err_free_chans:
+	for (size_t i = 0; i < cfg->size; i++) {
+		if (chans[i] != NULL)
+			chan_free(chans[i]->impl);
+		chans[i] = NULL;
+	}
+	tw_mailbox_free(ep->mb);
+	free(ep->link_id);
+	free(ep);
+	return TW_ENOMEM;
+}
+
+const tw__transport tw__shm_transport = {
+	.scheme = "shm",
+	.addr_check = shm_addr_check,
+	.open = shm_open_link,
+	.xops = &shm_xops,
+};

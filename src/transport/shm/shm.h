@@ -1,0 +1,118 @@
+// Internals of the shm:// transport, shared by its files (shm.c: channels,
+// receiver and sender; shm_seg.c: creating, finding and joining segments)
+// and looked at by its tests.
+
+#ifndef TW_TRANSPORT_SHM_SHM_H
+#define TW_TRANSPORT_SHM_SHM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <tagwire/ring.h>
+
+#include "core/log.h"
+#include "core/mailbox.h"
+#include "transport/shm/shm_frame.h"
+#include "transport/shm/shm_seg.h"
+
+// Messages this process received with process_vm_readv (atomic).
+extern uint64_t tw__shm_large_copied;
+
+// This party's side of a link: the mailbox that all its channels deliver
+// into, freed with the last channel.
+typedef struct shm_ep {
+	tw_mailbox *mb;
+	char *link_id;
+	uint64_t recv_buffer;
+	uint64_t max_msg;
+	unsigned refs; // atomic
+} shm_ep;
+
+// One lane of the outbound ring.
+typedef struct shm_tx {
+	pthread_mutex_t mtx;
+	uint64_t seq; // the last message number used, protected by mtx
+	uint64_t partial; // a message left half sent, 0 = none; by mtx
+	unsigned char *scratch; // TW_SHM_MAX_MSG bytes, protected by mtx
+} shm_tx;
+
+typedef struct shm_chan {
+	tw_channel ch;
+	shm_ep *ep;
+	char seg_name[TW_SHM_SEG_NAME_LEN];
+	char *peer_id;
+	char *peer_addr;
+	uint32_t self_rank;
+	uint32_t peer_rank;
+	int side; // 0: this party has the lower rank of the pair
+	int64_t connect_deadline;
+	bool no_cma;
+
+	// Set by test_send before `attached`, constant afterwards.
+	void *mem;
+	size_t mem_size;
+	struct tw_shm_seg_hdr *hdr;
+	tw_ring *out;
+	tw_ring *in;
+	int attached; // atomic
+
+	shm_tx tx[TW_SHM_LANES];
+	uint64_t sent; // atomic: messages handed to the ring
+
+	// Namespaces the peer aborted: sends there fail with TW_EPEER, as
+	// they would if they reached the peer's mailbox.
+	pthread_mutex_t ns_mtx;
+	char **peer_aborted; // protected by ns_mtx
+	size_t n_peer_aborted; // protected by ns_mtx, read atomically
+
+	pthread_t rx_thread;
+	bool rx_started;
+	int stop; // atomic; cancels the receiver's pushes
+	int aborted; // atomic
+	int peer_gone; // atomic
+
+	// Receiver thread only.
+	uint32_t peer_pid;
+	bool cma_rx; // process_vm_readv reads the peer's memory
+	uint64_t delivered;
+} shm_chan;
+
+#define LOGC(mc, level, ...)                                                  \
+	TW_LOGL(level, "shm", (mc)->ep->link_id, (mc)->self_rank, __VA_ARGS__)
+
+static inline bool tw__shm_flag(const int *p)
+{
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE) != 0;
+}
+
+static inline void tw__shm_nap(int64_t ns)
+{
+	struct timespec ts
+	    = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+	nanosleep(&ts, NULL);
+}
+
+// The lower rank creates the pair's segment, removing one that a dead
+// process left behind and refusing one that a live process holds (the
+// address is in use: TW_ESYS).  Returns TW_OK with the rings attached.
+int tw__shm_seg_create(shm_chan *mc);
+
+// The higher rank waits until `deadline` for the segment to be ready, then
+// checks and joins it and removes its name.  TW_OK, TW_ETIMEDOUT,
+// TW_ECLOSED (aborted meanwhile), TW_ESYS (in use), TW_EPROTO (not a
+// segment of this version).
+int tw__shm_seg_open(shm_chan *mc, int64_t deadline);
+
+// Removes the segment's name, once per segment whoever gets there first.
+void tw__shm_seg_unlink_once(shm_chan *mc);
+
+// Marks this side gone in the segment (keeping the first reason) and ends
+// the other side's waits on both rings.
+void tw__shm_seg_leave(shm_chan *mc, uint32_t why);
+
+// Detaches the rings and unmaps the segment.  NULL-safe parts.
+void tw__shm_seg_unmap(shm_chan *mc);
+
+#endif // TW_TRANSPORT_SHM_SHM_H

@@ -1,0 +1,913 @@
+// Tests of the shm:// transport that the conformance suite cannot express:
+// the frame decoder, peers that die or misbehave, segments left behind, and
+// large messages over both of their paths.
+//
+// Parties are forked children that do not use cmocka: they report through
+// their exit status (77 = this system cannot run the check), and they
+// bound every wait, so that none outlives a failed parent
+// (PR_SET_PDEATHSIG).  Readiness travels over pipes, never over sleeps.
+// Link ids carry the parent's pid, so parallel ctest runs never meet, and
+// every test ends by listing /dev/shm for the segments its links use.
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/names.h"
+#include "ring/ring_layout.h"
+#include "testutil.h"
+#include "transport/shm/shm.h"
+#include "transport/shm/shm_frame.h"
+#include "transport/shm/shm_seg.h"
+
+#define MAX_PARTIES 3
+#define MAX_CHILDREN 6
+
+static char link_id[64];
+static char addrs[MAX_PARTIES][80];
+static pid_t children[MAX_CHILDREN];
+
+static int setup(void **state)
+{
+	static int serial;
+	snprintf(
+	    link_id, sizeof(link_id), "shmtest%d.%d", (int)getpid(), serial++);
+	for (int i = 0; i < MAX_PARTIES; i++)
+		snprintf(
+		    addrs[i], sizeof(addrs[i]), "shm://%s.p%d", link_id, i);
+	memset(children, 0, sizeof(children));
+	return 0;
+}
+
+// The segment of the pair (lo, hi) of this test's link.
+static void pair_name(int lo, int hi, char *out)
+{
+	tw__shm_seg_name(out, link_id, addrs[lo], addrs[hi]);
+}
+
+static bool seg_exists(const char *name)
+{
+	int fd = shm_open(name, O_RDONLY, 0);
+	if (fd >= 0)
+		close(fd);
+	return fd >= 0;
+}
+
+// Runs after every test, failed or not: no child and no segment survives.
+static int teardown(void **state)
+{
+	for (int i = 0; i < MAX_CHILDREN; i++) {
+		if (children[i] > 0) {
+			kill(children[i], SIGKILL);
+			waitpid(children[i], NULL, 0);
+			children[i] = 0;
+		}
+	}
+	char name[TW_SHM_SEG_NAME_LEN];
+	for (int i = 0; i < MAX_PARTIES; i++)
+		for (int j = i + 1; j < MAX_PARTIES; j++) {
+			pair_name(i, j, name);
+			shm_unlink(name);
+		}
+	return 0;
+}
+
+// Fails if /dev/shm still lists a segment of this test's link.
+static void assert_no_segments(void)
+{
+	char want[MAX_PARTIES * MAX_PARTIES][TW_SHM_SEG_NAME_LEN];
+	int n = 0;
+	for (int i = 0; i < MAX_PARTIES; i++)
+		for (int j = i + 1; j < MAX_PARTIES; j++)
+			pair_name(i, j, want[n++]);
+	DIR *d = opendir("/dev/shm");
+	if (d == NULL) {
+		for (int k = 0; k < n; k++)
+			assert_false(seg_exists(want[k]));
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		for (int k = 0; k < n; k++)
+			if (strcmp(e->d_name, want[k] + 1) == 0)
+				fail_msg("segment /dev/shm/%s left behind",
+				    e->d_name);
+	closedir(d);
+}
+
+// --- children ----------------------------------------------------------------
+
+#define CHK(cond)                                                             \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "child %d line %d: %s failed\n",      \
+			    (int)getpid(), __LINE__, #cond);                  \
+			return 1;                                             \
+		}                                                             \
+	} while (0)
+
+#define CHK_RV(expr, want)                                                    \
+	do {                                                                  \
+		int rv_ = (expr);                                             \
+		if (rv_ != (want)) {                                          \
+			fprintf(stderr,                                       \
+			    "child %d line %d: %s: got %s, "                  \
+			    "want %s\n",                                      \
+			    (int)getpid(), __LINE__, #expr, tw_err_name(rv_), \
+			    tw_err_name(want));                               \
+			return 1;                                             \
+		}                                                             \
+	} while (0)
+
+typedef struct child {
+	int rank;
+	int arg;
+	int ready_fd; // the child writes a byte here when ready
+	int go_fd; // and reads one here when told to go on
+} child;
+
+typedef int (*child_fn)(child *c);
+
+static void child_ready(child *c)
+{
+	char b = 1;
+	if (write(c->ready_fd, &b, 1) != 1)
+		_exit(90);
+}
+
+static bool child_wait_go(child *c)
+{
+	char b;
+	return read(c->go_fd, &b, 1) == 1;
+}
+
+typedef struct proc {
+	pid_t pid;
+	int ready_fd; // read end
+	int go_fd; // write end
+} proc;
+
+static proc spawn(child_fn fn, int rank, int arg)
+{
+	int rp[2], gp[2];
+	assert_int_equal(pipe(rp), 0);
+	assert_int_equal(pipe(gp), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(rp[0]);
+		close(gp[1]);
+		child c = { rank, arg, rp[1], gp[0] };
+		_exit(fn(&c));
+	}
+	close(rp[1]);
+	close(gp[0]);
+	for (int i = 0; i < MAX_CHILDREN; i++)
+		if (children[i] == 0) {
+			children[i] = pid;
+			break;
+		}
+	return (proc) { pid, rp[0], gp[1] };
+}
+
+static void proc_wait_ready(proc *p)
+{
+	char b;
+	assert_int_equal(read(p->ready_fd, &b, 1), 1);
+}
+
+static void proc_go(proc *p)
+{
+	char b = 1;
+	assert_int_equal(write(p->go_fd, &b, 1), 1);
+}
+
+// Waits for a child and returns its exit status (128 + signal if killed).
+static int proc_reap(proc *p)
+{
+	int st;
+	assert_int_equal(waitpid(p->pid, &st, 0), p->pid);
+	for (int i = 0; i < MAX_CHILDREN; i++)
+		if (children[i] == p->pid)
+			children[i] = 0;
+	close(p->ready_fd);
+	close(p->go_fd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void proc_expect_ok(proc *p)
+{
+	int st = proc_reap(p);
+	if (st == 77)
+		skip();
+	assert_int_equal(st, 0);
+}
+
+static tw_desc *desc_make(int n, int64_t connect_ms, int64_t recv_buffer)
+{
+	tw_desc *d = tw_desc_new(link_id);
+	for (int i = 0; i < n; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "p%d", i);
+		tw_desc_add_party(d, id, addrs[i]);
+	}
+	tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, connect_ms);
+	tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, tw_test_scale_ms(30000));
+	if (recv_buffer > 0)
+		tw_desc_set(d, TW_OPT_RECV_BUFFER, recv_buffer);
+	return d;
+}
+
+static int link_make(
+    int n, int rank, int64_t connect_ms, int64_t recv_buffer, tw_link **out)
+{
+	tw_desc *d = desc_make(n, connect_ms, recv_buffer);
+	int rv = tw_link_create(d, (size_t)rank, out);
+	tw_desc_free(d);
+	return rv;
+}
+
+static double now_ms(void)
+{
+	return (double)tw__now_ns() / 1e6;
+}
+
+static void fill(unsigned char *p, size_t n, uint32_t seed)
+{
+	uint32_t x = seed * 2654435761u + 1;
+	for (size_t i = 0; i < n; i++) {
+		x = x * 1103515245u + 12345u;
+		p[i] = (unsigned char)(x >> 16);
+	}
+}
+
+static bool check(const unsigned char *p, size_t n, uint32_t seed)
+{
+	uint32_t x = seed * 2654435761u + 1;
+	for (size_t i = 0; i < n; i++) {
+		x = x * 1103515245u + 12345u;
+		if (p[i] != (unsigned char)(x >> 16))
+			return false;
+	}
+	return true;
+}
+
+// Log lines of a child, kept for checks.
+static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
+static char log_text[8192];
+
+static void log_keep(const tw_log_record *rec, void *arg)
+{
+	pthread_mutex_lock(&log_mtx);
+	size_t used = strlen(log_text);
+	snprintf(log_text + used, sizeof(log_text) - used, "%s\n", rec->msg);
+	pthread_mutex_unlock(&log_mtx);
+}
+
+static bool log_has(const char *s)
+{
+	pthread_mutex_lock(&log_mtx);
+	bool has = strstr(log_text, s) != NULL;
+	pthread_mutex_unlock(&log_mtx);
+	return has;
+}
+
+// --- frames: the pure decoder --------------------------------------------------
+
+static int decode_step(tw__shm_rx *st, uint32_t type, uint64_t seq,
+    const void *buf, size_t n, tw__shm_frame *f)
+{
+	const char *why = NULL;
+	int rv = tw__shm_frame_decode(type, seq, buf, n, f, &why);
+	if (rv == TW_OK)
+		rv = tw__shm_rx_step(st, f, &why);
+	if (rv < 0)
+		assert_non_null(why);
+	return rv;
+}
+
+static void t_frames(void **state)
+{
+	unsigned char b[256];
+	tw__shm_rx st;
+	tw__shm_frame f;
+	tw__shm_rx_init(&st, 1000);
+
+	// A message in one frame.
+	size_t n = tw__shm_put_data(b, sizeof(b), "ns:t", 4, 3, "abc", 3);
+	assert_int_equal(n, TW_SHM_DATA_HDR + 4 + 3);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_DATA, 1, b, n, &f), TW_SHM_RX_FIRST);
+	assert_false(st.in_msg);
+	assert_int_equal(f.key_len, 4);
+	assert_memory_equal(f.key, "ns:t", 4);
+	assert_memory_equal(f.data, "abc", 3);
+
+	// A message in three frames, then a cancelled one.
+	n = tw__shm_put_data(b, sizeof(b), "k", 1, 10, "0123", 4);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_DATA, 2, b, n, &f), TW_SHM_RX_FIRST);
+	assert_true(st.in_msg);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_CONT, 2, "45", 2, &f), TW_SHM_RX_CONT);
+	assert_int_equal(st.got, 6);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_CONT, 2, "6789", 4, &f), TW_SHM_RX_CONT);
+	assert_false(st.in_msg);
+	n = tw__shm_put_data(b, sizeof(b), "k", 1, 10, "0", 1);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_DATA, 3, b, n, &f), TW_SHM_RX_FIRST);
+	assert_int_equal(decode_step(&st, TW_SHM_F_CANCEL, 3, NULL, 0, &f),
+	    TW_SHM_RX_CANCEL);
+	assert_int_equal(decode_step(&st, TW_SHM_F_CLOSE_NS, 4, "a/b", 3, &f),
+	    TW_SHM_RX_CLOSE_NS);
+	n = tw__shm_put_large(b, sizeof(b), "k", 1, 100000, 0x1234);
+	tw__shm_rx_init(&st, 1 << 20);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_LARGE, 1, b, n, &f), TW_SHM_RX_LARGE);
+	assert_int_equal(f.total, 100000);
+	assert_int_equal(f.addr, 0x1234);
+	n = tw__shm_put_hello(b, sizeof(b), TW_SHM_PROTO_VERSION, 42, 7, 9);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_HELLO, 2, b, n, &f), TW_SHM_RX_HELLO);
+	assert_int_equal(f.pid, 42);
+
+	// What a broken or hostile peer might write.
+	tw__shm_rx_init(&st, 1000);
+	n = tw__shm_put_data(b, sizeof(b), "k", 1, 1, "x", 1);
+	assert_int_equal(decode_step(&st, TW_SHM_F_DATA, 2, b, n, &f),
+	    TW_EPROTO); // gap
+	tw__shm_rx_init(&st, 1000);
+	assert_int_equal(decode_step(&st, TW_SHM_F_CONT, 1, "x", 1, &f),
+	    TW_EPROTO); // continuation of nothing
+	assert_int_equal(decode_step(&st, 99, 1, b, n, &f), TW_EPROTO);
+	assert_int_equal(decode_step(&st, 0, 1, b, n, &f), TW_EPROTO);
+	n = tw__shm_put_data(b, sizeof(b), "k", 1, 5000, "x", 1);
+	assert_int_equal(decode_step(&st, TW_SHM_F_DATA, 1, b, n, &f),
+	    TW_EPROTO); // over the size limit
+	tw__shm_rx_init(&st, 1000);
+	n = tw__shm_put_data(b, sizeof(b), "k", 1, 2, "x", 1);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_DATA, 1, b, n, &f), TW_SHM_RX_FIRST);
+	assert_int_equal(decode_step(&st, TW_SHM_F_CONT, 1, "yz", 2, &f),
+	    TW_EPROTO); // more than the total
+	tw__shm_rx_init(&st, 1000);
+	n = tw__shm_put_data(b, sizeof(b), "k", 1, 2, "x", 1);
+	decode_step(&st, TW_SHM_F_DATA, 1, b, n, &f);
+	assert_int_equal(decode_step(&st, TW_SHM_F_DATA, 2, b, n, &f),
+	    TW_EPROTO); // new message while one is in progress
+	tw__shm_rx_init(&st, 1000);
+	n = tw__shm_put_data(b, sizeof(b), "k", 1, 1, "x", 1);
+	uint16_t bad_len = 60000;
+	memcpy(b, &bad_len, 2);
+	assert_int_equal(decode_step(&st, TW_SHM_F_DATA, 1, b, n, &f),
+	    TW_EPROTO); // key past the end
+	n = tw__shm_put_data(b, sizeof(b), "a\0b", 3, 0, NULL, 0);
+	assert_int_equal(decode_step(&st, TW_SHM_F_DATA, 1, b, n, &f),
+	    TW_EPROTO); // NUL in the key
+	n = tw__shm_put_data(b, sizeof(b), "k", 1, 0, "x", 1);
+	assert_int_equal(decode_step(&st, TW_SHM_F_DATA, 1, b, n, &f),
+	    TW_EPROTO); // payload beyond total
+	assert_int_equal(decode_step(&st, TW_SHM_F_DATA, 1, b, 5, &f),
+	    TW_EPROTO); // short header
+	n = tw__shm_put_hello(b, sizeof(b), 7, 42, 0, 0);
+	assert_int_equal(decode_step(&st, TW_SHM_F_HELLO, 1, b, n, &f),
+	    TW_EPROTO); // version
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_CANCEL, 1, "x", 1, &f), TW_EPROTO);
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_CLOSE_NS, 1, "", 0, &f), TW_EPROTO);
+	memset(b, 'n', sizeof(b));
+	assert_int_equal(
+	    decode_step(&st, TW_SHM_F_ABORT_NS, 1, b, TW_LINK_ID_MAX + 1, &f),
+	    TW_EPROTO);
+	n = tw__shm_put_large(b, sizeof(b), "k", 1, 0, 1);
+	assert_int_equal(decode_step(&st, TW_SHM_F_LARGE, 1, b, n, &f),
+	    TW_EPROTO); // empty large message
+	assert_int_equal(decode_step(&st, TW_SHM_F_LARGE, 1, b, n + 1, &f),
+	    TW_EPROTO); // trailing byte
+
+	// Encoders refuse what does not fit.
+	assert_int_equal(tw__shm_put_data(b, 12, "key", 3, 1, "x", 1), 0);
+	assert_int_equal(tw__shm_put_hello(b, 10, 1, 1, 1, 1), 0);
+
+	// Segment names: fixed format, order of the pair matters.
+	char n1[TW_SHM_SEG_NAME_LEN], n2[TW_SHM_SEG_NAME_LEN];
+	tw__shm_seg_name(n1, "root", "shm://a", "shm://b");
+	tw__shm_seg_name(n2, "root", "shm://b", "shm://a");
+	assert_int_equal(strlen(n1), TW_SHM_SEG_NAME_LEN - 1);
+	assert_memory_equal(n1, "/tw-", 4);
+	assert_string_not_equal(n1, n2);
+	tw__shm_seg_name(n2, "root", "shm://a", "shm://b");
+	assert_string_equal(n1, n2);
+}
+
+// --- a peer killed mid-stream ----------------------------------------------------
+
+static int killed_sender(child *c)
+{
+	tw_link *l;
+	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 4096, &l), TW_OK);
+	unsigned char buf[100] = { 0 };
+	for (uint32_t i = 0;; i++) {
+		memcpy(buf, &i, sizeof(i));
+		if (tw_send_async(l, 1, "s", buf, sizeof(buf)) != TW_OK)
+			break;
+	}
+	return 0; // killed long before
+}
+
+typedef struct blocked_send {
+	tw_link *l;
+	int rv;
+	double done_ms;
+} blocked_send;
+
+static void *blocked_sender(void *a)
+{
+	blocked_send *bs = a;
+	unsigned char buf[1024] = { 0 };
+	while ((bs->rv = tw_send(bs->l, 0, "b", buf, sizeof(buf))) == TW_OK)
+		;
+	bs->done_ms = now_ms();
+	return NULL;
+}
+
+static int killed_receiver(child *c)
+{
+	tw_link *l;
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 4096, &l), TW_OK);
+	// A thread sends to the victim until the ring to it is full.
+	blocked_send bs = { l, TW_OK, 0 };
+	pthread_t th;
+	CHK(pthread_create(&th, NULL, blocked_sender, &bs) == 0);
+	tw_buf b = { 0 };
+	for (uint32_t i = 0; i < 200; i++) {
+		CHK_RV(tw_recv(l, 0, "s", &b), TW_OK);
+		uint32_t v;
+		memcpy(&v, b.data, sizeof(v));
+		CHK(b.len == 100 && v == i);
+		tw_buf_free(&b);
+	}
+	child_ready(c);
+	CHK(child_wait_go(c)); // the sender is dead now
+	double t0 = now_ms();
+	int rv;
+	uint32_t next = 200;
+	while ((rv = tw_recv(l, 0, "s", &b)) == TW_OK) {
+		uint32_t v;
+		memcpy(&v, b.data, sizeof(v));
+		CHK(v == next++); // what it delivered arrives, in order
+		tw_buf_free(&b);
+	}
+	double dt = now_ms() - t0;
+	CHK_RV(rv, TW_EPEER);
+	// The receive timeout is 30 s: the death must be noticed at once.
+	CHK(dt < tw_test_scale_ms(2000));
+	CHK_RV(tw_send(l, 0, "x", "y", 1), TW_EPEER);
+	pthread_join(th, NULL);
+	CHK_RV(bs.rv, TW_EPEER);
+	CHK(bs.done_ms - t0 < tw_test_scale_ms(2000));
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	return 0;
+}
+
+static void t_peer_killed(void **state)
+{
+	proc a = spawn(killed_sender, 0, 0);
+	proc b = spawn(killed_receiver, 1, 0);
+	proc_wait_ready(&b);
+	kill(a.pid, SIGKILL);
+	assert_int_equal(proc_reap(&a), 128 + SIGKILL);
+	proc_go(&b);
+	proc_expect_ok(&b);
+	assert_no_segments();
+}
+
+// --- nothing left in /dev/shm ----------------------------------------------------
+
+static int mesh_party(child *c)
+{
+	tw_link *l;
+	int n = 3;
+	CHK_RV(link_make(n, c->rank, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	CHK_RV(tw_barrier(l, "up"), TW_OK);
+	// Every pair is attached: every name is gone already, so that a
+	// crash from here on leaves nothing behind.
+	char name[TW_SHM_SEG_NAME_LEN];
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++) {
+			pair_name(i, j, name);
+			CHK(!seg_exists(name));
+		}
+	size_t next = (size_t)(c->rank + 1) % 3,
+	       prev = (size_t)(c->rank + 2) % 3;
+	uint32_t v = (uint32_t)c->rank;
+	CHK_RV(tw_send(l, next, "ring", &v, sizeof(v)), TW_OK);
+	tw_buf b = { 0 };
+	CHK_RV(tw_recv(l, prev, "ring", &b), TW_OK);
+	CHK(b.len == 4 && *(uint32_t *)b.data == prev);
+	tw_buf_free(&b);
+	CHK_RV(tw_barrier(l, "down"), TW_OK);
+	CHK_RV(tw_link_close(l), TW_OK);
+	return 0;
+}
+
+static void t_no_leftovers(void **state)
+{
+	proc p[3];
+	for (int i = 0; i < 3; i++)
+		p[i] = spawn(mesh_party, i, 0);
+	for (int i = 0; i < 3; i++)
+		proc_expect_ok(&p[i]);
+	assert_no_segments();
+}
+
+// --- a creator that crashes before its peer comes ---------------------------------
+
+// Rank 0 of a two-party link whose rank 1 is not there yet: it creates the
+// segment and waits for the hello.  arg: 1 = expect a successful link.
+static int lone_creator(child *c)
+{
+	tw_link *l;
+	int rv = link_make(2, 0, tw_test_scale_ms(30000), 0, &l);
+	if (c->arg == 0)
+		return 0; // killed before
+	CHK_RV(rv, TW_OK);
+	CHK_RV(tw_send(l, 1, "hi", "hello", 5), TW_OK);
+	CHK_RV(tw_link_close(l), TW_OK);
+	return 0;
+}
+
+// A second process claiming rank 0's address while it is alive.
+static int intruder(child *c)
+{
+	tw_link *l = NULL;
+	double t0 = now_ms();
+	CHK_RV(link_make(2, 0, tw_test_scale_ms(5000), 0, &l), TW_ESYS);
+	CHK(l == NULL && now_ms() - t0 < tw_test_scale_ms(2000));
+	return 0;
+}
+
+// Rank 1.  arg 0: alone (connect times out); 1: the link comes up.
+static int late_peer(child *c)
+{
+	tw_link *l = NULL;
+	if (c->arg == 0) {
+		CHK_RV(link_make(2, 1, 300, 0, &l), TW_ETIMEDOUT);
+		return 0;
+	}
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(30000), 0, &l), TW_OK);
+	tw_buf b = { 0 };
+	CHK_RV(tw_recv(l, 0, "hi", &b), TW_OK);
+	CHK(b.len == 5 && memcmp(b.data, "hello", 5) == 0);
+	tw_buf_free(&b);
+	CHK_RV(tw_link_close(l), TW_OK);
+	return 0;
+}
+
+// Waits until the pair's segment exists (and, if pid != 0, was created by
+// that process), for at most 20 s.
+static void wait_segment(const char *name, pid_t pid)
+{
+	int64_t deadline = tw__deadline_ms(tw_test_scale_ms(20000));
+	while (tw__now_ns() < deadline) {
+		int fd = shm_open(name, O_RDONLY, 0);
+		if (fd >= 0) {
+			struct tw_shm_seg_hdr h = { 0 };
+			ssize_t r = pread(fd, &h, sizeof(h), 0);
+			close(fd);
+			if (r == (ssize_t)sizeof(h)
+			    && h.state == TW_SHM_STATE_READY
+			    && (pid == 0 || h.creator_pid == (uint32_t)pid))
+				return;
+		}
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("segment %s never appeared", name);
+}
+
+static void t_creator_crash(void **state)
+{
+	char name[TW_SHM_SEG_NAME_LEN];
+	pair_name(0, 1, name);
+
+	// The address is in use while its creator lives.
+	proc a = spawn(lone_creator, 0, 0);
+	wait_segment(name, a.pid);
+	proc in = spawn(intruder, 0, 0);
+	assert_int_equal(proc_reap(&in), 0);
+
+	// The creator dies: its segment stays, and the peer that comes
+	// later removes it.
+	kill(a.pid, SIGKILL);
+	assert_int_equal(proc_reap(&a), 128 + SIGKILL);
+	assert_true(seg_exists(name));
+	proc b = spawn(late_peer, 1, 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_no_segments();
+
+	// Crash again; this time a new creator replaces the stale segment
+	// and the link comes up.
+	a = spawn(lone_creator, 0, 0);
+	wait_segment(name, a.pid);
+	kill(a.pid, SIGKILL);
+	assert_int_equal(proc_reap(&a), 128 + SIGKILL);
+	assert_true(seg_exists(name));
+	proc a2 = spawn(lone_creator, 0, 1);
+	wait_segment(name, a2.pid);
+	b = spawn(late_peer, 1, 1);
+	assert_int_equal(proc_reap(&a2), 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_no_segments();
+}
+
+// --- a peer that writes garbage -----------------------------------------------------
+
+enum { CORRUPT_FRAME = 0, CORRUPT_RING = 1 };
+
+static uint64_t fake_probe = 0x5eed;
+
+// Plays rank 0 by hand over the segment layout: hello, one good message,
+// then (on go) a malformed frame or corrupt ring indices.
+static int fake_peer(child *c)
+{
+	char name[TW_SHM_SEG_NAME_LEN];
+	pair_name(0, 1, name);
+	size_t size = tw__shm_seg_size();
+	void *mem;
+	CHK_RV(tw_shm_create(name, size, &mem), TW_OK);
+	struct tw_shm_seg_hdr *h = mem;
+	h->creator_pid = (uint32_t)getpid();
+	h->version = TW_SHM_SEG_VERSION;
+	h->seg_size = size;
+	h->ring_off[0] = tw__shm_ring_off(0);
+	h->ring_off[1] = tw__shm_ring_off(1);
+	h->ring_size = tw__shm_ring_size();
+	unsigned char *base = mem;
+	tw_ring *out, *in;
+	for (int s = 0; s < 2; s++)
+		CHK_RV(tw_ring_init(base + tw__shm_ring_off(s),
+		           tw__shm_ring_size(), TW_SHM_LANES, TW_SHM_SLOTS,
+		           TW_SHM_MAX_MSG),
+		    TW_OK);
+	CHK_RV(tw_ring_attach(
+	           base + tw__shm_ring_off(0), tw__shm_ring_size(), &out),
+	    TW_OK);
+	CHK_RV(tw_ring_attach(
+	           base + tw__shm_ring_off(1), tw__shm_ring_size(), &in),
+	    TW_OK);
+	tw_ring_set_role(out, 0);
+	tw_ring_set_role(in, 1);
+	h->pid[0] = (uint32_t)getpid();
+	__atomic_store_n(&h->magic, TW_SHM_SEG_MAGIC, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&h->state, TW_SHM_STATE_READY, __ATOMIC_RELEASE);
+
+	static unsigned char buf[TW_SHM_MAX_MSG];
+	size_t n = tw__shm_put_hello(buf, sizeof(buf), TW_SHM_PROTO_VERSION,
+	    (uint32_t)getpid(), (uint64_t)(uintptr_t)&fake_probe, fake_probe);
+	CHK_RV(
+	    tw_ring_send(out, TW_SHM_LANE_CTL, TW_SHM_F_HELLO, buf, n, 1, 0),
+	    TW_OK);
+	size_t got;
+	uint32_t route;
+	int64_t wait_us = tw_test_scale_ms(20000) * 1000;
+	CHK_RV(tw_ring_recv(in, TW_SHM_LANE_CTL, buf, sizeof(buf), &got,
+	           &route, NULL, wait_us),
+	    TW_OK);
+	CHK(route == TW_SHM_F_HELLO);
+	// What a real receiver answers to a hello: no single-copy reads.
+	__atomic_store_n(&h->cma[1], TW_SHM_CMA_NO, __ATOMIC_RELEASE);
+	char key[TW_KEY_MAX];
+	tw__key_msg(key, link_id, "t");
+	n = tw__shm_put_data(buf, sizeof(buf), key, strlen(key), 2, "ok", 2);
+	CHK_RV(
+	    tw_ring_send(out, TW_SHM_LANE_DATA, TW_SHM_F_DATA, buf, n, 1, 0),
+	    TW_OK);
+	CHK(child_wait_go(c)); // the good message has arrived
+	if (c->arg == CORRUPT_FRAME) {
+		uint16_t bad = 60000; // a key longer than the frame
+		memcpy(buf, &bad, sizeof(bad));
+		CHK_RV(tw_ring_send(
+		           out, TW_SHM_LANE_DATA, TW_SHM_F_DATA, buf, n, 2, 0),
+		    TW_OK);
+	} else {
+		struct tw_ring_lane *lane = (struct tw_ring_lane *)(base
+		    + tw__shm_ring_off(0) + TW_RING_HDR_SIZE);
+		__atomic_add_fetch(&lane->tail, 1000, __ATOMIC_SEQ_CST);
+		__atomic_add_fetch(
+		    &((struct tw_ring_hdr *)(base + tw__shm_ring_off(0)))
+		         ->data_seq,
+		    1, __ATOMIC_SEQ_CST);
+	}
+	// The peer gives up on us and says so in the segment.
+	int64_t deadline = tw__deadline_ms(tw_test_scale_ms(20000));
+	while (__atomic_load_n(&h->gone[1], __ATOMIC_ACQUIRE)
+	    != TW_SHM_GONE_FAILED) {
+		CHK(tw__now_ns() < deadline);
+		tw_signal_wait(&h->dir[0].copied, 1, 1000);
+	}
+	tw_ring_detach(out);
+	tw_ring_detach(in);
+	tw_shm_close(mem, size);
+	return 0;
+}
+
+static int victim(child *c)
+{
+	tw_log_set_handler(log_keep, NULL);
+	tw_link *l;
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	tw_buf b = { 0 };
+	CHK_RV(tw_recv(l, 0, "t", &b), TW_OK);
+	CHK(b.len == 2 && memcmp(b.data, "ok", 2) == 0);
+	tw_buf_free(&b);
+	child_ready(c);
+	double t0 = now_ms();
+	CHK_RV(tw_recv(l, 0, "t", &b), TW_EPEER);
+	CHK(now_ms() - t0 < tw_test_scale_ms(2000));
+	CHK_RV(tw_send(l, 0, "t", "x", 1), TW_EPEER);
+	CHK(log_has("TW_EPROTO"));
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	tw_log_set_handler(NULL, NULL);
+	return 0;
+}
+
+static void corrupt(int how)
+{
+	proc f = spawn(fake_peer, 0, how);
+	proc v = spawn(victim, 1, 0);
+	proc_wait_ready(&v);
+	proc_go(&f);
+	assert_int_equal(proc_reap(&v), 0);
+	assert_int_equal(proc_reap(&f), 0);
+	assert_no_segments();
+}
+
+static void t_corrupt_frame(void **state)
+{
+	corrupt(CORRUPT_FRAME);
+}
+
+static void t_corrupt_ring(void **state)
+{
+	corrupt(CORRUPT_RING);
+}
+
+// --- large messages -------------------------------------------------------------------
+
+static const size_t large_sizes[]
+    = { 64 * 1024, 1024 * 1024 + 7, 8 * 1024 * 1024 + 3, 100 * 1024 };
+enum { N_LARGE = sizeof(large_sizes) / sizeof(large_sizes[0]) };
+#define WITHDRAWN_SIZE (1024 * 1024)
+
+static void large_env(child *c)
+{
+	if (c->arg)
+		setenv("TAGWIRE_SHM_NO_CMA", "1", 1);
+	else
+		unsetenv("TAGWIRE_SHM_NO_CMA");
+}
+
+static int large_sender(child *c)
+{
+	large_env(c);
+	tw_link *l;
+	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 4096, &l), TW_OK);
+	unsigned char *buf = malloc(8 * 1024 * 1024 + 3);
+	CHK(buf != NULL);
+	for (uint32_t i = 0; i < N_LARGE; i++) {
+		fill(buf, large_sizes[i], i);
+		CHK_RV(tw_send(l, 1, "big", buf, large_sizes[i]), TW_OK);
+		memset(buf, 0, large_sizes[i]); // the buffer is ours again
+	}
+	fill(buf, 300000, 77);
+	CHK_RV(tw_send_async(l, 1, "async", buf, 300000), TW_OK);
+	memset(buf, 0, 300000);
+
+	// The receiver holds two messages back (its buffer is 4 KiB): a large
+	// send times out, and must be withdrawn rather than delivered later.
+	CHK_RV(tw_send(l, 1, "fill", buf, 4096), TW_OK);
+	CHK_RV(tw_send(l, 1, "fill", buf, 4096), TW_OK);
+	CHK_RV(tw_link_set_recv_timeout(l, 300), TW_OK);
+	fill(buf, WITHDRAWN_SIZE, 99);
+	double t0 = now_ms();
+	CHK_RV(tw_send(l, 1, "late", buf, WITHDRAWN_SIZE), TW_ETIMEDOUT);
+	CHK(now_ms() - t0 >= 290);
+	memset(buf, 0xee, WITHDRAWN_SIZE); // what a reader must never see
+	child_ready(c);
+	CHK_RV(tw_link_set_recv_timeout(l, tw_test_scale_ms(30000)), TW_OK);
+	CHK_RV(tw_send(l, 1, "marker", "m", 1), TW_OK);
+	fill(buf, WITHDRAWN_SIZE, 100);
+	CHK_RV(tw_send(l, 1, "late", buf, WITHDRAWN_SIZE), TW_OK);
+	CHK_RV(tw_link_close(l), TW_OK);
+	free(buf);
+	return 0;
+}
+
+static int large_receiver(child *c)
+{
+	large_env(c);
+	tw_log_set_handler(log_keep, NULL);
+	tw_log_set_level(TW_LOG_INFO);
+	tw_link *l;
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 4096, &l), TW_OK);
+	tw_buf b = { 0 };
+	for (uint32_t i = 0; i < N_LARGE; i++) {
+		CHK_RV(tw_recv(l, 0, "big", &b), TW_OK);
+		CHK(b.len == large_sizes[i] && check(b.data, b.len, i));
+		tw_buf_free(&b);
+	}
+	CHK_RV(tw_recv(l, 0, "async", &b), TW_OK);
+	CHK(b.len == 300000 && check(b.data, b.len, 77));
+	tw_buf_free(&b);
+	CHK(child_wait_go(c)); // the sender's large send has timed out
+	for (int i = 0; i < 2; i++) {
+		CHK_RV(tw_recv(l, 0, "fill", &b), TW_OK);
+		CHK(b.len == 4096);
+		tw_buf_free(&b);
+	}
+	CHK_RV(tw_recv(l, 0, "marker", &b), TW_OK);
+	tw_buf_free(&b);
+	CHK_RV(tw_recv(l, 0, "late", &b), TW_OK);
+	CHK(b.len == WITHDRAWN_SIZE && check(b.data, b.len, 100));
+	tw_buf_free(&b);
+	size_t len;
+	int rv = tw_probe(l, 0, "late", &len); // nothing more: the sender
+	CHK(rv == TW_EAGAIN || rv == TW_EPEER); // may have closed by now
+	uint64_t copied
+	    = __atomic_load_n(&tw__shm_large_copied, __ATOMIC_RELAXED);
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	if (c->arg) {
+		CHK(copied == 0); // forced through the ring
+	} else if (copied == 0) {
+		if (log_has("process_vm_readv")) {
+			fprintf(stderr, "process_vm_readv is not available\n");
+			return 77;
+		}
+		CHK(copied > 0);
+	} else {
+		// Every synchronous message of 64 KiB or more: the four
+		// above and the resent one.
+		CHK(copied == N_LARGE + 1);
+	}
+	return 0;
+}
+
+static void large(int no_cma)
+{
+	proc s = spawn(large_sender, 0, no_cma);
+	proc r = spawn(large_receiver, 1, no_cma);
+	proc_wait_ready(&s);
+	proc_go(&r);
+	assert_int_equal(proc_reap(&s), 0);
+	proc_expect_ok(&r);
+	assert_no_segments();
+}
+
+static void t_large_cma(void **state)
+{
+	large(0);
+}
+
+static void t_large_chunked(void **state)
+{
+	large(1);
+}
+
+#define CASE(name) cmocka_unit_test_setup_teardown(t_##name, setup, teardown)
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		CASE(frames),
+		CASE(peer_killed),
+		CASE(no_leftovers),
+		CASE(creator_crash),
+		CASE(corrupt_frame),
+		CASE(corrupt_ring),
+		CASE(large_cma),
+		CASE(large_chunked),
+	};
+	if (argc > 1) {
+		char filter[64];
+		snprintf(filter, sizeof(filter), "t_%s", argv[1]);
+		cmocka_set_test_filter(filter);
+	}
+	return cmocka_run_group_tests_name("shm", tests, NULL, NULL);
+}
