@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 #include <tagwire/tagwire.h>
@@ -48,6 +49,24 @@ static inline int64_t tw_test_scale_ms(int64_t ms)
 	const char *m = getenv("TW_TEST_TIMEOUT_MULTIPLIER");
 	long f = m ? strtol(m, NULL, 10) : 1;
 	return ms * (f > 0 ? f : 1);
+}
+
+// Restricts the cmocka group `tests` to the one test called prefix+name.
+// Returns -1, with a message, when the group has no such test, so that a
+// mistyped ctest entry fails instead of passing on zero tests run.
+static inline int tw_test_select(const struct CMUnitTest *tests, size_t count,
+    const char *prefix, const char *name)
+{
+	char full[128];
+	snprintf(full, sizeof(full), "%s%s", prefix, name);
+	for (size_t i = 0; i < count; i++) {
+		if (strcmp(tests[i].name, full) == 0) {
+			cmocka_set_test_filter(full);
+			return 0;
+		}
+	}
+	fprintf(stderr, "no test named '%s'\n", name);
+	return -1;
 }
 
 #endif // TW_TESTUTIL_H

@@ -650,16 +650,8 @@ int main(int argc, char **argv)
 	    = { T(targeted_header), T(targeted_lanes), T(targeted_slots),
 		      T(targeted_liveness), T(random_bytes) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);
-	if (argc > 1) {
-		size_t hits = 0;
-		for (size_t i = 0; i < count; i++)
-			hits += strcmp(tests[i].name, argv[1]) == 0;
-		if (hits == 0) {
-			fprintf(stderr, "no test named '%s'\n", argv[1]);
-			return 1;
-		}
-		cmocka_set_test_filter(argv[1]);
-	}
+	if (argc > 1 && tw_test_select(tests, count, "", argv[1]) != 0)
+		return 1;
 	return _cmocka_run_group_tests(
 	    "ring_corrupt", tests, count, NULL, NULL);
 }

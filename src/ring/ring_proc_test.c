@@ -627,16 +627,8 @@ int main(int argc, char **argv)
 	    = { T(shm_api), T(exchange), T(producer_killed),
 		      T(consumer_killed), T(peer_abort), T(signal) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);
-	if (argc > 1) {
-		size_t hits = 0;
-		for (size_t i = 0; i < count; i++)
-			hits += strcmp(tests[i].name, argv[1]) == 0;
-		if (hits == 0) {
-			fprintf(stderr, "no test named '%s'\n", argv[1]);
-			return 1;
-		}
-		cmocka_set_test_filter(argv[1]);
-	}
+	if (argc > 1 && tw_test_select(tests, count, "", argv[1]) != 0)
+		return 1;
 	// Shared memory may be missing (no /dev/shm in a container).
 	char probe[64];
 	void *mem;

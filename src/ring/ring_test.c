@@ -899,15 +899,7 @@ int main(int argc, char **argv)
 		T(wrap_around), T(threads_spsc), T(abort), T(dead_peer),
 		T(signal_basic), T(signal_pingpong) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);
-	if (argc > 1) {
-		size_t hits = 0;
-		for (size_t i = 0; i < count; i++)
-			hits += strcmp(tests[i].name, argv[1]) == 0;
-		if (hits == 0) {
-			fprintf(stderr, "no test named '%s'\n", argv[1]);
-			return 1;
-		}
-		cmocka_set_test_filter(argv[1]);
-	}
+	if (argc > 1 && tw_test_select(tests, count, "", argv[1]) != 0)
+		return 1;
 	return _cmocka_run_group_tests("ring", tests, count, NULL, NULL);
 }

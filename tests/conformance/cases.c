@@ -882,10 +882,8 @@ int main(int argc, char **argv)
 		CASE(collectives),
 		CASE(coll_mixed),
 	};
-	if (argc > 2) {
-		char filter[64];
-		snprintf(filter, sizeof(filter), "t_%s", argv[2]);
-		cmocka_set_test_filter(filter);
-	}
+	size_t count = sizeof(tests) / sizeof(tests[0]);
+	if (argc > 2 && tw_test_select(tests, count, "t_", argv[2]) != 0)
+		return 1;
 	return cmocka_run_group_tests_name(tp->name, tests, NULL, NULL);
 }

@@ -904,10 +904,8 @@ int main(int argc, char **argv)
 		CASE(large_cma),
 		CASE(large_chunked),
 	};
-	if (argc > 1) {
-		char filter[64];
-		snprintf(filter, sizeof(filter), "t_%s", argv[1]);
-		cmocka_set_test_filter(filter);
-	}
+	size_t count = sizeof(tests) / sizeof(tests[0]);
+	if (argc > 1 && tw_test_select(tests, count, "t_", argv[1]) != 0)
+		return 1;
 	return cmocka_run_group_tests_name("shm", tests, NULL, NULL);
 }
