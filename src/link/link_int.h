@@ -49,7 +49,6 @@ struct tw_link {
 	int64_t opts[TW_OPT_COUNT];
 	int64_t recv_timeout; // atomic
 	int aborted; // atomic; also the cancel flag of blocked sends
-	int async_err; // atomic; first failed delivery of an async send
 	tw_stats stats; // atomic fields
 };
 

@@ -154,14 +154,8 @@ static int send_common(tw_link *l, size_t dst, const char *tag,
 	tw__key_msg(key, l->id, tag);
 	status = tw__chan_send(
 	    l, l->map[dst], key, buf, len, mode != SEND_SYNC, deadline);
-	if (status != TW_OK) {
-		if (mode != SEND_SYNC && status == TW_EPEER) {
-			int expect = 0;
-			__atomic_compare_exchange_n(&l->async_err, &expect,
-			    status, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-		}
+	if (status != TW_OK)
 		return status;
-	}
 	__atomic_add_fetch(&l->peers[dst].sent, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&l->stats.msgs_sent, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&l->stats.bytes_sent, len, __ATOMIC_RELAXED);
@@ -252,7 +246,7 @@ int tw_link_wait_pending(tw_link *l)
 		return TW_EINVAL;
 	if (link_aborted(l))
 		return TW_ECLOSED;
-	int status = __atomic_load_n(&l->async_err, __ATOMIC_RELAXED);
+	int status = TW_OK;
 	tw__family *f = l->fam;
 	for (size_t i = 0; i < l->size; i++) {
 		if (i == l->rank)
