@@ -422,15 +422,26 @@ static void blocked_start(blocked *bl, pthread_t *th)
 static int body_abort(conf_party *p)
 {
 	tw_buf b = { 0 };
+	tw_link *child;
+	CHECK_OK(p, tw_link_spawn(p->link, "c", &child));
 	if (p->rank == 1) {
+		// One call blocked on the link and one on its child: aborting
+		// the link wakes both.
 		blocked bl = { .link = p->link, .src = 0, .tag = "never" };
-		pthread_t th;
+		blocked bc = { .link = child, .src = 0, .tag = "never" };
+		pthread_t th, tc;
 		blocked_start(&bl, &th);
+		blocked_start(&bc, &tc);
 		double t0 = conf_now_ms();
 		tw_link_abort(p->link);
 		pthread_join(th, NULL);
+		pthread_join(tc, NULL);
 		CHECK_RV(p, bl.rv, TW_ECLOSED);
+		CHECK_RV(p, bc.rv, TW_ECLOSED);
 		CHECK(p, bl.done_ms - t0 < conf_scale(500));
+		CHECK(p, bc.done_ms - t0 < conf_scale(500));
+		CHECK_RV(p, tw_send(child, 0, "x", "a", 1), TW_ECLOSED);
+		CHECK_OK(p, tw_link_close(child));
 		CHECK_RV(p, tw_send(p->link, 0, "x", "a", 1), TW_ECLOSED);
 		CHECK_RV(p, tw_recv(p->link, 0, "x", &b), TW_ECLOSED);
 		size_t len;
@@ -445,6 +456,7 @@ static int body_abort(conf_party *p)
 	CHECK_RV(p, tw_recv(p->link, 1, "never2", &b), TW_EPEER);
 	CHECK(p, conf_now_ms() - t0 < conf_scale(10000));
 	CHECK_RV(p, tw_send(p->link, 1, "x", "a", 1), TW_EPEER);
+	CHECK_OK(p, tw_link_close(child));
 	return 0;
 }
 
