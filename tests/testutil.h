@@ -57,7 +57,9 @@ static inline int64_t tw_test_scale_ms(int64_t ms)
 static inline int tw_test_select(const struct CMUnitTest *tests, size_t count,
     const char *prefix, const char *name)
 {
-	char full[128];
+	// cmocka keeps the pointer, not a copy: the name must outlive main's
+	// call to the runner.
+	static char full[128];
 	snprintf(full, sizeof(full), "%s%s", prefix, name);
 	for (size_t i = 0; i < count; i++) {
 		if (strcmp(tests[i].name, full) == 0) {
