@@ -6,16 +6,19 @@
 
 extern const tw__transport tw__mem_transport;
 extern const tw__transport tw__shm_transport;
+extern const tw__transport tw__tcp_transport;
 
 static const tw__transport *const transports[] = {
 	&tw__mem_transport,
 	&tw__shm_transport,
+	&tw__tcp_transport,
 	NULL,
 };
 
 static const char *const names[] = {
 	"mem",
 	"shm",
+	"tcp",
 	NULL,
 };
 

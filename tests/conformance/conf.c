@@ -196,7 +196,11 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 		char run_name[96];
 		snprintf(
 		    run_name, sizeof(run_name), "%ld.%s", (long)getpid(), id);
-		snprintf(addr, sizeof(addr), tp->addr_fmt, run_name, i);
+		if (tp->make_addr != NULL)
+			tp->make_addr(addr, sizeof(addr), run_name, i);
+		else
+			snprintf(
+			    addr, sizeof(addr), tp->addr_fmt, run_name, i);
 		if (tw_desc_add_party(d, pid, addr) != TW_OK) {
 			tw_desc_free(d);
 			return -1;

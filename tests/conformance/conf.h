@@ -36,6 +36,11 @@ typedef struct conf_transport {
 	// printf format of party i's address; %s is a name unique to the run
 	// (it holds the pid, so that ctest -j never mixes runs), %zu is i.
 	const char *addr_fmt;
+	// When set, writes party i's address instead of addr_fmt (in the
+	// runner's process, before any party starts): for transports whose
+	// addresses need resources of the run, such as free TCP ports.
+	void (*make_addr)(
+	    char *out, size_t cap, const char *run_name, size_t i);
 } conf_transport;
 
 enum { CONF_OWN_CREATE = 1 };

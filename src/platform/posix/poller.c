@@ -1,0 +1,301 @@
+// The epoll thread: registrations, arming, deferred tasks and safe removal.
+// See poller.h for the design.  All the library's epoll code is here.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <tagwire/status.h>
+
+#include "core/log.h"
+#include "core/sync.h"
+#include "platform/posix/poller.h"
+
+#define POLL_BATCH 64
+
+// The poller whose thread this is, so that fini can tell a call from a
+// callback without reading the pthread_t that pthread_create stores.
+static _Thread_local const tw__poller *poll_current;
+
+struct tw__pfd {
+	tw__poller *p;
+	int fd;
+	tw__pfd_func_t cb;
+	void *arg;
+	bool closing; // protected by p->mtx
+	bool self_fini; // finished from its own callback; by p->mtx
+	bool reaped; // protected by p->mtx
+	tw__pfd *reap_next; // protected by p->mtx
+};
+
+struct tw__poller {
+	int epfd;
+	int evfd;
+	pthread_t thread;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv; // a reap pass finished
+	tw__poll_task *tasks; // protected by mtx, LIFO then reversed
+	tw__pfd *reap; // protected by mtx
+	bool stop; // protected by mtx
+};
+
+static void poller_wake(tw__poller *p)
+{
+	uint64_t one = 1;
+	// EAGAIN means the counter is already non-zero: the thread will wake.
+	while (write(p->evfd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+static void poller_drain_wake(tw__poller *p)
+{
+	uint64_t v;
+	while (read(p->evfd, &v, sizeof(v)) < 0 && errno == EINTR)
+		;
+}
+
+// Runs the queued tasks in the order they were posted.
+static void run_tasks(tw__poller *p)
+{
+	tw__poll_task *list = p->tasks, *rev = NULL;
+	p->tasks = NULL;
+	while (list != NULL) {
+		tw__poll_task *n = list->next;
+		list->next = rev;
+		rev = list;
+		list = n;
+	}
+	while (rev != NULL) {
+		tw__poll_task *t = rev;
+		rev = t->next;
+		// Unqueued before it runs, so that the task may post itself
+		// again; the caller keeps the memory valid meanwhile.
+		t->queued = false;
+		void (*fn)(void *) = t->fn;
+		void *arg = t->arg;
+		pthread_mutex_unlock(&p->mtx);
+		fn(arg);
+		pthread_mutex_lock(&p->mtx);
+	}
+}
+
+// Frees or releases the registrations finished since the last pass; no
+// event of the batch just handled can name them any more.
+static void reap(tw__poller *p)
+{
+	tw__pfd *list = p->reap;
+	p->reap = NULL;
+	bool signal = false;
+	while (list != NULL) {
+		tw__pfd *d = list;
+		list = d->reap_next;
+		if (d->self_fini) {
+			free(d);
+		} else {
+			d->reaped = true; // its finisher frees it
+			signal = true;
+		}
+	}
+	if (signal)
+		pthread_cond_broadcast(&p->cv);
+}
+
+static void *poller_main(void *arg)
+{
+	tw__poller *p = arg;
+	struct epoll_event ev[POLL_BATCH];
+	poll_current = p;
+	for (;;) {
+		int n = epoll_wait(p->epfd, ev, POLL_BATCH, -1);
+		if (n < 0 && errno != EINTR) {
+			// Only a programming error makes epoll_wait fail; the
+			// thread keeps going rather than strand its clients.
+			TW_LOG_ONCE(TW_LOG_ERROR, "poll", "epoll_wait: %m");
+		}
+		for (int i = 0; i < n; i++) {
+			tw__pfd *d = ev[i].data.ptr;
+			if (d == NULL) {
+				poller_drain_wake(p);
+				continue;
+			}
+			pthread_mutex_lock(&p->mtx);
+			bool skip = d->closing;
+			pthread_mutex_unlock(&p->mtx);
+			if (skip)
+				continue;
+			unsigned e = 0;
+			if (ev[i].events & (EPOLLIN | EPOLLRDHUP))
+				e |= TW__POLL_IN;
+			if (ev[i].events & EPOLLOUT)
+				e |= TW__POLL_OUT;
+			if (ev[i].events & (EPOLLERR | EPOLLHUP))
+				e |= TW__POLL_ERR;
+			d->cb(d, e, d->arg);
+		}
+		pthread_mutex_lock(&p->mtx);
+		run_tasks(p);
+		reap(p);
+		bool stop = p->stop;
+		pthread_mutex_unlock(&p->mtx);
+		if (stop)
+			break;
+	}
+	return NULL;
+}
+
+int tw__poller_new(tw__poller **out_p)
+{
+	tw__poller *p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return TW_ENOMEM;
+	p->epfd = epoll_create1(EPOLL_CLOEXEC);
+	p->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (p->epfd < 0 || p->evfd < 0) {
+		TW_ERROR(
+		    "poll", "cannot create an epoll or event descriptor: %m");
+		goto err_close;
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->evfd, &ev) != 0) {
+		TW_ERROR("poll", "cannot watch the event descriptor: %m");
+		goto err_close;
+	}
+	pthread_mutex_init(&p->mtx, NULL);
+	tw__cond_init(&p->cv);
+	int rc = pthread_create(&p->thread, NULL, poller_main, p);
+	if (rc != 0) {
+		errno = rc;
+		TW_ERROR("poll", "cannot start the poller thread: %m");
+		pthread_cond_destroy(&p->cv);
+		pthread_mutex_destroy(&p->mtx);
+		goto err_close;
+	}
+	*out_p = p;
+	return TW_OK;
+
+err_close:
+	if (p->epfd >= 0)
+		close(p->epfd);
+	if (p->evfd >= 0)
+		close(p->evfd);
+	free(p);
+	return TW_ESYS;
+}
+
+void tw__poller_free(tw__poller *p)
+{
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->mtx);
+	p->stop = true;
+	pthread_mutex_unlock(&p->mtx);
+	poller_wake(p);
+	pthread_join(p->thread, NULL);
+	close(p->epfd);
+	close(p->evfd);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mtx);
+	free(p);
+}
+
+bool tw__poller_on_thread(const tw__poller *p)
+{
+	return poll_current == p;
+}
+
+int tw__pfd_init(
+    tw__poller *p, int fd, tw__pfd_func_t cb, void *arg, tw__pfd **out_pfd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0
+	    || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+		TW_ERROR(
+		    "poll", "cannot make descriptor %d non-blocking: %m", fd);
+		return TW_ESYS;
+	}
+	tw__pfd *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return TW_ENOMEM;
+	d->p = p;
+	d->fd = fd;
+	d->cb = cb;
+	d->arg = arg;
+	// Registered with no events: EPOLLONESHOT leaves it disarmed until
+	// its owner asks.  Errors and hang-ups are reported once armed.
+	struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = d };
+	if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		TW_ERROR("poll", "cannot watch descriptor %d: %m", fd);
+		free(d);
+		return TW_ESYS;
+	}
+	*out_pfd = d;
+	return TW_OK;
+}
+
+int tw__pfd_arm(tw__pfd *d, unsigned events)
+{
+	tw__poller *p = d->p;
+	struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = d };
+	if (events & TW__POLL_IN)
+		ev.events |= EPOLLIN | EPOLLRDHUP;
+	if (events & TW__POLL_OUT)
+		ev.events |= EPOLLOUT;
+	// Under the lock, so that arming never races with the removal of
+	// the descriptor from epoll in fini.
+	pthread_mutex_lock(&p->mtx);
+	int status = TW_OK;
+	if (d->closing) {
+		status = TW_ECLOSED;
+	} else if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, d->fd, &ev) != 0) {
+		TW_ERROR("poll", "cannot arm descriptor %d: %m", d->fd);
+		status = TW_ESYS;
+	}
+	pthread_mutex_unlock(&p->mtx);
+	return status;
+}
+
+void tw__pfd_fini(tw__pfd *d)
+{
+	tw__poller *p = d->p;
+	bool own = tw__poller_on_thread(p);
+	pthread_mutex_lock(&p->mtx);
+	d->closing = true;
+	d->self_fini = own;
+	// The descriptor may already be closed by a confused caller; the
+	// registration goes away regardless, so the error is ignored.
+	(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->fd, NULL);
+	d->reap_next = p->reap;
+	p->reap = d;
+	if (own) {
+		pthread_mutex_unlock(&p->mtx);
+		return;
+	}
+	pthread_mutex_unlock(&p->mtx);
+	poller_wake(p);
+	pthread_mutex_lock(&p->mtx);
+	while (!d->reaped)
+		pthread_cond_wait(&p->cv, &p->mtx);
+	pthread_mutex_unlock(&p->mtx);
+	free(d);
+}
+
+void tw__poller_post(tw__poller *p, tw__poll_task *t)
+{
+	pthread_mutex_lock(&p->mtx);
+	bool wake = false;
+	if (!t->queued) {
+		t->queued = true;
+		t->next = p->tasks;
+		p->tasks = t;
+		wake = true;
+	}
+	pthread_mutex_unlock(&p->mtx);
+	if (wake)
+		poller_wake(p);
+}

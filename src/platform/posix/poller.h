@@ -1,0 +1,77 @@
+// One epoll thread that tells its clients when their descriptors are ready.
+//
+// Design notes.  Every descriptor is registered with EPOLLONESHOT: after an
+// event it stays disarmed until its owner re-arms it, so exactly one
+// callback per descriptor runs at a time and a slow callback never sees
+// the same readiness twice (nng's posix_pollq_epoll.c works the same way).
+// An eventfd wakes the thread for deferred tasks and for removals.
+//
+// Removal is the delicate part: epoll_wait may already have returned an
+// event for a descriptor that another thread is removing.  tw__pfd_fini
+// therefore marks the registration closing and leaves the memory to the
+// poller thread, which frees (or releases) it only after the batch of
+// events that might still name it is done; the caller waits for that, so
+// that when fini returns no callback of the registration is running or
+// will run.  Called from the registration's own callback, fini cannot
+// wait: it marks and returns, and the thread frees it after the callback.
+//
+// Thread-safety: every function may be called from any thread, including
+// from callbacks, except tw__poller_free (never from a callback).
+// Callbacks run on the poller thread with no lock of the poller held.
+
+#ifndef TW_PLATFORM_POSIX_POLLER_H
+#define TW_PLATFORM_POSIX_POLLER_H
+
+#include <stdbool.h>
+
+typedef struct tw__poller tw__poller;
+typedef struct tw__pfd tw__pfd;
+
+enum {
+	TW__POLL_IN = 1, // readable, or the peer closed
+	TW__POLL_OUT = 2, // writable
+	TW__POLL_ERR = 4, // an error or a hang-up (always reported)
+};
+
+// Runs on the poller thread with the events that fired; the registration
+// is disarmed until tw__pfd_arm.
+typedef void (*tw__pfd_func_t)(tw__pfd *pfd, unsigned events, void *arg);
+
+// A task that runs once on the poller thread (any thread may post it).
+// The caller owns the memory; while queued it must stay valid.
+typedef struct tw__poll_task {
+	void (*fn)(void *arg);
+	void *arg;
+	struct tw__poll_task *next; // private
+	bool queued; // private
+} tw__poll_task;
+
+// Starts a poller and its thread.  TW_OK, TW_ENOMEM or TW_ESYS (logged).
+int tw__poller_new(tw__poller **out_p);
+
+// Stops the thread and frees the poller; every registration must have been
+// finished first.  Never from a callback.
+void tw__poller_free(tw__poller *p);
+
+// Is the calling thread the poller's thread?
+bool tw__poller_on_thread(const tw__poller *p);
+
+// Registers `fd` (made O_NONBLOCK and FD_CLOEXEC here), disarmed.  The
+// descriptor stays the caller's: fini never closes it.  TW_OK, TW_ENOMEM,
+// TW_ESYS (logged).
+int tw__pfd_init(
+    tw__poller *p, int fd, tw__pfd_func_t cb, void *arg, tw__pfd **out_pfd);
+
+// Arms the registration for `events` (TW__POLL_IN | TW__POLL_OUT) once.
+// TW_OK, TW_ECLOSED (being finished) or TW_ESYS (logged).
+int tw__pfd_arm(tw__pfd *pfd, unsigned events);
+
+// Removes the registration.  From another thread: returns once no callback
+// of it runs or will run.  From its own callback: returns at once; no
+// further callback runs.  The memory is freed by the poller.
+void tw__pfd_fini(tw__pfd *pfd);
+
+// Queues `t` to run on the poller thread (nothing if already queued).
+void tw__poller_post(tw__poller *p, tw__poll_task *t);
+
+#endif // TW_PLATFORM_POSIX_POLLER_H

@@ -1,0 +1,276 @@
+// The tcp:// connection handshake: HELLO both ways, then AUTH both ways
+// when both ends have a secret.  The bytes are in docs/PROTOCOL.md; the
+// decoders (tcp_proto.c) are pure and fuzzed, so this file only moves
+// bytes, bounds every wait by the deadline and decides.
+//
+// Reading is exact: the decoders say how much is missing (TW_EAGAIN), and
+// we read no further than the record's end, so the first frame after the
+// handshake stays in the socket for the connection's own reader.  A peer
+// that sends too slowly (a "slowloris") runs into the deadline.
+
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <tagwire/status.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "transport/tcp/tcp_auth.h"
+#include "transport/tcp/tcp_sock.h"
+
+// Who is at the other end, for log lines.
+static void peer_name(int fd, char *out, size_t cap)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0
+	    || getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host),
+	           serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV)
+	        != 0) {
+		snprintf(out, cap, "an unknown peer");
+		return;
+	}
+	if (ss.ss_family == AF_INET6)
+		snprintf(out, cap, "[%s]:%s", host, serv);
+	else
+		snprintf(out, cap, "%s:%s", host, serv);
+}
+
+// Waits until fd is ready for `events` or the deadline passes.
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		int64_t left = deadline == TW_FOREVER
+		    ? -1
+		    : (deadline - tw__now_ns() + 999999) / 1000000;
+		if (deadline != TW_FOREVER && left <= 0)
+			return TW_ETIMEDOUT;
+		struct pollfd pfd = { .fd = fd, .events = events };
+		int rc
+		    = poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+		if (rc > 0)
+			return TW_OK;
+		if (rc < 0 && errno != EINTR)
+			return TW_ESYS;
+	}
+}
+
+static int write_all(int fd, const void *buf, size_t n, int64_t deadline)
+{
+	const unsigned char *p = buf;
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int status = wait_fd(fd, POLLOUT, deadline);
+			if (status != TW_OK)
+				return status;
+			continue;
+		}
+		return TW_EPEER;
+	}
+	return TW_OK;
+}
+
+// Reads exactly n more bytes into buf.
+static int read_more(int fd, unsigned char *buf, size_t n, int64_t deadline)
+{
+	while (n > 0) {
+		ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+		if (r > 0) {
+			buf += r;
+			n -= (size_t)r;
+			continue;
+		}
+		if (r == 0)
+			return TW_EPEER;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			int status = wait_fd(fd, POLLIN, deadline);
+			if (status != TW_OK)
+				return status;
+			continue;
+		}
+		return TW_EPEER;
+	}
+	return TW_OK;
+}
+
+typedef struct hs_ctx {
+	int fd;
+	int64_t deadline;
+	char who[NI_MAXHOST + NI_MAXSERV + 8];
+	const char *why;
+} hs_ctx;
+
+static int hs_fail(hs_ctx *c, int status, const char *what)
+{
+	switch (status) {
+	case TW_EPROTO:
+		TW_WARN("tcp", "handshake with %s failed: %s (%s); closing",
+		    c->who, what, c->why != NULL ? c->why : "malformed");
+		break;
+	case TW_ETIMEDOUT:
+		TW_WARN("tcp",
+		    "handshake with %s failed: %s timed out; closing", c->who,
+		    what);
+		break;
+	case TW_EAUTH:
+		TW_WARN("tcp", "peer %s failed authentication: %s; closing",
+		    c->who, what);
+		break;
+	default:
+		TW_WARN("tcp", "handshake with %s failed: %s: %s", c->who,
+		    what, tw_strerror(status));
+		break;
+	}
+	return status;
+}
+
+// Reads one HELLO, growing the read as the decoder asks.
+static int hs_read_hello(hs_ctx *c, tw__tcp_hello *h, unsigned char *buf)
+{
+	size_t have = 0, want = 4;
+	for (;;) {
+		int status
+		    = read_more(c->fd, buf + have, want - have, c->deadline);
+		if (status != TW_OK)
+			return status;
+		have = want;
+		int rv = tw__tcp_hello_decode(buf, have, h, &c->why);
+		if (rv > 0)
+			return TW_OK;
+		if (rv != TW_EAGAIN)
+			return rv;
+		// Never past the record: the first 56 bytes give its length.
+		if (have < TW_TCP_HELLO_FIXED)
+			want = have < 6 ? 6 : TW_TCP_HELLO_FIXED;
+		else
+			want = TW_TCP_HELLO_FIXED + buf[14] + buf[15];
+		if (want <= have || want > TW_TCP_HELLO_MAX)
+			return TW_EPROTO; // the decoder said otherwise
+	}
+}
+
+static int hs_send_hello(hs_ctx *c, const tw__tcp_hs_self *me,
+    const unsigned char nonce[TW_TCP_NONCE_LEN])
+{
+	tw__tcp_hello h;
+	memset(&h, 0, sizeof(h));
+	h.flags = me->secret != NULL ? TW_TCP_CAP_SECRET : 0;
+	if (me->stripe > 0)
+		h.flags |= TW_TCP_CAP_STRIPE;
+	h.rank = me->rank;
+	h.stripe = me->stripe;
+	h.instance = me->instance;
+	memcpy(h.nonce, nonce, TW_TCP_NONCE_LEN);
+	h.link_id = me->link_id;
+	h.link_id_len = strlen(me->link_id);
+	h.addr = me->addr;
+	h.addr_len = strlen(me->addr);
+	unsigned char buf[TW_TCP_HELLO_MAX];
+	size_t n = tw__tcp_hello_encode(buf, sizeof(buf), &h);
+	if (n == 0)
+		return TW_EINVAL;
+	return write_all(c->fd, buf, n, c->deadline);
+}
+
+static void peer_from_hello(tw__tcp_hs_peer *p, const tw__tcp_hello *h)
+{
+	memset(p, 0, sizeof(*p));
+	p->rank = h->rank;
+	p->stripe = h->stripe;
+	p->flags = h->flags;
+	p->instance = h->instance;
+	memcpy(p->link_id, h->link_id, h->link_id_len);
+	memcpy(p->addr, h->addr, h->addr_len);
+}
+
+static int hs_auth(hs_ctx *c, const tw__tcp_hs_self *me,
+    const unsigned char my_nonce[TW_TCP_NONCE_LEN], const tw__tcp_hello *ph,
+    const tw__tcp_hs_peer *peer)
+{
+	unsigned char mac[TW_TCP_MAC_LEN], rec[TW_TCP_AUTH_LEN];
+	size_t id_len = strlen(me->link_id);
+	int status = tw__tcp_auth_proof(me->secret, me->secret_len, ph->nonce,
+	    my_nonce, me->instance, me->rank, me->link_id, id_len, mac);
+	if (status != TW_OK)
+		return status;
+	tw__tcp_auth_encode(rec, sizeof(rec), mac);
+	if ((status = write_all(c->fd, rec, sizeof(rec), c->deadline))
+	    != TW_OK)
+		return hs_fail(c, status, "sending the proof");
+	// The record has a fixed size: read it whole, then decode.
+	if ((status = read_more(c->fd, rec, sizeof(rec), c->deadline))
+	    != TW_OK)
+		return hs_fail(c, status, "reading the proof");
+	int rv = tw__tcp_auth_decode(rec, sizeof(rec), mac, &c->why);
+	if (rv < 0)
+		return hs_fail(c, TW_EPROTO, "reading the proof");
+	status = tw__tcp_auth_check(me->secret, me->secret_len, my_nonce,
+	    ph->nonce, peer->instance, peer->rank, me->link_id, id_len, mac);
+	if (status == TW_EAUTH)
+		return hs_fail(c, status, "wrong proof of the link's secret");
+	return status;
+}
+
+int tw__tcp_handshake(int fd, const tw__tcp_hs_self *self,
+    tw__tcp_hs_lookup_func_t lookup, void *lookup_arg, int64_t deadline,
+    tw__tcp_hs_peer *peer)
+{
+	hs_ctx c = { .fd = fd, .deadline = deadline };
+	peer_name(fd, c.who, sizeof(c.who));
+	unsigned char nonce[TW_TCP_NONCE_LEN];
+	unsigned char pbuf[TW_TCP_HELLO_MAX];
+	tw__tcp_hello ph;
+	tw__tcp_hs_self me;
+	int status = tw__tcp_random(nonce, sizeof(nonce));
+	if (status != TW_OK)
+		return status;
+	if (lookup == NULL) {
+		// Connecting: speak first, then hear the answer.
+		me = *self;
+		if ((status = hs_send_hello(&c, &me, nonce)) != TW_OK)
+			return hs_fail(&c, status, "sending the handshake");
+		if ((status = hs_read_hello(&c, &ph, pbuf)) != TW_OK)
+			return hs_fail(&c, status, "reading the handshake");
+		peer_from_hello(peer, &ph);
+		if (strcmp(peer->link_id, me.link_id) != 0) {
+			c.why = "the answer names another link";
+			return hs_fail(&c, TW_EPROTO, "reading the handshake");
+		}
+	} else {
+		// Accepting: the peer's HELLO says which link it wants.
+		if ((status = hs_read_hello(&c, &ph, pbuf)) != TW_OK)
+			return hs_fail(&c, status, "reading the handshake");
+		peer_from_hello(peer, &ph);
+		memset(&me, 0, sizeof(me));
+		if ((status = lookup(lookup_arg, peer, &me)) != TW_OK)
+			return hs_fail(
+			    &c, status, "finding the link it names");
+		if ((status = hs_send_hello(&c, &me, nonce)) != TW_OK)
+			return hs_fail(&c, status, "sending the handshake");
+	}
+	bool mine = me.secret != NULL;
+	bool theirs = (peer->flags & TW_TCP_CAP_SECRET) != 0;
+	if (mine != theirs)
+		return hs_fail(&c, TW_EAUTH,
+		    mine ? "the peer has no secret for the link"
+		         : "the peer wants a secret this link does not have");
+	if (mine)
+		return hs_auth(&c, &me, nonce, &ph, peer);
+	return TW_OK;
+}

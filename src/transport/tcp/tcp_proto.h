@@ -1,0 +1,177 @@
+// The wire format of the tcp:// transport: the handshake, the
+// authentication record and the frame header, with their encoders and
+// decoders.  docs/PROTOCOL.md is the reference; this header repeats the
+// layouts so that the code can be read alone.
+//
+// Everything here is a pure function over caller memory, in the manner of
+// picohttpparser: nothing allocates, nothing reads outside [buf, buf + n),
+// and every length read from the wire is checked against its limit before
+// the caller could act on it.  A decoder returns the number of bytes it
+// consumed (> 0), TW_EAGAIN when the buffer holds only a prefix of a valid
+// record (read more and call again with the longer buffer), or TW_EPROTO
+// with *why set to a constant description.  A decoder fails as early as the
+// bytes allow: garbage or a wrong version is refused from its first bytes,
+// so a hostile peer cannot make the receiver wait for a record that will
+// never be valid.
+//
+// All integers travel in network byte order (big endian): the two ends may
+// be different machines.
+
+#ifndef TW_TRANSPORT_TCP_TCP_PROTO_H
+#define TW_TRANSPORT_TCP_TCP_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TW_TCP_PROTO_VERSION 1u
+
+// "TWIR": the first bytes of every tcp:// connection.
+#define TW_TCP_HELLO_MAGIC UINT32_C(0x54574952)
+// "TWAU": the first bytes of an authentication record.
+#define TW_TCP_AUTH_MAGIC UINT32_C(0x54574155)
+
+#define TW_TCP_NONCE_LEN 32
+#define TW_TCP_MAC_LEN 32 // HMAC-SHA256
+
+// The longest "host:port" a party may announce as its listening address.
+#define TW_TCP_ADDR_MAX 255
+
+// Capability flags of the handshake.  Unknown bits are ignored, so that a
+// later version can offer a capability without breaking this one.
+enum {
+	TW_TCP_CAP_SECRET = 1u << 0, // an authentication record follows
+	TW_TCP_CAP_STRIPE = 1u << 1, // an extra connection for bulk data
+	TW_TCP_CAP_SHM_LOCAL = 1u << 2, // may move data over shared memory
+};
+
+// Handshake (sent by both ends as soon as the connection is up):
+//
+//   off len
+//     0   4  magic "TWIR"
+//     4   2  version (1)
+//     6   2  capability flags
+//     8   4  rank of the sender in the link it names
+//    12   2  stripe index (0: the main connection)
+//    14   1  link id length, 1..TW_LINK_ID_MAX
+//    15   1  address length, 1..TW_TCP_ADDR_MAX
+//    16   8  instance: a random, non-zero number per process and listener
+//    24  32  nonce: fresh random bytes for this connection
+//    56   -  link id, then the sender's listening address ("host:port")
+#define TW_TCP_HELLO_FIXED 56
+#define TW_TCP_HELLO_MAX (TW_TCP_HELLO_FIXED + 255 + TW_TCP_ADDR_MAX)
+
+typedef struct tw__tcp_hello {
+	uint16_t version;
+	uint16_t flags;
+	uint32_t rank;
+	uint16_t stripe;
+	uint64_t instance;
+	unsigned char nonce[TW_TCP_NONCE_LEN];
+	const char *link_id; // points into the buffer, not NUL-terminated
+	size_t link_id_len;
+	const char *addr; // likewise
+	size_t addr_len;
+} tw__tcp_hello;
+
+// Decodes a handshake at the start of buf[0..n).  The link id must be a
+// valid link id and the address printable ASCII without spaces.
+int tw__tcp_hello_decode(
+    const void *buf, size_t n, tw__tcp_hello *h, const char **why);
+
+// Writes a handshake into dst[0..cap); returns its length, or 0 when the
+// fields are invalid or it does not fit.
+size_t tw__tcp_hello_encode(void *dst, size_t cap, const tw__tcp_hello *h);
+
+// Authentication record (sent by both ends after the handshakes when both
+// announced TW_TCP_CAP_SECRET):
+//
+//   off len
+//     0   4  magic "TWAU"
+//     4  32  HMAC-SHA256 proof (see tcp_auth.h)
+#define TW_TCP_AUTH_LEN 36
+
+// Decodes an authentication record; copies the proof into mac.
+int tw__tcp_auth_decode(const void *buf, size_t n,
+    unsigned char mac[TW_TCP_MAC_LEN], const char **why);
+size_t tw__tcp_auth_encode(
+    void *dst, size_t cap, const unsigned char mac[TW_TCP_MAC_LEN]);
+
+// Frame types after the handshake.
+enum {
+	TW_TCP_F_OPEN = 1, // key: link id; payload u32 rank, u32 size
+	TW_TCP_F_DATA = 2, // key: message key; payload: the message
+	TW_TCP_F_CLOSE_NS = 3, // key: namespace the sender closed
+	TW_TCP_F_ABORT_NS = 4, // key: namespace the sender aborted
+	TW_TCP_F_ACK = 5, // nothing: carries only the cumulative ack
+	TW_TCP_F_PING = 6, // heartbeat; the peer answers with PONG
+	TW_TCP_F_PONG = 7,
+	TW_TCP_F_BYE = 8, // the sender closes the connection cleanly
+};
+
+// Frame header, followed by the key and then the payload:
+//
+//   off len
+//     0   1  type
+//     1   1  flags (none defined: must be 0)
+//     2   2  key length
+//     4   4  link slot: the sender's number for the link (see OPEN)
+//     8   8  payload length
+//    16   8  sequence number of this frame (1, 2, 3, ... per direction)
+//    24   8  cumulative ack: the highest sequence number the sender has
+//            received from the peer (0: none yet)
+//    32   -  key
+#define TW_TCP_HDR_LEN 32
+#define TW_TCP_OPEN_LEN 8
+
+typedef struct tw__tcp_hdr {
+	uint8_t type;
+	uint32_t slot;
+	uint64_t len; // payload bytes that follow the key
+	uint64_t seq;
+	uint64_t ack;
+	const char *key; // points into the buffer, not NUL-terminated
+	size_t key_len;
+} tw__tcp_hdr;
+
+// Decodes a frame header and its key at the start of buf[0..n), checking
+// the payload length against max_payload (the link's largest message)
+// before anything is allocated for it.  Returns the bytes of header and key
+// (the payload is not consumed), TW_EAGAIN or TW_EPROTO.
+int tw__tcp_hdr_decode(const void *buf, size_t n, uint64_t max_payload,
+    tw__tcp_hdr *h, const char **why);
+
+// Writes a frame header and its key into dst[0..cap); returns
+// TW_TCP_HDR_LEN + key_len, or 0 when it does not fit or the key is longer
+// than a key may be.
+size_t tw__tcp_hdr_encode(void *dst, size_t cap, const tw__tcp_hdr *h);
+
+// The payload of an OPEN frame.
+int tw__tcp_open_decode(
+    const void *buf, size_t n, uint32_t *rank, uint32_t *size);
+void tw__tcp_open_encode(
+    unsigned char dst[TW_TCP_OPEN_LEN], uint32_t rank, uint32_t size);
+
+// Receive-side order of one connection: every frame carries the next
+// sequence number, and acks only grow and never acknowledge a frame that
+// was not sent.
+typedef struct tw__tcp_rx {
+	uint64_t next_seq; // the number the next frame must carry
+	uint64_t peer_ack; // the last ack received
+} tw__tcp_rx;
+
+void tw__tcp_rx_init(tw__tcp_rx *st);
+
+// Checks a decoded header against the connection's state; `sent` is the
+// number of frames this side has sent so far.  Advances the state and
+// returns TW_OK, or TW_EPROTO with *why.
+int tw__tcp_rx_step(
+    tw__tcp_rx *st, const tw__tcp_hdr *h, uint64_t sent, const char **why);
+
+// Splits "tcp://HOST:PORT" (HOST a name, IPv4 or [IPv6]) into host (without
+// brackets) and port.  host: at least TW_TCP_ADDR_MAX + 1 bytes.  Returns
+// TW_OK or TW_EINVAL.
+int tw__tcp_addr_parse(
+    const char *addr, char *host, size_t host_cap, uint16_t *port);
+
+#endif // TW_TRANSPORT_TCP_TCP_PROTO_H

@@ -1,0 +1,97 @@
+// Sockets of the tcp:// transport: name resolution, the process-wide
+// registry of listening sockets, connecting with retries, and the
+// connection handshake (tcp_hs.c).
+//
+// Listeners.  A process listens once per address, whatever the number of
+// links that name it: tw__tcp_listener_get binds on first use and hands
+// out references to the same socket afterwards; the socket closes with the
+// last reference.  An address with port 0 binds an ephemeral port and is
+// registered under the port it got, so that links created later with the
+// real port share it (nng's NNG_OPT_BOUND_PORT serves the same purpose).
+//
+// All functions are thread-safe.
+
+#ifndef TW_TRANSPORT_TCP_TCP_SOCK_H
+#define TW_TRANSPORT_TCP_TCP_SOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport/tcp/tcp_proto.h"
+
+typedef struct tw__tcp_listener tw__tcp_listener;
+
+// The listener of `addr` ("tcp://HOST:PORT"), bound (and listening) on
+// first use.  TW_OK; TW_EINVAL (malformed address); TW_ESYS when the
+// address does not resolve or cannot be bound, with one log line naming
+// the address and the system error; TW_ENOMEM.
+int tw__tcp_listener_get(const char *addr, tw__tcp_listener **out_l);
+
+// Drops a reference; the last one closes the socket.  NULL-safe.
+void tw__tcp_listener_put(tw__tcp_listener *l);
+
+// The listening descriptor (non-blocking, close-on-exec).
+int tw__tcp_listener_fd(const tw__tcp_listener *l);
+
+// The port the socket is bound to (the real one after port 0).
+uint16_t tw__tcp_listener_port(const tw__tcp_listener *l);
+
+// "host:port" as this listener announces itself in handshakes.
+const char *tw__tcp_listener_name(const tw__tcp_listener *l);
+
+// How many listeners this process holds (for tests).
+size_t tw__tcp_listener_count(void);
+
+// Connects to host:port, retrying with a growing pause (1 ms up to 100 ms)
+// while the peer is not there yet, until `deadline` (tw__now_ns scale) or
+// until *cancel (atomic, may be NULL) becomes non-zero.  On TW_OK *out_fd
+// is a connected, blocking, close-on-exec socket with TCP_NODELAY.
+// TW_ETIMEDOUT, TW_ECLOSED (cancelled), TW_ESYS (the name does not resolve,
+// or a socket cannot be made; logged).
+int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
+    const int *cancel, int *out_fd);
+
+// What this end announces in the handshake.
+typedef struct tw__tcp_hs_self {
+	const char *link_id;
+	uint32_t rank;
+	uint16_t stripe;
+	uint64_t instance;
+	const char *addr; // our listening address, "host:port"
+	const void *secret; // NULL: the link has none
+	size_t secret_len;
+} tw__tcp_hs_self;
+
+// What the peer announced, copied out of the wire bytes.
+typedef struct tw__tcp_hs_peer {
+	uint32_t rank;
+	uint16_t stripe;
+	uint16_t flags;
+	uint64_t instance;
+	char link_id[256];
+	char addr[TW_TCP_ADDR_MAX + 1];
+} tw__tcp_hs_peer;
+
+// The accepting end learns which link a connection is for only from the
+// peer's handshake: this callback fills *self for link `link_id` (the
+// strings must stay valid until the handshake returns), or returns an error
+// status to refuse the connection (TW_EPEER: no such link here).
+typedef int (*tw__tcp_hs_lookup_func_t)(
+    void *arg, const tw__tcp_hs_peer *peer, tw__tcp_hs_self *self);
+
+// Runs the handshake on connected socket `fd` until `deadline`.  The
+// connecting end passes `self` and lookup == NULL: it sends its HELLO
+// first, and the peer must answer for the same link.  The accepting end
+// passes lookup (and self == NULL): it reads the peer's HELLO, asks lookup
+// for its own side, and answers.  When both ends have a secret each proves
+// it holds it (tcp_auth.h).  Returns TW_OK with *peer filled; TW_EPROTO
+// (malformed bytes, another version, another link), TW_EAUTH (a proof
+// failed, or only one end has a secret), TW_ETIMEDOUT, TW_EPEER (the
+// connection broke, or lookup refused), TW_ESYS.  Every failure writes one
+// log line naming the peer.  The caller closes `fd` on failure.
+int tw__tcp_handshake(int fd, const tw__tcp_hs_self *self,
+    tw__tcp_hs_lookup_func_t lookup, void *lookup_arg, int64_t deadline,
+    tw__tcp_hs_peer *peer);
+
+#endif // TW_TRANSPORT_TCP_TCP_SOCK_H

@@ -1,0 +1,284 @@
+// Tests of the tcp:// transport that the conformance suite cannot express:
+// links that share one listening socket, a wrong secret at link level, and
+// a peer killed with SIGKILL.  Parties of one test run on threads of this
+// process, or in a forked child that reports on a pipe; ports come from
+// listeners bound to port 0 and held by the test, which the links then
+// share, so that no other process can take them in between.
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "testutil.h"
+#include "transport/tcp/tcp_sock.h"
+
+#define NPARTY 2
+
+static tw__tcp_listener *held[NPARTY];
+static char addrs[NPARTY][64];
+
+static int setup(void **state)
+{
+	for (int i = 0; i < NPARTY; i++) {
+		TW_PASS(tw__tcp_listener_get("tcp://127.0.0.1:0", &held[i]));
+		snprintf(addrs[i], sizeof(addrs[i]), "tcp://%s",
+		    tw__tcp_listener_name(held[i]));
+	}
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	for (int i = 0; i < NPARTY; i++) {
+		tw__tcp_listener_put(held[i]);
+		held[i] = NULL;
+	}
+	return 0;
+}
+
+static tw_desc *make_desc(const char *id, const char *secret)
+{
+	tw_desc *d = tw_desc_new(id);
+	assert_non_null(d);
+	TW_PASS(tw_desc_add_party(d, "p0", addrs[0]));
+	TW_PASS(tw_desc_add_party(d, "p1", addrs[1]));
+	TW_PASS(
+	    tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, tw_test_scale_ms(5000)));
+	TW_PASS(
+	    tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, tw_test_scale_ms(5000)));
+	if (secret != NULL)
+		TW_PASS(tw_desc_set_secret(d, secret, strlen(secret)));
+	return d;
+}
+
+typedef struct party {
+	tw_desc *d;
+	size_t rank;
+	int status;
+	tw_link *l;
+	pthread_t th;
+} party;
+
+static void *create_main(void *arg)
+{
+	party *p = arg;
+	p->status = tw_link_create(p->d, p->rank, &p->l);
+	return NULL;
+}
+
+// Creates a link of two parties on two threads.
+static void create_pair(tw_desc *d0, tw_desc *d1, party *p)
+{
+	p[0] = (party) { .d = d0, .rank = 0 };
+	p[1] = (party) { .d = d1, .rank = 1 };
+	for (int i = 0; i < NPARTY; i++)
+		assert_int_equal(
+		    pthread_create(&p[i].th, NULL, create_main, &p[i]), 0);
+	for (int i = 0; i < NPARTY; i++)
+		pthread_join(p[i].th, NULL);
+}
+
+static void exchange(tw_link *a, tw_link *b, const char *tag)
+{
+	tw_buf buf = { 0 };
+	TW_PASS(tw_send(a, 1, tag, "ping", 4));
+	TW_PASS(tw_recv(b, 0, tag, &buf));
+	assert_int_equal(buf.len, 4);
+	assert_memory_equal(buf.data, "ping", 4);
+	tw_buf_free(&buf);
+	TW_PASS(tw_send(b, 0, tag, "pong!", 5));
+	TW_PASS(tw_recv(a, 1, tag, &buf));
+	assert_int_equal(buf.len, 5);
+	tw_buf_free(&buf);
+}
+
+// Two links created separately with the same addresses share the
+// listeners: the process holds exactly one listening socket per address.
+static void test_shared_listener(void **state)
+{
+	size_t before = tw__tcp_listener_count();
+	assert_true(before >= NPARTY);
+	tw_desc *da = make_desc("shared.a", NULL);
+	tw_desc *db = make_desc("shared.b", NULL);
+	party a[NPARTY], b[NPARTY];
+	create_pair(da, da, a);
+	TW_PASS(a[0].status);
+	TW_PASS(a[1].status);
+	create_pair(db, db, b);
+	TW_PASS(b[0].status);
+	TW_PASS(b[1].status);
+	assert_int_equal(tw__tcp_listener_count(), before);
+	exchange(a[0].l, a[1].l, "t");
+	exchange(b[0].l, b[1].l, "t");
+	// The same link id twice at one address is refused.
+	tw_link *dup = NULL;
+	TW_FAIL(tw_link_create(da, 0, &dup), TW_ESYS);
+	for (int i = 0; i < NPARTY; i++) {
+		tw_link_close(a[i].l);
+		tw_link_close(b[i].l);
+	}
+	assert_int_equal(tw__tcp_listener_count(), before);
+	tw_desc_free(da);
+	tw_desc_free(db);
+}
+
+static void test_secret(void **state)
+{
+	tw_desc *good = make_desc("sec.ok", "k1");
+	party p[NPARTY];
+	create_pair(good, good, p);
+	TW_PASS(p[0].status);
+	TW_PASS(p[1].status);
+	exchange(p[0].l, p[1].l, "s");
+	tw_link_close(p[0].l);
+	tw_link_close(p[1].l);
+	tw_desc_free(good);
+
+	// Different secrets: both sides fail with TW_EAUTH, well before the
+	// connect timeout.
+	tw_desc *d0 = make_desc("sec.bad", "k1");
+	tw_desc *d1 = make_desc("sec.bad", "k2");
+	int64_t t0 = tw__now_ns();
+	create_pair(d0, d1, p);
+	TW_FAIL(p[0].status, TW_EAUTH);
+	TW_FAIL(p[1].status, TW_EAUTH);
+	assert_true(tw__now_ns() - t0 < tw_test_scale_ms(4000) * 1000000);
+	tw_desc_free(d0);
+	tw_desc_free(d1);
+}
+
+// A peer killed with SIGKILL: what it sent can still be received, then
+// receives and sends return TW_EPEER at once, not at the timeout.
+static void test_sigkill(void **state)
+{
+	tw_desc *d = make_desc("kill", NULL);
+	int ready[2];
+	assert_int_equal(pipe(ready), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(ready[0]);
+		tw_link *l;
+		if (tw_link_create(d, 1, &l) != TW_OK)
+			_exit(1);
+		if (tw_send(l, 0, "last", "bye", 3) != TW_OK)
+			_exit(2);
+		if (tw_link_wait_pending(l) != TW_OK)
+			_exit(3);
+		char c = 'r';
+		if (write(ready[1], &c, 1) != 1)
+			_exit(4);
+		for (;;)
+			pause(); // killed by the parent
+	}
+	close(ready[1]);
+	tw_link *l;
+	TW_PASS(tw_link_create(d, 0, &l));
+	char c;
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	tw_buf b = { 0 };
+	TW_PASS(tw_recv(l, 1, "last", &b));
+	assert_int_equal(b.len, 3);
+	tw_buf_free(&b);
+	int64_t t0 = tw__now_ns();
+	TW_FAIL(tw_recv(l, 1, "more", &b), TW_EPEER);
+	assert_true(tw__now_ns() - t0 < tw_test_scale_ms(4000) * 1000000);
+	TW_FAIL(tw_send(l, 1, "x", "x", 1), TW_EPEER);
+	tw_link_close(l);
+	tw_desc_free(d);
+}
+
+// Strangers knock on a live link's listener: garbage, a wrong version,
+// 64 KiB of zeros, a handshake for a link that does not exist, and a
+// party's handshake with a wrong rank.  Each is closed (one log line
+// each), and the link keeps working.
+static void test_strangers(void **state)
+{
+	tw_desc *d = make_desc("strangers", NULL);
+	party p[NPARTY];
+	create_pair(d, d, p);
+	TW_PASS(p[0].status);
+	TW_PASS(p[1].status);
+	static unsigned char zeros[65536];
+	unsigned char wrong_version[] = { 'T', 'W', 'I', 'R', 0, 9 };
+	struct {
+		const void *bytes;
+		size_t n;
+	} junk[] = {
+		{ "GET / HTTP/1.1\r\n\r\n", 18 },
+		{ wrong_version, sizeof(wrong_version) },
+		{ zeros, sizeof(zeros) },
+	};
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port;
+	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
+	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+		int fd;
+		TW_PASS(tw__tcp_dial(
+		    host, port, tw__now_ns() + 1000000000, NULL, &fd));
+		const unsigned char *b = junk[i].bytes;
+		size_t left = junk[i].n;
+		while (left > 0) {
+			ssize_t w = send(fd, b, left, MSG_NOSIGNAL);
+			if (w <= 0)
+				break; // closed on the first bad bytes
+			b += w;
+			left -= (size_t)w;
+		}
+		// The node closes the connection: EOF (or a reset) here.
+		char c;
+		assert_true(recv(fd, &c, 1, 0) <= 0);
+		close(fd);
+	}
+	// Handshakes that are well formed but name no link here, or claim
+	// the rank of the party that is already connected.
+	const char *links[] = { "nosuchlink", "strangers" };
+	for (size_t i = 0; i < 2; i++) {
+		int fd;
+		TW_PASS(tw__tcp_dial(
+		    host, port, tw__now_ns() + 1000000000, NULL, &fd));
+		tw__tcp_hs_self me = { .link_id = links[i],
+			.rank = 0,
+			.instance = 5,
+			.addr = "127.0.0.1:1" };
+		tw__tcp_hs_peer peer;
+		int64_t dl = tw__now_ns() + tw_test_scale_ms(12000) * 1000000;
+		int rv = tw__tcp_handshake(fd, &me, NULL, NULL, dl, &peer);
+		if (i == 0)
+			TW_FAIL(rv, TW_EPEER);
+		else if (rv == TW_OK) {
+			// Accepted by the handshake, refused by the channel,
+			// which has its connection: closed at once.
+			char c;
+			assert_true(recv(fd, &c, 1, 0) <= 0);
+		}
+		close(fd);
+	}
+	exchange(p[0].l, p[1].l, "after");
+	tw_link_close(p[0].l);
+	tw_link_close(p[1].l);
+	tw_desc_free(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(
+		    test_shared_listener, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_secret, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sigkill, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_strangers, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
