@@ -34,10 +34,7 @@ expect_usage_error demo --parties 64 --size 1G
 expect_err 'lower --parties or --size'
 
 # Transports the library does not carry yet are refused clearly.
-for t in tcp; do
-	expect_usage_error demo --transport "$t"
-	expect_err "transport $t is not built in yet"
-done
+expect_usage_error demo --transport udp
 
 expect_usage_error info extra
 expect_usage_error --help-config extra
