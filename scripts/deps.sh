@@ -31,7 +31,8 @@ fi
 
 missing=()
 for p in "${pkgs[@]}"; do
-	if ! dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii'; then
+	status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+	if [ "${status#ii}" = "$status" ]; then
 		missing+=("$p")
 	fi
 done

@@ -84,8 +84,13 @@ quiet "$cc" -std=c11 -Wall -Wextra -Werror $cflags \
 run_consumer "$tmp/consumer_pc"
 # It must run against the installed library, not some other one.
 if command -v ldd >/dev/null 2>&1; then
-	ldd "$tmp/consumer_pc" | grep -q "$libdir/libtagwire.so" ||
-		fail "consumer_pc does not load $libdir/libtagwire.so"
+	# Read ldd's whole output first: with pipefail, `ldd | grep -q` fails
+	# whenever grep exits early and ldd dies of SIGPIPE.
+	deps=$(ldd "$tmp/consumer_pc")
+	case "$deps" in
+	*"$libdir/libtagwire.so"*) ;;
+	*) fail "consumer_pc does not load $libdir/libtagwire.so" ;;
+	esac
 fi
 
 step "(b) find_package(tagwire)"
@@ -98,9 +103,11 @@ quiet "$cmake" --build "$tmp/consumer-build"
 run_consumer "$tmp/consumer-build/consumer_shared"
 run_consumer "$tmp/consumer-build/consumer_static"
 # The static one must not need the shared library at run time.
-if command -v ldd >/dev/null 2>&1 &&
-	ldd "$tmp/consumer-build/consumer_static" | grep -q libtagwire; then
-	fail "consumer_static loads libtagwire.so"
+if command -v ldd >/dev/null 2>&1; then
+	deps=$(ldd "$tmp/consumer-build/consumer_static" || true)
+	case "$deps" in
+	*libtagwire*) fail "consumer_static loads libtagwire.so" ;;
+	esac
 fi
 
 echo "ok: install, pkg-config and find_package consumers work"
