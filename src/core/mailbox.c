@@ -29,6 +29,7 @@ static _Thread_local int mb_oom;
 
 #include "core/mailbox.h"
 #include "core/names.h"
+#include "core/nsset.h"
 #include "core/sync.h"
 
 typedef struct mb_msg {
@@ -48,16 +49,11 @@ typedef struct mb_queue {
 	pthread_cond_t cv;
 } mb_queue;
 
-typedef struct ns_list {
-	char **v;
-	size_t n;
-} ns_list;
-
 typedef struct mb_from {
 	UT_hash_handle hh;
 	uint32_t from;
 	bool closed;
-	ns_list closed_ns;
+	tw__nsset closed_ns;
 	uint64_t bytes; // queued now
 	uint64_t peak; // most ever queued
 	unsigned pushers; // waiting for space
@@ -68,67 +64,9 @@ struct tw_mailbox {
 	pthread_mutex_t mtx;
 	mb_queue *queues; // protected by mtx
 	mb_from *froms; // protected by mtx
-	ns_list aborted_ns; // protected by mtx
+	tw__nsset aborted_ns;
 	bool aborted; // protected by mtx
 };
-
-static bool ns_list_has(const ns_list *l, const char *key)
-{
-	for (size_t i = 0; i < l->n; i++)
-		if (tw__key_in_ns(key, l->v[i]))
-			return true;
-	return false;
-}
-
-static int ns_list_add(ns_list *l, const char *ns)
-{
-	for (size_t i = 0; i < l->n; i++)
-		if (strcmp(l->v[i], ns) == 0)
-			return TW_OK;
-	char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
-	if (v == NULL)
-		return TW_ENOMEM;
-	l->v = v;
-	if ((v[l->n] = strdup(ns)) == NULL)
-		return TW_ENOMEM;
-	l->n++;
-	return TW_OK;
-}
-
-// Removes `ns` and its children from the list.
-static void ns_list_remove(ns_list *l, const char *ns)
-{
-	size_t j = 0;
-	for (size_t i = 0; i < l->n; i++) {
-		if (strcmp(l->v[i], ns) == 0 || tw__key_in_ns(l->v[i], ns))
-			free(l->v[i]);
-		else
-			l->v[j++] = l->v[i];
-	}
-	l->n = j;
-}
-
-// Removes the entries whose namespace holds `key`.
-static void ns_list_forget_key(ns_list *l, const char *key)
-{
-	size_t j = 0;
-	for (size_t i = 0; i < l->n; i++) {
-		if (tw__key_in_ns(key, l->v[i]))
-			free(l->v[i]);
-		else
-			l->v[j++] = l->v[i];
-	}
-	l->n = j;
-}
-
-static void ns_list_free(ns_list *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-	l->v = NULL;
-	l->n = 0;
-}
 
 tw_mailbox *tw_mailbox_new(void)
 {
@@ -136,6 +74,7 @@ tw_mailbox *tw_mailbox_new(void)
 	if (m == NULL)
 		return NULL;
 	pthread_mutex_init(&m->mtx, NULL);
+	tw__nsset_init(&m->aborted_ns);
 	return m;
 }
 
@@ -149,10 +88,12 @@ static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
 		return NULL;
 	f->from = from;
 	tw__cond_init(&f->space);
+	tw__nsset_init(&f->closed_ns);
 	mb_oom = 0;
 	HASH_ADD(hh, m->froms, from, sizeof(f->from), f);
 	if (mb_oom) {
 		pthread_cond_destroy(&f->space);
+		tw__nsset_fini(&f->closed_ns);
 		free(f);
 		return NULL;
 	}
@@ -225,14 +166,14 @@ static void queue_drop_if_idle(tw_mailbox *m, mb_queue *q)
 static int pop_blocked_status(tw_mailbox *m, uint32_t from, const char *key)
 {
 	mb_from *f = from_get(m, from, false);
-	if (f != NULL && (f->closed || ns_list_has(&f->closed_ns, key)))
+	if (f != NULL && (f->closed || tw__nsset_holds(&f->closed_ns, key)))
 		return TW_EPEER;
 	return TW_OK;
 }
 
 static bool key_aborted(tw_mailbox *m, const char *key)
 {
-	return m->aborted || ns_list_has(&m->aborted_ns, key);
+	return m->aborted || tw__nsset_holds(&m->aborted_ns, key);
 }
 
 // Waits for a message of (from, key) and returns with mtx held and *qp the
@@ -395,8 +336,7 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	}
 	// A sender never sends on a namespace it closed: a message there comes
 	// from a new child link of the same name, which reopens it.
-	if (f->closed_ns.n > 0)
-		ns_list_forget_key(&f->closed_ns, key);
+	tw__nsset_forget_key(&f->closed_ns, key);
 	if (q->tail != NULL)
 		q->tail->next = msg;
 	else
@@ -485,7 +425,7 @@ int tw__mailbox_close_ns(tw_mailbox *m, uint32_t from, const char *ns)
 		return TW_EINVAL;
 	pthread_mutex_lock(&m->mtx);
 	mb_from *f = from_get(m, from, true);
-	int status = f == NULL ? TW_ENOMEM : ns_list_add(&f->closed_ns, ns);
+	int status = f == NULL ? TW_ENOMEM : tw__nsset_add(&f->closed_ns, ns);
 	wake_all(m);
 	pthread_mutex_unlock(&m->mtx);
 	return status;
@@ -496,7 +436,7 @@ int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns)
 	if (m == NULL || ns == NULL)
 		return TW_EINVAL;
 	pthread_mutex_lock(&m->mtx);
-	int status = ns_list_add(&m->aborted_ns, ns);
+	int status = tw__nsset_add(&m->aborted_ns, ns);
 	if (status != TW_OK)
 		m->aborted = true; // failing safe: abort more, never less
 	wake_all(m);
@@ -509,9 +449,9 @@ int tw__mailbox_reopen_ns(tw_mailbox *m, const char *ns)
 	if (m == NULL || ns == NULL)
 		return TW_EINVAL;
 	pthread_mutex_lock(&m->mtx);
-	ns_list_remove(&m->aborted_ns, ns);
+	tw__nsset_forget_ns(&m->aborted_ns, ns);
 	for (mb_from *f = m->froms; f != NULL; f = f->hh.next)
-		ns_list_remove(&f->closed_ns, ns);
+		tw__nsset_forget_ns(&f->closed_ns, ns);
 	pthread_mutex_unlock(&m->mtx);
 	return TW_OK;
 }
@@ -560,11 +500,11 @@ void tw_mailbox_free(tw_mailbox *m)
 	HASH_ITER(hh, m->froms, f, ft)
 	{
 		HASH_DEL(m->froms, f);
-		ns_list_free(&f->closed_ns);
+		tw__nsset_fini(&f->closed_ns);
 		pthread_cond_destroy(&f->space);
 		free(f);
 	}
-	ns_list_free(&m->aborted_ns);
+	tw__nsset_fini(&m->aborted_ns);
 	pthread_mutex_destroy(&m->mtx);
 	free(m);
 }

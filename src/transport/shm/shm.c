@@ -113,60 +113,6 @@ static int64_t slice_us(int64_t deadline, int64_t slice)
 	return left < slice ? left : slice;
 }
 
-// Records that the peer aborted namespace `ns`.
-static void ns_add_aborted(shm_chan *mc, const char *ns)
-{
-	pthread_mutex_lock(&mc->ns_mtx);
-	for (size_t i = 0; i < mc->n_peer_aborted; i++)
-		if (strcmp(mc->peer_aborted[i], ns) == 0)
-			goto out;
-	char **v
-	    = realloc(mc->peer_aborted, (mc->n_peer_aborted + 1) * sizeof(*v));
-	if (v != NULL) {
-		mc->peer_aborted = v;
-		if ((v[mc->n_peer_aborted] = strdup(ns)) != NULL)
-			__atomic_store_n(&mc->n_peer_aborted,
-			    mc->n_peer_aborted + 1, __ATOMIC_RELEASE);
-	}
-out:
-	pthread_mutex_unlock(&mc->ns_mtx);
-}
-
-// Forgets aborts of namespaces that hold `key` (when `is_key`: a message of
-// a new link of that name arrived) or that are `ns` or its children (this
-// side creates a link of that name again).
-static void ns_forget(shm_chan *mc, const char *name, bool is_key)
-{
-	if (__atomic_load_n(&mc->n_peer_aborted, __ATOMIC_ACQUIRE) == 0)
-		return;
-	pthread_mutex_lock(&mc->ns_mtx);
-	size_t j = 0;
-	for (size_t i = 0; i < mc->n_peer_aborted; i++) {
-		char *e = mc->peer_aborted[i];
-		bool drop = is_key
-		    ? tw__key_in_ns(name, e)
-		    : strcmp(e, name) == 0 || tw__key_in_ns(e, name);
-		if (drop)
-			free(e);
-		else
-			mc->peer_aborted[j++] = e;
-	}
-	__atomic_store_n(&mc->n_peer_aborted, j, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&mc->ns_mtx);
-}
-
-static bool ns_peer_aborted(shm_chan *mc, const char *key)
-{
-	if (__atomic_load_n(&mc->n_peer_aborted, __ATOMIC_ACQUIRE) == 0)
-		return false;
-	bool found = false;
-	pthread_mutex_lock(&mc->ns_mtx);
-	for (size_t i = 0; i < mc->n_peer_aborted && !found; i++)
-		found = tw__key_in_ns(key, mc->peer_aborted[i]);
-	pthread_mutex_unlock(&mc->ns_mtx);
-	return found;
-}
-
 // --- the receiver thread ---------------------------------------------------
 
 typedef struct rx_lane {
@@ -403,7 +349,7 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		rl->key[f.key_len] = '\0';
 		if (!rx_key_lane_ok(lane, rl->key))
 			return rx_proto(mc, "key in the wrong lane");
-		ns_forget(mc, rl->key, true);
+		tw__nsset_forget_key(&mc->peer_aborted, rl->key);
 		if (act == TW_SHM_RX_LARGE) {
 			if (lane != TW_SHM_LANE_DATA || !mc->cma_rx)
 				return rx_proto(
@@ -452,7 +398,7 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		// Sends fail before receives do, so that a receive that saw
 		// TW_EPEER is never followed by a send that succeeds.
 		if (act == TW_SHM_RX_ABORT_NS)
-			ns_add_aborted(mc, ns);
+			tw__nsset_add(&mc->peer_aborted, ns);
 		tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, ns);
 		return TW_OK;
 	}
@@ -715,7 +661,7 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 	size_t klen = strlen(key);
 	if (klen == 0 || klen >= TW_KEY_MAX || (buf == NULL && len > 0))
 		return TW_EINVAL;
-	if (ns_peer_aborted(mc, key))
+	if (tw__nsset_holds(&mc->peer_aborted, key))
 		return TW_EPEER;
 	uint32_t lane
 	    = tw__key_is_ctl(key) ? TW_SHM_LANE_CTL : TW_SHM_LANE_DATA;
@@ -873,7 +819,7 @@ static void shm_open_ns(tw_channel *c, const char *ns)
 {
 	shm_chan *mc = c->impl;
 	tw__mailbox_reopen_ns(mc->ep->mb, ns);
-	ns_forget(mc, ns, false);
+	tw__nsset_forget_ns(&mc->peer_aborted, ns);
 }
 
 static uint64_t shm_peak(tw_channel *c)
@@ -962,10 +908,7 @@ static void ep_unref(shm_ep *ep)
 
 static void chan_free(shm_chan *mc)
 {
-	for (size_t i = 0; i < mc->n_peer_aborted; i++)
-		free(mc->peer_aborted[i]);
-	free(mc->peer_aborted);
-	pthread_mutex_destroy(&mc->ns_mtx);
+	tw__nsset_fini(&mc->peer_aborted);
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_destroy(&mc->tx[i].mtx);
 		free(mc->tx[i].scratch);
@@ -1026,7 +969,7 @@ static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
 	shm_chan *mc = calloc(1, sizeof(*mc));
 	if (mc == NULL)
 		return NULL;
-	pthread_mutex_init(&mc->ns_mtx, NULL);
+	tw__nsset_init(&mc->peer_aborted);
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_init(&mc->tx[i].mtx, NULL);
 		mc->tx[i].scratch = malloc(TW_SHM_MAX_MSG);

@@ -14,6 +14,7 @@
 
 #include "core/log.h"
 #include "core/mailbox.h"
+#include "core/nsset.h"
 #include "transport/shm/shm_frame.h"
 #include "transport/shm/shm_seg.h"
 
@@ -63,9 +64,7 @@ typedef struct shm_chan {
 
 	// Namespaces the peer aborted: sends there fail with TW_EPEER, as
 	// they would if they reached the peer's mailbox.
-	pthread_mutex_t ns_mtx;
-	char **peer_aborted; // protected by ns_mtx
-	size_t n_peer_aborted; // protected by ns_mtx, read atomically
+	tw__nsset peer_aborted; // namespaces the peer aborted
 
 	pthread_t rx_thread;
 	bool rx_started;

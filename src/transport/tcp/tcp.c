@@ -75,58 +75,6 @@ static int tcp_addr_check(const char *addr)
 	return port != 0 ? TW_OK : TW_EINVAL;
 }
 
-// --- namespaces the peer aborted ---------------------------------------------
-
-static void ns_add_aborted(tcp_chan *mc, const char *ns)
-{
-	pthread_mutex_lock(&mc->ns_mtx);
-	for (size_t i = 0; i < mc->n_peer_aborted; i++)
-		if (strcmp(mc->peer_aborted[i], ns) == 0)
-			goto out;
-	char **v
-	    = realloc(mc->peer_aborted, (mc->n_peer_aborted + 1) * sizeof(*v));
-	if (v != NULL) {
-		mc->peer_aborted = v;
-		if ((v[mc->n_peer_aborted] = strdup(ns)) != NULL)
-			__atomic_store_n(&mc->n_peer_aborted,
-			    mc->n_peer_aborted + 1, __ATOMIC_RELEASE);
-	}
-out:
-	pthread_mutex_unlock(&mc->ns_mtx);
-}
-
-static void ns_forget(tcp_chan *mc, const char *name, bool is_key)
-{
-	if (__atomic_load_n(&mc->n_peer_aborted, __ATOMIC_ACQUIRE) == 0)
-		return;
-	pthread_mutex_lock(&mc->ns_mtx);
-	size_t j = 0;
-	for (size_t i = 0; i < mc->n_peer_aborted; i++) {
-		char *e = mc->peer_aborted[i];
-		bool drop = is_key
-		    ? tw__key_in_ns(name, e)
-		    : strcmp(e, name) == 0 || tw__key_in_ns(e, name);
-		if (drop)
-			free(e);
-		else
-			mc->peer_aborted[j++] = e;
-	}
-	__atomic_store_n(&mc->n_peer_aborted, j, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&mc->ns_mtx);
-}
-
-static bool ns_peer_aborted(tcp_chan *mc, const char *key)
-{
-	if (__atomic_load_n(&mc->n_peer_aborted, __ATOMIC_ACQUIRE) == 0)
-		return false;
-	bool found = false;
-	pthread_mutex_lock(&mc->ns_mtx);
-	for (size_t i = 0; i < mc->n_peer_aborted && !found; i++)
-		found = tw__key_in_ns(key, mc->peer_aborted[i]);
-	pthread_mutex_unlock(&mc->ns_mtx);
-	return found;
-}
-
 // --- sending -------------------------------------------------------------------
 
 static void wake_waiters(tcp_chan *mc)
@@ -283,7 +231,7 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 	size_t klen = strlen(key);
 	if (klen == 0 || klen >= TW_KEY_MAX || (buf == NULL && len > 0))
 		return TW_EINVAL;
-	if (ns_peer_aborted(mc, key))
+	if (tw__nsset_holds(&mc->peer_aborted, key))
 		return TW_EPEER;
 	int status
 	    = tx_frame(mc, TW_TCP_F_DATA, key, buf, len, deadline, cancel);
@@ -417,14 +365,14 @@ static int rx_frame(tcp_chan *mc, tw__tcp_rx *st, unsigned char *hbuf)
 	}
 	switch (h.type) {
 	case TW_TCP_F_DATA:
-		ns_forget(mc, key, true);
+		tw__nsset_forget_key(&mc->peer_aborted, key);
 		status = rx_push(mc, key, data, (size_t)h.len);
 		break;
 	case TW_TCP_F_CLOSE_NS:
 		tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, key);
 		break;
 	case TW_TCP_F_ABORT_NS:
-		ns_add_aborted(mc, key);
+		tw__nsset_add(&mc->peer_aborted, key);
 		tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, key);
 		break;
 	case TW_TCP_F_PING:
@@ -618,7 +566,7 @@ static void tcp_open_ns(tw_channel *c, const char *ns)
 {
 	tcp_chan *mc = c->impl;
 	tw__mailbox_reopen_ns(mc->ep->mb, ns);
-	ns_forget(mc, ns, false);
+	tw__nsset_forget_ns(&mc->peer_aborted, ns);
 }
 
 static uint64_t tcp_peak(tw_channel *c)
@@ -739,10 +687,7 @@ void tw__tcp_ep_unref(tcp_ep *ep)
 
 static void chan_free(tcp_chan *mc)
 {
-	for (size_t i = 0; i < mc->n_peer_aborted; i++)
-		free(mc->peer_aborted[i]);
-	free(mc->peer_aborted);
-	pthread_mutex_destroy(&mc->ns_mtx);
+	tw__nsset_fini(&mc->peer_aborted);
 	pthread_mutex_destroy(&mc->tx_mtx);
 	pthread_cond_destroy(&mc->cv);
 	pthread_mutex_destroy(&mc->mtx);
@@ -817,7 +762,7 @@ static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
 	pthread_mutex_init(&mc->mtx, NULL);
 	tw__cond_init(&mc->cv);
 	pthread_mutex_init(&mc->tx_mtx, NULL);
-	pthread_mutex_init(&mc->ns_mtx, NULL);
+	tw__nsset_init(&mc->peer_aborted);
 	mc->fd = -1;
 	mc->peer_id = strdup(cfg->parties[peer].id);
 	mc->peer_addr = strdup(cfg->parties[peer].addr);

@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/mailbox.h"
+#include "core/nsset.h"
 #include "transport/tcp/tcp_proto.h"
 #include "transport/tcp/tcp_sock.h"
 #include "transport/transport.h"
@@ -71,9 +72,7 @@ struct tcp_chan {
 	int auth_failed; // atomic: a connection for it failed the secret
 
 	// Namespaces the peer aborted (sends there fail with TW_EPEER).
-	pthread_mutex_t ns_mtx;
-	char **peer_aborted; // protected by ns_mtx
-	size_t n_peer_aborted; // protected by ns_mtx, read atomically
+	tw__nsset peer_aborted; // namespaces the peer aborted
 };
 
 #define LOGC(mc, level, ...)                                                  \

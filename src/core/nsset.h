@@ -1,0 +1,37 @@
+// A set of link namespaces, for the "this namespace was closed or aborted"
+// bookkeeping that the mailbox and every transport keep.  A namespace holds
+// its own keys and those of its child links (see tw__key_in_ns).
+//
+// Thread-safe.  The sets are short (one entry per closed or aborted child
+// link), so a list is the right structure, and the common case, an empty
+// set, is answered without taking the lock.
+
+#ifndef TW_CORE_NSSET_H
+#define TW_CORE_NSSET_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct tw__nsset {
+	pthread_mutex_t mtx;
+	char **v; // protected by mtx
+	size_t n; // written under mtx, read atomically
+} tw__nsset;
+
+void tw__nsset_init(tw__nsset *s);
+void tw__nsset_fini(tw__nsset *s);
+
+// Adds `ns` (once).  TW_OK or TW_ENOMEM.
+int tw__nsset_add(tw__nsset *s, const char *ns);
+
+// Does a namespace of the set hold `key`?
+bool tw__nsset_holds(tw__nsset *s, const char *key);
+
+// Drops the namespaces that hold `key`.
+void tw__nsset_forget_key(tw__nsset *s, const char *key);
+
+// Drops `ns` and its children.
+void tw__nsset_forget_ns(tw__nsset *s, const char *ns);
+
+#endif // TW_CORE_NSSET_H
