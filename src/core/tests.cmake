@@ -16,3 +16,5 @@ tw_test(NAME mailbox_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/mailbox_test.c
 # Out-of-memory paths: the test wraps the allocator at link time and fails
 # allocations on demand (tests/failalloc.h).
 tw_failalloc(mailbox_test)
+tw_test(NAME nsset_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/nsset_test.c
+  TIMEOUT 30 LABELS unit)
