@@ -26,6 +26,7 @@
 #include "core/mailbox.h"
 #include "core/names.h"
 #include "core/sync.h"
+#include "transport/rxbox.h"
 #include "transport/transport.h"
 
 typedef struct mem_ep {
@@ -40,6 +41,7 @@ typedef struct mem_ep {
 } mem_ep;
 
 typedef struct mem_chan {
+	tw__rxbox rx; // first: the shared receive ops find it at impl
 	tw_channel ch;
 	mem_ep *self;
 	mem_ep *peer; // set once by test_send, atomic
@@ -139,34 +141,6 @@ static int mem_send(
 	return mem_xsend(c, key, buf, len, 0, TW_FOREVER, NULL);
 }
 
-static int mem_xrecv(
-    tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
-{
-	mem_chan *mc = c->impl;
-	return tw__mailbox_pop_until(
-	    mc->self->mb, mc->peer_rank, key, deadline, out);
-}
-
-static int mem_recv(
-    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out)
-{
-	return mem_xrecv(c, key, tw__deadline_ms(timeout_ms), out);
-}
-
-static int mem_recv_into(tw_channel *c, const char *key, int64_t deadline,
-    void *buf, size_t cap, size_t *len)
-{
-	mem_chan *mc = c->impl;
-	return tw__mailbox_pop_into(
-	    mc->self->mb, mc->peer_rank, key, deadline, buf, cap, len);
-}
-
-static int mem_probe(tw_channel *c, const char *key, size_t *len)
-{
-	mem_chan *mc = c->impl;
-	return tw_mailbox_probe(mc->self->mb, mc->peer_rank, key, len);
-}
-
 static int mem_test_send(tw_channel *c, int64_t timeout_ms)
 {
 	mem_chan *mc = c->impl;
@@ -244,12 +218,6 @@ static void mem_open_ns(tw_channel *c, const char *ns)
 	tw__mailbox_reopen_ns(mc->self->mb, ns);
 }
 
-static uint64_t mem_peak(tw_channel *c)
-{
-	mem_chan *mc = c->impl;
-	return tw__mailbox_peak(mc->self->mb, mc->peer_rank);
-}
-
 static void mem_destroy(tw_channel *c)
 {
 	mem_chan *mc = c->impl;
@@ -286,7 +254,7 @@ static void mem_destroy(tw_channel *c)
 static const tw_channel_ops mem_ops = {
 	.send = mem_send,
 	.send_async = NULL,
-	.recv = mem_recv,
+	.recv = tw__rxbox_recv,
 	.test_send = mem_test_send,
 	.test_recv = mem_test_recv,
 	.wait_pending = NULL, // a send is delivered when it returns
@@ -297,13 +265,13 @@ static const tw_channel_ops mem_ops = {
 static const tw__chan_xops mem_xops = {
 	.size = sizeof(tw__chan_xops),
 	.send = mem_xsend,
-	.recv = mem_xrecv,
-	.recv_into = mem_recv_into,
-	.probe = mem_probe,
+	.recv = tw__rxbox_recv_until,
+	.recv_into = tw__rxbox_recv_into,
+	.probe = tw__rxbox_probe,
 	.abort_ns = mem_abort_ns,
 	.close_ns = mem_close_ns,
 	.open_ns = mem_open_ns,
-	.unreceived_peak = mem_peak,
+	.unreceived_peak = tw__rxbox_peak,
 };
 
 static mem_chan *chan_new(const tw__link_cfg *cfg, mem_ep *self, size_t peer)
@@ -321,6 +289,7 @@ static mem_chan *chan_new(const tw__link_cfg *cfg, mem_ep *self, size_t peer)
 	}
 	mc->ch.ops = &mem_ops;
 	mc->ch.impl = mc;
+	mc->rx = (tw__rxbox) { self->mb, (uint32_t)peer };
 	mc->self = self;
 	mc->self_rank = (uint32_t)cfg->self;
 	mc->peer_rank = (uint32_t)peer;

@@ -730,34 +730,6 @@ out:
 
 // --- receiving and the other channel ops -------------------------------------
 
-static int shm_xrecv(
-    tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
-{
-	shm_chan *mc = c->impl;
-	return tw__mailbox_pop_until(
-	    mc->ep->mb, mc->peer_rank, key, deadline, out);
-}
-
-static int shm_recv(
-    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out)
-{
-	return shm_xrecv(c, key, tw__deadline_ms(timeout_ms), out);
-}
-
-static int shm_recv_into(tw_channel *c, const char *key, int64_t deadline,
-    void *buf, size_t cap, size_t *len)
-{
-	shm_chan *mc = c->impl;
-	return tw__mailbox_pop_into(
-	    mc->ep->mb, mc->peer_rank, key, deadline, buf, cap, len);
-}
-
-static int shm_probe(tw_channel *c, const char *key, size_t *len)
-{
-	shm_chan *mc = c->impl;
-	return tw_mailbox_probe(mc->ep->mb, mc->peer_rank, key, len);
-}
-
 static int shm_wait_pending(tw_channel *c)
 {
 	shm_chan *mc = c->impl;
@@ -820,12 +792,6 @@ static void shm_open_ns(tw_channel *c, const char *ns)
 	shm_chan *mc = c->impl;
 	tw__mailbox_reopen_ns(mc->ep->mb, ns);
 	tw__nsset_forget_ns(&mc->peer_aborted, ns);
-}
-
-static uint64_t shm_peak(tw_channel *c)
-{
-	shm_chan *mc = c->impl;
-	return tw__mailbox_peak(mc->ep->mb, mc->peer_rank);
 }
 
 // --- the handshake ---------------------------------------------------------
@@ -944,7 +910,7 @@ static void shm_destroy(tw_channel *c)
 static const tw_channel_ops shm_ops = {
 	.send = shm_send,
 	.send_async = NULL,
-	.recv = shm_recv,
+	.recv = tw__rxbox_recv,
 	.test_send = shm_test_send,
 	.test_recv = shm_test_recv,
 	.wait_pending = shm_wait_pending,
@@ -955,13 +921,13 @@ static const tw_channel_ops shm_ops = {
 static const tw__chan_xops shm_xops = {
 	.size = sizeof(tw__chan_xops),
 	.send = shm_xsend,
-	.recv = shm_xrecv,
-	.recv_into = shm_recv_into,
-	.probe = shm_probe,
+	.recv = tw__rxbox_recv_until,
+	.recv_into = tw__rxbox_recv_into,
+	.probe = tw__rxbox_probe,
 	.abort_ns = shm_abort_ns,
 	.close_ns = shm_close_ns,
 	.open_ns = shm_open_ns,
-	.unreceived_peak = shm_peak,
+	.unreceived_peak = tw__rxbox_peak,
 };
 
 static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
@@ -983,6 +949,7 @@ static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
 	}
 	mc->ch.ops = &shm_ops;
 	mc->ch.impl = mc;
+	mc->rx = (tw__rxbox) { ep->mb, (uint32_t)peer };
 	mc->ep = ep;
 	mc->self_rank = (uint32_t)cfg->self;
 	mc->peer_rank = (uint32_t)peer;

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "core/nsset.h"
+#include "transport/rxbox.h"
 #include "transport/shm/shm_frame.h"
 #include "transport/shm/shm_seg.h"
 
@@ -40,6 +41,7 @@ typedef struct shm_tx {
 } shm_tx;
 
 typedef struct shm_chan {
+	tw__rxbox rx; // first: the shared receive ops find it at impl
 	tw_channel ch;
 	shm_ep *ep;
 	char seg_name[TW_SHM_SEG_NAME_LEN];

@@ -469,34 +469,6 @@ int tw__tcp_chan_attach(tcp_chan *mc, int fd)
 
 // --- receiving and the other channel ops ------------------------------------------
 
-static int tcp_xrecv(
-    tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
-{
-	tcp_chan *mc = c->impl;
-	return tw__mailbox_pop_until(
-	    mc->ep->mb, mc->peer_rank, key, deadline, out);
-}
-
-static int tcp_recv(
-    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out)
-{
-	return tcp_xrecv(c, key, tw__deadline_ms(timeout_ms), out);
-}
-
-static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
-    void *buf, size_t cap, size_t *len)
-{
-	tcp_chan *mc = c->impl;
-	return tw__mailbox_pop_into(
-	    mc->ep->mb, mc->peer_rank, key, deadline, buf, cap, len);
-}
-
-static int tcp_probe(tw_channel *c, const char *key, size_t *len)
-{
-	tcp_chan *mc = c->impl;
-	return tw_mailbox_probe(mc->ep->mb, mc->peer_rank, key, len);
-}
-
 static int tcp_wait_pending(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
@@ -567,12 +539,6 @@ static void tcp_open_ns(tw_channel *c, const char *ns)
 	tcp_chan *mc = c->impl;
 	tw__mailbox_reopen_ns(mc->ep->mb, ns);
 	tw__nsset_forget_ns(&mc->peer_aborted, ns);
-}
-
-static uint64_t tcp_peak(tw_channel *c)
-{
-	tcp_chan *mc = c->impl;
-	return tw__mailbox_peak(mc->ep->mb, mc->peer_rank);
 }
 
 // --- the handshake ------------------------------------------------------------------
@@ -734,7 +700,7 @@ static void tcp_destroy(tw_channel *c)
 static const tw_channel_ops tcp_ops = {
 	.send = tcp_send,
 	.send_async = NULL,
-	.recv = tcp_recv,
+	.recv = tw__rxbox_recv,
 	.test_send = tcp_test_send,
 	.test_recv = tcp_test_recv,
 	.wait_pending = tcp_wait_pending,
@@ -745,13 +711,13 @@ static const tw_channel_ops tcp_ops = {
 static const tw__chan_xops tcp_xops = {
 	.size = sizeof(tw__chan_xops),
 	.send = tcp_xsend,
-	.recv = tcp_xrecv,
-	.recv_into = tcp_recv_into,
-	.probe = tcp_probe,
+	.recv = tw__rxbox_recv_until,
+	.recv_into = tw__rxbox_recv_into,
+	.probe = tw__rxbox_probe,
 	.abort_ns = tcp_abort_ns,
 	.close_ns = tcp_close_ns,
 	.open_ns = tcp_open_ns,
-	.unreceived_peak = tcp_peak,
+	.unreceived_peak = tw__rxbox_peak,
 };
 
 static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
@@ -772,6 +738,7 @@ static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
 	}
 	mc->ch.ops = &tcp_ops;
 	mc->ch.impl = mc;
+	mc->rx = (tw__rxbox) { ep->mb, (uint32_t)peer };
 	mc->ep = ep;
 	mc->peer_rank = (uint32_t)peer;
 	mc->connect_deadline

@@ -15,6 +15,7 @@
 #include "core/nsset.h"
 #include "transport/tcp/tcp_proto.h"
 #include "transport/tcp/tcp_sock.h"
+#include "transport/rxbox.h"
 #include "transport/transport.h"
 
 typedef struct tcp_node tcp_node;
@@ -42,6 +43,7 @@ typedef struct tcp_ep {
 } tcp_ep;
 
 struct tcp_chan {
+	tw__rxbox rx; // first: the shared receive ops find it at impl
 	tw_channel ch;
 	tcp_ep *ep;
 	char *peer_id;

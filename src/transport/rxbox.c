@@ -1,0 +1,36 @@
+#include "core/clock.h"
+#include "core/mailbox.h"
+#include "transport/rxbox.h"
+
+int tw__rxbox_recv_until(
+    tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
+{
+	tw__rxbox *rx = c->impl;
+	return tw__mailbox_pop_until(rx->mb, rx->from, key, deadline, out);
+}
+
+int tw__rxbox_recv(
+    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out)
+{
+	return tw__rxbox_recv_until(c, key, tw__deadline_ms(timeout_ms), out);
+}
+
+int tw__rxbox_recv_into(tw_channel *c, const char *key, int64_t deadline,
+    void *buf, size_t cap, size_t *len)
+{
+	tw__rxbox *rx = c->impl;
+	return tw__mailbox_pop_into(
+	    rx->mb, rx->from, key, deadline, buf, cap, len);
+}
+
+int tw__rxbox_probe(tw_channel *c, const char *key, size_t *len)
+{
+	tw__rxbox *rx = c->impl;
+	return tw_mailbox_probe(rx->mb, rx->from, key, len);
+}
+
+uint64_t tw__rxbox_peak(tw_channel *c)
+{
+	tw__rxbox *rx = c->impl;
+	return tw__mailbox_peak(rx->mb, rx->from);
+}
