@@ -36,6 +36,7 @@ typedef struct mb_msg {
 	struct mb_msg *next;
 	void *data;
 	size_t len;
+	bool data_bytes; // counted: not a control message
 } mb_msg;
 
 typedef struct mb_queue {
@@ -54,8 +55,9 @@ typedef struct mb_from {
 	uint32_t from;
 	bool closed;
 	tw__nsset closed_ns;
-	uint64_t bytes; // queued now
+	uint64_t bytes; // data bytes queued now
 	uint64_t peak; // most ever queued
+	uint64_t taken; // data bytes that left: popped, dropped or refused
 	unsigned pushers; // waiting for space
 	pthread_cond_t space;
 } mb_from;
@@ -66,7 +68,22 @@ struct tw_mailbox {
 	mb_from *froms; // protected by mtx
 	tw__nsset aborted_ns;
 	bool aborted; // protected by mtx
+	tw__mailbox_taken_fn taken_fn; // set before sharing
+	void *taken_arg;
 };
+
+void tw__mailbox_on_taken(tw_mailbox *m, tw__mailbox_taken_fn fn, void *arg)
+{
+	m->taken_fn = fn;
+	m->taken_arg = arg;
+}
+
+// Reports a change of from's taken count; mtx released.
+static void taken_report(tw_mailbox *m, uint32_t from, uint64_t taken)
+{
+	if (m->taken_fn != NULL)
+		m->taken_fn(m->taken_arg, from, taken);
+}
 
 tw_mailbox *tw_mailbox_new(void)
 {
@@ -217,8 +234,9 @@ static mb_msg *queue_take(tw_mailbox *m, mb_queue *q)
 	if (q->head == NULL)
 		q->tail = NULL;
 	mb_from *f = from_get(m, q->from, false);
-	if (f != NULL) {
+	if (f != NULL && msg->data_bytes) {
 		f->bytes -= msg->len;
+		f->taken += msg->len;
 		if (f->pushers > 0)
 			pthread_cond_broadcast(&f->space);
 	}
@@ -230,6 +248,17 @@ static mb_msg *queue_take(tw_mailbox *m, mb_queue *q)
 	return msg;
 }
 
+// from's taken count after a data message left.  mtx held.
+static bool taken_after(
+    tw_mailbox *m, uint32_t from, const mb_msg *msg, uint64_t *taken)
+{
+	mb_from *f = from_get(m, from, false);
+	if (!msg->data_bytes || f == NULL || m->taken_fn == NULL)
+		return false;
+	*taken = f->taken;
+	return true;
+}
+
 int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
     int64_t deadline, tw_buf *out)
 {
@@ -237,14 +266,19 @@ int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
 		return TW_EINVAL;
 	pthread_mutex_lock(&m->mtx);
 	mb_queue *q;
+	uint64_t taken = 0;
+	bool report = false;
 	int status = pop_wait(m, from, key, deadline, &q);
 	if (status == TW_OK) {
 		mb_msg *msg = queue_take(m, q);
 		out->data = msg->data;
 		out->len = msg->len;
+		report = taken_after(m, from, msg, &taken);
 		free(msg);
 	}
 	pthread_mutex_unlock(&m->mtx);
+	if (report)
+		taken_report(m, from, taken);
 	return status;
 }
 
@@ -262,6 +296,8 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 		return TW_EINVAL;
 	pthread_mutex_lock(&m->mtx);
 	mb_queue *q;
+	uint64_t taken = 0;
+	bool report = false;
 	int status = pop_wait(m, from, key, deadline, &q);
 	if (status == TW_OK) {
 		if (q->head->len > cap) {
@@ -276,11 +312,14 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 			if (msg->len > 0)
 				memcpy(buf, msg->data, msg->len);
 			*len = msg->len;
+			report = taken_after(m, from, msg, &taken);
 			free(msg->data);
 			free(msg);
 		}
 	}
 	pthread_mutex_unlock(&m->mtx);
+	if (report)
+		taken_report(m, from, taken);
 	return status;
 }
 
@@ -296,7 +335,10 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	msg->next = NULL;
 	msg->data = data;
 	msg->len = len;
+	msg->data_bytes = !tw__key_is_ctl(key);
 	int status = TW_OK;
+	uint64_t taken = 0;
+	bool report = false;
 	pthread_mutex_lock(&m->mtx);
 	mb_from *f = from_get(m, from, true);
 	if (f == NULL) {
@@ -305,6 +347,12 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	}
 	for (;;) {
 		if (key_aborted(m, key)) {
+			// Refused data has left as far as its sender's credit
+			// is concerned: nobody will ever take it.
+			if (msg->data_bytes) {
+				f->taken += len;
+				report = taken_after(m, from, msg, &taken);
+			}
 			status = TW_ECLOSED;
 			goto out;
 		}
@@ -319,7 +367,8 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 		}
 		// One message is always admitted into an empty box, so that a
 		// message larger than the limit can still be sent.
-		if (f->bytes == 0 || f->bytes + len <= limit)
+		if (!msg->data_bytes || f->bytes == 0
+		    || f->bytes + len <= limit)
 			break;
 		f->pushers++;
 		int rv = tw__cond_wait_until(&f->space, &m->mtx, deadline);
@@ -342,7 +391,8 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	else
 		q->head = msg;
 	q->tail = msg;
-	f->bytes += len;
+	if (msg->data_bytes)
+		f->bytes += len;
 	if (f->bytes > f->peak)
 		f->peak = f->bytes;
 	if (q->waiters > 0)
@@ -351,6 +401,8 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 out:
 	pthread_mutex_unlock(&m->mtx);
 	free(msg);
+	if (report)
+		taken_report(m, from, taken);
 	return status;
 }
 
@@ -431,6 +483,56 @@ int tw__mailbox_close_ns(tw_mailbox *m, uint32_t from, const char *ns)
 	return status;
 }
 
+// Frees the messages queued under aborted namespaces, which nobody can pop
+// any more, and counts their data as taken.  mtx held.  Returns whether
+// any data left.
+static bool drop_aborted(tw_mailbox *m)
+{
+	bool dropped = false;
+	mb_queue *q, *qt;
+	HASH_ITER(hh, m->queues, q, qt)
+	{
+		if (q->head == NULL || !key_aborted(m, q->key))
+			continue;
+		mb_from *f = from_get(m, q->from, false);
+		for (mb_msg *p = q->head, *n; p != NULL; p = n) {
+			n = p->next;
+			if (p->data_bytes && f != NULL) {
+				f->bytes -= p->len;
+				f->taken += p->len;
+				dropped = true;
+			}
+			free(p->data);
+			free(p);
+		}
+		q->head = q->tail = NULL;
+		queue_drop_if_idle(m, q);
+	}
+	return dropped;
+}
+
+// Reports every sender's taken count (after drop_aborted).  The counts are
+// read under the lock and reported outside it.
+static void report_all(tw_mailbox *m)
+{
+	if (m->taken_fn == NULL)
+		return;
+	pthread_mutex_lock(&m->mtx);
+	unsigned n = HASH_COUNT(m->froms), i = 0;
+	struct {
+		uint32_t from;
+		uint64_t taken;
+	} *v = n > 0 ? malloc(n * sizeof(*v)) : NULL;
+	for (mb_from *f = m->froms; v != NULL && f != NULL; f = f->hh.next) {
+		v[i].from = f->from;
+		v[i++].taken = f->taken;
+	}
+	pthread_mutex_unlock(&m->mtx);
+	for (unsigned k = 0; k < i; k++)
+		taken_report(m, v[k].from, v[k].taken);
+	free(v);
+}
+
 int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns)
 {
 	if (m == NULL || ns == NULL)
@@ -439,8 +541,11 @@ int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns)
 	int status = tw__nsset_add(&m->aborted_ns, ns);
 	if (status != TW_OK)
 		m->aborted = true; // failing safe: abort more, never less
+	bool dropped = drop_aborted(m);
 	wake_all(m);
 	pthread_mutex_unlock(&m->mtx);
+	if (dropped)
+		report_all(m);
 	return TW_OK;
 }
 

@@ -51,4 +51,15 @@ void tw__mailbox_kick(tw_mailbox *m);
 // The most bytes `from` ever had queued at once (for flow-control tests).
 uint64_t tw__mailbox_peak(tw_mailbox *m, uint32_t from);
 
+// Data bytes are the payloads of messages whose key is not a control key
+// (names.h): only they count against a push's `limit`, in the peak, and in
+// the taken count below, which is what a credit-based sender needs: the
+// data bytes of `from` that have left the mailbox so far, taken by a pop,
+// dropped because their namespace was aborted here, or refused by a push
+// for that reason.  `fn` is called after every change of that count,
+// outside the mailbox's lock, from the thread that caused it; it must not
+// free the mailbox.  Set it before the mailbox is shared.
+typedef void (*tw__mailbox_taken_fn)(void *arg, uint32_t from, uint64_t taken);
+void tw__mailbox_on_taken(tw_mailbox *m, tw__mailbox_taken_fn fn, void *arg);
+
 #endif // TW_CORE_MAILBOX_H

@@ -1210,9 +1210,66 @@ static void test_peak(void **state)
 	tw_mailbox_free(m);
 }
 
+typedef struct taken_log {
+	int calls;
+	uint32_t from;
+	uint64_t taken;
+} taken_log;
+
+static void on_taken(void *arg, uint32_t from, uint64_t taken)
+{
+	taken_log *t = arg;
+	t->calls++;
+	t->from = from;
+	t->taken = taken;
+}
+
+// What a credit-based sender needs: the data bytes of each sender that
+// left the box (popped, or dropped by an abort of their namespace, or
+// refused for that reason), reported after each change; control messages
+// count nowhere, not even against the limit.
+static void test_taken(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	taken_log t = { 0 };
+	tw__mailbox_on_taken(m, on_taken, &t);
+	char ten[10] = { 0 };
+	TW_PASS(tw_mailbox_push(m, 1, "a:x", ten, 10));
+	TW_PASS(tw_mailbox_push(m, 1, "a!ack", ten, 4)); // control
+	TW_PASS(tw_mailbox_push(m, 1, "a/c:y", ten, 7));
+	assert_int_equal(t.calls, 0);
+	assert_int_equal(tw__mailbox_peak(m, 1), 17);
+	// A full box still admits control messages.
+	void *ctl = malloc(4);
+	assert_non_null(ctl);
+	TW_PASS(tw__mailbox_push_owned(m, 1, "a!ack", ctl, 4, 17, 0, NULL));
+	tw_buf b = { NULL, 0 };
+	TW_PASS(tw_mailbox_pop(m, 1, "a!ack", 0, &b));
+	tw_buf_free(&b);
+	assert_int_equal(t.calls, 0);
+	TW_PASS(tw_mailbox_pop(m, 1, "a:x", 0, &b));
+	tw_buf_free(&b);
+	assert_true(t.calls == 1 && t.from == 1 && t.taken == 10);
+	// Aborting the child drops its queued message, and refuses later ones.
+	TW_PASS(tw__mailbox_abort_ns(m, "a/c"));
+	assert_true(t.calls >= 2 && t.from == 1 && t.taken == 17);
+	int calls = t.calls;
+	TW_FAIL(tw_mailbox_push(m, 1, "a/c:y", ten, 3), TW_ECLOSED);
+	assert_true(t.calls == calls + 1 && t.taken == 20);
+	// A reopened child starts empty: nothing of the old one comes back.
+	TW_PASS(tw__mailbox_reopen_ns(m, "a/c"));
+	TW_FAIL(tw_mailbox_probe(m, 1, "a/c:y", &b.len), TW_EAGAIN);
+	size_t len;
+	TW_PASS(tw__mailbox_pop_into(m, 1, "a!ack", 0, ten, 10, &len));
+	assert_int_equal(t.taken, 20);
+	tw_mailbox_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_taken),
 		cmocka_unit_test(test_out_of_memory_new),
 		cmocka_unit_test(test_out_of_memory_push),
 		cmocka_unit_test(test_fifo),
