@@ -29,6 +29,13 @@ struct tw__pfd {
 	tw__pfd_func_t cb;
 	void *arg;
 	bool closing; // protected by p->mtx
+	// Armed by its owner since its last event (p->mtx).  epoll reports
+	// errors and hang-ups even for a registration that asked for no
+	// events, so an event that arrives unarmed (a socket whose peer hung
+	// up before the owner armed it) is held back: EPOLLONESHOT has
+	// disabled the registration, and the owner's arm brings the event
+	// back.
+	bool armed;
 	bool self_fini; // finished from its own callback; by p->mtx
 	bool reaped; // protected by p->mtx
 	tw__pfd *reap_next; // protected by p->mtx
@@ -125,7 +132,8 @@ static void *poller_main(void *arg)
 				continue;
 			}
 			pthread_mutex_lock(&p->mtx);
-			bool skip = d->closing;
+			bool skip = d->closing || !d->armed;
+			d->armed = false;
 			pthread_mutex_unlock(&p->mtx);
 			if (skip)
 				continue;
@@ -252,7 +260,8 @@ int tw__pfd_arm(tw__pfd *d, unsigned events)
 	int status = TW_OK;
 	if (d->closing) {
 		status = TW_ECLOSED;
-	} else if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, d->fd, &ev) != 0) {
+	} else if (d->armed = true,
+	    epoll_ctl(p->epfd, EPOLL_CTL_MOD, d->fd, &ev) != 0) {
 		TW_ERROR("poll", "cannot arm descriptor %d: %m", d->fd);
 		status = TW_ESYS;
 	}

@@ -125,6 +125,51 @@ static void test_readiness(void **state)
 	probe_destroy(&pr);
 }
 
+static void flag_run(void *arg)
+{
+	probe *pr = arg;
+	pthread_mutex_lock(&pr->mtx);
+	pr->arm_after_fini = 1; // reused as "the task ran"
+	pthread_cond_broadcast(&pr->cv);
+	pthread_mutex_unlock(&pr->mtx);
+}
+
+// A socket whose peer hung up before it was registered: epoll reports the
+// hang-up even to a registration that asked for nothing, and the owner
+// must still not hear of it before it arms (it may not even know its
+// registration yet).
+static void test_hangup_before_arm(void **state)
+{
+	tw__poller *p;
+	int sv[2];
+	TW_PASS(tw__poller_new(&p));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	close(sv[1]);
+	probe pr;
+	probe_init(&pr, p, sv[0]);
+	TW_PASS(tw__pfd_init(p, sv[0], on_ready, &pr, &pr.pfd));
+	// A task posted now runs after the thread's pass over the events
+	// that were ready when it woke, the hang-up among them.
+	tw__poll_task t = { .fn = flag_run, .arg = &pr };
+	tw__poller_post(p, &t);
+	int64_t deadline = tw__now_ns() + tw_test_scale_ms(10000) * 1000000;
+	pthread_mutex_lock(&pr.mtx);
+	while (pr.arm_after_fini == 0
+	    && tw__cond_wait_until(&pr.cv, &pr.mtx, deadline) != ETIMEDOUT)
+		;
+	assert_int_equal(pr.arm_after_fini, 1);
+	assert_int_equal(pr.calls, 0);
+	pthread_mutex_unlock(&pr.mtx);
+	// Armed, it is reported.
+	TW_PASS(tw__pfd_arm(pr.pfd, TW__POLL_IN));
+	assert_int_equal(wait_calls(&pr, 1), 1);
+	assert_true(pr.events & (TW__POLL_IN | TW__POLL_ERR));
+	tw__pfd_fini(pr.pfd);
+	close(sv[0]);
+	tw__poller_free(p);
+	probe_destroy(&pr);
+}
+
 static void test_fini_in_callback(void **state)
 {
 	tw__poller *p;
@@ -291,6 +336,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_readiness),
+		cmocka_unit_test(test_hangup_before_arm),
 		cmocka_unit_test(test_fini_in_callback),
 		cmocka_unit_test(test_tasks),
 		cmocka_unit_test(test_fini_under_fire),
