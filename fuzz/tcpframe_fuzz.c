@@ -81,13 +81,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (h.type == TW_TCP_F_OPEN
 		    && size - pos - TW_TCP_HDR_LEN - h.key_len
 		        >= TW_TCP_OPEN_LEN) {
-			uint32_t rank, parties;
+			tw__tcp_open o;
 			const uint8_t *p
 			    = data + pos + TW_TCP_HDR_LEN + h.key_len;
-			if (tw__tcp_open_decode(
-			        p, TW_TCP_OPEN_LEN, &rank, &parties)
+			if (tw__tcp_open_decode(p, TW_TCP_OPEN_LEN, &o)
 			    == TW_OK)
-				require(rank < parties && parties >= 2);
+				require(o.rank < o.size && o.size >= 2
+				    && o.window > 0);
+		}
+		if (h.type == TW_TCP_F_CREDIT
+		    && size - pos - TW_TCP_HDR_LEN >= TW_TCP_CREDIT_LEN) {
+			uint64_t taken;
+			require(
+			    tw__tcp_credit_decode(data + pos + TW_TCP_HDR_LEN,
+			        TW_TCP_CREDIT_LEN, &taken)
+			    == TW_OK);
 		}
 		free(buf);
 		size_t used = TW_TCP_HDR_LEN + h.key_len;

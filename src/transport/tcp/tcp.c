@@ -3,53 +3,47 @@
 // Design notes.
 //
 // Listening.  A process listens once per address, whatever the number of
-// links naming it (tcp_node.c); the handshake names the link and the rank,
-// so the node hands each accepted connection to the right link's channel.
+// links naming it (tcp_node.c).
 //
-// Connecting.  Of each pair of parties the lower rank connects and the
-// higher rank waits to be connected, so that two parties that start at the
-// same moment never make two connections: there is no tie to break.  The
-// lower rank retries until the connect timeout while the peer is not
-// listening yet (tcp_sock.c).  This version keeps one connection per link
-// and pair of parties; child links (spawn, sub) travel over their family's
-// connections, as over every transport.
+// Connections.  Two processes share one connection, whatever the number
+// of links between them (tcp_conn.c).  Of each pair the party whose
+// address sorts first connects (tw__tcp_dials), so that all links between
+// the same processes agree on the direction and two processes never
+// connect to each other at the same time.  A connection carries the links
+// that are bound to it: the connecting side sends an OPEN naming the link
+// and its rank, with a proof of the link's secret bound to the
+// connection's fresh nonces; the other side checks it and answers with
+// its own OPEN.  Each side numbers its links on the connection (slots),
+// and every frame carries its sender's slot.  The connection's first
+// handshake already names one link and checks its secret, so that a
+// stranger gets no further than the handshake.
 //
-// Threads.  This version runs one receiver thread per connection with
-// blocking reads, which gives flow control for free (the thread simply
-// stops reading) and mirrors shm://.  The epoll poller
-// (platform/posix/poller.h) is the intended home of this I/O once
-// connections are shared among links; it is not used here yet.
+// Flow control is per link and direction, by credit: a receiver grants
+// TW_OPT_RECV_BUFFER bytes (in its OPEN) and reports the data bytes its
+// application has taken (CREDIT, when half the window is free again or
+// when the sender asks with CREDIT_REQ); a sender sends while its bytes
+// in flight fit the window, and one message of any size when nothing is
+// in flight.  Control messages (names.h) are not counted: they are small,
+// and the throttle's acks must pass a full window.  Since a sender keeps
+// to its credit, the reader of a shared connection never has to stop
+// reading for one slow receiver, which would stall every other link on
+// the connection.  A peer that overruns its credit is broken: its
+// connection closes.
 //
-// Receiving.  One thread per connection reads frames — the header and key
-// into a small buffer, the payload straight into the buffer that the
-// application will receive — and pushes them into the link's mailbox with
-// the mailbox's flow control: while this peer's unreceived bytes exceed
-// TW_OPT_RECV_BUFFER the thread stops reading, TCP's window fills, and the
-// peer's sends wait.  Control messages are pushed without a limit.  EOF,
-// a reset or a malformed frame closes the peer in the mailbox (receives
-// return TW_EPEER once what was delivered is drained) and fails sends.
+// Sending.  tw_send hands the frame to the connection, which writes it
+// from the caller's memory (small frames may be copied into its queue
+// when the connection is busy), so tw_send returns when the buffer may be
+// reused.
 //
-// Sending.  One writer at a time per connection.  A frame goes out with one
-// writev of header, key and payload, from the caller's memory: tw_send
-// returns when the bytes are in the kernel's socket buffer (TCP then
-// delivers them unless the connection breaks, which the peer reports as
-// TW_EPEER).  A send that runs into its deadline or is cancelled half way
-// leaves the stream cut in the middle of a frame: the connection is then
-// closed, since nothing after it could be framed.
-//
-// Waiting for delivery.  Every frame carries the sequence number of the
-// last frame its sender has fully handled (pushed into the mailbox).
-// tw_link_wait_pending sends a PING after its messages; the peer handles
-// frames in order, so its PONG acknowledges everything before.
+// Waiting for delivery.  Frames carry sequence numbers and cumulative
+// acks per connection; a channel remembers the number of its last DATA
+// frame and waits until the peer acknowledges it (tcp_conn.c).  A peer's
+// UNBIND carries its final ack, so that messages it handled before its
+// link went count as delivered, and later ones do not.
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,14 +51,10 @@
 #include "core/names.h"
 #include "core/sync.h"
 #include "transport/tcp/tcp.h"
+#include "transport/tcp/tcp_auth.h"
 
-// How often a blocked sender looks at its cancel flag and deadline.
-#define TCP_SEND_SLICE_MS 10
-// How long the receiver waits in one push held by flow control before it
-// looks at its stop flag again.
-#define TCP_PUSH_SLICE_NS 10000000
-// How long close and abort may wait to tell the peer.
-#define TCP_CTL_TIMEOUT_NS 1000000000
+// How often a waiting sender looks at its cancel flag and deadline.
+#define TCP_SLICE_NS 10000000
 
 static int tcp_addr_check(const char *addr)
 {
@@ -75,166 +65,345 @@ static int tcp_addr_check(const char *addr)
 	return port != 0 ? TW_OK : TW_EINVAL;
 }
 
-// --- sending -------------------------------------------------------------------
-
-static void wake_waiters(tcp_chan *mc)
+static void wake(tcp_chan *mc)
 {
 	pthread_mutex_lock(&mc->mtx);
 	pthread_cond_broadcast(&mc->cv);
 	pthread_mutex_unlock(&mc->mtx);
 }
 
-// The peer is gone or broken: receives end once what was delivered is
-// drained, sends fail.  Sends look at peer_gone first, so a peer seen
-// closed by a receive can never be sent to afterwards.
-static void peer_failed(tcp_chan *mc)
+// The peer's link is gone (`ack`: its last acknowledgement): receives end
+// once what was delivered is drained, sends fail.
+static void peer_failed(tcp_chan *mc, uint64_t ack)
 {
+	if (__atomic_load_n(&mc->peer_gone, __ATOMIC_ACQUIRE) == 0)
+		__atomic_store_n(&mc->gone_ack, ack, __ATOMIC_RELEASE);
 	__atomic_store_n(&mc->peer_gone, 1, __ATOMIC_SEQ_CST);
 	tw_mailbox_close_from(mc->ep->mb, mc->peer_rank);
-	wake_waiters(mc);
+	wake(mc);
 }
 
-static int tx_check(tcp_chan *mc, const int *cancel)
+void tw__tcp_chan_conn_failed(tcp_chan *mc)
+{
+	peer_failed(mc, tw__tcp_conn_peer_ack(mc->conn));
+}
+
+static tcp_conn *chan_conn(tcp_chan *mc)
+{
+	// Set once under mtx before the state leaves CH_IDLE (release).
+	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) == CH_IDLE)
+		return NULL;
+	return mc->conn;
+}
+
+// --- OPEN --------------------------------------------------------------------------
+
+// Our proof of the link's secret on connection c, zeros without one.
+static int open_proof(tcp_chan *mc, tcp_conn *c, unsigned char *mac)
+{
+	tcp_ep *ep = mc->ep;
+	memset(mac, 0, TW_TCP_MAC_LEN);
+	if (ep->secret == NULL)
+		return TW_OK;
+	return tw__tcp_auth_proof(ep->secret, ep->secret_len,
+	    tw__tcp_conn_peer_nonce(c), tw__tcp_conn_my_nonce(c),
+	    tw__tcp_node_instance(ep->node), ep->self_rank, ep->link_id,
+	    strlen(ep->link_id), mac);
+}
+
+static int open_check(tcp_chan *mc, tcp_conn *c, const tw__tcp_open *o)
+{
+	tcp_ep *ep = mc->ep;
+	static const unsigned char zeros[TW_TCP_MAC_LEN];
+	int status;
+	if (ep->secret == NULL)
+		status = memcmp(o->proof, zeros, sizeof(zeros)) == 0
+		    ? TW_OK
+		    : TW_EAUTH;
+	else
+		status = tw__tcp_auth_check(ep->secret, ep->secret_len,
+		    tw__tcp_conn_my_nonce(c), tw__tcp_conn_peer_nonce(c),
+		    tw__tcp_conn_peer_instance(c), o->rank, ep->link_id,
+		    strlen(ep->link_id), o->proof);
+	if (status == TW_EAUTH) {
+		LOGC(mc, TW_LOG_WARN,
+		    "%s (%s) failed authentication for the link (%s)",
+		    mc->peer_id, tw__tcp_conn_who(c), tw_err_name(TW_EAUTH));
+		__atomic_store_n(&mc->auth_failed, 1, __ATOMIC_RELEASE);
+	}
+	return status;
+}
+
+// Sends our OPEN for mc on its connection.  mc->mtx held.
+static int send_open(tcp_chan *mc)
+{
+	tcp_ep *ep = mc->ep;
+	tw__tcp_open o = { .rank = ep->self_rank,
+		.size = ep->size,
+		.window = ep->recv_buffer };
+	int status = open_proof(mc, mc->conn, o.proof);
+	if (status != TW_OK)
+		return status;
+	unsigned char buf[TW_TCP_OPEN_LEN];
+	tw__tcp_open_encode(buf, &o);
+	return tw__tcp_conn_send(mc->conn, TW_TCP_F_OPEN, mc->my_slot,
+	    ep->link_id, buf, sizeof(buf), TX_NOWAIT, 0, NULL, NULL);
+}
+
+int tw__tcp_chan_on_open(
+    tcp_conn *c, tcp_chan *mc, const tw__tcp_hdr *h, const tw__tcp_open *o)
+{
+	int status = TW_OK;
+	pthread_mutex_lock(&mc->mtx);
+	int state = __atomic_load_n(&mc->state, __ATOMIC_ACQUIRE);
+	if (state == CH_OPENING && mc->conn == c) {
+		// The answer to our OPEN.
+		status = open_check(mc, c, o);
+		if (status == TW_OK)
+			status = tw__tcp_conn_map_peer(c, mc, h->slot);
+	} else if (state == CH_IDLE && !mc->dialer
+	    && !tw__tcp_flag(&mc->aborted)) {
+		// The peer opens the link: bind, and answer.
+		status = open_check(mc, c, o);
+		if (status == TW_OK)
+			status = tw__tcp_conn_bind(c, mc);
+		if (status == TW_OK) {
+			tw__tcp_conn_ref(c);
+			mc->conn = c;
+			status = tw__tcp_conn_map_peer(c, mc, h->slot);
+			if (status == TW_OK)
+				status = send_open(mc);
+			// Bound even on failure: the channel's destroy
+			// unbinds and drops the reference.
+			__atomic_store_n(
+			    &mc->state, CH_OPENING, __ATOMIC_RELEASE);
+		}
+	} else {
+		LOGC(mc, TW_LOG_WARN, "%s opens the link a second time",
+		    tw__tcp_conn_who(c));
+		status = TW_EPROTO;
+	}
+	if (status == TW_OK) {
+		mc->peer_slot = h->slot;
+		mc->peer_window = o->window;
+		__atomic_store_n(&mc->state, CH_READY, __ATOMIC_RELEASE);
+	}
+	pthread_cond_broadcast(&mc->cv);
+	pthread_mutex_unlock(&mc->mtx);
+	return status;
+}
+
+// --- credit --------------------------------------------------------------------------
+
+// Sends a CREDIT when it is due.  Called with mc->mtx held; returns the
+// count to send (0: nothing due), which the caller sends after unlocking.
+static uint64_t credit_due(tcp_chan *mc)
+{
+	uint64_t window = mc->ep->recv_buffer;
+	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY
+	    || tw__tcp_flag(&mc->unbound) || mc->taken == mc->credit_sent)
+		return 0;
+	if (mc->taken - mc->credit_sent < window / 2 && !mc->peer_starved)
+		return 0;
+	mc->credit_sent = mc->taken;
+	mc->peer_starved = false;
+	return mc->taken;
+}
+
+static void send_credit(tcp_chan *mc, uint64_t v)
+{
+	unsigned char buf[TW_TCP_CREDIT_LEN];
+	tw__tcp_credit_encode(buf, v);
+	(void)tw__tcp_conn_send(mc->conn, TW_TCP_F_CREDIT, mc->my_slot, NULL,
+	    buf, sizeof(buf), TX_NOWAIT, 0, NULL, NULL);
+}
+
+// The mailbox's report: the application took data of peer `from`.
+static void on_taken(void *arg, uint32_t from, uint64_t taken)
+{
+	tcp_ep *ep = arg;
+	pthread_mutex_lock(&ep->mtx);
+	tcp_chan *mc = from < ep->size ? ep->chans[from] : NULL;
+	if (mc != NULL)
+		tw__tcp_chan_ref(mc);
+	pthread_mutex_unlock(&ep->mtx);
+	if (mc == NULL)
+		return;
+	pthread_mutex_lock(&mc->mtx);
+	if (taken > mc->taken)
+		mc->taken = taken;
+	uint64_t v = credit_due(mc);
+	pthread_mutex_unlock(&mc->mtx);
+	if (v > 0)
+		send_credit(mc, v);
+	tw__tcp_chan_unref(mc);
+}
+
+// --- frames from the peer ---------------------------------------------------------------
+
+static int on_data(tcp_chan *mc, const char *key, void *data, size_t len)
+{
+	tcp_ep *ep = mc->ep;
+	bool ctl = tw__key_is_ctl(key);
+	tw__nsset_forget_key(&mc->peer_aborted, key);
+	// Never waits: within its credit the peer's data always fits.
+	int status = tw__mailbox_push_owned(ep->mb, mc->peer_rank, key, data,
+	    len, ctl ? UINT64_MAX : ep->recv_buffer, 0, NULL);
+	if (status == TW_OK)
+		return TW_OK;
+	free(data);
+	switch (status) {
+	case TW_ETIMEDOUT:
+		LOGC(mc, TW_LOG_ERROR,
+		    "%s sent beyond the window it was granted (%s)",
+		    mc->peer_id, tw_err_name(TW_EPROTO));
+		return TW_EPROTO;
+	case TW_ENOMEM:
+		LOGC(mc, TW_LOG_ERROR,
+		    "out of memory queueing a message from %s", mc->peer_id);
+		return TW_ENOMEM;
+	default:
+		return TW_OK; // aborted or closed here: dropped
+	}
+}
+
+int tw__tcp_chan_on_frame(
+    tcp_chan *mc, const tw__tcp_hdr *h, const char *key, void *payload)
+{
+	tcp_ep *ep = mc->ep;
+	switch (h->type) {
+	case TW_TCP_F_DATA:
+		return on_data(mc, key, payload, (size_t)h->len);
+	case TW_TCP_F_CLOSE_NS:
+		tw__mailbox_close_ns(ep->mb, mc->peer_rank, key);
+		return TW_OK;
+	case TW_TCP_F_ABORT_NS:
+		tw__nsset_add(&mc->peer_aborted, key);
+		tw__mailbox_close_ns(ep->mb, mc->peer_rank, key);
+		return TW_OK;
+	case TW_TCP_F_UNBIND:
+		tw__tcp_conn_unmap_peer(mc->conn, h->slot);
+		peer_failed(mc, h->ack);
+		return TW_OK;
+	case TW_TCP_F_CREDIT: {
+		uint64_t v;
+		if (tw__tcp_credit_decode(payload, TW_TCP_CREDIT_LEN, &v)
+		    != TW_OK)
+			return TW_EPROTO;
+		pthread_mutex_lock(&mc->mtx);
+		bool ok = v >= mc->tx_credit && v <= mc->tx_data;
+		if (ok) {
+			mc->tx_credit = v;
+			mc->credit_asked = false;
+			pthread_cond_broadcast(&mc->cv);
+		}
+		pthread_mutex_unlock(&mc->mtx);
+		if (!ok)
+			LOGC(mc, TW_LOG_ERROR,
+			    "%s grants credit for data never sent (%s)",
+			    mc->peer_id, tw_err_name(TW_EPROTO));
+		return ok ? TW_OK : TW_EPROTO;
+	}
+	case TW_TCP_F_CREDIT_REQ: {
+		pthread_mutex_lock(&mc->mtx);
+		mc->peer_starved = true;
+		uint64_t v = credit_due(mc);
+		pthread_mutex_unlock(&mc->mtx);
+		if (v > 0)
+			send_credit(mc, v);
+		return TW_OK;
+	}
+	default:
+		return TW_OK;
+	}
+}
+
+// --- sending -------------------------------------------------------------------------
+
+static int tx_status(tcp_chan *mc, const int *cancel)
 {
 	if (tw__tcp_flag(&mc->aborted)
 	    || (cancel != NULL && tw__tcp_flag(cancel)))
 		return TW_ECLOSED;
-	if (tw__tcp_flag(&mc->peer_gone) || tw__tcp_flag(&mc->tx_broken))
+	if (tw__tcp_flag(&mc->peer_gone) || tw__tcp_conn_failed(mc->conn))
 		return TW_EPEER;
 	return TW_OK;
 }
 
-// Writes the whole iovec, waiting in slices for room in the socket.
-static int tx_writev(tcp_chan *mc, struct iovec *iov, int n, int64_t deadline,
-    const int *cancel)
+// Reserves credit for len data bytes, waiting for the peer's CREDIT.
+static int reserve(
+    tcp_chan *mc, size_t len, int64_t deadline, const int *cancel)
 {
-	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+	int status = TW_OK;
+	pthread_mutex_lock(&mc->mtx);
 	for (;;) {
-		while (msg.msg_iovlen > 0 && msg.msg_iov[0].iov_len == 0) {
-			msg.msg_iov++;
-			msg.msg_iovlen--;
+		uint64_t out = mc->tx_data - mc->tx_credit;
+		if (out == 0 || out + len <= mc->peer_window)
+			break;
+		if ((status = tx_status(mc, cancel)) != TW_OK)
+			break;
+		int64_t now = tw__now_ns();
+		if (now >= deadline) {
+			status = TW_ETIMEDOUT;
+			break;
 		}
-		if (msg.msg_iovlen == 0)
-			return TW_OK;
-		ssize_t w = sendmsg(mc->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w >= 0) {
-			size_t left = (size_t)w;
-			while (left > 0) {
-				size_t k = msg.msg_iov[0].iov_len;
-				if (left < k) {
-					msg.msg_iov[0].iov_base
-					    = (char *)msg.msg_iov[0].iov_base
-					    + left;
-					msg.msg_iov[0].iov_len -= left;
-					left = 0;
-				} else {
-					left -= k;
-					msg.msg_iov[0].iov_len = 0;
-					msg.msg_iov++;
-					msg.msg_iovlen--;
-				}
-			}
+		if (!mc->credit_asked) {
+			mc->credit_asked = true;
+			pthread_mutex_unlock(&mc->mtx);
+			(void)tw__tcp_conn_send(mc->conn, TW_TCP_F_CREDIT_REQ,
+			    mc->my_slot, NULL, NULL, 0, TX_NOWAIT, 0, NULL,
+			    NULL);
+			pthread_mutex_lock(&mc->mtx);
 			continue;
 		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return TW_EPEER;
-		int status = tx_check(mc, cancel);
-		if (status != TW_OK)
-			return status;
-		if (tw__now_ns() >= deadline)
-			return TW_ETIMEDOUT;
-		struct pollfd pfd = { .fd = mc->fd, .events = POLLOUT };
-		(void)poll(&pfd, 1, TCP_SEND_SLICE_MS);
+		int64_t until = now + TCP_SLICE_NS;
+		(void)tw__cond_wait_until(
+		    &mc->cv, &mc->mtx, until < deadline ? until : deadline);
 	}
-}
-
-// Sends one frame.  Called with tx_mtx held.
-static int tx_frame_locked(tcp_chan *mc, uint8_t type, const char *key,
-    const void *buf, size_t len, int64_t deadline, const int *cancel)
-{
-	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
-	tw__tcp_hdr h = { .type = type,
-		.len = len,
-		.seq = mc->tx_seq + 1,
-		.ack = __atomic_load_n(&mc->rx_done, __ATOMIC_ACQUIRE),
-		.key = key,
-		.key_len = key != NULL ? strlen(key) : 0 };
-	size_t hn = tw__tcp_hdr_encode(hdr, sizeof(hdr), &h);
-	if (hn == 0)
-		return TW_EINVAL;
-	struct iovec iov[2] = { { hdr, hn }, { (void *)buf, len } };
-	// Counted before the first byte leaves: the peer may acknowledge the
-	// frame before the write returns, and an ack of a frame not counted
-	// yet would look like a lie.
-	__atomic_store_n(&mc->tx_seq, h.seq, __ATOMIC_RELEASE);
-	int status = tx_writev(mc, iov, 2, deadline, cancel);
 	if (status == TW_OK)
-		return TW_OK;
-	// Cut short: whatever was written of the frame cannot be taken back,
-	// so the stream is over.  A frame that never started would leave it
-	// intact, but telling the two apart is not worth the complexity.
-	__atomic_store_n(&mc->tx_broken, 1, __ATOMIC_SEQ_CST);
-	shutdown(mc->fd, SHUT_RDWR);
-	return status;
-}
-
-static int tx_lock(tcp_chan *mc, int64_t deadline, const int *cancel)
-{
-	// The lock is held only while a frame is written, which itself waits
-	// in slices; a waiter here waits in slices too, and looks at its
-	// cancel flag and its deadline in between.  The slice is timed on
-	// the wall clock (what pthread_mutex_timedlock takes); a clock jump
-	// only stretches or shortens one slice, and the deadline itself is
-	// checked on the monotonic clock.
-	for (;;) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += TCP_SEND_SLICE_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		if (pthread_mutex_timedlock(&mc->tx_mtx, &ts) == 0)
-			return TW_OK;
-		int status = tx_check(mc, cancel);
-		if (status != TW_OK)
-			return status;
-		if (tw__now_ns() >= deadline)
-			return TW_ETIMEDOUT;
-	}
-}
-
-static int tx_frame(tcp_chan *mc, uint8_t type, const char *key,
-    const void *buf, size_t len, int64_t deadline, const int *cancel)
-{
-	int status = tx_lock(mc, deadline, cancel);
-	if (status != TW_OK)
-		return status;
-	status = tx_check(mc, cancel);
-	if (status == TW_OK)
-		status = tx_frame_locked(
-		    mc, type, key, buf, len, deadline, cancel);
-	pthread_mutex_unlock(&mc->tx_mtx);
+		mc->tx_data += len;
+	pthread_mutex_unlock(&mc->mtx);
 	return status;
 }
 
 static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
     size_t len, int flags, int64_t deadline, const int *cancel)
 {
+	(void)flags;
 	tcp_chan *mc = c->impl;
 	if (tw__tcp_flag(&mc->aborted))
 		return TW_ECLOSED;
-	if (!tw__tcp_flag(&mc->attached))
+	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY)
 		return TW_EPEER;
 	size_t klen = strlen(key);
 	if (klen == 0 || klen >= TW_KEY_MAX || (buf == NULL && len > 0))
 		return TW_EINVAL;
-	if (tw__nsset_holds(&mc->peer_aborted, key))
+	if (tw__tcp_flag(&mc->peer_gone)
+	    || tw__nsset_holds(&mc->peer_aborted, key))
 		return TW_EPEER;
-	int status
-	    = tx_frame(mc, TW_TCP_F_DATA, key, buf, len, deadline, cancel);
+	bool data = !tw__key_is_ctl(key);
+	int status = data ? reserve(mc, len, deadline, cancel) : TW_OK;
+	if (status != TW_OK)
+		return status;
+	uint64_t seq = 0;
+	status = tw__tcp_conn_send(mc->conn, TW_TCP_F_DATA, mc->my_slot, key,
+	    buf, len, 0, deadline, cancel, &seq);
+	if (status == TW_OK) {
+		uint64_t prev
+		    = __atomic_load_n(&mc->last_seq, __ATOMIC_RELAXED);
+		while (prev < seq
+		    && !__atomic_compare_exchange_n(&mc->last_seq, &prev, seq,
+		        false, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+			;
+		return TW_OK;
+	}
+	if (data && status != TW_EPEER) {
+		// Never sent: the credit goes back.
+		pthread_mutex_lock(&mc->mtx);
+		mc->tx_data -= len;
+		pthread_cond_broadcast(&mc->cv);
+		pthread_mutex_unlock(&mc->mtx);
+	}
 	if (status == TW_EPEER
 	    && (tw__tcp_flag(&mc->aborted)
 	        || (cancel != NULL && tw__tcp_flag(cancel))))
@@ -249,249 +418,48 @@ static int tcp_send(
 }
 
 // Tells the peer that namespace `ns` was closed or aborted here, after the
-// data sent before, waiting a bounded time.
+// data sent before.  Never waits.
 static void tx_ns(tcp_chan *mc, uint8_t type, const char *ns)
 {
-	if (!tw__tcp_flag(&mc->attached) || tw__tcp_flag(&mc->peer_gone))
+	tcp_conn *conn = chan_conn(mc);
+	if (conn == NULL || tw__tcp_flag(&mc->peer_gone)
+	    || __atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY)
 		return;
-	int status = tx_frame(
-	    mc, type, ns, NULL, 0, tw__now_ns() + TCP_CTL_TIMEOUT_NS, NULL);
-	if (status != TW_OK && status != TW_EPEER)
-		LOGC(mc, TW_LOG_WARN, "cannot tell %s that %s %s: %s",
-		    mc->peer_id, ns,
-		    type == TW_TCP_F_ABORT_NS ? "aborted" : "closed",
-		    tw_strerror(status));
+	(void)tw__tcp_conn_send(
+	    conn, type, mc->my_slot, ns, NULL, 0, TX_NOWAIT, 0, NULL, NULL);
 }
 
-// --- the receiver thread ----------------------------------------------------------
-
-// Reads exactly n bytes.  TW_OK, or TW_EPEER at EOF, a reset or a stop.
-static int rx_read(tcp_chan *mc, void *buf, size_t n)
+// Tells the peer that our side of the link is gone, once.
+static void tx_unbind(tcp_chan *mc)
 {
-	unsigned char *p = buf;
-	while (n > 0) {
-		ssize_t r = recv(mc->fd, p, n, 0);
-		if (r > 0) {
-			p += r;
-			n -= (size_t)r;
-			continue;
-		}
-		if (r < 0 && errno == EINTR)
-			continue;
-		return TW_EPEER;
-	}
-	return TW_OK;
-}
-
-static int rx_proto(tcp_chan *mc, const char *why)
-{
-	LOGC(mc, TW_LOG_ERROR,
-	    "malformed frame from %s (%s): %s (%s); dropping that peer",
-	    mc->peer_id, mc->peer_addr, why, tw_err_name(TW_EPROTO));
-	return TW_EPROTO;
-}
-
-// Pushes a message into the mailbox, in slices so that a stop is seen.
-static int rx_push(tcp_chan *mc, const char *key, void *data, size_t len)
-{
-	uint64_t limit
-	    = tw__key_is_ctl(key) ? UINT64_MAX : mc->ep->recv_buffer;
-	for (;;) {
-		int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank,
-		    key, data, len, limit, tw__now_ns() + TCP_PUSH_SLICE_NS,
-		    &mc->stop);
-		if (status == TW_ETIMEDOUT && !tw__tcp_flag(&mc->stop))
-			continue;
-		if (status != TW_OK)
-			free(data);
-		if (status == TW_OK)
-			return TW_OK;
-		if (status == TW_ECLOSED && !tw__tcp_flag(&mc->stop))
-			return TW_OK; // namespace aborted here: dropped
-		if (status == TW_ENOMEM) {
-			LOGC(mc, TW_LOG_ERROR,
-			    "out of memory queueing a message from %s; "
-			    "dropping that peer",
-			    mc->peer_id);
-			return TW_ENOMEM;
-		}
-		return TW_ECLOSED; // stopping, or the peer closed here
-	}
-}
-
-static int rx_frame(tcp_chan *mc, tw__tcp_rx *st, unsigned char *hbuf)
-{
-	tw__tcp_hdr h;
-	const char *why = NULL;
-	int status = rx_read(mc, hbuf, TW_TCP_HDR_LEN);
-	if (status != TW_OK)
-		return status;
-	int rv = tw__tcp_hdr_decode(
-	    hbuf, TW_TCP_HDR_LEN, mc->ep->max_msg, &h, &why);
-	if (rv == TW_EAGAIN) {
-		// The key follows; its length was checked against its limit.
-		size_t klen = (size_t)hbuf[2] << 8 | hbuf[3];
-		status = rx_read(mc, hbuf + TW_TCP_HDR_LEN, klen);
-		if (status != TW_OK)
-			return status;
-		rv = tw__tcp_hdr_decode(
-		    hbuf, TW_TCP_HDR_LEN + klen, mc->ep->max_msg, &h, &why);
-	}
-	if (rv < 0)
-		return rx_proto(mc, why);
-	uint64_t sent = __atomic_load_n(&mc->tx_seq, __ATOMIC_ACQUIRE);
-	if (tw__tcp_rx_step(st, &h, sent, &why) != TW_OK)
-		return rx_proto(mc, why);
-	__atomic_store_n(&mc->peer_ack, h.ack, __ATOMIC_RELEASE);
-	char key[TW_KEY_MAX];
-	if (h.key_len > 0) {
-		memcpy(key, h.key, h.key_len);
-		key[h.key_len] = '\0';
-	}
-	void *data = NULL;
-	if (h.len > 0) {
-		// Straight into the buffer the application will receive.
-		if ((data = malloc((size_t)h.len)) == NULL) {
-			LOGC(mc, TW_LOG_ERROR,
-			    "out of memory for a message of %llu bytes from "
-			    "%s; dropping that peer",
-			    (unsigned long long)h.len, mc->peer_id);
-			return TW_ENOMEM;
-		}
-		if ((status = rx_read(mc, data, (size_t)h.len)) != TW_OK) {
-			free(data);
-			return status;
-		}
-	}
-	switch (h.type) {
-	case TW_TCP_F_DATA:
-		tw__nsset_forget_key(&mc->peer_aborted, key);
-		status = rx_push(mc, key, data, (size_t)h.len);
-		break;
-	case TW_TCP_F_CLOSE_NS:
-		tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, key);
-		break;
-	case TW_TCP_F_ABORT_NS:
-		tw__nsset_add(&mc->peer_aborted, key);
-		tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, key);
-		break;
-	case TW_TCP_F_PING:
-		// Everything before it is handled: answer at once.
-		__atomic_store_n(&mc->rx_done, h.seq, __ATOMIC_RELEASE);
-		status = tx_frame(mc, TW_TCP_F_PONG, NULL, NULL, 0,
-		    tw__now_ns() + TCP_CTL_TIMEOUT_NS, &mc->stop);
-		if (status == TW_ETIMEDOUT)
-			status = TW_OK; // the peer will notice otherwise
-		break;
-	case TW_TCP_F_BYE:
-		free(data);
-		return TW_EPEER;
-	default:
-		break; // OPEN, ACK, PONG: the header said it all
-	}
-	if (h.type != TW_TCP_F_DATA)
-		free(data);
-	__atomic_store_n(&mc->rx_done, h.seq, __ATOMIC_RELEASE);
-	if (h.type == TW_TCP_F_PONG)
-		wake_waiters(mc);
-	return status;
-}
-
-static void *rx_main(void *arg)
-{
-	tcp_chan *mc = arg;
-	tw__tcp_rx st;
-	tw__tcp_rx_init(&st);
-	unsigned char *hbuf = malloc(TW_TCP_HDR_LEN + TW_KEY_MAX);
-	int status = hbuf != NULL ? TW_OK : TW_ENOMEM;
-	while (status == TW_OK && !tw__tcp_flag(&mc->stop))
-		status = rx_frame(mc, &st, hbuf);
-	free(hbuf);
-	if (status != TW_OK && !tw__tcp_flag(&mc->stop)) {
-		// A broken peer gets its connection closed, so that it sees
-		// this side gone too.
-		if (status != TW_EPEER)
-			shutdown(mc->fd, SHUT_RDWR);
-		peer_failed(mc);
-	}
-	return NULL;
-}
-
-// Liveness of an idle connection: TCP keepalive probes every heartbeat
-// period (whole seconds, at least one: the kernel's unit), three missed
-// ones and the connection breaks, which the receiver reports as TW_EPEER.
-// This finds a peer whose host died or whose network went away without
-// an EOF (a half-open connection).  TCP_USER_TIMEOUT is not set: it would
-// also break a connection whose receiver merely holds back data for flow
-// control.
-static void set_keepalive(tcp_chan *mc, int fd)
-{
-	int64_t ms = mc->ep->heartbeat_ms;
-	if (ms <= 0)
+	tcp_conn *conn = chan_conn(mc);
+	if (conn == NULL
+	    || __atomic_exchange_n(&mc->unbound, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
-	int secs = (int)((ms + 999) / 1000);
-	int one = 1, cnt = 3;
-	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) != 0
-	    || setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof(secs))
-	        != 0
-	    || setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &secs, sizeof(secs))
-	        != 0
-	    || setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt))
-	        != 0)
-		LOGC(mc, TW_LOG_WARN,
-		    "cannot turn on keepalive towards %s: %m", mc->peer_id);
+	(void)tw__tcp_conn_send(conn, TW_TCP_F_UNBIND, mc->my_slot, NULL, NULL,
+	    0, TX_NOWAIT, 0, NULL, NULL);
 }
 
-int tw__tcp_chan_attach(tcp_chan *mc, int fd)
-{
-	pthread_mutex_lock(&mc->mtx);
-	if (tw__tcp_flag(&mc->attached) || tw__tcp_flag(&mc->stop)) {
-		pthread_mutex_unlock(&mc->mtx);
-		return TW_EPEER;
-	}
-	mc->fd = fd;
-	set_keepalive(mc, fd);
-	__atomic_store_n(&mc->attached, 1, __ATOMIC_RELEASE);
-	int rc = pthread_create(&mc->rx_thread, NULL, rx_main, mc);
-	if (rc != 0) {
-		__atomic_store_n(&mc->attached, 0, __ATOMIC_RELEASE);
-		mc->fd = -1;
-		pthread_mutex_unlock(&mc->mtx);
-		errno = rc;
-		LOGC(mc, TW_LOG_ERROR, "cannot start a receiver thread: %m");
-		return TW_ESYS;
-	}
-	mc->rx_started = true;
-	pthread_cond_broadcast(&mc->cv);
-	pthread_mutex_unlock(&mc->mtx);
-	return TW_OK;
-}
-
-// --- receiving and the other channel ops ------------------------------------------
+// --- the other channel ops ----------------------------------------------------------
 
 static int tcp_wait_pending(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
 	if (tw__tcp_flag(&mc->aborted))
 		return TW_ECLOSED;
-	if (!tw__tcp_flag(&mc->attached))
+	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY)
 		return TW_OK;
-	uint64_t target = __atomic_load_n(&mc->tx_seq, __ATOMIC_ACQUIRE);
-	if (__atomic_load_n(&mc->peer_ack, __ATOMIC_ACQUIRE) >= target)
-		return TW_OK;
-	int status = tx_frame(mc, TW_TCP_F_PING, NULL, NULL, 0,
-	    tw__now_ns() + TCP_CTL_TIMEOUT_NS, NULL);
-	pthread_mutex_lock(&mc->mtx);
-	while (status == TW_OK
-	    && __atomic_load_n(&mc->peer_ack, __ATOMIC_ACQUIRE) < target) {
-		if ((status = tx_check(mc, NULL)) != TW_OK)
-			break;
-		pthread_cond_wait(&mc->cv, &mc->mtx);
-	}
-	pthread_mutex_unlock(&mc->mtx);
-	if (status == TW_EPEER
-	    && __atomic_load_n(&mc->peer_ack, __ATOMIC_ACQUIRE) >= target)
-		status = TW_OK;
+	uint64_t target = __atomic_load_n(&mc->last_seq, __ATOMIC_ACQUIRE);
+	int status = TW_OK;
+	if (target > 0 && !tw__tcp_flag(&mc->peer_gone))
+		status = tw__tcp_conn_wait_ack(
+		    mc->conn, target, TW_FOREVER, &mc->aborted);
+	// Acknowledged after the peer's link went: dropped there.
+	if (tw__tcp_flag(&mc->peer_gone)
+	    && __atomic_load_n(&mc->gone_ack, __ATOMIC_ACQUIRE) < target)
+		status = TW_EPEER;
+	if (tw__tcp_flag(&mc->aborted))
+		status = TW_ECLOSED;
 	return status;
 }
 
@@ -500,30 +468,17 @@ static void tcp_abort(tw_channel *c)
 	tcp_chan *mc = c->impl;
 	__atomic_store_n(&mc->aborted, 1, __ATOMIC_SEQ_CST);
 	tw_mailbox_abort(mc->ep->mb);
-	// The peer sees the connection end: TW_EPEER there.  First, if no
-	// send is under way, a BYE tells it what we handled (it never
-	// waits: abort must be immediate), so that its wait for delivery of
-	// messages that did arrive ends well.
-	pthread_mutex_lock(&mc->mtx);
-	if (tw__tcp_flag(&mc->attached)) {
-		if (pthread_mutex_trylock(&mc->tx_mtx) == 0) {
-			if (!tw__tcp_flag(&mc->tx_broken))
-				(void)tx_frame_locked(
-				    mc, TW_TCP_F_BYE, NULL, NULL, 0, 0, NULL);
-			pthread_mutex_unlock(&mc->tx_mtx);
-		}
-		shutdown(mc->fd, SHUT_RDWR);
-	}
-	pthread_cond_broadcast(&mc->cv);
-	pthread_mutex_unlock(&mc->mtx);
+	// The peer sees its link to us end (TW_EPEER); never waits.
+	tx_unbind(mc);
+	wake(mc);
 }
 
 static void tcp_abort_ns(tw_channel *c, const char *ns)
 {
 	tcp_chan *mc = c->impl;
 	tw__mailbox_abort_ns(mc->ep->mb, ns);
-	// The root link's abort ends the whole connection (ops.abort
-	// follows); a child's travels as a frame.
+	// The root link's abort is ops.abort's (UNBIND); a child's travels
+	// as a frame.
 	if (strcmp(ns, mc->ep->link_id) == 0)
 		return;
 	tx_ns(mc, TW_TCP_F_ABORT_NS, ns);
@@ -543,77 +498,62 @@ static void tcp_open_ns(tw_channel *c, const char *ns)
 
 // --- the handshake ------------------------------------------------------------------
 
+// Waits until mc is ready, or why it will not be.  mc->mtx held.
+static int wait_ready(tcp_chan *mc, int64_t deadline)
+{
+	for (;;) {
+		if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) == CH_READY)
+			return TW_OK;
+		if (tw__tcp_flag(&mc->aborted))
+			return TW_ECLOSED;
+		if (tw__tcp_flag(&mc->auth_failed))
+			return TW_EAUTH;
+		if (tw__tcp_flag(&mc->peer_gone))
+			return TW_EPEER;
+		if (tw__cond_wait_until(&mc->cv, &mc->mtx, deadline)
+		        == ETIMEDOUT
+		    && __atomic_load_n(&mc->state, __ATOMIC_ACQUIRE)
+		        != CH_READY)
+			return TW_ETIMEDOUT;
+	}
+}
+
 static int tcp_test_send(tw_channel *c, int64_t timeout_ms)
 {
 	tcp_chan *mc = c->impl;
+	tcp_ep *ep = mc->ep;
 	int64_t deadline = tw__deadline_ms(timeout_ms);
 	int status = TW_OK;
-	if (tw__tcp_flag(&mc->attached)) {
-		// connected already
-	} else if (mc->ep->self_rank < mc->peer_rank) {
-		char host[TW_TCP_ADDR_MAX + 1];
-		uint16_t port;
-		int fd = -1;
-		if (tw__tcp_addr_parse(
-		        mc->peer_addr, host, sizeof(host), &port)
-		    != TW_OK)
-			return TW_EINVAL;
-		tw__tcp_hs_self me = { .link_id = mc->ep->link_id,
-			.rank = mc->ep->self_rank,
-			.instance = tw__tcp_node_instance(mc->ep->node),
-			.addr = tw__tcp_node_name(mc->ep->node),
-			.secret = mc->ep->secret,
-			.secret_len = mc->ep->secret_len };
-		tw__tcp_hs_peer peer;
-		for (;;) {
-			status = tw__tcp_dial(
-			    host, port, deadline, &mc->aborted, &fd);
-			if (status != TW_OK)
-				return status;
-			status = tw__tcp_handshake(
-			    fd, &me, NULL, NULL, deadline, &peer);
-			// Closed without an answer: the peer's process listens
-			// (another link shares the address) but has not
-			// created this link yet.  Try again until the timeout.
-			if (status != TW_EPEER || tw__now_ns() >= deadline
-			    || tw__tcp_flag(&mc->aborted))
-				break;
-			close(fd);
-			struct timespec ts = { 0, 20000000 };
-			nanosleep(&ts, NULL);
-		}
-		if (status == TW_OK && peer.rank != mc->peer_rank) {
-			LOGC(mc, TW_LOG_ERROR,
-			    "%s answered as rank %u, not %u", mc->peer_addr,
-			    (unsigned)peer.rank, (unsigned)mc->peer_rank);
-			status = TW_EPROTO;
-		}
-		if (status == TW_OK)
-			status = tw__tcp_chan_attach(mc, fd);
-		if (status != TW_OK) {
-			close(fd);
-			return status == TW_EPEER ? TW_EPROTO : status;
-		}
-	} else {
-		// The peer connects to us: wait for the node to hand its
-		// connection over.
+	if (mc->dialer && chan_conn(mc) == NULL) {
+		tcp_conn *conn = NULL;
+		status = tw__tcp_node_dial(ep->node, mc->peer_addr, ep,
+		    mc->peer_rank, deadline, &mc->aborted, &conn);
+		if (status != TW_OK)
+			return status == TW_EPEER ? TW_ETIMEDOUT : status;
 		pthread_mutex_lock(&mc->mtx);
-		while (!tw__tcp_flag(&mc->attached)
-		    && !tw__tcp_flag(&mc->aborted)
-		    && !tw__tcp_flag(&mc->auth_failed)) {
-			if (tw__cond_wait_until(&mc->cv, &mc->mtx, deadline)
-			    == ETIMEDOUT)
-				break;
+		if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) == CH_IDLE) {
+			status = tw__tcp_conn_bind(conn, mc);
+			if (status == TW_OK) {
+				mc->conn = conn;
+				conn = NULL; // the channel's reference now
+				__atomic_store_n(
+				    &mc->state, CH_OPENING, __ATOMIC_RELEASE);
+				status = send_open(mc);
+			}
 		}
 		pthread_mutex_unlock(&mc->mtx);
-		if (tw__tcp_flag(&mc->aborted))
-			return TW_ECLOSED;
-		if (!tw__tcp_flag(&mc->attached))
-			return tw__tcp_flag(&mc->auth_failed) ? TW_EAUTH
-			                                      : TW_ETIMEDOUT;
+		if (conn != NULL)
+			tw__tcp_conn_unref(conn);
+		if (status != TW_OK)
+			return status;
 	}
+	pthread_mutex_lock(&mc->mtx);
+	status = wait_ready(mc, deadline);
+	pthread_mutex_unlock(&mc->mtx);
+	if (status != TW_OK)
+		return status;
 	char key[TW_KEY_MAX];
-	tw__key_ctl(key, mc->ep->link_id, "hello");
+	tw__key_ctl(key, ep->link_id, "hello");
 	return tcp_xsend(c, key, NULL, 0, 0, deadline, NULL);
 }
 
@@ -631,6 +571,23 @@ static int tcp_test_recv(tw_channel *c)
 
 // --- life cycle -------------------------------------------------------------------
 
+static void ep_free(tcp_ep *ep)
+{
+	if (ep->mb != NULL)
+		tw_mailbox_free(ep->mb);
+	free(ep->link_id);
+	if (ep->secret != NULL) {
+		memset(ep->secret, 0, ep->secret_len);
+		free(ep->secret);
+	}
+	for (size_t i = 0; ep->addrs != NULL && i < ep->size; i++)
+		free(ep->addrs[i]);
+	free(ep->addrs);
+	free(ep->chans);
+	pthread_mutex_destroy(&ep->mtx);
+	free(ep);
+}
+
 void tw__tcp_ep_ref(tcp_ep *ep)
 {
 	__atomic_add_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL);
@@ -638,23 +595,15 @@ void tw__tcp_ep_ref(tcp_ep *ep)
 
 void tw__tcp_ep_unref(tcp_ep *ep)
 {
-	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL) != 0)
-		return;
-	tw_mailbox_free(ep->mb);
-	free(ep->link_id);
-	if (ep->secret != NULL) {
-		memset(ep->secret, 0, ep->secret_len);
-		free(ep->secret);
-	}
-	free(ep->chans);
-	pthread_mutex_destroy(&ep->mtx);
-	free(ep);
+	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		ep_free(ep);
 }
 
 static void chan_free(tcp_chan *mc)
 {
+	if (mc->conn != NULL)
+		tw__tcp_conn_unref(mc->conn);
 	tw__nsset_fini(&mc->peer_aborted);
-	pthread_mutex_destroy(&mc->tx_mtx);
 	pthread_cond_destroy(&mc->cv);
 	pthread_mutex_destroy(&mc->mtx);
 	free(mc->peer_id);
@@ -662,39 +611,36 @@ static void chan_free(tcp_chan *mc)
 	free(mc);
 }
 
+void tw__tcp_chan_ref(tcp_chan *mc)
+{
+	__atomic_add_fetch(&mc->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+void tw__tcp_chan_unref(tcp_chan *mc)
+{
+	if (__atomic_sub_fetch(&mc->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	tcp_ep *ep = mc->ep;
+	chan_free(mc);
+	tw__tcp_ep_unref(ep);
+}
+
 static void tcp_destroy(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
 	tcp_ep *ep = mc->ep;
-	// No new connection may reach the link once it starts closing.
+	// No new OPEN may reach the link once it starts closing.
 	tw__tcp_node_leave(ep);
 	pthread_mutex_lock(&ep->mtx);
 	ep->chans[mc->peer_rank] = NULL;
 	pthread_mutex_unlock(&ep->mtx);
-	pthread_mutex_lock(&mc->mtx);
-	__atomic_store_n(&mc->stop, 1, __ATOMIC_SEQ_CST);
-	bool attached = tw__tcp_flag(&mc->attached);
-	bool started = mc->rx_started;
-	pthread_mutex_unlock(&mc->mtx);
-	// The receiver stops first, so that the BYE below carries the final
-	// count of what it handled: a peer waiting in wait_pending then
-	// learns that its last messages arrived before it learns that we
-	// are gone (shm:// publishes its count the same way).
-	if (attached)
-		shutdown(mc->fd, SHUT_RD);
-	tw__mailbox_kick(ep->mb); // a receiver held by flow control
-	if (started)
-		pthread_join(mc->rx_thread, NULL);
-	if (attached) {
-		if (!tw__tcp_flag(&mc->aborted)
-		    && !tw__tcp_flag(&mc->peer_gone))
-			(void)tx_frame(mc, TW_TCP_F_BYE, NULL, NULL, 0,
-			    tw__now_ns() + TCP_CTL_TIMEOUT_NS, NULL);
-		shutdown(mc->fd, SHUT_RDWR);
-		close(mc->fd);
-	}
-	chan_free(mc);
-	tw__tcp_ep_unref(ep);
+	// The UNBIND carries our final ack: the peer learns which of its
+	// messages arrived before it learns that we are gone.
+	tx_unbind(mc);
+	tcp_conn *conn = chan_conn(mc);
+	if (conn != NULL)
+		tw__tcp_conn_unbind(conn, mc);
+	tw__tcp_chan_unref(mc);
 }
 
 static const tw_channel_ops tcp_ops = {
@@ -727,9 +673,7 @@ static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
 		return NULL;
 	pthread_mutex_init(&mc->mtx, NULL);
 	tw__cond_init(&mc->cv);
-	pthread_mutex_init(&mc->tx_mtx, NULL);
 	tw__nsset_init(&mc->peer_aborted);
-	mc->fd = -1;
 	mc->peer_id = strdup(cfg->parties[peer].id);
 	mc->peer_addr = strdup(cfg->parties[peer].addr);
 	if (mc->peer_id == NULL || mc->peer_addr == NULL) {
@@ -740,7 +684,10 @@ static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
 	mc->ch.impl = mc;
 	mc->rx = (tw__rxbox) { ep->mb, (uint32_t)peer };
 	mc->ep = ep;
+	mc->refs = 1;
 	mc->peer_rank = (uint32_t)peer;
+	mc->dialer = tw__tcp_dials(
+	    cfg->parties[cfg->self].addr, cfg->parties[peer].addr);
 	mc->connect_deadline
 	    = tw__deadline_ms(cfg->opts[TW_OPT_CONNECT_TIMEOUT_MS]);
 	return mc;
@@ -754,11 +701,12 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	if (ep == NULL)
 		return TW_ENOMEM;
 	pthread_mutex_init(&ep->mtx, NULL);
+	ep->size = (uint32_t)cfg->size;
+	ep->self_rank = (uint32_t)cfg->self;
 	ep->mb = tw_mailbox_new();
 	ep->link_id = strdup(cfg->link_id);
 	ep->chans = calloc(cfg->size, sizeof(*ep->chans));
-	ep->self_rank = (uint32_t)cfg->self;
-	ep->size = (uint32_t)cfg->size;
+	ep->addrs = calloc(cfg->size, sizeof(*ep->addrs));
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	ep->heartbeat_ms = cfg->opts[TW_OPT_HEARTBEAT_MS];
@@ -771,8 +719,14 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	}
 	int status = TW_ENOMEM;
 	if (ep->mb == NULL || ep->link_id == NULL || ep->chans == NULL
-	    || (cfg->secret_len > 0 && ep->secret == NULL))
+	    || ep->addrs == NULL
+	    || (cfg->secret != NULL && cfg->secret_len > 0
+	        && ep->secret == NULL))
 		goto err_free;
+	for (size_t i = 0; i < cfg->size; i++)
+		if ((ep->addrs[i] = strdup(cfg->parties[i].addr)) == NULL)
+			goto err_free;
+	tw__mailbox_on_taken(ep->mb, on_taken, ep);
 	for (size_t i = 0; i < cfg->size; i++) {
 		if (i == cfg->self)
 			continue;
@@ -783,7 +737,7 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 		ep->refs++;
 	}
 	// Joining the node makes the link reachable: last, once everything
-	// a connection could need exists.
+	// an OPEN could need exists.
 	status = tw__tcp_node_join(cfg->parties[cfg->self].addr, ep);
 	if (status != TW_OK)
 		goto err_free;
@@ -796,13 +750,7 @@ err_free:
 	for (size_t i = 0; ep->chans != NULL && i < cfg->size; i++)
 		if (ep->chans[i] != NULL)
 			chan_free(ep->chans[i]);
-	if (ep->mb != NULL)
-		tw_mailbox_free(ep->mb);
-	free(ep->link_id);
-	free(ep->secret);
-	free(ep->chans);
-	pthread_mutex_destroy(&ep->mtx);
-	free(ep);
+	ep_free(ep);
 	return status;
 }
 

@@ -197,6 +197,7 @@ static void peer_from_hello(tw__tcp_hs_peer *p, const tw__tcp_hello *h)
 	p->instance = h->instance;
 	memcpy(p->link_id, h->link_id, h->link_id_len);
 	memcpy(p->addr, h->addr, h->addr_len);
+	memcpy(p->nonce, h->nonce, TW_TCP_NONCE_LEN);
 }
 
 static int hs_auth(hs_ctx *c, const tw__tcp_hs_self *me,
@@ -264,6 +265,7 @@ int tw__tcp_handshake(int fd, const tw__tcp_hs_self *self,
 		if ((status = hs_send_hello(&c, &me, nonce)) != TW_OK)
 			return hs_fail(&c, status, "sending the handshake");
 	}
+	memcpy(peer->my_nonce, nonce, TW_TCP_NONCE_LEN);
 	bool mine = me.secret != NULL;
 	bool theirs = (peer->flags & TW_TCP_CAP_SECRET) != 0;
 	if (mine != theirs)

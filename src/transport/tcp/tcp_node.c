@@ -1,22 +1,35 @@
 // Nodes of the tcp:// transport: one per listening address and process.
 //
-// Design notes.  A node owns the shared listener of its address and one
-// accepting thread, and knows the links (endpoints) of this process that
-// use the address.  Each accepted connection gets a short-lived handshake
+// Design notes.  A node owns the shared listener of its address, one
+// accepting thread, the I/O thread (an epoll poller) of its connections,
+// and the registry of those connections: one per peer process, shared by
+// every link between the two (tcp_conn.c).  It knows the links
+// (endpoints) of this process that use the address.
+//
+// Accepting.  Each accepted connection gets a short-lived handshake
 // thread, so that a slow or hostile stranger never holds up anybody else:
 // the thread reads the peer's HELLO, finds the endpoint of the link it
 // names (waiting, bounded, for a link that this process has not created
-// yet), answers, checks the secret when the link has one, and hands the
-// socket to the endpoint's channel for the peer's rank.  Any failure
-// closes the socket with one log line; the node keeps serving.
+// yet), answers, checks the secret when the link has one, and lists the
+// connection.  Any failure closes the socket with one log line; the node
+// keeps serving.
+//
+// Dialing.  The connection to a peer address is made once, by the first
+// link that needs it; links that need it meanwhile wait for that dial
+// rather than make their own.
+//
+// OPENs for links that do not exist here yet are kept (a few per
+// connection) and bound when the link joins the node.
 //
 // Lifetime: the node is referenced by every endpoint that joined it and by
-// every handshake thread; the last reference stops the accepting thread
-// (through a pipe it polls) and drops the listener.
+// every handshake thread; the last reference closes its connections, stops
+// the accepting thread (through a pipe it polls) and the I/O thread, and
+// drops the listener.
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -26,6 +39,7 @@
 #include <netinet/tcp.h>
 
 #include "core/clock.h"
+#include "core/names.h"
 #include "core/sync.h"
 #include "transport/tcp/tcp.h"
 #include "transport/tcp/tcp_auth.h"
@@ -36,6 +50,25 @@
 // connecting party retries until its own connect timeout, and a thread
 // held for a link that never comes is a thread a stranger could pile up.
 #define NODE_LINK_WAIT_NS INT64_C(2000000000)
+// OPENs kept per connection for links that do not exist here yet.
+#define NODE_PENDING_MAX 64
+// How long a clean close waits for queued frames to leave.
+#define NODE_CLOSE_WAIT_NS INT64_C(1000000000)
+
+// An OPEN kept until its link joins.
+typedef struct pending_open {
+	struct pending_open *next;
+	tcp_conn *conn; // referenced
+	uint32_t slot;
+	char link_id[TW_LINK_ID_MAX + 1];
+	tw__tcp_open open;
+} pending_open;
+
+// A dial in progress, which other links wait for.
+typedef struct dial {
+	struct dial *next;
+	const char *addr;
+} dial;
 
 struct tcp_node {
 	tcp_node *next; // registry, protected by reg_mtx
@@ -44,6 +77,10 @@ struct tcp_node {
 	pthread_mutex_t mtx;
 	pthread_cond_t cv; // an endpoint joined
 	tcp_ep *eps; // protected by mtx
+	tcp_conn *conns; // protected by mtx
+	pending_open *pending; // protected by mtx
+	dial *dials; // protected by mtx
+	tw__poller *poller;
 	unsigned refs; // protected by reg_mtx
 	int stop_pipe[2];
 	pthread_t accept_thread;
@@ -62,6 +99,37 @@ uint64_t tw__tcp_node_instance(const tcp_node *n)
 	return n->instance;
 }
 
+tw__poller *tw__tcp_node_poller(const tcp_node *n)
+{
+	return n->poller;
+}
+
+// Closes every connection of a node that is going away.
+static void node_close_conns(tcp_node *n)
+{
+	for (;;) {
+		pthread_mutex_lock(&n->mtx);
+		tcp_conn *c = n->conns;
+		if (c != NULL)
+			tw__tcp_conn_ref(c);
+		pthread_mutex_unlock(&n->mtx);
+		if (c == NULL)
+			break;
+		tw__tcp_conn_close(c, tw__now_ns() + NODE_CLOSE_WAIT_NS);
+		tw__tcp_conn_unref(c);
+	}
+	pthread_mutex_lock(&n->mtx);
+	pending_open *p = n->pending;
+	n->pending = NULL;
+	pthread_mutex_unlock(&n->mtx);
+	while (p != NULL) {
+		pending_open *next = p->next;
+		tw__tcp_conn_unref(p->conn);
+		free(p);
+		p = next;
+	}
+}
+
 static void node_unref(tcp_node *n)
 {
 	pthread_mutex_lock(&reg_mtx);
@@ -78,6 +146,8 @@ static void node_unref(tcp_node *n)
 	while (write(n->stop_pipe[1], &b, 1) < 0 && errno == EINTR)
 		;
 	pthread_join(n->accept_thread, NULL);
+	node_close_conns(n);
+	tw__poller_free(n->poller);
 	close(n->stop_pipe[0]);
 	close(n->stop_pipe[1]);
 	tw__tcp_listener_put(n->l);
@@ -93,9 +163,19 @@ typedef struct hs_job {
 	int64_t deadline;
 } hs_job;
 
+// Which of two parties of a link connects: the one whose address sorts
+// first.  Every link between the same two processes then agrees, so that
+// they never connect to each other at the same time: there is no tie to
+// break, and one connection serves them all.
+bool tw__tcp_dials(const char *self_addr, const char *peer_addr)
+{
+	return strcmp(self_addr, peer_addr) < 0;
+}
+
 // The handshake's lookup: the endpoint of the link the peer names, waited
-// for until the job's deadline.  Only a lower rank connects to a higher
-// one (tcp.c), so anything else is refused.
+// for until the job's deadline.  Only the party that should dial may
+// connect (tw__tcp_dials), and a rank that another live process holds
+// already is refused.
 static int hs_lookup(
     void *arg, const tw__tcp_hs_peer *peer, tw__tcp_hs_self *self)
 {
@@ -121,14 +201,46 @@ static int hs_lookup(
 	if (ep == NULL)
 		return TW_EPEER;
 	job->ep = ep;
-	if (peer->rank >= ep->size || peer->rank >= ep->self_rank)
+	if (peer->rank >= ep->size || peer->rank == ep->self_rank
+	    || !tw__tcp_dials(ep->addrs[peer->rank], ep->addrs[ep->self_rank]))
 		return TW_EPROTO;
+	pthread_mutex_lock(&ep->mtx);
+	tcp_chan *mc = ep->chans[peer->rank];
+	bool taken = mc != NULL
+	    && __atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_IDLE
+	    && mc->conn != NULL && !tw__tcp_conn_failed(mc->conn)
+	    && tw__tcp_conn_peer_instance(mc->conn) != peer->instance;
+	pthread_mutex_unlock(&ep->mtx);
+	if (taken)
+		return TW_EPROTO; // that rank is connected from elsewhere
 	self->link_id = ep->link_id;
 	self->rank = ep->self_rank;
 	self->instance = n->instance;
 	self->addr = tw__tcp_listener_name(n->l);
 	self->secret = ep->secret;
 	self->secret_len = ep->secret_len;
+	return TW_OK;
+}
+
+// Lists a handshaken connection and starts reading it.  Referenced for the
+// caller when out is not NULL.
+static int node_add_conn(
+    tcp_node *n, const tcp_conn_info *info, tcp_conn **out)
+{
+	tcp_conn *c;
+	int status = tw__tcp_conn_new(n, info, &c);
+	if (status != TW_OK)
+		return status;
+	pthread_mutex_lock(&n->mtx);
+	tw__tcp_conn_set_next(c, n->conns);
+	n->conns = c;
+	if (out != NULL) {
+		tw__tcp_conn_ref(c);
+		*out = c;
+	}
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mtx);
+	tw__tcp_conn_start(c);
 	return TW_OK;
 }
 
@@ -139,16 +251,14 @@ static void *hs_main(void *arg)
 	int status = tw__tcp_handshake(
 	    job->fd, NULL, hs_lookup, job, job->deadline, &peer);
 	if (status == TW_OK) {
-		// Under the endpoint's lock: a channel being destroyed
-		// leaves the table first.
-		tcp_ep *ep = job->ep;
-		pthread_mutex_lock(&ep->mtx);
-		tcp_chan *mc = ep->chans[peer.rank];
-		status
-		    = mc != NULL ? tw__tcp_chan_attach(mc, job->fd) : TW_EPEER;
-		pthread_mutex_unlock(&ep->mtx);
+		tcp_conn_info info = { .fd = job->fd,
+			.dialer = false,
+			.peer = &peer,
+			.heartbeat_ms = job->ep->heartbeat_ms };
+		status = node_add_conn(job->node, &info, NULL);
 		if (status != TW_OK)
-			TW_LOGL(TW_LOG_WARN, "tcp", ep->link_id, ep->self_rank,
+			TW_LOGL(TW_LOG_WARN, "tcp", job->ep->link_id,
+			    job->ep->self_rank,
 			    "refusing a connection from rank %u (%s): %s",
 			    (unsigned)peer.rank, peer.addr,
 			    tw_strerror(status));
@@ -176,6 +286,257 @@ static void *hs_main(void *arg)
 	node_unref(job->node);
 	free(job);
 	return NULL;
+}
+
+// --- dialing ----------------------------------------------------------------------
+
+static tcp_conn *find_dialed(tcp_node *n, const char *addr)
+{
+	for (tcp_conn *c = n->conns; c != NULL; c = tw__tcp_conn_next(c))
+		if (tw__tcp_conn_is_dialer(c) && !tw__tcp_conn_failed(c)
+		    && strcmp(tw__tcp_conn_dialed(c), addr) == 0)
+			return c;
+	return NULL;
+}
+
+static bool dialing(tcp_node *n, const char *addr)
+{
+	for (dial *d = n->dials; d != NULL; d = d->next)
+		if (strcmp(d->addr, addr) == 0)
+			return true;
+	return false;
+}
+
+// Dials addr and runs the handshake for link ep, retrying while the peer's
+// process listens but has not created the link yet.
+static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
+    uint32_t peer_rank, int64_t deadline, const int *cancel, int *out_fd,
+    tw__tcp_hs_peer *peer)
+{
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port;
+	if (tw__tcp_addr_parse(addr, host, sizeof(host), &port) != TW_OK)
+		return TW_EINVAL;
+	tw__tcp_hs_self me = { .link_id = ep->link_id,
+		.rank = ep->self_rank,
+		.instance = n->instance,
+		.addr = tw__tcp_listener_name(n->l),
+		.secret = ep->secret,
+		.secret_len = ep->secret_len };
+	for (;;) {
+		int fd = -1;
+		int status = tw__tcp_dial(host, port, deadline, cancel, &fd);
+		if (status != TW_OK)
+			return status;
+		status
+		    = tw__tcp_handshake(fd, &me, NULL, NULL, deadline, peer);
+		if (status == TW_OK && peer->rank != peer_rank) {
+			TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id,
+			    ep->self_rank, "%s answered as rank %u, not %u",
+			    addr, (unsigned)peer->rank, (unsigned)peer_rank);
+			status = TW_EPROTO;
+		}
+		if (status == TW_OK) {
+			*out_fd = fd;
+			return TW_OK;
+		}
+		close(fd);
+		// Closed without an answer: the peer's process listens
+		// (another link shares the address) but has not created this
+		// link yet.  Try again until the timeout.
+		if (status != TW_EPEER || tw__now_ns() >= deadline
+		    || (cancel != NULL && tw__tcp_flag(cancel)))
+			return status;
+		struct timespec ts = { 0, 20000000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
+    uint32_t peer_rank, int64_t deadline, const int *cancel, tcp_conn **out)
+{
+	pthread_mutex_lock(&n->mtx);
+	for (;;) {
+		tcp_conn *c = find_dialed(n, addr);
+		if (c != NULL) {
+			tw__tcp_conn_ref(c);
+			pthread_mutex_unlock(&n->mtx);
+			*out = c;
+			return TW_OK;
+		}
+		if (!dialing(n, addr))
+			break;
+		// Another link dials it: wait for that (in slices, to see
+		// a cancel), then look again.
+		if (cancel != NULL && tw__tcp_flag(cancel)) {
+			pthread_mutex_unlock(&n->mtx);
+			return TW_ECLOSED;
+		}
+		int64_t now = tw__now_ns();
+		if (now >= deadline) {
+			pthread_mutex_unlock(&n->mtx);
+			return TW_ETIMEDOUT;
+		}
+		int64_t until = now + 10000000;
+		(void)tw__cond_wait_until(
+		    &n->cv, &n->mtx, until < deadline ? until : deadline);
+	}
+	dial d = { .next = n->dials, .addr = addr };
+	n->dials = &d;
+	pthread_mutex_unlock(&n->mtx);
+
+	int fd = -1;
+	tw__tcp_hs_peer peer;
+	int status
+	    = dial_once(n, addr, ep, peer_rank, deadline, cancel, &fd, &peer);
+	if (status == TW_OK) {
+		tcp_conn_info info = { .fd = fd,
+			.dialer = true,
+			.dialed = addr,
+			.peer = &peer,
+			.heartbeat_ms = ep->heartbeat_ms };
+		status = node_add_conn(n, &info, out);
+		if (status != TW_OK)
+			close(fd);
+	}
+	pthread_mutex_lock(&n->mtx);
+	dial **pp = &n->dials;
+	while (*pp != &d)
+		pp = &(*pp)->next;
+	*pp = d.next;
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mtx);
+	return status;
+}
+
+// --- OPENs and the connection list ------------------------------------------------
+
+int tw__tcp_node_open_lookup(
+    tcp_conn *c, const tw__tcp_hdr *h, const tw__tcp_open *o, tcp_chan **out)
+{
+	tcp_node *n = tw__tcp_conn_node(c);
+	const char *link_id = h->key;
+	*out = NULL;
+	pthread_mutex_lock(&n->mtx);
+	tcp_ep *ep = n->eps;
+	while (ep != NULL && strcmp(ep->link_id, link_id) != 0)
+		ep = ep->next;
+	if (ep == NULL) {
+		// Not created here yet: kept until it joins.
+		unsigned count = 0;
+		for (pending_open *p = n->pending; p != NULL; p = p->next)
+			count += p->conn == c;
+		pending_open *p
+		    = count < NODE_PENDING_MAX ? calloc(1, sizeof(*p)) : NULL;
+		if (p == NULL) {
+			pthread_mutex_unlock(&n->mtx);
+			TW_WARN("tcp",
+			    "%s opens too many links that do not exist here",
+			    tw__tcp_conn_who(c));
+			return TW_EPROTO;
+		}
+		tw__tcp_conn_ref(c);
+		p->conn = c;
+		p->slot = h->slot;
+		snprintf(p->link_id, sizeof(p->link_id), "%s", link_id);
+		p->open = *o;
+		p->next = n->pending;
+		n->pending = p;
+		pthread_mutex_unlock(&n->mtx);
+		return TW_OK;
+	}
+	tw__tcp_ep_ref(ep);
+	pthread_mutex_unlock(&n->mtx);
+	int status = TW_OK;
+	pthread_mutex_lock(&ep->mtx);
+	tcp_chan *mc = o->rank < ep->size ? ep->chans[o->rank] : NULL;
+	if (mc != NULL)
+		tw__tcp_chan_ref(mc);
+	pthread_mutex_unlock(&ep->mtx);
+	if (o->size != ep->size || mc == NULL) {
+		TW_LOGL(TW_LOG_WARN, "tcp", ep->link_id, ep->self_rank,
+		    "%s opens the link as rank %u of %u, which is not a "
+		    "peer here",
+		    tw__tcp_conn_who(c), (unsigned)o->rank, (unsigned)o->size);
+		if (mc != NULL)
+			tw__tcp_chan_unref(mc);
+		status = TW_EPROTO;
+	} else {
+		*out = mc;
+	}
+	tw__tcp_ep_unref(ep);
+	return status;
+}
+
+// Binds the OPENs that waited for ep.
+static void node_bind_pending(tcp_node *n, tcp_ep *ep)
+{
+	pending_open *mine = NULL;
+	pthread_mutex_lock(&n->mtx);
+	pending_open **pp = &n->pending;
+	while (*pp != NULL) {
+		pending_open *p = *pp;
+		if (strcmp(p->link_id, ep->link_id) == 0) {
+			*pp = p->next;
+			p->next = mine;
+			mine = p;
+		} else {
+			pp = &p->next;
+		}
+	}
+	pthread_mutex_unlock(&n->mtx);
+	while (mine != NULL) {
+		pending_open *p = mine;
+		mine = p->next;
+		tw__tcp_hdr h = { .type = TW_TCP_F_OPEN,
+			.slot = p->slot,
+			.key = p->link_id,
+			.key_len = strlen(p->link_id) };
+		tcp_chan *mc = NULL;
+		int status
+		    = tw__tcp_node_open_lookup(p->conn, &h, &p->open, &mc);
+		if (status == TW_OK && mc != NULL) {
+			status
+			    = tw__tcp_chan_on_open(p->conn, mc, &h, &p->open);
+			tw__tcp_chan_unref(mc);
+		}
+		if (status != TW_OK)
+			tw__tcp_conn_fail(p->conn, "it opened a link wrongly");
+		tw__tcp_conn_unref(p->conn);
+		free(p);
+	}
+}
+
+void tw__tcp_node_forget(tcp_conn *c)
+{
+	tcp_node *n = tw__tcp_conn_node(c);
+	pending_open *drop = NULL;
+	pthread_mutex_lock(&n->mtx);
+	for (tcp_conn **cp = &n->conns; *cp != NULL;
+	     cp = tw__tcp_conn_nextp(*cp)) {
+		if (*cp == c) {
+			*cp = tw__tcp_conn_next(c);
+			break;
+		}
+	}
+	pending_open **pp = &n->pending;
+	while (*pp != NULL) {
+		pending_open *p = *pp;
+		if (p->conn == c) {
+			*pp = p->next;
+			p->next = drop;
+			drop = p;
+		} else {
+			pp = &p->next;
+		}
+	}
+	pthread_mutex_unlock(&n->mtx);
+	while (drop != NULL) {
+		pending_open *p = drop;
+		drop = p->next;
+		tw__tcp_conn_unref(p->conn);
+		free(p);
+	}
 }
 
 static void node_accept_one(tcp_node *n)
@@ -286,6 +647,8 @@ static int node_get(const char *addr, tcp_node **out)
 	tw__cond_init(&n->cv);
 	n->l = l;
 	n->refs = 1;
+	if (status == TW_OK)
+		status = tw__poller_new(&n->poller);
 	if (status == TW_OK
 	    && pthread_create(&n->accept_thread, NULL, accept_main, n) != 0) {
 		TW_ERROR(
@@ -293,6 +656,8 @@ static int node_get(const char *addr, tcp_node **out)
 		status = TW_ESYS;
 	}
 	if (status != TW_OK) {
+		if (n->poller != NULL)
+			tw__poller_free(n->poller);
 		close(n->stop_pipe[0]);
 		close(n->stop_pipe[1]);
 		pthread_cond_destroy(&n->cv);
@@ -338,6 +703,7 @@ int tw__tcp_node_join(const char *addr, tcp_ep *ep)
 	n->eps = ep;
 	pthread_cond_broadcast(&n->cv);
 	pthread_mutex_unlock(&n->mtx);
+	node_bind_pending(n, ep);
 	return TW_OK;
 }
 

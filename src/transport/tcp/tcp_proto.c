@@ -205,10 +205,17 @@ static bool frame_shape(
 		*key_max = TW_LINK_ID_MAX;
 		*fixed_len = 0;
 		return true;
+	case TW_TCP_F_CREDIT:
+		*key_min = 0;
+		*key_max = 0;
+		*fixed_len = TW_TCP_CREDIT_LEN;
+		return true;
 	case TW_TCP_F_ACK:
 	case TW_TCP_F_PING:
 	case TW_TCP_F_PONG:
 	case TW_TCP_F_BYE:
+	case TW_TCP_F_UNBIND:
+	case TW_TCP_F_CREDIT_REQ:
 		*key_min = 0;
 		*key_max = 0;
 		*fixed_len = 0;
@@ -281,27 +288,44 @@ size_t tw__tcp_hdr_encode(void *dst, size_t cap, const tw__tcp_hdr *h)
 	return TW_TCP_HDR_LEN + h->key_len;
 }
 
-int tw__tcp_open_decode(
-    const void *buf, size_t n, uint32_t *rank, uint32_t *size)
+int tw__tcp_open_decode(const void *buf, size_t n, tw__tcp_open *o)
 {
 	const unsigned char *p = buf;
 	if (n != TW_TCP_OPEN_LEN || buf == NULL)
 		return TW_EPROTO;
 	uint32_t r = get_u32(p);
 	uint32_t s = get_u32(p + 4);
+	uint64_t w = get_u64(p + 8);
 	// A rank names a party of a link of `s` parties, at least two.
-	if (s < 2 || r >= s)
+	if (s < 2 || r >= s || w == 0)
 		return TW_EPROTO;
-	*rank = r;
-	*size = s;
+	o->rank = r;
+	o->size = s;
+	o->window = w;
+	memcpy(o->proof, p + 16, TW_TCP_MAC_LEN);
 	return TW_OK;
 }
 
 void tw__tcp_open_encode(
-    unsigned char dst[TW_TCP_OPEN_LEN], uint32_t rank, uint32_t size)
+    unsigned char dst[TW_TCP_OPEN_LEN], const tw__tcp_open *o)
 {
-	put_u32(dst, rank);
-	put_u32(dst + 4, size);
+	put_u32(dst, o->rank);
+	put_u32(dst + 4, o->size);
+	put_u64(dst + 8, o->window);
+	memcpy(dst + 16, o->proof, TW_TCP_MAC_LEN);
+}
+
+int tw__tcp_credit_decode(const void *buf, size_t n, uint64_t *taken)
+{
+	if (n != TW_TCP_CREDIT_LEN || buf == NULL)
+		return TW_EPROTO;
+	*taken = get_u64(buf);
+	return TW_OK;
+}
+
+void tw__tcp_credit_encode(unsigned char dst[TW_TCP_CREDIT_LEN], uint64_t v)
+{
+	put_u64(dst, v);
 }
 
 void tw__tcp_rx_init(tw__tcp_rx *st)

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TW_TCP_PROTO_VERSION 1u
+#define TW_TCP_PROTO_VERSION 2u
 
 // "TWIR": the first bytes of every tcp:// connection.
 #define TW_TCP_HELLO_MAGIC UINT32_C(0x54574952)
@@ -99,7 +99,7 @@ size_t tw__tcp_auth_encode(
 
 // Frame types after the handshake.
 enum {
-	TW_TCP_F_OPEN = 1, // key: link id; payload u32 rank, u32 size
+	TW_TCP_F_OPEN = 1, // key: link id; payload: tw__tcp_open below
 	TW_TCP_F_DATA = 2, // key: message key; payload: the message
 	TW_TCP_F_CLOSE_NS = 3, // key: namespace the sender closed
 	TW_TCP_F_ABORT_NS = 4, // key: namespace the sender aborted
@@ -107,6 +107,9 @@ enum {
 	TW_TCP_F_PING = 6, // heartbeat; the peer answers with PONG
 	TW_TCP_F_PONG = 7,
 	TW_TCP_F_BYE = 8, // the sender closes the connection cleanly
+	TW_TCP_F_UNBIND = 9, // the sender's link of this slot is gone
+	TW_TCP_F_CREDIT = 10, // payload u64: data bytes received so far
+	TW_TCP_F_CREDIT_REQ = 11, // the sender waits for credit
 };
 
 // Frame header, followed by the key and then the payload:
@@ -122,7 +125,8 @@ enum {
 //            received from the peer (0: none yet)
 //    32   -  key
 #define TW_TCP_HDR_LEN 32
-#define TW_TCP_OPEN_LEN 8
+#define TW_TCP_OPEN_LEN 48
+#define TW_TCP_CREDIT_LEN 8
 
 typedef struct tw__tcp_hdr {
 	uint8_t type;
@@ -146,11 +150,32 @@ int tw__tcp_hdr_decode(const void *buf, size_t n, uint64_t max_payload,
 // than a key may be.
 size_t tw__tcp_hdr_encode(void *dst, size_t cap, const tw__tcp_hdr *h);
 
-// The payload of an OPEN frame.
-int tw__tcp_open_decode(
-    const void *buf, size_t n, uint32_t *rank, uint32_t *size);
+// The payload of an OPEN frame, which binds a link to the connection in
+// the sender's direction (docs/PROTOCOL.md, "Links on a connection"):
+//
+//   off len
+//     0   4  rank of the sender in the link
+//     4   4  number of parties of the link (at least 2)
+//     8   8  window: data bytes the sender will hold unreceived from the
+//            peer on this link before it stops granting credit (> 0)
+//    16  32  proof of the link's secret (tcp_auth.h), zeros without one
+typedef struct tw__tcp_open {
+	uint32_t rank;
+	uint32_t size;
+	uint64_t window;
+	unsigned char proof[TW_TCP_MAC_LEN];
+} tw__tcp_open;
+
+int tw__tcp_open_decode(const void *buf, size_t n, tw__tcp_open *o);
 void tw__tcp_open_encode(
-    unsigned char dst[TW_TCP_OPEN_LEN], uint32_t rank, uint32_t size);
+    unsigned char dst[TW_TCP_OPEN_LEN], const tw__tcp_open *o);
+
+// The payload of a CREDIT frame: the data bytes (payloads of DATA frames
+// whose key is not a control key) of this link that the sender has taken
+// out of its mailbox, or discarded, since the link was bound.  It only
+// grows; TW_EPROTO otherwise is the caller's check.
+int tw__tcp_credit_decode(const void *buf, size_t n, uint64_t *taken);
+void tw__tcp_credit_encode(unsigned char dst[TW_TCP_CREDIT_LEN], uint64_t v);
 
 // Receive-side order of one connection: every frame carries the next
 // sequence number, and acks only grow and never acknowledge a frame that

@@ -80,7 +80,7 @@ static void test_hello_hostile(void **state)
 	// A wrong version, as soon as its two bytes are there.
 	unsigned char v[TW_TCP_HELLO_MAX];
 	memcpy(v, buf, n);
-	v[5] = 2;
+	v[5] = TW_TCP_PROTO_VERSION + 1;
 	assert_int_equal(tw__tcp_hello_decode(v, 6, &h, &why), TW_EPROTO);
 	assert_string_equal(why, "unsupported protocol version");
 
@@ -162,19 +162,46 @@ static void test_hdr_roundtrip(void **state)
 	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
 	assert_null(h.key);
 
-	// OPEN carries a link id and (rank, size).
+	// OPEN carries a link id and (rank, size, window, proof).
 	n = make_hdr(
 	    buf, sizeof(buf), TW_TCP_F_OPEN, "a/b", TW_TCP_OPEN_LEN, 2, 0);
 	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
 	unsigned char open[TW_TCP_OPEN_LEN];
-	uint32_t rank = 0, size = 0;
-	tw__tcp_open_encode(open, 1, 3);
-	TW_PASS(tw__tcp_open_decode(open, sizeof(open), &rank, &size));
-	assert_true(rank == 1 && size == 3);
-	tw__tcp_open_encode(open, 3, 3);
-	TW_FAIL(
-	    tw__tcp_open_decode(open, sizeof(open), &rank, &size), TW_EPROTO);
-	TW_FAIL(tw__tcp_open_decode(open, 4, &rank, &size), TW_EPROTO);
+	tw__tcp_open o = { .rank = 1, .size = 3, .window = 4096 }, d;
+	memset(o.proof, 0xA5, sizeof(o.proof));
+	tw__tcp_open_encode(open, &o);
+	TW_PASS(tw__tcp_open_decode(open, sizeof(open), &d));
+	assert_true(d.rank == 1 && d.size == 3 && d.window == 4096);
+	assert_memory_equal(d.proof, o.proof, sizeof(o.proof));
+	o.rank = 3; // not a party of 3
+	tw__tcp_open_encode(open, &o);
+	TW_FAIL(tw__tcp_open_decode(open, sizeof(open), &d), TW_EPROTO);
+	o.rank = 0;
+	o.window = 0; // no window
+	tw__tcp_open_encode(open, &o);
+	TW_FAIL(tw__tcp_open_decode(open, sizeof(open), &d), TW_EPROTO);
+	TW_FAIL(tw__tcp_open_decode(open, 4, &d), TW_EPROTO);
+	// An OPEN of another length is refused by the header decoder.
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_OPEN, "a/b", 8, 2, 0);
+	TW_FAIL(tw__tcp_hdr_decode(buf, n, 0, &h, &why), TW_EPROTO);
+
+	// CREDIT carries exactly one counter and no key.
+	n = make_hdr(
+	    buf, sizeof(buf), TW_TCP_F_CREDIT, NULL, TW_TCP_CREDIT_LEN, 3, 0);
+	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
+	unsigned char credit[TW_TCP_CREDIT_LEN];
+	uint64_t taken = 0;
+	tw__tcp_credit_encode(credit, UINT64_C(0x0102030405060708));
+	TW_PASS(tw__tcp_credit_decode(credit, sizeof(credit), &taken));
+	assert_true(taken == UINT64_C(0x0102030405060708));
+	TW_FAIL(tw__tcp_credit_decode(credit, 7, &taken), TW_EPROTO);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CREDIT, NULL, 9, 3, 0);
+	TW_FAIL(tw__tcp_hdr_decode(buf, n, 0, &h, &why), TW_EPROTO);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_UNBIND, "k:t", 0, 3, 0);
+	if (n > 0)
+		TW_FAIL(tw__tcp_hdr_decode(buf, n, 0, &h, &why), TW_EPROTO);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CREDIT_REQ, NULL, 0, 3, 0);
+	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
 
 	// A key longer than any key is refused by the encoder.
 	char long_key[TW_KEY_MAX + 1];

@@ -71,6 +71,8 @@ typedef struct tw__tcp_hs_peer {
 	uint64_t instance;
 	char link_id[256];
 	char addr[TW_TCP_ADDR_MAX + 1];
+	unsigned char nonce[TW_TCP_NONCE_LEN]; // the peer's
+	unsigned char my_nonce[TW_TCP_NONCE_LEN]; // ours, on this connection
 } tw__tcp_hs_peer;
 
 // The accepting end learns which link a connection is for only from the

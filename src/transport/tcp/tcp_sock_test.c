@@ -257,8 +257,10 @@ static void test_hostile(void **state)
 	a.hs_ms = 300; // the slowloris below runs into this
 	int fds[6];
 	static unsigned char zeros[65536];
-	unsigned char wrong_version[] = { 'T', 'W', 'I', 'R', 0, 2, 0, 0 };
-	unsigned char slow[] = { 'T', 'W', 'I', 'R', 0, 1, 0, 0, 0, 0 };
+	unsigned char wrong_version[]
+	    = { 'T', 'W', 'I', 'R', 0, TW_TCP_PROTO_VERSION + 1, 0, 0 };
+	unsigned char slow[]
+	    = { 'T', 'W', 'I', 'R', 0, TW_TCP_PROTO_VERSION, 0, 0, 0, 0 };
 	stranger(&a, "GET / HTTP/1.1\r\n\r\n", 18, false, &fds[0]);
 	stranger(&a, wrong_version, sizeof(wrong_version), false, &fds[1]);
 	stranger(&a, zeros, sizeof(zeros), false, &fds[2]);
