@@ -8,7 +8,9 @@
 # clang-format.  Prints one line, or the apt log when something fails.
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libcmocka-dev uthash-dev libssl-dev)
+# iproute2: `ip netns` for the multi-host test (tests/netns).
+pkgs=(build-essential cmake pkg-config libcmocka-dev uthash-dev libssl-dev
+	iproute2)
 for arg in "$@"; do
 	case "$arg" in
 	--ci) pkgs+=(clang libclang-rt-14-dev clang-format) ;;
