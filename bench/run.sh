@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Builds the benchmarks in build-bench/ (Release, a standalone CMake project
-# that builds the library from this checkout) and runs ring_bench.  Every
-# argument goes to ring_bench, e.g.
+# that builds the library from this checkout) and runs them:
 #
-#   bench/run.sh                      the full run (5 rounds, 1 GiB per bw)
-#   bench/run.sh --quick              a smoke run, well under a minute
-#   bench/run.sh --tsv results.tsv    also write every figure as TSV
+#   bench/run.sh [ring|tcp|all] [ARGS...]
+#
+# ring runs ring_bench, tcp runs tcp_bench, all (the default) runs both, one
+# after the other.  The arguments go to the benchmark, e.g.
+#
+#   bench/run.sh                      both, full runs
+#   bench/run.sh --quick              both, smoke runs, well under a minute each
+#   bench/run.sh ring --tsv r.tsv     ring_bench only, also writing every figure
+#   bench/run.sh tcp --cpus 2,3       tcp_bench only, ranks pinned to CPUs 2 and 3
+#
+# With all, --quick, --rounds N and --bw-mib N go to both; --slots N and
+# --slot-bytes N only to ring_bench; --cpus A,B only to tcp_bench; and
+# --tsv FILE.tsv becomes FILE-ring.tsv and FILE-tcp.tsv, since the two write
+# different columns.  The exit status is the first non-zero one.
 #
 # BUILD_DIR overrides the build folder (relative to the repository root).
 set -euo pipefail
@@ -14,11 +24,74 @@ cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-bench}
 jobs=$(nproc 2>/dev/null || echo 2)
 
+what=all
+case "${1:-}" in
+ring | tcp | all)
+	what=$1
+	shift
+	;;
+esac
+
 run() {
 	printf '+ %s\n' "$*"
 	"$@"
 }
 
+case $what in
+ring) targets=(ring_bench) ;;
+tcp) targets=(tcp_bench) ;;
+all) targets=(ring_bench tcp_bench) ;;
+esac
+
 run cmake -S bench -B "$build" -DCMAKE_BUILD_TYPE=Release --log-level=WARNING
-run cmake --build "$build" --target ring_bench -j "$jobs"
-run "$build/ring_bench" "$@"
+run cmake --build "$build" --target "${targets[@]}" -j "$jobs"
+
+if [ "$what" != all ]; then
+	run "$build/${what}_bench" "$@"
+	exit
+fi
+
+# all: split the arguments between the two benchmarks.  An option that
+# lacks its value goes to both as it is, so that they report it.
+ring_args=()
+tcp_args=()
+while [ $# -gt 0 ]; do
+	opt=$1
+	shift
+	case $opt in
+	--slots | --slot-bytes | --cpus | --tsv | --rounds | --bw-mib)
+		if [ $# -eq 0 ]; then
+			ring_args+=("$opt")
+			tcp_args+=("$opt")
+			continue
+		fi
+		val=$1
+		shift
+		case $opt in
+		--slots | --slot-bytes) ring_args+=("$opt" "$val") ;;
+		--cpus) tcp_args+=("$opt" "$val") ;;
+		--tsv)
+			ring_args+=("$opt" "${val%.tsv}-ring.tsv")
+			tcp_args+=("$opt" "${val%.tsv}-tcp.tsv")
+			;;
+		*)
+			ring_args+=("$opt" "$val")
+			tcp_args+=("$opt" "$val")
+			;;
+		esac
+		;;
+	*)
+		ring_args+=("$opt")
+		tcp_args+=("$opt")
+		;;
+	esac
+done
+
+status=0
+run "$build/ring_bench" ${ring_args[@]+"${ring_args[@]}"} || status=$?
+echo
+run "$build/tcp_bench" ${tcp_args[@]+"${tcp_args[@]}"} || {
+	rc=$?
+	[ "$status" -ne 0 ] || status=$rc
+}
+exit "$status"
