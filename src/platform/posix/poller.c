@@ -115,6 +115,7 @@ static void reap(tw__poller *p)
 
 static void *poller_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "tw-io");
 	tw__poller *p = arg;
 	struct epoll_event ev[POLL_BATCH];
 	poll_current = p;

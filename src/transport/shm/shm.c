@@ -431,6 +431,7 @@ static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
 static void *rx_main(void *arg)
 {
 	shm_chan *mc = arg;
+	pthread_setname_np(pthread_self(), "tw-shm-rx");
 	rx_ctx *rx = calloc(1, sizeof(*rx));
 	int status = TW_OK;
 	if (rx == NULL) {

@@ -61,6 +61,9 @@
 #define TX_QUEUE_MAX (4u << 20)
 // How often a sender that waits looks at its deadline and cancel flag.
 #define TX_SLICE_MS 10
+// A small frame that follows the last write within this time waits for
+// the I/O thread's next writev (see send_small).
+#define TX_BATCH_GAP_NS 3000
 // The largest slot number a peer may use: slots are allocated densely, so
 // this bounds the links between two processes.
 #define SLOT_MAX 65536
@@ -103,9 +106,12 @@ struct tcp_conn {
 	size_t pending; // bytes in q and w not yet written, by tx_mtx
 	bool writing; // a thread holds the writer role
 	bool want_out; // the I/O thread should flush when writable
+	int64_t last_flush; // when the last flush of the queue ended
 	uint64_t tx_seq; // atomic: the last number assigned
 
-	// Reading: the I/O thread only.
+	// Reading: whoever holds rx_mtx, the reader role (the I/O thread, or
+	// an application thread polling for its message).
+	pthread_mutex_t rx_mtx;
 	tw__tcp_rx rxst;
 	unsigned char *in;
 	size_t in_off, in_len;
@@ -144,6 +150,7 @@ void tw__tcp_conn_unref(tcp_conn *c)
 	free(c->dialed);
 	pthread_cond_destroy(&c->tx_cv);
 	pthread_mutex_destroy(&c->tx_mtx);
+	pthread_mutex_destroy(&c->rx_mtx);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mtx);
 	free(c);
@@ -466,10 +473,26 @@ static int send_small(tcp_conn *c, tw__tcp_hdr *h, const void *payload,
 		pthread_mutex_unlock(&c->tx_mtx);
 		return TW_OK;
 	}
+	// A sender that comes back right after the last write is streaming:
+	// its frames wait for the I/O thread, which sends all that gathered
+	// meanwhile with one writev, instead of one system call each.  A
+	// sender that was quiet for a while (a reply, a request) writes at
+	// once.  Control frames always go at once.
+	int64_t now = tw__now_ns();
+	if (!(flags & TX_NOWAIT)
+	    && (c->want_out || now - c->last_flush < TX_BATCH_GAP_NS)) {
+		if (!c->want_out) {
+			c->want_out = true;
+			arm(c);
+		}
+		pthread_mutex_unlock(&c->tx_mtx);
+		return TW_OK;
+	}
 	c->writing = true;
 	pthread_mutex_unlock(&c->tx_mtx);
 	status = flush_queue(c);
 	pthread_mutex_lock(&c->tx_mtx);
+	c->last_flush = tw__now_ns();
 	writer_done(c);
 	pthread_mutex_unlock(&c->tx_mtx);
 	if (status == TW_EPEER)
@@ -583,6 +606,7 @@ static void on_writable(tcp_conn *c)
 	pthread_mutex_unlock(&c->tx_mtx);
 	int status = flush_queue(c);
 	pthread_mutex_lock(&c->tx_mtx);
+	c->last_flush = tw__now_ns();
 	writer_done(c);
 	pthread_mutex_unlock(&c->tx_mtx);
 	if (status == TW_EPEER)
@@ -808,7 +832,7 @@ static int rx_fill(tcp_conn *c)
 
 // Reads and handles frames until the socket is empty.  TW_OK when it is,
 // or why the connection must close.
-static int rx_pump(tcp_conn *c)
+static int rx_pump(tcp_conn *c, unsigned *frames)
 {
 	for (;;) {
 		if (tw__tcp_conn_failed(c))
@@ -878,6 +902,7 @@ static int rx_pump(tcp_conn *c)
 		int status = rx_dispatch(c);
 		if (status != TW_OK)
 			return status;
+		(*frames)++;
 	}
 }
 
@@ -886,21 +911,78 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 	(void)pfd;
 	tcp_conn *c = arg;
 	tw__tcp_conn_ref(c);
+	bool rearm = true;
 	if (events & (TW__POLL_IN | TW__POLL_ERR)) {
-		int status = rx_pump(c);
-		if (status != TW_OK) {
-			// EOF or a reset is how a peer's end looks: no line.
-			tw__tcp_conn_fail(c, NULL);
-			tw__tcp_conn_unref(c);
-			return;
+		// An application thread that holds the reader role reads for
+		// us, and re-arms the registration when it lets go: re-armed
+		// now, it would only fire again at once.
+		if (pthread_mutex_trylock(&c->rx_mtx) == 0) {
+			unsigned frames = 0;
+			int status = rx_pump(c, &frames);
+			pthread_mutex_unlock(&c->rx_mtx);
+			if (status != TW_OK) {
+				// EOF or a reset is how a peer's end looks: no
+				// log line.
+				tw__tcp_conn_fail(c, NULL);
+				tw__tcp_conn_unref(c);
+				return;
+			}
+		} else {
+			rearm = false;
 		}
 	}
 	if (events & TW__POLL_OUT)
 		on_writable(c);
-	pthread_mutex_lock(&c->tx_mtx);
-	arm(c);
-	pthread_mutex_unlock(&c->tx_mtx);
+	if (rearm) {
+		pthread_mutex_lock(&c->tx_mtx);
+		arm(c);
+		pthread_mutex_unlock(&c->tx_mtx);
+	}
 	tw__tcp_conn_unref(c);
+}
+
+bool tw__tcp_conn_poll(
+    tcp_conn *c, int64_t until, bool (*done)(void *arg), void *arg)
+{
+	bool got = false, reading = false;
+	int status = TW_OK;
+	for (;;) {
+		if (tw__tcp_conn_failed(c)) {
+			got = true; // the failure is news too
+			break;
+		}
+		// The reader role is held for the whole poll once taken; while
+		// the I/O thread has it, what it reads is looked for instead.
+		if (!reading && pthread_mutex_trylock(&c->rx_mtx) == 0) {
+			reading = true;
+			// While we read, a wake-up of the I/O thread would
+			// only take a CPU from us or from the peer.
+			pthread_mutex_lock(&c->tx_mtx);
+			if (!tw__tcp_conn_failed(c))
+				(void)tw__pfd_arm(
+				    c->pfd, c->want_out ? TW__POLL_OUT : 0);
+			pthread_mutex_unlock(&c->tx_mtx);
+		}
+		unsigned frames = 0;
+		if (reading && (status = rx_pump(c, &frames)) != TW_OK) {
+			got = true;
+			break;
+		}
+		if ((frames > 0 || !reading) && (got = done(arg)))
+			break;
+		if (tw__now_ns() >= until)
+			break;
+	}
+	if (reading) {
+		pthread_mutex_unlock(&c->rx_mtx);
+		// Whatever arrives from now on is the I/O thread's again.
+		pthread_mutex_lock(&c->tx_mtx);
+		arm(c);
+		pthread_mutex_unlock(&c->tx_mtx);
+	}
+	if (status != TW_OK)
+		tw__tcp_conn_fail(c, NULL);
+	return got;
 }
 
 static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
@@ -970,6 +1052,7 @@ int tw__tcp_conn_new(tcp_node *n, const tcp_conn_info *info, tcp_conn **out)
 	tw__cond_init(&c->cv);
 	pthread_mutex_init(&c->tx_mtx, NULL);
 	tw__cond_init(&c->tx_cv);
+	pthread_mutex_init(&c->rx_mtx, NULL);
 	tw__tcp_rx_init(&c->rxst);
 	c->last_rx = tw__now_ns();
 	c->in = malloc(RX_BUF);

@@ -246,6 +246,7 @@ static int node_add_conn(
 
 static void *hs_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "tw-tcp-hs");
 	hs_job *job = arg;
 	tw__tcp_hs_peer peer = { 0 };
 	int status = tw__tcp_handshake(
@@ -591,6 +592,7 @@ static void node_accept_one(tcp_node *n)
 
 static void *accept_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "tw-tcp-accept");
 	tcp_node *n = arg;
 	for (;;) {
 		struct pollfd pfd[2] = {

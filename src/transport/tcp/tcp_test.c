@@ -153,6 +153,31 @@ static void test_secret(void **state)
 	tw_desc_free(d1);
 }
 
+// The killed peer of test_sigkill, in a process of its own: the test
+// binary runs again (fork and exec, since a forked copy of a process with
+// threads may not start threads safely) with TW_TCP_TEST_CHILD set to
+// "ADDR0 ADDR1 FD".
+static int sigkill_child(const char *spec)
+{
+	int fd;
+	if (sscanf(spec, "%63s %63s %d", addrs[0], addrs[1], &fd) != 3)
+		return 10;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	tw_desc *d = make_desc("kill", NULL);
+	tw_link *l;
+	if (tw_link_create(d, 1, &l) != TW_OK)
+		return 1;
+	if (tw_send(l, 0, "last", "bye", 3) != TW_OK)
+		return 2;
+	if (tw_link_wait_pending(l) != TW_OK)
+		return 3;
+	char c = 'r';
+	if (write(fd, &c, 1) != 1)
+		return 4;
+	for (;;)
+		pause(); // killed by the parent
+}
+
 // A peer killed with SIGKILL: what it sent can still be received, then
 // receives and sends return TW_EPEER at once, not at the timeout.
 static void test_sigkill(void **state)
@@ -160,23 +185,18 @@ static void test_sigkill(void **state)
 	tw_desc *d = make_desc("kill", NULL);
 	int ready[2];
 	assert_int_equal(pipe(ready), 0);
+	char spec[200];
+	snprintf(spec, sizeof(spec), "%s %s %d", addrs[0], addrs[1], ready[1]);
+	// The child binds party 1's port itself: let go of it just before.
+	tw__tcp_listener_put(held[1]);
+	held[1] = NULL;
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(ready[0]);
-		tw_link *l;
-		if (tw_link_create(d, 1, &l) != TW_OK)
-			_exit(1);
-		if (tw_send(l, 0, "last", "bye", 3) != TW_OK)
-			_exit(2);
-		if (tw_link_wait_pending(l) != TW_OK)
-			_exit(3);
-		char c = 'r';
-		if (write(ready[1], &c, 1) != 1)
-			_exit(4);
-		for (;;)
-			pause(); // killed by the parent
+		setenv("TW_TCP_TEST_CHILD", spec, 1);
+		execl("/proc/self/exe", "tcp_test", (char *)NULL);
+		_exit(9);
 	}
 	close(ready[1]);
 	tw_link *l;
@@ -272,6 +292,9 @@ static void test_strangers(void **state)
 
 int main(void)
 {
+	const char *child = getenv("TW_TCP_TEST_CHILD");
+	if (child != NULL)
+		return sigkill_child(child);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(
 		    test_shared_listener, setup, teardown),
