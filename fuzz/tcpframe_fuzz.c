@@ -89,6 +89,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				require(o.rank < o.size && o.size >= 2
 				    && o.window > 0);
 		}
+		if (h.type == TW_TCP_F_STRIPED
+		    && size - pos - TW_TCP_HDR_LEN - h.key_len
+		        >= TW_TCP_STRIPED_LEN) {
+			tw__tcp_chunk ck;
+			if (tw__tcp_striped_decode(
+			        data + pos + TW_TCP_HDR_LEN + h.key_len,
+			        TW_TCP_STRIPED_LEN, &ck)
+			    == TW_OK)
+				require(ck.total > 0);
+		}
+		if (h.type == TW_TCP_F_CHUNK) {
+			require(h.len > TW_TCP_CHUNK_PREFIX);
+			tw__tcp_chunk ck;
+			if (size - pos - TW_TCP_HDR_LEN >= TW_TCP_CHUNK_PREFIX
+			    && tw__tcp_chunk_decode(
+			           data + pos + TW_TCP_HDR_LEN,
+			           TW_TCP_CHUNK_PREFIX, &ck)
+			        == TW_OK)
+				require(ck.offset < ck.total);
+		}
 		if (h.type == TW_TCP_F_CREDIT
 		    && size - pos - TW_TCP_HDR_LEN >= TW_TCP_CREDIT_LEN) {
 			uint64_t taken;

@@ -59,11 +59,21 @@ static void tcp_make_addr(
 	snprintf(out, cap, "tcp://127.0.0.1:%u", port);
 }
 
+// tcp:// with three connections per pair of processes and the smallest
+// chunk: every message above 4 KiB is striped.
+static void tune_stripes(tw_desc *d)
+{
+	tw_desc_set(d, TW_OPT_STRIPES, 3);
+	tw_desc_set(d, TW_OPT_CHUNK_SIZE, 4096);
+}
+
 static const conf_transport transports[] = {
-	{ "mem", true, false, "mem://%s.p%zu", NULL },
-	{ "chan", false, false, "mem://%s.p%zu", NULL },
-	{ "shm", true, true, "shm://%s.p%zu", NULL },
-	{ "tcp", true, true, "tcp://127.0.0.1:0", tcp_make_addr },
+	{ "mem", true, false, "mem://%s.p%zu", NULL, NULL },
+	{ "chan", false, false, "mem://%s.p%zu", NULL, NULL },
+	{ "shm", true, true, "shm://%s.p%zu", NULL, NULL },
+	{ "tcp", true, true, "tcp://127.0.0.1:0", tcp_make_addr, NULL },
+	{ "tcpstripes", true, true, "tcp://127.0.0.1:0", tcp_make_addr,
+	    tune_stripes },
 };
 static const conf_transport *tp;
 
@@ -770,6 +780,49 @@ static void t_flow_control(void **state)
 	run(2, 0, setup_flow, body_flow_control, NULL);
 }
 
+// Messages of many sizes, both ways at once, on one tag in order with a
+// second tag interleaved: around every chunk and copy threshold of the
+// transports (a striped tcp:// message holds the ones behind it until it
+// is whole, and must not hold up the other tag's earlier ones).
+static const size_t large_sizes[] = { 1, 4095, 4096, 4097, 16384, 16385, 65536,
+	100003, 1048579, 0, 3 * 1048576 + 5 };
+enum { LARGE_N = sizeof(large_sizes) / sizeof(large_sizes[0]) };
+
+static int body_large(conf_party *p)
+{
+	size_t peer = 1 - p->rank;
+	unsigned char *buf = malloc(3 * 1048576 + 5);
+	CHECK(p, buf != NULL);
+	for (uint32_t i = 0; i < LARGE_N; i++) {
+		conf_fill(buf, large_sizes[i], i, (uint32_t)p->rank, 11);
+		CHECK_OK(p, tw_send(p->link, peer, "m", buf, large_sizes[i]));
+		CHECK_OK(p, tw_send(p->link, peer, "s", &i, sizeof(i)));
+	}
+	for (uint32_t i = 0; i < LARGE_N; i++) {
+		uint32_t v;
+		size_t len;
+		CHECK_OK(
+		    p, tw_recv_into(p->link, peer, "s", &v, sizeof(v), &len));
+		CHECK(p, len == sizeof(v) && v == i);
+	}
+	for (uint32_t i = 0; i < LARGE_N; i++) {
+		size_t len;
+		CHECK_OK(p,
+		    tw_recv_into(
+		        p->link, peer, "m", buf, 3 * 1048576 + 5, &len));
+		CHECK(p, len == large_sizes[i]);
+		CHECK(p, conf_check(buf, len, i, (uint32_t)peer, 11));
+	}
+	CHECK_OK(p, tw_link_wait_pending(p->link));
+	free(buf);
+	return 0;
+}
+
+static void t_large(void **state)
+{
+	run(2, 0, NULL, body_large, NULL);
+}
+
 // --- collectives ---------------------------------------------------------------
 
 static size_t glen(size_t rank, size_t root)
@@ -940,6 +993,7 @@ int main(int argc, char **argv)
 		CASE(wait_pending),
 		CASE(throttle),
 		CASE(flow_control),
+		CASE(large),
 		CASE(collectives),
 		CASE(coll_mixed),
 	};

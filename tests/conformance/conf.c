@@ -208,6 +208,8 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 	}
 	tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, conf_scale(20000));
 	tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, conf_scale(20000));
+	if (tp->tune != NULL)
+		tp->tune(d);
 	if (setup != NULL)
 		setup(d, arg);
 	run_ctx ctx = { .tp = tp, .body = body, .flags = flags };

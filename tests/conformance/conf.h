@@ -41,6 +41,9 @@ typedef struct conf_transport {
 	// addresses need resources of the run, such as free TCP ports.
 	void (*make_addr)(
 	    char *out, size_t cap, const char *run_name, size_t i);
+	// When set, adjusts every description of the run (a variant of a
+	// transport: other options, same cases).
+	void (*tune)(tw_desc *d);
 } conf_transport;
 
 enum { CONF_OWN_CREATE = 1 };

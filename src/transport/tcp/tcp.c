@@ -246,7 +246,7 @@ static void on_taken(void *arg, uint32_t from, uint64_t taken)
 
 // --- frames from the peer ---------------------------------------------------------------
 
-static int on_data(tcp_chan *mc, const char *key, void *data, size_t len)
+int tw__tcp_chan_deliver(tcp_chan *mc, const char *key, void *data, size_t len)
 {
 	tcp_ep *ep = mc->ep;
 	bool ctl = tw__key_is_ctl(key);
@@ -278,7 +278,21 @@ int tw__tcp_chan_on_frame(
 	tcp_ep *ep = mc->ep;
 	switch (h->type) {
 	case TW_TCP_F_DATA:
-		return on_data(mc, key, payload, (size_t)h->len);
+		return tw__tcp_sx_data(tw__tcp_conn_sx(mc->conn), mc, key,
+		    payload, (size_t)h->len);
+	case TW_TCP_F_STRIPED: {
+		tw__tcp_chunk ck;
+		if (tw__tcp_striped_decode(payload, TW_TCP_STRIPED_LEN, &ck)
+		    != TW_OK)
+			return TW_EPROTO;
+		int status = tw__tcp_sx_announce(
+		    tw__tcp_conn_sx(mc->conn), mc, h->slot, key, &ck, h->seq);
+		if (status == TW_EPROTO)
+			LOGC(mc, TW_LOG_ERROR,
+			    "%s announced a striped message wrongly (%s)",
+			    mc->peer_id, tw_err_name(TW_EPROTO));
+		return status;
+	}
 	case TW_TCP_F_CLOSE_NS:
 		tw__mailbox_close_ns(ep->mb, mc->peer_rank, key);
 		return TW_OK;
@@ -371,6 +385,38 @@ static int reserve(
 	return status;
 }
 
+// A large message over a connection with stripes: announced on the main
+// connection (where its order is kept), its chunks spread over all of them
+// round robin, each written from the caller's memory.  TW_EPEER after the
+// announcement means the connection failed (it stands or falls with its
+// stripes); before it, the message was not sent at all.
+static int send_striped(tcp_chan *mc, const char *key, const void *buf,
+    size_t len, int64_t deadline, const int *cancel, uint64_t *seq)
+{
+	tcp_conn *conn = mc->conn;
+	tw__tcp_chunk ck = { .id = tw__tcp_conn_next_id(conn), .total = len };
+	unsigned char ann[TW_TCP_STRIPED_LEN];
+	tw__tcp_striped_encode(ann, &ck);
+	int status = tw__tcp_conn_send(conn, TW_TCP_F_STRIPED, mc->my_slot,
+	    key, ann, sizeof(ann), 0, deadline, cancel, seq);
+	if (status != TW_OK)
+		return status;
+	const unsigned char *p = buf;
+	uint64_t chunk = mc->ep->chunk;
+	for (uint64_t i = 0; ck.offset < len && status == TW_OK; i++) {
+		size_t n = (size_t)(len - ck.offset < chunk ? len - ck.offset
+		                                            : chunk);
+		status = tw__tcp_conn_send_chunk(tw__tcp_conn_pick(conn, i),
+		    mc->my_slot, &ck, p + ck.offset, n);
+		ck.offset += n;
+	}
+	if (status == TW_OK)
+		return TW_OK;
+	// The peer would wait for the rest for ever.
+	tw__tcp_conn_fail(conn, "a stripe failed in the middle of a message");
+	return TW_EPEER;
+}
+
 static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
     size_t len, int flags, int64_t deadline, const int *cancel)
 {
@@ -391,8 +437,13 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 	if (status != TW_OK)
 		return status;
 	uint64_t seq = 0;
-	status = tw__tcp_conn_send(mc->conn, TW_TCP_F_DATA, mc->my_slot, key,
-	    buf, len, 0, deadline, cancel, &seq);
+	if (data && len > mc->ep->chunk
+	    && tw__tcp_conn_pick(mc->conn, 1) != mc->conn)
+		status
+		    = send_striped(mc, key, buf, len, deadline, cancel, &seq);
+	else
+		status = tw__tcp_conn_send(mc->conn, TW_TCP_F_DATA,
+		    mc->my_slot, key, buf, len, 0, deadline, cancel, &seq);
 	if (status == TW_OK) {
 		uint64_t prev
 		    = __atomic_load_n(&mc->last_seq, __ATOMIC_RELAXED);
@@ -463,6 +514,15 @@ static int tcp_wait_pending(tw_channel *c)
 	if (tw__tcp_flag(&mc->peer_gone)
 	    && __atomic_load_n(&mc->gone_ack, __ATOMIC_ACQUIRE) < target)
 		status = TW_EPEER;
+	if (status != TW_OK)
+		LOGC(mc, TW_LOG_DEBUG,
+		    "delivery to %s unconfirmed: %s (last frame %llu, acked "
+		    "%llu, when gone %llu)",
+		    mc->peer_id, tw_err_name(status),
+		    (unsigned long long)target,
+		    (unsigned long long)tw__tcp_conn_peer_ack(mc->conn),
+		    (unsigned long long)__atomic_load_n(
+		        &mc->gone_ack, __ATOMIC_ACQUIRE));
 	if (tw__tcp_flag(&mc->aborted))
 		status = TW_ECLOSED;
 	return status;
@@ -647,6 +707,7 @@ void tw__tcp_ep_unref(tcp_ep *ep)
 
 static void chan_free(tcp_chan *mc)
 {
+	tw__tcp_sx_chan_free(mc);
 	if (mc->conn != NULL)
 		tw__tcp_conn_unref(mc->conn);
 	tw__nsset_fini(&mc->peer_aborted);
@@ -756,6 +817,8 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	ep->heartbeat_ms = cfg->opts[TW_OPT_HEARTBEAT_MS];
+	ep->stripes = (unsigned)cfg->opts[TW_OPT_STRIPES];
+	ep->chunk = (uint64_t)cfg->opts[TW_OPT_CHUNK_SIZE];
 	if (cfg->secret != NULL && cfg->secret_len > 0) {
 		ep->secret = malloc(cfg->secret_len);
 		if (ep->secret != NULL) {

@@ -32,6 +32,8 @@
 typedef struct tcp_node tcp_node;
 typedef struct tcp_conn tcp_conn;
 typedef struct tcp_chan tcp_chan;
+typedef struct tcp_sx tcp_sx;
+struct sx_item;
 
 // This party's side of a link: the mailbox that all its channels deliver
 // into, freed with the last reference (its channels, and connections
@@ -46,6 +48,8 @@ typedef struct tcp_ep {
 	uint64_t recv_buffer; // the window granted to each peer
 	uint64_t max_msg;
 	int64_t heartbeat_ms; // 0: off
+	unsigned stripes; // connections per peer process it asks for
+	uint64_t chunk; // bytes per chunk of a striped message
 	void *secret;
 	size_t secret_len;
 	char **addrs; // [size]: every party's address, for tw__tcp_dials
@@ -98,6 +102,11 @@ struct tcp_chan {
 	int auth_failed; // atomic
 	int unbound; // atomic: our UNBIND went out (abort or destroy)
 	tw__nsset peer_aborted; // namespaces the peer aborted
+
+	// Messages from the peer held behind an incomplete striped one
+	// (tcp_stripe.c), by the connection's striping mutex.
+	struct sx_item *held, *held_tail;
+	unsigned held_n; // atomic
 };
 
 #define LOGC(mc, level, ...)                                                  \
@@ -132,6 +141,36 @@ int tw__tcp_chan_on_frame(
 // The connection of mc failed or closed: its peer is gone.
 void tw__tcp_chan_conn_failed(tcp_chan *mc);
 
+// Pushes a message from the peer into mc's mailbox (ownership of data
+// passes).  TW_OK (also when the namespace was aborted here: dropped), or
+// TW_EPROTO (the peer overran its credit) / TW_ENOMEM: the connection
+// must close.
+int tw__tcp_chan_deliver(
+    tcp_chan *mc, const char *key, void *data, size_t len);
+
+// --- striped messages (tcp_stripe.c) -----------------------------------------
+
+tcp_sx *tw__tcp_sx_new(void);
+void tw__tcp_sx_free(tcp_sx *sx);
+// The connection failed: nothing more is delivered.
+void tw__tcp_sx_fail(tcp_sx *sx);
+// The sequence number of the oldest announcement not yet delivered
+// (UINT64_MAX: none): the main connection acknowledges nothing from it on.
+uint64_t tw__tcp_sx_hold(const tcp_sx *sx);
+// A DATA frame for mc (main connection's reader): delivered, or held
+// behind an incomplete striped message.
+int tw__tcp_sx_data(
+    tcp_sx *sx, tcp_chan *mc, const char *key, void *data, size_t len);
+// A STRIPED frame for mc (the peer's slot `slot`), sequence number seq.
+int tw__tcp_sx_announce(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
+    const char *key, const tw__tcp_chunk *ck, uint64_t seq);
+// A CHUNK of n bytes: *dst is where they go; chunk_end once they are read.
+int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
+    const tw__tcp_chunk *ck, size_t n, void **entry, unsigned char **dst);
+int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_chan *mc, void *entry);
+// Frees what mc holds (when it is freed).
+void tw__tcp_sx_chan_free(tcp_chan *mc);
+
 // --- connections (tcp_conn.c) -------------------------------------------------
 
 // What a connection knows about its peer once the handshake is done.
@@ -141,7 +180,24 @@ typedef struct tcp_conn_info {
 	const char *dialed; // the address dialed ("tcp://h:p"), or NULL
 	const tw__tcp_hs_peer *peer;
 	int64_t heartbeat_ms; // 0: off
+	tcp_conn *main; // for an extra connection (stripe): its main one
+	unsigned stripe; // and its index (1, 2, ...)
 } tcp_conn_info;
+
+// Extra connections (stripes) of a main connection.
+tcp_sx *tw__tcp_conn_sx(const tcp_conn *c);
+unsigned tw__tcp_conn_stripe(const tcp_conn *c); // 0: a main connection
+// Attaches stripe s to main connection c (both referenced by c).  TW_OK,
+// or TW_EPROTO when c has no room for it or failed.
+int tw__tcp_conn_add_stripe(tcp_conn *c, tcp_conn *s);
+// The connection that carries chunk number i of a message: c itself or
+// one of its stripes, round robin.  Not referenced (c holds it).
+tcp_conn *tw__tcp_conn_pick(tcp_conn *c, uint64_t i);
+// Sends a CHUNK (prefix and bytes from the caller's memory), always whole.
+int tw__tcp_conn_send_chunk(tcp_conn *c, uint32_t slot,
+    const tw__tcp_chunk *ck, const void *bytes, size_t n);
+// Next id of a striped message sent on c.
+uint64_t tw__tcp_conn_next_id(tcp_conn *c);
 
 // Makes a connection of node n and starts reading it.  TW_OK, TW_ENOMEM,
 // TW_ESYS (logged); the caller closes info->fd on failure.

@@ -64,6 +64,8 @@
 // A small frame that follows the last write within this time waits for
 // the I/O thread's next writev (see send_small).
 #define TX_BATCH_GAP_NS 3000
+// TW_OPT_STRIPES' largest value: connections per pair of processes.
+#define STRIPES_MAX 64
 // The largest slot number a peer may use: slots are allocated densely, so
 // this bounds the links between two processes.
 #define SLOT_MAX 65536
@@ -80,6 +82,15 @@ struct tcp_conn {
 	char who[TW_TCP_ADDR_MAX + 32]; // for log lines
 	unsigned refs; // atomic
 	int failed; // atomic
+
+	// Striping: a main connection holds its extra connections (stripes,
+	// referenced), each of which points back to it.
+	tcp_conn *main_conn; // NULL for a main connection
+	unsigned stripe; // 0 for a main connection
+	tcp_conn *stripes[STRIPES_MAX - 1]; // by mtx; published by nstripes
+	unsigned nstripes; // atomic
+	uint64_t next_id; // atomic: ids of striped messages sent
+	tcp_sx *sx; // reassembly of striped messages (main only)
 
 	tw__pfd *pfd; // the socket on the node's poller
 	tw__pfd *tpfd; // the heartbeat timer
@@ -121,6 +132,9 @@ struct tcp_conn {
 	unsigned char cur_fixed[TW_TCP_OPEN_LEN]; // OPEN, CREDIT payloads
 	void *pay; // DATA payload (NULL: discarding, or a fixed one)
 	bool discard;
+	tcp_chan *chunk_chan; // CHUNK being read: its channel (referenced)
+	void *chunk_entry; // and its entry, once the prefix is in
+	unsigned char *chunk_dst;
 	size_t pay_have;
 	uint64_t rx_done; // atomic: the last frame fully handled
 	uint64_t peer_ack; // atomic
@@ -141,6 +155,11 @@ void tw__tcp_conn_unref(tcp_conn *c)
 		close(c->fd);
 	if (c->tfd >= 0)
 		close(c->tfd);
+	for (unsigned i = 0; i < c->nstripes; i++)
+		tw__tcp_conn_unref(c->stripes[i]);
+	if (c->chunk_chan != NULL)
+		tw__tcp_chan_unref(c->chunk_chan);
+	tw__tcp_sx_free(c->sx);
 	free(c->pay);
 	free(c->in);
 	free(c->q);
@@ -438,9 +457,24 @@ static int wait_writable(tcp_conn *c)
 	return TW_OK;
 }
 
+// The ack our frames carry: the last frame handled, but never an
+// announcement of a striped message that is not complete, nor anything
+// after it (tcp_stripe.c).  rx_done is read first: an announcement sets
+// the hold before it counts as handled.
+static uint64_t ack_out(const tcp_conn *c)
+{
+	uint64_t done = __atomic_load_n(&c->rx_done, __ATOMIC_ACQUIRE);
+	if (c->sx != NULL) {
+		uint64_t hold = tw__tcp_sx_hold(c->sx);
+		if (hold != UINT64_MAX && hold - 1 < done)
+			done = hold - 1;
+	}
+	return done;
+}
+
 // A small frame: into the queue, and out at once when nobody is writing.
-static int send_small(tcp_conn *c, tw__tcp_hdr *h, const void *payload,
-    int flags, int64_t deadline, const int *cancel, uint64_t *seq)
+static int send_small(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
+    int npay, int flags, int64_t deadline, const int *cancel, uint64_t *seq)
 {
 	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
 	int status = TW_OK;
@@ -455,10 +489,12 @@ static int send_small(tcp_conn *c, tw__tcp_hdr *h, const void *payload,
 		return status;
 	}
 	h->seq = c->tx_seq + 1;
-	h->ack = __atomic_load_n(&c->rx_done, __ATOMIC_ACQUIRE);
+	h->ack = ack_out(c);
 	size_t hn = tw__tcp_hdr_encode(hdr, sizeof(hdr), h);
-	struct iovec iov[2] = { { hdr, hn }, { (void *)payload, h->len } };
-	if ((status = append(c, iov, 2)) != TW_OK) {
+	struct iovec iov[3] = { { hdr, hn } };
+	for (int i = 0; i < npay; i++)
+		iov[1 + i] = pay[i];
+	if ((status = append(c, iov, 1 + npay)) != TW_OK) {
 		pthread_mutex_unlock(&c->tx_mtx);
 		return status;
 	}
@@ -502,8 +538,8 @@ static int send_small(tcp_conn *c, tw__tcp_hdr *h, const void *payload,
 
 // A large frame: written from the caller's memory once every frame queued
 // before it is out.
-static int send_large(tcp_conn *c, tw__tcp_hdr *h, const void *payload,
-    int64_t deadline, const int *cancel, uint64_t *seq)
+static int send_large(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
+    int npay, int64_t deadline, const int *cancel, uint64_t *seq)
 {
 	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
 	int status = TW_OK;
@@ -552,15 +588,17 @@ static int send_large(tcp_conn *c, tw__tcp_hdr *h, const void *payload,
 	}
 	c->writing = true;
 	h->seq = c->tx_seq + 1;
-	h->ack = __atomic_load_n(&c->rx_done, __ATOMIC_ACQUIRE);
+	h->ack = ack_out(c);
 	__atomic_store_n(&c->tx_seq, h->seq, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&c->tx_mtx);
 	if (seq != NULL)
 		*seq = h->seq;
 	size_t hn = tw__tcp_hdr_encode(hdr, sizeof(hdr), h);
-	struct iovec iov[2] = { { hdr, hn }, { (void *)payload, h->len } };
+	struct iovec iov[3] = { { hdr, hn } };
+	for (int i = 0; i < npay; i++)
+		iov[1 + i] = pay[i];
 	struct iovec *v = iov;
-	int n = 2;
+	int n = 1 + npay;
 	// Started, it is finished: the receiver keeps reading (credit), so
 	// only a dead connection stops it, and that fails it.
 	while ((status = write_some(c, &v, &n)) == TW_EAGAIN)
@@ -587,10 +625,65 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 		.key_len = key != NULL ? strlen(key) : 0 };
 	if (h.key_len >= TW_KEY_MAX)
 		return TW_EINVAL;
+	struct iovec pay = { (void *)payload, len };
 	if (len <= TX_COPY_MAX || (flags & TX_NOWAIT))
 		return send_small(
-		    c, &h, payload, flags, deadline, cancel, seq);
-	return send_large(c, &h, payload, deadline, cancel, seq);
+		    c, &h, &pay, 1, flags, deadline, cancel, seq);
+	return send_large(c, &h, &pay, 1, deadline, cancel, seq);
+}
+
+int tw__tcp_conn_send_chunk(tcp_conn *c, uint32_t slot,
+    const tw__tcp_chunk *ck, const void *bytes, size_t n)
+{
+	unsigned char prefix[TW_TCP_CHUNK_PREFIX];
+	tw__tcp_chunk_encode(prefix, ck);
+	struct iovec pay[2]
+	    = { { prefix, sizeof(prefix) }, { (void *)bytes, n } };
+	tw__tcp_hdr h = {
+		.type = TW_TCP_F_CHUNK, .slot = slot, .len = sizeof(prefix) + n
+	};
+	// Once the announcement is out the chunks must follow: no deadline.
+	if (n <= TX_COPY_MAX)
+		return send_small(c, &h, pay, 2, 0, TW_FOREVER, NULL, NULL);
+	return send_large(c, &h, pay, 2, TW_FOREVER, NULL, NULL);
+}
+
+uint64_t tw__tcp_conn_next_id(tcp_conn *c)
+{
+	return __atomic_add_fetch(&c->next_id, 1, __ATOMIC_RELAXED);
+}
+
+tcp_sx *tw__tcp_conn_sx(const tcp_conn *c)
+{
+	return c->sx;
+}
+
+unsigned tw__tcp_conn_stripe(const tcp_conn *c)
+{
+	return c->stripe;
+}
+
+int tw__tcp_conn_add_stripe(tcp_conn *c, tcp_conn *s)
+{
+	pthread_mutex_lock(&c->mtx);
+	unsigned n = __atomic_load_n(&c->nstripes, __ATOMIC_RELAXED);
+	int status = TW_OK;
+	if (tw__tcp_conn_failed(c) || n >= STRIPES_MAX - 1)
+		status = TW_EPROTO;
+	else {
+		tw__tcp_conn_ref(s);
+		c->stripes[n] = s;
+		__atomic_store_n(&c->nstripes, n + 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&c->mtx);
+	return status;
+}
+
+tcp_conn *tw__tcp_conn_pick(tcp_conn *c, uint64_t i)
+{
+	unsigned n = __atomic_load_n(&c->nstripes, __ATOMIC_ACQUIRE);
+	unsigned k = (unsigned)(i % (n + 1));
+	return k == 0 ? c : c->stripes[k - 1];
 }
 
 // The I/O thread's part of writing: the socket drained.
@@ -644,7 +737,9 @@ int tw__tcp_conn_wait_ack(
 
 // --- failing -------------------------------------------------------------------------
 
-void tw__tcp_conn_fail(tcp_conn *c, const char *why)
+// `broken`: the connection failed (rather than merely ended), which a
+// stripe passes on to its main connection.
+static void conn_fail(tcp_conn *c, const char *why, bool broken)
 {
 	if (__atomic_exchange_n(&c->failed, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
@@ -654,6 +749,19 @@ void tw__tcp_conn_fail(tcp_conn *c, const char *why)
 	tw__tcp_conn_ref(c);
 	tw__tcp_node_forget(c);
 	shutdown(c->fd, SHUT_RDWR);
+	// A main connection and its stripes stand and fall together: a
+	// striped message needs all of them.
+	if (c->sx != NULL)
+		tw__tcp_sx_fail(c->sx);
+	unsigned ns = __atomic_load_n(&c->nstripes, __ATOMIC_ACQUIRE);
+	for (unsigned i = 0; i < ns; i++)
+		tw__tcp_conn_fail(c->stripes[i], NULL);
+	// A stripe that merely ended (EOF, a reset: the peer closing, which
+	// its main connection will show in order after the frames before it)
+	// leaves the main connection alone; a broken one takes it along.  A
+	// sender that cannot write a chunk fails the main connection itself.
+	if (c->main_conn != NULL && broken)
+		conn_fail(c->main_conn, why, true);
 	// No callback runs once these return (or, from our own callback,
 	// none runs after it).
 	tw__pfd_fini(c->pfd);
@@ -682,6 +790,11 @@ void tw__tcp_conn_fail(tcp_conn *c, const char *why)
 	tw__tcp_conn_unref(c); // ours, above
 }
 
+void tw__tcp_conn_fail(tcp_conn *c, const char *why)
+{
+	conn_fail(c, why, why != NULL);
+}
+
 // --- reading ---------------------------------------------------------------------------
 
 static int rx_proto(tcp_conn *c, const char *why)
@@ -699,12 +812,36 @@ static int rx_dispatch(tcp_conn *c)
 	void *data = c->pay;
 	c->pay = NULL;
 	int status = TW_OK;
+	if (c->stripe > 0 && h->type != TW_TCP_F_CHUNK
+	    && h->type != TW_TCP_F_BYE && h->type != TW_TCP_F_PING
+	    && h->type != TW_TCP_F_PONG && h->type != TW_TCP_F_ACK) {
+		free(data);
+		return rx_proto(
+		    c, "a frame that only a main connection carries");
+	}
 	// Handled as of now: a message pushed below may be popped, and the
 	// popping thread's next frame (an UNBIND, say) must acknowledge it.
 	// A push can fail only when the connection fails with it (a peer
 	// that overran its credit, or no memory), and then no ack matters.
-	__atomic_store_n(&c->rx_done, h->seq, __ATOMIC_RELEASE);
+	// An announcement counts once it holds the acks back (below).
+	if (h->type != TW_TCP_F_STRIPED)
+		__atomic_store_n(&c->rx_done, h->seq, __ATOMIC_RELEASE);
 	switch (h->type) {
+	case TW_TCP_F_CHUNK: {
+		tcp_chan *mc = c->chunk_chan;
+		void *entry = c->chunk_entry;
+		c->chunk_chan = NULL;
+		c->chunk_entry = NULL;
+		c->chunk_dst = NULL;
+		if (mc != NULL) {
+			tcp_conn *m = c->main_conn != NULL ? c->main_conn : c;
+			if (entry != NULL)
+				status
+				    = tw__tcp_sx_chunk_end(m->sx, mc, entry);
+			tw__tcp_chan_unref(mc);
+		}
+		break;
+	}
 	case TW_TCP_F_OPEN: {
 		tw__tcp_open o;
 		if (tw__tcp_open_decode(c->cur_fixed, TW_TCP_OPEN_LEN, &o)
@@ -721,6 +858,7 @@ static int rx_dispatch(tcp_conn *c)
 		break;
 	}
 	case TW_TCP_F_DATA:
+	case TW_TCP_F_STRIPED:
 	case TW_TCP_F_CLOSE_NS:
 	case TW_TCP_F_ABORT_NS:
 	case TW_TCP_F_UNBIND:
@@ -733,9 +871,11 @@ static int rx_dispatch(tcp_conn *c)
 			free(data);
 			break;
 		}
-		status = tw__tcp_chan_on_frame(mc, h, key,
-		    h->type == TW_TCP_F_CREDIT ? (void *)c->cur_fixed : data);
-		if (h->type == TW_TCP_F_CREDIT)
+		bool fixed = h->type == TW_TCP_F_CREDIT
+		    || h->type == TW_TCP_F_STRIPED;
+		status = tw__tcp_chan_on_frame(
+		    mc, h, key, fixed ? (void *)c->cur_fixed : data);
+		if (fixed)
 			free(data);
 		tw__tcp_chan_unref(mc);
 		break;
@@ -754,6 +894,8 @@ static int rx_dispatch(tcp_conn *c)
 		free(data);
 		break; // ACK, PONG: the header said it all
 	}
+	if (h->type == TW_TCP_F_STRIPED)
+		__atomic_store_n(&c->rx_done, h->seq, __ATOMIC_RELEASE);
 	return status;
 }
 
@@ -780,6 +922,18 @@ static int rx_header(tcp_conn *c, const tw__tcp_hdr *h)
 	c->pay = NULL;
 	c->discard = false;
 	c->pay_have = 0;
+	if (h->type == TW_TCP_F_CHUNK) {
+		// Its channel now; its place once the prefix is in.
+		tcp_conn *m = c->main_conn != NULL ? c->main_conn : c;
+		c->chunk_chan = chan_by_peer_slot(m, h->slot);
+		c->discard = c->chunk_chan == NULL;
+		if (c->chunk_chan != NULL
+		    && h->len - TW_TCP_CHUNK_PREFIX
+		        > c->chunk_chan->ep->max_msg)
+			return rx_proto(
+			    c, "chunk larger than the link allows");
+		return TW_OK;
+	}
 	if (h->type != TW_TCP_F_DATA || h->len == 0)
 		return TW_OK; // fixed payloads go to cur_fixed
 	// The limit of the link it is for, before anything is allocated.
@@ -830,6 +984,44 @@ static int rx_fill(tcp_conn *c)
 	}
 }
 
+// Where the next payload bytes of the current frame go (NULL: nowhere,
+// they are skipped) and at most how many of them.  A chunk's prefix goes
+// to cur_fixed, and once it is in, the chunk's bytes go straight into
+// their place in the message.
+static int rx_dst(tcp_conn *c, unsigned char **dst, size_t *want)
+{
+	size_t have = c->pay_have;
+	if (c->cur.type != TW_TCP_F_CHUNK) {
+		*dst = c->pay != NULL ? (unsigned char *)c->pay + have
+		    : c->cur.type != TW_TCP_F_DATA ? c->cur_fixed + have
+		                                   : NULL; // discarding
+		return TW_OK;
+	}
+	if (have < TW_TCP_CHUNK_PREFIX) {
+		*dst = c->cur_fixed + have;
+		*want = TW_TCP_CHUNK_PREFIX - have;
+		return TW_OK;
+	}
+	if (!c->discard && c->chunk_entry == NULL) {
+		tw__tcp_chunk ck;
+		tcp_conn *m = c->main_conn != NULL ? c->main_conn : c;
+		size_t n = (size_t)c->cur.len - TW_TCP_CHUNK_PREFIX;
+		int status = tw__tcp_chunk_decode(
+		    c->cur_fixed, TW_TCP_CHUNK_PREFIX, &ck);
+		if (status == TW_OK)
+			status = tw__tcp_sx_chunk_begin(m->sx, c->chunk_chan,
+			    c->cur.slot, &ck, n, &c->chunk_entry,
+			    &c->chunk_dst);
+		if (status == TW_EPROTO)
+			return rx_proto(
+			    c, "a chunk that does not fit its message");
+		if (status != TW_OK)
+			return status;
+	}
+	*dst = c->discard ? NULL : c->chunk_dst + (have - TW_TCP_CHUNK_PREFIX);
+	return TW_OK;
+}
+
 // Reads and handles frames until the socket is empty.  TW_OK when it is,
 // or why the connection must close.
 static int rx_pump(tcp_conn *c, unsigned *frames)
@@ -862,11 +1054,10 @@ static int rx_pump(tcp_conn *c, unsigned *frames)
 		size_t want = (size_t)c->cur.len - c->pay_have;
 		if (want > 0) {
 			size_t avail = c->in_len - c->in_off;
-			unsigned char *dst = c->pay != NULL
-			    ? (unsigned char *)c->pay + c->pay_have
-			    : c->cur.type != TW_TCP_F_DATA
-			    ? c->cur_fixed + c->pay_have
-			    : NULL; // discarding
+			unsigned char *dst = NULL;
+			int status = rx_dst(c, &dst, &want);
+			if (status != TW_OK)
+				return status;
 			if (avail > 0) {
 				size_t k = avail < want ? avail : want;
 				if (dst != NULL)
@@ -890,7 +1081,7 @@ static int rx_pump(tcp_conn *c, unsigned *frames)
 					return TW_EPEER;
 				}
 			} else {
-				int status = rx_fill(c);
+				status = rx_fill(c);
 				if (status == TW_EAGAIN)
 					return TW_OK;
 				if (status != TW_OK)
@@ -922,8 +1113,11 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 			pthread_mutex_unlock(&c->rx_mtx);
 			if (status != TW_OK) {
 				// EOF or a reset is how a peer's end looks: no
-				// log line.
-				tw__tcp_conn_fail(c, NULL);
+				// log line but a debug one.
+				TW_DEBUG("tcp",
+				    "connection %s (stripe %u) ends: %s",
+				    c->who, c->stripe, tw_err_name(status));
+				conn_fail(c, NULL, status != TW_EPEER);
 				tw__tcp_conn_unref(c);
 				return;
 			}
@@ -1057,7 +1251,12 @@ int tw__tcp_conn_new(tcp_node *n, const tcp_conn_info *info, tcp_conn **out)
 	c->last_rx = tw__now_ns();
 	c->in = malloc(RX_BUF);
 	c->dialed = info->dialed != NULL ? strdup(info->dialed) : NULL;
-	if (c->in == NULL || (info->dialed != NULL && c->dialed == NULL)) {
+	c->main_conn = info->main;
+	c->stripe = info->stripe;
+	if (info->main == NULL)
+		c->sx = tw__tcp_sx_new();
+	if (c->in == NULL || (info->dialed != NULL && c->dialed == NULL)
+	    || (info->main == NULL && c->sx == NULL)) {
 		tw__tcp_conn_unref(c);
 		return TW_ENOMEM;
 	}

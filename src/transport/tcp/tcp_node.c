@@ -160,6 +160,7 @@ typedef struct hs_job {
 	tcp_node *node;
 	int fd;
 	tcp_ep *ep; // found by the lookup, referenced
+	tcp_conn *main; // for a stripe, its main connection, referenced
 	int64_t deadline;
 } hs_job;
 
@@ -170,6 +171,18 @@ typedef struct hs_job {
 bool tw__tcp_dials(const char *self_addr, const char *peer_addr)
 {
 	return strcmp(self_addr, peer_addr) < 0;
+}
+
+// The main connection that a stripe from `instance` belongs to.  mtx held.
+static tcp_conn *find_main(tcp_node *n, uint64_t instance)
+{
+	tcp_conn *c = n->conns;
+	while (c != NULL
+	    && (tw__tcp_conn_is_dialer(c) || tw__tcp_conn_stripe(c) != 0
+	        || tw__tcp_conn_failed(c)
+	        || tw__tcp_conn_peer_instance(c) != instance))
+		c = tw__tcp_conn_next(c);
+	return c;
 }
 
 // The handshake's lookup: the endpoint of the link the peer names, waited
@@ -190,6 +203,11 @@ static int hs_lookup(
 		for (ep = n->eps; ep != NULL; ep = ep->next)
 			if (strcmp(ep->link_id, peer->link_id) == 0)
 				break;
+		// A stripe also needs its main connection, which the
+		// thread of that handshake may not have listed yet.
+		if (ep != NULL && peer->stripe > 0
+		    && (job->main = find_main(n, peer->instance)) == NULL)
+			ep = NULL;
 		if (ep != NULL
 		    || tw__cond_wait_until(&n->cv, &n->mtx, until)
 		        == ETIMEDOUT)
@@ -197,6 +215,8 @@ static int hs_lookup(
 	}
 	if (ep != NULL)
 		tw__tcp_ep_ref(ep);
+	if (job->main != NULL)
+		tw__tcp_conn_ref(job->main);
 	pthread_mutex_unlock(&n->mtx);
 	if (ep == NULL)
 		return TW_EPEER;
@@ -215,6 +235,7 @@ static int hs_lookup(
 		return TW_EPROTO; // that rank is connected from elsewhere
 	self->link_id = ep->link_id;
 	self->rank = ep->self_rank;
+	self->stripe = peer->stripe;
 	self->instance = n->instance;
 	self->addr = tw__tcp_listener_name(n->l);
 	self->secret = ep->secret;
@@ -251,12 +272,22 @@ static void *hs_main(void *arg)
 	tw__tcp_hs_peer peer = { 0 };
 	int status = tw__tcp_handshake(
 	    job->fd, NULL, hs_lookup, job, job->deadline, &peer);
+	tcp_conn *main = job->main;
 	if (status == TW_OK) {
 		tcp_conn_info info = { .fd = job->fd,
 			.dialer = false,
 			.peer = &peer,
-			.heartbeat_ms = job->ep->heartbeat_ms };
-		status = node_add_conn(job->node, &info, NULL);
+			.heartbeat_ms
+			= main == NULL ? job->ep->heartbeat_ms : 0,
+			.main = main,
+			.stripe = peer.stripe };
+		tcp_conn *s = NULL;
+		status = node_add_conn(job->node, &info, main ? &s : NULL);
+		if (status == TW_OK && s != NULL) {
+			if (tw__tcp_conn_add_stripe(main, s) != TW_OK)
+				tw__tcp_conn_fail(s, "too many stripes");
+			tw__tcp_conn_unref(s);
+		}
 		if (status != TW_OK)
 			TW_LOGL(TW_LOG_WARN, "tcp", job->ep->link_id,
 			    job->ep->self_rank,
@@ -284,6 +315,8 @@ static void *hs_main(void *arg)
 		close(job->fd);
 	if (job->ep != NULL)
 		tw__tcp_ep_unref(job->ep);
+	if (job->main != NULL)
+		tw__tcp_conn_unref(job->main);
 	node_unref(job->node);
 	free(job);
 	return NULL;
@@ -295,6 +328,7 @@ static tcp_conn *find_dialed(tcp_node *n, const char *addr)
 {
 	for (tcp_conn *c = n->conns; c != NULL; c = tw__tcp_conn_next(c))
 		if (tw__tcp_conn_is_dialer(c) && !tw__tcp_conn_failed(c)
+		    && tw__tcp_conn_stripe(c) == 0
 		    && strcmp(tw__tcp_conn_dialed(c), addr) == 0)
 			return c;
 	return NULL;
@@ -311,8 +345,8 @@ static bool dialing(tcp_node *n, const char *addr)
 // Dials addr and runs the handshake for link ep, retrying while the peer's
 // process listens but has not created the link yet.
 static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, int64_t deadline, const int *cancel, int *out_fd,
-    tw__tcp_hs_peer *peer)
+    uint32_t peer_rank, uint16_t stripe, int64_t deadline, const int *cancel,
+    int *out_fd, tw__tcp_hs_peer *peer)
 {
 	char host[TW_TCP_ADDR_MAX + 1];
 	uint16_t port;
@@ -322,6 +356,7 @@ static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
 		.rank = ep->self_rank,
 		.instance = n->instance,
 		.addr = tw__tcp_listener_name(n->l),
+		.stripe = stripe,
 		.secret = ep->secret,
 		.secret_len = ep->secret_len };
 	for (;;) {
@@ -350,6 +385,44 @@ static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
 			return status;
 		struct timespec ts = { 0, 20000000 };
 		nanosleep(&ts, NULL);
+	}
+}
+
+// The extra connections of a new main connection c, which the link that
+// made it asks for (TW_OPT_STRIPES - 1).  One that cannot be made is
+// logged and left out: the others carry the chunks.
+static void dial_stripes(tcp_node *n, const char *addr, tcp_ep *ep,
+    uint32_t peer_rank, tcp_conn *c, int64_t deadline, const int *cancel)
+{
+	for (unsigned k = 1; k < ep->stripes; k++) {
+		int fd = -1;
+		tw__tcp_hs_peer peer;
+		int status = dial_once(n, addr, ep, peer_rank, (uint16_t)k,
+		    deadline, cancel, &fd, &peer);
+		tcp_conn *s = NULL;
+		if (status == TW_OK) {
+			tcp_conn_info info = { .fd = fd,
+				.dialer = true,
+				.dialed = addr,
+				.peer = &peer,
+				.main = c,
+				.stripe = k };
+			status = node_add_conn(n, &info, &s);
+			if (status != TW_OK)
+				close(fd);
+		}
+		if (status == TW_OK) {
+			status = tw__tcp_conn_add_stripe(c, s);
+			if (status != TW_OK)
+				tw__tcp_conn_fail(s, NULL);
+			tw__tcp_conn_unref(s);
+		}
+		if (status != TW_OK) {
+			TW_LOGL(TW_LOG_WARN, "tcp", ep->link_id, ep->self_rank,
+			    "cannot add stripe %u towards %s: %s", k, addr,
+			    tw_strerror(status));
+			return;
+		}
 	}
 }
 
@@ -388,8 +461,8 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 
 	int fd = -1;
 	tw__tcp_hs_peer peer;
-	int status
-	    = dial_once(n, addr, ep, peer_rank, deadline, cancel, &fd, &peer);
+	int status = dial_once(
+	    n, addr, ep, peer_rank, 0, deadline, cancel, &fd, &peer);
 	if (status == TW_OK) {
 		tcp_conn_info info = { .fd = fd,
 			.dialer = true,
@@ -400,6 +473,10 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 		if (status != TW_OK)
 			close(fd);
 	}
+	// Links that find the connection meanwhile stripe over the ones
+	// there are so far.
+	if (status == TW_OK)
+		dial_stripes(n, addr, ep, peer_rank, *out, deadline, cancel);
 	pthread_mutex_lock(&n->mtx);
 	dial **pp = &n->dials;
 	while (*pp != &d)

@@ -189,6 +189,16 @@ static bool frame_shape(
     unsigned type, size_t *key_min, size_t *key_max, long *fixed_len)
 {
 	switch (type) {
+	case TW_TCP_F_STRIPED:
+		*key_min = 1;
+		*key_max = TW_KEY_MAX - 1;
+		*fixed_len = TW_TCP_STRIPED_LEN;
+		return true;
+	case TW_TCP_F_CHUNK:
+		*key_min = 0;
+		*key_max = 0;
+		*fixed_len = -1;
+		return true;
 	case TW_TCP_F_OPEN:
 		*key_min = 1;
 		*key_max = TW_LINK_ID_MAX;
@@ -247,6 +257,8 @@ int tw__tcp_hdr_decode(const void *buf, size_t n, uint64_t max_payload,
 	uint64_t len = get_u64(p + 8);
 	if (fixed_len >= 0 ? len != (uint64_t)fixed_len : len > max_payload)
 		return bad(why, "payload length out of range");
+	if (p[0] == TW_TCP_F_CHUNK && len <= TW_TCP_CHUNK_PREFIX)
+		return bad(why, "chunk without bytes");
 	uint64_t seq = get_u64(p + 16);
 	if (seq == 0)
 		return bad(why, "zero sequence number");
@@ -326,6 +338,42 @@ int tw__tcp_credit_decode(const void *buf, size_t n, uint64_t *taken)
 void tw__tcp_credit_encode(unsigned char dst[TW_TCP_CREDIT_LEN], uint64_t v)
 {
 	put_u64(dst, v);
+}
+
+int tw__tcp_striped_decode(const void *buf, size_t n, tw__tcp_chunk *c)
+{
+	if (n != TW_TCP_STRIPED_LEN || buf == NULL)
+		return TW_EPROTO;
+	c->id = get_u64((const unsigned char *)buf);
+	c->total = get_u64((const unsigned char *)buf + 8);
+	c->offset = 0;
+	return c->total > 0 ? TW_OK : TW_EPROTO;
+}
+
+void tw__tcp_striped_encode(
+    unsigned char dst[TW_TCP_STRIPED_LEN], const tw__tcp_chunk *c)
+{
+	put_u64(dst, c->id);
+	put_u64(dst + 8, c->total);
+}
+
+int tw__tcp_chunk_decode(const void *buf, size_t n, tw__tcp_chunk *c)
+{
+	if (n != TW_TCP_CHUNK_PREFIX || buf == NULL)
+		return TW_EPROTO;
+	const unsigned char *p = buf;
+	c->id = get_u64(p);
+	c->total = get_u64(p + 8);
+	c->offset = get_u64(p + 16);
+	return c->total > 0 && c->offset < c->total ? TW_OK : TW_EPROTO;
+}
+
+void tw__tcp_chunk_encode(
+    unsigned char dst[TW_TCP_CHUNK_PREFIX], const tw__tcp_chunk *c)
+{
+	put_u64(dst, c->id);
+	put_u64(dst + 8, c->total);
+	put_u64(dst + 16, c->offset);
 }
 
 void tw__tcp_rx_init(tw__tcp_rx *st)

@@ -110,6 +110,8 @@ enum {
 	TW_TCP_F_UNBIND = 9, // the sender's link of this slot is gone
 	TW_TCP_F_CREDIT = 10, // payload u64: data bytes received so far
 	TW_TCP_F_CREDIT_REQ = 11, // the sender waits for credit
+	TW_TCP_F_STRIPED = 12, // key: message key; payload: tw__tcp_striped
+	TW_TCP_F_CHUNK = 13, // a piece of a striped message (any stripe)
 };
 
 // Frame header, followed by the key and then the payload:
@@ -127,6 +129,8 @@ enum {
 #define TW_TCP_HDR_LEN 32
 #define TW_TCP_OPEN_LEN 48
 #define TW_TCP_CREDIT_LEN 8
+#define TW_TCP_STRIPED_LEN 16
+#define TW_TCP_CHUNK_PREFIX 24
 
 typedef struct tw__tcp_hdr {
 	uint8_t type;
@@ -176,6 +180,32 @@ void tw__tcp_open_encode(
 // grows; TW_EPROTO otherwise is the caller's check.
 int tw__tcp_credit_decode(const void *buf, size_t n, uint64_t *taken);
 void tw__tcp_credit_encode(unsigned char dst[TW_TCP_CREDIT_LEN], uint64_t v);
+
+// A message striped over a connection and its extra connections: a
+// STRIPED frame takes the message's place in the order of the main
+// connection, and CHUNK frames on any of the connections carry its bytes.
+//
+// STRIPED payload:               CHUNK payload:
+//   off len                        off len
+//     0   8  message id              0   8  message id
+//     8   8  total length            8   8  total length
+//                                   16   8  offset of these bytes
+//                                   24   -  the bytes
+//
+// Ids count up per direction of a main connection; total > 0, offset <
+// total (the receiver also checks offset + bytes <= total).
+typedef struct tw__tcp_chunk {
+	uint64_t id;
+	uint64_t total;
+	uint64_t offset; // CHUNK only
+} tw__tcp_chunk;
+
+int tw__tcp_striped_decode(const void *buf, size_t n, tw__tcp_chunk *c);
+void tw__tcp_striped_encode(
+    unsigned char dst[TW_TCP_STRIPED_LEN], const tw__tcp_chunk *c);
+int tw__tcp_chunk_decode(const void *buf, size_t n, tw__tcp_chunk *c);
+void tw__tcp_chunk_encode(
+    unsigned char dst[TW_TCP_CHUNK_PREFIX], const tw__tcp_chunk *c);
 
 // Receive-side order of one connection: every frame carries the next
 // sequence number, and acks only grow and never acknowledge a frame that

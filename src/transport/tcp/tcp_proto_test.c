@@ -203,6 +203,37 @@ static void test_hdr_roundtrip(void **state)
 	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CREDIT_REQ, NULL, 0, 3, 0);
 	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
 
+	// STRIPED: a key and (id, total); CHUNK: no key, a prefix and bytes.
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_STRIPED, "k:t",
+	    TW_TCP_STRIPED_LEN, 3, 0);
+	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_STRIPED, NULL,
+	    TW_TCP_STRIPED_LEN, 3, 0);
+	TW_FAIL(tw__tcp_hdr_decode(buf, n, 0, &h, &why), TW_EPROTO);
+	tw__tcp_chunk ck = { .id = 7, .total = 10000, .offset = 4096 }, ckd;
+	unsigned char striped[TW_TCP_STRIPED_LEN], prefix[TW_TCP_CHUNK_PREFIX];
+	tw__tcp_striped_encode(striped, &ck);
+	TW_PASS(tw__tcp_striped_decode(striped, sizeof(striped), &ckd));
+	assert_true(ckd.id == 7 && ckd.total == 10000 && ckd.offset == 0);
+	tw__tcp_chunk_encode(prefix, &ck);
+	TW_PASS(tw__tcp_chunk_decode(prefix, sizeof(prefix), &ckd));
+	assert_true(ckd.id == 7 && ckd.total == 10000 && ckd.offset == 4096);
+	ck.offset = 10000; // past the end
+	tw__tcp_chunk_encode(prefix, &ck);
+	TW_FAIL(tw__tcp_chunk_decode(prefix, sizeof(prefix), &ckd), TW_EPROTO);
+	ck.total = 0; // an empty striped message
+	tw__tcp_striped_encode(striped, &ck);
+	TW_FAIL(
+	    tw__tcp_striped_decode(striped, sizeof(striped), &ckd), TW_EPROTO);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CHUNK, NULL, 100, 3, 0);
+	assert_int_equal(tw__tcp_hdr_decode(buf, n, 1000, &h, &why), (int)n);
+	// A chunk must carry bytes beyond its prefix, and within the limit.
+	n = make_hdr(
+	    buf, sizeof(buf), TW_TCP_F_CHUNK, NULL, TW_TCP_CHUNK_PREFIX, 3, 0);
+	TW_FAIL(tw__tcp_hdr_decode(buf, n, 1000, &h, &why), TW_EPROTO);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CHUNK, NULL, 1001, 3, 0);
+	TW_FAIL(tw__tcp_hdr_decode(buf, n, 1000, &h, &why), TW_EPROTO);
+
 	// A key longer than any key is refused by the encoder.
 	char long_key[TW_KEY_MAX + 1];
 	memset(long_key, 'k', TW_KEY_MAX);

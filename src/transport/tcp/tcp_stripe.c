@@ -1,0 +1,288 @@
+// Striped messages of the tcp:// transport: reassembly and delivery in
+// order.
+//
+// Design notes.  A large message sent over a connection with extra
+// connections (TW_OPT_STRIPES > 1) is announced on the main connection by
+// a STRIPED frame, which takes the message's place in the order of its
+// link, and its bytes travel as CHUNK frames spread over all the
+// connections.  The streams are independent, so the chunks may arrive
+// before or after the announcement and in any order: whichever comes first
+// makes the entry, whose buffer is the one the application receives, and
+// every chunk is read straight into its place.
+//
+// Order.  Once a link has an announced message that is not complete, the
+// messages that follow it on that link wait in the channel's held list
+// behind it, and the list is delivered from its head as far as it is
+// complete.  Other links on the connection are not held up.  The main
+// connection's acks stop short of the oldest incomplete announcement, so
+// that tw_link_wait_pending still means delivered.
+//
+// Bounds.  A chunk can make an entry before its announcement, so entries
+// are bounded per connection (count) and by the link's largest message
+// (size), and the bytes a chunk claims must fit its entry; a sender within
+// its credit never comes near either.
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/names.h"
+#include "transport/tcp/tcp.h"
+
+// Entries (announced or not) a connection may hold at once.
+#define SX_ENTRIES_MAX 256
+
+typedef struct sx_entry {
+	struct sx_entry *next;
+	uint64_t id;
+	uint32_t slot; // the peer's slot
+	uint64_t total;
+	uint64_t got; // bytes claimed by chunks (read or being read)
+	unsigned writers; // chunks being read into buf
+	bool announced;
+	uint64_t seq; // of the announcement
+	unsigned char *buf;
+} sx_entry;
+
+typedef struct sx_item {
+	struct sx_item *next;
+	char key[TW_KEY_MAX];
+	void *data; // a plain message (entry == NULL)
+	size_t len;
+	sx_entry *entry; // or a striped one, delivered when complete
+} sx_item;
+
+struct tcp_sx {
+	pthread_mutex_t mtx;
+	sx_entry *entries;
+	unsigned count;
+	uint64_t hold; // atomic: the oldest incomplete announcement, or max
+	bool failed;
+};
+
+tcp_sx *tw__tcp_sx_new(void)
+{
+	tcp_sx *sx = calloc(1, sizeof(*sx));
+	if (sx == NULL)
+		return NULL;
+	pthread_mutex_init(&sx->mtx, NULL);
+	sx->hold = UINT64_MAX;
+	return sx;
+}
+
+void tw__tcp_sx_free(tcp_sx *sx)
+{
+	if (sx == NULL)
+		return;
+	while (sx->entries != NULL) {
+		sx_entry *e = sx->entries;
+		sx->entries = e->next;
+		free(e->buf);
+		free(e);
+	}
+	pthread_mutex_destroy(&sx->mtx);
+	free(sx);
+}
+
+void tw__tcp_sx_fail(tcp_sx *sx)
+{
+	pthread_mutex_lock(&sx->mtx);
+	sx->failed = true;
+	pthread_mutex_unlock(&sx->mtx);
+}
+
+uint64_t tw__tcp_sx_hold(const tcp_sx *sx)
+{
+	return __atomic_load_n(&sx->hold, __ATOMIC_ACQUIRE);
+}
+
+// Recomputes the oldest incomplete announcement.  mtx held.
+static void update_hold(tcp_sx *sx)
+{
+	uint64_t hold = UINT64_MAX;
+	for (sx_entry *e = sx->entries; e != NULL; e = e->next)
+		if (e->announced && e->seq < hold)
+			hold = e->seq;
+	__atomic_store_n(&sx->hold, hold, __ATOMIC_RELEASE);
+}
+
+static sx_entry *find(tcp_sx *sx, uint64_t id)
+{
+	for (sx_entry *e = sx->entries; e != NULL; e = e->next)
+		if (e->id == id)
+			return e;
+	return NULL;
+}
+
+// The entry of message `id`, made when absent.  mtx held.
+static int get_entry(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
+    const tw__tcp_chunk *ck, sx_entry **out)
+{
+	sx_entry *e = find(sx, ck->id);
+	if (e != NULL) {
+		if (e->total != ck->total || e->slot != slot)
+			return TW_EPROTO;
+		*out = e;
+		return TW_OK;
+	}
+	if (ck->total > mc->ep->max_msg || sx->count >= SX_ENTRIES_MAX)
+		return TW_EPROTO;
+	e = calloc(1, sizeof(*e));
+	if (e == NULL || (e->buf = malloc((size_t)ck->total)) == NULL) {
+		free(e);
+		return TW_ENOMEM;
+	}
+	e->id = ck->id;
+	e->slot = slot;
+	e->total = ck->total;
+	e->next = sx->entries;
+	sx->entries = e;
+	sx->count++;
+	*out = e;
+	return TW_OK;
+}
+
+static void drop_entry(tcp_sx *sx, sx_entry *e)
+{
+	sx_entry **pp = &sx->entries;
+	while (*pp != e)
+		pp = &(*pp)->next;
+	*pp = e->next;
+	sx->count--;
+	free(e);
+}
+
+static bool complete(const sx_entry *e)
+{
+	return e->got == e->total && e->writers == 0;
+}
+
+// Delivers mc's held messages from the head as far as they are complete.
+// mtx held.
+static int flush(tcp_sx *sx, tcp_chan *mc)
+{
+	int status = TW_OK;
+	while (mc->held != NULL) {
+		sx_item *it = mc->held;
+		if (it->entry != NULL && !complete(it->entry))
+			break;
+		mc->held = it->next;
+		if (mc->held == NULL)
+			mc->held_tail = NULL;
+		void *data = it->data;
+		size_t len = it->len;
+		if (it->entry != NULL) {
+			data = it->entry->buf;
+			len = (size_t)it->entry->total;
+			it->entry->buf = NULL;
+			drop_entry(sx, it->entry);
+			update_hold(sx);
+		}
+		int st = tw__tcp_chan_deliver(mc, it->key, data, len);
+		if (status == TW_OK)
+			status = st;
+		free(it);
+		__atomic_sub_fetch(&mc->held_n, 1, __ATOMIC_RELEASE);
+	}
+	return status;
+}
+
+static int hold(
+    tcp_chan *mc, const char *key, void *data, size_t len, sx_entry *e)
+{
+	sx_item *it = calloc(1, sizeof(*it));
+	if (it == NULL)
+		return TW_ENOMEM;
+	snprintf(it->key, sizeof(it->key), "%s", key);
+	it->data = data;
+	it->len = len;
+	it->entry = e;
+	if (mc->held_tail != NULL)
+		mc->held_tail->next = it;
+	else
+		mc->held = it;
+	mc->held_tail = it;
+	__atomic_add_fetch(&mc->held_n, 1, __ATOMIC_RELEASE);
+	return TW_OK;
+}
+
+int tw__tcp_sx_data(
+    tcp_sx *sx, tcp_chan *mc, const char *key, void *data, size_t len)
+{
+	// Only the main connection's reader holds messages back, and it is
+	// the one calling: with nothing held, nothing can be held meanwhile.
+	if (__atomic_load_n(&mc->held_n, __ATOMIC_ACQUIRE) == 0)
+		return tw__tcp_chan_deliver(mc, key, data, len);
+	pthread_mutex_lock(&sx->mtx);
+	int status = mc->held == NULL
+	    ? tw__tcp_chan_deliver(mc, key, data, len)
+	    : hold(mc, key, data, len, NULL);
+	pthread_mutex_unlock(&sx->mtx);
+	if (status == TW_ENOMEM)
+		free(data);
+	return status;
+}
+
+int tw__tcp_sx_announce(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
+    const char *key, const tw__tcp_chunk *ck, uint64_t seq)
+{
+	pthread_mutex_lock(&sx->mtx);
+	sx_entry *e = NULL;
+	int status = get_entry(sx, mc, slot, ck, &e);
+	if (status == TW_OK && e->announced)
+		status = TW_EPROTO; // announced twice
+	if (status == TW_OK) {
+		e->announced = true;
+		e->seq = seq;
+		status = hold(mc, key, NULL, 0, e);
+		update_hold(sx);
+	}
+	if (status == TW_OK)
+		status = flush(sx, mc);
+	pthread_mutex_unlock(&sx->mtx);
+	return status;
+}
+
+int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
+    const tw__tcp_chunk *ck, size_t n, void **entry, unsigned char **dst)
+{
+	pthread_mutex_lock(&sx->mtx);
+	sx_entry *e = NULL;
+	int status = sx->failed ? TW_EPEER : get_entry(sx, mc, slot, ck, &e);
+	if (status == TW_OK
+	    && (n > e->total - ck->offset || n > e->total - e->got))
+		status = TW_EPROTO; // past the end, or more than the message
+	if (status == TW_OK) {
+		e->got += n;
+		e->writers++;
+		*entry = e;
+		*dst = e->buf + ck->offset;
+	}
+	pthread_mutex_unlock(&sx->mtx);
+	return status;
+}
+
+int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_chan *mc, void *entry)
+{
+	sx_entry *e = entry;
+	pthread_mutex_lock(&sx->mtx);
+	e->writers--;
+	int status = TW_OK;
+	if (complete(e) && e->announced && !sx->failed)
+		status = flush(sx, mc);
+	pthread_mutex_unlock(&sx->mtx);
+	return status;
+}
+
+void tw__tcp_sx_chan_free(tcp_chan *mc)
+{
+	// Held items are the channel's; the entries they name are the
+	// connection's (freed with it).
+	while (mc->held != NULL) {
+		sx_item *it = mc->held;
+		mc->held = it->next;
+		free(it->data);
+		free(it);
+	}
+	mc->held_tail = NULL;
+}
