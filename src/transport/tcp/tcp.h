@@ -284,6 +284,11 @@ int tw__tcp_conn_wait_ack(
 
 // --- nodes (tcp_node.c) -------------------------------------------------------
 
+// Handshakes a node runs at once: a connection beyond them is closed at
+// once, so that strangers that never finish (slowloris) cannot pile up
+// threads and memory.
+#define TW_TCP_HS_MAX 128
+
 // Whether the party at self_addr connects to the one at peer_addr (rather
 // than waiting for it): the address that sorts first dials.
 bool tw__tcp_dials(const char *self_addr, const char *peer_addr);

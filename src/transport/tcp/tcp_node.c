@@ -81,6 +81,8 @@ struct tcp_node {
 	pending_open *pending; // protected by mtx
 	dial *dials; // protected by mtx
 	tw__poller *poller;
+	unsigned hs_active; // atomic: handshake threads running
+	int hs_full; // atomic: the limit was hit (logged once per episode)
 	unsigned refs; // protected by reg_mtx
 	int stop_pipe[2];
 	pthread_t accept_thread;
@@ -317,6 +319,7 @@ static void *hs_main(void *arg)
 		tw__tcp_ep_unref(job->ep);
 	if (job->main != NULL)
 		tw__tcp_conn_unref(job->main);
+	__atomic_sub_fetch(&job->node->hs_active, 1, __ATOMIC_ACQ_REL);
 	node_unref(job->node);
 	free(job);
 	return NULL;
@@ -627,10 +630,24 @@ static void node_accept_one(tcp_node *n)
 			    tw__tcp_node_name(n));
 		return;
 	}
+	if (__atomic_add_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL)
+	    > TW_TCP_HS_MAX) {
+		__atomic_sub_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL);
+		if (__atomic_exchange_n(&n->hs_full, 1, __ATOMIC_ACQ_REL) == 0)
+			TW_WARN("tcp",
+			    "%s: %d handshakes in progress already; closing "
+			    "new "
+			    "connections until some finish",
+			    tw__tcp_node_name(n), TW_TCP_HS_MAX);
+		close(fd);
+		return;
+	}
+	__atomic_store_n(&n->hs_full, 0, __ATOMIC_RELEASE);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	hs_job *job = calloc(1, sizeof(*job));
 	if (job == NULL) {
+		__atomic_sub_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL);
 		close(fd);
 		return;
 	}
@@ -645,6 +662,7 @@ static void node_accept_one(tcp_node *n)
 		n->refs++;
 	pthread_mutex_unlock(&reg_mtx);
 	if (dying) {
+		__atomic_sub_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL);
 		close(fd);
 		free(job);
 		return;
@@ -652,12 +670,15 @@ static void node_accept_one(tcp_node *n)
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	// A handshake needs little stack; many of them should cost little.
+	pthread_attr_setstacksize(&attr, 256 * 1024);
 	pthread_t th;
 	int rc = pthread_create(&th, &attr, hs_main, job);
 	pthread_attr_destroy(&attr);
 	if (rc != 0) {
 		errno = rc;
 		TW_WARN("tcp", "cannot start a handshake thread: %m");
+		__atomic_sub_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL);
 		close(fd);
 		free(job);
 		// Not the last reference: the accepting thread runs.

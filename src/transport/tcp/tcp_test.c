@@ -6,6 +6,7 @@
 // share, so that no other process can take them in between.
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include "core/clock.h"
 #include "testutil.h"
+#include "transport/tcp/tcp.h"
 #include "transport/tcp/tcp_sock.h"
 
 #define NPARTY 2
@@ -290,6 +292,70 @@ static void test_strangers(void **state)
 	tw_desc_free(d);
 }
 
+static long threads_now(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[128];
+	long n = -1;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "Threads:", 8) == 0)
+			n = strtol(line + 8, NULL, 10);
+	if (f != NULL)
+		fclose(f);
+	return n;
+}
+
+// A flood of strangers that connect and then say nothing: at most
+// TW_TCP_HS_MAX of them hold a handshake thread (the rest are closed at
+// once, with one log line), so threads and memory stay bounded, and the
+// link keeps working meanwhile.
+static void test_flood(void **state)
+{
+	tw_desc *d = make_desc("flood", NULL);
+	party p[NPARTY];
+	create_pair(d, d, p);
+	TW_PASS(p[0].status);
+	TW_PASS(p[1].status);
+	long base = threads_now();
+	assert_true(base > 0);
+	enum { N = TW_TCP_HS_MAX + 64 };
+	static int fds[N];
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port;
+	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
+	for (int i = 0; i < N; i++)
+		TW_PASS(tw__tcp_dial(
+		    host, port, tw__now_ns() + 5000000000LL, NULL, &fds[i]));
+	// The ones beyond the limit see their connection closed.
+	int closed = 0;
+	int64_t deadline = tw__now_ns() + tw_test_scale_ms(10000) * 1000000;
+	static bool seen[N];
+	while (closed < N - TW_TCP_HS_MAX && tw__now_ns() < deadline) {
+		for (int i = 0; i < N; i++) {
+			struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
+			char c;
+			if (!seen[i] && poll(&pfd, 1, 0) == 1
+			    && recv(fds[i], &c, 1, MSG_DONTWAIT) <= 0) {
+				seen[i] = true;
+				closed++;
+			}
+		}
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	assert_true(closed >= N - TW_TCP_HS_MAX);
+	long peak = threads_now();
+	assert_true(peak <= base + TW_TCP_HS_MAX);
+	exchange(p[0].l, p[1].l, "flooded");
+	for (int i = 0; i < N; i++) {
+		close(fds[i]);
+		seen[i] = false;
+	}
+	tw_link_close(p[0].l);
+	tw_link_close(p[1].l);
+	tw_desc_free(d);
+}
+
 int main(void)
 {
 	const char *child = getenv("TW_TCP_TEST_CHILD");
@@ -300,6 +366,7 @@ int main(void)
 		    test_shared_listener, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_secret, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigkill, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flood, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_strangers, setup, teardown),
 	};
