@@ -56,9 +56,10 @@
 // How often a waiting sender looks at its cancel flag and deadline.
 #define TCP_SLICE_NS 10000000
 // How long a receive that finds nothing reads the connection itself before
-// it sleeps: about two round trips on a loopback or a LAN, so that a reply
-// on its way is taken straight off the socket rather than handed over by
-// the I/O thread (two thread wake-ups, several microseconds each).
+// it sleeps, once nothing arrives: about two round trips on a loopback or a
+// LAN, so that a reply on its way is taken straight off the socket rather
+// than handed over by the I/O thread (two thread wake-ups, several
+// microseconds each).
 #define TCP_SPIN_NS 50000
 
 static int tcp_addr_check(const char *addr)
@@ -583,9 +584,7 @@ static void spin(tcp_chan *mc, const char *key, int64_t deadline)
 	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY
 	    || arrived(&w))
 		return;
-	int64_t until = tw__now_ns() + TCP_SPIN_NS;
-	(void)tw__tcp_conn_poll(
-	    mc->conn, until < deadline ? until : deadline, arrived, &w);
+	(void)tw__tcp_conn_poll(mc->conn, TCP_SPIN_NS, deadline, arrived, &w);
 }
 
 static int tcp_recv_until(

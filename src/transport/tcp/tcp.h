@@ -266,12 +266,14 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 
 // Reads the connection from the calling thread, without blocking, until
 // done(arg) says that what the caller waits for has arrived (checked after
-// every batch of frames) or until `until` (tw__now_ns scale): a receiver
-// that polls briefly gets its message without a hand-off from the I/O
-// thread.  Returns at once when another thread is reading.  Returns
-// whether done() said so, or the connection failed meanwhile.
-bool tw__tcp_conn_poll(
-    tcp_conn *c, int64_t until, bool (*done)(void *arg), void *arg);
+// every batch of frames), until nothing has arrived for idle_ns, or until
+// `deadline` (tw__now_ns scale): a receiver that polls briefly gets its
+// message without a hand-off from the I/O thread, and one whose large
+// message is arriving keeps reading it.  While another thread reads, only
+// done() is watched.  Returns whether done() said so, or the connection
+// failed meanwhile.
+bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
+    bool (*done)(void *arg), void *arg);
 
 // The highest sequence number of ours the peer has acknowledged.
 uint64_t tw__tcp_conn_peer_ack(const tcp_conn *c);

@@ -137,6 +137,7 @@ struct tcp_conn {
 	unsigned char *chunk_dst;
 	size_t pay_have;
 	uint64_t rx_done; // atomic: the last frame fully handled
+	uint64_t rx_bytes; // atomic: bytes read so far
 	uint64_t peer_ack; // atomic
 };
 
@@ -972,6 +973,8 @@ static int rx_fill(tcp_conn *c)
 		    MSG_DONTWAIT);
 		if (r > 0) {
 			c->in_len += (size_t)r;
+			__atomic_add_fetch(
+			    &c->rx_bytes, (uint64_t)r, __ATOMIC_RELAXED);
 			__atomic_store_n(
 			    &c->last_rx, tw__now_ns(), __ATOMIC_RELAXED);
 			return TW_OK;
@@ -1069,6 +1072,8 @@ static int rx_pump(tcp_conn *c, unsigned *frames)
 				    = recv(c->fd, dst, want, MSG_DONTWAIT);
 				if (r > 0) {
 					c->pay_have += (size_t)r;
+					__atomic_add_fetch(&c->rx_bytes,
+					    (uint64_t)r, __ATOMIC_RELAXED);
 					__atomic_store_n(&c->last_rx,
 					    tw__now_ns(), __ATOMIC_RELAXED);
 				} else if (r < 0 && errno == EINTR) {
@@ -1135,11 +1140,13 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 	tw__tcp_conn_unref(c);
 }
 
-bool tw__tcp_conn_poll(
-    tcp_conn *c, int64_t until, bool (*done)(void *arg), void *arg)
+bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
+    bool (*done)(void *arg), void *arg)
 {
 	bool got = false, reading = false;
 	int status = TW_OK;
+	int64_t until = tw__now_ns() + idle_ns;
+	uint64_t bytes = __atomic_load_n(&c->rx_bytes, __ATOMIC_RELAXED);
 	for (;;) {
 		if (tw__tcp_conn_failed(c)) {
 			got = true; // the failure is news too
@@ -1164,7 +1171,14 @@ bool tw__tcp_conn_poll(
 		}
 		if ((frames > 0 || !reading) && (got = done(arg)))
 			break;
-		if (tw__now_ns() >= until)
+		// Bytes flowing (a large message on its way) keep us reading.
+		int64_t now = tw__now_ns();
+		uint64_t b = __atomic_load_n(&c->rx_bytes, __ATOMIC_RELAXED);
+		if (b != bytes) {
+			bytes = b;
+			until = now + idle_ns;
+		}
+		if (now >= until || now >= deadline)
 			break;
 	}
 	if (reading) {

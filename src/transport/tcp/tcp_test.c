@@ -292,6 +292,134 @@ static void test_strangers(void **state)
 	tw_desc_free(d);
 }
 
+typedef struct lone {
+	tw_desc *d;
+	int status;
+	tw_link *l;
+	pthread_t th;
+} lone;
+
+static void *lone_main(void *arg)
+{
+	lone *o = arg;
+	o->status = tw_link_create(o->d, 1, &o->l);
+	return NULL;
+}
+
+// Frames that no party sends, each on a connection whose handshake went
+// well: a length of 2^63, an invalid key, garbage, a frame out of order,
+// an OPEN of the wrong size, an ack of frames never sent, unknown flags.  Each closes its
+// connection (one log line), nothing reaches any link, and the node goes
+// on serving the link that was up before.
+static void test_bad_frames(void **state)
+{
+	tw_desc *d = make_desc("frames", NULL);
+	party p[NPARTY];
+	create_pair(d, d, p);
+	TW_PASS(p[0].status);
+	TW_PASS(p[1].status);
+	// A link at p1 that waits for a rank 0 which the raw socket plays
+	// (its address sorts first: rank 0 dials).
+	lone o = { .d = tw_desc_new("lone") };
+	assert_non_null(o.d);
+	TW_PASS(tw_desc_add_party(o.d, "raw", "tcp://127.0.0.1:1"));
+	TW_PASS(tw_desc_add_party(o.d, "p1", addrs[1]));
+	TW_PASS(tw_desc_set(
+	    o.d, TW_OPT_CONNECT_TIMEOUT_MS, tw_test_scale_ms(3000)));
+	assert_int_equal(pthread_create(&o.th, NULL, lone_main, &o), 0);
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port;
+	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
+	enum { NBAD = 7 };
+	for (int i = 0; i < NBAD; i++) {
+		unsigned char buf[256];
+		memset(buf, 0, sizeof(buf));
+		tw__tcp_hdr h = { .type = TW_TCP_F_DATA,
+			.len = 3,
+			.seq = 1,
+			.key = "lone:t",
+			.key_len = 6 };
+		size_t n = 0;
+		switch (i) {
+		case 0: // 2^63
+			h.len = UINT64_C(1) << 63;
+			n = tw__tcp_hdr_encode(buf, sizeof(buf), &h);
+			break;
+		case 1: // a key with a NUL in it
+			h.key = "lone:t\0t";
+			h.key_len = 8;
+			n = tw__tcp_hdr_encode(buf, sizeof(buf), &h) + 3;
+			break;
+		case 2: // garbage
+			n = (size_t)snprintf((char *)buf, sizeof(buf), "%s",
+			    "\xff garbage garbage garbage garbage");
+			break;
+		case 3: // out of order
+			h.seq = 7;
+			n = tw__tcp_hdr_encode(buf, sizeof(buf), &h) + 3;
+			break;
+		case 4: { // an OPEN claiming another number of parties
+			tw__tcp_open op
+			    = { .rank = 0, .size = 3, .window = 4096 };
+			h.type = TW_TCP_F_OPEN;
+			h.key = "lone";
+			h.key_len = 4;
+			h.len = TW_TCP_OPEN_LEN;
+			n = tw__tcp_hdr_encode(buf, sizeof(buf), &h);
+			tw__tcp_open_encode(buf + n, &op);
+			n += TW_TCP_OPEN_LEN;
+			break;
+		}
+		case 5: { // an ack of frames never sent
+			h.type = TW_TCP_F_ACK;
+			h.key = NULL;
+			h.key_len = 0;
+			h.len = 0;
+			h.ack = 99;
+			n = tw__tcp_hdr_encode(buf, sizeof(buf), &h);
+			break;
+		}
+		default: // flags that no version defines
+			h.type = TW_TCP_F_PING;
+			h.key = NULL;
+			h.key_len = 0;
+			h.len = 0;
+			n = tw__tcp_hdr_encode(buf, sizeof(buf), &h);
+			buf[1] = 1;
+			break;
+		}
+		int fd;
+		TW_PASS(tw__tcp_dial(
+		    host, port, tw__now_ns() + 5000000000LL, NULL, &fd));
+		tw__tcp_hs_self me = { .link_id = "lone",
+			.rank = 0,
+			.instance = 77,
+			.addr = "127.0.0.1:1" };
+		tw__tcp_hs_peer peer;
+		TW_PASS(tw__tcp_handshake(fd, &me, NULL, NULL,
+		    tw__now_ns() + tw_test_scale_ms(12000) * 1000000, &peer));
+		assert_int_equal(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);
+		// Closed by the node: EOF (or a reset) here, never an answer.
+		char c;
+		ssize_t r;
+		while ((r = recv(fd, &c, 1, 0)) > 0)
+			;
+		assert_true(r <= 0);
+		close(fd);
+	}
+	// The link that was up still works, and nothing was delivered.
+	exchange(p[0].l, p[1].l, "after");
+	size_t len;
+	TW_FAIL(tw_probe(p[1].l, 0, "t", &len), TW_EAGAIN);
+	tw_link_close(p[0].l);
+	tw_link_close(p[1].l);
+	pthread_join(o.th, NULL);
+	// The lone link never got its rank 0.
+	assert_int_not_equal(o.status, TW_OK);
+	tw_desc_free(o.d);
+	tw_desc_free(d);
+}
+
 static long threads_now(void)
 {
 	FILE *f = fopen("/proc/self/status", "r");
@@ -367,6 +495,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_secret, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigkill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flood, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_bad_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_strangers, setup, teardown),
 	};
