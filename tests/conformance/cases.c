@@ -14,27 +14,8 @@
 
 #include "conf.h"
 #include "link/link_int.h"
+#include "testdata.h"
 #include "testutil.h"
-
-// A loopback port that is free now: bound to port 0, read back and closed.
-// Another process could take it before the party binds it; that race is
-// small (the kernel hands out ephemeral ports at random) and would show as
-// a bind failure (TW_ESYS) rather than as a wrong result.  Ports already
-// handed to this run are skipped, since a closed port may come back.
-static unsigned tcp_free_port(void)
-{
-	unsigned port = 0;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0
-	    && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
 
 static void tcp_make_addr(
     char *out, size_t cap, const char *run_name, size_t i)
@@ -47,7 +28,7 @@ static void tcp_make_addr(
 	}
 	unsigned port = 0;
 	for (int tries = 0; tries < 16; tries++) {
-		port = tcp_free_port();
+		port = tw_test_free_port();
 		bool seen = false;
 		for (size_t k = 0; k < i && k < 32; k++)
 			seen = seen || used[k] == port;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "testdata.h"
 #include "testchan.h"
 
 double conf_now_ms(void)
@@ -40,25 +41,13 @@ void conf_failf(conf_party *p, int line, const char *fmt, ...)
 
 void conf_fill(void *buf, size_t len, uint32_t a, uint32_t b, uint32_t c)
 {
-	uint32_t x = a * 2654435761u ^ b * 40503u ^ c * 97u ^ 0x5bd1e995u;
-	unsigned char *p = buf;
-	for (size_t i = 0; i < len; i++) {
-		x = x * 1103515245u + 12345u;
-		p[i] = (unsigned char)(x >> 16);
-	}
+	tw_test_fill(buf, len, a, b, c);
 }
 
 bool conf_check(
     const void *buf, size_t len, uint32_t a, uint32_t b, uint32_t c)
 {
-	uint32_t x = a * 2654435761u ^ b * 40503u ^ c * 97u ^ 0x5bd1e995u;
-	const unsigned char *p = buf;
-	for (size_t i = 0; i < len; i++) {
-		x = x * 1103515245u + 12345u;
-		if (p[i] != (unsigned char)(x >> 16))
-			return false;
-	}
-	return true;
+	return tw_test_check(buf, len, a, b, c);
 }
 
 typedef struct run_ctx {

@@ -36,6 +36,8 @@
 
 #include <tagwire/tagwire.h>
 
+#include "testdata.h"
+
 #define NPARTY 3
 #define RING_BYTES ((size_t)4 << 20)
 #define HEARTBEAT_MS 300
@@ -83,19 +85,7 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-// A pseudo-random byte pattern that depends on (a, b, c): what sender a
-// puts into message c for b, so that a misrouted message never passes.
-static void fill(
-    unsigned char *p, size_t len, uint32_t a, uint32_t b, uint32_t c)
-{
-	uint32_t x = a * 2654435761u ^ b * 40503u ^ c * 97u ^ 0x5bd1e995u;
-	for (size_t i = 0; i < len; i++) {
-		x = x * 1103515245u + 12345u;
-		p[i] = (unsigned char)(x >> 16);
-	}
-}
-
-// Checks that `got` holds `len` bytes of fill(a, b, c); names the first
+// Checks that `got` holds `len` bytes of tw_test_fill(a, b, c); names the first
 // byte that differs.
 static void expect_fill(const char *what, const tw_buf *got, size_t len,
     uint32_t a, uint32_t b, uint32_t c)
@@ -105,7 +95,7 @@ static void expect_fill(const char *what, const tw_buf *got, size_t len,
 	unsigned char *want = malloc(len > 0 ? len : 1);
 	if (want == NULL)
 		failf("%s: out of memory", what);
-	fill(want, len, a, b, c);
+	tw_test_fill(want, len, a, b, c);
 	const unsigned char *p = got->data;
 	for (size_t i = 0; i < len; i++)
 		if (p[i] != want[i])
@@ -158,7 +148,7 @@ static void all_to_all(tw_link *l, const char *tag, uint32_t round)
 		if (j == self)
 			continue;
 		size_t len = 1000 + 100 * self + j;
-		fill(buf, len, (uint32_t)self, (uint32_t)j, round);
+		tw_test_fill(buf, len, (uint32_t)self, (uint32_t)j, round);
 		CHECK_OK(tw_send(l, j, tag, buf, len));
 	}
 	for (size_t j = 0; j < NPARTY; j++) {
@@ -182,7 +172,7 @@ static void run_basic(tw_link *l)
 	// Allgather: rank i contributes 100 * (i + 1) + i bytes.
 	unsigned char mine[512];
 	size_t mine_len = 100 * (self + 1) + self;
-	fill(mine, mine_len, (uint32_t)self, 7, 2);
+	tw_test_fill(mine, mine_len, (uint32_t)self, 7, 2);
 	tw_buf out[NPARTY];
 	memset(out, 0, sizeof(out));
 	CHECK_OK(tw_allgather(l, "ag", mine, mine_len, out));
@@ -199,7 +189,7 @@ static void run_basic(tw_link *l)
 	unsigned char *big = malloc(RING_BYTES);
 	if (big == NULL)
 		failf("out of memory");
-	fill(big, RING_BYTES, (uint32_t)self, (uint32_t)next, 3);
+	tw_test_fill(big, RING_BYTES, (uint32_t)self, (uint32_t)next, 3);
 	CHECK_OK(tw_send(l, next, "ring", big, RING_BYTES));
 	free(big);
 	tw_buf got = { NULL, 0 };
@@ -299,7 +289,7 @@ static void run_half_open(tw_link *l)
 	// The two survivors still talk to each other.
 	size_t other = 1 - self;
 	unsigned char buf[777];
-	fill(buf, sizeof(buf), (uint32_t)self, (uint32_t)other, 4);
+	tw_test_fill(buf, sizeof(buf), (uint32_t)self, (uint32_t)other, 4);
 	CHECK_OK(tw_send(l, other, "survivors", buf, sizeof(buf)));
 	CHECK_OK(tw_recv(l, other, "survivors", &got));
 	expect_fill("survivors' message", &got, sizeof(buf), (uint32_t)other,

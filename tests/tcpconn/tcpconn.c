@@ -32,6 +32,7 @@
 #include <netinet/in.h>
 
 #include "proccount.h"
+#include "testdata.h"
 #include "testutil.h"
 
 #define NPARTY 3
@@ -59,16 +60,6 @@ static double now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void fill(
-    unsigned char *p, size_t len, uint32_t a, uint32_t b, uint32_t c)
-{
-	uint32_t x = a * 2654435761u ^ b * 40503u ^ c * 97u ^ 0x5bd1e995u;
-	for (size_t i = 0; i < len; i++) {
-		x = x * 1103515245u + 12345u;
-		p[i] = (unsigned char)(x >> 16);
-	}
 }
 
 // ---------------------------------------------------------------------------
@@ -124,7 +115,7 @@ static void expect_fill(const char *what, size_t from, const tw_buf *got,
 	unsigned char *want = malloc(len > 0 ? len : 1);
 	if (want == NULL)
 		child_fail(EXIT_FAILED, "out of memory");
-	fill(want, len, a, b, c);
+	tw_test_fill(want, len, a, b, c);
 	if (len > 0 && memcmp(got->data, want, len) != 0)
 		child_fail(EXIT_FAILED, "%s from rank %zu: wrong contents",
 		    what, from);
@@ -144,9 +135,10 @@ static void exchange(tw_link *l, uint32_t salt)
 		if (j == me)
 			continue;
 		size_t len = 64 + 10 * me + j;
-		fill(small, len, (uint32_t)me, (uint32_t)j, salt);
+		tw_test_fill(small, len, (uint32_t)me, (uint32_t)j, salt);
 		C_OK(tw_send(l, j, "x", small, len));
-		fill(bulk, BULK, (uint32_t)me, (uint32_t)j, salt + 1000);
+		tw_test_fill(
+		    bulk, BULK, (uint32_t)me, (uint32_t)j, salt + 1000);
 		C_OK(tw_send(l, j, "x", bulk, BULK));
 	}
 	free(bulk);
@@ -259,30 +251,12 @@ static void party_main(size_t rank, size_t stripes, const unsigned *ports)
 // The parent
 // ---------------------------------------------------------------------------
 
-// A loopback port that is free now: bound to port 0, read back and closed.
-// Another process could take it before the party binds it; the party then
-// fails with TW_ESYS and the run is repeated with other ports.
-static unsigned free_port(void)
-{
-	unsigned port = 0;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0
-	    && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
 static void pick_ports(unsigned *ports)
 {
 	for (size_t i = 0; i < NPARTY; i++) {
 		bool again;
 		do {
-			ports[i] = free_port();
+			ports[i] = tw_test_free_port();
 			assert_true(ports[i] != 0);
 			again = false;
 			for (size_t k = 0; k < i; k++)

@@ -458,6 +458,22 @@ static int wait_writable(tcp_conn *c)
 	return TW_OK;
 }
 
+// Takes the writer role and writes the queue without blocking; what the
+// socket does not take is the I/O thread's to write.  Called with tx_mtx
+// held and the role free; returns with tx_mtx released.
+static void flush_as_writer(tcp_conn *c)
+{
+	c->writing = true;
+	pthread_mutex_unlock(&c->tx_mtx);
+	int status = flush_queue(c);
+	pthread_mutex_lock(&c->tx_mtx);
+	c->last_flush = tw__now_ns();
+	writer_done(c);
+	pthread_mutex_unlock(&c->tx_mtx);
+	if (status == TW_EPEER)
+		tw__tcp_conn_fail(c, NULL);
+}
+
 // The ack our frames carry: the last frame handled, but never an
 // announcement of a striped message that is not complete, nor anything
 // after it (tcp_stripe.c).  rx_done is read first: an announcement sets
@@ -525,15 +541,7 @@ static int send_small(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 		pthread_mutex_unlock(&c->tx_mtx);
 		return TW_OK;
 	}
-	c->writing = true;
-	pthread_mutex_unlock(&c->tx_mtx);
-	status = flush_queue(c);
-	pthread_mutex_lock(&c->tx_mtx);
-	c->last_flush = tw__now_ns();
-	writer_done(c);
-	pthread_mutex_unlock(&c->tx_mtx);
-	if (status == TW_EPEER)
-		tw__tcp_conn_fail(c, NULL);
+	flush_as_writer(c);
 	return TW_OK; // queued frames are the connection's now
 }
 
@@ -696,15 +704,7 @@ static void on_writable(tcp_conn *c)
 		pthread_mutex_unlock(&c->tx_mtx);
 		return;
 	}
-	c->writing = true;
-	pthread_mutex_unlock(&c->tx_mtx);
-	int status = flush_queue(c);
-	pthread_mutex_lock(&c->tx_mtx);
-	c->last_flush = tw__now_ns();
-	writer_done(c);
-	pthread_mutex_unlock(&c->tx_mtx);
-	if (status == TW_EPEER)
-		tw__tcp_conn_fail(c, NULL);
+	flush_as_writer(c);
 }
 
 int tw__tcp_conn_wait_ack(

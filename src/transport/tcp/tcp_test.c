@@ -86,6 +86,17 @@ static void create_pair(tw_desc *d0, tw_desc *d1, party *p)
 		pthread_join(p[i].th, NULL);
 }
 
+// A link of two parties without a secret, up: its description (the
+// caller frees it) and the parties in p.
+static tw_desc *up_pair(const char *id, party *p)
+{
+	tw_desc *d = make_desc(id, NULL);
+	create_pair(d, d, p);
+	TW_PASS(p[0].status);
+	TW_PASS(p[1].status);
+	return d;
+}
+
 static void exchange(tw_link *a, tw_link *b, const char *tag)
 {
 	tw_buf buf = { 0 };
@@ -226,11 +237,8 @@ static void test_sigkill(void **state)
 // each), and the link keeps working.
 static void test_strangers(void **state)
 {
-	tw_desc *d = make_desc("strangers", NULL);
 	party p[NPARTY];
-	create_pair(d, d, p);
-	TW_PASS(p[0].status);
-	TW_PASS(p[1].status);
+	tw_desc *d = up_pair("strangers", p);
 	static unsigned char zeros[65536];
 	unsigned char wrong_version[] = { 'T', 'W', 'I', 'R', 0, 9 };
 	struct {
@@ -313,11 +321,8 @@ static void *lone_main(void *arg)
 // on serving the link that was up before.
 static void test_bad_frames(void **state)
 {
-	tw_desc *d = make_desc("frames", NULL);
 	party p[NPARTY];
-	create_pair(d, d, p);
-	TW_PASS(p[0].status);
-	TW_PASS(p[1].status);
+	tw_desc *d = up_pair("frames", p);
 	// A link at p1 that waits for a rank 0 which the raw socket plays
 	// (its address sorts first: rank 0 dials).
 	lone o = { .d = tw_desc_new("lone") };
@@ -439,11 +444,8 @@ static long threads_now(void)
 // link keeps working meanwhile.
 static void test_flood(void **state)
 {
-	tw_desc *d = make_desc("flood", NULL);
 	party p[NPARTY];
-	create_pair(d, d, p);
-	TW_PASS(p[0].status);
-	TW_PASS(p[1].status);
+	tw_desc *d = up_pair("flood", p);
 	long base = threads_now();
 	assert_true(base > 0);
 	enum { N = TW_TCP_HS_MAX + 64 };
