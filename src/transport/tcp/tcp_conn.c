@@ -1197,11 +1197,16 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 {
 	(void)events;
 	tcp_conn *c = arg;
-	uint64_t ticks;
+	uint64_t ticks = 1;
 	while (read(c->tfd, &ticks, sizeof(ticks)) < 0 && errno == EINTR)
 		;
-	int64_t idle
-	    = tw__now_ns() - __atomic_load_n(&c->last_rx, __ATOMIC_RELAXED);
+	int64_t now = tw__now_ns();
+	// Ticks missed mean that this process did not run (a stalled
+	// machine, a debugger, a sanitizer's pause): the silence is ours as
+	// much as the peer's, so the peer gets a fresh period, not the blame.
+	if (ticks > 2)
+		__atomic_store_n(&c->last_rx, now, __ATOMIC_RELAXED);
+	int64_t idle = now - __atomic_load_n(&c->last_rx, __ATOMIC_RELAXED);
 	if (idle >= c->heartbeat_ns) {
 		char why[96];
 		snprintf(why, sizeof(why),
