@@ -27,7 +27,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +35,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,16 +42,10 @@
 #include <tagwire/tagwire.h>
 
 #include "bare_ring.h"
+#include "bench_util.h"
 
-#ifndef TW_BENCH_BUILD_TYPE
-#define TW_BENCH_BUILD_TYPE "unknown"
-#endif
-
-#define KiB ((size_t)1024)
-#define MiB (KiB * KiB)
 #define WAIT_S 30 // the longest any single wait may last
 #define WATCHDOG_S 120 // alarm per measurement, in each process
-#define MAX_ROUNDS 64
 #define SMT_BELOW_US 0.2 // sanity figure below which the CPUs share a core
 
 // ---------------------------------------------------------------------------
@@ -64,44 +56,12 @@ enum { C_MEMCPY, C_BARE, C_RING, C_LINK, C_COUNT };
 static const char *const c_name[C_COUNT]
     = { "memcpy", "bare ring", "tw_ring", "shm link" };
 
-enum { K_LAT, K_BW, K_RATE };
-enum { S_LAT, S_BW, S_RATE, S_COUNT };
-static const char *const s_name[S_COUNT] = { "lat", "bw", "rate" };
-
-enum { W_LAT8, W_LAT4K, W_BW64K, W_BW1M, W_BW16M, W_RATE, W_COUNT };
-static const struct workload {
-	const char *name;
-	int kind;
-	int section;
-	size_t size;
-} wl[W_COUNT] = {
-	{ "lat 8 B", K_LAT, S_LAT, 8 },
-	{ "lat 4 KiB", K_LAT, S_LAT, 4 * KiB },
-	{ "bw 64 KiB", K_BW, S_BW, 64 * KiB },
-	{ "bw 1 MiB", K_BW, S_BW, MiB },
-	{ "bw 16 MiB", K_BW, S_BW, 16 * MiB },
-	{ "rate 8 B stream", K_RATE, S_RATE, 8 },
-};
-
-static struct config {
-	int quick;
-	int rounds;
-	long lat_warm, lat_iters;
+static struct bench_opts cfg;
+static struct ring_cfg {
 	long sanity_warm, sanity_iters;
-	size_t bw_total; // bytes per bandwidth measurement
-	long rate_msgs;
 	uint32_t slots;
 	size_t slot_bytes; // payload bytes per slot (max_msg)
-	const char *tsv;
-} cfg;
-
-// One test as both processes run it.
-struct test {
-	int kind;
-	size_t size; // message size
-	long warm, iters; // lat: warm-up and timed round trips
-	long count; // bw, rate: messages
-};
+} rcfg;
 
 // Results: NaN where nothing was measured.
 static double res[C_COUNT][W_COUNT][MAX_ROUNDS]; // µs, GB/s, M msg/s
@@ -126,23 +86,10 @@ static volatile sig_atomic_t watch_child; // pid to kill on the watchdog
 static char watch_seg[64]; // segment to unlink on the watchdog
 static int seg_serial;
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void say(const char *s)
-{
-	ssize_t rc = write(2, s, strlen(s));
-	(void)rc;
-}
-
 static void on_parent_signal(int sig)
 {
-	say(sig == SIGALRM ? "ring_bench: watchdog expired, giving up\n"
-	                   : "ring_bench: interrupted\n");
+	bench_say(sig == SIGALRM ? "ring_bench: watchdog expired, giving up\n"
+	                         : "ring_bench: interrupted\n");
 	if (watch_child > 0)
 		kill((pid_t)watch_child, SIGKILL);
 	if (watch_seg[0] != '\0')
@@ -153,36 +100,8 @@ static void on_parent_signal(int sig)
 static void on_child_alarm(int sig)
 {
 	(void)sig;
-	say("ring_bench: child watchdog expired\n");
+	bench_say("ring_bench: child watchdog expired\n");
 	_exit(125);
-}
-
-static int pin_to(int cpu)
-{
-	if (cpu < 0)
-		return 0;
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set);
-}
-
-// Page-aligned memory that a forked child does not inherit (so the parent's
-// pages are never made copy-on-write by a fork), already touched.
-static void *big_alloc(size_t n, int fill)
-{
-	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	madvise(p, n, MADV_DONTFORK);
-	memset(p, fill, n);
-	return p;
-}
-
-static unsigned char pattern(size_t i)
-{
-	return (unsigned char)(i * 131 + 7);
 }
 
 // ---------------------------------------------------------------------------
@@ -204,8 +123,9 @@ struct ep {
 static const int64_t wait_ns = (int64_t)WAIT_S * 1000000000;
 static const int64_t wait_us = (int64_t)WAIT_S * 1000000;
 
-static int ep_send(struct ep *e, const void *buf, size_t n)
+static int ep_send(void *ctx, const void *buf, size_t n)
 {
+	struct ep *e = ctx;
 	const unsigned char *p = buf;
 	switch (e->c) {
 	case C_BARE:
@@ -232,8 +152,9 @@ static int ep_send(struct ep *e, const void *buf, size_t n)
 	return TW_EINVAL;
 }
 
-static int ep_recv(struct ep *e, void *buf, size_t n)
+static int ep_recv(void *ctx, void *buf, size_t n)
 {
+	struct ep *e = ctx;
 	unsigned char *p = buf;
 	size_t got;
 	int rc;
@@ -296,7 +217,7 @@ static int seg_make(struct pair *s)
 	    seg_serial++);
 	if (s->c == C_BARE) {
 		s->ring_off
-		    = round_page(bare_ring_bytes(cfg.slots, cfg.slot_bytes));
+		    = round_page(bare_ring_bytes(rcfg.slots, rcfg.slot_bytes));
 		s->mem_size = 2 * s->ring_off;
 		int fd = shm_open(s->seg, O_RDWR | O_CREAT | O_EXCL, 0600);
 		if (fd < 0)
@@ -318,7 +239,7 @@ static int seg_make(struct pair *s)
 		bare_ring_init((char *)s->mem + s->ring_off);
 		return TW_OK;
 	}
-	size_t rb = tw_ring_bytes(1, cfg.slots, (uint32_t)cfg.slot_bytes);
+	size_t rb = tw_ring_bytes(1, rcfg.slots, (uint32_t)rcfg.slot_bytes);
 	if (rb == 0)
 		return TW_EINVAL;
 	s->ring_off = round_page(rb);
@@ -332,7 +253,7 @@ static int seg_make(struct pair *s)
 	memset(s->mem, 0, s->mem_size);
 	for (int i = 0; i < 2; i++) {
 		rc = tw_ring_init((char *)s->mem + i * s->ring_off,
-		    s->ring_off, 1, cfg.slots, (uint32_t)cfg.slot_bytes);
+		    s->ring_off, 1, rcfg.slots, (uint32_t)rcfg.slot_bytes);
 		if (rc != TW_OK)
 			return rc;
 	}
@@ -357,12 +278,12 @@ static int ep_attach(struct pair *s, void *mem, int is_child)
 {
 	struct ep *e = &s->ep;
 	e->c = s->c;
-	e->chunk = cfg.slot_bytes;
+	e->chunk = rcfg.slot_bytes;
 	char *r0 = mem, *r1 = (char *)mem + s->ring_off;
 	char *tx = is_child ? r1 : r0, *rx = is_child ? r0 : r1;
 	if (s->c == C_BARE) {
-		bare_end_init(&e->btx, tx, cfg.slots, cfg.slot_bytes);
-		bare_end_init(&e->brx, rx, cfg.slots, cfg.slot_bytes);
+		bare_end_init(&e->btx, tx, rcfg.slots, rcfg.slot_bytes);
+		bare_end_init(&e->brx, rx, rcfg.slots, rcfg.slot_bytes);
 		e->btx.yield = e->brx.yield = single_cpu;
 		return TW_OK;
 	}
@@ -434,11 +355,9 @@ enum { CHILD_OK, CHILD_SETUP, CHILD_IO, CHILD_DATA, CHILD_MEM };
 static int child_run(struct pair *s, const struct test *t, int ready_fd)
 {
 	size_t cap = t->size > 64 ? t->size : 64;
-	unsigned char *buf = mmap(NULL, cap, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (buf == MAP_FAILED)
+	unsigned char *buf = bench_big_alloc(cap, 0);
+	if (buf == NULL)
 		return CHILD_MEM;
-	memset(buf, 0, cap);
 	unsigned char one = 1;
 	void *mem = NULL;
 	size_t size = 0;
@@ -471,29 +390,15 @@ static int child_run(struct pair *s, const struct test *t, int ready_fd)
 		return CHILD_SETUP;
 	close(ready_fd);
 
-	struct ep *e = &s->ep;
-	// The sync exchange: the parent starts timing only after it.
-	if (ep_recv(e, &one, 1) != TW_OK || ep_send(e, &one, 1) != TW_OK)
-		return CHILD_IO;
-	int x = CHILD_OK;
-	if (t->kind == K_LAT) {
-		for (long i = 0; i < t->warm + t->iters && x == CHILD_OK; i++)
-			if (ep_recv(e, buf, t->size) != TW_OK
-			    || ep_send(e, buf, t->size) != TW_OK)
-				x = CHILD_IO;
-	} else {
-		for (long i = 0; i < t->count && x == CHILD_OK; i++)
-			if (ep_recv(e, buf, t->size) != TW_OK)
-				x = CHILD_IO;
-		if (x == CHILD_OK && ep_send(e, &one, 1) != TW_OK)
-			x = CHILD_IO;
-		if (x == CHILD_OK && t->kind == K_BW
-		    && (buf[0] != pattern(0)
-		        || buf[t->size / 2] != pattern(t->size / 2)
-		        || buf[t->size - 1] != pattern(t->size - 1)))
-			x = CHILD_DATA;
-	}
-	ep_detach(e);
+	// The child's preemptions come from its rusage as a whole, once it
+	// has been reaped.
+	long nivcsw;
+	struct bench_io io = { ep_send, ep_recv, NULL, &s->ep };
+	int x = bench_recv_side(&io, t, buf, cap, &nivcsw);
+	x = x == BENCH_RECV_IO     ? CHILD_IO
+	    : x == BENCH_RECV_DATA ? CHILD_DATA
+	                           : CHILD_OK;
+	ep_detach(&s->ep);
 	if (mem != NULL)
 		munmap(mem, size);
 	return x;
@@ -502,70 +407,13 @@ static int child_run(struct pair *s, const struct test *t, int ready_fd)
 static unsigned char *src_buf, *dst_buf; // parent, 16 MiB each
 static int64_t *stamps; // parent, lat time stamps
 
-static int cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return (x > y) - (x < y);
-}
-
-// Runs the parent's side of `t`: *v is the one-way median (µs), GB/s or
-// M msg/s, *p99 the one-way p99 (lat only).
-static int parent_run(
-    struct ep *e, const struct test *t, double *v, double *p99)
-{
-	unsigned char one = 1;
-	int rc = ep_send(e, &one, 1);
-	if (rc == TW_OK)
-		rc = ep_recv(e, &one, 1);
-	if (rc != TW_OK)
-		return rc;
-	if (t->kind == K_LAT) {
-		unsigned char *b = dst_buf;
-		for (long i = 0; i < t->warm; i++) {
-			if ((rc = ep_send(e, src_buf, t->size)) != TW_OK
-			    || (rc = ep_recv(e, b, t->size)) != TW_OK)
-				return rc;
-		}
-		stamps[0] = now_ns();
-		for (long i = 0; i < t->iters; i++) {
-			if ((rc = ep_send(e, src_buf, t->size)) != TW_OK
-			    || (rc = ep_recv(e, b, t->size)) != TW_OK)
-				return rc;
-			stamps[i + 1] = now_ns();
-		}
-		for (long i = 0; i < t->iters; i++)
-			stamps[i] = stamps[i + 1] - stamps[i];
-		size_t n = (size_t)t->iters;
-		qsort(stamps, n, sizeof(*stamps), cmp_i64);
-		double med = n % 2
-		    ? (double)stamps[n / 2]
-		    : 0.5 * (double)(stamps[n / 2 - 1] + stamps[n / 2]);
-		size_t k = (size_t)ceil(0.99 * (double)n) - 1;
-		*v = med / 2 / 1e3;
-		*p99 = (double)stamps[k] / 2 / 1e3;
-		return TW_OK;
-	}
-	int64_t t0 = now_ns();
-	for (long i = 0; i < t->count; i++)
-		if ((rc = ep_send(e, src_buf, t->size)) != TW_OK)
-			return rc;
-	if ((rc = ep_recv(e, &one, 1)) != TW_OK)
-		return rc;
-	double secs = (double)(now_ns() - t0) / 1e9;
-	if (t->kind == K_BW)
-		*v = (double)t->count * (double)t->size / secs / 1e9;
-	else
-		*v = (double)t->count / secs / 1e6;
-	return TW_OK;
-}
-
 // Waits up to WAIT_S for the child; returns its exit status, or -1, and
 // sets *nivcsw to its involuntary context switches.
 static int reap(pid_t pid, long *nivcsw)
 {
 	int st;
 	struct rusage ru;
-	for (int64_t end = now_ns() + wait_ns; now_ns() < end;) {
+	for (int64_t end = bench_now_ns() + wait_ns; bench_now_ns() < end;) {
 		pid_t w = wait4(pid, &st, WNOHANG, &ru);
 		if (w == pid)
 			*nivcsw = ru.ru_nivcsw;
@@ -657,7 +505,7 @@ static int measure(int c, const struct test *t, double *v, double *p99,
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
 		alarm(WATCHDOG_S);
-		if (pin_to(cpu_b) != 0)
+		if (bench_pin(cpu_b) != 0)
 			_exit(CHILD_SETUP);
 		close(pfd[0]);
 		_exit(child_run(&s, t, pfd[1]));
@@ -680,11 +528,11 @@ static int measure(int c, const struct test *t, double *v, double *p99,
 		snprintf(why, why_len, "attach: %s", tw_strerror(rc));
 		goto out;
 	}
-	struct rusage ru0, ru1;
-	getrusage(RUSAGE_SELF, &ru0);
-	rc = parent_run(&s.ep, t, v, p99);
-	getrusage(RUSAGE_SELF, &ru1);
-	last_preempt = ru1.ru_nivcsw - ru0.ru_nivcsw;
+	// The parent's count spans its whole side, sync exchange included.
+	long cs0 = bench_nivcsw(), timed;
+	struct bench_io io = { ep_send, ep_recv, NULL, &s.ep };
+	rc = bench_send_side(&io, t, src_buf, dst_buf, stamps, v, p99, &timed);
+	last_preempt = bench_nivcsw() - cs0;
 	if (rc != TW_OK) {
 		snprintf(why, why_len, "%s", tw_strerror(rc));
 		goto out;
@@ -726,90 +574,18 @@ out:
 static double measure_memcpy(size_t size)
 {
 	long count = (long)(cfg.bw_total / size);
-	int64_t t0 = now_ns();
+	int64_t t0 = bench_now_ns();
 	for (long i = 0; i < count; i++) {
 		memcpy(dst_buf, src_buf, size);
 		__asm__ __volatile__("" : : "r"(dst_buf) : "memory");
 	}
-	double secs = (double)(now_ns() - t0) / 1e9;
+	double secs = (double)(bench_now_ns() - t0) / 1e9;
 	return (double)count * (double)size / secs / 1e9;
-}
-
-static struct test make_test(int w)
-{
-	struct test t = { .kind = wl[w].kind, .size = wl[w].size };
-	if (t.kind == K_LAT) {
-		t.warm = cfg.lat_warm;
-		t.iters = cfg.lat_iters;
-	} else if (t.kind == K_BW) {
-		t.count = (long)(cfg.bw_total / t.size);
-	} else {
-		t.count = cfg.rate_msgs;
-	}
-	return t;
 }
 
 // ---------------------------------------------------------------------------
 // Statistics and the report
 // ---------------------------------------------------------------------------
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-// Median of the non-NaN values of v[0..n), NaN when there are none; the
-// smallest and largest go to *lo and *hi when not NULL.
-static double median(const double *v, int n, double *lo, double *hi)
-{
-	double tmp[MAX_ROUNDS];
-	int k = 0;
-	for (int i = 0; i < n; i++)
-		if (!isnan(v[i]))
-			tmp[k++] = v[i];
-	if (lo != NULL)
-		*lo = *hi = NAN;
-	if (k == 0)
-		return NAN;
-	qsort(tmp, (size_t)k, sizeof(*tmp), cmp_double);
-	if (lo != NULL) {
-		*lo = tmp[0];
-		*hi = tmp[k - 1];
-	}
-	return k % 2 ? tmp[k / 2] : 0.5 * (tmp[k / 2 - 1] + tmp[k / 2]);
-}
-
-static void fmt_num(char *out, size_t len, double v)
-{
-	if (isnan(v))
-		snprintf(out, len, "–");
-	else if (v >= 100)
-		snprintf(out, len, "%.0f", v);
-	else if (v >= 10)
-		snprintf(out, len, "%.1f", v);
-	else
-		snprintf(out, len, "%.2f", v);
-}
-
-// The ratio of medians num/den, with the range of the per-round ratios.
-static void fmt_ratio(
-    char *out, size_t len, const double *num, const double *den, int n)
-{
-	double per[MAX_ROUNDS], lo, hi;
-	for (int i = 0; i < n; i++)
-		per[i] = num[i] / den[i];
-	median(per, n, &lo, &hi);
-	double r = median(num, n, NULL, NULL) / median(den, n, NULL, NULL);
-	char a[16], b[16], c[16];
-	fmt_num(a, sizeof(a), r);
-	fmt_num(b, sizeof(b), lo);
-	fmt_num(c, sizeof(c), hi);
-	if (isnan(r))
-		snprintf(out, len, "–");
-	else
-		snprintf(out, len, "%s (%s–%s)", a, b, c);
-}
 
 static int link_shown(void)
 {
@@ -820,47 +596,34 @@ static int link_shown(void)
 #endif
 }
 
-// Prints one table cell of `width` characters (UTF-8 aware), right aligned
-// or left aligned, followed by its separator.
-static void cell(const char *s, int width, int right)
-{
-	int n = 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-		n += (*p & 0xC0) != 0x80;
-	int pad = width > n ? width - n : 0;
-	if (right)
-		printf(" %*s%s |", pad, "", s);
-	else
-		printf(" %s%*s |", s, pad, "");
-}
+// Column widths of the figures and the ratios.
+enum { WID_NUM = 9, WID_RATIO = 16 };
 
-// Column widths: workload, unit, then figures and ratios.
-enum { WID_NAME = 24, WID_UNIT = 4, WID_NUM = 9, WID_RATIO = 16 };
-
-static void print_row(const char *name, const char *unit,
-    double (*v)[W_COUNT][MAX_ROUNDS], int w, int with_memcpy)
+// memcpy has bandwidth figures only.
+static void print_row(const char *name, const char *unit, bench_figs *v, int w)
 {
 	char t[64];
 	int n = cfg.rounds;
-	printf("|");
-	cell(name, WID_NAME, 0);
-	cell(unit, WID_UNIT, 0);
-	fmt_num(t, sizeof(t),
-	    with_memcpy ? median(v[C_MEMCPY][w], n, NULL, NULL) : NAN);
-	cell(t, WID_NUM, 1);
-	fmt_num(t, sizeof(t), median(v[C_BARE][w], n, NULL, NULL));
-	cell(t, WID_NUM, 1);
+	int with_memcpy = wl[w].kind == K_BW;
+	bench_row_start(name, unit);
+	bench_fmt_num(t, sizeof(t),
+	    with_memcpy ? bench_median(v[C_MEMCPY][w], n, NULL, NULL) : NAN);
+	bench_cell(t, WID_NUM, 1);
+	bench_fmt_num(t, sizeof(t), bench_median(v[C_BARE][w], n, NULL, NULL));
+	bench_cell(t, WID_NUM, 1);
 	for (int c = C_RING; c < C_COUNT; c++) {
 		if (c == C_LINK && !link_shown())
 			continue;
-		fmt_num(t, sizeof(t), median(v[c][w], n, NULL, NULL));
-		cell(t, WID_NUM, 1);
-		fmt_ratio(t, sizeof(t), v[c][w], v[C_BARE][w], n);
-		cell(t, WID_RATIO, 1);
+		bench_fmt_num(
+		    t, sizeof(t), bench_median(v[c][w], n, NULL, NULL));
+		bench_cell(t, WID_NUM, 1);
+		bench_fmt_ratio(t, sizeof(t), v[c][w], v[C_BARE][w], n);
+		bench_cell(t, WID_RATIO, 1);
 		snprintf(t, sizeof(t), "–");
 		if (with_memcpy)
-			fmt_ratio(t, sizeof(t), v[c][w], v[C_MEMCPY][w], n);
-		cell(t, WID_RATIO, 1);
+			bench_fmt_ratio(
+			    t, sizeof(t), v[c][w], v[C_MEMCPY][w], n);
+		bench_cell(t, WID_RATIO, 1);
 	}
 	printf("\n");
 }
@@ -869,45 +632,30 @@ static void print_table(void)
 {
 	printf("\n## Results: medians of %d rounds; ratio = tagwire / "
 	       "baseline, ratio of the medians (range of the per-round "
-	       "ratios)\n\n|",
+	       "ratios)\n\n",
 	    cfg.rounds);
-	cell("workload", WID_NAME, 0);
-	cell("unit", WID_UNIT, 0);
-	cell("memcpy", WID_NUM, 1);
-	cell("bare ring", WID_NUM, 1);
-	cell("tw_ring", WID_NUM, 1);
-	cell("tw_ring/bare", WID_RATIO, 1);
-	cell("tw_ring/memcpy", WID_RATIO, 1);
+	bench_row_start("workload", "unit");
+	bench_cell("memcpy", WID_NUM, 1);
+	bench_cell("bare ring", WID_NUM, 1);
+	bench_cell("tw_ring", WID_NUM, 1);
+	bench_cell("tw_ring/bare", WID_RATIO, 1);
+	bench_cell("tw_ring/memcpy", WID_RATIO, 1);
 	if (link_shown()) {
-		cell("shm link", WID_NUM, 1);
-		cell("link/bare", WID_RATIO, 1);
-		cell("link/memcpy", WID_RATIO, 1);
+		bench_cell("shm link", WID_NUM, 1);
+		bench_cell("link/bare", WID_RATIO, 1);
+		bench_cell("link/memcpy", WID_RATIO, 1);
 	}
 	printf("\n|---|---|---:|---:|---:|---:|---:|%s\n",
 	    link_shown() ? "---:|---:|---:|" : "");
-	for (int w = 0; w < W_COUNT; w++) {
-		char name[64];
-		if (wl[w].kind == K_LAT) {
-			snprintf(name, sizeof(name), "%s one-way median",
-			    wl[w].name);
-			print_row(name, "µs", res, w, 0);
-			snprintf(
-			    name, sizeof(name), "%s one-way p99", wl[w].name);
-			print_row(name, "µs", res_p99, w, 0);
-		} else if (wl[w].kind == K_BW) {
-			print_row(wl[w].name, "GB/s", res, w, 1);
-		} else {
-			print_row(wl[w].name, "M/s", res, w, 0);
-		}
-	}
+	bench_print_rows(res, res_p99, print_row);
 	printf("\nLatency ratios above 1 and bandwidth or rate ratios below "
 	       "1 mean tagwire is slower than the baseline.\n");
 	printf("\nSanity check (bare ring, 8 B one-way median, µs, %ld round "
 	       "trips) before each section:\n",
-	    cfg.sanity_iters);
+	    rcfg.sanity_iters);
 	for (int s = 0; s < S_COUNT; s++) {
 		printf("  %-4s section: median %.3f; per round:", s_name[s],
-		    median(sanity[s], cfg.rounds, NULL, NULL));
+		    bench_median(sanity[s], cfg.rounds, NULL, NULL));
 		for (int r = 0; r < cfg.rounds; r++)
 			printf(" %.3f", sanity[s][r]);
 		printf("\n");
@@ -951,8 +699,8 @@ static void print_table(void)
 
 // Writes the per-round figures of contender c on workload w, their
 // median and, for tagwire's contenders, the ratios to the baselines.
-static void tsv_series(FILE *f, int w, int c, const char *metric,
-    const char *unit, double (*v)[W_COUNT][MAX_ROUNDS])
+static void tsv_series(
+    FILE *f, int w, int c, const char *metric, const char *unit, bench_figs *v)
 {
 	const char *sec = s_name[wl[w].section];
 	int n = cfg.rounds;
@@ -960,14 +708,14 @@ static void tsv_series(FILE *f, int w, int c, const char *metric,
 		fprintf(f, "%s\t%s\t%s\t%s\t%s\t%d\t%.4f\n", sec, wl[w].name,
 		    c_name[c], metric, unit, r + 1, v[c][w][r]);
 	fprintf(f, "%s\t%s\t%s\t%s\t%s\tmedian\t%.4f\n", sec, wl[w].name,
-	    c_name[c], metric, unit, median(v[c][w], n, NULL, NULL));
+	    c_name[c], metric, unit, bench_median(v[c][w], n, NULL, NULL));
 	if (c != C_RING && c != C_LINK)
 		return;
 	for (int base = C_MEMCPY; base <= C_BARE; base++) {
 		if (base == C_MEMCPY && wl[w].kind != K_BW)
 			continue;
-		double rr = median(v[c][w], n, NULL, NULL)
-		    / median(v[base][w], n, NULL, NULL);
+		double rr = bench_median(v[c][w], n, NULL, NULL)
+		    / bench_median(v[base][w], n, NULL, NULL);
 		fprintf(f, "%s\t%s\t%s / %s\t%s\tratio\tmedian\t%.4f\n", sec,
 		    wl[w].name, c_name[c], c_name[base], metric, rr);
 	}
@@ -978,10 +726,8 @@ static void tsv_series(FILE *f, int w, int c, const char *metric,
 // or "median"), value.  Ratios have unit "ratio"; NaN = not measured.
 static void write_tsv(const char *path, const char *facts)
 {
-	FILE *f = fopen(path, "w");
+	FILE *f = bench_open_tsv("ring_bench", path);
 	if (f == NULL) {
-		fprintf(stderr, "ring_bench: cannot write %s: %s\n", path,
-		    strerror(errno));
 		failures++;
 		return;
 	}
@@ -1031,7 +777,7 @@ static void write_tsv(const char *path, const char *facts)
 // Measures contender c on workload w in round r and prints the figure.
 static void run_one(int c, int w, int r)
 {
-	struct test t = make_test(w);
+	struct test t = bench_test(&cfg, w);
 	char why[160];
 	if (c == C_MEMCPY) {
 		if (t.kind != K_BW)
@@ -1069,8 +815,8 @@ static void run_section(int sec, int r)
 	static const int order[C_COUNT] = { C_MEMCPY, C_BARE, C_RING, C_LINK };
 	struct test st = { .kind = K_LAT,
 		.size = 8,
-		.warm = cfg.sanity_warm,
-		.iters = cfg.sanity_iters };
+		.warm = rcfg.sanity_warm,
+		.iters = rcfg.sanity_iters };
 	char why[160];
 	double p99;
 	if (measure(C_BARE, &st, &sanity[sec][r], &p99, why, sizeof(why))
@@ -1112,119 +858,41 @@ static void usage(FILE *f)
 	    "16384)\n");
 }
 
-static long parse_long(const char *s, long lo, long hi)
+// The options of ring_bench alone: the ring geometry.
+static int ring_opt(int argc, char **argv, int *i)
 {
-	char *end;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < lo || v > hi) {
-		fprintf(stderr, "ring_bench: bad number '%s'\n", s);
-		usage(stderr);
-		exit(2);
-	}
-	return v;
-}
-
-// The load averages of /proc/loadavg (1, 5 and 15 minutes), or "unknown".
-static void load_avg(char *out, size_t len)
-{
-	snprintf(out, len, "unknown");
-	FILE *f = fopen("/proc/loadavg", "r");
-	if (f == NULL)
-		return;
-	double l1, l5, l15;
-	if (fscanf(f, "%lf %lf %lf", &l1, &l5, &l15) == 3)
-		snprintf(out, len, "%.2f %.2f %.2f", l1, l5, l15);
-	fclose(f);
-}
-
-static void cpu_model(char *out, size_t len)
-{
-	snprintf(out, len, "unknown");
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	if (f == NULL)
-		return;
-	char line[512];
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, "model name", 10) != 0)
-			continue;
-		char *p = strchr(line, ':');
-		if (p == NULL)
-			continue;
-		p += 1 + strspn(p + 1, " \t");
-		p[strcspn(p, "\n")] = '\0';
-		snprintf(out, len, "%s", p);
-		break;
-	}
-	fclose(f);
+	const char *a = argv[*i];
+	if (*i + 1 >= argc)
+		return 0;
+	if (strcmp(a, "--slots") == 0)
+		rcfg.slots = (uint32_t)bench_parse_long(
+		    "ring_bench", argv[++*i], NULL, 2, 1 << 20, usage);
+	else if (strcmp(a, "--slot-bytes") == 0)
+		rcfg.slot_bytes = (size_t)bench_parse_long(
+		    "ring_bench", argv[++*i], NULL, 4096, 64 << 20, usage);
+	else
+		return 0;
+	return 1;
 }
 
 int main(int argc, char **argv)
 {
-	int rounds = -1;
-	long bw_mib = -1;
-	cfg.slots = 32;
-	cfg.slot_bytes = 16 * KiB;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		int more = i + 1 < argc;
-		if (strcmp(a, "--quick") == 0)
-			cfg.quick = 1;
-		else if (strcmp(a, "--tsv") == 0 && more)
-			cfg.tsv = argv[++i];
-		else if (strcmp(a, "--rounds") == 0 && more)
-			rounds = (int)parse_long(argv[++i], 1, MAX_ROUNDS);
-		else if (strcmp(a, "--bw-mib") == 0 && more)
-			bw_mib = parse_long(argv[++i], 16, 1L << 20);
-		else if (strcmp(a, "--slots") == 0 && more)
-			cfg.slots
-			    = (uint32_t)parse_long(argv[++i], 2, 1 << 20);
-		else if (strcmp(a, "--slot-bytes") == 0 && more)
-			cfg.slot_bytes
-			    = (size_t)parse_long(argv[++i], 4096, 64 << 20);
-		else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-			usage(stdout);
-			return 0;
-		} else {
-			usage(stderr);
-			return 2;
-		}
-	}
-	if ((cfg.slots & (cfg.slots - 1)) != 0) {
+	rcfg.slots = 32;
+	rcfg.slot_bytes = 16 * KiB;
+	bench_args(&cfg, "ring_bench", argc, argv, ring_opt, usage, 200000);
+	if ((rcfg.slots & (rcfg.slots - 1)) != 0) {
 		fprintf(
 		    stderr, "ring_bench: --slots must be a power of two\n");
 		return 2;
 	}
-	cfg.rounds = rounds > 0 ? rounds : cfg.quick ? 2 : 5;
-	cfg.lat_warm = cfg.quick ? 200 : 2000;
-	cfg.lat_iters = cfg.quick ? 2000 : 20000;
-	cfg.sanity_warm = 200;
-	cfg.sanity_iters = 2000;
-	cfg.bw_total = (size_t)(bw_mib > 0 ? bw_mib
-	                       : cfg.quick ? 64
-	                                   : 1024)
-	    * MiB;
-	cfg.rate_msgs = cfg.quick ? 200000 : 2000000;
+	rcfg.sanity_warm = 200;
+	rcfg.sanity_iters = 2000;
 
 	// Pin before the library could start any thread.
-	cpu_set_t allowed;
-	CPU_ZERO(&allowed);
-	int n_allowed = 0;
-	if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
-		for (int c = 0; c < CPU_SETSIZE; c++) {
-			if (!CPU_ISSET(c, &allowed))
-				continue;
-			if (n_allowed == 0)
-				cpu_a = c;
-			else if (n_allowed == 1)
-				cpu_b = c;
-			n_allowed++;
-		}
-	}
+	int n_allowed = bench_cpus(&cpu_a, &cpu_b);
 	if (n_allowed < 2) {
-		cpu_a = cpu_b = -1;
 		single_cpu = 1;
-	} else if (pin_to(cpu_a) != 0) {
+	} else if (bench_pin(cpu_a) != 0) {
 		fprintf(stderr, "ring_bench: sched_setaffinity: %s\n",
 		    strerror(errno));
 		return 1;
@@ -1234,17 +902,17 @@ int main(int argc, char **argv)
 	signal(SIGINT, on_parent_signal);
 	signal(SIGTERM, on_parent_signal);
 
-	src_buf = big_alloc(16 * MiB, 0);
-	dst_buf = big_alloc(16 * MiB, 0);
-	stamps = big_alloc(
-	    sizeof(*stamps) * (size_t)(cfg.lat_iters + cfg.sanity_iters + 1),
-	    0);
+	src_buf = bench_big_alloc(16 * MiB, 1);
+	dst_buf = bench_big_alloc(16 * MiB, 1);
+	stamps = bench_big_alloc(
+	    sizeof(*stamps) * (size_t)(cfg.lat_iters + rcfg.sanity_iters + 1),
+	    1);
 	if (src_buf == NULL || dst_buf == NULL || stamps == NULL) {
 		fprintf(stderr, "ring_bench: out of memory\n");
 		return 1;
 	}
 	for (size_t i = 0; i < 16 * MiB; i++)
-		src_buf[i] = pattern(i);
+		src_buf[i] = bench_pattern(i);
 
 	for (int c = 0; c < C_COUNT; c++)
 		for (int w = 0; w < W_COUNT; w++)
@@ -1262,69 +930,26 @@ int main(int argc, char **argv)
 	    "(src/transport/shm/shm.c absent at configure time)");
 #endif
 
-	// Machine facts.
-	char facts[2048], model[256], cmd[512] = "", load[64];
-	struct utsname un;
-	if (uname(&un) != 0)
-		snprintf(un.release, sizeof(un.release), "unknown");
-	cpu_model(model, sizeof(model));
-	load_avg(load, sizeof(load));
-	for (int i = 0; i < argc; i++) {
-		size_t l = strlen(cmd);
-		snprintf(
-		    cmd + l, sizeof(cmd) - l, "%s%s", i ? " " : "", argv[i]);
-	}
-	char pin[128];
-	if (single_cpu)
-		snprintf(pin, sizeof(pin),
-		    "unpinned: only %d CPU allowed (the bare ring yields "
-		    "while it polls)",
-		    n_allowed);
-	else
-		snprintf(pin, sizeof(pin),
+	char facts[2048], load[64];
+	bench_facts(facts, sizeof(facts), argc, argv, tw_version(), n_allowed,
+	    !single_cpu, "bare ring");
+	if (!single_cpu)
+		bench_append(facts, sizeof(facts),
 		    "parent (sender, timer) on CPU %d, child on CPU %d", cpu_a,
 		    cpu_b);
-	size_t tw_slot = (cfg.slot_bytes + 16 + 63) / 64 * 64;
-	snprintf(facts, sizeof(facts),
-	    "# command: %s\n"
-	    "# tagwire %s, build %s, compiler %s\n"
-	    "# machine: nproc %ld (%d allowed), CPU \"%s\", kernel %s\n"
-	    "# load average at the start (1, 5, 15 min): %s\n"
-	    "# pinning: %s\n"
-	    "# rings: %u slots x %zu payload bytes (%zu-byte slot stride), "
-	    "one ring per direction\n"
-	    "# rounds %d%s; lat %ld round trips after %ld warm-up; bw %zu MiB "
-	    "per measurement%s; rate %ld messages\n",
-	    cmd, tw_version(), TW_BENCH_BUILD_TYPE, __VERSION__,
-	    sysconf(_SC_NPROCESSORS_ONLN), n_allowed, model, un.release, load,
-	    pin, cfg.slots, cfg.slot_bytes, tw_slot, cfg.rounds,
-	    cfg.quick ? " (--quick: a smoke run, figures are rough)" : "",
-	    cfg.lat_iters, cfg.lat_warm, cfg.bw_total / MiB,
-	    cfg.bw_total < 1024 * MiB
-	        ? " (less than the 1 GiB of the peer table)"
-	        : "",
-	    cfg.rate_msgs);
-	printf("# ring_bench: tagwire shared-memory rings vs the physical "
-	       "baseline\n%s\n",
-	    facts);
-	fflush(stdout);
-
-	for (int r = 0; r < cfg.rounds; r++)
-		for (int sec = 0; sec < S_COUNT; sec++)
-			run_section(sec, r);
-	print_table();
-	load_avg(load, sizeof(load));
-	printf("\nLoad average at the end (1, 5, 15 min): %s.  The benchmark "
-	       "itself keeps up to 2 CPUs busy; well above that, other "
-	       "processes competed for the CPUs, which hurts the "
-	       "busy-polling bare ring most.\n",
-	    load);
-	size_t fl = strlen(facts);
-	snprintf(facts + fl, sizeof(facts) - fl,
+	bench_append(facts, sizeof(facts),
+	    "\n# rings: %u slots x %zu payload bytes (%zu-byte slot stride), "
+	    "one ring per direction\n",
+	    rcfg.slots, rcfg.slot_bytes,
+	    (rcfg.slot_bytes + 16 + 63) / 64 * 64);
+	bench_print_facts("# ring_bench: tagwire shared-memory rings vs the "
+	                  "physical baseline\n",
+	    facts, sizeof(facts), &cfg, "");
+	bench_run(cfg.rounds, run_section, print_table, load, sizeof(load),
+	    "busy-polling bare ring");
+	bench_append(facts, sizeof(facts),
 	    "# load average at the end (1, 5, 15 min): %s\n", load);
 	if (cfg.tsv != NULL)
 		write_tsv(cfg.tsv, facts);
-	if (failures != 0)
-		printf("\n%d failure(s): see the messages above\n", failures);
-	return failures != 0 ? 1 : 0;
+	return bench_status(failures);
 }

@@ -28,7 +28,7 @@
 // that does not spend a CPU per connection can be held to).
 //
 // Every wait is bounded: each socket wait and each tagwire call gives up
-// after cfg.wait_s seconds, each rank arms a watchdog alarm, and the main
+// after tcfg.wait_s seconds, each rank arms a watchdog alarm, and the main
 // process kills both ranks when a measurement overruns.  A tagwire link
 // that fails is reported with its status and dropped; the raw baselines
 // still run.
@@ -46,24 +46,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <tagwire/tagwire.h>
 
-#ifndef TW_BENCH_BUILD_TYPE
-#define TW_BENCH_BUILD_TYPE "unknown"
-#endif
+#include "bench_util.h"
 
-#define KiB ((size_t)1024)
-#define MiB (KiB * KiB)
-#define MAX_ROUNDS 64
 #define GRACE_S 5 // what the main process allows beyond a rank's own bounds
 #define DRAIN_BYTES (64 * KiB) // raw rate receiver: bytes per recv()
 #define TAG "b" // the tagwire tag of every message
@@ -76,25 +68,6 @@ enum { C_TW, C_BLOCK, C_POLL, C_COUNT };
 static const char *const c_name[C_COUNT]
     = { "tagwire", "raw-blocking", "raw-busy-poll" };
 
-enum { K_LAT, K_BW, K_RATE };
-enum { S_LAT, S_BW, S_RATE, S_COUNT };
-static const char *const s_name[S_COUNT] = { "lat", "bw", "rate" };
-
-enum { W_LAT8, W_LAT4K, W_BW64K, W_BW1M, W_BW16M, W_RATE, W_COUNT };
-static const struct workload {
-	const char *name;
-	int kind;
-	int section;
-	size_t size;
-} wl[W_COUNT] = {
-	{ "lat 8 B", K_LAT, S_LAT, 8 },
-	{ "lat 4 KiB", K_LAT, S_LAT, 4 * KiB },
-	{ "bw 64 KiB", K_BW, S_BW, 64 * KiB },
-	{ "bw 1 MiB", K_BW, S_BW, MiB },
-	{ "bw 16 MiB", K_BW, S_BW, 16 * MiB },
-	{ "rate 8 B stream", K_RATE, S_RATE, 8 },
-};
-
 // The baseline of tagwire's ratio on workload w.  Latency is compared with
 // the faster raw figure, the busy poller, because a fast small-message
 // path spins before it sleeps; bandwidth and rate with the plain blocking
@@ -105,24 +78,11 @@ static int base_of(int w)
 	return wl[w].kind == K_LAT ? C_POLL : C_BLOCK;
 }
 
-static struct config {
-	int quick;
-	int rounds;
-	long lat_warm, lat_iters;
-	size_t bw_total; // bytes per bandwidth measurement
-	long rate_msgs;
+static struct bench_opts cfg;
+static struct tcp_cfg {
 	int wait_s; // the longest any single wait of a rank may last
 	int watchdog_s; // alarm per rank and measurement
-	const char *tsv;
-} cfg;
-
-// One test as both ranks run it.
-struct test {
-	int kind;
-	size_t size; // message size
-	long warm, iters; // lat: warm-up and timed round trips
-	long count; // bw, rate: messages
-};
+} tcfg;
 
 // Results: NaN where nothing was measured.
 static double res[C_COUNT][W_COUNT][MAX_ROUNDS]; // µs, GB/s, M msg/s
@@ -159,56 +119,17 @@ static int cpu_a = -1, cpu_b = -1; // -1: unpinned
 static int share_cpu; // both ranks on one CPU: busy pollers must yield
 static pid_t main_pid;
 static volatile sig_atomic_t watch_pid[2]; // ranks to kill on an interrupt
-static unsigned char *src_buf; // 16 MiB of pattern(i), inherited by rank 0
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void say(const char *s)
-{
-	ssize_t rc = write(2, s, strlen(s));
-	(void)rc;
-}
+static unsigned char
+    *src_buf; // 16 MiB of bench_pattern(i), inherited by rank 0
 
 static void on_main_signal(int sig)
 {
 	(void)sig;
-	say("tcp_bench: interrupted\n");
+	bench_say("tcp_bench: interrupted\n");
 	for (int i = 0; i < 2; i++)
 		if (watch_pid[i] > 0)
 			kill((pid_t)watch_pid[i], SIGKILL);
 	_exit(3);
-}
-
-static int pin_to(int cpu)
-{
-	if (cpu < 0)
-		return 0;
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set);
-}
-
-static unsigned char pattern(size_t i)
-{
-	return (unsigned char)(i * 131 + 7);
-}
-
-// Page-aligned memory, already touched, so no page fault lands in a timed
-// loop.
-static void *big_alloc(size_t n)
-{
-	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	memset(p, 0, n);
-	return p;
 }
 
 // ---------------------------------------------------------------------------
@@ -243,7 +164,7 @@ static int tw_fail(struct ep *e, const char *call, size_t n, int rc)
 }
 
 // One more turn of a busy-poll wait that started at *t0 (0: not yet
-// known); nonzero once the wait has lasted cfg.wait_s.  The clock is read
+// known); nonzero once the wait has lasted tcfg.wait_s.  The clock is read
 // only every 1024 turns so that the loop stays a tight loop around the
 // system call.  With both ranks on one CPU the poller yields, or it would
 // spin away the time slice its peer needs.
@@ -253,10 +174,10 @@ static int spin_expired(int64_t *t0, unsigned *turns)
 		sched_yield();
 	if ((++*turns & 1023) != 0)
 		return 0;
-	int64_t now = now_ns();
+	int64_t now = bench_now_ns();
 	if (*t0 == 0)
 		*t0 = now;
-	return now - *t0 > (int64_t)cfg.wait_s * ns_per_s;
+	return now - *t0 > (int64_t)tcfg.wait_s * ns_per_s;
 }
 
 static int raw_send(struct ep *e, const void *buf, size_t n)
@@ -277,7 +198,7 @@ static int raw_send(struct ep *e, const void *buf, size_t n)
 		} else if (e->c == C_BLOCK || spin_expired(&t0, &turns)) {
 			// Blocking: SO_SNDTIMEO expired.
 			return ep_fail(
-			    e, "send: no progress for %d s", cfg.wait_s);
+			    e, "send: no progress for %d s", tcfg.wait_s);
 		}
 	}
 	return 0;
@@ -303,12 +224,13 @@ static int raw_recv_some(struct ep *e, void *buf, size_t n, size_t *got)
 			return ep_fail(e, "recv: %s", strerror(errno));
 		if (e->c == C_BLOCK || spin_expired(&t0, &turns))
 			return ep_fail(
-			    e, "recv: nothing for %d s", cfg.wait_s);
+			    e, "recv: nothing for %d s", tcfg.wait_s);
 	}
 }
 
-static int ep_send(struct ep *e, const void *buf, size_t n)
+static int ep_send(void *ctx, const void *buf, size_t n)
 {
+	struct ep *e = ctx;
 	if (e->c != C_TW)
 		return raw_send(e, buf, n);
 	int rc = tw_send(e->link, e->peer, TAG, buf, n);
@@ -316,8 +238,9 @@ static int ep_send(struct ep *e, const void *buf, size_t n)
 }
 
 // Receives one message of exactly n bytes.
-static int ep_recv(struct ep *e, void *buf, size_t n)
+static int ep_recv(void *ctx, void *buf, size_t n)
 {
+	struct ep *e = ctx;
 	size_t got;
 	if (e->c == C_TW) {
 		int rc = tw_recv_into(e->link, e->peer, TAG, buf, n, &got);
@@ -340,8 +263,9 @@ static int ep_recv(struct ep *e, void *buf, size_t n)
 // which the raw receiver drains in reads of up to `cap` bytes, as any
 // stream reader would: only the sender makes one call per message.
 static int ep_drain(
-    struct ep *e, unsigned char *buf, size_t cap, long count, size_t size)
+    void *ctx, unsigned char *buf, size_t cap, long count, size_t size)
 {
+	struct ep *e = ctx;
 	if (e->c == C_TW) {
 		for (long i = 0; i < count; i++)
 			if (ep_recv(e, buf, size) != 0)
@@ -386,13 +310,13 @@ static struct sockaddr_in loopback(int port)
 	return sa;
 }
 
-// Waits up to cfg.wait_s for `events` on fd.
+// Waits up to tcfg.wait_s for `events` on fd.
 static int wait_fd(int fd, short events)
 {
 	struct pollfd p = { .fd = fd, .events = events };
-	int64_t end = now_ns() + (int64_t)cfg.wait_s * ns_per_s;
+	int64_t end = bench_now_ns() + (int64_t)tcfg.wait_s * ns_per_s;
 	for (;;) {
-		int64_t left = end - now_ns();
+		int64_t left = end - bench_now_ns();
 		if (left <= 0)
 			return -1;
 		int n = poll(&p, 1, (int)(left / 1000000) + 1);
@@ -409,7 +333,7 @@ static int raw_open(struct ep *e, const struct plan *pl, int rank)
 		if (wait_fd(pl->listen_fd, POLLIN) != 0)
 			return ep_fail(e,
 			    "accept: nobody connected within %d s",
-			    cfg.wait_s);
+			    tcfg.wait_s);
 		e->fd = accept(pl->listen_fd, NULL, NULL);
 		if (e->fd < 0)
 			return ep_fail(e, "accept: %s", strerror(errno));
@@ -429,7 +353,7 @@ static int raw_open(struct ep *e, const struct plan *pl, int rank)
 			socklen_t len = sizeof(err);
 			if (wait_fd(e->fd, POLLOUT) != 0)
 				return ep_fail(e, "connect: no answer in %d s",
-				    cfg.wait_s);
+				    tcfg.wait_s);
 			if (getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len)
 			        != 0
 			    || err != 0)
@@ -447,7 +371,7 @@ static int raw_open(struct ep *e, const struct plan *pl, int rank)
 		    : ep_fail(e, "fcntl: %s", strerror(errno));
 	// Blocking, but never forever: a send or recv that makes no progress
 	// for wait_s returns EAGAIN.
-	struct timeval tv = { .tv_sec = cfg.wait_s };
+	struct timeval tv = { .tv_sec = tcfg.wait_s };
 	if (set_nonblock(e->fd, 0) != 0
 	    || setsockopt(e->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0
 	    || setsockopt(e->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv))
@@ -473,7 +397,7 @@ static int link_open(struct ep *e, const struct plan *pl, int rank)
 	}
 	if (rc == TW_OK) {
 		step = "tw_desc_set";
-		int64_t ms = (int64_t)cfg.wait_s * 1000;
+		int64_t ms = (int64_t)tcfg.wait_s * 1000;
 		rc = tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, ms);
 		if (rc == TW_OK)
 			rc = tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, ms);
@@ -539,108 +463,33 @@ static void on_rank_alarm(int sig)
 	_exit(125);
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return (x > y) - (x < y);
-}
-
-static long nivcsw_now(void)
-{
-	struct rusage ru;
-	return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_nivcsw : 0;
-}
-
-// Rank 0: sends and keeps the time.  Fills r->v (one-way median in µs,
-// GB/s or M msg/s) and r->p99 (lat only).
+// Rank 0: sends and keeps the time.
 static int run_rank0(struct ep *e, const struct test *t, struct rec *r)
 {
-	unsigned char one = 1;
 	// Rank 0 receives whole messages only in lat; otherwise the ack.
-	unsigned char *rx = big_alloc(t->kind == K_LAT ? t->size : 64);
-	int64_t *stamps = big_alloc(sizeof(int64_t) * (size_t)(t->iters + 1));
+	unsigned char *rx
+	    = bench_big_alloc(t->kind == K_LAT ? t->size : 64, 0);
+	int64_t *stamps
+	    = bench_big_alloc(sizeof(int64_t) * (size_t)(t->iters + 1), 0);
 	if (rx == NULL || stamps == NULL)
 		return ep_fail(e, "out of memory");
-	// The sync exchange: both sides are connected and ready once it is
-	// done, so the clock starts only after it.
-	if (ep_send(e, &one, 1) != 0 || ep_recv(e, &one, 1) != 0)
-		return -1;
-	long cs0 = nivcsw_now();
-	if (t->kind == K_LAT) {
-		for (long i = 0; i < t->warm; i++)
-			if (ep_send(e, src_buf, t->size) != 0
-			    || ep_recv(e, rx, t->size) != 0)
-				return -1;
-		stamps[0] = now_ns();
-		for (long i = 0; i < t->iters; i++) {
-			if (ep_send(e, src_buf, t->size) != 0
-			    || ep_recv(e, rx, t->size) != 0)
-				return -1;
-			stamps[i + 1] = now_ns();
-		}
-		r->nivcsw = nivcsw_now() - cs0;
-		for (long i = 0; i < t->iters; i++)
-			stamps[i] = stamps[i + 1] - stamps[i];
-		size_t n = (size_t)t->iters;
-		qsort(stamps, n, sizeof(*stamps), cmp_i64);
-		double med = n % 2
-		    ? (double)stamps[n / 2]
-		    : 0.5 * (double)(stamps[n / 2 - 1] + stamps[n / 2]);
-		size_t k = (size_t)ceil(0.99 * (double)n) - 1;
-		r->v = med / 2 / 1e3;
-		r->p99 = (double)stamps[k] / 2 / 1e3;
-		return 0;
-	}
-	int64_t t0 = now_ns();
-	for (long i = 0; i < t->count; i++)
-		if (ep_send(e, src_buf, t->size) != 0)
-			return -1;
-	if (ep_recv(e, &one, 1) != 0)
-		return -1;
-	double secs = (double)(now_ns() - t0) / 1e9;
-	r->nivcsw = nivcsw_now() - cs0;
-	if (t->kind == K_BW)
-		r->v = (double)t->count * (double)t->size / secs / 1e9;
-	else
-		r->v = (double)t->count / secs / 1e6;
-	return 0;
+	struct bench_io io = { ep_send, ep_recv, ep_drain, e };
+	return bench_send_side(
+	    &io, t, src_buf, rx, stamps, &r->v, &r->p99, &r->nivcsw);
 }
 
 // Rank 1: echoes (lat) or receives everything, then acks (bw, rate).
 static int run_rank1(struct ep *e, const struct test *t, struct rec *r)
 {
-	unsigned char one = 1;
 	size_t cap = t->size > DRAIN_BYTES ? t->size : DRAIN_BYTES;
-	unsigned char *buf = big_alloc(cap);
+	unsigned char *buf = bench_big_alloc(cap, 0);
 	if (buf == NULL)
 		return ep_fail(e, "out of memory");
-	if (ep_recv(e, &one, 1) != 0 || ep_send(e, &one, 1) != 0)
-		return -1;
-	long cs0 = nivcsw_now();
-	if (t->kind == K_LAT) {
-		for (long i = 0; i < t->warm + t->iters; i++)
-			if (ep_recv(e, buf, t->size) != 0
-			    || ep_send(e, buf, t->size) != 0)
-				return -1;
-	} else if (t->kind == K_BW) {
-		for (long i = 0; i < t->count; i++)
-			if (ep_recv(e, buf, t->size) != 0)
-				return -1;
-		if (ep_send(e, &one, 1) != 0)
-			return -1;
-		// Sample bytes of the last message: the figure counts only
-		// if the bytes arrived intact.
-		size_t s = t->size;
-		if (buf[0] != pattern(0) || buf[s / 2] != pattern(s / 2)
-		    || buf[s - 1] != pattern(s - 1))
-			return ep_fail(e, "received wrong bytes");
-	} else {
-		if (ep_drain(e, buf, cap, t->count, t->size) != 0
-		    || ep_send(e, &one, 1) != 0)
-			return -1;
-	}
-	r->nivcsw = nivcsw_now() - cs0;
-	return 0;
+	struct bench_io io = { ep_send, ep_recv, ep_drain, e };
+	int rc = bench_recv_side(&io, t, buf, cap, &r->nivcsw);
+	if (rc == BENCH_RECV_DATA)
+		return ep_fail(e, "received wrong bytes");
+	return rc == 0 ? 0 : -1;
 }
 
 // The life of one rank: pin, connect, run, report, close.  Never returns.
@@ -660,9 +509,9 @@ __attribute__((noreturn)) static void rank_main(
 	alarm_rec.rank = rank;
 	alarm_rec.hung = 1;
 	snprintf(alarm_rec.why, sizeof(alarm_rec.why),
-	    "watchdog: rank %d still busy after %d s", rank, cfg.watchdog_s);
+	    "watchdog: rank %d still busy after %d s", rank, tcfg.watchdog_s);
 	signal(SIGALRM, on_rank_alarm);
-	alarm((unsigned)cfg.watchdog_s);
+	alarm((unsigned)tcfg.watchdog_s);
 
 	struct rec r;
 	memset(&r, 0, sizeof(r));
@@ -672,7 +521,7 @@ __attribute__((noreturn)) static void rank_main(
 	int rc;
 	// Pinned before tagwire starts any thread, so its threads inherit
 	// the CPU.
-	if (pin_to(rank == 0 ? cpu_a : cpu_b) != 0) {
+	if (bench_pin(rank == 0 ? cpu_a : cpu_b) != 0) {
 		memset(&e, 0, sizeof(e));
 		e.fd = -1;
 		rc = ep_fail(&e, "sched_setaffinity: %s", strerror(errno));
@@ -793,7 +642,7 @@ static int reap(pid_t pid, int64_t end, int *killed)
 			return st;
 		if (w < 0 && errno != EINTR)
 			return 0;
-		if (now_ns() >= end)
+		if (bench_now_ns() >= end)
 			break;
 		struct timespec ms = { 0, 1000000 };
 		nanosleep(&ms, NULL);
@@ -813,7 +662,7 @@ static int collect(int fd, struct rec *got, int *have, int64_t end)
 	unsigned char acc[2 * sizeof(struct rec)];
 	size_t filled = 0;
 	while (!(have[0] && have[1])) {
-		int64_t left = end - now_ns();
+		int64_t left = end - bench_now_ns();
 		if (left <= 0)
 			return -1;
 		struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -901,7 +750,7 @@ static int measure_once(int c, const struct test *t, double *v, double *p99,
 	int first_bad = -1;
 	int forked = pid[0] > 0 && pid[1] > 0;
 	int64_t end
-	    = now_ns() + (int64_t)(cfg.watchdog_s + GRACE_S) * ns_per_s;
+	    = bench_now_ns() + (int64_t)(tcfg.watchdog_s + GRACE_S) * ns_per_s;
 	if (forked)
 		first_bad = collect(pfd[0], got, have, end);
 	close(pfd[0]);
@@ -915,7 +764,7 @@ static int measure_once(int c, const struct test *t, double *v, double *p99,
 	// measurement is killed at once.
 	int st[2] = { 0, 0 }, killed[2] = { 0, 0 }, exited[2] = { 0, 0 };
 	int grace = ok && !close_hung[c] ? GRACE_S : 0;
-	int64_t reap_end = now_ns() + (int64_t)grace * ns_per_s;
+	int64_t reap_end = bench_now_ns() + (int64_t)grace * ns_per_s;
 	for (int i = 0; i < 2; i++) {
 		if (pid[i] <= 0)
 			continue;
@@ -982,7 +831,7 @@ static int measure_once(int c, const struct test *t, double *v, double *p99,
 		return M_FAIL;
 	}
 	snprintf(why, len, "no result within %d s: both ranks killed",
-	    cfg.watchdog_s + GRACE_S);
+	    tcfg.watchdog_s + GRACE_S);
 	return M_DROP;
 }
 
@@ -1002,116 +851,26 @@ static int measure(int c, const struct test *t, double *v, double *p99,
 	return rc;
 }
 
-static struct test make_test(int w)
-{
-	struct test t = { .kind = wl[w].kind, .size = wl[w].size };
-	if (t.kind == K_LAT) {
-		t.warm = cfg.lat_warm;
-		t.iters = cfg.lat_iters;
-	} else if (t.kind == K_BW) {
-		t.count = (long)(cfg.bw_total / t.size);
-	} else {
-		t.count = cfg.rate_msgs;
-	}
-	return t;
-}
-
 // ---------------------------------------------------------------------------
 // Statistics and the report
 // ---------------------------------------------------------------------------
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
+// Column widths of the figures, the ratio and the baseline.
+enum { WID_NUM = 13, WID_RATIO = 18 };
 
-// Median of the non-NaN values of v[0..n), NaN when there are none; the
-// smallest and largest go to *lo and *hi when not NULL.
-static double median(const double *v, int n, double *lo, double *hi)
-{
-	double tmp[MAX_ROUNDS];
-	int k = 0;
-	for (int i = 0; i < n; i++)
-		if (!isnan(v[i]))
-			tmp[k++] = v[i];
-	if (lo != NULL)
-		*lo = *hi = NAN;
-	if (k == 0)
-		return NAN;
-	qsort(tmp, (size_t)k, sizeof(*tmp), cmp_double);
-	if (lo != NULL) {
-		*lo = tmp[0];
-		*hi = tmp[k - 1];
-	}
-	return k % 2 ? tmp[k / 2] : 0.5 * (tmp[k / 2 - 1] + tmp[k / 2]);
-}
-
-static void fmt_num(char *out, size_t len, double v)
-{
-	if (isnan(v))
-		snprintf(out, len, "–");
-	else if (v >= 100)
-		snprintf(out, len, "%.0f", v);
-	else if (v >= 10)
-		snprintf(out, len, "%.1f", v);
-	else
-		snprintf(out, len, "%.2f", v);
-}
-
-// The ratio of medians num/den, with the range of the per-round ratios:
-// each per-round ratio divides two figures taken seconds apart, so its
-// range shows how far the machine drifted during the run.
-static void fmt_ratio(
-    char *out, size_t len, const double *num, const double *den, int n)
-{
-	double per[MAX_ROUNDS], lo, hi;
-	for (int i = 0; i < n; i++)
-		per[i] = num[i] / den[i];
-	median(per, n, &lo, &hi);
-	double r = median(num, n, NULL, NULL) / median(den, n, NULL, NULL);
-	char a[16], b[16], c[16];
-	fmt_num(a, sizeof(a), r);
-	fmt_num(b, sizeof(b), lo);
-	fmt_num(c, sizeof(c), hi);
-	if (isnan(r))
-		snprintf(out, len, "–");
-	else
-		snprintf(out, len, "%s (%s–%s)", a, b, c);
-}
-
-// Prints one table cell of `width` characters (UTF-8 aware), right aligned
-// or left aligned, followed by its separator.
-static void cell(const char *s, int width, int right)
-{
-	int n = 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-		n += (*p & 0xC0) != 0x80;
-	int pad = width > n ? width - n : 0;
-	if (right)
-		printf(" %*s%s |", pad, "", s);
-	else
-		printf(" %s%*s |", s, pad, "");
-}
-
-// Column widths: workload, unit, figures, ratio, baseline.
-enum { WID_NAME = 24, WID_UNIT = 4, WID_NUM = 13, WID_RATIO = 18 };
-
-static void print_row(const char *name, const char *unit,
-    double (*v)[W_COUNT][MAX_ROUNDS], int w)
+static void print_row(const char *name, const char *unit, bench_figs *v, int w)
 {
 	char t[64];
 	int n = cfg.rounds;
-	printf("|");
-	cell(name, WID_NAME, 0);
-	cell(unit, WID_UNIT, 0);
+	bench_row_start(name, unit);
 	for (int c = 0; c < C_COUNT; c++) {
-		fmt_num(t, sizeof(t), median(v[c][w], n, NULL, NULL));
-		cell(t, WID_NUM, 1);
+		bench_fmt_num(
+		    t, sizeof(t), bench_median(v[c][w], n, NULL, NULL));
+		bench_cell(t, WID_NUM, 1);
 	}
-	fmt_ratio(t, sizeof(t), v[C_TW][w], v[base_of(w)][w], n);
-	cell(t, WID_RATIO, 1);
-	cell(c_name[base_of(w)], WID_NUM, 0);
+	bench_fmt_ratio(t, sizeof(t), v[C_TW][w], v[base_of(w)][w], n);
+	bench_cell(t, WID_RATIO, 1);
+	bench_cell(c_name[base_of(w)], WID_NUM, 0);
 	printf("\n");
 }
 
@@ -1120,30 +879,15 @@ static void print_table(void)
 	printf("\n## Results: medians of %d rounds; tagwire/baseline = "
 	       "tagwire / raw-busy-poll for latency, tagwire / raw-blocking "
 	       "for bandwidth and rate; ratio of the medians (range of the "
-	       "per-round ratios)\n\n|",
+	       "per-round ratios)\n\n",
 	    cfg.rounds);
-	cell("workload", WID_NAME, 0);
-	cell("unit", WID_UNIT, 0);
+	bench_row_start("workload", "unit");
 	for (int c = 0; c < C_COUNT; c++)
-		cell(c_name[c], WID_NUM, 1);
-	cell("tagwire/baseline", WID_RATIO, 1);
-	cell("baseline", WID_NUM, 0);
+		bench_cell(c_name[c], WID_NUM, 1);
+	bench_cell("tagwire/baseline", WID_RATIO, 1);
+	bench_cell("baseline", WID_NUM, 0);
 	printf("\n|---|---|---:|---:|---:|---:|---|\n");
-	for (int w = 0; w < W_COUNT; w++) {
-		char name[64];
-		if (wl[w].kind == K_LAT) {
-			snprintf(name, sizeof(name), "%s one-way median",
-			    wl[w].name);
-			print_row(name, "µs", res, w);
-			snprintf(
-			    name, sizeof(name), "%s one-way p99", wl[w].name);
-			print_row(name, "µs", res_p99, w);
-		} else if (wl[w].kind == K_BW) {
-			print_row(wl[w].name, "GB/s", res, w);
-		} else {
-			print_row(wl[w].name, "M/s", res, w);
-		}
-	}
+	bench_print_rows(res, res_p99, print_row);
 	printf("\nA latency ratio above 1, or a bandwidth or rate ratio "
 	       "below 1, means tagwire is slower than the raw socket.\n");
 	printf("\nPreemptions (involuntary context switches of both ranks "
@@ -1187,10 +931,8 @@ static void print_table(void)
 // has no line.
 static void write_tsv(const char *path)
 {
-	FILE *f = fopen(path, "w");
+	FILE *f = bench_open_tsv("tcp_bench", path);
 	if (f == NULL) {
-		fprintf(stderr, "tcp_bench: cannot write %s: %s\n", path,
-		    strerror(errno));
 		failures++;
 		return;
 	}
@@ -1234,7 +976,7 @@ static void run_one(int c, int w, int r)
 {
 	if (!c_on[c] || !w_on[c][w])
 		return;
-	struct test t = make_test(w);
+	struct test t = bench_test(&cfg, w);
 	char why[288];
 	int rc = measure(c, &t, &res[c][w][r], &res_p99[c][w][r],
 	    &preempt[c][w][r], why, sizeof(why));
@@ -1300,125 +1042,39 @@ static void usage(FILE *f)
 	    "quick 64)\n");
 }
 
-static long parse_long(const char *s, char **end, long lo, long hi)
+static int want_a = -1, want_b = -1; // --cpus A,B
+
+// The option of tcp_bench alone: --cpus A,B.
+static int tcp_opt(int argc, char **argv, int *i)
 {
+	if (strcmp(argv[*i], "--cpus") != 0 || *i + 1 >= argc)
+		return 0;
 	char *e;
-	errno = 0;
-	long v = strtol(s, &e, 10);
-	if (errno != 0 || e == s || (end == NULL && *e != '\0') || v < lo
-	    || v > hi) {
-		fprintf(stderr, "tcp_bench: bad number '%s'\n", s);
-		usage(stderr);
+	want_a = (int)bench_parse_long(
+	    "tcp_bench", argv[++*i], &e, 0, CPU_SETSIZE - 1, usage);
+	if (*e != ',') {
+		fprintf(stderr, "tcp_bench: --cpus wants A,B\n");
 		exit(2);
 	}
-	if (end != NULL)
-		*end = e;
-	return v;
-}
-
-// The load averages of /proc/loadavg (1, 5 and 15 minutes), or "unknown".
-static void load_avg(char *out, size_t len)
-{
-	snprintf(out, len, "unknown");
-	FILE *f = fopen("/proc/loadavg", "r");
-	if (f == NULL)
-		return;
-	double l1, l5, l15;
-	if (fscanf(f, "%lf %lf %lf", &l1, &l5, &l15) == 3)
-		snprintf(out, len, "%.2f %.2f %.2f", l1, l5, l15);
-	fclose(f);
-}
-
-static void cpu_model(char *out, size_t len)
-{
-	snprintf(out, len, "unknown");
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	if (f == NULL)
-		return;
-	char line[512];
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, "model name", 10) != 0)
-			continue;
-		char *p = strchr(line, ':');
-		if (p == NULL)
-			continue;
-		p += 1 + strspn(p + 1, " \t");
-		p[strcspn(p, "\n")] = '\0';
-		snprintf(out, len, "%s", p);
-		break;
-	}
-	fclose(f);
+	want_b = (int)bench_parse_long(
+	    "tcp_bench", e + 1, NULL, 0, CPU_SETSIZE - 1, usage);
+	return 1;
 }
 
 int main(int argc, char **argv)
 {
-	int rounds = -1;
-	long bw_mib = -1;
-	int want_a = -1, want_b = -1;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		int more = i + 1 < argc;
-		if (strcmp(a, "--quick") == 0) {
-			cfg.quick = 1;
-		} else if (strcmp(a, "--tsv") == 0 && more) {
-			cfg.tsv = argv[++i];
-		} else if (strcmp(a, "--rounds") == 0 && more) {
-			rounds
-			    = (int)parse_long(argv[++i], NULL, 1, MAX_ROUNDS);
-		} else if (strcmp(a, "--bw-mib") == 0 && more) {
-			bw_mib = parse_long(argv[++i], NULL, 16, 1L << 20);
-		} else if (strcmp(a, "--cpus") == 0 && more) {
-			char *e;
-			want_a = (int)parse_long(
-			    argv[++i], &e, 0, CPU_SETSIZE - 1);
-			if (*e != ',') {
-				fprintf(
-				    stderr, "tcp_bench: --cpus wants A,B\n");
-				return 2;
-			}
-			want_b
-			    = (int)parse_long(e + 1, NULL, 0, CPU_SETSIZE - 1);
-		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-			usage(stdout);
-			return 0;
-		} else {
-			usage(stderr);
-			return 2;
-		}
-	}
-	cfg.rounds = rounds > 0 ? rounds : cfg.quick ? 2 : 5;
-	cfg.lat_warm = cfg.quick ? 200 : 2000;
-	cfg.lat_iters = cfg.quick ? 2000 : 20000;
-	cfg.bw_total = (size_t)(bw_mib > 0 ? bw_mib
-	                       : cfg.quick ? 64
-	                                   : 1024)
-	    * MiB;
 	// One 8-byte send() costs about 5 µs on loopback, so the raw
 	// senders need about a second per 200,000 messages.
-	cfg.rate_msgs = cfg.quick ? 100000 : 2000000;
+	bench_args(&cfg, "tcp_bench", argc, argv, tcp_opt, usage, 100000);
 	// Short waits in a smoke run: a broken link should cost seconds.
-	cfg.wait_s = cfg.quick ? 10 : 30;
-	cfg.watchdog_s = cfg.quick ? 60 : 180;
+	tcfg.wait_s = cfg.quick ? 10 : 30;
+	tcfg.watchdog_s = cfg.quick ? 60 : 180;
 
 	// The ranks pin themselves (before tagwire starts any thread); the
 	// main process only waits and stays unpinned.
-	cpu_set_t allowed;
-	CPU_ZERO(&allowed);
-	int n_allowed = 0;
-	if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
-		for (int c = 0; c < CPU_SETSIZE; c++) {
-			if (!CPU_ISSET(c, &allowed))
-				continue;
-			if (n_allowed == 0)
-				cpu_a = c;
-			else if (n_allowed == 1)
-				cpu_b = c;
-			n_allowed++;
-		}
-	}
+	int n_allowed = bench_cpus(&cpu_a, &cpu_b);
 	if (want_a >= 0) {
-		if (!CPU_ISSET(want_a, &allowed)
-		    || !CPU_ISSET(want_b, &allowed)) {
+		if (!bench_cpu_allowed(want_a) || !bench_cpu_allowed(want_b)) {
 			fprintf(stderr,
 			    "tcp_bench: --cpus %d,%d: not both allowed "
 			    "(%d CPUs allowed)\n",
@@ -1429,7 +1085,6 @@ int main(int argc, char **argv)
 		cpu_b = want_b;
 		share_cpu = want_a == want_b;
 	} else if (n_allowed < 2) {
-		cpu_a = cpu_b = -1;
 		share_cpu = 1;
 	}
 
@@ -1440,13 +1095,13 @@ int main(int argc, char **argv)
 
 	// The source of every send, made before the forks: rank 0 inherits
 	// it with its page tables and only reads it.
-	src_buf = big_alloc(16 * MiB);
+	src_buf = bench_big_alloc(16 * MiB, 0);
 	if (src_buf == NULL) {
 		fprintf(stderr, "tcp_bench: out of memory\n");
 		return 1;
 	}
 	for (size_t i = 0; i < 16 * MiB; i++)
-		src_buf[i] = pattern(i);
+		src_buf[i] = bench_pattern(i);
 
 	for (int c = 0; c < C_COUNT; c++) {
 		c_on[c] = 1;
@@ -1457,67 +1112,28 @@ int main(int argc, char **argv)
 		}
 	}
 
-	// Machine facts.
-	char model[256], cmd[512] = "", load[64], pin[160];
-	struct utsname un;
-	if (uname(&un) != 0)
-		snprintf(un.release, sizeof(un.release), "unknown");
-	cpu_model(model, sizeof(model));
-	load_avg(load, sizeof(load));
-	for (int i = 0; i < argc; i++) {
-		size_t l = strlen(cmd);
-		snprintf(
-		    cmd + l, sizeof(cmd) - l, "%s%s", i ? " " : "", argv[i]);
-	}
-	if (cpu_a < 0)
-		snprintf(pin, sizeof(pin),
-		    "unpinned: only %d CPU allowed (the busy poller yields "
-		    "while it polls)",
-		    n_allowed);
-	else
-		snprintf(pin, sizeof(pin),
+	char facts[2048], load[64];
+	bench_facts(facts, sizeof(facts), argc, argv, tw_version(), n_allowed,
+	    cpu_a >= 0, "busy poller");
+	if (cpu_a >= 0)
+		bench_append(facts, sizeof(facts),
 		    "rank 0 (sender, timer) on CPU %d, rank 1 (receiver) on "
 		    "CPU %d%s",
 		    cpu_a, cpu_b,
 		    share_cpu ? " (one CPU: the busy poller yields)" : "");
-	printf("# tcp_bench: tagwire's tcp:// link vs raw TCP sockets on "
-	       "loopback\n"
-	       "# command: %s\n"
-	       "# tagwire %s, build %s, compiler %s\n"
-	       "# machine: nproc %ld (%d allowed), CPU \"%s\", kernel %s\n"
-	       "# load average at the start (1, 5, 15 min): %s\n"
-	       "# pinning: %s; both ranks are forked afresh for every "
-	       "measurement\n"
-	       "# sockets: 127.0.0.1, TCP_NODELAY, default buffer sizes; "
-	       "tagwire: default options, timeouts %d s\n"
-	       "# rounds %d%s; lat %ld round trips after %ld warm-up; bw %zu "
-	       "MiB per measurement%s; rate %ld messages\n"
-	       "# ratios: tagwire / raw-busy-poll for latency, tagwire / "
-	       "raw-blocking for bandwidth and rate\n\n",
-	    cmd, tw_version(), TW_BENCH_BUILD_TYPE, __VERSION__,
-	    sysconf(_SC_NPROCESSORS_ONLN), n_allowed, model, un.release, load,
-	    pin, cfg.wait_s, cfg.rounds,
-	    cfg.quick ? " (--quick: a smoke run, figures are rough)" : "",
-	    cfg.lat_iters, cfg.lat_warm, cfg.bw_total / MiB,
-	    cfg.bw_total < 1024 * MiB
-	        ? " (less than the 1 GiB of the peer table)"
-	        : "",
-	    cfg.rate_msgs);
-	fflush(stdout);
-
-	for (int r = 0; r < cfg.rounds; r++)
-		for (int sec = 0; sec < S_COUNT; sec++)
-			run_section(sec, r);
-	print_table();
-	load_avg(load, sizeof(load));
-	printf("\nLoad average at the end (1, 5, 15 min): %s.  The benchmark "
-	       "itself keeps up to 2 CPUs busy; well above that, other "
-	       "processes competed for the CPUs, which hurts the busy "
-	       "poller most.\n",
-	    load);
+	bench_append(facts, sizeof(facts),
+	    "; both ranks are forked afresh for every measurement\n"
+	    "# sockets: 127.0.0.1, TCP_NODELAY, default buffer sizes; "
+	    "tagwire: default options, timeouts %d s\n",
+	    tcfg.wait_s);
+	bench_print_facts("# tcp_bench: tagwire's tcp:// link vs raw TCP "
+	                  "sockets on loopback\n",
+	    facts, sizeof(facts), &cfg,
+	    "# ratios: tagwire / raw-busy-poll for latency, tagwire / "
+	    "raw-blocking for bandwidth and rate\n");
+	bench_run(cfg.rounds, run_section, print_table, load, sizeof(load),
+	    "busy poller");
 	if (cfg.tsv != NULL)
 		write_tsv(cfg.tsv);
-	if (failures != 0)
-		printf("\n%d failure(s): see the messages above\n", failures);
-	return failures != 0 ? 1 : 0;
+	return bench_status(failures);
 }

@@ -65,7 +65,7 @@ int main(int argc, char **argv)
 	alarm(cfg.watchdog_s);
 	int early = env_rank();
 	if (early == 0 || early == 1) {
-		if (peer_pin(early == 0 ? cfg.cpu_a : cfg.cpu_b) != 0)
+		if (bench_pin(early == 0 ? cfg.cpu_a : cfg.cpu_b) != 0)
 			perror("sched_setaffinity");
 	}
 

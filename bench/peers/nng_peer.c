@@ -63,27 +63,20 @@ static int side(const struct peer_cfg *cfg, int side_a, int fd)
 		if (rv != 0)
 			goto out;
 		snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
-		if (oob_send_blob(fd, url, strlen(url)) != 0)
+		if (oob_send_str(fd, url) != 0)
 			goto out;
 	} else {
-		void *blob;
-		size_t len;
-		if (oob_recv_blob(fd, &blob, &len) != 0)
+		if (oob_recv_str(fd, url, sizeof(url)) != 0)
 			goto out;
-		snprintf(url, sizeof(url), "%s", (char *)blob);
-		free(blob);
 		rv = nng_dial(s, url, NULL, 0);
 		if (rv != 0)
 			goto out;
 	}
 	struct peer_ops ops = { n_send, n_recv, &s };
-	rc = run_tests(cfg, &ops, side_a);
-	if (rc == 0)
-		rc = peer_finish(side_a, fd);
+	rc = peer_serve(cfg, &ops, side_a, fd);
 out:
 	if (rv != 0)
-		fprintf(stderr, "nng (side %c): %s\n", side_a ? 'A' : 'B',
-		    nng_strerror(rv));
+		peer_failed("nng", side_a, nng_strerror(rv));
 	nng_close(s);
 	return rc;
 }

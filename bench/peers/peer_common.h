@@ -23,7 +23,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,8 +35,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KiB ((size_t)1024)
-#define MiB (KiB * KiB)
+// The clock, the choice of CPUs, the pinning and the number parsing are
+// those of ring_bench and tcp_bench.
+#include "../bench_util.h"
+
 #define MAX_MSG (16 * MiB) // the largest message of any test
 #define OOB_WAIT_S 30 // the longest a socketpair wait may last
 #define REAP_WAIT_S 30 // the longest the parent waits for the child
@@ -63,13 +64,6 @@ struct peer_ops {
 	int (*recv)(void *ctx, void *buf, size_t len);
 	void *ctx;
 };
-
-static inline uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static inline unsigned char pattern(size_t i)
 {
@@ -108,39 +102,7 @@ static void peer_usage(FILE *f, const char *prog, const char *transports)
 
 static long peer_number(const char *prog, const char *s, long lo, long hi)
 {
-	char *end;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < lo || v > hi) {
-		fprintf(stderr, "%s: bad number '%s'\n", prog, s);
-		exit(2);
-	}
-	return v;
-}
-
-// The first two CPUs this process may run on, or -1 and -1 when fewer
-// than two are allowed.
-static void peer_cpus(struct peer_cfg *cfg)
-{
-	cpu_set_t set;
-	cfg->cpu_a = cfg->cpu_b = -1;
-	CPU_ZERO(&set);
-	if (sched_getaffinity(0, sizeof(set), &set) != 0)
-		return;
-	int n = 0, first = -1, second = -1;
-	for (int c = 0; c < CPU_SETSIZE; c++) {
-		if (!CPU_ISSET(c, &set))
-			continue;
-		if (n == 0)
-			first = c;
-		else if (n == 1)
-			second = c;
-		n++;
-	}
-	if (n >= 2) {
-		cfg->cpu_a = first;
-		cfg->cpu_b = second;
-	}
+	return bench_parse_long(prog, s, NULL, lo, hi, NULL);
 }
 
 // Parses the command line; transports lists the accepted --transport
@@ -208,18 +170,7 @@ static void peer_args(struct peer_cfg *cfg, const char *contender,
 			exit(2);
 		}
 	}
-	peer_cpus(cfg);
-}
-
-// Pins the calling thread (and the threads it starts later) to cpu.
-static int peer_pin(int cpu)
-{
-	if (cpu < 0)
-		return 0;
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set);
+	bench_cpus(&cfg->cpu_a, &cfg->cpu_b);
 }
 
 static void peer_emit(const struct peer_cfg *cfg, const char *test,
@@ -230,14 +181,8 @@ static void peer_emit(const struct peer_cfg *cfg, const char *test,
 	fflush(stdout);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return (x > y) - (x < y);
-}
-
 // The q-quantile (0 < q <= 1, nearest rank) of n sorted values.
-static uint64_t quantile(const uint64_t *v, long n, double q)
+static int64_t quantile(const int64_t *v, long n, double q)
 {
 	long k = (long)(q * (double)n + 0.999999) - 1;
 	if (k < 0)
@@ -254,17 +199,17 @@ static uint64_t quantile(const uint64_t *v, long n, double q)
 // Ping-pong of size bytes: one-way latency = round trip / 2, median and
 // p99 over lat_iters round trips after lat_warm warm-up round trips.
 static int test_lat(const struct peer_cfg *cfg, const struct peer_ops *ops,
-    int side_a, size_t size, unsigned char *buf, uint64_t *rt)
+    int side_a, size_t size, unsigned char *buf, int64_t *rt)
 {
 	long total = cfg->lat_warm + cfg->lat_iters;
 	for (long i = 0; i < total; i++) {
 		if (side_a) {
-			uint64_t t0 = now_ns();
+			int64_t t0 = bench_now_ns();
 			if (ops->send(ops->ctx, buf, size) != 0
 			    || ops->recv(ops->ctx, buf, size) != 0)
 				return -1;
 			if (i >= cfg->lat_warm)
-				rt[i - cfg->lat_warm] = now_ns() - t0;
+				rt[i - cfg->lat_warm] = bench_now_ns() - t0;
 		} else {
 			if (ops->recv(ops->ctx, buf, size) != 0
 			    || ops->send(ops->ctx, buf, size) != 0)
@@ -272,7 +217,7 @@ static int test_lat(const struct peer_cfg *cfg, const struct peer_ops *ops,
 		}
 	}
 	if (side_a) {
-		qsort(rt, (size_t)cfg->lat_iters, sizeof(*rt), cmp_u64);
+		qsort(rt, (size_t)cfg->lat_iters, sizeof(*rt), bench_cmp_i64);
 		peer_emit(cfg, "lat", size,
 		    (double)quantile(rt, cfg->lat_iters, 0.5) / 2e3, "us");
 		peer_emit(cfg, "lat_p99", size,
@@ -285,9 +230,9 @@ static int test_lat(const struct peer_cfg *cfg, const struct peer_ops *ops,
 // answers with one 1-byte ack at the end.  Returns the elapsed time on
 // side A in *ns.
 static int stream(const struct peer_ops *ops, int side_a, size_t size, long n,
-    unsigned char *buf, unsigned char *ack, uint64_t *ns)
+    unsigned char *buf, unsigned char *ack, int64_t *ns)
 {
-	uint64_t t0 = now_ns();
+	int64_t t0 = bench_now_ns();
 	for (long i = 0; i < n; i++) {
 		int rc = side_a ? ops->send(ops->ctx, buf, size)
 		                : ops->recv(ops->ctx, buf, size);
@@ -296,7 +241,7 @@ static int stream(const struct peer_ops *ops, int side_a, size_t size, long n,
 	}
 	if (side_a ? ops->recv(ops->ctx, ack, 1) : ops->send(ops->ctx, ack, 1))
 		return -1;
-	*ns = now_ns() - t0;
+	*ns = bench_now_ns() - t0;
 	return 0;
 }
 
@@ -307,7 +252,7 @@ static int test_bw(const struct peer_cfg *cfg, const struct peer_ops *ops,
     int side_a, size_t size, unsigned char *buf, unsigned char *ack)
 {
 	long n = (long)(cfg->bw_bytes / size);
-	uint64_t ns;
+	int64_t ns;
 	if (n < 1)
 		n = 1;
 	if (!side_a)
@@ -335,7 +280,7 @@ static int test_bw(const struct peer_cfg *cfg, const struct peer_ops *ops,
 static int test_rate(const struct peer_cfg *cfg, const struct peer_ops *ops,
     int side_a, unsigned char *buf, unsigned char *ack)
 {
-	uint64_t ns;
+	int64_t ns;
 	if (stream(ops, side_a, 8, cfg->rate_msgs, buf, ack, &ns) != 0)
 		return -1;
 	if (side_a)
@@ -353,7 +298,7 @@ static int run_tests(
 	static const size_t bw_sizes[] = { 64 * KiB, MiB, 16 * MiB };
 	unsigned char *buf = peer_alloc(MAX_MSG);
 	unsigned char ack[8] = { 1 };
-	uint64_t *rt
+	int64_t *rt
 	    = side_a ? malloc(sizeof(*rt) * (size_t)cfg->lat_iters) : NULL;
 	int rc = -1;
 	if (buf == NULL || (side_a && rt == NULL)) {
@@ -407,13 +352,14 @@ static int oob_wait(int fd, short events)
 	}
 }
 
-static int oob_write(int fd, const void *buf, size_t len)
+// Moves len bytes from buf to fd (out) or from fd into buf.
+static int oob_io(int fd, void *buf, size_t len, int out)
 {
-	const char *p = buf;
+	char *p = buf;
 	while (len > 0) {
-		if (oob_wait(fd, POLLOUT) != 0)
+		if (oob_wait(fd, out ? POLLOUT : POLLIN) != 0)
 			return -1;
-		ssize_t n = write(fd, p, len);
+		ssize_t n = out ? write(fd, p, len) : read(fd, p, len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -424,21 +370,14 @@ static int oob_write(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+static int oob_write(int fd, const void *buf, size_t len)
+{
+	return oob_io(fd, (void *)buf, len, 1);
+}
+
 static int oob_read(int fd, void *buf, size_t len)
 {
-	char *p = buf;
-	while (len > 0) {
-		if (oob_wait(fd, POLLIN) != 0)
-			return -1;
-		ssize_t n = read(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return oob_io(fd, buf, len, 0);
 }
 
 // A length-prefixed blob over the socketpair (connection details).
@@ -466,6 +405,25 @@ static int oob_recv_blob(int fd, void **out, size_t *len)
 	p[l] = '\0';
 	*out = p;
 	*len = (size_t)l;
+	return 0;
+}
+
+// Connection details as a string, for side B to receive with
+// oob_recv_str.
+static inline int oob_send_str(int fd, const char *s)
+{
+	return oob_send_blob(fd, s, strlen(s));
+}
+
+// A string from oob_send_str into out (len bytes, truncated if need be).
+static inline int oob_recv_str(int fd, char *out, size_t len)
+{
+	void *blob;
+	size_t n;
+	if (oob_recv_blob(fd, &blob, &n) != 0)
+		return -1;
+	snprintf(out, len, "%s", (char *)blob);
+	free(blob);
 	return 0;
 }
 
@@ -509,9 +467,7 @@ static void on_child(int sig)
 		return;
 	if (si.si_code == CLD_EXITED && si.si_status == 0)
 		return;
-	static const char msg[] = "peer: side B ended early, giving up\n";
-	ssize_t n = write(2, msg, sizeof(msg) - 1);
-	(void)n;
+	bench_say("peer: side B ended early, giving up\n");
 	_exit(1);
 }
 
@@ -548,7 +504,7 @@ static int peer_fork_run(const struct peer_cfg *cfg, peer_side_fn fn)
 		close(sv[0]);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		alarm(cfg->watchdog_s);
-		if (peer_pin(cfg->cpu_b) != 0)
+		if (bench_pin(cfg->cpu_b) != 0)
 			perror("sched_setaffinity");
 		_exit(fn(cfg, 0, sv[1]) == 0 ? 0 : 1);
 	}
@@ -556,7 +512,7 @@ static int peer_fork_run(const struct peer_cfg *cfg, peer_side_fn fn)
 	child_pid = pid;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	alarm(cfg->watchdog_s);
-	if (peer_pin(cfg->cpu_a) != 0)
+	if (bench_pin(cfg->cpu_a) != 0)
 		perror("sched_setaffinity");
 	int rc = fn(cfg, 1, sv[0]);
 	close(sv[0]);
@@ -578,6 +534,20 @@ static int peer_finish(int side_a, int fd)
 {
 	char b = 'F';
 	return side_a ? oob_write(fd, &b, 1) : oob_read(fd, &b, 1);
+}
+
+// The tests over ops once the library is set up, then the handshake.
+static int peer_serve(
+    const struct peer_cfg *cfg, const struct peer_ops *ops, int side_a, int fd)
+{
+	int rc = run_tests(cfg, ops, side_a);
+	return rc == 0 ? peer_finish(side_a, fd) : rc;
+}
+
+// Reports the library call `what` that failed on this side, and why.
+static void peer_failed(const char *what, int side_a, const char *why)
+{
+	fprintf(stderr, "%s (side %c): %s\n", what, side_a ? 'A' : 'B', why);
 }
 #endif // PEER_NO_FORK
 

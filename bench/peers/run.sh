@@ -150,16 +150,20 @@ version() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo unknown; }
 cflags=${CFLAGS:-"-std=c11 -O2 -Wall -Wextra"}
 read -r -a cf <<<"$cflags"
 
+# Every program also links ../bench_util.c, the helpers it shares with
+# ring_bench and tcp_bench.
+util=$(dirname "$here")/bench_util.c
+
 build_cmd() { # peer -> the compile command, one word per line
 	case $1 in
 	zmq) printf '%s\n' cc "${cf[@]}" -o "$build/zmq_peer" \
-		"$here/zmq_peer.c" -lzmq ;;
+		"$here/zmq_peer.c" "$util" -lzmq ;;
 	nng) printf '%s\n' cc "${cf[@]}" -o "$build/nng_peer" \
-		"$here/nng_peer.c" -lnng ;;
+		"$here/nng_peer.c" "$util" -lnng ;;
 	openmpi) printf '%s\n' mpicc "${cf[@]}" -o "$build/mpi_peer" \
-		"$here/mpi_peer.c" ;;
+		"$here/mpi_peer.c" "$util" ;;
 	ucx) printf '%s\n' cc "${cf[@]}" -o "$build/ucx_peer" \
-		"$here/ucx_peer.c" -lucp -lucs ;;
+		"$here/ucx_peer.c" "$util" -lucp -lucs ;;
 	esac
 }
 

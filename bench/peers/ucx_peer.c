@@ -137,13 +137,10 @@ static int side(const struct peer_cfg *cfg, int side_a, int fd)
 		goto out;
 	}
 	struct peer_ops ops = { u_send, u_recv, &u };
-	rc = run_tests(cfg, &ops, side_a);
-	if (rc == 0)
-		rc = peer_finish(side_a, fd);
+	rc = peer_serve(cfg, &ops, side_a, fd);
 out:
 	if (what != NULL)
-		fprintf(stderr, "%s (side %c): %s\n", what, side_a ? 'A' : 'B',
-		    ucs_status_string(st));
+		peer_failed(what, side_a, ucs_status_string(st));
 	if (u.ep != NULL) {
 		ucp_request_param_t p
 		    = { .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,

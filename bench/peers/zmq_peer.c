@@ -77,28 +77,21 @@ static int side(const struct peer_cfg *cfg, int side_a, int fd)
 			what = "zmq_getsockopt";
 			goto out;
 		}
-		if (oob_send_blob(fd, ep, strlen(ep)) != 0)
+		if (oob_send_str(fd, ep) != 0)
 			goto out;
 	} else {
-		void *blob;
-		size_t len;
-		if (oob_recv_blob(fd, &blob, &len) != 0)
+		if (oob_recv_str(fd, ep, sizeof(ep)) != 0)
 			goto out;
-		snprintf(ep, sizeof(ep), "%s", (char *)blob);
-		free(blob);
 		if (zmq_connect(z.sock, ep) != 0) {
 			what = "zmq_connect";
 			goto out;
 		}
 	}
 	struct peer_ops ops = { z_send, z_recv, &z };
-	rc = run_tests(cfg, &ops, side_a);
-	if (rc == 0)
-		rc = peer_finish(side_a, fd);
+	rc = peer_serve(cfg, &ops, side_a, fd);
 out:
 	if (what != NULL)
-		fprintf(stderr, "%s (side %c): %s\n", what, side_a ? 'A' : 'B',
-		    zmq_strerror(errno));
+		peer_failed(what, side_a, zmq_strerror(errno));
 	if (z.sock != NULL)
 		zmq_close(z.sock);
 	zmq_ctx_term(z.ctx);
