@@ -10,6 +10,7 @@ for h in --help -h help; do
 		expect_out "^  $cmd "
 	done
 	expect_out '--parties N'
+	expect_out '^usage: tagwire perf '
 	expect_out 'TAGWIRE_LOG'
 done
 
@@ -21,6 +22,20 @@ expect_out '--size BYTES'
 run demo --help
 expect_rc 0
 expect_out '^usage: tagwire demo '
+
+for args in '--help perf' 'perf --help' 'perf -h'; do
+	run $args
+	expect_rc 0
+	expect_err_empty
+	expect_out '^usage: tagwire perf '
+	for opt in --test --transport --sizes --iters --duration --stripes \
+		--window --validate --parties --timeout --local --server \
+		--bind --client --csv; do
+		expect_out "^ +$opt[ ,]"
+	done
+	expect_out 'dissemination'
+	expect_out 'Bruck'
+done
 
 run --version
 expect_rc 0

@@ -19,7 +19,8 @@
 
 enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 
-// Prints the tool's full help (commands, demo options, environment).
+// Prints the tool's full help (commands, demo and perf options,
+// environment).
 void cli_help(FILE *f);
 
 // Prints "tagwire: <cmd>: <message>" and the usage line of `cmd` (NULL for
@@ -41,8 +42,46 @@ void cli_fmt_bytes(char *buf, size_t cap, uint64_t n);
 int cli_info(int argc, char **argv);
 int cli_help_config(int argc, char **argv);
 int cli_demo(int argc, char **argv);
+int cli_perf(int argc, char **argv);
 
 // The demo's usage (options and the transports it can run).
 void cli_demo_help(FILE *f);
+
+// The usage line of perf, and its full help (options, modes).
+#define CLI_PERF_USAGE                                                        \
+	"usage: tagwire perf [--test LIST] [--transport LIST] [--sizes "      \
+	"LIST]\n"                                                             \
+	"                    [--iters N | --duration S] [--validate] "        \
+	"[--csv | --json]\n"                                                  \
+	"                    [--local | --server [--bind ADDR] | --client "   \
+	"HOST[:PORT]]"
+void cli_perf_help(FILE *f);
+
+// Little-endian 64-bit words, for the small records commands exchange.
+static inline void cli_put64(unsigned char *p, uint64_t v)
+{
+	for (int k = 0; k < 8; k++)
+		p[k] = (unsigned char)(v >> (8 * k));
+}
+
+static inline uint64_t cli_get64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int k = 0; k < 8; k++)
+		v |= (uint64_t)p[k] << (8 * k);
+	return v;
+}
+
+// The splitmix64 finaliser, for byte patterns that tell messages apart:
+// every input bit changes half the output bits.
+#define CLI_GOLDEN 0x9e3779b97f4a7c15ull
+static inline uint64_t cli_mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
 
 #endif // TW_TOOLS_CLI_H

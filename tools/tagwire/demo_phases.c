@@ -24,37 +24,25 @@
 // Patterns
 // ---------------------------------------------------------------------------
 
-#define GOLDEN 0x9e3779b97f4a7c15ull
-
-// The splitmix64 finaliser: every input bit changes half the output bits.
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
 static uint64_t seed_of(size_t src, size_t dst, const char *tag, uint64_t seq)
 {
 	uint64_t h = 0xcbf29ce484222325ull; // FNV-1a over the tag
 	for (const unsigned char *c = (const unsigned char *)tag; *c; c++)
 		h = (h ^ *c) * 0x100000001b3ull;
-	h = mix(h ^ (uint64_t)src);
-	h = mix(h ^ ((uint64_t)dst << 20));
-	return mix(h ^ (seq * GOLDEN));
+	h = cli_mix64(h ^ (uint64_t)src);
+	h = cli_mix64(h ^ ((uint64_t)dst << 20));
+	return cli_mix64(h ^ (seq * CLI_GOLDEN));
 }
 
-// Byte i of a pattern is byte i % 8 (little endian) of mix(seed + i/8 *
-// GOLDEN); stored byte by byte so that the pattern does not depend on the
+// Byte i of a pattern is byte i % 8 (little endian) of cli_mix64(seed + i/8 *
+// CLI_GOLDEN); stored byte by byte so that the pattern does not depend on the
 // host's byte order.
 static void fill(void *buf, size_t len, uint64_t seed)
 {
 	unsigned char *p = buf;
 	size_t i = 0;
 	for (uint64_t w = 0; i < len; w++) {
-		uint64_t v = mix(seed + w * GOLDEN);
+		uint64_t v = cli_mix64(seed + w * CLI_GOLDEN);
 		for (int k = 0; k < 8 && i < len; k++, i++)
 			p[i] = (unsigned char)(v >> (8 * k));
 	}
@@ -67,7 +55,7 @@ static size_t mismatch(const void *buf, size_t len, uint64_t seed, int *want)
 	const unsigned char *p = buf;
 	size_t i = 0;
 	for (uint64_t w = 0; i < len; w++) {
-		uint64_t v = mix(seed + w * GOLDEN);
+		uint64_t v = cli_mix64(seed + w * CLI_GOLDEN);
 		for (int k = 0; k < 8 && i < len; k++, i++) {
 			unsigned char e = (unsigned char)(v >> (8 * k));
 			if (p[i] != e) {
@@ -340,7 +328,8 @@ static int ph_p2p(demo_party *p)
 // a few KiB, or past 64 KiB.
 static size_t coll_len(size_t a, size_t b, unsigned salt)
 {
-	uint64_t h = mix(((uint64_t)a << 32) ^ ((uint64_t)b << 8) ^ salt);
+	uint64_t h
+	    = cli_mix64(((uint64_t)a << 32) ^ ((uint64_t)b << 8) ^ salt);
 	switch (h % 8) {
 	case 0:
 		return 0;

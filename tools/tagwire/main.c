@@ -31,15 +31,20 @@ void cli_help(FILE *f)
 	    "exchange, and\n"
 	    "                   validate every byte (exit 1 if a check "
 	    "fails)\n"
-	    "  perf             latency and bandwidth measurements (not "
-	    "built yet)\n"
+	    "  perf [options]   latency, bandwidth, message rate and "
+	    "collectives per\n"
+	    "                   transport and message size, here or "
+	    "between two hosts\n"
 	    "  --help-config    the link options: name, default, range "
 	    "and help\n"
 	    "  --version        the version\n"
-	    "  --help, -h       this help; 'tagwire --help demo' for the "
-	    "demo alone\n"
+	    "  --help, -h       this help; 'tagwire --help demo' or "
+	    "'tagwire --help perf'\n"
+	    "                   for one command alone\n"
 	    "\n");
 	cli_demo_help(f);
+	fprintf(f, "\n");
+	cli_perf_help(f);
 	fprintf(f,
 	    "\n"
 	    "environment:\n"
@@ -58,6 +63,8 @@ static const char *usage_line(const char *cmd)
 	if (cmd != NULL && strcmp(cmd, "demo") == 0)
 		return "usage: tagwire demo [--parties N] [--transport mem] "
 		       "[--size BYTES]";
+	if (cmd != NULL && strcmp(cmd, "perf") == 0)
+		return CLI_PERF_USAGE;
 	if (cmd != NULL && strcmp(cmd, "info") == 0)
 		return "usage: tagwire info";
 	if (cmd != NULL && strcmp(cmd, "--help-config") == 0)
@@ -161,7 +168,12 @@ static int cmd_help(int argc, char **argv)
 		cli_demo_help(stdout);
 		return CLI_OK;
 	}
-	return cli_usage_error(NULL, "--help takes no argument but 'demo'");
+	if (argc == 2 && strcmp(argv[1], "perf") == 0) {
+		cli_perf_help(stdout);
+		return CLI_OK;
+	}
+	return cli_usage_error(
+	    NULL, "--help takes no argument but 'demo' or 'perf'");
 }
 
 static int dispatch(int argc, char **argv)
@@ -186,16 +198,8 @@ static int dispatch(int argc, char **argv)
 		return cli_info(argc - 1, argv + 1);
 	if (strcmp(cmd, "demo") == 0)
 		return cli_demo(argc - 1, argv + 1);
-	if (strcmp(cmd, "perf") == 0) {
-		// Reserved now so that scripts written against the documented
-		// command set fail clearly instead of with "unknown command".
-		fprintf(stderr,
-		    "tagwire: perf is not built yet: latency and "
-		    "bandwidth measurements come\n"
-		    "with a later release; 'tagwire demo' runs and times "
-		    "a local exchange\n");
-		return CLI_USAGE;
-	}
+	if (strcmp(cmd, "perf") == 0)
+		return cli_perf(argc - 1, argv + 1);
 	return cli_usage_error(NULL, "unknown command '%.64s'", cmd);
 }
 
