@@ -258,13 +258,14 @@ int tw__pfd_arm(tw__pfd *d, unsigned events)
 	// Under the lock, so that arming never races with the removal of
 	// the descriptor from epoll in fini.
 	pthread_mutex_lock(&p->mtx);
-	int status = TW_OK;
-	if (d->closing) {
-		status = TW_ECLOSED;
-	} else if (d->armed = true,
-	    epoll_ctl(p->epfd, EPOLL_CTL_MOD, d->fd, &ev) != 0) {
-		TW_ERROR("poll", "cannot arm descriptor %d: %m", d->fd);
-		status = TW_ESYS;
+	int status = d->closing ? TW_ECLOSED : TW_OK;
+	if (status == TW_OK) {
+		d->armed = true;
+		if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, d->fd, &ev) != 0) {
+			TW_ERROR(
+			    "poll", "cannot arm descriptor %d: %m", d->fd);
+			status = TW_ESYS;
+		}
 	}
 	pthread_mutex_unlock(&p->mtx);
 	return status;

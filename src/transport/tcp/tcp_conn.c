@@ -132,7 +132,7 @@ struct tcp_conn {
 	unsigned char cur_fixed[TW_TCP_OPEN_LEN]; // OPEN, CREDIT payloads
 	void *pay; // DATA payload (NULL: discarding, or a fixed one)
 	bool discard;
-	tcp_chan *chunk_chan; // CHUNK being read: its channel (referenced)
+	tcp_chan *cur_chan; // the channel cur names by its slot (referenced)
 	void *chunk_entry; // and its entry, once the prefix is in
 	unsigned char *chunk_dst;
 	size_t pay_have;
@@ -158,8 +158,8 @@ void tw__tcp_conn_unref(tcp_conn *c)
 		close(c->tfd);
 	for (unsigned i = 0; i < c->nstripes; i++)
 		tw__tcp_conn_unref(c->stripes[i]);
-	if (c->chunk_chan != NULL)
-		tw__tcp_chan_unref(c->chunk_chan);
+	if (c->cur_chan != NULL)
+		tw__tcp_chan_unref(c->cur_chan);
 	tw__tcp_sx_free(c->sx);
 	free(c->pay);
 	free(c->in);
@@ -827,20 +827,17 @@ static int rx_dispatch(tcp_conn *c)
 	// An announcement counts once it holds the acks back (below).
 	if (h->type != TW_TCP_F_STRIPED)
 		__atomic_store_n(&c->rx_done, h->seq, __ATOMIC_RELEASE);
+	// The frame's channel, found once when its header came.
+	tcp_chan *mc = c->cur_chan;
+	c->cur_chan = NULL;
 	switch (h->type) {
 	case TW_TCP_F_CHUNK: {
-		tcp_chan *mc = c->chunk_chan;
 		void *entry = c->chunk_entry;
-		c->chunk_chan = NULL;
 		c->chunk_entry = NULL;
 		c->chunk_dst = NULL;
-		if (mc != NULL) {
-			tcp_conn *m = c->main_conn != NULL ? c->main_conn : c;
-			if (entry != NULL)
-				status
-				    = tw__tcp_sx_chunk_end(m->sx, mc, entry);
-			tw__tcp_chan_unref(mc);
-		}
+		tcp_conn *m = c->main_conn != NULL ? c->main_conn : c;
+		if (mc != NULL && entry != NULL)
+			status = tw__tcp_sx_chunk_end(m->sx, mc, entry);
 		break;
 	}
 	case TW_TCP_F_OPEN: {
@@ -850,11 +847,11 @@ static int rx_dispatch(tcp_conn *c)
 			status = rx_proto(c, "malformed OPEN");
 			break;
 		}
-		tcp_chan *mc = NULL;
-		status = tw__tcp_node_open_lookup(c, h, &o, &mc);
-		if (status == TW_OK && mc != NULL) {
-			status = tw__tcp_chan_on_open(c, mc, h, &o);
-			tw__tcp_chan_unref(mc);
+		tcp_chan *to = NULL;
+		status = tw__tcp_node_open_lookup(c, h, &o, &to);
+		if (status == TW_OK && to != NULL) {
+			status = tw__tcp_chan_on_open(c, to, h, &o);
+			tw__tcp_chan_unref(to);
 		}
 		break;
 	}
@@ -865,7 +862,6 @@ static int rx_dispatch(tcp_conn *c)
 	case TW_TCP_F_UNBIND:
 	case TW_TCP_F_CREDIT:
 	case TW_TCP_F_CREDIT_REQ: {
-		tcp_chan *mc = chan_by_peer_slot(c, h->slot);
 		if (mc == NULL) {
 			// The link went away here while the peer was still
 			// sending: dropped (its sender learns from our UNBIND).
@@ -878,7 +874,6 @@ static int rx_dispatch(tcp_conn *c)
 		    mc, h, key, fixed ? (void *)c->cur_fixed : data);
 		if (fixed)
 			free(data);
-		tw__tcp_chan_unref(mc);
 		break;
 	}
 	case TW_TCP_F_PING:
@@ -890,14 +885,35 @@ static int rx_dispatch(tcp_conn *c)
 		break;
 	case TW_TCP_F_BYE:
 		free(data);
-		return TW_EPEER;
+		status = TW_EPEER;
+		break;
 	default:
 		free(data);
 		break; // ACK, PONG: the header said it all
 	}
+	if (mc != NULL)
+		tw__tcp_chan_unref(mc);
 	if (h->type == TW_TCP_F_STRIPED)
 		__atomic_store_n(&c->rx_done, h->seq, __ATOMIC_RELEASE);
 	return status;
+}
+
+// Whether frames of this type concern the link of their slot.
+static bool frame_names_slot(uint8_t type)
+{
+	switch (type) {
+	case TW_TCP_F_DATA:
+	case TW_TCP_F_STRIPED:
+	case TW_TCP_F_CHUNK:
+	case TW_TCP_F_CLOSE_NS:
+	case TW_TCP_F_ABORT_NS:
+	case TW_TCP_F_UNBIND:
+	case TW_TCP_F_CREDIT:
+	case TW_TCP_F_CREDIT_REQ:
+		return true;
+	default:
+		return false;
+	}
 }
 
 // A frame header arrived: check it and get ready for its payload.
@@ -923,14 +939,17 @@ static int rx_header(tcp_conn *c, const tw__tcp_hdr *h)
 	c->pay = NULL;
 	c->discard = false;
 	c->pay_have = 0;
-	if (h->type == TW_TCP_F_CHUNK) {
-		// Its channel now; its place once the prefix is in.
+	// The channel a frame of a link goes to, found once for the frame
+	// (on a stripe, through its main connection's slots).
+	if (frame_names_slot(h->type)) {
 		tcp_conn *m = c->main_conn != NULL ? c->main_conn : c;
-		c->chunk_chan = chan_by_peer_slot(m, h->slot);
-		c->discard = c->chunk_chan == NULL;
-		if (c->chunk_chan != NULL
-		    && h->len - TW_TCP_CHUNK_PREFIX
-		        > c->chunk_chan->ep->max_msg)
+		c->cur_chan = chan_by_peer_slot(m, h->slot);
+	}
+	if (h->type == TW_TCP_F_CHUNK) {
+		// Its place in the message once the prefix is in.
+		c->discard = c->cur_chan == NULL;
+		if (c->cur_chan != NULL
+		    && h->len - TW_TCP_CHUNK_PREFIX > c->cur_chan->ep->max_msg)
 			return rx_proto(
 			    c, "chunk larger than the link allows");
 		return TW_OK;
@@ -938,14 +957,11 @@ static int rx_header(tcp_conn *c, const tw__tcp_hdr *h)
 	if (h->type != TW_TCP_F_DATA || h->len == 0)
 		return TW_OK; // fixed payloads go to cur_fixed
 	// The limit of the link it is for, before anything is allocated.
-	tcp_chan *mc = chan_by_peer_slot(c, h->slot);
-	if (mc == NULL) {
+	if (c->cur_chan == NULL) {
 		c->discard = true;
 		return TW_OK;
 	}
-	uint64_t max = mc->ep->max_msg;
-	tw__tcp_chan_unref(mc);
-	if (h->len > max)
+	if (h->len > c->cur_chan->ep->max_msg)
 		return rx_proto(c, "message larger than the link allows");
 	if ((c->pay = malloc((size_t)h->len)) == NULL) {
 		TW_ERROR("tcp",
@@ -1012,7 +1028,7 @@ static int rx_dst(tcp_conn *c, unsigned char **dst, size_t *want)
 		int status = tw__tcp_chunk_decode(
 		    c->cur_fixed, TW_TCP_CHUNK_PREFIX, &ck);
 		if (status == TW_OK)
-			status = tw__tcp_sx_chunk_begin(m->sx, c->chunk_chan,
+			status = tw__tcp_sx_chunk_begin(m->sx, c->cur_chan,
 			    c->cur.slot, &ck, n, &c->chunk_entry,
 			    &c->chunk_dst);
 		if (status == TW_EPROTO)
