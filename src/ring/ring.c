@@ -50,6 +50,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "platform/posix/futex.h"
+#include "ring/ring_int.h"
 #include "ring/ring_layout.h"
 
 // How long a waiter spins before it sleeps.  Waking a sleeping thread costs
@@ -476,6 +477,45 @@ int tw_ring_recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
 		return status;
 	return ring_wait(r, TW_RING_CONSUMER, &r->hdr->data_seq,
 	    &r->hdr->cons_sleepers, ring_try_recv_any, &a, timeout_us);
+}
+
+struct ring_peek_args {
+	const int *stop;
+};
+
+// Whether a lane holds a message, without taking it.  The caller is not
+// the consumer, which may move head between the two loads, so the count is
+// only a hint and is not checked: the consumer's take checks it.
+static int ring_try_peek(tw_ring *r, void *arg)
+{
+	struct ring_peek_args *a = arg;
+	for (uint32_t lane = 0; lane < r->lanes; lane++) {
+		struct tw_ring_lane *lc = &r->lane[lane];
+		uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
+		uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_SEQ_CST);
+		if (tail != head)
+			return TW_OK;
+	}
+	// Seq_cst: the caller's stop word is raised before a kick, and this
+	// load is the re-check after announcing a sleeper.
+	if (__atomic_load_n(a->stop, __ATOMIC_SEQ_CST) != 0)
+		return TW_OK;
+	return TW_EAGAIN;
+}
+
+int tw__ring_wait_any(tw_ring *r, const int *stop, int64_t timeout_us)
+{
+	struct ring_peek_args a = { stop };
+	int status = ring_try_peek(r, &a);
+	if (status != TW_EAGAIN)
+		return status;
+	return ring_wait(r, TW_RING_CONSUMER, &r->hdr->data_seq,
+	    &r->hdr->cons_sleepers, ring_try_peek, &a, timeout_us);
+}
+
+void tw__ring_kick(tw_ring *r)
+{
+	ring_wake(&r->hdr->data_seq);
 }
 
 void tw_ring_abort(tw_ring *r, int consumer)

@@ -14,10 +14,25 @@
 // in /dev/shm whatever happens to either process later; a segment whose
 // peer never came is unlinked when its creator's channel is destroyed.
 //
-// Receiving.  One thread per channel reads the inbound ring, reassembles
-// messages and pushes them into this party's mailbox (shared by all its
-// channels, keyed by the sender's rank, as mem:// does) with the mailbox's
-// flow control: while this peer's unreceived bytes exceed
+// Receiving.  Frames of the inbound ring are reassembled into messages and
+// pushed into this party's mailbox (shared by all its channels, keyed by the
+// sender's rank, as mem:// does) by whoever holds the channel's reader role
+// (rx_mtx), which makes it the ring's one consumer.  Usually that is the
+// channel's receiver thread.  But a thread that had to hand every message
+// on would cost two thread wake-ups per message (the ring's futex, then the
+// mailbox's condition variable), tens of microseconds against the ring's
+// fraction of one.  So an application thread that receives and finds
+// nothing takes the role and reads the ring itself until its message is
+// there or SHM_SPIN_NS pass without a frame.  Meanwhile the receiver thread
+// is parked off the ring: the peer's sends then find no sleeper and make no
+// system call, and no third thread competes for the CPUs.  It stays parked
+// for SHM_PARK_NS after a reader left, since in request/response traffic
+// the next receive is about to come; a reader that gives up and is about to
+// block, or that leaves work behind (a message held back by flow control),
+// wakes it at once.  So a message that nobody polls for waits at most about
+// two park periods for the receiver thread.
+//
+// The receiver thread applies the mailbox's flow control: while this peer's unreceived bytes exceed
 // TW_OPT_RECV_BUFFER the thread holds the message back, the ring fills up
 // and the sender waits.  Control messages (acks, hellos) travel in their
 // own lane and never wait behind held-back data: the thread keeps draining
@@ -47,6 +62,7 @@
 // anyway, which is what process_vm_readv relies on.
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -63,6 +79,7 @@
 #include "core/names.h"
 // The liveness test of the ring layer, which treats zombies as dead.
 #include "platform/posix/futex.h"
+#include "ring/ring_int.h"
 #include "transport/shm/shm.h"
 #include "transport/transport.h"
 
@@ -72,6 +89,14 @@
 #define SHM_SEND_SLICE_US 10000
 // How long the receiver thread waits on its ring at once.
 #define SHM_RX_SLICE_US 100000
+// How long a receive that finds nothing reads the ring itself after the
+// last frame it saw: a reply on its way within this long needs no thread
+// hand-off.
+#define SHM_SPIN_NS 50000
+// How long the receiver thread stays off the ring after a reader left.
+#define SHM_PARK_NS 250000
+// Frames the role's holder takes at once before it lets go.
+#define SHM_RX_BATCH 64
 // How often a receiver that holds a message back for flow control looks at
 // the control lane and at the peer's process.
 #define SHM_PUSH_SLICE_NS 5000000
@@ -80,6 +105,7 @@
 #define SHM_CTL_TIMEOUT_NS 1000000000
 
 uint64_t tw__shm_large_copied;
+uint64_t tw__shm_frames_read_inline;
 
 // What a peer's hello points at, so that it can test process_vm_readv.
 static const uint64_t shm_probe_word = UINT64_C(0x747768656c6c6f21);
@@ -121,9 +147,13 @@ typedef struct rx_lane {
 	unsigned char *buf; // the message being assembled
 } rx_lane;
 
-typedef struct rx_ctx {
+// The state of reading the inbound ring, owned by the reader role.
+typedef struct shm_rx_ctx {
 	unsigned char slot[TW_SHM_MAX_MSG];
 	rx_lane lane[TW_SHM_LANES];
+	// How long a held-back data message may wait for room at once: the
+	// receiver thread waits, an application thread does not.
+	int64_t push_wait;
 	// A data message held back by flow control.
 	bool pend;
 	char pend_key[TW_KEY_MAX];
@@ -202,7 +232,7 @@ static int rx_push_pending(shm_chan *mc, rx_ctx *rx)
 {
 	int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank,
 	    rx->pend_key, rx->pend_data, rx->pend_len, mc->ep->recv_buffer,
-	    tw__now_ns() + SHM_PUSH_SLICE_NS, &mc->stop);
+	    tw__now_ns() + rx->push_wait, &mc->stop);
 	if (status == TW_ETIMEDOUT)
 		return status;
 	rx->pend = false;
@@ -428,31 +458,98 @@ static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
 	}
 }
 
+// Takes what the ring holds now into the mailbox, at most `max` frames
+// (counted in *frames).  TW_OK: the ring is empty or `max` was reached;
+// TW_ETIMEDOUT: a data message is held back by flow control, so no more
+// data may be taken; anything else ends reading.  rx_mtx held.
+static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
+{
+	int status;
+	if (rx->pend) {
+		status = rx_push_pending(mc, rx);
+		if (status == TW_ETIMEDOUT) {
+			// Held back: keep control messages flowing.
+			status = rx_drain_ctl(mc, rx);
+			return status == TW_OK ? TW_ETIMEDOUT : status;
+		}
+		if (status != TW_OK)
+			return status;
+	}
+	while (*frames < max) {
+		uint32_t lane, route;
+		uint64_t corr;
+		size_t n;
+		status = tw_ring_recv_any(mc->in, &lane, rx->slot,
+		    sizeof(rx->slot), &n, &route, &corr, 0);
+		if (status == TW_ETIMEDOUT)
+			return TW_OK;
+		if (status == TW_ETRUNC)
+			return rx_proto(mc, "slot larger than the ring's");
+		if (status == TW_EPROTO)
+			return rx_proto(mc, "corrupt ring");
+		if (status != TW_OK)
+			return status; // TW_EPEER, TW_ECLOSED
+		++*frames;
+		if ((status = rx_frame(mc, rx, lane, route, corr, n)) != TW_OK)
+			return status;
+		if (rx->pend)
+			return TW_ETIMEDOUT;
+	}
+	return TW_OK;
+}
+
+// Reading has ended with `status` (TW_OK or TW_ECLOSED when this side
+// stops): from now on nobody reads the ring.  Once.
+static void rx_end(shm_chan *mc, int status)
+{
+	if (__atomic_exchange_n(&mc->rx_dead, 1, __ATOMIC_SEQ_CST) != 0)
+		return;
+	if (status == TW_EPEER)
+		LOGC(mc, TW_LOG_DEBUG, "peer %s (%s) left", mc->peer_id,
+		    mc->peer_addr);
+	if (status != TW_OK && status != TW_ECLOSED)
+		rx_fail(mc, status);
+	// A reader ended it: the receiver thread must see that.
+	__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_SEQ_CST);
+	tw__futex_wake(&mc->rd_gen, INT_MAX);
+}
+
 static void *rx_main(void *arg)
 {
 	shm_chan *mc = arg;
 	pthread_setname_np(pthread_self(), "tw-shm-rx");
-	rx_ctx *rx = calloc(1, sizeof(*rx));
+	rx_ctx *rx = mc->rxc;
 	int status = TW_OK;
-	if (rx == NULL) {
-		rx_fail(mc, rx_nomem(mc, sizeof(*rx)));
-		return NULL;
-	}
-	for (uint32_t i = 0; i < TW_SHM_LANES; i++)
-		tw__shm_rx_init(&rx->lane[i].st, mc->ep->max_msg);
+	uint32_t last_gen = __atomic_load_n(&mc->rd_gen, __ATOMIC_SEQ_CST);
 	int64_t next_live = tw__now_ns() + SHM_LIVENESS_NS;
-	while (!tw__shm_flag(&mc->stop)) {
-		if (rx->pend) {
-			status = rx_push_pending(mc, rx);
-			if (status != TW_ETIMEDOUT) {
-				if (status != TW_OK)
-					break;
+	while (!tw__shm_flag(&mc->stop) && !tw__shm_flag(&mc->rx_dead)) {
+		// Off the ring while readers poll it, and for a while after
+		// one left, unless it left work for us.  The generation is
+		// sampled first: a reader leaving after that ends the sleep.
+		uint32_t gen = __atomic_load_n(&mc->rd_gen, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&mc->readers, __ATOMIC_SEQ_CST) > 0) {
+			last_gen = gen;
+			tw__futex_wait(&mc->rd_gen, gen, SHM_PARK_NS);
+			continue;
+		}
+		if (gen != last_gen) {
+			last_gen = gen;
+			if (!__atomic_exchange_n(
+			        &mc->rx_urgent, 0, __ATOMIC_SEQ_CST)) {
+				tw__futex_wait(&mc->rd_gen, gen, SHM_PARK_NS);
 				continue;
 			}
-			// Held back: keep control messages flowing, and
-			// stop sends to a peer that died meanwhile.
-			if ((status = rx_drain_ctl(mc, rx)) != TW_OK)
-				break;
+		}
+		pthread_mutex_lock(&mc->rx_mtx);
+		unsigned frames = 0;
+		rx->push_wait = SHM_PUSH_SLICE_NS;
+		status = tw__shm_flag(&mc->rx_dead)
+		    ? TW_OK
+		    : rx_pump(mc, rx, SHM_RX_BATCH, &frames);
+		pthread_mutex_unlock(&mc->rx_mtx);
+		if (status == TW_ETIMEDOUT) {
+			// Held back: stop sends to a peer that died meanwhile.
+			status = TW_OK;
 			int64_t now = tw__now_ns();
 			if (now >= next_live) {
 				next_live = now + SHM_LIVENESS_NS;
@@ -463,35 +560,158 @@ static void *rx_main(void *arg)
 			}
 			continue;
 		}
-		uint32_t lane, route;
-		uint64_t corr;
-		size_t n;
-		status = tw_ring_recv_any(mc->in, &lane, rx->slot,
-		    sizeof(rx->slot), &n, &route, &corr, SHM_RX_SLICE_US);
-		if (status == TW_ETIMEDOUT) {
-			status = TW_OK;
+		if (status != TW_OK)
+			break;
+		if (frames > 0)
 			continue;
-		}
-		if (status == TW_ETRUNC)
-			status = rx_proto(mc, "slot larger than the ring's");
+		// Nothing there: sleep on the ring until a frame comes or a
+		// reader arrives (it kicks us when it sees this flag).
+		__atomic_store_n(&mc->rx_waiting, 1, __ATOMIC_SEQ_CST);
+		status
+		    = tw__ring_wait_any(mc->in, &mc->readers, SHM_RX_SLICE_US);
+		__atomic_store_n(&mc->rx_waiting, 0, __ATOMIC_SEQ_CST);
+		if (status == TW_ETIMEDOUT)
+			status = TW_OK;
 		else if (status == TW_EPROTO)
 			status = rx_proto(mc, "corrupt ring");
-		else if (status == TW_OK)
-			status = rx_frame(mc, rx, lane, route, corr, n);
 		if (status != TW_OK)
 			break;
 	}
-	if (status == TW_EPEER)
-		LOGC(mc, TW_LOG_DEBUG, "peer %s (%s) left", mc->peer_id,
-		    mc->peer_addr);
-	if (status != TW_OK && status != TW_ECLOSED)
-		rx_fail(mc, status);
-	if (rx->pend)
-		free(rx->pend_data);
-	for (uint32_t i = 0; i < TW_SHM_LANES; i++)
-		free(rx->lane[i].buf);
-	free(rx);
+	rx_end(mc, status);
 	return NULL;
+}
+
+// --- the reader role ----------------------------------------------------------
+
+typedef struct wanted {
+	tw_mailbox *mb;
+	uint32_t from;
+	const char *key;
+} wanted;
+
+static bool arrived(const wanted *w)
+{
+	size_t len;
+	return tw_mailbox_probe(w->mb, w->from, w->key, &len) != TW_EAGAIN;
+}
+
+// Tells the receiver thread that a reader left; `urgent`: it must take the
+// ring back now rather than after its park.
+static void reader_left(shm_chan *mc, bool urgent)
+{
+	if (urgent)
+		__atomic_store_n(&mc->rx_urgent, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_SEQ_CST);
+	if (urgent)
+		tw__futex_wake(&mc->rd_gen, INT_MAX);
+}
+
+// Whether an application thread may read the ring now.
+static bool readable(shm_chan *mc)
+{
+	return tw__shm_flag(&mc->attached) && mc->rx_started
+	    && !tw__shm_flag(&mc->rx_dead) && !tw__shm_flag(&mc->stop);
+}
+
+// Reads the ring in this thread while `key` has not arrived, until
+// SHM_SPIN_NS pass without a frame or `deadline` passes.
+static void spin(shm_chan *mc, const char *key, int64_t deadline)
+{
+	wanted w = { mc->ep->mb, mc->peer_rank, key };
+	if (!readable(mc) || arrived(&w))
+		return;
+	__atomic_add_fetch(&mc->readers, 1, __ATOMIC_SEQ_CST);
+	// The receiver thread announced its sleep before looking at
+	// `readers`, we counted ourselves before looking at its flag: one of
+	// the two sees the other.
+	if (__atomic_load_n(&mc->rx_waiting, __ATOMIC_SEQ_CST) != 0)
+		tw__ring_kick(mc->in);
+	bool got = false, reading = false, urgent = false;
+	int status = TW_OK;
+	int64_t until = tw__now_ns() + SHM_SPIN_NS;
+	for (;;) {
+		if (!reading && pthread_mutex_trylock(&mc->rx_mtx) == 0) {
+			reading = true;
+			mc->rxc->push_wait = 0;
+		}
+		unsigned frames = 0;
+		if (reading) {
+			status = tw__shm_flag(&mc->rx_dead)
+			    ? TW_ECLOSED
+			    : rx_pump(mc, mc->rxc, SHM_RX_BATCH, &frames);
+			if (frames > 0)
+				__atomic_add_fetch(&tw__shm_frames_read_inline,
+				    frames, __ATOMIC_RELAXED);
+			if (status != TW_OK) {
+				// Held back (TW_ETIMEDOUT) is the receiver
+				// thread's to push; anything else ends
+				// reading, which wakes it too.
+				urgent = true;
+				break;
+			}
+		}
+		if ((frames > 0 || !reading) && (got = arrived(&w)))
+			break;
+		int64_t now = tw__now_ns();
+		if (frames > 0)
+			until = now + SHM_SPIN_NS;
+		if (now >= until || now >= deadline)
+			break;
+		tw__cpu_relax();
+	}
+	if (reading)
+		pthread_mutex_unlock(&mc->rx_mtx);
+	if (status != TW_OK && status != TW_ETIMEDOUT)
+		rx_end(mc, status);
+	__atomic_sub_fetch(&mc->readers, 1, __ATOMIC_SEQ_CST);
+	// A caller that is about to block needs the receiver thread back on
+	// the ring now; one that got its message, or gives up anyway, leaves
+	// it parked.
+	if (!got && deadline > tw__now_ns())
+		urgent = true;
+	reader_left(mc, urgent);
+}
+
+static int shm_recv_until(
+    tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
+{
+	spin(c->impl, key, deadline);
+	return tw__rxbox_recv_until(c, key, deadline, out);
+}
+
+static int shm_recv(
+    tw_channel *c, const char *key, int64_t timeout_ms, tw_buf *out)
+{
+	return shm_recv_until(c, key, tw__deadline_ms(timeout_ms), out);
+}
+
+static int shm_recv_into(tw_channel *c, const char *key, int64_t deadline,
+    void *buf, size_t cap, size_t *len)
+{
+	spin(c->impl, key, deadline);
+	return tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
+}
+
+// A probe takes what the ring holds first (without waiting), so that a
+// polling application sees messages without a thread hand-off.
+static int shm_probe(tw_channel *c, const char *key, size_t *len)
+{
+	shm_chan *mc = c->impl;
+	int status = tw__rxbox_probe(c, key, len);
+	if (status != TW_EAGAIN || !readable(mc)
+	    || pthread_mutex_trylock(&mc->rx_mtx) != 0)
+		return status;
+	unsigned frames = 0;
+	mc->rxc->push_wait = 0;
+	status = tw__shm_flag(&mc->rx_dead)
+	    ? TW_ECLOSED
+	    : rx_pump(mc, mc->rxc, SHM_RX_BATCH, &frames);
+	pthread_mutex_unlock(&mc->rx_mtx);
+	if (status == TW_ETIMEDOUT)
+		reader_left(mc, true);
+	else if (status != TW_OK)
+		rx_end(mc, status);
+	return tw__rxbox_probe(c, key, len);
 }
 
 // --- sending ----------------------------------------------------------------
@@ -823,6 +1043,12 @@ static int shm_test_send(tw_channel *c, int64_t timeout_ms)
 	                           : tw__shm_seg_open(mc, deadline);
 	if (status != TW_OK)
 		return status;
+	if (mc->rxc == NULL) {
+		if ((mc->rxc = calloc(1, sizeof(*mc->rxc))) == NULL)
+			return TW_ENOMEM;
+		for (uint32_t i = 0; i < TW_SHM_LANES; i++)
+			tw__shm_rx_init(&mc->rxc->lane[i].st, mc->ep->max_msg);
+	}
 	__atomic_store_n(&mc->attached, 1, __ATOMIC_RELEASE);
 	if (pthread_create(&mc->rx_thread, NULL, rx_main, mc) != 0) {
 		LOGC(mc, TW_LOG_ERROR, "cannot start a receiver thread: %m");
@@ -875,6 +1101,14 @@ static void ep_unref(shm_ep *ep)
 
 static void chan_free(shm_chan *mc)
 {
+	if (mc->rxc != NULL) {
+		if (mc->rxc->pend)
+			free(mc->rxc->pend_data);
+		for (uint32_t i = 0; i < TW_SHM_LANES; i++)
+			free(mc->rxc->lane[i].buf);
+		free(mc->rxc);
+	}
+	pthread_mutex_destroy(&mc->rx_mtx);
 	tw__nsset_fini(&mc->peer_aborted);
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_destroy(&mc->tx[i].mtx);
@@ -911,7 +1145,7 @@ static void shm_destroy(tw_channel *c)
 static const tw_channel_ops shm_ops = {
 	.send = shm_send,
 	.send_async = NULL,
-	.recv = tw__rxbox_recv,
+	.recv = shm_recv,
 	.test_send = shm_test_send,
 	.test_recv = shm_test_recv,
 	.wait_pending = shm_wait_pending,
@@ -922,9 +1156,9 @@ static const tw_channel_ops shm_ops = {
 static const tw__chan_xops shm_xops = {
 	.size = sizeof(tw__chan_xops),
 	.send = shm_xsend,
-	.recv = tw__rxbox_recv_until,
-	.recv_into = tw__rxbox_recv_into,
-	.probe = tw__rxbox_probe,
+	.recv = shm_recv_until,
+	.recv_into = shm_recv_into,
+	.probe = shm_probe,
 	.abort_ns = shm_abort_ns,
 	.close_ns = shm_close_ns,
 	.open_ns = shm_open_ns,
@@ -937,6 +1171,7 @@ static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
 	if (mc == NULL)
 		return NULL;
 	tw__nsset_init(&mc->peer_aborted);
+	pthread_mutex_init(&mc->rx_mtx, NULL);
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_init(&mc->tx[i].mtx, NULL);
 		mc->tx[i].scratch = malloc(TW_SHM_MAX_MSG);

@@ -21,6 +21,9 @@
 
 // Messages this process received with process_vm_readv (atomic).
 extern uint64_t tw__shm_large_copied;
+// Frames this process's application threads took from rings themselves
+// (the reader role), rather than its receiver threads (atomic).
+extern uint64_t tw__shm_frames_read_inline;
 
 // This party's side of a link: the mailbox that all its channels deliver
 // into, freed with the last channel.
@@ -74,10 +77,19 @@ typedef struct shm_chan {
 	int aborted; // atomic
 	int peer_gone; // atomic
 
-	// Receiver thread only.
+	// The reader role (see "Receiving" in shm.c): whoever holds rx_mtx
+	// is the inbound ring's only consumer and owns what follows it.
+	pthread_mutex_t rx_mtx;
+	struct shm_rx_ctx *rxc;
 	uint32_t peer_pid;
 	bool cma_rx; // process_vm_readv reads the peer's memory
 	uint64_t delivered;
+
+	int readers; // atomic: application threads polling the ring
+	uint32_t rd_gen; // atomic futex word, bumped as a reader leaves
+	int rx_urgent; // atomic: a reader left work to the receiver thread
+	int rx_waiting; // atomic: the receiver thread may sleep on the ring
+	int rx_dead; // atomic: reading has ended for good
 } shm_chan;
 
 #define LOGC(mc, level, ...)                                                  \

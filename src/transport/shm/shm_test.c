@@ -890,6 +890,70 @@ static void t_large_chunked(void **state)
 	large(1);
 }
 
+// --- the reader role ------------------------------------------------------
+
+#define PINGS 2000
+
+// Ping-pong: each side's receives find the reply on its way and take it
+// from the ring themselves.  Then a message that nobody polls for must still
+// reach the mailbox: the receiver thread takes the ring back after the
+// application thread stopped reading (wait_pending needs that).
+static int pinger(child *c)
+{
+	alarm(60); // a receiver thread that never comes back hangs below
+	tw_link *l;
+	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	uint32_t v = 0;
+	for (uint32_t i = 0; i < PINGS; i++) {
+		CHK_RV(tw_send(l, 1, "ping", &i, sizeof(i)), TW_OK);
+		size_t n = 0;
+		CHK_RV(tw_recv_into(l, 1, "pong", &v, sizeof(v), &n), TW_OK);
+		CHK(n == sizeof(v) && v == i + 1);
+	}
+	CHK(__atomic_load_n(&tw__shm_frames_read_inline, __ATOMIC_RELAXED)
+	    > 0);
+	CHK_RV(tw_send(l, 1, "unpolled", "u", 1), TW_OK);
+	CHK_RV(tw_link_wait_pending(l), TW_OK);
+	child_ready(c);
+	CHK_RV(tw_link_close(l), TW_OK);
+	return 0;
+}
+
+static int ponger(child *c)
+{
+	tw_link *l;
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	for (uint32_t i = 0; i < PINGS; i++) {
+		uint32_t v = 0;
+		size_t n = 0;
+		CHK_RV(tw_recv_into(l, 0, "ping", &v, sizeof(v), &n), TW_OK);
+		CHK(n == sizeof(v) && v == i);
+		v++;
+		CHK_RV(tw_send(l, 0, "pong", &v, sizeof(v)), TW_OK);
+	}
+	CHK(__atomic_load_n(&tw__shm_frames_read_inline, __ATOMIC_RELAXED)
+	    > 0);
+	CHK(child_wait_go(c)); // not receiving until the pinger says so
+	tw_buf b = { 0 };
+	CHK_RV(tw_recv(l, 0, "unpolled", &b), TW_OK);
+	CHK(b.len == 1 && memcmp(b.data, "u", 1) == 0);
+	tw_buf_free(&b);
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	return 0;
+}
+
+static void t_reader_role(void **state)
+{
+	proc a = spawn(pinger, 0, 0);
+	proc b = spawn(ponger, 1, 0);
+	proc_wait_ready(&a); // its unpolled message is in b's mailbox
+	proc_go(&b);
+	assert_int_equal(proc_reap(&a), 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_no_segments();
+}
+
 #define CASE(name) cmocka_unit_test_setup_teardown(t_##name, setup, teardown)
 
 int main(int argc, char **argv)
@@ -903,6 +967,7 @@ int main(int argc, char **argv)
 		CASE(corrupt_ring),
 		CASE(large_cma),
 		CASE(large_chunked),
+		CASE(reader_role),
 	};
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "t_", argv[1]) != 0)

@@ -1,0 +1,27 @@
+// What the library's own transports need from a ring beyond the public
+// API: waiting for a message without taking it, so that the thread that
+// waits and the thread that consumes may differ (shm:// lets a receiving
+// application thread consume the ring itself while its receiver thread
+// waits, see shm.c).
+
+#ifndef TW_RING_RING_INT_H
+#define TW_RING_RING_INT_H
+
+#include <stdint.h>
+
+#include <tagwire/ring.h>
+
+// Waits up to `timeout_us` (0 = look once, negative = forever) until a lane
+// of `r` holds a message or *stop (read atomically) is non-zero, taking
+// nothing.  Returns TW_OK (a message seems to be there, or stop: the
+// consumer's receive tells, and checks the indices), TW_ETIMEDOUT, TW_EPEER
+// and TW_ECLOSED as tw_ring_recv.
+// Whoever consumes must still be the ring's only consumer at that time;
+// this call only reads.
+int tw__ring_wait_any(tw_ring *r, const int *stop, int64_t timeout_us);
+
+// Wakes a thread of this process that sleeps in tw__ring_wait_any (or in a
+// receive) on `r`, so that it looks at its stop word: one system call.
+void tw__ring_kick(tw_ring *r);
+
+#endif // TW_RING_RING_INT_H
