@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "ring/ring_int.h"
 #include "ring/ring_layout.h"
 #include "testutil.h"
 
@@ -431,6 +432,84 @@ static void test_blocking_wake(void **state)
 		    tw_ring_recv(r, 0, buf, sizeof(buf), &n, &route, NULL, 0));
 		assert_int_equal(route, want);
 	}
+	tw_ring_detach(r);
+	free(mem);
+}
+
+struct kicker {
+	void *mem;
+	tw_ring *r;
+	int stop;
+	int ok;
+};
+
+// Waits until the consumer sleeps, then raises its stop word and kicks it.
+static void *stop_when_consumer_sleeps(void *arg)
+{
+	struct kicker *k = arg;
+	k->ok = await_sleeper(&hdr_of(k->mem)->cons_sleepers) == 0;
+	__atomic_store_n(&k->stop, 1, __ATOMIC_SEQ_CST);
+	tw__ring_kick(k->r);
+	return NULL;
+}
+
+static void test_wait_any(void **state)
+{
+	size_t bytes;
+	void *mem = ring_alloc(2, 4, 8, &bytes);
+	tw_ring *r = ring_open(mem, bytes);
+	int stop = 0;
+	char buf[8];
+	size_t n;
+	uint32_t lane;
+	pthread_t t;
+
+	// Empty: looking once, and waiting a little, both time out.
+	TW_FAIL(tw__ring_wait_any(r, &stop, 0), TW_ETIMEDOUT);
+	int64_t t0 = tw__now_ns();
+	TW_FAIL(tw__ring_wait_any(r, &stop, 2000), TW_ETIMEDOUT);
+	assert_true(elapsed_us(t0) >= 2000);
+
+	// A message in any lane is seen and left in place.
+	TW_PASS(tw_ring_send(r, 1, 7, "m", 1, 0, 0));
+	TW_PASS(tw__ring_wait_any(r, &stop, 0));
+	TW_PASS(tw__ring_wait_any(r, &stop, -1));
+	TW_PASS(
+	    tw_ring_recv_any(r, &lane, buf, sizeof(buf), &n, NULL, NULL, 0));
+	assert_int_equal(lane, 1);
+	TW_FAIL(tw__ring_wait_any(r, &stop, 0), TW_ETIMEDOUT);
+
+	// A raised stop word ends the wait at once.
+	stop = 1;
+	TW_PASS(tw__ring_wait_any(r, &stop, -1));
+
+	// A sleeper is woken by a send, and takes nothing.
+	struct helper h = { mem, bytes, 0, -100, 0 };
+	stop = 0;
+	assert_int_equal(
+	    pthread_create(&t, NULL, send_when_consumer_sleeps, &h), 0);
+	TW_PASS(tw__ring_wait_any(r, &stop, 30 * SEC_US));
+	pthread_join(t, NULL);
+	TW_PASS(h.status);
+	assert_true(h.ok);
+	TW_PASS(tw_ring_recv(r, 0, buf, sizeof(buf), &n, NULL, NULL, 0));
+	assert_memory_equal(buf, "wake", 4);
+
+	// A sleeper is woken by a kick once its stop word is raised.
+	struct kicker k = { mem, r, 0, 0 };
+	assert_int_equal(
+	    pthread_create(&t, NULL, stop_when_consumer_sleeps, &k), 0);
+	TW_PASS(tw__ring_wait_any(r, &k.stop, 30 * SEC_US));
+	pthread_join(t, NULL);
+	assert_true(k.ok);
+	assert_int_equal(hdr_of(mem)->cons_sleepers, 0);
+
+	// The other side gone: TW_EPEER; this side gone: TW_ECLOSED.
+	tw_ring_abort(r, 0);
+	TW_FAIL(tw__ring_wait_any(r, &stop, 0), TW_EPEER);
+	TW_FAIL(tw__ring_wait_any(r, &stop, -1), TW_EPEER);
+	tw_ring_abort(r, 1);
+	TW_FAIL(tw__ring_wait_any(r, &stop, -1), TW_ECLOSED);
 	tw_ring_detach(r);
 	free(mem);
 }
@@ -895,7 +974,7 @@ int main(int argc, char **argv)
 {
 	static const struct CMUnitTest tests[] = { T(geometry), T(init_errors),
 		T(attach_errors), T(send_recv), T(send_errors), T(recv_errors),
-		T(timeouts), T(blocking_wake), T(recv_any_fair),
+		T(timeouts), T(blocking_wake), T(wait_any), T(recv_any_fair),
 		T(wrap_around), T(threads_spsc), T(abort), T(dead_peer),
 		T(signal_basic), T(signal_pingpong) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);
