@@ -3,9 +3,12 @@
 // Design notes.  One mutex guards the whole mailbox; each queue has its own
 // condition variable so that a push wakes only the threads waiting for that
 // key, and each sender has one for the pushers waiting for space.  A pop
-// that finds no queue creates an empty one to wait on; empty queues with no
-// waiters are deleted at once, so that a link that uses many distinct tags
-// (collective rounds, one tag per task) does not grow the table forever.
+// that finds no queue creates an empty one to wait on.  Empty queues with no
+// waiters are kept while there are at most MB_IDLE_KEEP queues, since the
+// next message of a tag usually follows at once (creating and deleting the
+// queue each time was a third of the cost of a small message), and deleted
+// beyond that, so that a link that uses many distinct tags (collective
+// rounds, one tag per task) does not grow the table forever.
 //
 // Closing and aborting come in two scopes: the whole mailbox (the owner
 // aborted, or a sender is gone) and one link namespace, because the links
@@ -31,6 +34,9 @@ static _Thread_local int mb_oom;
 #include "core/names.h"
 #include "core/nsset.h"
 #include "core/sync.h"
+
+// Queues kept when idle (see above).
+#define MB_IDLE_KEEP 64
 
 typedef struct mb_msg {
 	struct mb_msg *next;
@@ -65,6 +71,11 @@ typedef struct mb_from {
 struct tw_mailbox {
 	pthread_mutex_t mtx;
 	mb_queue *queues; // protected by mtx
+	unsigned nqueues; // in the table, protected by mtx
+	// The last sender and queue looked up (protected by mtx): a push, a
+	// probe and a pop of one message look up the same ones.
+	mb_from *last_from;
+	mb_queue *last_q;
 	mb_from *froms; // protected by mtx
 	tw__nsset aborted_ns;
 	bool aborted; // protected by mtx
@@ -97,8 +108,12 @@ tw_mailbox *tw_mailbox_new(void)
 
 static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
 {
-	mb_from *f;
+	mb_from *f = m->last_from;
+	if (f != NULL && f->from == from)
+		return f;
 	HASH_FIND(hh, m->froms, &from, sizeof(from), f);
+	if (f != NULL)
+		m->last_from = f; // senders are never removed
 	if (f != NULL || !create)
 		return f;
 	if ((f = calloc(1, sizeof(*f))) == NULL)
@@ -122,6 +137,9 @@ static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
 static mb_queue *queue_get(
     tw_mailbox *m, uint32_t from, const char *key, bool create)
 {
+	mb_queue *q = m->last_q;
+	if (q != NULL && q->from == from && strcmp(q->key, key) == 0)
+		return q;
 	size_t klen = strlen(key);
 	char stackbuf[4 + TW_KEY_MAX];
 	char *hk = klen + 4 <= sizeof(stackbuf) ? stackbuf : malloc(klen + 4);
@@ -129,7 +147,6 @@ static mb_queue *queue_get(
 		return NULL;
 	memcpy(hk, &from, 4);
 	memcpy(hk + 4, key, klen);
-	mb_queue *q;
 	HASH_FIND(hh, m->queues, hk, klen + 4, q);
 	if (q == NULL && create && (q = calloc(1, sizeof(*q))) != NULL) {
 		q->hk = malloc(klen + 5);
@@ -150,11 +167,15 @@ static mb_queue *queue_get(
 				free(q->hk);
 				free(q);
 				q = NULL;
+			} else {
+				m->nqueues++;
 			}
 		}
 	}
 	if (hk != stackbuf)
 		free(hk);
+	if (q != NULL)
+		m->last_q = q;
 	return q;
 }
 
@@ -172,8 +193,11 @@ static void queue_free(mb_queue *q)
 
 static void queue_drop_if_idle(tw_mailbox *m, mb_queue *q)
 {
-	if (q->head == NULL && q->waiters == 0) {
+	if (q->head == NULL && q->waiters == 0 && m->nqueues > MB_IDLE_KEEP) {
 		HASH_DEL(m->queues, q);
+		m->nqueues--;
+		if (m->last_q == q)
+			m->last_q = NULL;
 		queue_free(q);
 	}
 }

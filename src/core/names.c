@@ -63,9 +63,23 @@ bool tw__key_is_ctl(const char *key)
 	return p != NULL && *p == '!';
 }
 
+// "<a><sep><b>" into key[TW_KEY_MAX]: every message builds one, and
+// snprintf's format parsing cost more than the rest of a small receive.
+static void key_join(char *key, const char *a, char sep, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	if (na + 1 + nb >= TW_KEY_MAX) {
+		snprintf(key, TW_KEY_MAX, "%s%c%s", a, sep, b); // truncated
+		return;
+	}
+	memcpy(key, a, na);
+	key[na] = sep;
+	memcpy(key + na + 1, b, nb + 1);
+}
+
 void tw__key_msg(char *key, const char *ns, const char *tag)
 {
-	snprintf(key, TW_KEY_MAX, "%s:%s", ns, tag);
+	key_join(key, ns, ':', tag);
 }
 
 void tw__key_coll(char *key, const char *ns, const char *coll, unsigned round,
@@ -76,5 +90,5 @@ void tw__key_coll(char *key, const char *ns, const char *coll, unsigned round,
 
 void tw__key_ctl(char *key, const char *ns, const char *ctl)
 {
-	snprintf(key, TW_KEY_MAX, "%s!%s", ns, ctl);
+	key_join(key, ns, '!', ctl);
 }

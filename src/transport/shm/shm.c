@@ -154,6 +154,11 @@ typedef struct shm_rx_ctx {
 	// How long a held-back data message may wait for room at once: the
 	// receiver thread waits, an application thread does not.
 	int64_t push_wait;
+	// The key an application thread reads the ring for (NULL: none), and
+	// whether a frame since it last looked may concern it (that key, a
+	// control message, a namespace closed): otherwise it need not look.
+	const char *want;
+	bool news;
 	// A data message held back by flow control.
 	bool pend;
 	char pend_key[TW_KEY_MAX];
@@ -242,6 +247,9 @@ static int rx_push_pending(shm_chan *mc, rx_ctx *rx)
 static int rx_deliver(shm_chan *mc, rx_ctx *rx, uint32_t lane, const char *key,
     void *data, size_t len)
 {
+	if (lane != TW_SHM_LANE_DATA || rx->want == NULL
+	    || strcmp(key, rx->want) == 0)
+		rx->news = true;
 	if (lane == TW_SHM_LANE_CTL) {
 		int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank,
 		    key, data, len, UINT64_MAX, TW_FOREVER, &mc->stop);
@@ -427,6 +435,7 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		ns[f.key_len] = '\0';
 		// Sends fail before receives do, so that a receive that saw
 		// TW_EPEER is never followed by a send that succeeds.
+		rx->news = true;
 		if (act == TW_SHM_RX_ABORT_NS)
 			tw__nsset_add(&mc->peer_aborted, ns);
 		tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, ns);
@@ -618,8 +627,14 @@ static bool readable(shm_chan *mc)
 static void spin(shm_chan *mc, const char *key, int64_t deadline)
 {
 	wanted w = { mc->ep->mb, mc->peer_rank, key };
-	if (!readable(mc) || arrived(&w))
+	if (!readable(mc))
 		return;
+	if (arrived(&w)) {
+		// Still a receiving application: the receiver thread stays
+		// parked.
+		__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_RELAXED);
+		return;
+	}
 	__atomic_add_fetch(&mc->readers, 1, __ATOMIC_SEQ_CST);
 	// The receiver thread announced its sleep before looking at
 	// `readers`, we counted ourselves before looking at its flag: one of
@@ -633,6 +648,7 @@ static void spin(shm_chan *mc, const char *key, int64_t deadline)
 		if (!reading && pthread_mutex_trylock(&mc->rx_mtx) == 0) {
 			reading = true;
 			mc->rxc->push_wait = 0;
+			mc->rxc->want = key;
 		}
 		unsigned frames = 0;
 		if (reading) {
@@ -650,7 +666,10 @@ static void spin(shm_chan *mc, const char *key, int64_t deadline)
 				break;
 			}
 		}
-		if ((frames > 0 || !reading) && (got = arrived(&w)))
+		bool look = reading ? frames > 0 && mc->rxc->news : true;
+		if (reading)
+			mc->rxc->news = false;
+		if (look && (got = arrived(&w)))
 			break;
 		int64_t now = tw__now_ns();
 		if (frames > 0)
@@ -659,8 +678,10 @@ static void spin(shm_chan *mc, const char *key, int64_t deadline)
 			break;
 		tw__cpu_relax();
 	}
-	if (reading)
+	if (reading) {
+		mc->rxc->want = NULL;
 		pthread_mutex_unlock(&mc->rx_mtx);
+	}
 	if (status != TW_OK && status != TW_ETIMEDOUT)
 		rx_end(mc, status);
 	__atomic_sub_fetch(&mc->readers, 1, __ATOMIC_SEQ_CST);
