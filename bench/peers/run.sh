@@ -10,6 +10,7 @@
 #   bench/peers/run.sh --quick           a smoke run, about a minute
 #   bench/peers/run.sh --tsv peers.tsv   the TSV into a file
 #   bench/peers/run.sh --only zmq,ucx    some of the peers
+#   bench/peers/run.sh --build-only      install and build, measure nothing
 #
 # The TSV goes to stdout, and everything else to stderr, unless --tsv
 # names a file; then the rest goes to stdout.  Every command runs under
@@ -24,16 +25,25 @@ rounds=
 quick=0
 tsv=
 only=zmq,nng,openmpi,ucx
+bw_mib_opt=
+stage=all # build-only: no runs; prebuilt: no install, no build
 
 usage() {
 	cat <<'EOF'
 usage: bench/peers/run.sh [--quick] [--rounds N] [--tsv FILE] [--only LIST]
+                          [--bw-mib N] [--build-only | --prebuilt]
   --quick       a smoke run: 2 rounds, 2,000 round trips per latency
                 figure, 64 MiB per bandwidth figure, 200,000 messages per
                 rate figure
   --rounds N    rounds (default 5, quick 2)
   --tsv FILE    write the TSV to FILE instead of stdout
   --only LIST   comma-separated peers out of zmq,nng,openmpi,ucx
+  --bw-mib N    MiB streamed per bandwidth figure (default 1024, quick 64)
+  --build-only  install the packages and build the programs, then stop;
+                the TSV gets one line per peer: peer, ready or skipped,
+                the reason
+  --prebuilt    run the programs built before, installing and building
+                nothing (a peer not built is skipped)
 BUILD_DIR sets the build folder (default bench/peers/build).
 EOF
 }
@@ -56,6 +66,13 @@ while [ $# -gt 0 ]; do
 		only=$2
 		shift
 		;;
+	--bw-mib)
+		[ $# -ge 2 ] || { usage >&2; exit 2; }
+		bw_mib_opt=$2
+		shift
+		;;
+	--build-only) stage='build-only' ;;
+	--prebuilt) stage=prebuilt ;;
 	-h | --help)
 		usage
 		exit 0
@@ -71,6 +88,10 @@ if [ -n "$rounds" ] && ! [[ $rounds =~ ^[1-9][0-9]{0,2}$ ]]; then
 	echo "run.sh: --rounds needs a number from 1 to 999" >&2
 	exit 2
 fi
+if [ -n "$bw_mib_opt" ] && ! [[ $bw_mib_opt =~ ^[1-9][0-9]{0,5}$ ]]; then
+	echo "run.sh: --bw-mib needs a number of MiB (16 or more)" >&2
+	exit 2
+fi
 
 if [ "$quick" = 1 ]; then
 	rounds=${rounds:-2}
@@ -81,6 +102,7 @@ else
 	lat_iters=20000 lat_warm=2000 bw_mib=1024 rate_msgs=2000000
 	limit=600
 fi
+bw_mib=${bw_mib_opt:-$bw_mib}
 watchdog=$((limit - 15)) # each process's own alarm, before `timeout`
 
 # fd 3: the TSV; fd 4: everything meant for a reader.
@@ -95,6 +117,7 @@ show() { printf '+ %s\n' "$*" >&4; }
 mkdir -p "$build" || exit 1
 work=$(mktemp -d "${TMPDIR:-/tmp}/peers.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
+# shellcheck disable=SC2034 # pkgs.sh writes to it
 apt_log=$build/apt.log
 status=0
 
@@ -102,46 +125,9 @@ status=0
 # Packages
 # ---------------------------------------------------------------------------
 
-installed() { dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'; }
-
-apt_updated=0
-# Installs the packages given that are missing.  0 when all are there;
-# otherwise sets $why.
-ensure_pkgs() {
-	local missing=() p
-	for p in "$@"; do
-		installed "$p" || missing+=("$p")
-	done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	if [ "$(id -u)" -ne 0 ]; then
-		why="packages missing: ${missing[*]} (run as root to install them)"
-		return 1
-	fi
-	if ! command -v apt-get >/dev/null; then
-		why="packages missing: ${missing[*]} (no apt-get here)"
-		return 1
-	fi
-	local cmd=(apt-get install -y --no-install-recommends "${missing[@]}")
-	show "${cmd[*]}"
-	if DEBIAN_FRONTEND=noninteractive timeout -k 10 900 "${cmd[@]}" \
-		>>"$apt_log" 2>&1; then
-		return 0
-	fi
-	if [ "$apt_updated" = 0 ]; then # the package lists may be missing
-		apt_updated=1
-		show "apt-get update"
-		timeout -k 10 300 apt-get update >>"$apt_log" 2>&1
-		show "${cmd[*]}"
-		if DEBIAN_FRONTEND=noninteractive timeout -k 10 900 \
-			"${cmd[@]}" >>"$apt_log" 2>&1; then
-			return 0
-		fi
-	fi
-	why="apt-get install ${missing[*]} failed (see $apt_log)"
-	return 1
-}
-
-version() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo unknown; }
+# installed, ensure_pkgs and version, shared with ../compare.sh.
+# shellcheck source=bench/pkgs.sh disable=SC1091
+. "$(dirname "$here")/pkgs.sh"
 
 # ---------------------------------------------------------------------------
 # Build
@@ -167,6 +153,13 @@ build_cmd() { # peer -> the compile command, one word per line
 	esac
 }
 
+prog_of() {
+	case $1 in
+	openmpi) echo "$build/mpi_peer" ;;
+	*) echo "$build/${1}_peer" ;;
+	esac
+}
+
 pkgs_of() {
 	case $1 in
 	zmq) echo libzmq3-dev ;;
@@ -189,7 +182,7 @@ for p in "${wanted[@]}"; do
 	esac
 done
 
-if ! command -v cc >/dev/null; then
+if [ "$stage" != prebuilt ] && ! command -v cc >/dev/null; then
 	why=
 	ensure_pkgs gcc libc6-dev || {
 		say "no C compiler: $why"
@@ -198,6 +191,15 @@ if ! command -v cc >/dev/null; then
 fi
 
 for p in "${peers[@]}"; do
+	if [ "$stage" = prebuilt ]; then
+		if [ -x "$(prog_of "$p")" ]; then
+			ready[$p]=1
+		else
+			skipped[$p]="not built (bench/peers/run.sh --build-only builds it)"
+			say "skipping $p: ${skipped[$p]}"
+		fi
+		continue
+	fi
 	why=
 	# shellcheck disable=SC2046 # the package names are single words
 	if ! ensure_pkgs $(pkgs_of "$p"); then
@@ -205,6 +207,8 @@ for p in "${peers[@]}"; do
 		say "skipping $p: $why"
 		continue
 	fi
+	# A program that failed to build must not be run by --prebuilt.
+	rm -f "$(prog_of "$p")"
 	mapfile -t cmd < <(build_cmd "$p")
 	show "${cmd[*]}"
 	if ! timeout -k 10 300 "${cmd[@]}" >&4 2>&4; then
@@ -215,6 +219,17 @@ for p in "${peers[@]}"; do
 	fi
 	ready[$p]=1
 done
+
+if [ "$stage" = build-only ]; then
+	for p in "${peers[@]}"; do
+		if [ -n "${ready[$p]:-}" ]; then
+			printf '%s\tready\t\n' "$p" >&3
+		else
+			printf '%s\tskipped\t%s\n' "$p" "${skipped[$p]}" >&3
+		fi
+	done
+	exit "$status"
+fi
 
 # ---------------------------------------------------------------------------
 # Runs
