@@ -1,0 +1,454 @@
+# summarize.awk: the medians and ratios of a comparison run of
+# bench/run.sh, from its rows (bench/merge.awk):
+#
+#   section  workload  contender  metric  unit  round  value
+#
+#   awk -v mode=rows  -f bench/summarize.awk FILE...   medians and ratios, TSV
+#   awk -v mode=table -f bench/summarize.awk FILE...   the table of the report
+#   awk -v mode=plot  -f bench/summarize.awk FILE...   the data of bench/plot.gp
+#
+# Only rows whose round is a number count, so a finished TSV (with its
+# header lines, medians and ratios) can be read again.  The median of an
+# even number of rounds is the mean of the middle two, as in the programs.
+#
+# A ratio is the contender's median divided by the median of the baseline
+# of the same section, workload and metric, from the same run:
+#
+#   shm  latency and rate: bare ring      bandwidth: memcpy
+#   tcp  latency: raw-busy-poll           bandwidth and rate: raw-blocking
+#
+# Latency ratios above 1 and bandwidth or rate ratios below 1 mean slower
+# than the baseline.
+#
+# contenders="shm=a,b;tcp=c,d" names the contenders of each section that
+# the run meant to measure (default: the programs' and all peers'); one
+# without figures shows as n/a rather than disappearing.  Plain POSIX awk.
+
+BEGIN {
+	FS = OFS = "\t"
+	if (mode == "")
+		mode = "rows"
+	if (contenders == "")
+		contenders = "shm=memcpy,bare ring,tw_ring,shm link,openmpi,ucx;" \
+		    "tcp=raw-blocking,raw-busy-poll,tagwire,zmq,nng,openmpi,ucx"
+	rank_list(sec_rank, "shm,tcp")
+	# Every known workload gets a row of the table, measured or not.
+	nwl = split("lat 8 B,lat 4 KiB,bw 64 KiB,bw 1 MiB,bw 16 MiB," \
+	    "rate 8 B stream", wls, ",")
+	for (i = 1; i <= nwl; i++) {
+		wl_rank[wls[i]] = i
+		wl_seen[wls[i]] = 1
+	}
+	rank_list(met_rank, "one-way median,one-way p99,bandwidth,rate," \
+	    "preemptions")
+	rank_list(con_rank, "memcpy,bare ring,tw_ring,shm link,raw-blocking," \
+	    "raw-busy-poll,tagwire,zmq,nng,openmpi,ucx")
+	ns = split(contenders, parts, ";")
+	for (i = 1; i <= ns; i++) {
+		if (split(parts[i], kv, "=") != 2)
+			continue
+		s = kv[1]
+		if (!(s in sec_seen))
+			add_sec(s)
+		nc = split(kv[2], cs, ",")
+		for (j = 1; j <= nc; j++)
+			add_con(s, cs[j])
+	}
+}
+
+NF == 7 && $6 ~ /^[0-9]+$/ && $7 ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ {
+	s = $1; w = $2; c = $3; m = $4
+	if (!(s in sec_seen))
+		add_sec(s)
+	add_con(s, c)
+	if (!(w in wl_seen)) {
+		wl_seen[w] = 1
+		wls[++nwl] = w
+		rank_extra(wl_rank, w)
+	}
+	if (!(m in met_seen)) {
+		met_seen[m] = 1
+		mets[++nmet] = m
+		rank_extra(met_rank, m)
+	}
+	k = s SUBSEP w SUBSEP c SUBSEP m
+	if (!(k in cnt))
+		unit[k] = $5
+	measured[s, c] = 1
+	val[k, ++cnt[k]] = $7 + 0
+	if (!($6 in round_seen)) {
+		round_seen[$6] = 1
+		nrounds++
+	}
+	if (!((s, w, m) in unit_of))
+		unit_of[s, w, m] = $5
+	next
+}
+
+END {
+	sort_by_rank(secs, nsec, sec_rank)
+	sort_by_rank(wls, nwl, wl_rank)
+	sort_by_rank(mets, nmet, met_rank)
+	for (i = 1; i <= nsec; i++)
+		sort_cons(secs[i])
+	if (mode == "rows")
+		print_rows()
+	else if (mode == "table")
+		print_tables()
+	else if (mode == "plot")
+		print_plot()
+	else {
+		print "summarize.awk: mode must be rows, table or plot" > "/dev/stderr"
+		exit 2
+	}
+}
+
+# ---------------------------------------------------------------------------
+# Names and their order
+# ---------------------------------------------------------------------------
+
+function rank_list(r, list,    n, a, i) {
+	n = split(list, a, ",")
+	for (i = 1; i <= n; i++)
+		r[a[i]] = i
+}
+
+# Names the programs do not know come after the known ones, in the order
+# they first appear.
+function rank_extra(r, name) {
+	if (!(name in r))
+		r[name] = 1000 + ++extra_serial
+}
+
+function add_sec(s) {
+	sec_seen[s] = 1
+	secs[++nsec] = s
+	rank_extra(sec_rank, s)
+}
+
+function add_con(s, c) {
+	if ((s, c) in con_seen)
+		return
+	con_seen[s, c] = 1
+	rank_extra(con_rank, c)
+	ncon[s]++
+	con[s, ncon[s]] = c
+}
+
+function sort_by_rank(arr, n, r,    i, j, t) {
+	for (i = 2; i <= n; i++) {
+		t = arr[i]
+		for (j = i - 1; j >= 1 && r[arr[j]] > r[t]; j--)
+			arr[j + 1] = arr[j]
+		arr[j + 1] = t
+	}
+}
+
+function sort_cons(s,    i, j, t) {
+	for (i = 2; i <= ncon[s]; i++) {
+		t = con[s, i]
+		for (j = i - 1; j >= 1 && con_rank[con[s, j]] > con_rank[t]; j--)
+			con[s, j + 1] = con[s, j]
+		con[s, j + 1] = t
+	}
+}
+
+# ---------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------
+
+function kind(w) {
+	return substr(w, 1, index(w " ", " ") - 1)
+}
+
+function ratio_metric(m) {
+	return m == "one-way median" || m == "one-way p99" || m == "bandwidth" \
+	    || m == "rate"
+}
+
+# The baseline of a figure; "" when it has none.
+function baseline(s, w, m,    k) {
+	if (!ratio_metric(m))
+		return ""
+	k = kind(w)
+	if (s == "shm")
+		return k == "bw" ? "memcpy" : "bare ring"
+	if (s == "tcp")
+		return k == "lat" ? "raw-busy-poll" : "raw-blocking"
+	return ""
+}
+
+# The median of the rounds of s, w, c, m; "" when nothing was measured.
+function median(s, w, c, m,    k, n, i, j, t, a) {
+	k = s SUBSEP w SUBSEP c SUBSEP m
+	if (!(k in cnt)) # asking must not add the key to cnt
+		return ""
+	n = cnt[k]
+	for (i = 1; i <= n; i++)
+		a[i] = val[k, i]
+	for (i = 2; i <= n; i++) {
+		t = a[i]
+		for (j = i - 1; j >= 1 && a[j] > t; j--)
+			a[j + 1] = a[j]
+		a[j + 1] = t
+	}
+	if (n % 2)
+		return a[(n + 1) / 2]
+	return (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+# The contender's median over the baseline's; "" when either is missing.
+function ratio(s, w, c, m,    b, num, den) {
+	b = baseline(s, w, m)
+	if (b == "")
+		return ""
+	num = median(s, w, c, m)
+	den = median(s, w, b, m)
+	if (num == "" || den == "" || den + 0 == 0)
+		return ""
+	return num / den
+}
+
+# ---------------------------------------------------------------------------
+# mode=rows
+# ---------------------------------------------------------------------------
+
+function print_rows(    i, j, a, b, c, d, s, w, m, k, v, r) {
+	for (i = 1; i <= nsec; i++)
+		for (j = 1; j <= nwl; j++)
+			for (a = 1; a <= nmet; a++)
+				for (b = 1; b <= ncon[secs[i]]; b++) {
+					s = secs[i]; w = wls[j]; m = mets[a]
+					c = con[s, b]
+					k = s SUBSEP w SUBSEP c SUBSEP m
+					if (!(k in cnt))
+						continue
+					v = median(s, w, c, m)
+					print s, w, c, m, unit[k], "median", \
+					    sprintf("%.6g", v)
+				}
+	for (i = 1; i <= nsec; i++)
+		for (j = 1; j <= nwl; j++)
+			for (a = 1; a <= nmet; a++)
+				for (b = 1; b <= ncon[secs[i]]; b++) {
+					s = secs[i]; w = wls[j]; m = mets[a]
+					c = con[s, b]
+					r = ratio(s, w, c, m)
+					if (r == "")
+						continue
+					print s, w, c, m, "ratio to " \
+					    baseline(s, w, m), "ratio", \
+					    sprintf("%.4f", r)
+				}
+}
+
+# ---------------------------------------------------------------------------
+# mode=table
+# ---------------------------------------------------------------------------
+
+function fmt(v) {
+	if (v == "")
+		return "n/a"
+	v += 0
+	if (v >= 100)
+		return sprintf("%.0f", v)
+	if (v >= 10)
+		return sprintf("%.1f", v)
+	if (v >= 1)
+		return sprintf("%.2f", v)
+	if (v >= 0.01)
+		return sprintf("%.3f", v)
+	return sprintf("%.2g", v)
+}
+
+function fmt_ratio(r) {
+	if (r >= 100)
+		return sprintf("%.0fx", r)
+	if (r >= 10)
+		return sprintf("%.1fx", r)
+	return sprintf("%.2fx", r)
+}
+
+function cell(s, w, c, m,    v, r) {
+	v = median(s, w, c, m)
+	if (v == "")
+		return "n/a"
+	r = ratio(s, w, c, m)
+	return r == "" ? fmt(v) : fmt(v) " (" fmt_ratio(r) ")"
+}
+
+function default_unit(w, m) {
+	if (m == "bandwidth")
+		return "GB/s"
+	if (m == "rate")
+		return "M/s"
+	return "us"
+}
+
+# The rows of a table: each latency workload's median, then its p99, then
+# the other workloads' figures.
+function table_rows(    j, w) {
+	nrow = 0
+	for (j = 1; j <= nwl; j++)
+		if (kind(wls[j]) == "lat") {
+			row_w[++nrow] = wls[j]; row_m[nrow] = "one-way median"
+			row_l[nrow] = wls[j]
+		}
+	for (j = 1; j <= nwl; j++)
+		if (kind(wls[j]) == "lat") {
+			w = wls[j]
+			row_w[++nrow] = w; row_m[nrow] = "one-way p99"
+			row_l[nrow] = "p99" substr(w, 4)
+		}
+	for (j = 1; j <= nwl; j++) {
+		w = wls[j]
+		if (kind(w) == "bw") {
+			row_w[++nrow] = w; row_m[nrow] = "bandwidth"
+			row_l[nrow] = w
+		} else if (kind(w) == "rate") {
+			row_w[++nrow] = w; row_m[nrow] = "rate"
+			row_l[nrow] = w
+			sub(/ stream$/, "", row_l[nrow])
+		}
+	}
+}
+
+function pad(t, n, right) {
+	while (length(t) < n)
+		t = right ? " " t : t " "
+	return t
+}
+
+function print_tables(    i, s, r, b, c, u, wid, t, line, sep) {
+	table_rows()
+	for (i = 1; i <= nsec; i++) {
+		s = secs[i]
+		print ""
+		print "## " sec_title(s) ": medians of " nrounds " round(s); in " \
+		    "parentheses the ratio to " baselines_of(s)
+		print ""
+		wid[0] = length("workload"); wid[-1] = length("unit")
+		for (b = 1; b <= ncon[s]; b++)
+			wid[b] = length(con[s, b])
+		for (r = 1; r <= nrow; r++) {
+			u = unit_of[s, row_w[r], row_m[r]]
+			unit_cell[r] = u == "" ? default_unit(row_w[r], row_m[r]) : u
+			if (length(row_l[r]) > wid[0])
+				wid[0] = length(row_l[r])
+			if (length(unit_cell[r]) > wid[-1])
+				wid[-1] = length(unit_cell[r])
+			for (b = 1; b <= ncon[s]; b++) {
+				t = cell(s, row_w[r], con[s, b], row_m[r])
+				cells[r, b] = t
+				if (length(t) > wid[b])
+					wid[b] = length(t)
+			}
+		}
+		line = "| " pad("workload", wid[0], 0) " | " pad("unit", wid[-1], 0) " |"
+		sep = "|" dashes(wid[0] + 2) "|" dashes(wid[-1] + 2) "|"
+		for (b = 1; b <= ncon[s]; b++) {
+			line = line " " pad(con[s, b], wid[b], 1) " |"
+			sep = sep dashes(wid[b] + 1) ":|"
+		}
+		print line
+		print sep
+		for (r = 1; r <= nrow; r++) {
+			line = "| " pad(row_l[r], wid[0], 0) " | " \
+			    pad(unit_cell[r], wid[-1], 0) " |"
+			for (b = 1; b <= ncon[s]; b++)
+				line = line " " pad(cells[r, b], wid[b], 1) " |"
+			print line
+		}
+	}
+	print ""
+	print "Latency ratios above 1 and bandwidth or rate ratios below 1 " \
+	    "mean slower than the baseline; n/a: not measured."
+}
+
+function dashes(n,    t) {
+	t = ""
+	while (n-- > 0)
+		t = t "-"
+	return t
+}
+
+function sec_title(s) {
+	if (s == "shm")
+		return "shm (shared memory)"
+	if (s == "tcp")
+		return "tcp (TCP on loopback)"
+	return s
+}
+
+function baselines_of(s) {
+	if (s == "shm")
+		return "bare ring (latency, rate) or memcpy (bandwidth)"
+	if (s == "tcp")
+		return "raw-busy-poll (latency) or raw-blocking (bandwidth, rate)"
+	return "nothing (no baseline for this section)"
+}
+
+# ---------------------------------------------------------------------------
+# mode=plot
+# ---------------------------------------------------------------------------
+
+# Three blocks for gnuplot's `index`, two blank lines apart: latency (the
+# medians), bandwidth and rate.  A block has a header line and one line per
+# section and contender with figures of its metric: the label, then each
+# workload's median and its ratio to the baseline, NaN where missing.  A
+# contender without any figure at all gets a line of NaN in every block,
+# labelled n/a, so that the picture shows it is missing.
+function print_plot(    p, i, j, b, s, c, m, n, w, line, any, v, r, lbl) {
+	split("one-way median,bandwidth,rate", pm, ",")
+	for (p = 1; p <= 3; p++) {
+		m = pm[p]
+		if (p > 1)
+			printf "\n\n"
+		n = 0
+		for (j = 1; j <= nwl; j++)
+			if (metric_of(wls[j]) == m)
+				pw[++n] = wls[j]
+		line = "contender"
+		for (j = 1; j <= n; j++)
+			line = line OFS pw[j]
+		for (j = 1; j <= n; j++)
+			line = line OFS "ratio " pw[j]
+		print line
+		for (i = 1; i <= nsec; i++) {
+			s = secs[i]
+			for (b = 1; b <= ncon[s]; b++) {
+				c = con[s, b]
+				any = 0
+				line = ""
+				for (j = 1; j <= n; j++) {
+					v = median(s, pw[j], c, m)
+					if (v != "")
+						any = 1
+					line = line OFS (v == "" ? "NaN" : sprintf("%.6g", v))
+				}
+				for (j = 1; j <= n; j++) {
+					r = ratio(s, pw[j], c, m)
+					line = line OFS (r == "" ? "NaN" : sprintf("%.4f", r))
+				}
+				lbl = s " " c
+				if (!any) {
+					if ((s, c) in measured)
+						continue
+					lbl = lbl " (n/a)"
+				}
+				print lbl line
+			}
+		}
+	}
+}
+
+function metric_of(w,    k) {
+	k = kind(w)
+	if (k == "lat")
+		return "one-way median"
+	if (k == "bw")
+		return "bandwidth"
+	if (k == "rate")
+		return "rate"
+	return ""
+}
