@@ -5,6 +5,7 @@
 #   make test                         build with -Werror, run every test
 #   make test BUILD=build-asan SANITIZE='address;undefined'
 #   make test CC=clang BUILD=build-clang
+#   make bench                        tagwire against its peers: TSV, table, docs/perf.svg
 
 BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
@@ -15,6 +16,7 @@ CTEST_ARGS ?=
 PREFIX ?=
 CMAKE ?= cmake
 CTEST ?= ctest
+BENCH_ARGS ?=
 
 # Hand a CC given on the command line or in the environment to CMake (make's
 # built-in default `cc` is left to CMake to find).
@@ -26,7 +28,8 @@ CONFIGURE = $(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
 	-DTW_WERROR=ON $(CONFIG_CC) \
 	$(if $(SANITIZE),"-DTW_SANITIZE=$(SANITIZE)") $(CMAKE_ARGS)
 
-.PHONY: help deps configure build demo test install format check-format ci clean
+.PHONY: help deps configure build demo test install format check-format ci \
+	bench clean
 
 help:
 	@echo "make deps          install the Debian packages needed (as root)"
@@ -37,9 +40,12 @@ help:
 	@echo "make format        reformat the C sources with clang-format"
 	@echo "make check-format  fail if a C source is not formatted"
 	@echo "make ci            run .ci/run: format, gcc, sanitizers, clang, fuzzing"
+	@echo "make bench         bench/run.sh: tagwire and its peers measured in turn,"
+	@echo "                   medians and ratios to baselines, docs/perf.svg"
+	@echo "                   (BENCH_ARGS=--quick for a smoke run)"
 	@echo "make clean         remove $(BUILD)/"
 	@echo "variables: BUILD SANITIZE='address;undefined'|thread CC BUILD_TYPE"
-	@echo "           JOBS CMAKE_ARGS CTEST_ARGS PREFIX"
+	@echo "           JOBS CMAKE_ARGS CTEST_ARGS PREFIX BENCH_ARGS"
 
 deps:
 	@./scripts/deps.sh
@@ -74,6 +80,11 @@ check-format:
 
 ci:
 	bash .ci/run
+
+# Builds in build-bench/ and installs the peers' packages as root; see
+# bench/README.md.
+bench:
+	bench/run.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -2,13 +2,24 @@
 # Builds the benchmarks in build-bench/ (Release, a standalone CMake project
 # that builds the library from this checkout) and runs them:
 #
-#   bench/run.sh [ring|tcp|all] [ARGS...]
+#   bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
+#                [--peers LIST] [--bw-mib N]
+#   bench/run.sh ring|tcp|all [ARGS...]
 #
-# ring runs ring_bench, tcp runs tcp_bench, all (the default) runs both, one
-# after the other.  The arguments go to the benchmark, e.g.
+# compare (the default) measures tagwire and every peer alternately in one
+# run: it installs the peers (bench/peers/) and gnuplot when they are
+# missing and it is root, builds, then runs ring_bench, tcp_bench and each
+# peer for one round each, round after round in an order that rotates, and
+# writes one TSV of every figure with the medians and each figure's ratio
+# to its baseline of the same run (default bench/results/perf.tsv, the
+# programs' own output next to it as perf.log), prints the table and draws
+# docs/perf.svg.  bench/compare.sh does that; see bench/README.md.
 #
-#   bench/run.sh                      both, full runs
-#   bench/run.sh --quick              both, smoke runs, well under a minute each
+# ring runs ring_bench, tcp runs tcp_bench, all runs both, one after the
+# other.  The arguments go to the benchmark, e.g.
+#
+#   bench/run.sh all                  both, full runs
+#   bench/run.sh all --quick          both, smoke runs, well under a minute each
 #   bench/run.sh ring --tsv r.tsv     ring_bench only, also writing every figure
 #   bench/run.sh tcp --cpus 2,3       tcp_bench only, ranks pinned to CPUs 2 and 3
 #
@@ -24,13 +35,14 @@ cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-bench}
 jobs=$(nproc 2>/dev/null || echo 2)
 
-what=all
+what=compare
 case "${1:-}" in
-ring | tcp | all)
+compare | ring | tcp | all)
 	what=$1
 	shift
 	;;
 esac
+[ "$what" != compare ] || exec bench/compare.sh "$@"
 
 run() {
 	printf '+ %s\n' "$*"

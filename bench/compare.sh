@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# The compare mode of bench/run.sh, which runs this script with the
+# arguments that follow the mode: tagwire and its peers measured
+# alternately in one run, every figure as a ratio to a baseline of that
+# run.  See bench/README.md.
+#
+# Each program runs one round at a time (--rounds 1), and the order of the
+# programs rotates from round to round, so that every contender meets the
+# same conditions (other load, the hypervisor's placement of the vCPUs) as
+# its baseline.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build-bench}
+jobs=$(nproc 2>/dev/null || echo 2)
+
+run() {
+	printf '+ %s\n' "$*"
+	"$@"
+}
+
+usage() {
+	cat <<'EOF'
+usage: bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
+                    [--peers LIST] [--bw-mib N]
+  --quick        a smoke run: 2 rounds, and each program's --quick
+  --rounds N     rounds (default 5, quick 2)
+  --tsv FILE     the TSV (default bench/results/perf.tsv); the programs'
+                 output goes next to it, FILE without .tsv plus .log
+  --svg FILE     the picture (default docs/perf.svg)
+  --peers LIST   comma-separated peers out of zmq,nng,openmpi,ucx (default
+                 all), or none
+  --bw-mib N     MiB streamed per bandwidth figure (default 1024, quick 64)
+EOF
+}
+
+quick=0
+rounds=
+tsv=bench/results/perf.tsv
+svg=docs/perf.svg
+peers_opt=zmq,nng,openmpi,ucx
+bw_mib=
+orig_args=("$@")
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) quick=1 ;;
+	--rounds | --tsv | --svg | --peers | --bw-mib)
+		[ $# -ge 2 ] || {
+			usage >&2
+			exit 2
+		}
+		case $1 in
+		--rounds) rounds=$2 ;;
+		--tsv) tsv=$2 ;;
+		--svg) svg=$2 ;;
+		--peers) peers_opt=$2 ;;
+		--bw-mib) bw_mib=$2 ;;
+		esac
+		shift
+		;;
+	-h | --help)
+		usage
+		exit 0
+		;;
+	*)
+		echo "bench/run.sh: compare takes no '$1' (ring, tcp or all" \
+			"first passes options to the programs)" >&2
+		usage >&2
+		exit 2
+		;;
+	esac
+	shift
+done
+if [ -n "$rounds" ] && ! [[ $rounds =~ ^[1-9][0-9]?$ ]]; then
+	echo "bench/run.sh: --rounds needs a number from 1 to 99" >&2
+	exit 2
+fi
+if [ -n "$bw_mib" ] && ! [[ $bw_mib =~ ^[1-9][0-9]{0,5}$ ]]; then
+	echo "bench/run.sh: --bw-mib needs a number of MiB" >&2
+	exit 2
+fi
+peers=()
+if [ "$peers_opt" != none ]; then
+	IFS=, read -r -a peers <<<"$peers_opt"
+	for p in "${peers[@]}"; do
+		case $p in
+		zmq | nng | openmpi | ucx) ;;
+		*)
+			echo "bench/run.sh: unknown peer '$p' (zmq, nng, openmpi, ucx, none)" >&2
+			exit 2
+			;;
+		esac
+	done
+fi
+
+if [ "$quick" = 1 ]; then
+	rounds=${rounds:-2}
+	limit=300 # seconds per program run of one round
+else
+	rounds=${rounds:-5}
+	limit=1500
+fi
+prog_args=(--rounds 1)
+smoke=
+if [ "$quick" = 1 ]; then
+	prog_args+=(--quick)
+	smoke=" (--quick: a smoke run, figures are rough)"
+fi
+[ -n "$bw_mib" ] && prog_args+=(--bw-mib "$bw_mib")
+
+log=${tsv%.tsv}.log
+mkdir -p "$(dirname "$tsv")" "$(dirname "$svg")" "$build"
+work=$(mktemp -d "${TMPDIR:-/tmp}/tw-compare.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+: >"$log"
+status=0
+
+say() { printf '%s\n' "$*"; }
+show() { printf '+ %s\n' "$*"; }
+load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }
+
+# ---------------------------------------------------------------------------
+# Packages and builds
+# ---------------------------------------------------------------------------
+
+# shellcheck disable=SC2034 # pkgs.sh writes to it
+apt_log=$build/apt.log
+# shellcheck source=bench/pkgs.sh disable=SC1091
+. bench/pkgs.sh
+
+plot=1
+if ! command -v gnuplot >/dev/null; then
+	why=
+	if ! ensure_pkgs gnuplot-nox || ! command -v gnuplot >/dev/null; then
+		say "no gnuplot, so no picture: ${why:-gnuplot is not on PATH}"
+		plot=0
+	fi
+fi
+
+run cmake -S bench -B "$build" -DCMAKE_BUILD_TYPE=Release --log-level=WARNING
+run cmake --build "$build" --target ring_bench tcp_bench -j "$jobs"
+
+# The peers that built; those that did not are reported (why_not), and
+# their cells in the table read n/a.
+declare -A why_not=()
+ready=()
+if [ ${#peers[@]} -gt 0 ]; then
+	peers_list=$(
+		IFS=,
+		echo "${peers[*]}"
+	)
+	show "bench/peers/run.sh --build-only --only $peers_list"
+	rc=0
+	timeout -k 10 3600 bench/peers/run.sh --build-only \
+		--only "$peers_list" --tsv "$work/peers.tsv" || rc=$?
+	for p in "${peers[@]}"; do
+		line=$(awk -F'\t' -v p="$p" '$1 == p' "$work/peers.tsv" 2>/dev/null)
+		case $line in
+		*$'\tready\t'*) ready+=("$p") ;;
+		*)
+			why=${line#*$'\tskipped\t'}
+			[ -n "$line" ] || why="bench/peers/run.sh --build-only failed (exit status $rc)"
+			why_not[$p]="not measured: $why"
+			;;
+		esac
+	done
+fi
+
+# ---------------------------------------------------------------------------
+# Rounds
+# ---------------------------------------------------------------------------
+
+progs=(ring_bench tcp_bench)
+for p in ${ready[@]+"${ready[@]}"}; do
+	progs+=("peer:$p")
+done
+
+cmd_of() { # program, TSV file -> the command, one word per line
+	local t=(timeout -k 10 "$limit")
+	case $1 in
+	peer:*)
+		printf '%s\n' "${t[@]}" bench/peers/run.sh --prebuilt \
+			--only "${1#peer:}" "${prog_args[@]}" --tsv "$2"
+		;;
+	*) printf '%s\n' "${t[@]}" "$build/$1" "${prog_args[@]}" --tsv "$2" ;;
+	esac
+}
+
+rows=$work/rows.tsv
+: >"$rows"
+declare -A dropped=()
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null |
+	head -n 1)
+cpu=${cpu:-unknown}
+ncpu=$(nproc 2>/dev/null || echo '?')
+date_utc=$(date -u '+%Y-%m-%d %H:%M:%S')
+load_start=$(load)
+started=$SECONDS
+
+say ""
+say "# $rounds round(s)$smoke; nproc $ncpu, CPU \"$cpu\";" \
+	"load average $load_start"
+say "# every program's own output goes to $log"
+n=${#progs[@]}
+for ((r = 1; r <= rounds; r++)); do
+	for ((k = 0; k < n; k++)); do
+		prog=${progs[$(((k + r - 1) % n))]}
+		[ -z "${dropped[$prog]:-}" ] || continue
+		out=$work/$r-${prog#peer:}.tsv
+		mapfile -t cmd < <(cmd_of "$prog" "$out")
+		show "${cmd[*]}"
+		printf '\n### round %d/%d: %s\n\n' "$r" "$rounds" "${cmd[*]}" >>"$log"
+		start=$SECONDS
+		rc=0
+		"${cmd[@]}" >>"$log" 2>&1 </dev/null || rc=$?
+		got=0
+		if [ -s "$out" ]; then
+			awk -v round="$r" -f bench/merge.awk "$out" >"$work/new.tsv"
+			got=$(wc -l <"$work/new.tsv")
+			cat "$work/new.tsv" >>"$rows"
+		fi
+		took=$((SECONDS - start))
+		if [ "$rc" -eq 0 ] && [ "$got" -gt 0 ]; then
+			say "round $r/$rounds ${prog#peer:}: $got figures ($took s)"
+			continue
+		fi
+		case $rc in
+		0) what="no figures" ;;
+		124 | 137) what="timed out after $limit s" ;;
+		*) what="exit status $rc" ;;
+		esac
+		status=1
+		say "round $r/$rounds ${prog#peer:}: FAILED, $what," \
+			"$got figures kept ($took s); the end of its output:"
+		tail -n 8 "$log" | sed 's/^/    /'
+		case $prog in
+		peer:*)
+			# The baselines run every round; a peer that failed is
+			# left out of the rounds to come.
+			dropped[$prog]=1
+			why_not[${prog#peer:}]="FAILED in round $r ($what), left out from then on"
+			;;
+		*) why_not[$prog]="${why_not[$prog]:+${why_not[$prog]}; }FAILED in round $r ($what)" ;;
+		esac
+	done
+done
+
+# ---------------------------------------------------------------------------
+# The TSV, the table, the picture
+# ---------------------------------------------------------------------------
+
+# The contenders meant to be measured: one without figures reads n/a.
+shm_c="memcpy,bare ring,tw_ring,shm link"
+tcp_c="raw-blocking,raw-busy-poll,tagwire"
+for p in ${peers[@]+"${peers[@]}"}; do
+	case $p in
+	openmpi | ucx) shm_c+=",$p" ;;
+	esac
+	tcp_c+=",$p"
+done
+contenders="shm=$shm_c;tcp=$tcp_c"
+summarize() { awk -v mode="$1" -v contenders="$contenders" -f bench/summarize.awk "$rows"; }
+
+version_of() {
+	case $1 in
+	zmq) echo "ZeroMQ $(version libzmq3-dev)" ;;
+	nng) echo "nng $(version libnng-dev)" ;;
+	openmpi) echo "Open MPI $(version openmpi-bin)" ;;
+	ucx) echo "UCX $(version libucx-dev)" ;;
+	esac
+}
+versions=
+for p in ${peers[@]+"${peers[@]}"}; do
+	versions+="${versions:+, }$(version_of "$p")"
+done
+rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
+
+{
+	say "# tagwire and its peers, measured alternately in one run;" \
+		"every ratio is to a baseline of the same run"
+	say "# command: bench/run.sh compare${orig_args[*]:+ ${orig_args[*]}}"
+	say "# date (UTC): $date_utc; tagwire $rev; peers: ${versions:-none}"
+	say "# machine: nproc $ncpu, CPU \"$cpu\", kernel $(uname -r)"
+	say "# load average (1, 5, 15 min) at the start: $load_start; at the end: $(load)"
+	say "# rounds $rounds$smoke; the order of the programs rotates" \
+		"from round to round: ${progs[*]#peer:}"
+	say "# baselines: shm: bare ring (latency, rate), memcpy (bandwidth);" \
+		"tcp: raw-busy-poll (latency), raw-blocking (bandwidth, rate)"
+	say "# round: 1..N one round's figure, median: the median over the" \
+		"rounds, ratio: the median over the baseline's median"
+	printf 'section\tworkload\tcontender\tmetric\tunit\tround\tvalue\n'
+	cat "$rows"
+	summarize rows
+} >"$tsv"
+
+table=$(summarize table)
+say "$table"
+printf '\n%s\n' "$table" >>"$log"
+for p in ring_bench tcp_bench ${peers[@]+"${peers[@]}"}; do
+	[ -z "${why_not[$p]:-}" ] || say "$p: ${why_not[$p]}"
+done
+say ""
+say "Load average at the end (1, 5, 15 min): $(load); $((SECONDS - started)) s of measuring."
+say "TSV: $tsv"
+
+if [ "$plot" = 1 ]; then
+	summarize plot >"$work/plot.dat"
+	title="tagwire and its peers, $(date -u +%Y-%m-%d): nproc $ncpu, $cpu"
+	sub="medians of $rounds round(s)${smoke:+ (--quick, rough)}; over each"
+	sub+=" bar its ratio to the baseline measured in the same run"
+	show "gnuplot -c bench/plot.gp ... $svg"
+	if gnuplot -c bench/plot.gp "$work/plot.dat" "$svg" "$title" "$sub" \
+		>"$work/gnuplot.log" 2>&1; then
+		say "picture: $svg"
+	else
+		say "gnuplot failed, no picture:"
+		sed 's/^/    /' "$work/gnuplot.log"
+		status=1
+	fi
+fi
+exit "$status"

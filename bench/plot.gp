@@ -1,0 +1,102 @@
+# plot.gp: the picture of a comparison run of bench/run.sh (docs/perf.svg).
+#
+#   gnuplot -c bench/plot.gp DATA OUT.svg TITLE [SUBTITLE]
+#
+# DATA is the output of `awk -v mode=plot -f bench/summarize.awk`: three
+# blocks (latency, bandwidth, rate), each with a header line and one line
+# per section and contender: the label, each workload's median, then each
+# workload's ratio to its baseline.  Three panels of grouped bars, one group
+# per contender and one bar per message size, on log scales because the
+# contenders lie orders of magnitude apart; the number over a bar is its
+# ratio to the baseline of the same run, the figure that carries over to
+# other machines.
+
+if (ARGC < 3) {
+	print "usage: gnuplot -c bench/plot.gp DATA OUT.svg TITLE [SUBTITLE]"
+	exit status 2
+}
+data = ARG1
+title = (ARGC >= 4 && ARG4 ne "") ? ARG3 . "\n" . ARG4 : ARG3
+
+# noenhanced: CPU models hold characters (@, _) that enhanced text would
+# take for markup.
+set terminal svg size 1100,1350 dynamic noenhanced font "sans,12" \
+	background "white"
+set output ARG2
+set encoding utf8
+set datafile separator "\t"
+set datafile missing "NaN"
+# The labels' plots must skip the header line as the bars' plots do.
+set datafile columnheaders
+
+set style data histogram
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key outside right top vertical
+set grid ytics mytics lc "grey80"
+set xtics rotate by 30 right nomirror
+set ytics nomirror
+set tmargin 3
+set bmargin 6
+# The same margins in every panel, whatever the width of its key.
+set lmargin at screen 0.08
+set rmargin at screen 0.82
+# Room for the ratios above the highest bar.
+set autoscale yfixmax
+set offsets 0, 0, graph 0.35, 0
+
+# The centre of bar j (1..n) of group i (0-based) in a clustered histogram
+# of n bars per group and gap 1.
+bar_x(i, j, n) = i + (j - (n + 1) / 2.0) / (n + 1)
+ratio_text(r) = (r >= 100) ? sprintf("%.0fx", r) \
+	: (r >= 10) ? sprintf("%.1fx", r) : sprintf("%.2fx", r)
+# A label sits just above its bar; a missing ratio (NaN) has none.
+lab_y(v, r) = (r == r && v == v && v > 0) ? v * 1.12 : NaN
+lab_t(r) = (r == r) ? ratio_text(r) : ""
+
+colors = "#4e79a7 #f28e2b #59a14f"
+
+# For the panel of block b: the groups fill the width; a dashed line
+# parts the groups of shm from those of tcp, under the sections' names.
+sections(b) = sprintf("stats data index %d using (strcol(1)[1:4] eq 'shm ' ? 1 : 0) nooutput; \
+	nshm = STATS_sum; set xrange [-0.6 : STATS_records - 0.4]; \
+	unset arrow; unset label; \
+	set arrow from nshm - 0.5, graph 0 to nshm - 0.5, graph 1 nohead dt 2 lc 'grey40'; \
+	set label 'shared memory' at -0.5, graph 0.94 left font ',11'; \
+	set label 'TCP on loopback' at nshm - 0.4, graph 0.94 left font ',11'", b)
+
+set logscale y
+set multiplot layout 3,1 title title font "sans,15"
+
+eval sections(0)
+set title "One-way latency, median (lower is better); over the bars: ratio to bare ring (shm) or raw-busy-poll (tcp)"
+set ylabel "µs"
+plot data index 0 using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
+	'' index 0 using 3 title columnheader(3) lc rgb word(colors, 2), \
+	'' index 0 using (bar_x($0, 1, 2)):(lab_y($2, $4)):(lab_t($4)) \
+		with labels rotate by 90 left font ",9" notitle, \
+	'' index 0 using (bar_x($0, 2, 2)):(lab_y($3, $5)):(lab_t($5)) \
+		with labels rotate by 90 left font ",9" notitle
+
+eval sections(1)
+set title "Bandwidth (higher is better); over the bars: ratio to memcpy (shm) or raw-blocking (tcp)"
+set ylabel "GB/s (1e9 B/s)"
+plot data index 1 using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
+	'' index 1 using 3 title columnheader(3) lc rgb word(colors, 2), \
+	'' index 1 using 4 title columnheader(4) lc rgb word(colors, 3), \
+	'' index 1 using (bar_x($0, 1, 3)):(lab_y($2, $5)):(lab_t($5)) \
+		with labels rotate by 90 left font ",9" notitle, \
+	'' index 1 using (bar_x($0, 2, 3)):(lab_y($3, $6)):(lab_t($6)) \
+		with labels rotate by 90 left font ",9" notitle, \
+	'' index 1 using (bar_x($0, 3, 3)):(lab_y($4, $7)):(lab_t($7)) \
+		with labels rotate by 90 left font ",9" notitle
+
+eval sections(2)
+set title "Message rate, 8 B messages (higher is better); over the bars: ratio to bare ring (shm) or raw-blocking (tcp)"
+set ylabel "million messages/s"
+plot data index 2 using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
+	'' index 2 using (bar_x($0, 1, 1)):(lab_y($2, $3)):(lab_t($3)) \
+		with labels rotate by 90 left font ",9" notitle
+
+unset multiplot
