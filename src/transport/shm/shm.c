@@ -778,32 +778,45 @@ static int tx_lock(
 static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
     size_t n, uint64_t seq, int64_t deadline, const int *cancel)
 {
+	// A full ring usually means a receiver that is busy copying out what
+	// it took: spinning as long as a reader would wait for a frame keeps
+	// the sender off the futex, whose wake-up costs the receiver a system
+	// call and the sender a trip through the scheduler.
+	int status;
+	int64_t spin_until = 0;
 	for (;;) {
-		int64_t us = slice_us(deadline, SHM_SEND_SLICE_US);
-		int status
-		    = tw_ring_send(mc->out, lane, type, data, n, seq, us);
-		if (status == TW_ETIMEDOUT) {
-			if ((status = tx_check(mc, cancel)) != TW_OK)
-				return status;
-			if (us == 0
-			    || (deadline != TW_FOREVER
-			        && tw__now_ns() >= deadline))
-				return TW_ETIMEDOUT;
-			continue;
-		}
-		if (status == TW_EPROTO) {
-			// The peer scribbled on the ring's indices.
-			rx_proto(mc, "corrupt ring");
-			rx_fail(mc, TW_EPROTO);
-			return TW_EPEER;
-		}
-		// The ring says TW_ECLOSED once this side left the segment:
-		// after an abort that is right, after giving up on a broken
-		// peer it is the peer's failure.
-		if (status == TW_ECLOSED && tx_check(mc, cancel) == TW_EPEER)
-			status = TW_EPEER;
-		return status; // TW_OK, TW_EPEER, TW_ECLOSED
+		status = tw_ring_send(mc->out, lane, type, data, n, seq, 0);
+		if (status != TW_ETIMEDOUT)
+			break;
+		int64_t now = tw__now_ns();
+		if (spin_until == 0)
+			spin_until = now + SHM_SPIN_NS;
+		if (now >= spin_until || now >= deadline
+		    || tx_check(mc, cancel) != TW_OK)
+			break;
+		tw__cpu_relax();
 	}
+	while (status == TW_ETIMEDOUT) {
+		// Then in slices, so that cancel and peer loss are noticed.
+		if ((status = tx_check(mc, cancel)) != TW_OK)
+			return status;
+		if (deadline != TW_FOREVER && tw__now_ns() >= deadline)
+			return TW_ETIMEDOUT;
+		int64_t us = slice_us(deadline, SHM_SEND_SLICE_US);
+		status = tw_ring_send(mc->out, lane, type, data, n, seq, us);
+	}
+	if (status == TW_EPROTO) {
+		// The peer scribbled on the ring's indices.
+		rx_proto(mc, "corrupt ring");
+		rx_fail(mc, TW_EPROTO);
+		return TW_EPEER;
+	}
+	// The ring says TW_ECLOSED once this side left the segment: after an
+	// abort that is right, after giving up on a broken peer it is the
+	// peer's failure.
+	if (status == TW_ECLOSED && tx_check(mc, cancel) == TW_EPEER)
+		status = TW_EPEER;
+	return status; // TW_OK, TW_EPEER, TW_ECLOSED
 }
 
 // Ends a message that an earlier send left half way.  Lane mutex held.
