@@ -106,6 +106,7 @@
 
 uint64_t tw__shm_large_copied;
 uint64_t tw__shm_frames_read_inline;
+uint64_t tw__shm_direct_moved;
 
 // What a peer's hello points at, so that it can test process_vm_readv.
 static const uint64_t shm_probe_word = UINT64_C(0x747768656c6c6f21);
@@ -145,6 +146,7 @@ typedef struct rx_lane {
 	tw__shm_rx st;
 	char key[TW_KEY_MAX];
 	unsigned char *buf; // the message being assembled
+	bool direct; // buf is the reading application's buffer
 } rx_lane;
 
 // The state of reading the inbound ring, owned by the reader role.
@@ -159,6 +161,15 @@ typedef struct shm_rx_ctx {
 	// control message, a namespace closed): otherwise it need not look.
 	const char *want;
 	bool news;
+	// Where that thread wants its message (tw_recv_into), NULL: nowhere.
+	// A message of that key that fits, with none of its key waiting in
+	// the mailbox, is assembled there and never enters the mailbox: that
+	// saves an allocation (page faults, for large ones) and a copy.
+	unsigned char *dst;
+	size_t dst_cap;
+	bool dst_used; // a message is being assembled there
+	bool dst_done; // and is complete; dst_len bytes
+	size_t dst_len;
 	// A data message held back by flow control.
 	bool pend;
 	char pend_key[TW_KEY_MAX];
@@ -244,6 +255,30 @@ static int rx_push_pending(shm_chan *mc, rx_ctx *rx)
 	return rx_pushed(mc, status, rx->pend_data);
 }
 
+// Whether the message of `key` starting now may go straight into the
+// reading thread's buffer (see rx_ctx.dst).
+static bool rx_direct_ok(
+    shm_chan *mc, rx_ctx *rx, uint32_t lane, const char *key, uint64_t total)
+{
+	if (rx->dst == NULL || rx->dst_used || lane != TW_SHM_LANE_DATA
+	    || total > rx->dst_cap || strcmp(key, rx->want) != 0)
+		return false;
+	size_t len;
+	// TW_EAGAIN: nothing of that key queued before it, and the key is
+	// neither aborted nor closed.
+	return tw_mailbox_probe(mc->ep->mb, mc->peer_rank, key, &len)
+	    == TW_EAGAIN;
+}
+
+static int rx_direct_done(shm_chan *mc, rx_ctx *rx, size_t len)
+{
+	rx->dst_done = true;
+	rx->dst_len = len;
+	rx->news = true;
+	rx_delivered(mc);
+	return TW_OK;
+}
+
 static int rx_deliver(shm_chan *mc, rx_ctx *rx, uint32_t lane, const char *key,
     void *data, size_t len)
 {
@@ -291,7 +326,8 @@ static int rx_large(
 	if (f->addr > UINTPTR_MAX || f->total > SIZE_MAX)
 		return rx_proto(mc, "large message out of address range");
 	size_t total = (size_t)f->total;
-	unsigned char *buf = malloc(total);
+	bool direct = rx_direct_ok(mc, rx, TW_SHM_LANE_DATA, rl->key, total);
+	unsigned char *buf = direct ? rx->dst : malloc(total);
 	if (buf == NULL)
 		return rx_nomem(mc, total);
 	size_t done = 0;
@@ -303,7 +339,8 @@ static int rx_large(
 		    (pid_t)mc->peer_pid, &local, 1, &remote, 1, 0);
 		if (k <= 0) {
 			int err = errno;
-			free(buf);
+			if (!direct)
+				free(buf);
 			if (k < 0 && err == ESRCH)
 				return TW_EPEER;
 			errno = err;
@@ -317,6 +354,10 @@ static int rx_large(
 	}
 	tw_signal_notify(&d->copied, f->seq);
 	__atomic_add_fetch(&tw__shm_large_copied, 1, __ATOMIC_RELAXED);
+	if (direct) {
+		rx->dst_used = true;
+		return rx_direct_done(mc, rx, total);
+	}
 	return rx_deliver(mc, rx, TW_SHM_LANE_DATA, rl->key, buf, total);
 }
 
@@ -396,6 +437,16 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		}
 		if (rl->st.total > SIZE_MAX)
 			return rx_nomem(mc, SIZE_MAX);
+		if (rx_direct_ok(mc, rx, lane, rl->key, rl->st.total)) {
+			rx->dst_used = true;
+			if (f.data_len > 0)
+				memcpy(rx->dst, f.data, f.data_len);
+			if (!rl->st.in_msg)
+				return rx_direct_done(mc, rx, f.data_len);
+			rl->buf = rx->dst;
+			rl->direct = true;
+			return TW_OK;
+		}
 		if (!rl->st.in_msg) {
 			void *data = NULL;
 			if (f.data_len > 0) {
@@ -414,6 +465,11 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 	case TW_SHM_RX_CONT:
 		memcpy(
 		    rl->buf + (rl->st.got - f.data_len), f.data, f.data_len);
+		if (!rl->st.in_msg && rl->direct) {
+			rl->buf = NULL;
+			rl->direct = false;
+			return rx_direct_done(mc, rx, (size_t)rl->st.total);
+		}
 		if (!rl->st.in_msg) {
 			void *data = rl->buf;
 			rl->buf = NULL;
@@ -422,7 +478,12 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		}
 		return TW_OK;
 	case TW_SHM_RX_CANCEL:
-		free(rl->buf);
+		if (rl->direct) {
+			rl->direct = false;
+			rx->dst_used = false; // the next message may use it
+		} else {
+			free(rl->buf);
+		}
 		rl->buf = NULL;
 		return TW_OK;
 	case TW_SHM_RX_CLOSE_NS:
@@ -503,6 +564,8 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 			return status;
 		if (rx->pend)
 			return TW_ETIMEDOUT;
+		if (rx->dst_done)
+			return TW_OK;
 	}
 	return TW_OK;
 }
@@ -622,18 +685,45 @@ static bool readable(shm_chan *mc)
 	    && !tw__shm_flag(&mc->rx_dead) && !tw__shm_flag(&mc->stop);
 }
 
+// Ends a reader's claim on its buffer: a message half assembled there
+// moves to memory of its own, for whoever reads on.  rx_mtx held.
+static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
+{
+	rx_lane *rl = &rx->lane[TW_SHM_LANE_DATA];
+	int status = TW_OK;
+	if (rl->direct) {
+		size_t total = (size_t)rl->st.total, got = (size_t)rl->st.got;
+		unsigned char *copy = malloc(total);
+		if (copy != NULL)
+			memcpy(copy, rl->buf, got);
+		else
+			status = rx_nomem(mc, total);
+		rl->buf = copy;
+		rl->direct = false;
+		__atomic_add_fetch(&tw__shm_direct_moved, 1, __ATOMIC_RELAXED);
+	}
+	rx->dst = NULL;
+	rx->dst_used = false;
+	rx->dst_done = false;
+	rx->want = NULL;
+	return status;
+}
+
 // Reads the ring in this thread while `key` has not arrived, until
-// SHM_SPIN_NS pass without a frame or `deadline` passes.
-static void spin(shm_chan *mc, const char *key, int64_t deadline)
+// SHM_SPIN_NS pass without a frame or `deadline` passes.  With `dst`, a
+// message of `key` of at most `cap` bytes may land there directly: then
+// *len is set and the result is true.
+static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
+    size_t cap, size_t *len)
 {
 	wanted w = { mc->ep->mb, mc->peer_rank, key };
 	if (!readable(mc))
-		return;
+		return false;
 	if (arrived(&w)) {
 		// Still a receiving application: the receiver thread stays
 		// parked.
 		__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_RELAXED);
-		return;
+		return false;
 	}
 	__atomic_add_fetch(&mc->readers, 1, __ATOMIC_SEQ_CST);
 	// The receiver thread announced its sleep before looking at
@@ -641,7 +731,7 @@ static void spin(shm_chan *mc, const char *key, int64_t deadline)
 	// the two sees the other.
 	if (__atomic_load_n(&mc->rx_waiting, __ATOMIC_SEQ_CST) != 0)
 		tw__ring_kick(mc->in);
-	bool got = false, reading = false, urgent = false;
+	bool got = false, reading = false, urgent = false, direct = false;
 	int status = TW_OK;
 	int64_t until = tw__now_ns() + SHM_SPIN_NS;
 	for (;;) {
@@ -649,6 +739,8 @@ static void spin(shm_chan *mc, const char *key, int64_t deadline)
 			reading = true;
 			mc->rxc->push_wait = 0;
 			mc->rxc->want = key;
+			mc->rxc->dst = dst;
+			mc->rxc->dst_cap = cap;
 		}
 		unsigned frames = 0;
 		if (reading) {
@@ -665,6 +757,11 @@ static void spin(shm_chan *mc, const char *key, int64_t deadline)
 				urgent = true;
 				break;
 			}
+			if (mc->rxc->dst_done) {
+				got = direct = true;
+				*len = mc->rxc->dst_len;
+				break;
+			}
 		}
 		bool look = reading ? frames > 0 && mc->rxc->news : true;
 		if (reading)
@@ -679,7 +776,9 @@ static void spin(shm_chan *mc, const char *key, int64_t deadline)
 		tw__cpu_relax();
 	}
 	if (reading) {
-		mc->rxc->want = NULL;
+		int st = rx_direct_release(mc, mc->rxc);
+		if (st != TW_OK && (status == TW_OK || status == TW_ETIMEDOUT))
+			status = st;
 		pthread_mutex_unlock(&mc->rx_mtx);
 	}
 	if (status != TW_OK && status != TW_ETIMEDOUT)
@@ -691,12 +790,13 @@ static void spin(shm_chan *mc, const char *key, int64_t deadline)
 	if (!got && deadline > tw__now_ns())
 		urgent = true;
 	reader_left(mc, urgent);
+	return direct;
 }
 
 static int shm_recv_until(
     tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
-	spin(c->impl, key, deadline);
+	(void)spin(c->impl, key, deadline, NULL, 0, NULL);
 	return tw__rxbox_recv_until(c, key, deadline, out);
 }
 
@@ -709,7 +809,8 @@ static int shm_recv(
 static int shm_recv_into(tw_channel *c, const char *key, int64_t deadline,
     void *buf, size_t cap, size_t *len)
 {
-	spin(c->impl, key, deadline);
+	if (spin(c->impl, key, deadline, buf, cap, len))
+		return TW_OK;
 	return tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
 }
 

@@ -24,6 +24,9 @@ extern uint64_t tw__shm_large_copied;
 // Frames this process's application threads took from rings themselves
 // (the reader role), rather than its receiver threads (atomic).
 extern uint64_t tw__shm_frames_read_inline;
+// Messages begun in a reading application's buffer and moved to memory of
+// their own because that reader left before they were complete (atomic).
+extern uint64_t tw__shm_direct_moved;
 
 // This party's side of a link: the mailbox that all its channels deliver
 // into, freed with the last channel.

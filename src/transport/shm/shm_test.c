@@ -954,6 +954,74 @@ static void t_reader_role(void **state)
 	assert_no_segments();
 }
 
+// A receive into the application's buffer takes the message's first frames
+// straight into that buffer; one that gives up before the message is
+// complete (here: every receive polls, timeout 0) must leave it whole for
+// the next receive.  Chunked through the ring, 8 MiB each.
+#define MOVED_MSGS 8
+#define MOVED_SIZE (8u * 1024 * 1024)
+
+static int moved_sender(child *c)
+{
+	setenv("TAGWIRE_SHM_NO_CMA", "1", 1);
+	tw_link *l;
+	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	unsigned char *buf = malloc(MOVED_SIZE);
+	CHK(buf != NULL);
+	tw_buf b = { 0 };
+	CHK_RV(tw_recv(l, 1, "go", &b), TW_OK);
+	tw_buf_free(&b);
+	for (uint32_t i = 0; i < MOVED_MSGS; i++) {
+		fill(buf, MOVED_SIZE, i);
+		CHK_RV(tw_send(l, 1, "big", buf, MOVED_SIZE), TW_OK);
+	}
+	CHK_RV(tw_recv(l, 1, "done", &b), TW_OK);
+	tw_buf_free(&b);
+	free(buf);
+	CHK_RV(tw_link_close(l), TW_OK);
+	return 0;
+}
+
+static int moved_receiver(child *c)
+{
+	tw_link *l;
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	unsigned char *buf = malloc(MOVED_SIZE);
+	CHK(buf != NULL);
+	CHK_RV(tw_link_set_recv_timeout(l, 0), TW_OK);
+	size_t n = 0;
+	CHK_RV(tw_recv_into(l, 0, "big", buf, MOVED_SIZE, &n), TW_ETIMEDOUT);
+	CHK_RV(tw_send(l, 0, "go", NULL, 0), TW_OK);
+	for (uint32_t i = 0; i < MOVED_MSGS; i++) {
+		memset(buf, 0, MOVED_SIZE);
+		int rv;
+		while ((rv = tw_recv_into(l, 0, "big", buf, MOVED_SIZE, &n))
+		    == TW_ETIMEDOUT)
+			;
+		CHK_RV(rv, TW_OK);
+		CHK(n == MOVED_SIZE && check(buf, n, i));
+	}
+	// Each message is 1024 frames and each poll takes at most 64: any
+	// message begun in place was moved.  The receiver thread, parked while
+	// this thread polls, could begin some itself, but not all of them.
+	CHK(__atomic_load_n(&tw__shm_direct_moved, __ATOMIC_RELAXED) > 0);
+	CHK_RV(tw_send(l, 0, "done", NULL, 0), TW_OK);
+	free(buf);
+	CHK_RV(tw_link_set_recv_timeout(l, tw_test_scale_ms(30000)), TW_OK);
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	return 0;
+}
+
+static void t_direct_moved(void **state)
+{
+	proc a = spawn(moved_sender, 0, 0);
+	proc b = spawn(moved_receiver, 1, 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_int_equal(proc_reap(&a), 0);
+	assert_no_segments();
+}
+
 #define CASE(name) cmocka_unit_test_setup_teardown(t_##name, setup, teardown)
 
 int main(int argc, char **argv)
@@ -968,6 +1036,7 @@ int main(int argc, char **argv)
 		CASE(large_cma),
 		CASE(large_chunked),
 		CASE(reader_role),
+		CASE(direct_moved),
 	};
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "t_", argv[1]) != 0)
