@@ -979,9 +979,19 @@ static int tx_large(shm_chan *mc, const char *key, size_t klen,
 		return status;
 	tx->seq = seq;
 	bool claimed = false; // the receiver is copying: only it can end this
+	// The copy takes about a nanosecond a byte: waiting that long (and as
+	// long as a reader waits for a frame) by spinning spares both sides a
+	// futex sleep and wake-up per message.
+	int64_t spin_until = tw__now_ns() + SHM_SPIN_NS + (int64_t)len;
 	for (;;) {
 		if (__atomic_load_n(&d->copied, __ATOMIC_ACQUIRE) >= seq)
 			return TW_OK;
+		int64_t now = tw__now_ns();
+		if (now < spin_until && now < deadline
+		    && tx_check(mc, cancel) == TW_OK) {
+			tw__cpu_relax();
+			continue;
+		}
 		if (peer_gone(mc))
 			return TW_EPEER;
 		if (!claimed) {

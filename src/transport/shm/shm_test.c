@@ -957,9 +957,11 @@ static void t_reader_role(void **state)
 // A receive into the application's buffer takes the message's first frames
 // straight into that buffer; one that gives up before the message is
 // complete (here: every receive polls, timeout 0) must leave it whole for
-// the next receive.  Chunked through the ring, 8 MiB each.
-#define MOVED_MSGS 8
-#define MOVED_SIZE (8u * 1024 * 1024)
+// the next receive.  Messages of 2 MiB chunked through the ring, every byte
+// checked, until one was moved (a receiver thread that runs while the
+// polling thread is descheduled takes whole messages itself).
+#define MOVED_MAX 200
+#define MOVED_SIZE (2u * 1024 * 1024)
 
 static int moved_sender(child *c)
 {
@@ -971,12 +973,15 @@ static int moved_sender(child *c)
 	tw_buf b = { 0 };
 	CHK_RV(tw_recv(l, 1, "go", &b), TW_OK);
 	tw_buf_free(&b);
-	for (uint32_t i = 0; i < MOVED_MSGS; i++) {
+	for (uint32_t i = 0;; i++) {
 		fill(buf, MOVED_SIZE, i);
 		CHK_RV(tw_send(l, 1, "big", buf, MOVED_SIZE), TW_OK);
+		CHK_RV(tw_recv(l, 1, "more", &b), TW_OK);
+		bool more = b.len == 1 && ((char *)b.data)[0] == 'y';
+		tw_buf_free(&b);
+		if (!more)
+			break;
 	}
-	CHK_RV(tw_recv(l, 1, "done", &b), TW_OK);
-	tw_buf_free(&b);
 	free(buf);
 	CHK_RV(tw_link_close(l), TW_OK);
 	return 0;
@@ -992,7 +997,8 @@ static int moved_receiver(child *c)
 	size_t n = 0;
 	CHK_RV(tw_recv_into(l, 0, "big", buf, MOVED_SIZE, &n), TW_ETIMEDOUT);
 	CHK_RV(tw_send(l, 0, "go", NULL, 0), TW_OK);
-	for (uint32_t i = 0; i < MOVED_MSGS; i++) {
+	uint64_t moved = 0;
+	for (uint32_t i = 0; i < MOVED_MAX && moved == 0; i++) {
 		memset(buf, 0, MOVED_SIZE);
 		int rv;
 		while ((rv = tw_recv_into(l, 0, "big", buf, MOVED_SIZE, &n))
@@ -1000,12 +1006,13 @@ static int moved_receiver(child *c)
 			;
 		CHK_RV(rv, TW_OK);
 		CHK(n == MOVED_SIZE && check(buf, n, i));
+		moved
+		    = __atomic_load_n(&tw__shm_direct_moved, __ATOMIC_RELAXED);
+		CHK_RV(
+		    tw_send(l, 0, "more", moved == 0 ? "y" : "n", 1), TW_OK);
 	}
-	// Each message is 1024 frames and each poll takes at most 64: any
-	// message begun in place was moved.  The receiver thread, parked while
-	// this thread polls, could begin some itself, but not all of them.
-	CHK(__atomic_load_n(&tw__shm_direct_moved, __ATOMIC_RELAXED) > 0);
-	CHK_RV(tw_send(l, 0, "done", NULL, 0), TW_OK);
+	// Each message is 256 frames and each poll takes at most 64.
+	CHK(moved > 0);
 	free(buf);
 	CHK_RV(tw_link_set_recv_timeout(l, tw_test_scale_ms(30000)), TW_OK);
 	int st = tw_link_close(l);
