@@ -30,9 +30,14 @@
 // the next receive is about to come; a reader that gives up and is about to
 // block, or that leaves work behind (a message held back by flow control),
 // wakes it at once.  So a message that nobody polls for waits at most about
-// two park periods for the receiver thread.
+// two park periods for the receiver thread.  Spinning only pays while every
+// party can have a CPU: when a link has more parties than this process may
+// run on CPUs, a spinning receiver takes the CPU from the very party it
+// waits for (collectives over 16 parties on 2 CPUs ran twice as slowly), so
+// then nobody spins and the receiver thread alone reads the ring.
 //
-// The receiver thread applies the mailbox's flow control: while this peer's unreceived bytes exceed
+// The receiver thread applies the mailbox's flow control: while this peer's
+// unreceived bytes exceed
 // TW_OPT_RECV_BUFFER the thread holds the message back, the ring fills up
 // and the sender waits.  Control messages (acks, hellos) travel in their
 // own lane and never wait behind held-back data: the thread keeps draining
@@ -64,6 +69,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -717,7 +723,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
     size_t cap, size_t *len)
 {
 	wanted w = { mc->ep->mb, mc->peer_rank, key };
-	if (!readable(mc))
+	if (mc->ep->spin_ns == 0 || !readable(mc))
 		return false;
 	if (arrived(&w)) {
 		// Still a receiving application: the receiver thread stays
@@ -733,7 +739,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 		tw__ring_kick(mc->in);
 	bool got = false, reading = false, urgent = false, direct = false;
 	int status = TW_OK;
-	int64_t until = tw__now_ns() + SHM_SPIN_NS;
+	int64_t until = tw__now_ns() + mc->ep->spin_ns;
 	for (;;) {
 		if (!reading && pthread_mutex_trylock(&mc->rx_mtx) == 0) {
 			reading = true;
@@ -770,7 +776,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 			break;
 		int64_t now = tw__now_ns();
 		if (frames > 0)
-			until = now + SHM_SPIN_NS;
+			until = now + mc->ep->spin_ns;
 		if (now >= until || now >= deadline)
 			break;
 		tw__cpu_relax();
@@ -891,7 +897,7 @@ static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
 			break;
 		int64_t now = tw__now_ns();
 		if (spin_until == 0)
-			spin_until = now + SHM_SPIN_NS;
+			spin_until = now + mc->ep->spin_ns;
 		if (now >= spin_until || now >= deadline
 		    || tx_check(mc, cancel) != TW_OK)
 			break;
@@ -982,7 +988,9 @@ static int tx_large(shm_chan *mc, const char *key, size_t klen,
 	// The copy takes about a nanosecond a byte: waiting that long (and as
 	// long as a reader waits for a frame) by spinning spares both sides a
 	// futex sleep and wake-up per message.
-	int64_t spin_until = tw__now_ns() + SHM_SPIN_NS + (int64_t)len;
+	int64_t spin_until = mc->ep->spin_ns == 0
+	    ? 0
+	    : tw__now_ns() + mc->ep->spin_ns + (int64_t)len;
 	for (;;) {
 		if (__atomic_load_n(&d->copied, __ATOMIC_ACQUIRE) >= seq)
 			return TW_OK;
@@ -1350,6 +1358,16 @@ static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
 	return mc;
 }
 
+// CPUs this process may run on.
+static size_t cpus_usable(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		return (size_t)CPU_COUNT(&set);
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (size_t)n : 1;
+}
+
 static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 {
 	if (cfg->size < 2)
@@ -1360,6 +1378,7 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	ep->mb = tw_mailbox_new();
 	ep->link_id = strdup(cfg->link_id);
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
+	ep->spin_ns = cfg->size <= cpus_usable() ? SHM_SPIN_NS : 0;
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	if (ep->mb == NULL || ep->link_id == NULL)
 		goto err_free_chans;

@@ -35,6 +35,7 @@ typedef struct shm_ep {
 	char *link_id;
 	uint64_t recv_buffer;
 	uint64_t max_msg;
+	int64_t spin_ns; // how long receives and full sends spin; 0 = never
 	unsigned refs; // atomic
 } shm_ep;
 
