@@ -29,6 +29,12 @@ int tw__rxbox_probe(tw_channel *c, const char *key, size_t *len)
 	return tw_mailbox_probe(rx->mb, rx->from, key, len);
 }
 
+bool tw__rxbox_ready(const tw__rxbox *rx, const char *key)
+{
+	size_t len;
+	return tw_mailbox_probe(rx->mb, rx->from, key, &len) != TW_EAGAIN;
+}
+
 uint64_t tw__rxbox_peak(tw_channel *c)
 {
 	tw__rxbox *rx = c->impl;

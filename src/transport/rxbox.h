@@ -7,6 +7,7 @@
 #ifndef TW_TRANSPORT_RXBOX_H
 #define TW_TRANSPORT_RXBOX_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <tagwire/channel.h>
@@ -27,5 +28,10 @@ int tw__rxbox_recv_into(tw_channel *c, const char *key, int64_t deadline,
     void *buf, size_t cap, size_t *len);
 int tw__rxbox_probe(tw_channel *c, const char *key, size_t *len);
 uint64_t tw__rxbox_peak(tw_channel *c);
+
+// Whether a receive of `key` would return at once: a message is there, or
+// the reason none will come (the peer closed, the namespace aborted).  For
+// transports whose receives read the wire themselves until then.
+bool tw__rxbox_ready(const tw__rxbox *rx, const char *key);
 
 #endif // TW_TRANSPORT_RXBOX_H

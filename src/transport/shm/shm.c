@@ -661,18 +661,6 @@ static void *rx_main(void *arg)
 
 // --- the reader role ----------------------------------------------------------
 
-typedef struct wanted {
-	tw_mailbox *mb;
-	uint32_t from;
-	const char *key;
-} wanted;
-
-static bool arrived(const wanted *w)
-{
-	size_t len;
-	return tw_mailbox_probe(w->mb, w->from, w->key, &len) != TW_EAGAIN;
-}
-
 // Tells the receiver thread that a reader left; `urgent`: it must take the
 // ring back now rather than after its park.
 static void reader_left(shm_chan *mc, bool urgent)
@@ -682,6 +670,21 @@ static void reader_left(shm_chan *mc, bool urgent)
 	__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_SEQ_CST);
 	if (urgent)
 		tw__futex_wake(&mc->rd_gen, INT_MAX);
+}
+
+// One pass of an application thread over the ring, rx_mtx held: it never
+// waits for room in the mailbox (a held-back message is the receiver
+// thread's to push).
+static int reader_pump(shm_chan *mc, unsigned *frames)
+{
+	if (tw__shm_flag(&mc->rx_dead))
+		return TW_ECLOSED;
+	mc->rxc->push_wait = 0;
+	int status = rx_pump(mc, mc->rxc, SHM_RX_BATCH, frames);
+	if (*frames > 0)
+		__atomic_add_fetch(
+		    &tw__shm_frames_read_inline, *frames, __ATOMIC_RELAXED);
+	return status;
 }
 
 // Whether an application thread may read the ring now.
@@ -722,10 +725,9 @@ static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
     size_t cap, size_t *len)
 {
-	wanted w = { mc->ep->mb, mc->peer_rank, key };
 	if (mc->ep->spin_ns == 0 || !readable(mc))
 		return false;
-	if (arrived(&w)) {
+	if (tw__rxbox_ready(&mc->rx, key)) {
 		// Still a receiving application: the receiver thread stays
 		// parked.
 		__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_RELAXED);
@@ -743,19 +745,13 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	for (;;) {
 		if (!reading && pthread_mutex_trylock(&mc->rx_mtx) == 0) {
 			reading = true;
-			mc->rxc->push_wait = 0;
 			mc->rxc->want = key;
 			mc->rxc->dst = dst;
 			mc->rxc->dst_cap = cap;
 		}
 		unsigned frames = 0;
 		if (reading) {
-			status = tw__shm_flag(&mc->rx_dead)
-			    ? TW_ECLOSED
-			    : rx_pump(mc, mc->rxc, SHM_RX_BATCH, &frames);
-			if (frames > 0)
-				__atomic_add_fetch(&tw__shm_frames_read_inline,
-				    frames, __ATOMIC_RELAXED);
+			status = reader_pump(mc, &frames);
 			if (status != TW_OK) {
 				// Held back (TW_ETIMEDOUT) is the receiver
 				// thread's to push; anything else ends
@@ -772,7 +768,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 		bool look = reading ? frames > 0 && mc->rxc->news : true;
 		if (reading)
 			mc->rxc->news = false;
-		if (look && (got = arrived(&w)))
+		if (look && (got = tw__rxbox_ready(&mc->rx, key)))
 			break;
 		int64_t now = tw__now_ns();
 		if (frames > 0)
@@ -830,10 +826,7 @@ static int shm_probe(tw_channel *c, const char *key, size_t *len)
 	    || pthread_mutex_trylock(&mc->rx_mtx) != 0)
 		return status;
 	unsigned frames = 0;
-	mc->rxc->push_wait = 0;
-	status = tw__shm_flag(&mc->rx_dead)
-	    ? TW_ECLOSED
-	    : rx_pump(mc, mc->rxc, SHM_RX_BATCH, &frames);
+	status = reader_pump(mc, &frames);
 	pthread_mutex_unlock(&mc->rx_mtx);
 	if (status == TW_ETIMEDOUT)
 		reader_left(mc, true);

@@ -565,22 +565,20 @@ static void tcp_open_ns(tw_channel *c, const char *ns)
 // --- receiving ---------------------------------------------------------------------
 
 typedef struct wanted {
-	tw_mailbox *mb;
-	uint32_t from;
+	const tw__rxbox *rx;
 	const char *key;
 } wanted;
 
 static bool arrived(void *arg)
 {
 	wanted *w = arg;
-	size_t len;
-	return tw_mailbox_probe(w->mb, w->from, w->key, &len) != TW_EAGAIN;
+	return tw__rxbox_ready(w->rx, w->key);
 }
 
 // Polls the connection briefly when the message is not there yet.
 static void spin(tcp_chan *mc, const char *key, int64_t deadline)
 {
-	wanted w = { mc->ep->mb, mc->peer_rank, key };
+	wanted w = { &mc->rx, key };
 	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY
 	    || arrived(&w))
 		return;
