@@ -169,8 +169,11 @@ TW_API int tw_probe(tw_link *l, size_t src, const char *tag, size_t *len);
 TW_API int tw_link_set_recv_timeout(tw_link *l, int64_t ms);
 
 // Blocks until every message sent so far on the link has arrived in its
-// receiver's mailbox (not until it was read).  Returns TW_OK, the first
-// delivery error of an earlier async send (TW_EPEER), TW_ECLOSED.
+// receiver's mailbox (not until it was read), up to the link's receive
+// timeout: a receiver whose application does not receive may hold back
+// what its buffer cannot take (flow control).  Returns TW_OK, TW_EPEER (a
+// peer went before every message reached it, or an earlier async send
+// failed), TW_ECLOSED, TW_ETIMEDOUT, TW_EINVAL (NULL link).
 TW_API int tw_link_wait_pending(tw_link *l);
 
 // Wakes every blocked call on the link and its children with TW_ECLOSED at
@@ -178,8 +181,9 @@ TW_API int tw_link_wait_pending(tw_link *l);
 // link.  Idempotent; the link must still be closed to be freed.
 TW_API void tw_link_abort(tw_link *l);
 
-// Flushes pending sends (bounded by the receive timeout), tells the peers,
-// and frees the link; NULL-safe.  Children must be closed first; closing
+// Flushes pending sends (bounded by the receive timeout, or by the connect
+// timeout when the receive timeout is -1), tells the peers, and frees the
+// link; NULL-safe.  Children must be closed first; closing
 // a parent with open children returns TW_EINVAL and frees nothing.
 // Returns TW_OK, or the first error of the flush (the link is freed anyway).
 TW_API int tw_link_close(tw_link *l);

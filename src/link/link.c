@@ -397,8 +397,13 @@ int tw_link_close(tw_link *l)
 		return TW_EINVAL;
 	}
 	int status = TW_OK;
+	// Bounded whatever the receive timeout: a peer that never reads must
+	// not keep this party from closing.
+	int64_t ms = __atomic_load_n(&l->recv_timeout, __ATOMIC_RELAXED);
+	if (ms < 0)
+		ms = l->opts[TW_OPT_CONNECT_TIMEOUT_MS];
 	if (!__atomic_load_n(&l->aborted, __ATOMIC_ACQUIRE))
-		status = tw_link_wait_pending(l);
+		status = tw__link_wait_pending_until(l, tw__deadline_ms(ms));
 	if (l->parent != NULL) {
 		if (f->xops != NULL)
 			for (size_t i = 0; i < l->size; i++)

@@ -59,6 +59,10 @@ int tw__link_send_key(tw_link *l, size_t dst, const char *key, const void *buf,
 int tw__link_recv_key(
     tw_link *l, size_t src, const char *key, int64_t deadline, tw_buf *out);
 
+// Waits for the link's pending sends until `deadline` (tw_link_wait_pending
+// with the receive timeout; tw_link_close with its own bound).
+int tw__link_wait_pending_until(tw_link *l, int64_t deadline);
+
 // The deadline of a receive that starts now.
 int64_t tw__link_recv_deadline(const tw_link *l);
 

@@ -240,10 +240,8 @@ int tw_link_set_recv_timeout(tw_link *l, int64_t ms)
 	return TW_OK;
 }
 
-int tw_link_wait_pending(tw_link *l)
+int tw__link_wait_pending_until(tw_link *l, int64_t deadline)
 {
-	if (l == NULL)
-		return TW_EINVAL;
 	if (link_aborted(l))
 		return TW_ECLOSED;
 	int status = TW_OK;
@@ -252,15 +250,24 @@ int tw_link_wait_pending(tw_link *l)
 		if (i == l->rank)
 			continue;
 		tw_channel *c = f->chans[l->map[i]];
-		if (c->ops->wait_pending == NULL)
-			continue;
-		int rv = c->ops->wait_pending(c);
+		int rv = TW_OK;
+		if (f->xops != NULL && f->xops->wait_pending != NULL)
+			rv = f->xops->wait_pending(c, deadline, &l->aborted);
+		else if (f->xops == NULL && c->ops->wait_pending != NULL)
+			rv = c->ops->wait_pending(c);
 		if (status == TW_OK)
 			status = rv;
 	}
 	if (status != TW_OK && link_aborted(l))
 		status = TW_ECLOSED;
 	return status;
+}
+
+int tw_link_wait_pending(tw_link *l)
+{
+	if (l == NULL)
+		return TW_EINVAL;
+	return tw__link_wait_pending_until(l, tw__link_recv_deadline(l));
 }
 
 void tw_link_stats(const tw_link *l, tw_stats *out)

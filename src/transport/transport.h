@@ -77,6 +77,14 @@ typedef struct tw__chan_xops {
 	// The most unreceived bytes the receiving side of this channel ever
 	// held from its peer (for flow-control tests); 0 if unknown.
 	uint64_t (*unreceived_peak)(tw_channel *c);
+
+	// Waits until every message sent so far has arrived in the peer's
+	// mailbox, until `deadline` (TW_ETIMEDOUT) or until *cancel becomes
+	// non-zero (TW_ECLOSED).  NULL when a send is delivered by the time it
+	// returns.  Returns TW_OK, TW_EPEER (the peer went before it took
+	// them), TW_ECLOSED, TW_ETIMEDOUT.
+	int (*wait_pending)(
+	    tw_channel *c, int64_t deadline, const int *cancel);
 } tw__chan_xops;
 
 typedef struct tw__transport {

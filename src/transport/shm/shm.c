@@ -1097,7 +1097,7 @@ out:
 
 // --- receiving and the other channel ops -------------------------------------
 
-static int shm_wait_pending(tw_channel *c)
+static int shm_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 {
 	shm_chan *mc = c->impl;
 	if (tw__shm_flag(&mc->aborted))
@@ -1111,7 +1111,7 @@ static int shm_wait_pending(tw_channel *c)
 	int status = TW_OK;
 	__atomic_add_fetch(&d->waiters, 1, __ATOMIC_SEQ_CST);
 	while (__atomic_load_n(&d->delivered, __ATOMIC_SEQ_CST) < target) {
-		if ((status = tx_check(mc, NULL)) != TW_OK) {
+		if ((status = tx_check(mc, cancel)) != TW_OK) {
 			// A peer publishes its last count before it leaves.
 			if (status == TW_EPEER
 			    && __atomic_load_n(&d->delivered, __ATOMIC_SEQ_CST)
@@ -1119,10 +1119,20 @@ static int shm_wait_pending(tw_channel *c)
 				status = TW_OK;
 			break;
 		}
-		tw_signal_wait(&d->delivered, target, SHM_SEND_SLICE_US);
+		int64_t us = slice_us(deadline, SHM_SEND_SLICE_US);
+		if (us == 0) {
+			status = TW_ETIMEDOUT;
+			break;
+		}
+		tw_signal_wait(&d->delivered, target, us);
 	}
 	__atomic_sub_fetch(&d->waiters, 1, __ATOMIC_SEQ_CST);
 	return status;
+}
+
+static int shm_wait_pending(tw_channel *c)
+{
+	return shm_wait_until(c, TW_FOREVER, NULL);
 }
 
 static void shm_abort(tw_channel *c)
@@ -1309,6 +1319,7 @@ static const tw__chan_xops shm_xops = {
 	.close_ns = shm_close_ns,
 	.open_ns = shm_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
+	.wait_pending = shm_wait_until,
 };
 
 static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)

@@ -499,7 +499,7 @@ static void tx_unbind(tcp_chan *mc)
 
 // --- the other channel ops ----------------------------------------------------------
 
-static int tcp_wait_pending(tw_channel *c)
+static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 {
 	tcp_chan *mc = c->impl;
 	if (tw__tcp_flag(&mc->aborted))
@@ -510,7 +510,7 @@ static int tcp_wait_pending(tw_channel *c)
 	int status = TW_OK;
 	if (target > 0 && !tw__tcp_flag(&mc->peer_gone))
 		status = tw__tcp_conn_wait_ack(
-		    mc->conn, target, TW_FOREVER, &mc->aborted);
+		    mc->conn, target, deadline, cancel);
 	// Acknowledged after the peer's link went: dropped there.
 	if (tw__tcp_flag(&mc->peer_gone)
 	    && __atomic_load_n(&mc->gone_ack, __ATOMIC_ACQUIRE) < target)
@@ -527,6 +527,12 @@ static int tcp_wait_pending(tw_channel *c)
 	if (tw__tcp_flag(&mc->aborted))
 		status = TW_ECLOSED;
 	return status;
+}
+
+static int tcp_wait_pending(tw_channel *c)
+{
+	tcp_chan *mc = c->impl;
+	return tcp_wait_until(c, TW_FOREVER, &mc->aborted);
 }
 
 static void tcp_abort(tw_channel *c)
@@ -768,6 +774,7 @@ static const tw__chan_xops tcp_xops = {
 	.close_ns = tcp_close_ns,
 	.open_ns = tcp_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
+	.wait_pending = tcp_wait_until,
 };
 
 static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
