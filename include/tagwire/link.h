@@ -182,8 +182,8 @@ TW_API int tw_link_wait_pending(tw_link *l);
 TW_API void tw_link_abort(tw_link *l);
 
 // Flushes pending sends (bounded by the receive timeout, or by the connect
-// timeout when the receive timeout is -1), tells the peers, and frees the
-// link; NULL-safe.  Children must be closed first; closing
+// timeout when the receive timeout is 0 or -1), tells the peers, and frees
+// the link; NULL-safe.  Children must be closed first; closing
 // a parent with open children returns TW_EINVAL and frees nothing.
 // Returns TW_OK, or the first error of the flush (the link is freed anyway).
 TW_API int tw_link_close(tw_link *l);

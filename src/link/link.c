@@ -400,7 +400,7 @@ int tw_link_close(tw_link *l)
 	// Bounded whatever the receive timeout: a peer that never reads must
 	// not keep this party from closing.
 	int64_t ms = __atomic_load_n(&l->recv_timeout, __ATOMIC_RELAXED);
-	if (ms < 0)
+	if (ms <= 0)
 		ms = l->opts[TW_OPT_CONNECT_TIMEOUT_MS];
 	if (!__atomic_load_n(&l->aborted, __ATOMIC_ACQUIRE))
 		status = tw__link_wait_pending_until(l, tw__deadline_ms(ms));
