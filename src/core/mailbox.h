@@ -51,6 +51,14 @@ void tw__mailbox_kick(tw_mailbox *m);
 // The most bytes `from` ever had queued at once (for flow-control tests).
 uint64_t tw__mailbox_peak(tw_mailbox *m, uint32_t from);
 
+// What a message of `len` bytes counts for in flow control: the unit of
+// limits, peaks and taken counts below, and of the tcp:// transport's
+// credit, which is built on the taken count.
+static inline uint64_t tw__msg_cost(size_t len)
+{
+	return (uint64_t)len;
+}
+
 // Data bytes are the payloads of messages whose key is not a control key
 // (names.h): only they count against a push's `limit`, in the peak, and in
 // the taken count below, which is what a credit-based sender needs: the

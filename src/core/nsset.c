@@ -63,6 +63,18 @@ bool tw__nsset_holds(tw__nsset *s, const char *key)
 	return found;
 }
 
+bool tw__nsset_has(tw__nsset *s, const char *ns)
+{
+	if (empty(s))
+		return false;
+	bool found = false;
+	pthread_mutex_lock(&s->mtx);
+	for (size_t i = 0; i < s->n && !found; i++)
+		found = strcmp(s->v[i], ns) == 0;
+	pthread_mutex_unlock(&s->mtx);
+	return found;
+}
+
 // Drops the entries for which drop(entry, name) is true.
 static void forget(tw__nsset *s, const char *name,
     bool (*drop)(const char *entry, const char *name))

@@ -28,6 +28,9 @@ int tw__nsset_add(tw__nsset *s, const char *ns);
 // Does a namespace of the set hold `key`?
 bool tw__nsset_holds(tw__nsset *s, const char *key);
 
+// Is namespace `ns` itself in the set?
+bool tw__nsset_has(tw__nsset *s, const char *ns);
+
 // Drops the namespaces that hold `key`.
 void tw__nsset_forget_key(tw__nsset *s, const char *key);
 

@@ -5,41 +5,49 @@
 // Listening.  A process listens once per address, whatever the number of
 // links naming it (tcp_node.c).
 //
-// Connections.  Two processes share one connection, whatever the number
-// of links between them (tcp_conn.c).  Of each pair the party whose
-// address sorts first connects (tw__tcp_dials), so that all links between
-// the same processes agree on the direction and two processes never
-// connect to each other at the same time.  A connection carries the links
-// that are bound to it: the connecting side sends an OPEN naming the link
-// and its rank, with a proof of the link's secret bound to the
-// connection's fresh nonces; the other side checks it and answers with
-// its own OPEN.  Each side numbers its links on the connection (slots),
-// and every frame carries its sender's slot.  The connection's first
+// Peers.  Two processes share one connection, whatever the number of
+// links between them, plus its stripes (tcp_peer.c).  Of each pair the
+// party whose address sorts first connects (tw__tcp_dials), so that all
+// links between the same processes agree on the direction.  A link is
+// bound to the peer by OPEN frames: the connecting side sends one naming
+// the link and its rank, with a proof of the link's secret bound to the
+// connection's fresh nonces, its receive window and its largest message;
+// the other side checks it and answers with its own.  The connection's
 // handshake already names one link and checks its secret, so that a
 // stranger gets no further than the handshake.
 //
-// Flow control is per link and direction, by credit: a receiver grants
-// TW_OPT_RECV_BUFFER bytes (in its OPEN) and reports the data bytes its
-// application has taken (CREDIT, when half the window is free again or
-// when the sender asks with CREDIT_REQ); a sender sends while its bytes
-// in flight fit the window, and one message of any size when nothing is
-// in flight.  Control messages (names.h) are not counted: they are small,
+// Flow control is per link and direction, by credit, in message costs
+// (tw__msg_cost: bytes plus a fixed part per message, so that empty
+// messages cost something too): a receiver grants TW_OPT_RECV_BUFFER in
+// its OPEN and reports what its application has taken (CREDIT, when half
+// the window is free again or when the sender asks with CREDIT_REQ); a
+// sender sends while its messages in flight fit the window, and one
+// message of any size when nothing is in flight.  Control messages
+// (names.h) are not counted: they are few (the link layer bounds them),
 // and the throttle's acks must pass a full window.  Since a sender keeps
 // to its credit, the reader of a shared connection never has to stop
 // reading for one slow receiver, which would stall every other link on
 // the connection.  A peer that overruns its credit is broken: its
-// connection closes.
+// connection closes.  A CREDIT smaller than the last one is stale (two
+// threads of the receiver reported out of order) and ignored.
 //
-// Sending.  tw_send hands the frame to the connection, which writes it
-// from the caller's memory (small frames may be copied into its queue
-// when the connection is busy), so tw_send returns when the buffer may be
-// reused.
+// Sending.  A message up to TW_TCP_FRAME_MAX bytes is one DATA frame,
+// written from the caller's memory (small frames may be copied into the
+// connection's queue when it is busy), so tw_send returns when the buffer
+// may be reused.  A longer one is announced (STRIPED) and sent in CHUNK
+// frames of at most TW_TCP_FRAME_MAX bytes, TW_OPT_CHUNK_SIZE bytes at a
+// time per connection, round robin over the peer's connections: no frame
+// holds a connection for long, so heartbeats and credit pass between
+// them, and an abort stops the message between two chunks (CANCEL tells
+// the receiver to drop what it has).  A message larger than the peer's
+// largest is TW_ETOOBIG here, before anything goes out.
 //
-// Waiting for delivery.  Frames carry sequence numbers and cumulative
-// acks per connection; a channel remembers the number of its last DATA
-// frame and waits until the peer acknowledges it (tcp_conn.c).  A peer's
-// UNBIND carries its final ack, so that messages it handled before its
-// link went count as delivered, and later ones do not.
+// Waiting for delivery.  Frames carry sequence numbers and cumulative acks
+// per connection; a channel remembers the main connection's number of its
+// last message and waits until the peer acknowledges it (the peer holds
+// acks back while a longer message is incomplete).  A peer's UNBIND
+// carries its final ack, so that messages it handled before its link went
+// count as delivered, and later ones do not.
 
 #include <errno.h>
 #include <stdlib.h>
@@ -61,6 +69,20 @@
 // than handed over by the I/O thread (two thread wake-ups, several
 // microseconds each).
 #define TCP_SPIN_NS 50000
+// Namespaces a peer may have closed or aborted that this side has not:
+// bounded by the child links open here, which no sane party has this many
+// of; a peer beyond it is broken.
+#define TCP_PEER_CLOSED_MAX 4096
+
+static bool flag(const _Atomic int *p)
+{
+	return atomic_load_explicit(p, memory_order_acquire) != 0;
+}
+
+static bool cancelled(const int *cancel)
+{
+	return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE);
+}
 
 static int tcp_addr_check(const char *addr)
 {
@@ -78,46 +100,62 @@ static void wake(tcp_chan *mc)
 	pthread_mutex_unlock(&mc->mtx);
 }
 
+static tcp_peer *chan_peer(tcp_chan *mc)
+{
+	// Set once under mtx before the state leaves CH_IDLE (release).
+	if (atomic_load_explicit(&mc->state, memory_order_acquire) == CH_IDLE)
+		return NULL;
+	return mc->peer;
+}
+
+static tcp_conn *chan_main(tcp_chan *mc)
+{
+	return tw__tcp_peer_main(mc->peer);
+}
+
+// Sends a control frame of mc on the main connection: never waits.
+static int send_ctl(tcp_chan *mc, uint8_t type, const char *key,
+    const void *payload, size_t len)
+{
+	struct iovec v = { (void *)payload, len };
+	return tw__tcp_conn_send(chan_main(mc), type, mc->my_slot, key, &v,
+	    len > 0 ? 1 : 0, TCP_TX_NOWAIT, 0, NULL, NULL);
+}
+
 // The peer's link is gone (`ack`: its last acknowledgement): receives end
 // once what was delivered is drained, sends fail.
-static void peer_failed(tcp_chan *mc, uint64_t ack)
+static void peer_gone(tcp_chan *mc, uint64_t ack)
 {
-	if (__atomic_load_n(&mc->peer_gone, __ATOMIC_ACQUIRE) == 0)
-		__atomic_store_n(&mc->gone_ack, ack, __ATOMIC_RELEASE);
-	__atomic_store_n(&mc->peer_gone, 1, __ATOMIC_SEQ_CST);
+	int zero = 0;
+	if (atomic_load(&mc->peer_gone) == 0)
+		atomic_store(&mc->gone_ack, ack);
+	(void)atomic_compare_exchange_strong(&mc->peer_gone, &zero, 1);
 	tw_mailbox_close_from(mc->ep->mb, mc->peer_rank);
 	wake(mc);
 }
 
-void tw__tcp_chan_conn_failed(tcp_chan *mc)
+void tw__tcp_chan_peer_failed(tcp_chan *mc)
 {
-	peer_failed(mc, tw__tcp_conn_peer_ack(mc->conn));
-}
-
-static tcp_conn *chan_conn(tcp_chan *mc)
-{
-	// Set once under mtx before the state leaves CH_IDLE (release).
-	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) == CH_IDLE)
-		return NULL;
-	return mc->conn;
+	peer_gone(mc, tw__tcp_conn_peer_ack(chan_main(mc)));
 }
 
 // --- OPEN --------------------------------------------------------------------------
 
-// Our proof of the link's secret on connection c, zeros without one.
-static int open_proof(tcp_chan *mc, tcp_conn *c, unsigned char *mac)
+// Our proof of the link's secret to peer p, zeros without one.
+static int open_proof(tcp_chan *mc, tcp_peer *p, unsigned char *mac)
 {
 	tcp_ep *ep = mc->ep;
 	memset(mac, 0, TW_TCP_MAC_LEN);
 	if (ep->secret == NULL)
 		return TW_OK;
+	tcp_node *n = tw__tcp_peer_node(p);
 	return tw__tcp_auth_proof(ep->secret, ep->secret_len,
-	    tw__tcp_conn_peer_nonce(c), tw__tcp_conn_my_nonce(c),
-	    tw__tcp_node_instance(ep->node), ep->self_rank, ep->link_id,
+	    tw__tcp_peer_peer_nonce(p), tw__tcp_peer_my_nonce(p),
+	    tw__tcp_node_instance(n), ep->self_rank, ep->link_id,
 	    strlen(ep->link_id), mac);
 }
 
-static int open_check(tcp_chan *mc, tcp_conn *c, const tw__tcp_open *o)
+static int open_check(tcp_chan *mc, tcp_peer *p, const tw__tcp_open *o)
 {
 	tcp_ep *ep = mc->ep;
 	static const unsigned char zeros[TW_TCP_MAC_LEN];
@@ -128,103 +166,121 @@ static int open_check(tcp_chan *mc, tcp_conn *c, const tw__tcp_open *o)
 		    : TW_EAUTH;
 	else
 		status = tw__tcp_auth_check(ep->secret, ep->secret_len,
-		    tw__tcp_conn_my_nonce(c), tw__tcp_conn_peer_nonce(c),
-		    tw__tcp_conn_peer_instance(c), o->rank, ep->link_id,
+		    tw__tcp_peer_my_nonce(p), tw__tcp_peer_peer_nonce(p),
+		    tw__tcp_peer_instance(p), o->rank, ep->link_id,
 		    strlen(ep->link_id), o->proof);
 	if (status == TW_EAUTH) {
+		// Whoever sent it holds some link's secret, not this one's:
+		// it loses its connection, and the link waits for the real
+		// peer (reporting TW_EAUTH if none comes).
 		LOGC(mc, TW_LOG_WARN,
 		    "%s (%s) failed authentication for the link (%s)",
-		    mc->peer_id, tw__tcp_conn_who(c), tw_err_name(TW_EAUTH));
-		__atomic_store_n(&mc->auth_failed, 1, __ATOMIC_RELEASE);
+		    mc->peer_id, tw__tcp_peer_who(p), tw_err_name(TW_EAUTH));
+		atomic_store(&mc->auth_seen, 1);
 	}
 	return status;
 }
 
-// Sends our OPEN for mc on its connection.  mc->mtx held.
-static int send_open(tcp_chan *mc)
+// Sends our OPEN for mc on its peer.  Takes no lock of anybody's: a
+// connection that fails reports it later, on the I/O thread.
+static int send_open(tcp_chan *mc, tcp_peer *p)
 {
 	tcp_ep *ep = mc->ep;
 	tw__tcp_open o = { .rank = ep->self_rank,
 		.size = ep->size,
-		.window = ep->recv_buffer };
-	int status = open_proof(mc, mc->conn, o.proof);
+		.window = ep->recv_buffer,
+		.max_msg = ep->max_msg };
+	int status = open_proof(mc, p, o.proof);
 	if (status != TW_OK)
 		return status;
 	unsigned char buf[TW_TCP_OPEN_LEN];
 	tw__tcp_open_encode(buf, &o);
-	return tw__tcp_conn_send(mc->conn, TW_TCP_F_OPEN, mc->my_slot,
-	    ep->link_id, buf, sizeof(buf), TX_NOWAIT, 0, NULL, NULL);
+	struct iovec v = { buf, sizeof(buf) };
+	return tw__tcp_conn_send(tw__tcp_peer_main(p), TW_TCP_F_OPEN,
+	    mc->my_slot, ep->link_id, &v, 1, TCP_TX_NOWAIT, 0, NULL, NULL);
+}
+
+// Makes mc ready with the peer's window.  Broadcast on cv.  mc->mtx held.
+static void ready(tcp_chan *mc, uint32_t peer_slot, const tw__tcp_open *o)
+{
+	mc->peer_slot = peer_slot;
+	mc->peer_window = o->window;
+	mc->peer_max_msg = o->max_msg;
+	atomic_store(&mc->state, CH_READY);
+	pthread_cond_broadcast(&mc->cv);
 }
 
 int tw__tcp_chan_on_open(
-    tcp_conn *c, tcp_chan *mc, const tw__tcp_hdr *h, const tw__tcp_open *o)
+    tcp_peer *p, tcp_chan *mc, uint32_t peer_slot, const tw__tcp_open *o)
 {
-	int status = TW_OK;
+	int status = open_check(mc, p, o);
+	if (status != TW_OK)
+		return status;
 	pthread_mutex_lock(&mc->mtx);
-	int state = __atomic_load_n(&mc->state, __ATOMIC_ACQUIRE);
-	if (state == CH_OPENING && mc->conn == c) {
+	int state = atomic_load(&mc->state);
+	if (state == CH_OPENING && mc->peer == p) {
 		// The answer to our OPEN.
-		status = open_check(mc, c, o);
+		status = tw__tcp_peer_map(p, mc, peer_slot);
 		if (status == TW_OK)
-			status = tw__tcp_conn_map_peer(c, mc, h->slot);
-	} else if (state == CH_IDLE && !mc->dialer
-	    && !tw__tcp_flag(&mc->aborted)) {
-		// The peer opens the link: bind, and answer.
-		status = open_check(mc, c, o);
-		if (status == TW_OK)
-			status = tw__tcp_conn_bind(c, mc);
-		if (status == TW_OK) {
-			tw__tcp_conn_ref(c);
-			mc->conn = c;
-			status = tw__tcp_conn_map_peer(c, mc, h->slot);
-			if (status == TW_OK)
-				status = send_open(mc);
-			// Bound even on failure: the channel's destroy
-			// unbinds and drops the reference.
-			__atomic_store_n(
-			    &mc->state, CH_OPENING, __ATOMIC_RELEASE);
-		}
-	} else {
-		LOGC(mc, TW_LOG_WARN, "%s opens the link a second time",
-		    tw__tcp_conn_who(c));
-		status = TW_EPROTO;
+			ready(mc, peer_slot, o);
+		pthread_mutex_unlock(&mc->mtx);
+		return status;
 	}
+	if (state != CH_IDLE || mc->dialer || flag(&mc->aborted)) {
+		pthread_mutex_unlock(&mc->mtx);
+		LOGC(mc, TW_LOG_WARN, "%s opens the link a second time (%s)",
+		    tw__tcp_peer_who(p), tw_err_name(TW_EPROTO));
+		return TW_EPROTO;
+	}
+	// The peer opens the link: bind, and answer.  Bound even on
+	// failure: the channel's destroy unbinds and drops the reference.
+	status = tw__tcp_peer_bind(p, mc);
 	if (status == TW_OK) {
-		mc->peer_slot = h->slot;
-		mc->peer_window = o->window;
-		__atomic_store_n(&mc->state, CH_READY, __ATOMIC_RELEASE);
+		tw__tcp_peer_ref(p);
+		mc->peer = p;
+		atomic_store(&mc->state, CH_OPENING);
+		status = tw__tcp_peer_map(p, mc, peer_slot);
 	}
-	pthread_cond_broadcast(&mc->cv);
 	pthread_mutex_unlock(&mc->mtx);
+	// Our OPEN goes out before the channel is ready, so that nothing of
+	// the link can reach the peer before the slot it names.  No lock is
+	// held: a connection that fails reports it later, on the I/O thread.
+	if (status == TW_OK)
+		status = send_open(mc, p);
+	if (status == TW_OK) {
+		pthread_mutex_lock(&mc->mtx);
+		ready(mc, peer_slot, o);
+		pthread_mutex_unlock(&mc->mtx);
+	}
 	return status;
 }
 
 // --- credit --------------------------------------------------------------------------
 
-// Sends a CREDIT when it is due.  Called with mc->mtx held; returns the
-// count to send (0: nothing due), which the caller sends after unlocking.
+// Whether a CREDIT is due; returns the count to send (0: nothing), which
+// the caller sends after unlocking.  mc->mtx held.
 static uint64_t credit_due(tcp_chan *mc)
 {
 	uint64_t window = mc->ep->recv_buffer;
-	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY
-	    || tw__tcp_flag(&mc->unbound) || mc->taken == mc->credit_sent)
+	uint64_t taken = mc->taken + mc->dropped;
+	if (atomic_load(&mc->state) != CH_READY || flag(&mc->unbound)
+	    || taken == mc->credit_sent)
 		return 0;
-	if (mc->taken - mc->credit_sent < window / 2 && !mc->peer_starved)
+	if (taken - mc->credit_sent < window / 2 && !mc->peer_starved)
 		return 0;
-	mc->credit_sent = mc->taken;
+	mc->credit_sent = taken;
 	mc->peer_starved = false;
-	return mc->taken;
+	return taken;
 }
 
 static void send_credit(tcp_chan *mc, uint64_t v)
 {
 	unsigned char buf[TW_TCP_CREDIT_LEN];
 	tw__tcp_credit_encode(buf, v);
-	(void)tw__tcp_conn_send(mc->conn, TW_TCP_F_CREDIT, mc->my_slot, NULL,
-	    buf, sizeof(buf), TX_NOWAIT, 0, NULL, NULL);
+	(void)send_ctl(mc, TW_TCP_F_CREDIT, NULL, buf, sizeof(buf));
 }
 
-// The mailbox's report: the application took data of peer `from`.
+// The mailbox's report: the application took messages of peer `from`.
 static void on_taken(void *arg, uint32_t from, uint64_t taken)
 {
 	tcp_ep *ep = arg;
@@ -245,13 +301,33 @@ static void on_taken(void *arg, uint32_t from, uint64_t taken)
 	tw__tcp_chan_unref(mc);
 }
 
+void tw__tcp_chan_dropped(tcp_chan *mc, uint64_t len)
+{
+	pthread_mutex_lock(&mc->mtx);
+	mc->dropped += tw__msg_cost((size_t)len);
+	uint64_t v = credit_due(mc);
+	pthread_mutex_unlock(&mc->mtx);
+	if (v > 0)
+		send_credit(mc, v);
+}
+
 // --- frames from the peer ---------------------------------------------------------------
 
 int tw__tcp_chan_deliver(tcp_chan *mc, const char *key, void *data, size_t len)
 {
 	tcp_ep *ep = mc->ep;
 	bool ctl = tw__key_is_ctl(key);
-	tw__nsset_forget_key(&mc->peer_aborted, key);
+	if (tw__nsset_holds(&mc->local_closed, key)) {
+		// Sent before the peer learned that the link closed here:
+		// dropped, and its cost comes back as credit.
+		free(data);
+		if (!ctl)
+			tw__tcp_chan_dropped(mc, len);
+		return TW_OK;
+	}
+	// A message of a namespace the peer closed can only come from a new
+	// child link of the same name, which reopens it.
+	tw__nsset_forget_key(&mc->peer_closed, key);
 	// Never waits: within its credit the peer's data always fits.
 	int status = tw__mailbox_push_owned(ep->mb, mc->peer_rank, key, data,
 	    len, ctl ? UINT64_MAX : ep->recv_buffer, 0, NULL);
@@ -269,41 +345,44 @@ int tw__tcp_chan_deliver(tcp_chan *mc, const char *key, void *data, size_t len)
 		    "out of memory queueing a message from %s", mc->peer_id);
 		return TW_ENOMEM;
 	default:
-		return TW_OK; // aborted or closed here: dropped
+		return TW_OK; // closed or aborted here: dropped
 	}
 }
 
+// The peer closed or aborted namespace `ns`.  When this side closed it
+// already, both have: nothing more of it will come, and it is forgotten
+// (so that the sets stay as small as the child links open on one side);
+// else sends there fail from now on.
+static int peer_closed_ns(tcp_chan *mc, const char *ns)
+{
+	if (tw__nsset_has(&mc->local_closed, ns)) {
+		tw__nsset_forget_ns(&mc->local_closed, ns);
+		return TW_OK;
+	}
+	if (mc->peer_closed.n >= TCP_PEER_CLOSED_MAX
+	    && !tw__nsset_has(&mc->peer_closed, ns)) {
+		LOGC(mc, TW_LOG_ERROR,
+		    "%s closed more than %d child links this side has open "
+		    "(%s)",
+		    mc->peer_id, TCP_PEER_CLOSED_MAX, tw_err_name(TW_EPROTO));
+		return TW_EPROTO;
+	}
+	return tw__nsset_add(&mc->peer_closed, ns);
+}
+
 int tw__tcp_chan_on_frame(
-    tcp_chan *mc, const tw__tcp_hdr *h, const char *key, void *payload)
+    tcp_chan *mc, const tw__tcp_hdr *h, const unsigned char *payload)
 {
 	tcp_ep *ep = mc->ep;
 	switch (h->type) {
-	case TW_TCP_F_DATA:
-		return tw__tcp_sx_data(tw__tcp_conn_sx(mc->conn), mc, key,
-		    payload, (size_t)h->len);
-	case TW_TCP_F_STRIPED: {
-		tw__tcp_chunk ck;
-		if (tw__tcp_striped_decode(payload, TW_TCP_STRIPED_LEN, &ck)
-		    != TW_OK)
-			return TW_EPROTO;
-		int status = tw__tcp_sx_announce(
-		    tw__tcp_conn_sx(mc->conn), mc, h->slot, key, &ck, h->seq);
-		if (status == TW_EPROTO)
-			LOGC(mc, TW_LOG_ERROR,
-			    "%s announced a striped message wrongly (%s)",
-			    mc->peer_id, tw_err_name(TW_EPROTO));
-		return status;
-	}
 	case TW_TCP_F_CLOSE_NS:
-		tw__mailbox_close_ns(ep->mb, mc->peer_rank, key);
-		return TW_OK;
 	case TW_TCP_F_ABORT_NS:
-		tw__nsset_add(&mc->peer_aborted, key);
-		tw__mailbox_close_ns(ep->mb, mc->peer_rank, key);
-		return TW_OK;
+		if (!tw__nsset_has(&mc->local_closed, h->key))
+			tw__mailbox_close_ns(ep->mb, mc->peer_rank, h->key);
+		return peer_closed_ns(mc, h->key);
 	case TW_TCP_F_UNBIND:
-		tw__tcp_conn_unmap_peer(mc->conn, h->slot);
-		peer_failed(mc, h->ack);
+		tw__tcp_peer_unmap(mc->peer, h->slot);
+		peer_gone(mc, h->ack);
 		return TW_OK;
 	case TW_TCP_F_CREDIT: {
 		uint64_t v;
@@ -311,8 +390,8 @@ int tw__tcp_chan_on_frame(
 		    != TW_OK)
 			return TW_EPROTO;
 		pthread_mutex_lock(&mc->mtx);
-		bool ok = v >= mc->tx_credit && v <= mc->tx_data;
-		if (ok) {
+		bool ok = v <= mc->tx_cost;
+		if (ok && v > mc->tx_credit) {
 			mc->tx_credit = v;
 			mc->credit_asked = false;
 			pthread_cond_broadcast(&mc->cv);
@@ -342,23 +421,23 @@ int tw__tcp_chan_on_frame(
 
 static int tx_status(tcp_chan *mc, const int *cancel)
 {
-	if (tw__tcp_flag(&mc->aborted)
-	    || (cancel != NULL && tw__tcp_flag(cancel)))
+	if (flag(&mc->aborted) || cancelled(cancel))
 		return TW_ECLOSED;
-	if (tw__tcp_flag(&mc->peer_gone) || tw__tcp_conn_failed(mc->conn))
+	if (flag(&mc->peer_gone) || tw__tcp_peer_failed(mc->peer))
 		return TW_EPEER;
 	return TW_OK;
 }
 
-// Reserves credit for len data bytes, waiting for the peer's CREDIT.
+// Reserves credit for a message of cost `cost`, waiting for the peer's
+// CREDIT until `deadline`.
 static int reserve(
-    tcp_chan *mc, size_t len, int64_t deadline, const int *cancel)
+    tcp_chan *mc, uint64_t cost, int64_t deadline, const int *cancel)
 {
 	int status = TW_OK;
 	pthread_mutex_lock(&mc->mtx);
 	for (;;) {
-		uint64_t out = mc->tx_data - mc->tx_credit;
-		if (out == 0 || out + len <= mc->peer_window)
+		uint64_t out = mc->tx_cost - mc->tx_credit;
+		if (out == 0 || out + cost <= mc->peer_window)
 			break;
 		if ((status = tx_status(mc, cancel)) != TW_OK)
 			break;
@@ -370,9 +449,7 @@ static int reserve(
 		if (!mc->credit_asked) {
 			mc->credit_asked = true;
 			pthread_mutex_unlock(&mc->mtx);
-			(void)tw__tcp_conn_send(mc->conn, TW_TCP_F_CREDIT_REQ,
-			    mc->my_slot, NULL, NULL, 0, TX_NOWAIT, 0, NULL,
-			    NULL);
+			(void)send_ctl(mc, TW_TCP_F_CREDIT_REQ, NULL, NULL, 0);
 			pthread_mutex_lock(&mc->mtx);
 			continue;
 		}
@@ -381,41 +458,78 @@ static int reserve(
 		    &mc->cv, &mc->mtx, until < deadline ? until : deadline);
 	}
 	if (status == TW_OK)
-		mc->tx_data += len;
+		mc->tx_cost += cost;
 	pthread_mutex_unlock(&mc->mtx);
 	return status;
 }
 
-// A large message over a connection with stripes: announced on the main
-// connection (where its order is kept), its chunks spread over all of them
-// round robin, each written from the caller's memory.  TW_EPEER after the
-// announcement means the connection failed (it stands or falls with its
-// stripes); before it, the message was not sent at all.
-static int send_striped(tcp_chan *mc, const char *key, const void *buf,
+// Gives back credit reserved for a message that never went out.
+static void unreserve(tcp_chan *mc, uint64_t cost)
+{
+	pthread_mutex_lock(&mc->mtx);
+	mc->tx_cost -= cost;
+	pthread_cond_broadcast(&mc->cv);
+	pthread_mutex_unlock(&mc->mtx);
+}
+
+// A message longer than a frame: announced on the main connection (where
+// its order is kept), its bytes in CHUNK frames of at most
+// TW_TCP_FRAME_MAX bytes, TW_OPT_CHUNK_SIZE bytes per connection in turn,
+// each written from the caller's memory.  Once announced the message is
+// finished unless the link is aborted between two frames (then CANCEL) or
+// the connection fails (then the peer fails with it).  *seq: the
+// announcement's number.  TW_OK; before the announcement went out, the
+// codes of tw__tcp_conn_send; after it, TW_ECLOSED or TW_EPEER.
+static int send_long(tcp_chan *mc, const char *key, const void *buf,
     size_t len, int64_t deadline, const int *cancel, uint64_t *seq)
 {
-	tcp_conn *conn = mc->conn;
-	tw__tcp_chunk ck = { .id = tw__tcp_conn_next_id(conn), .total = len };
+	tcp_peer *p = mc->peer;
+	tw__tcp_chunk ck = { .id = tw__tcp_peer_next_id(p), .total = len };
 	unsigned char ann[TW_TCP_STRIPED_LEN];
 	tw__tcp_striped_encode(ann, &ck);
-	int status = tw__tcp_conn_send(conn, TW_TCP_F_STRIPED, mc->my_slot,
-	    key, ann, sizeof(ann), 0, deadline, cancel, seq);
+	struct iovec av = { ann, sizeof(ann) };
+	int status = tw__tcp_conn_send(tw__tcp_peer_main(p), TW_TCP_F_STRIPED,
+	    mc->my_slot, key, &av, 1, 0, deadline, cancel, seq);
 	if (status != TW_OK)
 		return status;
-	const unsigned char *p = buf;
+	const unsigned char *bytes = buf;
 	uint64_t chunk = mc->ep->chunk;
-	for (uint64_t i = 0; ck.offset < len && status == TW_OK; i++) {
-		size_t n = (size_t)(len - ck.offset < chunk ? len - ck.offset
-		                                            : chunk);
-		status = tw__tcp_conn_send_chunk(tw__tcp_conn_pick(conn, i),
-		    mc->my_slot, &ck, p + ck.offset, n);
-		ck.offset += n;
+	unsigned char prefix[TW_TCP_CHUNK_PREFIX];
+	for (uint64_t i = 0; ck.offset < len; i++) {
+		tcp_conn *c = tw__tcp_peer_pick(p, i);
+		uint64_t end
+		    = ck.offset + chunk < len ? ck.offset + chunk : len;
+		while (ck.offset < end) {
+			if (flag(&mc->aborted) || cancelled(cancel)) {
+				unsigned char v[TW_TCP_CANCEL_LEN];
+				tw__tcp_cancel_encode(v, ck.id);
+				(void)send_ctl(
+				    mc, TW_TCP_F_CANCEL, NULL, v, sizeof(v));
+				return TW_ECLOSED;
+			}
+			size_t n = (size_t)(end - ck.offset);
+			if (n > TW_TCP_FRAME_MAX)
+				n = TW_TCP_FRAME_MAX;
+			tw__tcp_chunk_encode(prefix, &ck);
+			struct iovec v[2] = { { prefix, sizeof(prefix) },
+				{ (void *)(bytes + ck.offset), n } };
+			// No deadline once announced: only an abort
+			// (checked between frames) or a failure stops it.
+			status
+			    = tw__tcp_conn_send(c, TW_TCP_F_CHUNK, mc->my_slot,
+			        NULL, v, 2, 0, TW_FOREVER, NULL, NULL);
+			if (status != TW_OK) {
+				// The peer would wait for the rest for ever.
+				tw__tcp_peer_fail(p, TW_EPEER,
+				    status == TW_EPEER
+				        ? NULL
+				        : "a chunk could not be sent");
+				return TW_EPEER;
+			}
+			ck.offset += n;
+		}
 	}
-	if (status == TW_OK)
-		return TW_OK;
-	// The peer would wait for the rest for ever.
-	tw__tcp_conn_fail(conn, "a stripe failed in the middle of a message");
-	return TW_EPEER;
+	return TW_OK;
 }
 
 static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
@@ -423,47 +537,49 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 {
 	(void)flags;
 	tcp_chan *mc = c->impl;
-	if (tw__tcp_flag(&mc->aborted))
+	if (flag(&mc->aborted))
 		return TW_ECLOSED;
-	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY)
+	if (atomic_load(&mc->state) != CH_READY)
 		return TW_EPEER;
 	size_t klen = strlen(key);
 	if (klen == 0 || klen >= TW_KEY_MAX || (buf == NULL && len > 0))
 		return TW_EINVAL;
-	if (tw__tcp_flag(&mc->peer_gone)
-	    || tw__nsset_holds(&mc->peer_aborted, key))
+	if (flag(&mc->peer_gone) || tw__nsset_holds(&mc->peer_closed, key))
 		return TW_EPEER;
+	if (len > mc->peer_max_msg) {
+		LOGC(mc, TW_LOG_DEBUG,
+		    "a message of %zu bytes is more than %s accepts (%llu)",
+		    len, mc->peer_id, (unsigned long long)mc->peer_max_msg);
+		return TW_ETOOBIG;
+	}
 	bool data = !tw__key_is_ctl(key);
-	int status = data ? reserve(mc, len, deadline, cancel) : TW_OK;
+	uint64_t cost = data ? tw__msg_cost(len) : 0;
+	int status = data ? reserve(mc, cost, deadline, cancel) : TW_OK;
 	if (status != TW_OK)
 		return status;
 	uint64_t seq = 0;
-	if (data && len > mc->ep->chunk
-	    && tw__tcp_conn_pick(mc->conn, 1) != mc->conn)
-		status
-		    = send_striped(mc, key, buf, len, deadline, cancel, &seq);
-	else
-		status = tw__tcp_conn_send(mc->conn, TW_TCP_F_DATA,
-		    mc->my_slot, key, buf, len, 0, deadline, cancel, &seq);
+	bool announced = len > TW_TCP_FRAME_MAX;
+	if (announced) {
+		status = send_long(mc, key, buf, len, deadline, cancel, &seq);
+	} else {
+		struct iovec v = { (void *)buf, len };
+		status = tw__tcp_conn_send(chan_main(mc), TW_TCP_F_DATA,
+		    mc->my_slot, key, &v, len > 0 ? 1 : 0, 0, deadline, cancel,
+		    &seq);
+	}
 	if (status == TW_OK) {
-		uint64_t prev
-		    = __atomic_load_n(&mc->last_seq, __ATOMIC_RELAXED);
+		uint64_t prev = atomic_load(&mc->last_seq);
 		while (prev < seq
-		    && !__atomic_compare_exchange_n(&mc->last_seq, &prev, seq,
-		        false, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		    && !atomic_compare_exchange_weak(
+		        &mc->last_seq, &prev, seq))
 			;
 		return TW_OK;
 	}
-	if (data && status != TW_EPEER) {
-		// Never sent: the credit goes back.
-		pthread_mutex_lock(&mc->mtx);
-		mc->tx_data -= len;
-		pthread_cond_broadcast(&mc->cv);
-		pthread_mutex_unlock(&mc->mtx);
-	}
-	if (status == TW_EPEER
-	    && (tw__tcp_flag(&mc->aborted)
-	        || (cancel != NULL && tw__tcp_flag(cancel))))
+	// Never sent, or given up with CANCEL: the credit comes back (the
+	// peer counts a cancelled message as taken).
+	if (data && status != TW_EPEER && seq == 0)
+		unreserve(mc, cost);
+	if (status == TW_EPEER && (flag(&mc->aborted) || cancelled(cancel)))
 		status = TW_ECLOSED;
 	return status;
 }
@@ -478,23 +594,18 @@ static int tcp_send(
 // data sent before.  Never waits.
 static void tx_ns(tcp_chan *mc, uint8_t type, const char *ns)
 {
-	tcp_conn *conn = chan_conn(mc);
-	if (conn == NULL || tw__tcp_flag(&mc->peer_gone)
-	    || __atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY)
+	if (chan_peer(mc) == NULL || flag(&mc->peer_gone)
+	    || atomic_load(&mc->state) != CH_READY)
 		return;
-	(void)tw__tcp_conn_send(
-	    conn, type, mc->my_slot, ns, NULL, 0, TX_NOWAIT, 0, NULL, NULL);
+	(void)send_ctl(mc, type, ns, NULL, 0);
 }
 
 // Tells the peer that our side of the link is gone, once.
 static void tx_unbind(tcp_chan *mc)
 {
-	tcp_conn *conn = chan_conn(mc);
-	if (conn == NULL
-	    || __atomic_exchange_n(&mc->unbound, 1, __ATOMIC_ACQ_REL) != 0)
+	if (chan_peer(mc) == NULL || atomic_exchange(&mc->unbound, 1) != 0)
 		return;
-	(void)tw__tcp_conn_send(conn, TW_TCP_F_UNBIND, mc->my_slot, NULL, NULL,
-	    0, TX_NOWAIT, 0, NULL, NULL);
+	(void)send_ctl(mc, TW_TCP_F_UNBIND, NULL, NULL, 0);
 }
 
 // --- the other channel ops ----------------------------------------------------------
@@ -502,18 +613,17 @@ static void tx_unbind(tcp_chan *mc)
 static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 {
 	tcp_chan *mc = c->impl;
-	if (tw__tcp_flag(&mc->aborted))
+	if (flag(&mc->aborted))
 		return TW_ECLOSED;
-	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY)
+	if (atomic_load(&mc->state) != CH_READY)
 		return TW_OK;
-	uint64_t target = __atomic_load_n(&mc->last_seq, __ATOMIC_ACQUIRE);
+	uint64_t target = atomic_load(&mc->last_seq);
 	int status = TW_OK;
-	if (target > 0 && !tw__tcp_flag(&mc->peer_gone))
+	if (target > 0 && !flag(&mc->peer_gone))
 		status = tw__tcp_conn_wait_ack(
-		    mc->conn, target, deadline, cancel);
+		    chan_main(mc), target, deadline, cancel);
 	// Acknowledged after the peer's link went: dropped there.
-	if (tw__tcp_flag(&mc->peer_gone)
-	    && __atomic_load_n(&mc->gone_ack, __ATOMIC_ACQUIRE) < target)
+	if (flag(&mc->peer_gone) && atomic_load(&mc->gone_ack) < target)
 		status = TW_EPEER;
 	if (status != TW_OK)
 		LOGC(mc, TW_LOG_DEBUG,
@@ -521,10 +631,9 @@ static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 		    "%llu, when gone %llu)",
 		    mc->peer_id, tw_err_name(status),
 		    (unsigned long long)target,
-		    (unsigned long long)tw__tcp_conn_peer_ack(mc->conn),
-		    (unsigned long long)__atomic_load_n(
-		        &mc->gone_ack, __ATOMIC_ACQUIRE));
-	if (tw__tcp_flag(&mc->aborted))
+		    (unsigned long long)tw__tcp_conn_peer_ack(chan_main(mc)),
+		    (unsigned long long)atomic_load(&mc->gone_ack));
+	if (flag(&mc->aborted))
 		status = TW_ECLOSED;
 	return status;
 }
@@ -532,13 +641,13 @@ static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 static int tcp_wait_pending(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
-	return tcp_wait_until(c, TW_FOREVER, &mc->aborted);
+	return tcp_wait_until(c, TW_FOREVER, (const int *)&mc->aborted);
 }
 
 static void tcp_abort(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
-	__atomic_store_n(&mc->aborted, 1, __ATOMIC_SEQ_CST);
+	atomic_store(&mc->aborted, 1);
 	tw_mailbox_abort(mc->ep->mb);
 	// The peer sees its link to us end (TW_EPEER); never waits.
 	tx_unbind(mc);
@@ -558,14 +667,23 @@ static void tcp_abort_ns(tw_channel *c, const char *ns)
 
 static void tcp_close_ns(tw_channel *c, const char *ns)
 {
-	tx_ns(c->impl, TW_TCP_F_CLOSE_NS, ns);
+	tcp_chan *mc = c->impl;
+	// What the peer sends there until it learns of the close is dropped,
+	// and its cost comes back as credit.  A peer that closed it first
+	// sends nothing more: then both sides have, and it is forgotten.
+	if (tw__nsset_has(&mc->peer_closed, ns))
+		tw__nsset_forget_ns(&mc->peer_closed, ns);
+	else
+		(void)tw__nsset_add(&mc->local_closed, ns);
+	tx_ns(mc, TW_TCP_F_CLOSE_NS, ns);
 }
 
 static void tcp_open_ns(tw_channel *c, const char *ns)
 {
 	tcp_chan *mc = c->impl;
 	tw__mailbox_reopen_ns(mc->ep->mb, ns);
-	tw__nsset_forget_ns(&mc->peer_aborted, ns);
+	tw__nsset_forget_ns(&mc->peer_closed, ns);
+	tw__nsset_forget_ns(&mc->local_closed, ns);
 }
 
 // --- receiving ---------------------------------------------------------------------
@@ -585,10 +703,10 @@ static bool arrived(void *arg)
 static void spin(tcp_chan *mc, const char *key, int64_t deadline)
 {
 	wanted w = { &mc->rx, key };
-	if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_READY
-	    || arrived(&w))
+	if (atomic_load(&mc->state) != CH_READY || arrived(&w))
 		return;
-	(void)tw__tcp_conn_poll(mc->conn, TCP_SPIN_NS, deadline, arrived, &w);
+	(void)tw__tcp_conn_poll(
+	    chan_main(mc), TCP_SPIN_NS, deadline, arrived, &w);
 }
 
 static int tcp_recv_until(
@@ -607,23 +725,34 @@ static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
 
 // --- the handshake ------------------------------------------------------------------
 
-// Waits until mc is ready, or why it will not be.  mc->mtx held.
+// Why a channel that is not ready will not be, or TW_OK to keep waiting.
+// mc->mtx held.
+static int not_ready(tcp_chan *mc)
+{
+	if (flag(&mc->aborted))
+		return TW_ECLOSED;
+	if (flag(&mc->auth_failed))
+		return TW_EAUTH;
+	if (flag(&mc->peer_gone))
+		return TW_EPEER;
+	return TW_OK;
+}
+
+// Waits until mc is ready, or why it will not be.  mc->mtx held.  At the
+// deadline, a peer that only ever failed to prove the secret is reported
+// as such.
 static int wait_ready(tcp_chan *mc, int64_t deadline)
 {
 	for (;;) {
-		if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) == CH_READY)
+		if (atomic_load(&mc->state) == CH_READY)
 			return TW_OK;
-		if (tw__tcp_flag(&mc->aborted))
-			return TW_ECLOSED;
-		if (tw__tcp_flag(&mc->auth_failed))
-			return TW_EAUTH;
-		if (tw__tcp_flag(&mc->peer_gone))
-			return TW_EPEER;
+		int status = not_ready(mc);
+		if (status != TW_OK)
+			return status;
 		if (tw__cond_wait_until(&mc->cv, &mc->mtx, deadline)
 		        == ETIMEDOUT
-		    && __atomic_load_n(&mc->state, __ATOMIC_ACQUIRE)
-		        != CH_READY)
-			return TW_ETIMEDOUT;
+		    && atomic_load(&mc->state) != CH_READY)
+			return flag(&mc->auth_seen) ? TW_EAUTH : TW_ETIMEDOUT;
 	}
 }
 
@@ -633,26 +762,29 @@ static int tcp_test_send(tw_channel *c, int64_t timeout_ms)
 	tcp_ep *ep = mc->ep;
 	int64_t deadline = tw__deadline_ms(timeout_ms);
 	int status = TW_OK;
-	if (mc->dialer && chan_conn(mc) == NULL) {
-		tcp_conn *conn = NULL;
-		status = tw__tcp_node_dial(ep->node, mc->peer_addr, ep,
-		    mc->peer_rank, deadline, &mc->aborted, &conn);
+	if (mc->dialer && chan_peer(mc) == NULL) {
+		tcp_peer *p = NULL;
+		status = tw__tcp_node_dial(atomic_load(&ep->node),
+		    mc->peer_addr, ep, mc->peer_rank, deadline,
+		    (const int *)&mc->aborted, &p);
 		if (status != TW_OK)
 			return status == TW_EPEER ? TW_ETIMEDOUT : status;
+		bool send = false;
 		pthread_mutex_lock(&mc->mtx);
-		if (__atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) == CH_IDLE) {
-			status = tw__tcp_conn_bind(conn, mc);
+		if (atomic_load(&mc->state) == CH_IDLE) {
+			status = tw__tcp_peer_bind(p, mc);
 			if (status == TW_OK) {
-				mc->conn = conn;
-				conn = NULL; // the channel's reference now
-				__atomic_store_n(
-				    &mc->state, CH_OPENING, __ATOMIC_RELEASE);
-				status = send_open(mc);
+				mc->peer = p;
+				p = NULL; // the channel's reference now
+				atomic_store(&mc->state, CH_OPENING);
+				send = true;
 			}
 		}
 		pthread_mutex_unlock(&mc->mtx);
-		if (conn != NULL)
-			tw__tcp_conn_unref(conn);
+		if (p != NULL)
+			tw__tcp_peer_unref(p);
+		if (send)
+			status = send_open(mc, mc->peer);
 		if (status != TW_OK)
 			return status;
 	}
@@ -699,21 +831,22 @@ static void ep_free(tcp_ep *ep)
 
 void tw__tcp_ep_ref(tcp_ep *ep)
 {
-	__atomic_add_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL);
+	atomic_fetch_add_explicit(&ep->refs, 1, memory_order_relaxed);
 }
 
 void tw__tcp_ep_unref(tcp_ep *ep)
 {
-	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL) == 0)
+	if (atomic_fetch_sub_explicit(&ep->refs, 1, memory_order_acq_rel) == 1)
 		ep_free(ep);
 }
 
 static void chan_free(tcp_chan *mc)
 {
 	tw__tcp_sx_chan_free(mc);
-	if (mc->conn != NULL)
-		tw__tcp_conn_unref(mc->conn);
-	tw__nsset_fini(&mc->peer_aborted);
+	if (mc->peer != NULL)
+		tw__tcp_peer_unref(mc->peer);
+	tw__nsset_fini(&mc->peer_closed);
+	tw__nsset_fini(&mc->local_closed);
 	pthread_cond_destroy(&mc->cv);
 	pthread_mutex_destroy(&mc->mtx);
 	free(mc->peer_id);
@@ -723,12 +856,12 @@ static void chan_free(tcp_chan *mc)
 
 void tw__tcp_chan_ref(tcp_chan *mc)
 {
-	__atomic_add_fetch(&mc->refs, 1, __ATOMIC_ACQ_REL);
+	atomic_fetch_add_explicit(&mc->refs, 1, memory_order_relaxed);
 }
 
 void tw__tcp_chan_unref(tcp_chan *mc)
 {
-	if (__atomic_sub_fetch(&mc->refs, 1, __ATOMIC_ACQ_REL) != 0)
+	if (atomic_fetch_sub_explicit(&mc->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	tcp_ep *ep = mc->ep;
 	chan_free(mc);
@@ -739,18 +872,28 @@ static void tcp_destroy(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
 	tcp_ep *ep = mc->ep;
-	// No new OPEN may reach the link once it starts closing.
-	tw__tcp_node_leave(ep);
+	// No new OPEN may reach the link once it is closing.
+	tw__tcp_node_unlist(ep);
 	pthread_mutex_lock(&ep->mtx);
 	ep->chans[mc->peer_rank] = NULL;
+	bool last = --ep->live_chans == 0;
 	pthread_mutex_unlock(&ep->mtx);
 	// The UNBIND carries our final ack: the peer learns which of its
 	// messages arrived before it learns that we are gone.
 	tx_unbind(mc);
-	tcp_conn *conn = chan_conn(mc);
-	if (conn != NULL)
-		tw__tcp_conn_unbind(conn, mc);
+	tcp_peer *p = chan_peer(mc);
+	if (p != NULL)
+		tw__tcp_peer_unbind(p, mc);
+	// The endpoint outlives its channels; its node reference goes with
+	// the last of them, once they let go of their peers (the last link of
+	// the node stops it, waiting for its peers to be gone).
+	if (last)
+		tw__tcp_ep_ref(ep);
 	tw__tcp_chan_unref(mc);
+	if (last) {
+		tw__tcp_node_leave(ep);
+		tw__tcp_ep_unref(ep);
+	}
 }
 
 static const tw_channel_ops tcp_ops = {
@@ -784,7 +927,8 @@ static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
 		return NULL;
 	pthread_mutex_init(&mc->mtx, NULL);
 	tw__cond_init(&mc->cv);
-	tw__nsset_init(&mc->peer_aborted);
+	tw__nsset_init(&mc->peer_closed);
+	tw__nsset_init(&mc->local_closed);
 	mc->peer_id = strdup(cfg->parties[peer].id);
 	mc->peer_addr = strdup(cfg->parties[peer].addr);
 	if (mc->peer_id == NULL || mc->peer_addr == NULL) {
@@ -795,7 +939,7 @@ static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
 	mc->ch.impl = mc;
 	mc->rx = (tw__rxbox) { ep->mb, (uint32_t)peer };
 	mc->ep = ep;
-	mc->refs = 1;
+	atomic_init(&mc->refs, 1);
 	mc->peer_rank = (uint32_t)peer;
 	mc->dialer = tw__tcp_dials(
 	    cfg->parties[cfg->self].addr, cfg->parties[peer].addr);
@@ -847,7 +991,8 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 		if (mc == NULL)
 			goto err_free;
 		ep->chans[i] = mc;
-		ep->refs++;
+		ep->live_chans++;
+		atomic_fetch_add(&ep->refs, 1);
 	}
 	// Joining the node makes the link reachable: last, once everything
 	// an OPEN could need exists.

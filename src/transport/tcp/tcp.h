@@ -1,22 +1,31 @@
-// Internals of the tcp:// transport shared by its files:
+// Internals of the tcp:// transport shared by its files.  Layers, from the
+// socket up:
 //
-//   tcp.c       channels: a link's view of one peer, bound to a connection
-//               (OPEN), credit-based flow control, the channel ops
-//   tcp_conn.c  connections: one per pair of processes, shared by every
-//               link between them; the frame reader, the writer and its
-//               queue, heartbeats
-//   tcp_node.c  nodes: one per listening address and process; accepting,
-//               the handshake of new connections, the registry of
-//               connections, links waiting for their peers
+//   tcp_conn.c, tcp_writer.c, tcp_reader.c
+//               a connection: one socket and its frames; reports up
+//               through a table of callbacks (tcp_conn.h) and knows
+//               nothing of what follows
+//   tcp_peer.c  a peer: the connections to one peer process (a main one
+//               and its stripes) and the links bound to them by slot; it
+//               is the connections' owner, and routes their frames
+//   tcp_sx.c    messages longer than a frame: reassembly from chunks, in
+//               order, on any of a peer's connections
+//   tcp_node.c  a node: one per listening address and process; the
+//               listener, the I/O thread, the peers, dialing
+//   tcp_accept.c the accepting side of handshakes, on the I/O thread
+//   tcp_hs.c    the connecting side of handshakes, and their records
+//   tcp.c       channels: a link's view of one peer over a peer object;
+//               credit, sending, receiving, the channel ops
 //
-// Lock order (outer first): node mtx, endpoint mtx, channel mtx,
-// connection mtx, connection tx_mtx, mailbox.  The reader of a connection
-// holds none of them while it pushes into a mailbox.
+// Lock order (outer first): node mtx, endpoint mtx, channel mtx, peer mtx,
+// sx mtx, connection locks, mailbox.  No upcall of a connection runs with
+// any of them held but the connection's reader role.
 
 #ifndef TW_TRANSPORT_TCP_TCP_H
 #define TW_TRANSPORT_TCP_TCP_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,22 +34,26 @@
 #include "core/nsset.h"
 #include "platform/posix/poller.h"
 #include "transport/rxbox.h"
+#include "transport/tcp/tcp_conn.h"
 #include "transport/tcp/tcp_proto.h"
 #include "transport/tcp/tcp_sock.h"
 #include "transport/transport.h"
 
 typedef struct tcp_node tcp_node;
-typedef struct tcp_conn tcp_conn;
+typedef struct tcp_peer tcp_peer;
 typedef struct tcp_chan tcp_chan;
 typedef struct tcp_sx tcp_sx;
 struct sx_item;
 
+// TW_OPT_STRIPES' largest value: connections per pair of processes.
+#define TCP_STRIPES_MAX 64
+
 // This party's side of a link: the mailbox that all its channels deliver
-// into, freed with the last reference (its channels, and connections
-// that are binding one of them).
+// into, freed with the last reference (its channels, and handshakes that
+// look it up).
 typedef struct tcp_ep {
 	struct tcp_ep *next; // node's list, protected by the node's mtx
-	tcp_node *node;
+	tcp_node *_Atomic node; // cleared by the first channel that leaves
 	tw_mailbox *mb;
 	char *link_id;
 	uint32_t self_rank;
@@ -52,16 +65,17 @@ typedef struct tcp_ep {
 	uint64_t chunk; // bytes per chunk of a striped message
 	void *secret;
 	size_t secret_len;
-	char **addrs; // [size]: every party's address, for tw__tcp_dials
+	char **addrs; // [size]: every party's address
 	pthread_mutex_t mtx; // guards chans against destroy
 	tcp_chan **chans; // [size], chans[self_rank] == NULL; by mtx
+	unsigned live_chans; // not destroyed yet, by mtx
 	bool registered; // protected by the node's mtx
-	unsigned refs; // atomic
+	_Atomic unsigned refs;
 } tcp_ep;
 
-// Channel states (atomic).
+// Channel states.
 enum {
-	CH_IDLE, // not bound to a connection yet
+	CH_IDLE, // not bound to a peer yet
 	CH_OPENING, // bound, our OPEN sent, waiting for the peer's
 	CH_READY, // both OPENs done: data may flow
 };
@@ -73,50 +87,52 @@ struct tcp_chan {
 	char *peer_id;
 	char *peer_addr;
 	uint32_t peer_rank;
-	bool dialer; // this side connects to the peer (tcp.c explains)
+	bool dialer; // this side connects to the peer (tcp_node.c)
 	int64_t connect_deadline;
-	unsigned refs; // atomic: the link, and readers dispatching to it
+	_Atomic unsigned refs; // the link, and frames being dispatched
 
 	pthread_mutex_t mtx;
 	pthread_cond_t cv; // state, credit, peer gone, aborted
-	int state; // atomic, CH_*
-	tcp_conn *conn; // set once under mtx (referenced), then constant
-	uint32_t my_slot; // our number for the link on conn
+	_Atomic int state; // CH_*
+	tcp_peer *peer; // set once under mtx (referenced), then constant
+	uint32_t my_slot; // our number for the link on the peer
 	uint32_t peer_slot; // the peer's (valid once CH_READY)
 
-	// Sending, by mtx: the peer's window and what it has taken.
+	// Sending, by mtx: the peer's window and what it has taken, in
+	// message costs (tw__msg_cost).
 	uint64_t peer_window;
-	uint64_t tx_data; // data bytes sent (reserved) so far
-	uint64_t tx_credit; // data bytes the peer has taken so far
+	uint64_t peer_max_msg; // the largest message the peer accepts
+	uint64_t tx_cost; // reserved so far
+	uint64_t tx_credit; // taken by the peer so far
 	bool credit_asked; // a CREDIT_REQ is out
-	uint64_t last_seq; // atomic: the sequence number of our last DATA
+	_Atomic uint64_t last_seq; // main connection's frame that, once
+	    // acknowledged, means our last message
+	    // arrived
 
 	// Receiving, by mtx: what we have taken and granted.
-	uint64_t taken; // data bytes taken out of the mailbox
+	uint64_t taken; // the mailbox's count for this peer
+	uint64_t dropped; // cost of messages given up before delivery
 	uint64_t credit_sent;
 	bool peer_starved; // the peer asked for credit
 
-	int peer_gone; // atomic: the peer's link is gone (UNBIND, EOF)
-	uint64_t gone_ack; // atomic: the peer's ack when it went
-	int aborted; // atomic
-	int auth_failed; // atomic
-	int unbound; // atomic: our UNBIND went out (abort or destroy)
-	tw__nsset peer_aborted; // namespaces the peer aborted
+	_Atomic int peer_gone; // the peer's link is gone (UNBIND, failure)
+	_Atomic uint64_t gone_ack; // the peer's ack when it went
+	_Atomic int aborted;
+	_Atomic int auth_failed; // the peer failed to prove the secret
+	_Atomic int auth_seen; // a stranger claimed the peer's rank
+	_Atomic int unbound; // our UNBIND went out (abort or destroy)
+	tw__nsset peer_closed; // namespaces the peer closed or aborted
+	tw__nsset local_closed; // closed here, not yet by the peer
 
 	// Messages from the peer held behind an incomplete striped one
-	// (tcp_stripe.c), by the connection's striping mutex.
+	// (tcp_sx.c), by the peer's sx mutex.
 	struct sx_item *held, *held_tail;
-	unsigned held_n; // atomic
+	_Atomic unsigned held_n;
 };
 
 #define LOGC(mc, level, ...)                                                  \
 	TW_LOGL(level, "tcp", (mc)->ep->link_id, (mc)->ep->self_rank,         \
 	    __VA_ARGS__)
-
-static inline bool tw__tcp_flag(const int *p)
-{
-	return __atomic_load_n(p, __ATOMIC_ACQUIRE) != 0;
-}
 
 // --- endpoints and channels (tcp.c) -----------------------------------------
 
@@ -125,207 +141,198 @@ void tw__tcp_ep_unref(tcp_ep *ep);
 void tw__tcp_chan_ref(tcp_chan *mc);
 void tw__tcp_chan_unref(tcp_chan *mc);
 
-// The peer bound the link named by an OPEN frame on connection c: `mc`
-// is our channel to the sender (referenced by the caller).  Checks the
-// proof, answers with our OPEN when the peer spoke first, and readies the
+// The peer bound the link named by an OPEN frame on peer p: `mc` is our
+// channel to the sender (referenced by the caller).  Checks the proof,
+// answers with our OPEN when the peer spoke first, and readies the
 // channel.  TW_OK, or TW_EPROTO / TW_EAUTH: the connection must close.
 int tw__tcp_chan_on_open(
-    tcp_conn *c, tcp_chan *mc, const tw__tcp_hdr *h, const tw__tcp_open *o);
+    tcp_peer *p, tcp_chan *mc, uint32_t peer_slot, const tw__tcp_open *o);
 
-// A frame for channel mc arrived (DATA with its payload, whose ownership
-// passes; CLOSE_NS, ABORT_NS, UNBIND, CREDIT, CREDIT_REQ).  TW_OK, or an
-// error that closes the connection (logged).
+// A control frame for channel mc arrived (CLOSE_NS, ABORT_NS, UNBIND,
+// CREDIT, CREDIT_REQ; `payload` holds a fixed payload).  TW_OK, or an
+// error that fails the connection (logged).
 int tw__tcp_chan_on_frame(
-    tcp_chan *mc, const tw__tcp_hdr *h, const char *key, void *payload);
+    tcp_chan *mc, const tw__tcp_hdr *h, const unsigned char *payload);
 
-// The connection of mc failed or closed: its peer is gone.
-void tw__tcp_chan_conn_failed(tcp_chan *mc);
+// The peer failed or closed: mc's peer is gone.
+void tw__tcp_chan_peer_failed(tcp_chan *mc);
 
 // Pushes a message from the peer into mc's mailbox (ownership of data
-// passes).  TW_OK (also when the namespace was aborted here: dropped), or
-// TW_EPROTO (the peer overran its credit) / TW_ENOMEM: the connection
-// must close.
+// passes).  TW_OK (also when it was dropped because its namespace is
+// closed here), or TW_EPROTO (the peer overran its credit) / TW_ENOMEM:
+// the connection must close.
 int tw__tcp_chan_deliver(
     tcp_chan *mc, const char *key, void *data, size_t len);
 
-// --- striped messages (tcp_stripe.c) -----------------------------------------
+// A striped message of `len` bytes from the peer was given up (CANCEL):
+// its cost comes back to the peer as credit.
+void tw__tcp_chan_dropped(tcp_chan *mc, uint64_t len);
+
+// --- peers (tcp_peer.c) ------------------------------------------------------
+
+// What a peer knows once the handshake of its main connection is done.
+typedef struct tcp_peer_info {
+	int fd; // connected; the peer's from TW_OK on
+	bool dialer; // this side connected
+	const char *dialed; // the address dialed ("tcp://h:p"), or NULL
+	const tw__tcp_hs_peer *hs;
+	int64_t heartbeat_ms; // 0: off
+} tcp_peer_info;
+
+// Makes a peer over its main connection, listed by the node, reading.
+// Referenced for the caller.  TW_OK, TW_ENOMEM, TW_ESYS; on failure
+// info->fd is still the caller's.
+int tw__tcp_peer_new(tcp_node *n, const tcp_peer_info *info, tcp_peer **out);
+
+// Adds an extra connection (a stripe) on `fd`, which is the peer's from
+// the call on (closed on failure).  TW_OK, TW_EPROTO (no room, or p
+// failed), TW_ENOMEM, TW_ESYS.
+int tw__tcp_peer_add_stripe(tcp_peer *p, int fd, const char *who);
+
+void tw__tcp_peer_ref(tcp_peer *p);
+void tw__tcp_peer_unref(tcp_peer *p);
+
+// Fails the peer: every connection, every bound link.  Idempotent.
+void tw__tcp_peer_fail(tcp_peer *p, int status, const char *why);
+// Ends the peer cleanly: BYE on every connection, waiting until deadline.
+void tw__tcp_peer_close(tcp_peer *p, int64_t deadline);
+
+bool tw__tcp_peer_failed(const tcp_peer *p);
+bool tw__tcp_peer_is_dialer(const tcp_peer *p);
+const char *tw__tcp_peer_dialed(const tcp_peer *p);
+uint64_t tw__tcp_peer_instance(const tcp_peer *p);
+const char *tw__tcp_peer_who(const tcp_peer *p);
+const unsigned char *tw__tcp_peer_my_nonce(const tcp_peer *p);
+const unsigned char *tw__tcp_peer_peer_nonce(const tcp_peer *p);
+tcp_node *tw__tcp_peer_node(const tcp_peer *p);
+tcp_sx *tw__tcp_peer_sx(const tcp_peer *p);
+unsigned tw__tcp_peer_nstripes(const tcp_peer *p);
+
+// The main connection (not referenced: the peer holds it).
+tcp_conn *tw__tcp_peer_main(const tcp_peer *p);
+// The connection that carries chunk number i of a message: the main one
+// or a stripe, round robin.  Not referenced.
+tcp_conn *tw__tcp_peer_pick(tcp_peer *p, uint64_t i);
+// Next id of a striped message sent to p.
+uint64_t tw__tcp_peer_next_id(tcp_peer *p);
+
+// Binds mc to p under a fresh slot of ours.  TW_OK, TW_EPEER (p failed),
+// TW_ENOMEM.
+int tw__tcp_peer_bind(tcp_peer *p, tcp_chan *mc);
+// Maps the peer's slot to mc.  TW_OK, or TW_EPROTO when the slot is taken
+// or out of range.
+int tw__tcp_peer_map(tcp_peer *p, tcp_chan *mc, uint32_t peer_slot);
+// Forgets mc (both slots).  Idempotent.
+void tw__tcp_peer_unbind(tcp_peer *p, tcp_chan *mc);
+// Forgets the peer's slot (its link is gone: it may reuse the number).
+void tw__tcp_peer_unmap(tcp_peer *p, uint32_t peer_slot);
+
+// The node's list (protected by the node's mtx).
+tcp_peer *tw__tcp_peer_next(const tcp_peer *p);
+tcp_peer **tw__tcp_peer_nextp(tcp_peer *p);
+
+// --- messages longer than a frame (tcp_sx.c) ----------------------------------
 
 tcp_sx *tw__tcp_sx_new(void);
 void tw__tcp_sx_free(tcp_sx *sx);
-// The connection failed: nothing more is delivered.
+// The peer failed: nothing more is delivered.
 void tw__tcp_sx_fail(tcp_sx *sx);
-// The sequence number of the oldest announcement not yet delivered
-// (UINT64_MAX: none): the main connection acknowledges nothing from it on.
-uint64_t tw__tcp_sx_hold(const tcp_sx *sx);
-// A DATA frame for mc (main connection's reader): delivered, or held
-// behind an incomplete striped message.
+// A DATA message for mc: delivered, or held behind an incomplete one.
+// Ownership of data passes.
 int tw__tcp_sx_data(
     tcp_sx *sx, tcp_chan *mc, const char *key, void *data, size_t len);
-// A STRIPED frame for mc (the peer's slot `slot`), sequence number seq.
-int tw__tcp_sx_announce(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
-    const char *key, const tw__tcp_chunk *ck, uint64_t seq);
-// A CHUNK of n bytes: *dst is where they go; chunk_end once they are read.
+// A STRIPED announcement for mc (the peer's slot `slot`), frame `seq` of
+// connection `main`, whose acks it holds while the message is incomplete.
+int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
+    uint32_t slot, const char *key, const tw__tcp_chunk *ck, uint64_t seq);
+// A CHUNK of n bytes: *dst is where they go; chunk_end once they are in
+// (ok) or will never be (!ok).
 int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
     const tw__tcp_chunk *ck, size_t n, void **entry, unsigned char **dst);
-int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_chan *mc, void *entry);
+int tw__tcp_sx_chunk_end(
+    tcp_sx *sx, tcp_conn *main, tcp_chan *mc, void *entry, bool ok);
+// A CANCEL of message `id` for mc: what there is of it is dropped.
+int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id);
 // Frees what mc holds (when it is freed).
 void tw__tcp_sx_chan_free(tcp_chan *mc);
 
-// --- connections (tcp_conn.c) -------------------------------------------------
+// --- nodes (tcp_node.c, tcp_accept.c) ------------------------------------------
 
-// What a connection knows about its peer once the handshake is done.
-typedef struct tcp_conn_info {
-	int fd; // connected; owned by the connection from now on
-	bool dialer; // this side connected
-	const char *dialed; // the address dialed ("tcp://h:p"), or NULL
-	const tw__tcp_hs_peer *peer;
-	int64_t heartbeat_ms; // 0: off
-	tcp_conn *main; // for an extra connection (stripe): its main one
-	unsigned stripe; // and its index (1, 2, ...)
-} tcp_conn_info;
-
-// Extra connections (stripes) of a main connection.
-tcp_sx *tw__tcp_conn_sx(const tcp_conn *c);
-unsigned tw__tcp_conn_stripe(const tcp_conn *c); // 0: a main connection
-// Attaches stripe s to main connection c (both referenced by c).  TW_OK,
-// or TW_EPROTO when c has no room for it or failed.
-int tw__tcp_conn_add_stripe(tcp_conn *c, tcp_conn *s);
-// The connection that carries chunk number i of a message: c itself or
-// one of its stripes, round robin.  Not referenced (c holds it).
-tcp_conn *tw__tcp_conn_pick(tcp_conn *c, uint64_t i);
-// Sends a CHUNK (prefix and bytes from the caller's memory), always whole.
-int tw__tcp_conn_send_chunk(tcp_conn *c, uint32_t slot,
-    const tw__tcp_chunk *ck, const void *bytes, size_t n);
-// Next id of a striped message sent on c.
-uint64_t tw__tcp_conn_next_id(tcp_conn *c);
-
-// Makes a connection of node n and starts reading it.  TW_OK, TW_ENOMEM,
-// TW_ESYS (logged); the caller closes info->fd on failure.
-int tw__tcp_conn_new(tcp_node *n, const tcp_conn_info *info, tcp_conn **out);
-
-void tw__tcp_conn_ref(tcp_conn *c);
-void tw__tcp_conn_unref(tcp_conn *c);
-
-// Starts reading; the node calls it once the connection is listed.
-void tw__tcp_conn_start(tcp_conn *c);
-
-// The node's list of connections (protected by the node's mtx).
-tcp_conn *tw__tcp_conn_next(const tcp_conn *c);
-tcp_conn **tw__tcp_conn_nextp(tcp_conn *c);
-void tw__tcp_conn_set_next(tcp_conn *c, tcp_conn *next);
-
-// Closes cleanly: a BYE after everything queued (waiting for it to leave
-// until `deadline`), then as tw__tcp_conn_fail without a log line.
-void tw__tcp_conn_close(tcp_conn *c, int64_t deadline);
-
-bool tw__tcp_conn_failed(const tcp_conn *c);
-bool tw__tcp_conn_is_dialer(const tcp_conn *c);
-const char *tw__tcp_conn_dialed(const tcp_conn *c);
-uint64_t tw__tcp_conn_peer_instance(const tcp_conn *c);
-const char *tw__tcp_conn_who(const tcp_conn *c);
-const unsigned char *tw__tcp_conn_my_nonce(const tcp_conn *c);
-const unsigned char *tw__tcp_conn_peer_nonce(const tcp_conn *c);
-tcp_node *tw__tcp_conn_node(const tcp_conn *c);
-
-// Closes the connection (idempotent): every bound channel sees its peer
-// gone, queued frames are dropped, the node forgets it.  `why` goes into
-// the log line (NULL: a clean close, no line).
-void tw__tcp_conn_fail(tcp_conn *c, const char *why);
-
-// Binds mc to c under a fresh slot of ours.  TW_OK, TW_EPEER (c failed),
-// TW_ENOMEM.
-int tw__tcp_conn_bind(tcp_conn *c, tcp_chan *mc);
-
-// Maps the peer's slot to mc, so that its frames reach mc.  TW_OK, or
-// TW_EPROTO when the slot is taken or out of range.
-int tw__tcp_conn_map_peer(tcp_conn *c, tcp_chan *mc, uint32_t peer_slot);
-
-// Forgets mc (both slots).  Idempotent.
-void tw__tcp_conn_unbind(tcp_conn *c, tcp_chan *mc);
-
-// Forgets the peer's slot (its link is gone: it may reuse the number).
-void tw__tcp_conn_unmap_peer(tcp_conn *c, uint32_t peer_slot);
-
-// Frame-sending flags.
-enum {
-	TX_NOWAIT = 1, // never block: copy into the queue (control frames)
-};
-
-// Sends one frame.  Small frames (and every TX_NOWAIT one) are copied into
-// the connection's queue when the socket cannot take them at once, so the
-// call returns when `payload` may be reused; a large one is written
-// straight from the caller's memory, waiting for its turn and for room
-// in the socket until `deadline` or *cancel.  Once its first byte is out
-// a frame is always finished (the stream could not be framed otherwise).
-// *seq, when not NULL, receives the frame's sequence number.  TW_OK,
-// TW_EPEER (the connection failed), TW_ETIMEDOUT, TW_ECLOSED (cancelled),
-// TW_ENOMEM, TW_EINVAL (a key too long).
-int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
-    const char *key, const void *payload, size_t len, int flags,
-    int64_t deadline, const int *cancel, uint64_t *seq);
-
-// Reads the connection from the calling thread, without blocking, until
-// done(arg) says that what the caller waits for has arrived (checked after
-// every batch of frames), until nothing has arrived for idle_ns, or until
-// `deadline` (tw__now_ns scale): a receiver that polls briefly gets its
-// message without a hand-off from the I/O thread, and one whose large
-// message is arriving keeps reading it.  While another thread reads, only
-// done() is watched.  Returns whether done() said so, or the connection
-// failed meanwhile.
-bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
-    bool (*done)(void *arg), void *arg);
-
-// The highest sequence number of ours the peer has acknowledged.
-uint64_t tw__tcp_conn_peer_ack(const tcp_conn *c);
-
-// Waits until the peer acknowledges frame `seq`, asking with a PING.
-// TW_OK, TW_EPEER (the connection failed first), TW_ETIMEDOUT, or
-// TW_ECLOSED when *cancel (may be NULL) becomes set.
-int tw__tcp_conn_wait_ack(
-    tcp_conn *c, uint64_t seq, int64_t deadline, const int *cancel);
-
-// --- nodes (tcp_node.c) -------------------------------------------------------
-
-// Handshakes a node runs at once: a connection beyond them is closed at
-// once, so that strangers that never finish (slowloris) cannot pile up
-// threads and memory.
+// Handshakes a node runs at once, and from one source address: a
+// connection beyond them is closed at once, so that strangers that never
+// finish cannot pile up memory or crowd out the parties.
 #define TW_TCP_HS_MAX 128
+#define TW_TCP_HS_PER_SOURCE 32
 
 // Whether the party at self_addr connects to the one at peer_addr (rather
 // than waiting for it): the address that sorts first dials.
 bool tw__tcp_dials(const char *self_addr, const char *peer_addr);
 
-// The node of `addr` ("tcp://HOST:PORT"): its listener and accepting
-// thread, shared by every link of this process that names the address.
-// Registers `ep` there, and binds the OPENs that peers sent for it before
-// it existed.  TW_OK, TW_ESYS (cannot bind, or the link is already open at
+// The node of `addr` ("tcp://HOST:PORT"): its listener and I/O thread,
+// shared by every link of this process that names the address.  Registers
+// `ep` there, and binds the OPENs that peers sent for it before it
+// existed.  TW_OK, TW_ESYS (cannot bind, or the link is already open at
 // this address in this process; logged), TW_ENOMEM.
 int tw__tcp_node_join(const char *addr, tcp_ep *ep);
 
-// Takes `ep` out of its node (no new OPEN reaches it) and drops the node
-// reference it held.  Idempotent.
+// Takes `ep` out of its node's list: no new OPEN reaches it.  Idempotent.
+void tw__tcp_node_unlist(tcp_ep *ep);
+
+// Drops the node reference that `ep` held, once its channels let go of
+// their peers; the last one stops the node: its connections close, its
+// listener closes, its thread is joined.  Not from the I/O thread.
 void tw__tcp_node_leave(tcp_ep *ep);
 
-// This node's "host:port", instance and I/O thread.
 const char *tw__tcp_node_name(const tcp_node *n);
 uint64_t tw__tcp_node_instance(const tcp_node *n);
 tw__poller *tw__tcp_node_poller(const tcp_node *n);
 
-// The connection to `addr` that this node dials, made (dial and
-// handshake, announcing link `ep`) when there is none, and shared with
-// every other link that needs it.  Referenced.  TW_OK, TW_ETIMEDOUT,
-// TW_EAUTH, TW_EPROTO, TW_ECLOSED (*cancel), TW_ESYS.
+// The peer at `addr` that this node dials, made (dial and handshake,
+// announcing link `ep`) when there is none, and shared with every other
+// link that needs it.  Referenced.  TW_OK, TW_ETIMEDOUT, TW_EAUTH,
+// TW_EPROTO, TW_ECLOSED (*cancel), TW_ESYS.
 int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, int64_t deadline, const int *cancel, tcp_conn **out);
+    uint32_t peer_rank, int64_t deadline, const int *cancel, tcp_peer **out);
 
-// An OPEN for link `link_id` arrived on c: finds our channel to the
+// An OPEN for link `link_id` arrived from p: finds our channel to the
 // sender (referenced, *out) or, when the link does not exist here yet,
 // keeps the OPEN until it does (*out = NULL, TW_OK).  TW_EPROTO when the
-// OPEN cannot be right (logged by the caller).
-int tw__tcp_node_open_lookup(
-    tcp_conn *c, const tw__tcp_hdr *h, const tw__tcp_open *o, tcp_chan **out);
+// OPEN cannot be right (logged).
+int tw__tcp_node_open_lookup(tcp_peer *p, const char *link_id,
+    uint32_t peer_slot, const tw__tcp_open *o, tcp_chan **out);
 
-// The connection is gone: forget it (and its kept OPENs).
-void tw__tcp_node_forget(tcp_conn *c);
+// Lists a peer made by a handshake (the list's reference is the
+// caller's); wakes what waits for it.
+void tw__tcp_node_add_peer(tcp_node *n, tcp_peer *p);
+// The peer failed: forget it (and its kept OPENs).
+void tw__tcp_node_forget(tcp_peer *p);
+// The peer's memory is gone (its last reference): a stopping node waits
+// for every peer it made.
+void tw__tcp_node_peer_freed(tcp_node *n);
+
+// The live main-connection peer of process `instance` that connected to
+// us (for its stripes), referenced, or NULL.
+tcp_peer *tw__tcp_node_find_accepted(tcp_node *n, uint64_t instance);
+
+// The endpoint of link `link_id` joined here, referenced, or NULL.
+tcp_ep *tw__tcp_node_find_ep(tcp_node *n, const char *link_id);
+
+// tcp_accept.c: the accepting side, run on the node's I/O thread.
+typedef struct tcp_acceptor tcp_acceptor;
+int tw__tcp_acceptor_new(tcp_node *n, tw__tcp_listener *l, tcp_acceptor **out);
+// Closes the listener's registration and every handshake in progress.
+// Not from the I/O thread.
+void tw__tcp_acceptor_free(tcp_acceptor *a);
+// Something a parked handshake may wait for happened (a link joined, a
+// peer was listed): they look again.
+void tw__tcp_acceptor_kick(tcp_acceptor *a);
+// Handshakes in progress (for tests).
+unsigned tw__tcp_acceptor_active(tcp_acceptor *a);
+// For tests: how long an accepted connection may take for its first byte,
+// for its whole handshake, and to wait for the link it names (0 keeps a
+// value; the defaults are 2 s, 10 s and 2 s).  Applies to connections
+// accepted later.
+void tw__tcp_accept_set_waits(
+    int64_t first_ns, int64_t total_ns, int64_t link_ns);
 
 #endif // TW_TRANSPORT_TCP_TCP_H

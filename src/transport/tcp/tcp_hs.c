@@ -1,7 +1,10 @@
-// The tcp:// connection handshake: HELLO both ways, then AUTH both ways
-// when both ends have a secret.  The bytes are in docs/PROTOCOL.md; the
+// The tcp:// connection handshake, connecting side: HELLO both ways, then
+// AUTH both ways when both ends have a secret; and the records both sides
+// build and check (the accepting side runs on the I/O thread, without
+// blocking: tcp_accept.c).  The bytes are in docs/PROTOCOL.md; the
 // decoders (tcp_proto.c) are pure and fuzzed, so this file only moves
-// bytes, bounds every wait by the deadline and decides.
+// bytes, bounds every wait by the deadline and the cancel flag, and
+// decides.
 //
 // Reading is exact: the decoders say how much is missing (TW_EAGAIN), and
 // we read no further than the record's end, so the first frame after the
@@ -42,18 +45,25 @@ static void peer_name(int fd, char *out, size_t cap)
 		snprintf(out, cap, "%s:%s", host, serv);
 }
 
-// Waits until fd is ready for `events` or the deadline passes.
-static int wait_fd(int fd, short events, int64_t deadline)
+// How often a waiting handshake looks at its cancel flag, in ms.
+#define HS_SLICE_MS 10
+
+// Waits until fd is ready for `events`, the deadline passes or *cancel
+// (may be NULL) becomes non-zero.
+static int wait_fd(int fd, short events, int64_t deadline, const int *cancel)
 {
 	for (;;) {
+		if (cancel != NULL
+		    && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))
+			return TW_ECLOSED;
 		int64_t left = deadline == TW_FOREVER
-		    ? -1
+		    ? HS_SLICE_MS
 		    : (deadline - tw__now_ns() + 999999) / 1000000;
-		if (deadline != TW_FOREVER && left <= 0)
+		if (left <= 0)
 			return TW_ETIMEDOUT;
 		struct pollfd pfd = { .fd = fd, .events = events };
-		int rc
-		    = poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+		int rc = poll(
+		    &pfd, 1, left > HS_SLICE_MS ? HS_SLICE_MS : (int)left);
 		if (rc > 0)
 			return TW_OK;
 		if (rc < 0 && errno != EINTR)
@@ -61,7 +71,8 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
-static int write_all(int fd, const void *buf, size_t n, int64_t deadline)
+static int write_all(
+    int fd, const void *buf, size_t n, int64_t deadline, const int *cancel)
 {
 	const unsigned char *p = buf;
 	while (n > 0) {
@@ -74,7 +85,7 @@ static int write_all(int fd, const void *buf, size_t n, int64_t deadline)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int status = wait_fd(fd, POLLOUT, deadline);
+			int status = wait_fd(fd, POLLOUT, deadline, cancel);
 			if (status != TW_OK)
 				return status;
 			continue;
@@ -85,7 +96,8 @@ static int write_all(int fd, const void *buf, size_t n, int64_t deadline)
 }
 
 // Reads exactly n more bytes into buf.
-static int read_more(int fd, unsigned char *buf, size_t n, int64_t deadline)
+static int read_more(
+    int fd, unsigned char *buf, size_t n, int64_t deadline, const int *cancel)
 {
 	while (n > 0) {
 		ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
@@ -99,7 +111,7 @@ static int read_more(int fd, unsigned char *buf, size_t n, int64_t deadline)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			int status = wait_fd(fd, POLLIN, deadline);
+			int status = wait_fd(fd, POLLIN, deadline, cancel);
 			if (status != TW_OK)
 				return status;
 			continue;
@@ -112,6 +124,7 @@ static int read_more(int fd, unsigned char *buf, size_t n, int64_t deadline)
 typedef struct hs_ctx {
 	int fd;
 	int64_t deadline;
+	const int *cancel;
 	char who[NI_MAXHOST + NI_MAXSERV + 8];
 	const char *why;
 } hs_ctx;
@@ -145,8 +158,8 @@ static int hs_read_hello(hs_ctx *c, tw__tcp_hello *h, unsigned char *buf)
 {
 	size_t have = 0, want = 4;
 	for (;;) {
-		int status
-		    = read_more(c->fd, buf + have, want - have, c->deadline);
+		int status = read_more(
+		    c->fd, buf + have, want - have, c->deadline, c->cancel);
 		if (status != TW_OK)
 			return status;
 		have = want;
@@ -165,8 +178,9 @@ static int hs_read_hello(hs_ctx *c, tw__tcp_hello *h, unsigned char *buf)
 	}
 }
 
-static int hs_send_hello(hs_ctx *c, const tw__tcp_hs_self *me,
-    const unsigned char nonce[TW_TCP_NONCE_LEN])
+size_t tw__tcp_hs_hello_make(const tw__tcp_hs_self *me,
+    const unsigned char nonce[TW_TCP_NONCE_LEN], unsigned char *buf,
+    size_t cap)
 {
 	tw__tcp_hello h;
 	memset(&h, 0, sizeof(h));
@@ -181,14 +195,21 @@ static int hs_send_hello(hs_ctx *c, const tw__tcp_hs_self *me,
 	h.link_id_len = strlen(me->link_id);
 	h.addr = me->addr;
 	h.addr_len = strlen(me->addr);
-	unsigned char buf[TW_TCP_HELLO_MAX];
-	size_t n = tw__tcp_hello_encode(buf, sizeof(buf), &h);
-	if (n == 0)
-		return TW_EINVAL;
-	return write_all(c->fd, buf, n, c->deadline);
+	return tw__tcp_hello_encode(buf, cap, &h);
 }
 
-static void peer_from_hello(tw__tcp_hs_peer *p, const tw__tcp_hello *h)
+static int hs_send_hello(hs_ctx *c, const tw__tcp_hs_self *me,
+    const unsigned char nonce[TW_TCP_NONCE_LEN])
+{
+	unsigned char buf[TW_TCP_HELLO_MAX];
+	size_t n = tw__tcp_hs_hello_make(me, nonce, buf, sizeof(buf));
+	if (n == 0)
+		return TW_EINVAL;
+	return write_all(c->fd, buf, n, c->deadline, c->cancel);
+}
+
+void tw__tcp_hs_peer_from(tw__tcp_hs_peer *p, const tw__tcp_hello *h,
+    const unsigned char my_nonce[TW_TCP_NONCE_LEN])
 {
 	memset(p, 0, sizeof(*p));
 	p->rank = h->rank;
@@ -198,81 +219,99 @@ static void peer_from_hello(tw__tcp_hs_peer *p, const tw__tcp_hello *h)
 	memcpy(p->link_id, h->link_id, h->link_id_len);
 	memcpy(p->addr, h->addr, h->addr_len);
 	memcpy(p->nonce, h->nonce, TW_TCP_NONCE_LEN);
+	memcpy(p->my_nonce, my_nonce, TW_TCP_NONCE_LEN);
 }
 
-static int hs_auth(hs_ctx *c, const tw__tcp_hs_self *me,
-    const unsigned char my_nonce[TW_TCP_NONCE_LEN], const tw__tcp_hello *ph,
-    const tw__tcp_hs_peer *peer)
+int tw__tcp_hs_secrets_match(
+    const tw__tcp_hs_self *me, const tw__tcp_hs_peer *peer, const char **why)
 {
-	unsigned char mac[TW_TCP_MAC_LEN], rec[TW_TCP_AUTH_LEN];
-	size_t id_len = strlen(me->link_id);
-	int status = tw__tcp_auth_proof(me->secret, me->secret_len, ph->nonce,
-	    my_nonce, me->instance, me->rank, me->link_id, id_len, mac);
-	if (status != TW_OK)
-		return status;
-	tw__tcp_auth_encode(rec, sizeof(rec), mac);
-	if ((status = write_all(c->fd, rec, sizeof(rec), c->deadline))
-	    != TW_OK)
-		return hs_fail(c, status, "sending the proof");
-	// The record has a fixed size: read it whole, then decode.
-	if ((status = read_more(c->fd, rec, sizeof(rec), c->deadline))
-	    != TW_OK)
-		return hs_fail(c, status, "reading the proof");
-	int rv = tw__tcp_auth_decode(rec, sizeof(rec), mac, &c->why);
-	if (rv < 0)
-		return hs_fail(c, TW_EPROTO, "reading the proof");
-	status = tw__tcp_auth_check(me->secret, me->secret_len, my_nonce,
-	    ph->nonce, peer->instance, peer->rank, me->link_id, id_len, mac);
-	if (status == TW_EAUTH)
-		return hs_fail(c, status, "wrong proof of the link's secret");
+	bool mine = me->secret != NULL;
+	bool theirs = (peer->flags & TW_TCP_CAP_SECRET) != 0;
+	if (mine == theirs)
+		return TW_OK;
+	*why = mine ? "the peer has no secret for the link"
+	            : "the peer wants a secret this link does not have";
+	return TW_EAUTH;
+}
+
+int tw__tcp_hs_auth_make(const tw__tcp_hs_self *me,
+    const tw__tcp_hs_peer *peer, unsigned char rec[TW_TCP_AUTH_LEN])
+{
+	unsigned char mac[TW_TCP_MAC_LEN];
+	int status = tw__tcp_auth_proof(me->secret, me->secret_len,
+	    peer->nonce, peer->my_nonce, me->instance, me->rank, me->link_id,
+	    strlen(me->link_id), mac);
+	if (status == TW_OK)
+		tw__tcp_auth_encode(rec, TW_TCP_AUTH_LEN, mac);
 	return status;
 }
 
-int tw__tcp_handshake(int fd, const tw__tcp_hs_self *self,
-    tw__tcp_hs_lookup_func_t lookup, void *lookup_arg, int64_t deadline,
-    tw__tcp_hs_peer *peer)
+int tw__tcp_hs_auth_check(const tw__tcp_hs_self *me,
+    const tw__tcp_hs_peer *peer, const unsigned char rec[TW_TCP_AUTH_LEN],
+    const char **why)
 {
-	hs_ctx c = { .fd = fd, .deadline = deadline };
+	unsigned char mac[TW_TCP_MAC_LEN];
+	if (tw__tcp_auth_decode(rec, TW_TCP_AUTH_LEN, mac, why) < 0)
+		return TW_EPROTO;
+	int status = tw__tcp_auth_check(me->secret, me->secret_len,
+	    peer->my_nonce, peer->nonce, peer->instance, peer->rank,
+	    me->link_id, strlen(me->link_id), mac);
+	if (status == TW_EAUTH)
+		*why = "wrong proof of the link's secret";
+	return status;
+}
+
+static int hs_auth(
+    hs_ctx *c, const tw__tcp_hs_self *me, const tw__tcp_hs_peer *peer)
+{
+	unsigned char rec[TW_TCP_AUTH_LEN];
+	int status = tw__tcp_hs_auth_make(me, peer, rec);
+	if (status != TW_OK)
+		return status;
+	if ((status
+	        = write_all(c->fd, rec, sizeof(rec), c->deadline, c->cancel))
+	    != TW_OK)
+		return hs_fail(c, status, "sending the proof");
+	// The record has a fixed size: read it whole, then decode.
+	if ((status
+	        = read_more(c->fd, rec, sizeof(rec), c->deadline, c->cancel))
+	    != TW_OK)
+		return hs_fail(c, status, "reading the proof");
+	const char *why = NULL;
+	status = tw__tcp_hs_auth_check(me, peer, rec, &why);
+	if (status != TW_OK) {
+		c->why = why;
+		return hs_fail(
+		    c, status, status == TW_EAUTH ? why : "reading the proof");
+	}
+	return TW_OK;
+}
+
+int tw__tcp_handshake(int fd, const tw__tcp_hs_self *me, int64_t deadline,
+    const int *cancel, tw__tcp_hs_peer *peer)
+{
+	hs_ctx c = { .fd = fd, .deadline = deadline, .cancel = cancel };
 	peer_name(fd, c.who, sizeof(c.who));
 	unsigned char nonce[TW_TCP_NONCE_LEN];
 	unsigned char pbuf[TW_TCP_HELLO_MAX];
 	tw__tcp_hello ph;
-	tw__tcp_hs_self me;
 	int status = tw__tcp_random(nonce, sizeof(nonce));
 	if (status != TW_OK)
 		return status;
-	if (lookup == NULL) {
-		// Connecting: speak first, then hear the answer.
-		me = *self;
-		if ((status = hs_send_hello(&c, &me, nonce)) != TW_OK)
-			return hs_fail(&c, status, "sending the handshake");
-		if ((status = hs_read_hello(&c, &ph, pbuf)) != TW_OK)
-			return hs_fail(&c, status, "reading the handshake");
-		peer_from_hello(peer, &ph);
-		if (strcmp(peer->link_id, me.link_id) != 0) {
-			c.why = "the answer names another link";
-			return hs_fail(&c, TW_EPROTO, "reading the handshake");
-		}
-	} else {
-		// Accepting: the peer's HELLO says which link it wants.
-		if ((status = hs_read_hello(&c, &ph, pbuf)) != TW_OK)
-			return hs_fail(&c, status, "reading the handshake");
-		peer_from_hello(peer, &ph);
-		memset(&me, 0, sizeof(me));
-		if ((status = lookup(lookup_arg, peer, &me)) != TW_OK)
-			return hs_fail(
-			    &c, status, "finding the link it names");
-		if ((status = hs_send_hello(&c, &me, nonce)) != TW_OK)
-			return hs_fail(&c, status, "sending the handshake");
+	// Connecting: speak first, then hear the answer.
+	if ((status = hs_send_hello(&c, me, nonce)) != TW_OK)
+		return hs_fail(&c, status, "sending the handshake");
+	if ((status = hs_read_hello(&c, &ph, pbuf)) != TW_OK)
+		return hs_fail(&c, status, "reading the handshake");
+	tw__tcp_hs_peer_from(peer, &ph, nonce);
+	if (strcmp(peer->link_id, me->link_id) != 0) {
+		c.why = "the answer names another link";
+		return hs_fail(&c, TW_EPROTO, "reading the handshake");
 	}
-	memcpy(peer->my_nonce, nonce, TW_TCP_NONCE_LEN);
-	bool mine = me.secret != NULL;
-	bool theirs = (peer->flags & TW_TCP_CAP_SECRET) != 0;
-	if (mine != theirs)
-		return hs_fail(&c, TW_EAUTH,
-		    mine ? "the peer has no secret for the link"
-		         : "the peer wants a secret this link does not have");
-	if (mine)
-		return hs_auth(&c, &me, nonce, &ph, peer);
+	const char *why = NULL;
+	if ((status = tw__tcp_hs_secrets_match(me, peer, &why)) != TW_OK)
+		return hs_fail(&c, status, why);
+	if (me->secret != NULL)
+		return hs_auth(&c, me, peer);
 	return TW_OK;
 }

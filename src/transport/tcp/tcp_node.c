@@ -1,42 +1,35 @@
 // Nodes of the tcp:// transport: one per listening address and process.
 //
-// Design notes.  A node owns the shared listener of its address, one
-// accepting thread, the I/O thread (an epoll poller) of its connections,
-// and the registry of those connections: one per peer process, shared by
-// every link between the two (tcp_conn.c).  It knows the links
-// (endpoints) of this process that use the address.
+// Design notes.  A node owns the shared listener of its address, one I/O
+// thread (an epoll poller) that reads every connection of the node and
+// runs the accepting side of handshakes (tcp_accept.c), and the list of
+// peers: one per peer process, shared by every link between the two
+// (tcp_peer.c).  It knows the links (endpoints) of this process that use
+// the address.
 //
-// Accepting.  Each accepted connection gets a short-lived handshake
-// thread, so that a slow or hostile stranger never holds up anybody else:
-// the thread reads the peer's HELLO, finds the endpoint of the link it
-// names (waiting, bounded, for a link that this process has not created
-// yet), answers, checks the secret when the link has one, and lists the
-// connection.  Any failure closes the socket with one log line; the node
-// keeps serving.
+// Dialing.  Each link that needs a peer it should connect to dials it
+// itself, unless a connection to that address is there already: a link
+// never waits for another link's dial (whose peer may not have created
+// that other link yet).  When two dials of this process to one address
+// finish at about the same time, the older peer is kept and the newer one
+// closed with BYE; links bind to whichever is kept.
 //
-// Dialing.  The connection to a peer address is made once, by the first
-// link that needs it; links that need it meanwhile wait for that dial
-// rather than make their own.
+// OPENs for links that do not exist here yet are kept (a few per peer)
+// and bound when the link joins the node.
 //
-// OPENs for links that do not exist here yet are kept (a few per
-// connection) and bound when the link joins the node.
-//
-// Lifetime: the node is referenced by every endpoint that joined it and by
-// every handshake thread; the last reference closes its connections, stops
-// the accepting thread (through a pipe it polls) and the I/O thread, and
-// drops the listener.
+// Lifetime: the node is referenced by the endpoints that joined it, and
+// only by them.  When the last one leaves, the node stops at once, on that
+// thread: the listener stops accepting and closes (the port is free
+// again), handshakes in progress are dropped, every peer is closed, and
+// the I/O thread is joined once every connection is gone.  No thread of
+// the library outlives the last link.
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
-
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include "core/clock.h"
 #include "core/names.h"
@@ -44,48 +37,40 @@
 #include "transport/tcp/tcp.h"
 #include "transport/tcp/tcp_auth.h"
 
-// How long an accepted connection may take to complete its handshake.
-#define NODE_HS_TIMEOUT_NS INT64_C(10000000000)
-// How long it waits for the link it names to be created here.  Short: the
-// connecting party retries until its own connect timeout, and a thread
-// held for a link that never comes is a thread a stranger could pile up.
-#define NODE_LINK_WAIT_NS INT64_C(2000000000)
-// OPENs kept per connection for links that do not exist here yet.
+// OPENs kept per peer for links that do not exist here yet.
 #define NODE_PENDING_MAX 64
 // How long a clean close waits for queued frames to leave.
 #define NODE_CLOSE_WAIT_NS INT64_C(1000000000)
+// How long a stopping node waits for its connections to be gone before
+// it gives up on freeing them (a reference leaked somewhere: better a
+// leak than a use of freed memory).
+#define NODE_STOP_WAIT_NS INT64_C(10000000000)
+// Pause between dials of a peer that closed the connection unanswered
+// (its process listens, but has not created the link yet).
+#define NODE_REDIAL_NS 20000000
 
 // An OPEN kept until its link joins.
 typedef struct pending_open {
 	struct pending_open *next;
-	tcp_conn *conn; // referenced
+	tcp_peer *peer; // referenced
 	uint32_t slot;
 	char link_id[TW_LINK_ID_MAX + 1];
 	tw__tcp_open open;
 } pending_open;
 
-// A dial in progress, which other links wait for.
-typedef struct dial {
-	struct dial *next;
-	const char *addr;
-} dial;
-
 struct tcp_node {
 	tcp_node *next; // registry, protected by reg_mtx
 	tw__tcp_listener *l;
 	uint64_t instance;
-	pthread_mutex_t mtx;
-	pthread_cond_t cv; // an endpoint joined
-	tcp_ep *eps; // protected by mtx
-	tcp_conn *conns; // protected by mtx
-	pending_open *pending; // protected by mtx
-	dial *dials; // protected by mtx
 	tw__poller *poller;
-	unsigned hs_active; // atomic: handshake threads running
-	int hs_full; // atomic: the limit was hit (logged once per episode)
+	tcp_acceptor *acceptor;
 	unsigned refs; // protected by reg_mtx
-	int stop_pipe[2];
-	pthread_t accept_thread;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv; // a peer was listed or freed
+	tcp_ep *eps; // protected by mtx
+	tcp_peer *peers; // protected by mtx
+	pending_open *pending; // protected by mtx
+	unsigned live_peers; // made and not yet freed, by mtx
 };
 
 static pthread_mutex_t reg_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -106,247 +91,131 @@ tw__poller *tw__tcp_node_poller(const tcp_node *n)
 	return n->poller;
 }
 
-// Closes every connection of a node that is going away.
-static void node_close_conns(tcp_node *n)
-{
-	for (;;) {
-		pthread_mutex_lock(&n->mtx);
-		tcp_conn *c = n->conns;
-		if (c != NULL)
-			tw__tcp_conn_ref(c);
-		pthread_mutex_unlock(&n->mtx);
-		if (c == NULL)
-			break;
-		tw__tcp_conn_close(c, tw__now_ns() + NODE_CLOSE_WAIT_NS);
-		tw__tcp_conn_unref(c);
-	}
-	pthread_mutex_lock(&n->mtx);
-	pending_open *p = n->pending;
-	n->pending = NULL;
-	pthread_mutex_unlock(&n->mtx);
-	while (p != NULL) {
-		pending_open *next = p->next;
-		tw__tcp_conn_unref(p->conn);
-		free(p);
-		p = next;
-	}
-}
-
-static void node_unref(tcp_node *n)
-{
-	pthread_mutex_lock(&reg_mtx);
-	if (--n->refs > 0) {
-		pthread_mutex_unlock(&reg_mtx);
-		return;
-	}
-	tcp_node **pp = &reg_head;
-	while (*pp != n)
-		pp = &(*pp)->next;
-	*pp = n->next;
-	pthread_mutex_unlock(&reg_mtx);
-	char b = 0;
-	while (write(n->stop_pipe[1], &b, 1) < 0 && errno == EINTR)
-		;
-	pthread_join(n->accept_thread, NULL);
-	node_close_conns(n);
-	tw__poller_free(n->poller);
-	close(n->stop_pipe[0]);
-	close(n->stop_pipe[1]);
-	tw__tcp_listener_put(n->l);
-	pthread_cond_destroy(&n->cv);
-	pthread_mutex_destroy(&n->mtx);
-	free(n);
-}
-
-typedef struct hs_job {
-	tcp_node *node;
-	int fd;
-	tcp_ep *ep; // found by the lookup, referenced
-	tcp_conn *main; // for a stripe, its main connection, referenced
-	int64_t deadline;
-} hs_job;
-
-// Which of two parties of a link connects: the one whose address sorts
-// first.  Every link between the same two processes then agrees, so that
-// they never connect to each other at the same time: there is no tie to
-// break, and one connection serves them all.
 bool tw__tcp_dials(const char *self_addr, const char *peer_addr)
 {
+	// Every link between the same two processes agrees on this, so that
+	// they never connect to each other at the same time: there is no tie
+	// to break, and one connection serves them all.
 	return strcmp(self_addr, peer_addr) < 0;
 }
 
-// The main connection that a stripe from `instance` belongs to.  mtx held.
-static tcp_conn *find_main(tcp_node *n, uint64_t instance)
-{
-	tcp_conn *c = n->conns;
-	while (c != NULL
-	    && (tw__tcp_conn_is_dialer(c) || tw__tcp_conn_stripe(c) != 0
-	        || tw__tcp_conn_failed(c)
-	        || tw__tcp_conn_peer_instance(c) != instance))
-		c = tw__tcp_conn_next(c);
-	return c;
-}
+// --- the list of peers -----------------------------------------------------------
 
-// The handshake's lookup: the endpoint of the link the peer names, waited
-// for until the job's deadline.  Only the party that should dial may
-// connect (tw__tcp_dials), and a rank that another live process holds
-// already is refused.
-static int hs_lookup(
-    void *arg, const tw__tcp_hs_peer *peer, tw__tcp_hs_self *self)
+void tw__tcp_node_add_peer(tcp_node *n, tcp_peer *p)
 {
-	hs_job *job = arg;
-	tcp_node *n = job->node;
-	tcp_ep *ep = NULL;
-	int64_t until = tw__now_ns() + NODE_LINK_WAIT_NS;
-	if (until > job->deadline)
-		until = job->deadline;
 	pthread_mutex_lock(&n->mtx);
-	for (;;) {
-		for (ep = n->eps; ep != NULL; ep = ep->next)
-			if (strcmp(ep->link_id, peer->link_id) == 0)
-				break;
-		// A stripe also needs its main connection, which the
-		// thread of that handshake may not have listed yet.
-		if (ep != NULL && peer->stripe > 0
-		    && (job->main = find_main(n, peer->instance)) == NULL)
-			ep = NULL;
-		if (ep != NULL
-		    || tw__cond_wait_until(&n->cv, &n->mtx, until)
-		        == ETIMEDOUT)
-			break;
-	}
-	if (ep != NULL)
-		tw__tcp_ep_ref(ep);
-	if (job->main != NULL)
-		tw__tcp_conn_ref(job->main);
-	pthread_mutex_unlock(&n->mtx);
-	if (ep == NULL)
-		return TW_EPEER;
-	job->ep = ep;
-	if (peer->rank >= ep->size || peer->rank == ep->self_rank
-	    || !tw__tcp_dials(ep->addrs[peer->rank], ep->addrs[ep->self_rank]))
-		return TW_EPROTO;
-	pthread_mutex_lock(&ep->mtx);
-	tcp_chan *mc = ep->chans[peer->rank];
-	bool taken = mc != NULL
-	    && __atomic_load_n(&mc->state, __ATOMIC_ACQUIRE) != CH_IDLE
-	    && mc->conn != NULL && !tw__tcp_conn_failed(mc->conn)
-	    && tw__tcp_conn_peer_instance(mc->conn) != peer->instance;
-	pthread_mutex_unlock(&ep->mtx);
-	if (taken)
-		return TW_EPROTO; // that rank is connected from elsewhere
-	self->link_id = ep->link_id;
-	self->rank = ep->self_rank;
-	self->stripe = peer->stripe;
-	self->instance = n->instance;
-	self->addr = tw__tcp_listener_name(n->l);
-	self->secret = ep->secret;
-	self->secret_len = ep->secret_len;
-	return TW_OK;
-}
-
-// Lists a handshaken connection and starts reading it.  Referenced for the
-// caller when out is not NULL.
-static int node_add_conn(
-    tcp_node *n, const tcp_conn_info *info, tcp_conn **out)
-{
-	tcp_conn *c;
-	int status = tw__tcp_conn_new(n, info, &c);
-	if (status != TW_OK)
-		return status;
-	pthread_mutex_lock(&n->mtx);
-	tw__tcp_conn_set_next(c, n->conns);
-	n->conns = c;
-	if (out != NULL) {
-		tw__tcp_conn_ref(c);
-		*out = c;
-	}
+	*tw__tcp_peer_nextp(p) = n->peers;
+	n->peers = p;
+	n->live_peers++;
 	pthread_cond_broadcast(&n->cv);
 	pthread_mutex_unlock(&n->mtx);
-	tw__tcp_conn_start(c);
-	return TW_OK;
+	tw__tcp_acceptor_kick(n->acceptor);
 }
 
-static void *hs_main(void *arg)
+void tw__tcp_node_peer_freed(tcp_node *n)
 {
-	pthread_setname_np(pthread_self(), "tw-tcp-hs");
-	hs_job *job = arg;
-	tw__tcp_hs_peer peer = { 0 };
-	int status = tw__tcp_handshake(
-	    job->fd, NULL, hs_lookup, job, job->deadline, &peer);
-	tcp_conn *main = job->main;
-	if (status == TW_OK) {
-		tcp_conn_info info = { .fd = job->fd,
-			.dialer = false,
-			.peer = &peer,
-			.heartbeat_ms
-			= main == NULL ? job->ep->heartbeat_ms : 0,
-			.main = main,
-			.stripe = peer.stripe };
-		tcp_conn *s = NULL;
-		status = node_add_conn(job->node, &info, main ? &s : NULL);
-		if (status == TW_OK && s != NULL) {
-			if (tw__tcp_conn_add_stripe(main, s) != TW_OK)
-				tw__tcp_conn_fail(s, "too many stripes");
-			tw__tcp_conn_unref(s);
+	pthread_mutex_lock(&n->mtx);
+	n->live_peers--;
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mtx);
+}
+
+// Unlinks the kept OPENs of peer p (or all, p == NULL).  mtx held.
+static pending_open *take_pending(tcp_node *n, const tcp_peer *p)
+{
+	pending_open *out = NULL;
+	pending_open **pp = &n->pending;
+	while (*pp != NULL) {
+		pending_open *q = *pp;
+		if (p == NULL || q->peer == p) {
+			*pp = q->next;
+			q->next = out;
+			out = q;
+		} else {
+			pp = &q->next;
 		}
-		if (status != TW_OK)
-			TW_LOGL(TW_LOG_WARN, "tcp", job->ep->link_id,
-			    job->ep->self_rank,
-			    "refusing a connection from rank %u (%s): %s",
-			    (unsigned)peer.rank, peer.addr,
-			    tw_strerror(status));
 	}
-	if (status == TW_EAUTH && job->ep != NULL
-	    && peer.rank < job->ep->size) {
-		// The party waiting for this peer learns why it never came
-		// (TW_EAUTH rather than a timeout).
-		tcp_ep *ep = job->ep;
-		pthread_mutex_lock(&ep->mtx);
-		tcp_chan *mc = ep->chans[peer.rank];
-		if (mc != NULL) {
-			__atomic_store_n(
-			    &mc->auth_failed, 1, __ATOMIC_RELEASE);
-			pthread_mutex_lock(&mc->mtx);
-			pthread_cond_broadcast(&mc->cv);
-			pthread_mutex_unlock(&mc->mtx);
+	return out;
+}
+
+static void free_pending(pending_open *list)
+{
+	while (list != NULL) {
+		pending_open *q = list;
+		list = q->next;
+		tw__tcp_peer_unref(q->peer);
+		free(q);
+	}
+}
+
+void tw__tcp_node_forget(tcp_peer *p)
+{
+	tcp_node *n = tw__tcp_peer_node(p);
+	bool listed = false;
+	pthread_mutex_lock(&n->mtx);
+	for (tcp_peer **pp = &n->peers; *pp != NULL;
+	     pp = tw__tcp_peer_nextp(*pp)) {
+		if (*pp == p) {
+			*pp = tw__tcp_peer_next(p);
+			listed = true;
+			break;
 		}
-		pthread_mutex_unlock(&ep->mtx);
 	}
-	if (status != TW_OK)
-		close(job->fd);
-	if (job->ep != NULL)
-		tw__tcp_ep_unref(job->ep);
-	if (job->main != NULL)
-		tw__tcp_conn_unref(job->main);
-	__atomic_sub_fetch(&job->node->hs_active, 1, __ATOMIC_ACQ_REL);
-	node_unref(job->node);
-	free(job);
-	return NULL;
+	pending_open *drop = take_pending(n, p);
+	pthread_mutex_unlock(&n->mtx);
+	free_pending(drop);
+	if (listed)
+		tw__tcp_peer_unref(p); // the list's
+}
+
+tcp_peer *tw__tcp_node_find_accepted(tcp_node *n, uint64_t instance)
+{
+	pthread_mutex_lock(&n->mtx);
+	tcp_peer *p = n->peers;
+	while (p != NULL
+	    && (tw__tcp_peer_is_dialer(p) || tw__tcp_peer_failed(p)
+	        || tw__tcp_peer_instance(p) != instance))
+		p = tw__tcp_peer_next(p);
+	if (p != NULL)
+		tw__tcp_peer_ref(p);
+	pthread_mutex_unlock(&n->mtx);
+	return p;
+}
+
+tcp_ep *tw__tcp_node_find_ep(tcp_node *n, const char *link_id)
+{
+	pthread_mutex_lock(&n->mtx);
+	tcp_ep *ep = n->eps;
+	while (ep != NULL && strcmp(ep->link_id, link_id) != 0)
+		ep = ep->next;
+	if (ep != NULL)
+		tw__tcp_ep_ref(ep);
+	pthread_mutex_unlock(&n->mtx);
+	return ep;
 }
 
 // --- dialing ----------------------------------------------------------------------
 
-static tcp_conn *find_dialed(tcp_node *n, const char *addr)
+// The peer at addr that this node dialed, the oldest live one: every link
+// picks the same one when two dials raced.  mtx held.
+static tcp_peer *find_dialed(tcp_node *n, const char *addr)
 {
-	for (tcp_conn *c = n->conns; c != NULL; c = tw__tcp_conn_next(c))
-		if (tw__tcp_conn_is_dialer(c) && !tw__tcp_conn_failed(c)
-		    && tw__tcp_conn_stripe(c) == 0
-		    && strcmp(tw__tcp_conn_dialed(c), addr) == 0)
-			return c;
-	return NULL;
+	tcp_peer *found = NULL;
+	for (tcp_peer *p = n->peers; p != NULL; p = tw__tcp_peer_next(p))
+		if (tw__tcp_peer_is_dialer(p) && !tw__tcp_peer_failed(p)
+		    && strcmp(tw__tcp_peer_dialed(p), addr) == 0)
+			found = p; // the list is newest first
+	return found;
 }
 
-static bool dialing(tcp_node *n, const char *addr)
+static bool cancelled(const int *cancel)
 {
-	for (dial *d = n->dials; d != NULL; d = d->next)
-		if (strcmp(d->addr, addr) == 0)
-			return true;
-	return false;
+	return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE);
 }
 
-// Dials addr and runs the handshake for link ep, retrying while the peer's
-// process listens but has not created the link yet.
+// Dials addr once and runs the handshake for link ep (stripe index
+// `stripe`).  TW_EPEER: the peer closed the connection unanswered (its
+// process does not have the link yet, or is busy): worth another try.
 static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
     uint32_t peer_rank, uint16_t stripe, int64_t deadline, const int *cancel,
     int *out_fd, tw__tcp_hs_peer *peer)
@@ -362,64 +231,59 @@ static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
 		.stripe = stripe,
 		.secret = ep->secret,
 		.secret_len = ep->secret_len };
-	for (;;) {
-		int fd = -1;
-		int status = tw__tcp_dial(host, port, deadline, cancel, &fd);
-		if (status != TW_OK)
-			return status;
-		status
-		    = tw__tcp_handshake(fd, &me, NULL, NULL, deadline, peer);
-		if (status == TW_OK && peer->rank != peer_rank) {
-			TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id,
-			    ep->self_rank, "%s answered as rank %u, not %u",
-			    addr, (unsigned)peer->rank, (unsigned)peer_rank);
-			status = TW_EPROTO;
-		}
-		if (status == TW_OK) {
-			*out_fd = fd;
-			return TW_OK;
-		}
-		close(fd);
-		// Closed without an answer: the peer's process listens
-		// (another link shares the address) but has not created this
-		// link yet.  Try again until the timeout.
-		if (status != TW_EPEER || tw__now_ns() >= deadline
-		    || (cancel != NULL && tw__tcp_flag(cancel)))
-			return status;
-		struct timespec ts = { 0, 20000000 };
-		nanosleep(&ts, NULL);
+	int fd = -1;
+	int status = tw__tcp_dial(host, port, deadline, cancel, &fd);
+	if (status != TW_OK)
+		return status;
+	status = tw__tcp_handshake(fd, &me, deadline, cancel, peer);
+	if (status == TW_OK && peer->rank != peer_rank) {
+		TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id, ep->self_rank,
+		    "%s answered as rank %u, not %u", addr,
+		    (unsigned)peer->rank, (unsigned)peer_rank);
+		status = TW_EPROTO;
 	}
+	if (status != TW_OK) {
+		close(fd);
+		return status;
+	}
+	*out_fd = fd;
+	return TW_OK;
 }
 
-// The extra connections of a new main connection c, which the link that
-// made it asks for (TW_OPT_STRIPES - 1).  One that cannot be made is
-// logged and left out: the others carry the chunks.
+// Sleeps until the next dial, or less when the deadline comes first.
+static void redial_pause(int64_t deadline)
+{
+	int64_t ns = deadline - tw__now_ns();
+	if (ns > NODE_REDIAL_NS)
+		ns = NODE_REDIAL_NS;
+	if (ns <= 0)
+		return;
+	struct timespec ts = { 0, (long)ns };
+	nanosleep(&ts, NULL);
+}
+
+// The extra connections of a new peer p, which the link that made it
+// asks for (TW_OPT_STRIPES - 1).  One that cannot be made is logged and
+// left out: the others carry the chunks.
 static void dial_stripes(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, tcp_conn *c, int64_t deadline, const int *cancel)
+    uint32_t peer_rank, tcp_peer *p, int64_t deadline, const int *cancel)
 {
 	for (unsigned k = 1; k < ep->stripes; k++) {
 		int fd = -1;
-		tw__tcp_hs_peer peer;
-		int status = dial_once(n, addr, ep, peer_rank, (uint16_t)k,
-		    deadline, cancel, &fd, &peer);
-		tcp_conn *s = NULL;
-		if (status == TW_OK) {
-			tcp_conn_info info = { .fd = fd,
-				.dialer = true,
-				.dialed = addr,
-				.peer = &peer,
-				.main = c,
-				.stripe = k };
-			status = node_add_conn(n, &info, &s);
-			if (status != TW_OK)
-				close(fd);
-		}
-		if (status == TW_OK) {
-			status = tw__tcp_conn_add_stripe(c, s);
-			if (status != TW_OK)
-				tw__tcp_conn_fail(s, NULL);
-			tw__tcp_conn_unref(s);
-		}
+		tw__tcp_hs_peer hs;
+		int status;
+		do {
+			status = dial_once(n, addr, ep, peer_rank, (uint16_t)k,
+			    deadline, cancel, &fd, &hs);
+			if (status == TW_OK
+			    && hs.instance != tw__tcp_peer_instance(p))
+				status = TW_EPROTO; // another process now
+			if (status == TW_EPEER)
+				redial_pause(deadline);
+		} while (status == TW_EPEER && tw__now_ns() < deadline
+		    && !cancelled(cancel));
+		if (status == TW_OK)
+			status = tw__tcp_peer_add_stripe(p, fd, hs.addr);
 		if (status != TW_OK) {
 			TW_LOGL(TW_LOG_WARN, "tcp", ep->link_id, ep->self_rank,
 			    "cannot add stripe %u towards %s: %s", k, addr,
@@ -430,73 +294,76 @@ static void dial_stripes(tcp_node *n, const char *addr, tcp_ep *ep,
 }
 
 int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, int64_t deadline, const int *cancel, tcp_conn **out)
+    uint32_t peer_rank, int64_t deadline, const int *cancel, tcp_peer **out)
 {
-	pthread_mutex_lock(&n->mtx);
 	for (;;) {
-		tcp_conn *c = find_dialed(n, addr);
-		if (c != NULL) {
-			tw__tcp_conn_ref(c);
-			pthread_mutex_unlock(&n->mtx);
-			*out = c;
+		pthread_mutex_lock(&n->mtx);
+		tcp_peer *p = find_dialed(n, addr);
+		if (p != NULL)
+			tw__tcp_peer_ref(p);
+		pthread_mutex_unlock(&n->mtx);
+		if (p != NULL) {
+			*out = p;
 			return TW_OK;
 		}
-		if (!dialing(n, addr))
-			break;
-		// Another link dials it: wait for that (in slices, to see
-		// a cancel), then look again.
-		if (cancel != NULL && tw__tcp_flag(cancel)) {
-			pthread_mutex_unlock(&n->mtx);
-			return TW_ECLOSED;
+		int fd = -1;
+		tw__tcp_hs_peer hs;
+		int status = dial_once(
+		    n, addr, ep, peer_rank, 0, deadline, cancel, &fd, &hs);
+		if (status == TW_EPEER) {
+			// Closed without an answer: the peer's process
+			// listens (another link shares the address) but has
+			// not created this link yet.  Again, until the
+			// timeout; meanwhile another link may have connected.
+			if (tw__now_ns() >= deadline)
+				return TW_ETIMEDOUT;
+			if (cancelled(cancel))
+				return TW_ECLOSED;
+			redial_pause(deadline);
+			continue;
 		}
-		int64_t now = tw__now_ns();
-		if (now >= deadline) {
-			pthread_mutex_unlock(&n->mtx);
-			return TW_ETIMEDOUT;
-		}
-		int64_t until = now + 10000000;
-		(void)tw__cond_wait_until(
-		    &n->cv, &n->mtx, until < deadline ? until : deadline);
-	}
-	dial d = { .next = n->dials, .addr = addr };
-	n->dials = &d;
-	pthread_mutex_unlock(&n->mtx);
-
-	int fd = -1;
-	tw__tcp_hs_peer peer;
-	int status = dial_once(
-	    n, addr, ep, peer_rank, 0, deadline, cancel, &fd, &peer);
-	if (status == TW_OK) {
-		tcp_conn_info info = { .fd = fd,
+		if (status != TW_OK)
+			return status;
+		tcp_peer_info info = { .fd = fd,
 			.dialer = true,
 			.dialed = addr,
-			.peer = &peer,
+			.hs = &hs,
 			.heartbeat_ms = ep->heartbeat_ms };
-		status = node_add_conn(n, &info, out);
-		if (status != TW_OK)
+		if ((status = tw__tcp_peer_new(n, &info, &p)) != TW_OK) {
 			close(fd);
+			return status;
+		}
+		// Two dials of this process to addr that raced: the older
+		// peer is the one every link uses.
+		pthread_mutex_lock(&n->mtx);
+		tcp_peer *keep = find_dialed(n, addr);
+		if (keep != NULL && keep != p)
+			tw__tcp_peer_ref(keep);
+		pthread_mutex_unlock(&n->mtx);
+		if (keep != NULL && keep != p) {
+			tw__tcp_peer_close(
+			    p, tw__now_ns() + NODE_CLOSE_WAIT_NS);
+			tw__tcp_peer_unref(p);
+			*out = keep;
+			return TW_OK;
+		}
+		if (keep == NULL) {
+			// Failed already (the peer went at once).
+			tw__tcp_peer_unref(p);
+			return TW_EPEER;
+		}
+		dial_stripes(n, addr, ep, peer_rank, p, deadline, cancel);
+		*out = p;
+		return TW_OK;
 	}
-	// Links that find the connection meanwhile stripe over the ones
-	// there are so far.
-	if (status == TW_OK)
-		dial_stripes(n, addr, ep, peer_rank, *out, deadline, cancel);
-	pthread_mutex_lock(&n->mtx);
-	dial **pp = &n->dials;
-	while (*pp != &d)
-		pp = &(*pp)->next;
-	*pp = d.next;
-	pthread_cond_broadcast(&n->cv);
-	pthread_mutex_unlock(&n->mtx);
-	return status;
 }
 
-// --- OPENs and the connection list ------------------------------------------------
+// --- OPENs -----------------------------------------------------------------------
 
-int tw__tcp_node_open_lookup(
-    tcp_conn *c, const tw__tcp_hdr *h, const tw__tcp_open *o, tcp_chan **out)
+int tw__tcp_node_open_lookup(tcp_peer *p, const char *link_id,
+    uint32_t peer_slot, const tw__tcp_open *o, tcp_chan **out)
 {
-	tcp_node *n = tw__tcp_conn_node(c);
-	const char *link_id = h->key;
+	tcp_node *n = tw__tcp_peer_node(p);
 	*out = NULL;
 	pthread_mutex_lock(&n->mtx);
 	tcp_ep *ep = n->eps;
@@ -505,24 +372,25 @@ int tw__tcp_node_open_lookup(
 	if (ep == NULL) {
 		// Not created here yet: kept until it joins.
 		unsigned count = 0;
-		for (pending_open *p = n->pending; p != NULL; p = p->next)
-			count += p->conn == c;
-		pending_open *p
-		    = count < NODE_PENDING_MAX ? calloc(1, sizeof(*p)) : NULL;
-		if (p == NULL) {
+		for (pending_open *q = n->pending; q != NULL; q = q->next)
+			count += q->peer == p;
+		pending_open *q
+		    = count < NODE_PENDING_MAX ? calloc(1, sizeof(*q)) : NULL;
+		if (q == NULL) {
 			pthread_mutex_unlock(&n->mtx);
 			TW_WARN("tcp",
-			    "%s opens too many links that do not exist here",
-			    tw__tcp_conn_who(c));
+			    "%s opens too many links that do not exist here "
+			    "(%s)",
+			    tw__tcp_peer_who(p), tw_err_name(TW_EPROTO));
 			return TW_EPROTO;
 		}
-		tw__tcp_conn_ref(c);
-		p->conn = c;
-		p->slot = h->slot;
-		snprintf(p->link_id, sizeof(p->link_id), "%s", link_id);
-		p->open = *o;
-		p->next = n->pending;
-		n->pending = p;
+		tw__tcp_peer_ref(p);
+		q->peer = p;
+		q->slot = peer_slot;
+		snprintf(q->link_id, sizeof(q->link_id), "%s", link_id);
+		q->open = *o;
+		q->next = n->pending;
+		n->pending = q;
 		pthread_mutex_unlock(&n->mtx);
 		return TW_OK;
 	}
@@ -537,8 +405,9 @@ int tw__tcp_node_open_lookup(
 	if (o->size != ep->size || mc == NULL) {
 		TW_LOGL(TW_LOG_WARN, "tcp", ep->link_id, ep->self_rank,
 		    "%s opens the link as rank %u of %u, which is not a "
-		    "peer here",
-		    tw__tcp_conn_who(c), (unsigned)o->rank, (unsigned)o->size);
+		    "peer here (%s)",
+		    tw__tcp_peer_who(p), (unsigned)o->rank, (unsigned)o->size,
+		    tw_err_name(TW_EPROTO));
 		if (mc != NULL)
 			tw__tcp_chan_unref(mc);
 		status = TW_EPROTO;
@@ -550,162 +419,107 @@ int tw__tcp_node_open_lookup(
 }
 
 // Binds the OPENs that waited for ep.
-static void node_bind_pending(tcp_node *n, tcp_ep *ep)
+static void bind_pending(tcp_node *n, tcp_ep *ep)
 {
 	pending_open *mine = NULL;
 	pthread_mutex_lock(&n->mtx);
 	pending_open **pp = &n->pending;
 	while (*pp != NULL) {
-		pending_open *p = *pp;
-		if (strcmp(p->link_id, ep->link_id) == 0) {
-			*pp = p->next;
-			p->next = mine;
-			mine = p;
+		pending_open *q = *pp;
+		if (strcmp(q->link_id, ep->link_id) == 0) {
+			*pp = q->next;
+			q->next = mine;
+			mine = q;
 		} else {
-			pp = &p->next;
+			pp = &q->next;
 		}
 	}
 	pthread_mutex_unlock(&n->mtx);
+	// Kept newest first: bound oldest first.
+	pending_open *rev = NULL;
 	while (mine != NULL) {
-		pending_open *p = mine;
-		mine = p->next;
-		tw__tcp_hdr h = { .type = TW_TCP_F_OPEN,
-			.slot = p->slot,
-			.key = p->link_id,
-			.key_len = strlen(p->link_id) };
+		pending_open *q = mine;
+		mine = q->next;
+		q->next = rev;
+		rev = q;
+	}
+	while (rev != NULL) {
+		pending_open *q = rev;
+		rev = q->next;
 		tcp_chan *mc = NULL;
-		int status
-		    = tw__tcp_node_open_lookup(p->conn, &h, &p->open, &mc);
+		int status = tw__tcp_node_open_lookup(
+		    q->peer, q->link_id, q->slot, &q->open, &mc);
 		if (status == TW_OK && mc != NULL) {
-			status
-			    = tw__tcp_chan_on_open(p->conn, mc, &h, &p->open);
+			status = tw__tcp_chan_on_open(
+			    q->peer, mc, q->slot, &q->open);
 			tw__tcp_chan_unref(mc);
 		}
 		if (status != TW_OK)
-			tw__tcp_conn_fail(p->conn, "it opened a link wrongly");
-		tw__tcp_conn_unref(p->conn);
-		free(p);
+			tw__tcp_peer_fail(
+			    q->peer, status, "it opened a link wrongly");
+		tw__tcp_peer_unref(q->peer);
+		free(q);
 	}
 }
 
-void tw__tcp_node_forget(tcp_conn *c)
-{
-	tcp_node *n = tw__tcp_conn_node(c);
-	pending_open *drop = NULL;
-	pthread_mutex_lock(&n->mtx);
-	for (tcp_conn **cp = &n->conns; *cp != NULL;
-	     cp = tw__tcp_conn_nextp(*cp)) {
-		if (*cp == c) {
-			*cp = tw__tcp_conn_next(c);
-			break;
-		}
-	}
-	pending_open **pp = &n->pending;
-	while (*pp != NULL) {
-		pending_open *p = *pp;
-		if (p->conn == c) {
-			*pp = p->next;
-			p->next = drop;
-			drop = p;
-		} else {
-			pp = &p->next;
-		}
-	}
-	pthread_mutex_unlock(&n->mtx);
-	while (drop != NULL) {
-		pending_open *p = drop;
-		drop = p->next;
-		tw__tcp_conn_unref(p->conn);
-		free(p);
-	}
-}
+// --- life cycle -----------------------------------------------------------------
 
-static void node_accept_one(tcp_node *n)
+// Stops a node whose last endpoint left: nothing reaches it any more.
+static void node_stop(tcp_node *n)
 {
-	int fd = accept4(tw__tcp_listener_fd(n->l), NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
-		    && errno != ECONNABORTED)
-			TW_LOG_ONCE(TW_LOG_WARN, "tcp", "accepting on %s: %m",
-			    tw__tcp_node_name(n));
-		return;
-	}
-	if (__atomic_add_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL)
-	    > TW_TCP_HS_MAX) {
-		__atomic_sub_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL);
-		if (__atomic_exchange_n(&n->hs_full, 1, __ATOMIC_ACQ_REL) == 0)
-			TW_WARN("tcp",
-			    "%s: %d handshakes in progress already; closing "
-			    "new "
-			    "connections until some finish",
-			    tw__tcp_node_name(n), TW_TCP_HS_MAX);
-		close(fd);
-		return;
-	}
-	__atomic_store_n(&n->hs_full, 0, __ATOMIC_RELEASE);
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	hs_job *job = calloc(1, sizeof(*job));
-	if (job == NULL) {
-		__atomic_sub_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL);
-		close(fd);
-		return;
-	}
-	job->node = n;
-	job->fd = fd;
-	job->deadline = tw__now_ns() + NODE_HS_TIMEOUT_NS;
-	pthread_mutex_lock(&reg_mtx);
-	// A node whose last reference is gone is stopping this thread: it
-	// must not come back to life for a late connection.
-	bool dying = n->refs == 0;
-	if (!dying)
-		n->refs++;
-	pthread_mutex_unlock(&reg_mtx);
-	if (dying) {
-		__atomic_sub_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL);
-		close(fd);
-		free(job);
-		return;
-	}
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	// A handshake needs little stack; many of them should cost little.
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	pthread_t th;
-	int rc = pthread_create(&th, &attr, hs_main, job);
-	pthread_attr_destroy(&attr);
-	if (rc != 0) {
-		errno = rc;
-		TW_WARN("tcp", "cannot start a handshake thread: %m");
-		__atomic_sub_fetch(&n->hs_active, 1, __ATOMIC_ACQ_REL);
-		close(fd);
-		free(job);
-		// Not the last reference: the accepting thread runs.
-		pthread_mutex_lock(&reg_mtx);
-		n->refs--;
-		pthread_mutex_unlock(&reg_mtx);
-	}
-}
-
-static void *accept_main(void *arg)
-{
-	pthread_setname_np(pthread_self(), "tw-tcp-accept");
-	tcp_node *n = arg;
+	tw__tcp_acceptor_free(n->acceptor);
+	int64_t close_by = tw__now_ns() + NODE_CLOSE_WAIT_NS;
 	for (;;) {
-		struct pollfd pfd[2] = {
-			{ .fd = tw__tcp_listener_fd(n->l), .events = POLLIN },
-			{ .fd = n->stop_pipe[0], .events = POLLIN },
-		};
-		int rc = poll(pfd, 2, -1);
-		if (rc < 0 && errno != EINTR)
+		pthread_mutex_lock(&n->mtx);
+		tcp_peer *p = n->peers;
+		if (p != NULL)
+			tw__tcp_peer_ref(p);
+		pthread_mutex_unlock(&n->mtx);
+		if (p == NULL)
 			break;
-		if (pfd[1].revents != 0)
-			break;
-		if (pfd[0].revents != 0)
-			node_accept_one(n);
+		// Closing forgets it: the loop ends.
+		tw__tcp_peer_close(p, close_by);
+		tw__tcp_peer_unref(p);
 	}
-	return NULL;
+	pthread_mutex_lock(&n->mtx);
+	free_pending(take_pending(n, NULL));
+	// Connections die on the I/O thread (their failure upcalls): it
+	// must run until the last is gone.
+	int64_t until = tw__now_ns() + NODE_STOP_WAIT_NS;
+	while (n->live_peers > 0
+	    && tw__cond_wait_until(&n->cv, &n->mtx, until) != ETIMEDOUT)
+		;
+	bool leaked = n->live_peers > 0;
+	pthread_mutex_unlock(&n->mtx);
+	if (leaked) {
+		TW_ERROR("tcp",
+		    "%s: %u connection(s) still referenced after %lld ms; "
+		    "leaving them and their thread",
+		    tw__tcp_node_name(n), n->live_peers,
+		    (long long)(NODE_STOP_WAIT_NS / 1000000));
+		tw__tcp_listener_put(n->l);
+		return;
+	}
+	tw__poller_free(n->poller);
+	tw__tcp_listener_put(n->l);
+	pthread_cond_destroy(&n->cv);
+	pthread_mutex_destroy(&n->mtx);
+	free(n);
+}
+
+static void node_unref(tcp_node *n)
+{
+	pthread_mutex_lock(&reg_mtx);
+	if (--n->refs > 0) {
+		pthread_mutex_unlock(&reg_mtx);
+		return;
+	}
+	tcp_node **pp = &reg_head;
+	while (*pp != n)
+		pp = &(*pp)->next;
+	*pp = n->next;
+	pthread_mutex_unlock(&reg_mtx);
+	node_stop(n);
 }
 
 static tcp_node *node_find(const tw__tcp_listener *l)
@@ -732,34 +546,24 @@ static int node_get(const char *addr, tcp_node **out)
 		return TW_OK;
 	}
 	n = calloc(1, sizeof(*n));
-	if (n == NULL)
-		goto err_nomem;
-	if (pipe2(n->stop_pipe, O_CLOEXEC) != 0) {
-		TW_ERROR("tcp", "cannot make a pipe: %m");
-		free(n);
+	if (n == NULL) {
 		pthread_mutex_unlock(&reg_mtx);
 		tw__tcp_listener_put(l);
-		return TW_ESYS;
+		return TW_ENOMEM;
 	}
-	status = tw__tcp_random(&n->instance, sizeof(n->instance));
-	n->instance |= 1; // never zero
 	pthread_mutex_init(&n->mtx, NULL);
 	tw__cond_init(&n->cv);
 	n->l = l;
 	n->refs = 1;
+	status = tw__tcp_random(&n->instance, sizeof(n->instance));
+	n->instance |= 1; // never zero
 	if (status == TW_OK)
 		status = tw__poller_new(&n->poller);
-	if (status == TW_OK
-	    && pthread_create(&n->accept_thread, NULL, accept_main, n) != 0) {
-		TW_ERROR(
-		    "tcp", "cannot start the accepting thread of %s", addr);
-		status = TW_ESYS;
-	}
+	if (status == TW_OK)
+		status = tw__tcp_acceptor_new(n, l, &n->acceptor);
 	if (status != TW_OK) {
 		if (n->poller != NULL)
 			tw__poller_free(n->poller);
-		close(n->stop_pipe[0]);
-		close(n->stop_pipe[1]);
 		pthread_cond_destroy(&n->cv);
 		pthread_mutex_destroy(&n->mtx);
 		free(n);
@@ -772,11 +576,6 @@ static int node_get(const char *addr, tcp_node **out)
 	pthread_mutex_unlock(&reg_mtx);
 	*out = n;
 	return TW_OK;
-
-err_nomem:
-	pthread_mutex_unlock(&reg_mtx);
-	tw__tcp_listener_put(l);
-	return TW_ENOMEM;
 }
 
 int tw__tcp_node_join(const char *addr, tcp_ep *ep)
@@ -797,26 +596,21 @@ int tw__tcp_node_join(const char *addr, tcp_ep *ep)
 			return TW_ESYS;
 		}
 	}
-	ep->node = n;
+	atomic_store(&ep->node, n);
 	ep->registered = true;
 	ep->next = n->eps;
 	n->eps = ep;
 	pthread_cond_broadcast(&n->cv);
 	pthread_mutex_unlock(&n->mtx);
-	node_bind_pending(n, ep);
+	tw__tcp_acceptor_kick(n->acceptor);
+	bind_pending(n, ep);
 	return TW_OK;
 }
 
-void tw__tcp_node_leave(tcp_ep *ep)
+static void unlist(tcp_node *n, tcp_ep *ep)
 {
-	// Each channel of the link calls this as it is destroyed; only the
-	// first may touch the node, which its reference may free.
-	tcp_node *n = __atomic_exchange_n(&ep->node, NULL, __ATOMIC_ACQ_REL);
-	if (n == NULL)
-		return;
 	pthread_mutex_lock(&n->mtx);
-	bool was = ep->registered;
-	if (was) {
+	if (ep->registered) {
 		tcp_ep **pp = &n->eps;
 		while (*pp != ep)
 			pp = &(*pp)->next;
@@ -824,6 +618,20 @@ void tw__tcp_node_leave(tcp_ep *ep)
 		ep->registered = false;
 	}
 	pthread_mutex_unlock(&n->mtx);
-	if (was)
-		node_unref(n);
+}
+
+void tw__tcp_node_leave(tcp_ep *ep)
+{
+	tcp_node *n = atomic_exchange(&ep->node, NULL);
+	if (n == NULL)
+		return;
+	unlist(n, ep);
+	node_unref(n);
+}
+
+void tw__tcp_node_unlist(tcp_ep *ep)
+{
+	tcp_node *n = atomic_load(&ep->node);
+	if (n != NULL)
+		unlist(n, ep);
 }

@@ -220,6 +220,11 @@ static bool frame_shape(
 		*key_max = 0;
 		*fixed_len = TW_TCP_CREDIT_LEN;
 		return true;
+	case TW_TCP_F_CANCEL:
+		*key_min = 0;
+		*key_max = 0;
+		*fixed_len = TW_TCP_CANCEL_LEN;
+		return true;
 	case TW_TCP_F_ACK:
 	case TW_TCP_F_PING:
 	case TW_TCP_F_PONG:
@@ -255,10 +260,15 @@ int tw__tcp_hdr_decode(const void *buf, size_t n, uint64_t max_payload,
 	if (n < TW_TCP_HDR_LEN)
 		return TW_EAGAIN;
 	uint64_t len = get_u64(p + 8);
-	if (fixed_len >= 0 ? len != (uint64_t)fixed_len : len > max_payload)
+	if (p[0] == TW_TCP_F_CHUNK) {
+		if (len <= TW_TCP_CHUNK_PREFIX)
+			return bad(why, "chunk without bytes");
+		if (len - TW_TCP_CHUNK_PREFIX > max_payload)
+			return bad(why, "payload length out of range");
+	} else if (fixed_len >= 0 ? len != (uint64_t)fixed_len
+	                          : len > max_payload) {
 		return bad(why, "payload length out of range");
-	if (p[0] == TW_TCP_F_CHUNK && len <= TW_TCP_CHUNK_PREFIX)
-		return bad(why, "chunk without bytes");
+	}
 	uint64_t seq = get_u64(p + 16);
 	if (seq == 0)
 		return bad(why, "zero sequence number");
@@ -314,7 +324,8 @@ int tw__tcp_open_decode(const void *buf, size_t n, tw__tcp_open *o)
 	o->rank = r;
 	o->size = s;
 	o->window = w;
-	memcpy(o->proof, p + 16, TW_TCP_MAC_LEN);
+	o->max_msg = get_u64(p + 16);
+	memcpy(o->proof, p + 24, TW_TCP_MAC_LEN);
 	return TW_OK;
 }
 
@@ -324,7 +335,21 @@ void tw__tcp_open_encode(
 	put_u32(dst, o->rank);
 	put_u32(dst + 4, o->size);
 	put_u64(dst + 8, o->window);
-	memcpy(dst + 16, o->proof, TW_TCP_MAC_LEN);
+	put_u64(dst + 16, o->max_msg);
+	memcpy(dst + 24, o->proof, TW_TCP_MAC_LEN);
+}
+
+int tw__tcp_cancel_decode(const void *buf, size_t n, uint64_t *id)
+{
+	if (n != TW_TCP_CANCEL_LEN || buf == NULL)
+		return TW_EPROTO;
+	*id = get_u64(buf);
+	return TW_OK;
+}
+
+void tw__tcp_cancel_encode(unsigned char dst[TW_TCP_CANCEL_LEN], uint64_t id)
+{
+	put_u64(dst, id);
 }
 
 int tw__tcp_credit_decode(const void *buf, size_t n, uint64_t *taken)

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TW_TCP_PROTO_VERSION 2u
+#define TW_TCP_PROTO_VERSION 3u
 
 // "TWIR": the first bytes of every tcp:// connection.
 #define TW_TCP_HELLO_MAGIC UINT32_C(0x54574952)
@@ -49,7 +49,7 @@ enum {
 //
 //   off len
 //     0   4  magic "TWIR"
-//     4   2  version (1)
+//     4   2  version (3)
 //     6   2  capability flags
 //     8   4  rank of the sender in the link it names
 //    12   2  stripe index (0: the main connection)
@@ -112,7 +112,15 @@ enum {
 	TW_TCP_F_CREDIT_REQ = 11, // the sender waits for credit
 	TW_TCP_F_STRIPED = 12, // key: message key; payload: tw__tcp_striped
 	TW_TCP_F_CHUNK = 13, // a piece of a striped message (any stripe)
+	TW_TCP_F_CANCEL = 14, // payload u64: a striped message id given up
 };
+
+// The largest payload of a DATA frame and the largest bytes part of a
+// CHUNK frame.  Messages longer than this travel as a STRIPED announcement
+// and CHUNKs of at most this size, so that no frame holds a connection for
+// long: heartbeats, credit and acks always pass between two frames, and a
+// sender can stop between them.
+#define TW_TCP_FRAME_MAX (256u * 1024u)
 
 // Frame header, followed by the key and then the payload:
 //
@@ -127,8 +135,9 @@ enum {
 //            received from the peer (0: none yet)
 //    32   -  key
 #define TW_TCP_HDR_LEN 32
-#define TW_TCP_OPEN_LEN 48
+#define TW_TCP_OPEN_LEN 56
 #define TW_TCP_CREDIT_LEN 8
+#define TW_TCP_CANCEL_LEN 8
 #define TW_TCP_STRIPED_LEN 16
 #define TW_TCP_CHUNK_PREFIX 24
 
@@ -143,8 +152,9 @@ typedef struct tw__tcp_hdr {
 } tw__tcp_hdr;
 
 // Decodes a frame header and its key at the start of buf[0..n), checking
-// the payload length against max_payload (the link's largest message)
-// before anything is allocated for it.  Returns the bytes of header and key
+// the payload length before anything is allocated for it: a DATA payload,
+// and the bytes of a CHUNK after its prefix, may not exceed max_payload
+// (TW_TCP_FRAME_MAX on a connection); other types have fixed lengths.  Returns the bytes of header and key
 // (the payload is not consumed), TW_EAGAIN or TW_EPROTO.
 int tw__tcp_hdr_decode(const void *buf, size_t n, uint64_t max_payload,
     tw__tcp_hdr *h, const char **why);
@@ -160,13 +170,16 @@ size_t tw__tcp_hdr_encode(void *dst, size_t cap, const tw__tcp_hdr *h);
 //   off len
 //     0   4  rank of the sender in the link
 //     4   4  number of parties of the link (at least 2)
-//     8   8  window: data bytes the sender will hold unreceived from the
-//            peer on this link before it stops granting credit (> 0)
-//    16  32  proof of the link's secret (tcp_auth.h), zeros without one
+//     8   8  window: the cost (tw__msg_cost) of the messages the sender
+//            will hold unreceived from the peer on this link before it
+//            stops granting credit (> 0)
+//    16   8  the largest message the sender accepts on this link
+//    24  32  proof of the link's secret (tcp_auth.h), zeros without one
 typedef struct tw__tcp_open {
 	uint32_t rank;
 	uint32_t size;
 	uint64_t window;
+	uint64_t max_msg;
 	unsigned char proof[TW_TCP_MAC_LEN];
 } tw__tcp_open;
 
@@ -174,10 +187,11 @@ int tw__tcp_open_decode(const void *buf, size_t n, tw__tcp_open *o);
 void tw__tcp_open_encode(
     unsigned char dst[TW_TCP_OPEN_LEN], const tw__tcp_open *o);
 
-// The payload of a CREDIT frame: the data bytes (payloads of DATA frames
-// whose key is not a control key) of this link that the sender has taken
-// out of its mailbox, or discarded, since the link was bound.  It only
-// grows; TW_EPROTO otherwise is the caller's check.
+// The payload of a CREDIT frame: the cost (tw__msg_cost) of the data
+// messages (DATA frames and striped messages whose key is not a control
+// key) of this link that the sender has taken out of its mailbox, or
+// discarded, since the link was bound.  It only grows: a smaller value is
+// a stale report, which the receiver ignores.
 int tw__tcp_credit_decode(const void *buf, size_t n, uint64_t *taken);
 void tw__tcp_credit_encode(unsigned char dst[TW_TCP_CREDIT_LEN], uint64_t v);
 
@@ -199,6 +213,11 @@ typedef struct tw__tcp_chunk {
 	uint64_t total;
 	uint64_t offset; // CHUNK only
 } tw__tcp_chunk;
+
+// CANCEL payload: the id (u64) of a striped message of the sender that it
+// gave up (its link was aborted): the receiver drops what it has of it.
+int tw__tcp_cancel_decode(const void *buf, size_t n, uint64_t *id);
+void tw__tcp_cancel_encode(unsigned char dst[TW_TCP_CANCEL_LEN], uint64_t id);
 
 int tw__tcp_striped_decode(const void *buf, size_t n, tw__tcp_chunk *c);
 void tw__tcp_striped_encode(

@@ -162,16 +162,20 @@ static void test_hdr_roundtrip(void **state)
 	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
 	assert_null(h.key);
 
-	// OPEN carries a link id and (rank, size, window, proof).
+	// OPEN carries a link id and (rank, size, window, largest message,
+	// proof).
 	n = make_hdr(
 	    buf, sizeof(buf), TW_TCP_F_OPEN, "a/b", TW_TCP_OPEN_LEN, 2, 0);
 	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
 	unsigned char open[TW_TCP_OPEN_LEN];
-	tw__tcp_open o = { .rank = 1, .size = 3, .window = 4096 }, d;
+	tw__tcp_open o
+	    = { .rank = 1, .size = 3, .window = 4096, .max_msg = 1u << 30 },
+	    d;
 	memset(o.proof, 0xA5, sizeof(o.proof));
 	tw__tcp_open_encode(open, &o);
 	TW_PASS(tw__tcp_open_decode(open, sizeof(open), &d));
-	assert_true(d.rank == 1 && d.size == 3 && d.window == 4096);
+	assert_true(d.rank == 1 && d.size == 3 && d.window == 4096
+	    && d.max_msg == 1u << 30);
 	assert_memory_equal(d.proof, o.proof, sizeof(o.proof));
 	o.rank = 3; // not a party of 3
 	tw__tcp_open_encode(open, &o);
@@ -231,8 +235,25 @@ static void test_hdr_roundtrip(void **state)
 	n = make_hdr(
 	    buf, sizeof(buf), TW_TCP_F_CHUNK, NULL, TW_TCP_CHUNK_PREFIX, 3, 0);
 	TW_FAIL(tw__tcp_hdr_decode(buf, n, 1000, &h, &why), TW_EPROTO);
-	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CHUNK, NULL, 1001, 3, 0);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CHUNK, NULL,
+	    1000 + TW_TCP_CHUNK_PREFIX, 3, 0);
+	assert_int_equal(tw__tcp_hdr_decode(buf, n, 1000, &h, &why), (int)n);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CHUNK, NULL,
+	    1001 + TW_TCP_CHUNK_PREFIX, 3, 0);
 	TW_FAIL(tw__tcp_hdr_decode(buf, n, 1000, &h, &why), TW_EPROTO);
+
+	// CANCEL carries a message id and no key.
+	n = make_hdr(
+	    buf, sizeof(buf), TW_TCP_F_CANCEL, NULL, TW_TCP_CANCEL_LEN, 3, 0);
+	assert_int_equal(tw__tcp_hdr_decode(buf, n, 0, &h, &why), (int)n);
+	n = make_hdr(buf, sizeof(buf), TW_TCP_F_CANCEL, NULL, 4, 3, 0);
+	TW_FAIL(tw__tcp_hdr_decode(buf, n, 0, &h, &why), TW_EPROTO);
+	unsigned char cancel[TW_TCP_CANCEL_LEN];
+	uint64_t id = 0;
+	tw__tcp_cancel_encode(cancel, 0x0102030405060708);
+	TW_PASS(tw__tcp_cancel_decode(cancel, sizeof(cancel), &id));
+	assert_true(id == 0x0102030405060708);
+	TW_FAIL(tw__tcp_cancel_decode(cancel, 7, &id), TW_EPROTO);
 
 	// A key longer than any key is refused by the encoder.
 	char long_key[TW_KEY_MAX + 1];

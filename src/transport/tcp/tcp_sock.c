@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,11 +241,44 @@ static void pause_until(int64_t ns, int64_t deadline)
 	nanosleep(&ts, NULL);
 }
 
-static int dial_once(const struct addrinfo *ai, int *out_fd)
+// How often a connect in progress looks at its cancel flag, in ms.
+#define DIAL_SLICE_MS 10
+
+// Waits for a non-blocking connect of fd to finish.  0, or the errno of
+// the failure (ETIMEDOUT at the deadline, ECANCELED when cancelled).
+static int connect_wait(int fd, int64_t deadline, const int *cancel)
+{
+	for (;;) {
+		if (cancelled(cancel))
+			return ECANCELED;
+		int64_t left = deadline == INT64_MAX
+		    ? DIAL_SLICE_MS
+		    : (deadline - tw__now_ns() + 999999) / 1000000;
+		if (left <= 0)
+			return ETIMEDOUT;
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		int rc = poll(
+		    &pfd, 1, left > DIAL_SLICE_MS ? DIAL_SLICE_MS : (int)left);
+		if (rc < 0 && errno != EINTR)
+			return errno;
+		if (rc > 0) {
+			int err = 0;
+			socklen_t len = sizeof(err);
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+			    != 0)
+				return errno;
+			return err;
+		}
+	}
+}
+
+static int dial_once(const struct addrinfo *ai, int64_t deadline,
+    const int *cancel, int *out_fd)
 {
 	int err = ECONNREFUSED;
 	for (; ai != NULL; ai = ai->ai_next) {
-		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+		int fd = socket(ai->ai_family,
+		    ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
 		    ai->ai_protocol);
 		if (fd < 0) {
 			err = errno;
@@ -254,9 +288,13 @@ static int dial_once(const struct addrinfo *ai, int *out_fd)
 		while ((rc = connect(fd, ai->ai_addr, ai->ai_addrlen)) != 0
 		    && errno == EINTR)
 			;
-		if (rc != 0) {
-			err = errno;
+		err = rc == 0 ? 0 : errno;
+		if (err == EINPROGRESS)
+			err = connect_wait(fd, deadline, cancel);
+		if (err != 0) {
 			close(fd);
+			if (err == ECANCELED || err == ETIMEDOUT)
+				return err;
 			continue;
 		}
 		// Small frames (acks, control messages, latency-bound
@@ -286,9 +324,13 @@ int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
 			status = TW_ECLOSED;
 			break;
 		}
-		int err = dial_once(ai, out_fd);
+		int err = dial_once(ai, deadline, cancel, out_fd);
 		if (err == 0) {
 			status = TW_OK;
+			break;
+		}
+		if (err == ECANCELED) {
+			status = TW_ECLOSED;
 			break;
 		}
 		// A peer that is not listening yet refuses; anything else

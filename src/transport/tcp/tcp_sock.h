@@ -1,6 +1,6 @@
 // Sockets of the tcp:// transport: name resolution, the process-wide
 // registry of listening sockets, connecting with retries, and the
-// connection handshake (tcp_hs.c).
+// connection handshake's records and connecting side (tcp_hs.c).
 //
 // Listeners.  A process listens once per address, whatever the number of
 // links that name it: tw__tcp_listener_get binds on first use and hands
@@ -45,8 +45,10 @@ size_t tw__tcp_listener_count(void);
 
 // Connects to host:port, retrying with a growing pause (1 ms up to 100 ms)
 // while the peer is not there yet, until `deadline` (tw__now_ns scale) or
-// until *cancel (atomic, may be NULL) becomes non-zero.  On TW_OK *out_fd
-// is a connected, blocking, close-on-exec socket with TCP_NODELAY.
+// until *cancel (atomic, may be NULL) becomes non-zero; a connect that the
+// network leaves unanswered (a host that drops SYNs) is bounded by the
+// same deadline and cancel flag.  On TW_OK *out_fd is a connected,
+// non-blocking, close-on-exec socket with TCP_NODELAY.
 // TW_ETIMEDOUT, TW_ECLOSED (cancelled), TW_ESYS (the name does not resolve,
 // or a socket cannot be made; logged).
 int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
@@ -75,25 +77,39 @@ typedef struct tw__tcp_hs_peer {
 	unsigned char my_nonce[TW_TCP_NONCE_LEN]; // ours, on this connection
 } tw__tcp_hs_peer;
 
-// The accepting end learns which link a connection is for only from the
-// peer's handshake: this callback fills *self for link `link_id` (the
-// strings must stay valid until the handshake returns), or returns an error
-// status to refuse the connection (TW_EPEER: no such link here).
-typedef int (*tw__tcp_hs_lookup_func_t)(
-    void *arg, const tw__tcp_hs_peer *peer, tw__tcp_hs_self *self);
+// Runs the connecting side of the handshake on connected socket `fd` until
+// `deadline` or *cancel (may be NULL): sends our HELLO, reads the answer
+// (which must name the same link) and, when both ends have a secret, each
+// proves it holds it (tcp_auth.h).  Returns TW_OK with *peer filled;
+// TW_EPROTO (malformed bytes, another version, another link), TW_EAUTH (a
+// proof failed, or only one end has a secret), TW_ETIMEDOUT, TW_ECLOSED
+// (cancelled), TW_EPEER (the connection broke: the peer closed it without
+// an answer), TW_ESYS.  Every failure writes one log line naming the peer.
+// The caller closes `fd` on failure.
+int tw__tcp_handshake(int fd, const tw__tcp_hs_self *me, int64_t deadline,
+    const int *cancel, tw__tcp_hs_peer *peer);
 
-// Runs the handshake on connected socket `fd` until `deadline`.  The
-// connecting end passes `self` and lookup == NULL: it sends its HELLO
-// first, and the peer must answer for the same link.  The accepting end
-// passes lookup (and self == NULL): it reads the peer's HELLO, asks lookup
-// for its own side, and answers.  When both ends have a secret each proves
-// it holds it (tcp_auth.h).  Returns TW_OK with *peer filled; TW_EPROTO
-// (malformed bytes, another version, another link), TW_EAUTH (a proof
-// failed, or only one end has a secret), TW_ETIMEDOUT, TW_EPEER (the
-// connection broke, or lookup refused), TW_ESYS.  Every failure writes one
-// log line naming the peer.  The caller closes `fd` on failure.
-int tw__tcp_handshake(int fd, const tw__tcp_hs_self *self,
-    tw__tcp_hs_lookup_func_t lookup, void *lookup_arg, int64_t deadline,
-    tw__tcp_hs_peer *peer);
+// The records of the handshake, shared by both sides.
+//
+// Writes our HELLO into buf[0..cap); its length, or 0 when it does not
+// fit or a field is invalid.
+size_t tw__tcp_hs_hello_make(const tw__tcp_hs_self *me,
+    const unsigned char nonce[TW_TCP_NONCE_LEN], unsigned char *buf,
+    size_t cap);
+// What the peer's HELLO says, with our nonce on this connection.
+void tw__tcp_hs_peer_from(tw__tcp_hs_peer *p, const tw__tcp_hello *h,
+    const unsigned char my_nonce[TW_TCP_NONCE_LEN]);
+// TW_OK when both ends have a secret or neither has, else TW_EAUTH and
+// *why.
+int tw__tcp_hs_secrets_match(
+    const tw__tcp_hs_self *me, const tw__tcp_hs_peer *peer, const char **why);
+// Our AUTH record for this connection.  TW_OK or TW_ESYS (logged).
+int tw__tcp_hs_auth_make(const tw__tcp_hs_self *me,
+    const tw__tcp_hs_peer *peer, unsigned char rec[TW_TCP_AUTH_LEN]);
+// Checks the peer's AUTH record.  TW_OK, TW_EPROTO (malformed),
+// TW_EAUTH (wrong proof), TW_ESYS; *why says what failed.
+int tw__tcp_hs_auth_check(const tw__tcp_hs_self *me,
+    const tw__tcp_hs_peer *peer, const unsigned char rec[TW_TCP_AUTH_LEN],
+    const char **why);
 
 #endif // TW_TRANSPORT_TCP_TCP_SOCK_H

@@ -1,26 +1,32 @@
-// Striped messages of the tcp:// transport: reassembly and delivery in
+// Messages longer than a frame: reassembly from chunks, and delivery in
 // order.
 //
-// Design notes.  A large message sent over a connection with extra
-// connections (TW_OPT_STRIPES > 1) is announced on the main connection by
-// a STRIPED frame, which takes the message's place in the order of its
-// link, and its bytes travel as CHUNK frames spread over all the
-// connections.  The streams are independent, so the chunks may arrive
-// before or after the announcement and in any order: whichever comes first
-// makes the entry, whose buffer is the one the application receives, and
-// every chunk is read straight into its place.
+// Design notes.  A message longer than TW_TCP_FRAME_MAX is announced on
+// the peer's main connection by a STRIPED frame, which takes the message's
+// place in the order of its link, and its bytes travel as CHUNK frames of
+// at most TW_TCP_FRAME_MAX bytes, on the main connection alone or spread
+// over the main connection and its stripes (TW_OPT_STRIPES > 1).  Streams
+// are independent, so chunks may arrive before or after the announcement
+// and in any order: whichever comes first makes the entry, whose buffer is
+// the one the application receives, and every chunk is read straight into
+// its place.
 //
 // Order.  Once a link has an announced message that is not complete, the
 // messages that follow it on that link wait in the channel's held list
 // behind it, and the list is delivered from its head as far as it is
-// complete.  Other links on the connection are not held up.  The main
-// connection's acks stop short of the oldest incomplete announcement, so
-// that tw_link_wait_pending still means delivered.
+// complete.  Other links are not held up.  The main connection's acks
+// stop short of the oldest incomplete announcement, so that
+// tw_link_wait_pending still means delivered.
+//
+// Giving up.  A sender whose link is aborted between two chunks sends
+// CANCEL: what arrived of the message is dropped (its cost returns as
+// credit), and chunks of it still on their way over other connections are
+// recognised by id and skipped.
 //
 // Bounds.  A chunk can make an entry before its announcement, so entries
-// are bounded per connection (count) and by the link's largest message
-// (size), and the bytes a chunk claims must fit its entry; a sender within
-// its credit never comes near either.
+// are bounded per peer (count) and by the link's largest message (size),
+// and the bytes a chunk claims must fit its entry; a sender within its
+// credit never comes near either.
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +35,10 @@
 #include "core/names.h"
 #include "transport/tcp/tcp.h"
 
-// Entries (announced or not) a connection may hold at once.
+// Entries (announced or not) a peer may have open at once.
 #define SX_ENTRIES_MAX 256
+// Recently cancelled ids remembered, to skip their late chunks.
+#define SX_CANCELLED 64
 
 typedef struct sx_entry {
 	struct sx_entry *next;
@@ -40,6 +48,7 @@ typedef struct sx_entry {
 	uint64_t got; // bytes claimed by chunks (read or being read)
 	unsigned writers; // chunks being read into buf
 	bool announced;
+	bool cancelled; // dropped once its writers are done
 	uint64_t seq; // of the announcement
 	unsigned char *buf;
 } sx_entry;
@@ -56,8 +65,10 @@ struct tcp_sx {
 	pthread_mutex_t mtx;
 	sx_entry *entries;
 	unsigned count;
-	uint64_t hold; // atomic: the oldest incomplete announcement, or max
+	uint64_t hold; // the oldest incomplete announcement, or UINT64_MAX
 	bool failed;
+	uint64_t cancelled[SX_CANCELLED]; // ring of ids (0: none)
+	unsigned cancelled_next;
 };
 
 tcp_sx *tw__tcp_sx_new(void)
@@ -91,19 +102,18 @@ void tw__tcp_sx_fail(tcp_sx *sx)
 	pthread_mutex_unlock(&sx->mtx);
 }
 
-uint64_t tw__tcp_sx_hold(const tcp_sx *sx)
-{
-	return __atomic_load_n(&sx->hold, __ATOMIC_ACQUIRE);
-}
-
-// Recomputes the oldest incomplete announcement.  mtx held.
-static void update_hold(tcp_sx *sx)
+// Recomputes the oldest incomplete announcement and tells the main
+// connection.  mtx held.
+static void update_hold(tcp_sx *sx, tcp_conn *main)
 {
 	uint64_t hold = UINT64_MAX;
 	for (sx_entry *e = sx->entries; e != NULL; e = e->next)
-		if (e->announced && e->seq < hold)
+		if (e->announced && !e->cancelled && e->seq < hold)
 			hold = e->seq;
-	__atomic_store_n(&sx->hold, hold, __ATOMIC_RELEASE);
+	if (hold != sx->hold) {
+		sx->hold = hold;
+		tw__tcp_conn_hold_acks(main, hold);
+	}
 }
 
 static sx_entry *find(tcp_sx *sx, uint64_t id)
@@ -112,6 +122,14 @@ static sx_entry *find(tcp_sx *sx, uint64_t id)
 		if (e->id == id)
 			return e;
 	return NULL;
+}
+
+static bool was_cancelled(const tcp_sx *sx, uint64_t id)
+{
+	for (unsigned i = 0; i < SX_CANCELLED; i++)
+		if (sx->cancelled[i] == id)
+			return true;
+	return false;
 }
 
 // The entry of message `id`, made when absent.  mtx held.
@@ -125,7 +143,8 @@ static int get_entry(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
 		*out = e;
 		return TW_OK;
 	}
-	if (ck->total > mc->ep->max_msg || sx->count >= SX_ENTRIES_MAX)
+	if (ck->id == 0 || ck->total > mc->ep->max_msg
+	    || sx->count >= SX_ENTRIES_MAX)
 		return TW_EPROTO;
 	e = calloc(1, sizeof(*e));
 	if (e == NULL || (e->buf = malloc((size_t)ck->total)) == NULL) {
@@ -149,6 +168,7 @@ static void drop_entry(tcp_sx *sx, sx_entry *e)
 		pp = &(*pp)->next;
 	*pp = e->next;
 	sx->count--;
+	free(e->buf);
 	free(e);
 }
 
@@ -176,13 +196,12 @@ static int flush(tcp_sx *sx, tcp_chan *mc)
 			len = (size_t)it->entry->total;
 			it->entry->buf = NULL;
 			drop_entry(sx, it->entry);
-			update_hold(sx);
 		}
 		int st = tw__tcp_chan_deliver(mc, it->key, data, len);
 		if (status == TW_OK)
 			status = st;
 		free(it);
-		__atomic_sub_fetch(&mc->held_n, 1, __ATOMIC_RELEASE);
+		atomic_fetch_sub_explicit(&mc->held_n, 1, memory_order_release);
 	}
 	return status;
 }
@@ -202,7 +221,7 @@ static int hold(
 	else
 		mc->held = it;
 	mc->held_tail = it;
-	__atomic_add_fetch(&mc->held_n, 1, __ATOMIC_RELEASE);
+	atomic_fetch_add_explicit(&mc->held_n, 1, memory_order_release);
 	return TW_OK;
 }
 
@@ -211,7 +230,7 @@ int tw__tcp_sx_data(
 {
 	// Only the main connection's reader holds messages back, and it is
 	// the one calling: with nothing held, nothing can be held meanwhile.
-	if (__atomic_load_n(&mc->held_n, __ATOMIC_ACQUIRE) == 0)
+	if (atomic_load_explicit(&mc->held_n, memory_order_acquire) == 0)
 		return tw__tcp_chan_deliver(mc, key, data, len);
 	pthread_mutex_lock(&sx->mtx);
 	int status = mc->held == NULL
@@ -223,22 +242,29 @@ int tw__tcp_sx_data(
 	return status;
 }
 
-int tw__tcp_sx_announce(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
-    const char *key, const tw__tcp_chunk *ck, uint64_t seq)
+int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
+    uint32_t slot, const char *key, const tw__tcp_chunk *ck, uint64_t seq)
 {
 	pthread_mutex_lock(&sx->mtx);
 	sx_entry *e = NULL;
-	int status = get_entry(sx, mc, slot, ck, &e);
+	int status = was_cancelled(sx, ck->id)
+	    ? TW_EPROTO
+	    : get_entry(sx, mc, slot, ck, &e);
 	if (status == TW_OK && e->announced)
 		status = TW_EPROTO; // announced twice
 	if (status == TW_OK) {
 		e->announced = true;
 		e->seq = seq;
+		// The hold first: acks must not pass the announcement while
+		// the message is incomplete.
+		update_hold(sx, main);
+		tw__tcp_conn_rx_handled(main);
 		status = hold(mc, key, NULL, 0, e);
-		update_hold(sx);
 	}
-	if (status == TW_OK)
+	if (status == TW_OK) {
 		status = flush(sx, mc);
+		update_hold(sx, main);
+	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
 }
@@ -248,28 +274,82 @@ int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
 {
 	pthread_mutex_lock(&sx->mtx);
 	sx_entry *e = NULL;
-	int status = sx->failed ? TW_EPEER : get_entry(sx, mc, slot, ck, &e);
-	if (status == TW_OK
+	int status = TW_OK;
+	if (sx->failed)
+		status = TW_EPEER;
+	else if (was_cancelled(sx, ck->id))
+		e = NULL; // late: skipped
+	else
+		status = get_entry(sx, mc, slot, ck, &e);
+	if (status == TW_OK && e != NULL
 	    && (n > e->total - ck->offset || n > e->total - e->got))
 		status = TW_EPROTO; // past the end, or more than the message
-	if (status == TW_OK) {
+	if (status == TW_OK && e != NULL) {
 		e->got += n;
 		e->writers++;
+	}
+	if (status == TW_OK) {
 		*entry = e;
-		*dst = e->buf + ck->offset;
+		*dst = e != NULL ? e->buf + ck->offset : NULL;
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
 }
 
-int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_chan *mc, void *entry)
+int tw__tcp_sx_chunk_end(
+    tcp_sx *sx, tcp_conn *main, tcp_chan *mc, void *entry, bool ok)
 {
 	sx_entry *e = entry;
+	if (e == NULL)
+		return TW_OK;
 	pthread_mutex_lock(&sx->mtx);
 	e->writers--;
 	int status = TW_OK;
-	if (complete(e) && e->announced && !sx->failed)
+	if (e->cancelled) {
+		if (e->writers == 0)
+			drop_entry(sx, e);
+	} else if (ok && complete(e) && e->announced && !sx->failed) {
 		status = flush(sx, mc);
+		update_hold(sx, main);
+	}
+	pthread_mutex_unlock(&sx->mtx);
+	return status;
+}
+
+int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id)
+{
+	pthread_mutex_lock(&sx->mtx);
+	sx_entry *e = find(sx, id);
+	int status = TW_OK;
+	if (e == NULL || !e->announced || e->slot != mc->peer_slot
+	    || e->cancelled || complete(e)) {
+		status = TW_EPROTO; // nothing the peer may give up
+	} else {
+		sx->cancelled[sx->cancelled_next++ % SX_CANCELLED] = id;
+		// Its place in the held list goes; what waited behind it
+		// may now be delivered.
+		sx_item **pp = &mc->held, *prev = NULL;
+		while (*pp != NULL && (*pp)->entry != e) {
+			prev = *pp;
+			pp = &(*pp)->next;
+		}
+		if (*pp != NULL) {
+			sx_item *it = *pp;
+			*pp = it->next;
+			if (mc->held_tail == it)
+				mc->held_tail = prev;
+			free(it);
+			atomic_fetch_sub_explicit(
+			    &mc->held_n, 1, memory_order_release);
+		}
+		uint64_t total = e->total;
+		e->cancelled = true;
+		if (e->writers == 0)
+			drop_entry(sx, e);
+		tw__tcp_chan_dropped(mc, total);
+		status = flush(sx, mc);
+		update_hold(sx, main);
+	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
 }
@@ -277,7 +357,7 @@ int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_chan *mc, void *entry)
 void tw__tcp_sx_chan_free(tcp_chan *mc)
 {
 	// Held items are the channel's; the entries they name are the
-	// connection's (freed with it).
+	// peer's (freed with it).
 	while (mc->held != NULL) {
 		sx_item *it = mc->held;
 		mc->held = it->next;

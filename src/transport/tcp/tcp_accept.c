@@ -1,0 +1,673 @@
+// The accepting side of tcp:// connections: the listener and the
+// handshakes of accepted connections, all on the node's I/O thread.
+//
+// Design notes.  Nothing here blocks, and no thread is started for a
+// stranger: the listener is a registration of the poller, and each
+// accepted connection is a small state machine that reads the peer's
+// HELLO as it arrives, finds the link it names, answers, checks the
+// secret's proof when the link has one, and hands the socket over as a
+// peer's main connection or as a stripe of one.  A handshake whose link
+// this process has not created yet (or, for a stripe, whose main
+// connection is not listed yet) is parked, and looked at again whenever a
+// link joins or a peer is listed, until a short wait runs out.
+//
+// Limits: at most TW_TCP_HS_MAX handshakes at once, TW_TCP_HS_PER_SOURCE
+// from one address, a first byte within 2 s and the whole handshake
+// within 10 s; a connection beyond them is closed with
+// one log line (rate-limited).  A listener that runs out of descriptors
+// pauses for ACCEPT_PAUSE_NS instead of spinning on EMFILE.
+//
+// A failed handshake tells nobody but the log: a stranger cannot make a
+// link fail by claiming a rank.  A handshake that claimed a rank and failed
+// authentication is remembered on that channel, so that a party whose
+// peer never proves the secret learns TW_EAUTH rather than TW_ETIMEDOUT
+// when its connect timeout ends.
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/sync.h"
+#include "transport/tcp/tcp.h"
+#include "transport/tcp/tcp_auth.h"
+
+// The whole handshake of an accepted connection, and its first byte; and
+// how long a handshake waits for the link it names to be created here
+// (the connecting side retries until its own connect timeout).  Tests
+// shorten them (tw__tcp_accept_set_waits).
+static _Atomic int64_t hs_timeout_ns = INT64_C(10000000000);
+static _Atomic int64_t hs_first_ns = INT64_C(2000000000);
+static _Atomic int64_t hs_link_wait_ns = INT64_C(2000000000);
+// How long the listener pauses after running out of descriptors.
+#define ACCEPT_PAUSE_NS INT64_C(100000000)
+// Connections accepted per wake-up, so that a flood cannot hold the
+// I/O thread away from the connections it serves.
+#define ACCEPT_BATCH 32
+
+enum { HS_HELLO, HS_PARKED, HS_AUTH };
+
+typedef struct hs {
+	struct hs *next;
+	tcp_acceptor *a;
+	int fd;
+	tw__pfd *pfd;
+	int state;
+	int64_t deadline; // of the whole handshake
+	int64_t wait_until; // first byte (HS_HELLO), link (HS_PARKED)
+	unsigned char buf[TW_TCP_HELLO_MAX];
+	size_t have, want;
+	unsigned char nonce[TW_TCP_NONCE_LEN];
+	tw__tcp_hs_peer peer;
+	tw__tcp_hs_self me;
+	tcp_ep *ep; // the link it names, referenced once found
+	char src[NI_MAXHOST]; // the peer's address, for limits
+	char who[NI_MAXHOST + NI_MAXSERV + 8]; // and port, for log lines
+} hs;
+
+struct tcp_acceptor {
+	tcp_node *node;
+	tw__tcp_listener *l;
+	tw__pfd *lpfd;
+	int tfd;
+	tw__pfd *tpfd;
+	// The list and the flags are the I/O thread's, except that kick and
+	// free read `stopped` and post tasks (mtx).
+	hs *list;
+	unsigned active;
+	int64_t paused_until; // 0: accepting
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	bool stopped, done; // by mtx
+	tw__poll_task kick_task, stop_task;
+	int64_t last_refusal_log;
+};
+
+static void hs_free(hs *h)
+{
+	if (h->pfd != NULL)
+		tw__pfd_fini(h->pfd);
+	if (h->fd >= 0)
+		close(h->fd);
+	if (h->ep != NULL)
+		tw__tcp_ep_unref(h->ep);
+	free(h);
+}
+
+static void hs_unlink(tcp_acceptor *a, hs *h)
+{
+	hs **pp = &a->list;
+	while (*pp != h)
+		pp = &(*pp)->next;
+	*pp = h->next;
+	a->active--;
+}
+
+// Ends a handshake that failed, with one log line.
+static void hs_close(hs *h, int status, const char *what)
+{
+	tcp_acceptor *a = h->a;
+	switch (status) {
+	case TW_ETIMEDOUT:
+		TW_WARN("tcp", "handshake with %s failed: %s timed out; closing",
+		    h->who, what);
+		break;
+	case TW_EAUTH:
+		TW_WARN("tcp", "peer %s failed authentication: %s; closing",
+		    h->who, what);
+		break;
+	case TW_EPEER:
+		TW_DEBUG("tcp", "handshake with %s: %s; closing", h->who, what);
+		break;
+	default:
+		TW_WARN("tcp", "handshake with %s failed: %s (%s); closing",
+		    h->who, what, tw_err_name(status));
+		break;
+	}
+	hs_unlink(a, h);
+	hs_free(h);
+}
+
+// Arms the timer for the earliest deadline of the handshakes and of a
+// paused listener.
+static void arm_timer(tcp_acceptor *a)
+{
+	int64_t next = a->paused_until;
+	for (hs *h = a->list; h != NULL; h = h->next) {
+		int64_t t = h->wait_until < h->deadline ? h->wait_until
+		                                        : h->deadline;
+		if (next == 0 || t < next)
+			next = t;
+	}
+	struct itimerspec its = { 0 };
+	if (next != 0) {
+		int64_t ns = next - tw__now_ns();
+		if (ns < 1000000)
+			ns = 1000000;
+		its.it_value.tv_sec = ns / 1000000000;
+		its.it_value.tv_nsec = ns % 1000000000;
+	}
+	(void)timerfd_settime(a->tfd, 0, &its, NULL);
+}
+
+// --- the handshake -----------------------------------------------------------
+
+// Marks the channel of the rank a failed handshake claimed: its party
+// reports TW_EAUTH, not a timeout, if nobody better comes.
+static void note_auth_failure(hs *h)
+{
+	tcp_ep *ep = h->ep;
+	if (ep == NULL || h->peer.rank >= ep->size)
+		return;
+	pthread_mutex_lock(&ep->mtx);
+	tcp_chan *mc = ep->chans[h->peer.rank];
+	if (mc != NULL)
+		atomic_store(&mc->auth_seen, 1);
+	pthread_mutex_unlock(&ep->mtx);
+}
+
+// Finds our side of the link the peer names.  TW_OK (h->me filled, h->ep
+// referenced), TW_EAGAIN (not here yet: park), or why it is refused.
+static int lookup(hs *h, const char **why)
+{
+	tcp_node *n = h->a->node;
+	const tw__tcp_hs_peer *peer = &h->peer;
+	if (h->ep == NULL
+	    && (h->ep = tw__tcp_node_find_ep(n, peer->link_id)) == NULL)
+		return TW_EAGAIN;
+	tcp_ep *ep = h->ep;
+	if (peer->stripe > 0) {
+		tcp_peer *main = tw__tcp_node_find_accepted(n, peer->instance);
+		if (main == NULL)
+			return TW_EAGAIN;
+		tw__tcp_peer_unref(main);
+	}
+	// Only the party that should dial may connect (tw__tcp_dials), and a
+	// rank that another live process holds already is refused.
+	if (peer->rank >= ep->size || peer->rank == ep->self_rank
+	    || !tw__tcp_dials(
+	        ep->addrs[peer->rank], ep->addrs[ep->self_rank])) {
+		*why = "it claims a rank that does not connect to us";
+		return TW_EPROTO;
+	}
+	if (peer->stripe == 0) {
+		pthread_mutex_lock(&ep->mtx);
+		tcp_chan *mc = ep->chans[peer->rank];
+		bool taken = false;
+		if (mc != NULL) {
+			pthread_mutex_lock(&mc->mtx);
+			taken = atomic_load(&mc->state) != CH_IDLE
+			    && mc->peer != NULL && !tw__tcp_peer_failed(mc->peer)
+			    && tw__tcp_peer_instance(mc->peer)
+			        != peer->instance;
+			pthread_mutex_unlock(&mc->mtx);
+		}
+		pthread_mutex_unlock(&ep->mtx);
+		if (taken) {
+			*why = "its rank is connected from another process";
+			return TW_EPROTO;
+		}
+	}
+	h->me = (tw__tcp_hs_self) { .link_id = ep->link_id,
+		.rank = ep->self_rank,
+		.stripe = peer->stripe,
+		.instance = tw__tcp_node_instance(n),
+		.addr = tw__tcp_node_name(n),
+		.secret = ep->secret,
+		.secret_len = ep->secret_len };
+	return TW_OK;
+}
+
+// The handshake is done: the socket becomes a connection.
+static void hs_finish(hs *h)
+{
+	tcp_acceptor *a = h->a;
+	tcp_node *n = a->node;
+	hs_unlink(a, h);
+	// Off the poller before the connection registers the same socket.
+	tw__pfd_fini(h->pfd);
+	h->pfd = NULL;
+	int fd = h->fd;
+	h->fd = -1;
+	int status;
+	if (h->peer.stripe == 0) {
+		tcp_peer_info info = { .fd = fd,
+			.dialer = false,
+			.hs = &h->peer,
+			.heartbeat_ms = h->ep->heartbeat_ms };
+		tcp_peer *p = NULL;
+		status = tw__tcp_peer_new(n, &info, &p);
+		if (status == TW_OK)
+			tw__tcp_peer_unref(p);
+		else
+			close(fd);
+	} else {
+		tcp_peer *main = tw__tcp_node_find_accepted(n, h->peer.instance);
+		status = main != NULL
+		    ? tw__tcp_peer_add_stripe(main, fd, h->who)
+		    : TW_EPEER;
+		if (main == NULL)
+			close(fd);
+		else
+			tw__tcp_peer_unref(main);
+	}
+	if (status != TW_OK)
+		TW_LOGL(TW_LOG_WARN, "tcp", h->ep->link_id, h->ep->self_rank,
+		    "refusing a connection from rank %u (%s): %s",
+		    (unsigned)h->peer.rank, h->peer.addr, tw_strerror(status));
+	hs_free(h);
+}
+
+// Sends our HELLO, and our AUTH when the link has a secret.  A fresh
+// socket takes these few hundred bytes at once; one that does not is
+// dropped.
+static int hs_answer(hs *h, const char **what)
+{
+	unsigned char buf[TW_TCP_HELLO_MAX + TW_TCP_AUTH_LEN];
+	size_t n = tw__tcp_hs_hello_make(&h->me, h->nonce, buf, sizeof(buf));
+	if (n == 0) {
+		*what = "making our handshake";
+		return TW_EINVAL;
+	}
+	const char *why = NULL;
+	int status = tw__tcp_hs_secrets_match(&h->me, &h->peer, &why);
+	if (status != TW_OK) {
+		*what = why;
+		return status;
+	}
+	if (h->me.secret != NULL) {
+		status = tw__tcp_hs_auth_make(&h->me, &h->peer, buf + n);
+		if (status != TW_OK) {
+			*what = "making our proof";
+			return status;
+		}
+		n += TW_TCP_AUTH_LEN;
+	}
+	ssize_t w;
+	while ((w = send(h->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0
+	    && errno == EINTR)
+		;
+	if (w != (ssize_t)n) {
+		*what = "sending the handshake";
+		return TW_EPEER;
+	}
+	return TW_OK;
+}
+
+// The HELLO is in: look up the link and answer, or park.
+static void hs_hello_done(hs *h)
+{
+	const char *what = "finding the link it names";
+	int status = lookup(h, &what);
+	if (status == TW_EAGAIN) {
+		if (h->state != HS_PARKED) {
+			h->state = HS_PARKED;
+			h->wait_until = tw__now_ns() + atomic_load(&hs_link_wait_ns);
+		}
+		return; // looked at again when things change
+	}
+	if (status == TW_OK)
+		status = hs_answer(h, &what);
+	if (status != TW_OK) {
+		if (status == TW_EAUTH)
+			note_auth_failure(h);
+		hs_close(h, status, what);
+		return;
+	}
+	if (h->me.secret == NULL) {
+		hs_finish(h);
+		return;
+	}
+	h->state = HS_AUTH;
+	h->have = 0;
+	h->want = TW_TCP_AUTH_LEN;
+	h->wait_until = h->deadline;
+	if (tw__pfd_arm(h->pfd, TW__POLL_IN) != TW_OK)
+		hs_close(h, TW_ESYS, "watching the connection");
+}
+
+// Reads what the socket has, up to h->want bytes in all.  TW_OK (some or
+// all), TW_EAGAIN, TW_EPEER.
+static int hs_read(hs *h)
+{
+	for (;;) {
+		ssize_t r = recv(
+		    h->fd, h->buf + h->have, h->want - h->have, MSG_DONTWAIT);
+		if (r > 0) {
+			h->have += (size_t)r;
+			return TW_OK;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return TW_EAGAIN;
+		return TW_EPEER;
+	}
+}
+
+// Reads and advances h; may free it.
+static void hs_step(hs *h)
+{
+	for (;;) {
+		int status = hs_read(h);
+		if (status == TW_EAGAIN)
+			break;
+		if (status != TW_OK) {
+			hs_close(h, status, "the peer closed the connection");
+			return;
+		}
+		if (h->state == HS_HELLO) {
+			// Reading is exact: never past the record, so that
+			// the first frame stays for the connection's reader.
+			h->wait_until = h->deadline; // the first byte came
+			tw__tcp_hello ph;
+			const char *why = "malformed";
+			int rv = tw__tcp_hello_decode(h->buf, h->have, &ph, &why);
+			if (rv > 0) {
+				tw__tcp_hs_peer_from(&h->peer, &ph, h->nonce);
+				hs_hello_done(h);
+				return;
+			}
+			if (rv != TW_EAGAIN) {
+				hs_close(h, TW_EPROTO, why);
+				return;
+			}
+			if (h->have == h->want) {
+				// The first 16 bytes give the record's length.
+				size_t want = h->have < TW_TCP_HELLO_FIXED
+				    ? TW_TCP_HELLO_FIXED
+				    : TW_TCP_HELLO_FIXED + h->buf[14]
+				        + h->buf[15];
+				if (want <= h->have || want > TW_TCP_HELLO_MAX) {
+					hs_close(h, TW_EPROTO, "malformed");
+					return;
+				}
+				h->want = want;
+			}
+		} else if (h->state == HS_AUTH && h->have == h->want) {
+			const char *why = "malformed proof";
+			status = tw__tcp_hs_auth_check(
+			    &h->me, &h->peer, h->buf, &why);
+			if (status != TW_OK) {
+				if (status == TW_EAUTH)
+					note_auth_failure(h);
+				hs_close(h, status, why);
+				return;
+			}
+			hs_finish(h);
+			return;
+		}
+	}
+	if (tw__pfd_arm(h->pfd, TW__POLL_IN) != TW_OK)
+		hs_close(h, TW_ESYS, "watching the connection");
+}
+
+static void on_hs(tw__pfd *pfd, unsigned events, void *arg)
+{
+	(void)pfd;
+	(void)events;
+	hs *h = arg;
+	tcp_acceptor *a = h->a;
+	hs_step(h);
+	arm_timer(a);
+}
+
+// --- accepting ---------------------------------------------------------------
+
+static void addr_of(int fd, char *host, size_t hcap, char *who, size_t wcap)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char serv[NI_MAXSERV];
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0
+	    || getnameinfo((struct sockaddr *)&ss, len, host, hcap, serv,
+	           sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV)
+	        != 0) {
+		snprintf(host, hcap, "?");
+		snprintf(who, wcap, "an unknown peer");
+		return;
+	}
+	if (ss.ss_family == AF_INET6)
+		snprintf(who, wcap, "[%s]:%s", host, serv);
+	else
+		snprintf(who, wcap, "%s:%s", host, serv);
+}
+
+// Refuses a connection beyond the limits, logging at most once a second.
+static void refuse(tcp_acceptor *a, int fd, const char *who, const char *why)
+{
+	int64_t now = tw__now_ns();
+	if (now - a->last_refusal_log >= 1000000000) {
+		a->last_refusal_log = now;
+		TW_WARN("tcp", "%s: closing a connection from %s: %s",
+		    tw__tcp_node_name(a->node), who, why);
+	}
+	close(fd);
+}
+
+static void accept_one(tcp_acceptor *a, int fd)
+{
+	hs *h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		close(fd);
+		return;
+	}
+	h->fd = fd;
+	addr_of(fd, h->src, sizeof(h->src), h->who, sizeof(h->who));
+	unsigned same = 0;
+	for (hs *o = a->list; o != NULL; o = o->next)
+		same += strcmp(o->src, h->src) == 0;
+	if (a->active >= TW_TCP_HS_MAX || same >= TW_TCP_HS_PER_SOURCE) {
+		refuse(a, fd, h->who,
+		    a->active >= TW_TCP_HS_MAX
+		        ? "too many handshakes in progress"
+		        : "too many handshakes in progress from its address");
+		free(h);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	h->a = a;
+	h->state = HS_HELLO;
+	h->want = 16;
+	int64_t now = tw__now_ns();
+	h->deadline = now + atomic_load(&hs_timeout_ns);
+	h->wait_until = now + atomic_load(&hs_first_ns);
+	if (tw__tcp_random(h->nonce, sizeof(h->nonce)) != TW_OK
+	    || tw__pfd_init(tw__tcp_node_poller(a->node), fd, on_hs, h,
+	           &h->pfd)
+	        != TW_OK) {
+		close(fd);
+		free(h);
+		return;
+	}
+	h->next = a->list;
+	a->list = h;
+	a->active++;
+	if (tw__pfd_arm(h->pfd, TW__POLL_IN) != TW_OK)
+		hs_close(h, TW_ESYS, "watching the connection");
+}
+
+static void on_listen(tw__pfd *pfd, unsigned events, void *arg)
+{
+	(void)events;
+	tcp_acceptor *a = arg;
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(tw__tcp_listener_fd(a->l), NULL, NULL,
+		    SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd >= 0) {
+			accept_one(a, fd);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
+		    || errno == ENOMEM) {
+			// Pending connections stay in the backlog; looking
+			// again at once would only spin.
+			TW_LOG_ONCE(TW_LOG_WARN, "tcp",
+			    "accepting on %s: %m; pausing",
+			    tw__tcp_node_name(a->node));
+			a->paused_until = tw__now_ns() + ACCEPT_PAUSE_NS;
+			arm_timer(a);
+			return;
+		}
+		break; // EAGAIN, or an error of one connection
+	}
+	(void)tw__pfd_arm(pfd, TW__POLL_IN);
+	arm_timer(a);
+}
+
+// Looks at parked handshakes again.
+static void retry_parked(tcp_acceptor *a)
+{
+	// hs_hello_done may free any handshake it finishes, but only that
+	// one; the others stay listed.
+	hs *h = a->list;
+	while (h != NULL) {
+		hs *next = h->next;
+		if (h->state == HS_PARKED)
+			hs_hello_done(h);
+		h = next;
+	}
+}
+
+static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
+{
+	(void)events;
+	tcp_acceptor *a = arg;
+	uint64_t ticks;
+	while (read(a->tfd, &ticks, sizeof(ticks)) < 0 && errno == EINTR)
+		;
+	int64_t now = tw__now_ns();
+	retry_parked(a);
+	hs *h = a->list;
+	while (h != NULL) {
+		hs *next = h->next;
+		if (now >= h->deadline)
+			hs_close(h, TW_ETIMEDOUT, "the handshake");
+		else if (now >= h->wait_until)
+			hs_close(h, h->state == HS_PARKED ? TW_EPEER : TW_ETIMEDOUT,
+			    h->state == HS_PARKED ? "no such link here"
+			                          : "waiting for its first byte");
+		h = next;
+	}
+	if (a->paused_until != 0 && now >= a->paused_until) {
+		a->paused_until = 0;
+		(void)tw__pfd_arm(a->lpfd, TW__POLL_IN);
+	}
+	(void)tw__pfd_arm(pfd, TW__POLL_IN);
+	arm_timer(a);
+}
+
+static void kick_task(void *arg)
+{
+	tcp_acceptor *a = arg;
+	retry_parked(a);
+	arm_timer(a);
+}
+
+static void stop_task(void *arg)
+{
+	tcp_acceptor *a = arg;
+	while (a->list != NULL) {
+		hs *h = a->list;
+		hs_unlink(a, h);
+		hs_free(h);
+	}
+	tw__pfd_fini(a->lpfd);
+	tw__pfd_fini(a->tpfd);
+	pthread_mutex_lock(&a->mtx);
+	a->done = true;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mtx);
+}
+
+void tw__tcp_acceptor_kick(tcp_acceptor *a)
+{
+	pthread_mutex_lock(&a->mtx);
+	if (!a->stopped)
+		tw__poller_post(tw__tcp_node_poller(a->node), &a->kick_task);
+	pthread_mutex_unlock(&a->mtx);
+}
+
+unsigned tw__tcp_acceptor_active(tcp_acceptor *a)
+{
+	return a->active;
+}
+
+void tw__tcp_accept_set_waits(int64_t first_ns, int64_t total_ns, int64_t link_ns)
+{
+	if (first_ns > 0)
+		atomic_store(&hs_first_ns, first_ns);
+	if (total_ns > 0)
+		atomic_store(&hs_timeout_ns, total_ns);
+	if (link_ns > 0)
+		atomic_store(&hs_link_wait_ns, link_ns);
+}
+
+int tw__tcp_acceptor_new(tcp_node *n, tw__tcp_listener *l, tcp_acceptor **out)
+{
+	tcp_acceptor *a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return TW_ENOMEM;
+	a->node = n;
+	a->l = l;
+	a->kick_task = (tw__poll_task) { .fn = kick_task, .arg = a };
+	a->stop_task = (tw__poll_task) { .fn = stop_task, .arg = a };
+	pthread_mutex_init(&a->mtx, NULL);
+	tw__cond_init(&a->cv);
+	tw__poller *p = tw__tcp_node_poller(n);
+	a->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	int status = a->tfd >= 0 ? TW_OK : TW_ESYS;
+	if (status != TW_OK)
+		TW_ERROR("tcp", "cannot make a timer: %m");
+	if (status == TW_OK)
+		status = tw__pfd_init(p, a->tfd, on_timer, a, &a->tpfd);
+	if (status == TW_OK)
+		status = tw__pfd_init(
+		    p, tw__tcp_listener_fd(l), on_listen, a, &a->lpfd);
+	if (status == TW_OK)
+		status = tw__pfd_arm(a->tpfd, TW__POLL_IN);
+	if (status == TW_OK)
+		status = tw__pfd_arm(a->lpfd, TW__POLL_IN);
+	if (status != TW_OK) {
+		if (a->lpfd != NULL)
+			tw__pfd_fini(a->lpfd);
+		if (a->tpfd != NULL)
+			tw__pfd_fini(a->tpfd);
+		if (a->tfd >= 0)
+			close(a->tfd);
+		pthread_cond_destroy(&a->cv);
+		pthread_mutex_destroy(&a->mtx);
+		free(a);
+		return status;
+	}
+	*out = a;
+	return TW_OK;
+}
+
+void tw__tcp_acceptor_free(tcp_acceptor *a)
+{
+	pthread_mutex_lock(&a->mtx);
+	a->stopped = true;
+	pthread_mutex_unlock(&a->mtx);
+	// The handshakes are the I/O thread's: it drops them, after any
+	// kick posted before.
+	tw__poller_post(tw__tcp_node_poller(a->node), &a->stop_task);
+	pthread_mutex_lock(&a->mtx);
+	while (!a->done)
+		pthread_cond_wait(&a->cv, &a->mtx);
+	pthread_mutex_unlock(&a->mtx);
+	close(a->tfd);
+	pthread_cond_destroy(&a->cv);
+	pthread_mutex_destroy(&a->mtx);
+	free(a);
+}

@@ -1,0 +1,161 @@
+// A tcp:// connection: one socket, the frames on it, their sequence
+// numbers and acknowledgements, heartbeats and failure.
+//
+// A connection knows nothing of links, channels or nodes.  It reports up
+// through a const table of callbacks that its owner registers when it
+// makes it (tcp_conn_ops), and it never calls anything else above it.
+// The rules that make that safe:
+//
+//  - upcalls that deliver frames run in the reader role: on the I/O thread,
+//    or on an application thread that reads the connection itself
+//    (tw__tcp_conn_poll); one at a time per connection, in stream order;
+//  - the failure upcall runs once, last, on the I/O thread, after every
+//    frame upcall has returned, and never from inside a call of the owner:
+//    a write that fails, a heartbeat that expires or a call of
+//    tw__tcp_conn_fail only mark the connection failed and post it;
+//  - no lock of the connection is held while an upcall runs but the reader
+//    role itself (rx.mtx), which nothing above ever takes: an upcall may
+//    send (tw__tcp_conn_send with TCP_TX_NOWAIT never blocks), but must
+//    not poll the same connection.
+//
+// The connection handles the frames that concern only itself: PING is
+// answered with one PONG (however many came meanwhile), PONG and ACK only
+// carry their acknowledgement, BYE ends the connection.  Every other frame
+// goes to its owner.
+//
+// Thread-safety: every function may be called from any thread.
+
+#ifndef TW_TRANSPORT_TCP_TCP_CONN_H
+#define TW_TRANSPORT_TCP_TCP_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "platform/posix/poller.h"
+#include "transport/tcp/tcp_proto.h"
+
+typedef struct tcp_conn tcp_conn;
+
+// Payload bytes that the connection reads itself before it asks its owner
+// where the rest of a frame goes: every fixed payload fits.
+#define TCP_CONN_HEAD 64
+
+typedef struct tcp_conn_ops {
+	size_t size; // sizeof(tcp_conn_ops) the owner was built with
+
+	// A frame whose payload (h->len bytes, at most TCP_CONN_HEAD) is
+	// whole in `payload`.  Returns TW_OK, or an error that fails the
+	// connection (the callee has logged why).
+	int (*rx_frame)(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
+	    const unsigned char *payload);
+
+	// A frame with a longer payload: its first TCP_CONN_HEAD bytes are in
+	// `head`.  The callee sets *dst to memory for the remaining
+	// h->len - TCP_CONN_HEAD bytes (NULL: skip them) and *cookie to
+	// anything it needs back in rx_end.  An error fails the connection
+	// (rx_end is not called then).
+	int (*rx_begin)(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
+	    const unsigned char *head, unsigned char **dst, void **cookie);
+
+	// The frame begun by rx_begin is whole (ok), or will never be, since
+	// the connection failed (!ok: the callee releases what it holds;
+	// the return value is ignored).
+	int (*rx_end)(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
+	    void *cookie, bool ok);
+
+	// The connection failed or ended (status: TW_ECLOSED when the peer
+	// ended it cleanly with BYE, TW_EPEER for EOF or a broken socket,
+	// TW_EPROTO for bytes it could not accept, another code for a local
+	// failure).  Called once, last.
+	void (*failed)(void *owner, tcp_conn *c, int status);
+} tcp_conn_ops;
+
+typedef struct tcp_conn_cfg {
+	int fd; // connected; the connection's from TW_OK on
+	tw__poller *poller; // the I/O thread
+	const tcp_conn_ops *ops;
+	void *owner; // must stay valid until ops->failed has returned
+	const char *who; // the peer, for log lines
+	int64_t heartbeat_ms; // 0: no heartbeats
+} tcp_conn_cfg;
+
+// Makes a connection, not yet reading (tw__tcp_conn_start).  Referenced
+// once for the caller.  TW_OK, TW_ENOMEM, TW_ESYS (logged); on failure
+// cfg->fd is still the caller's.
+int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out);
+
+// Starts reading.  Separate from making, so that the owner can list the
+// connection before its first frame can arrive.
+void tw__tcp_conn_start(tcp_conn *c);
+
+void tw__tcp_conn_ref(tcp_conn *c);
+void tw__tcp_conn_unref(tcp_conn *c);
+
+// Fails the connection (idempotent; the first status wins): the socket is
+// shut down, queued frames are dropped, waiters wake with TW_EPEER, and
+// ops->failed(status) runs on the I/O thread soon after.  Never calls up
+// itself.  `why` goes into a warning (NULL: no line).
+void tw__tcp_conn_fail(tcp_conn *c, int status, const char *why);
+
+// Ends the connection cleanly: a BYE after everything queued, waiting
+// until `deadline` for it to leave, then as tw__tcp_conn_fail.
+void tw__tcp_conn_close(tcp_conn *c, int64_t deadline);
+
+bool tw__tcp_conn_failed(const tcp_conn *c);
+const char *tw__tcp_conn_who(const tcp_conn *c);
+
+// Frame-sending flags.
+enum {
+	TCP_TX_NOWAIT = 1, // never block: copied into the queue (control)
+};
+
+// Sends one frame of `type` for `slot` with key `key` (NULL: none) and the
+// payload iov[0..niov) (at most 2 parts; TW_TCP_FRAME_MAX bytes, plus a
+// chunk's prefix).  Small frames, and every TCP_TX_NOWAIT one, are copied
+// into the queue when the socket cannot take them at once; a larger one is
+// written from the caller's memory once its turn comes, waiting until
+// `deadline` or *cancel (atomic, may be NULL).  Once its first byte is out
+// a frame is always finished: at most one frame's time.  *seq (may be
+// NULL) receives the frame's sequence number.  TW_OK, TW_EPEER (failed),
+// TW_ETIMEDOUT, TW_ECLOSED (cancelled), TW_ENOMEM, TW_EINVAL (too long).
+int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
+    const char *key, const struct iovec *iov, int niov, int flags,
+    int64_t deadline, const int *cancel, uint64_t *seq);
+
+// Reads the connection from the calling thread, without blocking, until
+// done(arg) says that what the caller waits for has arrived (checked after
+// every batch of frames), until nothing has arrived for idle_ns, or until
+// `deadline`: a receiver that polls briefly gets its message without a
+// hand-off from the I/O thread, and one whose large message is arriving
+// keeps reading it.  While another thread reads, only done() is watched.
+// Returns whether done() said so, or the connection failed meanwhile.
+bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
+    bool (*done)(void *arg), void *arg);
+
+// The highest sequence number of ours that the peer has acknowledged.
+uint64_t tw__tcp_conn_peer_ack(const tcp_conn *c);
+
+// Waits until the peer acknowledges frame `seq`, asking with a PING.
+// TW_OK, TW_EPEER (failed first), TW_ETIMEDOUT, TW_ECLOSED (*cancel).
+int tw__tcp_conn_wait_ack(
+    tcp_conn *c, uint64_t seq, int64_t deadline, const int *cancel);
+
+// The owner's hold on acknowledgements: nothing from frame `seq` on is
+// acknowledged (UINT64_MAX: no hold).  For a frame that is handled only
+// when frames of other connections have arrived (a striped message's
+// announcement).  When the hold moves forward, the new ack goes out.
+void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq);
+
+// The sequence number of the last frame that went to the owner whole.
+uint64_t tw__tcp_conn_rx_done(const tcp_conn *c);
+
+// From a frame upcall: the frame counts as handled from now on (acks may
+// cover it) rather than once the upcall returns.  For a message that the
+// owner hands to an application, whose next frame (a reply, an UNBIND)
+// must acknowledge it.  An owner that holds acks (above) sets the hold
+// first.
+void tw__tcp_conn_rx_handled(tcp_conn *c);
+
+#endif // TW_TRANSPORT_TCP_TCP_CONN_H

@@ -1,0 +1,132 @@
+// Inside a tcp:// connection: its writer half (tcp_writer.c), its reader
+// half (tcp_reader.c) and what ties them (tcp_conn.c).  Nothing outside
+// those three files includes this.
+
+#ifndef TW_TRANSPORT_TCP_TCP_CONN_INT_H
+#define TW_TRANSPORT_TCP_TCP_CONN_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/names.h"
+#include "transport/tcp/tcp_conn.h"
+
+// The writer half.  Whoever holds the writer role (`writing`) writes: a
+// sender with an idle connection writes its own frame; small frames that
+// meet a busy connection are appended to q, and the next writer sends the
+// whole queue with one writev.  The role's buffer w and the appenders'
+// buffer q swap when w is done, so that nobody waits for a writer to
+// append (the I/O thread appends its control frames and must never
+// block).
+typedef struct tcp_writer {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv; // the role or queue room came free, or failed
+	unsigned char *q; // appended frames [0, q_len), by mtx
+	size_t q_len, q_cap;
+	unsigned char *w; // the role's frames [w_off, w_len)
+	size_t w_off, w_len, w_cap;
+	size_t pending; // bytes in q and w not yet written, by mtx
+	bool writing; // a thread holds the writer role, by mtx
+	bool want_out; // the I/O thread flushes when writable, by mtx
+	bool owe_pong; // a PING waits for its answer, by mtx
+	bool owe_ack; // an ack moved that no frame carried yet, by mtx
+	int64_t last_flush; // when the last flush of the queue ended, by mtx
+	uint64_t seq; // the last number assigned, by mtx
+	_Atomic uint64_t seq_pub; // seq, for readers outside mtx
+} tcp_writer;
+
+// The reader half.  Whoever holds mtx (the reader role) reads: the I/O
+// thread, or an application thread polling for its message.
+typedef struct tcp_reader {
+	pthread_mutex_t mtx;
+	tw__tcp_rx st; // sequence and ack checks
+	int err; // the first error: nothing is parsed after it
+	unsigned char *in; // read buffer [in_off, in_len)
+	size_t in_off, in_len;
+	bool in_payload; // the current frame's payload is being read
+	tw__tcp_hdr cur;
+	char cur_key[TW_KEY_MAX];
+	unsigned char head[TCP_CONN_HEAD];
+	size_t have; // payload bytes of cur read so far
+	bool begun; // rx_begin said where the rest goes
+	unsigned char *dst; // and here it is (NULL: skipped)
+	void *cookie;
+	_Atomic uint64_t done; // the last frame handled
+	_Atomic uint64_t hold; // the owner's: no ack from this number on
+	_Atomic uint64_t bytes; // read so far
+	_Atomic int64_t last_rx; // when bytes last arrived
+} tcp_reader;
+
+struct tcp_conn {
+	_Atomic unsigned refs;
+	int fd;
+	tw__poller *poller;
+	tw__pfd *pfd; // the socket; finished when the connection is freed
+	tw__pfd *tpfd; // the heartbeat timer
+	int tfd;
+	int64_t heartbeat_ns;
+	uint64_t acked; // the peer's TCP acknowledgements, by the timer
+	int64_t last_acked; // when they last moved, by the timer
+	const tcp_conn_ops *ops;
+	void *owner;
+	char who[TW_TCP_ADDR_MAX + 32];
+	_Atomic int failed;
+	_Atomic int fail_status;
+	tw__poll_task fail_task;
+
+	// Waiting for acks.
+	_Atomic uint64_t peer_ack;
+	pthread_mutex_t ack_mtx;
+	pthread_cond_t ack_cv;
+	_Atomic unsigned ack_waiters;
+
+	tcp_writer tx;
+	tcp_reader rx;
+};
+
+// --- tcp_conn.c -------------------------------------------------------------
+
+// The ack our frames carry: the last frame handled, held short of the
+// owner's hold.
+uint64_t tw__tcp_conn_ack_out(const tcp_conn *c);
+
+// (Re-)arms the socket for reading, and for writing when the I/O thread
+// has queued bytes to flush.  tx.mtx held.
+void tw__tcp_conn_arm(tcp_conn *c);
+
+// --- tcp_writer.c ----------------------------------------------------------
+
+int tw__tcp_writer_init(tcp_writer *tx);
+void tw__tcp_writer_fini(tcp_writer *tx);
+
+// The socket drained: the I/O thread flushes what is queued.
+void tw__tcp_writer_on_writable(tcp_conn *c);
+
+// Sends the owed PONG or ACK now when nobody writes (else the writer at
+// work takes it along).  Never blocks.
+void tw__tcp_writer_kick(tcp_conn *c);
+
+// Wakes every thread waiting in the writer half (the connection failed).
+void tw__tcp_writer_wake(tcp_conn *c);
+
+// Waits until the queue is out or `deadline`.  TW_OK or why not.
+int tw__tcp_writer_drain(tcp_conn *c, int64_t deadline);
+
+// --- tcp_reader.c ----------------------------------------------------------
+
+int tw__tcp_reader_init(tcp_reader *rx);
+void tw__tcp_reader_fini(tcp_reader *rx);
+
+// Reads and handles frames until the socket is empty or `budget` bytes
+// were read (the I/O thread's share for this connection, so that one
+// busy peer cannot starve the others; 0: no limit).  Reader role held.
+// Returns TW_OK, or why the connection must fail (and records it).
+int tw__tcp_reader_pump(tcp_conn *c, size_t budget, unsigned *frames);
+
+// The connection failed: tells the owner about a frame it was given half
+// of.  Reader role held.
+void tw__tcp_reader_abandon(tcp_conn *c);
+
+#endif // TW_TRANSPORT_TCP_TCP_CONN_INT_H

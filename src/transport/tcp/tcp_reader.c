@@ -1,0 +1,292 @@
+// The reader half of a tcp:// connection.
+//
+// Design notes.  Whoever holds the reader role reads without blocking: a
+// frame header and its key are decoded out of a 64 KiB buffer by the pure
+// decoder (tcp_proto.c); the first TCP_CONN_HEAD bytes of the payload go
+// to a small buffer of the connection, and the owner says where the rest
+// goes, so that a payload is read straight into the memory the
+// application will receive (once it is longer than what a copy out of the
+// read buffer costs).  The reader never waits for anybody: what it hands
+// up must not block (the owner's flow control sees to it).
+//
+// The first error is sticky: a reader that refused a frame leaves its
+// payload unread, and nobody may take the next bytes for a header, so
+// every later pump returns the same error until the connection is torn
+// down.
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/sync.h"
+#include "transport/tcp/tcp_conn_int.h"
+
+#define RX_BUF 65536
+// Payload bytes still missing from which the reader reads straight into
+// their place instead of through its buffer.
+#define RX_DIRECT_MIN 16384
+
+int tw__tcp_reader_init(tcp_reader *rx)
+{
+	memset(rx, 0, sizeof(*rx));
+	pthread_mutex_init(&rx->mtx, NULL);
+	if ((rx->in = malloc(RX_BUF)) == NULL)
+		return TW_ENOMEM;
+	tw__tcp_rx_init(&rx->st);
+	atomic_store(&rx->hold, UINT64_MAX);
+	atomic_store(&rx->last_rx, tw__now_ns());
+	return TW_OK;
+}
+
+void tw__tcp_reader_fini(tcp_reader *rx)
+{
+	free(rx->in);
+	pthread_mutex_destroy(&rx->mtx);
+}
+
+static int rx_proto(tcp_conn *c, const char *why)
+{
+	TW_ERROR("tcp", "malformed frame from %s: %s (%s); dropping it",
+	    c->who, why, tw_err_name(TW_EPROTO));
+	return TW_EPROTO;
+}
+
+static void got_bytes(tcp_conn *c, size_t n)
+{
+	atomic_fetch_add_explicit(&c->rx.bytes, n, memory_order_relaxed);
+	atomic_store_explicit(&c->rx.last_rx, tw__now_ns(), memory_order_relaxed);
+}
+
+// Reads what the socket has into the read buffer.  TW_OK (some bytes),
+// TW_EAGAIN (none now), TW_EPEER (EOF or an error).
+static int fill(tcp_conn *c)
+{
+	tcp_reader *rx = &c->rx;
+	if (rx->in_off == rx->in_len) {
+		rx->in_off = rx->in_len = 0;
+	} else if (rx->in_off > 0) {
+		memmove(rx->in, rx->in + rx->in_off, rx->in_len - rx->in_off);
+		rx->in_len -= rx->in_off;
+		rx->in_off = 0;
+	}
+	for (;;) {
+		ssize_t r = recv(
+		    c->fd, rx->in + rx->in_len, RX_BUF - rx->in_len, MSG_DONTWAIT);
+		if (r > 0) {
+			rx->in_len += (size_t)r;
+			got_bytes(c, (size_t)r);
+			return TW_OK;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return TW_EAGAIN;
+		return TW_EPEER;
+	}
+}
+
+// A header arrived: check it against the stream and get ready for its
+// payload.
+static int on_header(tcp_conn *c, const tw__tcp_hdr *h)
+{
+	tcp_reader *rx = &c->rx;
+	const char *why = NULL;
+	uint64_t sent
+	    = atomic_load_explicit(&c->tx.seq_pub, memory_order_acquire);
+	if (tw__tcp_rx_step(&rx->st, h, sent, &why) != TW_OK)
+		return rx_proto(c, why);
+	// Sequentially consistent with the waiters' count, so that a waiter
+	// either sees the new ack or is seen here.
+	atomic_store(&c->peer_ack, h->ack);
+	if (atomic_load(&c->ack_waiters) > 0) {
+		pthread_mutex_lock(&c->ack_mtx);
+		pthread_cond_broadcast(&c->ack_cv);
+		pthread_mutex_unlock(&c->ack_mtx);
+	}
+	rx->cur = *h;
+	if (h->key_len > 0)
+		memcpy(rx->cur_key, h->key, h->key_len);
+	rx->cur_key[h->key_len] = '\0';
+	rx->cur.key = h->key_len > 0 ? rx->cur_key : NULL;
+	rx->have = 0;
+	rx->begun = false;
+	rx->dst = NULL;
+	rx->cookie = NULL;
+	return TW_OK;
+}
+
+static void set_done(tcp_conn *c, uint64_t seq)
+{
+	atomic_store_explicit(&c->rx.done, seq, memory_order_release);
+}
+
+// The whole frame cur is in (its payload in head when short).
+static int dispatch(tcp_conn *c)
+{
+	tcp_reader *rx = &c->rx;
+	const tw__tcp_hdr *h = &rx->cur;
+	int status = TW_OK;
+	switch (h->type) {
+	case TW_TCP_F_PING:
+		set_done(c, h->seq);
+		pthread_mutex_lock(&c->tx.mtx);
+		c->tx.owe_pong = true;
+		pthread_mutex_unlock(&c->tx.mtx);
+		tw__tcp_writer_kick(c);
+		return TW_OK;
+	case TW_TCP_F_PONG:
+	case TW_TCP_F_ACK:
+		set_done(c, h->seq);
+		return TW_OK; // the header said it all
+	case TW_TCP_F_BYE:
+		set_done(c, h->seq);
+		return TW_ECLOSED; // a clean end: see tcp_conn_ops.failed
+	default:
+		break;
+	}
+	if (rx->begun) {
+		rx->begun = false;
+		status = c->ops->rx_end(c->owner, c, h, rx->cookie, true);
+	} else {
+		status = c->ops->rx_frame(c->owner, c, h, rx->head);
+	}
+	// The owner may have counted it as handled earlier (for a message it
+	// delivered, before the application could see it); done only grows.
+	if (atomic_load_explicit(&rx->done, memory_order_relaxed) < h->seq)
+		set_done(c, h->seq);
+	return status;
+}
+
+// Moves payload bytes of the current frame from the read buffer or the
+// socket (unless `more` is false: then only from the buffer).  TW_OK
+// (progress or the frame is whole), TW_EAGAIN, or an error.
+static int payload(tcp_conn *c, bool more)
+{
+	tcp_reader *rx = &c->rx;
+	uint64_t len = rx->cur.len;
+	size_t head_len = len < TCP_CONN_HEAD ? (size_t)len : TCP_CONN_HEAD;
+	unsigned char *dst;
+	size_t want;
+	if (rx->have < head_len) {
+		dst = rx->head + rx->have;
+		want = head_len - rx->have;
+	} else {
+		if (!rx->begun) {
+			int status = c->ops->rx_begin(c->owner, c, &rx->cur,
+			    rx->head, &rx->dst, &rx->cookie);
+			if (status != TW_OK)
+				return status;
+			rx->begun = true;
+		}
+		want = (size_t)(len - rx->have);
+		dst = rx->dst != NULL ? rx->dst + (rx->have - TCP_CONN_HEAD)
+		                      : NULL;
+	}
+	size_t avail = rx->in_len - rx->in_off;
+	if (avail > 0) {
+		size_t k = avail < want ? avail : want;
+		if (dst != NULL)
+			memcpy(dst, rx->in + rx->in_off, k);
+		rx->in_off += k;
+		rx->have += k;
+		return TW_OK;
+	}
+	if (!more)
+		return TW_EAGAIN;
+	if (dst == NULL || want < RX_DIRECT_MIN)
+		return fill(c);
+	for (;;) {
+		ssize_t r = recv(c->fd, dst, want, MSG_DONTWAIT);
+		if (r > 0) {
+			rx->have += (size_t)r;
+			got_bytes(c, (size_t)r);
+			return TW_OK;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return TW_EAGAIN;
+		return TW_EPEER;
+	}
+}
+
+static int pump(tcp_conn *c, size_t budget, unsigned *frames)
+{
+	tcp_reader *rx = &c->rx;
+	uint64_t start
+	    = atomic_load_explicit(&rx->bytes, memory_order_relaxed);
+	for (;;) {
+		if (atomic_load_explicit(&c->failed, memory_order_acquire))
+			return TW_EPEER;
+		// Past its budget the pump still handles what it has read, but
+		// reads no more: the socket stays readable, and the poller
+		// comes back to it after the others had their turn.
+		bool more = budget == 0
+		    || atomic_load_explicit(&rx->bytes, memory_order_relaxed)
+		            - start
+		        < budget;
+		if (!rx->in_payload) {
+			tw__tcp_hdr h;
+			const char *why = NULL;
+			int rv = tw__tcp_hdr_decode(rx->in + rx->in_off,
+			    rx->in_len - rx->in_off, TW_TCP_FRAME_MAX, &h,
+			    &why);
+			if (rv == TW_EAGAIN) {
+				if (!more)
+					return TW_OK;
+				int status = fill(c);
+				if (status == TW_EAGAIN)
+					return TW_OK;
+				if (status != TW_OK)
+					return status;
+				continue;
+			}
+			if (rv < 0)
+				return rx_proto(c, why);
+			int status = on_header(c, &h);
+			if (status != TW_OK)
+				return status;
+			rx->in_off += (size_t)rv;
+			rx->in_payload = true;
+		}
+		if (rx->have < rx->cur.len) {
+			int status = payload(c, more);
+			if (status == TW_EAGAIN)
+				return TW_OK;
+			if (status != TW_OK)
+				return status;
+			continue;
+		}
+		rx->in_payload = false;
+		int status = dispatch(c);
+		if (status != TW_OK)
+			return status;
+		(*frames)++;
+	}
+}
+
+int tw__tcp_reader_pump(tcp_conn *c, size_t budget, unsigned *frames)
+{
+	tcp_reader *rx = &c->rx;
+	if (rx->err != TW_OK)
+		return rx->err;
+	int status = pump(c, budget, frames);
+	if (status != TW_OK)
+		rx->err = status;
+	return status;
+}
+
+void tw__tcp_reader_abandon(tcp_conn *c)
+{
+	tcp_reader *rx = &c->rx;
+	if (rx->begun) {
+		rx->begun = false;
+		(void)c->ops->rx_end(c->owner, c, &rx->cur, rx->cookie, false);
+	}
+	if (rx->err == TW_OK)
+		rx->err = TW_EPEER;
+}
