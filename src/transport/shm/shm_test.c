@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -213,6 +214,21 @@ static void proc_expect_ok(proc *p)
 	if (st == 77)
 		skip();
 	assert_int_equal(st, 0);
+}
+
+// Like proc_wait_ready, for a child whose step must end within `ms`: one
+// that is still blocked then, or that exits first, fails the test rather
+// than hanging it.
+static void proc_wait_ready_within(proc *p, int64_t ms)
+{
+	struct pollfd pfd = { p->ready_fd, POLLIN, 0 };
+	if (poll(&pfd, 1, (int)ms) == 0)
+		fail_msg("child %d still blocked after %lld ms", (int)p->pid,
+		    (long long)ms);
+	char b;
+	if (read(p->ready_fd, &b, 1) != 1)
+		fail_msg("child %d exited with status %d before it was ready",
+		    (int)p->pid, proc_reap(p));
 }
 
 static tw_desc *desc_make(int n, int64_t connect_ms, int64_t recv_buffer)
@@ -891,6 +907,120 @@ static void t_large_chunked(void **state)
 	large(1);
 }
 
+// --- closing towards a peer that does not receive -------------------------------
+
+// The receiver's buffer is 4 KiB and its application never receives: its
+// receiver thread holds a message back, and the ring fills up behind it.
+// The sender's wait_pending must end at its receive timeout, and each of
+// its closes at that bound (arg 0) or at the connect timeout when the
+// receive timeout is forever (arg 1), with TW_ETIMEDOUT.  A child link's
+// close also tries to tell the peer through the full ring, for at most a
+// second (shm.c, SHM_CTL_TIMEOUT_NS).  The peer fills the other direction
+// the same way, so that the sender's own receiver thread is held back when
+// its close stops it.
+#define UNREAD_MSG 4096
+#define UNREAD_MAX_MSGS 1000
+
+static int64_t unread_bound_ms(int forever)
+{
+	return tw_test_scale_ms(forever ? 2000 : 500);
+}
+
+static int unread_sender(child *c)
+{
+	int64_t bound = unread_bound_ms(c->arg);
+	int64_t slack = tw_test_scale_ms(1500);
+	tw_link *l, *sub;
+	CHK_RV(link_make(2, 0, c->arg ? bound : tw_test_scale_ms(20000),
+	           UNREAD_MSG, &l),
+	    TW_OK);
+	CHK_RV(tw_link_spawn(l, "c", &sub), TW_OK);
+	static unsigned char buf[UNREAD_MSG];
+	fill(buf, sizeof(buf), 1);
+	// Fill the ring: sends succeed until it is full, then time out.
+	CHK_RV(tw_link_set_recv_timeout(sub, 100), TW_OK);
+	int rv = TW_OK;
+	int sent = 0;
+	while (sent < UNREAD_MAX_MSGS
+	    && (rv = (sent % 2 ? tw_send_async : tw_send)(
+	            sub, 1, "u", buf, sizeof(buf)))
+	        == TW_OK)
+		sent++;
+	CHK_RV(rv, TW_ETIMEDOUT);
+	// Far more than the 4 KiB the receiver may hold.
+	CHK(sent >= (int)TW_SHM_SLOTS);
+
+	CHK_RV(tw_link_set_recv_timeout(sub, c->arg ? -1 : bound), TW_OK);
+	CHK_RV(tw_link_set_recv_timeout(l, c->arg ? -1 : bound), TW_OK);
+	double t0 = now_ms(), dt;
+	if (!c->arg) {
+		CHK_RV(tw_link_wait_pending(sub), TW_ETIMEDOUT);
+		dt = now_ms() - t0;
+		CHK(dt >= (double)bound - 1 && dt < (double)(bound + slack));
+		t0 = now_ms();
+	}
+	CHK_RV(tw_link_close(sub), TW_ETIMEDOUT);
+	dt = now_ms() - t0;
+	CHK(dt >= (double)bound - 1 && dt < (double)(bound + 1000 + slack));
+	// The messages are the channel's, whichever link sent them: the
+	// root's close waits for them too.
+	t0 = now_ms();
+	CHK_RV(tw_link_close(l), TW_ETIMEDOUT);
+	dt = now_ms() - t0;
+	CHK(dt >= (double)bound - 1 && dt < (double)(bound + slack));
+	child_ready(c);
+	return 0;
+}
+
+static int unread_peer(child *c)
+{
+	tw_link *l, *sub;
+	CHK_RV(link_make(2, 1,
+	           c->arg ? unread_bound_ms(1) : tw_test_scale_ms(20000),
+	           UNREAD_MSG, &l),
+	    TW_OK);
+	CHK_RV(tw_link_spawn(l, "c", &sub), TW_OK);
+	// The sender does not receive either: its receiver thread, which its
+	// close must stop, holds one of these back.
+	static unsigned char buf[UNREAD_MSG];
+	fill(buf, sizeof(buf), 2);
+	CHK_RV(tw_link_set_recv_timeout(sub, 100), TW_OK);
+	int rv = TW_OK;
+	for (int i = 0; i < UNREAD_MAX_MSGS && rv == TW_OK; i++)
+		rv = tw_send_async(sub, 0, "v", buf, sizeof(buf));
+	CHK_RV(rv, TW_ETIMEDOUT);
+	CHK(child_wait_go(c)); // the sender has closed, nothing was received
+	double t0 = now_ms();
+	int st = tw_link_close(sub);
+	CHK(st == TW_OK || st == TW_EPEER);
+	st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	CHK(now_ms() - t0 < tw_test_scale_ms(1500));
+	return 0;
+}
+
+static void close_unread(int forever)
+{
+	proc a = spawn(unread_sender, 0, forever);
+	proc b = spawn(unread_peer, 1, forever);
+	// An unbounded close never gets there.
+	proc_wait_ready_within(&a, tw_test_scale_ms(30000));
+	proc_go(&b);
+	assert_int_equal(proc_reap(&a), 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_no_segments();
+}
+
+static void t_close_unread(void **state)
+{
+	close_unread(0);
+}
+
+static void t_close_unread_forever(void **state)
+{
+	close_unread(1);
+}
+
 // --- the reader role ------------------------------------------------------
 
 #define PINGS 2000
@@ -1063,6 +1193,8 @@ int main(int argc, char **argv)
 		CASE(large_chunked),
 		CASE(reader_role),
 		CASE(direct_moved),
+		CASE(close_unread),
+		CASE(close_unread_forever),
 	};
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "t_", argv[1]) != 0)
