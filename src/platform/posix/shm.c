@@ -10,11 +10,18 @@
 // size they map (fstat) so that a segment that is already too short is
 // refused; a shrink after that point cannot be guarded against in user
 // space, which is why segments are created with mode 0600.
+//
+// Creation under a lock (shm.h) uses flock(2), not fcntl(2) record locks:
+// a record lock belongs to the process and goes when any of its
+// descriptors of the file is closed, so looking at the name again (which
+// opens it) would drop it; flock belongs to the open file description.
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,6 +29,7 @@
 #include <tagwire/ring.h>
 
 #include "core/log.h"
+#include "platform/posix/shm.h"
 
 // Segments smaller than this cannot hold anything useful (not even a ring
 // header line) and are refused by tw_shm_open.
@@ -48,7 +56,41 @@ static int shm_path(const char *name, char *path)
 	return TW_OK;
 }
 
-int tw_shm_create(const char *name, size_t size, void **mem)
+// Whether `path` names the file open at `fd` now.
+static bool shm_names_fd(const char *path, int fd)
+{
+	struct stat mine, named;
+	int nfd = shm_open(path, O_RDONLY | O_CLOEXEC, 0);
+	if (nfd < 0)
+		return false;
+	bool same = fstat(fd, &mine) == 0 && fstat(nfd, &named) == 0
+	    && mine.st_dev == named.st_dev && mine.st_ino == named.st_ino;
+	close(nfd);
+	return same;
+}
+
+// Takes the lock of a segment this process just created.  TW_EAGAIN: the
+// name was removed before we had the lock (shm.h), the segment is lost.
+static int shm_lock_fresh(const char *path, int fd)
+{
+	while (flock(fd, LOCK_EX) != 0) {
+		if (errno == EINTR)
+			continue;
+		// Without locks the segment is made as tw_shm_create makes
+		// it: should this process die before it marks the segment,
+		// nobody will ever dare remove it.
+		TW_LOG_ONCE(TW_LOG_INFO, "shm",
+		    "cannot lock shared memory %s: %m; segments whose "
+		    "creator dies while creating them stay behind",
+		    path);
+		return TW_OK;
+	}
+	return shm_names_fd(path, fd) ? TW_OK : TW_EAGAIN;
+}
+
+// tw_shm_create; with `lock_fd`, also takes the segment's lock and returns
+// with it held there (tw__shm_create_locked).
+static int shm_create(const char *name, size_t size, void **mem, int *lock_fd)
 {
 	char path[SHM_NAME_MAX + 2];
 	if (mem == NULL || size == 0 || (uint64_t)size > (uint64_t)INT64_MAX)
@@ -58,8 +100,15 @@ int tw_shm_create(const char *name, size_t size, void **mem)
 		return status;
 	int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
+		if (lock_fd != NULL && errno == EEXIST)
+			return TW_EAGAIN;
 		TW_ERROR("shm", "cannot create shared memory %s: %m", path);
 		return TW_ESYS;
+	}
+	if (lock_fd != NULL && (status = shm_lock_fresh(path, fd)) != TW_OK) {
+		// Not ours to remove: the name is gone or someone else's.
+		close(fd);
+		return status;
 	}
 	struct stat st;
 	void *p = MAP_FAILED;
@@ -89,7 +138,10 @@ int tw_shm_create(const char *name, size_t size, void **mem)
 		    path, (long long)st.st_size);
 		goto err_unmap;
 	}
-	close(fd);
+	if (lock_fd != NULL)
+		*lock_fd = fd;
+	else
+		close(fd);
 	*mem = p;
 	return TW_OK;
 
@@ -99,6 +151,77 @@ err_unlink:
 	shm_unlink(path);
 	close(fd);
 	return TW_ESYS;
+}
+
+int tw_shm_create(const char *name, size_t size, void **mem)
+{
+	return shm_create(name, size, mem, NULL);
+}
+
+int tw__shm_create_locked(
+    const char *name, size_t size, void **mem, int *lock_fd)
+{
+	if (lock_fd == NULL)
+		return TW_EINVAL;
+	return shm_create(name, size, mem, lock_fd);
+}
+
+int tw__shm_trylock(const char *name, int *fd)
+{
+	char path[SHM_NAME_MAX + 2];
+	if (fd == NULL)
+		return TW_EINVAL;
+	*fd = -1;
+	int status = shm_path(name, path);
+	if (status != TW_OK)
+		return status;
+	int f = shm_open(path, O_RDONLY | O_CLOEXEC, 0);
+	if (f < 0) {
+		if (errno == ENOENT)
+			return TW_OK;
+		TW_ERROR("shm", "cannot open shared memory %s: %m", path);
+		return TW_ESYS;
+	}
+	if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			TW_LOG_ONCE(TW_LOG_INFO, "shm",
+			    "cannot lock shared memory %s: %m; segments "
+			    "whose creator died while creating them stay "
+			    "behind",
+			    path);
+		close(f);
+		return TW_EAGAIN;
+	}
+	*fd = f;
+	return TW_OK;
+}
+
+int tw__shm_unlink_locked(const char *name, int fd)
+{
+	char path[SHM_NAME_MAX + 2];
+	if (fd < 0)
+		return TW_EINVAL;
+	int status = shm_path(name, path);
+	if (status != TW_OK)
+		return status;
+	// Nobody can create the name again while it exists, and whoever else
+	// removes a stale segment holds this lock: the name still denotes the
+	// segment we checked when we remove it.
+	if (!shm_names_fd(path, fd))
+		return TW_EAGAIN;
+	if (shm_unlink(path) != 0) {
+		if (errno == ENOENT)
+			return TW_EAGAIN;
+		TW_ERROR("shm", "cannot remove shared memory %s: %m", path);
+		return TW_ESYS;
+	}
+	return TW_OK;
+}
+
+void tw__shm_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
 }
 
 int tw_shm_open(const char *name, size_t *size, void **mem)

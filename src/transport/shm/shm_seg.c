@@ -9,6 +9,18 @@
 // it behind (it is removed and created again), a live one holds the
 // address.  Polling for a segment looks at the name with shm_open and
 // pread rather than tw_shm_open, which logs every absent name as an error.
+//
+// A creator killed after it made the name and before it wrote its pid
+// leaves a header of zeros, which says nothing about who made it, and a
+// creator that is merely slow shows the same zeros for a while.  What
+// tells them apart is the creation lock (platform/posix/shm.h): a creator
+// holds it until its pid is in the header and the kernel drops it when the
+// creator dies, so a segment without a pid whose lock can be taken was
+// left by a dead process (or by one that has yet to take the lock: it then
+// finds its name gone and starts again).  Every removal of a stale segment happens under
+// that lock, after checking that the name still denotes the locked
+// segment, so two parties that find the same stale segment never remove a
+// fresh one in its place.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,10 +32,17 @@
 #include "core/clock.h"
 // The liveness test of the ring layer, which treats zombies as dead.
 #include "platform/posix/futex.h"
+#include "platform/posix/shm.h"
 #include "transport/shm/shm.h"
 
 // The longest pause between two looks for a peer's segment.
 #define SHM_POLL_MAX_NS 5000000
+// How often a creator looks at a name that is taken before it calls the
+// address in use, and how long it waits between two looks while another
+// process holds the name's lock (creating or removing the segment: a few
+// system calls).
+#define SHM_CREATE_ATTEMPTS 8
+#define SHM_CREATE_NAP_NS 1000000
 
 // Removes the segment's name, once per segment whoever gets there first.
 void tw__shm_seg_unlink_once(shm_chan *mc)
@@ -103,44 +122,107 @@ void tw__shm_seg_unmap(shm_chan *mc)
 	mc->hdr = NULL;
 }
 
+// Removes the segment under our name if it is stale: its creator died,
+// before or after it wrote its pid (see the top of this file).  Blocks for
+// a few system calls.  Returns TW_OK when the name may be free now
+// (removed here or elsewhere), TW_EAGAIN when a live process holds it (it
+// is being created or removed, or its creator lives) and *pid the pid
+// found (0: none), TW_ESYS (logged).
+static int seg_reclaim(shm_chan *mc, uint32_t *pid)
+{
+	*pid = 0;
+	int fd;
+	int status = tw__shm_trylock(mc->seg_name, &fd);
+	if (status != TW_OK || fd < 0)
+		return status;
+	// Under the lock a creator's pid is final: it writes it before it
+	// lets go.
+	struct tw_shm_seg_hdr h;
+	memset(&h, 0, sizeof(h));
+	struct stat st;
+	if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(h)
+	    && pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
+		memset(&h, 0, sizeof(h));
+	*pid = h.creator_pid;
+	if (*pid != 0 && tw__proc_alive(*pid)) {
+		tw__shm_unlock(fd);
+		return TW_EAGAIN;
+	}
+	status = tw__shm_unlink_locked(mc->seg_name, fd);
+	tw__shm_unlock(fd);
+	if (status == TW_EAGAIN)
+		return TW_OK; // someone else removed it first
+	if (status != TW_OK)
+		return status;
+	if (*pid != 0)
+		LOGC(mc, TW_LOG_INFO,
+		    "removed shared memory %s left by process %u",
+		    mc->seg_name, *pid);
+	else
+		LOGC(mc, TW_LOG_INFO,
+		    "removed shared memory %s left by a process that died "
+		    "while creating it",
+		    mc->seg_name);
+	return TW_OK;
+}
+
+static int seg_in_use(shm_chan *mc, uint32_t pid)
+{
+	if (pid != 0)
+		LOGC(mc, TW_LOG_ERROR,
+		    "cannot bind %s towards %s: address in use (shared "
+		    "memory %s belongs to process %u)",
+		    mc->ep->link_id, mc->peer_addr, mc->seg_name, pid);
+	else
+		LOGC(mc, TW_LOG_ERROR,
+		    "cannot bind %s towards %s: address in use (another "
+		    "process is creating shared memory %s)",
+		    mc->ep->link_id, mc->peer_addr, mc->seg_name);
+	return TW_ESYS;
+}
+
 // The lower rank creates the segment: removes one that a dead process left
 // behind, refuses one that a live process holds.
 int tw__shm_seg_create(shm_chan *mc)
 {
 	size_t size = tw__shm_seg_size();
+	int lock_fd = -1;
+	uint32_t pid = 0;
 	for (int attempt = 0;; attempt++) {
+		if (attempt == SHM_CREATE_ATTEMPTS)
+			return seg_in_use(mc, pid);
 		struct tw_shm_seg_hdr h;
 		size_t have = 0;
 		int status = seg_peek(mc, &h, &have);
-		if (status == TW_OK) {
-			uint32_t pid = h.creator_pid;
-			if (attempt < 3 && pid != 0 && !tw__proc_alive(pid)) {
-				LOGC(mc, TW_LOG_INFO,
-				    "removing shared memory %s left by "
-				    "process %u",
-				    mc->seg_name, pid);
-				tw_shm_unlink(mc->seg_name);
-				continue;
-			}
-			LOGC(mc, TW_LOG_ERROR,
-			    "cannot bind %s towards %s: address in use "
-			    "(shared memory %s belongs to process %u)",
-			    mc->ep->link_id, mc->peer_addr, mc->seg_name, pid);
-			return TW_ESYS;
+		if (status == TW_EAGAIN) {
+			// No such name: make it.  TW_EAGAIN again: another
+			// creator was faster, or a party took our fresh name
+			// for a dead creator's and removed it.
+			status = tw__shm_create_locked(
+			    mc->seg_name, size, &mc->mem, &lock_fd);
+			if (status == TW_OK)
+				break;
+			if (status != TW_EAGAIN)
+				return status;
+			continue;
 		}
-		if (status != TW_EAGAIN)
+		if (status != TW_OK)
 			return status;
-		status = tw_shm_create(mc->seg_name, size, &mc->mem);
-		if (status == TW_OK)
-			break;
-		if (attempt >= 3)
-			return TW_ESYS;
-		// Lost a race with another creator: look again.
+		pid = h.creator_pid;
+		if (pid != 0 && tw__proc_alive(pid))
+			return seg_in_use(mc, pid);
+		status = seg_reclaim(mc, &pid);
+		if (status == TW_EAGAIN)
+			tw__shm_nap(SHM_CREATE_NAP_NS);
+		else if (status != TW_OK)
+			return status;
 	}
 	mc->mem_size = size;
 	struct tw_shm_seg_hdr *h = mc->hdr = mc->mem;
 	__atomic_store_n(
 	    &h->creator_pid, (uint32_t)getpid(), __ATOMIC_SEQ_CST);
+	// The pid tells from now on whether the segment is stale.
+	tw__shm_unlock(lock_fd);
 	h->version = TW_SHM_SEG_VERSION;
 	h->seg_size = size;
 	h->ring_off[0] = tw__shm_ring_off(0);
@@ -236,13 +318,16 @@ int tw__shm_seg_open(shm_chan *mc, int64_t deadline)
 		struct tw_shm_seg_hdr h;
 		size_t have = 0;
 		int status = seg_peek(mc, &h, &have);
-		if (status == TW_OK && h.creator_pid != 0
-		    && !tw__proc_alive(h.creator_pid)) {
-			// Its creator died: remove it, a new one may come.
-			LOGC(mc, TW_LOG_INFO,
-			    "removing shared memory %s left by process %u",
-			    mc->seg_name, h.creator_pid);
-			tw_shm_unlink(mc->seg_name);
+		if (status == TW_OK
+		    && (h.creator_pid == 0
+		        || !tw__proc_alive(h.creator_pid))) {
+			// Its creator died (or is still creating it: then
+			// this finds it locked): remove it, a new one may
+			// come.
+			uint32_t pid;
+			status = seg_reclaim(mc, &pid);
+			if (status != TW_OK && status != TW_EAGAIN)
+				return status;
 		} else if (status == TW_OK && have == want
 		    && h.state == TW_SHM_STATE_READY && h.gone[0] == 0) {
 			status = seg_join(mc);

@@ -25,6 +25,7 @@
 
 #include "core/clock.h"
 #include "core/names.h"
+#include "platform/posix/shm.h"
 #include "ring/ring_layout.h"
 #include "testutil.h"
 #include "transport/shm/shm.h"
@@ -652,6 +653,90 @@ static void t_creator_crash(void **state)
 	assert_no_segments();
 }
 
+// A creator killed after it made the segment and before it stored its pid
+// leaves a segment whose header is all zeros: what this child leaves when
+// it is killed.  The peer that comes later, or a new creator, removes it.
+// arg 1: the segment is made as the transport makes it, under the lock
+// that tells a slow creator from a dead one (kept until it is killed);
+// arg 0: without that lock.
+static int pidless_creator(child *c)
+{
+	char name[TW_SHM_SEG_NAME_LEN];
+	pair_name(0, 1, name);
+	void *mem;
+	int lock_fd;
+	if (c->arg)
+		CHK_RV(tw__shm_create_locked(
+		           name, tw__shm_seg_size(), &mem, &lock_fd),
+		    TW_OK);
+	else
+		CHK_RV(tw_shm_create(name, tw__shm_seg_size(), &mem), TW_OK);
+	child_ready(c);
+	child_wait_go(c); // killed before
+	return 0;
+}
+
+static proc pidless_start(const char *name, int locked)
+{
+	proc a = spawn(pidless_creator, 0, locked);
+	proc_wait_ready(&a);
+	assert_true(seg_exists(name));
+	return a;
+}
+
+static void pidless_kill(proc *a)
+{
+	kill(a->pid, SIGKILL);
+	assert_int_equal(proc_reap(a), 128 + SIGKILL);
+}
+
+static void pidless_crash(const char *name)
+{
+	proc a = pidless_start(name, 0);
+	pidless_kill(&a);
+	assert_true(seg_exists(name));
+}
+
+static void t_creator_no_pid(void **state)
+{
+	char name[TW_SHM_SEG_NAME_LEN];
+	pair_name(0, 1, name);
+
+	pidless_crash(name);
+	proc b = spawn(late_peer, 1, 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_false(seg_exists(name));
+
+	pidless_crash(name);
+	proc a = spawn(lone_creator, 0, 1);
+	wait_segment(name, a.pid);
+	b = spawn(late_peer, 1, 1);
+	assert_int_equal(proc_reap(&a), 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_no_segments();
+}
+
+// A creator that has made the segment but not yet stored its pid, and is
+// alive: its segment is not stale.  Its peer waits for it and a second
+// creator finds the address in use; once it is dead, its peer removes it.
+static void t_creator_slow(void **state)
+{
+	char name[TW_SHM_SEG_NAME_LEN];
+	pair_name(0, 1, name);
+	proc a = pidless_start(name, 1);
+	proc in = spawn(intruder, 0, 0);
+	assert_int_equal(proc_reap(&in), 0);
+	proc b = spawn(late_peer, 1, 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_true(seg_exists(name));
+
+	pidless_kill(&a);
+	assert_true(seg_exists(name));
+	b = spawn(late_peer, 1, 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_no_segments();
+}
+
 // --- a peer that writes garbage -----------------------------------------------------
 
 enum { CORRUPT_FRAME = 0, CORRUPT_RING = 1 };
@@ -666,9 +751,14 @@ static int fake_peer(child *c)
 	pair_name(0, 1, name);
 	size_t size = tw__shm_seg_size();
 	void *mem;
-	CHK_RV(tw_shm_create(name, size, &mem), TW_OK);
+	int lock_fd;
+	// Created as the transport creates it: unmarked only under the lock,
+	// or the victim may take it for a dead creator's.
+	CHK_RV(tw__shm_create_locked(name, size, &mem, &lock_fd), TW_OK);
 	struct tw_shm_seg_hdr *h = mem;
-	h->creator_pid = (uint32_t)getpid();
+	__atomic_store_n(
+	    &h->creator_pid, (uint32_t)getpid(), __ATOMIC_SEQ_CST);
+	tw__shm_unlock(lock_fd);
 	h->version = TW_SHM_SEG_VERSION;
 	h->seg_size = size;
 	h->ring_off[0] = tw__shm_ring_off(0);
@@ -1187,6 +1277,8 @@ int main(int argc, char **argv)
 		CASE(peer_killed),
 		CASE(no_leftovers),
 		CASE(creator_crash),
+		CASE(creator_no_pid),
+		CASE(creator_slow),
 		CASE(corrupt_frame),
 		CASE(corrupt_ring),
 		CASE(large_cma),
