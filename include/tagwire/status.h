@@ -88,7 +88,14 @@ typedef struct tw_log_record {
 // back into a link.
 typedef void (*tw_log_handler_func_t)(const tw_log_record *rec, void *arg);
 
-// Installs `fn` (NULL restores the stderr handler).  Returns TW_OK.
+// Installs `fn` with `arg` (NULL restores the stderr handler) and returns
+// once no call of the handler it replaces is in progress in any thread; no
+// later line reaches that handler, so its `arg` may be freed then.  It
+// blocks while such a call runs, hence a handler must not wait for a thread
+// that may be changing the handler.  A handler must not call
+// tw_log_set_handler itself (it would wait for its own call): such a call
+// changes nothing and returns TW_EINVAL.  In the child of a fork, calls
+// that other threads had in progress do not count.  Returns TW_OK.
 TW_API int tw_log_set_handler(tw_log_handler_func_t fn, void *arg);
 
 // Sets the level (TW_LOG_NONE..TW_LOG_TRACE), overriding the environment.

@@ -1,9 +1,22 @@
 // Logging: the level filter, the stderr handler and the pluggable one.
 //
 // The level is read from the environment once, on first use; after that a
-// disabled line costs a relaxed load.  The handler and its argument are
-// swapped under a lock so that a line is never dispatched to a half-installed
-// handler.
+// disabled line costs a relaxed load.
+//
+// Handlers.  tw_log_set_handler returns only once no call of the handler
+// it replaced is in progress, so that the application may free that
+// handler's state.  A lock around every call would give that, but would
+// also serialise the calls of all threads and let a slow handler hold up
+// every logging thread.  Instead the handler in force sits in one of two
+// slots, each with a count of the lines dispatching through it: a line
+// counts itself in the slot `log_cur` names, then checks that log_cur
+// still names it (else it uncounts itself and starts over), and only then
+// reads the slot.  A setter fills the other slot, points log_cur at it,
+// and waits until the old slot's count is zero: a line that counted itself
+// there later finds log_cur moved and never calls the old handler.  All of
+// that is sequentially consistent, so a line that nobody competes with
+// costs two atomic additions and two loads, as the lock did.  Setters take
+// turns (log_set_mtx), so a slot is written only when no line can read it.
 
 #include <errno.h>
 #include <pthread.h>
@@ -18,9 +31,22 @@
 
 int tw__log_cur_level = -1;
 
-static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
-static tw_log_handler_func_t log_fn; // protected by log_mtx
-static void *log_arg; // protected by log_mtx
+// Every field is atomic; a slot on a cache line of its own.
+typedef struct log_slot {
+	_Alignas(64) tw_log_handler_func_t fn; // NULL: the stderr handler
+	void *arg;
+	unsigned long calls; // lines counted in this slot now
+} log_slot;
+
+static log_slot log_slots[2];
+static unsigned log_cur; // the slot in force
+static int log_waiting; // a setter waits for a count to reach zero
+static pthread_mutex_t log_set_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t log_wait_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t log_wait_cv = PTHREAD_COND_INITIALIZER;
+// This thread's handler calls in progress, per slot (they nest when a
+// handler logs).
+static _Thread_local unsigned long log_depth[2];
 
 static const char *const level_names[]
     = { "none", "error", "warn", "info", "debug", "trace" };
@@ -78,13 +104,70 @@ int tw_log_level(void)
 	return __atomic_load_n(&tw__log_cur_level, __ATOMIC_RELAXED);
 }
 
+// Uncounts a line; the last one out wakes a waiting setter.  The setter
+// announces itself before it looks at the count and we look for it after
+// we changed the count, so one of the two sees the other.
+static void log_leave(unsigned i)
+{
+	if (__atomic_sub_fetch(&log_slots[i].calls, 1, __ATOMIC_SEQ_CST) == 0
+	    && __atomic_load_n(&log_waiting, __ATOMIC_SEQ_CST) != 0) {
+		pthread_mutex_lock(&log_wait_mtx);
+		pthread_cond_broadcast(&log_wait_cv);
+		pthread_mutex_unlock(&log_wait_mtx);
+	}
+}
+
+// Counts a line in the slot in force and returns that slot.
+static unsigned log_enter(void)
+{
+	for (;;) {
+		unsigned i = __atomic_load_n(&log_cur, __ATOMIC_SEQ_CST);
+		__atomic_add_fetch(&log_slots[i].calls, 1, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&log_cur, __ATOMIC_SEQ_CST) == i)
+			return i;
+		// A setter moved on meanwhile: it may be waiting for us.
+		log_leave(i);
+	}
+}
+
 int tw_log_set_handler(tw_log_handler_func_t fn, void *arg)
 {
-	pthread_mutex_lock(&log_mtx);
-	log_fn = fn;
-	log_arg = arg;
-	pthread_mutex_unlock(&log_mtx);
+	// From inside a handler the wait below would wait for itself.
+	if (log_depth[0] + log_depth[1] != 0)
+		return TW_EINVAL;
+	pthread_mutex_lock(&log_set_mtx);
+	unsigned old = __atomic_load_n(&log_cur, __ATOMIC_RELAXED),
+	         next = !old;
+	__atomic_store_n(&log_slots[next].fn, fn, __ATOMIC_RELAXED);
+	__atomic_store_n(&log_slots[next].arg, arg, __ATOMIC_RELAXED);
+	__atomic_store_n(&log_cur, next, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&log_waiting, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&log_wait_mtx);
+	while (__atomic_load_n(&log_slots[old].calls, __ATOMIC_SEQ_CST) != 0)
+		pthread_cond_wait(&log_wait_cv, &log_wait_mtx);
+	pthread_mutex_unlock(&log_wait_mtx);
+	__atomic_store_n(&log_waiting, 0, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&log_set_mtx);
 	return TW_OK;
+}
+
+// In a child of fork only the forking thread goes on: calls that other
+// threads had in progress will never end, and a lock they held would never
+// be released.
+static void log_atfork_child(void)
+{
+	for (int i = 0; i < 2; i++)
+		__atomic_store_n(
+		    &log_slots[i].calls, log_depth[i], __ATOMIC_SEQ_CST);
+	__atomic_store_n(&log_waiting, 0, __ATOMIC_SEQ_CST);
+	pthread_mutex_init(&log_set_mtx, NULL);
+	pthread_mutex_init(&log_wait_mtx, NULL);
+	pthread_cond_init(&log_wait_cv, NULL);
+}
+
+__attribute__((constructor)) static void log_setup(void)
+{
+	pthread_atfork(NULL, NULL, log_atfork_child);
 }
 
 static void log_stderr(const tw_log_record *rec, const char *func, int line)
@@ -122,13 +205,16 @@ void tw__log_write(int level, const char *subsys, const char *link_id,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	tw_log_record rec = { level, subsys, link_id, rank, msg };
-	pthread_mutex_lock(&log_mtx);
-	tw_log_handler_func_t fn = log_fn;
-	void *arg = log_arg;
-	pthread_mutex_unlock(&log_mtx);
+	unsigned i = log_enter();
+	tw_log_handler_func_t fn
+	    = __atomic_load_n(&log_slots[i].fn, __ATOMIC_RELAXED);
+	void *arg = __atomic_load_n(&log_slots[i].arg, __ATOMIC_RELAXED);
+	log_depth[i]++;
 	if (fn != NULL)
 		fn(&rec, arg);
 	else
 		log_stderr(&rec, func, line);
+	log_depth[i]--;
+	log_leave(i);
 	errno = saved;
 }

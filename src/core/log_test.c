@@ -10,6 +10,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -187,6 +190,171 @@ static void test_handler_arg_swap(void **state)
 	assert_int_equal(b.n, 1);
 	assert_string_equal(a.r[0].msg, "first");
 	assert_string_equal(b.r[0].msg, "second");
+}
+
+// ---------------------------------------------------------------------------
+// Changing the handler while other threads log
+// ---------------------------------------------------------------------------
+
+// The state of one installed handler, freed as soon as another replaced
+// it.  `calls` sits past the bytes the allocator reuses in a free block,
+// so that a late call in a build without sanitizers is counted (below)
+// rather than crashing.
+typedef struct swap_state {
+	unsigned long gen;
+	char pad[48];
+	unsigned long calls; // atomic
+} swap_state;
+
+#define SWAP_THREADS 3
+#define SWAP_ROUNDS 2000
+
+static unsigned long swap_replaced; // atomic: states up to this gen
+static unsigned long swap_late; // atomic: calls that outlived their state
+static int swap_stop; // atomic
+
+static void swap_handler(const tw_log_record *rec, void *arg)
+{
+	(void)rec;
+	swap_state *st = arg;
+	unsigned long gen = st->gen;
+	// Lets the setting thread run while this call is in progress: a
+	// set_handler that does not wait for it returns now, and the state
+	// is freed under this call.
+	sched_yield();
+	if (gen <= __atomic_load_n(&swap_replaced, __ATOMIC_SEQ_CST))
+		__atomic_add_fetch(&swap_late, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&st->calls, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *swap_logger(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&swap_stop, __ATOMIC_ACQUIRE))
+		TW_ERROR("swap", "a line");
+	return NULL;
+}
+
+static swap_state *swap_new(unsigned long gen)
+{
+	swap_state *st = calloc(1, sizeof(*st));
+	assert_non_null(st);
+	st->gen = gen;
+	return st;
+}
+
+// Threads log all the time while the handler's state is replaced and
+// freed at once, SWAP_ROUNDS times: once set_handler has returned, no
+// call of the handler it replaced may be running (ASan: a use after free;
+// TSan: a race with free; any build: swap_late).
+static void test_handler_swap_frees(void **state)
+{
+	(void)state;
+	swap_state *cur = swap_new(1);
+	TW_PASS(tw_log_set_handler(swap_handler, cur));
+	pthread_t th[SWAP_THREADS];
+	for (int i = 0; i < SWAP_THREADS; i++)
+		assert_int_equal(
+		    pthread_create(&th[i], NULL, swap_logger, NULL), 0);
+	for (unsigned long gen = 2; gen <= SWAP_ROUNDS + 1; gen++) {
+		// Every handler is called before it is replaced.
+		while (__atomic_load_n(&cur->calls, __ATOMIC_SEQ_CST) == 0)
+			sched_yield();
+		swap_state *next = swap_new(gen);
+		TW_PASS(tw_log_set_handler(swap_handler, next));
+		__atomic_store_n(&swap_replaced, gen - 1, __ATOMIC_SEQ_CST);
+		free(cur);
+		cur = next;
+	}
+	__atomic_store_n(&swap_stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < SWAP_THREADS; i++)
+		pthread_join(th[i], NULL);
+	TW_PASS(tw_log_set_handler(NULL, NULL));
+	free(cur);
+	assert_int_equal(__atomic_load_n(&swap_late, __ATOMIC_SEQ_CST), 0);
+}
+
+// A handler that tries to change the handler (refused: it would wait for
+// itself) and logs a line of its own (a nested call).
+static int reentry_rv = TW_OK;
+
+static void reentrant_handler(const tw_log_record *rec, void *arg)
+{
+	reentry_rv = tw_log_set_handler(NULL, NULL);
+	if (strcmp(rec->msg, "outer") == 0)
+		TW_ERROR("r", "inner");
+	cap_handler(rec, arg);
+}
+
+static void test_handler_reentry(void **state)
+{
+	(void)state;
+	capture cap = { 0 };
+	TW_PASS(tw_log_set_handler(reentrant_handler, &cap));
+	TW_ERROR("r", "outer");
+	assert_int_equal(reentry_rv, TW_EINVAL);
+	assert_int_equal(cap.n, 2);
+	assert_string_equal(cap.r[0].msg, "inner");
+	assert_string_equal(cap.r[1].msg, "outer");
+	// Still installed, and nothing counts as running any more: this
+	// returns.
+	TW_ERROR("r", "again");
+	assert_int_equal(cap.n, 3);
+	TW_PASS(tw_log_set_handler(NULL, NULL));
+}
+
+// A handler call in progress in another thread when the process forks
+// never ends in the child: the child must still be able to change the
+// handler.
+static pthread_mutex_t held_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t held_cv = PTHREAD_COND_INITIALIZER;
+static int held_in, held_go;
+
+static void held_handler(const tw_log_record *rec, void *arg)
+{
+	(void)rec;
+	(void)arg;
+	pthread_mutex_lock(&held_mtx);
+	held_in = 1;
+	pthread_cond_broadcast(&held_cv);
+	while (!held_go)
+		pthread_cond_wait(&held_cv, &held_mtx);
+	pthread_mutex_unlock(&held_mtx);
+}
+
+static void *held_logger(void *arg)
+{
+	(void)arg;
+	TW_ERROR("held", "a line");
+	return NULL;
+}
+
+static void test_handler_fork(void **state)
+{
+	(void)state;
+	TW_PASS(tw_log_set_handler(held_handler, NULL));
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, held_logger, NULL), 0);
+	pthread_mutex_lock(&held_mtx);
+	while (!held_in)
+		pthread_cond_wait(&held_cv, &held_mtx);
+	pthread_mutex_unlock(&held_mtx);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		alarm(10); // a set_handler that waits forever fails
+		_exit(tw_log_set_handler(NULL, NULL) == TW_OK ? 0 : 1);
+	}
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	pthread_mutex_lock(&held_mtx);
+	held_go = 1;
+	pthread_cond_broadcast(&held_cv);
+	pthread_mutex_unlock(&held_mtx);
+	pthread_join(th, NULL);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 static void test_level_filter(void **state)
@@ -574,6 +742,12 @@ int main(int argc, char **argv)
 		    test_handler_records, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_handler_arg_swap, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_handler_swap_frees, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_handler_reentry, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_handler_fork, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_level_filter, setup, teardown),
 		cmocka_unit_test_setup_teardown(
