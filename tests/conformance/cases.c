@@ -1,6 +1,9 @@
 // The link conformance cases.  Usage: conformance TRANSPORT [CASE]
-// TRANSPORT is "mem" (the built-in in-process transport) or "chan" (a user
-// channel written against the public vtable, see testchan.c).
+// TRANSPORT is a built-in transport ("mem", "shm", "tcp", and "tcpstripes",
+// tcp:// with striping), "chan" (a user channel written against the public
+// vtable, see testchan.c) or "chanlazy" (that channel with a wait_pending
+// that does not wait: a broken channel that the wait_pending case must
+// catch).
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -49,12 +52,24 @@ static void tune_stripes(tw_desc *d)
 }
 
 static const conf_transport transports[] = {
-	{ "mem", true, false, "mem://%s.p%zu", NULL, NULL },
-	{ "chan", false, false, "mem://%s.p%zu", NULL, NULL },
-	{ "shm", true, true, "shm://%s.p%zu", NULL, NULL },
-	{ "tcp", true, true, "tcp://127.0.0.1:0", tcp_make_addr, NULL },
-	{ "tcpstripes", true, true, "tcp://127.0.0.1:0", tcp_make_addr,
-	    tune_stripes },
+	{ .name = "mem", .builtin = true, .addr_fmt = "mem://%s.p%zu" },
+	{ .name = "chan", .addr_fmt = "mem://%s.p%zu" },
+	{ .name = "shm",
+	    .builtin = true,
+	    .procs = true,
+	    .addr_fmt = "shm://%s.p%zu" },
+	{ .name = "tcp",
+	    .builtin = true,
+	    .procs = true,
+	    .addr_fmt = "tcp://127.0.0.1:0",
+	    .make_addr = tcp_make_addr },
+	{ .name = "tcpstripes",
+	    .builtin = true,
+	    .procs = true,
+	    .addr_fmt = "tcp://127.0.0.1:0",
+	    .make_addr = tcp_make_addr,
+	    .tune = tune_stripes },
+	{ .name = "chanlazy", .addr_fmt = "mem://%s.p%zu", .lazy_wait = true },
 };
 static const conf_transport *tp;
 
@@ -649,20 +664,11 @@ static void t_spawn_sub(void **state)
 
 // --- pending sends, throttling, flow control --------------------------------
 
-static int body_wait_pending(conf_party *p)
+// Receives n messages of wait_pending's pattern without waiting.
+static int recv_now(conf_party *p, uint32_t n)
 {
-	enum { N = 100 };
-	if (p->rank == 0) {
-		unsigned char buf[256];
-		for (uint32_t i = 0; i < N; i++) {
-			conf_fill(buf, sizeof(buf), i, 0, 0);
-			CHECK_OK(p,
-			    tw_send_async(p->link, 1, "wp", buf, sizeof(buf)));
-		}
-		CHECK_OK(p, tw_link_wait_pending(p->link));
-		return 0;
-	}
-	for (uint32_t i = 0; i < N; i++) {
+	CHECK_OK(p, tw_link_set_recv_timeout(p->link, 0));
+	for (uint32_t i = 0; i < n; i++) {
 		tw_buf b = { 0 };
 		CHECK_OK(p, tw_recv(p->link, 0, "wp", &b));
 		CHECK(p, b.len == 256 && conf_check(b.data, b.len, i, 0, 0));
@@ -671,9 +677,44 @@ static int body_wait_pending(conf_party *p)
 	return 0;
 }
 
+// tw_link_wait_pending returns once every message sent so far is in its
+// receiver's mailbox.  The receiver hears that it returned outside the link
+// (a message on the link would arrive after the others and prove nothing),
+// and then finds every message with receives that do not wait.
+static int body_wait_pending(conf_party *p)
+{
+	enum { N = 100 };
+	conf_board *board = p->arg;
+	if (p->rank == 0) {
+		// Once the receiver is idle: no receive of its link creation
+		// is still waiting (and moving messages along meanwhile).
+		CHECK(p, conf_board_wait(board, 2, conf_scale(20000), NULL));
+		unsigned char buf[256];
+		for (uint32_t i = 0; i < N; i++) {
+			conf_fill(buf, sizeof(buf), i, 0, 0);
+			CHECK_OK(p,
+			    tw_send_async(p->link, 1, "wp", buf, sizeof(buf)));
+		}
+		CHECK_OK(p, tw_link_wait_pending(p->link));
+		conf_board_post(board, 0, 1);
+		CHECK(p, conf_board_wait(board, 1, conf_scale(20000), NULL));
+		return 0;
+	}
+	conf_board_post(board, 2, 1);
+	CHECK(p, conf_board_wait(board, 0, conf_scale(20000), NULL));
+	int rv = recv_now(p, N);
+	conf_board_post(board, 1, 1); // the sender may close now
+	return rv;
+}
+
 static void t_wait_pending(void **state)
 {
-	run(2, 0, NULL, body_wait_pending, NULL);
+	conf_board *board = conf_board_new();
+	assert_non_null(board);
+	int rv = conf_run(tp, 2, 0, NULL, body_wait_pending, board);
+	conf_board_free(board);
+	if (rv != 0)
+		fail_msg("a party failed (see above)");
 }
 
 static void setup_window(tw_desc *d, void *arg)

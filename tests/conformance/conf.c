@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -170,29 +171,23 @@ static void run_procs(run_ctx *ctx, size_t n)
 
 static unsigned long run_counter;
 
-int conf_run(const conf_transport *tp, size_t n, int flags,
-    conf_setup_fn setup, conf_body_fn body, void *arg)
+enum { ADDR_MAX = 160 };
+
+// The description of party `rank`: every party's names the same parties at
+// the same addresses with the same defaults, then the case's adjustments.
+static tw_desc *desc_make(const conf_transport *tp, const char *id, size_t n,
+    const char (*addrs)[ADDR_MAX], size_t rank, conf_setup_fn setup,
+    conf_setup_party_fn setup_party, void *arg)
 {
-	char id[64];
-	snprintf(id, sizeof(id), "conf%lu",
-	    __atomic_add_fetch(&run_counter, 1, __ATOMIC_RELAXED));
 	tw_desc *d = tw_desc_new(id);
 	if (d == NULL)
-		return -1;
+		return NULL;
 	for (size_t i = 0; i < n; i++) {
-		char pid[32], addr[160];
+		char pid[32];
 		snprintf(pid, sizeof(pid), "p%zu", i);
-		char run_name[96];
-		snprintf(
-		    run_name, sizeof(run_name), "%ld.%s", (long)getpid(), id);
-		if (tp->make_addr != NULL)
-			tp->make_addr(addr, sizeof(addr), run_name, i);
-		else
-			snprintf(
-			    addr, sizeof(addr), tp->addr_fmt, run_name, i);
-		if (tw_desc_add_party(d, pid, addr) != TW_OK) {
+		if (tw_desc_add_party(d, pid, addrs[i]) != TW_OK) {
 			tw_desc_free(d);
-			return -1;
+			return NULL;
 		}
 	}
 	tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, conf_scale(20000));
@@ -201,15 +196,59 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 		tp->tune(d);
 	if (setup != NULL)
 		setup(d, arg);
+	if (setup_party != NULL)
+		setup_party(d, rank, arg);
+	return d;
+}
+
+int conf_run(const conf_transport *tp, size_t n, int flags,
+    conf_setup_fn setup, conf_body_fn body, void *arg)
+{
+	return conf_run_each(tp, n, flags, setup, NULL, body, arg);
+}
+
+int conf_run_each(const conf_transport *tp, size_t n, int flags,
+    conf_setup_fn setup, conf_setup_party_fn setup_party, conf_body_fn body,
+    void *arg)
+{
+	char id[64];
+	snprintf(id, sizeof(id), "conf%lu",
+	    __atomic_add_fetch(&run_counter, 1, __ATOMIC_RELAXED));
+	// Addresses are made once per run (make_addr picks free ports), so
+	// that every party's description names the same ones.
+	char(*addrs)[ADDR_MAX] = calloc(n, sizeof(*addrs));
+	tw_desc **descs = calloc(n, sizeof(*descs));
+	int rv = addrs != NULL && descs != NULL ? 0 : -1;
+	char run_name[96];
+	snprintf(run_name, sizeof(run_name), "%ld.%s", (long)getpid(), id);
+	for (size_t i = 0; i < n && rv == 0; i++) {
+		if (tp->make_addr != NULL)
+			tp->make_addr(addrs[i], ADDR_MAX, run_name, i);
+		else
+			snprintf(
+			    addrs[i], ADDR_MAX, tp->addr_fmt, run_name, i);
+	}
+	for (size_t i = 0; i < n && rv == 0; i++)
+		if ((descs[i] = desc_make(
+		         tp, id, n, addrs, i, setup, setup_party, arg))
+		    == NULL)
+			rv = -1;
+	free(addrs);
+	if (rv != 0) {
+		for (size_t i = 0; descs != NULL && i < n; i++)
+			tw_desc_free(descs[i]);
+		free(descs);
+		return -1;
+	}
 	run_ctx ctx = { .tp = tp, .body = body, .flags = flags };
 	ctx.parties = calloc(n, sizeof(*ctx.parties));
 	ctx.rvs = calloc(n, sizeof(*ctx.rvs));
 	thread_arg *tas = calloc(n, sizeof(*tas));
 	pthread_t *th = calloc(n, sizeof(*th));
 	if (!tp->builtin)
-		ctx.net = testchan_net_new(n);
+		ctx.net = testchan_net_new(n, tp->lazy_wait);
 	for (size_t i = 0; i < n; i++) {
-		ctx.parties[i] = (conf_party) { .desc = d,
+		ctx.parties[i] = (conf_party) { .desc = descs[i],
 			.rank = i,
 			.size = n,
 			.tp = tp,
@@ -225,7 +264,6 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 		for (size_t i = 0; i < n; i++)
 			pthread_join(th[i], NULL);
 	}
-	int rv = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (ctx.rvs[i] != 0) {
 			fprintf(stderr, "  party %zu failed: %s\n", i,
@@ -239,6 +277,73 @@ int conf_run(const conf_transport *tp, size_t n, int flags,
 	free(tas);
 	free(ctx.rvs);
 	free(ctx.parties);
-	tw_desc_free(d);
+	for (size_t i = 0; i < n; i++)
+		tw_desc_free(descs[i]);
+	free(descs);
 	return rv;
+}
+
+struct conf_board {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	bool posted[CONF_BOARD_SLOTS];
+	uint64_t value[CONF_BOARD_SLOTS];
+};
+
+conf_board *conf_board_new(void)
+{
+	conf_board *b = mmap(NULL, sizeof(*b), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (b == MAP_FAILED)
+		return NULL;
+	memset(b, 0, sizeof(*b));
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+	pthread_mutex_init(&b->mtx, &ma);
+	pthread_mutexattr_destroy(&ma);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return b;
+}
+
+void conf_board_free(conf_board *b)
+{
+	if (b == NULL)
+		return;
+	pthread_cond_destroy(&b->cv);
+	pthread_mutex_destroy(&b->mtx);
+	munmap(b, sizeof(*b));
+}
+
+void conf_board_post(conf_board *b, unsigned slot, uint64_t value)
+{
+	pthread_mutex_lock(&b->mtx);
+	b->value[slot] = value;
+	b->posted[slot] = true;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mtx);
+}
+
+bool conf_board_wait(
+    conf_board *b, unsigned slot, int64_t timeout_ms, uint64_t *value)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	int64_t ns = ts.tv_nsec + timeout_ms % 1000 * 1000000;
+	ts.tv_sec += (time_t)(timeout_ms / 1000 + ns / 1000000000);
+	ts.tv_nsec = (long)(ns % 1000000000);
+	pthread_mutex_lock(&b->mtx);
+	int rv = 0;
+	while (!b->posted[slot] && rv == 0)
+		rv = pthread_cond_timedwait(&b->cv, &b->mtx, &ts);
+	bool posted = b->posted[slot];
+	if (posted && value != NULL)
+		*value = b->value[slot];
+	pthread_mutex_unlock(&b->mtx);
+	return posted;
 }

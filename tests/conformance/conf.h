@@ -11,6 +11,7 @@
 #define TW_CONF_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <tagwire/tagwire.h>
@@ -28,6 +29,9 @@ typedef struct conf_party {
 
 typedef int (*conf_body_fn)(conf_party *p);
 typedef void (*conf_setup_fn)(tw_desc *d, void *arg);
+// Adjusts the description of party `rank` only: parties whose options
+// differ, as when each process builds its own description.
+typedef void (*conf_setup_party_fn)(tw_desc *d, size_t rank, void *arg);
 
 typedef struct conf_transport {
 	const char *name;
@@ -44,6 +48,9 @@ typedef struct conf_transport {
 	// When set, adjusts every description of the run (a variant of a
 	// transport: other options, same cases).
 	void (*tune)(tw_desc *d);
+	// User channels only: wait_pending returns at once, delivering
+	// nothing (a broken channel, to show that the suite notices).
+	bool lazy_wait;
 } conf_transport;
 
 enum { CONF_OWN_CREATE = 1 };
@@ -53,6 +60,28 @@ enum { CONF_OWN_CREATE = 1 };
 // returned 0, else prints each party's failure and returns -1.
 int conf_run(const conf_transport *tp, size_t n, int flags,
     conf_setup_fn setup, conf_body_fn body, void *arg);
+
+// Like conf_run, and `setup_party` then adjusts each party's own
+// description.
+int conf_run_each(const conf_transport *tp, size_t n, int flags,
+    conf_setup_fn setup, conf_setup_party_fn setup_party, conf_body_fn body,
+    void *arg);
+
+// A board that the parties of a run share, as threads or as forked
+// processes alike (anonymous shared memory with a process-shared mutex and
+// condition variable): one party posts a value in a slot, others wait for
+// it.  For what a case must say outside the link under test, where a
+// message on the link would itself change what the case observes.  Make
+// it before conf_run (a forked party inherits it) and pass it as `arg`.
+enum { CONF_BOARD_SLOTS = 8 };
+typedef struct conf_board conf_board;
+conf_board *conf_board_new(void);
+void conf_board_free(conf_board *b);
+void conf_board_post(conf_board *b, unsigned slot, uint64_t value);
+// Waits up to `timeout_ms` for `slot` to be posted: true with *value (when
+// not NULL) set, false on timeout.
+bool conf_board_wait(
+    conf_board *b, unsigned slot, int64_t timeout_ms, uint64_t *value);
 
 // Creates party p's link from p->desc (for CONF_OWN_CREATE cases).
 int conf_create(conf_party *p, tw_link **out);
