@@ -202,6 +202,14 @@ TW_API void tw_link_stats(const tw_link *l, tw_stats *out);
 // Each returns TW_OK or the first error of its messages (TW_EINVAL for a bad
 // root or argument, TW_EPEER, TW_ECLOSED, TW_ETIMEDOUT, TW_ENOMEM).  On error
 // nothing is left allocated in the outputs.
+//
+// Every message a collective sends fits TW_OPT_MAX_MSG_SIZE (tw_allgather
+// cuts its rounds' messages to it), so each contribution may be as large
+// as that limit.  A larger one is TW_ETOOBIG for the party that passes it,
+// before it sends anything: for tw_gather and tw_allgather each party's own
+// `buf`, for tw_broadcast and tw_scatter the root's data.  The other
+// parties then wait for that party as for one that never called, until
+// their receive timeout.
 // ---------------------------------------------------------------------------
 
 // Returns once every party has entered the barrier (dissemination, log2 n

@@ -11,6 +11,15 @@
 //  - allgather: Bruck's algorithm, ceil(log2 n) rounds and (n-1) blocks
 //    sent per party in total, so it is optimal in both latency and volume
 //    for any n, not only powers of two.
+//
+// Message size.  Every message a collective sends fits the link's
+// TW_OPT_MAX_MSG_SIZE, since a receiver refuses a larger one (tcp:// and
+// shm:// even drop the peer, and with it every link they share).  Barrier,
+// broadcast, gather and scatter send each contribution as one message, so
+// a contribution within the limit fits; allgather's rounds carry several
+// blocks at once, so a round's blocks travel as a stream cut into pieces
+// of at most the limit (see send_blocks).  A contribution over the limit
+// is TW_ETOOBIG before anything is sent, as tw_send's is.
 
 #include <stdlib.h>
 #include <string.h>
@@ -27,16 +36,32 @@ static int check(tw_link *l, const char *tag)
 	return TW_OK;
 }
 
-static int dup_buf(const void *buf, size_t len, tw_buf *out)
+static uint64_t max_msg(const tw_link *l)
+{
+	return (uint64_t)l->opts[TW_OPT_MAX_MSG_SIZE];
+}
+
+static bool too_big(const tw_link *l, size_t len)
+{
+	return (uint64_t)len > max_msg(l);
+}
+
+// A buffer of len bytes in *out (NULL data when empty).
+static int alloc_buf(size_t len, tw_buf *out)
 {
 	out->data = NULL;
 	out->len = len;
-	if (len == 0)
-		return TW_OK;
-	if ((out->data = malloc(len)) == NULL)
+	if (len > 0 && (out->data = malloc(len)) == NULL)
 		return TW_ENOMEM;
-	memcpy(out->data, buf, len);
 	return TW_OK;
+}
+
+static int dup_buf(const void *buf, size_t len, tw_buf *out)
+{
+	int status = alloc_buf(len, out);
+	if (status == TW_OK && len > 0)
+		memcpy(out->data, buf, len);
+	return status;
 }
 
 static void free_bufs(tw_buf *b, size_t n)
@@ -88,6 +113,8 @@ int tw_broadcast(tw_link *l, size_t root, const char *tag, tw_buf *inout)
 	if (root >= n || inout == NULL
 	    || (l->rank == root && inout->data == NULL && inout->len > 0))
 		return TW_EINVAL;
+	if (l->rank == root && too_big(l, inout->len))
+		return TW_ETOOBIG;
 	size_t vr = (l->rank + n - root) % n;
 	tw_buf data = { 0 };
 	const tw_buf *src = inout;
@@ -131,6 +158,8 @@ int tw_gather(tw_link *l, size_t root, const char *tag, const void *buf,
 	if (root >= n || (buf == NULL && len > 0)
 	    || (l->rank == root && out == NULL))
 		return TW_EINVAL;
+	if (too_big(l, len))
+		return TW_ETOOBIG;
 	if (l->rank != root)
 		return coll_send(l, root, "gather", 0, tag, buf, len);
 	for (size_t i = 0; i < n; i++)
@@ -158,6 +187,10 @@ int tw_scatter(
 	for (size_t i = 0; i < n; i++)
 		if (in[i].data == NULL && in[i].len > 0)
 			return TW_EINVAL;
+	// Every part is checked before any is sent: a scatter fails whole.
+	for (size_t i = 0; i < n; i++)
+		if (too_big(l, in[i].len))
+			return TW_ETOOBIG;
 	for (size_t i = 0; i < n && status == TW_OK; i++)
 		if (i != root)
 			status = coll_send(
@@ -167,62 +200,151 @@ int tw_scatter(
 	return status;
 }
 
-// Packs blocks[first .. first+count) as (8-byte little-endian length,
-// bytes) pairs.
-static int pack_blocks(const tw_buf *blocks, size_t count, tw_buf *out)
+// An allgather round's blocks travel as one stream of (8-byte
+// little-endian length, bytes) pairs, cut into pieces of `piece` bytes
+// (the link's largest message), every piece full but the last.  The
+// receiver knows how many blocks come, so the lengths alone tell it where
+// the stream ends: no piece is sent that carries nothing.  A limit of 0
+// admits only empty messages: every block is then empty (larger ones are
+// TW_ETOOBIG before the first round), and the round is one empty message.
+
+// Where a stream stands: block `i`, byte `off` of its (length, bytes) pair.
+typedef struct stream_pos {
+	size_t i;
+	uint64_t off;
+} stream_pos;
+
+// Copies the next n bytes of the stream of blocks[0..count) to dst.
+static void stream_read(
+    const tw_buf *blocks, stream_pos *pos, unsigned char *dst, size_t n)
 {
-	size_t total = 0;
-	for (size_t i = 0; i < count; i++) {
-		if (blocks[i].len > SIZE_MAX - total - 8)
-			return TW_ETOOBIG;
-		total += 8 + blocks[i].len;
+	while (n > 0) {
+		const tw_buf *b = &blocks[pos->i];
+		size_t k;
+		if (pos->off < 8) {
+			unsigned char hdr[8];
+			for (int j = 0; j < 8; j++)
+				hdr[j] = (unsigned char)((uint64_t)b->len
+				    >> (8 * j));
+			k = (size_t)(8 - pos->off) < n ? (size_t)(8 - pos->off)
+			                               : n;
+			memcpy(dst, hdr + pos->off, k);
+		} else {
+			uint64_t left = b->len - (pos->off - 8);
+			k = left < n ? (size_t)left : n;
+			memcpy(dst,
+			    (const unsigned char *)b->data + (pos->off - 8),
+			    k);
+		}
+		dst += k;
+		n -= k;
+		pos->off += k;
+		if (pos->off == 8 + (uint64_t)b->len) {
+			pos->i++;
+			pos->off = 0;
+		}
 	}
-	unsigned char *p = malloc(total ? total : 1);
-	if (p == NULL)
-		return TW_ENOMEM;
-	size_t off = 0;
-	for (size_t i = 0; i < count; i++) {
-		uint64_t len = blocks[i].len;
-		for (int k = 0; k < 8; k++)
-			p[off + k] = (unsigned char)(len >> (8 * k));
-		off += 8;
-		if (len > 0)
-			memcpy(p + off, blocks[i].data, len);
-		off += len;
-	}
-	out->data = p;
-	out->len = total;
-	return TW_OK;
 }
 
-// Unpacks exactly `count` blocks from a peer's message into blocks[];
-// anything that does not add up is TW_EPROTO.
-static int unpack_blocks(const tw_buf *msg, tw_buf *blocks, size_t count)
+static int send_blocks(tw_link *l, size_t dst, unsigned round, const char *tag,
+    const tw_buf *blocks, size_t count)
 {
-	const unsigned char *p = msg->data;
-	size_t off = 0, i = 0;
+	uint64_t piece = max_msg(l);
+	if (piece == 0)
+		return coll_send(l, dst, "allgather", round, tag, NULL, 0);
+	uint64_t total = 0;
+	for (size_t i = 0; i < count; i++)
+		total += 8 + (uint64_t)blocks[i].len; // each <= piece <= 2^40
+	size_t cap = (size_t)(total < piece ? total : piece);
+	unsigned char *buf = malloc(cap);
+	if (buf == NULL)
+		return TW_ENOMEM;
+	stream_pos pos = { 0, 0 };
 	int status = TW_OK;
-	for (; i < count; i++) {
-		if (msg->len - off < 8) {
-			status = TW_EPROTO;
-			break;
-		}
-		uint64_t len = 0;
-		for (int k = 0; k < 8; k++)
-			len |= (uint64_t)p[off + k] << (8 * k);
-		off += 8;
-		if (len > msg->len - off) {
-			status = TW_EPROTO;
-			break;
-		}
-		if ((status = dup_buf(p + off, len, &blocks[i])) != TW_OK)
-			break;
-		off += len;
+	for (uint64_t sent = 0; sent < total && status == TW_OK;) {
+		size_t n = (size_t)(total - sent < cap ? total - sent : cap);
+		stream_read(blocks, &pos, buf, n);
+		status = coll_send(l, dst, "allgather", round, tag, buf, n);
+		sent += n;
 	}
-	if (status == TW_OK && off != msg->len)
-		status = TW_EPROTO;
+	free(buf);
+	return status;
+}
+
+// Fills blocks[0..count) from the stream of a peer's round; anything that
+// does not add up (a block over the limit, a piece short of full before
+// the end, bytes after it) is TW_EPROTO.  On error nothing is left
+// allocated.
+static int recv_blocks(tw_link *l, size_t src, unsigned round, const char *tag,
+    tw_buf *blocks, size_t count)
+{
+	uint64_t piece = max_msg(l);
+	for (size_t i = 0; i < count; i++)
+		blocks[i] = (tw_buf) { NULL, 0 };
+	tw_buf msg = { 0 };
+	int status;
+	if (piece == 0) {
+		status = coll_recv(l, src, "allgather", round, tag, &msg);
+		if (status == TW_OK && msg.len != 0)
+			status = TW_EPROTO;
+		tw_buf_free(&msg);
+		return status;
+	}
+	size_t i = 0; // the block being filled
+	unsigned char hdr[8];
+	size_t hdr_got = 0; // bytes of its length read so far
+	bool have_len = false;
+	size_t got = 0; // bytes of its contents read so far
+	status = TW_OK;
+	while (status == TW_OK && i < count) {
+		status = coll_recv(l, src, "allgather", round, tag, &msg);
+		if (status != TW_OK)
+			break;
+		const unsigned char *p = msg.data;
+		size_t left = msg.len;
+		while (status == TW_OK && left > 0 && i < count) {
+			size_t k;
+			if (!have_len) {
+				k = 8 - hdr_got < left ? 8 - hdr_got : left;
+				memcpy(hdr + hdr_got, p, k);
+				hdr_got += k;
+				if (hdr_got == 8) {
+					uint64_t len = 0;
+					for (int j = 0; j < 8; j++)
+						len |= (uint64_t)hdr[j]
+						    << (8 * j);
+					if (len > piece || len > SIZE_MAX)
+						status = TW_EPROTO;
+					else
+						status = alloc_buf(
+						    (size_t)len, &blocks[i]);
+					have_len = true;
+					got = 0;
+				}
+			} else {
+				k = blocks[i].len - got < left
+				    ? blocks[i].len - got
+				    : left;
+				memcpy((unsigned char *)blocks[i].data + got,
+				    p, k);
+				got += k;
+			}
+			p += k;
+			left -= k;
+			if (status == TW_OK && have_len
+			    && got == blocks[i].len) {
+				i++;
+				have_len = false;
+				hdr_got = 0;
+			}
+		}
+		if (status == TW_OK
+		    && (left > 0 || (i < count && msg.len != piece)))
+			status = TW_EPROTO;
+		tw_buf_free(&msg);
+	}
 	if (status != TW_OK)
-		free_bufs(blocks, i);
+		free_bufs(blocks, count);
 	return status;
 }
 
@@ -234,6 +356,8 @@ int tw_allgather(
 		return status;
 	if (out == NULL || (buf == NULL && len > 0))
 		return TW_EINVAL;
+	if (too_big(l, len))
+		return TW_ETOOBIG;
 	size_t n = l->size, r = l->rank;
 	// tmp[j] holds the block of rank (r + j) % n once j < have.
 	tw_buf *tmp = calloc(n, sizeof(*tmp));
@@ -247,18 +371,10 @@ int tw_allgather(
 		size_t count = dist < n - have ? dist : n - have;
 		size_t to = (r + n - dist) % n;
 		size_t from = (r + dist) % n;
-		tw_buf msg = { 0 };
-		status = pack_blocks(tmp, count, &msg);
+		status = send_blocks(l, to, round, tag, tmp, count);
 		if (status == TW_OK)
-			status = coll_send(
-			    l, to, "allgather", round, tag, msg.data, msg.len);
-		tw_buf_free(&msg);
-		if (status == TW_OK)
-			status = coll_recv(
-			    l, from, "allgather", round, tag, &msg);
-		if (status == TW_OK)
-			status = unpack_blocks(&msg, tmp + have, count);
-		tw_buf_free(&msg);
+			status = recv_blocks(
+			    l, from, round, tag, tmp + have, count);
 		if (status == TW_OK)
 			have += count;
 	}

@@ -52,8 +52,14 @@ struct tw_link {
 	tw_stats stats; // atomic fields
 };
 
-// Point-to-point on full keys, with the link's checks already done.
-// `count` adds the message to the link's statistics and throttle window.
+// The link's own messages (collectives) under full keys; the caller has
+// checked the peer and built the key.  Neither counts in the statistics or
+// the throttle window.  A send copies `buf` when `async`, waits for flow
+// control until the receive timeout, and refuses a message longer than
+// TW_OPT_MAX_MSG_SIZE (TW_ETOOBIG, nothing sent), which the receiver would
+// refuse: tcp:// and shm:// would drop the peer for it, and with it every
+// link they share.  A receive waits until `deadline`.  Both return the
+// codes of tw__chan_send and tw__chan_recv.
 int tw__link_send_key(tw_link *l, size_t dst, const char *key, const void *buf,
     size_t len, bool async);
 int tw__link_recv_key(

@@ -118,6 +118,8 @@ static void ack_send(tw_link *l, size_t src)
 int tw__link_send_key(tw_link *l, size_t dst, const char *key, const void *buf,
     size_t len, bool async)
 {
+	if ((uint64_t)len > (uint64_t)l->opts[TW_OPT_MAX_MSG_SIZE])
+		return TW_ETOOBIG;
 	return tw__chan_send(
 	    l, l->map[dst], key, buf, len, async, tw__link_recv_deadline(l));
 }

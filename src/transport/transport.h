@@ -47,7 +47,10 @@ typedef struct tw__chan_xops {
 	// (tw__now_ns scale) or until *cancel becomes non-zero (TW_ECLOSED).
 	// With TW__SEND_ASYNC the transport may return before delivery.
 	// Never called with the channel's locks held by the caller.  Returns
-	// TW_OK, TW_EPEER, TW_ECLOSED, TW_ETIMEDOUT, TW_ENOMEM.
+	// TW_OK, TW_EPEER, TW_ECLOSED, TW_ETIMEDOUT, TW_ENOMEM, and
+	// TW_ETOOBIG where the transport knows the receiver's
+	// TW_OPT_MAX_MSG_SIZE and `len` exceeds it (the link never sends such
+	// a message; a receiver that gets one may drop the peer).
 	int (*send)(tw_channel *c, const char *key, const void *buf,
 	    size_t len, int flags, int64_t deadline, const int *cancel);
 

@@ -983,6 +983,184 @@ static void t_coll_mixed(void **state)
 	run(3, 0, NULL, body_coll_mixed, NULL);
 }
 
+// Collectives under a TW_OPT_MAX_MSG_SIZE of 64 KiB with contributions at
+// and just under it: every message they send must fit (a receiver refuses
+// a larger one, and tcp:// and shm:// drop the peer for it).  Allgather's
+// rounds carry several blocks, so they must be cut.  A contribution over
+// the limit is TW_ETOOBIG and sends nothing: the same tags then work.
+enum { CM_MAX = 64 * 1024, CM_N = 4 };
+
+static void setup_coll_max(tw_desc *d, void *arg)
+{
+	tw_desc_set(d, TW_OPT_MAX_MSG_SIZE, CM_MAX);
+}
+
+// The contribution of `rank` to collective k: the limit itself for rank 0
+// of the first one, just under it otherwise.
+static size_t cm_len(size_t rank, uint32_t k)
+{
+	return CM_MAX - (rank * 7 + k * 3) % 29;
+}
+
+// A buffer of len bytes of the pattern of (i, k).
+static bool alloc_filled(tw_buf *b, size_t len, size_t i, uint32_t k)
+{
+	b->len = len;
+	b->data = malloc(len);
+	if (b->data != NULL)
+		conf_fill(b->data, len, (uint32_t)i, k, 21);
+	return b->data != NULL;
+}
+
+static int cm_check_all(conf_party *p, tw_buf *v, uint32_t k, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		CHECK(p, v[i].len == cm_len(i, k));
+		CHECK(p, conf_check(v[i].data, v[i].len, (uint32_t)i, k, 21));
+		tw_buf_free(&v[i]);
+	}
+	return 0;
+}
+
+static int body_coll_max_msg(conf_party *p)
+{
+	tw_link *l = p->link;
+	size_t n = p->size, r = p->rank;
+	static _Thread_local unsigned char buf[CM_MAX + 1];
+	tw_buf v[CM_N], in[CM_N], out = { 0 };
+	uint32_t k = 0;
+	// Allgather, with the contributions of the report (40 KB: two blocks
+	// in Bruck's second round are 80 KB) and at the limit.
+	size_t len = 40000 + r;
+	conf_fill(buf, len, (uint32_t)r, 99, 21);
+	CHECK_OK(p, tw_allgather(l, "ag", buf, len, v));
+	for (size_t i = 0; i < n; i++) {
+		CHECK(p, v[i].len == 40000 + i);
+		CHECK(p, conf_check(v[i].data, v[i].len, (uint32_t)i, 99, 21));
+		tw_buf_free(&v[i]);
+	}
+	conf_fill(buf, cm_len(r, k), (uint32_t)r, k, 21);
+	CHECK_OK(p, tw_allgather(l, "ag", buf, cm_len(r, k), v));
+	CHECK(p, cm_check_all(p, v, k, n) == 0);
+	for (size_t root = 0; root < n; root++) {
+		k++;
+		conf_fill(buf, cm_len(r, k), (uint32_t)r, k, 21);
+		CHECK_OK(p,
+		    tw_gather(l, root, "g", buf, cm_len(r, k),
+		        r == root ? v : NULL));
+		if (r == root)
+			CHECK(p, cm_check_all(p, v, k, n) == 0);
+
+		k++;
+		tw_buf io = { 0 };
+		if (r == root) {
+			conf_fill(buf, cm_len(root, k), (uint32_t)root, k, 21);
+			io = (tw_buf) { buf, cm_len(root, k) };
+		}
+		CHECK_OK(p, tw_broadcast(l, root, "b", &io));
+		CHECK(p, io.len == cm_len(root, k));
+		CHECK(p, conf_check(io.data, io.len, (uint32_t)root, k, 21));
+		if (r != root)
+			tw_buf_free(&io);
+
+		k++;
+		if (r == root) {
+			for (size_t i = 0; i < n; i++) {
+				CHECK(p,
+				    alloc_filled(&in[i], cm_len(i, k), i, k));
+			}
+		}
+		CHECK_OK(
+		    p, tw_scatter(l, root, "s", r == root ? in : NULL, &out));
+		CHECK(p, out.len == cm_len(r, k));
+		CHECK(p, conf_check(out.data, out.len, (uint32_t)r, k, 21));
+		tw_buf_free(&out);
+		if (r == root)
+			for (size_t i = 0; i < n; i++)
+				tw_buf_free(&in[i]);
+	}
+	// Over the limit: refused before anything is sent.  Every party
+	// calls the collectives where each party checks its own
+	// contribution, only the root those where the root's data is all.
+	CHECK_RV(p, tw_allgather(l, "big", buf, CM_MAX + 1, v), TW_ETOOBIG);
+	CHECK_RV(p, tw_gather(l, 0, "big", buf, CM_MAX + 1, r == 0 ? v : NULL),
+	    TW_ETOOBIG);
+	if (r == 0) {
+		tw_buf io = { buf, CM_MAX + 1 };
+		CHECK_RV(p, tw_broadcast(l, 0, "big", &io), TW_ETOOBIG);
+		for (size_t i = 0; i < n; i++)
+			in[i] = (tw_buf) { buf, i == n - 1 ? CM_MAX + 1 : 1 };
+		CHECK_RV(p, tw_scatter(l, 0, "big", in, &out), TW_ETOOBIG);
+	}
+	// Nothing was left behind under those tags.
+	k++;
+	conf_fill(buf, 5, (uint32_t)r, k, 21);
+	CHECK_OK(p, tw_allgather(l, "big", buf, 5, v));
+	for (size_t i = 0; i < n; i++) {
+		CHECK(p, v[i].len == 5);
+		CHECK(p, conf_check(v[i].data, 5, (uint32_t)i, k, 21));
+		tw_buf_free(&v[i]);
+	}
+	CHECK_OK(p, tw_gather(l, 0, "big", buf, 5, r == 0 ? v : NULL));
+	if (r == 0) {
+		for (size_t i = 0; i < n; i++) {
+			CHECK(p, v[i].len == 5);
+			CHECK(p, conf_check(v[i].data, 5, (uint32_t)i, k, 21));
+			tw_buf_free(&v[i]);
+		}
+	}
+	tw_buf io = { r == 0 ? buf : NULL, r == 0 ? 5 : 0 };
+	CHECK_OK(p, tw_broadcast(l, 0, "big", &io));
+	CHECK(p, io.len == 5 && conf_check(io.data, 5, 0, k, 21));
+	if (r != 0)
+		tw_buf_free(&io);
+	if (r == 0)
+		for (size_t i = 0; i < n; i++)
+			in[i] = (tw_buf) { buf, 5 };
+	CHECK_OK(p, tw_scatter(l, 0, "big", r == 0 ? in : NULL, &out));
+	CHECK(p, out.len == 5 && conf_check(out.data, 5, 0, k, 21));
+	tw_buf_free(&out);
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+// Limits smaller than a block's length field: the pieces split lengths,
+// and a limit of 0 leaves only empty contributions.
+static void setup_tiny_max(tw_desc *d, void *arg)
+{
+	tw_desc_set(d, TW_OPT_MAX_MSG_SIZE, *(int64_t *)arg);
+}
+
+static int body_coll_tiny_max(conf_party *p)
+{
+	size_t max = (size_t) * (int64_t *)p->arg;
+	size_t n = p->size, r = p->rank;
+	unsigned char buf[8];
+	tw_buf v[8];
+	for (uint32_t k = 0; k < 3; k++) {
+		size_t len = (r * 3 + k) % (max + 1);
+		conf_fill(buf, len, (uint32_t)r, k, 22);
+		CHECK_OK(p, tw_allgather(p->link, "t", buf, len, v));
+		for (size_t i = 0; i < n; i++) {
+			CHECK(p, v[i].len == (i * 3 + k) % (max + 1));
+			CHECK(p,
+			    conf_check(
+			        v[i].data, v[i].len, (uint32_t)i, k, 22));
+			tw_buf_free(&v[i]);
+		}
+	}
+	CHECK_RV(p, tw_allgather(p->link, "t", buf, max + 1, v), TW_ETOOBIG);
+	return 0;
+}
+
+static void t_coll_max_msg(void **state)
+{
+	run(CM_N, 0, setup_coll_max, body_coll_max_msg, NULL);
+	static int64_t tiny[] = { 0, 1, 5, 8 };
+	for (size_t i = 0; i < sizeof(tiny) / sizeof(tiny[0]); i++)
+		run(5, 0, setup_tiny_max, body_coll_tiny_max, &tiny[i]);
+}
+
 #define CASE(name) cmocka_unit_test(t_##name)
 
 int main(int argc, char **argv)
@@ -1018,6 +1196,7 @@ int main(int argc, char **argv)
 		CASE(large),
 		CASE(collectives),
 		CASE(coll_mixed),
+		CASE(coll_max_msg),
 	};
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 2 && tw_test_select(tests, count, "t_", argv[2]) != 0)

@@ -34,6 +34,7 @@ typedef struct mem_ep {
 	char *reg_key; // "<link id> <address>"
 	tw_mailbox *mb;
 	uint64_t recv_buffer;
+	uint64_t max_msg; // longer messages are refused, as over the wire
 	unsigned refs; // protected by reg_mtx
 	unsigned own; // own channels alive, protected by reg_mtx
 	bool registered; // protected by reg_mtx
@@ -119,6 +120,11 @@ static int mem_xsend(tw_channel *c, const char *key, const void *buf,
 	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
 	if (peer == NULL || __atomic_load_n(&peer->closed, __ATOMIC_ACQUIRE))
 		return TW_EPEER;
+	// The receiver's limit, which shm:// and tcp:// receivers enforce by
+	// dropping the peer: refusing it here keeps a sender that ignores it
+	// from passing its tests over mem:// only.
+	if ((uint64_t)len > peer->max_msg)
+		return TW_ETOOBIG;
 	void *copy = NULL;
 	if (len > 0) {
 		if ((copy = malloc(len)) == NULL)
@@ -329,6 +335,7 @@ static int mem_open(const tw__link_cfg *cfg, tw_channel **chans)
 	self->reg_key = reg_key_make(cfg->link_id, addr);
 	self->mb = tw_mailbox_new();
 	self->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
+	self->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	if (self->reg_key == NULL || self->mb == NULL)
 		goto err_free_ep;
 	for (size_t i = 0; i < cfg->size; i++) {
