@@ -89,7 +89,10 @@ typedef struct tw_mailbox tw_mailbox;
 TW_API tw_mailbox *tw_mailbox_new(void);
 
 // Appends a copy of buf[0..len) under (from, tag) and wakes one waiter.
-// Never blocks.  Returns TW_OK, TW_EINVAL (NULL tag, NULL buf with len > 0),
+// A control key ("<link_id>!<control>", see Keys above; any tag whose first
+// ':', '@' or '!' is a '!') keeps only its newest message: the push replaces
+// the one queued under (from, tag), if any, since the link's control
+// messages carry state (a cumulative count), not a stream.  Never blocks.  Returns TW_OK, TW_EINVAL (NULL tag, NULL buf with len > 0),
 // TW_ECLOSED (aborted), TW_EPEER (`from` was closed with
 // tw_mailbox_close_from), TW_ENOMEM.
 TW_API int tw_mailbox_push(tw_mailbox *m, uint32_t from, const char *tag,

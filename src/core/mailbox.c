@@ -10,6 +10,10 @@
 // beyond that, so that a link that uses many distinct tags (collective
 // rounds, one tag per task) does not grow the table forever.
 //
+// Control messages (keys "<ns>!<name>", names.h) never wait for space and
+// do not count against it, since they are what lets data drain; they are
+// bounded instead by keeping only the newest of each (sender, key).
+//
 // Closing and aborting come in two scopes: the whole mailbox (the owner
 // aborted, or a sender is gone) and one link namespace, because the links
 // of a family (a root and its spawned children) share one mailbox per peer
@@ -410,6 +414,20 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	// A sender never sends on a namespace it closed: a message there comes
 	// from a new child link of the same name, which reopens it.
 	tw__nsset_forget_key(&f->closed_ns, key);
+	if (!msg->data_bytes && q->head != NULL) {
+		// A control message carries state, not a stream: an ack's
+		// count is cumulative and a hello says the peer is up, so the
+		// newest says all that older ones of its key said.  Keeping
+		// one per key bounds them however many come, and whether or
+		// not anyone takes them (a sender without a throttle window
+		// never takes the acks of a receiver with one).
+		free(q->head->data);
+		q->head->data = msg->data;
+		q->head->len = msg->len;
+		free(msg);
+		msg = NULL;
+		goto out;
+	}
 	if (q->tail != NULL)
 		q->tail->next = msg;
 	else

@@ -11,7 +11,8 @@
 #include <tagwire/channel.h>
 
 // Appends `data` (malloc'd, ownership passes on TW_OK only) under
-// (from, key).  While `from` already holds bytes and this message would take
+// (from, key); a control key's message (names.h) replaces the one already
+// queued under (from, key), if any, so that a key holds at most one.  While `from` already holds bytes and this message would take
 // it past `limit` bytes, waits until `deadline` (tw__now_ns scale).  A
 // non-NULL `cancel` is polled (atomically) while waiting: when it becomes
 // non-zero the push returns TW_ECLOSED; tw__mailbox_kick wakes waiting

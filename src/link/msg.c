@@ -5,9 +5,10 @@
 // A receiver whose link has a window sends a control message "<ns>!ack"
 // carrying its cumulative count of consumed messages (8 bytes, little
 // endian) after each point-to-point message it consumes; a sender blocked
-// on the window pulls those acks.  Acks are cumulative, so a sender that
-// finds several waiting keeps only the largest, and senders on a windowed
-// link drain them on every send so that they never pile up.
+// on the window pulls those acks.  Acks are cumulative, so the mailbox
+// keeps only the newest of each sender (mailbox.h): however many come, and
+// whether or not this party's own window makes it ever pull them (parties
+// may set different windows), one ack per peer and link waits here.
 
 #include <stdlib.h>
 #include <string.h>
@@ -65,30 +66,21 @@ static void ack_apply(tw__peer *ps, const tw_buf *b)
 }
 
 // Pulls acks from `dst` until fewer than the window are unconsumed, or
-// only what is already there when `deadline` is 0.
-static int ack_pull(tw_link *l, size_t dst, int64_t deadline, bool wait)
+// until `deadline` (TW_ETIMEDOUT).
+static int ack_wait(tw_link *l, size_t dst, int64_t deadline)
 {
 	int64_t window = l->opts[TW_OPT_THROTTLE_WINDOW];
 	tw__peer *ps = &l->peers[dst];
 	char key[TW_KEY_MAX];
 	tw__key_ctl(key, l->id, "ack");
 	int status = TW_OK;
-	if (wait)
-		pthread_mutex_lock(&ps->ack_mtx);
-	else if (pthread_mutex_trylock(&ps->ack_mtx) != 0)
-		return TW_OK; // someone else is pulling them
+	pthread_mutex_lock(&ps->ack_mtx);
 	for (;;) {
 		uint64_t sent = __atomic_load_n(&ps->sent, __ATOMIC_RELAXED);
 		uint64_t acked = __atomic_load_n(&ps->acked, __ATOMIC_RELAXED);
-		if (wait && sent - acked < (uint64_t)window)
+		if (sent - acked < (uint64_t)window)
 			break;
 		tw_buf b = { 0 };
-		size_t len;
-		if (!wait) {
-			if (tw__chan_probe(l, l->map[dst], key, &len) != TW_OK)
-				break;
-			deadline = tw__now_ns();
-		}
 		status = tw__chan_recv(l, l->map[dst], key, deadline, &b);
 		if (status != TW_OK)
 			break;
@@ -96,7 +88,7 @@ static int ack_pull(tw_link *l, size_t dst, int64_t deadline, bool wait)
 		tw_buf_free(&b);
 	}
 	pthread_mutex_unlock(&ps->ack_mtx);
-	return wait ? status : TW_OK;
+	return status;
 }
 
 // Tells `src` that one more of its messages was consumed here.
@@ -143,8 +135,8 @@ static int send_common(tw_link *l, size_t dst, const char *tag,
 	if (link_aborted(l))
 		return TW_ECLOSED;
 	int64_t deadline = tw__link_recv_deadline(l);
-	if (l->opts[TW_OPT_THROTTLE_WINDOW] > 0) {
-		status = ack_pull(l, dst, deadline, mode == SEND_THROTTLED);
+	if (mode == SEND_THROTTLED && l->opts[TW_OPT_THROTTLE_WINDOW] > 0) {
+		status = ack_wait(l, dst, deadline);
 		if (status != TW_OK) {
 			if (status == TW_ETIMEDOUT)
 				TW_LOGL(TW_LOG_DEBUG, "link", l->id, l->rank,

@@ -761,6 +761,71 @@ static void t_throttle(void **state)
 	run(2, 0, setup_window, body_throttle, NULL);
 }
 
+// Parties may set different windows.  A receiver with a window acks every
+// message it consumes; a sender without one never pulls those acks, so
+// what waits for it must stay bounded: one ack, the newest.
+enum { TM_N = 2000 };
+
+static void setup_window_rank1(tw_desc *d, size_t rank, void *arg)
+{
+	tw_desc_set(d, TW_OPT_THROTTLE_WINDOW, rank == 1 ? 4 : 0);
+}
+
+static int body_throttle_mixed(conf_party *p)
+{
+	tw_link *l = p->link;
+	tw_buf b = { 0 };
+	if (p->rank == 1) {
+		for (uint32_t i = 0; i < TM_N; i++) {
+			uint32_t v;
+			size_t len;
+			CHECK_OK(p, tw_recv_into(l, 0, "m", &v, 4, &len));
+			CHECK(p, len == 4 && v == i);
+		}
+		// Every ack is in the sender's mailbox before it hears this.
+		CHECK_OK(p, tw_link_wait_pending(l));
+		CHECK_OK(p, tw_send(l, 0, "done", NULL, 0));
+		// Stay until it counted: a closed peer ends its receives.
+		CHECK_OK(p, tw_recv(l, 0, "counted", &b));
+		return 0;
+	}
+	for (uint32_t i = 0; i < TM_N; i++)
+		CHECK_OK(p, tw_send_async(l, 1, "m", &i, 4));
+	CHECK_OK(p, tw_recv(l, 1, "done", &b));
+	// Count what waits under the link's ack key, taking it without
+	// waiting: one message, carrying the count of all TM_N.
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, tw_link_id(l), "ack");
+	unsigned queued = 0;
+	uint64_t last = 0;
+	int rv;
+	while ((rv = tw__link_recv_key(l, 1, key, 0, &b)) == TW_OK) {
+		queued++;
+		CHECK(p, b.len == 8);
+		last = 0;
+		for (int i = 0; i < 8; i++)
+			last |= (uint64_t)((unsigned char *)b.data)[i]
+			    << (8 * i);
+		tw_buf_free(&b);
+	}
+	CHECK_RV(p, rv, TW_ETIMEDOUT);
+	if (queued != 1 || last != TM_N) {
+		conf_failf(p, __LINE__, "%u acks queued, the last says %llu",
+		    queued, (unsigned long long)last);
+		return -1;
+	}
+	CHECK_OK(p, tw_send(l, 1, "counted", NULL, 0));
+	return 0;
+}
+
+static void t_throttle_mixed(void **state)
+{
+	if (conf_run_each(
+	        tp, 2, 0, NULL, setup_window_rank1, body_throttle_mixed, NULL)
+	    != 0)
+		fail_msg("a party failed (see above)");
+}
+
 enum { FC_BUF = 64 * 1024, FC_MSG = 4096, FC_N = 256 };
 
 static void setup_flow(tw_desc *d, void *arg)
@@ -1192,6 +1257,7 @@ int main(int argc, char **argv)
 		CASE(spawn_sub),
 		CASE(wait_pending),
 		CASE(throttle),
+		CASE(throttle_mixed),
 		CASE(flow_control),
 		CASE(large),
 		CASE(collectives),
