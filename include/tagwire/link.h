@@ -113,7 +113,11 @@ TW_API const char *tw_link_id(const tw_link *l);
 // Creates a child link with the same parties, a separate tag namespace
 // "parent_id/suffix" and the parent's connections; every party calls it
 // (no communication happens, so there is no order to respect).  The child
-// must be closed before its parent.  Returns TW_OK, TW_EINVAL (bad suffix,
+// must be closed before its parent.  Parties close it independently: once
+// a party closed it, what arrives there for it is dropped, and the others'
+// sends on it return TW_EPEER as soon as they learn of the close (their
+// receives, once they received what was delivered).  A suffix may be used
+// again once every party closed the child of that name.  Returns TW_OK, TW_EINVAL (bad suffix,
 // NULL argument), TW_ECLOSED (parent aborted), TW_ENOMEM.
 TW_API int tw_link_spawn(tw_link *parent, const char *suffix, tw_link **child);
 

@@ -17,8 +17,9 @@
 // Closing and aborting come in two scopes: the whole mailbox (the owner
 // aborted, or a sender is gone) and one link namespace, because the links
 // of a family (a root and its spawned children) share one mailbox per peer
-// and must fail independently.  Those lists are short (one entry per closed
-// or aborted child link), so a linear scan is the right structure.
+// and must fail independently.  A namespace's entries go as soon as both
+// sides closed it (mailbox.h), so the lists hold the child links closed or
+// aborted on one side only and a linear scan is the right structure.
 
 #include <errno.h>
 #include <pthread.h>
@@ -64,7 +65,9 @@ typedef struct mb_from {
 	UT_hash_handle hh;
 	uint32_t from;
 	bool closed;
-	tw__nsset closed_ns;
+	tw__nsset left; // namespaces it closed or aborted
+	tw__nsset left_closed; // of those, the ones it closed
+	tw__nsset dropped; // namespaces this side closed: refused from it
 	uint64_t bytes; // data bytes queued now
 	uint64_t peak; // most ever queued
 	uint64_t taken; // data bytes that left: popped, dropped or refused
@@ -82,6 +85,10 @@ struct tw_mailbox {
 	mb_queue *last_q;
 	mb_from *froms; // protected by mtx
 	tw__nsset aborted_ns;
+	// Entries in the `left` sets of every sender: written under mtx, read
+	// atomically, so that a send finds none without taking the lock.
+	size_t nleft;
+	bool keep_peer_closes; // set before sharing (mailbox.h)
 	bool aborted; // protected by mtx
 	tw__mailbox_taken_fn taken_fn; // set before sharing
 	void *taken_arg;
@@ -110,6 +117,15 @@ tw_mailbox *tw_mailbox_new(void)
 	return m;
 }
 
+static void from_free(mb_from *f)
+{
+	pthread_cond_destroy(&f->space);
+	tw__nsset_fini(&f->left);
+	tw__nsset_fini(&f->left_closed);
+	tw__nsset_fini(&f->dropped);
+	free(f);
+}
+
 static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
 {
 	mb_from *f = m->last_from;
@@ -124,13 +140,13 @@ static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
 		return NULL;
 	f->from = from;
 	tw__cond_init(&f->space);
-	tw__nsset_init(&f->closed_ns);
+	tw__nsset_init(&f->left);
+	tw__nsset_init(&f->left_closed);
+	tw__nsset_init(&f->dropped);
 	mb_oom = 0;
 	HASH_ADD(hh, m->froms, from, sizeof(f->from), f);
 	if (mb_oom) {
-		pthread_cond_destroy(&f->space);
-		tw__nsset_fini(&f->closed_ns);
-		free(f);
+		from_free(f);
 		return NULL;
 	}
 	return f;
@@ -211,14 +227,65 @@ static void queue_drop_if_idle(tw_mailbox *m, mb_queue *q)
 static int pop_blocked_status(tw_mailbox *m, uint32_t from, const char *key)
 {
 	mb_from *f = from_get(m, from, false);
-	if (f != NULL && (f->closed || tw__nsset_holds(&f->closed_ns, key)))
+	if (f != NULL && (f->closed || tw__nsset_holds(&f->left, key)))
 		return TW_EPEER;
 	return TW_OK;
 }
 
-static bool key_aborted(tw_mailbox *m, const char *key)
+// Whether nobody here will take messages of (from, key): the mailbox or the
+// key's namespace aborted, or that namespace closed here towards `from`.
+// mtx held.
+static bool key_refused(tw_mailbox *m, uint32_t from, const char *key)
 {
-	return m->aborted || tw__nsset_holds(&m->aborted_ns, key);
+	if (m->aborted || tw__nsset_holds(&m->aborted_ns, key))
+		return true;
+	mb_from *f = from_get(m, from, false);
+	return f != NULL && tw__nsset_holds(&f->dropped, key);
+}
+
+// Applies `op` to from's `left` set and keeps m->nleft in step.  mtx held.
+static int left_update(tw_mailbox *m, mb_from *f,
+    int (*op)(tw__nsset *s, const char *name), const char *name)
+{
+	size_t before = tw__nsset_count(&f->left);
+	int status = op(&f->left, name);
+	size_t after = tw__nsset_count(&f->left);
+	__atomic_store_n(
+	    &m->nleft, m->nleft - before + after, __ATOMIC_RELEASE);
+	return status;
+}
+
+static int op_add(tw__nsset *s, const char *ns)
+{
+	return tw__nsset_add(s, ns);
+}
+
+static int op_remove(tw__nsset *s, const char *ns)
+{
+	tw__nsset_remove(s, ns);
+	return TW_OK;
+}
+
+static int op_forget_key(tw__nsset *s, const char *key)
+{
+	tw__nsset_forget_key(s, key);
+	return TW_OK;
+}
+
+static int op_forget_ns(tw__nsset *s, const char *ns)
+{
+	tw__nsset_forget_ns(s, ns);
+	return TW_OK;
+}
+
+// `from` pushed data under `key`: a namespace it left that holds the key
+// was opened again, by a new child link of that name.  mtx held.
+static void peer_reopened(tw_mailbox *m, mb_from *f, const char *key)
+{
+	if (tw__nsset_count(&f->left) == 0)
+		return;
+	left_update(m, f, op_forget_key, key);
+	tw__nsset_forget_key(&f->left_closed, key);
 }
 
 // Waits for a message of (from, key) and returns with mtx held and *qp the
@@ -231,7 +298,7 @@ static int pop_wait(tw_mailbox *m, uint32_t from, const char *key,
 		return TW_ENOMEM;
 	int status;
 	for (;;) {
-		if (key_aborted(m, key)) {
+		if (key_refused(m, from, key)) {
 			status = TW_ECLOSED;
 			break;
 		}
@@ -245,7 +312,7 @@ static int pop_wait(tw_mailbox *m, uint32_t from, const char *key,
 		int rv = tw__cond_wait_until(&q->cv, &m->mtx, deadline);
 		q->waiters--;
 		if (rv == ETIMEDOUT && q->head == NULL
-		    && !key_aborted(m, key)) {
+		    && !key_refused(m, from, key)) {
 			status = TW_ETIMEDOUT;
 			break;
 		}
@@ -374,7 +441,7 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 		goto out;
 	}
 	for (;;) {
-		if (key_aborted(m, key)) {
+		if (key_refused(m, from, key)) {
 			// Refused data has left as far as its sender's credit
 			// is concerned: nobody will ever take it.
 			if (msg->data_bytes) {
@@ -411,9 +478,12 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 		status = TW_ENOMEM;
 		goto out;
 	}
-	// A sender never sends on a namespace it closed: a message there comes
-	// from a new child link of the same name, which reopens it.
-	tw__nsset_forget_key(&f->closed_ns, key);
+	// A sender never sends on a namespace it closed: data there comes
+	// from a new child link of the same name, which reopens it.  Not a
+	// control message: it may have overtaken the close (shm:// carries
+	// control in a lane of its own).
+	if (msg->data_bytes)
+		peer_reopened(m, f, key);
 	if (!msg->data_bytes && q->head != NULL) {
 		// A control message carries state, not a stream: an ack's
 		// count is cumulative and a hello says the peer is up, so the
@@ -474,7 +544,7 @@ int tw_mailbox_probe(
 	pthread_mutex_lock(&m->mtx);
 	int status;
 	mb_queue *q = queue_get(m, from, tag, false);
-	if (key_aborted(m, tag)) {
+	if (key_refused(m, from, tag)) {
 		status = TW_ECLOSED;
 	} else if (q != NULL && q->head != NULL) {
 		*len = q->head->len;
@@ -513,28 +583,62 @@ int tw_mailbox_close_from(tw_mailbox *m, uint32_t from)
 	return status;
 }
 
+// --- namespaces (mailbox.h) ---------------------------------------------
+
+// Both sides closed `ns`: from now on `from` sends nothing there, and
+// nothing about ns needs remembering for it.  mtx held.
+static void both_closed(tw_mailbox *m, mb_from *f, const char *ns)
+{
+	left_update(m, f, op_remove, ns);
+	tw__nsset_remove(&f->left_closed, ns);
+	tw__nsset_remove(&f->dropped, ns);
+}
+
 int tw__mailbox_close_ns(tw_mailbox *m, uint32_t from, const char *ns)
 {
 	if (m == NULL || ns == NULL)
 		return TW_EINVAL;
 	pthread_mutex_lock(&m->mtx);
 	mb_from *f = from_get(m, from, true);
-	int status = f == NULL ? TW_ENOMEM : tw__nsset_add(&f->closed_ns, ns);
+	int status = f == NULL ? TW_ENOMEM : TW_OK;
+	if (f != NULL && tw__nsset_remove(&f->dropped, ns)) {
+		both_closed(m, f, ns);
+	} else if (f != NULL) {
+		status = left_update(m, f, op_add, ns);
+		if (status == TW_OK)
+			status = tw__nsset_add(&f->left_closed, ns);
+	}
 	wake_all(m);
 	pthread_mutex_unlock(&m->mtx);
 	return status;
 }
 
-// Frees the messages queued under aborted namespaces, which nobody can pop
-// any more, and counts their data as taken.  mtx held.  Returns whether
-// any data left.
-static bool drop_aborted(tw_mailbox *m)
+int tw__mailbox_peer_abort_ns(tw_mailbox *m, uint32_t from, const char *ns)
+{
+	if (m == NULL || ns == NULL)
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	mb_from *f = from_get(m, from, true);
+	int status = f == NULL ? TW_ENOMEM : left_update(m, f, op_add, ns);
+	wake_all(m);
+	pthread_mutex_unlock(&m->mtx);
+	return status;
+}
+
+// Frees the messages queued under keys that nobody will pop any more:
+// `from`'s in namespace `ns`, or with `ns` NULL those refused here (an
+// abort).  Their data counts as taken.  mtx held.  Returns whether any
+// data left.
+static bool drop_queued(tw_mailbox *m, uint32_t from, const char *ns)
 {
 	bool dropped = false;
 	mb_queue *q, *qt;
 	HASH_ITER(hh, m->queues, q, qt)
 	{
-		if (q->head == NULL || !key_aborted(m, q->key))
+		if (q->head == NULL)
+			continue;
+		if (ns != NULL ? q->from != from || !tw__key_in_ns(q->key, ns)
+		               : !key_refused(m, q->from, q->key))
 			continue;
 		mb_from *f = from_get(m, q->from, false);
 		for (mb_msg *p = q->head, *n; p != NULL; p = n) {
@@ -553,7 +657,7 @@ static bool drop_aborted(tw_mailbox *m)
 	return dropped;
 }
 
-// Reports every sender's taken count (after drop_aborted).  The counts are
+// Reports every sender's taken count (after drop_queued).  The counts are
 // read under the lock and reported outside it.
 static void report_all(tw_mailbox *m)
 {
@@ -575,6 +679,28 @@ static void report_all(tw_mailbox *m)
 	free(v);
 }
 
+int tw__mailbox_drop_ns(tw_mailbox *m, uint32_t from, const char *ns)
+{
+	if (m == NULL || ns == NULL)
+		return TW_EINVAL;
+	pthread_mutex_lock(&m->mtx);
+	mb_from *f = from_get(m, from, true);
+	int status = f == NULL ? TW_ENOMEM : TW_OK;
+	// A close ends the abort before it: what the abort refused, the
+	// close now refuses sender by sender, until each closed ns too.
+	tw__nsset_remove(&m->aborted_ns, ns);
+	bool dropped = drop_queued(m, from, ns);
+	if (f != NULL && tw__nsset_remove(&f->left_closed, ns))
+		both_closed(m, f, ns);
+	else if (f != NULL)
+		status = tw__nsset_add(&f->dropped, ns);
+	wake_all(m);
+	pthread_mutex_unlock(&m->mtx);
+	if (dropped)
+		report_all(m);
+	return status;
+}
+
 int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns)
 {
 	if (m == NULL || ns == NULL)
@@ -583,7 +709,7 @@ int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns)
 	int status = tw__nsset_add(&m->aborted_ns, ns);
 	if (status != TW_OK)
 		m->aborted = true; // failing safe: abort more, never less
-	bool dropped = drop_aborted(m);
+	bool dropped = drop_queued(m, 0, NULL);
 	wake_all(m);
 	pthread_mutex_unlock(&m->mtx);
 	if (dropped)
@@ -597,10 +723,43 @@ int tw__mailbox_reopen_ns(tw_mailbox *m, const char *ns)
 		return TW_EINVAL;
 	pthread_mutex_lock(&m->mtx);
 	tw__nsset_forget_ns(&m->aborted_ns, ns);
-	for (mb_from *f = m->froms; f != NULL; f = f->hh.next)
-		tw__nsset_forget_ns(&f->closed_ns, ns);
+	for (mb_from *f = m->froms; f != NULL; f = f->hh.next) {
+		tw__nsset_forget_ns(&f->dropped, ns);
+		if (m->keep_peer_closes)
+			continue;
+		left_update(m, f, op_forget_ns, ns);
+		tw__nsset_forget_ns(&f->left_closed, ns);
+	}
 	pthread_mutex_unlock(&m->mtx);
 	return TW_OK;
+}
+
+void tw__mailbox_keep_peer_closes(tw_mailbox *m)
+{
+	m->keep_peer_closes = true;
+}
+
+bool tw__mailbox_peer_left(tw_mailbox *m, uint32_t from, const char *key)
+{
+	if (__atomic_load_n(&m->nleft, __ATOMIC_ACQUIRE) == 0)
+		return false;
+	pthread_mutex_lock(&m->mtx);
+	mb_from *f = from_get(m, from, false);
+	bool left = f != NULL && tw__nsset_holds(&f->left, key);
+	pthread_mutex_unlock(&m->mtx);
+	return left;
+}
+
+size_t tw__mailbox_ns_entries(tw_mailbox *m)
+{
+	pthread_mutex_lock(&m->mtx);
+	size_t n = tw__nsset_count(&m->aborted_ns);
+	for (mb_from *f = m->froms; f != NULL; f = f->hh.next)
+		n += tw__nsset_count(&f->left)
+		    + tw__nsset_count(&f->left_closed)
+		    + tw__nsset_count(&f->dropped);
+	pthread_mutex_unlock(&m->mtx);
+	return n;
 }
 
 void tw_mailbox_abort(tw_mailbox *m)
@@ -647,9 +806,7 @@ void tw_mailbox_free(tw_mailbox *m)
 	HASH_ITER(hh, m->froms, f, ft)
 	{
 		HASH_DEL(m->froms, f);
-		tw__nsset_fini(&f->closed_ns);
-		pthread_cond_destroy(&f->space);
-		free(f);
+		from_free(f);
 	}
 	tw__nsset_fini(&m->aborted_ns);
 	pthread_mutex_destroy(&m->mtx);

@@ -6,6 +6,7 @@
 #ifndef TW_CORE_MAILBOX_H
 #define TW_CORE_MAILBOX_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <tagwire/channel.h>
@@ -16,9 +17,10 @@
 // it past `limit` bytes, waits until `deadline` (tw__now_ns scale).  A
 // non-NULL `cancel` is polled (atomically) while waiting: when it becomes
 // non-zero the push returns TW_ECLOSED; tw__mailbox_kick wakes waiting
-// pushers so that they look.  Returns TW_OK, TW_ECLOSED (mailbox or key
-// namespace aborted, or cancelled), TW_EPEER (from closed), TW_ETIMEDOUT,
-// TW_ENOMEM.
+// pushers so that they look.  Returns TW_OK, TW_ECLOSED (mailbox aborted,
+// the key's namespace aborted here or closed here towards `from`: the
+// message is refused and its data counted as taken; or cancelled),
+// TW_EPEER (from closed), TW_ETIMEDOUT, TW_ENOMEM.
 int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
     void *data, size_t len, uint64_t limit, int64_t deadline,
     const int *cancel);
@@ -32,19 +34,73 @@ int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
 int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
     int64_t deadline, void *buf, size_t cap, size_t *len);
 
-// Peer `from` closed namespace `ns` (and its children): its queued messages
-// there can still be popped, then pops return TW_EPEER.  A later push from
-// `from` under `ns` reopens it: it can only come from a new child link of
-// the same name.
+// Namespaces.  A link namespace `ns` holds its keys and those of its child
+// links (names.h).  Both sides close and abort namespaces, and the mailbox
+// remembers each only while it matters, so that what it keeps is bounded
+// by the namespaces closed or aborted on one side so far, not by every
+// child link ever made (a runtime may make millions):
+//  - this side aborted ns (tw__mailbox_abort_ns): pops, probes and pushes
+//    there return TW_ECLOSED, and what was queued there is dropped; until
+//    this side closes ns (every abort of a child link is followed by its
+//    close) or reopens it;
+//  - this side closed ns towards sender `from` (tw__mailbox_drop_ns): what
+//    `from` queued there is dropped and what it pushes there later is
+//    refused with TW_ECLOSED, both counted as taken, so that a sender's
+//    credit comes back; until `from`'s own close of ns arrives
+//    (tw__mailbox_close_ns), after which it sends nothing there, or ns is
+//    reopened;
+//  - `from` aborted or closed ns (tw__mailbox_peer_abort_ns,
+//    tw__mailbox_close_ns): its queued messages there can still be popped,
+//    then pops return TW_EPEER, and tw__mailbox_peer_left tells sends to
+//    it there to fail; a close ends this once this side closed ns too.
+// A data message that `from` pushes under a namespace it left comes from a
+// new child link of the same name: it reopens that namespace for `from`.
+// None of the functions below blocks; those that return an int return
+// TW_OK, TW_EINVAL (NULL argument) or TW_ENOMEM.
+
+// Sender `from` closed namespace `ns`: its last word there.  When this side
+// closed ns already (tw__mailbox_drop_ns), the mailbox forgets ns for
+// `from`; otherwise pops there drain, then return TW_EPEER.
 int tw__mailbox_close_ns(tw_mailbox *m, uint32_t from, const char *ns);
 
+// Sender `from` aborted namespace `ns`: pops there drain, then return
+// TW_EPEER, and sends there fail; its close of ns follows.
+int tw__mailbox_peer_abort_ns(tw_mailbox *m, uint32_t from, const char *ns);
+
+// This side closed namespace `ns` (a child link) towards sender `from`:
+// drops what `from` queued there and refuses what it pushes there later
+// (TW_ECLOSED), counting both as taken; ends this side's abort of ns.
+// Wakes the pushers that the dropped messages held back.
+int tw__mailbox_drop_ns(tw_mailbox *m, uint32_t from, const char *ns);
+
 // This side aborted namespace `ns` (and its children): every pop or push
-// there returns TW_ECLOSED from now on, and waiters wake at once.
+// there returns TW_ECLOSED from now on, waiters wake at once, and what was
+// queued there is dropped and counted as taken.
 int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns);
 
-// Forgets every close and abort of namespace `ns` (and its children), so
-// that a child link may be created again under a name used before.
+// A child link of namespace `ns` is created (again) on this side: forgets
+// this side's closes and aborts of ns and its children.  What senders said
+// about ns stays, with tw__mailbox_keep_peer_closes: a peer may create,
+// use and close a child link before this side creates it, and the closes
+// of any older link of that name were forgotten when both sides had closed
+// it.  Without it, senders' closes and aborts of ns are forgotten too.
 int tw__mailbox_reopen_ns(tw_mailbox *m, const char *ns);
+
+// Says that the mailbox's owner reports this side's closes of namespaces
+// (tw__mailbox_drop_ns), so that both sides' closes of a link always meet
+// and a reopen may keep what senders said (tw__mailbox_reopen_ns).  For an
+// owner that does not, a sender's close of an older link of a name stays
+// until a reopen, which cannot tell it from a close of the new link and
+// so forgets both.  Call before the mailbox is shared.
+void tw__mailbox_keep_peer_closes(tw_mailbox *m);
+
+// Whether sender `from` closed or aborted the namespace of `key` (as far as
+// this mailbox was told): sends to it there should fail with TW_EPEER.
+// Never blocks; takes no lock while no sender left any namespace.
+bool tw__mailbox_peer_left(tw_mailbox *m, uint32_t from, const char *key);
+
+// How many namespace entries the mailbox keeps (for tests of the bound).
+size_t tw__mailbox_ns_entries(tw_mailbox *m);
 
 // Wakes pushers waiting for space so that they re-check their cancel flag.
 void tw__mailbox_kick(tw_mailbox *m);
@@ -64,8 +120,8 @@ static inline uint64_t tw__msg_cost(size_t len)
 // (names.h): only they count against a push's `limit`, in the peak, and in
 // the taken count below, which is what a credit-based sender needs: the
 // data bytes of `from` that have left the mailbox so far, taken by a pop,
-// dropped because their namespace was aborted here, or refused by a push
-// for that reason.  `fn` is called after every change of that count,
+// dropped because their namespace was aborted or closed here, or refused
+// by a push for that reason.  `fn` is called after every change of that count,
 // outside the mailbox's lock, from the thread that caused it; it must not
 // free the mailbox.  Set it before the mailbox is shared.
 typedef void (*tw__mailbox_taken_fn)(void *arg, uint32_t from, uint64_t taken);

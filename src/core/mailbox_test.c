@@ -1268,6 +1268,133 @@ static void test_taken(void **state)
 	tw_mailbox_free(m);
 }
 
+// Keeps sender 1's reports only.
+static void on_taken_1(void *arg, uint32_t from, uint64_t taken)
+{
+	if (from == 1)
+		on_taken(arg, from, taken);
+}
+
+// With tw__mailbox_keep_peer_closes, both sides' closes of a namespace
+// meet, in either order, and then nothing about it is kept; a sender's
+// abort is not its last word (its close follows), and this side's abort
+// ends with this side's close.
+static void test_ns_both_closed(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	tw__mailbox_keep_peer_closes(m);
+	taken_log t = { 0 };
+	tw__mailbox_on_taken(m, on_taken_1, &t);
+	tw_buf b = { NULL, 0 };
+	size_t len;
+
+	// This side first: what sender 1 queued there goes, what it pushes
+	// there later is refused, both counted as taken; control messages go
+	// too; the parent is untouched.
+	push_str(m, 1, "a/c:x", "queued");
+	push_str(m, 1, "a/c/d:x", "child");
+	push_str(m, 1, "a/c!ack", "ctl");
+	push_str(m, 1, "a:x", "parent");
+	push_str(m, 2, "a/c:x", "other");
+	TW_PASS(tw__mailbox_drop_ns(m, 1, "a/c"));
+	assert_int_equal(t.taken, 11);
+	TW_FAIL(tw_mailbox_probe(m, 1, "a/c:x", &len), TW_ECLOSED);
+	TW_FAIL(tw_mailbox_pop(m, 1, "a/c!ack", 0, &b), TW_ECLOSED);
+	TW_FAIL(tw_mailbox_push(m, 1, "a/c:x", "late", 4), TW_ECLOSED);
+	assert_int_equal(t.taken, 15);
+	expect_pop(m, 1, "a:x", "parent");
+	expect_pop(m, 2, "a/c:x", "other"); // closed towards sender 1 only
+	assert_false(tw__mailbox_peer_left(m, 1, "a/c:x"));
+	assert_int_equal(tw__mailbox_ns_entries(m), 1);
+	TW_PASS(tw__mailbox_close_ns(m, 1, "a/c"));
+	assert_int_equal(tw__mailbox_ns_entries(m), 0);
+
+	// The sender first: its queued messages drain, then pops fail, and
+	// sends to it there are told to fail, until this side closes too.
+	push_str(m, 1, "a/d:x", "last");
+	TW_PASS(tw__mailbox_close_ns(m, 1, "a/d"));
+	assert_true(tw__mailbox_peer_left(m, 1, "a/d:x"));
+	assert_true(tw__mailbox_peer_left(m, 1, "a/d/e@g.0:x"));
+	assert_false(tw__mailbox_peer_left(m, 2, "a/d:x"));
+	assert_false(tw__mailbox_peer_left(m, 1, "a/dd:x"));
+	expect_pop(m, 1, "a/d:x", "last");
+	TW_FAIL(tw_mailbox_pop(m, 1, "a/d:x", 0, &b), TW_EPEER);
+	TW_PASS(tw__mailbox_drop_ns(m, 1, "a/d"));
+	assert_false(tw__mailbox_peer_left(m, 1, "a/d:x"));
+	assert_int_equal(tw__mailbox_ns_entries(m), 0);
+
+	// The sender aborts, this side closes: its close still comes.
+	TW_PASS(tw__mailbox_peer_abort_ns(m, 1, "a/e"));
+	assert_true(tw__mailbox_peer_left(m, 1, "a/e:x"));
+	TW_PASS(tw__mailbox_drop_ns(m, 1, "a/e"));
+	assert_true(tw__mailbox_ns_entries(m) > 0);
+	TW_PASS(tw__mailbox_close_ns(m, 1, "a/e"));
+	assert_int_equal(tw__mailbox_ns_entries(m), 0);
+
+	// This side aborts, then closes: the sender's close ends it all.
+	TW_PASS(tw__mailbox_abort_ns(m, "a/f"));
+	TW_FAIL(tw_mailbox_push(m, 1, "a/f:x", "x", 1), TW_ECLOSED);
+	TW_PASS(tw__mailbox_drop_ns(m, 1, "a/f"));
+	TW_FAIL(tw_mailbox_push(m, 1, "a/f:x", "x", 1), TW_ECLOSED);
+	TW_PASS(tw__mailbox_close_ns(m, 1, "a/f"));
+	assert_int_equal(tw__mailbox_ns_entries(m), 0);
+
+	// A reopen forgets this side's close, and keeps the sender's: it may
+	// close its side of a child before this side creates it.
+	TW_PASS(tw__mailbox_close_ns(m, 1, "a/g"));
+	TW_PASS(tw__mailbox_drop_ns(m, 2, "a/g"));
+	TW_PASS(tw__mailbox_reopen_ns(m, "a/g"));
+	TW_FAIL(tw_mailbox_pop(m, 1, "a/g:x", 0, &b), TW_EPEER);
+	push_str(m, 2, "a/g:x", "new");
+	expect_pop(m, 2, "a/g:x", "new");
+	TW_PASS(tw__mailbox_drop_ns(m, 1, "a/g"));
+	TW_PASS(tw__mailbox_drop_ns(m, 2, "a/g"));
+	TW_PASS(tw__mailbox_close_ns(m, 2, "a/g"));
+	assert_int_equal(tw__mailbox_ns_entries(m), 0);
+
+	// However many child links both sides closed, nothing is kept.
+	char ns[32];
+	for (int i = 0; i < 20000; i++) {
+		snprintf(ns, sizeof(ns), "a/h%d", i);
+		TW_PASS(tw__mailbox_reopen_ns(m, ns));
+		if (i % 2 == 0) {
+			TW_PASS(tw__mailbox_drop_ns(m, 1, ns));
+			TW_PASS(tw__mailbox_close_ns(m, 1, ns));
+		} else {
+			TW_PASS(tw__mailbox_close_ns(m, 1, ns));
+			TW_PASS(tw__mailbox_drop_ns(m, 1, ns));
+		}
+	}
+	assert_int_equal(tw__mailbox_ns_entries(m), 0);
+	tw_mailbox_free(m);
+}
+
+// A close frees the room that the closed namespace's messages held: a
+// pusher of the same sender waiting for it goes on.
+static void test_drop_ns_wakes(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	size_t len;
+	void *p = owned("0123456789", &len);
+	TW_PASS(tw__mailbox_push_owned(
+	    m, 4, "a/c:x", p, len, 10, TW_FOREVER, NULL));
+	waiter w = { .m = m,
+		.op = OP_PUSH_OWNED,
+		.from = 4,
+		.key = "a:x",
+		.len = 10,
+		.limit = 10,
+		.deadline = long_deadline() };
+	waiter_start(&w);
+	int64_t act = tw__now_ns();
+	TW_PASS(tw__mailbox_drop_ns(m, 4, "a/c"));
+	waiter_join_prompt(&w, act);
+	TW_PASS(w.status);
+	tw_mailbox_free(m);
+}
+
 // Control messages keep only the newest per (sender, key): a flood of them
 // that nobody takes holds one message, the newest, and a waiter still
 // wakes for it.  Data keys keep every message, and nothing else is
@@ -1353,6 +1480,8 @@ int main(void)
 		cmocka_unit_test(test_reopen_ns),
 		cmocka_unit_test(test_peak),
 		cmocka_unit_test(test_ctl_newest),
+		cmocka_unit_test(test_ns_both_closed),
+		cmocka_unit_test(test_drop_ns_wakes),
 	};
 	return cmocka_run_group_tests_name("mailbox", tests, NULL, NULL);
 }

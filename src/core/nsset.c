@@ -112,3 +112,27 @@ void tw__nsset_forget_ns(tw__nsset *s, const char *ns)
 {
 	forget(s, ns, is_ns_or_child);
 }
+
+bool tw__nsset_remove(tw__nsset *s, const char *ns)
+{
+	if (empty(s))
+		return false;
+	bool found = false;
+	pthread_mutex_lock(&s->mtx);
+	for (size_t i = 0; i < s->n && !found; i++) {
+		if (strcmp(s->v[i], ns) != 0)
+			continue;
+		// Entries are unique and their order means nothing.
+		free(s->v[i]);
+		s->v[i] = s->v[s->n - 1];
+		__atomic_store_n(&s->n, s->n - 1, __ATOMIC_RELEASE);
+		found = true;
+	}
+	pthread_mutex_unlock(&s->mtx);
+	return found;
+}
+
+size_t tw__nsset_count(tw__nsset *s)
+{
+	return __atomic_load_n(&s->n, __ATOMIC_ACQUIRE);
+}

@@ -2,9 +2,10 @@
 // bookkeeping that the mailbox and every transport keep.  A namespace holds
 // its own keys and those of its child links (see tw__key_in_ns).
 //
-// Thread-safe.  The sets are short (one entry per closed or aborted child
-// link), so a list is the right structure, and the common case, an empty
-// set, is answered without taking the lock.
+// Thread-safe.  The sets are short (an entry lives while a child link is
+// closed or aborted on one side only, see mailbox.h), so a list is the
+// right structure, and the common case, an empty set, is answered without
+// taking the lock.
 
 #ifndef TW_CORE_NSSET_H
 #define TW_CORE_NSSET_H
@@ -36,5 +37,11 @@ void tw__nsset_forget_key(tw__nsset *s, const char *key);
 
 // Drops `ns` and its children.
 void tw__nsset_forget_ns(tw__nsset *s, const char *ns);
+
+// Drops `ns` itself (not its children); returns whether it was there.
+bool tw__nsset_remove(tw__nsset *s, const char *ns);
+
+// The number of namespaces in the set.
+size_t tw__nsset_count(tw__nsset *s);
 
 #endif // TW_CORE_NSSET_H

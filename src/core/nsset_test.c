@@ -43,11 +43,31 @@ static void t_forget(void **state)
 	tw__nsset_fini(&s);
 }
 
+static void t_remove(void **state)
+{
+	tw__nsset s;
+	tw__nsset_init(&s);
+	assert_false(tw__nsset_remove(&s, "r/a"));
+	TW_PASS(tw__nsset_add(&s, "r/a"));
+	TW_PASS(tw__nsset_add(&s, "r/a/b"));
+	TW_PASS(tw__nsset_add(&s, "r/ab"));
+	assert_int_equal(tw__nsset_count(&s), 3);
+	// Exactly that namespace: its child and its sibling stay.
+	assert_true(tw__nsset_remove(&s, "r/a"));
+	assert_false(tw__nsset_remove(&s, "r/a"));
+	assert_int_equal(tw__nsset_count(&s), 2);
+	assert_true(tw__nsset_holds(&s, "r/a/b:t"));
+	assert_false(tw__nsset_holds(&s, "r/a:t"));
+	assert_true(tw__nsset_holds(&s, "r/ab:t"));
+	tw__nsset_fini(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_holds),
 		cmocka_unit_test(t_forget),
+		cmocka_unit_test(t_remove),
 	};
 	return cmocka_run_group_tests_name("nsset", tests, NULL, NULL);
 }

@@ -383,6 +383,22 @@ void tw_link_abort(tw_link *l)
 	}
 }
 
+// Ends child l's namespace towards root rank `peer`.  A built-in channel
+// is told (transport.h); a user channel cannot be, but what probes pulled
+// out of it for l waits in the family's stash, and goes now.
+static void close_ns(tw_link *l, size_t peer)
+{
+	tw__family *f = l->fam;
+	if (f->xops != NULL) {
+		f->xops->close_ns(f->chans[peer], l->id);
+		return;
+	}
+	// The stash is this side's alone: its close is both sides' close, and
+	// the stash keeps nothing about l afterwards.
+	tw__mailbox_drop_ns(f->stash, (uint32_t)peer, l->id);
+	tw__mailbox_close_ns(f->stash, (uint32_t)peer, l->id);
+}
+
 int tw_link_close(tw_link *l)
 {
 	if (l == NULL)
@@ -405,11 +421,9 @@ int tw_link_close(tw_link *l)
 	if (!__atomic_load_n(&l->aborted, __ATOMIC_ACQUIRE))
 		status = tw__link_wait_pending_until(l, tw__deadline_ms(ms));
 	if (l->parent != NULL) {
-		if (f->xops != NULL)
-			for (size_t i = 0; i < l->size; i++)
-				if (i != l->rank)
-					f->xops->close_ns(
-					    f->chans[l->map[i]], l->id);
+		for (size_t i = 0; i < l->size; i++)
+			if (i != l->rank)
+				close_ns(l, l->map[i]);
 		pthread_mutex_lock(&f->mtx);
 		tw_link **pp = &l->parent->first_child;
 		while (*pp != l)
@@ -432,4 +446,13 @@ uint64_t tw__link_unreceived_peak(tw_link *l, size_t src)
 	    || f->xops->unreceived_peak == NULL)
 		return 0;
 	return f->xops->unreceived_peak(f->chans[l->map[src]]);
+}
+
+size_t tw__link_ns_entries(tw_link *l, size_t peer)
+{
+	tw__family *f = l->fam;
+	if (peer >= l->size || peer == l->rank || f->xops == NULL
+	    || f->xops->ns_entries == NULL)
+		return SIZE_MAX;
+	return f->xops->ns_entries(f->chans[l->map[peer]]);
 }

@@ -99,4 +99,9 @@ const void *tw__desc_secret(const tw_desc *d, size_t *len);
 // (0 when the channel cannot tell).  For tests.
 uint64_t tw__link_unreceived_peak(tw_link *l, size_t src);
 
+// The namespace entries (closes and aborts) kept where messages from link
+// rank `peer` wait (tw__chan_xops.ns_entries), SIZE_MAX when the channel
+// cannot tell.  For tests.
+size_t tw__link_ns_entries(tw_link *l, size_t peer);
+
 #endif // TW_LINK_LINK_INT_H

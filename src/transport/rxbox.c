@@ -40,3 +40,9 @@ uint64_t tw__rxbox_peak(tw_channel *c)
 	tw__rxbox *rx = c->impl;
 	return tw__mailbox_peak(rx->mb, rx->from);
 }
+
+size_t tw__rxbox_ns_entries(tw_channel *c)
+{
+	tw__rxbox *rx = c->impl;
+	return tw__mailbox_ns_entries(rx->mb);
+}

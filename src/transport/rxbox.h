@@ -28,6 +28,8 @@ int tw__rxbox_recv_into(tw_channel *c, const char *key, int64_t deadline,
     void *buf, size_t cap, size_t *len);
 int tw__rxbox_probe(tw_channel *c, const char *key, size_t *len);
 uint64_t tw__rxbox_peak(tw_channel *c);
+// tw__chan_xops.ns_entries: the mailbox's namespace entries.
+size_t tw__rxbox_ns_entries(tw_channel *c);
 
 // Whether a receive of `key` would return at once: a message is there, or
 // the reason none will come (the peer closed, the namespace aborted).  For

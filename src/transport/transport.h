@@ -65,16 +65,60 @@ typedef struct tw__chan_xops {
 	// Never blocks: TW_OK and *len, TW_EAGAIN, TW_EPEER, TW_ECLOSED.
 	int (*probe)(tw_channel *c, const char *key, size_t *len);
 
-	// This side aborted namespace `ns`: wake local waiters there with
-	// TW_ECLOSED and let the peer see TW_EPEER there.
+	// Namespaces.  A child link's keys lie in its namespace `ns` (and
+	// its own children's, names.h); the links of a family share this
+	// channel, and each must close and fail on its own.  The link calls
+	// the three ops below once per peer of the child, never concurrently
+	// with a send or receive of that child, and each returns without
+	// waiting on the peer for more than a bounded time (a stuck peer must
+	// not hang a close).  Each side keeps what it learns about ns only
+	// while it matters, so that its bookkeeping is bounded by the child
+	// links closed or aborted on one side so far, never by every child
+	// link ever made: core/mailbox.h does this for a channel whose
+	// messages wait in a tw_mailbox, with the calls named below.
+
+	// This side aborted namespace `ns` (the root link's id when the root
+	// was aborted; the channel's own abort then follows).  At once: local
+	// receives and probes there return TW_ECLOSED, blocked ones included
+	// (the link stops sends itself); what the peer delivered there is
+	// dropped, and so is what arrives from it there later, both counted
+	// as taken (the peer's credit) and as delivered (tw__mailbox_abort_ns).
+	// The peer is told, after every message sent before on this channel;
+	// once it knows, its sends there return TW_EPEER and its receives
+	// there return what was delivered, then TW_EPEER
+	// (tw__mailbox_peer_abort_ns on its side).  This lasts until this side
+	// closes ns, which the link always does after an abort of a child, or
+	// reopens it.
 	void (*abort_ns)(tw_channel *c, const char *ns);
 
-	// This side closed namespace `ns`: the peer sees TW_EPEER there once
-	// it has drained what was delivered.
+	// This side closed child namespace `ns`, after waiting for its
+	// pending sends, whether or not it was aborted before.  At once:
+	// what the peer delivered there is dropped, and so is what arrives
+	// from it there later (sent before it heard of the close), both
+	// counted as taken and as delivered, so that no credit or pending
+	// count is held by a namespace nobody reads (tw__mailbox_drop_ns);
+	// this ends this side's abort of ns.  The peer is told, after every
+	// message sent before on this channel; once it knows, its sends there
+	// return TW_EPEER and its receives there return what was delivered,
+	// then TW_EPEER (tw__mailbox_close_ns on its side), until it closes
+	// ns too.  Forgetting: ns is forgotten for this pair on each side as
+	// soon as that side has both closed ns and learned of the peer's
+	// close (which is the last thing the peer sends there): here when
+	// the peer's close came first, else when it arrives; an abort is not
+	// a close, since the close that follows it still comes.
 	void (*close_ns)(tw_channel *c, const char *ns);
 
-	// A child namespace `ns` is being (re)created: forget any earlier
-	// close or abort of that name on this side.
+	// A child namespace `ns` is being (re)created on this side: forget
+	// this side's closes and aborts of ns and its children, so that the
+	// new link starts clean; keep what the peer said about ns
+	// (tw__mailbox_reopen_ns, with tw__mailbox_keep_peer_closes), since
+	// the peer may create, use and close its side of the child before
+	// this side creates it, and every close of an older link of that name
+	// was forgotten when both sides had closed it.  The link reuses a
+	// name only once every party closed the old link.  A data message
+	// (not a control one, which may overtake the close on some
+	// transports) that the peer sends under a namespace it closed reopens
+	// that namespace for that peer: it comes from a new link of the name.
 	void (*open_ns)(tw_channel *c, const char *ns);
 
 	// The most unreceived bytes the receiving side of this channel ever
@@ -88,6 +132,12 @@ typedef struct tw__chan_xops {
 	// them), TW_ECLOSED, TW_ETIMEDOUT.
 	int (*wait_pending)(
 	    tw_channel *c, int64_t deadline, const int *cancel);
+
+	// How many namespace entries (closes and aborts, of either side) this
+	// side keeps where the channel's messages wait (the endpoint that the
+	// party's channels share), for tests of the bound above; NULL when
+	// the transport cannot tell.
+	size_t (*ns_entries)(tw_channel *c);
 } tw__chan_xops;
 
 typedef struct tw__transport {

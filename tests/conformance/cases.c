@@ -662,6 +662,168 @@ static void t_spawn_sub(void **state)
 	run(3, 0, NULL, body_spawn_sub, NULL);
 }
 
+// One side closes a child link while the other keeps using it.  The
+// closing side drops what the child still gets, counting it as taken, so
+// the receive buffer it held comes back: here a message that fills half of
+// it, after which every message on the root fills the rest alone (a leak
+// would hold them all back).  The other side's sends there fail with
+// TW_EPEER once it knows of the close; its receives there drain what was
+// delivered, then fail too.
+enum { CC_BUF = 4096 };
+
+static void setup_close_child(tw_desc *d, void *arg)
+{
+	tw_desc_set(d, TW_OPT_RECV_BUFFER, CC_BUF);
+}
+
+static int body_close_child(conf_party *p)
+{
+	tw_link *l = p->link, *c = NULL;
+	static _Thread_local unsigned char buf[CC_BUF];
+	tw_buf b = { 0 };
+	size_t len;
+	CHECK_OK(p, tw_link_spawn(l, "c", &c));
+	if (p->rank == 0) {
+		for (uint32_t i = 0; i < 2; i++)
+			CHECK_OK(p, tw_send(c, 1, "x", &i, sizeof(i)));
+		// Its message on the child has arrived: it comes before this.
+		CHECK_OK(p, tw_recv(l, 1, "sent", &b));
+		CHECK_OK(p, tw_link_close(c));
+		CHECK_OK(p, tw_send(l, 1, "closed", NULL, 0));
+		// tw_recv, not tw_recv_into: shm:// may place a message for a
+		// waiting tw_recv_into straight into its buffer, past the
+		// receive buffer that this is about.
+		for (uint32_t i = 0; i < 8; i++) {
+			CHECK_OK(p, tw_recv(l, 1, "r", &b));
+			CHECK(p,
+			    b.len == CC_BUF
+			        && conf_check(b.data, b.len, i, 1, 31));
+			tw_buf_free(&b);
+		}
+		CHECK_OK(p, sync_all(p));
+		return 0;
+	}
+	conf_fill(buf, CC_BUF / 2, 9, 9, 31);
+	CHECK_OK(p, tw_send(c, 0, "x", buf, CC_BUF / 2));
+	CHECK_OK(p, tw_send(l, 0, "sent", NULL, 0));
+	// The close reached this party before this message did.
+	CHECK_OK(p, tw_recv(l, 0, "closed", &b));
+	CHECK_RV(p, tw_send(c, 0, "x", "y", 1), TW_EPEER);
+	CHECK_RV(p, tw_send_async(c, 0, "x", "y", 1), TW_EPEER);
+	for (uint32_t i = 0; i < 2; i++) {
+		uint32_t v;
+		CHECK_OK(p, tw_recv_into(c, 0, "x", &v, sizeof(v), &len));
+		CHECK(p, len == sizeof(v) && v == i);
+	}
+	CHECK_RV(p, tw_recv(c, 0, "x", &b), TW_EPEER);
+	CHECK_RV(p, tw_probe(c, 0, "x", &len), TW_EPEER);
+	// A receive buffer leaked to the closed child would hold these back
+	// until the timeout.
+	CHECK_OK(p, tw_link_set_recv_timeout(l, conf_scale(3000)));
+	for (uint32_t i = 0; i < 8; i++) {
+		conf_fill(buf, CC_BUF, i, 1, 31);
+		CHECK_OK(p, tw_send(l, 0, "r", buf, CC_BUF));
+	}
+	CHECK_OK(p, tw_link_set_recv_timeout(l, conf_scale(20000)));
+	CHECK_OK(p, tw_link_close(c));
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+static void t_close_child(void **state)
+{
+	if (!tp->builtin)
+		skip(); // a user channel cannot be told that a child closed
+	run(2, 0, setup_close_child, body_close_child, NULL);
+}
+
+// Many uniquely named child links, closed in every order (one side first,
+// the other first, both at once, after an abort), some over a subset of
+// the parties: once every party closed them, nothing about them is kept.
+enum { CH_N = 300 };
+
+static const size_t churn_sub[] = { 2, 0 }; // child rank -> root rank
+
+static int churn_one(conf_party *p, uint32_t i)
+{
+	tw_link *l = p->link, *c = NULL;
+	bool sub = i % 5 == 0; // over ranks 2 and 0; rank 1 is not in it
+	if (sub && p->rank == 1)
+		return 0;
+	char name[32];
+	snprintf(name, sizeof(name), "c%u", i);
+	if (sub)
+		CHECK_OK(p, tw_link_sub(l, name, churn_sub, 2, &c));
+	else
+		CHECK_OK(p, tw_link_spawn(l, name, &c));
+	size_t n = tw_link_size(c), r = tw_link_rank(c);
+	size_t next = (r + 1) % n, prev = (r + n - 1) % n;
+	tw_buf b = { 0 };
+	CHECK_OK(p, tw_send(c, next, "m", &i, sizeof(i)));
+	CHECK_OK(p, tw_recv(c, prev, "m", &b));
+	CHECK(p, b.len == sizeof(i) && memcmp(b.data, &i, sizeof(i)) == 0);
+	tw_buf_free(&b);
+	// Who closes first says so on the root link to who closes later.
+	bool first;
+	switch (i % 4) {
+	case 0: // child rank 0 first
+	case 1: // the others first
+		first = (r == 0) == (i % 4 == 0);
+		if (!first)
+			for (size_t k = 0; k < n; k++)
+				if (k != r && (k == 0) != (r == 0))
+					CHECK_OK(p,
+					    tw_recv(l, sub ? churn_sub[k] : k,
+					        "after", &b));
+		CHECK_OK(p, tw_link_close(c));
+		if (first)
+			for (size_t k = 0; k < n; k++)
+				if (k != r && (k == 0) != (r == 0))
+					CHECK_OK(p,
+					    tw_send(l, sub ? churn_sub[k] : k,
+					        "after", NULL, 0));
+		break;
+	case 2: // all at once
+		CHECK_OK(p, tw_link_close(c));
+		break;
+	default: // the last rank aborts first, then all close
+		if (r == n - 1)
+			tw_link_abort(c);
+		CHECK_OK(p, tw_link_close(c));
+		break;
+	}
+	return 0;
+}
+
+static int body_child_churn(conf_party *p)
+{
+	for (uint32_t i = 0; i < CH_N; i++)
+		if (churn_one(p, i) != 0)
+			return -1;
+	// Every close reached every party before this barrier's messages.
+	CHECK_OK(p, sync_all(p));
+	for (size_t k = 0; k < p->size; k++) {
+		if (k == p->rank)
+			continue;
+		size_t held = tw__link_ns_entries(p->link, k);
+		if (held != 0) {
+			conf_failf(p, __LINE__,
+			    "%zu namespace entries kept after %u child links "
+			    "closed (SIZE_MAX: the transport cannot tell)",
+			    held, CH_N);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void t_child_churn(void **state)
+{
+	if (!tp->builtin)
+		skip(); // a user channel keeps no namespaces
+	run(3, 0, NULL, body_child_churn, NULL);
+}
+
 // --- pending sends, throttling, flow control --------------------------------
 
 // Receives n messages of wait_pending's pattern without waiting.
@@ -1255,6 +1417,8 @@ int main(int argc, char **argv)
 		CASE(abort_child),
 		CASE(peer_closed),
 		CASE(spawn_sub),
+		CASE(close_child),
+		CASE(child_churn),
 		CASE(wait_pending),
 		CASE(throttle),
 		CASE(throttle_mixed),

@@ -199,13 +199,15 @@ static void mem_abort(tw_channel *c)
 	pthread_mutex_unlock(&reg_mtx);
 }
 
+// The peer's sends find out at once: its pushes into this party's mailbox
+// are refused there, which mem_xsend reports as TW_EPEER.
 static void mem_abort_ns(tw_channel *c, const char *ns)
 {
 	mem_chan *mc = c->impl;
 	tw__mailbox_abort_ns(mc->self->mb, ns);
 	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
 	if (peer != NULL) {
-		tw__mailbox_close_ns(peer->mb, mc->self_rank, ns);
+		tw__mailbox_peer_abort_ns(peer->mb, mc->self_rank, ns);
 		tw__mailbox_kick(peer->mb);
 	}
 }
@@ -213,6 +215,7 @@ static void mem_abort_ns(tw_channel *c, const char *ns)
 static void mem_close_ns(tw_channel *c, const char *ns)
 {
 	mem_chan *mc = c->impl;
+	tw__mailbox_drop_ns(mc->self->mb, mc->peer_rank, ns);
 	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
 	if (peer != NULL)
 		tw__mailbox_close_ns(peer->mb, mc->self_rank, ns);
@@ -278,6 +281,7 @@ static const tw__chan_xops mem_xops = {
 	.close_ns = mem_close_ns,
 	.open_ns = mem_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
+	.ns_entries = tw__rxbox_ns_entries,
 };
 
 static mem_chan *chan_new(const tw__link_cfg *cfg, mem_ep *self, size_t peer)
@@ -334,6 +338,8 @@ static int mem_open(const tw__link_cfg *cfg, tw_channel **chans)
 		return TW_ENOMEM;
 	self->reg_key = reg_key_make(cfg->link_id, addr);
 	self->mb = tw_mailbox_new();
+	if (self->mb != NULL)
+		tw__mailbox_keep_peer_closes(self->mb); // see mem_close_ns
 	self->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	self->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	if (self->reg_key == NULL || self->mb == NULL)

@@ -234,8 +234,8 @@ static int rx_pushed(shm_chan *mc, int status, void *data)
 		return TW_OK;
 	}
 	if (status == TW_ECLOSED && !tw__shm_flag(&mc->stop)) {
-		// This side aborted the message's namespace: nobody can
-		// receive it, and for the sender it has arrived.
+		// This side aborted or closed the message's namespace: nobody
+		// can receive it, and for the sender it has arrived.
 		rx_delivered(mc);
 		return TW_OK;
 	}
@@ -434,7 +434,6 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		rl->key[f.key_len] = '\0';
 		if (!rx_key_lane_ok(lane, rl->key))
 			return rx_proto(mc, "key in the wrong lane");
-		tw__nsset_forget_key(&mc->peer_aborted, rl->key);
 		if (act == TW_SHM_RX_LARGE) {
 			if (lane != TW_SHM_LANE_DATA || !mc->cma_rx)
 				return rx_proto(
@@ -500,13 +499,13 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		char ns[TW_LINK_ID_MAX + 1];
 		memcpy(ns, f.key, f.key_len);
 		ns[f.key_len] = '\0';
-		// Sends fail before receives do, so that a receive that saw
-		// TW_EPEER is never followed by a send that succeeds.
+		// One mailbox call makes receives there drain and then fail,
+		// and sends there fail (tw__mailbox_peer_left), together.
 		rx->news = true;
-		if (act == TW_SHM_RX_ABORT_NS)
-			tw__nsset_add(&mc->peer_aborted, ns);
-		tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, ns);
-		return TW_OK;
+		int status = act == TW_SHM_RX_ABORT_NS
+		    ? tw__mailbox_peer_abort_ns(mc->ep->mb, mc->peer_rank, ns)
+		    : tw__mailbox_close_ns(mc->ep->mb, mc->peer_rank, ns);
+		return status == TW_ENOMEM ? rx_nomem(mc, 0) : TW_OK;
 	}
 	case TW_SHM_RX_HELLO:
 		return rx_hello(mc, lane, &f);
@@ -1028,7 +1027,9 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 	size_t klen = strlen(key);
 	if (klen == 0 || klen >= TW_KEY_MAX || (buf == NULL && len > 0))
 		return TW_EINVAL;
-	if (tw__nsset_holds(&mc->peer_aborted, key))
+	// The peer closed or aborted the key's namespace (what it says about
+	// that travels in order with its data, see rx_frame).
+	if (tw__mailbox_peer_left(mc->ep->mb, mc->peer_rank, key))
 		return TW_EPEER;
 	uint32_t lane
 	    = tw__key_is_ctl(key) ? TW_SHM_LANE_CTL : TW_SHM_LANE_DATA;
@@ -1159,16 +1160,20 @@ static void shm_abort_ns(tw_channel *c, const char *ns)
 	tx_ns(mc, TW_SHM_F_ABORT_NS, ns);
 }
 
+// What the peer sent there before it hears of the close is dropped when it
+// arrives (and counted as delivered, rx_pushed): its sender may be waiting
+// for that.
 static void shm_close_ns(tw_channel *c, const char *ns)
 {
-	tx_ns(c->impl, TW_SHM_F_CLOSE_NS, ns);
+	shm_chan *mc = c->impl;
+	tw__mailbox_drop_ns(mc->ep->mb, mc->peer_rank, ns);
+	tx_ns(mc, TW_SHM_F_CLOSE_NS, ns);
 }
 
 static void shm_open_ns(tw_channel *c, const char *ns)
 {
 	shm_chan *mc = c->impl;
 	tw__mailbox_reopen_ns(mc->ep->mb, ns);
-	tw__nsset_forget_ns(&mc->peer_aborted, ns);
 }
 
 // --- the handshake ---------------------------------------------------------
@@ -1265,7 +1270,6 @@ static void chan_free(shm_chan *mc)
 		free(mc->rxc);
 	}
 	pthread_mutex_destroy(&mc->rx_mtx);
-	tw__nsset_fini(&mc->peer_aborted);
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_destroy(&mc->tx[i].mtx);
 		free(mc->tx[i].scratch);
@@ -1319,6 +1323,7 @@ static const tw__chan_xops shm_xops = {
 	.close_ns = shm_close_ns,
 	.open_ns = shm_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
+	.ns_entries = tw__rxbox_ns_entries,
 	.wait_pending = shm_wait_until,
 };
 
@@ -1327,7 +1332,6 @@ static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
 	shm_chan *mc = calloc(1, sizeof(*mc));
 	if (mc == NULL)
 		return NULL;
-	tw__nsset_init(&mc->peer_aborted);
 	pthread_mutex_init(&mc->rx_mtx, NULL);
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_init(&mc->tx[i].mtx, NULL);
@@ -1380,6 +1384,8 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	if (ep == NULL)
 		return TW_ENOMEM;
 	ep->mb = tw_mailbox_new();
+	if (ep->mb != NULL)
+		tw__mailbox_keep_peer_closes(ep->mb); // see shm_close_ns
 	ep->link_id = strdup(cfg->link_id);
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	ep->spin_ns = cfg->size <= cpus_usable() ? SHM_SPIN_NS : 0;

@@ -14,7 +14,6 @@
 
 #include "core/log.h"
 #include "core/mailbox.h"
-#include "core/nsset.h"
 #include "transport/rxbox.h"
 #include "transport/shm/shm_frame.h"
 #include "transport/shm/shm_seg.h"
@@ -70,10 +69,6 @@ typedef struct shm_chan {
 
 	shm_tx tx[TW_SHM_LANES];
 	uint64_t sent; // atomic: messages handed to the ring
-
-	// Namespaces the peer aborted: sends there fail with TW_EPEER, as
-	// they would if they reached the peer's mailbox.
-	tw__nsset peer_aborted; // namespaces the peer aborted
 
 	pthread_t rx_thread;
 	bool rx_started;
