@@ -10,9 +10,13 @@
 // beyond that, so that a link that uses many distinct tags (collective
 // rounds, one tag per task) does not grow the table forever.
 //
-// Control messages (keys "<ns>!<name>", names.h) never wait for space and
-// do not count against it, since they are what lets data drain; they are
-// bounded instead by keeping only the newest of each (sender, key).
+// Flow control counts each data message by its tw__msg_cost, its length
+// plus a fixed overhead, so that a flood of empty messages is held back
+// like any other (or by its length alone, for an owner whose credit still
+// counts bytes: see tw__mailbox_count_by_cost).  Control messages (keys
+// "<ns>!<name>", names.h) never wait for space and do not count against
+// it, since they are what lets data drain; they are bounded instead by
+// keeping only the newest of each (sender, key).
 //
 // Closing and aborting come in two scopes: the whole mailbox (the owner
 // aborted, or a sender is gone) and one link namespace, because the links
@@ -47,7 +51,7 @@ typedef struct mb_msg {
 	struct mb_msg *next;
 	void *data;
 	size_t len;
-	bool data_bytes; // counted: not a control message
+	bool counted; // for flow control: a data message, not a control one
 } mb_msg;
 
 typedef struct mb_queue {
@@ -68,9 +72,10 @@ typedef struct mb_from {
 	tw__nsset left; // namespaces it closed or aborted
 	tw__nsset left_closed; // of those, the ones it closed
 	tw__nsset dropped; // namespaces this side closed: refused from it
-	uint64_t bytes; // data bytes queued now
+	// Of data messages, in mb_cost:
+	uint64_t queued; // queued now
 	uint64_t peak; // most ever queued
-	uint64_t taken; // data bytes that left: popped, dropped or refused
+	uint64_t taken; // left: popped, dropped or refused
 	unsigned pushers; // waiting for space
 	pthread_cond_t space;
 } mb_from;
@@ -89,6 +94,7 @@ struct tw_mailbox {
 	// atomically, so that a send finds none without taking the lock.
 	size_t nleft;
 	bool keep_peer_closes; // set before sharing (mailbox.h)
+	bool by_cost; // set before sharing (mailbox.h)
 	bool aborted; // protected by mtx
 	tw__mailbox_taken_fn taken_fn; // set before sharing
 	void *taken_arg;
@@ -124,6 +130,17 @@ static void from_free(mb_from *f)
 	tw__nsset_fini(&f->left_closed);
 	tw__nsset_fini(&f->dropped);
 	free(f);
+}
+
+// What a data message of len bytes counts for flow control.
+static uint64_t mb_cost(const tw_mailbox *m, size_t len)
+{
+	return m->by_cost ? tw__msg_cost(len) : (uint64_t)len;
+}
+
+void tw__mailbox_count_by_cost(tw_mailbox *m)
+{
+	m->by_cost = true;
 }
 
 static mb_from *from_get(tw_mailbox *m, uint32_t from, bool create)
@@ -329,9 +346,9 @@ static mb_msg *queue_take(tw_mailbox *m, mb_queue *q)
 	if (q->head == NULL)
 		q->tail = NULL;
 	mb_from *f = from_get(m, q->from, false);
-	if (f != NULL && msg->data_bytes) {
-		f->bytes -= msg->len;
-		f->taken += msg->len;
+	if (f != NULL && msg->counted) {
+		f->queued -= mb_cost(m, msg->len);
+		f->taken += mb_cost(m, msg->len);
 		if (f->pushers > 0)
 			pthread_cond_broadcast(&f->space);
 	}
@@ -348,7 +365,7 @@ static bool taken_after(
     tw_mailbox *m, uint32_t from, const mb_msg *msg, uint64_t *taken)
 {
 	mb_from *f = from_get(m, from, false);
-	if (!msg->data_bytes || f == NULL || m->taken_fn == NULL)
+	if (!msg->counted || f == NULL || m->taken_fn == NULL)
 		return false;
 	*taken = f->taken;
 	return true;
@@ -430,7 +447,7 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	msg->next = NULL;
 	msg->data = data;
 	msg->len = len;
-	msg->data_bytes = !tw__key_is_ctl(key);
+	msg->counted = !tw__key_is_ctl(key);
 	int status = TW_OK;
 	uint64_t taken = 0;
 	bool report = false;
@@ -444,8 +461,8 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 		if (key_refused(m, from, key)) {
 			// Refused data has left as far as its sender's credit
 			// is concerned: nobody will ever take it.
-			if (msg->data_bytes) {
-				f->taken += len;
+			if (msg->counted) {
+				f->taken += mb_cost(m, len);
 				report = taken_after(m, from, msg, &taken);
 			}
 			status = TW_ECLOSED;
@@ -462,8 +479,8 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 		}
 		// One message is always admitted into an empty box, so that a
 		// message larger than the limit can still be sent.
-		if (!msg->data_bytes || f->bytes == 0
-		    || f->bytes + len <= limit)
+		if (!msg->counted || f->queued == 0
+		    || f->queued + mb_cost(m, len) <= limit)
 			break;
 		f->pushers++;
 		int rv = tw__cond_wait_until(&f->space, &m->mtx, deadline);
@@ -482,9 +499,9 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	// from a new child link of the same name, which reopens it.  Not a
 	// control message: it may have overtaken the close (shm:// carries
 	// control in a lane of its own).
-	if (msg->data_bytes)
+	if (msg->counted)
 		peer_reopened(m, f, key);
-	if (!msg->data_bytes && q->head != NULL) {
+	if (!msg->counted && q->head != NULL) {
 		// A control message carries state, not a stream: an ack's
 		// count is cumulative and a hello says the peer is up, so the
 		// newest says all that older ones of its key said.  Keeping
@@ -503,10 +520,10 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	else
 		q->head = msg;
 	q->tail = msg;
-	if (msg->data_bytes)
-		f->bytes += len;
-	if (f->bytes > f->peak)
-		f->peak = f->bytes;
+	if (msg->counted)
+		f->queued += mb_cost(m, len);
+	if (f->queued > f->peak)
+		f->peak = f->queued;
 	if (q->waiters > 0)
 		pthread_cond_signal(&q->cv);
 	msg = NULL;
@@ -643,9 +660,9 @@ static bool drop_queued(tw_mailbox *m, uint32_t from, const char *ns)
 		mb_from *f = from_get(m, q->from, false);
 		for (mb_msg *p = q->head, *n; p != NULL; p = n) {
 			n = p->next;
-			if (p->data_bytes && f != NULL) {
-				f->bytes -= p->len;
-				f->taken += p->len;
+			if (p->counted && f != NULL) {
+				f->queued -= mb_cost(m, p->len);
+				f->taken += mb_cost(m, p->len);
 				dropped = true;
 			}
 			free(p->data);

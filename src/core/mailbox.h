@@ -11,10 +11,31 @@
 
 #include <tagwire/channel.h>
 
+// What a data message held for a receiver costs, in the unit of flow
+// control: its length plus TW_MSG_OVERHEAD for holding it at all.  Bytes
+// alone let empty messages through for free: a million of them, sent to a
+// receiver that did not receive, took about 100 MB.  The overhead covers
+// what the mailbox spends per message besides the payload: its node (32
+// bytes) and the allocator's headers of the node and of the payload (8 to
+// 16 bytes each), rounded up to 64.  The mailbox's limit, peak and taken
+// counts below are in this unit, and so is any credit built on the taken
+// count: a sender that counts what it may send counts tw__msg_cost(len)
+// per message, so that both sides agree (see tw__mailbox_count_by_cost).
+#define TW_MSG_OVERHEAD 64
+static inline uint64_t tw__msg_cost(size_t len)
+{
+	uint64_t n = (uint64_t)len;
+	return n > UINT64_MAX - TW_MSG_OVERHEAD ? UINT64_MAX
+	                                        : n + TW_MSG_OVERHEAD;
+}
+
 // Appends `data` (malloc'd, ownership passes on TW_OK only) under
 // (from, key); a control key's message (names.h) replaces the one already
-// queued under (from, key), if any, so that a key holds at most one.  While `from` already holds bytes and this message would take
-// it past `limit` bytes, waits until `deadline` (tw__now_ns scale).  A
+// queued under (from, key), if any, so that a key holds at most one.  A
+// data message waits while `from` already has data queued and this one
+// would take the sum of their tw__msg_cost past `limit` (one message is
+// always admitted into an empty box, so that none is too big to send),
+// until `deadline` (tw__now_ns scale); a control message never waits.  A
 // non-NULL `cancel` is polled (atomically) while waiting: when it becomes
 // non-zero the push returns TW_ECLOSED; tw__mailbox_kick wakes waiting
 // pushers so that they look.  Returns TW_OK, TW_ECLOSED (mailbox aborted,
@@ -105,26 +126,32 @@ size_t tw__mailbox_ns_entries(tw_mailbox *m);
 // Wakes pushers waiting for space so that they re-check their cancel flag.
 void tw__mailbox_kick(tw_mailbox *m);
 
-// The most bytes `from` ever had queued at once (for flow-control tests).
+// The most `from` ever had queued at once, in tw__msg_cost (for
+// flow-control tests).
 uint64_t tw__mailbox_peak(tw_mailbox *m, uint32_t from);
 
-// What a message of `len` bytes counts for in flow control: the unit of
-// limits, peaks and taken counts below, and of the tcp:// transport's
-// credit, which is built on the taken count.
-static inline uint64_t tw__msg_cost(size_t len)
-{
-	return (uint64_t)len;
-}
-
-// Data bytes are the payloads of messages whose key is not a control key
-// (names.h): only they count against a push's `limit`, in the peak, and in
-// the taken count below, which is what a credit-based sender needs: the
-// data bytes of `from` that have left the mailbox so far, taken by a pop,
-// dropped because their namespace was aborted or closed here, or refused
-// by a push for that reason.  `fn` is called after every change of that count,
-// outside the mailbox's lock, from the thread that caused it; it must not
-// free the mailbox.  Set it before the mailbox is shared.
+// Data messages are those whose key is not a control key (names.h): only
+// they count against a push's `limit`, in the peak, and in the taken count
+// below, each by its tw__msg_cost.  Control messages are bounded instead by
+// keeping one per (sender, key) (see tw__mailbox_push_owned): they never
+// wait, since they are what lets data drain (a throttled sender waits for
+// acks while its receiver's buffer is full), and counting them against
+// the data's room would let acks that nobody takes shut data out.  The
+// taken count is what a credit-based sender needs: the tw__msg_cost of
+// `from`'s data messages that have left the mailbox so far, taken by a
+// pop, dropped because their namespace was aborted or closed here, or
+// refused by a push for that reason.  `fn` is called after every change
+// of that count, outside the mailbox's lock, from the thread that caused
+// it; it must not free the mailbox.  Set it before the mailbox is shared.
 typedef void (*tw__mailbox_taken_fn)(void *arg, uint32_t from, uint64_t taken);
 void tw__mailbox_on_taken(tw_mailbox *m, tw__mailbox_taken_fn fn, void *arg);
+
+// Says that the mailbox's owner counts flow control by tw__msg_cost, as a
+// credit-based sender must count too: the mailbox's limit, peak and taken
+// counts are then in that unit.  Until an owner says so they count payload
+// bytes alone, which lets empty messages through unbounded but is what a
+// credit counted in bytes (tcp:// before it adopts tw__msg_cost) must
+// match.  Call before the mailbox is shared.
+void tw__mailbox_count_by_cost(tw_mailbox *m);
 
 #endif // TW_CORE_MAILBOX_H

@@ -81,10 +81,15 @@ static void expect_pop(
 	tw_buf_free(&b);
 }
 
+// What a data message of n bytes counts for flow control.
+#define C(n) tw__msg_cost(n)
+
+// A mailbox as the built-in transports use it.
 static tw_mailbox *mb_new(void)
 {
 	tw_mailbox *m = tw_mailbox_new();
 	assert_non_null(m);
+	tw__mailbox_count_by_cost(m);
 	return m;
 }
 
@@ -859,7 +864,7 @@ static void test_limit_blocks_until_pop(void **state)
 	memset(big, 1, 300);
 	TW_PASS(tw__mailbox_push_owned(
 	    m, 3, "a", big, 300, 150, tw__now_ns(), NULL));
-	assert_int_equal(tw__mailbox_peak(m, 3), 300);
+	assert_int_equal(tw__mailbox_peak(m, 3), C(300));
 	// But only alone.
 	void *p = owned("z", &len);
 	TW_FAIL(
@@ -868,9 +873,11 @@ static void test_limit_blocks_until_pop(void **state)
 	free(p);
 	tw_buf b = { NULL, 0 };
 
-	p = owned("0123456789", &len); // 10 bytes
-	TW_PASS(
-	    tw__mailbox_push_owned(m, 1, "a", p, len, 15, TW_FOREVER, NULL));
+	// Room for one 10-byte message and a little more.
+	uint64_t limit = C(10) + 5;
+	p = owned("0123456789", &len);
+	TW_PASS(tw__mailbox_push_owned(
+	    m, 1, "a", p, len, limit, TW_FOREVER, NULL));
 	// A second 10 bytes from the same sender (under another key: the
 	// limit is per sender) must wait for space.
 	waiter w = { .m = m,
@@ -878,13 +885,13 @@ static void test_limit_blocks_until_pop(void **state)
 		.from = 1,
 		.key = "b",
 		.len = 10,
-		.limit = 15,
+		.limit = limit,
 		.deadline = long_deadline() };
 	waiter_start(&w);
 	// Another sender is not held back meanwhile.
 	p = owned("0123456789", &len);
-	TW_PASS(
-	    tw__mailbox_push_owned(m, 2, "a", p, len, 15, tw__now_ns(), NULL));
+	TW_PASS(tw__mailbox_push_owned(
+	    m, 2, "a", p, len, limit, tw__now_ns(), NULL));
 	size_t plen;
 	TW_FAIL(tw_mailbox_probe(m, 1, "b", &plen), TW_EAGAIN);
 	// Popping frees the space and lets the pusher through.
@@ -897,8 +904,44 @@ static void test_limit_blocks_until_pop(void **state)
 	assert_int_equal(plen, 10);
 	// The waiting push was admitted only after the pop: sender 1 never
 	// held more than one 10-byte message at once.
-	assert_int_equal(tw__mailbox_peak(m, 1), 10);
-	assert_int_equal(tw__mailbox_peak(m, 2), 10);
+	assert_int_equal(tw__mailbox_peak(m, 1), C(10));
+	assert_int_equal(tw__mailbox_peak(m, 2), C(10));
+	tw_mailbox_free(m);
+}
+
+// Empty messages are not free: each counts TW_MSG_OVERHEAD, so a flood of
+// them into a box that nobody empties is held back after limit / overhead.
+static void test_empty_messages_count(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	enum { LIMIT = 4096 };
+	int pushed = 0;
+	while (pushed < 1000000
+	    && tw__mailbox_push_owned(
+	           m, 1, "a:z", NULL, 0, LIMIT, tw__now_ns(), NULL)
+	        == TW_OK)
+		pushed++;
+	assert_int_equal(pushed, LIMIT / TW_MSG_OVERHEAD);
+	assert_int_equal(tw__mailbox_peak(m, 1), LIMIT);
+	assert_int_equal(C(0), TW_MSG_OVERHEAD);
+	// Taking one makes room for one.
+	tw_buf b = { NULL, 0 };
+	TW_PASS(tw_mailbox_pop(m, 1, "a:z", 0, &b));
+	TW_PASS(tw__mailbox_push_owned(
+	    m, 1, "a:z", NULL, 0, LIMIT, tw__now_ns(), NULL));
+	TW_FAIL(tw__mailbox_push_owned(
+	            m, 1, "a:z", NULL, 0, LIMIT, tw__now_ns(), NULL),
+	    TW_ETIMEDOUT);
+	tw_mailbox_free(m);
+	// Until its owner counts by cost, a mailbox counts bytes (a credit
+	// in bytes must agree with it).
+	m = tw_mailbox_new();
+	assert_non_null(m);
+	for (int i = 0; i < 1000; i++)
+		TW_PASS(tw__mailbox_push_owned(
+		    m, 1, "a:z", NULL, 0, LIMIT, tw__now_ns(), NULL));
+	assert_int_equal(tw__mailbox_peak(m, 1), 0);
 	tw_mailbox_free(m);
 }
 
@@ -907,13 +950,15 @@ static void test_limit_times_out(void **state)
 	(void)state;
 	tw_mailbox *m = mb_new();
 	size_t len;
+	// Room for 10 bytes and 5 more, not for 10 and 10.
+	uint64_t limit = C(10) + C(5);
 	void *p = owned("0123456789", &len);
-	TW_PASS(
-	    tw__mailbox_push_owned(m, 1, "a", p, len, 15, TW_FOREVER, NULL));
+	TW_PASS(tw__mailbox_push_owned(
+	    m, 1, "a", p, len, limit, TW_FOREVER, NULL));
 	p = owned("abcdefghij", &len);
 	int64_t t0 = tw__now_ns();
-	TW_FAIL(
-	    tw__mailbox_push_owned(m, 1, "a", p, len, 15, t0 + 50 * MS, NULL),
+	TW_FAIL(tw__mailbox_push_owned(
+	            m, 1, "a", p, len, limit, t0 + 50 * MS, NULL),
 	    TW_ETIMEDOUT);
 	assert_true(tw__now_ns() - t0 >= 50 * MS);
 	assert_true(elapsed_ms(t0) < 50 + slack_ms());
@@ -922,15 +967,15 @@ static void test_limit_times_out(void **state)
 	// needs no wait at all.
 	p = owned("abcdefghij", &len);
 	TW_FAIL(tw__mailbox_push_owned(
-	            m, 1, "a", p, len, 15, tw__now_ns() - MS, NULL),
+	            m, 1, "a", p, len, limit, tw__now_ns() - MS, NULL),
 	    TW_ETIMEDOUT);
 	free(p);
 	p = owned("abcde", &len);
 	TW_PASS(tw__mailbox_push_owned(
-	    m, 1, "a", p, len, 15, tw__now_ns() - MS, NULL));
+	    m, 1, "a", p, len, limit, tw__now_ns() - MS, NULL));
 	expect_pop(m, 1, "a", "0123456789");
 	expect_pop(m, 1, "a", "abcde");
-	assert_int_equal(tw__mailbox_peak(m, 1), 15);
+	assert_int_equal(tw__mailbox_peak(m, 1), limit);
 	tw_mailbox_free(m);
 }
 
@@ -1189,7 +1234,7 @@ static void test_peak(void **state)
 	char ten[10] = { 0 };
 	for (int i = 0; i < 3; i++)
 		TW_PASS(tw_mailbox_push(m, 1, i == 1 ? "u" : "t", ten, 10));
-	assert_int_equal(tw__mailbox_peak(m, 1), 30);
+	assert_int_equal(tw__mailbox_peak(m, 1), 3 * C(10));
 	tw_buf b = { NULL, 0 };
 	TW_PASS(tw_mailbox_pop(m, 1, "t", 0, &b));
 	tw_buf_free(&b);
@@ -1198,15 +1243,15 @@ static void test_peak(void **state)
 	// The peak is the most ever held at once, not the current amount or
 	// the total pushed.
 	TW_PASS(tw_mailbox_push(m, 1, "t", ten, 5));
-	assert_int_equal(tw__mailbox_peak(m, 1), 30);
+	assert_int_equal(tw__mailbox_peak(m, 1), 3 * C(10));
 	TW_PASS(tw_mailbox_push(m, 1, "t", ten, 10));
 	TW_PASS(tw_mailbox_push(m, 1, "t", ten, 10));
-	assert_int_equal(tw__mailbox_peak(m, 1), 35);
+	assert_int_equal(tw__mailbox_peak(m, 1), 3 * C(10) + C(5));
 	// Per sender.
 	assert_int_equal(tw__mailbox_peak(m, 2), 0);
 	TW_PASS(tw_mailbox_push(m, 2, "t", ten, 3));
-	assert_int_equal(tw__mailbox_peak(m, 2), 3);
-	assert_int_equal(tw__mailbox_peak(m, 1), 35);
+	assert_int_equal(tw__mailbox_peak(m, 2), C(3));
+	assert_int_equal(tw__mailbox_peak(m, 1), 3 * C(10) + C(5));
 	tw_mailbox_free(m);
 }
 
@@ -1224,10 +1269,10 @@ static void on_taken(void *arg, uint32_t from, uint64_t taken)
 	t->taken = taken;
 }
 
-// What a credit-based sender needs: the data bytes of each sender that
-// left the box (popped, or dropped by an abort of their namespace, or
-// refused for that reason), reported after each change; control messages
-// count nowhere, not even against the limit.
+// What a credit-based sender needs: the cost (tw__msg_cost) of each
+// sender's data messages that left the box (popped, or dropped by an abort
+// of their namespace, or refused for that reason), reported after each
+// change; control messages count nowhere, not even against the limit.
 static void test_taken(void **state)
 {
 	(void)state;
@@ -1239,24 +1284,25 @@ static void test_taken(void **state)
 	TW_PASS(tw_mailbox_push(m, 1, "a!ack", ten, 4)); // control
 	TW_PASS(tw_mailbox_push(m, 1, "a/c:y", ten, 7));
 	assert_int_equal(t.calls, 0);
-	assert_int_equal(tw__mailbox_peak(m, 1), 17);
+	assert_int_equal(tw__mailbox_peak(m, 1), C(10) + C(7));
 	// A full box still admits control messages.
 	void *ctl = malloc(4);
 	assert_non_null(ctl);
-	TW_PASS(tw__mailbox_push_owned(m, 1, "a!ack", ctl, 4, 17, 0, NULL));
+	TW_PASS(tw__mailbox_push_owned(
+	    m, 1, "a!ack", ctl, 4, C(10) + C(7), 0, NULL));
 	tw_buf b = { NULL, 0 };
 	TW_PASS(tw_mailbox_pop(m, 1, "a!ack", 0, &b));
 	tw_buf_free(&b);
 	assert_int_equal(t.calls, 0);
 	TW_PASS(tw_mailbox_pop(m, 1, "a:x", 0, &b));
 	tw_buf_free(&b);
-	assert_true(t.calls == 1 && t.from == 1 && t.taken == 10);
+	assert_true(t.calls == 1 && t.from == 1 && t.taken == C(10));
 	// Aborting the child drops its queued message, and refuses later ones.
 	TW_PASS(tw__mailbox_abort_ns(m, "a/c"));
-	assert_true(t.calls >= 2 && t.from == 1 && t.taken == 17);
+	assert_true(t.calls >= 2 && t.from == 1 && t.taken == C(10) + C(7));
 	int calls = t.calls;
 	TW_FAIL(tw_mailbox_push(m, 1, "a/c:y", ten, 3), TW_ECLOSED);
-	assert_true(t.calls == calls + 1 && t.taken == 20);
+	assert_true(t.calls == calls + 1 && t.taken == C(10) + C(7) + C(3));
 	// A reopened child starts empty: nothing of the old one comes back.
 	TW_PASS(tw__mailbox_reopen_ns(m, "a/c"));
 	TW_FAIL(tw_mailbox_probe(m, 1, "a/c:y", &b.len), TW_EAGAIN);
@@ -1264,7 +1310,7 @@ static void test_taken(void **state)
 	size_t len;
 	TW_PASS(tw_mailbox_push(m, 1, "a!ack", ten, 4));
 	TW_PASS(tw__mailbox_pop_into(m, 1, "a!ack", 0, ten, 10, &len));
-	assert_int_equal(t.taken, 20);
+	assert_int_equal(t.taken, C(10) + C(7) + C(3));
 	tw_mailbox_free(m);
 }
 
@@ -1298,11 +1344,11 @@ static void test_ns_both_closed(void **state)
 	push_str(m, 1, "a:x", "parent");
 	push_str(m, 2, "a/c:x", "other");
 	TW_PASS(tw__mailbox_drop_ns(m, 1, "a/c"));
-	assert_int_equal(t.taken, 11);
+	assert_int_equal(t.taken, C(6) + C(5));
 	TW_FAIL(tw_mailbox_probe(m, 1, "a/c:x", &len), TW_ECLOSED);
 	TW_FAIL(tw_mailbox_pop(m, 1, "a/c!ack", 0, &b), TW_ECLOSED);
 	TW_FAIL(tw_mailbox_push(m, 1, "a/c:x", "late", 4), TW_ECLOSED);
-	assert_int_equal(t.taken, 15);
+	assert_int_equal(t.taken, C(6) + C(5) + C(4));
 	expect_pop(m, 1, "a:x", "parent");
 	expect_pop(m, 2, "a/c:x", "other"); // closed towards sender 1 only
 	assert_false(tw__mailbox_peer_left(m, 1, "a/c:x"));
@@ -1430,7 +1476,7 @@ static void test_ctl_newest(void **state)
 	}
 	// A control message is no data: it never waits for room and never
 	// counts against it.
-	assert_int_equal(tw__mailbox_peak(m, 1), 3);
+	assert_int_equal(tw__mailbox_peak(m, 1), 3 * C(1));
 	waiter w = { .m = m,
 		.op = OP_POP,
 		.from = 1,
@@ -1471,6 +1517,7 @@ int main(void)
 		cmocka_unit_test(test_push_owned),
 		cmocka_unit_test(test_limit_blocks_until_pop),
 		cmocka_unit_test(test_limit_times_out),
+		cmocka_unit_test(test_empty_messages_count),
 		cmocka_unit_test(test_cancel_and_kick),
 		cmocka_unit_test(test_blocked_pusher_woken),
 		cmocka_unit_test(test_close_ns),

@@ -24,8 +24,9 @@ const tw__opt_info tw__opts[TW_OPT_COUNT] = {
 	    "largest message; a larger send is TW_ETOOBIG" },
 	[TW_OPT_RECV_BUFFER]
 	= { "RECV_BUFFER", 64 * MiB, 4 * KiB, (int64_t)1 << 40,
-	    "unreceived bytes a receiver holds per peer before the sender "
-	    "waits (one larger message is always admitted alone)" },
+	    "what a receiver holds per peer of messages not yet received "
+	    "before the sender waits, each counted as its length plus 64 "
+	    "bytes (one larger message is always admitted alone)" },
 	[TW_OPT_HEARTBEAT_MS] = { "HEARTBEAT_MS", 1000, 0, 3600000,
 	    "interval of liveness checks on connections, in ms "
 	    "(0 = off, else at least 10)" },

@@ -95,8 +95,9 @@ const tw__party *tw__desc_parties(const tw_desc *d);
 const int64_t *tw__desc_opts(const tw_desc *d);
 const void *tw__desc_secret(const tw_desc *d, size_t *len);
 
-// The most unreceived bytes this party ever held from link rank `src`
-// (0 when the channel cannot tell).  For tests.
+// The most this party ever held from link rank `src` of messages not yet
+// received, in tw__msg_cost (core/mailbox.h); 0 when the channel cannot
+// tell.  For tests.
 uint64_t tw__link_unreceived_peak(tw_link *l, size_t src);
 
 // The namespace entries (closes and aborts) kept where messages from link

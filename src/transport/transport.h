@@ -121,8 +121,9 @@ typedef struct tw__chan_xops {
 	// that namespace for that peer: it comes from a new link of the name.
 	void (*open_ns)(tw_channel *c, const char *ns);
 
-	// The most unreceived bytes the receiving side of this channel ever
-	// held from its peer (for flow-control tests); 0 if unknown.
+	// The most the receiving side of this channel ever held from its
+	// peer of messages not yet received, in tw__msg_cost (core/mailbox.h,
+	// the unit of flow control); for flow-control tests; 0 if unknown.
 	uint64_t (*unreceived_peak)(tw_channel *c);
 
 	// Waits until every message sent so far has arrived in the peer's

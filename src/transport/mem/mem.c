@@ -9,7 +9,8 @@
 // A send copies the payload once into a buffer that the receiver's tw_recv
 // hands to the application as is, so a message costs exactly the one copy
 // the API implies.  Flow control is exact: the push waits while the
-// receiver already holds TW_OPT_RECV_BUFFER bytes from this sender.
+// receiver already holds TW_OPT_RECV_BUFFER from this sender, counting each
+// message by its tw__msg_cost.
 //
 // Lifetime: an endpoint is referenced by its own channels and by its peers'
 // channels; it leaves the registry as soon as its root link closes (its
@@ -338,8 +339,10 @@ static int mem_open(const tw__link_cfg *cfg, tw_channel **chans)
 		return TW_ENOMEM;
 	self->reg_key = reg_key_make(cfg->link_id, addr);
 	self->mb = tw_mailbox_new();
-	if (self->mb != NULL)
+	if (self->mb != NULL) {
 		tw__mailbox_keep_peer_closes(self->mb); // see mem_close_ns
+		tw__mailbox_count_by_cost(self->mb);
+	}
 	self->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	self->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	if (self->reg_key == NULL || self->mb == NULL)

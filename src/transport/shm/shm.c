@@ -37,7 +37,7 @@
 // then nobody spins and the receiver thread alone reads the ring.
 //
 // The receiver thread applies the mailbox's flow control: while this peer's
-// unreceived bytes exceed
+// unreceived messages, counted by tw__msg_cost, would exceed
 // TW_OPT_RECV_BUFFER the thread holds the message back, the ring fills up
 // and the sender waits.  Control messages (acks, hellos) travel in their
 // own lane and never wait behind held-back data: the thread keeps draining
@@ -1384,8 +1384,10 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	if (ep == NULL)
 		return TW_ENOMEM;
 	ep->mb = tw_mailbox_new();
-	if (ep->mb != NULL)
+	if (ep->mb != NULL) {
 		tw__mailbox_keep_peer_closes(ep->mb); // see shm_close_ns
+		tw__mailbox_count_by_cost(ep->mb);
+	}
 	ep->link_id = strdup(cfg->link_id);
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	ep->spin_ns = cfg->size <= cpus_usable() ? SHM_SPIN_NS : 0;
