@@ -138,15 +138,23 @@ TW_API int tw_link_sub(tw_link *parent, const char *suffix,
 TW_API int tw_send(
     tw_link *l, size_t dst, const char *tag, const void *buf, size_t len);
 
-// Like tw_send, but copies `buf` and may return before it is delivered; an
-// error in delivery shows in a later call or in tw_link_wait_pending.
+// Like tw_send, but copies `buf` and returns without waiting for the
+// message to be delivered, let alone received: an error in its delivery
+// shows in a later call or in tw_link_wait_pending.  It still waits while
+// the peer's receive buffer is full (TW_OPT_RECV_BUFFER: flow control keeps
+// what both sides hold bounded), up to the receive timeout: TW_ETIMEDOUT,
+// and the message is not sent.  So asynchronous sends to a peer that does
+// not receive return at once while they fit in its receive buffer (and in
+// the transport's own, such as a shared-memory ring), then block.  Returns
+// the codes of tw_send.
 TW_API int tw_send_async(
     tw_link *l, size_t dst, const char *tag, const void *buf, size_t len);
 
 // Like tw_send_async, but first blocks while TW_OPT_THROTTLE_WINDOW or more
 // of this link's messages to `dst` have not yet been consumed by the
 // application there (window 0 = no limit), up to the receive timeout:
-// TW_ETIMEDOUT.
+// TW_ETIMEDOUT.  Flow control bounds what a peer holds; the window
+// bounds the messages it has not consumed.
 TW_API int tw_send_async_throttled(
     tw_link *l, size_t dst, const char *tag, const void *buf, size_t len);
 

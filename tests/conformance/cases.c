@@ -1094,6 +1094,89 @@ static void t_flow_empty(void **state)
 		fail_msg("a party failed (see above)");
 }
 
+// tw_send_async returns without waiting for the peer's application, but
+// not past the peer's receive buffer: while its messages fit there they
+// return at once (with a receive timeout of AF_WAIT_MS, one that waited
+// for the peer to receive would time out), and beyond it one waits for
+// the receive timeout and returns TW_ETIMEDOUT, having sent nothing.
+enum {
+	AF_BUF = 64 * 1024,
+	AF_MSG = 1024,
+	AF_WAIT_MS = 300,
+	AF_SLACK = 256, // messages the transports' own buffers may hold
+};
+
+static void setup_async_flow(tw_desc *d, void *arg)
+{
+	tw_desc_set(d, TW_OPT_RECV_BUFFER, AF_BUF);
+}
+
+// The sender's part: sends until held back, counting in *sent what went.
+static int async_fill(conf_party *p, uint64_t *sent)
+{
+	static _Thread_local unsigned char buf[AF_MSG];
+	tw_link *l = p->link;
+	CHECK_OK(p, tw_link_set_recv_timeout(l, conf_scale(AF_WAIT_MS)));
+	// Within the receive buffer: all at once, though the peer receives
+	// nothing.
+	for (; *sent < AF_BUF / tw__msg_cost(AF_MSG); ++*sent) {
+		conf_fill(buf, AF_MSG, (uint32_t)*sent, 0, 41);
+		CHECK_OK(p, tw_send_async(l, 1, "a", buf, AF_MSG));
+	}
+	// Beyond it (and the transport's buffers): held back.
+	int rv = TW_OK;
+	double t0 = 0;
+	while (*sent < AF_BUF / AF_MSG + AF_SLACK) {
+		conf_fill(buf, AF_MSG, (uint32_t)*sent, 0, 41);
+		t0 = conf_now_ms();
+		if ((rv = tw_send_async(l, 1, "a", buf, AF_MSG)) != TW_OK)
+			break;
+		++*sent;
+	}
+	CHECK_RV(p, rv, TW_ETIMEDOUT);
+	CHECK(p, conf_now_ms() - t0 >= AF_WAIT_MS - 10);
+	CHECK_OK(p, tw_link_set_recv_timeout(l, conf_scale(20000)));
+	return 0;
+}
+
+static int body_async_flow(conf_party *p)
+{
+	conf_board *board = p->arg;
+	uint64_t sent = 0;
+	if (p->rank == 0) {
+		int rv = async_fill(p, &sent);
+		conf_board_post(board, 0, sent); // whatever happened
+		if (rv != 0)
+			return rv;
+		CHECK_OK(p, sync_all(p));
+		return 0;
+	}
+	CHECK(p, conf_board_wait(board, 0, conf_scale(20000), &sent));
+	unsigned char buf[AF_MSG];
+	for (uint64_t i = 0; i < sent; i++) {
+		size_t len;
+		CHECK_OK(p, tw_recv_into(p->link, 0, "a", buf, AF_MSG, &len));
+		CHECK(p,
+		    len == AF_MSG && conf_check(buf, len, (uint32_t)i, 0, 41));
+	}
+	size_t len;
+	CHECK_RV(p, tw_probe(p->link, 0, "a", &len), TW_EAGAIN);
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+static void t_async_flow(void **state)
+{
+	if (!tp->builtin)
+		skip(); // a user channel brings its own flow control
+	conf_board *board = conf_board_new();
+	assert_non_null(board);
+	int rv = conf_run(tp, 2, 0, setup_async_flow, body_async_flow, board);
+	conf_board_free(board);
+	if (rv != 0)
+		fail_msg("a party failed (see above)");
+}
+
 // Messages of many sizes, both ways at once, on one tag in order with a
 // second tag interleaved: around every chunk and copy threshold of the
 // transports (a striped tcp:// message holds the ones behind it until it
@@ -1489,6 +1572,7 @@ int main(int argc, char **argv)
 		CASE(throttle_mixed),
 		CASE(flow_control),
 		CASE(flow_empty),
+		CASE(async_flow),
 		CASE(large),
 		CASE(collectives),
 		CASE(coll_mixed),
