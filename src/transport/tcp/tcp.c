@@ -69,10 +69,10 @@
 // than handed over by the I/O thread (two thread wake-ups, several
 // microseconds each).
 #define TCP_SPIN_NS 50000
-// Namespaces a peer may have closed or aborted that this side has not:
-// bounded by the child links open here, which no sane party has this many
-// of; a peer beyond it is broken.
-#define TCP_PEER_CLOSED_MAX 4096
+// Namespace entries this party's mailbox keeps (core/mailbox.h): bounded
+// by the child links closed or aborted on one side only, which no sane
+// party has this many of; a peer that pushes beyond it is broken.
+#define TCP_NS_ENTRIES_MAX 65536
 
 static bool flag(const _Atomic int *p)
 {
@@ -317,18 +317,9 @@ int tw__tcp_chan_deliver(tcp_chan *mc, const char *key, void *data, size_t len)
 {
 	tcp_ep *ep = mc->ep;
 	bool ctl = tw__key_is_ctl(key);
-	if (tw__nsset_holds(&mc->local_closed, key)) {
-		// Sent before the peer learned that the link closed here:
-		// dropped, and its cost comes back as credit.
-		free(data);
-		if (!ctl)
-			tw__tcp_chan_dropped(mc, len);
-		return TW_OK;
-	}
-	// A message of a namespace the peer closed can only come from a new
-	// child link of the same name, which reopens it.
-	tw__nsset_forget_key(&mc->peer_closed, key);
-	// Never waits: within its credit the peer's data always fits.
+	// Never waits: within its credit the peer's data always fits.  A
+	// message of a namespace closed or aborted here is refused (and
+	// counted as taken, so its credit comes back).
 	int status = tw__mailbox_push_owned(ep->mb, mc->peer_rank, key, data,
 	    len, ctl ? UINT64_MAX : ep->recv_buffer, 0, NULL);
 	if (status == TW_OK)
@@ -349,37 +340,32 @@ int tw__tcp_chan_deliver(tcp_chan *mc, const char *key, void *data, size_t len)
 	}
 }
 
-// The peer closed or aborted namespace `ns`.  When this side closed it
-// already, both have: nothing more of it will come, and it is forgotten
-// (so that the sets stay as small as the child links open on one side);
-// else sends there fail from now on.
-static int peer_closed_ns(tcp_chan *mc, const char *ns)
+// The peer closed or aborted namespace `ns` (core/mailbox.h keeps what
+// matters of it).  A peer that keeps doing so for namespaces that mean
+// nothing here is broken: the entries are bounded.
+static int peer_left_ns(tcp_chan *mc, uint8_t type, const char *ns)
 {
-	if (tw__nsset_has(&mc->local_closed, ns)) {
-		tw__nsset_forget_ns(&mc->local_closed, ns);
-		return TW_OK;
-	}
-	if (mc->peer_closed.n >= TCP_PEER_CLOSED_MAX
-	    && !tw__nsset_has(&mc->peer_closed, ns)) {
+	tw_mailbox *mb = mc->ep->mb;
+	if (tw__mailbox_ns_entries(mb) >= TCP_NS_ENTRIES_MAX) {
 		LOGC(mc, TW_LOG_ERROR,
-		    "%s closed more than %d child links this side has open "
+		    "%s closed more namespaces than %d that this side keeps "
 		    "(%s)",
-		    mc->peer_id, TCP_PEER_CLOSED_MAX, tw_err_name(TW_EPROTO));
+		    mc->peer_id, TCP_NS_ENTRIES_MAX, tw_err_name(TW_EPROTO));
 		return TW_EPROTO;
 	}
-	return tw__nsset_add(&mc->peer_closed, ns);
+	int status = type == TW_TCP_F_ABORT_NS
+	    ? tw__mailbox_peer_abort_ns(mb, mc->peer_rank, ns)
+	    : tw__mailbox_close_ns(mb, mc->peer_rank, ns);
+	return status == TW_ENOMEM ? TW_ENOMEM : TW_OK;
 }
 
 int tw__tcp_chan_on_frame(
     tcp_chan *mc, const tw__tcp_hdr *h, const unsigned char *payload)
 {
-	tcp_ep *ep = mc->ep;
 	switch (h->type) {
 	case TW_TCP_F_CLOSE_NS:
 	case TW_TCP_F_ABORT_NS:
-		if (!tw__nsset_has(&mc->local_closed, h->key))
-			tw__mailbox_close_ns(ep->mb, mc->peer_rank, h->key);
-		return peer_closed_ns(mc, h->key);
+		return peer_left_ns(mc, h->type, h->key);
 	case TW_TCP_F_UNBIND:
 		tw__tcp_peer_unmap(mc->peer, h->slot);
 		peer_gone(mc, h->ack);
@@ -544,7 +530,8 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 	size_t klen = strlen(key);
 	if (klen == 0 || klen >= TW_KEY_MAX || (buf == NULL && len > 0))
 		return TW_EINVAL;
-	if (flag(&mc->peer_gone) || tw__nsset_holds(&mc->peer_closed, key))
+	if (flag(&mc->peer_gone)
+	    || tw__mailbox_peer_left(mc->ep->mb, mc->peer_rank, key))
 		return TW_EPEER;
 	if (len > mc->peer_max_msg) {
 		LOGC(mc, TW_LOG_DEBUG,
@@ -669,12 +656,8 @@ static void tcp_close_ns(tw_channel *c, const char *ns)
 {
 	tcp_chan *mc = c->impl;
 	// What the peer sends there until it learns of the close is dropped,
-	// and its cost comes back as credit.  A peer that closed it first
-	// sends nothing more: then both sides have, and it is forgotten.
-	if (tw__nsset_has(&mc->peer_closed, ns))
-		tw__nsset_forget_ns(&mc->peer_closed, ns);
-	else
-		(void)tw__nsset_add(&mc->local_closed, ns);
+	// and its cost comes back as credit (core/mailbox.h).
+	tw__mailbox_drop_ns(mc->ep->mb, mc->peer_rank, ns);
 	tx_ns(mc, TW_TCP_F_CLOSE_NS, ns);
 }
 
@@ -682,8 +665,6 @@ static void tcp_open_ns(tw_channel *c, const char *ns)
 {
 	tcp_chan *mc = c->impl;
 	tw__mailbox_reopen_ns(mc->ep->mb, ns);
-	tw__nsset_forget_ns(&mc->peer_closed, ns);
-	tw__nsset_forget_ns(&mc->local_closed, ns);
 }
 
 // --- receiving ---------------------------------------------------------------------
@@ -845,8 +826,6 @@ static void chan_free(tcp_chan *mc)
 	tw__tcp_sx_chan_free(mc);
 	if (mc->peer != NULL)
 		tw__tcp_peer_unref(mc->peer);
-	tw__nsset_fini(&mc->peer_closed);
-	tw__nsset_fini(&mc->local_closed);
 	pthread_cond_destroy(&mc->cv);
 	pthread_mutex_destroy(&mc->mtx);
 	free(mc->peer_id);
@@ -917,6 +896,7 @@ static const tw__chan_xops tcp_xops = {
 	.close_ns = tcp_close_ns,
 	.open_ns = tcp_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
+	.ns_entries = tw__rxbox_ns_entries,
 	.wait_pending = tcp_wait_until,
 };
 
@@ -927,8 +907,6 @@ static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
 		return NULL;
 	pthread_mutex_init(&mc->mtx, NULL);
 	tw__cond_init(&mc->cv);
-	tw__nsset_init(&mc->peer_closed);
-	tw__nsset_init(&mc->local_closed);
 	mc->peer_id = strdup(cfg->parties[peer].id);
 	mc->peer_addr = strdup(cfg->parties[peer].addr);
 	if (mc->peer_id == NULL || mc->peer_addr == NULL) {
@@ -959,6 +937,12 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	ep->size = (uint32_t)cfg->size;
 	ep->self_rank = (uint32_t)cfg->self;
 	ep->mb = tw_mailbox_new();
+	if (ep->mb != NULL) {
+		// This side's closes travel in order with its data, and its
+		// credit counts messages by cost (tcp.c, design notes).
+		tw__mailbox_keep_peer_closes(ep->mb);
+		tw__mailbox_count_by_cost(ep->mb);
+	}
 	ep->link_id = strdup(cfg->link_id);
 	ep->chans = calloc(cfg->size, sizeof(*ep->chans));
 	ep->addrs = calloc(cfg->size, sizeof(*ep->addrs));

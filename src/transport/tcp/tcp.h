@@ -31,7 +31,6 @@
 
 #include "core/log.h"
 #include "core/mailbox.h"
-#include "core/nsset.h"
 #include "platform/posix/poller.h"
 #include "transport/rxbox.h"
 #include "transport/tcp/tcp_conn.h"
@@ -121,8 +120,6 @@ struct tcp_chan {
 	_Atomic int auth_failed; // the peer failed to prove the secret
 	_Atomic int auth_seen; // a stranger claimed the peer's rank
 	_Atomic int unbound; // our UNBIND went out (abort or destroy)
-	tw__nsset peer_closed; // namespaces the peer closed or aborted
-	tw__nsset local_closed; // closed here, not yet by the peer
 
 	// Messages from the peer held behind an incomplete striped one
 	// (tcp_sx.c), by the peer's sx mutex.

@@ -116,15 +116,17 @@ static void hs_close(hs *h, int status, const char *what)
 	tcp_acceptor *a = h->a;
 	switch (status) {
 	case TW_ETIMEDOUT:
-		TW_WARN("tcp", "handshake with %s failed: %s timed out; closing",
-		    h->who, what);
+		TW_WARN("tcp",
+		    "handshake with %s failed: %s timed out; closing", h->who,
+		    what);
 		break;
 	case TW_EAUTH:
 		TW_WARN("tcp", "peer %s failed authentication: %s; closing",
 		    h->who, what);
 		break;
 	case TW_EPEER:
-		TW_DEBUG("tcp", "handshake with %s: %s; closing", h->who, what);
+		TW_DEBUG(
+		    "tcp", "handshake with %s: %s; closing", h->who, what);
 		break;
 	default:
 		TW_WARN("tcp", "handshake with %s failed: %s (%s); closing",
@@ -204,7 +206,8 @@ static int lookup(hs *h, const char **why)
 		if (mc != NULL) {
 			pthread_mutex_lock(&mc->mtx);
 			taken = atomic_load(&mc->state) != CH_IDLE
-			    && mc->peer != NULL && !tw__tcp_peer_failed(mc->peer)
+			    && mc->peer != NULL
+			    && !tw__tcp_peer_failed(mc->peer)
 			    && tw__tcp_peer_instance(mc->peer)
 			        != peer->instance;
 			pthread_mutex_unlock(&mc->mtx);
@@ -249,7 +252,8 @@ static void hs_finish(hs *h)
 		else
 			close(fd);
 	} else {
-		tcp_peer *main = tw__tcp_node_find_accepted(n, h->peer.instance);
+		tcp_peer *main
+		    = tw__tcp_node_find_accepted(n, h->peer.instance);
 		status = main != NULL
 		    ? tw__tcp_peer_add_stripe(main, fd, h->who)
 		    : TW_EPEER;
@@ -309,7 +313,8 @@ static void hs_hello_done(hs *h)
 	if (status == TW_EAGAIN) {
 		if (h->state != HS_PARKED) {
 			h->state = HS_PARKED;
-			h->wait_until = tw__now_ns() + atomic_load(&hs_link_wait_ns);
+			h->wait_until
+			    = tw__now_ns() + atomic_load(&hs_link_wait_ns);
 		}
 		return; // looked at again when things change
 	}
@@ -369,7 +374,8 @@ static void hs_step(hs *h)
 			h->wait_until = h->deadline; // the first byte came
 			tw__tcp_hello ph;
 			const char *why = "malformed";
-			int rv = tw__tcp_hello_decode(h->buf, h->have, &ph, &why);
+			int rv
+			    = tw__tcp_hello_decode(h->buf, h->have, &ph, &why);
 			if (rv > 0) {
 				tw__tcp_hs_peer_from(&h->peer, &ph, h->nonce);
 				hs_hello_done(h);
@@ -385,7 +391,8 @@ static void hs_step(hs *h)
 				    ? TW_TCP_HELLO_FIXED
 				    : TW_TCP_HELLO_FIXED + h->buf[14]
 				        + h->buf[15];
-				if (want <= h->have || want > TW_TCP_HELLO_MAX) {
+				if (want <= h->have
+				    || want > TW_TCP_HELLO_MAX) {
 					hs_close(h, TW_EPROTO, "malformed");
 					return;
 				}
@@ -481,8 +488,8 @@ static void accept_one(tcp_acceptor *a, int fd)
 	h->deadline = now + atomic_load(&hs_timeout_ns);
 	h->wait_until = now + atomic_load(&hs_first_ns);
 	if (tw__tcp_random(h->nonce, sizeof(h->nonce)) != TW_OK
-	    || tw__pfd_init(tw__tcp_node_poller(a->node), fd, on_hs, h,
-	           &h->pfd)
+	    || tw__pfd_init(
+	           tw__tcp_node_poller(a->node), fd, on_hs, h, &h->pfd)
 	        != TW_OK) {
 		close(fd);
 		free(h);
@@ -554,9 +561,11 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 		if (now >= h->deadline)
 			hs_close(h, TW_ETIMEDOUT, "the handshake");
 		else if (now >= h->wait_until)
-			hs_close(h, h->state == HS_PARKED ? TW_EPEER : TW_ETIMEDOUT,
-			    h->state == HS_PARKED ? "no such link here"
-			                          : "waiting for its first byte");
+			hs_close(h,
+			    h->state == HS_PARKED ? TW_EPEER : TW_ETIMEDOUT,
+			    h->state == HS_PARKED
+			        ? "no such link here"
+			        : "waiting for its first byte");
 		h = next;
 	}
 	if (a->paused_until != 0 && now >= a->paused_until) {
@@ -603,7 +612,8 @@ unsigned tw__tcp_acceptor_active(tcp_acceptor *a)
 	return a->active;
 }
 
-void tw__tcp_accept_set_waits(int64_t first_ns, int64_t total_ns, int64_t link_ns)
+void tw__tcp_accept_set_waits(
+    int64_t first_ns, int64_t total_ns, int64_t link_ns)
 {
 	if (first_ns > 0)
 		atomic_store(&hs_first_ns, first_ns);

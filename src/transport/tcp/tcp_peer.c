@@ -252,8 +252,8 @@ void tw__tcp_peer_fail(tcp_peer *p, int status, const char *why)
 	if (!atomic_compare_exchange_strong(&p->failed, &zero, 1))
 		return;
 	if (why != NULL)
-		TW_WARN("tcp", "closing the connection with %s: %s", p->who,
-		    why);
+		TW_WARN(
+		    "tcp", "closing the connection with %s: %s", p->who, why);
 	tw__tcp_peer_ref(p);
 	tw__tcp_node_forget(p);
 	tw__tcp_sx_fail(p->sx);
@@ -328,8 +328,8 @@ static int on_chunk_small(tcp_peer *p, tcp_chan *mc, const tw__tcp_hdr *h,
 	size_t n = (size_t)h->len - TW_TCP_CHUNK_PREFIX;
 	void *entry = NULL;
 	unsigned char *dst = NULL;
-	int status = tw__tcp_sx_chunk_begin(
-	    p->sx, mc, h->slot, &ck, n, &entry, &dst);
+	int status
+	    = tw__tcp_sx_chunk_begin(p->sx, mc, h->slot, &ck, n, &entry, &dst);
 	if (status == TW_EPROTO)
 		return refuse(p, "a chunk that does not fit its message");
 	if (status != TW_OK)
@@ -344,14 +344,15 @@ static int peer_rx_frame(
 {
 	tcp_peer *p = owner;
 	if (!is_main(p, c) && h->type != TW_TCP_F_CHUNK)
-		return refuse(p, "a frame that only a main connection carries");
+		return refuse(
+		    p, "a frame that only a main connection carries");
 	if (h->type == TW_TCP_F_OPEN) {
 		tw__tcp_open o;
 		if (tw__tcp_open_decode(pay, (size_t)h->len, &o) != TW_OK)
 			return refuse(p, "malformed OPEN");
 		tcp_chan *to = NULL;
-		int status = tw__tcp_node_open_lookup(
-		    p, h->key, h->slot, &o, &to);
+		int status
+		    = tw__tcp_node_open_lookup(p, h->key, h->slot, &o, &to);
 		if (status == TW_OK && to != NULL) {
 			status = tw__tcp_chan_on_open(p, to, h->slot, &o);
 			tw__tcp_chan_unref(to);
@@ -363,7 +364,8 @@ static int peer_rx_frame(
 	switch (h->type) {
 	case TW_TCP_F_DATA:
 		if (mc != NULL && h->len > mc->ep->max_msg) {
-			status = refuse(p, "a message larger than the link allows");
+			status = refuse(
+			    p, "a message larger than the link allows");
 			break;
 		}
 		if (mc != NULL) {
@@ -379,7 +381,8 @@ static int peer_rx_frame(
 		break;
 	case TW_TCP_F_STRIPED: {
 		tw__tcp_chunk ck;
-		if (tw__tcp_striped_decode(pay, (size_t)h->len, &ck) != TW_OK) {
+		if (tw__tcp_striped_decode(pay, (size_t)h->len, &ck)
+		    != TW_OK) {
 			status = refuse(p, "malformed announcement");
 			break;
 		}
@@ -427,14 +430,16 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
 		if (d->mc != NULL && h->len > d->mc->ep->max_msg) {
 			tw__tcp_chan_unref(d->mc);
 			free(d);
-			return refuse(p, "a message larger than the link allows");
+			return refuse(
+			    p, "a message larger than the link allows");
 		}
 		if (d->mc != NULL
 		    && (d->buf = malloc((size_t)h->len)) == NULL) {
 			tw__tcp_chan_unref(d->mc);
 			free(d);
 			TW_ERROR("tcp",
-			    "out of memory for a message of %llu bytes from %s",
+			    "out of memory for a message of %llu bytes from "
+			    "%s",
 			    (unsigned long long)h->len, p->who);
 			return TW_ENOMEM;
 		}
@@ -462,8 +467,8 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
 	size_t n = (size_t)h->len - TW_TCP_CHUNK_PREFIX;
 	void *entry = NULL;
 	unsigned char *to = NULL;
-	int status = tw__tcp_sx_chunk_begin(
-	    p->sx, mc, h->slot, &ck, n, &entry, &to);
+	int status
+	    = tw__tcp_sx_chunk_begin(p->sx, mc, h->slot, &ck, n, &entry, &to);
 	if (status != TW_OK) {
 		tw__tcp_chan_unref(mc);
 		return status == TW_EPROTO
@@ -501,7 +506,8 @@ static int peer_rx_end(
 		else
 			free(d->buf);
 	} else if (d->mc != NULL) {
-		status = tw__tcp_sx_chunk_end(p->sx, p->main, d->mc, d->buf, ok);
+		status
+		    = tw__tcp_sx_chunk_end(p->sx, p->main, d->mc, d->buf, ok);
 	}
 	if (d->mc != NULL)
 		tw__tcp_chan_unref(d->mc);
@@ -516,8 +522,8 @@ static void peer_failed(void *owner, tcp_conn *c, int status)
 	// to end in their own order: the main connection's BYE comes after
 	// every frame sent on it.
 	if (status != TW_ECLOSED || is_main(p, c))
-		tw__tcp_peer_fail(p, status == TW_ECLOSED ? TW_EPEER : status,
-		    NULL);
+		tw__tcp_peer_fail(
+		    p, status == TW_ECLOSED ? TW_EPEER : status, NULL);
 	tw__tcp_peer_unref(p); // the connection's
 }
 
@@ -533,8 +539,8 @@ static const tcp_conn_ops peer_conn_ops = {
 
 // A connection of p on fd, reading once started.  The connection holds a
 // reference to p until its failure upcall.
-static int conn_make(tcp_peer *p, int fd, const char *who, int64_t hb_ms,
-    tcp_conn **out)
+static int conn_make(
+    tcp_peer *p, int fd, const char *who, int64_t hb_ms, tcp_conn **out)
 {
 	tcp_conn_cfg cfg = { .fd = fd,
 		.poller = tw__tcp_node_poller(p->node),
@@ -598,7 +604,8 @@ int tw__tcp_peer_add_stripe(tcp_peer *p, int fd, const char *who)
 		status = TW_EPROTO;
 	} else {
 		p->stripes[n] = s;
-		atomic_store_explicit(&p->nstripes, n + 1, memory_order_release);
+		atomic_store_explicit(
+		    &p->nstripes, n + 1, memory_order_release);
 	}
 	pthread_mutex_unlock(&p->mtx);
 	if (status != TW_OK) {

@@ -58,7 +58,8 @@ static int rx_proto(tcp_conn *c, const char *why)
 static void got_bytes(tcp_conn *c, size_t n)
 {
 	atomic_fetch_add_explicit(&c->rx.bytes, n, memory_order_relaxed);
-	atomic_store_explicit(&c->rx.last_rx, tw__now_ns(), memory_order_relaxed);
+	atomic_store_explicit(
+	    &c->rx.last_rx, tw__now_ns(), memory_order_relaxed);
 }
 
 // Reads what the socket has into the read buffer.  TW_OK (some bytes),
@@ -74,8 +75,8 @@ static int fill(tcp_conn *c)
 		rx->in_off = 0;
 	}
 	for (;;) {
-		ssize_t r = recv(
-		    c->fd, rx->in + rx->in_len, RX_BUF - rx->in_len, MSG_DONTWAIT);
+		ssize_t r = recv(c->fd, rx->in + rx->in_len,
+		    RX_BUF - rx->in_len, MSG_DONTWAIT);
 		if (r > 0) {
 			rx->in_len += (size_t)r;
 			got_bytes(c, (size_t)r);

@@ -201,7 +201,8 @@ static int flush(tcp_sx *sx, tcp_chan *mc)
 		if (status == TW_OK)
 			status = st;
 		free(it);
-		atomic_fetch_sub_explicit(&mc->held_n, 1, memory_order_release);
+		atomic_fetch_sub_explicit(
+		    &mc->held_n, 1, memory_order_release);
 	}
 	return status;
 }

@@ -191,7 +191,8 @@ static int flush_queue(tcp_conn *c)
 			tx->q_len = 0;
 			pthread_mutex_unlock(&tx->mtx);
 		}
-		struct iovec one = { tx->w + tx->w_off, tx->w_len - tx->w_off };
+		struct iovec one
+		    = { tx->w + tx->w_off, tx->w_len - tx->w_off };
 		struct iovec *iov = &one;
 		int n = 1;
 		int status = write_some(c, &iov, &n);
