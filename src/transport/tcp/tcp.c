@@ -930,6 +930,8 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 {
 	if (cfg->size < 2)
 		return TW_OK; // a link of one party has nobody to talk to
+	// Before any thread of ours can touch libcrypto (tcp_auth.h).
+	tw__tcp_crypto_init();
 	tcp_ep *ep = calloc(1, sizeof(*ep));
 	if (ep == NULL)
 		return TW_ENOMEM;

@@ -2,6 +2,7 @@
 // tcp_auth.h for the scheme and docs/PROTOCOL.md for the bytes.
 
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -20,6 +21,23 @@
 // an HMAC the application computes with the same secret for its own ends.
 static const char auth_label[] = "tagwire-tcp-auth-v1";
 
+static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+
+// libcrypto is initialised without its exit handler: OPENSSL_cleanup at
+// exit would free what a thread of ours may be using at that moment (the
+// I/O thread answering a stranger's handshake while the process returns
+// from main), and a process may exit at any moment.  The memory it keeps
+// is the process's until it ends anyway.
+static void crypto_init(void)
+{
+	(void)OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+}
+
+void tw__tcp_crypto_init(void)
+{
+	pthread_once(&crypto_once, crypto_init);
+}
+
 // The first libcrypto error of this thread, as text, for a log line.
 static const char *ssl_error(char *buf, size_t cap)
 {
@@ -35,6 +53,7 @@ int tw__tcp_random(void *buf, size_t n)
 {
 	if (n > INT_MAX)
 		return TW_EINVAL;
+	tw__tcp_crypto_init();
 	if (RAND_bytes(buf, (int)n) != 1) {
 		char err[256];
 		TW_ERROR("tcp", "cannot draw random bytes: %s",
@@ -61,6 +80,7 @@ int tw__tcp_auth_proof(const void *secret, size_t secret_len,
 	if (secret == NULL || secret_len == 0 || secret_len > INT_MAX
 	    || link_id_len > TW_LINK_ID_MAX)
 		return TW_EINVAL;
+	tw__tcp_crypto_init();
 	size_t n = 0;
 	memcpy(msg, auth_label, sizeof(auth_label) - 1);
 	n += sizeof(auth_label) - 1;

@@ -20,6 +20,13 @@
 
 #include "transport/tcp/tcp_proto.h"
 
+// Initialises libcrypto once, without its exit-time cleanup (so that no
+// thread of ours can meet freed libcrypto state while the process exits).
+// Every function below calls it; the transport calls it before it starts
+// any thread.  An application that initialises OpenSSL itself first
+// should pass OPENSSL_INIT_NO_ATEXIT too.
+void tw__tcp_crypto_init(void);
+
 // Fills buf[0..n) with bytes from a cryptographically secure generator.
 // TW_OK, or TW_ESYS (with a log line) when the generator fails.
 int tw__tcp_random(void *buf, size_t n);
