@@ -396,8 +396,11 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 		.len = len,
 		.key = key,
 		.key_len = key != NULL ? strlen(key) : 0 };
-	if (h.key_len >= TW_KEY_MAX || niov > TX_IOV_MAX - 1
-	    || len > TW_TCP_FRAME_MAX + TW_TCP_CHUNK_PREFIX)
+	// The peer refuses longer frames (by dropping the connection).
+	size_t max = type == TW_TCP_F_CHUNK
+	    ? TW_TCP_FRAME_MAX + TW_TCP_CHUNK_PREFIX
+	    : TW_TCP_FRAME_MAX;
+	if (h.key_len >= TW_KEY_MAX || niov > TX_IOV_MAX - 1 || len > max)
 		return TW_EINVAL;
 	if (len <= TX_COPY_MAX || (flags & TCP_TX_NOWAIT))
 		return send_small(

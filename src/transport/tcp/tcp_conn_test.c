@@ -1,0 +1,586 @@
+// Tests of a tcp:// connection alone, over socketpair(2): framing both
+// ways with payloads on either side of the connection's head buffer and
+// of the frame limit, the upcalls and the rules they follow (failure is
+// reported once, last, on the I/O thread, never from a sender's stack),
+// PING answered without queueing a PONG per PING, acks held by the owner
+// and released, a clean end, EOF, and bytes that are not frames (after
+// which nothing more is parsed).  The other end is a second connection or
+// a raw socket that the test writes frames to by hand.  Waits are on
+// condition variables with deadlines, never sleeps.
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/sync.h"
+#include "testdata.h"
+#include "testutil.h"
+#include "transport/tcp/tcp_conn_int.h"
+
+// What an owner saw.
+typedef struct frame {
+	uint8_t type;
+	uint32_t slot;
+	uint64_t seq;
+	char key[64];
+	size_t len;
+	unsigned char *data;
+	bool begun; // came through rx_begin/rx_end
+} frame;
+
+#define MAX_FRAMES 64
+
+typedef struct owner {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	frame frames[MAX_FRAMES]; // by mtx
+	int n; // by mtx
+	bool failed; // by mtx
+	int fail_status; // by mtx
+	int failed_calls; // by mtx
+	bool failed_on_io; // by mtx
+	int after_failed; // frame upcalls after failed, by mtx
+	int begun; // rx_begin calls, by mtx
+	tw__poller *poller;
+	// Taken by the failure upcall: a test holds it while it sends, so
+	// that an upcall run from inside the send would deadlock.
+	pthread_mutex_t gate;
+	uint64_t hold_seq; // when set: hold acks from the frame it names
+	tcp_conn *conn;
+} owner;
+
+static void owner_init(owner *o, tw__poller *p)
+{
+	memset(o, 0, sizeof(*o));
+	pthread_mutex_init(&o->mtx, NULL);
+	tw__cond_init(&o->cv);
+	pthread_mutex_init(&o->gate, NULL);
+	o->poller = p;
+}
+
+static void owner_fini(owner *o)
+{
+	for (int i = 0; i < o->n; i++)
+		free(o->frames[i].data);
+	pthread_mutex_destroy(&o->gate);
+	pthread_cond_destroy(&o->cv);
+	pthread_mutex_destroy(&o->mtx);
+}
+
+static frame *note(owner *o, const tw__tcp_hdr *h)
+{
+	pthread_mutex_lock(&o->mtx);
+	if (o->failed)
+		o->after_failed++;
+	assert_true(o->n < MAX_FRAMES);
+	frame *f = &o->frames[o->n];
+	f->type = h->type;
+	f->slot = h->slot;
+	f->seq = h->seq;
+	snprintf(f->key, sizeof(f->key), "%s", h->key ? h->key : "");
+	f->len = (size_t)h->len;
+	pthread_mutex_unlock(&o->mtx);
+	return f;
+}
+
+static void publish(owner *o)
+{
+	pthread_mutex_lock(&o->mtx);
+	o->n++;
+	pthread_cond_broadcast(&o->cv);
+	pthread_mutex_unlock(&o->mtx);
+}
+
+static int up_frame(void *arg, tcp_conn *c, const tw__tcp_hdr *h,
+    const unsigned char *payload)
+{
+	owner *o = arg;
+	if (o->hold_seq != 0 && h->seq == o->hold_seq) {
+		tw__tcp_conn_hold_acks(c, h->seq);
+		tw__tcp_conn_rx_handled(c);
+	}
+	frame *f = note(o, h);
+	f->data = malloc(f->len + 1);
+	memcpy(f->data, payload, f->len);
+	publish(o);
+	return TW_OK;
+}
+
+static int up_begin(void *arg, tcp_conn *c, const tw__tcp_hdr *h,
+    const unsigned char *head, unsigned char **dst, void **cookie)
+{
+	(void)c;
+	owner *o = arg;
+	frame *f = note(o, h);
+	f->begun = true;
+	f->data = malloc(f->len);
+	memcpy(f->data, head, TCP_CONN_HEAD);
+	*dst = f->data + TCP_CONN_HEAD;
+	*cookie = f;
+	pthread_mutex_lock(&o->mtx);
+	o->begun++;
+	pthread_cond_broadcast(&o->cv);
+	pthread_mutex_unlock(&o->mtx);
+	return TW_OK;
+}
+
+static int up_end(
+    void *arg, tcp_conn *c, const tw__tcp_hdr *h, void *cookie, bool ok)
+{
+	(void)c;
+	(void)h;
+	owner *o = arg;
+	assert_ptr_equal(cookie, &o->frames[o->n]);
+	if (ok)
+		publish(o);
+	return TW_OK;
+}
+
+static void up_failed(void *arg, tcp_conn *c, int status)
+{
+	(void)c;
+	owner *o = arg;
+	pthread_mutex_lock(&o->gate);
+	pthread_mutex_unlock(&o->gate);
+	pthread_mutex_lock(&o->mtx);
+	o->failed = true;
+	o->fail_status = status;
+	o->failed_calls++;
+	o->failed_on_io = tw__poller_on_thread(o->poller);
+	pthread_cond_broadcast(&o->cv);
+	pthread_mutex_unlock(&o->mtx);
+}
+
+static const tcp_conn_ops test_ops = {
+	.size = sizeof(tcp_conn_ops),
+	.rx_frame = up_frame,
+	.rx_begin = up_begin,
+	.rx_end = up_end,
+	.failed = up_failed,
+};
+
+static int64_t deadline_in(int64_t ms)
+{
+	return tw__now_ns() + tw_test_scale_ms(ms) * 1000000;
+}
+
+// Waits until o saw n frames (or failed, with want_fail).
+static void wait_frames(owner *o, int n)
+{
+	int64_t dl = deadline_in(10000);
+	pthread_mutex_lock(&o->mtx);
+	while (o->n < n
+	    && tw__cond_wait_until(&o->cv, &o->mtx, dl) != ETIMEDOUT)
+		;
+	int got = o->n;
+	pthread_mutex_unlock(&o->mtx);
+	assert_int_equal(got, n);
+}
+
+static void wait_failed(owner *o)
+{
+	int64_t dl = deadline_in(10000);
+	pthread_mutex_lock(&o->mtx);
+	while (!o->failed
+	    && tw__cond_wait_until(&o->cv, &o->mtx, dl) != ETIMEDOUT)
+		;
+	bool failed = o->failed;
+	pthread_mutex_unlock(&o->mtx);
+	assert_true(failed);
+}
+
+static tcp_conn *make(owner *o, int fd, int64_t heartbeat_ms)
+{
+	tcp_conn_cfg cfg = { .fd = fd,
+		.poller = o->poller,
+		.ops = &test_ops,
+		.owner = o,
+		.who = "test peer",
+		.heartbeat_ms = heartbeat_ms };
+	tcp_conn *c;
+	TW_PASS(tw__tcp_conn_new(&cfg, &c));
+	o->conn = c;
+	tw__tcp_conn_start(c);
+	return c;
+}
+
+typedef struct pair {
+	tw__poller *p;
+	owner a, b;
+	tcp_conn *ca, *cb;
+} pair;
+
+static void pair_up(pair *t)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	TW_PASS(tw__poller_new(&t->p));
+	owner_init(&t->a, t->p);
+	owner_init(&t->b, t->p);
+	t->ca = make(&t->a, sv[0], 0);
+	t->cb = make(&t->b, sv[1], 0);
+}
+
+// Fails both connections, waits for their upcalls, frees everything.
+static void pair_down(pair *t)
+{
+	tw__tcp_conn_fail(t->ca, TW_EPEER, NULL);
+	tw__tcp_conn_fail(t->cb, TW_EPEER, NULL);
+	wait_failed(&t->a);
+	wait_failed(&t->b);
+	tw__tcp_conn_unref(t->ca);
+	tw__tcp_conn_unref(t->cb);
+	tw__poller_free(t->p);
+	assert_int_equal(t->a.failed_calls, 1);
+	assert_int_equal(t->b.failed_calls, 1);
+	owner_fini(&t->a);
+	owner_fini(&t->b);
+}
+
+static int send1(tcp_conn *c, uint8_t type, uint32_t slot, const char *key,
+    const void *buf, size_t len, int flags, uint64_t *seq)
+{
+	struct iovec v = { (void *)buf, len };
+	return tw__tcp_conn_send(c, type, slot, key, &v, len > 0 ? 1 : 0, flags,
+	    deadline_in(10000), NULL, seq);
+}
+
+// Payloads on both sides of the head buffer and up to the frame limit
+// arrive whole, in order, with their keys and slots, through rx_frame
+// when they fit the head and rx_begin/rx_end when not.
+static void test_framing(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	static const size_t sizes[] = { 0, 1, TCP_CONN_HEAD - 1, TCP_CONN_HEAD,
+		TCP_CONN_HEAD + 1, 4096, 16384, 16385, 100000,
+		TW_TCP_FRAME_MAX };
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	unsigned char *buf = malloc(TW_TCP_FRAME_MAX);
+	uint64_t last = 0;
+	for (int i = 0; i < N; i++) {
+		tw_test_fill(buf, sizes[i], 1, 2, (uint32_t)i);
+		char key[32];
+		snprintf(key, sizeof(key), "k:%d", i);
+		uint64_t seq = 0;
+		TW_PASS(send1(t.ca, TW_TCP_F_DATA, (uint32_t)i, key, buf,
+		    sizes[i], 0, &seq));
+		assert_true(seq == last + 1);
+		last = seq;
+	}
+	wait_frames(&t.b, N);
+	for (int i = 0; i < N; i++) {
+		frame *f = &t.b.frames[i];
+		char key[32];
+		snprintf(key, sizeof(key), "k:%d", i);
+		assert_int_equal(f->type, TW_TCP_F_DATA);
+		assert_int_equal(f->slot, i);
+		assert_string_equal(f->key, key);
+		assert_int_equal(f->len, sizes[i]);
+		assert_true(f->begun == (sizes[i] > TCP_CONN_HEAD));
+		assert_true(tw_test_check(f->data, f->len, 1, 2, (uint32_t)i));
+	}
+	// And the other way, with a frame longer than the limit refused.
+	TW_FAIL(send1(t.cb, TW_TCP_F_DATA, 0, "x", buf, TW_TCP_FRAME_MAX + 1,
+	            0, NULL),
+	    TW_EINVAL);
+	TW_PASS(send1(t.cb, TW_TCP_F_DATA, 0, "x", "y", 1, 0, NULL));
+	wait_frames(&t.a, 1);
+	free(buf);
+	pair_down(&t);
+}
+
+// A PING is answered: the sender's frames are acknowledged.
+static void test_ping_ack(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	uint64_t seq = 0;
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "v", 1, 0, &seq));
+	TW_PASS(tw__tcp_conn_wait_ack(t.ca, seq, deadline_in(10000), NULL));
+	assert_true(tw__tcp_conn_peer_ack(t.ca) >= seq);
+	// A cancel flag that is set stops a wait that cannot end.
+	int cancel = 1;
+	TW_FAIL(tw__tcp_conn_wait_ack(t.ca, seq + 100, deadline_in(10000),
+	            &cancel),
+	    TW_ECLOSED);
+	TW_FAIL(tw__tcp_conn_wait_ack(
+	            t.ca, seq + 100, tw__now_ns() + 20000000, NULL),
+	    TW_ETIMEDOUT);
+	pair_down(&t);
+}
+
+// An owner's hold keeps acks short of a frame until it is released; then
+// the ack goes out without any frame of the owner to carry it.
+static void test_hold_acks(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	uint64_t s1 = 0, s2 = 0;
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "1", 1, 0, &s1));
+	t.b.hold_seq = s1 + 1; // the next frame holds
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "2", 1, 0, &s2));
+	wait_frames(&t.b, 2);
+	TW_PASS(tw__tcp_conn_wait_ack(t.ca, s1, deadline_in(10000), NULL));
+	TW_FAIL(tw__tcp_conn_wait_ack(t.ca, s2, tw__now_ns() + 100000000, NULL),
+	    TW_ETIMEDOUT);
+	assert_true(tw__tcp_conn_peer_ack(t.ca) < s2);
+	tw__tcp_conn_hold_acks(t.cb, UINT64_MAX);
+	TW_PASS(tw__tcp_conn_wait_ack(t.ca, s2, deadline_in(10000), NULL));
+	pair_down(&t);
+}
+
+// A write that fails never runs the failure upcall on the sender's stack
+// (whose locks the owner may need there): it runs once, on the I/O thread,
+// after the send returned.
+static void test_fail_deferred(void **state)
+{
+	(void)state;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	tw__poller *p;
+	TW_PASS(tw__poller_new(&p));
+	owner o;
+	owner_init(&o, p);
+	tcp_conn *c = make(&o, sv[0], 0);
+	close(sv[1]);
+	pthread_mutex_lock(&o.gate);
+	int status = TW_OK;
+	for (int i = 0; i < 1000 && status == TW_OK; i++)
+		status = send1(c, TW_TCP_F_DATA, 0, "k", "v", 1, TCP_TX_NOWAIT,
+		    NULL);
+	// The writer saw the broken socket (or the reader saw EOF first);
+	// either way the sender got its status without the upcall.
+	assert_true(tw__tcp_conn_failed(c));
+	TW_FAIL(send1(c, TW_TCP_F_DATA, 0, "k", "v", 1, 0, NULL), TW_EPEER);
+	pthread_mutex_lock(&o.mtx);
+	assert_false(o.failed);
+	pthread_mutex_unlock(&o.mtx);
+	pthread_mutex_unlock(&o.gate);
+	wait_failed(&o);
+	assert_true(o.failed_on_io);
+	assert_int_equal(o.fail_status, TW_EPEER);
+	tw__tcp_conn_unref(c);
+	tw__poller_free(p);
+	assert_int_equal(o.failed_calls, 1);
+	owner_fini(&o);
+}
+
+// A raw peer: one end is a connection, the other the test's socket.
+typedef struct raw {
+	tw__poller *p;
+	owner o;
+	tcp_conn *c;
+	int fd;
+	uint64_t seq; // frames the raw end sent
+} raw;
+
+static void raw_up(raw *r)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	TW_PASS(tw__poller_new(&r->p));
+	owner_init(&r->o, r->p);
+	r->c = make(&r->o, sv[0], 0);
+	r->fd = sv[1];
+	r->seq = 0;
+}
+
+static void raw_down(raw *r)
+{
+	close(r->fd);
+	tw__tcp_conn_fail(r->c, TW_EPEER, NULL);
+	wait_failed(&r->o);
+	tw__tcp_conn_unref(r->c);
+	tw__poller_free(r->p);
+	assert_int_equal(r->o.failed_calls, 1);
+	assert_int_equal(r->o.after_failed, 0);
+	owner_fini(&r->o);
+}
+
+// Writes a frame by hand; returns its length.
+static size_t raw_frame(
+    raw *r, unsigned char *buf, uint8_t type, const char *key, uint64_t len)
+{
+	tw__tcp_hdr h = { .type = type,
+		.key = key,
+		.key_len = key ? strlen(key) : 0,
+		.len = len,
+		.seq = ++r->seq };
+	return tw__tcp_hdr_encode(buf, TW_TCP_HDR_LEN + TW_KEY_MAX, &h);
+}
+
+static void raw_write(raw *r, const void *buf, size_t n)
+{
+	const unsigned char *p = buf;
+	while (n > 0) {
+		ssize_t w = send(r->fd, p, n, MSG_NOSIGNAL);
+		assert_true(w > 0);
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+// A peer that floods PINGs and reads nothing: the answers are owed, not
+// queued one per PING, so the connection's memory stays bounded.
+static void test_ping_flood(void **state)
+{
+	(void)state;
+	raw r;
+	raw_up(&r);
+	enum { BATCH = 2048, ROUNDS = 200 };
+	unsigned char *buf = malloc((size_t)BATCH * TW_TCP_HDR_LEN);
+	for (int k = 0; k < ROUNDS; k++) {
+		size_t n = 0;
+		for (int i = 0; i < BATCH; i++)
+			n += raw_frame(&r, buf + n, TW_TCP_F_PING, NULL, 0);
+		// The connection reads them all (its reader never stops),
+		// while its answers fill the socket that nobody reads.
+		raw_write(&r, buf, n);
+	}
+	// Everything was read once the data frame behind them arrives.
+	size_t n = raw_frame(&r, buf, TW_TCP_F_DATA, "k", 1);
+	buf[n++] = 'z';
+	raw_write(&r, buf, n);
+	wait_frames(&r.o, 1);
+	pthread_mutex_lock(&r.c->tx.mtx);
+	size_t queued = r.c->tx.q_cap + r.c->tx.w_cap;
+	pthread_mutex_unlock(&r.c->tx.mtx);
+	// 409,600 PINGs: one PONG each would have been 13 MB queued.
+	assert_true(queued <= 1u << 20);
+	assert_false(tw__tcp_conn_failed(r.c));
+	free(buf);
+	raw_down(&r);
+}
+
+// Bytes that are not a frame fail the connection with TW_EPROTO, and what
+// follows them is never taken for frames, whoever reads next.
+static void test_garbage_sticky(void **state)
+{
+	(void)state;
+	raw r;
+	raw_up(&r);
+	unsigned char buf[512];
+	// A valid frame, then one of an unknown type, then what would be a
+	// valid frame if anybody read on.
+	size_t n = raw_frame(&r, buf, TW_TCP_F_DATA, "k", 0);
+	n += raw_frame(&r, buf + n, TW_TCP_F_DATA, "k", 0);
+	size_t bad = n;
+	n += raw_frame(&r, buf + n, TW_TCP_F_PING, NULL, 0);
+	buf[bad] = 0xEE; // an unknown type
+	n += raw_frame(&r, buf + n, TW_TCP_F_DATA, "late", 0);
+	raw_write(&r, buf, n);
+	wait_failed(&r.o);
+	assert_int_equal(r.o.fail_status, TW_EPROTO);
+	// The two frames before the bad one arrived; nothing after it.
+	pthread_mutex_lock(&r.o.mtx);
+	int got = r.o.n;
+	pthread_mutex_unlock(&r.o.mtx);
+	assert_int_equal(got, 2);
+	// A reader that comes later (an application thread polling) finds
+	// the same error and parses nothing.
+	pthread_mutex_lock(&r.c->rx.mtx);
+	unsigned frames = 0;
+	TW_FAIL(tw__tcp_reader_pump(r.c, 0, &frames), TW_EPROTO);
+	pthread_mutex_unlock(&r.c->rx.mtx);
+	assert_int_equal(frames, 0);
+	raw_down(&r);
+}
+
+// BYE ends the connection cleanly (TW_ECLOSED to the owner); EOF without
+// it is TW_EPEER.
+static void test_bye_eof(void **state)
+{
+	(void)state;
+	raw r;
+	raw_up(&r);
+	unsigned char buf[64];
+	size_t n = raw_frame(&r, buf, TW_TCP_F_BYE, NULL, 0);
+	raw_write(&r, buf, n);
+	wait_failed(&r.o);
+	assert_int_equal(r.o.fail_status, TW_ECLOSED);
+	assert_true(r.o.failed_on_io);
+	raw_down(&r);
+
+	raw_up(&r);
+	shutdown(r.fd, SHUT_WR);
+	wait_failed(&r.o);
+	assert_int_equal(r.o.fail_status, TW_EPEER);
+	raw_down(&r);
+}
+
+// A frame half read when the connection fails is given back to the owner
+// (rx_end with ok false), before the failure upcall.
+static void test_half_frame(void **state)
+{
+	(void)state;
+	raw r;
+	raw_up(&r);
+	unsigned char buf[TW_TCP_HDR_LEN + 8 + 1000];
+	size_t n = raw_frame(&r, buf, TW_TCP_F_DATA, "half", 100000);
+	memset(buf + n, 7, 1000);
+	raw_write(&r, buf, n + 1000); // 1000 of 100000 bytes
+	// The reader has begun the frame once its head is in; then EOF.
+	int64_t dl = deadline_in(10000);
+	pthread_mutex_lock(&r.o.mtx);
+	while (r.o.begun == 0
+	    && tw__cond_wait_until(&r.o.cv, &r.o.mtx, dl) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&r.o.mtx);
+	shutdown(r.fd, SHUT_WR);
+	wait_failed(&r.o);
+	pthread_mutex_lock(&r.o.mtx);
+	assert_true(r.o.frames[0].begun);
+	assert_int_equal(r.o.n, 0); // never published: it ended !ok
+	pthread_mutex_unlock(&r.o.mtx);
+	free(r.o.frames[0].data);
+	r.o.frames[0].data = NULL;
+	raw_down(&r);
+}
+
+// An application thread reads the connection itself (the reader role)
+// until what it waits for arrived.
+static bool got_one(void *arg)
+{
+	owner *o = arg;
+	pthread_mutex_lock(&o->mtx);
+	bool yes = o->n > 0;
+	pthread_mutex_unlock(&o->mtx);
+	return yes;
+}
+
+static void test_poll(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "p", "abc", 3, 0, NULL));
+	int64_t dl = deadline_in(10000);
+	while (!got_one(&t.b) && tw__now_ns() < dl)
+		(void)tw__tcp_conn_poll(t.cb, 1000000, dl, got_one, &t.b);
+	assert_true(got_one(&t.b));
+	assert_int_equal(t.b.frames[0].len, 3);
+	pair_down(&t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_framing),
+		cmocka_unit_test(test_ping_ack),
+		cmocka_unit_test(test_hold_acks),
+		cmocka_unit_test(test_fail_deferred),
+		cmocka_unit_test(test_ping_flood),
+		cmocka_unit_test(test_garbage_sticky),
+		cmocka_unit_test(test_bye_eof),
+		cmocka_unit_test(test_half_frame),
+		cmocka_unit_test(test_poll),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
