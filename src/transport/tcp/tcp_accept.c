@@ -280,14 +280,12 @@ static int hs_answer(hs *h, const char **what)
 		*what = "making our handshake";
 		return TW_EINVAL;
 	}
+	// Our HELLO goes out even when the secrets do not match: it says
+	// whether we have one, so that the peer reports TW_EAUTH too.
 	const char *why = NULL;
-	int status = tw__tcp_hs_secrets_match(&h->me, &h->peer, &why);
-	if (status != TW_OK) {
-		*what = why;
-		return status;
-	}
-	if (h->me.secret != NULL) {
-		status = tw__tcp_hs_auth_make(&h->me, &h->peer, buf + n);
+	int match = tw__tcp_hs_secrets_match(&h->me, &h->peer, &why);
+	if (match == TW_OK && h->me.secret != NULL) {
+		int status = tw__tcp_hs_auth_make(&h->me, &h->peer, buf + n);
 		if (status != TW_OK) {
 			*what = "making our proof";
 			return status;
@@ -298,6 +296,10 @@ static int hs_answer(hs *h, const char **what)
 	while ((w = send(h->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0
 	    && errno == EINTR)
 		;
+	if (match != TW_OK) {
+		*what = why;
+		return match;
+	}
 	if (w != (ssize_t)n) {
 		*what = "sending the handshake";
 		return TW_EPEER;

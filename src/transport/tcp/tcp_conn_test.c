@@ -94,8 +94,8 @@ static void publish(owner *o)
 	pthread_mutex_unlock(&o->mtx);
 }
 
-static int up_frame(void *arg, tcp_conn *c, const tw__tcp_hdr *h,
-    const unsigned char *payload)
+static int up_frame(
+    void *arg, tcp_conn *c, const tw__tcp_hdr *h, const unsigned char *payload)
 {
 	owner *o = arg;
 	if (o->hold_seq != 0 && h->seq == o->hold_seq) {
@@ -172,8 +172,8 @@ static void wait_frames(owner *o, int n)
 {
 	int64_t dl = deadline_in(10000);
 	pthread_mutex_lock(&o->mtx);
-	while (o->n < n
-	    && tw__cond_wait_until(&o->cv, &o->mtx, dl) != ETIMEDOUT)
+	while (
+	    o->n < n && tw__cond_wait_until(&o->cv, &o->mtx, dl) != ETIMEDOUT)
 		;
 	int got = o->n;
 	pthread_mutex_unlock(&o->mtx);
@@ -244,8 +244,8 @@ static int send1(tcp_conn *c, uint8_t type, uint32_t slot, const char *key,
     const void *buf, size_t len, int flags, uint64_t *seq)
 {
 	struct iovec v = { (void *)buf, len };
-	return tw__tcp_conn_send(c, type, slot, key, &v, len > 0 ? 1 : 0, flags,
-	    deadline_in(10000), NULL, seq);
+	return tw__tcp_conn_send(c, type, slot, key, &v, len > 0 ? 1 : 0,
+	    flags, deadline_in(10000), NULL, seq);
 }
 
 // Payloads on both sides of the head buffer and up to the frame limit
@@ -256,9 +256,9 @@ static void test_framing(void **state)
 	(void)state;
 	pair t;
 	pair_up(&t);
-	static const size_t sizes[] = { 0, 1, TCP_CONN_HEAD - 1, TCP_CONN_HEAD,
-		TCP_CONN_HEAD + 1, 4096, 16384, 16385, 100000,
-		TW_TCP_FRAME_MAX };
+	static const size_t sizes[]
+	    = { 0, 1, TCP_CONN_HEAD - 1, TCP_CONN_HEAD, TCP_CONN_HEAD + 1,
+		      4096, 16384, 16385, 100000, TW_TCP_FRAME_MAX };
 	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
 	unsigned char *buf = malloc(TW_TCP_FRAME_MAX);
 	uint64_t last = 0;
@@ -306,8 +306,8 @@ static void test_ping_ack(void **state)
 	assert_true(tw__tcp_conn_peer_ack(t.ca) >= seq);
 	// A cancel flag that is set stops a wait that cannot end.
 	int cancel = 1;
-	TW_FAIL(tw__tcp_conn_wait_ack(t.ca, seq + 100, deadline_in(10000),
-	            &cancel),
+	TW_FAIL(tw__tcp_conn_wait_ack(
+	            t.ca, seq + 100, deadline_in(10000), &cancel),
 	    TW_ECLOSED);
 	TW_FAIL(tw__tcp_conn_wait_ack(
 	            t.ca, seq + 100, tw__now_ns() + 20000000, NULL),
@@ -328,7 +328,8 @@ static void test_hold_acks(void **state)
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "2", 1, 0, &s2));
 	wait_frames(&t.b, 2);
 	TW_PASS(tw__tcp_conn_wait_ack(t.ca, s1, deadline_in(10000), NULL));
-	TW_FAIL(tw__tcp_conn_wait_ack(t.ca, s2, tw__now_ns() + 100000000, NULL),
+	TW_FAIL(
+	    tw__tcp_conn_wait_ack(t.ca, s2, tw__now_ns() + 100000000, NULL),
 	    TW_ETIMEDOUT);
 	assert_true(tw__tcp_conn_peer_ack(t.ca) < s2);
 	tw__tcp_conn_hold_acks(t.cb, UINT64_MAX);
@@ -353,8 +354,8 @@ static void test_fail_deferred(void **state)
 	pthread_mutex_lock(&o.gate);
 	int status = TW_OK;
 	for (int i = 0; i < 1000 && status == TW_OK; i++)
-		status = send1(c, TW_TCP_F_DATA, 0, "k", "v", 1, TCP_TX_NOWAIT,
-		    NULL);
+		status = send1(
+		    c, TW_TCP_F_DATA, 0, "k", "v", 1, TCP_TX_NOWAIT, NULL);
 	// The writer saw the broken socket (or the reader saw EOF first);
 	// either way the sender got its status without the upcall.
 	assert_true(tw__tcp_conn_failed(c));

@@ -104,12 +104,81 @@ static void test_dial_timeout_cancel(void **state)
 	    TW_ECLOSED);
 }
 
+// A listener whose accept queue is full: the kernel drops further SYNs,
+// as a host that blackholes them does, and a blocking connect would wait
+// for its retransmissions (about two minutes).  The dial still ends at its
+// deadline, and at once when its cancel flag is set by another thread.
+typedef struct canceller {
+	int flag;
+	int64_t after_ns;
+	pthread_t th;
+} canceller;
+
+static void *cancel_later(void *arg)
+{
+	canceller *c = arg;
+	struct timespec ts = { 0, (long)c->after_ns };
+	nanosleep(&ts, NULL); // the dial is waiting meanwhile (or done)
+	__atomic_store_n(&c->flag, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void test_dial_blackhole(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(lfd >= 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 0), 0);
+	socklen_t len = sizeof(sa);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+	uint16_t port = ntohs(sa.sin_port);
+	// Fill the queue: connections that complete but are never accepted,
+	// until one does not complete.
+	int fill[8], nfill = 0;
+	for (; nfill < 8; nfill++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		assert_true(fd >= 0);
+		fill[nfill] = fd;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			continue;
+		assert_int_equal(errno, EINPROGRESS);
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		if (poll(&pfd, 1, 200) == 0) {
+			nfill++;
+			break; // dropped: the queue is full
+		}
+	}
+	assert_true(nfill < 8);
+	int fd = -1;
+	int64_t t0 = tw__now_ns();
+	TW_FAIL(tw__tcp_dial("127.0.0.1", port, t0 + 300000000, NULL, &fd),
+	    TW_ETIMEDOUT);
+	int64_t dt = tw__now_ns() - t0;
+	assert_true(dt >= 300000000 && dt < tw_test_scale_ms(2000) * 1000000);
+	canceller c = { .after_ns = 200000000 };
+	assert_int_equal(pthread_create(&c.th, NULL, cancel_later, &c), 0);
+	t0 = tw__now_ns();
+	TW_FAIL(
+	    tw__tcp_dial("127.0.0.1", port, deadline_in(60000), &c.flag, &fd),
+	    TW_ECLOSED);
+	dt = tw__now_ns() - t0;
+	pthread_join(c.th, NULL);
+	assert_true(dt >= 200000000 && dt < tw_test_scale_ms(2000) * 1000000);
+	for (int i = 0; i < nfill; i++)
+		close(fill[i]);
+	close(lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_listener_shared),
 		cmocka_unit_test(test_listener_in_use),
 		cmocka_unit_test(test_dial_timeout_cancel),
+		cmocka_unit_test(test_dial_blackhole),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
