@@ -16,7 +16,8 @@ const tw__opt_info tw__opts[TW_OPT_COUNT] = {
 	    "messages to one peer not yet consumed there before "
 	    "tw_send_async_throttled blocks (0 = no limit)" },
 	[TW_OPT_CHUNK_SIZE] = { "CHUNK_SIZE", 1 * MiB, 4 * KiB, 1 * GiB,
-	    "bytes per chunk when a large message is cut for the wire" },
+	    "bytes of a long message sent on one connection before the next "
+	    "takes over (with STRIPES > 1); frames are at most 256 KiB" },
 	[TW_OPT_STRIPES] = { "STRIPES", 1, 1, 64,
 	    "connections per pair of processes over which bulk data is "
 	    "striped" },
