@@ -480,7 +480,7 @@ void bench_facts(char *out, size_t len, int argc, char **argv,
 	    sysconf(_SC_NPROCESSORS_ONLN), n_allowed, model, un.release, load);
 	if (!pinned)
 		bench_append(out, len,
-		    "unpinned: only %d CPU allowed (the %s yields while it "
+		    "unpinned, %d CPU(s) allowed (the %s yields while it "
 		    "polls)",
 		    n_allowed, poller);
 }

@@ -1031,22 +1031,28 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: tcp_bench [--quick] [--rounds N] [--tsv FILE] "
-	    "[--cpus A,B] [--bw-mib N]\n"
+	    "[--cpus A,B | --no-pin] [--bw-mib N]\n"
 	    "  --quick       fewer iterations, for a smoke run\n"
 	    "  --rounds N    rounds (default 5, quick 2)\n"
 	    "  --tsv FILE    also write every figure as TSV\n"
 	    "  --cpus A,B    pin rank 0 to CPU A and rank 1 to CPU B "
 	    "(default: the\n"
 	    "                first two allowed CPUs)\n"
+	    "  --no-pin      leave both ranks to the scheduler\n"
 	    "  --bw-mib N    MiB per bandwidth measurement (default 1024, "
 	    "quick 64)\n");
 }
 
 static int want_a = -1, want_b = -1; // --cpus A,B
+static int no_pin; // --no-pin
 
-// The option of tcp_bench alone: --cpus A,B.
+// The options of tcp_bench alone: --cpus A,B and --no-pin.
 static int tcp_opt(int argc, char **argv, int *i)
 {
+	if (strcmp(argv[*i], "--no-pin") == 0) {
+		no_pin = 1;
+		return 1;
+	}
 	if (strcmp(argv[*i], "--cpus") != 0 || *i + 1 >= argc)
 		return 0;
 	char *e;
@@ -1087,6 +1093,8 @@ int main(int argc, char **argv)
 	} else if (n_allowed < 2) {
 		share_cpu = 1;
 	}
+	if (no_pin)
+		cpu_a = cpu_b = -1;
 
 	main_pid = getpid();
 	signal(SIGINT, on_main_signal);

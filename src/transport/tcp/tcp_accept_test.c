@@ -285,7 +285,8 @@ static int emfile_child(void)
 	    + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec)
 	    + (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1000000
 	    + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
-	fprintf(stderr, "cpu over a 500 ms window without descriptors: %lld us\n",
+	fprintf(stderr,
+	    "cpu over a 500 ms window without descriptors: %lld us\n",
 	    (long long)used);
 	for (int i = 0; i < nfd; i++)
 		close(fds[i]);

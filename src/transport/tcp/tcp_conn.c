@@ -49,11 +49,15 @@
 #include "core/sync.h"
 #include "transport/tcp/tcp_conn_int.h"
 
-// How many bytes the I/O thread reads from one connection before it lets
-// the others (and the timers) have their turn.
-#define IO_BUDGET (1u << 20)
-// How often a waiter for an ack looks at its deadline and cancel flag.
+// How long the I/O thread reads one connection before it lets the others
+// (and the timers) have their turn: a few milliseconds, far below any
+// heartbeat period, and long enough that a streaming connection is not
+// handed back and forth.
+#define IO_BUDGET_NS 5000000
+// How often a waiter for an ack looks at its deadline and cancel flag, and
+// how often it asks again.
 #define ACK_SLICE_NS 10000000
+#define ACK_REPING_NS 100000000
 
 static bool failed(const tcp_conn *c)
 {
@@ -201,7 +205,7 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 		if (pthread_mutex_trylock(&c->rx.mtx) == 0) {
 			unsigned frames = 0;
 			int status
-			    = tw__tcp_reader_pump(c, IO_BUDGET, &frames);
+			    = tw__tcp_reader_pump(c, IO_BUDGET_NS, &frames);
 			pthread_mutex_unlock(&c->rx.mtx);
 			if (status != TW_OK) {
 				// EOF or a reset is how a peer's end looks:

@@ -55,6 +55,7 @@ typedef struct tcp_reader {
 	void *cookie;
 	_Atomic uint64_t done; // the last frame handled
 	_Atomic uint64_t hold; // the owner's: no ack from this number on
+	_Atomic bool pinged; // a PING came since the hold last moved
 	_Atomic uint64_t bytes; // read so far
 	_Atomic int64_t last_rx; // when bytes last arrived
 } tcp_reader;
@@ -119,11 +120,12 @@ int tw__tcp_writer_drain(tcp_conn *c, int64_t deadline);
 int tw__tcp_reader_init(tcp_reader *rx);
 void tw__tcp_reader_fini(tcp_reader *rx);
 
-// Reads and handles frames until the socket is empty or `budget` bytes
-// were read (the I/O thread's share for this connection, so that one
-// busy peer cannot starve the others; 0: no limit).  Reader role held.
-// Returns TW_OK, or why the connection must fail (and records it).
-int tw__tcp_reader_pump(tcp_conn *c, size_t budget, unsigned *frames);
+// Reads and handles frames until the socket is empty or it has read for
+// `budget_ns` (the I/O thread's share for this connection, so that one
+// busy peer cannot starve the others and their heartbeats; 0: no limit).
+// Reader role held.  Returns TW_OK, or why the connection must fail (and
+// records it).
+int tw__tcp_reader_pump(tcp_conn *c, int64_t budget_ns, unsigned *frames);
 
 // The connection failed: tells the owner about a frame it was given half
 // of.  Reader role held.

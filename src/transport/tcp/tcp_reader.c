@@ -134,6 +134,9 @@ static int dispatch(tcp_conn *c)
 	switch (h->type) {
 	case TW_TCP_F_PING:
 		set_done(c, h->seq);
+		// Before the PONG is numbered: a hold that moves later sees
+		// it, and sends the ack that the PONG could not carry.
+		atomic_store(&rx->pinged, true);
 		pthread_mutex_lock(&c->tx.mtx);
 		c->tx.owe_pong = true;
 		pthread_mutex_unlock(&c->tx.mtx);
@@ -215,21 +218,26 @@ static int payload(tcp_conn *c, bool more)
 	}
 }
 
-static int pump(tcp_conn *c, size_t budget, unsigned *frames)
+static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 {
 	tcp_reader *rx = &c->rx;
-	uint64_t start
+	int64_t until = budget_ns > 0 ? tw__now_ns() + budget_ns : 0;
+	uint64_t bytes
 	    = atomic_load_explicit(&rx->bytes, memory_order_relaxed);
+	bool more = true;
 	for (;;) {
 		if (atomic_load_explicit(&c->failed, memory_order_acquire))
 			return TW_EPEER;
-		// Past its budget the pump still handles what it has read, but
+		// Past its time the pump still handles what it has read, but
 		// reads no more: the socket stays readable, and the poller
-		// comes back to it after the others had their turn.
-		bool more = budget == 0
-		    || atomic_load_explicit(&rx->bytes, memory_order_relaxed)
-		            - start
-		        < budget;
+		// comes back to it after the others had their turn.  The
+		// clock is read once per system call that read something.
+		uint64_t b
+		    = atomic_load_explicit(&rx->bytes, memory_order_relaxed);
+		if (until != 0 && more && b != bytes) {
+			bytes = b;
+			more = tw__now_ns() < until;
+		}
 		if (!rx->in_payload) {
 			tw__tcp_hdr h;
 			const char *why = NULL;
@@ -270,12 +278,12 @@ static int pump(tcp_conn *c, size_t budget, unsigned *frames)
 	}
 }
 
-int tw__tcp_reader_pump(tcp_conn *c, size_t budget, unsigned *frames)
+int tw__tcp_reader_pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 {
 	tcp_reader *rx = &c->rx;
 	if (rx->err != TW_OK)
 		return rx->err;
-	int status = pump(c, budget, frames);
+	int status = pump(c, budget_ns, frames);
 	if (status != TW_OK)
 		rx->err = status;
 	return status;
