@@ -64,7 +64,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			return 0; // the receiver drops the connection
 		}
 		require((size_t)rv >= TW_TCP_HDR_LEN && (size_t)rv <= avail);
-		require(h.len <= FUZZ_MAX_PAYLOAD);
+		// A chunk's limit is on its bytes, after its prefix.
+		require(h.len
+		    <= FUZZ_MAX_PAYLOAD
+		        + (h.type == TW_TCP_F_CHUNK ? TW_TCP_CHUNK_PREFIX : 0));
 		require((size_t)rv == TW_TCP_HDR_LEN + h.key_len);
 		if (h.key != NULL)
 			require((const unsigned char *)h.key
@@ -108,6 +111,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			           TW_TCP_CHUNK_PREFIX, &ck)
 			        == TW_OK)
 				require(ck.offset < ck.total);
+		}
+		if (h.type == TW_TCP_F_CANCEL
+		    && size - pos - TW_TCP_HDR_LEN >= TW_TCP_CANCEL_LEN) {
+			uint64_t id;
+			require(tw__tcp_cancel_decode(data + pos + TW_TCP_HDR_LEN,
+			            TW_TCP_CANCEL_LEN, &id)
+			    == TW_OK);
 		}
 		if (h.type == TW_TCP_F_CREDIT
 		    && size - pos - TW_TCP_HDR_LEN >= TW_TCP_CREDIT_LEN) {
