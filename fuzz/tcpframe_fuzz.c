@@ -65,9 +65,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		require((size_t)rv >= TW_TCP_HDR_LEN && (size_t)rv <= avail);
 		// A chunk's limit is on its bytes, after its prefix.
-		require(h.len
-		    <= FUZZ_MAX_PAYLOAD
-		        + (h.type == TW_TCP_F_CHUNK ? TW_TCP_CHUNK_PREFIX : 0));
+		require(h.len <= FUZZ_MAX_PAYLOAD
+		        + (h.type == TW_TCP_F_CHUNK ? TW_TCP_CHUNK_PREFIX
+		                                    : 0));
 		require((size_t)rv == TW_TCP_HDR_LEN + h.key_len);
 		if (h.key != NULL)
 			require((const unsigned char *)h.key
@@ -115,8 +115,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (h.type == TW_TCP_F_CANCEL
 		    && size - pos - TW_TCP_HDR_LEN >= TW_TCP_CANCEL_LEN) {
 			uint64_t id;
-			require(tw__tcp_cancel_decode(data + pos + TW_TCP_HDR_LEN,
-			            TW_TCP_CANCEL_LEN, &id)
+			require(
+			    tw__tcp_cancel_decode(data + pos + TW_TCP_HDR_LEN,
+			        TW_TCP_CANCEL_LEN, &id)
 			    == TW_OK);
 		}
 		if (h.type == TW_TCP_F_CREDIT

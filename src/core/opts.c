@@ -30,7 +30,7 @@ const tw__opt_info tw__opts[TW_OPT_COUNT] = {
 	    "bytes (one larger message is always admitted alone)" },
 	[TW_OPT_HEARTBEAT_MS] = { "HEARTBEAT_MS", 1000, 0, 3600000,
 	    "interval of liveness checks on connections, in ms "
-	    "(0 = off, else at least 10)" },
+	    "(0 = off, else at least 10); a peer silent for three is gone" },
 	[TW_OPT_SHM_LOCAL] = { "SHM_LOCAL", 0, 0, 1,
 	    "1 = a tcp:// peer on the same host is reached over shared "
 	    "memory" },

@@ -22,9 +22,10 @@
 // Heartbeats.  With TW_OPT_HEARTBEAT_MS = H the I/O thread looks at the
 // connection every H/4.  Silent for H/3, it sends a PING, which the peer
 // answers whatever it is doing (its reader never stops, and no frame is
-// long).  Without a sign of life for H the peer is declared gone, which
+// long).  Without a sign of life for 3 H the peer is declared gone, which
 // also finds a half-open connection (a host that died, a cable pulled: no
-// FIN, no RST).  Signs of life are bytes read, and bytes of ours that the
+// FIN, no RST): three periods, so that a peer whose process waits a
+// moment for a CPU (an overloaded machine) is not taken for a dead one.  Signs of life are bytes read, and bytes of ours that the
 // peer's TCP acknowledged since the last look (TCP_INFO): a peer that
 // takes our data is reading, even while its answer waits behind it.  The
 // bytes the local socket takes prove nothing (they only fill a buffer),
@@ -269,7 +270,7 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 	    = now - atomic_load_explicit(&c->rx.last_rx, memory_order_relaxed);
 	int64_t tx_idle = now - c->last_acked;
 	int64_t idle = rx_idle < tx_idle ? rx_idle : tx_idle;
-	if (idle >= c->heartbeat_ns) {
+	if (idle >= 3 * c->heartbeat_ns) {
 		char why[96];
 		snprintf(why, sizeof(why),
 		    "no sign of life for %" PRId64 " ms (%s)", idle / 1000000,
