@@ -28,6 +28,15 @@ typedef struct tw_channel tw_channel;
 // The channel's operations.  The link may call every op from several
 // threads at once, except destroy, which is called once, last.  Keys are
 // NUL-terminated strings valid only during the call.
+//
+// Versions.  The table ends with `size`, after which later versions of
+// tagwire append their new ops (all of them optional), so that a table
+// compiled against an older header keeps working with a newer library:
+// the link reads an op only when `size` covers it, and treats one that it
+// does not cover as NULL.  Set `.size = sizeof(tw_channel_ops)`.  A table
+// whose size is 0 is the table of the eight ops below, as it was before
+// the field existed: a table written then, with designated or positional
+// initializers, compiles unchanged and means what it did.
 typedef struct tw_channel_ops {
 	// Delivers `len` bytes under `key` to the peer; returns when `buf` may
 	// be reused.  Returns TW_OK, TW_EPEER (peer gone), TW_ECLOSED (after
@@ -70,6 +79,17 @@ typedef struct tw_channel_ops {
 
 	// Releases the channel.  Called once, when no other op is running.
 	void (*destroy)(tw_channel *c);
+
+	// sizeof(tw_channel_ops) as the application compiled it, or 0 (the
+	// eight ops above; see Versions).  tw_link_create_with_channels
+	// refuses with TW_EINVAL a table whose size is not 0 and is smaller
+	// than a table that ends here, larger than 4096 bytes (no version
+	// has that many ops: the field holds garbage), or not a multiple of
+	// the table's alignment, as well as a table that lacks a required op;
+	// the log says which.  A size larger than this version's table is
+	// fine: the ops beyond it are ones this library does not know, and
+	// it never reads them.
+	size_t size;
 } tw_channel_ops;
 
 struct tw_channel {

@@ -36,8 +36,10 @@ int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
 	if (f->xops != NULL)
 		return f->xops->send(c, key, buf, len,
 		    async ? TW__SEND_ASYNC : 0, deadline, &l->aborted);
-	int status = async && c->ops->send_async != NULL
-	    ? c->ops->send_async(c, key, buf, len)
+	int (*send_async)(tw_channel *, const char *, const void *, size_t)
+	    = TW__CHAN_OP(c->ops, send_async);
+	int status = async && send_async != NULL
+	    ? send_async(c, key, buf, len)
 	    : c->ops->send(c, key, buf, len);
 	if (status != TW_OK && aborted(l))
 		status = TW_ECLOSED;
@@ -48,7 +50,8 @@ int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
 static int user_recv(
     tw_link *l, tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
-	bool wakeable = l->parent == NULL && c->ops->abort != NULL;
+	bool wakeable
+	    = l->parent == NULL && TW__CHAN_OP(c->ops, abort) != NULL;
 	for (;;) {
 		if (aborted(l))
 			return TW_ECLOSED;

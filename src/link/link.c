@@ -246,19 +246,17 @@ int tw_link_create_with_channels(const tw_desc *d, size_t self_rank,
 		return TW_EINVAL;
 	for (size_t i = 0; i < n; i++) {
 		const tw_channel *c = channels[i];
-		bool ok = i == self_rank
-		    ? c == NULL
-		    : c != NULL && c->ops != NULL && c->ops->send != NULL
-		        && c->ops->recv != NULL && c->ops->test_send != NULL
-		        && c->ops->test_recv != NULL
-		        && c->ops->destroy != NULL;
-		if (!ok) {
-			TW_ERROR("link", "create %s: channel %zu is %s",
-			    tw__desc_link_id(d), i,
-			    i == self_rank ? "not NULL (it is this party)"
-			                   : "NULL or lacks a required op");
-			return TW_EINVAL;
-		}
+		if (i == self_rank && c == NULL)
+			continue;
+		char why[160] = "is not NULL (it is this party)";
+		if (i != self_rank && c == NULL)
+			snprintf(why, sizeof(why), "is NULL");
+		else if (i != self_rank
+		    && tw__chan_ops_check(c->ops, why, sizeof(why)) == TW_OK)
+			continue;
+		TW_ERROR("link", "create %s: channel %zu %s",
+		    tw__desc_link_id(d), i, why);
+		return TW_EINVAL;
 	}
 	return tw__link_create_root(
 	    d, self_rank, (tw_channel **)channels, NULL, true, out);
@@ -378,8 +376,9 @@ void tw_link_abort(tw_link *l)
 		tw_channel *c = f->chans[l->map[i]];
 		if (f->xops != NULL)
 			f->xops->abort_ns(c, l->id);
-		if (l->parent == NULL && c->ops->abort != NULL)
-			c->ops->abort(c);
+		void (*abort)(tw_channel *) = TW__CHAN_OP(c->ops, abort);
+		if (l->parent == NULL && abort != NULL)
+			abort(c);
 	}
 }
 

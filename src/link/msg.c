@@ -245,10 +245,11 @@ int tw__link_wait_pending_until(tw_link *l, int64_t deadline)
 			continue;
 		tw_channel *c = f->chans[l->map[i]];
 		int rv = TW_OK;
+		int (*wait)(tw_channel *) = TW__CHAN_OP(c->ops, wait_pending);
 		if (f->xops != NULL && f->xops->wait_pending != NULL)
 			rv = f->xops->wait_pending(c, deadline, &l->aborted);
-		else if (f->xops == NULL && c->ops->wait_pending != NULL)
-			rv = c->ops->wait_pending(c);
+		else if (f->xops == NULL && wait != NULL)
+			rv = wait(c);
 		if (status == TW_OK)
 			status = rv;
 	}

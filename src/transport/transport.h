@@ -16,6 +16,7 @@
 #define TW_TRANSPORT_TRANSPORT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <tagwire/channel.h>
@@ -162,5 +163,30 @@ const tw__transport *tw__transport_find(const char *addr, bool *known);
 
 // Scheme names built in, for `tagwire info`, NULL-terminated.
 const char *const *tw__transport_names(void);
+
+// --- public channel tables (tw_channel_ops) ------------------------------
+
+// The largest size field that a table may hold (channel.h).
+#define TW__CHAN_OPS_SIZE_MAX 4096
+
+// The bytes of *ops that its size field covers: the table of the eight
+// ops that came before the field when it is 0.  Only for a table that
+// tw__chan_ops_check accepted.
+static inline size_t tw__chan_ops_span(const tw_channel_ops *ops)
+{
+	return ops->size == 0 ? offsetof(tw_channel_ops, size) : ops->size;
+}
+
+// An optional op of a public table, or NULL when the table's size does not
+// cover it (the application was compiled against a header without it).
+#define TW__CHAN_OP(ops, op)                                                  \
+	(offsetof(tw_channel_ops, op) + sizeof((ops)->op)                     \
+	            <= tw__chan_ops_span(ops)                                 \
+	        ? (ops)->op                                                   \
+	        : NULL)
+
+// Checks a public table: TW_OK, or TW_EINVAL with what is wrong written to
+// why[cap] ("lacks the required op recv", a nonsense size).  Logs nothing.
+int tw__chan_ops_check(const tw_channel_ops *ops, char *why, size_t cap);
 
 #endif // TW_TRANSPORT_TRANSPORT_H

@@ -270,6 +270,7 @@ static const tw_channel_ops mem_ops = {
 	.wait_pending = NULL, // a send is delivered when it returns
 	.abort = mem_abort,
 	.destroy = mem_destroy,
+	.size = sizeof(tw_channel_ops),
 };
 
 static const tw__chan_xops mem_xops = {

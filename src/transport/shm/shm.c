@@ -1311,6 +1311,7 @@ static const tw_channel_ops shm_ops = {
 	.wait_pending = shm_wait_pending,
 	.abort = shm_abort,
 	.destroy = shm_destroy,
+	.size = sizeof(tw_channel_ops),
 };
 
 static const tw__chan_xops shm_xops = {

@@ -884,6 +884,7 @@ static const tw_channel_ops tcp_ops = {
 	.wait_pending = tcp_wait_pending,
 	.abort = tcp_abort,
 	.destroy = tcp_destroy,
+	.size = sizeof(tw_channel_ops),
 };
 
 static const tw__chan_xops tcp_xops = {
