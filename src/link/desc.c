@@ -77,7 +77,8 @@ int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr)
 	if (t == NULL) {
 		TW_ERROR("desc", "address '%.64s' of party %s: %s", addr,
 		    party_id,
-		    known ? "transport not built in"
+		    known ? "transport not built in (or broken: see the "
+		            "log)"
 		          : "unknown scheme (want mem://, shm:// or tcp://)");
 		return known ? TW_ENOTSUP : TW_EINVAL;
 	}

@@ -441,8 +441,7 @@ int tw_link_close(tw_link *l)
 uint64_t tw__link_unreceived_peak(tw_link *l, size_t src)
 {
 	tw__family *f = l->fam;
-	if (src >= l->size || src == l->rank || f->xops == NULL
-	    || f->xops->unreceived_peak == NULL)
+	if (src >= l->size || src == l->rank || f->xops == NULL)
 		return 0;
 	return f->xops->unreceived_peak(f->chans[l->map[src]]);
 }
@@ -450,8 +449,7 @@ uint64_t tw__link_unreceived_peak(tw_link *l, size_t src)
 size_t tw__link_ns_entries(tw_link *l, size_t peer)
 {
 	tw__family *f = l->fam;
-	if (peer >= l->size || peer == l->rank || f->xops == NULL
-	    || f->xops->ns_entries == NULL)
+	if (peer >= l->size || peer == l->rank || f->xops == NULL)
 		return SIZE_MAX;
 	return f->xops->ns_entries(f->chans[l->map[peer]]);
 }

@@ -246,9 +246,9 @@ int tw__link_wait_pending_until(tw_link *l, int64_t deadline)
 		tw_channel *c = f->chans[l->map[i]];
 		int rv = TW_OK;
 		int (*wait)(tw_channel *) = TW__CHAN_OP(c->ops, wait_pending);
-		if (f->xops != NULL && f->xops->wait_pending != NULL)
+		if (f->xops != NULL)
 			rv = f->xops->wait_pending(c, deadline, &l->aborted);
-		else if (f->xops == NULL && wait != NULL)
+		else if (wait != NULL)
 			rv = wait(c);
 		if (status == TW_OK)
 			status = rv;

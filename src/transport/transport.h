@@ -8,9 +8,22 @@
 // and abort, which let the links of a family share one connection and
 // still fail independently.
 //
-// Transports are registered explicitly in transport.c, under the build's
-// TW_TRANSPORT_* switches; nothing registers itself from a constructor,
-// which static linking could silently drop.
+// Transports are registered explicitly, one line each in transport.c
+// (TW__BUILTIN_TRANSPORTS); nothing registers itself from a constructor,
+// which static linking could silently drop.  Adding a transport touches
+// its own folder (src/transport/NAME/, with a CMakeLists.txt that adds its
+// sources; src/transport/CMakeLists.txt picks up every such folder) and
+// that one line; to run the conformance suite over it, add its name to
+// tests/conformance as well.
+//
+// The registry checks each built-in transport once, before its first use
+// (tw__transport_check): a table that lacks an entry fails with a log
+// line naming it, and links over its scheme are refused (TW_ENOTSUP),
+// rather than crash on the missing op later.  So every entry of the tables
+// below is required; an op that a transport does not need is filled with
+// one of the tw__no_* stubs (in the manner of libfabric's fi_no_*
+// functions), never left NULL, and the link calls every entry without
+// looking.
 
 #ifndef TW_TRANSPORT_TRANSPORT_H
 #define TW_TRANSPORT_TRANSPORT_H
@@ -124,23 +137,36 @@ typedef struct tw__chan_xops {
 
 	// The most the receiving side of this channel ever held from its
 	// peer of messages not yet received, in tw__msg_cost (core/mailbox.h,
-	// the unit of flow control); for flow-control tests; 0 if unknown.
+	// the unit of flow control); for flow-control tests; 0 if unknown
+	// (tw__no_unreceived_peak).
 	uint64_t (*unreceived_peak)(tw_channel *c);
 
 	// Waits until every message sent so far has arrived in the peer's
 	// mailbox, until `deadline` (TW_ETIMEDOUT) or until *cancel becomes
-	// non-zero (TW_ECLOSED).  NULL when a send is delivered by the time it
-	// returns.  Returns TW_OK, TW_EPEER (the peer went before it took
-	// them), TW_ECLOSED, TW_ETIMEDOUT.
+	// non-zero (TW_ECLOSED).  Returns TW_OK, TW_EPEER (the peer went
+	// before it took them), TW_ECLOSED, TW_ETIMEDOUT.  A transport whose
+	// sends are delivered by the time they return uses
+	// tw__no_wait_pending.
 	int (*wait_pending)(
 	    tw_channel *c, int64_t deadline, const int *cancel);
 
 	// How many namespace entries (closes and aborts, of either side) this
 	// side keeps where the channel's messages wait (the endpoint that the
-	// party's channels share), for tests of the bound above; NULL when
-	// the transport cannot tell.
+	// party's channels share), for tests of the bound above; SIZE_MAX
+	// when the transport cannot tell (tw__no_ns_entries).
 	size_t (*ns_entries)(tw_channel *c);
 } tw__chan_xops;
+
+// Stubs for the xops entries that a transport may not need.  Each never
+// blocks and is thread-safe.
+//
+// tw__no_wait_pending: TW_OK at once, for a transport whose sends are
+// delivered when they return.
+int tw__no_wait_pending(tw_channel *c, int64_t deadline, const int *cancel);
+// tw__no_unreceived_peak: 0 (unknown).
+uint64_t tw__no_unreceived_peak(tw_channel *c);
+// tw__no_ns_entries: SIZE_MAX (the transport cannot tell).
+size_t tw__no_ns_entries(tw_channel *c);
 
 typedef struct tw__transport {
 	const char *scheme; // "mem", "shm", "tcp"
@@ -154,15 +180,26 @@ typedef struct tw__transport {
 	// left allocated.  Returns TW_OK, TW_ESYS (address in use), TW_ENOMEM.
 	int (*open)(const tw__link_cfg *cfg, tw_channel **chans);
 
+	// The public table of every channel that open makes (its size set),
+	// and the richer one.
+	const tw_channel_ops *ops;
 	const tw__chan_xops *xops;
 } tw__transport;
 
 // The transport for the scheme of `addr`, or NULL.  *known is set to
-// whether the scheme is one tagwire knows (built in or not).
+// whether the scheme is one tagwire knows (built in or not).  A built-in
+// transport that failed its check is not found (and is known).
 const tw__transport *tw__transport_find(const char *addr, bool *known);
 
-// Scheme names built in, for `tagwire info`, NULL-terminated.
+// Scheme names built in (and sound), for `tagwire info`, NULL-terminated.
 const char *const *tw__transport_names(void);
+
+// Checks a transport's tables: every entry set (ops: the required ones of
+// tw_channel_ops, and a valid size), xops->size == sizeof(tw__chan_xops)
+// and the scheme `scheme`.  TW_OK, or TW_EINVAL with an error logged that
+// names the transport and what is missing.  The registry runs it once per
+// built-in transport; exposed for tests.
+int tw__transport_check(const tw__transport *t, const char *scheme);
 
 // --- public channel tables (tw_channel_ops) ------------------------------
 

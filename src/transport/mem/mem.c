@@ -283,6 +283,7 @@ static const tw__chan_xops mem_xops = {
 	.close_ns = mem_close_ns,
 	.open_ns = mem_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
+	.wait_pending = tw__no_wait_pending, // delivered when a send returns
 	.ns_entries = tw__rxbox_ns_entries,
 };
 
@@ -390,5 +391,6 @@ const tw__transport tw__mem_transport = {
 	.scheme = "mem",
 	.addr_check = mem_addr_check,
 	.open = mem_open,
+	.ops = &mem_ops,
 	.xops = &mem_xops,
 };

@@ -1422,5 +1422,6 @@ const tw__transport tw__shm_transport = {
 	.scheme = "shm",
 	.addr_check = shm_addr_check,
 	.open = shm_open_link,
+	.ops = &shm_ops,
 	.xops = &shm_xops,
 };

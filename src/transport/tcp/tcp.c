@@ -1003,5 +1003,6 @@ const tw__transport tw__tcp_transport = {
 	.scheme = "tcp",
 	.addr_check = tcp_addr_check,
 	.open = tcp_open_link,
+	.ops = &tcp_ops,
 	.xops = &tcp_xops,
 };
