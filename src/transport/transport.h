@@ -6,7 +6,9 @@
 // that only built-in transports provide: deadlines instead of relative
 // timeouts, receives into caller memory, probes, and per-namespace close
 // and abort, which let the links of a family share one connection and
-// still fail independently.
+// still fail independently.  What the built-in transports' channels do
+// alike (the receiving half, the hello, namespace reopening, the status of
+// a failed send, the open loop) is written once, in chanbase.h.
 //
 // Transports are registered explicitly, one line each in transport.c
 // (TW__BUILTIN_TRANSPORTS); nothing registers itself from a constructor,

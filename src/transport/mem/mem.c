@@ -27,12 +27,13 @@
 #include "core/mailbox.h"
 #include "core/names.h"
 #include "core/sync.h"
-#include "transport/rxbox.h"
+#include "transport/chanbase.h"
 #include "transport/transport.h"
 
 typedef struct mem_ep {
 	struct mem_ep *next; // registry list, protected by reg_mtx
 	char *reg_key; // "<link id> <address>"
+	char *link_id;
 	tw_mailbox *mb;
 	uint64_t recv_buffer;
 	uint64_t max_msg; // longer messages are refused, as over the wire
@@ -43,17 +44,12 @@ typedef struct mem_ep {
 } mem_ep;
 
 typedef struct mem_chan {
-	tw__rxbox rx; // first: the shared receive ops find it at impl
-	tw_channel ch;
+	tw__chanbase base; // first: the shared ops find it at impl
 	mem_ep *self;
 	mem_ep *peer; // set once by test_send, atomic
 	char *peer_key;
-	const char *peer_addr;
-	char *link_id;
 	uint32_t self_rank;
 	uint32_t peer_rank;
-	int64_t connect_deadline;
-	int aborted; // atomic
 } mem_chan;
 
 static pthread_mutex_t reg_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -101,22 +97,11 @@ static void ep_unref_locked(mem_ep *e)
 		ep_free(e);
 }
 
-// Maps a mailbox status on the peer's side to what this sender sees.
-static int send_status(mem_chan *mc, int status, const int *cancel)
-{
-	if (status == TW_OK || status == TW_ETIMEDOUT || status == TW_ENOMEM)
-		return status;
-	if (__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)
-	    || (cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)))
-		return TW_ECLOSED;
-	return TW_EPEER; // the receiver aborted, closed or left
-}
-
 static int mem_xsend(tw_channel *c, const char *key, const void *buf,
     size_t len, int flags, int64_t deadline, const int *cancel)
 {
 	mem_chan *mc = c->impl;
-	if (__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE))
+	if (tw__chanbase_aborted(&mc->base))
 		return TW_ECLOSED;
 	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
 	if (peer == NULL || __atomic_load_n(&peer->closed, __ATOMIC_ACQUIRE))
@@ -139,7 +124,9 @@ static int mem_xsend(tw_channel *c, const char *key, const void *buf,
 	    peer->mb, mc->self_rank, key, copy, len, limit, deadline, cancel);
 	if (status != TW_OK)
 		free(copy);
-	return send_status(mc, status, cancel);
+	// The peer's mailbox refuses (TW_ECLOSED, TW_EPEER) once the receiver
+	// aborted, closed or left.
+	return tw__chanbase_send_status(&mc->base, status, cancel);
 }
 
 static int mem_send(
@@ -156,7 +143,7 @@ static int mem_test_send(tw_channel *c, int64_t timeout_ms)
 	pthread_mutex_lock(&reg_mtx);
 	mem_ep *peer;
 	while ((peer = reg_find(mc->peer_key)) == NULL
-	    && !__atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)) {
+	    && !tw__chanbase_aborted(&mc->base)) {
 		if (tw__cond_wait_until(&reg_cv, &reg_mtx, deadline)
 		    == ETIMEDOUT)
 			break;
@@ -167,30 +154,15 @@ static int mem_test_send(tw_channel *c, int64_t timeout_ms)
 	}
 	pthread_mutex_unlock(&reg_mtx);
 	if (peer == NULL)
-		return __atomic_load_n(&mc->aborted, __ATOMIC_ACQUIRE)
-		    ? TW_ECLOSED
-		    : TW_ETIMEDOUT;
-	char key[TW_KEY_MAX];
-	tw__key_ctl(key, mc->link_id, "hello");
-	return mem_xsend(c, key, NULL, 0, 0, TW_FOREVER, NULL);
-}
-
-static int mem_test_recv(tw_channel *c)
-{
-	mem_chan *mc = c->impl;
-	char key[TW_KEY_MAX];
-	tw__key_ctl(key, mc->link_id, "hello");
-	tw_buf b = { 0 };
-	int status = tw__mailbox_pop_until(
-	    mc->self->mb, mc->peer_rank, key, mc->connect_deadline, &b);
-	tw_buf_free(&b);
-	return status;
+		return tw__chanbase_aborted(&mc->base) ? TW_ECLOSED
+		                                       : TW_ETIMEDOUT;
+	return tw__chanbase_send_hello(c, mem_xsend, TW_FOREVER);
 }
 
 static void mem_abort(tw_channel *c)
 {
 	mem_chan *mc = c->impl;
-	__atomic_store_n(&mc->aborted, 1, __ATOMIC_RELEASE);
+	tw__chanbase_set_aborted(&mc->base);
 	tw_mailbox_abort(mc->self->mb);
 	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
 	if (peer != NULL)
@@ -222,12 +194,6 @@ static void mem_close_ns(tw_channel *c, const char *ns)
 		tw__mailbox_close_ns(peer->mb, mc->self_rank, ns);
 }
 
-static void mem_open_ns(tw_channel *c, const char *ns)
-{
-	mem_chan *mc = c->impl;
-	tw__mailbox_reopen_ns(mc->self->mb, ns);
-}
-
 static void mem_destroy(tw_channel *c)
 {
 	mem_chan *mc = c->impl;
@@ -257,7 +223,6 @@ static void mem_destroy(tw_channel *c)
 	ep_unref_locked(self);
 	pthread_mutex_unlock(&reg_mtx);
 	free(mc->peer_key);
-	free(mc->link_id);
 	free(mc);
 }
 
@@ -266,7 +231,7 @@ static const tw_channel_ops mem_ops = {
 	.send_async = NULL,
 	.recv = tw__rxbox_recv,
 	.test_send = mem_test_send,
-	.test_recv = mem_test_recv,
+	.test_recv = tw__chanbase_test_recv,
 	.wait_pending = NULL, // a send is delivered when it returns
 	.abort = mem_abort,
 	.destroy = mem_destroy,
@@ -281,54 +246,44 @@ static const tw__chan_xops mem_xops = {
 	.probe = tw__rxbox_probe,
 	.abort_ns = mem_abort_ns,
 	.close_ns = mem_close_ns,
-	.open_ns = mem_open_ns,
+	.open_ns = tw__chanbase_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
 	.wait_pending = tw__no_wait_pending, // delivered when a send returns
 	.ns_entries = tw__rxbox_ns_entries,
 };
 
-static mem_chan *chan_new(const tw__link_cfg *cfg, mem_ep *self, size_t peer)
+static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *ep, size_t peer)
 {
+	mem_ep *self = ep;
 	mem_chan *mc = calloc(1, sizeof(*mc));
 	if (mc == NULL)
 		return NULL;
 	mc->peer_key = reg_key_make(cfg->link_id, cfg->parties[peer].addr);
-	mc->link_id = strdup(cfg->link_id);
-	if (mc->peer_key == NULL || mc->link_id == NULL) {
-		free(mc->peer_key);
-		free(mc->link_id);
+	if (mc->peer_key == NULL) {
 		free(mc);
 		return NULL;
 	}
-	mc->ch.ops = &mem_ops;
-	mc->ch.impl = mc;
-	mc->rx = (tw__rxbox) { self->mb, (uint32_t)peer };
+	tw__chanbase_init(
+	    &mc->base, &mem_ops, self->mb, self->link_id, cfg, peer);
 	mc->self = self;
 	mc->self_rank = (uint32_t)cfg->self;
 	mc->peer_rank = (uint32_t)peer;
-	mc->connect_deadline
-	    = tw__deadline_ms(cfg->opts[TW_OPT_CONNECT_TIMEOUT_MS]);
-	return mc;
+	return &mc->base;
 }
 
-// Frees channels that never ran (open failed half way).
-static void chans_free(const tw__link_cfg *cfg, tw_channel **chans)
+// Frees a channel that never ran (open failed half way).
+static void chan_drop(tw__chanbase *b)
 {
-	for (size_t i = 0; i < cfg->size; i++) {
-		if (chans[i] == NULL)
-			continue;
-		mem_chan *mc = chans[i]->impl;
-		free(mc->peer_key);
-		free(mc->link_id);
-		free(mc);
-		chans[i] = NULL;
-	}
+	mem_chan *mc = (mem_chan *)b;
+	free(mc->peer_key);
+	free(mc);
 }
 
 static void ep_free(mem_ep *e)
 {
 	tw_mailbox_free(e->mb);
 	free(e->reg_key);
+	free(e->link_id);
 	free(e);
 }
 
@@ -336,40 +291,29 @@ static int mem_open(const tw__link_cfg *cfg, tw_channel **chans)
 {
 	pthread_once(&reg_once, reg_init);
 	const char *addr = cfg->parties[cfg->self].addr;
+	if (cfg->size < 2)
+		return TW_OK; // a link of one party has no peer to look it up
 	mem_ep *self = calloc(1, sizeof(*self));
 	if (self == NULL)
 		return TW_ENOMEM;
 	self->reg_key = reg_key_make(cfg->link_id, addr);
-	self->mb = tw_mailbox_new();
-	if (self->mb != NULL) {
-		tw__mailbox_keep_peer_closes(self->mb); // see mem_close_ns
-		tw__mailbox_count_by_cost(self->mb);
-	}
+	self->link_id = strdup(cfg->link_id);
+	self->mb = tw__chanbase_mailbox_new(); // see mem_close_ns
 	self->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	self->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
-	if (self->reg_key == NULL || self->mb == NULL)
-		goto err_free_ep;
-	for (size_t i = 0; i < cfg->size; i++) {
-		if (i == cfg->self)
-			continue;
-		mem_chan *mc = chan_new(cfg, self, i);
-		if (mc == NULL)
-			goto err_free_chans;
-		chans[i] = &mc->ch;
-		self->refs++;
-		self->own++;
-	}
-	if (self->own == 0) {
-		// A link of one party has no peer that could look it up.
+	if (self->reg_key == NULL || self->link_id == NULL || self->mb == NULL
+	    || tw__chanbase_open_all(cfg, self, chan_new, chan_drop, chans)
+	        != TW_OK) {
 		ep_free(self);
-		return TW_OK;
+		return TW_ENOMEM;
 	}
+	self->refs = self->own = (unsigned)cfg->size - 1;
 	pthread_mutex_lock(&reg_mtx);
 	if (reg_find(self->reg_key) != NULL) {
 		pthread_mutex_unlock(&reg_mtx);
 		TW_ERROR("mem", "cannot bind %s for link %s: address in use",
 		    addr, cfg->link_id);
-		chans_free(cfg, chans);
+		tw__chanbase_free_all(cfg, chan_drop, chans);
 		ep_free(self);
 		return TW_ESYS;
 	}
@@ -379,12 +323,6 @@ static int mem_open(const tw__link_cfg *cfg, tw_channel **chans)
 	pthread_cond_broadcast(&reg_cv);
 	pthread_mutex_unlock(&reg_mtx);
 	return TW_OK;
-
-err_free_chans:
-	chans_free(cfg, chans);
-err_free_ep:
-	ep_free(self);
-	return TW_ENOMEM;
 }
 
 const tw__transport tw__mem_transport = {

@@ -403,10 +403,7 @@ static int rx_hello(shm_chan *mc, uint32_t lane, const tw__shm_frame *f)
 	    mc->cma_rx ? TW_SHM_CMA_YES : TW_SHM_CMA_NO, __ATOMIC_RELEASE);
 	// Both sides are attached now: the name can go.
 	tw__shm_seg_unlink_once(mc);
-	char key[TW_KEY_MAX];
-	tw__key_ctl(key, mc->ep->link_id, "hello");
-	int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank, key,
-	    NULL, 0, UINT64_MAX, TW_FOREVER, &mc->stop);
+	int status = tw__chanbase_hello_arrived(&mc->base, &mc->stop);
 	if (status == TW_ENOMEM)
 		return rx_nomem(mc, 0);
 	// TW_ECLOSED: this side aborted or is stopping; nobody waits for it.
@@ -726,7 +723,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 {
 	if (mc->ep->spin_ns == 0 || !readable(mc))
 		return false;
-	if (tw__rxbox_ready(&mc->rx, key)) {
+	if (tw__rxbox_ready(&mc->base.rx, key)) {
 		// Still a receiving application: the receiver thread stays
 		// parked.
 		__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_RELAXED);
@@ -767,7 +764,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 		bool look = reading ? frames > 0 && mc->rxc->news : true;
 		if (reading)
 			mc->rxc->news = false;
-		if (look && (got = tw__rxbox_ready(&mc->rx, key)))
+		if (look && (got = tw__rxbox_ready(&mc->base.rx, key)))
 			break;
 		int64_t now = tw__now_ns();
 		if (frames > 0)
@@ -840,8 +837,7 @@ static int shm_probe(tw_channel *c, const char *key, size_t *len)
 // TW_EPEER once the peer is gone.
 static int tx_check(shm_chan *mc, const int *cancel)
 {
-	if (tw__shm_flag(&mc->aborted)
-	    || (cancel != NULL && tw__shm_flag(cancel)))
+	if (tw__chanbase_aborted(&mc->base) || tw__chanbase_cancelled(cancel))
 		return TW_ECLOSED;
 	if (peer_gone(mc))
 		return TW_EPEER;
@@ -1017,7 +1013,7 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
     size_t len, int flags, int64_t deadline, const int *cancel)
 {
 	shm_chan *mc = c->impl;
-	if (tw__shm_flag(&mc->aborted))
+	if (tw__chanbase_aborted(&mc->base))
 		return TW_ECLOSED;
 	if (!tw__shm_flag(&mc->attached))
 		return TW_EPEER;
@@ -1054,11 +1050,7 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 	pthread_mutex_unlock(&tx->mtx);
 	if (status == TW_OK)
 		__atomic_add_fetch(&mc->sent, 1, __ATOMIC_SEQ_CST);
-	else if (status == TW_EPEER
-	    && (tw__shm_flag(&mc->aborted)
-	        || (cancel != NULL && tw__shm_flag(cancel))))
-		status = TW_ECLOSED;
-	return status;
+	return tw__chanbase_send_status(&mc->base, status, cancel);
 }
 
 static int shm_send(
@@ -1101,7 +1093,7 @@ out:
 static int shm_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 {
 	shm_chan *mc = c->impl;
-	if (tw__shm_flag(&mc->aborted))
+	if (tw__chanbase_aborted(&mc->base))
 		return TW_ECLOSED;
 	if (!tw__shm_flag(&mc->attached))
 		return TW_OK;
@@ -1139,7 +1131,7 @@ static int shm_wait_pending(tw_channel *c)
 static void shm_abort(tw_channel *c)
 {
 	shm_chan *mc = c->impl;
-	__atomic_store_n(&mc->aborted, 1, __ATOMIC_SEQ_CST);
+	tw__chanbase_set_aborted(&mc->base);
 	tw_mailbox_abort(mc->ep->mb);
 	if (tw__shm_flag(&mc->attached))
 		tw__shm_seg_leave(mc, TW_SHM_GONE_ABORTED);
@@ -1168,12 +1160,6 @@ static void shm_close_ns(tw_channel *c, const char *ns)
 	shm_chan *mc = c->impl;
 	tw__mailbox_drop_ns(mc->ep->mb, mc->peer_rank, ns);
 	tx_ns(mc, TW_SHM_F_CLOSE_NS, ns);
-}
-
-static void shm_open_ns(tw_channel *c, const char *ns)
-{
-	shm_chan *mc = c->impl;
-	tw__mailbox_reopen_ns(mc->ep->mb, ns);
 }
 
 // --- the handshake ---------------------------------------------------------
@@ -1222,12 +1208,7 @@ static int shm_test_send(tw_channel *c, int64_t timeout_ms)
 static int shm_test_recv(tw_channel *c)
 {
 	shm_chan *mc = c->impl;
-	char key[TW_KEY_MAX];
-	tw__key_ctl(key, mc->ep->link_id, "hello");
-	tw_buf b = { 0 };
-	int status = tw__mailbox_pop_until(
-	    mc->ep->mb, mc->peer_rank, key, mc->connect_deadline, &b);
-	tw_buf_free(&b);
+	int status = tw__chanbase_test_recv(c);
 	// Also wait until the peer has taken our hello and said whether it
 	// can read our memory, so that the first large message already
 	// knows its path.  Its receiver does that at once, whatever its
@@ -1238,7 +1219,7 @@ static int shm_test_recv(tw_channel *c)
 	        == TW_SHM_CMA_UNKNOWN) {
 		if ((status = tx_check(mc, NULL)) != TW_OK)
 			break;
-		if (tw__now_ns() >= mc->connect_deadline) {
+		if (tw__now_ns() >= mc->base.connect_deadline) {
 			status = TW_ETIMEDOUT;
 			break;
 		}
@@ -1322,14 +1303,15 @@ static const tw__chan_xops shm_xops = {
 	.probe = shm_probe,
 	.abort_ns = shm_abort_ns,
 	.close_ns = shm_close_ns,
-	.open_ns = shm_open_ns,
+	.open_ns = tw__chanbase_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
 	.ns_entries = tw__rxbox_ns_entries,
 	.wait_pending = shm_wait_until,
 };
 
-static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
+static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 {
+	shm_ep *ep = arg;
 	shm_chan *mc = calloc(1, sizeof(*mc));
 	if (mc == NULL)
 		return NULL;
@@ -1345,9 +1327,7 @@ static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
 		chan_free(mc);
 		return NULL;
 	}
-	mc->ch.ops = &shm_ops;
-	mc->ch.impl = mc;
-	mc->rx = (tw__rxbox) { ep->mb, (uint32_t)peer };
+	tw__chanbase_init(&mc->base, &shm_ops, ep->mb, ep->link_id, cfg, peer);
 	mc->ep = ep;
 	mc->self_rank = (uint32_t)cfg->self;
 	mc->peer_rank = (uint32_t)peer;
@@ -1356,15 +1336,19 @@ static shm_chan *chan_new(const tw__link_cfg *cfg, shm_ep *ep, size_t peer)
 	size_t hi = cfg->self < peer ? peer : cfg->self;
 	tw__shm_seg_name(mc->seg_name, cfg->link_id, cfg->parties[lo].addr,
 	    cfg->parties[hi].addr);
-	mc->connect_deadline
-	    = tw__deadline_ms(cfg->opts[TW_OPT_CONNECT_TIMEOUT_MS]);
 	// TAGWIRE_SHM_NO_CMA=1 sends every message through the ring, for
 	// systems where process_vm_readv is allowed but unwanted, and for
 	// tests of that path.
 	const char *no_cma = getenv("TAGWIRE_SHM_NO_CMA");
 	mc->no_cma
 	    = no_cma != NULL && no_cma[0] != '\0' && strcmp(no_cma, "0") != 0;
-	return mc;
+	return &mc->base;
+}
+
+// Frees a channel that never ran (open failed half way).
+static void chan_drop(tw__chanbase *b)
+{
+	chan_free((shm_chan *)b);
 }
 
 // CPUs this process may run on.
@@ -1384,38 +1368,21 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	shm_ep *ep = calloc(1, sizeof(*ep));
 	if (ep == NULL)
 		return TW_ENOMEM;
-	ep->mb = tw_mailbox_new();
-	if (ep->mb != NULL) {
-		tw__mailbox_keep_peer_closes(ep->mb); // see shm_close_ns
-		tw__mailbox_count_by_cost(ep->mb);
-	}
+	ep->mb = tw__chanbase_mailbox_new(); // see shm_close_ns
 	ep->link_id = strdup(cfg->link_id);
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	ep->spin_ns = cfg->size <= cpus_usable() ? SHM_SPIN_NS : 0;
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
-	if (ep->mb == NULL || ep->link_id == NULL)
-		goto err_free_chans;
-	for (size_t i = 0; i < cfg->size; i++) {
-		if (i == cfg->self)
-			continue;
-		shm_chan *mc = chan_new(cfg, ep, i);
-		if (mc == NULL)
-			goto err_free_chans;
-		chans[i] = &mc->ch;
-		ep->refs++;
+	if (ep->mb == NULL || ep->link_id == NULL
+	    || tw__chanbase_open_all(cfg, ep, chan_new, chan_drop, chans)
+	        != TW_OK) {
+		tw_mailbox_free(ep->mb);
+		free(ep->link_id);
+		free(ep);
+		return TW_ENOMEM;
 	}
+	ep->refs = (unsigned)cfg->size - 1;
 	return TW_OK;
-
-err_free_chans:
-	for (size_t i = 0; i < cfg->size; i++) {
-		if (chans[i] != NULL)
-			chan_free(chans[i]->impl);
-		chans[i] = NULL;
-	}
-	tw_mailbox_free(ep->mb);
-	free(ep->link_id);
-	free(ep);
-	return TW_ENOMEM;
 }
 
 const tw__transport tw__shm_transport = {

@@ -14,7 +14,7 @@
 
 #include "core/log.h"
 #include "core/mailbox.h"
-#include "transport/rxbox.h"
+#include "transport/chanbase.h"
 #include "transport/shm/shm_frame.h"
 #include "transport/shm/shm_seg.h"
 
@@ -47,8 +47,7 @@ typedef struct shm_tx {
 } shm_tx;
 
 typedef struct shm_chan {
-	tw__rxbox rx; // first: the shared receive ops find it at impl
-	tw_channel ch;
+	tw__chanbase base; // first: the shared ops find it at impl
 	shm_ep *ep;
 	char seg_name[TW_SHM_SEG_NAME_LEN];
 	char *peer_id;
@@ -56,7 +55,6 @@ typedef struct shm_chan {
 	uint32_t self_rank;
 	uint32_t peer_rank;
 	int side; // 0: this party has the lower rank of the pair
-	int64_t connect_deadline;
 	bool no_cma;
 
 	// Set by test_send before `attached`, constant afterwards.
@@ -73,7 +71,6 @@ typedef struct shm_chan {
 	pthread_t rx_thread;
 	bool rx_started;
 	int stop; // atomic; cancels the receiver's pushes
-	int aborted; // atomic
 	int peer_gone; // atomic
 
 	// The reader role (see "Receiving" in shm.c): whoever holds rx_mtx

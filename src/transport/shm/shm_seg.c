@@ -313,7 +313,7 @@ int tw__shm_seg_open(shm_chan *mc, int64_t deadline)
 	size_t want = tw__shm_seg_size();
 	int64_t nap = 50000;
 	for (;;) {
-		if (tw__shm_flag(&mc->aborted))
+		if (tw__chanbase_aborted(&mc->base))
 			return TW_ECLOSED;
 		struct tw_shm_seg_hdr h;
 		size_t have = 0;

@@ -79,11 +79,6 @@ static bool flag(const _Atomic int *p)
 	return atomic_load_explicit(p, memory_order_acquire) != 0;
 }
 
-static bool cancelled(const int *cancel)
-{
-	return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE);
-}
-
 static int tcp_addr_check(const char *addr)
 {
 	char host[TW_TCP_ADDR_MAX + 1];
@@ -226,7 +221,8 @@ int tw__tcp_chan_on_open(
 		pthread_mutex_unlock(&mc->mtx);
 		return status;
 	}
-	if (state != CH_IDLE || mc->dialer || flag(&mc->aborted)) {
+	if (state != CH_IDLE || mc->dialer
+	    || tw__chanbase_aborted(&mc->base)) {
 		pthread_mutex_unlock(&mc->mtx);
 		LOGC(mc, TW_LOG_WARN, "%s opens the link a second time (%s)",
 		    tw__tcp_peer_who(p), tw_err_name(TW_EPROTO));
@@ -407,7 +403,7 @@ int tw__tcp_chan_on_frame(
 
 static int tx_status(tcp_chan *mc, const int *cancel)
 {
-	if (flag(&mc->aborted) || cancelled(cancel))
+	if (tw__chanbase_aborted(&mc->base) || tw__chanbase_cancelled(cancel))
 		return TW_ECLOSED;
 	if (flag(&mc->peer_gone) || tw__tcp_peer_failed(mc->peer))
 		return TW_EPEER;
@@ -486,7 +482,8 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 		uint64_t end
 		    = ck.offset + chunk < len ? ck.offset + chunk : len;
 		while (ck.offset < end) {
-			if (flag(&mc->aborted) || cancelled(cancel)) {
+			if (tw__chanbase_aborted(&mc->base)
+			    || tw__chanbase_cancelled(cancel)) {
 				unsigned char v[TW_TCP_CANCEL_LEN];
 				tw__tcp_cancel_encode(v, ck.id);
 				(void)send_ctl(
@@ -523,7 +520,7 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 {
 	(void)flags;
 	tcp_chan *mc = c->impl;
-	if (flag(&mc->aborted))
+	if (tw__chanbase_aborted(&mc->base))
 		return TW_ECLOSED;
 	if (atomic_load(&mc->state) != CH_READY)
 		return TW_EPEER;
@@ -566,9 +563,7 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 	// peer counts a cancelled message as taken).
 	if (data && status != TW_EPEER && seq == 0)
 		unreserve(mc, cost);
-	if (status == TW_EPEER && (flag(&mc->aborted) || cancelled(cancel)))
-		status = TW_ECLOSED;
-	return status;
+	return tw__chanbase_send_status(&mc->base, status, cancel);
 }
 
 static int tcp_send(
@@ -600,7 +595,7 @@ static void tx_unbind(tcp_chan *mc)
 static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 {
 	tcp_chan *mc = c->impl;
-	if (flag(&mc->aborted))
+	if (tw__chanbase_aborted(&mc->base))
 		return TW_ECLOSED;
 	if (atomic_load(&mc->state) != CH_READY)
 		return TW_OK;
@@ -620,7 +615,7 @@ static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 		    (unsigned long long)target,
 		    (unsigned long long)tw__tcp_conn_peer_ack(chan_main(mc)),
 		    (unsigned long long)atomic_load(&mc->gone_ack));
-	if (flag(&mc->aborted))
+	if (tw__chanbase_aborted(&mc->base))
 		status = TW_ECLOSED;
 	return status;
 }
@@ -628,13 +623,13 @@ static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 static int tcp_wait_pending(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
-	return tcp_wait_until(c, TW_FOREVER, (const int *)&mc->aborted);
+	return tcp_wait_until(c, TW_FOREVER, (const int *)&mc->base.aborted);
 }
 
 static void tcp_abort(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
-	atomic_store(&mc->aborted, 1);
+	tw__chanbase_set_aborted(&mc->base);
 	tw_mailbox_abort(mc->ep->mb);
 	// The peer sees its link to us end (TW_EPEER); never waits.
 	tx_unbind(mc);
@@ -661,12 +656,6 @@ static void tcp_close_ns(tw_channel *c, const char *ns)
 	tx_ns(mc, TW_TCP_F_CLOSE_NS, ns);
 }
 
-static void tcp_open_ns(tw_channel *c, const char *ns)
-{
-	tcp_chan *mc = c->impl;
-	tw__mailbox_reopen_ns(mc->ep->mb, ns);
-}
-
 // --- receiving ---------------------------------------------------------------------
 
 typedef struct wanted {
@@ -683,7 +672,7 @@ static bool arrived(void *arg)
 // Polls the connection briefly when the message is not there yet.
 static void spin(tcp_chan *mc, const char *key, int64_t deadline)
 {
-	wanted w = { &mc->rx, key };
+	wanted w = { &mc->base.rx, key };
 	if (atomic_load(&mc->state) != CH_READY || arrived(&w))
 		return;
 	(void)tw__tcp_conn_poll(
@@ -710,7 +699,7 @@ static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
 // mc->mtx held.
 static int not_ready(tcp_chan *mc)
 {
-	if (flag(&mc->aborted))
+	if (tw__chanbase_aborted(&mc->base))
 		return TW_ECLOSED;
 	if (flag(&mc->auth_failed))
 		return TW_EAUTH;
@@ -747,7 +736,7 @@ static int tcp_test_send(tw_channel *c, int64_t timeout_ms)
 		tcp_peer *p = NULL;
 		status = tw__tcp_node_dial(atomic_load(&ep->node),
 		    mc->peer_addr, ep, mc->peer_rank, deadline,
-		    (const int *)&mc->aborted, &p);
+		    (const int *)&mc->base.aborted, &p);
 		if (status != TW_OK)
 			return status == TW_EPEER ? TW_ETIMEDOUT : status;
 		bool send = false;
@@ -774,21 +763,7 @@ static int tcp_test_send(tw_channel *c, int64_t timeout_ms)
 	pthread_mutex_unlock(&mc->mtx);
 	if (status != TW_OK)
 		return status;
-	char key[TW_KEY_MAX];
-	tw__key_ctl(key, ep->link_id, "hello");
-	return tcp_xsend(c, key, NULL, 0, 0, deadline, NULL);
-}
-
-static int tcp_test_recv(tw_channel *c)
-{
-	tcp_chan *mc = c->impl;
-	char key[TW_KEY_MAX];
-	tw__key_ctl(key, mc->ep->link_id, "hello");
-	tw_buf b = { 0 };
-	int status = tw__mailbox_pop_until(
-	    mc->ep->mb, mc->peer_rank, key, mc->connect_deadline, &b);
-	tw_buf_free(&b);
-	return status;
+	return tw__chanbase_send_hello(c, tcp_xsend, deadline);
 }
 
 // --- life cycle -------------------------------------------------------------------
@@ -880,7 +855,7 @@ static const tw_channel_ops tcp_ops = {
 	.send_async = NULL,
 	.recv = tw__rxbox_recv,
 	.test_send = tcp_test_send,
-	.test_recv = tcp_test_recv,
+	.test_recv = tw__chanbase_test_recv,
 	.wait_pending = tcp_wait_pending,
 	.abort = tcp_abort,
 	.destroy = tcp_destroy,
@@ -895,14 +870,15 @@ static const tw__chan_xops tcp_xops = {
 	.probe = tw__rxbox_probe,
 	.abort_ns = tcp_abort_ns,
 	.close_ns = tcp_close_ns,
-	.open_ns = tcp_open_ns,
+	.open_ns = tw__chanbase_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
 	.ns_entries = tw__rxbox_ns_entries,
 	.wait_pending = tcp_wait_until,
 };
 
-static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
+static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 {
+	tcp_ep *ep = arg;
 	tcp_chan *mc = calloc(1, sizeof(*mc));
 	if (mc == NULL)
 		return NULL;
@@ -914,17 +890,19 @@ static tcp_chan *chan_new(const tw__link_cfg *cfg, tcp_ep *ep, size_t peer)
 		chan_free(mc);
 		return NULL;
 	}
-	mc->ch.ops = &tcp_ops;
-	mc->ch.impl = mc;
-	mc->rx = (tw__rxbox) { ep->mb, (uint32_t)peer };
+	tw__chanbase_init(&mc->base, &tcp_ops, ep->mb, ep->link_id, cfg, peer);
 	mc->ep = ep;
 	atomic_init(&mc->refs, 1);
 	mc->peer_rank = (uint32_t)peer;
 	mc->dialer = tw__tcp_dials(
 	    cfg->parties[cfg->self].addr, cfg->parties[peer].addr);
-	mc->connect_deadline
-	    = tw__deadline_ms(cfg->opts[TW_OPT_CONNECT_TIMEOUT_MS]);
-	return mc;
+	return &mc->base;
+}
+
+// Frees a channel that never ran (open failed half way).
+static void chan_drop(tw__chanbase *b)
+{
+	chan_free((tcp_chan *)b);
 }
 
 static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
@@ -939,13 +917,9 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	pthread_mutex_init(&ep->mtx, NULL);
 	ep->size = (uint32_t)cfg->size;
 	ep->self_rank = (uint32_t)cfg->self;
-	ep->mb = tw_mailbox_new();
-	if (ep->mb != NULL) {
-		// This side's closes travel in order with its data, and its
-		// credit counts messages by cost (tcp.c, design notes).
-		tw__mailbox_keep_peer_closes(ep->mb);
-		tw__mailbox_count_by_cost(ep->mb);
-	}
+	// This side's closes travel in order with its data, and its credit
+	// counts messages by cost (tcp.c, design notes).
+	ep->mb = tw__chanbase_mailbox_new();
 	ep->link_id = strdup(cfg->link_id);
 	ep->chans = calloc(cfg->size, sizeof(*ep->chans));
 	ep->addrs = calloc(cfg->size, sizeof(*ep->addrs));
@@ -971,30 +945,25 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 		if ((ep->addrs[i] = strdup(cfg->parties[i].addr)) == NULL)
 			goto err_free;
 	tw__mailbox_on_taken(ep->mb, on_taken, ep);
+	if ((status
+	        = tw__chanbase_open_all(cfg, ep, chan_new, chan_drop, chans))
+	    != TW_OK)
+		goto err_free;
 	for (size_t i = 0; i < cfg->size; i++) {
 		if (i == cfg->self)
 			continue;
-		tcp_chan *mc = chan_new(cfg, ep, i);
-		if (mc == NULL)
-			goto err_free;
-		ep->chans[i] = mc;
+		ep->chans[i] = chans[i]->impl;
 		ep->live_chans++;
 		atomic_fetch_add(&ep->refs, 1);
 	}
 	// Joining the node makes the link reachable: last, once everything
 	// an OPEN could need exists.
 	status = tw__tcp_node_join(cfg->parties[cfg->self].addr, ep);
-	if (status != TW_OK)
-		goto err_free;
-	for (size_t i = 0; i < cfg->size; i++)
-		if (i != cfg->self)
-			chans[i] = &ep->chans[i]->ch;
-	return TW_OK;
+	if (status == TW_OK)
+		return TW_OK;
+	tw__chanbase_free_all(cfg, chan_drop, chans);
 
 err_free:
-	for (size_t i = 0; ep->chans != NULL && i < cfg->size; i++)
-		if (ep->chans[i] != NULL)
-			chan_free(ep->chans[i]);
 	ep_free(ep);
 	return status;
 }

@@ -32,7 +32,7 @@
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "platform/posix/poller.h"
-#include "transport/rxbox.h"
+#include "transport/chanbase.h"
 #include "transport/tcp/tcp_conn.h"
 #include "transport/tcp/tcp_proto.h"
 #include "transport/tcp/tcp_sock.h"
@@ -80,14 +80,12 @@ enum {
 };
 
 struct tcp_chan {
-	tw__rxbox rx; // first: the shared receive ops find it at impl
-	tw_channel ch;
+	tw__chanbase base; // first: the shared ops find it at impl
 	tcp_ep *ep; // referenced
 	char *peer_id;
 	char *peer_addr;
 	uint32_t peer_rank;
 	bool dialer; // this side connects to the peer (tcp_node.c)
-	int64_t connect_deadline;
 	_Atomic unsigned refs; // the link, and frames being dispatched
 
 	pthread_mutex_t mtx;
@@ -116,7 +114,6 @@ struct tcp_chan {
 
 	_Atomic int peer_gone; // the peer's link is gone (UNBIND, failure)
 	_Atomic uint64_t gone_ack; // the peer's ack when it went
-	_Atomic int aborted;
 	_Atomic int auth_failed; // the peer failed to prove the secret
 	_Atomic int auth_seen; // a stranger claimed the peer's rank
 	_Atomic int unbound; // our UNBIND went out (abort or destroy)
