@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,18 +30,18 @@
 
 #include "core/log.h"
 
-int tw__log_cur_level = -1;
+_Atomic int tw__log_cur_level = -1;
 
-// Every field is atomic; a slot on a cache line of its own.
+// A slot on a cache line of its own.
 typedef struct log_slot {
-	_Alignas(64) tw_log_handler_func_t fn; // NULL: the stderr handler
-	void *arg;
-	unsigned long calls; // lines counted in this slot now
+	_Alignas(64) _Atomic(tw_log_handler_func_t) fn; // NULL: stderr
+	void *_Atomic arg;
+	_Atomic unsigned long calls; // lines counted in this slot now
 } log_slot;
 
 static log_slot log_slots[2];
-static unsigned log_cur; // the slot in force
-static int log_waiting; // a setter waits for a count to reach zero
+static _Atomic unsigned log_cur; // the slot in force
+static _Atomic int log_waiting; // a setter waits for a count to reach zero
 static pthread_mutex_t log_set_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t log_wait_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t log_wait_cv = PTHREAD_COND_INITIALIZER;
@@ -80,8 +81,8 @@ void tw__log_init(void)
 	    && tw_log_parse_level(env, &level) != 0)
 		bad = 1;
 	int expect = -1;
-	__atomic_compare_exchange_n(&tw__log_cur_level, &expect, level, 0,
-	    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	atomic_compare_exchange_strong_explicit(&tw__log_cur_level, &expect,
+	    level, memory_order_relaxed, memory_order_relaxed);
 	if (bad)
 		TW_WARN("log",
 		    "TAGWIRE_LOG has an unknown level '%.32s' (want "
@@ -93,15 +94,15 @@ int tw_log_set_level(int level)
 {
 	if (level < TW_LOG_NONE || level > TW_LOG_TRACE)
 		return TW_EINVAL;
-	__atomic_store_n(&tw__log_cur_level, level, __ATOMIC_RELAXED);
+	atomic_store_explicit(&tw__log_cur_level, level, memory_order_relaxed);
 	return TW_OK;
 }
 
 int tw_log_level(void)
 {
-	if (__atomic_load_n(&tw__log_cur_level, __ATOMIC_RELAXED) < 0)
+	if (atomic_load_explicit(&tw__log_cur_level, memory_order_relaxed) < 0)
 		tw__log_init();
-	return __atomic_load_n(&tw__log_cur_level, __ATOMIC_RELAXED);
+	return atomic_load_explicit(&tw__log_cur_level, memory_order_relaxed);
 }
 
 // Uncounts a line; the last one out wakes a waiting setter.  The setter
@@ -109,8 +110,8 @@ int tw_log_level(void)
 // we changed the count, so one of the two sees the other.
 static void log_leave(unsigned i)
 {
-	if (__atomic_sub_fetch(&log_slots[i].calls, 1, __ATOMIC_SEQ_CST) == 0
-	    && __atomic_load_n(&log_waiting, __ATOMIC_SEQ_CST) != 0) {
+	if (atomic_fetch_sub(&log_slots[i].calls, 1) == 1
+	    && atomic_load(&log_waiting) != 0) {
 		pthread_mutex_lock(&log_wait_mtx);
 		pthread_cond_broadcast(&log_wait_cv);
 		pthread_mutex_unlock(&log_wait_mtx);
@@ -121,9 +122,9 @@ static void log_leave(unsigned i)
 static unsigned log_enter(void)
 {
 	for (;;) {
-		unsigned i = __atomic_load_n(&log_cur, __ATOMIC_SEQ_CST);
-		__atomic_add_fetch(&log_slots[i].calls, 1, __ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&log_cur, __ATOMIC_SEQ_CST) == i)
+		unsigned i = atomic_load(&log_cur);
+		atomic_fetch_add(&log_slots[i].calls, 1);
+		if (atomic_load(&log_cur) == i)
 			return i;
 		// A setter moved on meanwhile: it may be waiting for us.
 		log_leave(i);
@@ -136,17 +137,17 @@ int tw_log_set_handler(tw_log_handler_func_t fn, void *arg)
 	if (log_depth[0] + log_depth[1] != 0)
 		return TW_EINVAL;
 	pthread_mutex_lock(&log_set_mtx);
-	unsigned old = __atomic_load_n(&log_cur, __ATOMIC_RELAXED),
+	unsigned old = atomic_load_explicit(&log_cur, memory_order_relaxed),
 	         next = !old;
-	__atomic_store_n(&log_slots[next].fn, fn, __ATOMIC_RELAXED);
-	__atomic_store_n(&log_slots[next].arg, arg, __ATOMIC_RELAXED);
-	__atomic_store_n(&log_cur, next, __ATOMIC_SEQ_CST);
-	__atomic_store_n(&log_waiting, 1, __ATOMIC_SEQ_CST);
+	atomic_store_explicit(&log_slots[next].fn, fn, memory_order_relaxed);
+	atomic_store_explicit(&log_slots[next].arg, arg, memory_order_relaxed);
+	atomic_store(&log_cur, next);
+	atomic_store(&log_waiting, 1);
 	pthread_mutex_lock(&log_wait_mtx);
-	while (__atomic_load_n(&log_slots[old].calls, __ATOMIC_SEQ_CST) != 0)
+	while (atomic_load(&log_slots[old].calls) != 0)
 		pthread_cond_wait(&log_wait_cv, &log_wait_mtx);
 	pthread_mutex_unlock(&log_wait_mtx);
-	__atomic_store_n(&log_waiting, 0, __ATOMIC_SEQ_CST);
+	atomic_store(&log_waiting, 0);
 	pthread_mutex_unlock(&log_set_mtx);
 	return TW_OK;
 }
@@ -157,9 +158,8 @@ int tw_log_set_handler(tw_log_handler_func_t fn, void *arg)
 static void log_atfork_child(void)
 {
 	for (int i = 0; i < 2; i++)
-		__atomic_store_n(
-		    &log_slots[i].calls, log_depth[i], __ATOMIC_SEQ_CST);
-	__atomic_store_n(&log_waiting, 0, __ATOMIC_SEQ_CST);
+		atomic_store(&log_slots[i].calls, log_depth[i]);
+	atomic_store(&log_waiting, 0);
 	pthread_mutex_init(&log_set_mtx, NULL);
 	pthread_mutex_init(&log_wait_mtx, NULL);
 	pthread_cond_init(&log_wait_cv, NULL);
@@ -183,7 +183,7 @@ static void log_stderr(const tw_log_record *rec, const char *func, int line)
 		snprintf(
 		    who, sizeof(who), " [%.64s#%zu]", rec->link_id, rec->rank);
 	// One fprintf per line keeps lines of different threads whole.
-	if (__atomic_load_n(&tw__log_cur_level, __ATOMIC_RELAXED)
+	if (atomic_load_explicit(&tw__log_cur_level, memory_order_relaxed)
 	    >= TW_LOG_DEBUG)
 		fprintf(stderr, "%s.%06ld tagwire %-5s %s%s: %s (%s:%d)\n",
 		    when, ts.tv_nsec / 1000, level_names[rec->level],
@@ -207,8 +207,9 @@ void tw__log_write(int level, const char *subsys, const char *link_id,
 	tw_log_record rec = { level, subsys, link_id, rank, msg };
 	unsigned i = log_enter();
 	tw_log_handler_func_t fn
-	    = __atomic_load_n(&log_slots[i].fn, __ATOMIC_RELAXED);
-	void *arg = __atomic_load_n(&log_slots[i].arg, __ATOMIC_RELAXED);
+	    = atomic_load_explicit(&log_slots[i].fn, memory_order_relaxed);
+	void *arg
+	    = atomic_load_explicit(&log_slots[i].arg, memory_order_relaxed);
 	log_depth[i]++;
 	if (fn != NULL)
 		fn(&rec, arg);

@@ -4,19 +4,26 @@
 #ifndef TW_CORE_LOG_H
 #define TW_CORE_LOG_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <tagwire/status.h>
 
-// The level in force, cached; read it only through tw__log_on().
-extern int tw__log_cur_level;
+// The level in force, cached (-1: not read from the environment yet); read
+// it only through tw__log_on().
+extern _Atomic int tw__log_cur_level;
 void tw__log_init(void);
 
 static inline int tw__log_on(int level)
 {
-	if (__atomic_load_n(&tw__log_cur_level, __ATOMIC_RELAXED) < 0)
+	int cur
+	    = atomic_load_explicit(&tw__log_cur_level, memory_order_relaxed);
+	if (cur < 0) {
 		tw__log_init();
-	return level <= __atomic_load_n(&tw__log_cur_level, __ATOMIC_RELAXED);
+		cur = atomic_load_explicit(
+		    &tw__log_cur_level, memory_order_relaxed);
+	}
+	return level <= cur;
 }
 
 // Formats and dispatches one line.  `link_id` may be NULL (rank ignored).
@@ -43,9 +50,10 @@ void tw__log_write(int level, const char *subsys, const char *link_id,
 // Logs at most once per call site for the life of the process.
 #define TW_LOG_ONCE(level, subsys, ...)                                       \
 	do {                                                                  \
-		static int tw__once_;                                         \
+		static _Atomic int tw__once_;                                 \
 		if (tw__log_on(level)                                         \
-		    && !__atomic_exchange_n(&tw__once_, 1, __ATOMIC_RELAXED)) \
+		    && !atomic_exchange_explicit(                             \
+		        &tw__once_, 1, memory_order_relaxed))                 \
 			tw__log_write(level, subsys, NULL, SIZE_MAX,          \
 			    __func__, __LINE__, __VA_ARGS__);                 \
 	} while (0)

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -203,15 +204,15 @@ static void test_handler_arg_swap(void **state)
 typedef struct swap_state {
 	unsigned long gen;
 	char pad[48];
-	unsigned long calls; // atomic
+	_Atomic unsigned long calls;
 } swap_state;
 
 #define SWAP_THREADS 3
 #define SWAP_ROUNDS 2000
 
-static unsigned long swap_replaced; // atomic: states up to this gen
-static unsigned long swap_late; // atomic: calls that outlived their state
-static int swap_stop; // atomic
+static _Atomic unsigned long swap_replaced; // states up to this gen
+static _Atomic unsigned long swap_late; // calls that outlived their state
+static _Atomic int swap_stop;
 
 static void swap_handler(const tw_log_record *rec, void *arg)
 {
@@ -222,15 +223,15 @@ static void swap_handler(const tw_log_record *rec, void *arg)
 	// set_handler that does not wait for it returns now, and the state
 	// is freed under this call.
 	sched_yield();
-	if (gen <= __atomic_load_n(&swap_replaced, __ATOMIC_SEQ_CST))
-		__atomic_add_fetch(&swap_late, 1, __ATOMIC_SEQ_CST);
-	__atomic_add_fetch(&st->calls, 1, __ATOMIC_SEQ_CST);
+	if (gen <= atomic_load(&swap_replaced))
+		atomic_fetch_add(&swap_late, 1);
+	atomic_fetch_add(&st->calls, 1);
 }
 
 static void *swap_logger(void *arg)
 {
 	(void)arg;
-	while (!__atomic_load_n(&swap_stop, __ATOMIC_ACQUIRE))
+	while (!atomic_load_explicit(&swap_stop, memory_order_acquire))
 		TW_ERROR("swap", "a line");
 	return NULL;
 }
@@ -258,20 +259,20 @@ static void test_handler_swap_frees(void **state)
 		    pthread_create(&th[i], NULL, swap_logger, NULL), 0);
 	for (unsigned long gen = 2; gen <= SWAP_ROUNDS + 1; gen++) {
 		// Every handler is called before it is replaced.
-		while (__atomic_load_n(&cur->calls, __ATOMIC_SEQ_CST) == 0)
+		while (atomic_load(&cur->calls) == 0)
 			sched_yield();
 		swap_state *next = swap_new(gen);
 		TW_PASS(tw_log_set_handler(swap_handler, next));
-		__atomic_store_n(&swap_replaced, gen - 1, __ATOMIC_SEQ_CST);
+		atomic_store(&swap_replaced, gen - 1);
 		free(cur);
 		cur = next;
 	}
-	__atomic_store_n(&swap_stop, 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&swap_stop, 1, memory_order_release);
 	for (int i = 0; i < SWAP_THREADS; i++)
 		pthread_join(th[i], NULL);
 	TW_PASS(tw_log_set_handler(NULL, NULL));
 	free(cur);
-	assert_int_equal(__atomic_load_n(&swap_late, __ATOMIC_SEQ_CST), 0);
+	assert_int_equal(atomic_load(&swap_late), 0);
 }
 
 // A handler that tries to change the handler (refused: it would wait for

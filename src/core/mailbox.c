@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,8 +92,8 @@ struct tw_mailbox {
 	mb_from *froms; // protected by mtx
 	tw__nsset aborted_ns;
 	// Entries in the `left` sets of every sender: written under mtx, read
-	// atomically, so that a send finds none without taking the lock.
-	size_t nleft;
+	// without it too, so that a send finds none without taking the lock.
+	_Atomic size_t nleft;
 	bool keep_peer_closes; // set before sharing (mailbox.h)
 	bool by_cost; // set before sharing (mailbox.h)
 	bool aborted; // protected by mtx
@@ -120,6 +121,7 @@ tw_mailbox *tw_mailbox_new(void)
 		return NULL;
 	pthread_mutex_init(&m->mtx, NULL);
 	tw__nsset_init(&m->aborted_ns);
+	atomic_init(&m->nleft, 0);
 	return m;
 }
 
@@ -267,8 +269,9 @@ static int left_update(tw_mailbox *m, mb_from *f,
 	size_t before = tw__nsset_count(&f->left);
 	int status = op(&f->left, name);
 	size_t after = tw__nsset_count(&f->left);
-	__atomic_store_n(
-	    &m->nleft, m->nleft - before + after, __ATOMIC_RELEASE);
+	size_t n = atomic_load_explicit(&m->nleft, memory_order_relaxed);
+	atomic_store_explicit(
+	    &m->nleft, n - before + after, memory_order_release);
 	return status;
 }
 
@@ -437,7 +440,7 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 
 int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
     void *data, size_t len, uint64_t limit, int64_t deadline,
-    const int *cancel)
+    const _Atomic int *cancel)
 {
 	if (m == NULL || key == NULL || (data == NULL && len > 0))
 		return TW_EINVAL;
@@ -473,7 +476,7 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 			goto out;
 		}
 		if (cancel != NULL
-		    && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) {
+		    && atomic_load_explicit(cancel, memory_order_acquire)) {
 			status = TW_ECLOSED;
 			goto out;
 		}
@@ -758,7 +761,7 @@ void tw__mailbox_keep_peer_closes(tw_mailbox *m)
 
 bool tw__mailbox_peer_left(tw_mailbox *m, uint32_t from, const char *key)
 {
-	if (__atomic_load_n(&m->nleft, __ATOMIC_ACQUIRE) == 0)
+	if (atomic_load_explicit(&m->nleft, memory_order_acquire) == 0)
 		return false;
 	pthread_mutex_lock(&m->mtx);
 	mb_from *f = from_get(m, from, false);

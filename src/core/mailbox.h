@@ -6,6 +6,7 @@
 #ifndef TW_CORE_MAILBOX_H
 #define TW_CORE_MAILBOX_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -36,7 +37,7 @@ static inline uint64_t tw__msg_cost(size_t len)
 // would take the sum of their tw__msg_cost past `limit` (one message is
 // always admitted into an empty box, so that none is too big to send),
 // until `deadline` (tw__now_ns scale); a control message never waits.  A
-// non-NULL `cancel` is polled (atomically) while waiting: when it becomes
+// non-NULL `cancel` is polled while waiting: when it becomes
 // non-zero the push returns TW_ECLOSED; tw__mailbox_kick wakes waiting
 // pushers so that they look.  Returns TW_OK, TW_ECLOSED (mailbox aborted,
 // the key's namespace aborted here or closed here towards `from`: the
@@ -44,7 +45,7 @@ static inline uint64_t tw__msg_cost(size_t len)
 // TW_EPEER (from closed), TW_ETIMEDOUT, TW_ENOMEM.
 int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
     void *data, size_t len, uint64_t limit, int64_t deadline,
-    const int *cancel);
+    const _Atomic int *cancel);
 
 // tw_mailbox_pop with an absolute deadline.
 int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,

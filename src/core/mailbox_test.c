@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -109,7 +110,7 @@ typedef struct waiter {
 	int64_t deadline; // OP_PUSH_OWNED, OP_POP_INTO
 	size_t len; // OP_PUSH_OWNED: bytes to push
 	uint64_t limit; // OP_PUSH_OWNED
-	const int *cancel; // OP_PUSH_OWNED
+	const _Atomic int *cancel; // OP_PUSH_OWNED
 
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
@@ -987,7 +988,7 @@ static void test_cancel_and_kick(void **state)
 	void *p = owned("0123456789", &len);
 	TW_PASS(
 	    tw__mailbox_push_owned(m, 1, "a", p, len, 10, TW_FOREVER, NULL));
-	int cancel = 0;
+	_Atomic int cancel = 0;
 	waiter w = { .m = m,
 		.op = OP_PUSH_OWNED,
 		.from = 1,
@@ -998,7 +999,7 @@ static void test_cancel_and_kick(void **state)
 		.cancel = &cancel };
 	waiter_start(&w);
 	int64_t act = tw__now_ns();
-	__atomic_store_n(&cancel, 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&cancel, 1, memory_order_release);
 	tw__mailbox_kick(m);
 	waiter_join_prompt(&w, act);
 	// Cancelled, promptly, although the deadline is far and nobody

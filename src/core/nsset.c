@@ -1,3 +1,4 @@
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,42 +11,56 @@ void tw__nsset_init(tw__nsset *s)
 {
 	pthread_mutex_init(&s->mtx, NULL);
 	s->v = NULL;
-	s->n = 0;
+	atomic_init(&s->n, 0);
+}
+
+// The count, mtx held (or no other thread).
+static size_t held(tw__nsset *s)
+{
+	return atomic_load_explicit(&s->n, memory_order_relaxed);
+}
+
+// A new count, mtx held; a reader without the lock that sees it sees the
+// entries it counts.
+static void set_held(tw__nsset *s, size_t n)
+{
+	atomic_store_explicit(&s->n, n, memory_order_release);
 }
 
 void tw__nsset_fini(tw__nsset *s)
 {
-	for (size_t i = 0; i < s->n; i++)
+	for (size_t i = 0; i < held(s); i++)
 		free(s->v[i]);
 	free(s->v);
 	s->v = NULL;
-	s->n = 0;
+	set_held(s, 0);
 	pthread_mutex_destroy(&s->mtx);
 }
 
 static bool empty(tw__nsset *s)
 {
-	return __atomic_load_n(&s->n, __ATOMIC_ACQUIRE) == 0;
+	return atomic_load_explicit(&s->n, memory_order_acquire) == 0;
 }
 
 int tw__nsset_add(tw__nsset *s, const char *ns)
 {
 	int status = TW_OK;
 	pthread_mutex_lock(&s->mtx);
-	for (size_t i = 0; i < s->n; i++)
+	size_t n = held(s);
+	for (size_t i = 0; i < n; i++)
 		if (strcmp(s->v[i], ns) == 0)
 			goto out;
-	char **v = realloc(s->v, (s->n + 1) * sizeof(*v));
+	char **v = realloc(s->v, (n + 1) * sizeof(*v));
 	if (v == NULL) {
 		status = TW_ENOMEM;
 		goto out;
 	}
 	s->v = v;
-	if ((v[s->n] = strdup(ns)) == NULL) {
+	if ((v[n] = strdup(ns)) == NULL) {
 		status = TW_ENOMEM;
 		goto out;
 	}
-	__atomic_store_n(&s->n, s->n + 1, __ATOMIC_RELEASE);
+	set_held(s, n + 1);
 out:
 	pthread_mutex_unlock(&s->mtx);
 	return status;
@@ -57,7 +72,7 @@ bool tw__nsset_holds(tw__nsset *s, const char *key)
 		return false;
 	bool found = false;
 	pthread_mutex_lock(&s->mtx);
-	for (size_t i = 0; i < s->n && !found; i++)
+	for (size_t i = 0; i < held(s) && !found; i++)
 		found = tw__key_in_ns(key, s->v[i]);
 	pthread_mutex_unlock(&s->mtx);
 	return found;
@@ -69,7 +84,7 @@ bool tw__nsset_has(tw__nsset *s, const char *ns)
 		return false;
 	bool found = false;
 	pthread_mutex_lock(&s->mtx);
-	for (size_t i = 0; i < s->n && !found; i++)
+	for (size_t i = 0; i < held(s) && !found; i++)
 		found = strcmp(s->v[i], ns) == 0;
 	pthread_mutex_unlock(&s->mtx);
 	return found;
@@ -82,14 +97,14 @@ static void forget(tw__nsset *s, const char *name,
 	if (empty(s))
 		return;
 	pthread_mutex_lock(&s->mtx);
-	size_t j = 0;
-	for (size_t i = 0; i < s->n; i++) {
+	size_t j = 0, n = held(s);
+	for (size_t i = 0; i < n; i++) {
 		if (drop(s->v[i], name))
 			free(s->v[i]);
 		else
 			s->v[j++] = s->v[i];
 	}
-	__atomic_store_n(&s->n, j, __ATOMIC_RELEASE);
+	set_held(s, j);
 	pthread_mutex_unlock(&s->mtx);
 }
 
@@ -119,13 +134,14 @@ bool tw__nsset_remove(tw__nsset *s, const char *ns)
 		return false;
 	bool found = false;
 	pthread_mutex_lock(&s->mtx);
-	for (size_t i = 0; i < s->n && !found; i++) {
+	size_t n = held(s);
+	for (size_t i = 0; i < n && !found; i++) {
 		if (strcmp(s->v[i], ns) != 0)
 			continue;
 		// Entries are unique and their order means nothing.
 		free(s->v[i]);
-		s->v[i] = s->v[s->n - 1];
-		__atomic_store_n(&s->n, s->n - 1, __ATOMIC_RELEASE);
+		s->v[i] = s->v[n - 1];
+		set_held(s, n - 1);
 		found = true;
 	}
 	pthread_mutex_unlock(&s->mtx);
@@ -134,5 +150,5 @@ bool tw__nsset_remove(tw__nsset *s, const char *ns)
 
 size_t tw__nsset_count(tw__nsset *s)
 {
-	return __atomic_load_n(&s->n, __ATOMIC_ACQUIRE);
+	return atomic_load_explicit(&s->n, memory_order_acquire);
 }

@@ -11,13 +11,14 @@
 #define TW_CORE_NSSET_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 typedef struct tw__nsset {
 	pthread_mutex_t mtx;
 	char **v; // protected by mtx
-	size_t n; // written under mtx, read atomically
+	_Atomic size_t n; // written under mtx; read without it too
 } tw__nsset;
 
 void tw__nsset_init(tw__nsset *s);

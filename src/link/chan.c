@@ -10,6 +10,7 @@
 //    on a child, or on a channel without an abort op, wait in short slices
 //    and look at the link's abort flag between them.
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +24,7 @@
 
 static bool aborted(const tw_link *l)
 {
-	return __atomic_load_n(&l->aborted, __ATOMIC_ACQUIRE) != 0;
+	return atomic_load_explicit(&l->aborted, memory_order_acquire) != 0;
 }
 
 int tw__chan_send(tw_link *l, size_t root_peer, const char *key,

@@ -21,6 +21,7 @@
 // of at most the limit (see send_blocks).  A contribution over the limit
 // is TW_ETOOBIG before anything is sent, as tw_send's is.
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +32,7 @@ static int check(tw_link *l, const char *tag)
 {
 	if (l == NULL || !tw__valid_tag(tag))
 		return TW_EINVAL;
-	if (__atomic_load_n(&l->aborted, __ATOMIC_ACQUIRE))
+	if (atomic_load_explicit(&l->aborted, memory_order_acquire))
 		return TW_ECLOSED;
 	return TW_OK;
 }

@@ -8,6 +8,7 @@
 // second, so any start order and any delays complete as long as every
 // party arrives before the connect timeout.
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,8 @@ static tw_link *link_alloc(tw__family *fam, const char *id, size_t size,
 	for (size_t i = 0; i < size; i++)
 		pthread_mutex_init(&l->peers[i].ack_mtx, NULL);
 	memcpy(l->opts, opts, sizeof(l->opts));
-	l->recv_timeout = opts[TW_OPT_RECV_TIMEOUT_MS];
+	atomic_init(&l->recv_timeout, opts[TW_OPT_RECV_TIMEOUT_MS]);
+	atomic_init(&l->aborted, 0);
 	return l;
 }
 
@@ -315,15 +317,16 @@ static int make_child(tw_link *parent, const char *suffix, const size_t *ranks,
 		n = parent->size;
 		rank = parent->rank;
 	}
-	if (__atomic_load_n(&parent->aborted, __ATOMIC_ACQUIRE))
+	if (atomic_load_explicit(&parent->aborted, memory_order_acquire))
 		return TW_ECLOSED;
 	char id[TW_LINK_ID_MAX + 1];
 	snprintf(id, sizeof(id), "%s/%s", parent->id, suffix);
 	tw_link *l = link_alloc(parent->fam, id, n, rank, parent->opts);
 	if (l == NULL)
 		return TW_ENOMEM;
-	l->recv_timeout
-	    = __atomic_load_n(&parent->recv_timeout, __ATOMIC_RELAXED);
+	atomic_store_explicit(&l->recv_timeout,
+	    atomic_load_explicit(&parent->recv_timeout, memory_order_relaxed),
+	    memory_order_relaxed);
 	for (size_t i = 0; i < n; i++)
 		l->map[i] = parent->map[ranks != NULL ? ranks[i] : i];
 	tw__family *f = l->fam;
@@ -356,7 +359,7 @@ int tw_link_sub(tw_link *parent, const char *suffix, const size_t *ranks,
 // Sets the abort flag of l and every descendant.  fam->mtx held.
 static void mark_aborted(tw_link *l)
 {
-	__atomic_store_n(&l->aborted, 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&l->aborted, 1, memory_order_release);
 	for (tw_link *c = l->first_child; c != NULL; c = c->next_sibling)
 		mark_aborted(c);
 }
@@ -414,10 +417,11 @@ int tw_link_close(tw_link *l)
 	int status = TW_OK;
 	// Bounded whatever the receive timeout: a peer that never reads must
 	// not keep this party from closing.
-	int64_t ms = __atomic_load_n(&l->recv_timeout, __ATOMIC_RELAXED);
+	int64_t ms
+	    = atomic_load_explicit(&l->recv_timeout, memory_order_relaxed);
 	if (ms <= 0)
 		ms = l->opts[TW_OPT_CONNECT_TIMEOUT_MS];
-	if (!__atomic_load_n(&l->aborted, __ATOMIC_ACQUIRE))
+	if (!atomic_load_explicit(&l->aborted, memory_order_acquire))
 		status = tw__link_wait_pending_until(l, tw__deadline_ms(ms));
 	if (l->parent != NULL) {
 		for (size_t i = 0; i < l->size; i++)

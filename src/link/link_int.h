@@ -11,6 +11,7 @@
 #define TW_LINK_LINK_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -30,11 +31,16 @@ typedef struct tw__family {
 } tw__family;
 
 typedef struct tw__peer {
-	uint64_t sent; // point-to-point messages sent there (atomic)
-	uint64_t acked; // of those, consumed there as last reported (atomic)
-	uint64_t consumed; // messages from there consumed here (atomic)
+	_Atomic uint64_t sent; // point-to-point messages sent there
+	_Atomic uint64_t acked; // of those, consumed there as last reported
+	_Atomic uint64_t consumed; // messages from there consumed here
 	pthread_mutex_t ack_mtx; // one thread at a time pulls acks
 } tw__peer;
+
+// The counts behind tw_stats, which the public header declares plain.
+typedef struct tw__stats {
+	_Atomic uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
+} tw__stats;
 
 struct tw_link {
 	tw__family *fam;
@@ -47,9 +53,9 @@ struct tw_link {
 	size_t *map; // link rank -> root rank
 	tw__peer *peers; // by link rank
 	int64_t opts[TW_OPT_COUNT];
-	int64_t recv_timeout; // atomic
-	int aborted; // atomic; also the cancel flag of blocked sends
-	tw_stats stats; // atomic fields
+	_Atomic int64_t recv_timeout;
+	_Atomic int aborted; // also the cancel flag of blocked sends
+	tw__stats stats;
 };
 
 // The link's own messages (collectives) under full keys; the caller has

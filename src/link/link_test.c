@@ -1,6 +1,7 @@
 // Link creation and life-cycle errors that need no peer traffic.
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -162,7 +163,7 @@ typedef struct pchan {
 	uint32_t self, peer;
 } pchan;
 
-static int async_calls, wait_calls; // atomic
+static _Atomic int async_calls, wait_calls;
 
 static int p_send(tw_channel *c, const char *key, const void *buf, size_t n)
 {
@@ -174,7 +175,7 @@ static int p_send(tw_channel *c, const char *key, const void *buf, size_t n)
 static int p_send_async(
     tw_channel *c, const char *key, const void *buf, size_t n)
 {
-	__atomic_add_fetch(&async_calls, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&async_calls, 1, memory_order_relaxed);
 	return p_send(c, key, buf, n);
 }
 
@@ -201,7 +202,7 @@ static int p_test_recv(tw_channel *c)
 static int p_wait_pending(tw_channel *c)
 {
 	(void)c;
-	__atomic_add_fetch(&wait_calls, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&wait_calls, 1, memory_order_relaxed);
 	return TW_OK;
 }
 
@@ -292,16 +293,18 @@ static void run_with_ops(const tw_channel_ops *ops)
 		pp[i].chan = (pchan) { { ops, &pp[i].chan }, box[i],
 			box[1 - i], (uint32_t)i, (uint32_t)(1 - i) };
 	}
-	__atomic_store_n(&async_calls, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&wait_calls, 0, __ATOMIC_RELAXED);
+	atomic_store_explicit(&async_calls, 0, memory_order_relaxed);
+	atomic_store_explicit(&wait_calls, 0, memory_order_relaxed);
 	pthread_t th;
 	pthread_create(&th, NULL, pparty_run, &pp[1]);
 	pparty_run(&pp[0]);
 	pthread_join(th, NULL);
 	TW_PASS(pp[0].rv);
 	TW_PASS(pp[1].rv);
-	assert_true(__atomic_load_n(&async_calls, __ATOMIC_RELAXED) > 0);
-	assert_true(__atomic_load_n(&wait_calls, __ATOMIC_RELAXED) > 0);
+	assert_true(
+	    atomic_load_explicit(&async_calls, memory_order_relaxed) > 0);
+	assert_true(
+	    atomic_load_explicit(&wait_calls, memory_order_relaxed) > 0);
 	tw_mailbox_free(box[0]);
 	tw_mailbox_free(box[1]);
 	tw_desc_free(d);

@@ -10,6 +10,7 @@
 // whether or not this party's own window makes it ever pull them (parties
 // may set different windows), one ack per peer and link waits here.
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,13 +20,13 @@
 
 static bool link_aborted(const tw_link *l)
 {
-	return __atomic_load_n(&l->aborted, __ATOMIC_ACQUIRE) != 0;
+	return atomic_load_explicit(&l->aborted, memory_order_acquire) != 0;
 }
 
 int64_t tw__link_recv_deadline(const tw_link *l)
 {
 	return tw__deadline_ms(
-	    __atomic_load_n(&l->recv_timeout, __ATOMIC_RELAXED));
+	    atomic_load_explicit(&l->recv_timeout, memory_order_relaxed));
 }
 
 // Checks a peer rank and a tag; logs nothing (these are caller errors
@@ -58,11 +59,11 @@ static void ack_apply(tw__peer *ps, const tw_buf *b)
 	if (b->len != 8)
 		return; // not ours to trust; a malformed ack changes nothing
 	uint64_t v = get_le64(b->data);
-	uint64_t sent = __atomic_load_n(&ps->sent, __ATOMIC_RELAXED);
+	uint64_t sent = atomic_load_explicit(&ps->sent, memory_order_relaxed);
 	if (v > sent)
 		v = sent; // a peer never consumes more than was sent
-	if (v > __atomic_load_n(&ps->acked, __ATOMIC_RELAXED))
-		__atomic_store_n(&ps->acked, v, __ATOMIC_RELAXED);
+	if (v > atomic_load_explicit(&ps->acked, memory_order_relaxed))
+		atomic_store_explicit(&ps->acked, v, memory_order_relaxed);
 }
 
 // Pulls acks from `dst` until fewer than the window are unconsumed, or
@@ -76,8 +77,10 @@ static int ack_wait(tw_link *l, size_t dst, int64_t deadline)
 	int status = TW_OK;
 	pthread_mutex_lock(&ps->ack_mtx);
 	for (;;) {
-		uint64_t sent = __atomic_load_n(&ps->sent, __ATOMIC_RELAXED);
-		uint64_t acked = __atomic_load_n(&ps->acked, __ATOMIC_RELAXED);
+		uint64_t sent
+		    = atomic_load_explicit(&ps->sent, memory_order_relaxed);
+		uint64_t acked
+		    = atomic_load_explicit(&ps->acked, memory_order_relaxed);
 		if (sent - acked < (uint64_t)window)
 			break;
 		tw_buf b = { 0 };
@@ -96,8 +99,9 @@ static void ack_send(tw_link *l, size_t src)
 {
 	if (l->opts[TW_OPT_THROTTLE_WINDOW] == 0)
 		return;
-	uint64_t n
-	    = __atomic_add_fetch(&l->peers[src].consumed, 1, __ATOMIC_RELAXED);
+	uint64_t n = atomic_fetch_add_explicit(
+	                 &l->peers[src].consumed, 1, memory_order_relaxed)
+	    + 1;
 	unsigned char b[8];
 	put_le64(b, n);
 	char key[TW_KEY_MAX];
@@ -150,9 +154,12 @@ static int send_common(tw_link *l, size_t dst, const char *tag,
 	    l, l->map[dst], key, buf, len, mode != SEND_SYNC, deadline);
 	if (status != TW_OK)
 		return status;
-	__atomic_add_fetch(&l->peers[dst].sent, 1, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&l->stats.msgs_sent, 1, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&l->stats.bytes_sent, len, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(
+	    &l->peers[dst].sent, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(
+	    &l->stats.msgs_sent, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(
+	    &l->stats.bytes_sent, len, memory_order_relaxed);
 	return TW_OK;
 }
 
@@ -176,8 +183,10 @@ int tw_send_async_throttled(
 
 static void count_recv(tw_link *l, size_t src, size_t len)
 {
-	__atomic_add_fetch(&l->stats.msgs_recv, 1, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&l->stats.bytes_recv, len, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(
+	    &l->stats.msgs_recv, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(
+	    &l->stats.bytes_recv, len, memory_order_relaxed);
 	ack_send(l, src);
 }
 
@@ -230,7 +239,7 @@ int tw_link_set_recv_timeout(tw_link *l, int64_t ms)
 {
 	if (l == NULL || ms < -1)
 		return TW_EINVAL;
-	__atomic_store_n(&l->recv_timeout, ms, __ATOMIC_RELAXED);
+	atomic_store_explicit(&l->recv_timeout, ms, memory_order_relaxed);
 	return TW_OK;
 }
 
@@ -270,11 +279,11 @@ void tw_link_stats(const tw_link *l, tw_stats *out)
 	if (l == NULL || out == NULL)
 		return;
 	out->msgs_sent
-	    = __atomic_load_n(&l->stats.msgs_sent, __ATOMIC_RELAXED);
+	    = atomic_load_explicit(&l->stats.msgs_sent, memory_order_relaxed);
 	out->msgs_recv
-	    = __atomic_load_n(&l->stats.msgs_recv, __ATOMIC_RELAXED);
+	    = atomic_load_explicit(&l->stats.msgs_recv, memory_order_relaxed);
 	out->bytes_sent
-	    = __atomic_load_n(&l->stats.bytes_sent, __ATOMIC_RELAXED);
+	    = atomic_load_explicit(&l->stats.bytes_sent, memory_order_relaxed);
 	out->bytes_recv
-	    = __atomic_load_n(&l->stats.bytes_recv, __ATOMIC_RELAXED);
+	    = atomic_load_explicit(&l->stats.bytes_recv, memory_order_relaxed);
 }

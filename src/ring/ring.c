@@ -41,6 +41,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -480,7 +481,7 @@ int tw_ring_recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
 }
 
 struct ring_peek_args {
-	const int *stop;
+	const _Atomic int *stop;
 };
 
 // Whether a lane holds a message, without taking it.  The caller is not
@@ -498,12 +499,12 @@ static int ring_try_peek(tw_ring *r, void *arg)
 	}
 	// Seq_cst: the caller's stop word is raised before a kick, and this
 	// load is the re-check after announcing a sleeper.
-	if (__atomic_load_n(a->stop, __ATOMIC_SEQ_CST) != 0)
+	if (atomic_load(a->stop) != 0)
 		return TW_OK;
 	return TW_EAGAIN;
 }
 
-int tw__ring_wait_any(tw_ring *r, const int *stop, int64_t timeout_us)
+int tw__ring_wait_any(tw_ring *r, const _Atomic int *stop, int64_t timeout_us)
 {
 	struct ring_peek_args a = { stop };
 	int status = ring_try_peek(r, &a);

@@ -11,6 +11,7 @@
 // rings with messages into DIR: the seed corpus of fuzz/ring_fuzz.c.
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,13 +21,13 @@
 
 #define TRIALS 10000
 
-static int log_lines;
+static _Atomic int log_lines; // lines logged
 
 static void count_log(const tw_log_record *rec, void *arg)
 {
 	(void)rec;
 	(void)arg;
-	__atomic_fetch_add(&log_lines, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&log_lines, 1, memory_order_relaxed);
 }
 
 static int setup_quiet(void **state)

@@ -7,18 +7,19 @@
 #ifndef TW_RING_RING_INT_H
 #define TW_RING_RING_INT_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <tagwire/ring.h>
 
 // Waits up to `timeout_us` (0 = look once, negative = forever) until a lane
-// of `r` holds a message or *stop (read atomically) is non-zero, taking
+// of `r` holds a message or *stop (this process's memory) is non-zero, taking
 // nothing.  Returns TW_OK (a message seems to be there, or stop: the
 // consumer's receive tells, and checks the indices), TW_ETIMEDOUT, TW_EPEER
 // and TW_ECLOSED as tw_ring_recv.
 // Whoever consumes must still be the ring's only consumer at that time;
 // this call only reads.
-int tw__ring_wait_any(tw_ring *r, const int *stop, int64_t timeout_us);
+int tw__ring_wait_any(tw_ring *r, const _Atomic int *stop, int64_t timeout_us);
 
 // Wakes a thread of this process that sleeps in tw__ring_wait_any (or in a
 // receive) on `r`, so that it looks at its stop word: one system call.

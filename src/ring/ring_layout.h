@@ -8,6 +8,13 @@
 //
 // All integers are in the byte order of the host: both ends of a ring run
 // on the same machine.
+//
+// The fields are plain integers, not _Atomic ones, though both processes
+// access them at once: ring.c reaches each through the __atomic builtins,
+// once, into a local that it then checks, and the layout is a format two
+// processes (and the public tw_ring API's callers, and the fuzz target)
+// agree on, which an _Atomic type's size or alignment must not change.
+// The futex calls, too, take these words as plain uint32_t.
 
 #ifndef TW_RING_LAYOUT_H
 #define TW_RING_LAYOUT_H

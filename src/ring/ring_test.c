@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -439,7 +440,7 @@ static void test_blocking_wake(void **state)
 struct kicker {
 	void *mem;
 	tw_ring *r;
-	int stop;
+	_Atomic int stop;
 	int ok;
 };
 
@@ -448,7 +449,7 @@ static void *stop_when_consumer_sleeps(void *arg)
 {
 	struct kicker *k = arg;
 	k->ok = await_sleeper(&hdr_of(k->mem)->cons_sleepers) == 0;
-	__atomic_store_n(&k->stop, 1, __ATOMIC_SEQ_CST);
+	atomic_store(&k->stop, 1);
 	tw__ring_kick(k->r);
 	return NULL;
 }
@@ -458,7 +459,7 @@ static void test_wait_any(void **state)
 	size_t bytes;
 	void *mem = ring_alloc(2, 4, 8, &bytes);
 	tw_ring *r = ring_open(mem, bytes);
-	int stop = 0;
+	_Atomic int stop = 0;
 	char buf[8];
 	size_t n;
 	uint32_t lane;

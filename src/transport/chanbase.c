@@ -1,3 +1,5 @@
+#include <stdatomic.h>
+
 #include "transport/chanbase.h"
 
 #include "core/clock.h"
@@ -27,7 +29,7 @@ tw_mailbox *tw__chanbase_mailbox_new(void)
 }
 
 int tw__chanbase_send_status(
-    const tw__chanbase *b, int status, const int *cancel)
+    const tw__chanbase *b, int status, const _Atomic int *cancel)
 {
 	if (status != TW_EPEER && status != TW_ECLOSED)
 		return status;
@@ -44,7 +46,7 @@ int tw__chanbase_send_hello(tw_channel *c, tw__xsend_fn send, int64_t deadline)
 	return send(c, key, NULL, 0, 0, deadline, NULL);
 }
 
-int tw__chanbase_hello_arrived(tw__chanbase *b, const int *cancel)
+int tw__chanbase_hello_arrived(tw__chanbase *b, const _Atomic int *cancel)
 {
 	char key[TW_KEY_MAX];
 	tw__key_ctl(key, b->link_id, "hello");

@@ -61,10 +61,10 @@ static inline void tw__chanbase_set_aborted(tw__chanbase *b)
 }
 
 // Whether a send's cancel flag (may be NULL) is set (acquire).
-static inline bool tw__chanbase_cancelled(const int *cancel)
+static inline bool tw__chanbase_cancelled(const _Atomic int *cancel)
 {
 	return cancel != NULL
-	    && __atomic_load_n(cancel, __ATOMIC_ACQUIRE) != 0;
+	    && atomic_load_explicit(cancel, memory_order_acquire) != 0;
 }
 
 // What a failed send reports: a failure that says the message could not go
@@ -73,11 +73,11 @@ static inline bool tw__chanbase_cancelled(const int *cancel)
 // reason, and TW_EPEER otherwise (the peer aborted, closed or left); any
 // other status is returned as it is.
 int tw__chanbase_send_status(
-    const tw__chanbase *b, int status, const int *cancel);
+    const tw__chanbase *b, int status, const _Atomic int *cancel);
 
 // The transport's tw__chan_xops.send.
 typedef int (*tw__xsend_fn)(tw_channel *c, const char *key, const void *buf,
-    size_t len, int flags, int64_t deadline, const int *cancel);
+    size_t len, int flags, int64_t deadline, const _Atomic int *cancel);
 
 // Sends this side's hello with `send` (the transport's xops.send), waiting
 // for flow control until `deadline` (a hello is a control message, which
@@ -89,7 +89,7 @@ int tw__chanbase_send_hello(
 // transport's own): it goes into the mailbox as if sent, for test_recv.
 // Never blocks.  TW_OK, TW_ECLOSED (this side aborted, or *cancel),
 // TW_ENOMEM.
-int tw__chanbase_hello_arrived(tw__chanbase *b, const int *cancel);
+int tw__chanbase_hello_arrived(tw__chanbase *b, const _Atomic int *cancel);
 
 // tw_channel_ops.test_recv: waits for the peer's hello until the connect
 // deadline.  TW_OK, TW_ETIMEDOUT, TW_EPEER (the peer left first),

@@ -2,6 +2,7 @@
 // the stubs for the ops a transport may not need.
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,7 +33,8 @@ static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
 static const tw__transport *sound[NBUILTIN + 1];
 static const char *sound_names[NBUILTIN + 1];
 
-int tw__no_wait_pending(tw_channel *c, int64_t deadline, const int *cancel)
+int tw__no_wait_pending(
+    tw_channel *c, int64_t deadline, const _Atomic int *cancel)
 {
 	(void)c;
 	(void)deadline;

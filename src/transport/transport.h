@@ -30,6 +30,7 @@
 #ifndef TW_TRANSPORT_TRANSPORT_H
 #define TW_TRANSPORT_TRANSPORT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,7 +69,8 @@ typedef struct tw__chan_xops {
 	// TW_OPT_MAX_MSG_SIZE and `len` exceeds it (the link never sends such
 	// a message; a receiver that gets one may drop the peer).
 	int (*send)(tw_channel *c, const char *key, const void *buf,
-	    size_t len, int flags, int64_t deadline, const int *cancel);
+	    size_t len, int flags, int64_t deadline,
+	    const _Atomic int *cancel);
 
 	// Receives the oldest message under `key`, until `deadline`.
 	int (*recv)(
@@ -150,7 +152,7 @@ typedef struct tw__chan_xops {
 	// sends are delivered by the time they return uses
 	// tw__no_wait_pending.
 	int (*wait_pending)(
-	    tw_channel *c, int64_t deadline, const int *cancel);
+	    tw_channel *c, int64_t deadline, const _Atomic int *cancel);
 
 	// How many namespace entries (closes and aborts, of either side) this
 	// side keeps where the channel's messages wait (the endpoint that the
@@ -164,7 +166,8 @@ typedef struct tw__chan_xops {
 //
 // tw__no_wait_pending: TW_OK at once, for a transport whose sends are
 // delivered when they return.
-int tw__no_wait_pending(tw_channel *c, int64_t deadline, const int *cancel);
+int tw__no_wait_pending(
+    tw_channel *c, int64_t deadline, const _Atomic int *cancel);
 // tw__no_unreceived_peak: 0 (unknown).
 uint64_t tw__no_unreceived_peak(tw_channel *c);
 // tw__no_ns_entries: SIZE_MAX (the transport cannot tell).

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,13 +41,13 @@ typedef struct mem_ep {
 	unsigned refs; // protected by reg_mtx
 	unsigned own; // own channels alive, protected by reg_mtx
 	bool registered; // protected by reg_mtx
-	int closed; // atomic
+	_Atomic int closed; // left the registry: pushes to it fail
 } mem_ep;
 
 typedef struct mem_chan {
 	tw__chanbase base; // first: the shared ops find it at impl
 	mem_ep *self;
-	mem_ep *peer; // set once by test_send, atomic
+	mem_ep *_Atomic peer; // set once by test_send
 	char *peer_key;
 	uint32_t self_rank;
 	uint32_t peer_rank;
@@ -98,13 +99,14 @@ static void ep_unref_locked(mem_ep *e)
 }
 
 static int mem_xsend(tw_channel *c, const char *key, const void *buf,
-    size_t len, int flags, int64_t deadline, const int *cancel)
+    size_t len, int flags, int64_t deadline, const _Atomic int *cancel)
 {
 	mem_chan *mc = c->impl;
 	if (tw__chanbase_aborted(&mc->base))
 		return TW_ECLOSED;
-	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
-	if (peer == NULL || __atomic_load_n(&peer->closed, __ATOMIC_ACQUIRE))
+	mem_ep *peer = atomic_load_explicit(&mc->peer, memory_order_acquire);
+	if (peer == NULL
+	    || atomic_load_explicit(&peer->closed, memory_order_acquire))
 		return TW_EPEER;
 	// The receiver's limit, which shm:// and tcp:// receivers enforce by
 	// dropping the peer: refusing it here keeps a sender that ignores it
@@ -148,9 +150,10 @@ static int mem_test_send(tw_channel *c, int64_t timeout_ms)
 		    == ETIMEDOUT)
 			break;
 	}
-	if (peer != NULL && mc->peer == NULL) {
+	if (peer != NULL
+	    && atomic_load_explicit(&mc->peer, memory_order_relaxed) == NULL) {
 		peer->refs++;
-		__atomic_store_n(&mc->peer, peer, __ATOMIC_RELEASE);
+		atomic_store_explicit(&mc->peer, peer, memory_order_release);
 	}
 	pthread_mutex_unlock(&reg_mtx);
 	if (peer == NULL)
@@ -164,7 +167,7 @@ static void mem_abort(tw_channel *c)
 	mem_chan *mc = c->impl;
 	tw__chanbase_set_aborted(&mc->base);
 	tw_mailbox_abort(mc->self->mb);
-	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
+	mem_ep *peer = atomic_load_explicit(&mc->peer, memory_order_acquire);
 	if (peer != NULL)
 		tw_mailbox_close_from(peer->mb, mc->self_rank);
 	pthread_mutex_lock(&reg_mtx);
@@ -178,7 +181,7 @@ static void mem_abort_ns(tw_channel *c, const char *ns)
 {
 	mem_chan *mc = c->impl;
 	tw__mailbox_abort_ns(mc->self->mb, ns);
-	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
+	mem_ep *peer = atomic_load_explicit(&mc->peer, memory_order_acquire);
 	if (peer != NULL) {
 		tw__mailbox_peer_abort_ns(peer->mb, mc->self_rank, ns);
 		tw__mailbox_kick(peer->mb);
@@ -189,7 +192,7 @@ static void mem_close_ns(tw_channel *c, const char *ns)
 {
 	mem_chan *mc = c->impl;
 	tw__mailbox_drop_ns(mc->self->mb, mc->peer_rank, ns);
-	mem_ep *peer = __atomic_load_n(&mc->peer, __ATOMIC_ACQUIRE);
+	mem_ep *peer = atomic_load_explicit(&mc->peer, memory_order_acquire);
 	if (peer != NULL)
 		tw__mailbox_close_ns(peer->mb, mc->self_rank, ns);
 }
@@ -197,7 +200,7 @@ static void mem_close_ns(tw_channel *c, const char *ns)
 static void mem_destroy(tw_channel *c)
 {
 	mem_chan *mc = c->impl;
-	mem_ep *peer = mc->peer;
+	mem_ep *peer = atomic_load_explicit(&mc->peer, memory_order_relaxed);
 	mem_ep *self = mc->self;
 	// Channels die together with their root link.  The first one takes
 	// the endpoint out of the registry and fails every push still aimed at
@@ -210,7 +213,7 @@ static void mem_destroy(tw_channel *c)
 			pp = &(*pp)->next;
 		*pp = self->next;
 		self->registered = false;
-		__atomic_store_n(&self->closed, 1, __ATOMIC_RELEASE);
+		atomic_store_explicit(&self->closed, 1, memory_order_release);
 		tw_mailbox_abort(self->mb);
 	}
 	pthread_mutex_unlock(&reg_mtx);

@@ -70,6 +70,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,9 +111,20 @@
 // How long close and abort may wait to tell the peer.
 #define SHM_CTL_TIMEOUT_NS 1000000000
 
-uint64_t tw__shm_large_copied;
-uint64_t tw__shm_frames_read_inline;
-uint64_t tw__shm_direct_moved;
+_Atomic uint64_t tw__shm_large_copied;
+_Atomic uint64_t tw__shm_frames_read_inline;
+_Atomic uint64_t tw__shm_direct_moved;
+
+// The futex calls take their word as a plain uint32_t, as they do words
+// in shared memory; rd_gen, this process's own, is an _Atomic uint32_t,
+// which has the same size and representation (the kernel reads one
+// aligned 32-bit word).
+_Static_assert(
+    sizeof(_Atomic uint32_t) == sizeof(uint32_t), "a futex word is 32 bits");
+static uint32_t *gen_word(shm_chan *mc)
+{
+	return (uint32_t *)&mc->rd_gen;
+}
 
 // What a peer's hello points at, so that it can test process_vm_readv.
 static const uint64_t shm_probe_word = UINT64_C(0x747768656c6c6f21);
@@ -189,7 +201,7 @@ typedef struct shm_rx_ctx {
 // own sends and waits end too.
 static void rx_fail(shm_chan *mc, int status)
 {
-	__atomic_store_n(&mc->peer_gone, 1, __ATOMIC_SEQ_CST);
+	atomic_store(&mc->peer_gone, 1);
 	if (status != TW_EPEER)
 		tw__shm_seg_leave(mc, TW_SHM_GONE_FAILED);
 	tw_mailbox_close_from(mc->ep->mb, mc->peer_rank);
@@ -359,7 +371,8 @@ static int rx_large(
 		done += (size_t)k;
 	}
 	tw_signal_notify(&d->copied, f->seq);
-	__atomic_add_fetch(&tw__shm_large_copied, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(
+	    &tw__shm_large_copied, 1, memory_order_relaxed);
 	if (direct) {
 		rx->dst_used = true;
 		return rx_direct_done(mc, rx, total);
@@ -576,7 +589,7 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 // stops): from now on nobody reads the ring.  Once.
 static void rx_end(shm_chan *mc, int status)
 {
-	if (__atomic_exchange_n(&mc->rx_dead, 1, __ATOMIC_SEQ_CST) != 0)
+	if (atomic_exchange(&mc->rx_dead, 1) != 0)
 		return;
 	if (status == TW_EPEER)
 		LOGC(mc, TW_LOG_DEBUG, "peer %s (%s) left", mc->peer_id,
@@ -584,8 +597,8 @@ static void rx_end(shm_chan *mc, int status)
 	if (status != TW_OK && status != TW_ECLOSED)
 		rx_fail(mc, status);
 	// A reader ended it: the receiver thread must see that.
-	__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_SEQ_CST);
-	tw__futex_wake(&mc->rd_gen, INT_MAX);
+	atomic_fetch_add(&mc->rd_gen, 1);
+	tw__futex_wake(gen_word(mc), INT_MAX);
 }
 
 static void *rx_main(void *arg)
@@ -594,23 +607,22 @@ static void *rx_main(void *arg)
 	pthread_setname_np(pthread_self(), "tw-shm-rx");
 	rx_ctx *rx = mc->rxc;
 	int status = TW_OK;
-	uint32_t last_gen = __atomic_load_n(&mc->rd_gen, __ATOMIC_SEQ_CST);
+	uint32_t last_gen = atomic_load(&mc->rd_gen);
 	int64_t next_live = tw__now_ns() + SHM_LIVENESS_NS;
 	while (!tw__shm_flag(&mc->stop) && !tw__shm_flag(&mc->rx_dead)) {
 		// Off the ring while readers poll it, and for a while after
 		// one left, unless it left work for us.  The generation is
 		// sampled first: a reader leaving after that ends the sleep.
-		uint32_t gen = __atomic_load_n(&mc->rd_gen, __ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&mc->readers, __ATOMIC_SEQ_CST) > 0) {
+		uint32_t gen = atomic_load(&mc->rd_gen);
+		if (atomic_load(&mc->readers) > 0) {
 			last_gen = gen;
-			tw__futex_wait(&mc->rd_gen, gen, SHM_PARK_NS);
+			tw__futex_wait(gen_word(mc), gen, SHM_PARK_NS);
 			continue;
 		}
 		if (gen != last_gen) {
 			last_gen = gen;
-			if (!__atomic_exchange_n(
-			        &mc->rx_urgent, 0, __ATOMIC_SEQ_CST)) {
-				tw__futex_wait(&mc->rd_gen, gen, SHM_PARK_NS);
+			if (!atomic_exchange(&mc->rx_urgent, 0)) {
+				tw__futex_wait(gen_word(mc), gen, SHM_PARK_NS);
 				continue;
 			}
 		}
@@ -629,8 +641,7 @@ static void *rx_main(void *arg)
 				next_live = now + SHM_LIVENESS_NS;
 				if (mc->peer_pid != 0
 				    && !tw__proc_alive(mc->peer_pid))
-					__atomic_store_n(&mc->peer_gone, 1,
-					    __ATOMIC_SEQ_CST);
+					atomic_store(&mc->peer_gone, 1);
 			}
 			continue;
 		}
@@ -640,10 +651,10 @@ static void *rx_main(void *arg)
 			continue;
 		// Nothing there: sleep on the ring until a frame comes or a
 		// reader arrives (it kicks us when it sees this flag).
-		__atomic_store_n(&mc->rx_waiting, 1, __ATOMIC_SEQ_CST);
+		atomic_store(&mc->rx_waiting, 1);
 		status
 		    = tw__ring_wait_any(mc->in, &mc->readers, SHM_RX_SLICE_US);
-		__atomic_store_n(&mc->rx_waiting, 0, __ATOMIC_SEQ_CST);
+		atomic_store(&mc->rx_waiting, 0);
 		if (status == TW_ETIMEDOUT)
 			status = TW_OK;
 		else if (status == TW_EPROTO)
@@ -662,10 +673,10 @@ static void *rx_main(void *arg)
 static void reader_left(shm_chan *mc, bool urgent)
 {
 	if (urgent)
-		__atomic_store_n(&mc->rx_urgent, 1, __ATOMIC_SEQ_CST);
-	__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_SEQ_CST);
+		atomic_store(&mc->rx_urgent, 1);
+	atomic_fetch_add(&mc->rd_gen, 1);
 	if (urgent)
-		tw__futex_wake(&mc->rd_gen, INT_MAX);
+		tw__futex_wake(gen_word(mc), INT_MAX);
 }
 
 // One pass of an application thread over the ring, rx_mtx held: it never
@@ -678,8 +689,8 @@ static int reader_pump(shm_chan *mc, unsigned *frames)
 	mc->rxc->push_wait = 0;
 	int status = rx_pump(mc, mc->rxc, SHM_RX_BATCH, frames);
 	if (*frames > 0)
-		__atomic_add_fetch(
-		    &tw__shm_frames_read_inline, *frames, __ATOMIC_RELAXED);
+		atomic_fetch_add_explicit(&tw__shm_frames_read_inline, *frames,
+		    memory_order_relaxed);
 	return status;
 }
 
@@ -705,7 +716,8 @@ static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 			status = rx_nomem(mc, total);
 		rl->buf = copy;
 		rl->direct = false;
-		__atomic_add_fetch(&tw__shm_direct_moved, 1, __ATOMIC_RELAXED);
+		atomic_fetch_add_explicit(
+		    &tw__shm_direct_moved, 1, memory_order_relaxed);
 	}
 	rx->dst = NULL;
 	rx->dst_used = false;
@@ -726,14 +738,15 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	if (tw__rxbox_ready(&mc->base.rx, key)) {
 		// Still a receiving application: the receiver thread stays
 		// parked.
-		__atomic_add_fetch(&mc->rd_gen, 1, __ATOMIC_RELAXED);
+		atomic_fetch_add_explicit(
+		    &mc->rd_gen, 1, memory_order_relaxed);
 		return false;
 	}
-	__atomic_add_fetch(&mc->readers, 1, __ATOMIC_SEQ_CST);
+	atomic_fetch_add(&mc->readers, 1);
 	// The receiver thread announced its sleep before looking at
 	// `readers`, we counted ourselves before looking at its flag: one of
 	// the two sees the other.
-	if (__atomic_load_n(&mc->rx_waiting, __ATOMIC_SEQ_CST) != 0)
+	if (atomic_load(&mc->rx_waiting) != 0)
 		tw__ring_kick(mc->in);
 	bool got = false, reading = false, urgent = false, direct = false;
 	int status = TW_OK;
@@ -781,7 +794,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	}
 	if (status != TW_OK && status != TW_ETIMEDOUT)
 		rx_end(mc, status);
-	__atomic_sub_fetch(&mc->readers, 1, __ATOMIC_SEQ_CST);
+	atomic_fetch_sub(&mc->readers, 1);
 	// A caller that is about to block needs the receiver thread back on
 	// the ring now; one that got its message, or gives up anyway, leaves
 	// it parked.
@@ -835,7 +848,7 @@ static int shm_probe(tw_channel *c, const char *key, size_t *len)
 
 // TW_OK while a send may go on: TW_ECLOSED once cancelled or aborted,
 // TW_EPEER once the peer is gone.
-static int tx_check(shm_chan *mc, const int *cancel)
+static int tx_check(shm_chan *mc, const _Atomic int *cancel)
 {
 	if (tw__chanbase_aborted(&mc->base) || tw__chanbase_cancelled(cancel))
 		return TW_ECLOSED;
@@ -847,7 +860,7 @@ static int tx_check(shm_chan *mc, const int *cancel)
 // Takes a lane's mutex, giving up on cancel, peer loss or the deadline:
 // the holder may be a sender that waits for room until its own deadline.
 static int tx_lock(
-    shm_chan *mc, shm_tx *tx, int64_t deadline, const int *cancel)
+    shm_chan *mc, shm_tx *tx, int64_t deadline, const _Atomic int *cancel)
 {
 	if (pthread_mutex_trylock(&tx->mtx) == 0)
 		return TW_OK;
@@ -871,7 +884,7 @@ static int tx_lock(
 // Puts one frame into the outbound ring, waiting for room until `deadline`
 // in slices so that cancel and peer loss are noticed.  Lane mutex held.
 static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
-    size_t n, uint64_t seq, int64_t deadline, const int *cancel)
+    size_t n, uint64_t seq, int64_t deadline, const _Atomic int *cancel)
 {
 	// A full ring usually means a receiver that is busy copying out what
 	// it took: spinning as long as a reader would wait for a frame keeps
@@ -916,7 +929,7 @@ static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
 
 // Ends a message that an earlier send left half way.  Lane mutex held.
 static int tx_unwind(
-    shm_chan *mc, uint32_t lane, int64_t deadline, const int *cancel)
+    shm_chan *mc, uint32_t lane, int64_t deadline, const _Atomic int *cancel)
 {
 	shm_tx *tx = &mc->tx[lane];
 	if (tx->partial == 0)
@@ -930,7 +943,7 @@ static int tx_unwind(
 
 static int tx_chunked(shm_chan *mc, uint32_t lane, const char *key,
     size_t klen, const unsigned char *buf, size_t len, int64_t deadline,
-    const int *cancel)
+    const _Atomic int *cancel)
 {
 	shm_tx *tx = &mc->tx[lane];
 	uint64_t seq = tx->seq + 1;
@@ -959,7 +972,7 @@ static int tx_chunked(shm_chan *mc, uint32_t lane, const char *key,
 }
 
 static int tx_large(shm_chan *mc, const char *key, size_t klen,
-    const void *buf, size_t len, int64_t deadline, const int *cancel)
+    const void *buf, size_t len, int64_t deadline, const _Atomic int *cancel)
 {
 	shm_tx *tx = &mc->tx[TW_SHM_LANE_DATA];
 	struct tw_shm_dir *d = &mc->hdr->dir[mc->side];
@@ -1010,7 +1023,7 @@ static int tx_large(shm_chan *mc, const char *key, size_t klen,
 }
 
 static int shm_xsend(tw_channel *c, const char *key, const void *buf,
-    size_t len, int flags, int64_t deadline, const int *cancel)
+    size_t len, int flags, int64_t deadline, const _Atomic int *cancel)
 {
 	shm_chan *mc = c->impl;
 	if (tw__chanbase_aborted(&mc->base))
@@ -1049,7 +1062,7 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 	}
 	pthread_mutex_unlock(&tx->mtx);
 	if (status == TW_OK)
-		__atomic_add_fetch(&mc->sent, 1, __ATOMIC_SEQ_CST);
+		atomic_fetch_add(&mc->sent, 1);
 	return tw__chanbase_send_status(&mc->base, status, cancel);
 }
 
@@ -1090,14 +1103,15 @@ out:
 
 // --- receiving and the other channel ops -------------------------------------
 
-static int shm_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
+static int shm_wait_until(
+    tw_channel *c, int64_t deadline, const _Atomic int *cancel)
 {
 	shm_chan *mc = c->impl;
 	if (tw__chanbase_aborted(&mc->base))
 		return TW_ECLOSED;
 	if (!tw__shm_flag(&mc->attached))
 		return TW_OK;
-	uint64_t target = __atomic_load_n(&mc->sent, __ATOMIC_SEQ_CST);
+	uint64_t target = atomic_load(&mc->sent);
 	struct tw_shm_dir *d = &mc->hdr->dir[mc->side];
 	if (__atomic_load_n(&d->delivered, __ATOMIC_ACQUIRE) >= target)
 		return TW_OK;
@@ -1196,7 +1210,7 @@ static int shm_test_send(tw_channel *c, int64_t timeout_ms)
 		for (uint32_t i = 0; i < TW_SHM_LANES; i++)
 			tw__shm_rx_init(&mc->rxc->lane[i].st, mc->ep->max_msg);
 	}
-	__atomic_store_n(&mc->attached, 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&mc->attached, 1, memory_order_release);
 	if (pthread_create(&mc->rx_thread, NULL, rx_main, mc) != 0) {
 		LOGC(mc, TW_LOG_ERROR, "cannot start a receiver thread: %m");
 		return TW_ESYS;
@@ -1234,7 +1248,7 @@ static int shm_test_recv(tw_channel *c)
 
 static void ep_unref(shm_ep *ep)
 {
-	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL) != 0)
+	if (atomic_fetch_sub_explicit(&ep->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	tw_mailbox_free(ep->mb);
 	free(ep->link_id);
@@ -1266,7 +1280,7 @@ static void shm_destroy(tw_channel *c)
 	// The receiver goes first, so that every count it publishes precedes
 	// the news that this side is gone: a peer that sees us gone and then
 	// finds its messages counted as delivered knows they arrived.
-	__atomic_store_n(&mc->stop, 1, __ATOMIC_SEQ_CST);
+	atomic_store(&mc->stop, 1);
 	if (tw__shm_flag(&mc->attached))
 		tw_ring_abort(mc->in, 1);
 	tw__mailbox_kick(mc->ep->mb); // a receiver held by flow control
@@ -1381,7 +1395,7 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 		free(ep);
 		return TW_ENOMEM;
 	}
-	ep->refs = (unsigned)cfg->size - 1;
+	atomic_init(&ep->refs, (unsigned)cfg->size - 1);
 	return TW_OK;
 }
 

@@ -6,6 +6,7 @@
 #define TW_TRANSPORT_SHM_SHM_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -18,14 +19,14 @@
 #include "transport/shm/shm_frame.h"
 #include "transport/shm/shm_seg.h"
 
-// Messages this process received with process_vm_readv (atomic).
-extern uint64_t tw__shm_large_copied;
+// Messages this process received with process_vm_readv.
+extern _Atomic uint64_t tw__shm_large_copied;
 // Frames this process's application threads took from rings themselves
-// (the reader role), rather than its receiver threads (atomic).
-extern uint64_t tw__shm_frames_read_inline;
+// (the reader role), rather than its receiver threads.
+extern _Atomic uint64_t tw__shm_frames_read_inline;
 // Messages begun in a reading application's buffer and moved to memory of
-// their own because that reader left before they were complete (atomic).
-extern uint64_t tw__shm_direct_moved;
+// their own because that reader left before they were complete.
+extern _Atomic uint64_t tw__shm_direct_moved;
 
 // This party's side of a link: the mailbox that all its channels deliver
 // into, freed with the last channel.
@@ -35,7 +36,7 @@ typedef struct shm_ep {
 	uint64_t recv_buffer;
 	uint64_t max_msg;
 	int64_t spin_ns; // how long receives and full sends spin; 0 = never
-	unsigned refs; // atomic
+	_Atomic unsigned refs;
 } shm_ep;
 
 // One lane of the outbound ring.
@@ -63,15 +64,15 @@ typedef struct shm_chan {
 	struct tw_shm_seg_hdr *hdr;
 	tw_ring *out;
 	tw_ring *in;
-	int attached; // atomic
+	_Atomic int attached;
 
 	shm_tx tx[TW_SHM_LANES];
-	uint64_t sent; // atomic: messages handed to the ring
+	_Atomic uint64_t sent; // messages handed to the ring
 
 	pthread_t rx_thread;
 	bool rx_started;
-	int stop; // atomic; cancels the receiver's pushes
-	int peer_gone; // atomic
+	_Atomic int stop; // cancels the receiver's pushes
+	_Atomic int peer_gone;
 
 	// The reader role (see "Receiving" in shm.c): whoever holds rx_mtx
 	// is the inbound ring's only consumer and owns what follows it.
@@ -81,19 +82,19 @@ typedef struct shm_chan {
 	bool cma_rx; // process_vm_readv reads the peer's memory
 	uint64_t delivered;
 
-	int readers; // atomic: application threads polling the ring
-	uint32_t rd_gen; // atomic futex word, bumped as a reader leaves
-	int rx_urgent; // atomic: a reader left work to the receiver thread
-	int rx_waiting; // atomic: the receiver thread may sleep on the ring
-	int rx_dead; // atomic: reading has ended for good
+	_Atomic int readers; // application threads polling the ring
+	_Atomic uint32_t rd_gen; // futex word, bumped as a reader leaves
+	_Atomic int rx_urgent; // a reader left work to the receiver thread
+	_Atomic int rx_waiting; // the receiver thread may sleep on the ring
+	_Atomic int rx_dead; // reading has ended for good
 } shm_chan;
 
 #define LOGC(mc, level, ...)                                                  \
 	TW_LOGL(level, "shm", (mc)->ep->link_id, (mc)->self_rank, __VA_ARGS__)
 
-static inline bool tw__shm_flag(const int *p)
+static inline bool tw__shm_flag(const _Atomic int *p)
 {
-	return __atomic_load_n(p, __ATOMIC_ACQUIRE) != 0;
+	return atomic_load_explicit(p, memory_order_acquire) != 0;
 }
 
 static inline void tw__shm_nap(int64_t ns)

@@ -12,7 +12,12 @@
 //
 // Everything in the segment may be written by the other process: the
 // transport reads each field once into a local and checks it, and takes the
-// geometry from the constants below, never from the segment.
+// geometry from the constants below, never from the segment.  Hence the
+// fields are plain integers accessed through the __atomic builtins, not
+// _Atomic ones: the layout is shared with another process and fixed by
+// the static assertions below, and every access is an explicit, single
+// atomic load or store into a local (the futex and signal calls take
+// these words as plain integers too).
 
 #ifndef TW_TRANSPORT_SHM_SEG_H
 #define TW_TRANSPORT_SHM_SEG_H

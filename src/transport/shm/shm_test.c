@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -956,8 +957,8 @@ static int large_receiver(child *c)
 	size_t len;
 	int rv = tw_probe(l, 0, "late", &len); // nothing more: the sender
 	CHK(rv == TW_EAGAIN || rv == TW_EPEER); // may have closed by now
-	uint64_t copied
-	    = __atomic_load_n(&tw__shm_large_copied, __ATOMIC_RELAXED);
+	uint64_t copied = atomic_load_explicit(
+	    &tw__shm_large_copied, memory_order_relaxed);
 	int st = tw_link_close(l);
 	CHK(st == TW_OK || st == TW_EPEER);
 	if (c->arg) {
@@ -1145,7 +1146,8 @@ static int pinger(child *c)
 		CHK_RV(tw_recv_into(l, 1, "pong", &v, sizeof(v), &n), TW_OK);
 		CHK(n == sizeof(v) && v == i + 1);
 	}
-	CHK(__atomic_load_n(&tw__shm_frames_read_inline, __ATOMIC_RELAXED)
+	CHK(atomic_load_explicit(
+	        &tw__shm_frames_read_inline, memory_order_relaxed)
 	    > 0);
 	CHK_RV(tw_send(l, 1, "unpolled", "u", 1), TW_OK);
 	CHK_RV(tw_link_wait_pending(l), TW_OK);
@@ -1166,7 +1168,8 @@ static int ponger(child *c)
 		v++;
 		CHK_RV(tw_send(l, 0, "pong", &v, sizeof(v)), TW_OK);
 	}
-	CHK(__atomic_load_n(&tw__shm_frames_read_inline, __ATOMIC_RELAXED)
+	CHK(atomic_load_explicit(
+	        &tw__shm_frames_read_inline, memory_order_relaxed)
 	    > 0);
 	CHK(child_wait_go(c)); // not receiving until the pinger says so
 	tw_buf b = { 0 };
@@ -1243,8 +1246,8 @@ static int moved_receiver(child *c)
 			;
 		CHK_RV(rv, TW_OK);
 		CHK(n == MOVED_SIZE && check(buf, n, i));
-		moved
-		    = __atomic_load_n(&tw__shm_direct_moved, __ATOMIC_RELAXED);
+		moved = atomic_load_explicit(
+		    &tw__shm_direct_moved, memory_order_relaxed);
 		CHK_RV(
 		    tw_send(l, 0, "more", moved == 0 ? "y" : "n", 1), TW_OK);
 	}

@@ -79,6 +79,15 @@ static bool flag(const _Atomic int *p)
 	return atomic_load_explicit(p, memory_order_acquire) != 0;
 }
 
+// The connection layer (tcp_conn.h, tcp_node.c) still takes its cancel
+// flag as a plain int that it reads with the __atomic builtins; the flags
+// here are _Atomic int, of the same size and representation.
+_Static_assert(sizeof(_Atomic int) == sizeof(int), "a flag is an int");
+static const int *conn_cancel(const _Atomic int *cancel)
+{
+	return (const int *)cancel;
+}
+
 static int tcp_addr_check(const char *addr)
 {
 	char host[TW_TCP_ADDR_MAX + 1];
@@ -401,7 +410,7 @@ int tw__tcp_chan_on_frame(
 
 // --- sending -------------------------------------------------------------------------
 
-static int tx_status(tcp_chan *mc, const int *cancel)
+static int tx_status(tcp_chan *mc, const _Atomic int *cancel)
 {
 	if (tw__chanbase_aborted(&mc->base) || tw__chanbase_cancelled(cancel))
 		return TW_ECLOSED;
@@ -413,7 +422,7 @@ static int tx_status(tcp_chan *mc, const int *cancel)
 // Reserves credit for a message of cost `cost`, waiting for the peer's
 // CREDIT until `deadline`.
 static int reserve(
-    tcp_chan *mc, uint64_t cost, int64_t deadline, const int *cancel)
+    tcp_chan *mc, uint64_t cost, int64_t deadline, const _Atomic int *cancel)
 {
 	int status = TW_OK;
 	pthread_mutex_lock(&mc->mtx);
@@ -463,7 +472,7 @@ static void unreserve(tcp_chan *mc, uint64_t cost)
 // announcement's number.  TW_OK; before the announcement went out, the
 // codes of tw__tcp_conn_send; after it, TW_ECLOSED or TW_EPEER.
 static int send_long(tcp_chan *mc, const char *key, const void *buf,
-    size_t len, int64_t deadline, const int *cancel, uint64_t *seq)
+    size_t len, int64_t deadline, const _Atomic int *cancel, uint64_t *seq)
 {
 	tcp_peer *p = mc->peer;
 	tw__tcp_chunk ck = { .id = tw__tcp_peer_next_id(p), .total = len };
@@ -471,7 +480,7 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 	tw__tcp_striped_encode(ann, &ck);
 	struct iovec av = { ann, sizeof(ann) };
 	int status = tw__tcp_conn_send(tw__tcp_peer_main(p), TW_TCP_F_STRIPED,
-	    mc->my_slot, key, &av, 1, 0, deadline, cancel, seq);
+	    mc->my_slot, key, &av, 1, 0, deadline, conn_cancel(cancel), seq);
 	if (status != TW_OK)
 		return status;
 	const unsigned char *bytes = buf;
@@ -516,7 +525,7 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 }
 
 static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
-    size_t len, int flags, int64_t deadline, const int *cancel)
+    size_t len, int flags, int64_t deadline, const _Atomic int *cancel)
 {
 	(void)flags;
 	tcp_chan *mc = c->impl;
@@ -548,8 +557,8 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 	} else {
 		struct iovec v = { (void *)buf, len };
 		status = tw__tcp_conn_send(chan_main(mc), TW_TCP_F_DATA,
-		    mc->my_slot, key, &v, len > 0 ? 1 : 0, 0, deadline, cancel,
-		    &seq);
+		    mc->my_slot, key, &v, len > 0 ? 1 : 0, 0, deadline,
+		    conn_cancel(cancel), &seq);
 	}
 	if (status == TW_OK) {
 		uint64_t prev = atomic_load(&mc->last_seq);
@@ -592,7 +601,8 @@ static void tx_unbind(tcp_chan *mc)
 
 // --- the other channel ops ----------------------------------------------------------
 
-static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
+static int tcp_wait_until(
+    tw_channel *c, int64_t deadline, const _Atomic int *cancel)
 {
 	tcp_chan *mc = c->impl;
 	if (tw__chanbase_aborted(&mc->base))
@@ -603,7 +613,7 @@ static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 	int status = TW_OK;
 	if (target > 0 && !flag(&mc->peer_gone))
 		status = tw__tcp_conn_wait_ack(
-		    chan_main(mc), target, deadline, cancel);
+		    chan_main(mc), target, deadline, conn_cancel(cancel));
 	// Acknowledged after the peer's link went: dropped there.
 	if (flag(&mc->peer_gone) && atomic_load(&mc->gone_ack) < target)
 		status = TW_EPEER;
@@ -623,7 +633,7 @@ static int tcp_wait_until(tw_channel *c, int64_t deadline, const int *cancel)
 static int tcp_wait_pending(tw_channel *c)
 {
 	tcp_chan *mc = c->impl;
-	return tcp_wait_until(c, TW_FOREVER, (const int *)&mc->base.aborted);
+	return tcp_wait_until(c, TW_FOREVER, &mc->base.aborted);
 }
 
 static void tcp_abort(tw_channel *c)
@@ -736,7 +746,7 @@ static int tcp_test_send(tw_channel *c, int64_t timeout_ms)
 		tcp_peer *p = NULL;
 		status = tw__tcp_node_dial(atomic_load(&ep->node),
 		    mc->peer_addr, ep, mc->peer_rank, deadline,
-		    (const int *)&mc->base.aborted, &p);
+		    conn_cancel(&mc->base.aborted), &p);
 		if (status != TW_OK)
 			return status == TW_EPEER ? TW_ETIMEDOUT : status;
 		bool send = false;
