@@ -79,15 +79,6 @@ static bool flag(const _Atomic int *p)
 	return atomic_load_explicit(p, memory_order_acquire) != 0;
 }
 
-// The connection layer (tcp_conn.h, tcp_node.c) still takes its cancel
-// flag as a plain int that it reads with the __atomic builtins; the flags
-// here are _Atomic int, of the same size and representation.
-_Static_assert(sizeof(_Atomic int) == sizeof(int), "a flag is an int");
-static const int *conn_cancel(const _Atomic int *cancel)
-{
-	return (const int *)cancel;
-}
-
 static int tcp_addr_check(const char *addr)
 {
 	char host[TW_TCP_ADDR_MAX + 1];
@@ -480,7 +471,7 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 	tw__tcp_striped_encode(ann, &ck);
 	struct iovec av = { ann, sizeof(ann) };
 	int status = tw__tcp_conn_send(tw__tcp_peer_main(p), TW_TCP_F_STRIPED,
-	    mc->my_slot, key, &av, 1, 0, deadline, conn_cancel(cancel), seq);
+	    mc->my_slot, key, &av, 1, 0, deadline, cancel, seq);
 	if (status != TW_OK)
 		return status;
 	const unsigned char *bytes = buf;
@@ -557,8 +548,8 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 	} else {
 		struct iovec v = { (void *)buf, len };
 		status = tw__tcp_conn_send(chan_main(mc), TW_TCP_F_DATA,
-		    mc->my_slot, key, &v, len > 0 ? 1 : 0, 0, deadline,
-		    conn_cancel(cancel), &seq);
+		    mc->my_slot, key, &v, len > 0 ? 1 : 0, 0, deadline, cancel,
+		    &seq);
 	}
 	if (status == TW_OK) {
 		uint64_t prev = atomic_load(&mc->last_seq);
@@ -613,7 +604,7 @@ static int tcp_wait_until(
 	int status = TW_OK;
 	if (target > 0 && !flag(&mc->peer_gone))
 		status = tw__tcp_conn_wait_ack(
-		    chan_main(mc), target, deadline, conn_cancel(cancel));
+		    chan_main(mc), target, deadline, cancel);
 	// Acknowledged after the peer's link went: dropped there.
 	if (flag(&mc->peer_gone) && atomic_load(&mc->gone_ack) < target)
 		status = TW_EPEER;
@@ -744,9 +735,9 @@ static int tcp_test_send(tw_channel *c, int64_t timeout_ms)
 	int status = TW_OK;
 	if (mc->dialer && chan_peer(mc) == NULL) {
 		tcp_peer *p = NULL;
-		status = tw__tcp_node_dial(atomic_load(&ep->node),
-		    mc->peer_addr, ep, mc->peer_rank, deadline,
-		    conn_cancel(&mc->base.aborted), &p);
+		status
+		    = tw__tcp_node_dial(atomic_load(&ep->node), mc->peer_addr,
+		        ep, mc->peer_rank, deadline, &mc->base.aborted, &p);
 		if (status != TW_OK)
 			return status == TW_EPEER ? TW_ETIMEDOUT : status;
 		bool send = false;

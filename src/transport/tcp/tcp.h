@@ -286,7 +286,8 @@ tw__poller *tw__tcp_node_poller(const tcp_node *n);
 // link that needs it.  Referenced.  TW_OK, TW_ETIMEDOUT, TW_EAUTH,
 // TW_EPROTO, TW_ECLOSED (*cancel), TW_ESYS.
 int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, int64_t deadline, const int *cancel, tcp_peer **out);
+    uint32_t peer_rank, int64_t deadline, const _Atomic int *cancel,
+    tcp_peer **out);
 
 // An OPEN for link `link_id` arrived from p: finds our channel to the
 // sender (referenced, *out) or, when the link does not exist here yet,

@@ -33,6 +33,7 @@
 // kernel still answers window probes).
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -342,7 +343,7 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 }
 
 int tw__tcp_conn_wait_ack(
-    tcp_conn *c, uint64_t seq, int64_t deadline, const int *cancel)
+    tcp_conn *c, uint64_t seq, int64_t deadline, const _Atomic int *cancel)
 {
 	if (tw__tcp_conn_peer_ack(c) >= seq)
 		return TW_OK;
@@ -354,7 +355,7 @@ int tw__tcp_conn_wait_ack(
 		if (failed(c))
 			status = TW_EPEER;
 		else if (cancel != NULL
-		    && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))
+		    && atomic_load_explicit(cancel, memory_order_acquire))
 			status = TW_ECLOSED;
 		else if (tw__now_ns() >= deadline)
 			status = TW_ETIMEDOUT;

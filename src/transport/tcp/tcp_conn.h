@@ -28,6 +28,7 @@
 #ifndef TW_TRANSPORT_TCP_TCP_CONN_H
 #define TW_TRANSPORT_TCP_TCP_CONN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -122,7 +123,7 @@ enum {
 // TW_ETIMEDOUT, TW_ECLOSED (cancelled), TW_ENOMEM, TW_EINVAL (too long).
 int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,
-    int64_t deadline, const int *cancel, uint64_t *seq);
+    int64_t deadline, const _Atomic int *cancel, uint64_t *seq);
 
 // Reads the connection from the calling thread, without blocking, until
 // done(arg) says that what the caller waits for has arrived (checked after
@@ -140,7 +141,7 @@ uint64_t tw__tcp_conn_peer_ack(const tcp_conn *c);
 // Waits until the peer acknowledges frame `seq`, asking with a PING.
 // TW_OK, TW_EPEER (failed first), TW_ETIMEDOUT, TW_ECLOSED (*cancel).
 int tw__tcp_conn_wait_ack(
-    tcp_conn *c, uint64_t seq, int64_t deadline, const int *cancel);
+    tcp_conn *c, uint64_t seq, int64_t deadline, const _Atomic int *cancel);
 
 // The owner's hold on acknowledgements: nothing from frame `seq` on is
 // acknowledged (UINT64_MAX: no hold).  For a frame that is handled only

@@ -305,7 +305,7 @@ static void test_ping_ack(void **state)
 	TW_PASS(tw__tcp_conn_wait_ack(t.ca, seq, deadline_in(10000), NULL));
 	assert_true(tw__tcp_conn_peer_ack(t.ca) >= seq);
 	// A cancel flag that is set stops a wait that cannot end.
-	int cancel = 1;
+	_Atomic int cancel = 1;
 	TW_FAIL(tw__tcp_conn_wait_ack(
 	            t.ca, seq + 100, deadline_in(10000), &cancel),
 	    TW_ECLOSED);

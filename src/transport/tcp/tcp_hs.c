@@ -12,6 +12,7 @@
 // that sends too slowly (a "slowloris") runs into the deadline.
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
@@ -50,11 +51,12 @@ static void peer_name(int fd, char *out, size_t cap)
 
 // Waits until fd is ready for `events`, the deadline passes or *cancel
 // (may be NULL) becomes non-zero.
-static int wait_fd(int fd, short events, int64_t deadline, const int *cancel)
+static int wait_fd(
+    int fd, short events, int64_t deadline, const _Atomic int *cancel)
 {
 	for (;;) {
 		if (cancel != NULL
-		    && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))
+		    && atomic_load_explicit(cancel, memory_order_acquire))
 			return TW_ECLOSED;
 		int64_t left = deadline == TW_FOREVER
 		    ? HS_SLICE_MS
@@ -71,8 +73,8 @@ static int wait_fd(int fd, short events, int64_t deadline, const int *cancel)
 	}
 }
 
-static int write_all(
-    int fd, const void *buf, size_t n, int64_t deadline, const int *cancel)
+static int write_all(int fd, const void *buf, size_t n, int64_t deadline,
+    const _Atomic int *cancel)
 {
 	const unsigned char *p = buf;
 	while (n > 0) {
@@ -96,8 +98,8 @@ static int write_all(
 }
 
 // Reads exactly n more bytes into buf.
-static int read_more(
-    int fd, unsigned char *buf, size_t n, int64_t deadline, const int *cancel)
+static int read_more(int fd, unsigned char *buf, size_t n, int64_t deadline,
+    const _Atomic int *cancel)
 {
 	while (n > 0) {
 		ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
@@ -124,7 +126,7 @@ static int read_more(
 typedef struct hs_ctx {
 	int fd;
 	int64_t deadline;
-	const int *cancel;
+	const _Atomic int *cancel;
 	char who[NI_MAXHOST + NI_MAXSERV + 8];
 	const char *why;
 } hs_ctx;
@@ -288,7 +290,7 @@ static int hs_auth(
 }
 
 int tw__tcp_handshake(int fd, const tw__tcp_hs_self *me, int64_t deadline,
-    const int *cancel, tw__tcp_hs_peer *peer)
+    const _Atomic int *cancel, tw__tcp_hs_peer *peer)
 {
 	hs_ctx c = { .fd = fd, .deadline = deadline, .cancel = cancel };
 	peer_name(fd, c.who, sizeof(c.who));

@@ -25,6 +25,7 @@
 // the library outlives the last link.
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,17 +209,18 @@ static tcp_peer *find_dialed(tcp_node *n, const char *addr)
 	return found;
 }
 
-static bool cancelled(const int *cancel)
+static bool cancelled(const _Atomic int *cancel)
 {
-	return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE);
+	return cancel != NULL
+	    && atomic_load_explicit(cancel, memory_order_acquire);
 }
 
 // Dials addr once and runs the handshake for link ep (stripe index
 // `stripe`).  TW_EPEER: the peer closed the connection unanswered (its
 // process does not have the link yet, or is busy): worth another try.
 static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, uint16_t stripe, int64_t deadline, const int *cancel,
-    int *out_fd, tw__tcp_hs_peer *peer)
+    uint32_t peer_rank, uint16_t stripe, int64_t deadline,
+    const _Atomic int *cancel, int *out_fd, tw__tcp_hs_peer *peer)
 {
 	char host[TW_TCP_ADDR_MAX + 1];
 	uint16_t port;
@@ -266,7 +268,8 @@ static void redial_pause(int64_t deadline)
 // asks for (TW_OPT_STRIPES - 1).  One that cannot be made is logged and
 // left out: the others carry the chunks.
 static void dial_stripes(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, tcp_peer *p, int64_t deadline, const int *cancel)
+    uint32_t peer_rank, tcp_peer *p, int64_t deadline,
+    const _Atomic int *cancel)
 {
 	for (unsigned k = 1; k < ep->stripes; k++) {
 		int fd = -1;
@@ -294,7 +297,8 @@ static void dial_stripes(tcp_node *n, const char *addr, tcp_ep *ep,
 }
 
 int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, int64_t deadline, const int *cancel, tcp_peer **out)
+    uint32_t peer_rank, int64_t deadline, const _Atomic int *cancel,
+    tcp_peer **out)
 {
 	for (;;) {
 		pthread_mutex_lock(&n->mtx);

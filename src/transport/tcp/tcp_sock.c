@@ -2,6 +2,7 @@
 // retries.  See tcp_sock.h.
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -223,9 +224,10 @@ size_t tw__tcp_listener_count(void)
 	return n;
 }
 
-static bool cancelled(const int *cancel)
+static bool cancelled(const _Atomic int *cancel)
 {
-	return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE);
+	return cancel != NULL
+	    && atomic_load_explicit(cancel, memory_order_acquire);
 }
 
 // Sleeps `ns`, or less when the deadline comes first.
@@ -246,7 +248,7 @@ static void pause_until(int64_t ns, int64_t deadline)
 
 // Waits for a non-blocking connect of fd to finish.  0, or the errno of
 // the failure (ETIMEDOUT at the deadline, ECANCELED when cancelled).
-static int connect_wait(int fd, int64_t deadline, const int *cancel)
+static int connect_wait(int fd, int64_t deadline, const _Atomic int *cancel)
 {
 	for (;;) {
 		if (cancelled(cancel))
@@ -273,7 +275,7 @@ static int connect_wait(int fd, int64_t deadline, const int *cancel)
 }
 
 static int dial_once(const struct addrinfo *ai, int64_t deadline,
-    const int *cancel, int *out_fd)
+    const _Atomic int *cancel, int *out_fd)
 {
 	int err = ECONNREFUSED;
 	for (; ai != NULL; ai = ai->ai_next) {
@@ -308,7 +310,7 @@ static int dial_once(const struct addrinfo *ai, int64_t deadline,
 }
 
 int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
-    const int *cancel, int *out_fd)
+    const _Atomic int *cancel, int *out_fd)
 {
 	struct addrinfo *ai = NULL;
 	int gai = resolve(host, port, false, &ai);

@@ -14,6 +14,7 @@
 #ifndef TW_TRANSPORT_TCP_TCP_SOCK_H
 #define TW_TRANSPORT_TCP_TCP_SOCK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,7 +53,7 @@ size_t tw__tcp_listener_count(void);
 // TW_ETIMEDOUT, TW_ECLOSED (cancelled), TW_ESYS (the name does not resolve,
 // or a socket cannot be made; logged).
 int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
-    const int *cancel, int *out_fd);
+    const _Atomic int *cancel, int *out_fd);
 
 // What this end announces in the handshake.
 typedef struct tw__tcp_hs_self {
@@ -87,7 +88,7 @@ typedef struct tw__tcp_hs_peer {
 // an answer), TW_ESYS.  Every failure writes one log line naming the peer.
 // The caller closes `fd` on failure.
 int tw__tcp_handshake(int fd, const tw__tcp_hs_self *me, int64_t deadline,
-    const int *cancel, tw__tcp_hs_peer *peer);
+    const _Atomic int *cancel, tw__tcp_hs_peer *peer);
 
 // The records of the handshake, shared by both sides.
 //

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -98,7 +99,7 @@ static void test_dial_timeout_cancel(void **state)
 	TW_FAIL(tw__tcp_dial("127.0.0.1", port, t0 + 100000000, NULL, &fd),
 	    TW_ETIMEDOUT);
 	assert_true(tw__now_ns() - t0 >= 100000000);
-	int cancel = 1;
+	_Atomic int cancel = 1;
 	TW_FAIL(
 	    tw__tcp_dial("127.0.0.1", port, deadline_in(10000), &cancel, &fd),
 	    TW_ECLOSED);
@@ -109,7 +110,7 @@ static void test_dial_timeout_cancel(void **state)
 // for its retransmissions (about two minutes).  The dial still ends at its
 // deadline, and at once when its cancel flag is set by another thread.
 typedef struct canceller {
-	int flag;
+	_Atomic int flag;
 	int64_t after_ns;
 	pthread_t th;
 } canceller;
@@ -119,7 +120,7 @@ static void *cancel_later(void *arg)
 	canceller *c = arg;
 	struct timespec ts = { 0, (long)c->after_ns };
 	nanosleep(&ts, NULL); // the dial is waiting meanwhile (or done)
-	__atomic_store_n(&c->flag, 1, __ATOMIC_RELEASE);
+	atomic_store(&c->flag, 1);
 	return NULL;
 }
 

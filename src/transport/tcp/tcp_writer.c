@@ -22,6 +22,7 @@
 // would look like a lie.
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,9 +68,10 @@ static bool failed(const tcp_conn *c)
 	return atomic_load_explicit(&c->failed, memory_order_acquire) != 0;
 }
 
-static bool cancelled(const int *cancel)
+static bool cancelled(const _Atomic int *cancel)
 {
-	return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE);
+	return cancel != NULL
+	    && atomic_load_explicit(cancel, memory_order_acquire);
 }
 
 // Writes as much of iov as the socket takes now.  Advances iov.  TW_OK
@@ -210,7 +212,7 @@ static int flush_queue(tcp_conn *c)
 
 // Waits on tx.cv until a slice passes.  tx.mtx held.  TW_OK, or why the
 // sender must stop waiting.
-static int tx_wait(tcp_conn *c, int64_t deadline, const int *cancel)
+static int tx_wait(tcp_conn *c, int64_t deadline, const _Atomic int *cancel)
 {
 	if (failed(c))
 		return TW_EPEER;
@@ -270,7 +272,8 @@ static void flush_as_writer(tcp_conn *c)
 
 // A small frame: into the queue, and out at once when nobody is writing.
 static int send_small(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
-    int npay, int flags, int64_t deadline, const int *cancel, uint64_t *seq)
+    int npay, int flags, int64_t deadline, const _Atomic int *cancel,
+    uint64_t *seq)
 {
 	tcp_writer *tx = &c->tx;
 	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
@@ -323,7 +326,7 @@ static int send_small(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 // A larger frame: written from the caller's memory once every frame
 // queued before it is out.
 static int send_large(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
-    int npay, int64_t deadline, const int *cancel, uint64_t *seq)
+    int npay, int64_t deadline, const _Atomic int *cancel, uint64_t *seq)
 {
 	tcp_writer *tx = &c->tx;
 	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
@@ -386,7 +389,7 @@ static int send_large(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 
 int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,
-    int64_t deadline, const int *cancel, uint64_t *seq)
+    int64_t deadline, const _Atomic int *cancel, uint64_t *seq)
 {
 	size_t len = 0;
 	for (int i = 0; i < niov; i++)
