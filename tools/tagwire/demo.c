@@ -175,7 +175,7 @@ int demo_fail(demo_party *p, const char *fmt, ...)
 	}
 	run->phase_fail[p->phase]++;
 	pthread_mutex_unlock(&run->mtx);
-	__atomic_store_n(&run->failed, 1, __ATOMIC_RELEASE);
+	atomic_store(&run->failed, 1);
 	// Peers that wait on this party now get TW_EPEER at once, instead
 	// of at their receive timeout.
 	if (p->link != NULL)
@@ -207,7 +207,7 @@ static void report_line(demo_run *run, int ph)
 		// The rate counts the rounds' transfers only (demo_phases.c
 		// times them apart from filling and checking the buffers).
 		for (size_t k = 1; k < n; k++)
-			xfer_ns += run->bulk_round_ns[k];
+			xfer_ns += atomic_load(&run->bulk_round_ns[k]);
 		double bytes = (double)run->cfg->size * (double)(n * (n - 1));
 		if (xfer_ns > 0)
 			snprintf(extra, sizeof(extra), "  (%.2f GB/s)",
@@ -269,7 +269,7 @@ static void *party_main(void *arg)
 		// value.  (After the opening step a fast party could already
 		// have failed in the new phase while a slow one had not yet
 		// looked, and they would part ways at the barrier.)
-		if (__atomic_load_n(&run->failed, __ATOMIC_ACQUIRE))
+		if (atomic_load(&run->failed))
 			break;
 		// Opens the phase for everyone at once, after the line of the
 		// previous phase has been printed.
@@ -396,7 +396,8 @@ static int run_demo(const demo_cfg *cfg, const demo_transport *t)
 		fprintf(stderr, "tagwire demo: FAILED in %s: %s\n",
 		    demo_phase_title[run.first_phase], run.first_msg);
 		rc = CLI_FAILED;
-	} else if (rc == CLI_OK && cfg->corrupt >= 0 && !run.corrupted) {
+	} else if (rc == CLI_OK && cfg->corrupt >= 0
+	    && !atomic_load(&run.corrupted)) {
 		// The knob asked for a wrong byte and none could be planted
 		// (a phase with nothing received, as with one party): a pass
 		// would prove nothing, so say so.
@@ -405,7 +406,7 @@ static int run_demo(const demo_cfg *cfg, const demo_transport *t)
 		rc = CLI_FAILED;
 	} else if (rc == CLI_OK) {
 		printf("all checks passed (%llu checks)\n",
-		    (unsigned long long)run.checks);
+		    (unsigned long long)atomic_load(&run.checks));
 	}
 	pthread_mutex_destroy(&run.mtx);
 	pthread_barrier_destroy(&run.step);

@@ -18,6 +18,7 @@
 #define TW_TOOLS_DEMO_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,11 +57,11 @@ typedef struct demo_run {
 	tw_desc *desc;
 	demo_party *parties;
 	pthread_barrier_t step;
-	int failed; // atomic: some check failed; stop after this phase
-	int corrupted; // atomic: the test knob has flipped its byte
-	uint64_t checks; // atomic: checks passed and failed
-	uint64_t barrier_arrivals; // atomic: see the barrier phase
-	int64_t bulk_round_ns[DEMO_MAX_PARTIES]; // atomic max, by round
+	_Atomic int failed; // some check failed; stop after this phase
+	_Atomic int corrupted; // the test knob has flipped its byte
+	_Atomic uint64_t checks; // checks passed and failed
+	_Atomic uint64_t barrier_arrivals; // see the barrier phase
+	_Atomic int64_t bulk_round_ns[DEMO_MAX_PARTIES]; // the max, by round
 	pthread_mutex_t mtx;
 	size_t nfail; // protected by mtx
 	size_t phase_fail[PH_COUNT]; // protected by mtx

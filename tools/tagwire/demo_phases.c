@@ -73,7 +73,7 @@ static size_t mismatch(const void *buf, size_t len, uint64_t seed, int *want)
 
 static void count_check(demo_party *p)
 {
-	__atomic_add_fetch(&p->run->checks, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&p->run->checks, 1, memory_order_relaxed);
 }
 
 // A failed library call: names the call and the status.  0 when st is TW_OK.
@@ -120,7 +120,8 @@ static int check_buf(demo_party *p, void *buf, size_t len, size_t want_len,
 {
 	demo_run *run = p->run;
 	if (received && run->cfg->corrupt == p->phase && len > 0
-	    && !__atomic_exchange_n(&run->corrupted, 1, __ATOMIC_RELAXED))
+	    && !atomic_exchange_explicit(
+	        &run->corrupted, 1, memory_order_relaxed))
 		((unsigned char *)buf)[len / 2] ^= 0x40;
 	count_check(p);
 	int want = 0;
@@ -351,13 +352,13 @@ static int ph_barrier(demo_party *p)
 		// Parties are threads of this process, so the barrier can be
 		// checked directly: once it returns, every party must have
 		// counted its arrival.
-		__atomic_add_fetch(
-		    &run->barrier_arrivals, 1, __ATOMIC_RELEASE);
+		atomic_fetch_add_explicit(
+		    &run->barrier_arrivals, 1, memory_order_release);
 		if (tw_ok(p, tw_barrier(p->link, tags[i]), "tw_barrier %llu",
 		        (unsigned long long)i))
 			return -1;
-		uint64_t seen = __atomic_load_n(
-		    &run->barrier_arrivals, __ATOMIC_ACQUIRE);
+		uint64_t seen = atomic_load_explicit(
+		    &run->barrier_arrivals, memory_order_acquire);
 		if (expect(p, seen >= (i + 1) * n,
 		        "tw_barrier %llu returned after %llu arrivals, "
 		        "expected %llu",
@@ -500,12 +501,12 @@ static int ph_scatter(demo_party *p)
 // Bulk exchange
 // ---------------------------------------------------------------------------
 
-static void atomic_max(int64_t *dst, int64_t v)
+static void atomic_max(_Atomic int64_t *dst, int64_t v)
 {
-	int64_t cur = __atomic_load_n(dst, __ATOMIC_RELAXED);
+	int64_t cur = atomic_load_explicit(dst, memory_order_relaxed);
 	while (v > cur
-	    && !__atomic_compare_exchange_n(
-	        dst, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+	    && !atomic_compare_exchange_weak_explicit(
+	        dst, &cur, v, memory_order_relaxed, memory_order_relaxed))
 		;
 }
 

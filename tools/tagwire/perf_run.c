@@ -30,6 +30,7 @@
 // was filled, so that the tests can prove that --validate finds it.  It is
 // not in --help: it exists to be tested, not used.
 
+#include <stdatomic.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -102,7 +103,7 @@ static size_t pat_check(
 	return SIZE_MAX;
 }
 
-static int corrupt_done; // atomic: this process has flipped its byte
+static _Atomic int corrupt_done; // this process has flipped its byte
 
 // Read once per run, not per message: getenv would cost more than a
 // small message does.
@@ -115,7 +116,8 @@ static bool corrupt_armed(void)
 static void maybe_corrupt(bool armed, unsigned char *p, size_t len)
 {
 	if (!armed || len == 0
-	    || __atomic_exchange_n(&corrupt_done, 1, __ATOMIC_RELAXED))
+	    || atomic_exchange_explicit(
+	        &corrupt_done, 1, memory_order_relaxed))
 		return;
 	p[len / 2] ^= 0x40;
 }
