@@ -129,9 +129,11 @@ static void peer_gone(tcp_chan *mc, uint64_t ack)
 	wake(mc);
 }
 
-void tw__tcp_chan_peer_failed(tcp_chan *mc)
+void tw__tcp_chan_peer_failed(tcp_chan *mc, tcp_peer *p)
 {
-	peer_gone(mc, tw__tcp_conn_peer_ack(chan_main(mc)));
+	// p, not mc->peer: a channel is bound to p (and p may fail) just
+	// before it stores p.
+	peer_gone(mc, tw__tcp_conn_peer_ack(tw__tcp_peer_main(p)));
 }
 
 // --- OPEN --------------------------------------------------------------------------

@@ -148,8 +148,8 @@ int tw__tcp_chan_on_open(
 int tw__tcp_chan_on_frame(
     tcp_chan *mc, const tw__tcp_hdr *h, const unsigned char *payload);
 
-// The peer failed or closed: mc's peer is gone.
-void tw__tcp_chan_peer_failed(tcp_chan *mc);
+// Peer p, to which mc is bound, failed or closed: mc's peer is gone.
+void tw__tcp_chan_peer_failed(tcp_chan *mc, tcp_peer *p);
 
 // Pushes a message from the peer into mc's mailbox (ownership of data
 // passes).  TW_OK (also when it was dropped because its namespace is

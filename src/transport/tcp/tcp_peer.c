@@ -271,7 +271,7 @@ void tw__tcp_peer_fail(tcp_peer *p, int status, const char *why)
 	pthread_mutex_unlock(&p->mtx);
 	for (size_t i = 0; v != NULL && i < n; i++) {
 		if (v[i] != NULL) {
-			tw__tcp_chan_peer_failed(v[i]);
+			tw__tcp_chan_peer_failed(v[i], p);
 			tw__tcp_chan_unref(v[i]);
 		}
 	}
