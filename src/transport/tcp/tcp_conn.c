@@ -300,7 +300,11 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		}
 		// The reader role is held for the whole poll once taken; while
 		// the I/O thread has it, what it reads is looked for instead.
-		if (!reading && pthread_mutex_trylock(&c->rx.mtx) == 0) {
+		// A stream that the I/O thread paused for its other connections
+		// (io_more) stays its own: taken over, reading would no longer
+		// overlap with this thread's work on what was read.
+		if (!reading && !atomic_load(&c->rx.io_more)
+		    && pthread_mutex_trylock(&c->rx.mtx) == 0) {
 			reading = true;
 			// While we read, a wake-up of the I/O thread would
 			// only take a CPU from us or from the peer.

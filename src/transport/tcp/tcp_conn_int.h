@@ -56,6 +56,7 @@ typedef struct tcp_reader {
 	_Atomic uint64_t done; // the last frame handled
 	_Atomic uint64_t hold; // the owner's: no ack from this number on
 	_Atomic bool pinged; // a PING came since the hold last moved
+	_Atomic bool io_more; // the I/O thread stopped with bytes left
 	_Atomic uint64_t bytes; // read so far
 	_Atomic int64_t last_rx; // when bytes last arrived
 } tcp_reader;

@@ -245,11 +245,15 @@ static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 			    rx->in_len - rx->in_off, TW_TCP_FRAME_MAX, &h,
 			    &why);
 			if (rv == TW_EAGAIN) {
-				if (!more)
+				if (!more) {
+					atomic_store(&rx->io_more, true);
 					return TW_OK;
+				}
 				int status = fill(c);
-				if (status == TW_EAGAIN)
+				if (status == TW_EAGAIN) {
+					atomic_store(&rx->io_more, false);
 					return TW_OK;
+				}
 				if (status != TW_OK)
 					return status;
 				continue;
@@ -264,8 +268,10 @@ static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 		}
 		if (rx->have < rx->cur.len) {
 			int status = payload(c, more);
-			if (status == TW_EAGAIN)
+			if (status == TW_EAGAIN) {
+				atomic_store(&rx->io_more, !more);
 				return TW_OK;
+			}
 			if (status != TW_OK)
 				return status;
 			continue;
