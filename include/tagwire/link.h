@@ -94,7 +94,11 @@ struct tw_channel;
 // one party, rank out of range, parties of different transports);
 // TW_ENOTSUP (transport not built in); TW_ETIMEDOUT (peers missing; the log
 // names them); TW_ESYS (an address in use or that does not resolve; the log
-// names the address and the system error); TW_EAUTH; TW_EPROTO; TW_ENOMEM.
+// names the address and the system error); TW_EAUTH (a peer could not prove
+// the link's secret; over tcp:// the accepting side reports it at its
+// connect timeout, since a stranger may have claimed the rank); TW_EPEER
+// (a peer that had answered failed or closed its connection before the
+// link was up); TW_EPROTO; TW_ENOMEM.
 TW_API int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out);
 
 // Like tw_link_create, but the link runs over caller-supplied channels, one

@@ -741,7 +741,7 @@ static int tcp_test_send(tw_channel *c, int64_t timeout_ms)
 		    = tw__tcp_node_dial(atomic_load(&ep->node), mc->peer_addr,
 		        ep, mc->peer_rank, deadline, &mc->base.aborted, &p);
 		if (status != TW_OK)
-			return status == TW_EPEER ? TW_ETIMEDOUT : status;
+			return status;
 		bool send = false;
 		pthread_mutex_lock(&mc->mtx);
 		if (atomic_load(&mc->state) == CH_IDLE) {

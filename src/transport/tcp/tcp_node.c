@@ -352,9 +352,15 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 			return TW_OK;
 		}
 		if (keep == NULL) {
-			// Failed already (the peer went at once).
+			// Failed already (the peer went at once: it may be
+			// restarting).  Again, until the timeout.
 			tw__tcp_peer_unref(p);
-			return TW_EPEER;
+			if (tw__now_ns() >= deadline)
+				return TW_ETIMEDOUT;
+			if (cancelled(cancel))
+				return TW_ECLOSED;
+			redial_pause(deadline);
+			continue;
 		}
 		dial_stripes(n, addr, ep, peer_rank, p, deadline, cancel);
 		*out = p;
