@@ -1,0 +1,45 @@
+// tcp:// fault tests over the public API: parties in processes of their
+// own, each test a ctest entry (tcpfault_NAME runs `tcpfault NAME SIZE`).
+// The files: exitcreate.c.
+
+#include <stdio.h>
+#include <string.h>
+
+#include "parts.h"
+#include "testutil.h"
+#include "tf.h"
+
+const char *tf_size_arg = "0";
+
+static const tf_role roles[] = {
+	{ "exit_child", role_exit_child },
+	{ "exit_retry_peer", role_exit_retry_peer },
+	{ "exit_idle_peer", role_exit_idle_peer },
+	{ "exit_stranger", role_exit_stranger },
+};
+
+int main(int argc, char **argv)
+{
+	int handled;
+	int rc = tf_run_role(
+	    argc, argv, roles, sizeof(roles) / sizeof(roles[0]), &handled);
+	if (handled)
+		return rc;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_exit_after_failed_create_wrong_secret),
+		cmocka_unit_test(test_exit_after_failed_create_no_peer),
+		cmocka_unit_test(test_exit_after_failed_create_pending_send),
+		cmocka_unit_test(test_exit_after_failed_create_stranger),
+	};
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s TEST [SIZE]\n", argv[0]);
+		return 1;
+	}
+	if (argc > 2)
+		tf_size_arg = argv[2];
+	if (tw_test_select(
+	        tests, sizeof(tests) / sizeof(tests[0]), "test_", argv[1])
+	    != 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
