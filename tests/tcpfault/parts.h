@@ -27,6 +27,11 @@ void test_exit_after_failed_create_no_peer(void **state);
 void test_exit_after_failed_create_pending_send(void **state);
 void test_exit_after_failed_create_stranger(void **state);
 
+// lifecycle.c
+int role_closer(int argc, char **argv);
+void test_last_link_closes_port(void **state);
+void test_abort_during_create(void **state);
+
 // The size arguments of the programs' command lines (argv[2]): the
 // default of the test that reads it, from CMake, smaller in sanitizer
 // builds.

@@ -1,6 +1,6 @@
 // tcp:// fault tests over the public API: parties in processes of their
 // own, each test a ctest entry (tcpfault_NAME runs `tcpfault NAME SIZE`).
-// The files: exitcreate.c.
+// The files: exitcreate.c, lifecycle.c.
 
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +16,7 @@ static const tf_role roles[] = {
 	{ "exit_retry_peer", role_exit_retry_peer },
 	{ "exit_idle_peer", role_exit_idle_peer },
 	{ "exit_stranger", role_exit_stranger },
+	{ "closer", role_closer },
 };
 
 int main(int argc, char **argv)
@@ -30,6 +31,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exit_after_failed_create_no_peer),
 		cmocka_unit_test(test_exit_after_failed_create_pending_send),
 		cmocka_unit_test(test_exit_after_failed_create_stranger),
+		cmocka_unit_test(test_last_link_closes_port),
+		cmocka_unit_test(test_abort_during_create),
 	};
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s TEST [SIZE]\n", argv[0]);
