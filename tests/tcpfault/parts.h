@@ -32,6 +32,16 @@ int role_closer(int argc, char **argv);
 void test_last_link_closes_port(void **state);
 void test_abort_during_create(void **state);
 
+// bigmsg.c
+int role_big_send(int argc, char **argv);
+int role_big_recv(int argc, char **argv);
+int role_abort_send(int argc, char **argv);
+int role_abort_recv(int argc, char **argv);
+int role_busy(int argc, char **argv);
+void test_big_message_heartbeat(void **state);
+void test_big_message_abort(void **state);
+void test_busy_peer_heartbeat(void **state);
+
 // The size arguments of the programs' command lines (argv[2]): the
 // default of the test that reads it, from CMake, smaller in sanitizer
 // builds.

@@ -1,6 +1,6 @@
 // tcp:// fault tests over the public API: parties in processes of their
 // own, each test a ctest entry (tcpfault_NAME runs `tcpfault NAME SIZE`).
-// The files: exitcreate.c, lifecycle.c.
+// The files: exitcreate.c, lifecycle.c, bigmsg.c.
 
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +17,11 @@ static const tf_role roles[] = {
 	{ "exit_idle_peer", role_exit_idle_peer },
 	{ "exit_stranger", role_exit_stranger },
 	{ "closer", role_closer },
+	{ "big_send", role_big_send },
+	{ "big_recv", role_big_recv },
+	{ "abort_send", role_abort_send },
+	{ "abort_recv", role_abort_recv },
+	{ "busy", role_busy },
 };
 
 int main(int argc, char **argv)
@@ -33,6 +38,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exit_after_failed_create_stranger),
 		cmocka_unit_test(test_last_link_closes_port),
 		cmocka_unit_test(test_abort_during_create),
+		cmocka_unit_test(test_big_message_heartbeat),
+		cmocka_unit_test(test_big_message_abort),
+		cmocka_unit_test(test_busy_peer_heartbeat),
 	};
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s TEST [SIZE]\n", argv[0]);
