@@ -42,6 +42,13 @@ void test_big_message_heartbeat(void **state);
 void test_big_message_abort(void **state);
 void test_busy_peer_heartbeat(void **state);
 
+// stream.c
+int role_acks(int argc, char **argv);
+int role_mix(int argc, char **argv);
+void test_striped_acks_no_heartbeat_s3(void **state);
+void test_striped_acks_no_heartbeat_s1(void **state);
+void test_stripes_mixed_stream(void **state);
+
 // The size arguments of the programs' command lines (argv[2]): the
 // default of the test that reads it, from CMake, smaller in sanitizer
 // builds.

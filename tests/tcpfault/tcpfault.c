@@ -1,6 +1,6 @@
 // tcp:// fault tests over the public API: parties in processes of their
 // own, each test a ctest entry (tcpfault_NAME runs `tcpfault NAME SIZE`).
-// The files: exitcreate.c, lifecycle.c, bigmsg.c.
+// The files: exitcreate.c, lifecycle.c, bigmsg.c, stream.c.
 
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +22,8 @@ static const tf_role roles[] = {
 	{ "abort_send", role_abort_send },
 	{ "abort_recv", role_abort_recv },
 	{ "busy", role_busy },
+	{ "acks", role_acks },
+	{ "mix", role_mix },
 };
 
 int main(int argc, char **argv)
@@ -41,6 +43,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_big_message_heartbeat),
 		cmocka_unit_test(test_big_message_abort),
 		cmocka_unit_test(test_busy_peer_heartbeat),
+		cmocka_unit_test(test_striped_acks_no_heartbeat_s3),
+		cmocka_unit_test(test_striped_acks_no_heartbeat_s1),
+		cmocka_unit_test(test_stripes_mixed_stream),
 	};
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s TEST [SIZE]\n", argv[0]);
