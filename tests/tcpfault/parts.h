@@ -49,6 +49,11 @@ void test_striped_acks_no_heartbeat_s3(void **state);
 void test_striped_acks_no_heartbeat_s1(void **state);
 void test_stripes_mixed_stream(void **state);
 
+// dial.c
+int role_dial_a(int argc, char **argv);
+int role_dial_b(int argc, char **argv);
+void test_dial_independent(void **state);
+
 // The size arguments of the programs' command lines (argv[2]): the
 // default of the test that reads it, from CMake, smaller in sanitizer
 // builds.

@@ -1,6 +1,6 @@
 // tcp:// fault tests over the public API: parties in processes of their
 // own, each test a ctest entry (tcpfault_NAME runs `tcpfault NAME SIZE`).
-// The files: exitcreate.c, lifecycle.c, bigmsg.c, stream.c.
+// The files: exitcreate.c, lifecycle.c, bigmsg.c, stream.c, dial.c.
 
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +24,8 @@ static const tf_role roles[] = {
 	{ "busy", role_busy },
 	{ "acks", role_acks },
 	{ "mix", role_mix },
+	{ "dial_a", role_dial_a },
+	{ "dial_b", role_dial_b },
 };
 
 int main(int argc, char **argv)
@@ -46,6 +48,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_striped_acks_no_heartbeat_s3),
 		cmocka_unit_test(test_striped_acks_no_heartbeat_s1),
 		cmocka_unit_test(test_stripes_mixed_stream),
+		cmocka_unit_test(test_dial_independent),
 	};
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s TEST [SIZE]\n", argv[0]);
