@@ -1,6 +1,7 @@
 // tcp:// fault tests over the public API: parties in processes of their
 // own, each test a ctest entry (tcpfault_NAME runs `tcpfault NAME SIZE`).
-// The files: exitcreate.c, lifecycle.c, bigmsg.c, stream.c, dial.c.
+// The files: exitcreate.c, lifecycle.c, bigmsg.c, stream.c, dial.c; the
+// tests that speak the wire themselves are in wire.c (tcpfault_wire).
 
 #include <stdio.h>
 #include <string.h>
