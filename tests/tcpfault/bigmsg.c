@@ -21,7 +21,8 @@
 //
 // busy_peer_heartbeat: three processes on one link, TW_OPT_HEARTBEAT_MS=100.
 // P1 streams at least TW_BUSY_BYTES (1 GiB, 128 MiB in sanitizer builds)
-// to P0 in 8 MiB messages, and for at least 2 s, each checked; P2 is idle
+// to P0 in messages of a quarter of that (at most 256 MiB), and for at
+// least 2 s, each checked; P2 is idle
 // meanwhile, in a tw_recv from P0 that waits for the stream's end.  Then
 // P0 tells P2, P2 sends a message that P0 receives, and no call failed:
 // P0's busy connection did not keep its heartbeats with P2 from passing.
@@ -382,7 +383,10 @@ void test_big_message_abort(void **state)
 
 // --- busy_peer_heartbeat --------------------------------------------------------------
 
-#define BUSY_MSG ((size_t)8 << 20)
+// Messages of a quarter of the stream, at most 256 MiB: each takes a
+// connection for longer than a heartbeat period unless it travels in
+// pieces.
+#define BUSY_MSG_MAX ((uint64_t)256 << 20)
 #define BUSY_MIN_MS 2000
 
 // busy PORT0 PORT1 PORT2 SIZE RANK
@@ -395,25 +399,29 @@ int role_busy(int argc, char **argv)
 	static const char *const who[]
 	    = { "P0 (receives the stream)", "P1 (streams)", "P2 (idle)" };
 	tf_who = who[me];
-	tw_desc *d = big_desc("busy", ports, 3, BUSY_MSG, HEARTBEAT_MS);
+	size_t msg
+	    = (size_t)(total / 4 < BUSY_MSG_MAX ? total / 4 : BUSY_MSG_MAX);
+	if (msg == 0)
+		tf_die("a stream of %" PRIu64 " bytes is too short", total);
+	tw_desc *d = big_desc("busy", ports, 3, msg, HEARTBEAT_MS);
 	tw_link *l = NULL;
 	TF_OK(tw_link_create(d, me, &l));
 	tw_buf b = { 0 };
 	if (me == 1) {
-		unsigned char *buf = big_alloc(BUSY_MSG);
+		unsigned char *buf = big_alloc(msg);
 		uint64_t sent = 0;
 		int64_t t0 = tf_now_ms();
 		for (uint32_t i = 0;
 		     sent < total || tf_now_ms() - t0 < BUSY_MIN_MS; i++) {
-			tf_fill_blocks(buf, BUSY_MSG, i);
+			tf_fill_blocks(buf, msg, i);
 			TF_OK(tw_send(l, 0, "more", "more", 4));
-			TF_OK(tw_send(l, 0, "s", buf, BUSY_MSG));
-			sent += BUSY_MSG;
+			TF_OK(tw_send(l, 0, "s", buf, msg));
+			sent += msg;
 		}
 		TF_OK(tw_send(l, 0, "more", "end", 3));
 		free(buf);
 	} else if (me == 0) {
-		unsigned char *buf = big_alloc(BUSY_MSG);
+		unsigned char *buf = big_alloc(msg);
 		uint64_t got_bytes = 0;
 		int64_t t0 = tf_now_ms();
 		for (uint32_t i = 0;; i++) {
@@ -423,8 +431,8 @@ int role_busy(int argc, char **argv)
 			if (end)
 				break;
 			size_t got = 0;
-			TF_OK(tw_recv_into(l, 1, "s", buf, BUSY_MSG, &got));
-			if (got != BUSY_MSG
+			TF_OK(tw_recv_into(l, 1, "s", buf, msg, &got));
+			if (got != msg
 			    || tf_check_blocks(buf, got, i) != SIZE_MAX)
 				tf_die("message %u of the stream is wrong", i);
 			got_bytes += got;
