@@ -472,12 +472,14 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 	unsigned char ann[TW_TCP_STRIPED_LEN];
 	tw__tcp_striped_encode(ann, &ck);
 	struct iovec av = { ann, sizeof(ann) };
+	uint64_t chunk = mc->ep->chunk;
+	// The first chunk, which always goes on the main connection, takes
+	// the announcement along in its writev (or a CANCEL does).
 	int status = tw__tcp_conn_send(tw__tcp_peer_main(p), TW_TCP_F_STRIPED,
-	    mc->my_slot, key, &av, 1, 0, deadline, cancel, seq);
+	    mc->my_slot, key, &av, 1, TCP_TX_MORE, deadline, cancel, seq);
 	if (status != TW_OK)
 		return status;
 	const unsigned char *bytes = buf;
-	uint64_t chunk = mc->ep->chunk;
 	unsigned char prefix[TW_TCP_CHUNK_PREFIX];
 	for (uint64_t i = 0; ck.offset < len; i++) {
 		tcp_conn *c = tw__tcp_peer_pick(p, i);

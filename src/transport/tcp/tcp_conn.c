@@ -323,13 +323,23 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		}
 		if ((frames > 0 || !reading) && (got = done(arg)))
 			break;
-		// Bytes flowing (a large message on its way) keep us reading.
+		// A long message is on its way (its chunks): the I/O thread
+		// reads it while this thread sleeps until it is there, so that
+		// reading overlaps with what this thread does with the
+		// messages before it.  Polling is for replies that one frame
+		// carries.
+		if (reading && c->rx.cur.type == TW_TCP_F_CHUNK)
+			break;
+		// Bytes flowing (a large message on its way) keep us reading;
+		// while another thread reads them, they are no reason to keep
+		// a CPU spinning here, which that thread or the sender needs.
 		int64_t now = tw__now_ns();
 		uint64_t b
 		    = atomic_load_explicit(&c->rx.bytes, memory_order_relaxed);
 		if (b != bytes) {
 			bytes = b;
-			until = now + idle_ns;
+			if (reading)
+				until = now + idle_ns;
 		}
 		if (now >= until || now >= deadline)
 			break;

@@ -110,6 +110,10 @@ const char *tw__tcp_conn_who(const tcp_conn *c);
 // Frame-sending flags.
 enum {
 	TCP_TX_NOWAIT = 1, // never block: copied into the queue (control)
+	// A small frame that the caller follows at once with a large one on
+	// the same connection, which takes it along in its writev: it is
+	// queued and not written now (an announcement and its first chunk).
+	TCP_TX_MORE = 2,
 };
 
 // Sends one frame of `type` for `slot` with key `key` (NULL: none) and the

@@ -46,6 +46,7 @@ typedef struct tcp_reader {
 	unsigned char *in; // read buffer [in_off, in_len)
 	size_t in_off, in_len;
 	bool in_payload; // the current frame's payload is being read
+	bool after_large; // the current or last frame was large
 	tw__tcp_hdr cur;
 	char cur_key[TW_KEY_MAX];
 	unsigned char head[TCP_CONN_HEAD];

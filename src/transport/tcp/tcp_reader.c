@@ -29,6 +29,12 @@
 // Payload bytes still missing from which the reader reads straight into
 // their place instead of through its buffer.
 #define RX_DIRECT_MIN 16384
+// What the reader asks for after a large frame: enough for the next
+// header and its head, little of the payload that would then be copied
+// out of the buffer (large frames come in trains: the chunks of a long
+// message).  After a small frame it asks for a whole buffer, so that many
+// small frames come with one system call.
+#define RX_AFTER_LARGE 1024
 
 int tw__tcp_reader_init(tcp_reader *rx)
 {
@@ -74,9 +80,12 @@ static int fill(tcp_conn *c)
 		rx->in_len -= rx->in_off;
 		rx->in_off = 0;
 	}
+	size_t want = RX_BUF - rx->in_len;
+	if (rx->after_large && want > RX_AFTER_LARGE)
+		want = RX_AFTER_LARGE;
 	for (;;) {
-		ssize_t r = recv(c->fd, rx->in + rx->in_len,
-		    RX_BUF - rx->in_len, MSG_DONTWAIT);
+		ssize_t r
+		    = recv(c->fd, rx->in + rx->in_len, want, MSG_DONTWAIT);
 		if (r > 0) {
 			rx->in_len += (size_t)r;
 			got_bytes(c, (size_t)r);
@@ -109,6 +118,7 @@ static int on_header(tcp_conn *c, const tw__tcp_hdr *h)
 		pthread_mutex_unlock(&c->ack_mtx);
 	}
 	rx->cur = *h;
+	rx->after_large = h->len >= RX_DIRECT_MIN;
 	if (h->key_len > 0)
 		memcpy(rx->cur_key, h->key, h->key_len);
 	rx->cur_key[h->key_len] = '\0';

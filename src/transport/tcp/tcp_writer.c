@@ -309,6 +309,11 @@ static int send_small(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 	// meanwhile with one writev, instead of one system call each.  A
 	// sender that was quiet for a while (a reply, a request) writes at
 	// once.  Control frames always go at once.
+	if (flags & TCP_TX_MORE) {
+		// The caller's next frame (a large one) takes it along.
+		pthread_mutex_unlock(&tx->mtx);
+		return TW_OK;
+	}
 	int64_t now = tw__now_ns();
 	if (!(flags & TCP_TX_NOWAIT)
 	    && (tx->want_out || now - tx->last_flush < TX_BATCH_GAP_NS)) {
@@ -324,7 +329,8 @@ static int send_small(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 }
 
 // A larger frame: written from the caller's memory once every frame
-// queued before it is out.
+// queued before it is out; what is queued goes in the same writev, ahead
+// of it.
 static int send_large(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
     int npay, int64_t deadline, const _Atomic int *cancel, uint64_t *seq)
 {
@@ -338,9 +344,10 @@ static int send_large(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 			break;
 		}
 		if (!tx->writing) {
-			if (tx->pending == 0)
-				break; // our turn, and nothing ahead of us
-			// Drain what is queued ahead of us ourselves.
+			if (tx->w_off == tx->w_len)
+				break; // our turn
+			// A batch that a writer left half written goes first,
+			// and the frames queued behind it.
 			tx->writing = true;
 			pthread_mutex_unlock(&tx->mtx);
 			status = flush_queue(c);
@@ -364,20 +371,44 @@ static int send_large(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 		return status;
 	}
 	tx->writing = true;
-	struct iovec iov[TX_IOV_MAX] = { { hdr, number(c, h, hdr) } };
+	if (tx->q_len > 0) {
+		// Every frame numbered before ours is in q: it becomes the
+		// batch that our writev starts with.
+		unsigned char *t = tx->w;
+		size_t tcap = tx->w_cap;
+		tx->w = tx->q;
+		tx->w_cap = tx->q_cap;
+		tx->w_len = tx->q_len;
+		tx->w_off = 0;
+		tx->q = t;
+		tx->q_cap = tcap;
+		tx->q_len = 0;
+	}
+	size_t queued = tx->w_len - tx->w_off;
+	struct iovec iov[1 + TX_IOV_MAX];
+	int n = 0;
+	if (queued > 0)
+		iov[n++] = (struct iovec) { tx->w + tx->w_off, queued };
+	iov[n++] = (struct iovec) { hdr, number(c, h, hdr) };
 	pthread_mutex_unlock(&tx->mtx);
 	if (seq != NULL)
 		*seq = h->seq;
 	for (int i = 0; i < npay; i++)
-		iov[1 + i] = pay[i];
+		iov[n++] = pay[i];
 	struct iovec *v = iov;
-	int n = 1 + npay;
 	// Started, it is finished: the peer keeps reading (credit), so only
 	// a broken connection stops it, and that fails it.
 	while ((status = write_some(c, &v, &n)) == TW_EAGAIN)
 		if ((status = wait_writable(c)) != TW_OK)
 			break;
+	// How much of the queued batch went out: all of it once the writev
+	// moved past its part.
+	size_t sent = queued == 0 ? 0
+	    : v > iov             ? queued
+	                          : queued - iov[0].iov_len;
 	pthread_mutex_lock(&tx->mtx);
+	tx->w_off += sent;
+	tx->pending -= sent;
 	writer_done(c);
 	pthread_mutex_unlock(&tx->mtx);
 	if (status != TW_OK) {
