@@ -19,8 +19,10 @@
 // (SO_LINGER {1, 0}, then close) at once, or once the OPEN that follows
 // starts to arrive, or once the OPEN's header is in; 50 times, each with a
 // new party process, so that every moment of the race is hit.  No OPEN
-// ever answers, so tw_link_create cannot succeed; it must return an error
-// within its connect timeout (plus 1 s, scaled), never hang.
+// ever answers, so tw_link_create cannot succeed; it dials again after
+// each reset (the peer may be restarting) and must return an error within
+// its connect timeout (plus 1 s, scaled), never hang.  The timeout is
+// short, since each run spends all of it.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -345,22 +347,31 @@ static void test_stranger_claims_rank_alone(void **state)
 
 #define RESET_RUNS 50
 
-// open_party PORT_SELF PORT_FAKE TIMEOUT_MS REPORT_FD: rank 0 of a link
-// whose rank 1 is the fake; reports "STATUS MS".
+// open_party PORT_SELF PORT_FAKE TIMEOUT_MS REPORT_FD [RANK]: rank 0 (or
+// RANK) of a link whose rank 1 is the fake (or the real party); reports
+// "STATUS MS".  Once up, rank 0 sends a message that rank 1 checks.
 static int role_open_party(int argc, char **argv)
 {
 	tf_who = "party";
 	unsigned ports[2] = { (unsigned)strtoul(argv[0], NULL, 10),
 		(unsigned)strtoul(argv[1], NULL, 10) };
 	int64_t timeout = strtoll(argv[2], NULL, 10);
+	size_t rank = argc > 4 ? (size_t)atoi(argv[4]) : 0;
 	tw_desc *d = tf_desc("rst", ports, 2, timeout, tf_scale_ms(10000));
 	tw_link *l = NULL;
 	int64_t t0 = tf_now_ms();
-	int st = tw_link_create(d, 0, &l);
+	int st = tw_link_create(d, rank, &l);
+	if (st == TW_OK && rank == 0)
+		st = tw_send(l, 1, "up", "yes", 3);
+	tw_buf b = { 0 };
+	if (st == TW_OK && rank == 1 && (st = tw_recv(l, 0, "up", &b)) == TW_OK
+	    && (b.len != 3 || memcmp(b.data, "yes", 3) != 0))
+		st = TW_EPROTO;
+	tw_buf_free(&b);
 	if (tf_say(atoi(argv[3]), "%d %lld", st, (long long)(tf_now_ms() - t0))
 	    != 0)
 		tf_die("cannot report");
-	if (st == TW_OK)
+	if (l != NULL)
 		tw_link_close(l);
 	tw_desc_free(d);
 	return 0;
@@ -399,7 +410,7 @@ static void fake_one(int fd, unsigned port, int when)
 
 static void test_reset_before_open(void **state)
 {
-	int64_t timeout = tf_scale_ms(2000);
+	int64_t timeout = tf_scale_ms(300);
 	int statuses[16] = { 0 };
 	int64_t worst = 0;
 	for (int run = 0; run < RESET_RUNS; run++) {
@@ -496,6 +507,76 @@ static void test_reset_before_open(void **state)
 	printf("\n");
 }
 
+// A peer that restarts while the link is being created: its first
+// connections are reset right after the handshake (its old process, played
+// by the fake), then its new process listens at the same address.  The
+// party dials again after each reset, and the link comes up.
+static void test_reset_then_peer(void **state)
+{
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	int one = 1;
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+	unsigned ports[2] = { 0, ntohs(sa.sin_port) };
+	do // the party's address sorts first: it dials the peer
+		assert_int_equal(tf_ports(ports, 1, &ports[1], 1), 0);
+	while (!tf_addr_before(ports[0], ports[1]));
+	int rep0[2], rep1[2];
+	tf_pipe(rep0);
+	tf_pipe(rep1);
+	char p0[16], p1[16], t[24], fd0[16], fd1[16];
+	snprintf(p0, sizeof(p0), "%u", ports[0]);
+	snprintf(p1, sizeof(p1), "%u", ports[1]);
+	snprintf(t, sizeof(t), "%lld", (long long)tf_scale_ms(10000));
+	snprintf(fd0, sizeof(fd0), "%d", rep0[1]);
+	snprintf(fd1, sizeof(fd1), "%d", rep1[1]);
+	const char *args0[] = { p0, p1, t, fd0, "0", NULL };
+	pid_t pids[2];
+	pids[0] = tf_spawn("open_party", args0, &rep0[1], 1);
+	assert_true(pids[0] > 0);
+	close(rep0[1]);
+	// Its old process: three connections reset, at each moment.
+	for (int k = 0; k < 3; k++) {
+		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+		if (poll(&pfd, 1, (int)tf_scale_ms(10000)) != 1)
+			fail_msg(
+			    "the party stopped dialing after %d resets", k);
+		int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		assert_true(cfd >= 0);
+		fake_one(cfd, ports[1], k);
+	}
+	close(lfd);
+	// Its new process.
+	const char *args1[] = { p0, p1, t, fd1, "1", NULL };
+	pids[1] = tf_spawn("open_party", args1, &rep1[1], 1);
+	assert_true(pids[1] > 0);
+	close(rep1[1]);
+	char line[64];
+	int st;
+	long long ms;
+	int64_t deadline = tf_now_ms() + tf_scale_ms(20000);
+	assert_true(tf_hear(rep0[0], line, sizeof(line), deadline) >= 0);
+	assert_int_equal(sscanf(line, "%d %lld", &st, &ms), 2);
+	TW_PASS(st);
+	assert_true(tf_hear(rep1[0], line, sizeof(line), deadline) >= 0);
+	assert_int_equal(sscanf(line, "%d %lld", &st, &ms), 2);
+	TW_PASS(st);
+	static const char *const names[] = { "party", "peer" };
+	char why[256];
+	bool ok = tf_wait_all(pids, names, 2, tf_now_ms() + tf_scale_ms(20000),
+	    why, sizeof(why));
+	close(rep0[0]);
+	close(rep1[0]);
+	if (!ok)
+		fail_msg("%s", why);
+}
+
 int main(int argc, char **argv)
 {
 	static const tf_role roles[] = {
@@ -511,6 +592,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_stranger_claims_rank),
 		cmocka_unit_test(test_stranger_claims_rank_alone),
 		cmocka_unit_test(test_reset_before_open),
+		cmocka_unit_test(test_reset_then_peer),
 	};
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s TEST\n", argv[0]);

@@ -95,26 +95,39 @@ static void wake(tcp_chan *mc)
 	pthread_mutex_unlock(&mc->mtx);
 }
 
-static tcp_peer *chan_peer(tcp_chan *mc)
-{
-	// Set once under mtx before the state leaves CH_IDLE (release).
-	if (atomic_load_explicit(&mc->state, memory_order_acquire) == CH_IDLE)
-		return NULL;
-	return mc->peer;
-}
-
 static tcp_conn *chan_main(tcp_chan *mc)
 {
 	return tw__tcp_peer_main(mc->peer);
 }
 
-// Sends a control frame of mc on the main connection: never waits.
+// Sends a control frame of mc on the main connection of peer p: never
+// waits.
+static int send_ctl_on(tcp_peer *p, tcp_chan *mc, uint8_t type,
+    const char *key, const void *payload, size_t len)
+{
+	struct iovec v = { (void *)payload, len };
+	return tw__tcp_conn_send(tw__tcp_peer_main(p), type, mc->my_slot, key,
+	    &v, len > 0 ? 1 : 0, TCP_TX_NOWAIT, 0, NULL, NULL);
+}
+
+// The same on mc's peer; only for a channel that is ready (its peer no
+// longer changes).
 static int send_ctl(tcp_chan *mc, uint8_t type, const char *key,
     const void *payload, size_t len)
 {
-	struct iovec v = { (void *)payload, len };
-	return tw__tcp_conn_send(chan_main(mc), type, mc->my_slot, key, &v,
-	    len > 0 ? 1 : 0, TCP_TX_NOWAIT, 0, NULL, NULL);
+	return send_ctl_on(mc->peer, mc, type, key, payload, len);
+}
+
+// mc's peer, referenced, while mc is bound to one, or NULL: a dialing
+// channel whose peer fails before it answered goes back to no peer.
+static tcp_peer *peer_get(tcp_chan *mc)
+{
+	pthread_mutex_lock(&mc->mtx);
+	tcp_peer *p = atomic_load(&mc->state) != CH_IDLE ? mc->peer : NULL;
+	if (p != NULL)
+		tw__tcp_peer_ref(p);
+	pthread_mutex_unlock(&mc->mtx);
+	return p;
 }
 
 // The peer's link is gone (`ack`: its last acknowledgement): receives end
@@ -131,6 +144,24 @@ static void peer_gone(tcp_chan *mc, uint64_t ack)
 
 void tw__tcp_chan_peer_failed(tcp_chan *mc, tcp_peer *p)
 {
+	// A dialing channel whose OPEN was not answered yet has nothing of
+	// the peer's link: it goes back to no peer, and its creation dials
+	// again until the connect timeout (the peer's process may be one
+	// that restarts, or that creates the link later).
+	pthread_mutex_lock(&mc->mtx);
+	bool reset = mc->dialer && atomic_load(&mc->state) == CH_OPENING
+	    && mc->peer == p;
+	if (reset) {
+		atomic_store(&mc->state, CH_IDLE);
+		mc->peer = NULL;
+		pthread_cond_broadcast(&mc->cv);
+	}
+	pthread_mutex_unlock(&mc->mtx);
+	if (reset) {
+		tw__tcp_peer_unbind(p, mc);
+		tw__tcp_peer_unref(p); // the channel's
+		return;
+	}
 	// p, not mc->peer: a channel is bound to p (and p may fail) just
 	// before it stores p.
 	peer_gone(mc, tw__tcp_conn_peer_ack(tw__tcp_peer_main(p)));
@@ -580,8 +611,8 @@ static int tcp_send(
 // data sent before.  Never waits.
 static void tx_ns(tcp_chan *mc, uint8_t type, const char *ns)
 {
-	if (chan_peer(mc) == NULL || flag(&mc->peer_gone)
-	    || atomic_load(&mc->state) != CH_READY)
+	// Ready, its peer no longer changes.
+	if (atomic_load(&mc->state) != CH_READY || flag(&mc->peer_gone))
 		return;
 	(void)send_ctl(mc, type, ns, NULL, 0);
 }
@@ -589,9 +620,12 @@ static void tx_ns(tcp_chan *mc, uint8_t type, const char *ns)
 // Tells the peer that our side of the link is gone, once.
 static void tx_unbind(tcp_chan *mc)
 {
-	if (chan_peer(mc) == NULL || atomic_exchange(&mc->unbound, 1) != 0)
+	tcp_peer *p = peer_get(mc);
+	if (p == NULL)
 		return;
-	(void)send_ctl(mc, TW_TCP_F_UNBIND, NULL, NULL, 0);
+	if (atomic_exchange(&mc->unbound, 1) == 0)
+		(void)send_ctl_on(p, mc, TW_TCP_F_UNBIND, NULL, NULL, 0);
+	tw__tcp_peer_unref(p);
 }
 
 // --- the other channel ops ----------------------------------------------------------
@@ -719,8 +753,11 @@ static int not_ready(tcp_chan *mc)
 static int wait_ready(tcp_chan *mc, int64_t deadline)
 {
 	for (;;) {
-		if (atomic_load(&mc->state) == CH_READY)
+		int state = atomic_load(&mc->state);
+		if (state == CH_READY)
 			return TW_OK;
+		if (state == CH_IDLE && mc->dialer)
+			return TW_EAGAIN; // its peer failed: dial again
 		int status = not_ready(mc);
 		if (status != TW_OK)
 			return status;
@@ -731,41 +768,58 @@ static int wait_ready(tcp_chan *mc, int64_t deadline)
 	}
 }
 
+// Dials the peer (or finds the connection another link made) and sends
+// our OPEN.  TW_OK, TW_EAGAIN (the peer failed meanwhile: again), or why
+// creation fails.
+static int dial_open(tcp_chan *mc, int64_t deadline)
+{
+	tcp_ep *ep = mc->ep;
+	tcp_peer *p = NULL;
+	int status = tw__tcp_node_dial(atomic_load(&ep->node), mc->peer_addr,
+	    ep, mc->peer_rank, deadline, &mc->base.aborted, &p);
+	if (status != TW_OK)
+		return status;
+	bool send = false;
+	pthread_mutex_lock(&mc->mtx);
+	if (atomic_load(&mc->state) == CH_IDLE) {
+		status = tw__tcp_peer_bind(p, mc);
+		if (status == TW_OK) {
+			tw__tcp_peer_ref(p); // the channel's
+			mc->peer = p;
+			atomic_store(&mc->state, CH_OPENING);
+			send = true;
+		} else if (status == TW_EPEER) {
+			status
+			    = TW_EAGAIN; // it failed since the dial found it
+		}
+	}
+	pthread_mutex_unlock(&mc->mtx);
+	// A connection that failed meanwhile resets the channel (or reports
+	// its peer gone) on its own; waiting for the answer then tells.
+	if (send && (status = send_open(mc, p)) == TW_EPEER)
+		status = TW_OK;
+	tw__tcp_peer_unref(p);
+	return status;
+}
+
 static int tcp_test_send(tw_channel *c, int64_t timeout_ms)
 {
 	tcp_chan *mc = c->impl;
-	tcp_ep *ep = mc->ep;
 	int64_t deadline = tw__deadline_ms(timeout_ms);
-	int status = TW_OK;
-	if (mc->dialer && chan_peer(mc) == NULL) {
-		tcp_peer *p = NULL;
-		status
-		    = tw__tcp_node_dial(atomic_load(&ep->node), mc->peer_addr,
-		        ep, mc->peer_rank, deadline, &mc->base.aborted, &p);
-		if (status != TW_OK)
-			return status;
-		bool send = false;
-		pthread_mutex_lock(&mc->mtx);
-		if (atomic_load(&mc->state) == CH_IDLE) {
-			status = tw__tcp_peer_bind(p, mc);
-			if (status == TW_OK) {
-				mc->peer = p;
-				p = NULL; // the channel's reference now
-				atomic_store(&mc->state, CH_OPENING);
-				send = true;
-			}
+	int status = TW_EAGAIN;
+	while (status == TW_EAGAIN) {
+		if (mc->dialer && atomic_load(&mc->state) == CH_IDLE)
+			status = dial_open(mc, deadline);
+		else
+			status = TW_OK;
+		if (status == TW_OK) {
+			pthread_mutex_lock(&mc->mtx);
+			status = wait_ready(mc, deadline);
+			pthread_mutex_unlock(&mc->mtx);
 		}
-		pthread_mutex_unlock(&mc->mtx);
-		if (p != NULL)
-			tw__tcp_peer_unref(p);
-		if (send)
-			status = send_open(mc, mc->peer);
-		if (status != TW_OK)
-			return status;
+		if (status == TW_EAGAIN && tw__now_ns() >= deadline)
+			status = TW_ETIMEDOUT;
 	}
-	pthread_mutex_lock(&mc->mtx);
-	status = wait_ready(mc, deadline);
-	pthread_mutex_unlock(&mc->mtx);
 	if (status != TW_OK)
 		return status;
 	return tw__chanbase_send_hello(c, tcp_xsend, deadline);
@@ -840,9 +894,11 @@ static void tcp_destroy(tw_channel *c)
 	// The UNBIND carries our final ack: the peer learns which of its
 	// messages arrived before it learns that we are gone.
 	tx_unbind(mc);
-	tcp_peer *p = chan_peer(mc);
-	if (p != NULL)
+	tcp_peer *p = peer_get(mc);
+	if (p != NULL) {
 		tw__tcp_peer_unbind(p, mc);
+		tw__tcp_peer_unref(p);
+	}
 	// The endpoint outlives its channels; its node reference goes with
 	// the last of them, once they let go of their peers (the last link of
 	// the node stops it, waiting for its peers to be gone).

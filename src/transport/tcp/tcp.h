@@ -91,7 +91,9 @@ struct tcp_chan {
 	pthread_mutex_t mtx;
 	pthread_cond_t cv; // state, credit, peer gone, aborted
 	_Atomic int state; // CH_*
-	tcp_peer *peer; // set once under mtx (referenced), then constant
+	tcp_peer *peer; // by mtx (referenced): set when bound, constant once
+	    // ready; a dialing channel whose peer fails before
+	    // it answered goes back to NULL and CH_IDLE
 	uint32_t my_slot; // our number for the link on the peer
 	uint32_t peer_slot; // the peer's (valid once CH_READY)
 

@@ -349,9 +349,11 @@ static void test_fail_deferred(void **state)
 	TW_PASS(tw__poller_new(&p));
 	owner o;
 	owner_init(&o, p);
+	// Held before anything can fail: the I/O thread may see the EOF
+	// before any send does.
+	pthread_mutex_lock(&o.gate);
 	tcp_conn *c = make(&o, sv[0], 0);
 	close(sv[1]);
-	pthread_mutex_lock(&o.gate);
 	int status = TW_OK;
 	for (int i = 0; i < 1000 && status == TW_OK; i++)
 		status = send1(
