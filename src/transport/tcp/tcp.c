@@ -152,13 +152,15 @@ void tw__tcp_chan_peer_failed(tcp_chan *mc, tcp_peer *p)
 	bool reset = mc->dialer && atomic_load(&mc->state) == CH_OPENING
 	    && mc->peer == p;
 	if (reset) {
+		// Unbound under mc's lock, as it was bound: its slot number
+		// is the new peer's once it dials again.
+		tw__tcp_peer_unbind(p, mc);
 		atomic_store(&mc->state, CH_IDLE);
 		mc->peer = NULL;
 		pthread_cond_broadcast(&mc->cv);
 	}
 	pthread_mutex_unlock(&mc->mtx);
 	if (reset) {
-		tw__tcp_peer_unbind(p, mc);
 		tw__tcp_peer_unref(p); // the channel's
 		return;
 	}

@@ -344,19 +344,12 @@ static void hs_hello_done(hs *h)
 // all), TW_EAGAIN, TW_EPEER.
 static int hs_read(hs *h)
 {
-	for (;;) {
-		ssize_t r = recv(
-		    h->fd, h->buf + h->have, h->want - h->have, MSG_DONTWAIT);
-		if (r > 0) {
-			h->have += (size_t)r;
-			return TW_OK;
-		}
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return TW_EAGAIN;
-		return TW_EPEER;
-	}
+	size_t got = 0;
+	int status
+	    = tw__tcp_recv(h->fd, h->buf + h->have, h->want - h->have, &got);
+	if (status == TW_OK)
+		h->have += got;
+	return status;
 }
 
 // Reads and advances h; may free it.

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -48,7 +49,8 @@ typedef struct owner {
 	// Taken by the failure upcall: a test holds it while it sends, so
 	// that an upcall run from inside the send would deadlock.
 	pthread_mutex_t gate;
-	uint64_t hold_seq; // when set: hold acks from the frame it names
+	_Atomic uint64_t
+	    hold_seq; // when set: hold acks from the frame it names
 	tcp_conn *conn;
 } owner;
 
@@ -98,7 +100,8 @@ static int up_frame(
     void *arg, tcp_conn *c, const tw__tcp_hdr *h, const unsigned char *payload)
 {
 	owner *o = arg;
-	if (o->hold_seq != 0 && h->seq == o->hold_seq) {
+	uint64_t hold = atomic_load(&o->hold_seq);
+	if (hold != 0 && h->seq == hold) {
 		tw__tcp_conn_hold_acks(c, h->seq);
 		tw__tcp_conn_rx_handled(c);
 	}
@@ -324,7 +327,7 @@ static void test_hold_acks(void **state)
 	pair_up(&t);
 	uint64_t s1 = 0, s2 = 0;
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "1", 1, 0, &s1));
-	t.b.hold_seq = s1 + 1; // the next frame holds
+	atomic_store(&t.b.hold_seq, s1 + 1); // the next frame holds
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "2", 1, 0, &s2));
 	wait_frames(&t.b, 2);
 	TW_PASS(tw__tcp_conn_wait_ack(t.ca, s1, deadline_in(10000), NULL));

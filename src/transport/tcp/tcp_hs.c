@@ -46,33 +46,6 @@ static void peer_name(int fd, char *out, size_t cap)
 		snprintf(out, cap, "%s:%s", host, serv);
 }
 
-// How often a waiting handshake looks at its cancel flag, in ms.
-#define HS_SLICE_MS 10
-
-// Waits until fd is ready for `events`, the deadline passes or *cancel
-// (may be NULL) becomes non-zero.
-static int wait_fd(
-    int fd, short events, int64_t deadline, const _Atomic int *cancel)
-{
-	for (;;) {
-		if (cancel != NULL
-		    && atomic_load_explicit(cancel, memory_order_acquire))
-			return TW_ECLOSED;
-		int64_t left = deadline == TW_FOREVER
-		    ? HS_SLICE_MS
-		    : (deadline - tw__now_ns() + 999999) / 1000000;
-		if (left <= 0)
-			return TW_ETIMEDOUT;
-		struct pollfd pfd = { .fd = fd, .events = events };
-		int rc = poll(
-		    &pfd, 1, left > HS_SLICE_MS ? HS_SLICE_MS : (int)left);
-		if (rc > 0)
-			return TW_OK;
-		if (rc < 0 && errno != EINTR)
-			return TW_ESYS;
-	}
-}
-
 static int write_all(int fd, const void *buf, size_t n, int64_t deadline,
     const _Atomic int *cancel)
 {
@@ -87,7 +60,8 @@ static int write_all(int fd, const void *buf, size_t n, int64_t deadline,
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int status = wait_fd(fd, POLLOUT, deadline, cancel);
+			int status
+			    = tw__tcp_wait_fd(fd, POLLOUT, deadline, cancel);
 			if (status != TW_OK)
 				return status;
 			continue;
@@ -102,23 +76,16 @@ static int read_more(int fd, unsigned char *buf, size_t n, int64_t deadline,
     const _Atomic int *cancel)
 {
 	while (n > 0) {
-		ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
-		if (r > 0) {
-			buf += r;
-			n -= (size_t)r;
-			continue;
+		size_t got = 0;
+		int status = tw__tcp_recv(fd, buf, n, &got);
+		if (status == TW_EAGAIN)
+			status = tw__tcp_wait_fd(fd, POLLIN, deadline, cancel);
+		else if (status == TW_OK) {
+			buf += got;
+			n -= got;
 		}
-		if (r == 0)
-			return TW_EPEER;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			int status = wait_fd(fd, POLLIN, deadline, cancel);
-			if (status != TW_OK)
-				return status;
-			continue;
-		}
-		return TW_EPEER;
+		if (status != TW_OK)
+			return status;
 	}
 	return TW_OK;
 }

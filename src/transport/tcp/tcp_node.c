@@ -253,6 +253,19 @@ static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
 }
 
 // Sleeps until the next dial, or less when the deadline comes first.
+static void redial_pause(int64_t deadline);
+
+// Whether to dial again: TW_OK after the pause, or why not.
+static int redial(int64_t deadline, const _Atomic int *cancel)
+{
+	if (tw__now_ns() >= deadline)
+		return TW_ETIMEDOUT;
+	if (cancelled(cancel))
+		return TW_ECLOSED;
+	redial_pause(deadline);
+	return TW_OK;
+}
+
 static void redial_pause(int64_t deadline)
 {
 	int64_t ns = deadline - tw__now_ns();
@@ -319,11 +332,8 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 			// listens (another link shares the address) but has
 			// not created this link yet.  Again, until the
 			// timeout; meanwhile another link may have connected.
-			if (tw__now_ns() >= deadline)
-				return TW_ETIMEDOUT;
-			if (cancelled(cancel))
-				return TW_ECLOSED;
-			redial_pause(deadline);
+			if ((status = redial(deadline, cancel)) != TW_OK)
+				return status;
 			continue;
 		}
 		if (status != TW_OK)
@@ -355,11 +365,8 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 			// Failed already (the peer went at once: it may be
 			// restarting).  Again, until the timeout.
 			tw__tcp_peer_unref(p);
-			if (tw__now_ns() >= deadline)
-				return TW_ETIMEDOUT;
-			if (cancelled(cancel))
-				return TW_ECLOSED;
-			redial_pause(deadline);
+			if ((status = redial(deadline, cancel)) != TW_OK)
+				return status;
 			continue;
 		}
 		dial_stripes(n, addr, ep, peer_rank, p, deadline, cancel);

@@ -317,25 +317,36 @@ static int on_data(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
 	return tw__tcp_sx_data(p->sx, mc, h->key, buf, (size_t)h->len);
 }
 
+// Where a chunk of n bytes for mc goes, from its prefix: *entry and *dst
+// (NULL: a late chunk of a message given up, skipped).  TW_OK, or an error
+// that fails the connection (logged).
+static int chunk_place(tcp_peer *p, tcp_chan *mc, const tw__tcp_hdr *h,
+    const unsigned char *prefix, void **entry, unsigned char **dst)
+{
+	tw__tcp_chunk ck;
+	if (tw__tcp_chunk_decode(prefix, TW_TCP_CHUNK_PREFIX, &ck) != TW_OK)
+		return refuse(p, "malformed chunk");
+	size_t n = (size_t)h->len - TW_TCP_CHUNK_PREFIX;
+	int status
+	    = tw__tcp_sx_chunk_begin(p->sx, mc, h->slot, &ck, n, entry, dst);
+	if (status == TW_EPROTO)
+		return refuse(p, "a chunk that does not fit its message");
+	return status;
+}
+
 static int on_chunk_small(tcp_peer *p, tcp_chan *mc, const tw__tcp_hdr *h,
     const unsigned char *payload)
 {
-	tw__tcp_chunk ck;
-	if (tw__tcp_chunk_decode(payload, TW_TCP_CHUNK_PREFIX, &ck) != TW_OK)
-		return refuse(p, "malformed chunk");
 	if (mc == NULL)
 		return TW_OK; // the link is gone here: skipped
-	size_t n = (size_t)h->len - TW_TCP_CHUNK_PREFIX;
 	void *entry = NULL;
 	unsigned char *dst = NULL;
-	int status
-	    = tw__tcp_sx_chunk_begin(p->sx, mc, h->slot, &ck, n, &entry, &dst);
-	if (status == TW_EPROTO)
-		return refuse(p, "a chunk that does not fit its message");
+	int status = chunk_place(p, mc, h, payload, &entry, &dst);
 	if (status != TW_OK)
 		return status;
 	if (dst != NULL)
-		memcpy(dst, payload + TW_TCP_CHUNK_PREFIX, n);
+		memcpy(dst, payload + TW_TCP_CHUNK_PREFIX,
+		    (size_t)h->len - TW_TCP_CHUNK_PREFIX);
 	return tw__tcp_sx_chunk_end(p->sx, p->main, mc, entry, true);
 }
 
@@ -456,24 +467,17 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
 		return refuse(p, "a frame longer than its type allows");
 	// A chunk: its prefix is in head, and the bytes go straight into
 	// their place in the message.
-	tw__tcp_chunk ck;
-	if (tw__tcp_chunk_decode(head, TW_TCP_CHUNK_PREFIX, &ck) != TW_OK)
-		return refuse(p, "malformed chunk");
 	tcp_chan *mc = by_slot(p, h->slot);
 	*dst = NULL;
 	*cookie = NULL;
 	if (mc == NULL)
 		return TW_OK; // the link is gone here: skipped
-	size_t n = (size_t)h->len - TW_TCP_CHUNK_PREFIX;
 	void *entry = NULL;
 	unsigned char *to = NULL;
-	int status
-	    = tw__tcp_sx_chunk_begin(p->sx, mc, h->slot, &ck, n, &entry, &to);
+	int status = chunk_place(p, mc, h, head, &entry, &to);
 	if (status != TW_OK) {
 		tw__tcp_chan_unref(mc);
-		return status == TW_EPROTO
-		    ? refuse(p, "a chunk that does not fit its message")
-		    : status;
+		return status;
 	}
 	data_rx *d = calloc(1, sizeof(*d));
 	if (d == NULL) {

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/sync.h"
 #include "transport/tcp/tcp_conn_int.h"
+#include "transport/tcp/tcp_sock.h"
 
 #define RX_BUF 65536
 // Payload bytes still missing from which the reader reads straight into
@@ -83,20 +84,13 @@ static int fill(tcp_conn *c)
 	size_t want = RX_BUF - rx->in_len;
 	if (rx->after_large && want > RX_AFTER_LARGE)
 		want = RX_AFTER_LARGE;
-	for (;;) {
-		ssize_t r
-		    = recv(c->fd, rx->in + rx->in_len, want, MSG_DONTWAIT);
-		if (r > 0) {
-			rx->in_len += (size_t)r;
-			got_bytes(c, (size_t)r);
-			return TW_OK;
-		}
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return TW_EAGAIN;
-		return TW_EPEER;
+	size_t got = 0;
+	int status = tw__tcp_recv(c->fd, rx->in + rx->in_len, want, &got);
+	if (status == TW_OK) {
+		rx->in_len += got;
+		got_bytes(c, got);
 	}
+	return status;
 }
 
 // A header arrived: check it against the stream and get ready for its
@@ -213,19 +207,13 @@ static int payload(tcp_conn *c, bool more)
 		return TW_EAGAIN;
 	if (dst == NULL || want < RX_DIRECT_MIN)
 		return fill(c);
-	for (;;) {
-		ssize_t r = recv(c->fd, dst, want, MSG_DONTWAIT);
-		if (r > 0) {
-			rx->have += (size_t)r;
-			got_bytes(c, (size_t)r);
-			return TW_OK;
-		}
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return TW_EAGAIN;
-		return TW_EPEER;
+	size_t got = 0;
+	int status = tw__tcp_recv(c->fd, dst, want, &got);
+	if (status == TW_OK) {
+		rx->have += got;
+		got_bytes(c, got);
 	}
+	return status;
 }
 
 static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)

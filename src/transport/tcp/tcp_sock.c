@@ -243,35 +243,65 @@ static void pause_until(int64_t ns, int64_t deadline)
 	nanosleep(&ts, NULL);
 }
 
-// How often a connect in progress looks at its cancel flag, in ms.
-#define DIAL_SLICE_MS 10
+// How often a wait looks at its cancel flag, in ms.
+#define WAIT_SLICE_MS 10
+
+int tw__tcp_wait_fd(
+    int fd, short events, int64_t deadline, const _Atomic int *cancel)
+{
+	for (;;) {
+		if (cancelled(cancel))
+			return TW_ECLOSED;
+		int64_t left = deadline == INT64_MAX
+		    ? WAIT_SLICE_MS
+		    : (deadline - tw__now_ns() + 999999) / 1000000;
+		if (left <= 0)
+			return TW_ETIMEDOUT;
+		struct pollfd pfd = { .fd = fd, .events = events };
+		int rc = poll(
+		    &pfd, 1, left > WAIT_SLICE_MS ? WAIT_SLICE_MS : (int)left);
+		if (rc > 0)
+			return TW_OK;
+		if (rc < 0 && errno != EINTR)
+			return TW_ESYS;
+	}
+}
+
+int tw__tcp_recv(int fd, void *buf, size_t n, size_t *got)
+{
+	for (;;) {
+		ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+		if (r > 0) {
+			*got = (size_t)r;
+			return TW_OK;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return TW_EAGAIN;
+		return TW_EPEER; // EOF, a reset, or another error
+	}
+}
 
 // Waits for a non-blocking connect of fd to finish.  0, or the errno of
 // the failure (ETIMEDOUT at the deadline, ECANCELED when cancelled).
 static int connect_wait(int fd, int64_t deadline, const _Atomic int *cancel)
 {
-	for (;;) {
-		if (cancelled(cancel))
-			return ECANCELED;
-		int64_t left = deadline == INT64_MAX
-		    ? DIAL_SLICE_MS
-		    : (deadline - tw__now_ns() + 999999) / 1000000;
-		if (left <= 0)
-			return ETIMEDOUT;
-		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-		int rc = poll(
-		    &pfd, 1, left > DIAL_SLICE_MS ? DIAL_SLICE_MS : (int)left);
-		if (rc < 0 && errno != EINTR)
-			return errno;
-		if (rc > 0) {
-			int err = 0;
-			socklen_t len = sizeof(err);
-			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
-			    != 0)
-				return errno;
-			return err;
-		}
+	switch (tw__tcp_wait_fd(fd, POLLOUT, deadline, cancel)) {
+	case TW_OK:
+		break;
+	case TW_ECLOSED:
+		return ECANCELED;
+	case TW_ETIMEDOUT:
+		return ETIMEDOUT;
+	default:
+		return errno;
 	}
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		return errno;
+	return err;
 }
 
 static int dial_once(const struct addrinfo *ai, int64_t deadline,

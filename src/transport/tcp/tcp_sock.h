@@ -55,6 +55,17 @@ size_t tw__tcp_listener_count(void);
 int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
     const _Atomic int *cancel, int *out_fd);
 
+// Waits until fd is ready for `events` (POLLIN, POLLOUT), `deadline`
+// passes (TW_ETIMEDOUT) or *cancel (may be NULL) becomes non-zero
+// (TW_ECLOSED), looking at the flag every 10 ms.  TW_OK, or TW_ESYS when
+// poll fails.
+int tw__tcp_wait_fd(
+    int fd, short events, int64_t deadline, const _Atomic int *cancel);
+
+// Reads what fd has, at most n bytes, without blocking.  TW_OK with *got
+// > 0, TW_EAGAIN (nothing now), TW_EPEER (EOF, a reset or another error).
+int tw__tcp_recv(int fd, void *buf, size_t n, size_t *got);
+
 // What this end announces in the handshake.
 typedef struct tw__tcp_hs_self {
 	const char *link_id;

@@ -168,6 +168,22 @@ static void append_owed(tcp_conn *c)
 	}
 }
 
+// The appended frames become the writer's batch (whose buffer, written,
+// becomes the appenders').  tx.mtx held, the writer role too, and the
+// batch before written out.
+static void swap(tcp_writer *tx)
+{
+	unsigned char *t = tx->w;
+	size_t tcap = tx->w_cap;
+	tx->w = tx->q;
+	tx->w_cap = tx->q_cap;
+	tx->w_len = tx->q_len;
+	tx->w_off = 0;
+	tx->q = t;
+	tx->q_cap = tcap;
+	tx->q_len = 0;
+}
+
 // Writes queued frames without blocking; the caller holds the writer role
 // and not tx.mtx.  TW_OK when everything queued is out, TW_EAGAIN,
 // TW_EPEER.
@@ -182,15 +198,7 @@ static int flush_queue(tcp_conn *c)
 				pthread_mutex_unlock(&tx->mtx);
 				return TW_OK;
 			}
-			unsigned char *t = tx->w;
-			size_t tcap = tx->w_cap;
-			tx->w = tx->q;
-			tx->w_cap = tx->q_cap;
-			tx->w_len = tx->q_len;
-			tx->w_off = 0;
-			tx->q = t;
-			tx->q_cap = tcap;
-			tx->q_len = 0;
+			swap(tx);
 			pthread_mutex_unlock(&tx->mtx);
 		}
 		struct iovec one
@@ -374,15 +382,7 @@ static int send_large(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 	if (tx->q_len > 0) {
 		// Every frame numbered before ours is in q: it becomes the
 		// batch that our writev starts with.
-		unsigned char *t = tx->w;
-		size_t tcap = tx->w_cap;
-		tx->w = tx->q;
-		tx->w_cap = tx->q_cap;
-		tx->w_len = tx->q_len;
-		tx->w_off = 0;
-		tx->q = t;
-		tx->q_cap = tcap;
-		tx->q_len = 0;
+		swap(tx);
 	}
 	size_t queued = tx->w_len - tx->w_off;
 	struct iovec iov[1 + TX_IOV_MAX];
