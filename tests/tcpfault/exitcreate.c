@@ -46,6 +46,10 @@
 #define CHILD_SECRET "secret-of-the-child"
 #define PEER_SECRET "secret-of-the-peer"
 #define PARALLEL 8
+// A child whose own port another process took exits with this, and runs
+// again with other ports, a few times at most.
+#define EXIT_PORT_TAKEN 3
+#define MAX_PORT_RETRIES 20
 #define BULK ((size_t)2 << 20)
 
 static unsigned uarg(const char *s)
@@ -144,6 +148,8 @@ int role_exit_child(int argc, char **argv)
 	if (st == TW_OK)
 		tf_die(
 		    "tw_link_create succeeded (want %s)", tw_err_name(want));
+	if (st == TW_ESYS)
+		return EXIT_PORT_TAKEN; // another process took its port
 	if (st != want) {
 		fprintf(stderr, "child: tw_link_create: %s, want %s\n",
 		    tw_err_name(st), tw_err_name(want));
@@ -253,7 +259,7 @@ typedef struct job {
 } job;
 
 typedef struct tally {
-	int done, failed;
+	int done, failed, retried;
 	char first[10][200];
 } tally;
 
@@ -326,7 +332,9 @@ static void start_job(job *j, char c, int idx, const job *all, size_t n)
 	j->busy = true;
 }
 
-static void end_job(job *j, tally *t, const tf_end *e, char c)
+// Ends job j; returns false when it must run again: another process took
+// a port it was given (the free-port helper cannot reserve them).
+static bool end_job(job *j, tally *t, const tf_end *e, char c)
 {
 	if (j->helper > 0) {
 		kill(j->helper, SIGKILL);
@@ -334,15 +342,21 @@ static void end_job(job *j, tally *t, const tf_end *e, char c)
 			;
 	}
 	j->busy = false;
+	if (e->done && e->exited && e->code == EXIT_PORT_TAKEN
+	    && t->retried < MAX_PORT_RETRIES) {
+		t->retried++;
+		return false;
+	}
 	t->done++;
 	if (e->done && e->exited && e->code == 0)
-		return;
+		return true;
 	char how[96];
 	if (t->failed < 10)
 		snprintf(t->first[t->failed], sizeof(t->first[0]),
 		    "child %d (case %c, port %u): %s", j->idx, c, j->ports[0],
 		    tf_end_str(e, how, sizeof(how)));
 	t->failed++;
+	return true;
 }
 
 static void run_case(char c)
@@ -378,14 +392,16 @@ static void run_case(char c)
 			} else {
 				continue;
 			}
-			end_job(j, &t, &e, c);
+			if (!end_job(j, &t, &e, c))
+				started--; // again, with other ports
 			moved = true;
 		}
 		if (!moved)
 			pause_ms(2);
 	}
-	printf("case %c: %d children in %.1f s, %d failed\n", c, count,
-	    (double)(tf_now_ms() - t0) / 1000, t.failed);
+	printf("case %c: %d children in %.1f s, %d failed, %d ran again "
+	       "(a port taken by another process)\n",
+	    c, count, (double)(tf_now_ms() - t0) / 1000, t.failed, t.retried);
 	for (int i = 0; i < t.failed && i < 10; i++)
 		printf("  %s\n", t.first[i]);
 	fflush(stdout);
