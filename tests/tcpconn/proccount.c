@@ -1,111 +1,97 @@
-// Counting a process's own TCP sockets from /proc (see proccount.h).
+// Counting a process's own TCP sockets (see proccount.h).
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include "proccount.h"
 
-#define PC_MAX_FDS 4096
+// Each socket is asked directly (its own state and ports) rather than
+// looked up in /proc/net/tcp: that table is the whole host's, is read in
+// pieces while other processes open and close connections, and then lists
+// a socket twice or not at all; with many thousands of entries it is also
+// slow to read.
 
-static int cmp_ulong(const void *a, const void *b)
+static unsigned port_of(const struct sockaddr_storage *ss)
 {
-	unsigned long x = *(const unsigned long *)a;
-	unsigned long y = *(const unsigned long *)b;
-	return x < y ? -1 : x > y;
-}
-
-// The inodes of the sockets among this process's descriptors, sorted.
-static int socket_inodes(unsigned long *out, size_t cap, size_t *n)
-{
-	DIR *dir = opendir("/proc/self/fd");
-	if (dir == NULL)
-		return -1;
-	*n = 0;
-	struct dirent *e;
-	while ((e = readdir(dir)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		char link[64];
-		ssize_t len = readlinkat(
-		    dirfd(dir), e->d_name, link, sizeof(link) - 1);
-		if (len <= 0)
-			continue; // closed in between
-		link[len] = '\0';
-		unsigned long ino;
-		if (sscanf(link, "socket:[%lu]", &ino) != 1)
-			continue;
-		if (*n == cap) {
-			closedir(dir);
-			errno = EMFILE;
-			return -1;
-		}
-		out[(*n)++] = ino;
-	}
-	closedir(dir);
-	qsort(out, *n, sizeof(*out), cmp_ulong);
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
 	return 0;
 }
 
-// Adds the sockets of one /proc/net/tcp* table whose inode is in `inodes`.
-static int scan_table(const char *path, bool v6, const unsigned long *inodes,
-    size_t n_inodes, pc_snap *out)
+// Adds the TCP socket open as fd to out, once per socket (a socket open
+// under two descriptors is one end).  Descriptors of other kinds, and one
+// closed meanwhile, are skipped.
+static void add_fd(int fd, pc_snap *out, unsigned long *seen, size_t *nseen)
 {
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return errno == ENOENT ? 0 : -1; // no IPv6 in this kernel
-	char line[512];
-	if (fgets(line, sizeof(line), f) == NULL) { // the header
-		fclose(f);
-		return 0;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+		return;
+	for (size_t i = 0; i < *nseen; i++)
+		if (seen[i] == (unsigned long)st.st_ino)
+			return;
+	int domain = 0, proto = 0;
+	socklen_t len = sizeof(domain);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0
+	    || (domain != AF_INET && domain != AF_INET6))
+		return;
+	len = sizeof(proto);
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) != 0
+	    || proto != IPPROTO_TCP)
+		return;
+	struct tcp_info ti;
+	len = sizeof(ti);
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return;
+	struct sockaddr_storage l, r;
+	socklen_t ll = sizeof(l), rl = sizeof(r);
+	memset(&l, 0, sizeof(l));
+	memset(&r, 0, sizeof(r));
+	if (getsockname(fd, (struct sockaddr *)&l, &ll) != 0)
+		return;
+	if (getpeername(fd, (struct sockaddr *)&r, &rl) != 0)
+		memset(&r, 0, sizeof(r)); // listening, or not connected
+	if (*nseen < PC_MAX_SOCKS * 2)
+		seen[(*nseen)++] = (unsigned long)st.st_ino;
+	if (out->n == PC_MAX_SOCKS) {
+		out->truncated = true;
+		return;
 	}
-	while (fgets(line, sizeof(line), f) != NULL) {
-		// "  sl: LADDR:LPORT RADDR:RPORT ST TX:RX TR:WHEN RETR UID
-		//  TIMEOUT INODE ..." with addresses and ports in hex.
-		unsigned lport, rport, state;
-		unsigned long ino;
-		if (sscanf(line,
-		        " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%x %x %*x:%*x "
-		        "%*x:%*x %*x %*u %*u %lu",
-		        &lport, &rport, &state, &ino)
-		    != 4)
-			continue;
-		if (ino == 0
-		    || bsearch(
-		           &ino, inodes, n_inodes, sizeof(*inodes), cmp_ulong)
-		        == NULL)
-			continue;
-		if (out->n == PC_MAX_SOCKS) {
-			out->truncated = true;
-			continue;
-		}
-		out->s[out->n++] = (pc_sock) { .state = state,
-			.lport = lport,
-			.rport = rport,
-			.v6 = v6 };
-	}
-	fclose(f);
-	return 0;
+	out->s[out->n++] = (pc_sock) { .state = ti.tcpi_state,
+		.lport = port_of(&l),
+		.rport = port_of(&r),
+		.v6 = domain == AF_INET6 };
 }
 
 int pc_snap_self(pc_snap *out)
 {
 	memset(out, 0, sizeof(*out));
-	unsigned long *inodes = malloc(PC_MAX_FDS * sizeof(*inodes));
-	if (inodes == NULL)
+	DIR *dir = opendir("/proc/self/fd");
+	if (dir == NULL)
 		return -1;
-	size_t n;
-	int rv = socket_inodes(inodes, PC_MAX_FDS, &n);
-	if (rv == 0)
-		rv = scan_table("/proc/net/tcp", false, inodes, n, out);
-	if (rv == 0)
-		rv = scan_table("/proc/net/tcp6", true, inodes, n, out);
-	free(inodes);
-	return rv;
+	unsigned long seen[PC_MAX_SOCKS * 2];
+	size_t nseen = 0;
+	int self = dirfd(dir);
+	struct dirent *e;
+	while ((e = readdir(dir)) != NULL) {
+		char *end;
+		long fd = strtol(e->d_name, &end, 10);
+		if (e->d_name[0] == '.' || *end != '\0' || fd == self)
+			continue;
+		add_fd((int)fd, out, seen, &nseen);
+	}
+	closedir(dir);
+	return 0;
 }
 
 size_t pc_count_state(const pc_snap *s, unsigned state)

@@ -1,9 +1,8 @@
-// Counting a process's own TCP sockets from /proc.
+// Counting a process's own TCP sockets.
 //
-// pc_snap_self() lists the socket inodes among /proc/self/fd and looks
-// each up in /proc/net/tcp and /proc/net/tcp6 (the sockets of this network
-// namespace), keeping the state and the local and remote ports of those
-// that are TCP.  The other functions count in such a snapshot, or match two
+// pc_snap_self() lists the descriptors in /proc/self/fd and asks each TCP
+// socket among them for its state (TCP_INFO) and its local and remote
+// ports.  The other functions count in such a snapshot, or match two
 // snapshots of processes on one host that talk over loopback, where a port
 // names one socket end.
 
@@ -15,13 +14,13 @@
 
 #define PC_MAX_SOCKS 128
 
-// TCP states as /proc/net/tcp writes them (the kernel's TCP_* values).
+// TCP states (the kernel's TCP_* values, as TCP_INFO reports them).
 enum { PC_TCP_ESTABLISHED = 0x01, PC_TCP_LISTEN = 0x0A };
 
 typedef struct pc_sock {
 	unsigned state; // PC_TCP_*, or another TCP state
 	unsigned lport, rport; // local and remote port (0 while listening)
-	bool v6; // found in /proc/net/tcp6
+	bool v6; // an IPv6 socket
 } pc_sock;
 
 typedef struct pc_snap {
@@ -31,7 +30,7 @@ typedef struct pc_snap {
 } pc_snap;
 
 // Takes a snapshot of this process's TCP sockets.  Returns 0, or -1 with
-// errno set when /proc cannot be read.
+// errno set when /proc/self/fd cannot be read.
 int pc_snap_self(pc_snap *out);
 
 // Sockets of the snapshot in `state`.
