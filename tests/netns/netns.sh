@@ -6,7 +6,7 @@
 #   twnPID-p1  eth0 10.77.0.2/24 --- veth1 -+- br0   (twnPID-hub)
 #   twnPID-p2  eth0 10.77.0.3/24 --- veth2 -+
 #
-# usage: netns.sh path/to/netns_party basic|half_open
+# usage: netns.sh path/to/netns_party basic|half_open|blip
 #
 # basic      the parties exchange messages all-to-all, run a barrier and an
 #            allgather, and pass 4 MiB around the ring (netns_party.c says
@@ -15,6 +15,10 @@
 #            party 2 and party 2's interface goes down inside its
 #            namespace: no FIN and no RST reaches the others, whose
 #            heartbeats (300 ms) must report TW_EPEER within 3 s.
+# blip       while every party streams numbered messages to every other,
+#            party 1's bridge port goes down for half a heartbeat period
+#            (500 ms of 1000 ms) and comes back: every message arrives
+#            exactly once and in order, and no call fails.
 #
 # Needs root and `ip netns`; without them, or when namespaces, bridges or
 # veths cannot be created, it prints "SKIP: reason" and exits with 77.
@@ -25,14 +29,14 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 path/to/netns_party basic|half_open" >&2
+	echo "usage: $0 path/to/netns_party basic|half_open|blip" >&2
 	exit 2
 }
 [ $# -eq 2 ] || usage
 PARTY=$1
 SCENARIO=$2
 case $SCENARIO in
-basic | half_open) ;;
+basic | half_open | blip) ;;
 *) usage ;;
 esac
 if [ ! -x "$PARTY" ]; then
@@ -208,6 +212,16 @@ half_open)
 	wait_exit 15 0 1
 	touch "$CTL/release"
 	wait_exit 10 2
+	;;
+blip)
+	wait_ready 20
+	ip -n "$HUB" link set veth1 down
+	echo "party 1's bridge port is down"
+	sleep 0.5 # half of netns_party.c's HEARTBEAT_BLIP_MS
+	ip -n "$HUB" link set veth1 up
+	echo "party 1's bridge port is up again"
+	touch "$CTL/up"
+	wait_exit 40 0 1 2
 	;;
 esac
 

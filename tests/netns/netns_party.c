@@ -14,11 +14,19 @@
 //            less than 3 s after the link went down; then sends to rank 2
 //            fail with TW_EPEER and ranks 0 and 1 still talk to each other.
 //            Rank 2 waits, alive, until the driver releases it.
+// blip       every party streams numbered messages (8 B to 200 KiB) to
+//            every other while the driver takes rank 1's bridge port down
+//            for half a heartbeat period (BLIP_MS of HEARTBEAT_BLIP_MS) and
+//            brings it back: every message arrives exactly once and in
+//            order, and no call fails.  Rank 1 and its peers must see a
+//            pause of at least BLIP_SEEN_MS between two messages of one
+//            another, so that the outage is shown to have cut the stream.
 //
 // The driver and the parties meet through files in CTLDIR: `ready.R`
 // (rank R is about to block), `down` (written just before the driver takes
 // rank 2's link down, so the measured time includes that command's own),
-// `release` (rank 2 may leave).  The parties wait for them in polling
+// `release` (rank 2 may leave); for blip, `ready.R` (rank R has
+// received from everyone) and `up` (the port is back).  The parties wait for them in polling
 // loops with deadlines.  Exit status 0 when every check passed; a failure
 // is printed as "rank R: FAIL: ..." and ends the process with status 1.
 
@@ -47,6 +55,14 @@
 // within the driver's deadlines, which are within ctest's).
 #define CTL_WAIT_MS 30000.0
 #define BLOCKED_LIMIT_MS 10000.0
+// blip: the heartbeat period, the outage the driver makes (netns.sh
+// keeps them equal to these), the least pause that shows it cut the
+// stream, and the rounds sent after the port is back.
+#define HEARTBEAT_BLIP_MS 1000
+#define BLIP_MS 500
+#define BLIP_SEEN_MS 300.0
+#define BLIP_ROUNDS_AFTER 300
+#define BLIP_READY_ROUNDS 100
 
 static size_t self;
 static const char *ctldir;
@@ -300,12 +316,142 @@ static void run_half_open(tw_link *l)
 	tw_link_set_recv_timeout(l, 5000);
 }
 
+// --- blip -------------------------------------------------------------------------
+
+// The length of message `seq` of the stream: small and large in turn.
+static size_t blip_len(uint64_t seq)
+{
+	static const size_t lens[] = { 8, 1000, 16384, 200 * 1024, 64 };
+	return lens[seq % (sizeof(lens) / sizeof(lens[0]))];
+}
+
+// Every message starts with its number; the last one has the top bit set.
+#define BLIP_LAST (UINT64_C(1) << 63)
+
+typedef struct blip_rx {
+	tw_link *l;
+	size_t from;
+	uint64_t count; // messages received
+	double max_gap_ms; // the longest pause between two of them
+	atomic_bool ready; // BLIP_READY_ROUNDS received
+} blip_rx;
+
+static void *blip_recv_main(void *arg)
+{
+	blip_rx *r = arg;
+	double last = 0;
+	unsigned char *want = malloc(blip_len(3));
+	if (want == NULL)
+		failf("out of memory");
+	for (uint64_t seq = 0;; seq++) {
+		tw_buf got = { NULL, 0 };
+		CHECK_OK(tw_recv(r->l, r->from, "blip", &got));
+		double now = now_ms();
+		if (seq > 0 && now - last > r->max_gap_ms)
+			r->max_gap_ms = now - last;
+		last = now;
+		uint64_t head = 0;
+		if (got.len >= sizeof(head))
+			memcpy(&head, got.data, sizeof(head));
+		size_t len = blip_len(seq);
+		if (got.len != len || (head & ~BLIP_LAST) != seq)
+			failf("message %llu from rank %zu: %zu bytes numbered "
+			      "%llu, want %zu bytes numbered %llu",
+			    (unsigned long long)seq, r->from, got.len,
+			    (unsigned long long)(head & ~BLIP_LAST), len,
+			    (unsigned long long)seq);
+		tw_test_fill(want, len - sizeof(head), (uint32_t)r->from,
+		    (uint32_t)self, (uint32_t)seq);
+		if (memcmp((unsigned char *)got.data + sizeof(head), want,
+		        len - sizeof(head))
+		    != 0)
+			failf("message %llu from rank %zu: wrong contents",
+			    (unsigned long long)seq, r->from);
+		tw_buf_free(&got);
+		r->count = seq + 1;
+		if (seq + 1 == BLIP_READY_ROUNDS)
+			atomic_store(&r->ready, true);
+		if (head & BLIP_LAST)
+			break;
+	}
+	free(want);
+	return NULL;
+}
+
+static void run_blip(tw_link *l)
+{
+	blip_rx rx[NPARTY];
+	pthread_t th[NPARTY];
+	memset(rx, 0, sizeof(rx));
+	for (size_t j = 0; j < NPARTY; j++) {
+		if (j == self)
+			continue;
+		rx[j].l = l;
+		rx[j].from = j;
+		if (pthread_create(&th[j], NULL, blip_recv_main, &rx[j]) != 0)
+			failf("cannot start a receiver thread");
+	}
+	unsigned char *buf = malloc(blip_len(3));
+	if (buf == NULL)
+		failf("out of memory");
+	bool ready = false;
+	uint64_t stop = UINT64_MAX;
+	for (uint64_t seq = 0; seq < stop; seq++) {
+		if (!ready) {
+			ready = true;
+			for (size_t j = 0; j < NPARTY; j++)
+				ready = ready
+				    && (j == self
+				        || atomic_load(&rx[j].ready));
+			if (ready) {
+				char name[16];
+				snprintf(
+				    name, sizeof(name), "ready.%zu", self);
+				ctl_create(name);
+			}
+		}
+		if (stop == UINT64_MAX && ctl_exists("up"))
+			stop = seq + BLIP_ROUNDS_AFTER;
+		size_t len = blip_len(seq);
+		uint64_t head = seq | (seq + 1 == stop ? BLIP_LAST : 0);
+		memcpy(buf, &head, sizeof(head));
+		for (size_t j = 0; j < NPARTY; j++) {
+			if (j == self)
+				continue;
+			tw_test_fill(buf + sizeof(head), len - sizeof(head),
+			    (uint32_t)self, (uint32_t)j, (uint32_t)seq);
+			CHECK_OK(tw_send(l, j, "blip", buf, len));
+		}
+		// A steady stream rather than a burst, so that the outage
+		// falls in the middle of it.
+		sleep_ms(2);
+		if (seq > 100000)
+			failf("no 'up' from the driver");
+	}
+	free(buf);
+	for (size_t j = 0; j < NPARTY; j++) {
+		if (j == self)
+			continue;
+		pthread_join(th[j], NULL);
+		printf("rank %zu: %llu messages from rank %zu in order, "
+		       "longest pause %.0f ms\n",
+		    self, (unsigned long long)rx[j].count, j,
+		    rx[j].max_gap_ms);
+		if ((self == 1 || j == 1) && rx[j].max_gap_ms < BLIP_SEEN_MS)
+			failf("the stream from rank %zu never paused for %.0f "
+			      "ms: the outage did not cut it",
+			    j, BLIP_SEEN_MS);
+	}
+	CHECK_OK(tw_barrier(l, "blip-end"));
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc != 4 + NPARTY) {
 		fprintf(stderr,
-		    "usage: netns_party RANK basic|half_open CTLDIR ADDR0 "
+		    "usage: netns_party RANK basic|half_open|blip CTLDIR "
+		    "ADDR0 "
 		    "ADDR1 ADDR2\n");
 		return 2;
 	}
@@ -317,15 +463,17 @@ int main(int argc, char **argv)
 	}
 	self = r;
 	bool half_open = strcmp(argv[2], "half_open") == 0;
-	if (!half_open && strcmp(argv[2], "basic") != 0) {
+	bool blip = strcmp(argv[2], "blip") == 0;
+	if (!half_open && !blip && strcmp(argv[2], "basic") != 0) {
 		fprintf(
 		    stderr, "netns_party: unknown scenario '%s'\n", argv[2]);
 		return 2;
 	}
 	ctldir = argv[3];
 
-	tw_desc *d
-	    = tw_desc_new(half_open ? "netns.half_open" : "netns.basic");
+	char link_id[32];
+	snprintf(link_id, sizeof(link_id), "netns.%s", argv[2]);
+	tw_desc *d = tw_desc_new(link_id);
 	if (d == NULL)
 		failf("tw_desc_new failed");
 	for (size_t i = 0; i < NPARTY; i++) {
@@ -338,6 +486,9 @@ int main(int argc, char **argv)
 	    tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, half_open ? 60000 : 20000));
 	if (half_open)
 		CHECK_OK(tw_desc_set(d, TW_OPT_HEARTBEAT_MS, HEARTBEAT_MS));
+	if (blip)
+		CHECK_OK(
+		    tw_desc_set(d, TW_OPT_HEARTBEAT_MS, HEARTBEAT_BLIP_MS));
 
 	tw_link *l = NULL;
 	CHECK_OK(tw_link_create(d, self, &l));
@@ -345,6 +496,8 @@ int main(int argc, char **argv)
 	printf("rank %zu: link of %zu parties up\n", self, tw_link_size(l));
 	if (half_open)
 		run_half_open(l);
+	else if (blip)
+		run_blip(l);
 	else
 		run_basic(l);
 
