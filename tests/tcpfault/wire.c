@@ -124,6 +124,7 @@ typedef struct me {
 	uint32_t rank;
 	uint16_t flags;
 	uint64_t instance;
+	uint64_t session; // a dialer's own; an acceptor echoes the dialer's
 	unsigned char nonce[TW_TCP_NONCE_LEN];
 	char addr[64];
 } me;
@@ -136,6 +137,7 @@ static void me_init(
 	m->flags = flags;
 	assert_int_equal(tw__tcp_random(&m->instance, sizeof(m->instance)), 0);
 	m->instance |= 1;
+	m->session = m->instance ^ 0x5a5a;
 	assert_int_equal(tw__tcp_random(m->nonce, sizeof(m->nonce)), 0);
 	snprintf(m->addr, sizeof(m->addr), "127.0.0.1:%u", port);
 }
@@ -145,6 +147,7 @@ static int send_hello(int fd, const me *m)
 	tw__tcp_hello h = { .flags = m->flags,
 		.rank = m->rank,
 		.instance = m->instance,
+		.session = m->session,
 		.link_id = m->link,
 		.link_id_len = strlen(m->link),
 		.addr = m->addr,
@@ -397,6 +400,7 @@ static void fake_one(int fd, unsigned port, int when)
 		    link, sizeof(link), "%.*s", (int)h.link_id_len, h.link_id);
 		me m;
 		me_init(&m, link, 1, 0, port);
+		m.session = h.session;
 		(void)send_hello(fd, &m);
 		unsigned char hdr[TW_TCP_HDR_LEN];
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };

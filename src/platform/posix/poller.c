@@ -271,6 +271,35 @@ int tw__pfd_arm(tw__pfd *d, unsigned events)
 	return status;
 }
 
+int tw__pfd_swap_fd(tw__pfd *d, int fd)
+{
+	tw__poller *p = d->p;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0
+	    || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+		TW_ERROR(
+		    "poll", "cannot make descriptor %d non-blocking: %m", fd);
+		return TW_ESYS;
+	}
+	struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = d };
+	pthread_mutex_lock(&p->mtx);
+	int status = d->closing ? TW_ECLOSED : TW_OK;
+	if (status == TW_OK
+	    && epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		TW_ERROR("poll", "cannot watch descriptor %d: %m", fd);
+		status = TW_ESYS;
+	}
+	if (status == TW_OK) {
+		(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->fd, NULL);
+		d->fd = fd;
+		// An event of the old descriptor that epoll_wait returned
+		// already is skipped: the registration is not armed.
+		d->armed = false;
+	}
+	pthread_mutex_unlock(&p->mtx);
+	return status;
+}
+
 void tw__pfd_fini(tw__pfd *d)
 {
 	tw__poller *p = d->p;

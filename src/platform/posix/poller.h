@@ -66,6 +66,14 @@ int tw__pfd_init(
 // TW_OK, TW_ECLOSED (being finished) or TW_ESYS (logged).
 int tw__pfd_arm(tw__pfd *pfd, unsigned events);
 
+// Watches `fd` (made O_NONBLOCK and FD_CLOEXEC here) instead of the
+// registration's descriptor, disarmed, keeping the callback: for a
+// connection resumed on a new socket.  The old descriptor stays the
+// caller's, unwatched.  An event of the old one that is already on its
+// way is not delivered unless the owner re-armed meanwhile (then it is a
+// spurious wake-up of the new one).  TW_OK, TW_ECLOSED, TW_ESYS (logged).
+int tw__pfd_swap_fd(tw__pfd *pfd, int fd);
+
 // Removes the registration.  From another thread: returns once no callback
 // of it runs or will run.  From its own callback: returns at once; no
 // further callback runs.  The memory is freed by the poller.

@@ -197,6 +197,9 @@ bool tw__tcp_peer_failed(const tcp_peer *p);
 bool tw__tcp_peer_is_dialer(const tcp_peer *p);
 const char *tw__tcp_peer_dialed(const tcp_peer *p);
 uint64_t tw__tcp_peer_instance(const tcp_peer *p);
+// The session: the dialer's random id of the connections between the two
+// processes, which a resuming connection names.
+uint64_t tw__tcp_peer_session(const tcp_peer *p);
 const char *tw__tcp_peer_who(const tcp_peer *p);
 const unsigned char *tw__tcp_peer_my_nonce(const tcp_peer *p);
 const unsigned char *tw__tcp_peer_peer_nonce(const tcp_peer *p);
@@ -242,11 +245,12 @@ int tw__tcp_sx_data(
 int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
     uint32_t slot, const char *key, const tw__tcp_chunk *ck, uint64_t seq);
 // A CHUNK of n bytes: *dst is where they go; chunk_end once they are in
-// (ok) or will never be (!ok).
+// (ok) or not (!ok: the connection failed, or broke and will send the
+// chunk again after a resume, so its n bytes are unclaimed).
 int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
     const tw__tcp_chunk *ck, size_t n, void **entry, unsigned char **dst);
 int tw__tcp_sx_chunk_end(
-    tcp_sx *sx, tcp_conn *main, tcp_chan *mc, void *entry, bool ok);
+    tcp_sx *sx, tcp_conn *main, tcp_chan *mc, void *entry, size_t n, bool ok);
 // A CANCEL of message `id` for mc: what there is of it is dropped.
 int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id);
 // Frees what mc holds (when it is freed).

@@ -222,6 +222,7 @@ static int lookup(hs *h, const char **why)
 		.rank = ep->self_rank,
 		.stripe = peer->stripe,
 		.instance = tw__tcp_node_instance(n),
+		.session = peer->session,
 		.addr = tw__tcp_node_name(n),
 		.secret = ep->secret,
 		.secret_len = ep->secret_len };

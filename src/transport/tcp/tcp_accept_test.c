@@ -93,6 +93,7 @@ static int dial_hs(const node_link *n, const char *link, const char *secret,
 	tw__tcp_hs_self me = { .link_id = link,
 		.rank = 0,
 		.instance = 99,
+		.session = 4242,
 		.addr = "127.0.0.1:1",
 		.secret = secret,
 		.secret_len = secret ? strlen(secret) : 0 };

@@ -19,6 +19,20 @@
 // is harmless rather than a use of freed memory; a failed connection is
 // simply never armed again.
 //
+// Breaks and resumes.  A connection made with a down limit survives the
+// loss of its socket: EOF, a reset, a write error or a silence of 3 H
+// takes it down instead of failing it.  Down, nobody reads or writes, the
+// reader abandons a frame it was given half of (its owner unclaims it),
+// senders keep appending to the ring, and the owner is told (ops->down),
+// whose side that dialed connects again.  tw__tcp_conn_resume then swaps
+// the new socket in under both roles: the reader goes on after the last
+// frame it handled, and the writer writes again, from its ring, every
+// frame after the last one the peer says it handled.  Both ends agree on
+// those numbers in the resume handshake, so nothing is lost, nothing
+// arrives twice, and the order is kept.  A connection down for longer
+// than its limit fails with TW_EPEER.  `epoch` counts the sockets, so
+// that a late error of a replaced socket is not taken for a new break.
+//
 // Heartbeats.  With TW_OPT_HEARTBEAT_MS = H the I/O thread looks at the
 // connection every H/4.  Silent for H/3, it sends a PING, which the peer
 // answers whatever it is doing (its reader never stops, and no frame is
@@ -69,6 +83,11 @@ static bool failed(const tcp_conn *c)
 bool tw__tcp_conn_failed(const tcp_conn *c)
 {
 	return failed(c);
+}
+
+bool tw__tcp_conn_is_down(const tcp_conn *c)
+{
+	return atomic_load_explicit(&c->down, memory_order_acquire) != 0;
 }
 
 const char *tw__tcp_conn_who(const tcp_conn *c)
@@ -145,7 +164,7 @@ void tw__tcp_conn_rx_handled(tcp_conn *c)
 
 void tw__tcp_conn_arm(tcp_conn *c)
 {
-	if (!failed(c))
+	if (!failed(c) && !c->tx.down)
 		(void)tw__pfd_arm(
 		    c->pfd, TW__POLL_IN | (c->tx.want_out ? TW__POLL_OUT : 0));
 }
@@ -173,13 +192,135 @@ void tw__tcp_conn_fail(tcp_conn *c, int status, const char *why)
 	if (why != NULL)
 		TW_WARN(
 		    "tcp", "closing the connection with %s: %s", c->who, why);
+	// Under the writer's mutex: a resume may be swapping the socket.
+	pthread_mutex_lock(&c->tx.mtx);
 	shutdown(c->fd, SHUT_RDWR);
-	tw__tcp_writer_wake(c);
+	pthread_cond_broadcast(&c->tx.cv);
+	pthread_mutex_unlock(&c->tx.mtx);
 	pthread_mutex_lock(&c->ack_mtx);
 	pthread_cond_broadcast(&c->ack_cv);
 	pthread_mutex_unlock(&c->ack_mtx);
 	tw__tcp_conn_ref(c); // the task's
 	tw__poller_post(c->poller, &c->fail_task);
+}
+
+// --- going down and resuming -------------------------------------------------
+
+// The reader role held: stops the reader of a connection that went down.
+static void stop_reader(tcp_conn *c)
+{
+	tw__tcp_reader_abandon(c);
+	atomic_store_explicit(&c->down, 2, memory_order_release);
+}
+
+static void down_task(void *arg)
+{
+	tcp_conn *c = arg;
+	bool up = false;
+	pthread_mutex_lock(&c->rx.mtx);
+	if (atomic_load(&c->down) == 1)
+		stop_reader(c);
+	else
+		up = atomic_load(&c->down) == 0; // resumed meanwhile
+	pthread_mutex_unlock(&c->rx.mtx);
+	if (!up && !failed(c) && c->ops->down != NULL)
+		c->ops->down(c->owner, c);
+	tw__tcp_conn_unref(c);
+}
+
+// Takes the connection down.  tx.mtx held.  Returns whether it was up.
+static bool go_down(tcp_conn *c, int64_t until)
+{
+	if (failed(c) || c->tx.down)
+		return false;
+	c->tx.down = true;
+	atomic_store_explicit(&c->down_until, until, memory_order_relaxed);
+	atomic_store_explicit(&c->down, 1, memory_order_release);
+	// Wakes a thread in a system call on it, and the I/O thread hears
+	// nothing more of it until it is resumed.
+	shutdown(c->fd, SHUT_RDWR);
+	pthread_cond_broadcast(&c->tx.cv);
+	return true;
+}
+
+void tw__tcp_conn_broken(tcp_conn *c, unsigned epoch, const char *what)
+{
+	if (c->down_limit_ns == 0) {
+		tw__tcp_conn_fail(c, TW_EPEER, NULL);
+		return;
+	}
+	pthread_mutex_lock(&c->tx.mtx);
+	bool went
+	    = epoch == c->epoch && go_down(c, tw__now_ns() + c->down_limit_ns);
+	pthread_mutex_unlock(&c->tx.mtx);
+	if (!went)
+		return;
+	TW_INFO("tcp",
+	    "connection with %s broke (%s); waiting for it to be "
+	    "resumed",
+	    c->who, what);
+	tw__tcp_conn_ref(c); // the task's
+	tw__poller_post(c->poller, &c->down_task);
+}
+
+uint64_t tw__tcp_conn_suspend(tcp_conn *c, bool *ok)
+{
+	*ok = false;
+	if (c->down_limit_ns == 0)
+		return 0;
+	pthread_mutex_lock(&c->rx.mtx);
+	pthread_mutex_lock(&c->tx.mtx);
+	(void)go_down(c, tw__now_ns() + c->down_limit_ns);
+	pthread_mutex_unlock(&c->tx.mtx);
+	if (!failed(c) && atomic_load(&c->down) == 1)
+		stop_reader(c);
+	uint64_t done = tw__tcp_conn_rx_done(c);
+	*ok = !failed(c) && atomic_load(&c->down) == 2;
+	pthread_mutex_unlock(&c->rx.mtx);
+	return done;
+}
+
+int tw__tcp_conn_resume(tcp_conn *c, int fd, uint64_t peer_rcvd)
+{
+	tcp_writer *tx = &c->tx;
+	pthread_mutex_lock(&c->rx.mtx);
+	pthread_mutex_lock(&tx->mtx);
+	// A writer still in a system call on the old socket finds it shut
+	// down and lets go of the role.
+	while (tx->writing && !failed(c))
+		pthread_cond_wait(&tx->cv, &tx->mtx);
+	int status = TW_OK;
+	if (failed(c) || atomic_load(&c->down) == 0)
+		status = TW_EPEER;
+	else if (tw__tcp_writer_rewind(c, peer_rcvd) != TW_OK)
+		status = TW_EPROTO;
+	else if (tw__pfd_swap_fd(c->pfd, fd) != TW_OK)
+		status = TW_ESYS;
+	if (status != TW_OK) {
+		pthread_mutex_unlock(&tx->mtx);
+		pthread_mutex_unlock(&c->rx.mtx);
+		if (status == TW_EPROTO)
+			tw__tcp_conn_fail(c, TW_EPROTO,
+			    "the peer resumes from a frame never sent");
+		return status == TW_ESYS ? TW_EPEER : status;
+	}
+	if (atomic_load(&c->down) == 1)
+		stop_reader(c); // the down task has not run yet
+	tw__tcp_reader_resume(c);
+	close(c->fd);
+	c->fd = fd;
+	c->epoch++;
+	c->last_acked = tw__now_ns();
+	c->acked = 0;
+	tx->down = false;
+	atomic_store_explicit(&c->down, 0, memory_order_release);
+	tx->want_out = tx->out < tx->end || tx->owe_ack || tx->owe_pong;
+	tw__tcp_conn_arm(c);
+	pthread_cond_broadcast(&tx->cv);
+	pthread_mutex_unlock(&tx->mtx);
+	pthread_mutex_unlock(&c->rx.mtx);
+	TW_INFO("tcp", "connection with %s resumed", c->who);
+	return TW_OK;
 }
 
 void tw__tcp_conn_close(tcp_conn *c, int64_t deadline)
@@ -197,8 +338,8 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 {
 	(void)pfd;
 	tcp_conn *c = arg;
-	if (failed(c))
-		return; // the failure task has it
+	if (failed(c) || tw__tcp_conn_is_down(c))
+		return; // the failure task has it, or a resume will arm it
 	bool rearm = true;
 	if (events & (TW__POLL_IN | TW__POLL_ERR)) {
 		// An application thread that holds the reader role reads for
@@ -208,13 +349,18 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 			unsigned frames = 0;
 			int status
 			    = tw__tcp_reader_pump(c, IO_BUDGET_NS, &frames);
+			unsigned epoch = c->epoch;
 			pthread_mutex_unlock(&c->rx.mtx);
 			if (status != TW_OK) {
 				// EOF or a reset is how a peer's end looks:
 				// a debug line, not a warning.
 				TW_DEBUG("tcp", "connection %s ends: %s",
 				    c->who, tw_err_name(status));
-				tw__tcp_conn_fail(c, status, NULL);
+				if (status == TW_EPEER)
+					tw__tcp_conn_broken(
+					    c, epoch, "reading");
+				else
+					tw__tcp_conn_fail(c, status, NULL);
 				return;
 			}
 		} else {
@@ -254,6 +400,24 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 	while (read(c->tfd, &ticks, sizeof(ticks)) < 0 && errno == EINTR)
 		;
 	int64_t now = tw__now_ns();
+	if (tw__tcp_conn_is_down(c)) {
+		int64_t until = atomic_load_explicit(
+		    &c->down_until, memory_order_relaxed);
+		if (now >= until) {
+			char why[96];
+			snprintf(why, sizeof(why),
+			    "not resumed within %" PRId64 " ms (%s)",
+			    c->down_limit_ns / 1000000, tw_err_name(TW_EPEER));
+			tw__tcp_conn_fail(c, TW_EPEER, why);
+			return;
+		}
+		(void)tw__pfd_arm(pfd, TW__POLL_IN);
+		return;
+	}
+	if (c->heartbeat_ns == 0) {
+		(void)tw__pfd_arm(pfd, TW__POLL_IN); // watching a break only
+		return;
+	}
 	// Ticks missed mean that this process did not run (a stalled
 	// machine, a debugger, a sanitizer's pause): the silence is ours as
 	// much as the peer's, so the peer gets a fresh period, not the blame.
@@ -262,21 +426,41 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 		    &c->rx.last_rx, now, memory_order_relaxed);
 		c->last_acked = now;
 	}
+	// The socket and what is known of it change in a resume, under
+	// the writer's mutex.
+	pthread_mutex_lock(&c->tx.mtx);
 	uint64_t acked = acked_bytes(c->fd);
 	if (acked != c->acked) {
 		c->acked = acked;
 		c->last_acked = now;
 	}
+	int64_t tx_idle = now - c->last_acked;
+	unsigned epoch = c->epoch;
+	pthread_mutex_unlock(&c->tx.mtx);
 	int64_t rx_idle
 	    = now - atomic_load_explicit(&c->rx.last_rx, memory_order_relaxed);
-	int64_t tx_idle = now - c->last_acked;
 	int64_t idle = rx_idle < tx_idle ? rx_idle : tx_idle;
 	if (idle >= 3 * c->heartbeat_ns) {
 		char why[96];
 		snprintf(why, sizeof(why),
 		    "no sign of life for %" PRId64 " ms (%s)", idle / 1000000,
 		    tw_err_name(TW_EPEER));
-		tw__tcp_conn_fail(c, TW_EPEER, why);
+		if (c->down_limit_ns == 0) {
+			tw__tcp_conn_fail(c, TW_EPEER, why);
+			return;
+		}
+		// A silent peer has had its 3 H already: one more period to
+		// come back on a new connection.
+		pthread_mutex_lock(&c->tx.mtx);
+		bool went
+		    = epoch == c->epoch && go_down(c, now + c->heartbeat_ns);
+		pthread_mutex_unlock(&c->tx.mtx);
+		if (went) {
+			TW_INFO("tcp", "connection with %s: %s", c->who, why);
+			tw__tcp_conn_ref(c);
+			tw__poller_post(c->poller, &c->down_task);
+		}
+		(void)tw__pfd_arm(pfd, TW__POLL_IN);
 		return;
 	}
 	if (rx_idle >= c->heartbeat_ns / 3)
@@ -298,6 +482,8 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 			got = true; // the failure is news too
 			break;
 		}
+		if (tw__tcp_conn_is_down(c))
+			break; // the I/O thread delivers once it is resumed
 		// The reader role is held for the whole poll once taken; while
 		// the I/O thread has it, what it reads is looked for instead.
 		// A stream that the I/O thread paused for its other connections
@@ -318,7 +504,7 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		if (reading
 		    && (status = tw__tcp_reader_pump(c, 0, &frames))
 		        != TW_OK) {
-			got = true;
+			got = status != TW_EPEER || c->down_limit_ns == 0;
 			break;
 		}
 		if ((frames > 0 || !reading) && (got = done(arg)))
@@ -344,14 +530,18 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		if (now >= until || now >= deadline)
 			break;
 	}
+	unsigned epoch = 0;
 	if (reading) {
+		epoch = c->epoch;
 		pthread_mutex_unlock(&c->rx.mtx);
 		// Whatever arrives from now on is the I/O thread's again.
 		pthread_mutex_lock(&c->tx.mtx);
 		tw__tcp_conn_arm(c);
 		pthread_mutex_unlock(&c->tx.mtx);
 	}
-	if (status != TW_OK)
+	if (status == TW_EPEER)
+		tw__tcp_conn_broken(c, epoch, "reading");
+	else if (status != TW_OK)
 		tw__tcp_conn_fail(c, status, NULL);
 	return got;
 }
@@ -393,12 +583,14 @@ static int start_timer(tcp_conn *c, int64_t heartbeat_ms, int fd)
 	c->heartbeat_ns = heartbeat_ms * 1000000;
 	c->last_acked = tw__now_ns();
 	c->acked = acked_bytes(fd);
+	// Without heartbeats the timer only watches how long a break lasts.
 	c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (c->tfd < 0) {
 		TW_ERROR("tcp", "cannot make a heartbeat timer: %m");
 		return TW_ESYS;
 	}
-	int64_t tick = c->heartbeat_ns / 4;
+	int64_t tick
+	    = c->heartbeat_ns > 0 ? c->heartbeat_ns / 4 : c->down_limit_ns / 8;
 	struct itimerspec its = {
 		.it_interval = { tick / 1000000000, tick % 1000000000 },
 		.it_value = { tick / 1000000000, tick % 1000000000 },
@@ -424,6 +616,9 @@ int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out)
 	snprintf(c->who, sizeof(c->who), "%s", cfg->who);
 	c->fail_task.fn = fail_task;
 	c->fail_task.arg = c;
+	c->down_task.fn = down_task;
+	c->down_task.arg = c;
+	c->down_limit_ns = cfg->down_limit_ms * 1000000;
 	pthread_mutex_init(&c->ack_mtx, NULL);
 	tw__cond_init(&c->ack_cv);
 	tw__tcp_writer_init(&c->tx);
@@ -431,7 +626,8 @@ int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out)
 	if (status == TW_OK)
 		status
 		    = tw__pfd_init(c->poller, cfg->fd, on_socket, c, &c->pfd);
-	if (status == TW_OK && cfg->heartbeat_ms > 0)
+	if (status == TW_OK
+	    && (cfg->heartbeat_ms > 0 || cfg->down_limit_ms > 0))
 		status = start_timer(c, cfg->heartbeat_ms, cfg->fd);
 	if (status != TW_OK) {
 		tw__tcp_conn_unref(c); // fd stays the caller's

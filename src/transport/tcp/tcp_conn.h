@@ -67,10 +67,17 @@ typedef struct tcp_conn_ops {
 	    void *cookie, bool ok);
 
 	// The connection failed or ended (status: TW_ECLOSED when the peer
-	// ended it cleanly with BYE, TW_EPEER for EOF or a broken socket,
-	// TW_EPROTO for bytes it could not accept, another code for a local
-	// failure).  Called once, last.
+	// ended it cleanly with BYE, TW_EPEER for EOF or a broken socket
+	// that could not be resumed, TW_EPROTO for bytes it could not
+	// accept, another code for a local failure).  Called once, last.
 	void (*failed)(void *owner, tcp_conn *c, int status);
+
+	// A resumable connection's socket broke (EOF, a reset, an error, or
+	// a silence of 3 heartbeat periods): the connection is down, its
+	// reader has stopped (tw__tcp_conn_received is final), and senders
+	// keep appending until tw__tcp_conn_resume gives it a new socket.
+	// Runs on the I/O thread with no lock held; may be NULL.
+	void (*down)(void *owner, tcp_conn *c);
 } tcp_conn_ops;
 
 typedef struct tcp_conn_cfg {
@@ -80,6 +87,9 @@ typedef struct tcp_conn_cfg {
 	void *owner; // must stay valid until ops->failed has returned
 	const char *who; // the peer, for log lines
 	int64_t heartbeat_ms; // 0: no heartbeats
+	// How long a broken socket may wait for tw__tcp_conn_resume before
+	// the connection fails with TW_EPEER (0: a broken socket fails it).
+	int64_t down_limit_ms;
 } tcp_conn_cfg;
 
 // Makes a connection, not yet reading (tw__tcp_conn_start).  Referenced
@@ -105,6 +115,27 @@ void tw__tcp_conn_fail(tcp_conn *c, int status, const char *why);
 void tw__tcp_conn_close(tcp_conn *c, int64_t deadline);
 
 bool tw__tcp_conn_failed(const tcp_conn *c);
+
+// Whether the connection is down (its socket broke) and not yet resumed.
+bool tw__tcp_conn_is_down(const tcp_conn *c);
+
+// Takes the connection down now (if it is up and resumable), as a break
+// of its socket would, and stops its reader.  Returns the last frame
+// handled (what a resume handshake tells the peer), or 0 with *ok false
+// when the connection failed or cannot be resumed.  Blocks while an
+// application thread reads the connection (tw__tcp_conn_poll); not from
+// an upcall of this connection.
+uint64_t tw__tcp_conn_suspend(tcp_conn *c, bool *ok);
+
+// Gives a down connection its new socket `fd` (connected, its resume
+// handshake done): frames after `peer_rcvd`, the last one the peer
+// handled, are written again from the connection's ring, and reading
+// goes on after the last frame handled here.  Not from an upcall of this
+// connection.  TW_OK (fd is the connection's), TW_EPEER (failed, or not
+// down; fd stays the caller's), TW_EPROTO (peer_rcvd names frames never
+// sent or already confirmed: the connection fails; fd stays the
+// caller's).
+int tw__tcp_conn_resume(tcp_conn *c, int fd, uint64_t peer_rcvd);
 const char *tw__tcp_conn_who(const tcp_conn *c);
 
 // Frame-sending flags.
@@ -118,12 +149,14 @@ enum {
 
 // Sends one frame of `type` for `slot` with key `key` (NULL: none) and the
 // payload iov[0..niov) (at most 2 parts; TW_TCP_FRAME_MAX bytes, plus a
-// chunk's prefix).  Small frames, and every TCP_TX_NOWAIT one, are copied
-// into the queue when the socket cannot take them at once; a larger one is
-// written from the caller's memory once its turn comes, waiting until
-// `deadline` or *cancel (atomic, may be NULL).  Once its first byte is out
-// a frame is always finished: at most one frame's time.  *seq (may be
-// NULL) receives the frame's sequence number.  TW_OK, TW_EPEER (failed),
+// chunk's prefix).  The frame is copied into the connection's ring, kept
+// there until the peer has read it (a resumed connection sends it again),
+// and written at once or by the next writer; the call returns once it is
+// copied.  While the ring holds TX_RETAIN_MAX bytes that the peer has not
+// confirmed, a sender waits until `deadline` or *cancel (atomic, may be
+// NULL); a TCP_TX_NOWAIT frame never waits.  A connection that is down
+// takes frames all the same, for its next socket.  *seq (may be NULL)
+// receives the frame's sequence number.  TW_OK, TW_EPEER (failed),
 // TW_ETIMEDOUT, TW_ECLOSED (cancelled), TW_ENOMEM, TW_EINVAL (too long).
 int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,

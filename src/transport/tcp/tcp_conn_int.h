@@ -13,26 +13,32 @@
 #include "core/names.h"
 #include "transport/tcp/tcp_conn.h"
 
-// The writer half.  Whoever holds the writer role (`writing`) writes: a
-// sender with an idle connection writes its own frame; small frames that
-// meet a busy connection are appended to q, and the next writer sends the
-// whole queue with one writev.  The role's buffer w and the appenders'
-// buffer q swap when w is done, so that nobody waits for a writer to
-// append (the I/O thread appends its control frames and must never
-// block).
+// Bytes of frames that the peer has not confirmed (read whole) beyond
+// which senders wait; the peer confirms every quarter of it.
+#define TX_RETAIN_MAX ((uint64_t)16 << 20)
+
+// The writer half (tcp_writer.c has the design).  Positions are byte
+// counts since the connection was made; the byte at position x lives at
+// buf[x % cap].  base <= out <= end: [base, out) is written and not yet
+// confirmed by the peer, [out, end) not yet written.
 typedef struct tcp_writer {
 	pthread_mutex_t mtx;
-	pthread_cond_t cv; // the role or queue room came free, or failed
-	unsigned char *q; // appended frames [0, q_len), by mtx
-	size_t q_len, q_cap;
-	unsigned char *w; // the role's frames [w_off, w_len)
-	size_t w_off, w_len, w_cap;
-	size_t pending; // bytes in q and w not yet written, by mtx
+	pthread_cond_t cv; // the role, room or the connection changed
+	unsigned char *buf; // the ring (cap a power of two), by mtx
+	size_t cap;
+	unsigned char *stale; // a ring the role may still write from
+	uint64_t base, out, end; // by mtx
+	uint64_t *fend; // end position of frame s at fend[s % fcap],
+	size_t fcap; // for s in (released, seq], by mtx
+	uint64_t released; // the last frame the peer confirmed, by mtx
+	_Atomic uint64_t released_pub; // released, for a quick look
+	_Atomic uint64_t rcvd_bytes; // rx.bytes when we last told `received`
 	bool writing; // a thread holds the writer role, by mtx
-	bool want_out; // the I/O thread flushes when writable, by mtx
+	bool want_out; // the I/O thread writes when writable, by mtx
+	bool down; // the socket broke: nobody writes until resumed, by mtx
 	bool owe_pong; // a PING waits for its answer, by mtx
 	bool owe_ack; // an ack moved that no frame carried yet, by mtx
-	int64_t last_flush; // when the last flush of the queue ended, by mtx
+	int64_t last_flush; // when the last write ended, by mtx
 	uint64_t seq; // the last number assigned, by mtx
 	_Atomic uint64_t seq_pub; // seq, for readers outside mtx
 } tcp_writer;
@@ -64,7 +70,8 @@ typedef struct tcp_reader {
 
 struct tcp_conn {
 	_Atomic unsigned refs;
-	int fd;
+	int fd; // changed by a resume, under both roles (rx.mtx, tx.mtx)
+	unsigned epoch; // resumes so far, by tx.mtx
 	tw__poller *poller;
 	tw__pfd *pfd; // the socket; finished when the connection is freed
 	tw__pfd *tpfd; // the heartbeat timer
@@ -78,6 +85,12 @@ struct tcp_conn {
 	_Atomic int failed;
 	_Atomic int fail_status;
 	tw__poll_task fail_task;
+
+	// A broken socket that may be replaced (tw__tcp_conn_resume).
+	int64_t down_limit_ns; // 0: a break fails the connection
+	_Atomic int down; // 1: down; 2: and the reader has stopped
+	_Atomic int64_t down_until; // then it fails
+	tw__poll_task down_task;
 
 	// Waiting for acks.
 	_Atomic uint64_t peer_ack;
@@ -99,6 +112,11 @@ uint64_t tw__tcp_conn_ack_out(const tcp_conn *c);
 // has queued bytes to flush.  tx.mtx held.
 void tw__tcp_conn_arm(tcp_conn *c);
 
+// The socket of `epoch` broke (an error writing or reading): the
+// connection goes down when it may be resumed, else fails.  A break of a
+// socket that a resume replaced already is ignored.  `what`: for the log.
+void tw__tcp_conn_broken(tcp_conn *c, unsigned epoch, const char *what);
+
 // --- tcp_writer.c ----------------------------------------------------------
 
 int tw__tcp_writer_init(tcp_writer *tx);
@@ -117,6 +135,19 @@ void tw__tcp_writer_wake(tcp_conn *c);
 // Waits until the queue is out or `deadline`.  TW_OK or why not.
 int tw__tcp_writer_drain(tcp_conn *c, int64_t deadline);
 
+// The peer read every frame up to `rcvd` whole: they leave the ring.
+// TW_OK, or TW_EPROTO (a frame never sent).
+int tw__tcp_writer_release(tcp_conn *c, uint64_t rcvd);
+
+// The reader moved on: when it read a quarter of the peer's bound since
+// we last told the peer how far, an ACK goes out to say it.
+void tw__tcp_writer_rx_progress(tcp_conn *c);
+
+// A resume: the peer received every frame up to peer_rcvd; the next
+// write starts with the frame after it.  tx.mtx held, the role free, the
+// connection down.  TW_OK or TW_EPROTO (a number out of range).
+int tw__tcp_writer_rewind(tcp_conn *c, uint64_t peer_rcvd);
+
 // --- tcp_reader.c ----------------------------------------------------------
 
 int tw__tcp_reader_init(tcp_reader *rx);
@@ -129,8 +160,13 @@ void tw__tcp_reader_fini(tcp_reader *rx);
 // records it).
 int tw__tcp_reader_pump(tcp_conn *c, int64_t budget_ns, unsigned *frames);
 
-// The connection failed: tells the owner about a frame it was given half
-// of.  Reader role held.
+// The connection failed or went down: tells the owner about a frame it
+// was given half of (which a resume sends again), and reads no more.
+// Reader role held.
 void tw__tcp_reader_abandon(tcp_conn *c);
+
+// A resume: the next frame is the one after the last handled, read from
+// the new socket.  Reader role held, after tw__tcp_reader_abandon.
+void tw__tcp_reader_resume(tcp_conn *c);
 
 #endif // TW_TRANSPORT_TCP_TCP_CONN_INT_H

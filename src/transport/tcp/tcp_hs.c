@@ -156,6 +156,10 @@ size_t tw__tcp_hs_hello_make(const tw__tcp_hs_self *me,
 	h.flags = me->secret != NULL ? TW_TCP_CAP_SECRET : 0;
 	if (me->stripe > 0)
 		h.flags |= TW_TCP_CAP_STRIPE;
+	if (me->resume)
+		h.flags |= TW_TCP_CAP_RESUME;
+	h.session = me->session;
+	h.received = me->received;
 	h.rank = me->rank;
 	h.stripe = me->stripe;
 	h.instance = me->instance;
@@ -185,6 +189,8 @@ void tw__tcp_hs_peer_from(tw__tcp_hs_peer *p, const tw__tcp_hello *h,
 	p->stripe = h->stripe;
 	p->flags = h->flags;
 	p->instance = h->instance;
+	p->session = h->session;
+	p->received = h->received;
 	memcpy(p->link_id, h->link_id, h->link_id_len);
 	memcpy(p->addr, h->addr, h->addr_len);
 	memcpy(p->nonce, h->nonce, TW_TCP_NONCE_LEN);

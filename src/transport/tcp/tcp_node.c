@@ -219,7 +219,7 @@ static bool cancelled(const _Atomic int *cancel)
 // `stripe`).  TW_EPEER: the peer closed the connection unanswered (its
 // process does not have the link yet, or is busy): worth another try.
 static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
-    uint32_t peer_rank, uint16_t stripe, int64_t deadline,
+    uint32_t peer_rank, uint16_t stripe, uint64_t session, int64_t deadline,
     const _Atomic int *cancel, int *out_fd, tw__tcp_hs_peer *peer)
 {
 	char host[TW_TCP_ADDR_MAX + 1];
@@ -231,6 +231,7 @@ static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
 		.instance = n->instance,
 		.addr = tw__tcp_listener_name(n->l),
 		.stripe = stripe,
+		.session = session,
 		.secret = ep->secret,
 		.secret_len = ep->secret_len };
 	int fd = -1;
@@ -238,6 +239,11 @@ static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
 	if (status != TW_OK)
 		return status;
 	status = tw__tcp_handshake(fd, &me, deadline, cancel, peer);
+	if (status == TW_OK && peer->session != session) {
+		TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id, ep->self_rank,
+		    "%s answered for another session", addr);
+		status = TW_EPROTO;
+	}
 	if (status == TW_OK && peer->rank != peer_rank) {
 		TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id, ep->self_rank,
 		    "%s answered as rank %u, not %u", addr,
@@ -290,7 +296,8 @@ static void dial_stripes(tcp_node *n, const char *addr, tcp_ep *ep,
 		int status;
 		do {
 			status = dial_once(n, addr, ep, peer_rank, (uint16_t)k,
-			    deadline, cancel, &fd, &hs);
+			    tw__tcp_peer_session(p), deadline, cancel, &fd,
+			    &hs);
 			if (status == TW_OK
 			    && hs.instance != tw__tcp_peer_instance(p))
 				status = TW_EPROTO; // another process now
@@ -325,8 +332,13 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 		}
 		int fd = -1;
 		tw__tcp_hs_peer hs;
-		int status = dial_once(
-		    n, addr, ep, peer_rank, 0, deadline, cancel, &fd, &hs);
+		uint64_t session = 0;
+		int status = TW_OK;
+		while (session == 0 && status == TW_OK)
+			status = tw__tcp_random(&session, sizeof(session));
+		if (status == TW_OK)
+			status = dial_once(n, addr, ep, peer_rank, 0, session,
+			    deadline, cancel, &fd, &hs);
 		if (status == TW_EPEER) {
 			// Closed without an answer: the peer's process
 			// listens (another link shares the address) but has

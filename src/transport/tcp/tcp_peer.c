@@ -39,6 +39,7 @@ struct tcp_peer {
 	bool dialer;
 	char *dialed; // dialer: the address as the links name it
 	uint64_t peer_instance;
+	uint64_t session; // the dialer's id of the connections between us
 	unsigned char my_nonce[TW_TCP_NONCE_LEN];
 	unsigned char peer_nonce[TW_TCP_NONCE_LEN];
 	char who[TW_TCP_ADDR_MAX + 1];
@@ -101,6 +102,11 @@ const char *tw__tcp_peer_dialed(const tcp_peer *p)
 uint64_t tw__tcp_peer_instance(const tcp_peer *p)
 {
 	return p->peer_instance;
+}
+
+uint64_t tw__tcp_peer_session(const tcp_peer *p)
+{
+	return p->session;
 }
 
 const char *tw__tcp_peer_who(const tcp_peer *p)
@@ -306,6 +312,7 @@ static int refuse(tcp_peer *p, const char *why)
 typedef struct data_rx {
 	tcp_chan *mc; // referenced, or NULL: the link is gone here
 	unsigned char *buf;
+	size_t n; // a chunk's bytes
 } data_rx;
 
 static int on_data(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
@@ -347,7 +354,8 @@ static int on_chunk_small(tcp_peer *p, tcp_chan *mc, const tw__tcp_hdr *h,
 	if (dst != NULL)
 		memcpy(dst, payload + TW_TCP_CHUNK_PREFIX,
 		    (size_t)h->len - TW_TCP_CHUNK_PREFIX);
-	return tw__tcp_sx_chunk_end(p->sx, p->main, mc, entry, true);
+	return tw__tcp_sx_chunk_end(p->sx, p->main, mc, entry,
+	    (size_t)h->len - TW_TCP_CHUNK_PREFIX, true);
 }
 
 static int peer_rx_frame(
@@ -481,12 +489,14 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
 	}
 	data_rx *d = calloc(1, sizeof(*d));
 	if (d == NULL) {
-		(void)tw__tcp_sx_chunk_end(p->sx, p->main, mc, entry, false);
+		(void)tw__tcp_sx_chunk_end(p->sx, p->main, mc, entry,
+		    (size_t)h->len - TW_TCP_CHUNK_PREFIX, false);
 		tw__tcp_chan_unref(mc);
 		return TW_ENOMEM;
 	}
 	d->mc = mc;
 	d->buf = entry; // the entry, given back at the end
+	d->n = (size_t)h->len - TW_TCP_CHUNK_PREFIX;
 	if (to != NULL) {
 		size_t in_head = TCP_CONN_HEAD - TW_TCP_CHUNK_PREFIX;
 		memcpy(to, head + TW_TCP_CHUNK_PREFIX, in_head);
@@ -510,8 +520,8 @@ static int peer_rx_end(
 		else
 			free(d->buf);
 	} else if (d->mc != NULL) {
-		status
-		    = tw__tcp_sx_chunk_end(p->sx, p->main, d->mc, d->buf, ok);
+		status = tw__tcp_sx_chunk_end(
+		    p->sx, p->main, d->mc, d->buf, d->n, ok);
 	}
 	if (d->mc != NULL)
 		tw__tcp_chan_unref(d->mc);
@@ -568,6 +578,7 @@ int tw__tcp_peer_new(tcp_node *n, const tcp_peer_info *info, tcp_peer **out)
 	p->node = n;
 	p->dialer = info->dialer;
 	p->peer_instance = info->hs->instance;
+	p->session = info->hs->session;
 	memcpy(p->my_nonce, info->hs->my_nonce, TW_TCP_NONCE_LEN);
 	memcpy(p->peer_nonce, info->hs->nonce, TW_TCP_NONCE_LEN);
 	snprintf(p->who, sizeof(p->who), "%s", info->hs->addr);

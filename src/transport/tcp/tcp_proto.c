@@ -120,6 +120,9 @@ int tw__tcp_hello_decode(
 	uint64_t instance = get_u64(p + 16);
 	if (instance == 0)
 		return bad(why, "zero instance");
+	uint64_t session = get_u64(p + 56);
+	if (session == 0)
+		return bad(why, "zero session");
 	memset(h, 0, sizeof(*h));
 	h->version = get_u16(p + 4);
 	h->flags = get_u16(p + 6);
@@ -127,6 +130,8 @@ int tw__tcp_hello_decode(
 	h->stripe = get_u16(p + 12);
 	h->instance = instance;
 	memcpy(h->nonce, p + 24, TW_TCP_NONCE_LEN);
+	h->session = session;
+	h->received = get_u64(p + 64);
 	h->link_id = id;
 	h->link_id_len = id_len;
 	h->addr = addr;
@@ -138,7 +143,8 @@ size_t tw__tcp_hello_encode(void *dst, size_t cap, const tw__tcp_hello *h)
 {
 	unsigned char *p = dst;
 	if (!link_id_ok(h->link_id, h->link_id_len)
-	    || !addr_ok(h->addr, h->addr_len) || h->instance == 0)
+	    || !addr_ok(h->addr, h->addr_len) || h->instance == 0
+	    || h->session == 0)
 		return 0;
 	size_t total = TW_TCP_HELLO_FIXED + h->link_id_len + h->addr_len;
 	if (cap < total)
@@ -152,6 +158,8 @@ size_t tw__tcp_hello_encode(void *dst, size_t cap, const tw__tcp_hello *h)
 	p[15] = (unsigned char)h->addr_len;
 	put_u64(p + 16, h->instance);
 	memcpy(p + 24, h->nonce, TW_TCP_NONCE_LEN);
+	put_u64(p + 56, h->session);
+	put_u64(p + 64, h->received);
 	memcpy(p + TW_TCP_HELLO_FIXED, h->link_id, h->link_id_len);
 	memcpy(p + TW_TCP_HELLO_FIXED + h->link_id_len, h->addr, h->addr_len);
 	return total;
@@ -287,6 +295,9 @@ int tw__tcp_hdr_decode(const void *buf, size_t n, uint64_t max_payload,
 	h->len = len;
 	h->seq = seq;
 	h->ack = get_u64(p + 24);
+	h->rcvd = get_u64(p + 32);
+	if (h->ack > h->rcvd)
+		return bad(why, "acknowledgement of frames not received");
 	h->key = klen > 0 ? key : NULL;
 	h->key_len = klen;
 	return (int)(TW_TCP_HDR_LEN + klen);
@@ -305,6 +316,7 @@ size_t tw__tcp_hdr_encode(void *dst, size_t cap, const tw__tcp_hdr *h)
 	put_u64(p + 8, h->len);
 	put_u64(p + 16, h->seq);
 	put_u64(p + 24, h->ack);
+	put_u64(p + 32, h->rcvd);
 	if (h->key_len > 0)
 		memcpy(p + TW_TCP_HDR_LEN, h->key, h->key_len);
 	return TW_TCP_HDR_LEN + h->key_len;
@@ -405,6 +417,12 @@ void tw__tcp_rx_init(tw__tcp_rx *st)
 {
 	st->next_seq = 1;
 	st->peer_ack = 0;
+	st->peer_rcvd = 0;
+}
+
+void tw__tcp_rx_resume(tw__tcp_rx *st, uint64_t done)
+{
+	st->next_seq = done + 1;
 }
 
 int tw__tcp_rx_step(
@@ -416,8 +434,13 @@ int tw__tcp_rx_step(
 		return bad(why, "acknowledgement went backwards");
 	if (h->ack > sent)
 		return bad(why, "acknowledgement of frames never sent");
+	if (h->rcvd < st->peer_rcvd)
+		return bad(why, "reception went backwards");
+	if (h->rcvd > sent)
+		return bad(why, "reception of frames never sent");
 	st->next_seq++;
 	st->peer_ack = h->ack;
+	st->peer_rcvd = h->rcvd;
 	return TW_OK;
 }
 

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TW_TCP_PROTO_VERSION 3u
+#define TW_TCP_PROTO_VERSION 4u
 
 // "TWIR": the first bytes of every tcp:// connection.
 #define TW_TCP_HELLO_MAGIC UINT32_C(0x54574952)
@@ -43,13 +43,16 @@ enum {
 	TW_TCP_CAP_SECRET = 1u << 0, // an authentication record follows
 	TW_TCP_CAP_STRIPE = 1u << 1, // an extra connection for bulk data
 	TW_TCP_CAP_SHM_LOCAL = 1u << 2, // may move data over shared memory
+	// This connection continues stream `stripe` of session `session`
+	// after the one before broke; `received` says where to resume.
+	TW_TCP_CAP_RESUME = 1u << 3,
 };
 
 // Handshake (sent by both ends as soon as the connection is up):
 //
 //   off len
 //     0   4  magic "TWIR"
-//     4   2  version (3)
+//     4   2  version (4)
 //     6   2  capability flags
 //     8   4  rank of the sender in the link it names
 //    12   2  stripe index (0: the main connection)
@@ -57,8 +60,12 @@ enum {
 //    15   1  address length, 1..TW_TCP_ADDR_MAX
 //    16   8  instance: a random, non-zero number per process and listener
 //    24  32  nonce: fresh random bytes for this connection
-//    56   -  link id, then the sender's listening address ("host:port")
-#define TW_TCP_HELLO_FIXED 56
+//    56   8  session: the connecting side's random id of the session
+//            (the connections between two processes), non-zero
+//    64   8  received: the last frame of this stream the sender has
+//            handled (a resumed connection goes on after it; else 0)
+//    72   -  link id, then the sender's listening address ("host:port")
+#define TW_TCP_HELLO_FIXED 72
 #define TW_TCP_HELLO_MAX (TW_TCP_HELLO_FIXED + 255 + TW_TCP_ADDR_MAX)
 
 typedef struct tw__tcp_hello {
@@ -68,6 +75,8 @@ typedef struct tw__tcp_hello {
 	uint16_t stripe;
 	uint64_t instance;
 	unsigned char nonce[TW_TCP_NONCE_LEN];
+	uint64_t session;
+	uint64_t received;
 	const char *link_id; // points into the buffer, not NUL-terminated
 	size_t link_id_len;
 	const char *addr; // likewise
@@ -132,9 +141,13 @@ enum {
 //     8   8  payload length
 //    16   8  sequence number of this frame (1, 2, 3, ... per direction)
 //    24   8  cumulative ack: the highest sequence number the sender has
-//            received from the peer (0: none yet)
-//    32   -  key
-#define TW_TCP_HDR_LEN 32
+//            handled from the peer (delivered; held back behind a striped
+//            message that is not complete; 0: none yet)
+//    32   8  received: the highest sequence number whose frame the sender
+//            has read whole (>= ack): the peer may forget every frame up
+//            to it, since a resumed connection never needs it again
+//    40   -  key
+#define TW_TCP_HDR_LEN 40
 #define TW_TCP_OPEN_LEN 56
 #define TW_TCP_CREDIT_LEN 8
 #define TW_TCP_CANCEL_LEN 8
@@ -147,6 +160,7 @@ typedef struct tw__tcp_hdr {
 	uint64_t len; // payload bytes that follow the key
 	uint64_t seq;
 	uint64_t ack;
+	uint64_t rcvd;
 	const char *key; // points into the buffer, not NUL-terminated
 	size_t key_len;
 } tw__tcp_hdr;
@@ -232,9 +246,14 @@ void tw__tcp_chunk_encode(
 typedef struct tw__tcp_rx {
 	uint64_t next_seq; // the number the next frame must carry
 	uint64_t peer_ack; // the last ack received
+	uint64_t peer_rcvd; // the last `received` received
 } tw__tcp_rx;
 
 void tw__tcp_rx_init(tw__tcp_rx *st);
+
+// The state of a stream that resumes after the frame `done` on a new
+// connection: the peer's ack and `received` stay as they were.
+void tw__tcp_rx_resume(tw__tcp_rx *st, uint64_t done);
 
 // Checks a decoded header against the connection's state; `sent` is the
 // number of frames this side has sent so far.  Advances the state and

@@ -18,6 +18,8 @@ static size_t make_hello(unsigned char *buf, size_t cap, const char *id,
 	h.rank = 3;
 	h.stripe = 1;
 	h.instance = UINT64_C(0x0102030405060708);
+	h.session = UINT64_C(0x1112131415161718);
+	h.received = 77;
 	for (int i = 0; i < TW_TCP_NONCE_LEN; i++)
 		h.nonce[i] = (unsigned char)(0xa0 + i);
 	h.link_id = id;
@@ -134,6 +136,7 @@ static size_t make_hdr(unsigned char *buf, size_t cap, uint8_t type,
 	h.len = len;
 	h.seq = seq;
 	h.ack = ack;
+	h.rcvd = ack + 1;
 	h.key = key;
 	h.key_len = key ? strlen(key) : 0;
 	return tw__tcp_hdr_encode(buf, cap, &h);
@@ -150,12 +153,18 @@ static void test_hdr_roundtrip(void **state)
 	assert_int_equal(tw__tcp_hdr_decode(buf, n, 1000, &h, &why), (int)n);
 	assert_int_equal(h.type, TW_TCP_F_DATA);
 	assert_int_equal(h.slot, 7);
-	assert_true(h.len == 1000 && h.seq == 5 && h.ack == 4);
+	assert_true(h.len == 1000 && h.seq == 5 && h.ack == 4 && h.rcvd == 5);
 	assert_int_equal(h.key_len, 6);
 	assert_memory_equal(h.key, "root:x", 6);
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(
 		    tw__tcp_hdr_decode(buf, i, 1000, &h, &why), TW_EAGAIN);
+
+	// An ack is never ahead of what was received.
+	tw__tcp_hdr bad
+	    = { .type = TW_TCP_F_ACK, .seq = 1, .ack = 3, .rcvd = 2 };
+	n = tw__tcp_hdr_encode(buf, sizeof(buf), &bad);
+	TW_FAIL(tw__tcp_hdr_decode(buf, n, 0, &h, &why), TW_EPROTO);
 
 	// Control frames carry no key.
 	n = make_hdr(buf, sizeof(buf), TW_TCP_F_PING, NULL, 0, 1, 0);
@@ -335,8 +344,16 @@ static void test_rx_order(void **state)
 	// The peer acknowledges three frames while we sent two.
 	TW_FAIL(tw__tcp_rx_step(&st, &h, 2, &why), TW_EPROTO);
 	h.ack = 2;
+	h.rcvd = 3; // received three while we sent two
+	TW_FAIL(tw__tcp_rx_step(&st, &h, 2, &why), TW_EPROTO);
+	assert_string_equal(why, "reception of frames never sent");
+	h.rcvd = 2;
 	TW_PASS(tw__tcp_rx_step(&st, &h, 2, &why));
 	h.seq = 3;
+	h.rcvd = 1; // reception never goes back
+	TW_FAIL(tw__tcp_rx_step(&st, &h, 2, &why), TW_EPROTO);
+	assert_string_equal(why, "reception went backwards");
+	h.rcvd = 2;
 	h.ack = 1;
 	TW_FAIL(tw__tcp_rx_step(&st, &h, 2, &why), TW_EPROTO);
 	h.seq = 4;
@@ -344,6 +361,17 @@ static void test_rx_order(void **state)
 	TW_FAIL(tw__tcp_rx_step(&st, &h, 2, &why), TW_EPROTO);
 	assert_string_equal(why, "sequence number out of order");
 	h.seq = 2;
+	TW_FAIL(tw__tcp_rx_step(&st, &h, 2, &why), TW_EPROTO);
+
+	// A resumed stream goes on after the last frame handled; what the
+	// peer acknowledged stays.
+	tw__tcp_rx_resume(&st, 2);
+	h.seq = 3;
+	h.ack = 2;
+	h.rcvd = 2;
+	TW_PASS(tw__tcp_rx_step(&st, &h, 2, &why));
+	h.seq = 4;
+	h.ack = 1;
 	TW_FAIL(tw__tcp_rx_step(&st, &h, 2, &why), TW_EPROTO);
 }
 

@@ -103,6 +103,8 @@ static int on_header(tcp_conn *c, const tw__tcp_hdr *h)
 	    = atomic_load_explicit(&c->tx.seq_pub, memory_order_acquire);
 	if (tw__tcp_rx_step(&rx->st, h, sent, &why) != TW_OK)
 		return rx_proto(c, why);
+	if (tw__tcp_writer_release(c, h->rcvd) != TW_OK)
+		return rx_proto(c, "reception of a frame not written yet");
 	// Sequentially consistent with the waiters' count, so that a waiter
 	// either sees the new ack or is seen here.
 	atomic_store(&c->peer_ack, h->ack);
@@ -224,7 +226,8 @@ static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 	    = atomic_load_explicit(&rx->bytes, memory_order_relaxed);
 	bool more = true;
 	for (;;) {
-		if (atomic_load_explicit(&c->failed, memory_order_acquire))
+		if (atomic_load_explicit(&c->failed, memory_order_acquire)
+		    || atomic_load_explicit(&c->down, memory_order_acquire))
 			return TW_EPEER;
 		// Past its time the pump still handles what it has read, but
 		// reads no more: the socket stays readable, and the poller
@@ -279,6 +282,7 @@ static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 		if (status != TW_OK)
 			return status;
 		(*frames)++;
+		tw__tcp_writer_rx_progress(c);
 	}
 }
 
@@ -302,4 +306,21 @@ void tw__tcp_reader_abandon(tcp_conn *c)
 	}
 	if (rx->err == TW_OK)
 		rx->err = TW_EPEER;
+}
+
+void tw__tcp_reader_resume(tcp_conn *c)
+{
+	tcp_reader *rx = &c->rx;
+	// What was read of a frame not handled comes again, whole.
+	rx->in_off = rx->in_len = 0;
+	rx->in_payload = false;
+	rx->after_large = false;
+	rx->have = 0;
+	rx->dst = NULL;
+	rx->cookie = NULL;
+	rx->err = TW_OK;
+	tw__tcp_rx_resume(
+	    &rx->st, atomic_load_explicit(&rx->done, memory_order_acquire));
+	atomic_store(&rx->io_more, false);
+	atomic_store(&rx->last_rx, tw__now_ns());
 }

@@ -72,6 +72,9 @@ typedef struct tw__tcp_hs_self {
 	uint32_t rank;
 	uint16_t stripe;
 	uint64_t instance;
+	uint64_t session; // the session (the dialer's id; echoed back)
+	bool resume; // continuing a stream of that session
+	uint64_t received; // the last frame of the stream handled here
 	const char *addr; // our listening address, "host:port"
 	const void *secret; // NULL: the link has none
 	size_t secret_len;
@@ -83,6 +86,8 @@ typedef struct tw__tcp_hs_peer {
 	uint16_t stripe;
 	uint16_t flags;
 	uint64_t instance;
+	uint64_t session;
+	uint64_t received;
 	char link_id[256];
 	char addr[TW_TCP_ADDR_MAX + 1];
 	unsigned char nonce[TW_TCP_NONCE_LEN]; // the peer's

@@ -298,13 +298,15 @@ int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
 }
 
 int tw__tcp_sx_chunk_end(
-    tcp_sx *sx, tcp_conn *main, tcp_chan *mc, void *entry, bool ok)
+    tcp_sx *sx, tcp_conn *main, tcp_chan *mc, void *entry, size_t n, bool ok)
 {
 	sx_entry *e = entry;
 	if (e == NULL)
 		return TW_OK;
 	pthread_mutex_lock(&sx->mtx);
 	e->writers--;
+	if (!ok)
+		e->got -= n; // a resumed connection brings the chunk again
 	int status = TW_OK;
 	if (e->cancelled) {
 		if (e->writers == 0)

@@ -310,6 +310,7 @@ static void test_strangers(void **state)
 		tw__tcp_hs_self me = { .link_id = links[i],
 			.rank = (uint32_t)claim,
 			.instance = 5,
+			.session = 9,
 			.addr = "127.0.0.1:1" };
 		tw__tcp_hs_peer peer;
 		int64_t dl = tw__now_ns() + tw_test_scale_ms(12000) * 1000000;
@@ -429,6 +430,7 @@ static void test_bad_frames(void **state)
 		tw__tcp_hs_self me = { .link_id = "lone",
 			.rank = 0,
 			.instance = 77,
+			.session = 78,
 			.addr = "127.0.0.1:1" };
 		tw__tcp_hs_peer peer;
 		TW_PASS(tw__tcp_handshake(fd, &me,

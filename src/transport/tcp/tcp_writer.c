@@ -1,14 +1,28 @@
 // The writer half of a tcp:// connection.
 //
-// Design notes.  A sender that finds the connection idle takes the writer
-// role and writes its frame itself with one writev from its own memory:
-// no thread hand-off on the way out.  Small frames that meet a busy
-// connection or a full socket are copied into the queue, and whoever
-// writes next (a sender, or the I/O thread once the socket drains) sends
-// the whole queue with one writev, so frames batch by themselves under
-// load.  Larger frames are never copied: their sender waits for its turn
-// and writes from its buffer.  No frame is longer than TW_TCP_FRAME_MAX
-// (plus a chunk's prefix), so no frame holds the connection for long.
+// Design notes.  Every frame is copied into one ring of the connection
+// when it is numbered, and stays there until the peer says it has read
+// it whole (the `received` field of its headers): a connection that
+// breaks resumes on a new socket by writing again, from the ring, every
+// frame after the last one the peer received (tcp_conn.c).  The copy is
+// the price of that, and it buys more: tw_send returns once its frame is
+// in the ring, and whoever writes next sends everything appended
+// meanwhile with one writev, so frames batch by themselves under load.
+//
+// Whoever holds the writer role (`writing`) writes, without blocking, the
+// bytes between `out` and `end`; a sender that finds the connection idle
+// takes the role and writes its frame itself (no thread hand-off on the
+// way out), and what the socket does not take is the I/O thread's to
+// write when it drains.  The role's writev reads the ring outside the
+// mutex: appends never touch the bytes between `base` and `end`, and a
+// ring that grows while the role writes from it is kept (`stale`) until
+// the writer lets go of it.
+//
+// Bounds.  Senders wait while the ring holds TX_RETAIN_MAX bytes that the
+// peer has not confirmed (control frames never wait: they are few and
+// small, and the I/O thread sends them).  The peer confirms at least every
+// TX_RETAIN_MAX / 4 bytes it reads (tw__tcp_writer_rx_progress), so a
+// stream never stalls on its own confirmations.
 //
 // Answers that the peer waits for (PONG) and acknowledgements that moved
 // without a frame to carry them (ACK) are owed flags, not queued frames:
@@ -33,32 +47,39 @@
 #include "core/sync.h"
 #include "transport/tcp/tcp_conn_int.h"
 
-// Payloads up to this size are copied into the queue when they cannot go
-// out at once; larger ones are written from the sender's memory.
+// Frames up to this payload size that follow the last write closely wait
+// for the next writev (see tw__tcp_conn_send); larger ones go at once.
 #define TX_COPY_MAX 16384
-// Queued bytes beyond which senders of small frames wait (control frames
-// never do: they are few and small).
-#define TX_QUEUE_MAX (4u << 20)
 // How often a waiting sender looks at its deadline and cancel flag.
 #define TX_SLICE_MS 10
 // A small frame that follows the last write within this time waits for
-// the I/O thread's next writev (see send_small).
+// the I/O thread's next writev.
 #define TX_BATCH_GAP_NS 3000
-// The most iovec parts of one frame: header and key, then the payload.
-#define TX_IOV_MAX 3
+// The most iovec parts of one frame's payload.
+#define TX_PAY_MAX 2
+// The ring's first size, and the frames its index holds at first.
+#define TX_RING_MIN ((size_t)64 << 10)
+#define TX_INDEX_MIN 1024
 
 int tw__tcp_writer_init(tcp_writer *tx)
 {
 	memset(tx, 0, sizeof(*tx));
 	pthread_mutex_init(&tx->mtx, NULL);
 	tw__cond_init(&tx->cv);
+	tx->buf = malloc(TX_RING_MIN);
+	tx->fend = malloc(TX_INDEX_MIN * sizeof(*tx->fend));
+	if (tx->buf == NULL || tx->fend == NULL)
+		return TW_ENOMEM;
+	tx->cap = TX_RING_MIN;
+	tx->fcap = TX_INDEX_MIN;
 	return TW_OK;
 }
 
 void tw__tcp_writer_fini(tcp_writer *tx)
 {
-	free(tx->q);
-	free(tx->w);
+	free(tx->buf);
+	free(tx->stale);
+	free(tx->fend);
 	pthread_cond_destroy(&tx->cv);
 	pthread_mutex_destroy(&tx->mtx);
 }
@@ -76,7 +97,7 @@ static bool cancelled(const _Atomic int *cancel)
 
 // Writes as much of iov as the socket takes now.  Advances iov.  TW_OK
 // (all written), TW_EAGAIN (the socket is full), TW_EPEER.
-static int write_some(tcp_conn *c, struct iovec **iov, int *n)
+static int write_some(int fd, struct iovec **iov, int *n)
 {
 	for (;;) {
 		while (*n > 0 && (*iov)[0].iov_len == 0) {
@@ -87,7 +108,7 @@ static int write_some(tcp_conn *c, struct iovec **iov, int *n)
 			return TW_OK;
 		struct msghdr msg
 		    = { .msg_iov = *iov, .msg_iovlen = (size_t)*n };
-		ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -110,43 +131,112 @@ static int write_some(tcp_conn *c, struct iovec **iov, int *n)
 	}
 }
 
-// Appends bytes to the appenders' buffer.  tx.mtx held.
-static int append(tcp_writer *tx, const struct iovec *v, int n)
+// --- the ring -----------------------------------------------------------------
+
+// Room for `need` more bytes and one more frame in the index, growing
+// both when needed.  tx.mtx held.  TW_OK or TW_ENOMEM.
+static int make_room(tcp_writer *tx, size_t need)
 {
-	size_t need = 0;
-	for (int i = 0; i < n; i++)
-		need += v[i].iov_len;
-	if (tx->q_len + need > tx->q_cap) {
-		size_t cap = tx->q_cap < 4096 ? 4096 : tx->q_cap;
-		while (cap < tx->q_len + need)
+	uint64_t used = tx->end - tx->base;
+	if (used + need > tx->cap) {
+		size_t cap = tx->cap;
+		while (used + need > cap)
 			cap *= 2;
-		unsigned char *nq = realloc(tx->q, cap);
-		if (nq == NULL)
+		unsigned char *nb = malloc(cap);
+		if (nb == NULL)
 			return TW_ENOMEM;
-		tx->q = nq;
-		tx->q_cap = cap;
+		// Byte at position x lives at x % cap: copied in at most two
+		// runs from the old ring into at most two of the new.
+		for (uint64_t x = tx->base; x < tx->end;) {
+			size_t from = (size_t)(x & (tx->cap - 1));
+			size_t to = (size_t)(x & (cap - 1));
+			size_t k = (size_t)(tx->end - x);
+			if (k > tx->cap - from)
+				k = tx->cap - from;
+			if (k > cap - to)
+				k = cap - to;
+			memcpy(nb + to, tx->buf + from, k);
+			x += k;
+		}
+		if (tx->writing && tx->stale == NULL)
+			tx->stale = tx->buf; // the role may be writing from it
+		else
+			free(tx->buf);
+		tx->buf = nb;
+		tx->cap = cap;
 	}
-	for (int i = 0; i < n; i++) {
-		if (v[i].iov_len > 0)
-			memcpy(tx->q + tx->q_len, v[i].iov_base, v[i].iov_len);
-		tx->q_len += v[i].iov_len;
+	if (tx->seq + 1 - tx->released > tx->fcap) {
+		size_t fcap = tx->fcap * 2;
+		uint64_t *nf = malloc(fcap * sizeof(*nf));
+		if (nf == NULL)
+			return TW_ENOMEM;
+		for (uint64_t s = tx->released + 1; s <= tx->seq; s++)
+			nf[s & (fcap - 1)] = tx->fend[s & (tx->fcap - 1)];
+		free(tx->fend);
+		tx->fend = nf;
+		tx->fcap = fcap;
 	}
-	tx->pending += need;
 	return TW_OK;
 }
 
-// Numbers header h (its next sequence number, our current ack) and
-// encodes it into hdr.  tx.mtx held.  Returns the header's length.  Any
-// frame carries what an owed PONG or ACK would: the latest ack, and a sign
-// of life.
-static size_t number(tcp_conn *c, tw__tcp_hdr *h, unsigned char *hdr)
+static void put(tcp_writer *tx, const void *src, size_t n)
+{
+	const unsigned char *p = src;
+	while (n > 0) {
+		size_t at = (size_t)(tx->end & (tx->cap - 1));
+		size_t k = tx->cap - at < n ? tx->cap - at : n;
+		memcpy(tx->buf + at, p, k);
+		p += k;
+		n -= k;
+		tx->end += k;
+	}
+}
+
+// The ring's bytes [from, to) as at most two iovecs.
+static int segments(
+    const tcp_writer *tx, uint64_t from, uint64_t to, struct iovec v[2])
+{
+	int n = 0;
+	while (from < to) {
+		size_t at = (size_t)(from & (tx->cap - 1));
+		size_t k = (size_t)(to - from);
+		if (k > tx->cap - at)
+			k = tx->cap - at;
+		v[n++] = (struct iovec) { tx->buf + at, k };
+		from += k;
+	}
+	return n;
+}
+
+// Numbers header h (its sequence number, our ack and what we received),
+// and appends it with its payload.  tx.mtx held.  TW_OK, or TW_ENOMEM
+// with nothing appended and no number taken.
+static int append(
+    tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay, int npay)
 {
 	tcp_writer *tx = &c->tx;
-	h->seq = ++tx->seq;
+	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
+	size_t need = TW_TCP_HDR_LEN + h->key_len + (size_t)h->len;
+	if (make_room(tx, need) != TW_OK)
+		return TW_ENOMEM;
+	h->seq = tx->seq + 1;
+	// Received first: the ack is never ahead of it.
+	h->rcvd = tw__tcp_conn_rx_done(c);
 	h->ack = tw__tcp_conn_ack_out(c);
+	if (h->ack > h->rcvd)
+		h->ack = h->rcvd;
+	size_t n = tw__tcp_hdr_encode(hdr, sizeof(hdr), h);
+	put(tx, hdr, n);
+	for (int i = 0; i < npay; i++)
+		put(tx, pay[i].iov_base, pay[i].iov_len);
+	tx->seq = h->seq;
+	tx->fend[tx->seq & (tx->fcap - 1)] = tx->end;
 	tx->owe_pong = tx->owe_ack = false;
+	atomic_store_explicit(&tx->rcvd_bytes,
+	    atomic_load_explicit(&c->rx.bytes, memory_order_relaxed),
+	    memory_order_relaxed);
 	atomic_store_explicit(&tx->seq_pub, tx->seq, memory_order_release);
-	return tw__tcp_hdr_encode(hdr, TW_TCP_HDR_LEN + TW_KEY_MAX, h);
+	return TW_OK;
 }
 
 // Appends the owed answer, if any.  tx.mtx held.
@@ -155,62 +245,53 @@ static void append_owed(tcp_conn *c)
 	tcp_writer *tx = &c->tx;
 	if (!tx->owe_pong && !tx->owe_ack)
 		return;
-	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
 	tw__tcp_hdr h
 	    = { .type = tx->owe_pong ? TW_TCP_F_PONG : TW_TCP_F_ACK };
-	struct iovec v = { hdr, number(c, &h, hdr) };
-	if (append(tx, &v, 1) != TW_OK) {
-		// Nothing was queued, but the number is taken: the stream
-		// cannot go on without it.
+	if (append(c, &h, NULL, 0) != TW_OK) {
+		// The peer waits for it: without it the stream may stall.
 		pthread_mutex_unlock(&tx->mtx);
 		tw__tcp_conn_fail(c, TW_ENOMEM, "out of memory");
 		pthread_mutex_lock(&tx->mtx);
 	}
 }
 
-// The appended frames become the writer's batch (whose buffer, written,
-// becomes the appenders').  tx.mtx held, the writer role too, and the
-// batch before written out.
-static void swap(tcp_writer *tx)
-{
-	unsigned char *t = tx->w;
-	size_t tcap = tx->w_cap;
-	tx->w = tx->q;
-	tx->w_cap = tx->q_cap;
-	tx->w_len = tx->q_len;
-	tx->w_off = 0;
-	tx->q = t;
-	tx->q_cap = tcap;
-	tx->q_len = 0;
-}
+// --- writing ------------------------------------------------------------------
 
-// Writes queued frames without blocking; the caller holds the writer role
-// and not tx.mtx.  TW_OK when everything queued is out, TW_EAGAIN,
-// TW_EPEER.
-static int flush_queue(tcp_conn *c)
+// Writes what is appended, without blocking; the caller holds the writer
+// role and not tx.mtx.  TW_OK when everything is out, TW_EAGAIN, or
+// TW_EPEER (the socket broke: epoch says which socket it was).
+static int flush_ring(tcp_conn *c, unsigned *epoch)
 {
 	tcp_writer *tx = &c->tx;
 	for (;;) {
-		if (tx->w_off == tx->w_len) {
-			pthread_mutex_lock(&tx->mtx);
-			append_owed(c);
-			if (tx->q_len == 0) {
-				pthread_mutex_unlock(&tx->mtx);
-				return TW_OK;
-			}
-			swap(tx);
-			pthread_mutex_unlock(&tx->mtx);
-		}
-		struct iovec one
-		    = { tx->w + tx->w_off, tx->w_len - tx->w_off };
-		struct iovec *iov = &one;
-		int n = 1;
-		int status = write_some(c, &iov, &n);
-		size_t done
-		    = (tx->w_len - tx->w_off) - (n > 0 ? one.iov_len : 0);
-		tx->w_off += done;
 		pthread_mutex_lock(&tx->mtx);
-		tx->pending -= done;
+		free(tx->stale); // not written from any more
+		tx->stale = NULL;
+		if (tx->down) {
+			pthread_mutex_unlock(&tx->mtx);
+			return TW_EAGAIN; // kept for the next socket
+		}
+		// Owed answers join once the socket took everything: a peer
+		// that floods PINGs and reads nothing gets one PONG per
+		// drained socket, not one each.
+		if (tx->out == tx->end)
+			append_owed(c);
+		struct iovec v[2];
+		int n = segments(tx, tx->out, tx->end, v);
+		int fd = c->fd;
+		*epoch = c->epoch;
+		pthread_mutex_unlock(&tx->mtx);
+		if (n == 0)
+			return TW_OK;
+		size_t total = v[0].iov_len + (n > 1 ? v[1].iov_len : 0);
+		struct iovec *iov = v;
+		int left = n;
+		int status = write_some(fd, &iov, &left);
+		size_t rest = 0;
+		for (int i = 0; i < left; i++)
+			rest += iov[i].iov_len;
+		pthread_mutex_lock(&tx->mtx);
+		tx->out += total - rest;
 		pthread_cond_broadcast(&tx->cv);
 		pthread_mutex_unlock(&tx->mtx);
 		if (status != TW_OK)
@@ -235,13 +316,15 @@ static int tx_wait(tcp_conn *c, int64_t deadline, const _Atomic int *cancel)
 	return TW_OK;
 }
 
-// Leaves the writer role.  tx.mtx held.  Queued bytes that nobody wrote
-// become the I/O thread's to flush when the socket drains.
+// Leaves the writer role.  tx.mtx held.  Bytes that nobody wrote become
+// the I/O thread's to write when the socket drains.
 static void writer_done(tcp_conn *c)
 {
 	tcp_writer *tx = &c->tx;
 	tx->writing = false;
-	if ((tx->pending > 0 || tx->owe_pong || tx->owe_ack)
+	free(tx->stale);
+	tx->stale = NULL;
+	if ((tx->out < tx->end || tx->owe_pong || tx->owe_ack) && !tx->down
 	    && !tx->want_out) {
 		tx->want_out = true;
 		tw__tcp_conn_arm(c);
@@ -249,179 +332,86 @@ static void writer_done(tcp_conn *c)
 	pthread_cond_broadcast(&tx->cv);
 }
 
-// Waits until the socket can take more bytes (one slice at most).
-static int wait_writable(tcp_conn *c)
-{
-	if (failed(c))
-		return TW_EPEER;
-	struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
-	int rc = poll(&pfd, 1, TX_SLICE_MS);
-	if (rc > 0 && (pfd.revents & (POLLERR | POLLNVAL)) != 0)
-		return TW_EPEER;
-	return TW_OK;
-}
-
-// Takes the writer role and writes the queue without blocking; what the
-// socket does not take is the I/O thread's to write.  Called with tx.mtx
-// held and the role free; returns with tx.mtx released.
+// Takes the writer role and writes without blocking; what the socket does
+// not take is the I/O thread's to write.  Called with tx.mtx held and the
+// role free; returns with tx.mtx released.
 static void flush_as_writer(tcp_conn *c)
 {
 	tcp_writer *tx = &c->tx;
 	tx->writing = true;
 	pthread_mutex_unlock(&tx->mtx);
-	int status = flush_queue(c);
+	unsigned epoch = 0;
+	int status = flush_ring(c, &epoch);
 	pthread_mutex_lock(&tx->mtx);
 	tx->last_flush = tw__now_ns();
 	writer_done(c);
 	pthread_mutex_unlock(&tx->mtx);
 	if (status == TW_EPEER)
-		tw__tcp_conn_fail(c, TW_EPEER, NULL);
+		tw__tcp_conn_broken(c, epoch, "writing");
 }
 
-// A small frame: into the queue, and out at once when nobody is writing.
-static int send_small(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
-    int npay, int flags, int64_t deadline, const _Atomic int *cancel,
-    uint64_t *seq)
+// Waits until the socket can take more bytes (one slice at most), for a
+// sender that waits for room in the ring.  tx.mtx held; released while
+// waiting.
+static void wait_writable(tcp_conn *c)
 {
-	tcp_writer *tx = &c->tx;
-	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
-	int status = TW_OK;
-	pthread_mutex_lock(&tx->mtx);
-	while (!(flags & TCP_TX_NOWAIT) && tx->pending >= TX_QUEUE_MAX
-	    && (status = tx_wait(c, deadline, cancel)) == TW_OK)
-		;
-	if (status == TW_OK && failed(c))
-		status = TW_EPEER;
-	if (status != TW_OK) {
-		pthread_mutex_unlock(&tx->mtx);
-		return status;
-	}
-	struct iovec iov[TX_IOV_MAX] = { { hdr, number(c, h, hdr) } };
-	for (int i = 0; i < npay; i++)
-		iov[1 + i] = pay[i];
-	if ((status = append(tx, iov, 1 + npay)) != TW_OK) {
-		// The number is taken: a gap would break the stream.
-		pthread_mutex_unlock(&tx->mtx);
-		tw__tcp_conn_fail(c, TW_ENOMEM, "out of memory");
-		return status;
-	}
-	if (seq != NULL)
-		*seq = h->seq;
-	if (tx->writing) {
-		// The writer at work takes it along.
-		pthread_mutex_unlock(&tx->mtx);
-		return TW_OK;
-	}
-	// A sender that comes back right after the last write is streaming:
-	// its frames wait for the I/O thread, which sends all that gathered
-	// meanwhile with one writev, instead of one system call each.  A
-	// sender that was quiet for a while (a reply, a request) writes at
-	// once.  Control frames always go at once.
-	if (flags & TCP_TX_MORE) {
-		// The caller's next frame (a large one) takes it along.
-		pthread_mutex_unlock(&tx->mtx);
-		return TW_OK;
-	}
-	int64_t now = tw__now_ns();
-	if (!(flags & TCP_TX_NOWAIT)
-	    && (tx->want_out || now - tx->last_flush < TX_BATCH_GAP_NS)) {
-		if (!tx->want_out) {
-			tx->want_out = true;
-			tw__tcp_conn_arm(c);
-		}
-		pthread_mutex_unlock(&tx->mtx);
-		return TW_OK;
-	}
-	flush_as_writer(c);
-	return TW_OK; // queued frames are the connection's now
+	int fd = c->fd;
+	pthread_mutex_unlock(&c->tx.mtx);
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	(void)poll(&pfd, 1, TX_SLICE_MS);
+	pthread_mutex_lock(&c->tx.mtx);
 }
 
-// A larger frame: written from the caller's memory once every frame
-// queued before it is out; what is queued goes in the same writev, ahead
-// of it.
-static int send_large(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
-    int npay, int64_t deadline, const _Atomic int *cancel, uint64_t *seq)
+// A large frame's sender writes until its frame (ending at `mine`) is out,
+// taking turns with other writers: the thread that made the bytes pushes
+// them into the socket, rather than handing them to the I/O thread, and a
+// stream of large frames runs at the speed of the socket, not of the
+// ring.  Stops early, the frame left to the next writer, when the
+// connection breaks or at `deadline` or *cancel.  tx.mtx held; released.
+static void write_own(
+    tcp_conn *c, uint64_t mine, int64_t deadline, const _Atomic int *cancel)
 {
 	tcp_writer *tx = &c->tx;
-	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
-	int status = TW_OK;
-	pthread_mutex_lock(&tx->mtx);
-	for (;;) {
-		if (failed(c)) {
-			status = TW_EPEER;
-			break;
-		}
-		if (!tx->writing) {
-			if (tx->w_off == tx->w_len)
-				break; // our turn
-			// A batch that a writer left half written goes first,
-			// and the frames queued behind it.
-			tx->writing = true;
-			pthread_mutex_unlock(&tx->mtx);
-			status = flush_queue(c);
-			if (status == TW_EAGAIN)
-				status = wait_writable(c);
-			pthread_mutex_lock(&tx->mtx);
-			tx->writing = false;
-			pthread_cond_broadcast(&tx->cv);
-			if (status != TW_OK)
+	while (tx->out < mine && !tx->down && !failed(c)) {
+		if (tx->writing) {
+			if (tx_wait(c, deadline, cancel) != TW_OK)
 				break;
 			continue;
 		}
-		if ((status = tx_wait(c, deadline, cancel)) != TW_OK)
-			break;
-	}
-	if (status != TW_OK) {
-		writer_done(c);
+		tx->writing = true;
 		pthread_mutex_unlock(&tx->mtx);
-		if (status == TW_EPEER)
-			tw__tcp_conn_fail(c, TW_EPEER, NULL);
-		return status;
+		unsigned epoch = 0;
+		int status = flush_ring(c, &epoch);
+		pthread_mutex_lock(&tx->mtx);
+		tx->last_flush = tw__now_ns();
+		tx->writing = false;
+		free(tx->stale);
+		tx->stale = NULL;
+		pthread_cond_broadcast(&tx->cv);
+		if (status == TW_EPEER) {
+			pthread_mutex_unlock(&tx->mtx);
+			tw__tcp_conn_broken(c, epoch, "writing");
+			return;
+		}
+		if (status == TW_EAGAIN && tx->out < mine) {
+			if (tw__now_ns() >= deadline || cancelled(cancel))
+				break;
+			wait_writable(c);
+		}
 	}
-	tx->writing = true;
-	if (tx->q_len > 0) {
-		// Every frame numbered before ours is in q: it becomes the
-		// batch that our writev starts with.
-		swap(tx);
+	// What is left is the I/O thread's, unless another writer has it.
+	if (!tx->writing && tx->out < tx->end && !tx->down && !tx->want_out) {
+		tx->want_out = true;
+		tw__tcp_conn_arm(c);
 	}
-	size_t queued = tx->w_len - tx->w_off;
-	struct iovec iov[1 + TX_IOV_MAX];
-	int n = 0;
-	if (queued > 0)
-		iov[n++] = (struct iovec) { tx->w + tx->w_off, queued };
-	iov[n++] = (struct iovec) { hdr, number(c, h, hdr) };
 	pthread_mutex_unlock(&tx->mtx);
-	if (seq != NULL)
-		*seq = h->seq;
-	for (int i = 0; i < npay; i++)
-		iov[n++] = pay[i];
-	struct iovec *v = iov;
-	// Started, it is finished: the peer keeps reading (credit), so only
-	// a broken connection stops it, and that fails it.
-	while ((status = write_some(c, &v, &n)) == TW_EAGAIN)
-		if ((status = wait_writable(c)) != TW_OK)
-			break;
-	// How much of the queued batch went out: all of it once the writev
-	// moved past its part.
-	size_t sent = queued == 0 ? 0
-	    : v > iov             ? queued
-	                          : queued - iov[0].iov_len;
-	pthread_mutex_lock(&tx->mtx);
-	tx->w_off += sent;
-	tx->pending -= sent;
-	writer_done(c);
-	pthread_mutex_unlock(&tx->mtx);
-	if (status != TW_OK) {
-		tw__tcp_conn_fail(c, TW_EPEER, NULL);
-		return TW_EPEER;
-	}
-	return TW_OK;
 }
 
 int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,
     int64_t deadline, const _Atomic int *cancel, uint64_t *seq)
 {
+	tcp_writer *tx = &c->tx;
 	size_t len = 0;
 	for (int i = 0; i < niov; i++)
 		len += iov[i].iov_len;
@@ -434,12 +424,81 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 	size_t max = type == TW_TCP_F_CHUNK
 	    ? TW_TCP_FRAME_MAX + TW_TCP_CHUNK_PREFIX
 	    : TW_TCP_FRAME_MAX;
-	if (h.key_len >= TW_KEY_MAX || niov > TX_IOV_MAX - 1 || len > max)
+	if (h.key_len >= TW_KEY_MAX || niov > TX_PAY_MAX || len > max)
 		return TW_EINVAL;
-	if (len <= TX_COPY_MAX || (flags & TCP_TX_NOWAIT))
-		return send_small(
-		    c, &h, iov, niov, flags, deadline, cancel, seq);
-	return send_large(c, &h, iov, niov, deadline, cancel, seq);
+	size_t need = TW_TCP_HDR_LEN + h.key_len + len;
+	int status = TW_OK;
+	pthread_mutex_lock(&tx->mtx);
+	for (;;) {
+		if (failed(c)) {
+			status = TW_EPEER;
+			break;
+		}
+		if (tx->end - tx->base + need <= TX_RETAIN_MAX)
+			break;
+		if (flags & TCP_TX_NOWAIT) {
+			// Control frames pass the bound, not twice over: a
+			// peer that confirms nothing it reads is broken.
+			if (tx->end - tx->base + need <= 2 * TX_RETAIN_MAX)
+				break;
+			pthread_mutex_unlock(&tx->mtx);
+			tw__tcp_conn_fail(c, TW_EPROTO,
+			    "the peer confirms none of the frames it reads");
+			return TW_EPEER;
+		}
+		// The ring is full of frames the peer has not confirmed.
+		// Bytes not yet written are ours to write meanwhile.
+		if (!tx->writing && !tx->down && tx->out < tx->end) {
+			flush_as_writer(c);
+			pthread_mutex_lock(&tx->mtx);
+			if (tx->end - tx->base + need > TX_RETAIN_MAX
+			    && !tx->writing && !tx->down && tx->out < tx->end)
+				wait_writable(c);
+			continue;
+		}
+		if ((status = tx_wait(c, deadline, cancel)) != TW_OK)
+			break;
+	}
+	if (status == TW_OK && append(c, &h, iov, niov) != TW_OK) {
+		pthread_mutex_unlock(&tx->mtx);
+		TW_ERROR("tcp", "out of memory for a frame of %zu bytes to %s",
+		    need, c->who);
+		return TW_ENOMEM;
+	}
+	if (status != TW_OK) {
+		pthread_mutex_unlock(&tx->mtx);
+		return status;
+	}
+	if (seq != NULL)
+		*seq = h.seq;
+	if (len > TX_COPY_MAX && !(flags & TCP_TX_NOWAIT)) {
+		write_own(c, tx->end, deadline, cancel);
+		return TW_OK;
+	}
+	// The writer at work takes it along; a connection that is down
+	// sends it on its next socket; the caller's next frame takes an
+	// announcement along.
+	if (tx->writing || tx->down || (flags & TCP_TX_MORE)) {
+		pthread_mutex_unlock(&tx->mtx);
+		return TW_OK;
+	}
+	// A sender of small frames that comes back right after the last
+	// write is streaming: its frames wait for the I/O thread, which
+	// sends all that gathered meanwhile with one writev, instead of one
+	// system call each.  A sender that was quiet for a while (a reply, a
+	// request) writes at once, and so does every control frame.
+	if (!(flags & TCP_TX_NOWAIT) && len <= TX_COPY_MAX
+	    && (tx->want_out
+	        || tw__now_ns() - tx->last_flush < TX_BATCH_GAP_NS)) {
+		if (!tx->want_out) {
+			tx->want_out = true;
+			tw__tcp_conn_arm(c);
+		}
+		pthread_mutex_unlock(&tx->mtx);
+		return TW_OK;
+	}
+	flush_as_writer(c);
+	return TW_OK;
 }
 
 void tw__tcp_writer_on_writable(tcp_conn *c)
@@ -447,8 +506,8 @@ void tw__tcp_writer_on_writable(tcp_conn *c)
 	tcp_writer *tx = &c->tx;
 	pthread_mutex_lock(&tx->mtx);
 	tx->want_out = false;
-	if (tx->writing
-	    || (tx->pending == 0 && !tx->owe_pong && !tx->owe_ack)) {
+	if (tx->writing || tx->down
+	    || (tx->out == tx->end && !tx->owe_pong && !tx->owe_ack)) {
 		pthread_mutex_unlock(&tx->mtx);
 		return;
 	}
@@ -459,7 +518,7 @@ void tw__tcp_writer_kick(tcp_conn *c)
 {
 	tcp_writer *tx = &c->tx;
 	pthread_mutex_lock(&tx->mtx);
-	if (tx->writing || failed(c)) {
+	if (tx->writing || tx->down || failed(c)) {
 		pthread_mutex_unlock(&tx->mtx);
 		return; // the writer at work appends it when its batch ends
 	}
@@ -478,9 +537,67 @@ int tw__tcp_writer_drain(tcp_conn *c, int64_t deadline)
 	tcp_writer *tx = &c->tx;
 	int status = TW_OK;
 	pthread_mutex_lock(&tx->mtx);
-	while ((tx->pending > 0 || tx->writing)
+	while ((tx->out < tx->end || tx->writing)
 	    && (status = tx_wait(c, deadline, NULL)) == TW_OK)
 		;
 	pthread_mutex_unlock(&tx->mtx);
 	return status;
+}
+
+int tw__tcp_writer_release(tcp_conn *c, uint64_t rcvd)
+{
+	tcp_writer *tx = &c->tx;
+	if (rcvd
+	    <= atomic_load_explicit(&tx->released_pub, memory_order_relaxed))
+		return TW_OK;
+	int status = TW_OK;
+	pthread_mutex_lock(&tx->mtx);
+	if (rcvd > tx->released) {
+		// The peer may have read bytes before our write returned, so
+		// base may pass out for a moment: those bytes are the
+		// kernel's already, and out catches up.
+		uint64_t at = tx->fend[rcvd & (tx->fcap - 1)];
+		if (rcvd > tx->seq) {
+			status = TW_EPROTO; // never sent
+		} else {
+			tx->base = at;
+			tx->released = rcvd;
+			atomic_store_explicit(
+			    &tx->released_pub, rcvd, memory_order_relaxed);
+			pthread_cond_broadcast(&tx->cv);
+		}
+	}
+	pthread_mutex_unlock(&tx->mtx);
+	return status;
+}
+
+void tw__tcp_writer_rx_progress(tcp_conn *c)
+{
+	tcp_writer *tx = &c->tx;
+	uint64_t b = atomic_load_explicit(&c->rx.bytes, memory_order_relaxed);
+	if (b - atomic_load_explicit(&tx->rcvd_bytes, memory_order_relaxed)
+	    < TX_RETAIN_MAX / 4)
+		return;
+	pthread_mutex_lock(&tx->mtx);
+	tx->owe_ack = true;
+	pthread_mutex_unlock(&tx->mtx);
+	tw__tcp_writer_kick(c);
+}
+
+int tw__tcp_writer_rewind(tcp_conn *c, uint64_t peer_rcvd)
+{
+	tcp_writer *tx = &c->tx;
+	// tx.mtx held, the role free, the connection down.
+	if (peer_rcvd < tx->released || peer_rcvd > tx->seq)
+		return TW_EPROTO;
+	if (peer_rcvd > tx->released) {
+		tx->base = tx->fend[peer_rcvd & (tx->fcap - 1)];
+		tx->released = peer_rcvd;
+		atomic_store_explicit(
+		    &tx->released_pub, peer_rcvd, memory_order_relaxed);
+	}
+	tx->out = tx->base;
+	// The peer learns at once how far we got: its own ring may be full.
+	tx->owe_ack = true;
+	return TW_OK;
 }
