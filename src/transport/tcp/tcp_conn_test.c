@@ -7,6 +7,12 @@
 // which nothing more is parsed).  The other end is a second connection or
 // a raw socket that the test writes frames to by hand.  Waits are on
 // condition variables with deadlines, never sleeps.
+//
+// Resumes: a stream of numbered frames whose socket is cut several times
+// while it flows, each time resumed on a new socket pair with the numbers
+// that each side's suspend reports: the receiver sees every frame exactly
+// once and in order; a connection left down fails at its limit; a resume
+// from a frame never sent fails the connection.
 
 #include <errno.h>
 #include <pthread.h>
@@ -575,6 +581,284 @@ static void test_poll(void **state)
 	pair_down(&t);
 }
 
+// --- resumes --------------------------------------------------------------------
+
+#define RS_FRAMES 3000
+
+static size_t rs_len(uint64_t i)
+{
+	static const size_t lens[]
+	    = { 0, 10, 100, 5000, 70000, TW_TCP_FRAME_MAX };
+	return lens[i % (sizeof(lens) / sizeof(lens[0]))];
+}
+
+// A receiver that checks the stream: frame i carries slot i and the bytes
+// of tw_test_fill(i).
+typedef struct rs_owner {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	uint64_t next; // the slot expected next
+	int downs, failed;
+	int fail_status;
+	char err[160];
+	unsigned char *cur; // a long frame being read
+} rs_owner;
+
+static void rs_check(rs_owner *o, const tw__tcp_hdr *h, const void *data)
+{
+	size_t len = rs_len(h->slot);
+	unsigned char *want = malloc(len + 1);
+	tw_test_fill(want, len, h->slot, 1, 2);
+	pthread_mutex_lock(&o->mtx);
+	if (o->err[0] == '\0' && h->slot != o->next)
+		snprintf(o->err, sizeof(o->err), "frame %u after %llu",
+		    (unsigned)h->slot, (unsigned long long)o->next - 1);
+	else if (o->err[0] == '\0'
+	    && (h->len != len || memcmp(data, want, len) != 0))
+		snprintf(o->err, sizeof(o->err), "frame %u: wrong bytes",
+		    (unsigned)h->slot);
+	o->next++;
+	pthread_cond_broadcast(&o->cv);
+	pthread_mutex_unlock(&o->mtx);
+	free(want);
+}
+
+static int rs_frame(
+    void *arg, tcp_conn *c, const tw__tcp_hdr *h, const unsigned char *p)
+{
+	(void)c;
+	if (h->type == TW_TCP_F_DATA)
+		rs_check(arg, h, p);
+	return TW_OK;
+}
+
+static int rs_begin(void *arg, tcp_conn *c, const tw__tcp_hdr *h,
+    const unsigned char *head, unsigned char **dst, void **cookie)
+{
+	(void)c;
+	rs_owner *o = arg;
+	o->cur = malloc((size_t)h->len);
+	memcpy(o->cur, head, TCP_CONN_HEAD);
+	*dst = o->cur + TCP_CONN_HEAD;
+	*cookie = o->cur;
+	return TW_OK;
+}
+
+static int rs_end(
+    void *arg, tcp_conn *c, const tw__tcp_hdr *h, void *cookie, bool ok)
+{
+	(void)c;
+	rs_owner *o = arg;
+	if (ok)
+		rs_check(o, h, cookie);
+	free(cookie); // not ok: the frame comes again after the resume
+	o->cur = NULL;
+	return TW_OK;
+}
+
+static void rs_failed(void *arg, tcp_conn *c, int status)
+{
+	(void)c;
+	rs_owner *o = arg;
+	pthread_mutex_lock(&o->mtx);
+	o->failed++;
+	o->fail_status = status;
+	pthread_cond_broadcast(&o->cv);
+	pthread_mutex_unlock(&o->mtx);
+}
+
+static void rs_down(void *arg, tcp_conn *c)
+{
+	(void)c;
+	rs_owner *o = arg;
+	pthread_mutex_lock(&o->mtx);
+	o->downs++;
+	pthread_cond_broadcast(&o->cv);
+	pthread_mutex_unlock(&o->mtx);
+}
+
+static const tcp_conn_ops rs_ops = {
+	.size = sizeof(tcp_conn_ops),
+	.rx_frame = rs_frame,
+	.rx_begin = rs_begin,
+	.rx_end = rs_end,
+	.failed = rs_failed,
+	.down = rs_down,
+};
+
+static tcp_conn *rs_make(
+    tw__poller *p, rs_owner *o, int fd, int64_t down_limit_ms)
+{
+	memset(o, 0, sizeof(*o));
+	pthread_mutex_init(&o->mtx, NULL);
+	tw__cond_init(&o->cv);
+	tcp_conn_cfg cfg = { .fd = fd,
+		.poller = p,
+		.ops = &rs_ops,
+		.owner = o,
+		.who = "test peer",
+		.down_limit_ms = down_limit_ms };
+	tcp_conn *c;
+	TW_PASS(tw__tcp_conn_new(&cfg, &c));
+	tw__tcp_conn_start(c);
+	return c;
+}
+
+static void rs_fini(rs_owner *o)
+{
+	pthread_cond_destroy(&o->cv);
+	pthread_mutex_destroy(&o->mtx);
+}
+
+// Waits until `field` of o reaches n; returns it.
+static int rs_wait(rs_owner *o, const int *field, int n)
+{
+	int64_t dl = deadline_in(10000);
+	pthread_mutex_lock(&o->mtx);
+	while (*field < n
+	    && tw__cond_wait_until(&o->cv, &o->mtx, dl) != ETIMEDOUT)
+		;
+	int got = *field;
+	pthread_mutex_unlock(&o->mtx);
+	return got;
+}
+
+static uint64_t rs_next(rs_owner *o)
+{
+	pthread_mutex_lock(&o->mtx);
+	uint64_t n = o->next;
+	pthread_mutex_unlock(&o->mtx);
+	return n;
+}
+
+typedef struct rs_sender {
+	tcp_conn *c;
+	int status;
+	uint64_t sent;
+} rs_sender;
+
+static void *rs_send_main(void *arg)
+{
+	rs_sender *s = arg;
+	unsigned char *buf = malloc(TW_TCP_FRAME_MAX);
+	for (uint64_t i = 0; i < RS_FRAMES && s->status == TW_OK; i++) {
+		size_t len = rs_len(i);
+		tw_test_fill(buf, len, (uint32_t)i, 1, 2);
+		struct iovec v = { buf, len };
+		s->status = tw__tcp_conn_send(s->c, TW_TCP_F_DATA, (uint32_t)i,
+		    "k", &v, len > 0 ? 1 : 0, 0, deadline_in(20000), NULL,
+		    NULL);
+		s->sent = i + 1;
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_resume_stream(void **state)
+{
+	(void)state;
+	tw__poller *p;
+	TW_PASS(tw__poller_new(&p));
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	rs_owner oa, ob;
+	tcp_conn *a = rs_make(p, &oa, sv[0], 10000);
+	tcp_conn *b = rs_make(p, &ob, sv[1], 10000);
+	rs_sender s = { .c = a };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, rs_send_main, &s), 0);
+	enum { CUTS = 6 };
+	int cut = 0;
+	for (; cut < CUTS; cut++) {
+		// Wait for the stream to move on, then cut its socket.
+		uint64_t at = rs_next(&ob) + 100;
+		int64_t dl = deadline_in(10000);
+		pthread_mutex_lock(&ob.mtx);
+		while (ob.next < at && ob.next < RS_FRAMES
+		    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
+			;
+		bool over = ob.next >= RS_FRAMES;
+		pthread_mutex_unlock(&ob.mtx);
+		if (over)
+			break;
+		pthread_mutex_lock(&b->tx.mtx);
+		int bfd = b->fd;
+		pthread_mutex_unlock(&b->tx.mtx);
+		assert_int_equal(shutdown(bfd, SHUT_RDWR), 0);
+		assert_int_equal(rs_wait(&ob, &ob.downs, cut + 1), cut + 1);
+		assert_int_equal(rs_wait(&oa, &oa.downs, cut + 1), cut + 1);
+		assert_true(
+		    tw__tcp_conn_is_down(a) && tw__tcp_conn_is_down(b));
+		bool ok_a, ok_b;
+		uint64_t ra = tw__tcp_conn_suspend(a, &ok_a);
+		uint64_t rb = tw__tcp_conn_suspend(b, &ok_b);
+		assert_true(ok_a && ok_b);
+		int nv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
+		TW_PASS(tw__tcp_conn_resume(a, nv[0], rb));
+		TW_PASS(tw__tcp_conn_resume(b, nv[1], ra));
+	}
+	assert_int_equal(pthread_join(th, NULL), 0);
+	TW_PASS(s.status);
+	pthread_mutex_lock(&ob.mtx);
+	int64_t dl = deadline_in(10000);
+	while (ob.next < RS_FRAMES && ob.err[0] == '\0'
+	    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&ob.mtx);
+	if (ob.err[0] != '\0')
+		fail_msg("%s", ob.err);
+	assert_int_equal(ob.next, RS_FRAMES);
+	// The stream was cut while it flowed, every time.
+	assert_int_equal(cut, CUTS);
+	assert_int_equal(oa.failed + ob.failed, 0);
+	tw__tcp_conn_fail(a, TW_EPEER, NULL);
+	tw__tcp_conn_fail(b, TW_EPEER, NULL);
+	assert_int_equal(rs_wait(&oa, &oa.failed, 1), 1);
+	assert_int_equal(rs_wait(&ob, &ob.failed, 1), 1);
+	tw__tcp_conn_unref(a);
+	tw__tcp_conn_unref(b);
+	tw__poller_free(p);
+	rs_fini(&oa);
+	rs_fini(&ob);
+}
+
+// Down for longer than its limit: TW_EPEER.  A resume then, or one from a
+// frame never sent, is refused.
+static void test_resume_limits(void **state)
+{
+	(void)state;
+	tw__poller *p;
+	TW_PASS(tw__poller_new(&p));
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	rs_owner oa, ob;
+	tcp_conn *a = rs_make(p, &oa, sv[0], 200);
+	tcp_conn *b = rs_make(p, &ob, sv[1], 10000);
+	pthread_mutex_lock(&b->tx.mtx);
+	int bfd = b->fd;
+	pthread_mutex_unlock(&b->tx.mtx);
+	assert_int_equal(shutdown(bfd, SHUT_RDWR), 0);
+	assert_int_equal(rs_wait(&oa, &oa.downs, 1), 1);
+	assert_int_equal(rs_wait(&oa, &oa.failed, 1), 1);
+	assert_int_equal(oa.fail_status, TW_EPEER);
+	int nv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
+	TW_FAIL(tw__tcp_conn_resume(a, nv[0], 0), TW_EPEER);
+	// b is down too; the peer claims a frame b never sent.
+	assert_int_equal(rs_wait(&ob, &ob.downs, 1), 1);
+	TW_FAIL(tw__tcp_conn_resume(b, nv[1], 5), TW_EPROTO);
+	assert_int_equal(rs_wait(&ob, &ob.failed, 1), 1);
+	assert_int_equal(ob.fail_status, TW_EPROTO);
+	close(nv[0]);
+	close(nv[1]);
+	tw__tcp_conn_unref(a);
+	tw__tcp_conn_unref(b);
+	tw__poller_free(p);
+	rs_fini(&oa);
+	rs_fini(&ob);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -587,6 +871,8 @@ int main(void)
 		cmocka_unit_test(test_bye_eof),
 		cmocka_unit_test(test_half_frame),
 		cmocka_unit_test(test_poll),
+		cmocka_unit_test(test_resume_stream),
+		cmocka_unit_test(test_resume_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
