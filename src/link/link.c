@@ -228,6 +228,7 @@ int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out)
 		.opts = tw__desc_opts(d),
 		.secret = secret,
 		.secret_len = secret_len,
+		.tls = tw__desc_tls(d),
 	};
 	status = t->open(&cfg, chans);
 	if (status == TW_OK)
