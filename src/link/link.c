@@ -124,7 +124,10 @@ static int handshake(tw_link *l, const tw_desc *d)
 		    missing);
 	else if (status != TW_OK)
 		TW_LOGL(TW_LOG_ERROR, "link", l->id, l->rank,
-		    "handshake failed: %s", tw_strerror(status));
+		    "handshake failed: %s",
+		    status == TW_EAUTH ? "a peer failed authentication (the "
+		                         "link secret or TLS; see above)"
+		                       : tw_strerror(status));
 	return status;
 }
 

@@ -36,6 +36,7 @@
 
 #include "platform/posix/poller.h"
 #include "transport/tcp/tcp_proto.h"
+#include "transport/tcp/tcp_tls.h"
 
 typedef struct tcp_conn tcp_conn;
 
@@ -75,6 +76,7 @@ typedef struct tcp_conn_ops {
 
 typedef struct tcp_conn_cfg {
 	int fd; // connected; the connection's from TW_OK on
+	tw__tls *tls; // its TLS state once handshaken, or NULL; as fd
 	tw__poller *poller; // the I/O thread
 	const tcp_conn_ops *ops;
 	void *owner; // must stay valid until ops->failed has returned
@@ -84,7 +86,7 @@ typedef struct tcp_conn_cfg {
 
 // Makes a connection, not yet reading (tw__tcp_conn_start).  Referenced
 // once for the caller.  TW_OK, TW_ENOMEM, TW_ESYS (logged); on failure
-// cfg->fd is still the caller's.
+// cfg->fd and cfg->tls are still the caller's.
 int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out);
 
 // Starts reading.  Separate from making, so that the owner can list the
@@ -105,6 +107,8 @@ void tw__tcp_conn_fail(tcp_conn *c, int status, const char *why);
 void tw__tcp_conn_close(tcp_conn *c, int64_t deadline);
 
 bool tw__tcp_conn_failed(const tcp_conn *c);
+// The connection's TLS state, NULL for plaintext.  Lives as long as c.
+tw__tls *tw__tcp_conn_tls(const tcp_conn *c);
 const char *tw__tcp_conn_who(const tcp_conn *c);
 
 // Frame-sending flags.

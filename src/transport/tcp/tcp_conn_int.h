@@ -65,6 +65,7 @@ typedef struct tcp_reader {
 struct tcp_conn {
 	_Atomic unsigned refs;
 	int fd;
+	tw__tls *tls; // NULL: plaintext; else every byte goes through it
 	tw__poller *poller;
 	tw__pfd *pfd; // the socket; finished when the connection is freed
 	tw__pfd *tpfd; // the heartbeat timer
@@ -78,6 +79,7 @@ struct tcp_conn {
 	_Atomic int failed;
 	_Atomic int fail_status;
 	tw__poll_task fail_task;
+	tw__poll_task rx_task; // reads what TLS holds already, at start
 
 	// Waiting for acks.
 	_Atomic uint64_t peer_ack;
@@ -98,6 +100,14 @@ uint64_t tw__tcp_conn_ack_out(const tcp_conn *c);
 // (Re-)arms the socket for reading, and for writing when the I/O thread
 // has queued bytes to flush.  tx.mtx held.
 void tw__tcp_conn_arm(tcp_conn *c);
+
+// Reads what the socket (or TLS) has, at most n bytes, without blocking:
+// tw__tcp_recv's contract, and TW_EAUTH / TW_EPROTO from TLS.
+int tw__tcp_conn_recv(tcp_conn *c, void *buf, size_t n, size_t *got);
+
+// Whether TLS holds bytes that a read returns without the socket being
+// readable (never for plaintext).
+bool tw__tcp_conn_rx_pending(tcp_conn *c);
 
 // --- tcp_writer.c ----------------------------------------------------------
 

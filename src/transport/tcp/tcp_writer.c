@@ -74,10 +74,38 @@ static bool cancelled(const _Atomic int *cancel)
 	    && atomic_load_explicit(cancel, memory_order_acquire);
 }
 
+// Advances iov past `done` bytes.
+static void advance(struct iovec **iov, int *n, size_t done)
+{
+	while (done > 0) {
+		size_t k = (*iov)[0].iov_len;
+		size_t d = done < k ? done : k;
+		(*iov)[0].iov_base = (char *)(*iov)[0].iov_base + d;
+		(*iov)[0].iov_len -= d;
+		done -= d;
+		if ((*iov)[0].iov_len == 0) {
+			(*iov)++;
+			(*n)--;
+		}
+	}
+}
+
 // Writes as much of iov as the socket takes now.  Advances iov.  TW_OK
 // (all written), TW_EAGAIN (the socket is full), TW_EPEER.
 static int write_some(tcp_conn *c, struct iovec **iov, int *n)
 {
+	if (c->tls != NULL) {
+		while (*n > 0 && (*iov)[0].iov_len == 0) {
+			(*iov)++;
+			(*n)--;
+		}
+		if (*n == 0)
+			return TW_OK;
+		size_t took = 0;
+		int status = tw__tls_writev(c->tls, *iov, *n, &took);
+		advance(iov, n, took);
+		return status;
+	}
 	for (;;) {
 		while (*n > 0 && (*iov)[0].iov_len == 0) {
 			(*iov)++;
@@ -95,18 +123,7 @@ static int write_some(tcp_conn *c, struct iovec **iov, int *n)
 				return TW_EAGAIN;
 			return TW_EPEER;
 		}
-		size_t left = (size_t)w;
-		while (left > 0) {
-			size_t k = (*iov)[0].iov_len;
-			size_t d = left < k ? left : k;
-			(*iov)[0].iov_base = (char *)(*iov)[0].iov_base + d;
-			(*iov)[0].iov_len -= d;
-			left -= d;
-			if ((*iov)[0].iov_len == 0) {
-				(*iov)++;
-				(*n)--;
-			}
-		}
+		advance(iov, n, (size_t)w);
 	}
 }
 
