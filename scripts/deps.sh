@@ -8,9 +8,10 @@
 # clang-format.  Prints one line, or the apt log when something fails.
 set -euo pipefail
 
-# iproute2: `ip netns` for the multi-host test (tests/netns).
+# iproute2: `ip netns` for the multi-host test (tests/netns); openssl: the
+# command that makes the TLS tests' certificates (tests/tls/mkcerts.sh).
 pkgs=(build-essential cmake pkg-config libcmocka-dev uthash-dev libssl-dev
-	iproute2)
+	iproute2 openssl)
 for arg in "$@"; do
 	case "$arg" in
 	--ci) pkgs+=(clang libclang-rt-14-dev clang-format) ;;

@@ -68,10 +68,30 @@ TW_API int tw_desc_get(const tw_desc *d, int opt, int64_t *value);
 // response.  `len` 0 removes it.  Returns TW_OK, TW_EINVAL, TW_ENOMEM.
 TW_API int tw_desc_set_secret(tw_desc *d, const void *key, size_t len);
 
+// Makes every tcp:// connection of links created from `d` TLS 1.3, with
+// certificates on both sides (other transports ignore it).  `cert_file`
+// and `key_file` are this party's certificate (PEM, its chain may follow)
+// and private key; `ca_file` holds the CA certificates that peers'
+// certificates must chain to.  A peer's certificate must also name the
+// party id that tw_desc_add_party gave its rank, exactly, in a
+// subjectAltName DNS entry or, only when it has none, in its common name.
+// The paths are copied; the files are read by tw_link_create, which
+// returns TW_EINVAL (with a log line naming the file and the reason) when
+// one cannot be read, is not PEM, or the key does not match the
+// certificate, and TW_EAUTH when a peer's certificate is refused or the
+// peer does not speak TLS.  Links of one process that share a listening
+// address must name the same three files.  Combines with a secret (the
+// secret's handshake runs inside TLS).  Calling it again replaces the
+// files.  Returns TW_OK, TW_EINVAL (NULL description, a NULL or empty
+// path), TW_ENOMEM.  Not thread-safe on one description.
+TW_API int tw_desc_set_tls(tw_desc *d, const char *cert_file,
+    const char *key_file, const char *ca_file);
+
 // Builds a description from the environment: TAGWIRE_PARTIES (comma
 // separated "ADDR" or "ID=ADDR"; ids default to p0, p1, ...), TAGWIRE_RANK
 // (this process's rank), TAGWIRE_SECRET (optional), TAGWIRE_LINK_ID
-// (optional, default "root").  On success *out is a new description the
+// (optional, default "root"), TAGWIRE_TLS_CERT, TAGWIRE_TLS_KEY and
+// TAGWIRE_TLS_CA (optional, all three or none: tw_desc_set_tls).  On success *out is a new description the
 // caller frees and *self_rank the rank.  Anything missing or malformed is
 // TW_EINVAL with a log line naming the variable and the reason; TW_ENOMEM.
 // Outputs are set only on success.

@@ -1,4 +1,5 @@
-// Link descriptions: the parties, the options and the secret.
+// Link descriptions: the parties, the options, the secret and the TLS
+// files.
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@ struct tw_desc {
 	int64_t opts[TW_OPT_COUNT];
 	unsigned char *secret;
 	size_t secret_len;
+	char *tls[3]; // certificate, key, CA files; all or none
 };
 
 tw_desc *tw_desc_new(const char *link_id)
@@ -50,6 +52,8 @@ void tw_desc_free(tw_desc *d)
 	if (d->secret != NULL)
 		memset(d->secret, 0, d->secret_len);
 	free(d->secret);
+	for (int i = 0; i < 3; i++)
+		free(d->tls[i]);
 	free(d->link_id);
 	free(d);
 }
@@ -151,6 +155,39 @@ int tw_desc_set_secret(tw_desc *d, const void *key, size_t len)
 	return TW_OK;
 }
 
+int tw_desc_set_tls(tw_desc *d, const char *cert_file, const char *key_file,
+    const char *ca_file)
+{
+	const char *in[3] = { cert_file, key_file, ca_file };
+	static const char *const what[3] = { "certificate", "key", "CA" };
+	if (d == NULL) {
+		TW_ERROR("desc", "set TLS: NULL description");
+		return TW_EINVAL;
+	}
+	for (int i = 0; i < 3; i++) {
+		if (in[i] == NULL || in[i][0] == '\0') {
+			TW_ERROR("desc", "set TLS: no %s file", what[i]);
+			return TW_EINVAL;
+		}
+	}
+	char *copy[3];
+	for (int i = 0; i < 3; i++) {
+		size_t n = strlen(in[i]) + 1;
+		if ((copy[i] = malloc(n)) != NULL)
+			memcpy(copy[i], in[i], n);
+		if (copy[i] == NULL) {
+			while (i-- > 0)
+				free(copy[i]);
+			return TW_ENOMEM;
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		free(d->tls[i]);
+		d->tls[i] = copy[i];
+	}
+	return TW_OK;
+}
+
 size_t tw_desc_size(const tw_desc *d)
 {
 	return d != NULL ? d->n : 0;
@@ -180,4 +217,9 @@ const void *tw__desc_secret(const tw_desc *d, size_t *len)
 {
 	*len = d->secret_len;
 	return d->secret;
+}
+
+const char *const *tw__desc_tls(const tw_desc *d)
+{
+	return d->tls[0] != NULL ? (const char *const *)d->tls : NULL;
 }

@@ -514,6 +514,36 @@ static void test_out_of_memory(void **state)
 	tw_desc_free(d);
 }
 
+static void test_tls(void **state)
+{
+	(void)state;
+	tw_desc *d = desc_new("root");
+	assert_null(tw__desc_tls(d));
+	TW_PASS(tw_desc_set_tls(d, "a.pem", "a.key", "ca.pem"));
+	const char *const *f = tw__desc_tls(d);
+	assert_string_equal(f[0], "a.pem");
+	assert_string_equal(f[1], "a.key");
+	assert_string_equal(f[2], "ca.pem");
+	// Again: replaced.  A missing or empty path: refused, files kept.
+	TW_PASS(tw_desc_set_tls(d, "b.pem", "b.key", "ca2.pem"));
+	TW_FAIL(tw_desc_set_tls(d, NULL, "x", "y"), TW_EINVAL);
+	TW_FAIL(tw_desc_set_tls(d, "x", "", "y"), TW_EINVAL);
+	TW_FAIL(tw_desc_set_tls(d, "x", "y", NULL), TW_EINVAL);
+	TW_FAIL(tw_desc_set_tls(NULL, "x", "y", "z"), TW_EINVAL);
+	f = tw__desc_tls(d);
+	assert_string_equal(f[0], "b.pem");
+	assert_string_equal(f[2], "ca2.pem");
+	// Out of memory half way: the old files stay.
+	for (int k = 0; k < 3; k++) {
+		failalloc_after(k);
+		int status = tw_desc_set_tls(d, "c.pem", "c.key", "ca3.pem");
+		failalloc_never();
+		TW_FAIL(status, TW_ENOMEM);
+		assert_string_equal(tw__desc_tls(d)[1], "b.key");
+	}
+	tw_desc_free(d);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -530,6 +560,7 @@ int main(void)
 		T(test_set_ranges),
 		T(test_set_special),
 		T(test_secret),
+		T(test_tls),
 		T(test_out_of_memory),
 	};
 #undef T

@@ -92,6 +92,34 @@ static int parse_parties(tw_desc *d, const char *list)
 	return status;
 }
 
+// TAGWIRE_TLS_CERT, _KEY and _CA: all three or none, since a party with
+// only some of them would quietly talk in plaintext.
+static int parse_tls(tw_desc *d)
+{
+	static const char *const names[3]
+	    = { "TAGWIRE_TLS_CERT", "TAGWIRE_TLS_KEY", "TAGWIRE_TLS_CA" };
+	const char *v[3];
+	int set = 0;
+	for (int i = 0; i < 3; i++) {
+		v[i] = getenv(names[i]);
+		if (v[i] != NULL && *v[i] == '\0')
+			v[i] = NULL;
+		set += v[i] != NULL;
+	}
+	if (set == 0)
+		return TW_OK;
+	if (set < 3) {
+		for (int i = 0; i < 3; i++)
+			if (v[i] == NULL)
+				TW_ERROR("env",
+				    "%s is not set, but other TAGWIRE_TLS_* "
+				    "variables are: set all three or none",
+				    names[i]);
+		return TW_EINVAL;
+	}
+	return tw_desc_set_tls(d, v[0], v[1], v[2]);
+}
+
 int tw_desc_from_env(tw_desc **out, size_t *self_rank)
 {
 	if (out == NULL || self_rank == NULL)
@@ -126,6 +154,8 @@ int tw_desc_from_env(tw_desc **out, size_t *self_rank)
 			    "TAGWIRE_SECRET is longer than 1024 "
 			    "bytes");
 	}
+	if (status == TW_OK)
+		status = parse_tls(d);
 	if (status != TW_OK) {
 		tw_desc_free(d);
 		return status;

@@ -55,6 +55,9 @@ static void env_clear(void)
 	unsetenv("TAGWIRE_RANK");
 	unsetenv("TAGWIRE_SECRET");
 	unsetenv("TAGWIRE_LINK_ID");
+	unsetenv("TAGWIRE_TLS_CERT");
+	unsetenv("TAGWIRE_TLS_KEY");
+	unsetenv("TAGWIRE_TLS_CA");
 }
 
 static int setup(void **state)
@@ -222,6 +225,36 @@ static void test_secret(void **state)
 	expect_einval("TAGWIRE_SECRET", "1025-byte secret");
 }
 
+static void test_tls(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_PARTIES", "tcp://127.0.0.1:1,tcp://127.0.0.1:2");
+	env_set("TAGWIRE_RANK", "0");
+	size_t rank;
+	tw_desc *d = from_env_ok(&rank);
+	assert_null(tw__desc_tls(d)); // none of the three: no TLS
+	tw_desc_free(d);
+	env_set("TAGWIRE_TLS_CERT", "c.pem");
+	env_set("TAGWIRE_TLS_KEY", "k.pem");
+	env_set("TAGWIRE_TLS_CA", "ca.pem");
+	d = from_env_ok(&rank);
+	const char *const *f = tw__desc_tls(d);
+	assert_non_null(f);
+	assert_string_equal(f[0], "c.pem");
+	assert_string_equal(f[1], "k.pem");
+	assert_string_equal(f[2], "ca.pem");
+	tw_desc_free(d);
+	// Some but not all: refused, naming what is missing.
+	unsetenv("TAGWIRE_TLS_KEY");
+	expect_einval("TAGWIRE_TLS_KEY", "no TLS key");
+	env_set("TAGWIRE_TLS_KEY", "k.pem");
+	env_set("TAGWIRE_TLS_CA", "");
+	expect_einval("TAGWIRE_TLS_CA", "empty TLS CA");
+	unsetenv("TAGWIRE_TLS_CERT");
+	unsetenv("TAGWIRE_TLS_CA");
+	expect_einval("TAGWIRE_TLS_CERT", "TLS key alone");
+}
+
 // ---------------------------------------------------------------------------
 // Malformed environments
 // ---------------------------------------------------------------------------
@@ -359,6 +392,7 @@ int main(void)
 		T(test_named_ids),
 		T(test_link_id),
 		T(test_secret),
+		T(test_tls),
 		T(test_bad_parties),
 		T(test_huge_parties),
 		T(test_bad_rank),

@@ -124,7 +124,10 @@ static int handshake(tw_link *l, const tw_desc *d)
 		    missing);
 	else if (status != TW_OK)
 		TW_LOGL(TW_LOG_ERROR, "link", l->id, l->rank,
-		    "handshake failed: %s", tw_strerror(status));
+		    "handshake failed: %s",
+		    status == TW_EAUTH ? "a peer failed authentication (the "
+		                         "link secret or TLS; see above)"
+		                       : tw_strerror(status));
 	return status;
 }
 
@@ -228,6 +231,7 @@ int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out)
 		.opts = tw__desc_opts(d),
 		.secret = secret,
 		.secret_len = secret_len,
+		.tls = tw__desc_tls(d),
 	};
 	status = t->open(&cfg, chans);
 	if (status == TW_OK)

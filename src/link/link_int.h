@@ -100,6 +100,8 @@ const char *tw__desc_link_id(const tw_desc *d);
 const tw__party *tw__desc_parties(const tw_desc *d);
 const int64_t *tw__desc_opts(const tw_desc *d);
 const void *tw__desc_secret(const tw_desc *d, size_t *len);
+// The TLS files {certificate, key, CA}, or NULL when TLS is not set.
+const char *const *tw__desc_tls(const tw_desc *d);
 
 // The most this party ever held from link rank `src` of messages not yet
 // received, in tw__msg_cost (core/mailbox.h); 0 when the channel cannot

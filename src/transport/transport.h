@@ -53,6 +53,9 @@ typedef struct tw__link_cfg {
 	const int64_t *opts; // TW_OPT_COUNT values
 	const void *secret;
 	size_t secret_len;
+	// TLS files {certificate, key, CA} (tw_desc_set_tls), or NULL.
+	// Transports other than tcp:// ignore them.
+	const char *const *tls;
 } tw__link_cfg;
 
 enum { TW__SEND_ASYNC = 1 };

@@ -199,6 +199,12 @@ static int open_check(tcp_chan *mc, tcp_peer *p, const tw__tcp_open *o)
 		    tw__tcp_peer_my_nonce(p), tw__tcp_peer_peer_nonce(p),
 		    tw__tcp_peer_instance(p), o->rank, ep->link_id,
 		    strlen(ep->link_id), o->proof);
+	if (status == TW_OK
+	    && (status = tw__tcp_tls_check(mc->ep, mc->peer_rank, p))
+	        != TW_OK) {
+		atomic_store(&mc->auth_seen, 1); // logged
+		return status;
+	}
 	if (status == TW_EAUTH) {
 		// Whoever sent it holds some link's secret, not this one's:
 		// it loses its connection, and the link waits for the real
@@ -841,6 +847,11 @@ static void ep_free(tcp_ep *ep)
 	for (size_t i = 0; ep->addrs != NULL && i < ep->size; i++)
 		free(ep->addrs[i]);
 	free(ep->addrs);
+	for (size_t i = 0; ep->ids != NULL && i < ep->size; i++)
+		free(ep->ids[i]);
+	free(ep->ids);
+	for (int i = 0; i < 3; i++)
+		free(ep->tls[i]);
 	free(ep->chans);
 	pthread_mutex_destroy(&ep->mtx);
 	free(ep);
@@ -986,6 +997,7 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	ep->link_id = strdup(cfg->link_id);
 	ep->chans = calloc(cfg->size, sizeof(*ep->chans));
 	ep->addrs = calloc(cfg->size, sizeof(*ep->addrs));
+	ep->ids = calloc(cfg->size, sizeof(*ep->ids));
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	ep->heartbeat_ms = cfg->opts[TW_OPT_HEARTBEAT_MS];
@@ -1000,12 +1012,16 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	}
 	int status = TW_ENOMEM;
 	if (ep->mb == NULL || ep->link_id == NULL || ep->chans == NULL
-	    || ep->addrs == NULL
+	    || ep->addrs == NULL || ep->ids == NULL
 	    || (cfg->secret != NULL && cfg->secret_len > 0
 	        && ep->secret == NULL))
 		goto err_free;
 	for (size_t i = 0; i < cfg->size; i++)
-		if ((ep->addrs[i] = strdup(cfg->parties[i].addr)) == NULL)
+		if ((ep->addrs[i] = strdup(cfg->parties[i].addr)) == NULL
+		    || (ep->ids[i] = strdup(cfg->parties[i].id)) == NULL)
+			goto err_free;
+	for (int i = 0; cfg->tls != NULL && i < 3; i++)
+		if ((ep->tls[i] = strdup(cfg->tls[i])) == NULL)
 			goto err_free;
 	tw__mailbox_on_taken(ep->mb, on_taken, ep);
 	if ((status

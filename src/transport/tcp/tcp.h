@@ -65,6 +65,8 @@ typedef struct tcp_ep {
 	void *secret;
 	size_t secret_len;
 	char **addrs; // [size]: every party's address
+	char **ids; // [size]: every party's id (what its certificate names)
+	char *tls[3]; // certificate, key and CA files, or NULL: plaintext
 	pthread_mutex_t mtx; // guards chans against destroy
 	tcp_chan **chans; // [size], chans[self_rank] == NULL; by mtx
 	unsigned live_chans; // not destroyed yet, by mtx
@@ -169,6 +171,7 @@ void tw__tcp_chan_dropped(tcp_chan *mc, uint64_t len);
 // What a peer knows once the handshake of its main connection is done.
 typedef struct tcp_peer_info {
 	int fd; // connected; the peer's from TW_OK on
+	tw__tls *tls; // its TLS state, or NULL (plaintext); as fd
 	bool dialer; // this side connected
 	const char *dialed; // the address dialed ("tcp://h:p"), or NULL
 	const tw__tcp_hs_peer *hs;
@@ -177,13 +180,14 @@ typedef struct tcp_peer_info {
 
 // Makes a peer over its main connection, listed by the node, reading.
 // Referenced for the caller.  TW_OK, TW_ENOMEM, TW_ESYS; on failure
-// info->fd is still the caller's.
+// info->fd and info->tls are still the caller's.
 int tw__tcp_peer_new(tcp_node *n, const tcp_peer_info *info, tcp_peer **out);
 
-// Adds an extra connection (a stripe) on `fd`, which is the peer's from
-// the call on (closed on failure).  TW_OK, TW_EPROTO (no room, or p
-// failed), TW_ENOMEM, TW_ESYS.
-int tw__tcp_peer_add_stripe(tcp_peer *p, int fd, const char *who);
+// Adds an extra connection (a stripe) on `fd` with TLS state `tls` (may
+// be NULL), which are the peer's from the call on (closed and freed on
+// failure).  TW_OK, TW_EPROTO (no room, or p failed), TW_ENOMEM, TW_ESYS.
+int tw__tcp_peer_add_stripe(
+    tcp_peer *p, int fd, tw__tls *tls, const char *who);
 
 void tw__tcp_peer_ref(tcp_peer *p);
 void tw__tcp_peer_unref(tcp_peer *p);
@@ -201,6 +205,8 @@ uint64_t tw__tcp_peer_instance(const tcp_peer *p);
 // processes, which a resuming connection names.
 uint64_t tw__tcp_peer_session(const tcp_peer *p);
 const char *tw__tcp_peer_who(const tcp_peer *p);
+// The TLS state of the main connection (NULL: plaintext).
+tw__tls *tw__tcp_peer_tls(const tcp_peer *p);
 const unsigned char *tw__tcp_peer_my_nonce(const tcp_peer *p);
 const unsigned char *tw__tcp_peer_peer_nonce(const tcp_peer *p);
 tcp_node *tw__tcp_peer_node(const tcp_peer *p);
@@ -271,8 +277,11 @@ bool tw__tcp_dials(const char *self_addr, const char *peer_addr);
 // The node of `addr` ("tcp://HOST:PORT"): its listener and I/O thread,
 // shared by every link of this process that names the address.  Registers
 // `ep` there, and binds the OPENs that peers sent for it before it
-// existed.  TW_OK, TW_ESYS (cannot bind, or the link is already open at
-// this address in this process; logged), TW_ENOMEM.
+// existed.  With TLS, the node's TLS context is made from the link's files
+// (or must come from the same files, when another link made it).  TW_OK,
+// TW_ESYS (cannot bind, or the link is already open at this address in
+// this process; logged), TW_EINVAL (a TLS file cannot be used, or the
+// files differ from those of the node's other links; logged), TW_ENOMEM.
 int tw__tcp_node_join(const char *addr, tcp_ep *ep);
 
 // Takes `ep` out of its node's list: no new OPEN reaches it.  Idempotent.
@@ -289,8 +298,11 @@ tw__poller *tw__tcp_node_poller(const tcp_node *n);
 
 // The peer at `addr` that this node dials, made (dial and handshake,
 // announcing link `ep`) when there is none, and shared with every other
-// link that needs it.  Referenced.  TW_OK, TW_ETIMEDOUT, TW_EAUTH,
-// TW_EPROTO, TW_ECLOSED (*cancel), TW_ESYS.
+// link that needs it.  With TLS the connection is TLS and the peer's
+// certificate must name the party of peer_rank; a connection that another
+// link made is used only when it matches both (else TW_EAUTH, logged).
+// Referenced.  TW_OK, TW_ETIMEDOUT, TW_EAUTH, TW_EPROTO, TW_ECLOSED
+// (*cancel), TW_ESYS.
 int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
     uint32_t peer_rank, int64_t deadline, const _Atomic int *cancel,
     tcp_peer **out);
@@ -317,6 +329,21 @@ tcp_peer *tw__tcp_node_find_accepted(tcp_node *n, uint64_t instance);
 
 // The endpoint of link `link_id` joined here, referenced, or NULL.
 tcp_ep *tw__tcp_node_find_ep(tcp_node *n, const char *link_id);
+
+// The node's TLS context, NULL while none of its links uses TLS.  Lives
+// as long as the node.
+tw__tls_ctx *tw__tcp_node_tls(tcp_node *n);
+
+// A stranger whose rank is unknown (its TLS handshake failed, or it spoke
+// TLS to a node without) failed authentication: every channel of the node
+// that waits for its peer to connect reports TW_EAUTH rather than
+// TW_ETIMEDOUT if nobody better comes.
+void tw__tcp_node_note_auth(tcp_node *n);
+
+// Whether peer p's connection suits rank `rank` of link ep: TLS for a TLS
+// link and plaintext otherwise, and a certificate that names the party of
+// that rank.  TW_OK, or TW_EAUTH with a log line.
+int tw__tcp_tls_check(const tcp_ep *ep, uint32_t rank, tcp_peer *p);
 
 // tcp_accept.c: the accepting side, run on the node's I/O thread.
 typedef struct tcp_acceptor tcp_acceptor;

@@ -17,6 +17,14 @@
 // one log line (rate-limited).  A listener that runs out of descriptors
 // pauses for ACCEPT_PAUSE_NS instead of spinning on EMFILE.
 //
+// TLS.  The first byte of a connection tells its kind: 0x16 starts a TLS
+// handshake (run here as a state of its own, before the HELLO, which
+// then travels inside TLS), 'T' a plaintext HELLO.  A TLS connection to a
+// node that has no TLS context is answered with the four bytes of the
+// HELLO's magic and closed, which its dialer reads as "the peer does not
+// speak TLS".  The certificate must name the party whose rank the HELLO
+// claims, which only the HELLO tells.
+//
 // A failed handshake tells nobody but the log: a stranger cannot make a
 // link fail by claiming a rank.  A handshake that claimed a rank and failed
 // authentication is remembered on that channel, so that a party whose
@@ -27,6 +35,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,12 +61,14 @@ static _Atomic int64_t hs_link_wait_ns = INT64_C(2000000000);
 // I/O thread away from the connections it serves.
 #define ACCEPT_BATCH 32
 
-enum { HS_HELLO, HS_PARKED, HS_AUTH };
+enum { HS_HELLO, HS_TLS, HS_PARKED, HS_AUTH };
 
 typedef struct hs {
 	struct hs *next;
 	tcp_acceptor *a;
 	int fd;
+	tw__tls *tls; // once the first byte said TLS
+	bool sniffed; // the first byte was looked at
 	tw__pfd *pfd;
 	int state;
 	int64_t deadline; // of the whole handshake
@@ -70,6 +81,7 @@ typedef struct hs {
 	tcp_ep *ep; // the link it names, referenced once found
 	char src[NI_MAXHOST]; // the peer's address, for limits
 	char who[NI_MAXHOST + NI_MAXSERV + 8]; // and port, for log lines
+	char why[400]; // a reason made up for a log line
 } hs;
 
 struct tcp_acceptor {
@@ -90,10 +102,13 @@ struct tcp_acceptor {
 	int64_t last_refusal_log;
 };
 
+static void hs_step(hs *h);
+
 static void hs_free(hs *h)
 {
 	if (h->pfd != NULL)
 		tw__pfd_fini(h->pfd);
+	tw__tls_free(h->tls);
 	if (h->fd >= 0)
 		close(h->fd);
 	if (h->ep != NULL)
@@ -225,7 +240,25 @@ static int lookup(hs *h, const char **why)
 		.session = peer->session,
 		.addr = tw__tcp_node_name(n),
 		.secret = ep->secret,
-		.secret_len = ep->secret_len };
+		.secret_len = ep->secret_len,
+		.tls = ep->tls[0] != NULL };
+	// Our HELLO answers a disagreement on TLS (hs_answer); a peer that
+	// claims TLS on a plaintext connection, or the reverse, is lying.
+	if (((peer->flags & TW_TCP_CAP_TLS) != 0) != (h->tls != NULL)) {
+		*why = "its handshake claims another kind of connection";
+		return TW_EPROTO;
+	}
+	char names[256];
+	if (h->tls != NULL && h->me.tls
+	    && !tw__tls_peer_is(
+	        h->tls, ep->ids[peer->rank], names, sizeof(names))) {
+		snprintf(h->why, sizeof(h->why),
+		    "wrong name in its certificate: expected '%s' (rank %u), "
+		    "the certificate has %s",
+		    ep->ids[peer->rank], (unsigned)peer->rank, names);
+		*why = h->why;
+		return TW_EAUTH;
+	}
 	return TW_OK;
 }
 
@@ -243,6 +276,7 @@ static void hs_finish(hs *h)
 	int status;
 	if (h->peer.stripe == 0) {
 		tcp_peer_info info = { .fd = fd,
+			.tls = h->tls,
 			.dialer = false,
 			.hs = &h->peer,
 			.heartbeat_ms = h->ep->heartbeat_ms };
@@ -250,19 +284,24 @@ static void hs_finish(hs *h)
 		status = tw__tcp_peer_new(n, &info, &p);
 		if (status == TW_OK)
 			tw__tcp_peer_unref(p);
-		else
+		else {
+			tw__tls_free(h->tls);
 			close(fd);
+		}
 	} else {
 		tcp_peer *main
 		    = tw__tcp_node_find_accepted(n, h->peer.instance);
 		status = main != NULL
-		    ? tw__tcp_peer_add_stripe(main, fd, h->who)
+		    ? tw__tcp_peer_add_stripe(main, fd, h->tls, h->who)
 		    : TW_EPEER;
-		if (main == NULL)
+		if (main == NULL) {
+			tw__tls_free(h->tls);
 			close(fd);
-		else
+		} else {
 			tw__tcp_peer_unref(main);
+		}
 	}
+	h->tls = NULL; // the connection's, or freed
 	if (status != TW_OK)
 		TW_LOGL(TW_LOG_WARN, "tcp", h->ep->link_id, h->ep->self_rank,
 		    "refusing a connection from rank %u (%s): %s",
@@ -294,9 +333,17 @@ static int hs_answer(hs *h, const char **what)
 		n += TW_TCP_AUTH_LEN;
 	}
 	ssize_t w;
-	while ((w = send(h->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0
-	    && errno == EINTR)
-		;
+	if (h->tls != NULL) {
+		struct iovec v = { buf, n };
+		size_t took = 0;
+		(void)tw__tls_writev(h->tls, &v, 1, &took);
+		w = (ssize_t)took;
+	} else {
+		while (
+		    (w = send(h->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0
+		    && errno == EINTR)
+			;
+	}
 	if (match != TW_OK) {
 		*what = why;
 		return match;
@@ -337,7 +384,9 @@ static void hs_hello_done(hs *h)
 	h->have = 0;
 	h->want = TW_TCP_AUTH_LEN;
 	h->wait_until = h->deadline;
-	if (tw__pfd_arm(h->pfd, TW__POLL_IN) != TW_OK)
+	if (h->tls != NULL && tw__tls_pending(h->tls))
+		hs_step(h); // the proof may be in TLS's buffer already
+	else if (tw__pfd_arm(h->pfd, TW__POLL_IN) != TW_OK)
 		hs_close(h, TW_ESYS, "watching the connection");
 }
 
@@ -346,22 +395,107 @@ static void hs_hello_done(hs *h)
 static int hs_read(hs *h)
 {
 	size_t got = 0;
-	int status
-	    = tw__tcp_recv(h->fd, h->buf + h->have, h->want - h->have, &got);
+	int status = h->tls != NULL
+	    ? tw__tls_recv(h->tls, h->buf + h->have, h->want - h->have, &got)
+	    : tw__tcp_recv(h->fd, h->buf + h->have, h->want - h->have, &got);
 	if (status == TW_OK)
 		h->have += got;
 	return status;
 }
 
+// A TLS connection to a node that serves no TLS link: the start of a
+// plaintext HELLO tells the dialer so (after the ClientHello is read, so
+// that closing does not reset the connection before it arrives).
+static void refuse_tls(hs *h)
+{
+	unsigned char sink[4096];
+	size_t got;
+	while (tw__tcp_recv(h->fd, sink, sizeof(sink), &got) == TW_OK)
+		;
+	(void)send(h->fd, "TWIR", 4, MSG_NOSIGNAL | MSG_DONTWAIT);
+	shutdown(h->fd, SHUT_WR);
+	tw__tcp_node_note_auth(h->a->node);
+	hs_close(
+	    h, TW_EAUTH, "it speaks TLS, and no link on this address does");
+}
+
+// Looks at the first byte: TLS or plaintext.  TW_OK (h->tls set for TLS),
+// TW_EAGAIN (not here yet), or why not (h is closed then, or freed).
+static int sniff(hs *h)
+{
+	unsigned char b;
+	ssize_t r;
+	while ((r = recv(h->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT)) < 0
+	    && errno == EINTR)
+		;
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return TW_EAGAIN;
+	if (r <= 0) {
+		hs_close(h, TW_EPEER, "the peer closed the connection");
+		return TW_EPEER;
+	}
+	h->sniffed = true;
+	h->wait_until = h->deadline; // the first byte came
+	if (b != TW_TLS_FIRST_BYTE)
+		return TW_OK; // plaintext: the HELLO's decoder judges it
+	tw__tls_ctx *ctx = tw__tcp_node_tls(h->a->node);
+	if (ctx == NULL) {
+		refuse_tls(h);
+		return TW_EAUTH;
+	}
+	int status = tw__tls_new(ctx, h->fd, true, &h->tls);
+	if (status != TW_OK) {
+		hs_close(h, status, "starting TLS");
+		return status;
+	}
+	h->state = HS_TLS;
+	return TW_OK;
+}
+
 // Reads and advances h; may free it.
 static void hs_step(hs *h)
 {
+	unsigned events = TW__POLL_IN;
 	for (;;) {
+		if (!h->sniffed) {
+			int status = sniff(h);
+			if (status == TW_EAGAIN)
+				break;
+			if (status != TW_OK)
+				return;
+		}
+		if (h->state == HS_TLS) {
+			short ev = 0;
+			int status = tw__tls_handshake_step(h->tls, &ev);
+			if (status == TW_EAGAIN) {
+				events = ev == POLLOUT ? TW__POLL_OUT
+				                       : TW__POLL_IN;
+				break;
+			}
+			if (status != TW_OK) {
+				// The stranger's rank is unknown: every link
+				// waiting here hears of it.
+				if (status == TW_EAUTH)
+					tw__tcp_node_note_auth(h->a->node);
+				snprintf(h->why, sizeof(h->why), "TLS: %s",
+				    tw__tls_reason(h->tls));
+				hs_close(h, status, h->why);
+				return;
+			}
+			h->state = HS_HELLO;
+		}
 		int status = hs_read(h);
 		if (status == TW_EAGAIN)
 			break;
 		if (status != TW_OK) {
-			hs_close(h, status, "the peer closed the connection");
+			if (h->tls != NULL && status != TW_EPEER) {
+				snprintf(h->why, sizeof(h->why), "TLS: %s",
+				    tw__tls_reason(h->tls));
+				hs_close(h, status, h->why);
+			} else {
+				hs_close(h, status,
+				    "the peer closed the connection");
+			}
 			return;
 		}
 		if (h->state == HS_HELLO) {
@@ -408,7 +542,7 @@ static void hs_step(hs *h)
 			return;
 		}
 	}
-	if (tw__pfd_arm(h->pfd, TW__POLL_IN) != TW_OK)
+	if (tw__pfd_arm(h->pfd, events) != TW_OK)
 		hs_close(h, TW_ESYS, "watching the connection");
 }
 

@@ -64,6 +64,7 @@
 #include "core/log.h"
 #include "core/sync.h"
 #include "transport/tcp/tcp_conn_int.h"
+#include "transport/tcp/tcp_sock.h"
 
 // How long the I/O thread reads one connection before it lets the others
 // (and the timers) have their turn: a few milliseconds, far below any
@@ -118,6 +119,7 @@ void tw__tcp_conn_unref(tcp_conn *c)
 		tw__pfd_fini(c->pfd);
 	if (c->tpfd != NULL)
 		tw__pfd_fini(c->tpfd);
+	tw__tls_free(c->tls);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->tfd >= 0)
@@ -160,6 +162,23 @@ void tw__tcp_conn_rx_handled(tcp_conn *c)
 {
 	atomic_store_explicit(
 	    &c->rx.done, c->rx.cur.seq, memory_order_release);
+}
+
+tw__tls *tw__tcp_conn_tls(const tcp_conn *c)
+{
+	return c->tls;
+}
+
+int tw__tcp_conn_recv(tcp_conn *c, void *buf, size_t n, size_t *got)
+{
+	if (c->tls != NULL)
+		return tw__tls_recv(c->tls, buf, n, got);
+	return tw__tcp_recv(c->fd, buf, n, got);
+}
+
+bool tw__tcp_conn_rx_pending(tcp_conn *c)
+{
+	return c->tls != NULL && tw__tls_pending(c->tls);
 }
 
 void tw__tcp_conn_arm(tcp_conn *c)
@@ -280,7 +299,7 @@ uint64_t tw__tcp_conn_suspend(tcp_conn *c, bool *ok)
 	return done;
 }
 
-int tw__tcp_conn_resume(tcp_conn *c, int fd, uint64_t peer_rcvd)
+int tw__tcp_conn_resume(tcp_conn *c, int fd, tw__tls *tls, uint64_t peer_rcvd)
 {
 	tcp_writer *tx = &c->tx;
 	pthread_mutex_lock(&c->rx.mtx);
@@ -309,6 +328,8 @@ int tw__tcp_conn_resume(tcp_conn *c, int fd, uint64_t peer_rcvd)
 	tw__tcp_reader_resume(c);
 	close(c->fd);
 	c->fd = fd;
+	tw__tls_free(c->tls);
+	c->tls = tls;
 	c->epoch++;
 	c->last_acked = tw__now_ns();
 	c->acked = 0;
@@ -602,6 +623,16 @@ static int start_timer(tcp_conn *c, int64_t heartbeat_ms, int fd)
 	return tw__pfd_init(c->poller, c->tfd, on_timer, c, &c->tpfd);
 }
 
+// The handshake's last read may have brought frames along into TLS's
+// buffer, where the socket's readiness cannot announce them: the I/O
+// thread reads them as if it had.
+static void rx_task(void *arg)
+{
+	tcp_conn *c = arg;
+	on_socket(c->pfd, TW__POLL_IN, c);
+	tw__tcp_conn_unref(c);
+}
+
 int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out)
 {
 	tcp_conn *c = calloc(1, sizeof(*c));
@@ -619,6 +650,8 @@ int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out)
 	c->down_task.fn = down_task;
 	c->down_task.arg = c;
 	c->down_limit_ns = cfg->down_limit_ms * 1000000;
+	c->rx_task.fn = rx_task;
+	c->rx_task.arg = c;
 	pthread_mutex_init(&c->ack_mtx, NULL);
 	tw__cond_init(&c->ack_cv);
 	tw__tcp_writer_init(&c->tx);
@@ -634,6 +667,7 @@ int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out)
 		return status;
 	}
 	c->fd = cfg->fd;
+	c->tls = cfg->tls;
 	*out = c;
 	return TW_OK;
 }
@@ -645,4 +679,8 @@ void tw__tcp_conn_start(tcp_conn *c)
 	pthread_mutex_unlock(&c->tx.mtx);
 	if (c->tpfd != NULL)
 		(void)tw__pfd_arm(c->tpfd, TW__POLL_IN);
+	if (tw__tcp_conn_rx_pending(c)) {
+		tw__tcp_conn_ref(c); // the task's
+		tw__poller_post(c->poller, &c->rx_task);
+	}
 }

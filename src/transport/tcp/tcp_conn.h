@@ -36,6 +36,7 @@
 
 #include "platform/posix/poller.h"
 #include "transport/tcp/tcp_proto.h"
+#include "transport/tcp/tcp_tls.h"
 
 typedef struct tcp_conn tcp_conn;
 
@@ -82,6 +83,7 @@ typedef struct tcp_conn_ops {
 
 typedef struct tcp_conn_cfg {
 	int fd; // connected; the connection's from TW_OK on
+	tw__tls *tls; // its TLS state once handshaken, or NULL; as fd
 	tw__poller *poller; // the I/O thread
 	const tcp_conn_ops *ops;
 	void *owner; // must stay valid until ops->failed has returned
@@ -94,7 +96,7 @@ typedef struct tcp_conn_cfg {
 
 // Makes a connection, not yet reading (tw__tcp_conn_start).  Referenced
 // once for the caller.  TW_OK, TW_ENOMEM, TW_ESYS (logged); on failure
-// cfg->fd is still the caller's.
+// cfg->fd and cfg->tls are still the caller's.
 int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out);
 
 // Starts reading.  Separate from making, so that the owner can list the
@@ -128,14 +130,17 @@ bool tw__tcp_conn_is_down(const tcp_conn *c);
 uint64_t tw__tcp_conn_suspend(tcp_conn *c, bool *ok);
 
 // Gives a down connection its new socket `fd` (connected, its resume
-// handshake done): frames after `peer_rcvd`, the last one the peer
+// handshake done; `tls`: its TLS state, NULL for plaintext, which a TLS
+// connection must not get): frames after `peer_rcvd`, the last one the peer
 // handled, are written again from the connection's ring, and reading
 // goes on after the last frame handled here.  Not from an upcall of this
-// connection.  TW_OK (fd is the connection's), TW_EPEER (failed, or not
-// down; fd stays the caller's), TW_EPROTO (peer_rcvd names frames never
-// sent or already confirmed: the connection fails; fd stays the
-// caller's).
-int tw__tcp_conn_resume(tcp_conn *c, int fd, uint64_t peer_rcvd);
+// connection.  TW_OK (fd and tls are the connection's), TW_EPEER (failed,
+// or not down; fd and tls stay the caller's), TW_EPROTO (peer_rcvd names
+// frames never sent or already confirmed: the connection fails; fd and
+// tls stay the caller's).
+int tw__tcp_conn_resume(tcp_conn *c, int fd, tw__tls *tls, uint64_t peer_rcvd);
+// The connection's TLS state, NULL for plaintext.  Lives as long as c.
+tw__tls *tw__tcp_conn_tls(const tcp_conn *c);
 const char *tw__tcp_conn_who(const tcp_conn *c);
 
 // Frame-sending flags.

@@ -72,6 +72,7 @@ struct tcp_conn {
 	_Atomic unsigned refs;
 	int fd; // changed by a resume, under both roles (rx.mtx, tx.mtx)
 	unsigned epoch; // resumes so far, by tx.mtx
+	tw__tls *tls; // NULL: plaintext; else every byte goes through it
 	tw__poller *poller;
 	tw__pfd *pfd; // the socket; finished when the connection is freed
 	tw__pfd *tpfd; // the heartbeat timer
@@ -85,6 +86,7 @@ struct tcp_conn {
 	_Atomic int failed;
 	_Atomic int fail_status;
 	tw__poll_task fail_task;
+	tw__poll_task rx_task; // reads what TLS holds already, at start
 
 	// A broken socket that may be replaced (tw__tcp_conn_resume).
 	int64_t down_limit_ns; // 0: a break fails the connection
@@ -116,6 +118,14 @@ void tw__tcp_conn_arm(tcp_conn *c);
 // connection goes down when it may be resumed, else fails.  A break of a
 // socket that a resume replaced already is ignored.  `what`: for the log.
 void tw__tcp_conn_broken(tcp_conn *c, unsigned epoch, const char *what);
+
+// Reads what the socket (or TLS) has, at most n bytes, without blocking:
+// tw__tcp_recv's contract, and TW_EAUTH / TW_EPROTO from TLS.
+int tw__tcp_conn_recv(tcp_conn *c, void *buf, size_t n, size_t *got);
+
+// Whether TLS holds bytes that a read returns without the socket being
+// readable (never for plaintext).
+bool tw__tcp_conn_rx_pending(tcp_conn *c);
 
 // --- tcp_writer.c ----------------------------------------------------------
 

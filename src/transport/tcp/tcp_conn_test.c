@@ -795,8 +795,8 @@ static void test_resume_stream(void **state)
 		assert_true(ok_a && ok_b);
 		int nv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
-		TW_PASS(tw__tcp_conn_resume(a, nv[0], rb));
-		TW_PASS(tw__tcp_conn_resume(b, nv[1], ra));
+		TW_PASS(tw__tcp_conn_resume(a, nv[0], NULL, rb));
+		TW_PASS(tw__tcp_conn_resume(b, nv[1], NULL, ra));
 	}
 	assert_int_equal(pthread_join(th, NULL), 0);
 	TW_PASS(s.status);
@@ -844,10 +844,10 @@ static void test_resume_limits(void **state)
 	assert_int_equal(oa.fail_status, TW_EPEER);
 	int nv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
-	TW_FAIL(tw__tcp_conn_resume(a, nv[0], 0), TW_EPEER);
+	TW_FAIL(tw__tcp_conn_resume(a, nv[0], NULL, 0), TW_EPEER);
 	// b is down too; the peer claims a frame b never sent.
 	assert_int_equal(rs_wait(&ob, &ob.downs, 1), 1);
-	TW_FAIL(tw__tcp_conn_resume(b, nv[1], 5), TW_EPROTO);
+	TW_FAIL(tw__tcp_conn_resume(b, nv[1], NULL, 5), TW_EPROTO);
 	assert_int_equal(rs_wait(&ob, &ob.failed, 1), 1);
 	assert_int_equal(ob.fail_status, TW_EPROTO);
 	close(nv[0]);

@@ -46,10 +46,41 @@ static void peer_name(int fd, char *out, size_t cap)
 		snprintf(out, cap, "%s:%s", host, serv);
 }
 
-static int write_all(int fd, const void *buf, size_t n, int64_t deadline,
-    const _Atomic int *cancel)
+typedef struct hs_ctx {
+	int fd;
+	tw__tls *tls; // NULL: plaintext
+	int64_t deadline;
+	const _Atomic int *cancel;
+	char who[NI_MAXHOST + NI_MAXSERV + 8];
+	const char *why;
+} hs_ctx;
+
+// A failure of TLS: its reason goes into the log line.
+static int tls_err(hs_ctx *c, int status)
 {
+	if (status != TW_EAGAIN && c->tls != NULL)
+		c->why = tw__tls_reason(c->tls);
+	return status;
+}
+
+static int write_all(hs_ctx *c, const void *buf, size_t n)
+{
+	int fd = c->fd;
+	int64_t deadline = c->deadline;
+	const _Atomic int *cancel = c->cancel;
 	const unsigned char *p = buf;
+	while (n > 0 && c->tls != NULL) {
+		struct iovec v = { (void *)p, n };
+		size_t took = 0;
+		int status = tls_err(c, tw__tls_writev(c->tls, &v, 1, &took));
+		p += took;
+		n -= took;
+		if (status == TW_EAGAIN)
+			status
+			    = tw__tcp_wait_fd(fd, POLLOUT, deadline, cancel);
+		if (status != TW_OK)
+			return status;
+	}
 	while (n > 0) {
 		ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w > 0) {
@@ -72,14 +103,16 @@ static int write_all(int fd, const void *buf, size_t n, int64_t deadline,
 }
 
 // Reads exactly n more bytes into buf.
-static int read_more(int fd, unsigned char *buf, size_t n, int64_t deadline,
-    const _Atomic int *cancel)
+static int read_more(hs_ctx *c, unsigned char *buf, size_t n)
 {
 	while (n > 0) {
 		size_t got = 0;
-		int status = tw__tcp_recv(fd, buf, n, &got);
+		int status = c->tls != NULL
+		    ? tls_err(c, tw__tls_recv(c->tls, buf, n, &got))
+		    : tw__tcp_recv(c->fd, buf, n, &got);
 		if (status == TW_EAGAIN)
-			status = tw__tcp_wait_fd(fd, POLLIN, deadline, cancel);
+			status = tw__tcp_wait_fd(
+			    c->fd, POLLIN, c->deadline, c->cancel);
 		else if (status == TW_OK) {
 			buf += got;
 			n -= got;
@@ -89,14 +122,6 @@ static int read_more(int fd, unsigned char *buf, size_t n, int64_t deadline,
 	}
 	return TW_OK;
 }
-
-typedef struct hs_ctx {
-	int fd;
-	int64_t deadline;
-	const _Atomic int *cancel;
-	char who[NI_MAXHOST + NI_MAXSERV + 8];
-	const char *why;
-} hs_ctx;
 
 static int hs_fail(hs_ctx *c, int status, const char *what)
 {
@@ -111,8 +136,10 @@ static int hs_fail(hs_ctx *c, int status, const char *what)
 		    what);
 		break;
 	case TW_EAUTH:
-		TW_WARN("tcp", "peer %s failed authentication: %s; closing",
-		    c->who, what);
+		TW_WARN("tcp",
+		    "peer %s failed authentication: %s%s%s; closing", c->who,
+		    what, c->why != NULL && c->why != what ? ": " : "",
+		    c->why != NULL && c->why != what ? c->why : "");
 		break;
 	default:
 		TW_WARN("tcp", "handshake with %s failed: %s: %s", c->who,
@@ -127,8 +154,7 @@ static int hs_read_hello(hs_ctx *c, tw__tcp_hello *h, unsigned char *buf)
 {
 	size_t have = 0, want = 4;
 	for (;;) {
-		int status = read_more(
-		    c->fd, buf + have, want - have, c->deadline, c->cancel);
+		int status = read_more(c, buf + have, want - have);
 		if (status != TW_OK)
 			return status;
 		have = want;
@@ -154,6 +180,8 @@ size_t tw__tcp_hs_hello_make(const tw__tcp_hs_self *me,
 	tw__tcp_hello h;
 	memset(&h, 0, sizeof(h));
 	h.flags = me->secret != NULL ? TW_TCP_CAP_SECRET : 0;
+	if (me->tls)
+		h.flags |= TW_TCP_CAP_TLS;
 	if (me->stripe > 0)
 		h.flags |= TW_TCP_CAP_STRIPE;
 	if (me->resume)
@@ -178,7 +206,7 @@ static int hs_send_hello(hs_ctx *c, const tw__tcp_hs_self *me,
 	size_t n = tw__tcp_hs_hello_make(me, nonce, buf, sizeof(buf));
 	if (n == 0)
 		return TW_EINVAL;
-	return write_all(c->fd, buf, n, c->deadline, c->cancel);
+	return write_all(c, buf, n);
 }
 
 void tw__tcp_hs_peer_from(tw__tcp_hs_peer *p, const tw__tcp_hello *h,
@@ -200,6 +228,12 @@ void tw__tcp_hs_peer_from(tw__tcp_hs_peer *p, const tw__tcp_hello *h,
 int tw__tcp_hs_secrets_match(
     const tw__tcp_hs_self *me, const tw__tcp_hs_peer *peer, const char **why)
 {
+	bool tls_theirs = (peer->flags & TW_TCP_CAP_TLS) != 0;
+	if (me->tls != tls_theirs) {
+		*why = me->tls ? "the peer does not use TLS for the link"
+		               : "the peer uses TLS, this link does not";
+		return TW_EAUTH;
+	}
 	bool mine = me->secret != NULL;
 	bool theirs = (peer->flags & TW_TCP_CAP_SECRET) != 0;
 	if (mine == theirs)
@@ -243,14 +277,10 @@ static int hs_auth(
 	int status = tw__tcp_hs_auth_make(me, peer, rec);
 	if (status != TW_OK)
 		return status;
-	if ((status
-	        = write_all(c->fd, rec, sizeof(rec), c->deadline, c->cancel))
-	    != TW_OK)
+	if ((status = write_all(c, rec, sizeof(rec))) != TW_OK)
 		return hs_fail(c, status, "sending the proof");
 	// The record has a fixed size: read it whole, then decode.
-	if ((status
-	        = read_more(c->fd, rec, sizeof(rec), c->deadline, c->cancel))
-	    != TW_OK)
+	if ((status = read_more(c, rec, sizeof(rec))) != TW_OK)
 		return hs_fail(c, status, "reading the proof");
 	const char *why = NULL;
 	status = tw__tcp_hs_auth_check(me, peer, rec, &why);
@@ -265,7 +295,14 @@ static int hs_auth(
 int tw__tcp_handshake(int fd, const tw__tcp_hs_self *me, int64_t deadline,
     const _Atomic int *cancel, tw__tcp_hs_peer *peer)
 {
-	hs_ctx c = { .fd = fd, .deadline = deadline, .cancel = cancel };
+	return tw__tcp_handshake_tls(fd, NULL, me, deadline, cancel, peer);
+}
+
+int tw__tcp_handshake_tls(int fd, tw__tls *tls, const tw__tcp_hs_self *me,
+    int64_t deadline, const _Atomic int *cancel, tw__tcp_hs_peer *peer)
+{
+	hs_ctx c
+	    = { .fd = fd, .tls = tls, .deadline = deadline, .cancel = cancel };
 	peer_name(fd, c.who, sizeof(c.who));
 	unsigned char nonce[TW_TCP_NONCE_LEN];
 	unsigned char pbuf[TW_TCP_HELLO_MAX];

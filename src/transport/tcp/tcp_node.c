@@ -17,6 +17,14 @@
 // OPENs for links that do not exist here yet are kept (a few per peer)
 // and bound when the link joins the node.
 //
+// TLS.  The first link that uses TLS makes the node's context from its
+// files, and every later TLS link of the node must name the same files:
+// the listener answers every peer with one certificate.  Links that do
+// not use TLS share the node all the same: the acceptor tells the two
+// kinds of connection apart by their first byte.  A link never binds to a
+// connection of the other kind, nor to one whose certificate does not
+// name its peer (tw__tcp_tls_check, at dialing and at every OPEN).
+//
 // Lifetime: the node is referenced by the endpoints that joined it, and
 // only by them.  When the last one leaves, the node stops at once, on that
 // thread: the listener stops accepting and closes (the port is free
@@ -72,6 +80,8 @@ struct tcp_node {
 	tcp_peer *peers; // protected by mtx
 	pending_open *pending; // protected by mtx
 	unsigned live_peers; // made and not yet freed, by mtx
+	tw__tls_ctx *tls; // by mtx: set once, by the first TLS link
+	bool stranger_auth; // by mtx: tw__tcp_node_note_auth was called
 };
 
 static pthread_mutex_t reg_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -183,6 +193,63 @@ tcp_peer *tw__tcp_node_find_accepted(tcp_node *n, uint64_t instance)
 	return p;
 }
 
+tw__tls_ctx *tw__tcp_node_tls(tcp_node *n)
+{
+	pthread_mutex_lock(&n->mtx);
+	tw__tls_ctx *ctx = n->tls;
+	pthread_mutex_unlock(&n->mtx);
+	return ctx;
+}
+
+// Marks ep's channels that wait to be dialed (tw__tcp_node_note_auth).
+static void note_auth_ep(tcp_ep *ep)
+{
+	pthread_mutex_lock(&ep->mtx);
+	for (uint32_t i = 0; i < ep->size; i++) {
+		tcp_chan *mc = ep->chans[i];
+		if (mc != NULL && !mc->dialer
+		    && atomic_load(&mc->state) != CH_READY)
+			atomic_store(&mc->auth_seen, 1);
+	}
+	pthread_mutex_unlock(&ep->mtx);
+}
+
+void tw__tcp_node_note_auth(tcp_node *n)
+{
+	pthread_mutex_lock(&n->mtx);
+	// Also for links that join later: the listener accepts before the
+	// first link is listed, and the stranger may not come again.
+	n->stranger_auth = true;
+	for (tcp_ep *ep = n->eps; ep != NULL; ep = ep->next)
+		note_auth_ep(ep);
+	pthread_mutex_unlock(&n->mtx);
+}
+
+int tw__tcp_tls_check(const tcp_ep *ep, uint32_t rank, tcp_peer *p)
+{
+	tw__tls *t = tw__tcp_peer_tls(p);
+	bool want = ep->tls[0] != NULL;
+	if ((t != NULL) != want) {
+		TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id, ep->self_rank,
+		    "%s (%s): %s (%s)", ep->ids[rank], tw__tcp_peer_who(p),
+		    want ? "peer does not use TLS, this link does"
+		         : "peer uses TLS, this link does not",
+		    tw_err_name(TW_EAUTH));
+		return TW_EAUTH;
+	}
+	char names[256];
+	if (t != NULL
+	    && !tw__tls_peer_is(t, ep->ids[rank], names, sizeof(names))) {
+		TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id, ep->self_rank,
+		    "%s: wrong name in the peer's certificate: expected '%s' "
+		    "(rank %u), the certificate has %s (%s)",
+		    tw__tcp_peer_who(p), ep->ids[rank], (unsigned)rank, names,
+		    tw_err_name(TW_EAUTH));
+		return TW_EAUTH;
+	}
+	return TW_OK;
+}
+
 tcp_ep *tw__tcp_node_find_ep(tcp_node *n, const char *link_id)
 {
 	pthread_mutex_lock(&n->mtx);
@@ -220,7 +287,8 @@ static bool cancelled(const _Atomic int *cancel)
 // process does not have the link yet, or is busy): worth another try.
 static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
     uint32_t peer_rank, uint16_t stripe, uint64_t session, int64_t deadline,
-    const _Atomic int *cancel, int *out_fd, tw__tcp_hs_peer *peer)
+    const _Atomic int *cancel, int *out_fd, tw__tls **out_tls,
+    tw__tcp_hs_peer *peer)
 {
 	char host[TW_TCP_ADDR_MAX + 1];
 	uint16_t port;
@@ -233,12 +301,43 @@ static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
 		.stripe = stripe,
 		.session = session,
 		.secret = ep->secret,
-		.secret_len = ep->secret_len };
+		.secret_len = ep->secret_len,
+		.tls = ep->tls[0] != NULL };
 	int fd = -1;
+	tw__tls *tls = NULL;
 	int status = tw__tcp_dial(host, port, deadline, cancel, &fd);
 	if (status != TW_OK)
 		return status;
-	status = tw__tcp_handshake(fd, &me, deadline, cancel, peer);
+	if (me.tls) {
+		// The node's context exists: this link made it or shares it.
+		status = tw__tls_new(n->tls, fd, false, &tls);
+		if (status == TW_OK)
+			status = tw__tls_handshake(tls, deadline, cancel);
+		char names[256];
+		if (status == TW_OK
+		    && !tw__tls_peer_is(
+		        tls, ep->ids[peer_rank], names, sizeof(names))) {
+			TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id,
+			    ep->self_rank,
+			    "%s: wrong name in the peer's certificate: "
+			    "expected '%s' (rank %u), the certificate has %s "
+			    "(%s)",
+			    addr, ep->ids[peer_rank], (unsigned)peer_rank,
+			    names, tw_err_name(TW_EAUTH));
+			status = TW_EAUTH;
+		} else if (status != TW_OK && tls != NULL
+		    && status != TW_ECLOSED) {
+			TW_LOGL(
+			    status == TW_EPEER ? TW_LOG_DEBUG : TW_LOG_ERROR,
+			    "tcp", ep->link_id, ep->self_rank,
+			    "TLS with %s (%s) failed: %s (%s)", addr,
+			    ep->ids[peer_rank], tw__tls_reason(tls),
+			    tw_err_name(status));
+		}
+	}
+	if (status == TW_OK)
+		status = tw__tcp_handshake_tls(
+		    fd, tls, &me, deadline, cancel, peer);
 	if (status == TW_OK && peer->session != session) {
 		TW_LOGL(TW_LOG_ERROR, "tcp", ep->link_id, ep->self_rank,
 		    "%s answered for another session", addr);
@@ -251,10 +350,12 @@ static int dial_once(tcp_node *n, const char *addr, tcp_ep *ep,
 		status = TW_EPROTO;
 	}
 	if (status != TW_OK) {
+		tw__tls_free(tls);
 		close(fd);
 		return status;
 	}
 	*out_fd = fd;
+	*out_tls = tls;
 	return TW_OK;
 }
 
@@ -292,21 +393,25 @@ static void dial_stripes(tcp_node *n, const char *addr, tcp_ep *ep,
 {
 	for (unsigned k = 1; k < ep->stripes; k++) {
 		int fd = -1;
+		tw__tls *tls = NULL;
 		tw__tcp_hs_peer hs;
 		int status;
 		do {
 			status = dial_once(n, addr, ep, peer_rank, (uint16_t)k,
 			    tw__tcp_peer_session(p), deadline, cancel, &fd,
-			    &hs);
+			    &tls, &hs);
 			if (status == TW_OK
-			    && hs.instance != tw__tcp_peer_instance(p))
+			    && hs.instance != tw__tcp_peer_instance(p)) {
 				status = TW_EPROTO; // another process now
+				tw__tls_free(tls);
+				close(fd);
+			}
 			if (status == TW_EPEER)
 				redial_pause(deadline);
 		} while (status == TW_EPEER && tw__now_ns() < deadline
 		    && !cancelled(cancel));
 		if (status == TW_OK)
-			status = tw__tcp_peer_add_stripe(p, fd, hs.addr);
+			status = tw__tcp_peer_add_stripe(p, fd, tls, hs.addr);
 		if (status != TW_OK) {
 			TW_LOGL(TW_LOG_WARN, "tcp", ep->link_id, ep->self_rank,
 			    "cannot add stripe %u towards %s: %s", k, addr,
@@ -327,10 +432,18 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 			tw__tcp_peer_ref(p);
 		pthread_mutex_unlock(&n->mtx);
 		if (p != NULL) {
+			// Made by another link: its kind and certificate must
+			// suit this one too.
+			int status = tw__tcp_tls_check(ep, peer_rank, p);
+			if (status != TW_OK) {
+				tw__tcp_peer_unref(p);
+				return status;
+			}
 			*out = p;
 			return TW_OK;
 		}
 		int fd = -1;
+		tw__tls *tls = NULL;
 		tw__tcp_hs_peer hs;
 		uint64_t session = 0;
 		int status = TW_OK;
@@ -338,7 +451,7 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 			status = tw__tcp_random(&session, sizeof(session));
 		if (status == TW_OK)
 			status = dial_once(n, addr, ep, peer_rank, 0, session,
-			    deadline, cancel, &fd, &hs);
+			    deadline, cancel, &fd, &tls, &hs);
 		if (status == TW_EPEER) {
 			// Closed without an answer: the peer's process
 			// listens (another link shares the address) but has
@@ -351,11 +464,13 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 		if (status != TW_OK)
 			return status;
 		tcp_peer_info info = { .fd = fd,
+			.tls = tls,
 			.dialer = true,
 			.dialed = addr,
 			.hs = &hs,
 			.heartbeat_ms = ep->heartbeat_ms };
 		if ((status = tw__tcp_peer_new(n, &info, &p)) != TW_OK) {
+			tw__tls_free(tls);
 			close(fd);
 			return status;
 		}
@@ -370,6 +485,11 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 			tw__tcp_peer_close(
 			    p, tw__now_ns() + NODE_CLOSE_WAIT_NS);
 			tw__tcp_peer_unref(p);
+			if ((status = tw__tcp_tls_check(ep, peer_rank, keep))
+			    != TW_OK) {
+				tw__tcp_peer_unref(keep);
+				return status;
+			}
 			*out = keep;
 			return TW_OK;
 		}
@@ -531,6 +651,7 @@ static void node_stop(tcp_node *n)
 	}
 	tw__poller_free(n->poller);
 	tw__tcp_listener_put(n->l);
+	tw__tls_ctx_free(n->tls);
 	pthread_cond_destroy(&n->cv);
 	pthread_mutex_destroy(&n->mtx);
 	free(n);
@@ -625,8 +746,26 @@ int tw__tcp_node_join(const char *addr, tcp_ep *ep)
 			return TW_ESYS;
 		}
 	}
+	if (ep->tls[0] != NULL && n->tls == NULL) {
+		status = tw__tls_ctx_new(
+		    ep->tls[0], ep->tls[1], ep->tls[2], &n->tls);
+	} else if (ep->tls[0] != NULL
+	    && !tw__tls_ctx_same(n->tls, ep->tls[0], ep->tls[1], ep->tls[2])) {
+		TW_ERROR("tcp",
+		    "link %s at %s: TLS files differ from the other link on "
+		    "this address",
+		    ep->link_id, addr);
+		status = TW_EINVAL;
+	}
+	if (status != TW_OK) {
+		pthread_mutex_unlock(&n->mtx);
+		node_unref(n);
+		return status;
+	}
 	atomic_store(&ep->node, n);
 	ep->registered = true;
+	if (n->stranger_auth)
+		note_auth_ep(ep);
 	ep->next = n->eps;
 	n->eps = ep;
 	pthread_cond_broadcast(&n->cv);

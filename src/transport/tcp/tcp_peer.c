@@ -109,6 +109,11 @@ uint64_t tw__tcp_peer_session(const tcp_peer *p)
 	return p->session;
 }
 
+tw__tls *tw__tcp_peer_tls(const tcp_peer *p)
+{
+	return tw__tcp_conn_tls(p->main);
+}
+
 const char *tw__tcp_peer_who(const tcp_peer *p)
 {
 	return p->who;
@@ -553,10 +558,11 @@ static const tcp_conn_ops peer_conn_ops = {
 
 // A connection of p on fd, reading once started.  The connection holds a
 // reference to p until its failure upcall.
-static int conn_make(
-    tcp_peer *p, int fd, const char *who, int64_t hb_ms, tcp_conn **out)
+static int conn_make(tcp_peer *p, int fd, tw__tls *tls, const char *who,
+    int64_t hb_ms, tcp_conn **out)
 {
 	tcp_conn_cfg cfg = { .fd = fd,
+		.tls = tls,
 		.poller = tw__tcp_node_poller(p->node),
 		.ops = &peer_conn_ops,
 		.owner = p,
@@ -589,8 +595,8 @@ int tw__tcp_peer_new(tcp_node *n, const tcp_peer_info *info, tcp_peer **out)
 		tw__tcp_peer_unref(p);
 		return TW_ENOMEM;
 	}
-	int status
-	    = conn_make(p, info->fd, p->who, info->heartbeat_ms, &p->main);
+	int status = conn_make(
+	    p, info->fd, info->tls, p->who, info->heartbeat_ms, &p->main);
 	if (status != TW_OK) {
 		tw__tcp_peer_unref(p);
 		return status;
@@ -605,11 +611,12 @@ int tw__tcp_peer_new(tcp_node *n, const tcp_peer_info *info, tcp_peer **out)
 	return TW_OK;
 }
 
-int tw__tcp_peer_add_stripe(tcp_peer *p, int fd, const char *who)
+int tw__tcp_peer_add_stripe(tcp_peer *p, int fd, tw__tls *tls, const char *who)
 {
 	tcp_conn *s = NULL;
-	int status = conn_make(p, fd, who, 0, &s);
+	int status = conn_make(p, fd, tls, who, 0, &s);
 	if (status != TW_OK) {
+		tw__tls_free(tls);
 		close(fd);
 		return status;
 	}

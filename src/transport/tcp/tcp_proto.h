@@ -43,9 +43,10 @@ enum {
 	TW_TCP_CAP_SECRET = 1u << 0, // an authentication record follows
 	TW_TCP_CAP_STRIPE = 1u << 1, // an extra connection for bulk data
 	TW_TCP_CAP_SHM_LOCAL = 1u << 2, // may move data over shared memory
+	TW_TCP_CAP_TLS = 1u << 3, // the sender's link uses TLS
 	// This connection continues stream `stripe` of session `session`
 	// after the one before broke; `received` says where to resume.
-	TW_TCP_CAP_RESUME = 1u << 3,
+	TW_TCP_CAP_RESUME = 1u << 4,
 };
 
 // Handshake (sent by both ends as soon as the connection is up):

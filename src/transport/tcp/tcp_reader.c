@@ -85,7 +85,7 @@ static int fill(tcp_conn *c)
 	if (rx->after_large && want > RX_AFTER_LARGE)
 		want = RX_AFTER_LARGE;
 	size_t got = 0;
-	int status = tw__tcp_recv(c->fd, rx->in + rx->in_len, want, &got);
+	int status = tw__tcp_conn_recv(c, rx->in + rx->in_len, want, &got);
 	if (status == TW_OK) {
 		rx->in_len += got;
 		got_bytes(c, got);
@@ -210,7 +210,7 @@ static int payload(tcp_conn *c, bool more)
 	if (dst == NULL || want < RX_DIRECT_MIN)
 		return fill(c);
 	size_t got = 0;
-	int status = tw__tcp_recv(c->fd, dst, want, &got);
+	int status = tw__tcp_conn_recv(c, dst, want, &got);
 	if (status == TW_OK) {
 		rx->have += got;
 		got_bytes(c, got);
@@ -246,7 +246,9 @@ static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 			    rx->in_len - rx->in_off, TW_TCP_FRAME_MAX, &h,
 			    &why);
 			if (rv == TW_EAGAIN) {
-				if (!more) {
+				// Bytes that TLS holds are read like those of
+				// the read buffer: the socket will not say.
+				if (!more && !tw__tcp_conn_rx_pending(c)) {
 					atomic_store(&rx->io_more, true);
 					return TW_OK;
 				}
@@ -268,7 +270,8 @@ static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 			rx->in_payload = true;
 		}
 		if (rx->have < rx->cur.len) {
-			int status = payload(c, more);
+			int status
+			    = payload(c, more || tw__tcp_conn_rx_pending(c));
 			if (status == TW_EAGAIN) {
 				atomic_store(&rx->io_more, !more);
 				return TW_OK;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "transport/tcp/tcp_proto.h"
+#include "transport/tcp/tcp_tls.h"
 
 typedef struct tw__tcp_listener tw__tcp_listener;
 
@@ -78,6 +79,7 @@ typedef struct tw__tcp_hs_self {
 	const char *addr; // our listening address, "host:port"
 	const void *secret; // NULL: the link has none
 	size_t secret_len;
+	bool tls; // the link uses TLS (TW_TCP_CAP_TLS)
 } tw__tcp_hs_self;
 
 // What the peer announced, copied out of the wire bytes.
@@ -106,6 +108,12 @@ typedef struct tw__tcp_hs_peer {
 int tw__tcp_handshake(int fd, const tw__tcp_hs_self *me, int64_t deadline,
     const _Atomic int *cancel, tw__tcp_hs_peer *peer);
 
+// The same inside TLS: `tls` (handshaken already, on fd) carries every
+// byte.  Also TW_EAUTH when TLS reports that the peer refused our
+// certificate (TLS 1.3 says so at the first read), with the reason.
+int tw__tcp_handshake_tls(int fd, tw__tls *tls, const tw__tcp_hs_self *me,
+    int64_t deadline, const _Atomic int *cancel, tw__tcp_hs_peer *peer);
+
 // The records of the handshake, shared by both sides.
 //
 // Writes our HELLO into buf[0..cap); its length, or 0 when it does not
@@ -116,8 +124,8 @@ size_t tw__tcp_hs_hello_make(const tw__tcp_hs_self *me,
 // What the peer's HELLO says, with our nonce on this connection.
 void tw__tcp_hs_peer_from(tw__tcp_hs_peer *p, const tw__tcp_hello *h,
     const unsigned char my_nonce[TW_TCP_NONCE_LEN]);
-// TW_OK when both ends have a secret or neither has, else TW_EAUTH and
-// *why.
+// TW_OK when both ends have a secret or neither has, and both use TLS or
+// neither does, else TW_EAUTH and *why.
 int tw__tcp_hs_secrets_match(
     const tw__tcp_hs_self *me, const tw__tcp_hs_peer *peer, const char **why);
 // Our AUTH record for this connection.  TW_OK or TW_ESYS (logged).

@@ -95,10 +95,39 @@ static bool cancelled(const _Atomic int *cancel)
 	    && atomic_load_explicit(cancel, memory_order_acquire);
 }
 
-// Writes as much of iov as the socket takes now.  Advances iov.  TW_OK
-// (all written), TW_EAGAIN (the socket is full), TW_EPEER.
-static int write_some(int fd, struct iovec **iov, int *n)
+// Advances iov past `done` bytes.
+static void advance(struct iovec **iov, int *n, size_t done)
 {
+	while (done > 0) {
+		size_t k = (*iov)[0].iov_len;
+		size_t d = done < k ? done : k;
+		(*iov)[0].iov_base = (char *)(*iov)[0].iov_base + d;
+		(*iov)[0].iov_len -= d;
+		done -= d;
+		if ((*iov)[0].iov_len == 0) {
+			(*iov)++;
+			(*n)--;
+		}
+	}
+}
+
+// Writes as much of iov as the socket (through TLS when tls is set) takes
+// now.  Advances iov.  TW_OK (all written), TW_EAGAIN (the socket is
+// full), TW_EPEER.
+static int write_some(int fd, tw__tls *tls, struct iovec **iov, int *n)
+{
+	if (tls != NULL) {
+		while (*n > 0 && (*iov)[0].iov_len == 0) {
+			(*iov)++;
+			(*n)--;
+		}
+		if (*n == 0)
+			return TW_OK;
+		size_t took = 0;
+		int status = tw__tls_writev(tls, *iov, *n, &took);
+		advance(iov, n, took);
+		return status;
+	}
 	for (;;) {
 		while (*n > 0 && (*iov)[0].iov_len == 0) {
 			(*iov)++;
@@ -116,18 +145,7 @@ static int write_some(int fd, struct iovec **iov, int *n)
 				return TW_EAGAIN;
 			return TW_EPEER;
 		}
-		size_t left = (size_t)w;
-		while (left > 0) {
-			size_t k = (*iov)[0].iov_len;
-			size_t d = left < k ? left : k;
-			(*iov)[0].iov_base = (char *)(*iov)[0].iov_base + d;
-			(*iov)[0].iov_len -= d;
-			left -= d;
-			if ((*iov)[0].iov_len == 0) {
-				(*iov)++;
-				(*n)--;
-			}
-		}
+		advance(iov, n, (size_t)w);
 	}
 }
 
@@ -279,6 +297,7 @@ static int flush_ring(tcp_conn *c, unsigned *epoch)
 		struct iovec v[2];
 		int n = segments(tx, tx->out, tx->end, v);
 		int fd = c->fd;
+		tw__tls *tls = c->tls;
 		*epoch = c->epoch;
 		pthread_mutex_unlock(&tx->mtx);
 		if (n == 0)
@@ -286,7 +305,7 @@ static int flush_ring(tcp_conn *c, unsigned *epoch)
 		size_t total = v[0].iov_len + (n > 1 ? v[1].iov_len : 0);
 		struct iovec *iov = v;
 		int left = n;
-		int status = write_some(fd, &iov, &left);
+		int status = write_some(fd, tls, &iov, &left);
 		size_t rest = 0;
 		for (int i = 0; i < left; i++)
 			rest += iov[i].iov_len;
