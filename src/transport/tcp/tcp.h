@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "core/log.h"
+#include "core/names.h"
 #include "core/mailbox.h"
 #include "platform/posix/poller.h"
 #include "transport/chanbase.h"
@@ -176,7 +177,51 @@ typedef struct tcp_peer_info {
 	const char *dialed; // the address dialed ("tcp://h:p"), or NULL
 	const tw__tcp_hs_peer *hs;
 	int64_t heartbeat_ms; // 0: off
+	// The link that made the peer, whose identity a resumed connection
+	// shows again (tcp_resume.c), and the peer's rank in it.
+	const tcp_ep *ep;
+	uint32_t peer_rank;
 } tcp_peer_info;
+
+// How long a connection whose socket broke waits to be resumed when the
+// link has no heartbeats (with them: 3 heartbeat periods).
+#define TCP_DOWN_LIMIT_NO_HB_MS 10000
+
+// What a resumed connection's handshake shows: the identity of the link
+// that made the peer.  Constant for the peer's life.
+typedef struct tcp_creds {
+	char link_id[TW_LINK_ID_MAX + 1];
+	uint32_t self_rank, peer_rank;
+	char peer_id[256]; // what the peer's certificate must name
+	unsigned char *secret; // NULL: none
+	size_t secret_len;
+	bool tls;
+} tcp_creds;
+
+const tcp_creds *tw__tcp_peer_creds(const tcp_peer *p);
+
+// tcp_resume.c: one attempt to resume peer p's connection k (0: main,
+// then its stripes), which is down, on the side that dialed it.  TW_OK
+// (resumed), TW_EAGAIN (no answer now: again later), TW_ECLOSED
+// (*cancel), or another code once p failed (logged) or the connection
+// did.  Blocks up to a second; not on the I/O thread.
+int tw__tcp_resume_dial(
+    tcp_node *n, tcp_peer *p, unsigned k, const _Atomic int *cancel);
+
+// tcp_node.c: the side that dialed a connection that went down wakes the
+// node's resumer (a thread started on first use, joined when the node
+// stops), which calls tw__tcp_resume_dial until the connection is back or
+// failed.
+void tw__tcp_node_resume_wake(tcp_node *n);
+
+// The peer this node accepted from process `instance` with `session`,
+// referenced, or NULL.
+tcp_peer *tw__tcp_node_find_session(
+    tcp_node *n, uint64_t instance, uint64_t session);
+
+// The peer's connection k (0: main, then its stripes), referenced, or
+// NULL.
+tcp_conn *tw__tcp_peer_conn(tcp_peer *p, unsigned k);
 
 // Makes a peer over its main connection, listed by the node, reading.
 // Referenced for the caller.  TW_OK, TW_ENOMEM, TW_ESYS; on failure

@@ -79,9 +79,11 @@ typedef struct hs {
 	tw__tcp_hs_peer peer;
 	tw__tcp_hs_self me;
 	tcp_ep *ep; // the link it names, referenced once found
+	tcp_peer *rpeer; // a resume: the peer it continues, referenced
+	tcp_conn *rconn; // and the connection, referenced
 	char src[NI_MAXHOST]; // the peer's address, for limits
 	char who[NI_MAXHOST + NI_MAXSERV + 8]; // and port, for log lines
-	char why[400]; // a reason made up for a log line
+	char why[640]; // a reason made up for a log line
 } hs;
 
 struct tcp_acceptor {
@@ -113,6 +115,10 @@ static void hs_free(hs *h)
 		close(h->fd);
 	if (h->ep != NULL)
 		tw__tcp_ep_unref(h->ep);
+	if (h->rconn != NULL)
+		tw__tcp_conn_unref(h->rconn);
+	if (h->rpeer != NULL)
+		tw__tcp_peer_unref(h->rpeer);
 	free(h);
 }
 
@@ -192,10 +198,67 @@ static void note_auth_failure(hs *h)
 
 // Finds our side of the link the peer names.  TW_OK (h->me filled, h->ep
 // referenced), TW_EAGAIN (not here yet: park), or why it is refused.
+// A resume: finds the connection it continues and takes it down (if the
+// break did not already), for the last frame handled here, which our
+// HELLO tells.  Never parks: the connection is here, or is no more.
+static int lookup_resume(hs *h, const char **why)
+{
+	tcp_node *n = h->a->node;
+	const tw__tcp_hs_peer *peer = &h->peer;
+	h->rpeer = tw__tcp_node_find_session(n, peer->instance, peer->session);
+	if (h->rpeer == NULL) {
+		*why = "it resumes a connection this process does not know "
+		       "(any more)";
+		return TW_EPROTO;
+	}
+	const tcp_creds *cr = tw__tcp_peer_creds(h->rpeer);
+	h->rconn = tw__tcp_peer_conn(h->rpeer, peer->stripe);
+	if (h->rconn == NULL || peer->rank != cr->peer_rank
+	    || strcmp(peer->link_id, cr->link_id) != 0) {
+		*why = "it resumes a connection it does not hold";
+		return TW_EPROTO;
+	}
+	if (((peer->flags & TW_TCP_CAP_TLS) != 0) != (h->tls != NULL)
+	    || cr->tls != (h->tls != NULL)) {
+		*why = "it resumes over another kind of connection";
+		return TW_EAUTH;
+	}
+	char names[256];
+	if (h->tls != NULL
+	    && !tw__tls_peer_is(h->tls, cr->peer_id, names, sizeof(names))) {
+		snprintf(h->why, sizeof(h->why),
+		    "wrong name in its certificate: expected '%s' (rank %u), "
+		    "the certificate has %s",
+		    cr->peer_id, (unsigned)peer->rank, names);
+		*why = h->why;
+		return TW_EAUTH;
+	}
+	bool ok = false;
+	uint64_t received = tw__tcp_conn_suspend(h->rconn, &ok);
+	if (!ok) {
+		*why = "the connection it resumes has failed";
+		return TW_EPROTO;
+	}
+	h->me = (tw__tcp_hs_self) { .link_id = cr->link_id,
+		.rank = cr->self_rank,
+		.stripe = peer->stripe,
+		.instance = tw__tcp_node_instance(n),
+		.session = peer->session,
+		.resume = true,
+		.received = received,
+		.addr = tw__tcp_node_name(n),
+		.secret = cr->secret,
+		.secret_len = cr->secret_len,
+		.tls = cr->tls };
+	return TW_OK;
+}
+
 static int lookup(hs *h, const char **why)
 {
 	tcp_node *n = h->a->node;
 	const tw__tcp_hs_peer *peer = &h->peer;
+	if (peer->flags & TW_TCP_CAP_RESUME)
+		return lookup_resume(h, why);
 	if (h->ep == NULL
 	    && (h->ep = tw__tcp_node_find_ep(n, peer->link_id)) == NULL)
 		return TW_EAGAIN;
@@ -274,12 +337,28 @@ static void hs_finish(hs *h)
 	int fd = h->fd;
 	h->fd = -1;
 	int status;
+	if (h->rconn != NULL) {
+		status = tw__tcp_conn_resume(
+		    h->rconn, fd, h->tls, h->peer.received);
+		if (status != TW_OK) {
+			TW_WARN("tcp",
+			    "cannot resume the connection with %s: %s", h->who,
+			    tw_strerror(status));
+			tw__tls_free(h->tls);
+			close(fd);
+		}
+		h->tls = NULL;
+		hs_free(h);
+		return;
+	}
 	if (h->peer.stripe == 0) {
 		tcp_peer_info info = { .fd = fd,
 			.tls = h->tls,
 			.dialer = false,
 			.hs = &h->peer,
-			.heartbeat_ms = h->ep->heartbeat_ms };
+			.heartbeat_ms = h->ep->heartbeat_ms,
+			.ep = h->ep,
+			.peer_rank = h->peer.rank };
 		tcp_peer *p = NULL;
 		status = tw__tcp_peer_new(n, &info, &p);
 		if (status == TW_OK)

@@ -336,10 +336,14 @@ int tw__tcp_conn_resume(tcp_conn *c, int fd, tw__tls *tls, uint64_t peer_rcvd)
 	tx->down = false;
 	atomic_store_explicit(&c->down, 0, memory_order_release);
 	tx->want_out = tx->out < tx->end || tx->owe_ack || tx->owe_pong;
-	tw__tcp_conn_arm(c);
 	pthread_cond_broadcast(&tx->cv);
 	pthread_mutex_unlock(&tx->mtx);
 	pthread_mutex_unlock(&c->rx.mtx);
+	// Armed once the reader role is free: an event that found it taken
+	// would not re-arm (on_socket leaves that to the role's holder).
+	pthread_mutex_lock(&tx->mtx);
+	tw__tcp_conn_arm(c);
+	pthread_mutex_unlock(&tx->mtx);
 	TW_INFO("tcp", "connection with %s resumed", c->who);
 	return TW_OK;
 }

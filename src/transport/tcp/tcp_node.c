@@ -82,6 +82,14 @@ struct tcp_node {
 	unsigned live_peers; // made and not yet freed, by mtx
 	tw__tls_ctx *tls; // by mtx: set once, by the first TLS link
 	bool stranger_auth; // by mtx: tw__tcp_node_note_auth was called
+
+	// The resumer: a thread that dials again the connections that went
+	// down on our side (tcp_resume.c).
+	pthread_t resumer;
+	bool resumer_started; // by mtx
+	bool resume_wanted; // by mtx: a connection went down
+	pthread_cond_t resume_cv; // by mtx
+	_Atomic int resume_stop; // the node stops: attempts end
 };
 
 static pthread_mutex_t reg_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -468,7 +476,9 @@ int tw__tcp_node_dial(tcp_node *n, const char *addr, tcp_ep *ep,
 			.dialer = true,
 			.dialed = addr,
 			.hs = &hs,
-			.heartbeat_ms = ep->heartbeat_ms };
+			.heartbeat_ms = ep->heartbeat_ms,
+			.ep = ep,
+			.peer_rank = peer_rank };
 		if ((status = tw__tcp_peer_new(n, &info, &p)) != TW_OK) {
 			tw__tls_free(tls);
 			close(fd);
@@ -611,11 +621,121 @@ static void bind_pending(tcp_node *n, tcp_ep *ep)
 	}
 }
 
+// --- resuming ---------------------------------------------------------------------
+
+// How long the resumer waits after an attempt that got no answer, and at
+// most between two looks at its peers (a wake-up it missed).
+#define RESUME_PAUSE_NS INT64_C(50000000)
+#define RESUME_LOOK_NS INT64_C(200000000)
+
+// A connection of ours that is down, of a peer this node dialed: *k its
+// index, the peer referenced.  mtx held.
+static tcp_peer *find_down(tcp_node *n, unsigned *k)
+{
+	for (tcp_peer *p = n->peers; p != NULL; p = tw__tcp_peer_next(p)) {
+		if (!tw__tcp_peer_is_dialer(p) || tw__tcp_peer_failed(p))
+			continue;
+		unsigned count = 1 + tw__tcp_peer_nstripes(p);
+		for (unsigned i = 0; i < count; i++) {
+			tcp_conn *c = tw__tcp_peer_conn(p, i);
+			bool down = c != NULL && tw__tcp_conn_is_down(c)
+			    && !tw__tcp_conn_failed(c);
+			if (c != NULL)
+				tw__tcp_conn_unref(c);
+			if (down) {
+				tw__tcp_peer_ref(p);
+				*k = i;
+				return p;
+			}
+		}
+	}
+	return NULL;
+}
+
+static void *resumer_main(void *arg)
+{
+	tcp_node *n = arg;
+	pthread_mutex_lock(&n->mtx);
+	while (!atomic_load(&n->resume_stop)) {
+		unsigned k = 0;
+		tcp_peer *p = find_down(n, &k);
+		if (p == NULL) {
+			n->resume_wanted = false;
+			int64_t until = tw__now_ns() + RESUME_LOOK_NS;
+			while (!n->resume_wanted
+			    && !atomic_load(&n->resume_stop)
+			    && tw__cond_wait_until(
+			           &n->resume_cv, &n->mtx, until)
+			        != ETIMEDOUT)
+				;
+			continue;
+		}
+		pthread_mutex_unlock(&n->mtx);
+		int status = tw__tcp_resume_dial(n, p, k, &n->resume_stop);
+		tw__tcp_peer_unref(p);
+		pthread_mutex_lock(&n->mtx);
+		if (status == TW_EAGAIN) {
+			int64_t until = tw__now_ns() + RESUME_PAUSE_NS;
+			while (!atomic_load(&n->resume_stop)
+			    && tw__cond_wait_until(
+			           &n->resume_cv, &n->mtx, until)
+			        != ETIMEDOUT)
+				;
+		}
+	}
+	pthread_mutex_unlock(&n->mtx);
+	return NULL;
+}
+
+void tw__tcp_node_resume_wake(tcp_node *n)
+{
+	pthread_mutex_lock(&n->mtx);
+	if (!atomic_load(&n->resume_stop)) {
+		n->resume_wanted = true;
+		if (!n->resumer_started)
+			n->resumer_started = pthread_create(&n->resumer, NULL,
+			                         resumer_main, n)
+			    == 0;
+		pthread_cond_broadcast(&n->resume_cv);
+	}
+	pthread_mutex_unlock(&n->mtx);
+}
+
+// Ends the resumer before the peers are closed: an attempt in progress
+// is cancelled, and no new one starts.
+static void resumer_stop(tcp_node *n)
+{
+	pthread_mutex_lock(&n->mtx);
+	atomic_store(&n->resume_stop, 1);
+	pthread_cond_broadcast(&n->resume_cv);
+	bool started = n->resumer_started;
+	pthread_mutex_unlock(&n->mtx);
+	if (started)
+		pthread_join(n->resumer, NULL);
+}
+
+tcp_peer *tw__tcp_node_find_session(
+    tcp_node *n, uint64_t instance, uint64_t session)
+{
+	pthread_mutex_lock(&n->mtx);
+	tcp_peer *p = n->peers;
+	while (p != NULL
+	    && (tw__tcp_peer_is_dialer(p) || tw__tcp_peer_failed(p)
+	        || tw__tcp_peer_instance(p) != instance
+	        || tw__tcp_peer_session(p) != session))
+		p = tw__tcp_peer_next(p);
+	if (p != NULL)
+		tw__tcp_peer_ref(p);
+	pthread_mutex_unlock(&n->mtx);
+	return p;
+}
+
 // --- life cycle -----------------------------------------------------------------
 
 // Stops a node whose last endpoint left: nothing reaches it any more.
 static void node_stop(tcp_node *n)
 {
+	resumer_stop(n);
 	tw__tcp_acceptor_free(n->acceptor);
 	int64_t close_by = tw__now_ns() + NODE_CLOSE_WAIT_NS;
 	for (;;) {
@@ -652,6 +772,7 @@ static void node_stop(tcp_node *n)
 	tw__poller_free(n->poller);
 	tw__tcp_listener_put(n->l);
 	tw__tls_ctx_free(n->tls);
+	pthread_cond_destroy(&n->resume_cv);
 	pthread_cond_destroy(&n->cv);
 	pthread_mutex_destroy(&n->mtx);
 	free(n);
@@ -703,6 +824,7 @@ static int node_get(const char *addr, tcp_node **out)
 	}
 	pthread_mutex_init(&n->mtx, NULL);
 	tw__cond_init(&n->cv);
+	tw__cond_init(&n->resume_cv);
 	n->l = l;
 	n->refs = 1;
 	status = tw__tcp_random(&n->instance, sizeof(n->instance));
@@ -714,6 +836,7 @@ static int node_get(const char *addr, tcp_node **out)
 	if (status != TW_OK) {
 		if (n->poller != NULL)
 			tw__poller_free(n->poller);
+		pthread_cond_destroy(&n->resume_cv);
 		pthread_cond_destroy(&n->cv);
 		pthread_mutex_destroy(&n->mtx);
 		free(n);

@@ -40,6 +40,8 @@ struct tcp_peer {
 	char *dialed; // dialer: the address as the links name it
 	uint64_t peer_instance;
 	uint64_t session; // the dialer's id of the connections between us
+	tcp_creds creds;
+	int64_t down_limit_ms;
 	unsigned char my_nonce[TW_TCP_NONCE_LEN];
 	unsigned char peer_nonce[TW_TCP_NONCE_LEN];
 	char who[TW_TCP_ADDR_MAX + 1];
@@ -73,6 +75,10 @@ void tw__tcp_peer_unref(tcp_peer *p)
 	if (p->main != NULL)
 		tw__tcp_conn_unref(p->main);
 	tw__tcp_sx_free(p->sx);
+	if (p->creds.secret != NULL) {
+		memset(p->creds.secret, 0, p->creds.secret_len);
+		free(p->creds.secret);
+	}
 	free(p->mine);
 	free(p->theirs);
 	free(p->dialed);
@@ -107,6 +113,22 @@ uint64_t tw__tcp_peer_instance(const tcp_peer *p)
 uint64_t tw__tcp_peer_session(const tcp_peer *p)
 {
 	return p->session;
+}
+
+const tcp_creds *tw__tcp_peer_creds(const tcp_peer *p)
+{
+	return &p->creds;
+}
+
+tcp_conn *tw__tcp_peer_conn(tcp_peer *p, unsigned k)
+{
+	pthread_mutex_lock(&p->mtx);
+	unsigned n = atomic_load(&p->nstripes);
+	tcp_conn *c = k == 0 ? p->main : k <= n ? p->stripes[k - 1] : NULL;
+	if (c != NULL)
+		tw__tcp_conn_ref(c);
+	pthread_mutex_unlock(&p->mtx);
+	return c;
 }
 
 tw__tls *tw__tcp_peer_tls(const tcp_peer *p)
@@ -546,12 +568,22 @@ static void peer_failed(void *owner, tcp_conn *c, int status)
 	tw__tcp_peer_unref(p); // the connection's
 }
 
+static void peer_down(void *owner, tcp_conn *c)
+{
+	(void)c;
+	tcp_peer *p = owner;
+	// The side that dialed dials again; the other waits for it.
+	if (p->dialer)
+		tw__tcp_node_resume_wake(p->node);
+}
+
 static const tcp_conn_ops peer_conn_ops = {
 	.size = sizeof(tcp_conn_ops),
 	.rx_frame = peer_rx_frame,
 	.rx_begin = peer_rx_begin,
 	.rx_end = peer_rx_end,
 	.failed = peer_failed,
+	.down = peer_down,
 };
 
 // --- making one -------------------------------------------------------------------------
@@ -567,7 +599,8 @@ static int conn_make(tcp_peer *p, int fd, tw__tls *tls, const char *who,
 		.ops = &peer_conn_ops,
 		.owner = p,
 		.who = who,
-		.heartbeat_ms = hb_ms };
+		.heartbeat_ms = hb_ms,
+		.down_limit_ms = p->down_limit_ms };
 	tw__tcp_peer_ref(p);
 	int status = tw__tcp_conn_new(&cfg, out);
 	if (status != TW_OK)
@@ -585,6 +618,27 @@ int tw__tcp_peer_new(tcp_node *n, const tcp_peer_info *info, tcp_peer **out)
 	p->dialer = info->dialer;
 	p->peer_instance = info->hs->instance;
 	p->session = info->hs->session;
+	p->down_limit_ms = info->heartbeat_ms > 0 ? 3 * info->heartbeat_ms
+	                                          : TCP_DOWN_LIMIT_NO_HB_MS;
+	if (info->ep != NULL) {
+		const tcp_ep *ep = info->ep;
+		snprintf(p->creds.link_id, sizeof(p->creds.link_id), "%s",
+		    ep->link_id);
+		p->creds.self_rank = ep->self_rank;
+		p->creds.peer_rank = info->peer_rank;
+		snprintf(p->creds.peer_id, sizeof(p->creds.peer_id), "%s",
+		    ep->ids[info->peer_rank]);
+		p->creds.tls = ep->tls[0] != NULL;
+		if (ep->secret != NULL) {
+			p->creds.secret = malloc(ep->secret_len);
+			if (p->creds.secret == NULL) {
+				free(p);
+				return TW_ENOMEM;
+			}
+			memcpy(p->creds.secret, ep->secret, ep->secret_len);
+			p->creds.secret_len = ep->secret_len;
+		}
+	}
 	memcpy(p->my_nonce, info->hs->my_nonce, TW_TCP_NONCE_LEN);
 	memcpy(p->peer_nonce, info->hs->nonce, TW_TCP_NONCE_LEN);
 	snprintf(p->who, sizeof(p->who), "%s", info->hs->addr);

@@ -339,6 +339,22 @@ static int dial_once(const struct addrinfo *ai, int64_t deadline,
 	return err;
 }
 
+int tw__tcp_dial_once(const char *host, uint16_t port, int64_t deadline,
+    const _Atomic int *cancel, int *out_fd)
+{
+	struct addrinfo *ai = NULL;
+	int gai = resolve(host, port, false, &ai);
+	if (gai != 0)
+		return TW_ETIMEDOUT; // a name server down is a network problem
+	int err = dial_once(ai, deadline, cancel, out_fd);
+	freeaddrinfo(ai);
+	if (err == 0)
+		return TW_OK;
+	if (err == ECANCELED)
+		return TW_ECLOSED;
+	return err == ECONNREFUSED ? TW_EPEER : TW_ETIMEDOUT;
+}
+
 int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
     const _Atomic int *cancel, int *out_fd)
 {

@@ -56,6 +56,13 @@ size_t tw__tcp_listener_count(void);
 int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
     const _Atomic int *cancel, int *out_fd);
 
+// One attempt of tw__tcp_dial, for a connection that resumes: TW_OK,
+// TW_EPEER (refused: nothing listens there, the process is gone),
+// TW_ETIMEDOUT (anything else: no answer, no route, a name that does not
+// resolve now), TW_ECLOSED (cancelled).
+int tw__tcp_dial_once(const char *host, uint16_t port, int64_t deadline,
+    const _Atomic int *cancel, int *out_fd);
+
 // Waits until fd is ready for `events` (POLLIN, POLLOUT), `deadline`
 // passes (TW_ETIMEDOUT) or *cancel (may be NULL) becomes non-zero
 // (TW_ECLOSED), looking at the flag every 10 ms.  TW_OK, or TW_ESYS when

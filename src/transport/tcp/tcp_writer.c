@@ -556,9 +556,13 @@ int tw__tcp_writer_drain(tcp_conn *c, int64_t deadline)
 	tcp_writer *tx = &c->tx;
 	int status = TW_OK;
 	pthread_mutex_lock(&tx->mtx);
-	while ((tx->out < tx->end || tx->writing)
+	// A connection that is down sends nothing until it is resumed:
+	// closing it has nothing to wait for.
+	while ((tx->out < tx->end || tx->writing) && !tx->down
 	    && (status = tx_wait(c, deadline, NULL)) == TW_OK)
 		;
+	if (status == TW_OK && tx->down)
+		status = TW_EPEER;
 	pthread_mutex_unlock(&tx->mtx);
 	return status;
 }
