@@ -4,7 +4,7 @@
 #
 #   bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
 #                [--peers LIST] [--bw-mib N]
-#   bench/run.sh ring|tcp|all [ARGS...]
+#   bench/run.sh ring|tcp|all|reconnect [ARGS...]
 #
 # compare (the default) measures tagwire and every peer alternately in one
 # run: it installs the peers (bench/peers/) and gnuplot when they are
@@ -16,7 +16,8 @@
 # docs/perf.svg.  bench/compare.sh does that; see bench/README.md.
 #
 # ring runs ring_bench, tcp runs tcp_bench, all runs both, one after the
-# other.  The arguments go to the benchmark, e.g.
+# other; reconnect runs reconnect_bench, which all leaves out (it kills
+# connections with ss -K, as root).  The arguments go to the benchmark, e.g.
 #
 #   bench/run.sh all                  both, full runs
 #   bench/run.sh all --quick          both, smoke runs, well under a minute each
@@ -37,7 +38,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 what=compare
 case "${1:-}" in
-compare | ring | tcp | all)
+compare | ring | tcp | all | reconnect)
 	what=$1
 	shift
 	;;
@@ -53,6 +54,7 @@ case $what in
 ring) targets=(ring_bench) ;;
 tcp) targets=(tcp_bench) ;;
 all) targets=(ring_bench tcp_bench) ;;
+reconnect) targets=(reconnect_bench) ;;
 esac
 
 run cmake -S bench -B "$build" -DCMAKE_BUILD_TYPE=Release --log-level=WARNING

@@ -54,6 +54,14 @@ int role_dial_a(int argc, char **argv);
 int role_dial_b(int argc, char **argv);
 void test_dial_independent(void **state);
 
+// reconnect.c
+int role_rc_stream(int argc, char **argv);
+int role_rc_chat(int argc, char **argv);
+void test_reconnect_kills_plain(void **state);
+void test_reconnect_kills_striped(void **state);
+void test_reconnect_kills_tls(void **state);
+void test_reconnect_then_sigkill(void **state);
+
 // The size arguments of the programs' command lines (argv[2]): the
 // default of the test that reads it, from CMake, smaller in sanitizer
 // builds.

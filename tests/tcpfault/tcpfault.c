@@ -1,7 +1,8 @@
 // tcp:// fault tests over the public API: parties in processes of their
 // own, each test a ctest entry (tcpfault_NAME runs `tcpfault NAME SIZE`).
-// The files: exitcreate.c, lifecycle.c, bigmsg.c, stream.c, dial.c; the
-// tests that speak the wire themselves are in wire.c (tcpfault_wire).
+// The files: exitcreate.c, lifecycle.c, bigmsg.c, stream.c, dial.c,
+// reconnect.c; the tests that speak the wire themselves are in wire.c
+// (tcpfault_wire).
 
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +28,8 @@ static const tf_role roles[] = {
 	{ "mix", role_mix },
 	{ "dial_a", role_dial_a },
 	{ "dial_b", role_dial_b },
+	{ "rc_stream", role_rc_stream },
+	{ "rc_chat", role_rc_chat },
 };
 
 int main(int argc, char **argv)
@@ -50,6 +53,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_striped_acks_no_heartbeat_s1),
 		cmocka_unit_test(test_stripes_mixed_stream),
 		cmocka_unit_test(test_dial_independent),
+		cmocka_unit_test(test_reconnect_kills_plain),
+		cmocka_unit_test(test_reconnect_kills_striped),
+		cmocka_unit_test(test_reconnect_kills_tls),
+		cmocka_unit_test(test_reconnect_then_sigkill),
 	};
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s TEST [SIZE]\n", argv[0]);
