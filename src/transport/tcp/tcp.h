@@ -200,6 +200,9 @@ typedef struct tcp_creds {
 
 const tcp_creds *tw__tcp_peer_creds(const tcp_peer *p);
 
+// When the resumer probes this accepted peer next (the node's mtx).
+int64_t *tw__tcp_peer_next_probe(tcp_peer *p);
+
 // tcp_resume.c: one attempt to resume peer p's connection k (0: main,
 // then its stripes), which is down, on the side that dialed it.  TW_OK
 // (resumed), TW_EAGAIN (no answer now: again later), TW_ECLOSED
@@ -208,10 +211,18 @@ const tcp_creds *tw__tcp_peer_creds(const tcp_peer *p);
 int tw__tcp_resume_dial(
     tcp_node *n, tcp_peer *p, unsigned k, const _Atomic int *cancel);
 
-// tcp_node.c: the side that dialed a connection that went down wakes the
-// node's resumer (a thread started on first use, joined when the node
-// stops), which calls tw__tcp_resume_dial until the connection is back or
-// failed.
+// tcp_resume.c: whether the process that dialed p, whose connection is
+// down on our (accepting) side, is still there: a connect to its
+// listening address that is refused fails p with TW_EPEER (logged).
+// TW_OK (not refused: it may come back), TW_ECLOSED (*cancel), TW_EINVAL.
+// Blocks up to 300 ms; not on the I/O thread.
+int tw__tcp_resume_probe(tcp_peer *p, const _Atomic int *cancel);
+
+// tcp_node.c: a connection that went down wakes the node's resumer (a
+// thread started on first use, joined when the node stops), which calls
+// tw__tcp_resume_dial for the connections this side dialed until they
+// are back or failed, and tw__tcp_resume_probe every 100 ms for those it
+// accepted.
 void tw__tcp_node_resume_wake(tcp_node *n);
 
 // The peer this node accepted from process `instance` with `session`,

@@ -88,6 +88,7 @@ struct tcp_node {
 	pthread_t resumer;
 	bool resumer_started; // by mtx
 	bool resume_wanted; // by mtx: a connection went down
+	bool probing; // by mtx: an accepted connection was down lately
 	pthread_cond_t resume_cv; // by mtx
 	_Atomic int resume_stop; // the node stops: attempts end
 };
@@ -628,12 +629,19 @@ static void bind_pending(tcp_node *n, tcp_ep *ep)
 #define RESUME_PAUSE_NS INT64_C(50000000)
 #define RESUME_LOOK_NS INT64_C(200000000)
 
-// A connection of ours that is down, of a peer this node dialed: *k its
+#define RESUME_PROBE_NS INT64_C(100000000)
+
+// A connection that is down, of a peer this node dialed (to dial again),
+// or of one it accepted and has not probed for a while (*probe): *k its
 // index, the peer referenced.  mtx held.
-static tcp_peer *find_down(tcp_node *n, unsigned *k)
+static tcp_peer *find_down(tcp_node *n, unsigned *k, bool *probe)
 {
+	int64_t now = tw__now_ns();
 	for (tcp_peer *p = n->peers; p != NULL; p = tw__tcp_peer_next(p)) {
-		if (!tw__tcp_peer_is_dialer(p) || tw__tcp_peer_failed(p))
+		if (tw__tcp_peer_failed(p))
+			continue;
+		*probe = !tw__tcp_peer_is_dialer(p);
+		if (*probe && *tw__tcp_peer_next_probe(p) > now)
 			continue;
 		unsigned count = 1 + tw__tcp_peer_nstripes(p);
 		for (unsigned i = 0; i < count; i++) {
@@ -645,6 +653,9 @@ static tcp_peer *find_down(tcp_node *n, unsigned *k)
 			if (down) {
 				tw__tcp_peer_ref(p);
 				*k = i;
+				if (*probe)
+					*tw__tcp_peer_next_probe(p)
+					    = now + RESUME_PROBE_NS;
 				return p;
 			}
 		}
@@ -658,10 +669,15 @@ static void *resumer_main(void *arg)
 	pthread_mutex_lock(&n->mtx);
 	while (!atomic_load(&n->resume_stop)) {
 		unsigned k = 0;
-		tcp_peer *p = find_down(n, &k);
+		bool probe = false;
+		tcp_peer *p = find_down(n, &k, &probe);
 		if (p == NULL) {
 			n->resume_wanted = false;
-			int64_t until = tw__now_ns() + RESUME_LOOK_NS;
+			// Sooner when an accepted connection is down: its
+			// next probe.
+			int64_t until = tw__now_ns()
+			    + (n->probing ? RESUME_PROBE_NS : RESUME_LOOK_NS);
+			n->probing = false;
 			while (!n->resume_wanted
 			    && !atomic_load(&n->resume_stop)
 			    && tw__cond_wait_until(
@@ -671,9 +687,12 @@ static void *resumer_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&n->mtx);
-		int status = tw__tcp_resume_dial(n, p, k, &n->resume_stop);
+		int status = probe
+		    ? tw__tcp_resume_probe(p, &n->resume_stop)
+		    : tw__tcp_resume_dial(n, p, k, &n->resume_stop);
 		tw__tcp_peer_unref(p);
 		pthread_mutex_lock(&n->mtx);
+		n->probing = n->probing || probe;
 		if (status == TW_EAGAIN) {
 			int64_t until = tw__now_ns() + RESUME_PAUSE_NS;
 			while (!atomic_load(&n->resume_stop)

@@ -42,6 +42,7 @@ struct tcp_peer {
 	uint64_t session; // the dialer's id of the connections between us
 	tcp_creds creds;
 	int64_t down_limit_ms;
+	int64_t next_probe; // accepted: when the resumer looks next (node mtx)
 	unsigned char my_nonce[TW_TCP_NONCE_LEN];
 	unsigned char peer_nonce[TW_TCP_NONCE_LEN];
 	char who[TW_TCP_ADDR_MAX + 1];
@@ -113,6 +114,11 @@ uint64_t tw__tcp_peer_instance(const tcp_peer *p)
 uint64_t tw__tcp_peer_session(const tcp_peer *p)
 {
 	return p->session;
+}
+
+int64_t *tw__tcp_peer_next_probe(tcp_peer *p)
+{
+	return &p->next_probe;
 }
 
 const tcp_creds *tw__tcp_peer_creds(const tcp_peer *p)
@@ -572,9 +578,9 @@ static void peer_down(void *owner, tcp_conn *c)
 {
 	(void)c;
 	tcp_peer *p = owner;
-	// The side that dialed dials again; the other waits for it.
-	if (p->dialer)
-		tw__tcp_node_resume_wake(p->node);
+	// The side that dialed dials again; the other waits for it, and
+	// looks whether its process is still there.
+	tw__tcp_node_resume_wake(p->node);
 }
 
 static const tcp_conn_ops peer_conn_ops = {

@@ -13,12 +13,16 @@
 // in (tw__tcp_conn_resume), and each writes again what the other missed.
 //
 // An attempt that finds the port refusing means the peer's process is
-// gone: the peer fails at once with TW_EPEER.  So does an answer that does
+// gone: the peer fails at once with TW_EPEER.  The accepting side, which
+// waits for the dialer to come back, looks at the dialer's own listening
+// port meanwhile (tw__tcp_resume_probe) for the same reason: a dialer
+// whose process died never comes back, and its port says so at once.  So does an answer that does
 // not resume (the peer no longer knows the session: it gave the
 // connection up, or is another process now).  An attempt that gets no
 // answer is tried again until the connection's down limit fails it.
 
 #include <stdio.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -136,4 +140,32 @@ int tw__tcp_resume_dial(
 	// No answer, a socket broken again, no memory now: later.  (A
 	// connection that failed meanwhile is not looked at again.)
 	return TW_EAGAIN;
+}
+
+// How long a probe may take.
+#define PROBE_NS INT64_C(300000000)
+
+int tw__tcp_resume_probe(tcp_peer *p, const _Atomic int *cancel)
+{
+	char addr[TW_TCP_ADDR_MAX + 8];
+	snprintf(addr, sizeof(addr), "tcp://%s", tw__tcp_peer_who(p));
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port = 0;
+	if (tw__tcp_addr_parse(addr, host, sizeof(host), &port) != TW_OK)
+		return TW_EINVAL;
+	int fd = -1;
+	int status = tw__tcp_dial_once(
+	    host, port, tw__now_ns() + PROBE_NS, cancel, &fd);
+	if (status == TW_EPEER)
+		return fail_peer(p, TW_EPEER,
+		    "the port of the side that dialed refuses: its process "
+		    "is gone");
+	if (fd >= 0) {
+		// A reset rather than a FIN: the peer's acceptor drops it at
+		// once, with no handshake to time out.
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+	}
+	return status == TW_ECLOSED ? TW_ECLOSED : TW_OK;
 }
