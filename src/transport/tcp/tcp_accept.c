@@ -69,6 +69,8 @@ typedef struct hs {
 	int fd;
 	tw__tls *tls; // once the first byte said TLS
 	bool sniffed; // the first byte was looked at
+	bool tls_wait; // TLS, before any TLS link joined this address
+	bool unknown_resume; // a resume of a session not known here
 	tw__pfd *pfd;
 	int state;
 	int64_t deadline; // of the whole handshake
@@ -207,9 +209,17 @@ static int lookup_resume(hs *h, const char **why)
 	const tw__tcp_hs_peer *peer = &h->peer;
 	h->rpeer = tw__tcp_node_find_session(n, peer->instance, peer->session);
 	if (h->rpeer == NULL) {
-		*why = "it resumes a connection this process does not know "
-		       "(any more)";
-		return TW_EPROTO;
+		// A definite answer, not silence (which the dialer takes for
+		// one more break): a HELLO without RESUME, then the end.
+		h->unknown_resume = true;
+		h->me = (tw__tcp_hs_self) { .link_id = peer->link_id,
+			.rank = 0,
+			.stripe = peer->stripe,
+			.instance = tw__tcp_node_instance(n),
+			.session = peer->session,
+			.addr = tw__tcp_node_name(n),
+			.tls = h->tls != NULL };
+		return TW_OK;
 	}
 	const tcp_creds *cr = tw__tcp_peer_creds(h->rpeer);
 	h->rconn = tw__tcp_peer_conn(h->rpeer, peer->stripe);
@@ -449,6 +459,12 @@ static void hs_hello_done(hs *h)
 	}
 	if (status == TW_OK)
 		status = hs_answer(h, &what);
+	if (h->unknown_resume) {
+		hs_close(h, TW_EPROTO,
+		    "it resumes a connection this process does not know (any "
+		    "more)");
+		return;
+	}
 	if (status != TW_OK) {
 		if (status == TW_EAUTH)
 			note_auth_failure(h);
@@ -513,15 +529,26 @@ static int sniff(hs *h)
 		hs_close(h, TW_EPEER, "the peer closed the connection");
 		return TW_EPEER;
 	}
+	tw__tls_ctx *ctx = b == TW_TLS_FIRST_BYTE
+	    ? tw__tcp_node_tls(h->a->node)
+	    : NULL;
+	if (b == TW_TLS_FIRST_BYTE && ctx == NULL) {
+		// No TLS link here yet; one may be joining (the listener
+		// accepts before a new link's files are read): kept, like a
+		// handshake for a link not created yet, and refused when
+		// none came in time.
+		if (!h->tls_wait) {
+			h->tls_wait = true;
+			h->wait_until
+			    = tw__now_ns() + atomic_load(&hs_link_wait_ns);
+		}
+		return TW_EAGAIN;
+	}
+	h->tls_wait = false;
 	h->sniffed = true;
 	h->wait_until = h->deadline; // the first byte came
 	if (b != TW_TLS_FIRST_BYTE)
 		return TW_OK; // plaintext: the HELLO's decoder judges it
-	tw__tls_ctx *ctx = tw__tcp_node_tls(h->a->node);
-	if (ctx == NULL) {
-		refuse_tls(h);
-		return TW_EAUTH;
-	}
 	int status = tw__tls_new(ctx, h->fd, true, &h->tls);
 	if (status != TW_OK) {
 		hs_close(h, status, "starting TLS");
@@ -538,6 +565,8 @@ static void hs_step(hs *h)
 	for (;;) {
 		if (!h->sniffed) {
 			int status = sniff(h);
+			if (status == TW_EAGAIN && h->tls_wait)
+				return; // not armed: looked at again on a join
 			if (status == TW_EAGAIN)
 				break;
 			if (status != TW_OK)
@@ -751,6 +780,8 @@ static void retry_parked(tcp_acceptor *a)
 		hs *next = h->next;
 		if (h->state == HS_PARKED)
 			hs_hello_done(h);
+		else if (h->tls_wait)
+			hs_step(h);
 		h = next;
 	}
 }
@@ -769,6 +800,8 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 		hs *next = h->next;
 		if (now >= h->deadline)
 			hs_close(h, TW_ETIMEDOUT, "the handshake");
+		else if (now >= h->wait_until && h->tls_wait)
+			refuse_tls(h);
 		else if (now >= h->wait_until)
 			hs_close(h,
 			    h->state == HS_PARKED ? TW_EPEER : TW_ETIMEDOUT,

@@ -114,10 +114,10 @@ int tw__tcp_resume_dial(
 		        || hs.instance != tw__tcp_peer_instance(p)
 		        || hs.rank != cr->peer_rank || hs.stripe != k))
 			status = TW_EPROTO;
-		if (status == TW_EPEER || status == TW_EPROTO
-		    || status == TW_EAUTH) {
-			// Closed unanswered, or answered otherwise: the peer
-			// does not (any more) know this connection.
+		if (status == TW_EPROTO || status == TW_EAUTH) {
+			// Answered otherwise: the peer does not (any more)
+			// know this connection.  (Closed unanswered is one
+			// more break, tried again.)
 			tw__tls_free(tls);
 			close(fd);
 			tw__tcp_conn_unref(c);
