@@ -25,7 +25,7 @@
 #   bench/run.sh tcp --cpus 2,3       tcp_bench only, ranks pinned to CPUs 2 and 3
 #
 # With all, --quick, --rounds N and --bw-mib N go to both; --slots N and
-# --slot-bytes N only to ring_bench; --cpus A,B only to tcp_bench; and
+# --slot-bytes N only to ring_bench; --cpus A,B and --tls only to tcp_bench; and
 # --tsv FILE.tsv becomes FILE-ring.tsv and FILE-tcp.tsv, since the two write
 # different columns.  The exit status is the first non-zero one.
 #
@@ -73,6 +73,7 @@ while [ $# -gt 0 ]; do
 	opt=$1
 	shift
 	case $opt in
+	--tls) tcp_args+=("$opt") ;;
 	--slots | --slot-bytes | --cpus | --tsv | --rounds | --bw-mib)
 		if [ $# -eq 0 ]; then
 			ring_args+=("$opt")

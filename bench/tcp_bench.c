@@ -7,6 +7,11 @@
 //   raw-blocking   one connected pair of TCP sockets, blocking, TCP_NODELAY
 //   raw-busy-poll  the same pair, non-blocking, every wait a spin around
 //                  recv() or send()
+//   tagwire-tls    with --tls only: the tagwire link again, with TLS
+//                  (tw_desc_set_tls, certificates made at run time by
+//                  tests/tls/mkcerts.sh in a temporary folder), measured
+//                  right after the plaintext link and reported as
+//                  TLS / plaintext ratios
 //
 // Workloads (the definitions of the peer table): lat = ping-pong, one-way =
 // round trip / 2, median and p99; bw = N messages of S bytes, then a 1-byte
@@ -48,6 +53,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,9 +70,19 @@
 // What is measured
 // ---------------------------------------------------------------------------
 
-enum { C_TW, C_BLOCK, C_POLL, C_COUNT };
+enum { C_TW, C_BLOCK, C_POLL, C_TLS, C_COUNT };
 static const char *const c_name[C_COUNT]
-    = { "tagwire", "raw-blocking", "raw-busy-poll" };
+    = { "tagwire", "raw-blocking", "raw-busy-poll", "tagwire-tls" };
+// The order of a workload's measurements: TLS right after plaintext, so
+// that the two figures of its ratio are taken seconds apart.
+static const int c_order[C_COUNT] = { C_TW, C_TLS, C_BLOCK, C_POLL };
+// The contenders of the main table, whose ratios are to the raw sockets.
+#define C_MAIN 3
+
+static int is_link(int c)
+{
+	return c == C_TW || c == C_TLS;
+}
 
 // The baseline of tagwire's ratio on workload w.  Latency is compared with
 // the faster raw figure, the busy poller, because a fast small-message
@@ -98,6 +114,14 @@ static char w_why[C_COUNT][W_COUNT][448];
 static int failures;
 static int close_hung[C_COUNT]; // a rank hung after reporting its figure
 
+#ifndef TW_MKCERTS
+#error "TW_MKCERTS: the path of tests/tls/mkcerts.sh, set by CMake"
+#endif
+static int tls_on; // --tls
+static char certs_dir[256]; // mkcerts.sh's folder, "" when none was made
+// rm -rf certs_dir, ready before any signal: the handler may only exec.
+static char *rm_argv[4] = { "rm", "-rf", certs_dir, NULL };
+
 // What went wrong in the current section, printed after its line so that
 // the figures of a round stay on one line.
 static char notes[8192];
@@ -122,6 +146,22 @@ static volatile sig_atomic_t watch_pid[2]; // ranks to kill on an interrupt
 static unsigned char
     *src_buf; // 16 MiB of bench_pattern(i), inherited by rank 0
 
+// Removes the certificates' folder; fork, execv and waitpid are
+// async-signal-safe, so the interrupt handler can call it too.
+static void certs_remove(void)
+{
+	if (certs_dir[0] == '\0' || getpid() != main_pid)
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		execv("/bin/rm", rm_argv);
+		_exit(127);
+	}
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+}
+
 static void on_main_signal(int sig)
 {
 	(void)sig;
@@ -129,7 +169,53 @@ static void on_main_signal(int sig)
 	for (int i = 0; i < 2; i++)
 		if (watch_pid[i] > 0)
 			kill((pid_t)watch_pid[i], SIGKILL);
+	certs_remove();
 	_exit(3);
+}
+
+// Makes the certificates of parties p0 and p1 (and their CA) with
+// mkcerts.sh in a fresh temporary folder, removed at exit.  0, or -1 with
+// why.
+static int certs_make(char *why, size_t len)
+{
+	const char *tmp = getenv("TMPDIR");
+	char dir[sizeof(certs_dir)];
+	snprintf(dir, sizeof(dir), "%s/tcp_bench-certs.XXXXXX",
+	    tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
+	if (mkdtemp(dir) == NULL) {
+		snprintf(why, len, "mkdtemp %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	memcpy(certs_dir, dir, sizeof(dir));
+	atexit(certs_remove);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		// Its chatter would break up the report.
+		int null = open("/dev/null", O_WRONLY);
+		if (null >= 0)
+			dup2(null, 1);
+		execl("/bin/sh", "sh", TW_MKCERTS, certs_dir, (char *)NULL);
+		_exit(127);
+	}
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid) {
+		snprintf(why, len, "cannot run %s: %s", TW_MKCERTS,
+		    strerror(errno));
+		return -1;
+	}
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+		snprintf(why, len,
+		    "the openssl command is not installed (it makes the "
+		    "certificates)");
+		return -1;
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		snprintf(why, len, "%s %s failed (status 0x%x)", TW_MKCERTS,
+		    certs_dir, (unsigned)st);
+		return -1;
+	}
+	return 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -231,7 +317,7 @@ static int raw_recv_some(struct ep *e, void *buf, size_t n, size_t *got)
 static int ep_send(void *ctx, const void *buf, size_t n)
 {
 	struct ep *e = ctx;
-	if (e->c != C_TW)
+	if (!is_link(e->c))
 		return raw_send(e, buf, n);
 	int rc = tw_send(e->link, e->peer, TAG, buf, n);
 	return rc == TW_OK ? 0 : tw_fail(e, "tw_send", n, rc);
@@ -242,7 +328,7 @@ static int ep_recv(void *ctx, void *buf, size_t n)
 {
 	struct ep *e = ctx;
 	size_t got;
-	if (e->c == C_TW) {
+	if (is_link(e->c)) {
 		int rc = tw_recv_into(e->link, e->peer, TAG, buf, n, &got);
 		if (rc != TW_OK)
 			return tw_fail(e, "tw_recv_into", n, rc);
@@ -266,7 +352,7 @@ static int ep_drain(
     void *ctx, unsigned char *buf, size_t cap, long count, size_t size)
 {
 	struct ep *e = ctx;
-	if (e->c == C_TW) {
+	if (is_link(e->c)) {
 		for (long i = 0; i < count; i++)
 			if (ep_recv(e, buf, size) != 0)
 				return -1;
@@ -402,6 +488,14 @@ static int link_open(struct ep *e, const struct plan *pl, int rank)
 		if (rc == TW_OK)
 			rc = tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, ms);
 	}
+	if (rc == TW_OK && e->c == C_TLS) {
+		step = "tw_desc_set_tls";
+		char cert[320], key[320], ca[320];
+		snprintf(cert, sizeof(cert), "%s/p%d.pem", certs_dir, rank);
+		snprintf(key, sizeof(key), "%s/p%d.key", certs_dir, rank);
+		snprintf(ca, sizeof(ca), "%s/ca.pem", certs_dir);
+		rc = tw_desc_set_tls(d, cert, key, ca);
+	}
 	if (rc == TW_OK) {
 		step = "tw_link_create";
 		rc = tw_link_create(d, (size_t)rank, &e->link);
@@ -422,7 +516,7 @@ static int ep_open(struct ep *e, const struct plan *pl, int rank)
 	e->fd = -1;
 	e->peer = (size_t)(1 - rank);
 	e->code = TW_OK;
-	return e->c == C_TW ? link_open(e, pl, rank) : raw_open(e, pl, rank);
+	return is_link(e->c) ? link_open(e, pl, rank) : raw_open(e, pl, rank);
 }
 
 static void ep_close(struct ep *e)
@@ -712,7 +806,7 @@ static int measure_once(int c, const struct test *t, double *v, double *p99,
 	pl.t = *t;
 	pl.listen_fd = -1;
 	*setup_code = TW_OK;
-	if (c == C_TW) {
+	if (is_link(c)) {
 		if (probe_ports(pl.port, why, len) != 0)
 			return M_DROP;
 	} else if ((pl.listen_fd = raw_listener(&pl.port[1], why, len)) < 0) {
@@ -844,7 +938,7 @@ static int measure(int c, const struct test *t, double *v, double *p99,
 	int rc = measure_once(c, t, v, p99, pre, why, len, &code);
 	// A port drawn free can be taken by someone else before tagwire
 	// binds it; that is no fault of the link, so draw new ports once.
-	if (rc == M_DROP && c == C_TW && code == TW_ESYS)
+	if (rc == M_DROP && is_link(c) && code == TW_ESYS)
 		rc = measure_once(c, t, v, p99, pre, why, len, &code);
 	if (rc != M_OK)
 		*v = *p99 = NAN;
@@ -863,7 +957,7 @@ static void print_row(const char *name, const char *unit, bench_figs *v, int w)
 	char t[64];
 	int n = cfg.rounds;
 	bench_row_start(name, unit);
-	for (int c = 0; c < C_COUNT; c++) {
+	for (int c = 0; c < C_MAIN; c++) {
 		bench_fmt_num(
 		    t, sizeof(t), bench_median(v[c][w], n, NULL, NULL));
 		bench_cell(t, WID_NUM, 1);
@@ -874,6 +968,40 @@ static void print_row(const char *name, const char *unit, bench_figs *v, int w)
 	printf("\n");
 }
 
+static void print_tls_row(
+    const char *name, const char *unit, bench_figs *v, int w)
+{
+	char t[64];
+	int n = cfg.rounds;
+	bench_row_start(name, unit);
+	const int c2[2] = { C_TW, C_TLS };
+	for (int i = 0; i < 2; i++) {
+		bench_fmt_num(
+		    t, sizeof(t), bench_median(v[c2[i]][w], n, NULL, NULL));
+		bench_cell(t, WID_NUM, 1);
+	}
+	bench_fmt_ratio(t, sizeof(t), v[C_TLS][w], v[C_TW][w], n);
+	bench_cell(t, WID_RATIO, 1);
+	printf("\n");
+}
+
+// TLS against plaintext: the same link, the same workloads, the same run.
+static void print_tls_table(void)
+{
+	printf("\n## TLS / plaintext: medians of %d rounds; tls/plain = "
+	       "tagwire-tls / tagwire; ratio of the medians (range of the "
+	       "per-round ratios)\n\n",
+	    cfg.rounds);
+	bench_row_start("workload", "unit");
+	bench_cell(c_name[C_TW], WID_NUM, 1);
+	bench_cell(c_name[C_TLS], WID_NUM, 1);
+	bench_cell("tls/plain", WID_RATIO, 1);
+	printf("\n|---|---|---:|---:|---:|\n");
+	bench_print_rows(res, res_p99, print_tls_row);
+	printf("\nA latency ratio above 1, or a bandwidth or rate ratio "
+	       "below 1, means TLS is slower than plaintext.\n");
+}
+
 static void print_table(void)
 {
 	printf("\n## Results: medians of %d rounds; tagwire/baseline = "
@@ -882,7 +1010,7 @@ static void print_table(void)
 	       "per-round ratios)\n\n",
 	    cfg.rounds);
 	bench_row_start("workload", "unit");
-	for (int c = 0; c < C_COUNT; c++)
+	for (int c = 0; c < C_MAIN; c++)
 		bench_cell(c_name[c], WID_NUM, 1);
 	bench_cell("tagwire/baseline", WID_RATIO, 1);
 	bench_cell("baseline", WID_NUM, 0);
@@ -890,6 +1018,8 @@ static void print_table(void)
 	bench_print_rows(res, res_p99, print_row);
 	printf("\nA latency ratio above 1, or a bandwidth or rate ratio "
 	       "below 1, means tagwire is slower than the raw socket.\n");
+	if (tls_on)
+		print_tls_table();
 	printf("\nPreemptions (involuntary context switches of both ranks "
 	       "during the timed part, summed over the rounds; a busy poller "
 	       "that is preempted waits for the scheduler; tagwire also "
@@ -897,6 +1027,8 @@ static void print_table(void)
 	for (int w = 0; w < W_COUNT; w++) {
 		printf("  %-16s", wl[w].name);
 		for (int c = 0; c < C_COUNT; c++) {
+			if (c == C_TLS && !tls_on)
+				continue;
 			long sum = 0;
 			int any = 0;
 			for (int r = 0; r < cfg.rounds; r++) {
@@ -1013,13 +1145,16 @@ static void run_section(int sec, int r)
 		if (wl[w].section != sec)
 			continue;
 		printf(" %s:", wl[w].name);
-		for (int c = 0; c < C_COUNT; c++) {
-			run_one(c, w, r);
+		for (int i = 0; i < C_COUNT; i++) {
+			run_one(c_order[i], w, r);
 			fflush(stdout);
 		}
 		double q = res[C_TW][w][r] / res[base_of(w)][w][r];
 		if (!isnan(q))
 			printf(" (ratio %.2f)", q);
+		q = res[C_TLS][w][r] / res[C_TW][w][r];
+		if (!isnan(q))
+			printf(" (tls/plain %.2f)", q);
 		printf(" |");
 	}
 	printf("\n%s", notes);
@@ -1031,7 +1166,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: tcp_bench [--quick] [--rounds N] [--tsv FILE] "
-	    "[--cpus A,B | --no-pin] [--bw-mib N]\n"
+	    "[--cpus A,B | --no-pin] [--bw-mib N] [--tls]\n"
 	    "  --quick       fewer iterations, for a smoke run\n"
 	    "  --rounds N    rounds (default 5, quick 2)\n"
 	    "  --tsv FILE    also write every figure as TSV\n"
@@ -1040,17 +1175,25 @@ static void usage(FILE *f)
 	    "                first two allowed CPUs)\n"
 	    "  --no-pin      leave both ranks to the scheduler\n"
 	    "  --bw-mib N    MiB per bandwidth measurement (default 1024, "
-	    "quick 64)\n");
+	    "quick 64)\n"
+	    "  --tls         measure the tagwire link with TLS too, and "
+	    "print\n"
+	    "                TLS / plaintext ratios (needs the openssl "
+	    "command)\n");
 }
 
 static int want_a = -1, want_b = -1; // --cpus A,B
 static int no_pin; // --no-pin
 
-// The options of tcp_bench alone: --cpus A,B and --no-pin.
+// The options of tcp_bench alone: --cpus A,B, --no-pin and --tls.
 static int tcp_opt(int argc, char **argv, int *i)
 {
 	if (strcmp(argv[*i], "--no-pin") == 0) {
 		no_pin = 1;
+		return 1;
+	}
+	if (strcmp(argv[*i], "--tls") == 0) {
+		tls_on = 1;
 		return 1;
 	}
 	if (strcmp(argv[*i], "--cpus") != 0 || *i + 1 >= argc)
@@ -1112,7 +1255,7 @@ int main(int argc, char **argv)
 		src_buf[i] = bench_pattern(i);
 
 	for (int c = 0; c < C_COUNT; c++) {
-		c_on[c] = 1;
+		c_on[c] = c != C_TLS || tls_on;
 		for (int w = 0; w < W_COUNT; w++) {
 			w_on[c][w] = 1;
 			for (int r = 0; r < MAX_ROUNDS; r++)
@@ -1134,6 +1277,19 @@ int main(int argc, char **argv)
 	    "# sockets: 127.0.0.1, TCP_NODELAY, default buffer sizes; "
 	    "tagwire: default options, timeouts %d s\n",
 	    tcfg.wait_s);
+	if (tls_on) {
+		char why[400];
+		if (certs_make(why, sizeof(why)) != 0) {
+			snprintf(c_why[C_TLS], sizeof(c_why[C_TLS]),
+			    "not measured: %s", why);
+			c_on[C_TLS] = 0;
+			failures++;
+		}
+		bench_append(facts, sizeof(facts),
+		    "# tagwire-tls: the same link with tw_desc_set_tls "
+		    "(P-256 certificates made by mkcerts.sh)%s\n",
+		    c_on[C_TLS] ? "" : "; NOT MEASURED, see the end");
+	}
 	bench_print_facts("# tcp_bench: tagwire's tcp:// link vs raw TCP "
 	                  "sockets on loopback\n",
 	    facts, sizeof(facts), &cfg,

@@ -29,9 +29,12 @@
 // TW_RECONNECT_KILL_MS sets the interval between kills (ms; 0 runs
 // without kills, a check of the streaming and its checks alone).
 //
-// reconnect_kills_tls runs the plain test over TLS, with the files that
-// TW_TEST_TLS_CERT, TW_TEST_TLS_KEY and TW_TEST_TLS_CA name (skipped
-// without them); see rc_secure.
+// reconnect_kills_tls runs the plain test over TLS: every party presents
+// the certificate named after its id (pN.pem), and each resumed connection
+// makes a new TLS handshake on its new socket.  The certificates are made
+// once per run by tests/tls/mkcerts.sh (tests/tls/certs.h), whose folder
+// the parties get as an argument; without the openssl command the program
+// skips (status 77).
 
 #include <ctype.h>
 #include <errno.h>
@@ -57,6 +60,7 @@
 #include "testdata.h"
 #include "testutil.h"
 #include "tf.h"
+#include "tls/certs.h"
 
 extern char **environ;
 
@@ -433,6 +437,7 @@ static void rc_finish(rc_run *r, int64_t deadline_ms)
 // --- the parties' end -----------------------------------------------------------
 
 static int rc_fd = -1; // the report pipe
+static const char *const rc_names[RC_PARTIES] = { "p0", "p1", "p2" };
 static tw_link *rc_link;
 static uint32_t rc_me;
 
@@ -457,21 +462,20 @@ static void rc_die(const char *fmt, ...)
 			rc_die("%s: %s", #expr, tw_err_name(rc_rv_));         \
 	} while (0)
 
-// The files of a TLS run; cert NULL for plain tcp://.
-typedef struct rc_tls {
-	const char *cert, *key, *ca;
-} rc_tls;
-
-static void rc_secure(tw_desc *d, const rc_tls *t)
+// TLS with this party's certificate from the folder of mkcerts.sh; dir
+// "-" leaves the link on plain tcp://.
+static void rc_secure(tw_desc *d, const char *dir)
 {
-	if (t->cert == NULL)
+	if (strcmp(dir, "-") == 0)
 		return;
-	// tw_desc_set_tls(d, t->cert, t->key, t->ca) belongs here once the
-	// library has it; until then a TLS run must not pass as plain tcp://.
-	(void)d;
-	rc_die("TLS asked for (%s, %s, %s), but this test does not set it up "
-	       "yet",
-	    t->cert, t->key, t->ca);
+	const char *me = rc_names[rc_me % RC_PARTIES];
+	char cert[512], key[512], ca[512], f[16];
+	snprintf(f, sizeof(f), "%s.pem", me);
+	tw_cert_path(cert, sizeof(cert), dir, f);
+	snprintf(f, sizeof(f), "%s.key", me);
+	tw_cert_path(key, sizeof(key), dir, f);
+	tw_cert_path(ca, sizeof(ca), dir, "ca.pem");
+	RC_OK(tw_desc_set_tls(d, cert, key, ca));
 }
 
 static tw_desc *rc_desc(const char *id, char **argv, int64_t recv_ms)
@@ -482,8 +486,6 @@ static tw_desc *rc_desc(const char *id, char **argv, int64_t recv_ms)
 	return tf_desc(
 	    id, ports, RC_PARTIES, tf_scale_ms(20000), tf_scale_ms(recv_ms));
 }
-
-static const char *const rc_names[RC_PARTIES] = { "p0", "p1", "p2" };
 
 // --- streaming ------------------------------------------------------------------
 
@@ -614,24 +616,21 @@ static void *rc_recv_main(void *arg)
 	return NULL;
 }
 
-// rc_stream PORT0 PORT1 PORT2 COUNT RANK STRIPES FD CERT KEY CA
-// (CERT, KEY, CA "-" for plain tcp://).
+// rc_stream PORT0 PORT1 PORT2 COUNT RANK STRIPES FD CERTS
+// (CERTS the folder of mkcerts.sh, "-" for plain tcp://).
 int role_rc_stream(int argc, char **argv)
 {
 	rc_count = (uint32_t)strtoul(argv[3], NULL, 10);
 	rc_me = (uint32_t)strtoul(argv[4], NULL, 10);
 	int stripes = atoi(argv[5]);
 	rc_fd = atoi(argv[6]);
-	rc_tls tls = { 0 };
-	if (strcmp(argv[7], "-") != 0)
-		tls = (rc_tls) { argv[7], argv[8], argv[9] };
 	tf_who = rc_names[rc_me % RC_PARTIES];
 	tw_test_fill(rc_pool, sizeof(rc_pool), 5, 2, 7);
 	tw_desc *d = rc_desc("rc", argv, 30000);
 	TF_OK(tw_desc_set(d, TW_OPT_STRIPES, stripes));
 	TF_OK(tw_desc_set(d, TW_OPT_CHUNK_SIZE, RC_CHUNK));
 	TF_OK(tw_desc_set(d, TW_OPT_RECV_BUFFER, (int64_t)8 << 20));
-	rc_secure(d, &tls);
+	rc_secure(d, argv[7]);
 	RC_OK(tw_link_create(d, rc_me, &rc_link));
 	// Kills start once every party is up: a connection killed during
 	// the handshake is a failure of tw_link_create, not a reconnection.
@@ -710,9 +709,11 @@ static bool rc_all(const bool *v)
 	return true;
 }
 
-static void run_kills(int stripes, const rc_tls *tls)
+static void run_kills(int stripes, bool tls)
 {
 	rc_probe_ss();
+	// Made after the probe, so that a skip for ss makes nothing.
+	const char *certs = tls ? tw_certs_make() : "-";
 	int64_t every = rc_interval_ms();
 	uint64_t count = tf_parse_size(tf_size_arg);
 	if (count == 0)
@@ -721,9 +722,7 @@ static void run_kills(int stripes, const rc_tls *tls)
 	char scount[24], sstripes[8];
 	snprintf(scount, sizeof(scount), "%" PRIu64, count);
 	snprintf(sstripes, sizeof(sstripes), "%d", stripes);
-	const char *extra[] = { scount, "R", sstripes, "FD",
-		tls->cert ? tls->cert : "-", tls->key ? tls->key : "-",
-		tls->ca ? tls->ca : "-", NULL };
+	const char *extra[] = { scount, "R", sstripes, "FD", certs, NULL };
 	memset(&rc_sv, 0, sizeof(rc_sv));
 	rc_run r;
 	rc_start(&r, rc_stream_line, "rc_stream", extra);
@@ -778,24 +777,17 @@ static void run_kills(int stripes, const rc_tls *tls)
 
 void test_reconnect_kills_plain(void **state)
 {
-	const rc_tls plain = { 0 };
-	run_kills(1, &plain);
+	run_kills(1, false);
 }
 
 void test_reconnect_kills_striped(void **state)
 {
-	const rc_tls plain = { 0 };
-	run_kills(3, &plain);
+	run_kills(3, false);
 }
 
 void test_reconnect_kills_tls(void **state)
 {
-	rc_tls tls = { getenv("TW_TEST_TLS_CERT"), getenv("TW_TEST_TLS_KEY"),
-		getenv("TW_TEST_TLS_CA") };
-	if (tls.cert == NULL || tls.key == NULL || tls.ca == NULL)
-		TW_SKIP_ALL("set TW_TEST_TLS_CERT, TW_TEST_TLS_KEY and "
-		            "TW_TEST_TLS_CA to run it over TLS");
-	run_kills(1, &tls);
+	run_kills(1, true);
 }
 
 // --- reconnect_then_sigkill -------------------------------------------------------
