@@ -529,9 +529,8 @@ static int sniff(hs *h)
 		hs_close(h, TW_EPEER, "the peer closed the connection");
 		return TW_EPEER;
 	}
-	tw__tls_ctx *ctx = b == TW_TLS_FIRST_BYTE
-	    ? tw__tcp_node_tls(h->a->node)
-	    : NULL;
+	tw__tls_ctx *ctx
+	    = b == TW_TLS_FIRST_BYTE ? tw__tcp_node_tls(h->a->node) : NULL;
 	if (b == TW_TLS_FIRST_BYTE && ctx == NULL) {
 		// No TLS link here yet; one may be joining (the listener
 		// accepts before a new link's files are read): kept, like a

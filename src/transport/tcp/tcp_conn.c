@@ -91,6 +91,11 @@ bool tw__tcp_conn_is_down(const tcp_conn *c)
 	return atomic_load_explicit(&c->down, memory_order_acquire) != 0;
 }
 
+int64_t tw__tcp_conn_down_until(const tcp_conn *c)
+{
+	return atomic_load_explicit(&c->down_until, memory_order_relaxed);
+}
+
 const char *tw__tcp_conn_who(const tcp_conn *c)
 {
 	return c->who;

@@ -121,6 +121,10 @@ bool tw__tcp_conn_failed(const tcp_conn *c);
 // Whether the connection is down (its socket broke) and not yet resumed.
 bool tw__tcp_conn_is_down(const tcp_conn *c);
 
+// When a connection that is down fails unless resumed (tw__now_ns scale;
+// meaningless while it is up).
+int64_t tw__tcp_conn_down_until(const tcp_conn *c);
+
 // Takes the connection down now (if it is up and resumable), as a break
 // of its socket would, and stops its reader.  Returns the last frame
 // handled (what a resume handshake tells the peer), or 0 with *ok false

@@ -631,36 +631,46 @@ static void bind_pending(tcp_node *n, tcp_ep *ep)
 
 #define RESUME_PROBE_NS INT64_C(100000000)
 
-// A connection that is down, of a peer this node dialed (to dial again),
-// or of one it accepted and has not probed for a while (*probe): *k its
-// index, the peer referenced.  mtx held.
+// The connection that went down first among those of peers this node
+// dialed (to dial again) and of those it accepted and has not probed for
+// a while (*probe): *k its index, the peer referenced.  Oldest first, so
+// that under breaks that keep coming (a flaky network, a test that kills
+// every connection every 150 ms) no connection waits behind the others
+// until its limit.  mtx held.
 static tcp_peer *find_down(tcp_node *n, unsigned *k, bool *probe)
 {
 	int64_t now = tw__now_ns();
+	tcp_peer *best = NULL;
+	int64_t best_since = INT64_MAX;
 	for (tcp_peer *p = n->peers; p != NULL; p = tw__tcp_peer_next(p)) {
 		if (tw__tcp_peer_failed(p))
 			continue;
-		*probe = !tw__tcp_peer_is_dialer(p);
-		if (*probe && *tw__tcp_peer_next_probe(p) > now)
+		bool accepted = !tw__tcp_peer_is_dialer(p);
+		if (accepted && *tw__tcp_peer_next_probe(p) > now)
 			continue;
 		unsigned count = 1 + tw__tcp_peer_nstripes(p);
 		for (unsigned i = 0; i < count; i++) {
 			tcp_conn *c = tw__tcp_peer_conn(p, i);
-			bool down = c != NULL && tw__tcp_conn_is_down(c)
+			if (c == NULL)
+				continue;
+			int64_t since = tw__tcp_conn_down_until(c);
+			bool down = tw__tcp_conn_is_down(c)
 			    && !tw__tcp_conn_failed(c);
-			if (c != NULL)
-				tw__tcp_conn_unref(c);
-			if (down) {
-				tw__tcp_peer_ref(p);
+			tw__tcp_conn_unref(c);
+			if (down && since < best_since) {
+				best = p;
+				best_since = since;
 				*k = i;
-				if (*probe)
-					*tw__tcp_peer_next_probe(p)
-					    = now + RESUME_PROBE_NS;
-				return p;
+				*probe = accepted;
 			}
 		}
 	}
-	return NULL;
+	if (best != NULL) {
+		tw__tcp_peer_ref(best);
+		if (*probe)
+			*tw__tcp_peer_next_probe(best) = now + RESUME_PROBE_NS;
+	}
+	return best;
 }
 
 static void *resumer_main(void *arg)
