@@ -140,7 +140,13 @@ int tw__tls_ctx_new(const char *cert_file, const char *key_file,
 	int status = TW_OK;
 	if (SSL_CTX_set_min_proto_version(s, TLS1_3_VERSION) != 1
 	    || SSL_CTX_set_max_proto_version(s, TLS1_3_VERSION) != 1
-	    || SSL_CTX_set_num_tickets(s, 0) != 1) {
+	    || SSL_CTX_set_num_tickets(s, 0) != 1
+	    // AES-128-GCM first: as safe for this use, and a third faster
+	    // than AES-256 with AES-NI; both ends are tagwire and agree.
+	    || SSL_CTX_set_ciphersuites(s,
+	           "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+	           "TLS_CHACHA20_POLY1305_SHA256")
+	        != 1) {
 		TW_ERROR("tls", "cannot restrict TLS to version 1.3: %s",
 		    err_text(err, sizeof(err), "unknown error"));
 		status = TW_ESYS;
