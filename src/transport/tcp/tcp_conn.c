@@ -292,10 +292,12 @@ uint64_t tw__tcp_conn_suspend(tcp_conn *c, bool *ok)
 	*ok = false;
 	if (c->down_limit_ns == 0)
 		return 0;
-	pthread_mutex_lock(&c->rx.mtx);
+	// Down first: an application thread that reads the connection
+	// (tw__tcp_conn_poll) sees it and lets go of the reader role.
 	pthread_mutex_lock(&c->tx.mtx);
 	(void)go_down(c, tw__now_ns() + c->down_limit_ns);
 	pthread_mutex_unlock(&c->tx.mtx);
+	pthread_mutex_lock(&c->rx.mtx);
 	if (!failed(c) && atomic_load(&c->down) == 1)
 		stop_reader(c);
 	uint64_t done = tw__tcp_conn_rx_done(c);

@@ -128,9 +128,9 @@ int64_t tw__tcp_conn_down_until(const tcp_conn *c);
 // Takes the connection down now (if it is up and resumable), as a break
 // of its socket would, and stops its reader.  Returns the last frame
 // handled (what a resume handshake tells the peer), or 0 with *ok false
-// when the connection failed or cannot be resumed.  Blocks while an
-// application thread reads the connection (tw__tcp_conn_poll); not from
-// an upcall of this connection.
+// when the connection failed or cannot be resumed.  Waits for an
+// application thread that reads the connection (tw__tcp_conn_poll) to see
+// it down and let go; not from an upcall of this connection.
 uint64_t tw__tcp_conn_suspend(tcp_conn *c, bool *ok);
 
 // Gives a down connection its new socket `fd` (connected, its resume

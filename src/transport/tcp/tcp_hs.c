@@ -53,6 +53,7 @@ typedef struct hs_ctx {
 	const _Atomic int *cancel;
 	char who[NI_MAXHOST + NI_MAXSERV + 8];
 	const char *why;
+	bool quiet; // a resume's: its caller says what came of it
 } hs_ctx;
 
 // A failure of TLS: its reason goes into the log line.
@@ -125,6 +126,11 @@ static int read_more(hs_ctx *c, unsigned char *buf, size_t n)
 
 static int hs_fail(hs_ctx *c, int status, const char *what)
 {
+	if (c->quiet) {
+		TW_DEBUG("tcp", "resuming with %s: %s: %s", c->who, what,
+		    c->why != NULL ? c->why : tw_strerror(status));
+		return status;
+	}
 	switch (status) {
 	case TW_EPROTO:
 		TW_WARN("tcp", "handshake with %s failed: %s (%s); closing",
@@ -301,8 +307,11 @@ int tw__tcp_handshake(int fd, const tw__tcp_hs_self *me, int64_t deadline,
 int tw__tcp_handshake_tls(int fd, tw__tls *tls, const tw__tcp_hs_self *me,
     int64_t deadline, const _Atomic int *cancel, tw__tcp_hs_peer *peer)
 {
-	hs_ctx c
-	    = { .fd = fd, .tls = tls, .deadline = deadline, .cancel = cancel };
+	hs_ctx c = { .fd = fd,
+		.tls = tls,
+		.deadline = deadline,
+		.cancel = cancel,
+		.quiet = me->resume };
 	peer_name(fd, c.who, sizeof(c.who));
 	unsigned char nonce[TW_TCP_NONCE_LEN];
 	unsigned char pbuf[TW_TCP_HELLO_MAX];

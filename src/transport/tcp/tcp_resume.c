@@ -33,12 +33,13 @@
 // answer, and the next attempt may find the network back.
 #define RESUME_ATTEMPT_NS INT64_C(1000000000)
 
+// The peer is gone for good.  An info line, not a warning: a peer whose
+// process ended is the common case, and the application hears TW_EPEER.
 static int fail_peer(tcp_peer *p, int status, const char *why)
 {
-	char buf[400];
-	snprintf(buf, sizeof(buf), "cannot resume the connection: %s (%s)",
-	    why, tw_err_name(TW_EPEER));
-	tw__tcp_peer_fail(p, TW_EPEER, buf);
+	TW_INFO("tcp", "cannot resume the connection with %s: %s (%s)",
+	    tw__tcp_peer_who(p), why, tw_err_name(TW_EPEER));
+	tw__tcp_peer_fail(p, TW_EPEER, NULL);
 	return status;
 }
 
