@@ -40,6 +40,9 @@
 
 #include <tagwire/tagwire.h>
 
+#include "sskill.h"
+#include "testdata.h"
+
 #include "bench_util.h"
 
 extern char **environ;
@@ -88,89 +91,16 @@ static void usage(FILE *f)
 	    "trip)\n");
 }
 
-static unsigned free_port(void)
-{
-	unsigned port = 0;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0
-	    && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
-// Runs `ss -K` on the established TCP connections with an end at one of
-// the ports; returns how many sockets it killed (one line each), or -1
-// with a message when it could not run or failed.
+// Runs `ss -K` (or, with --no-kill, lists) on the established TCP
+// connections with an end at one of the ports; returns how many sockets it
+// killed (one line each), or -1 with a message.
 static int ss_kill(const unsigned *ports, int n)
 {
-	char filter[256];
-	int used = snprintf(filter, sizeof(filter), "(");
-	for (int i = 0; i < n; i++)
-		used += snprintf(filter + used, sizeof(filter) - (size_t)used,
-		    "%s sport = :%u or dport = :%u", i > 0 ? " or" : "",
-		    ports[i], ports[i]);
-	snprintf(filter + used, sizeof(filter) - (size_t)used, " )");
-	char *const argv[] = { "ss", opt.no_kill ? "-H" : "-K", "-H", "-t",
-		"-n", "state", "established", filter, NULL };
-	int out[2];
-	if (pipe2(out, O_CLOEXEC) != 0) {
-		perror("reconnect_bench: pipe");
-		return -1;
-	}
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-	pid_t pid;
-	int rc = posix_spawnp(&pid, "ss", &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(out[1]);
-	if (rc != 0) {
-		close(out[0]);
-		fprintf(stderr, "reconnect_bench: cannot run ss: %s\n",
-		    strerror(rc));
-		return -1;
-	}
-	int lines = 0, text = 0;
-	struct pollfd p = { .fd = out[0], .events = POLLIN };
-	for (;;) {
-		char buf[4096];
-		int pr = poll(&p, 1, 5000);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr == 0) {
-			kill(pid, SIGKILL);
-			break;
-		}
-		ssize_t got = read(out[0], buf, sizeof(buf));
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-			break;
-		for (ssize_t i = 0; i < got; i++) {
-			if (buf[i] == '\n') {
-				lines += text;
-				text = 0;
-			} else if (buf[i] != ' ' && buf[i] != '\t') {
-				text = 1;
-			}
-		}
-	}
-	lines += text;
-	close(out[0]);
-	int st;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		fprintf(stderr,
-		    "reconnect_bench: ss -K ... '%s' failed (status %d)\n",
-		    filter, st);
-		return -1;
-	}
+	char why[700];
+	int lines = tw_test_ss_kill(
+	    ports, (size_t)n, !opt.no_kill, 5000, why, sizeof(why));
+	if (lines < 0)
+		fprintf(stderr, "reconnect_bench: %s\n", why);
 	return lines;
 }
 
@@ -414,8 +344,8 @@ int main(int argc, char **argv)
 	}
 	unsigned ports[2];
 	do {
-		ports[0] = free_port();
-		ports[1] = free_port();
+		ports[0] = tw_test_free_port();
+		ports[1] = tw_test_free_port();
 	} while (ports[0] == ports[1]);
 	if (ports[0] == 0 || ports[1] == 0) {
 		fprintf(stderr, "reconnect_bench: no free loopback port\n");

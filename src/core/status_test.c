@@ -2,8 +2,8 @@
 //
 // The expected texts and names are written out here rather than taken from
 // TW_STATUS_MAP, so that a change to the one list that breaks the contract
-// in SPEC.md shows up as a red test instead of silently agreeing with
-// itself.
+// (the codes documented in include/tagwire/status.h) shows up as a red
+// test instead of silently agreeing with itself.
 
 #include <limits.h>
 #include <string.h>
@@ -12,7 +12,7 @@
 
 typedef struct status_case {
 	int code;
-	int value; // as written in SPEC.md
+	int value; // as include/tagwire/status.h documents it
 	const char *name;
 } status_case;
 

@@ -57,6 +57,7 @@
 #include <sys/socket.h>
 
 #include "parts.h"
+#include "sskill.h"
 #include "testdata.h"
 #include "testutil.h"
 #include "tf.h"
@@ -88,77 +89,11 @@ static uint64_t rc_mix(uint64_t x)
 
 // --- killing connections ----------------------------------------------------------
 
-// Runs `ss -K` on the established TCP connections with an end at one of
-// ports[0..n).  Returns how many sockets it killed (ss prints one line per
-// socket it destroyed, and none for a socket it could not), or -1 with
-// *why set when ss could not run or failed.
+// `ss -K` on the parties' connections (sskill.h), given 5 s (scaled).
 static int rc_ss_kill(const unsigned *ports, size_t n, char *why, size_t cap)
 {
-	char filter[512];
-	size_t used = (size_t)snprintf(filter, sizeof(filter), "(");
-	for (size_t i = 0; i < n && used < sizeof(filter); i++)
-		used += (size_t)snprintf(filter + used, sizeof(filter) - used,
-		    "%s sport = :%u or dport = :%u", i > 0 ? " or" : "",
-		    ports[i], ports[i]);
-	if (used < sizeof(filter))
-		snprintf(filter + used, sizeof(filter) - used, " )");
-	char *const argv[] = { "ss", "-K", "-H", "-t", "-n", "state",
-		"established", filter, NULL };
-	int out[2];
-	if (pipe2(out, O_CLOEXEC) != 0) {
-		snprintf(why, cap, "pipe: %s", strerror(errno));
-		return -1;
-	}
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-	pid_t pid;
-	int rc = posix_spawnp(&pid, "ss", &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(out[1]);
-	if (rc != 0) {
-		close(out[0]);
-		snprintf(why, cap, "cannot run ss: %s", strerror(rc));
-		return -1;
-	}
-	int lines = 0;
-	bool text = false;
-	int64_t deadline = tf_now_ms() + tf_scale_ms(5000);
-	for (;;) {
-		int64_t left = deadline - tf_now_ms();
-		struct pollfd p = { .fd = out[0], .events = POLLIN };
-		if (left <= 0)
-			break;
-		int pr = poll(&p, 1, (int)left);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0)
-			break;
-		char buf[4096];
-		ssize_t got = read(out[0], buf, sizeof(buf));
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-			break;
-		for (ssize_t i = 0; i < got; i++) {
-			if (buf[i] == '\n') {
-				lines += text;
-				text = false;
-			} else if (!isspace((unsigned char)buf[i])) {
-				text = true;
-			}
-		}
-	}
-	lines += text;
-	close(out[0]);
-	tf_end e = tf_wait(pid, deadline);
-	if (!e.done || !e.exited || e.code != 0) {
-		char how[96];
-		snprintf(why, cap, "ss -K ... '%s': %s", filter,
-		    tf_end_str(&e, how, sizeof(how)));
-		return -1;
-	}
-	return lines;
+	return tw_test_ss_kill(
+	    ports, n, true, (int)tf_scale_ms(5000), why, cap);
 }
 
 // Skips the program unless `ss -K` kills sockets here.  Without the

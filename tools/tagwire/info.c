@@ -23,8 +23,8 @@
 #define TW_CLI_BUILD_TYPE ""
 #endif
 
-// Every scheme tagwire defines (SPEC.md, "Transports"); the ones missing
-// from the registry are listed as not built in.
+// Every scheme tagwire defines (the README lists them, ucx:// planned);
+// the ones missing from the registry are listed as not built in.
 static const char *const all_schemes[] = { "mem", "shm", "tcp", "ucx" };
 
 static int built_in(const char *scheme)
