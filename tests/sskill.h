@@ -23,8 +23,8 @@ extern char **environ;
 // sockets it killed (ss prints one line per socket it destroyed, and none
 // for a socket it could not), or -1 with *why set when ss could not run,
 // failed, or took longer than timeout_ms (then it is killed).
-static inline int tw_test_ss_kill(const unsigned *ports, size_t n, bool destroy,
-    int timeout_ms, char *why, size_t cap)
+static inline int tw_test_ss_kill(const unsigned *ports, size_t n,
+    bool destroy, int timeout_ms, char *why, size_t cap)
 {
 	char filter[512];
 	size_t used = (size_t)snprintf(filter, sizeof(filter), "(");
@@ -87,8 +87,7 @@ static inline int tw_test_ss_kill(const unsigned *ports, size_t n, bool destroy,
 		;
 	if (late || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		snprintf(why, cap, "ss %s ... '%s': %s", destroy ? "-K" : "-H",
-		    filter,
-		    late ? "no end after its timeout" : "failed");
+		    filter, late ? "no end after its timeout" : "failed");
 		return -1;
 	}
 	return lines;
