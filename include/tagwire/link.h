@@ -33,7 +33,9 @@ enum {
 	TW_OPT_RECV_BUFFER, // default 64 MiB, 4 KiB..2^40
 	TW_OPT_HEARTBEAT_MS, // default 1000; 0 = off, else 10..3600000;
 	// a tcp:// peer silent for 3 of them is gone
-	TW_OPT_SHM_LOCAL // default 0; 0 or 1
+	TW_OPT_SHM_LOCAL, // default 0; 0 or 1
+	TW_OPT_WINDOW // engine only (tagwire/engine.h): chunks in flight per
+	// connection, default 4, 1..1024; links accept and ignore it
 };
 
 // Allocates an empty description of the link named `link_id`.  The id names

@@ -12,5 +12,6 @@
 #include <tagwire/link.h>
 #include <tagwire/channel.h>
 #include <tagwire/ring.h>
+#include <tagwire/engine.h>
 
 #endif // TAGWIRE_TAGWIRE_H

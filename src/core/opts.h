@@ -9,7 +9,7 @@
 
 #include <tagwire/link.h>
 
-#define TW_OPT_COUNT (TW_OPT_SHM_LOCAL + 1)
+#define TW_OPT_COUNT (TW_OPT_WINDOW + 1)
 
 typedef struct tw__opt_info {
 	const char *name; // as in the enum, without TW_OPT_

@@ -19,6 +19,7 @@ struct tw_desc {
 	unsigned char *secret;
 	size_t secret_len;
 	char *tls[3]; // certificate, key, CA files; all or none
+	int dial_rank; // +1; 0: by address
 };
 
 tw_desc *tw_desc_new(const char *link_id)
@@ -222,4 +223,14 @@ const void *tw__desc_secret(const tw_desc *d, size_t *len)
 const char *const *tw__desc_tls(const tw_desc *d)
 {
 	return d->tls[0] != NULL ? (const char *const *)d->tls : NULL;
+}
+
+void tw__desc_set_dial_rank(tw_desc *d, size_t rank)
+{
+	d->dial_rank = (int)rank + 1;
+}
+
+int tw__desc_dial_rank(const tw_desc *d)
+{
+	return d->dial_rank - 1;
 }

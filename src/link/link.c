@@ -232,6 +232,7 @@ int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out)
 		.secret = secret,
 		.secret_len = secret_len,
 		.tls = tw__desc_tls(d),
+		.dial_rank = tw__desc_dial_rank(d),
 	};
 	status = t->open(&cfg, chans);
 	if (status == TW_OK)

@@ -102,6 +102,11 @@ const int64_t *tw__desc_opts(const tw_desc *d);
 const void *tw__desc_secret(const tw_desc *d, size_t *len);
 // The TLS files {certificate, key, CA}, or NULL when TLS is not set.
 const char *const *tw__desc_tls(const tw_desc *d);
+// For links of two parties made by the transfer engine: only `rank`
+// connects, whatever the addresses (its peer may not be reachable, or not
+// listen at all).  tw__desc_dial_rank: -1 when unset (by address).
+void tw__desc_set_dial_rank(tw_desc *d, size_t rank);
+int tw__desc_dial_rank(const tw_desc *d);
 
 // The most this party ever held from link rank `src` of messages not yet
 // received, in tw__msg_cost (core/mailbox.h); 0 when the channel cannot

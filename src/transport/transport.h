@@ -56,6 +56,9 @@ typedef struct tw__link_cfg {
 	// TLS files {certificate, key, CA} (tw_desc_set_tls), or NULL.
 	// Transports other than tcp:// ignore them.
 	const char *const *tls;
+	// The rank that connects to the other (links of two parties), or -1:
+	// the transport decides (tcp://: the address that sorts first).
+	int dial_rank;
 } tw__link_cfg;
 
 enum { TW__SEND_ASYNC = 1 };

@@ -968,8 +968,10 @@ static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 	mc->ep = ep;
 	atomic_init(&mc->refs, 1);
 	mc->peer_rank = (uint32_t)peer;
-	mc->dialer = tw__tcp_dials(
-	    cfg->parties[cfg->self].addr, cfg->parties[peer].addr);
+	mc->dialer = cfg->dial_rank >= 0
+	    ? (size_t)cfg->dial_rank == cfg->self
+	    : tw__tcp_dials(
+	        cfg->parties[cfg->self].addr, cfg->parties[peer].addr);
 	return &mc->base;
 }
 
@@ -991,6 +993,7 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	pthread_mutex_init(&ep->mtx, NULL);
 	ep->size = (uint32_t)cfg->size;
 	ep->self_rank = (uint32_t)cfg->self;
+	ep->dial_rank = cfg->dial_rank;
 	// This side's closes travel in order with its data, and its credit
 	// counts messages by cost (tcp.c, design notes).
 	ep->mb = tw__chanbase_mailbox_new();

@@ -68,6 +68,7 @@ typedef struct tcp_ep {
 	char **addrs; // [size]: every party's address
 	char **ids; // [size]: every party's id (what its certificate names)
 	char *tls[3]; // certificate, key and CA files, or NULL: plaintext
+	int dial_rank; // the only rank that dials, or -1: by address
 	pthread_mutex_t mtx; // guards chans against destroy
 	tcp_chan **chans; // [size], chans[self_rank] == NULL; by mtx
 	unsigned live_chans; // not destroyed yet, by mtx
@@ -329,6 +330,9 @@ void tw__tcp_sx_chan_free(tcp_chan *mc);
 // Whether the party at self_addr connects to the one at peer_addr (rather
 // than waiting for it): the address that sorts first dials.
 bool tw__tcp_dials(const char *self_addr, const char *peer_addr);
+// Whether rank `from` of link ep connects to rank `to`: ep's dial_rank
+// when set, else by address.
+bool tw__tcp_ep_dials(const tcp_ep *ep, uint32_t from, uint32_t to);
 
 // The node of `addr` ("tcp://HOST:PORT"): its listener and I/O thread,
 // shared by every link of this process that names the address.  Registers
@@ -382,6 +386,11 @@ void tw__tcp_node_peer_freed(tcp_node *n);
 // The live main-connection peer of process `instance` that connected to
 // us (for its stripes), referenced, or NULL.
 tcp_peer *tw__tcp_node_find_accepted(tcp_node *n, uint64_t instance);
+
+// A peer whose listening address is `who` ("host:port") wants link
+// `link_id`, which does not exist here: the anchors watching for it hear
+// of it (tcp_anchor.h).
+void tw__tcp_node_want(tcp_node *n, const char *link_id, const char *who);
 
 // The endpoint of link `link_id` joined here, referenced, or NULL.
 tcp_ep *tw__tcp_node_find_ep(tcp_node *n, const char *link_id);

@@ -270,8 +270,10 @@ static int lookup(hs *h, const char **why)
 	if (peer->flags & TW_TCP_CAP_RESUME)
 		return lookup_resume(h, why);
 	if (h->ep == NULL
-	    && (h->ep = tw__tcp_node_find_ep(n, peer->link_id)) == NULL)
+	    && (h->ep = tw__tcp_node_find_ep(n, peer->link_id)) == NULL) {
+		tw__tcp_node_want(n, peer->link_id, peer->addr);
 		return TW_EAGAIN;
+	}
 	tcp_ep *ep = h->ep;
 	if (peer->stripe > 0) {
 		tcp_peer *main = tw__tcp_node_find_accepted(n, peer->instance);
@@ -282,8 +284,7 @@ static int lookup(hs *h, const char **why)
 	// Only the party that should dial may connect (tw__tcp_dials), and a
 	// rank that another live process holds already is refused.
 	if (peer->rank >= ep->size || peer->rank == ep->self_rank
-	    || !tw__tcp_dials(
-	        ep->addrs[peer->rank], ep->addrs[ep->self_rank])) {
+	    || !tw__tcp_ep_dials(ep, peer->rank, ep->self_rank)) {
 		*why = "it claims a rank that does not connect to us";
 		return TW_EPROTO;
 	}

@@ -44,6 +44,7 @@
 #include "core/names.h"
 #include "core/sync.h"
 #include "transport/tcp/tcp.h"
+#include "transport/tcp/tcp_anchor.h"
 #include "transport/tcp/tcp_auth.h"
 
 // OPENs kept per peer for links that do not exist here yet.
@@ -67,8 +68,17 @@ typedef struct pending_open {
 	tw__tcp_open open;
 } pending_open;
 
+// A watch of an anchor (tcp_anchor.h).
+typedef struct node_watch {
+	struct node_watch *next;
+	char *prefix;
+	tw__tcp_want_fn fn;
+	void *arg;
+} node_watch;
+
 struct tcp_node {
 	tcp_node *next; // registry, protected by reg_mtx
+	node_watch *watches; // protected by mtx
 	tw__tcp_listener *l;
 	uint64_t instance;
 	tw__poller *poller;
@@ -109,6 +119,13 @@ uint64_t tw__tcp_node_instance(const tcp_node *n)
 tw__poller *tw__tcp_node_poller(const tcp_node *n)
 {
 	return n->poller;
+}
+
+bool tw__tcp_ep_dials(const tcp_ep *ep, uint32_t from, uint32_t to)
+{
+	if (ep->dial_rank >= 0)
+		return (uint32_t)ep->dial_rank == from;
+	return tw__tcp_dials(ep->addrs[from], ep->addrs[to]);
 }
 
 bool tw__tcp_dials(const char *self_addr, const char *peer_addr)
@@ -257,6 +274,23 @@ int tw__tcp_tls_check(const tcp_ep *ep, uint32_t rank, tcp_peer *p)
 		return TW_EAUTH;
 	}
 	return TW_OK;
+}
+
+// Tells the watchers that a peer wants link_id.  mtx held.
+static void node_want(tcp_node *n, const char *link_id, const char *who)
+{
+	char addr[TW_TCP_ADDR_MAX + 8];
+	snprintf(addr, sizeof(addr), "tcp://%s", who);
+	for (node_watch *w = n->watches; w != NULL; w = w->next)
+		if (strncmp(link_id, w->prefix, strlen(w->prefix)) == 0)
+			w->fn(w->arg, link_id, addr);
+}
+
+void tw__tcp_node_want(tcp_node *n, const char *link_id, const char *who)
+{
+	pthread_mutex_lock(&n->mtx);
+	node_want(n, link_id, who);
+	pthread_mutex_unlock(&n->mtx);
 }
 
 tcp_ep *tw__tcp_node_find_ep(tcp_node *n, const char *link_id)
@@ -531,6 +565,7 @@ int tw__tcp_node_open_lookup(tcp_peer *p, const char *link_id,
 		ep = ep->next;
 	if (ep == NULL) {
 		// Not created here yet: kept until it joins.
+		node_want(n, link_id, tw__tcp_peer_who(p));
 		unsigned count = 0;
 		for (pending_open *q = n->pending; q != NULL; q = q->next)
 			count += q->peer == p;
@@ -954,4 +989,91 @@ void tw__tcp_node_unlist(tcp_ep *ep)
 	tcp_node *n = atomic_load(&ep->node);
 	if (n != NULL)
 		unlist(n, ep);
+}
+
+// --- anchors ----------------------------------------------------------------------
+
+struct tw__tcp_anchor {
+	tcp_node *n;
+	node_watch *w; // NULL: no watch
+	char addr[TW_TCP_ADDR_MAX + 8];
+};
+
+int tw__tcp_anchor_new(const char *addr, const char *const *tls,
+    const char *prefix, tw__tcp_want_fn fn, void *arg, tw__tcp_anchor **out)
+{
+	*out = NULL;
+	tw__tcp_crypto_init();
+	tw__tcp_anchor *a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return TW_ENOMEM;
+	if (prefix != NULL) {
+		a->w = calloc(1, sizeof(*a->w));
+		if (a->w == NULL || (a->w->prefix = strdup(prefix)) == NULL) {
+			free(a->w);
+			free(a);
+			return TW_ENOMEM;
+		}
+		a->w->fn = fn;
+		a->w->arg = arg;
+	}
+	tcp_node *n;
+	int status = node_get(addr, &n);
+	if (status == TW_OK) {
+		pthread_mutex_lock(&n->mtx);
+		if (tls != NULL && n->tls == NULL)
+			status
+			    = tw__tls_ctx_new(tls[0], tls[1], tls[2], &n->tls);
+		else if (tls != NULL
+		    && !tw__tls_ctx_same(n->tls, tls[0], tls[1], tls[2])) {
+			TW_ERROR("tcp",
+			    "%s: TLS files differ from the other links on "
+			    "this "
+			    "address",
+			    addr);
+			status = TW_EINVAL;
+		}
+		if (status == TW_OK && a->w != NULL) {
+			a->w->next = n->watches;
+			n->watches = a->w;
+		}
+		pthread_mutex_unlock(&n->mtx);
+		if (status != TW_OK)
+			node_unref(n);
+	}
+	if (status != TW_OK) {
+		if (a->w != NULL)
+			free(a->w->prefix);
+		free(a->w);
+		free(a);
+		return status;
+	}
+	a->n = n;
+	snprintf(a->addr, sizeof(a->addr), "tcp://%s", tw__tcp_node_name(n));
+	*out = a;
+	return TW_OK;
+}
+
+const char *tw__tcp_anchor_addr(const tw__tcp_anchor *a)
+{
+	return a->addr;
+}
+
+void tw__tcp_anchor_free(tw__tcp_anchor *a)
+{
+	if (a == NULL)
+		return;
+	tcp_node *n = a->n;
+	if (a->w != NULL) {
+		pthread_mutex_lock(&n->mtx);
+		node_watch **pp = &n->watches;
+		while (*pp != a->w)
+			pp = &(*pp)->next;
+		*pp = a->w->next;
+		pthread_mutex_unlock(&n->mtx);
+		free(a->w->prefix);
+		free(a->w);
+	}
+	node_unref(n);
+	free(a);
 }
