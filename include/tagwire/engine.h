@@ -98,6 +98,13 @@ TW_API int tw_engine_info(tw_engine *e, tw_buf *info);
 TW_API int tw_engine_connect(
     tw_engine *e, const void *info, size_t len, tw_peer *peer);
 
+// Connects knowing only the peer's address and engine name (no info
+// blob): as tw_engine_connect, trusting whichever engine of that name
+// answers at `addr` (its secret or certificate still must match).  For
+// tools and fixed deployments.  Returns the codes of tw_engine_connect.
+TW_API int tw_engine_connect_to(
+    tw_engine *e, const char *addr, const char *peer_name, tw_peer *peer);
+
 // The peer that connected as engine `peer_name`, waiting up to timeout_ms
 // (0: look once, negative: forever).  A lookup: the same name gives the
 // same peer.  TW_OK, TW_ETIMEDOUT, TW_EINVAL (not listening, bad name).

@@ -526,17 +526,9 @@ static int my_addr_for(tw_engine *e, const char *target, char *out, size_t cap)
 	return TW_OK;
 }
 
-int tw_engine_connect(
-    tw_engine *e, const void *info, size_t len, tw_peer *peer)
+static int connect_info(tw_engine *e, const tw__eng_info *info, tw_peer *peer)
 {
-	if (e == NULL || peer == NULL)
-		return TW_EINVAL;
-	tw__eng_info in;
-	if (tw__eng_info_decode(info, len, &in) != TW_OK) {
-		LOGE(e, TW_LOG_WARN,
-		    "tw_engine_connect: not an engine info blob");
-		return TW_EINVAL;
-	}
+	tw__eng_info in = *info;
 	if (in.instance == e->instance || strcmp(in.name, e->name) == 0) {
 		LOGE(e, TW_LOG_WARN,
 		    "tw_engine_connect: engine '%s' has this engine's name",
@@ -548,8 +540,9 @@ int tw_engine_connect(
 	int64_t deadline = tw__deadline_ms(e->connect_ms);
 	for (size_t i = 0; i < e->npeers; i++) {
 		eng_peer *p = e->peers[i];
-		if (p != NULL && !p->gone && p->instance == in.instance
-		    && p->state == PEER_LIVE) {
+		if (p != NULL && !p->gone && p->state == PEER_LIVE
+		    && (in.instance != 0 ? p->instance == in.instance
+		                         : strcmp(p->name, in.name) == 0)) {
 			*peer = p->id;
 			pthread_mutex_unlock(&e->mtx);
 			return TW_OK;
@@ -583,7 +576,8 @@ int tw_engine_connect(
 		    && tw__cond_wait_until(&memreg_cv, &memreg_mtx, deadline)
 		        != ETIMEDOUT)
 			;
-		if (a != NULL && a->instance != in.instance)
+		if (a != NULL && in.instance != 0
+		    && a->instance != in.instance)
 			a = NULL; // another engine listens there now
 		if (a != NULL)
 			want_link(a, link_id, mine);
@@ -631,6 +625,36 @@ int tw_engine_connect(
 	}
 	*peer = id;
 	return TW_OK;
+}
+
+int tw_engine_connect(
+    tw_engine *e, const void *info, size_t len, tw_peer *peer)
+{
+	if (e == NULL || peer == NULL)
+		return TW_EINVAL;
+	tw__eng_info in;
+	if (tw__eng_info_decode(info, len, &in) != TW_OK) {
+		LOGE(e, TW_LOG_WARN,
+		    "tw_engine_connect: not an engine info blob");
+		return TW_EINVAL;
+	}
+	return connect_info(e, &in, peer);
+}
+
+int tw_engine_connect_to(
+    tw_engine *e, const char *addr, const char *peer_name, tw_peer *peer)
+{
+	if (e == NULL || peer == NULL || addr == NULL
+	    || !tw__eng_name_ok(peer_name))
+		return TW_EINVAL;
+	// Any instance: the peer's HELLO names it.
+	tw__eng_info in = { .instance = 0 };
+	snprintf(in.name, sizeof(in.name), "%s", peer_name);
+	if (snprintf(in.addr, sizeof(in.addr), "%s", addr)
+	        >= (int)sizeof(in.addr)
+	    || tw__eng_info_size(&in) == 0)
+		return TW_EINVAL;
+	return connect_info(e, &in, peer);
 }
 
 const char *tw_engine_peer_name(tw_engine *e, tw_peer peer)
