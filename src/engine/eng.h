@@ -97,6 +97,7 @@ struct eng_op {
 	size_t issued, done; // bytes sent off, bytes confirmed
 	unsigned io; // copies into or out of ptr in progress
 	uint64_t peer_op; // send: the receive's op there; recv: the send's
+	uint64_t peer_len; // recv: the length of the send it matched
 	uint64_t match; // the match number the peer's frames must show
 	eng_op *next_active; // the peer's list of ops with chunks to issue
 	bool active;
@@ -261,13 +262,16 @@ void tw__eng_peer_deactivate(eng_peer *p, eng_op *op);
 // An op's bytes are all confirmed, or it failed (mtx held).
 void tw__eng_op_done(eng_op *op);
 void tw__eng_op_fail(eng_op *op, int status);
+// Fails the op without telling the peer (it knows already).
+void tw__eng_op_abandon(eng_op *op, int status);
 // Starts an op of a running transfer (mtx held): TW_OK, or the op failed.
 void tw__eng_op_start(eng_op *op);
 // Matches a remote send with the oldest posted receive of its tag, or
 // keeps it (mtx held).  TW_OK, or TW_EPROTO when too many wait.
 int tw__eng_match_rts(eng_peer *p, uint64_t sid, uint64_t tag, uint64_t len);
 // The peer gave up its send `sid` (mtx held).
-void tw__eng_cancel_rts(eng_peer *p, uint64_t sid);
+// With `why` TW_ETRUNC: the lengths differed, the matched receive fails.
+void tw__eng_cancel_rts(eng_peer *p, uint64_t sid, int why);
 // Fails every transfer of p (mtx held).
 void tw__eng_fail_peer_xfers(eng_peer *p, int status);
 // The eventfd follows the queues (mtx held).

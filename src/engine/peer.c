@@ -365,8 +365,13 @@ static int on_cts(eng_peer *p, const tw__eng_hdr *h)
 	if (op == NULL || op->x->p != p || op->state != OPS_WAIT)
 		return TW_OK; // a send given up meanwhile
 	if (h->status == TW_ETRUNC) {
-		tw__eng_op_fail(op, TW_ETRUNC);
-		return TW_OK;
+		// The lengths differ: both fail.
+		tw__eng_hdr c = { .type = TW_ENG_SCANCEL,
+			.status = TW_ETRUNC,
+			.a = op->id };
+		int status = tw__eng_peer_queue(p, &c, NULL);
+		tw__eng_op_abandon(op, TW_ETRUNC);
+		return status;
 	}
 	if (h->status != TW_OK)
 		return TW_EPROTO;
@@ -537,7 +542,7 @@ static int on_frame(eng_peer *p, const tw__eng_hdr *h)
 		status = on_sack(p, h);
 		break;
 	case TW_ENG_SCANCEL:
-		tw__eng_cancel_rts(p, h->a);
+		tw__eng_cancel_rts(p, h->a, h->status);
 		break;
 	case TW_ENG_RCANCEL:
 		status = on_rcancel(p, h);

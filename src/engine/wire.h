@@ -75,9 +75,11 @@ enum {
 	TW_ENG_RDATA, // a: op, b: offset in the op; status; data if OK
 	TW_ENG_RTS, // a: send op, b: tag, c: total length
 	TW_ENG_CTS, // a: send op, b: receive op, c: match; status
-	TW_ENG_SDATA, // a: receive op, b: match, c: offset; data
+	// (TW_ETRUNC: the receive's length differs; the sender decides)
+	TW_ENG_SDATA, // a: receive op, b: match, c: offset, d: send op; data
 	TW_ENG_SACK, // a: send op, b: match; status (len: bytes taken)
-	TW_ENG_SCANCEL, // a: send op: the sender gave it up
+	TW_ENG_SCANCEL, // a: send op: the sender gave it up (status
+	// TW_ETRUNC: the lengths differ, the matched receive fails too)
 	TW_ENG_RCANCEL, // a: send op, b: match: the receiver gave it up
 	TW_ENG_NOTIFY, // data: the notification
 	TW_ENG_TYPE_MAX = TW_ENG_NOTIFY

@@ -3,6 +3,7 @@
 // Everything here runs with the engine mutex held unless it says not.
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -117,7 +118,7 @@ static void op_cancel(eng_op *op)
 			*r = (eng_rts) { .next = p->rts,
 				.sid = op->peer_op,
 				.tag = op->tag,
-				.len = op->len };
+				.len = op->peer_len };
 			p->rts = r;
 			if (p->rts_tail == NULL)
 				p->rts_tail = r;
@@ -176,6 +177,14 @@ void tw__eng_op_done(eng_op *op)
 		xfer_complete(x);
 }
 
+void tw__eng_op_abandon(eng_op *op, int status)
+{
+	if (op->state != OPS_WAIT && op->state != OPS_RUN)
+		return;
+	op_finish(op, OPS_IDLE);
+	xfer_fail(op->x, status);
+}
+
 void tw__eng_op_fail(eng_op *op, int status)
 {
 	if (op->state != OPS_WAIT && op->state != OPS_RUN)
@@ -186,24 +195,24 @@ void tw__eng_op_fail(eng_op *op, int status)
 }
 
 // Pairs receive op with the peer's send sid of `len` bytes.
+// Pairs receive op with the peer's send sid of `len` bytes.  Lengths that
+// differ are the sender's to judge: the send may have been given up, in
+// which case its SCANCEL puts this receive back in line; otherwise its
+// SCANCEL with TW_ETRUNC fails both.
 static void match_pair(eng_peer *p, eng_op *op, uint64_t sid, uint64_t len)
 {
-	if (len != op->len) {
-		tw__eng_hdr h
-		    = { .type = TW_ENG_CTS, .status = TW_ETRUNC, .a = sid };
-		tw__eng_peer_queue(p, &h, NULL);
-		// Only now out of the FIFO, so that op_finish does not look.
-		op->state = OPS_RUN;
-		tw__eng_op_fail(op, TW_ETRUNC);
-		return;
-	}
 	op->peer_op = sid;
+	op->peer_len = len;
 	op->match = ++p->matches;
 	op->state = OPS_RUN;
-	tw__eng_hdr h
-	    = { .type = TW_ENG_CTS, .a = sid, .b = op->id, .c = op->match };
-	tw__eng_peer_queue(p, &h, NULL);
-	if (len == 0)
+	tw__eng_hdr h = { .type = TW_ENG_CTS,
+		.status = len != op->len ? TW_ETRUNC : TW_OK,
+		.a = sid,
+		.b = op->id,
+		.c = op->match };
+	if (tw__eng_peer_queue(p, &h, NULL) != TW_OK)
+		tw__eng_peer_fail(p, TW_ENOMEM);
+	else if (len == 0 && op->len == 0)
 		tw__eng_op_done(op);
 }
 
@@ -236,7 +245,7 @@ int tw__eng_match_rts(eng_peer *p, uint64_t sid, uint64_t tag, uint64_t len)
 
 // A send of the peer that gave up: out of the waiting list, or its
 // matched receive waits again.
-void tw__eng_cancel_rts(eng_peer *p, uint64_t sid)
+void tw__eng_cancel_rts(eng_peer *p, uint64_t sid, int why)
 {
 	eng_rts *prev = NULL;
 	for (eng_rts *r = p->rts; r != NULL; prev = r, r = r->next) {
@@ -259,6 +268,10 @@ void tw__eng_cancel_rts(eng_peer *p, uint64_t sid)
 		if (op->x->p != p || op->kind != OP_RECV
 		    || op->state != OPS_RUN || op->peer_op != sid)
 			continue;
+		if (why == TW_ETRUNC) {
+			tw__eng_op_abandon(op, TW_ETRUNC);
+			return;
+		}
 		// First again among the receives of its tag.
 		eng_op **grown = p->recvs;
 		if (p->nrecvs == p->caprecvs) {
