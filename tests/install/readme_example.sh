@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# readme_example.sh README INCLUDE_DIR LIB_DIR CC TMP_ROOT [CFLAGS]
+# readme_example.sh README INCLUDE_DIR LIB_DIR CC TMP_ROOT [CFLAGS [MARKER]]
 #
-# Extracts the C example of README.md -- the fenced block that follows the
-# line `<!-- example -->` -- compiles it against the library in LIB_DIR with
+# Extracts a C example of README.md -- the fenced block that follows the
+# line `<!-- MARKER -->` (default `example`) -- compiles it against the library in LIB_DIR with
 # warnings as errors, and runs it.  The README's example thus always builds
 # and works.
 set -euo pipefail
@@ -13,20 +13,21 @@ libdir=$3
 cc=$4
 root=$5
 cflags=${6:-}
+marker=${7:-example}
 
 mkdir -p "$root"
 tmp=$(mktemp -d "$root/readme.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-awk '
-	/<!-- example -->/ { armed = 1; next }
+awk -v m="<!-- $marker -->" '
+	index($0, m) == 1 { armed = 1; next }
 	armed == 1 && /^```/ { armed = 2; next }
 	armed == 2 && /^```/ { exit }
 	armed == 2 { print }
 ' "$readme" >"$tmp/example.c"
 
 if [ ! -s "$tmp/example.c" ]; then
-	echo "FAIL: no fenced block after <!-- example --> in $readme" >&2
+	echo "FAIL: no fenced block after <!-- $marker --> in $readme" >&2
 	exit 1
 fi
 echo "== $(wc -l <"$tmp/example.c") lines extracted from README.md"
