@@ -32,7 +32,7 @@
 
 // How long the accepting side's half of a link may take to form: the
 // connecting side is there already.
-#define ACCEPT_CREATE_MS 10000
+#define ACCEPT_CREATE_MS 5000
 
 // --- the mem:// registry ------------------------------------------------------------
 
