@@ -85,6 +85,9 @@ int cli_info(int argc, char **argv)
 
 	row("collectives:", "barrier broadcast gather allgather scatter");
 	row("child links:", "spawn (same parties), sub (a subset of ranks)");
+	row("engine:",
+	    "tagged send/recv, WRITE, READ, notifications over mem tcp; "
+	    "host memory (no GPU)");
 
 	snprintf(line, sizeof(line),
 	    "error warn info debug trace (TAGWIRE_LOG; now %s)",
