@@ -52,7 +52,7 @@ TW_API int tw_engine_new(const char *name, tw_engine **out);
 //   TW_OPT_STRIPES          connections per peer (default 1, 1..64)
 //   TW_OPT_CHUNK_SIZE       bytes per chunk (default 1 MiB, 4 KiB..64 MiB)
 //   TW_OPT_WINDOW           chunks waiting for their reply, per connection
-//                           (default 4, 1..1024)
+//                           (default 16, 1..1024)
 //   TW_OPT_CONNECT_TIMEOUT_MS  how long connect waits (default 30000)
 //   TW_OPT_HEARTBEAT_MS     liveness checks (default 1000; 0 = off): a
 //                           peer silent for three is gone

@@ -35,7 +35,7 @@ enum {
 	// a tcp:// peer silent for 3 of them is gone
 	TW_OPT_SHM_LOCAL, // default 0; 0 or 1
 	TW_OPT_WINDOW // engine only (tagwire/engine.h): chunks in flight per
-	// connection, default 4, 1..1024; links accept and ignore it
+	// connection, default 16, 1..1024; links accept and ignore it
 };
 
 // Allocates an empty description of the link named `link_id`.  The id names

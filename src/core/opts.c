@@ -34,7 +34,7 @@ const tw__opt_info tw__opts[TW_OPT_COUNT] = {
 	[TW_OPT_SHM_LOCAL] = { "SHM_LOCAL", 0, 0, 1,
 	    "1 = a tcp:// peer on the same host is reached over shared "
 	    "memory" },
-	[TW_OPT_WINDOW] = { "WINDOW", 4, 1, 1024,
+	[TW_OPT_WINDOW] = { "WINDOW", 16, 1, 1024,
 	    "transfer engine: chunks waiting for their reply per connection "
 	    "(links ignore it)" },
 };

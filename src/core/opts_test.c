@@ -34,7 +34,7 @@ static const documented docs[] = {
 	    (int64_t)1 << 40 },
 	{ TW_OPT_HEARTBEAT_MS, "HEARTBEAT_MS", 1000, 0, 3600000 },
 	{ TW_OPT_SHM_LOCAL, "SHM_LOCAL", 0, 0, 1 },
-	{ TW_OPT_WINDOW, "WINDOW", 4, 1, 1024 },
+	{ TW_OPT_WINDOW, "WINDOW", 16, 1, 1024 },
 };
 
 #define N_DOCS (sizeof(docs) / sizeof(docs[0]))

@@ -78,7 +78,7 @@ int tw_engine_new(const char *name, tw_engine **out)
 	e->instance |= 1;
 	e->stripes = 1;
 	e->chunk = 1 * MiB;
-	e->window = 4;
+	e->window = 16;
 	e->connect_ms = 30000;
 	e->heartbeat_ms = 1000;
 	e->max_msg = 1 * MiB;
