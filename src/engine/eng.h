@@ -140,6 +140,7 @@ struct eng_peer {
 	pthread_t rx, tx;
 	bool threads; // started
 	bool stop; // the sending thread ends
+	bool drain; // ... once the control frames queued have gone
 	pthread_cond_t txcv; // work for the sending thread
 	eng_out *out, *out_tail; // control frames and READ replies
 	eng_op *active, *active_tail; // ops with chunks to issue

@@ -676,6 +676,7 @@ static void peer_drop(tw_engine *e, eng_peer *p)
 {
 	pthread_mutex_lock(&e->mtx);
 	p->gone = true;
+	p->drain = p->state != PEER_FAILED; // what was queued goes first
 	tw__eng_peer_fail(p, TW_ECLOSED);
 	pthread_mutex_unlock(&e->mtx);
 	tw__eng_peer_stop(p, true);

@@ -6,10 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/sync.h"
 #include "engine/eng.h"
+#include "link/link_int.h"
 
 #define TAG "e"
+
+// How long a disconnect waits for its last frames to reach the peer.
+#define DRAIN_WAIT_NS INT64_C(2000000000)
 
 int tw__eng_peer_queue(eng_peer *p, const tw__eng_hdr *h, void *owned)
 {
@@ -169,7 +174,7 @@ static void *tx_main(void *arg)
 	eng_peer *p = arg;
 	tw_engine *e = p->e;
 	pthread_mutex_lock(&e->mtx);
-	while (!p->stop) {
+	while (!p->stop || (p->drain && p->out != NULL)) {
 		int status;
 		if (p->out != NULL) {
 			eng_out *o = p->out;
@@ -177,6 +182,8 @@ static void *tx_main(void *arg)
 			if (p->out == NULL)
 				p->out_tail = NULL;
 			status = send_out(p, o);
+		} else if (p->stop) {
+			break;
 		} else if (p->active != NULL
 		    && p->inflight < p->max_inflight) {
 			status = send_chunk(p);
@@ -668,8 +675,11 @@ void tw__eng_peer_stop(eng_peer *p, bool graceful)
 	pthread_mutex_unlock(&e->mtx);
 	if (p->threads) {
 		if (graceful) {
-			// What the sender took is sent before the link goes.
+			// The control frames queued (notifications, replies)
+			// go, and reach the peer, before the link does.
 			pthread_join(p->tx, NULL);
+			tw__link_wait_pending_until(
+			    p->link, tw__now_ns() + DRAIN_WAIT_NS);
 			tw_link_abort(p->link);
 		} else {
 			tw_link_abort(p->link);

@@ -1071,7 +1071,7 @@ static void fan_acceptor(void *v)
 		pack_tell(e, id, outs[i]);
 	tw_peer peers[FAN_MAX];
 	for (size_t i = 0; i < a->nconn; i++) {
-		char name[8];
+		char name[32];
 		snprintf(name, sizeof(name), "c%zu", i);
 		peers[i] = eng_accept(e, name);
 		for (size_t k = 0; k < i; k++)
@@ -1088,7 +1088,7 @@ static void fan_acceptor(void *v)
 		CK(i < a->nconn);
 		CK(!seen[i]);
 		seen[i] = true;
-		char want[16];
+		char want[40];
 		snprintf(want, sizeof(want), "c%zu wrote", i);
 		CK(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0);
 		tw_buf_free(&m);
@@ -1127,7 +1127,7 @@ static void fan_connector(void *v)
 	fan_arg *a = v;
 	enter_netns(a->netns[a->me + 1]);
 	cfg c = { .stripes = a->stripes, .window = 8, .chunk = 256 * KiB };
-	char name[8];
+	char name[32];
 	snprintf(name, sizeof(name), "c%zu", a->me);
 	tw_engine *e = eng_new(name, &c);
 	int in = a->info[a->me][0];
@@ -1176,7 +1176,7 @@ static void fan_run(fan_arg *a)
 	}
 	int64_t t0 = now_ms();
 	spawn("acceptor", fan_acceptor, a, keep, 2 * a->nconn);
-	static char names[FAN_MAX][16];
+	static char names[FAN_MAX][40];
 	static fan_arg args[FAN_MAX];
 	for (size_t i = 0; i < a->nconn; i++) {
 		args[i] = *a;

@@ -785,9 +785,17 @@ static void test_disconnect(void **state)
 	tw_xfer *xr;
 	TW_PASS(tw_xfer_create(p.a, p.ab, -1, &xr));
 	TW_PASS(tw_xfer_post_recv(xr, did, 0, 64, 1));
+	// What was queued before the disconnect still arrives.
+	TW_PASS(tw_engine_notify(p.b, p.ba, "bye", 3));
 	TW_PASS(tw_engine_disconnect(p.b, p.ba));
 	TW_FAIL(tw_engine_disconnect(p.b, p.ba), TW_EINVAL);
 	TW_FAIL(tw_xfer_wait(xr, 10000), TW_EPEER);
+	tw_buf m = { 0 };
+	tw_peer from;
+	TW_PASS(tw_notify_recv(p.a, &from, &m, 10000));
+	assert_int_equal(m.len, 3);
+	assert_memory_equal(m.data, "bye", 3);
+	tw_buf_free(&m);
 	tw_xfer_free(xr);
 	tw_xfer *x;
 	TW_FAIL(tw_xfer_create(p.b, p.ba, 0, &x), TW_EINVAL);
