@@ -6,7 +6,7 @@ for h in --help -h help; do
 	expect_rc 0
 	expect_err_empty
 	expect_out '^usage: tagwire <command>'
-	for cmd in info demo perf --help-config --version; do
+	for cmd in info demo perf xfer --help-config --version; do
 		expect_out "^  $cmd "
 	done
 	expect_out '--parties N'
@@ -36,6 +36,19 @@ for args in '--help perf' 'perf --help' 'perf -h'; do
 	expect_out 'dissemination'
 	expect_out 'Bruck'
 done
+
+for args in '--help xfer' 'xfer --help'; do
+	run $args
+	expect_rc 0
+	expect_err_empty
+	expect_out '^usage: tagwire xfer '
+	for opt in --server --bind --client --op --size --batch --iters \
+		--validate --stripes --timeout-ms --forever; do
+		expect_out "^ +$opt[ ,]"
+	done
+done
+run perf --help
+expect_out '^ +--test xfer '
 
 run --version
 expect_rc 0

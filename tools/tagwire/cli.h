@@ -43,6 +43,7 @@ int cli_info(int argc, char **argv);
 int cli_help_config(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_perf(int argc, char **argv);
+int cli_xfer(int argc, char **argv);
 
 // The demo's usage (options and the transports it can run).
 void cli_demo_help(FILE *f);
@@ -56,6 +57,25 @@ void cli_demo_help(FILE *f);
 	"                    [--local | --server [--bind ADDR] | --client "   \
 	"HOST[:PORT]]"
 void cli_perf_help(FILE *f);
+
+// The usage line of xfer, and its full help (xfer.c).
+#define CLI_XFER_USAGE                                                        \
+	"usage: tagwire xfer --server [--bind ADDR] [--forever] | --client "  \
+	"HOST:PORT\n"                                                         \
+	"                    [--op write|read|send] [--size BYTES] [--batch " \
+	"N]\n"                                                                \
+	"                    [--iters N] [--validate] [--stripes N] "         \
+	"[--window N]\n"                                                      \
+	"                    [--chunk BYTES] [--timeout-ms MS]"
+void cli_xfer_help(FILE *f);
+
+// The pattern of the transfer tests: fills buf[off, off+len) with the
+// bytes of iteration `iter` at those offsets; check finds the first byte
+// that differs (-1, with its offset, the byte expected and the one found)
+// or returns 0.
+void cli_xfer_fill(void *buf, size_t off, size_t len, uint64_t iter);
+int cli_xfer_check(const void *buf, size_t off, size_t len, uint64_t iter,
+    size_t *bad, unsigned *want, unsigned *got);
 
 // Little-endian 64-bit words, for the small records commands exchange.
 static inline void cli_put64(unsigned char *p, uint64_t v)

@@ -35,6 +35,10 @@ void cli_help(FILE *f)
 	    "collectives per\n"
 	    "                   transport and message size, here or "
 	    "between two hosts\n"
+	    "  xfer [options]   the transfer test: a server engine and a "
+	    "client that\n"
+	    "                   write, read or send into its registered "
+	    "buffer\n"
 	    "  --help-config    the link options: name, default, range "
 	    "and help\n"
 	    "  --version        the version\n"
@@ -45,6 +49,8 @@ void cli_help(FILE *f)
 	cli_demo_help(f);
 	fprintf(f, "\n");
 	cli_perf_help(f);
+	fprintf(f, "\n");
+	cli_xfer_help(f);
 	fprintf(f,
 	    "\n"
 	    "environment:\n"
@@ -65,6 +71,8 @@ static const char *usage_line(const char *cmd)
 		       "[--size BYTES]";
 	if (cmd != NULL && strcmp(cmd, "perf") == 0)
 		return CLI_PERF_USAGE;
+	if (cmd != NULL && strcmp(cmd, "xfer") == 0)
+		return CLI_XFER_USAGE;
 	if (cmd != NULL && strcmp(cmd, "info") == 0)
 		return "usage: tagwire info";
 	if (cmd != NULL && strcmp(cmd, "--help-config") == 0)
@@ -172,8 +180,12 @@ static int cmd_help(int argc, char **argv)
 		cli_perf_help(stdout);
 		return CLI_OK;
 	}
+	if (argc == 2 && strcmp(argv[1], "xfer") == 0) {
+		cli_xfer_help(stdout);
+		return CLI_OK;
+	}
 	return cli_usage_error(
-	    NULL, "--help takes no argument but 'demo' or 'perf'");
+	    NULL, "--help takes no argument but 'demo', 'perf' or 'xfer'");
 }
 
 static int dispatch(int argc, char **argv)
@@ -200,6 +212,8 @@ static int dispatch(int argc, char **argv)
 		return cli_demo(argc - 1, argv + 1);
 	if (strcmp(cmd, "perf") == 0)
 		return cli_perf(argc - 1, argv + 1);
+	if (strcmp(cmd, "xfer") == 0)
+		return cli_xfer(argc - 1, argv + 1);
 	return cli_usage_error(NULL, "unknown command '%.64s'", cmd);
 }
 

@@ -66,6 +66,8 @@ void perf_usage(FILE *f, bool full)
 	    "                             (Bruck) for each --parties: us "
 	    "per operation,\n"
 	    "                             the mean over the parties\n"
+	    "                       xfer  the transfer engine, alone "
+	    "(see below)\n"
 	    "  --transport LIST   mem (threads), shm, tcp (loopback) or "
 	    "ring (a raw\n"
 	    "                     tw_ring pair in shared memory); all but "
@@ -120,6 +122,8 @@ void perf_usage(FILE *f, bool full)
 	    "A progress line goes to stderr when it is a terminal.\n",
 	    PERF_MAX_ITERS, DEFAULT_WINDOW, PERF_MAX_PARTIES,
 	    PERF_DEFAULT_TIMEOUT_S, PERF_DEFAULT_PORT);
+	fprintf(f, "\n");
+	perf_xfer_usage(f);
 }
 
 void cli_perf_help(FILE *f)
@@ -623,6 +627,16 @@ int cli_perf(int argc, char **argv)
 	o.bind = NULL;
 	o.format = PERF_FMT_TABLE;
 	o.timeout_ms = (int64_t)PERF_DEFAULT_TIMEOUT_S * 1000;
+	// --test xfer has options of its own (perf_xfer.c).
+	for (int i = 1; i < argc; i++) {
+		const char *t = strncmp(argv[i], "--test=", 7) == 0
+		    ? argv[i] + 7
+		    : strcmp(argv[i], "--test") == 0 && i + 1 < argc
+		    ? argv[i + 1]
+		    : NULL;
+		if (t != NULL && strstr(t, "xfer") != NULL)
+			return perf_xfer(argc, argv);
+	}
 	seen s;
 	memset(&s, 0, sizeof(s));
 	for (int i = 1; i < argc; i++) {

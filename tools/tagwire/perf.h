@@ -220,6 +220,11 @@ int perf_local(const perf_opts *o);
 int perf_server(const perf_opts *o);
 int perf_client(const perf_opts *o);
 
+// --test xfer: the transfer engine between two engines of this process
+// (perf_xfer.c), with options of its own; the tool's exit status.
+int perf_xfer(int argc, char **argv);
+void perf_xfer_usage(FILE *f);
+
 // Descriptions of the tool's links: receive and connect timeouts from the
 // options, stripes for tcp://.  NULL after a message on stderr.
 tw_desc *perf_desc_new(const perf_opts *o, const char *link_id, int transport);
