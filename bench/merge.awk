@@ -15,6 +15,10 @@
 # measure (nan) and its sanity checks are left out: bench/summarize.awk
 # computes the medians and ratios of the whole run.
 #
+# engine_bench's TSV (and ucx_rma_peer's) has the rows of the comparison
+# under the header "esection workload contender metric unit round value";
+# they keep their section (eng-tcp, eng-mem) and get round R.
+#
 # Each file is recognised by its header line, so the files may come in any
 # order.  Plain POSIX awk.
 
@@ -32,6 +36,16 @@ FNR == 1 { shape = "" }
 $1 == "section" && $2 == "workload" { shape = "ring"; next }
 # tcp_bench and the peers: contender transport test size round value unit.
 $1 == "contender" && $2 == "transport" { shape = "peer"; next }
+# engine_bench and peers/ucx_rma_peer: the rows of the comparison already,
+# under the header "esection ..." (sections eng-tcp and eng-mem).
+$1 == "esection" && $2 == "workload" { shape = "engine"; next }
+
+shape == "engine" && NF == 7 {
+	if ($6 !~ /^[0-9]+$/ || !numeric($7))
+		next
+	print $1, $2, $3, $4, $5, round, $7
+	next
+}
 
 shape == "ring" && NF == 7 {
 	if ($6 !~ /^[0-9]+$/ || !numeric($7) || $2 ~ /^sanity/)

@@ -5,6 +5,11 @@
 #   bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
 #                [--peers LIST] [--bw-mib N]
 #   bench/run.sh ring|tcp|all|reconnect [ARGS...]
+#   bench/run.sh engine [--quick] [--rounds N] [--tsv FILE] [--bw-mib N]
+#
+# engine runs bench/engine_compare.sh: engine_bench (the transfer engine
+# over tcp:// and mem:// against raw TCP and memcpy) and UCX RMA
+# (peers/ucx_rma_peer.c) alternately, one table of medians and ratios.
 #
 # compare (the default) measures tagwire and every peer alternately in one
 # run: it installs the peers (bench/peers/) and gnuplot when they are
@@ -38,12 +43,14 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 what=compare
 case "${1:-}" in
-compare | ring | tcp | all | reconnect)
+compare | ring | tcp | all | reconnect | engine)
 	what=$1
 	shift
 	;;
 esac
 [ "$what" != compare ] || exec bench/compare.sh "$@"
+# engine: the transfer engine, raw TCP, memcpy and UCX RMA, alternately.
+[ "$what" != engine ] || exec bench/engine_compare.sh "$@"
 
 run() {
 	printf '+ %s\n' "$*"

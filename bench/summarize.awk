@@ -16,6 +16,12 @@
 #
 #   shm  latency and rate: bare ring      bandwidth: memcpy
 #   tcp  latency: raw-busy-poll           bandwidth and rate: raw-blocking
+#   eng-tcp  bandwidth: raw-ack (engine_bench's raw TCP stream, one ack
+#            per block)
+#   eng-mem  bandwidth: memcpy
+#
+# The engine sections also have the metrics "post time" and "completion"
+# (us, no ratio), which get rows of their own in the table.
 #
 # Latency ratios above 1 and bandwidth or rate ratios below 1 mean slower
 # than the baseline.
@@ -39,6 +45,9 @@ BEGIN {
 		wl_rank[wls[i]] = i
 		wl_seen[wls[i]] = 1
 	}
+	# engine_bench's workloads: a rank, but no row unless measured.
+	wl_rank["bw 4 KiB"] = 2.5
+	wl_rank["bw 1024x4 KiB"] = 5.5
 	rank_list(met_rank, "one-way median,one-way p99,bandwidth,rate," \
 	    "preemptions")
 	rank_list(con_rank, "memcpy,bare ring,tw_ring,shm link,raw-blocking," \
@@ -175,6 +184,12 @@ function baseline(s, w, m,    k) {
 		return k == "bw" ? "memcpy" : "bare ring"
 	if (s == "tcp")
 		return k == "lat" ? "raw-busy-poll" : "raw-blocking"
+	if (m != "bandwidth")
+		return ""
+	if (s == "eng-tcp")
+		return "raw-ack"
+	if (s == "eng-mem")
+		return "memcpy"
 	return ""
 }
 
@@ -319,10 +334,25 @@ function pad(t, n, right) {
 	return t
 }
 
+# engine_bench's rows: after the others, each workload's average post
+# time, then its median completion time, where section s has them.
+function engine_rows(s,    j, w, k, mm) {
+	split("post time,completion", mm, ",")
+	for (k = 1; k <= 2; k++)
+		for (j = 1; j <= nwl; j++) {
+			w = wls[j]
+			if (!((s, w, mm[k]) in unit_of))
+				continue
+			row_w[++nrow] = w; row_m[nrow] = mm[k]
+			row_l[nrow] = (k == 1 ? "post " : "done ") substr(w, 4)
+		}
+}
+
 function print_tables(    i, s, r, b, c, u, wid, t, line, sep) {
-	table_rows()
 	for (i = 1; i <= nsec; i++) {
 		s = secs[i]
+		table_rows()
+		engine_rows(s)
 		print ""
 		print "## " sec_title(s) ": medians of " nrounds " round(s); in " \
 		    "parentheses the ratio to " baselines_of(s)
@@ -353,6 +383,10 @@ function print_tables(    i, s, r, b, c, u, wid, t, line, sep) {
 		print line
 		print sep
 		for (r = 1; r <= nrow; r++) {
+			# The engine sections leave out the rows of workloads
+			# they do not have (latency, rate).
+			if (s ~ /^eng-/ && !row_has(s, r))
+				continue
 			line = "| " pad(row_l[r], wid[0], 0) " | " \
 			    pad(unit_cell[r], wid[-1], 0) " |"
 			for (b = 1; b <= ncon[s]; b++)
@@ -363,6 +397,13 @@ function print_tables(    i, s, r, b, c, u, wid, t, line, sep) {
 	print ""
 	print "Latency ratios above 1 and bandwidth or rate ratios below 1 " \
 	    "mean slower than the baseline; n/a: not measured."
+}
+
+function row_has(s, r,    b) {
+	for (b = 1; b <= ncon[s]; b++)
+		if (cells[r, b] != "n/a")
+			return 1
+	return 0
 }
 
 function dashes(n,    t) {
@@ -377,6 +418,10 @@ function sec_title(s) {
 		return "shm (shared memory)"
 	if (s == "tcp")
 		return "tcp (TCP on loopback)"
+	if (s == "eng-tcp")
+		return "eng-tcp (the transfer engine, tcp://127.0.0.1)"
+	if (s == "eng-mem")
+		return "eng-mem (the transfer engine, mem://; UCX over sm)"
 	return s
 }
 
@@ -385,6 +430,10 @@ function baselines_of(s) {
 		return "bare ring (latency, rate) or memcpy (bandwidth)"
 	if (s == "tcp")
 		return "raw-busy-poll (latency) or raw-blocking (bandwidth, rate)"
+	if (s == "eng-tcp")
+		return "raw-ack (bandwidth)"
+	if (s == "eng-mem")
+		return "memcpy (bandwidth)"
 	return "nothing (no baseline for this section)"
 }
 

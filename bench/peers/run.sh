@@ -150,12 +150,15 @@ build_cmd() { # peer -> the compile command, one word per line
 		"$here/mpi_peer.c" "$util" ;;
 	ucx) printf '%s\n' cc "${cf[@]}" -o "$build/ucx_peer" \
 		"$here/ucx_peer.c" "$util" -lucp -lucs ;;
+	ucx-rma) printf '%s\n' cc "${cf[@]}" -o "$build/ucx_rma_peer" \
+		"$here/ucx_rma_peer.c" "$util" -lucp -lucs ;;
 	esac
 }
 
 prog_of() {
 	case $1 in
 	openmpi) echo "$build/mpi_peer" ;;
+	ucx-rma) echo "$build/ucx_rma_peer" ;;
 	*) echo "$build/${1}_peer" ;;
 	esac
 }
@@ -165,7 +168,7 @@ pkgs_of() {
 	zmq) echo libzmq3-dev ;;
 	nng) echo libnng-dev ;;
 	openmpi) echo libopenmpi-dev openmpi-bin ;;
-	ucx) echo libucx-dev ;;
+	ucx | ucx-rma) echo libucx-dev ;;
 	esac
 }
 
@@ -174,9 +177,11 @@ peers=()
 IFS=, read -r -a wanted <<<"$only"
 for p in "${wanted[@]}"; do
 	case $p in
-	zmq | nng | openmpi | ucx) peers+=("$p") ;;
+	# ucx-rma (UCX put/get, the peer of engine_bench) is built here
+	# but measured by bench/run.sh engine, in engine_bench's format.
+	zmq | nng | openmpi | ucx | ucx-rma) peers+=("$p") ;;
 	*)
-		echo "run.sh: unknown peer '$p' (zmq, nng, openmpi, ucx)" >&2
+		echo "run.sh: unknown peer '$p' (zmq, nng, openmpi, ucx, ucx-rma)" >&2
 		exit 2
 		;;
 	esac
