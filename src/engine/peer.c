@@ -87,42 +87,27 @@ static void out_free(tw_engine *e, eng_out *o)
 }
 
 // --- sending ---------------------------------------------------------------------
+//
+// The sending thread packs what is ready -- control frames, replies and
+// chunks -- into one message of at most PACK_MAX bytes, small data inline,
+// so that a batch of small posts or a run of acknowledgements costs one
+// message, not one each.  A chunk larger than INLINE_MAX ends the pack and
+// its bytes go as the next message, straight from registered memory.
 
-static int send_hdr(eng_peer *p, const tw__eng_hdr *h)
-{
-	unsigned char b[TW_ENG_HDR_SIZE];
-	tw__eng_hdr_encode(h, b);
-	return tw_send(p->link, p->other, TAG, b, sizeof(b));
-}
+#define PACK_MAX (64 * 1024)
+#define INLINE_MAX (32 * 1024)
+#define SLOTS_MAX 128
 
-// Sends a queued frame; mtx held, released while sending.
-static int send_out(eng_peer *p, eng_out *o)
-{
-	tw_engine *e = p->e;
-	const void *data = o->owned;
-	if (o->reg != NULL) {
-		if (o->reg->dead) {
-			// Deregistered while the reply waited: not a byte of it.
-			o->h.status = TW_EINVAL;
-			o->h.len = 0;
-		} else {
-			data = o->reg->base + o->reg_off;
-		}
-	}
-	pthread_mutex_unlock(&e->mtx);
-	int status = send_hdr(p, &o->h);
-	if (status == TW_OK && tw__eng_hdr_has_data(&o->h))
-		status = tw_send(p->link, p->other, TAG, data, o->h.len);
-	pthread_mutex_lock(&e->mtx);
-	if (status == TW_OK && o->reg != NULL && o->h.status == TW_OK)
-		p->st.bytes_sent += o->h.len;
-	out_free(e, o);
-	return status;
-}
+typedef struct slot {
+	tw__eng_hdr h;
+	const unsigned char *src; // the frame's data, or NULL
+	eng_op *op; // held (io) while its bytes are copied, or NULL
+	eng_reg *reg; // referenced while its bytes are copied, or NULL
+	eng_out *o; // the queued frame, freed once sent, or NULL
+} slot;
 
-// Issues the next chunk of the oldest active op; mtx held, released while
-// sending.
-static int send_chunk(eng_peer *p)
+// The next chunk of the oldest active op, issued into *sl.  mtx held.
+static void take_chunk(eng_peer *p, slot *sl)
 {
 	tw_engine *e = p->e;
 	eng_op *op = p->active;
@@ -136,7 +121,6 @@ static int send_chunk(eng_peer *p)
 	if (op->issued < op->len)
 		tw__eng_peer_activate(p, op); // round robin between ops
 	tw__eng_hdr h = { .len = (uint32_t)n };
-	const unsigned char *data = NULL;
 	if (op->kind == OP_WRITE || op->kind == OP_READ) {
 		h.type = op->kind == OP_WRITE ? TW_ENG_WRITE : TW_ENG_READ;
 		h.a = op->id;
@@ -150,47 +134,141 @@ static int send_chunk(eng_peer *p)
 		h.c = off;
 		h.d = op->id;
 	}
-	eng_reg *r = NULL;
+	*sl = (slot) { .h = h };
 	if (op->kind != OP_READ) {
-		data = op->ptr + off;
-		r = op->reg;
-		r->refs++;
+		sl->src = op->ptr + off;
+		sl->op = op;
+		sl->reg = op->reg;
+		sl->reg->refs++;
 		op->io++;
 	}
-	pthread_mutex_unlock(&e->mtx);
-	int status = send_hdr(p, &h);
-	if (status == TW_OK && data != NULL)
-		status = tw_send(p->link, p->other, TAG, data, n);
-	pthread_mutex_lock(&e->mtx);
-	if (data != NULL) {
-		op->io--;
-		tw__eng_reg_unref(e, r);
+}
+
+// A queued frame into *sl.  mtx held.
+static void take_out(eng_peer *p, slot *sl)
+{
+	eng_out *o = p->out;
+	p->out = o->next;
+	if (p->out == NULL)
+		p->out_tail = NULL;
+	*sl = (slot) { .h = o->h, .o = o, .src = o->owned };
+	if (o->reg != NULL) {
+		if (o->reg->dead) {
+			// Deregistered while the reply waited: not a byte of it.
+			sl->h.status = TW_EINVAL;
+			sl->h.len = 0;
+			sl->src = NULL;
+		} else {
+			sl->src = o->reg->base + o->reg_off;
+		}
 	}
-	return status;
+}
+
+// Data bytes of what would be taken next (0: none), or -1: nothing.
+// mtx held.
+static int64_t next_size(eng_peer *p)
+{
+	if (p->out != NULL) {
+		const eng_out *o = p->out;
+		if (o->reg != NULL && o->reg->dead)
+			return 0;
+		return tw__eng_hdr_has_data(&o->h) ? (int64_t)o->h.len : 0;
+	}
+	if (p->stop || p->active == NULL || p->inflight >= p->max_inflight)
+		return -1;
+	eng_op *op = p->active;
+	if (op->kind == OP_READ)
+		return 0;
+	size_t n = op->len - op->issued;
+	return (int64_t)(n > (size_t)p->e->chunk ? (size_t)p->e->chunk : n);
+}
+
+// Takes what fits one pack into sl[]; *bulk: the last one's data goes as
+// its own message.  mtx held.
+static size_t gather(eng_peer *p, slot *sl, bool *bulk)
+{
+	size_t n = 0, used = 0;
+	*bulk = false;
+	while (n < SLOTS_MAX) {
+		int64_t d = next_size(p);
+		if (d < 0)
+			break;
+		bool big = d > INLINE_MAX;
+		size_t frame = TW_ENG_HDR_SIZE + (big ? 0 : (size_t)d);
+		if (n > 0 && used + frame > PACK_MAX)
+			break;
+		if (p->out != NULL)
+			take_out(p, &sl[n]);
+		else
+			take_chunk(p, &sl[n]);
+		bool data = tw__eng_hdr_has_data(&sl[n].h);
+		if (data && !big)
+			sl[n].h.flags |= TW_ENG_F_INLINE;
+		n++;
+		used += frame;
+		if (data && big) {
+			*bulk = true;
+			break;
+		}
+	}
+	return n;
+}
+
+// Releases what the slots held, once sent (ok) or not.  mtx held.
+static void release(eng_peer *p, slot *sl, size_t n, bool ok)
+{
+	tw_engine *e = p->e;
+	for (size_t i = 0; i < n; i++) {
+		if (sl[i].op != NULL)
+			sl[i].op->io--;
+		if (sl[i].reg != NULL)
+			tw__eng_reg_unref(e, sl[i].reg);
+		if (sl[i].o != NULL) {
+			if (ok && sl[i].o->reg != NULL
+			    && sl[i].h.status == TW_OK)
+				p->st.bytes_sent += sl[i].h.len;
+			out_free(e, sl[i].o);
+		}
+	}
+	pthread_cond_broadcast(&e->cv);
 }
 
 static void *tx_main(void *arg)
 {
 	eng_peer *p = arg;
 	tw_engine *e = p->e;
+	slot *sl = malloc(SLOTS_MAX * sizeof(*sl));
+	unsigned char *pack = malloc(PACK_MAX);
 	pthread_mutex_lock(&e->mtx);
-	while (!p->stop || (p->drain && p->out != NULL)) {
-		int status;
-		if (p->out != NULL) {
-			eng_out *o = p->out;
-			p->out = o->next;
-			if (p->out == NULL)
-				p->out_tail = NULL;
-			status = send_out(p, o);
-		} else if (p->stop) {
-			break;
-		} else if (p->active != NULL
-		    && p->inflight < p->max_inflight) {
-			status = send_chunk(p);
-		} else {
+	if (sl == NULL || pack == NULL)
+		tw__eng_peer_fail(p, TW_ENOMEM);
+	while (sl != NULL && pack != NULL
+	    && (!p->stop || (p->drain && p->out != NULL))) {
+		bool bulk;
+		size_t n = gather(p, sl, &bulk);
+		if (n == 0) {
+			if (p->stop)
+				break;
 			pthread_cond_wait(&p->txcv, &e->mtx);
 			continue;
 		}
+		pthread_mutex_unlock(&e->mtx);
+		size_t used = 0;
+		for (size_t i = 0; i < n; i++) {
+			tw__eng_hdr_encode(&sl[i].h, pack + used);
+			used += TW_ENG_HDR_SIZE;
+			if ((sl[i].h.flags & TW_ENG_F_INLINE)
+			    && sl[i].h.len > 0) {
+				memcpy(pack + used, sl[i].src, sl[i].h.len);
+				used += sl[i].h.len;
+			}
+		}
+		int status = tw_send(p->link, p->other, TAG, pack, used);
+		if (status == TW_OK && bulk)
+			status = tw_send(p->link, p->other, TAG, sl[n - 1].src,
+			    sl[n - 1].h.len);
+		pthread_mutex_lock(&e->mtx);
+		release(p, sl, n, status == TW_OK);
 		if (status != TW_OK) {
 			tw__eng_peer_fail(
 			    p, status == TW_ECLOSED ? TW_ECLOSED : TW_EPEER);
@@ -198,6 +276,8 @@ static void *tx_main(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&e->mtx);
+	free(sl);
+	free(pack);
 	return NULL;
 }
 
@@ -214,6 +294,26 @@ static int recv_data(eng_peer *p, void *dst, size_t n)
 	if (status == TW_OK && got != n)
 		return TW_EPROTO;
 	return status;
+}
+
+// A frame's data into dst[0..n): from the pack (inl) or the next message.
+static int take_data(
+    eng_peer *p, void *dst, size_t n, const unsigned char *inl)
+{
+	if (inl != NULL) {
+		if (n > 0)
+			memcpy(dst, inl, n);
+		return TW_OK;
+	}
+	return recv_data(p, dst, n);
+}
+
+static int skip_data(eng_peer *p, size_t n);
+
+// A frame's data that nothing takes.
+static int drop_data(eng_peer *p, size_t n, const unsigned char *inl)
+{
+	return inl != NULL ? TW_OK : skip_data(p, n);
 }
 
 // Drops the data message of a frame that nothing takes.
@@ -245,15 +345,16 @@ static int answered(eng_peer *p)
 	return TW_OK;
 }
 
-static int on_write(eng_peer *p, const tw__eng_hdr *h)
+static int on_write(
+    eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
 	pthread_mutex_lock(&e->mtx);
 	eng_reg *r
 	    = tw__eng_reg_check(e, h->b, h->c, h->d, h->len, TW_ACCESS_WRITE);
 	pthread_mutex_unlock(&e->mtx);
-	int status = r != NULL ? recv_data(p, r->base + h->d, h->len)
-	                       : skip_data(p, h->len);
+	int status = r != NULL ? take_data(p, r->base + h->d, h->len, inl)
+	                       : drop_data(p, h->len, inl);
 	pthread_mutex_lock(&e->mtx);
 	if (r != NULL) {
 		tw__eng_reg_unref(e, r);
@@ -317,7 +418,8 @@ static int on_read(eng_peer *p, const tw__eng_hdr *h)
 	return TW_OK;
 }
 
-static int on_rdata(eng_peer *p, const tw__eng_hdr *h)
+static int on_rdata(
+    eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
 	pthread_mutex_lock(&e->mtx);
@@ -349,8 +451,8 @@ static int on_rdata(eng_peer *p, const tw__eng_hdr *h)
 	if (r != NULL)
 		r->refs++;
 	pthread_mutex_unlock(&e->mtx);
-	status = op != NULL ? recv_data(p, op->ptr + at, h->len)
-	                    : skip_data(p, h->len);
+	status = op != NULL ? take_data(p, op->ptr + at, h->len, inl)
+	                    : drop_data(p, h->len, inl);
 	pthread_mutex_lock(&e->mtx);
 	if (op != NULL) {
 		op->io--;
@@ -393,7 +495,8 @@ static int on_cts(eng_peer *p, const tw__eng_hdr *h)
 	return TW_OK;
 }
 
-static int on_sdata(eng_peer *p, const tw__eng_hdr *h)
+static int on_sdata(
+    eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
 	pthread_mutex_lock(&e->mtx);
@@ -411,8 +514,8 @@ static int on_sdata(eng_peer *p, const tw__eng_hdr *h)
 		r->refs++;
 	}
 	pthread_mutex_unlock(&e->mtx);
-	int status = op != NULL ? recv_data(p, op->ptr + h->c, h->len)
-	                        : skip_data(p, h->len);
+	int status = op != NULL ? take_data(p, op->ptr + h->c, h->len, inl)
+	                        : drop_data(p, h->len, inl);
 	pthread_mutex_lock(&e->mtx);
 	bool took = false;
 	if (op != NULL) {
@@ -468,15 +571,17 @@ static int on_rcancel(eng_peer *p, const tw__eng_hdr *h)
 	return TW_OK;
 }
 
-static int on_notify(eng_peer *p, const tw__eng_hdr *h)
+static int on_notify(
+    eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
 	if (h->len > (uint64_t)e->max_msg)
 		return TW_EPROTO;
 	eng_note *n = calloc(1, sizeof(*n));
 	void *data = malloc(h->len > 0 ? h->len : 1);
-	int status = n != NULL && data != NULL ? recv_data(p, data, h->len)
-	                                       : TW_ENOMEM;
+	int status = n != NULL && data != NULL
+	    ? take_data(p, data, h->len, inl)
+	    : TW_ENOMEM;
 	if (status != TW_OK) {
 		free(n);
 		free(data);
@@ -503,18 +608,19 @@ static int on_notify(eng_peer *p, const tw__eng_hdr *h)
 }
 
 // Handles one frame.  TW_OK, or an error that fails the peer.
-static int on_frame(eng_peer *p, const tw__eng_hdr *h)
+static int on_frame(
+    eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
 	switch (h->type) {
 	case TW_ENG_WRITE:
-		return on_write(p, h);
+		return on_write(p, h, inl);
 	case TW_ENG_RDATA:
-		return on_rdata(p, h);
+		return on_rdata(p, h, inl);
 	case TW_ENG_SDATA:
-		return on_sdata(p, h);
+		return on_sdata(p, h, inl);
 	case TW_ENG_NOTIFY:
-		return on_notify(p, h);
+		return on_notify(p, h, inl);
 	default:
 		break;
 	}
@@ -561,24 +667,48 @@ static int on_frame(eng_peer *p, const tw__eng_hdr *h)
 	return status;
 }
 
+// Handles the frames of one pack (wire.h).  TW_OK, or an error that fails
+// the peer.
+static int on_pack(eng_peer *p, const unsigned char *b, size_t n)
+{
+	size_t at = 0;
+	if (n == 0)
+		return TW_EPROTO;
+	while (at < n) {
+		tw__eng_hdr h;
+		if (n - at < TW_ENG_HDR_SIZE
+		    || tw__eng_hdr_decode(b + at, TW_ENG_HDR_SIZE, &h)
+		        != TW_OK)
+			return TW_EPROTO;
+		at += TW_ENG_HDR_SIZE;
+		const unsigned char *inl = NULL;
+		if (h.flags & TW_ENG_F_INLINE) {
+			if (h.len > n - at)
+				return TW_EPROTO;
+			inl = b + at;
+			at += h.len;
+		} else if (tw__eng_hdr_has_data(&h) && at != n) {
+			return TW_EPROTO; // bulk data follows only the last frame
+		}
+		int status = on_frame(p, &h, inl);
+		if (status != TW_OK)
+			return status;
+	}
+	return TW_OK;
+}
+
 static void *rx_main(void *arg)
 {
 	eng_peer *p = arg;
 	tw_engine *e = p->e;
 	int status;
 	for (;;) {
-		unsigned char b[TW_ENG_HDR_SIZE];
-		size_t got = 0;
-		status
-		    = tw_recv_into(p->link, p->other, TAG, b, sizeof(b), &got);
-		if (status == TW_ETRUNC)
-			status = TW_EPROTO;
+		tw_buf m = { 0 };
+		status = tw_recv(p->link, p->other, TAG, &m);
 		if (status != TW_OK)
 			break;
-		tw__eng_hdr h;
-		status = tw__eng_hdr_decode(b, got, &h);
-		if (status == TW_OK)
-			status = on_frame(p, &h);
+		status = on_pack(p, m.data, m.len);
+		tw_buf_free(&m);
 		if (status != TW_OK)
 			break;
 	}

@@ -162,7 +162,7 @@ void tw__eng_hdr_encode(
     const tw__eng_hdr *h, unsigned char out[TW_ENG_HDR_SIZE])
 {
 	out[0] = h->type;
-	out[1] = 0;
+	out[1] = h->flags;
 	put16(out + 2, (uint16_t)h->status);
 	put32(out + 4, h->len);
 	put64(out + 8, h->a);
@@ -189,9 +189,10 @@ int tw__eng_hdr_decode(const void *buf, size_t len, tw__eng_hdr *out)
 {
 	const unsigned char *p = buf;
 	if (p == NULL || len != TW_ENG_HDR_SIZE || p[0] < TW_ENG_HELLO
-	    || p[0] > TW_ENG_TYPE_MAX || p[1] != 0)
+	    || p[0] > TW_ENG_TYPE_MAX || (p[1] & ~TW_ENG_F_INLINE) != 0)
 		return TW_EPROTO;
 	tw__eng_hdr h = { .type = p[0],
+		.flags = p[1],
 		.status = (int16_t)get16(p + 2),
 		.len = get32(p + 4),
 		.a = get64(p + 8),
@@ -204,6 +205,8 @@ int tw__eng_hdr_decode(const void *buf, size_t len, tw__eng_hdr *out)
 	    || h.type == TW_ENG_WACK || h.type == TW_ENG_SACK
 	    || h.type == TW_ENG_RDATA;
 	if (!sized && h.len != 0)
+		return TW_EPROTO;
+	if ((h.flags & TW_ENG_F_INLINE) && !tw__eng_hdr_has_data(&h))
 		return TW_EPROTO;
 	*out = h;
 	return TW_OK;

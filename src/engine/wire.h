@@ -61,11 +61,14 @@ int tw__eng_desc_decode(const void *buf, size_t len, tw__eng_desc *out);
 
 // --- frames ----------------------------------------------------------------------
 //
-// Engines talk over a link of two parties, each frame one message of tag
-// "e"; a frame that carries data is followed at once by a message of
-// exactly `len` bytes.  The 40-byte header:
+// Engines talk over a link of two parties in messages of tag "e".  A
+// message is a pack of frames, each a 40-byte header and, when its flags
+// say INLINE, its `len` bytes of data right after it.  A frame that
+// carries data without INLINE must be the pack's last: its data is the
+// next message, of exactly `len` bytes (bulk data is never copied into a
+// pack).  The header:
 //
-//   0 u8 type   1 u8 0   2 i16 status   4 u32 len
+//   0 u8 type   1 u8 flags   2 i16 status   4 u32 len
 //   8 u64 a    16 u64 b   24 u64 c     32 u64 d
 enum {
 	TW_ENG_HELLO = 1, // a: instance, b: largest notification accepted
@@ -85,9 +88,12 @@ enum {
 	TW_ENG_TYPE_MAX = TW_ENG_NOTIFY
 };
 #define TW_ENG_HDR_SIZE 40
+// Header flags.
+#define TW_ENG_F_INLINE 1 // the data follows the header in the same pack
 
 typedef struct tw__eng_hdr {
 	uint8_t type;
+	uint8_t flags; // TW_ENG_F_*
 	int16_t status;
 	uint32_t len;
 	uint64_t a, b, c, d;
@@ -95,8 +101,8 @@ typedef struct tw__eng_hdr {
 
 void tw__eng_hdr_encode(
     const tw__eng_hdr *h, unsigned char out[TW_ENG_HDR_SIZE]);
-// TW_OK, or TW_EPROTO unless exactly 40 bytes with a known type, a zero
-// pad byte, a status that is 0 or a tagwire status code, and len 0 for a
+// TW_OK, or TW_EPROTO unless exactly 40 bytes with a known type, flags
+// that are 0 or INLINE (only on a frame that carries data), a status that is 0 or a tagwire status code, and len 0 for a
 // frame that carries no data and no length.
 int tw__eng_hdr_decode(const void *buf, size_t len, tw__eng_hdr *out);
 // Whether a frame of this header is followed by a data message.

@@ -606,11 +606,20 @@ static void test_hdr_hostile(void **state)
 		TW_FAIL(hdr_dec(v, TW_ENG_HDR_SIZE, &out), TW_EPROTO);
 	}
 
-	// The pad byte, any non-zero value.
-	for (unsigned pad = 1; pad < 256; pad++) {
+	// Flags: any unknown bit.
+	for (unsigned pad = 2; pad < 256; pad++) {
 		memcpy(v, buf, sizeof(buf));
 		v[1] = (unsigned char)pad;
 		TW_FAIL(hdr_dec(v, TW_ENG_HDR_SIZE, &out), TW_EPROTO);
+	}
+	// INLINE only on frames that carry data.
+	for (uint8_t t = TW_ENG_HELLO; t <= TW_ENG_TYPE_MAX; t++) {
+		tw__eng_hdr x = { .type = t, .flags = TW_ENG_F_INLINE };
+		tw__eng_hdr_encode(&x, v);
+		int want = tw__eng_hdr_has_data(&x) ? TW_OK : TW_EPROTO;
+		if (hdr_dec(v, TW_ENG_HDR_SIZE, &out) != want)
+			fail_msg(
+			    "type %u INLINE: want %s", t, tw_err_name(want));
 	}
 
 	// Statuses: positive ones and those below the last code, on every
@@ -643,7 +652,7 @@ static void test_hdr_hostile(void **state)
 	memset(&before, 0x5a, sizeof(before));
 	out = before;
 	memcpy(v, buf, sizeof(buf));
-	v[1] = 1;
+	v[1] = 2;
 	TW_FAIL(hdr_dec(v, TW_ENG_HDR_SIZE, &out), TW_EPROTO);
 	assert_memory_equal(&out, &before, sizeof(out));
 }

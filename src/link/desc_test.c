@@ -95,6 +95,7 @@ static const documented docs[] = {
 	{ TW_OPT_RECV_BUFFER, 64 * MiB, 4 * KiB, (int64_t)1 << 40 },
 	{ TW_OPT_HEARTBEAT_MS, 1000, 0, 3600000 },
 	{ TW_OPT_SHM_LOCAL, 0, 0, 1 },
+	{ TW_OPT_WINDOW, 16, 1, 1024 },
 };
 
 #define N_DOCS (sizeof(docs) / sizeof(docs[0]))
