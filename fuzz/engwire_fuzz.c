@@ -1,6 +1,7 @@
 // Fuzz target: the transfer engine's bytes from a stranger -- an info blob
-// (tw_engine_connect), a memory descriptor (tw_mem_unpack) and a frame
-// header (every frame a peer sends), decoded as the engine decodes them.
+// (tw_engine_connect), a memory descriptor (tw_mem_unpack), a frame header
+// and a pack of frames (every message a peer sends), decoded as the engine
+// decodes them.
 //
 // The whole input goes to each of the three decoders, and its first 40 and
 // 48 bytes also to the header and descriptor decoders, so that mutations
@@ -104,8 +105,36 @@ static void hdr(const uint8_t *data, size_t size)
 	free(buf);
 }
 
+// The input as a pack of frames: every frame found lies inside it, each
+// step moves forward, and the walk ends.
+static void pack(const uint8_t *data, size_t size)
+{
+	unsigned char *buf = copy_of(data, size);
+	if (buf == NULL)
+		return;
+	size_t at = 0;
+	for (;;) {
+		size_t before = at;
+		tw__eng_hdr h;
+		const unsigned char *inl;
+		int rv = tw__eng_pack_next(buf, size, &at, &h, &inl);
+		require(rv == TW_OK || rv == TW_EAGAIN || rv == TW_EPROTO);
+		if (rv != TW_OK) {
+			require(at == before);
+			break;
+		}
+		require(at > before && at <= size);
+		if (inl != NULL)
+			require(inl >= buf && inl + h.len <= buf + size);
+		else if (tw__eng_hdr_has_data(&h))
+			require(at == size);
+	}
+	free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	pack(data, size);
 	info(data, size);
 	desc(data, size);
 	hdr(data, size);

@@ -674,27 +674,17 @@ static int on_pack(eng_peer *p, const unsigned char *b, size_t n)
 	size_t at = 0;
 	if (n == 0)
 		return TW_EPROTO;
-	while (at < n) {
+	for (;;) {
 		tw__eng_hdr h;
-		if (n - at < TW_ENG_HDR_SIZE
-		    || tw__eng_hdr_decode(b + at, TW_ENG_HDR_SIZE, &h)
-		        != TW_OK)
-			return TW_EPROTO;
-		at += TW_ENG_HDR_SIZE;
-		const unsigned char *inl = NULL;
-		if (h.flags & TW_ENG_F_INLINE) {
-			if (h.len > n - at)
-				return TW_EPROTO;
-			inl = b + at;
-			at += h.len;
-		} else if (tw__eng_hdr_has_data(&h) && at != n) {
-			return TW_EPROTO; // bulk data follows only the last frame
-		}
-		int status = on_frame(p, &h, inl);
+		const unsigned char *inl;
+		int status = tw__eng_pack_next(b, n, &at, &h, &inl);
+		if (status == TW_EAGAIN)
+			return TW_OK;
+		if (status == TW_OK)
+			status = on_frame(p, &h, inl);
 		if (status != TW_OK)
 			return status;
 	}
-	return TW_OK;
 }
 
 static void *rx_main(void *arg)

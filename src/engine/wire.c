@@ -211,3 +211,27 @@ int tw__eng_hdr_decode(const void *buf, size_t len, tw__eng_hdr *out)
 	*out = h;
 	return TW_OK;
 }
+
+int tw__eng_pack_next(const unsigned char *b, size_t n, size_t *at,
+    tw__eng_hdr *h, const unsigned char **inl)
+{
+	*inl = NULL;
+	if (*at >= n)
+		return TW_EAGAIN;
+	size_t left = n - *at;
+	if (left < TW_ENG_HDR_SIZE
+	    || tw__eng_hdr_decode(b + *at, TW_ENG_HDR_SIZE, h) != TW_OK)
+		return TW_EPROTO;
+	left -= TW_ENG_HDR_SIZE;
+	if (h->flags & TW_ENG_F_INLINE) {
+		if (h->len > left)
+			return TW_EPROTO;
+		*inl = b + *at + TW_ENG_HDR_SIZE;
+		*at += TW_ENG_HDR_SIZE + h->len;
+		return TW_OK;
+	}
+	if (tw__eng_hdr_has_data(h) && left != 0)
+		return TW_EPROTO; // bulk data follows only the last frame
+	*at += TW_ENG_HDR_SIZE;
+	return TW_OK;
+}

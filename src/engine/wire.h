@@ -108,6 +108,14 @@ int tw__eng_hdr_decode(const void *buf, size_t len, tw__eng_hdr *out);
 // Whether a frame of this header is followed by a data message.
 bool tw__eng_hdr_has_data(const tw__eng_hdr *h);
 
+// The next frame of a pack b[0..n) at *at: its header, and *inl its
+// inline data (NULL when it has none there).  TW_OK (and *at moves past
+// it), TW_EAGAIN at the end of the pack, TW_EPROTO for a short header, a
+// header that does not decode, inline data past the end, or bulk data
+// announced by a frame that is not the last.
+int tw__eng_pack_next(const unsigned char *b, size_t n, size_t *at,
+    tw__eng_hdr *h, const unsigned char **inl);
+
 // Engine names: 1..64 bytes of [A-Za-z0-9._-].
 bool tw__eng_name_ok(const char *name);
 

@@ -810,6 +810,59 @@ static void test_mutations(void **state)
 		assert_int_equal(check_all(seeds[i], seed_len[i]), 1);
 }
 
+// Packs: frames back to back, inline data after its header, bulk data
+// announced only by the last frame.
+static void test_pack(void **state)
+{
+	(void)state;
+	unsigned char b[4 * TW_ENG_HDR_SIZE + 16];
+	size_t n = 0;
+	tw__eng_hdr w = { .type = TW_ENG_WRITE,
+		.flags = TW_ENG_F_INLINE,
+		.len = 8,
+		.a = 1 };
+	tw__eng_hdr_encode(&w, b);
+	memcpy(b + TW_ENG_HDR_SIZE, "ABCDEFGH", 8);
+	n = TW_ENG_HDR_SIZE + 8;
+	tw__eng_hdr a = { .type = TW_ENG_WACK, .len = 8, .a = 2 };
+	tw__eng_hdr_encode(&a, b + n);
+	n += TW_ENG_HDR_SIZE;
+	tw__eng_hdr s = { .type = TW_ENG_SDATA, .len = 1 << 20, .a = 3 };
+	tw__eng_hdr_encode(&s, b + n);
+	n += TW_ENG_HDR_SIZE;
+
+	size_t at = 0;
+	tw__eng_hdr h;
+	const unsigned char *inl;
+	TW_PASS(tw__eng_pack_next(b, n, &at, &h, &inl));
+	assert_int_equal(h.type, TW_ENG_WRITE);
+	assert_ptr_equal(inl, b + TW_ENG_HDR_SIZE);
+	TW_PASS(tw__eng_pack_next(b, n, &at, &h, &inl));
+	assert_int_equal(h.type, TW_ENG_WACK);
+	assert_null(inl);
+	TW_PASS(tw__eng_pack_next(b, n, &at, &h, &inl));
+	assert_int_equal(h.type, TW_ENG_SDATA); // bulk: the next message
+	assert_null(inl);
+	assert_int_equal(at, n);
+	TW_FAIL(tw__eng_pack_next(b, n, &at, &h, &inl), TW_EAGAIN);
+
+	// Every truncation: a short header or inline data past the end.
+	for (size_t cut = 1; cut < TW_ENG_HDR_SIZE + 8; cut++) {
+		at = 0;
+		TW_FAIL(tw__eng_pack_next(b, cut, &at, &h, &inl), TW_EPROTO);
+		assert_int_equal(at, 0);
+	}
+	// Bulk data announced by a frame that is not the last.
+	memcpy(b + n, b, TW_ENG_HDR_SIZE);
+	at = 2 * TW_ENG_HDR_SIZE + 8;
+	TW_FAIL(tw__eng_pack_next(b, n + TW_ENG_HDR_SIZE, &at, &h, &inl),
+	    TW_EPROTO);
+	// A header that does not decode.
+	b[TW_ENG_HDR_SIZE + 8] = 0;
+	at = TW_ENG_HDR_SIZE + 8;
+	TW_FAIL(tw__eng_pack_next(b, n, &at, &h, &inl), TW_EPROTO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -821,6 +874,7 @@ int main(void)
 		cmocka_unit_test(test_hdr_roundtrip),
 		cmocka_unit_test(test_hdr_has_data),
 		cmocka_unit_test(test_hdr_hostile),
+		cmocka_unit_test(test_pack),
 		cmocka_unit_test(test_mutations),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
