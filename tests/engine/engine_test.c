@@ -397,6 +397,12 @@ static void test_tagged_sizes(void **state)
 		opts o = { .stripes = stripes, .window = 16 };
 		tagged_sizes(&o, big, 2);
 	}
+	// 64 MiB in 4 KiB chunks: 16384 of them, packed (16 MiB under the
+	// sanitizers' slowdown).
+	const size_t many[]
+	    = { tw_test_scale_ms(1) > 1 ? 16 << 20 : 64 << 20 };
+	opts o = { .stripes = 4, .window = 16, .chunk = 4096 };
+	tagged_sizes(&o, many, 1);
 }
 
 static void test_batch_and_fifo(void **state)
