@@ -7,7 +7,10 @@
 # Each program runs one round at a time (--rounds 1), and the order of the
 # programs rotates from round to round, so that every contender meets the
 # same conditions (other load, the hypervisor's placement of the vCPUs) as
-# its baseline.
+# its baseline.  The programs: ring_bench, tcp_bench, engine_bench (the
+# transfer engine against raw TCP and memcpy, sections eng-tcp and eng-mem),
+# the peers through bench/peers/run.sh, and UCX RMA (peers/ucx_rma_peer.c,
+# the engine's peer) over tcp and over shm as two programs of its own.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,15 +25,19 @@ run() {
 usage() {
 	cat <<'EOF'
 usage: bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
-                    [--peers LIST] [--bw-mib N]
+                    [--peers LIST] [--bw-mib N] [--no-engine]
   --quick        a smoke run: 2 rounds, and each program's --quick
   --rounds N     rounds (default 5, quick 2)
   --tsv FILE     the TSV (default bench/results/perf.tsv); the programs'
                  output goes next to it, FILE without .tsv plus .log
   --svg FILE     the picture (default docs/perf.svg)
-  --peers LIST   comma-separated peers out of zmq,nng,openmpi,ucx (default
-                 all), or none
-  --bw-mib N     MiB streamed per bandwidth figure (default 1024, quick 64)
+  --peers LIST   comma-separated peers out of zmq,nng,openmpi,ucx,ucx-rma
+                 (default all), or none; ucx-rma is UCX put/get, the
+                 engine's peer
+  --bw-mib N     MiB streamed per bandwidth figure (default 1024, quick 64;
+                 the engine rows: default 256, quick 32)
+  --no-engine    leave out engine_bench (and with it the engine's
+                 baselines raw-ack and memcpy of eng-tcp and eng-mem)
 EOF
 }
 
@@ -38,12 +45,14 @@ quick=0
 rounds=
 tsv=bench/results/perf.tsv
 svg=docs/perf.svg
-peers_opt=zmq,nng,openmpi,ucx
+peers_opt=zmq,nng,openmpi,ucx,ucx-rma
 bw_mib=
+engine=1
 orig_args=("$@")
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1 ;;
+	--no-engine) engine=0 ;;
 	--rounds | --tsv | --svg | --peers | --bw-mib)
 		[ $# -ge 2 ] || {
 			usage >&2
@@ -84,9 +93,10 @@ if [ "$peers_opt" != none ]; then
 	IFS=, read -r -a peers <<<"$peers_opt"
 	for p in "${peers[@]}"; do
 		case $p in
-		zmq | nng | openmpi | ucx) ;;
+		zmq | nng | openmpi | ucx | ucx-rma) ;;
 		*)
-			echo "bench/run.sh: unknown peer '$p' (zmq, nng, openmpi, ucx, none)" >&2
+			echo "bench/run.sh: unknown peer '$p' (zmq, nng, openmpi," \
+				"ucx, ucx-rma, none)" >&2
 			exit 2
 			;;
 		esac
@@ -96,9 +106,13 @@ fi
 if [ "$quick" = 1 ]; then
 	rounds=${rounds:-2}
 	limit=300 # seconds per program run of one round
+	# UCX RMA moves what engine_bench --quick does: 32 MiB and at most
+	# 2,000 transfers per figure.
+	rma_mib=32 rma_xfers=2000
 else
 	rounds=${rounds:-5}
 	limit=1500
+	rma_mib=256 rma_xfers=20000
 fi
 prog_args=(--rounds 1)
 smoke=
@@ -107,6 +121,12 @@ if [ "$quick" = 1 ]; then
 	smoke=" (--quick: a smoke run, figures are rough)"
 fi
 [ -n "$bw_mib" ] && prog_args+=(--bw-mib "$bw_mib")
+# engine_bench and UCX RMA keep their own default bytes per figure (256 MiB,
+# quick 32) unless --bw-mib says otherwise; ucx_rma_peer takes 16 or more.
+if [ -n "$bw_mib" ]; then
+	rma_mib=$bw_mib
+	[ "$rma_mib" -ge 16 ] || rma_mib=16
+fi
 
 log=${tsv%.tsv}.log
 mkdir -p "$(dirname "$tsv")" "$(dirname "$svg")" "$build"
@@ -138,7 +158,11 @@ if ! command -v gnuplot >/dev/null; then
 fi
 
 run cmake -S bench -B "$build" -DCMAKE_BUILD_TYPE=Release --log-level=WARNING
-run cmake --build "$build" --target ring_bench tcp_bench -j "$jobs"
+targets=(ring_bench tcp_bench)
+[ "$engine" = 0 ] || targets+=(engine_bench)
+run cmake --build "$build" --target "${targets[@]}" -j "$jobs"
+# Where bench/peers/run.sh builds the peer programs (its BUILD_DIR).
+peers_build=${BUILD_DIR:-bench/peers/build}
 
 # The peers that built; those that did not are reported (why_not), and
 # their cells in the table read n/a.
@@ -171,16 +195,44 @@ fi
 # ---------------------------------------------------------------------------
 
 progs=(ring_bench tcp_bench)
+[ "$engine" = 0 ] || progs+=(engine_bench)
 for p in ${ready[@]+"${ready[@]}"}; do
-	progs+=("peer:$p")
+	case $p in
+	# UCX RMA is run directly, one program per transport, like
+	# bench/run.sh engine does.
+	ucx-rma) progs+=(ucx-rma-tcp ucx-rma-shm) ;;
+	*) progs+=("peer:$p") ;;
+	esac
 done
 
-cmd_of() { # program, TSV file -> the command, one word per line
+# The peer a program belongs to ("" for tagwire's own programs).
+peer_of() {
+	case $1 in
+	peer:*) echo "${1#peer:}" ;;
+	ucx-rma-*) echo ucx-rma ;;
+	esac
+}
+
+cmd_of() { # program, TSV file, round -> the command, one word per line
 	local t=(timeout -k 10 "$limit")
 	case $1 in
 	peer:*)
 		printf '%s\n' "${t[@]}" bench/peers/run.sh --prebuilt \
 			--only "${1#peer:}" "${prog_args[@]}" --tsv "$2"
+		;;
+	engine_bench)
+		# Its own bytes per figure unless --bw-mib was given.
+		local a=(--rounds 1)
+		[ "$quick" = 1 ] && a+=(--quick)
+		[ -n "$bw_mib" ] && a+=(--bw-mib "$bw_mib")
+		printf '%s\n' "${t[@]}" "$build/engine_bench" "${a[@]}" --tsv "$2"
+		;;
+	ucx-rma-*)
+		# The TSV goes to stdout (see the rounds below).
+		printf '%s\n' "${t[@]}" "$peers_build/ucx_rma_peer" \
+			--transport "${1#ucx-rma-}" --round "$3" \
+			--bw-mib "$rma_mib" --lat-iters "$rma_xfers" \
+			--watchdog "$((limit - 15))"
 		;;
 	*) printf '%s\n' "${t[@]}" "$build/$1" "${prog_args[@]}" --tsv "$2" ;;
 	esac
@@ -207,12 +259,15 @@ for ((r = 1; r <= rounds; r++)); do
 		prog=${progs[$(((k + r - 1) % n))]}
 		[ -z "${dropped[$prog]:-}" ] || continue
 		out=$work/$r-${prog#peer:}.tsv
-		mapfile -t cmd < <(cmd_of "$prog" "$out")
+		mapfile -t cmd < <(cmd_of "$prog" "$out" "$r")
 		show "${cmd[*]}"
 		printf '\n### round %d/%d: %s\n\n' "$r" "$rounds" "${cmd[*]}" >>"$log"
 		start=$SECONDS
 		rc=0
-		"${cmd[@]}" >>"$log" 2>&1 </dev/null || rc=$?
+		case $prog in
+		ucx-rma-*) "${cmd[@]}" >"$out" 2>>"$log" </dev/null || rc=$? ;;
+		*) "${cmd[@]}" >>"$log" 2>&1 </dev/null || rc=$? ;;
+		esac
 		got=0
 		if [ -s "$out" ]; then
 			awk -v round="$r" -f bench/merge.awk "$out" >"$work/new.tsv"
@@ -234,11 +289,14 @@ for ((r = 1; r <= rounds; r++)); do
 			"$got figures kept ($took s); the end of its output:"
 		tail -n 8 "$log" | sed 's/^/    /'
 		case $prog in
-		peer:*)
+		peer:* | ucx-rma-*)
 			# The baselines run every round; a peer that failed is
 			# left out of the rounds to come.
 			dropped[$prog]=1
-			why_not[${prog#peer:}]="FAILED in round $r ($what), left out from then on"
+			p=$(peer_of "$prog")
+			what="FAILED in round $r ($what), left out from then on"
+			[ "$prog" = "peer:$p" ] || what="over ${prog#ucx-rma-}: $what"
+			why_not[$p]="${why_not[$p]:+${why_not[$p]}; }$what"
 			;;
 		*) why_not[$prog]="${why_not[$prog]:+${why_not[$prog]}; }FAILED in round $r ($what)" ;;
 		esac
@@ -252,13 +310,27 @@ done
 # The contenders meant to be measured: one without figures reads n/a.
 shm_c="memcpy,bare ring,tw_ring,shm link"
 tcp_c="raw-blocking,raw-busy-poll,tagwire"
+eng_tcp_c='' eng_mem_c=''
+if [ "$engine" = 1 ]; then
+	eng_tcp_c="raw-ack,raw-stream"
+	for st in 1 2 4; do
+		eng_tcp_c+=",write s$st,read s$st,send s$st"
+	done
+	eng_mem_c="memcpy,write,read,send"
+fi
 for p in ${peers[@]+"${peers[@]}"}; do
 	case $p in
+	ucx-rma)
+		eng_tcp_c+="${eng_tcp_c:+,}ucx put,ucx get"
+		eng_mem_c+="${eng_mem_c:+,}ucx put,ucx get"
+		continue
+		;;
 	openmpi | ucx) shm_c+=",$p" ;;
 	esac
 	tcp_c+=",$p"
 done
 contenders="shm=$shm_c;tcp=$tcp_c"
+[ -z "$eng_tcp_c" ] || contenders+=";eng-tcp=$eng_tcp_c;eng-mem=$eng_mem_c"
 summarize() { awk -v mode="$1" -v contenders="$contenders" -f bench/summarize.awk "$rows"; }
 
 version_of() {
@@ -271,6 +343,9 @@ version_of() {
 }
 versions=
 for p in ${peers[@]+"${peers[@]}"}; do
+	# ucx-rma is UCX too: named once.
+	[ "$p" != ucx-rma ] || [[ ",$peers_opt," != *,ucx,* ]] || continue
+	[ "$p" != ucx-rma ] || p=ucx
 	versions+="${versions:+, }$(version_of "$p")"
 done
 rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
@@ -285,7 +360,11 @@ rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	say "# rounds $rounds$smoke; the order of the programs rotates" \
 		"from round to round: ${progs[*]#peer:}"
 	say "# baselines: shm: bare ring (latency, rate), memcpy (bandwidth);" \
-		"tcp: raw-busy-poll (latency), raw-blocking (bandwidth, rate)"
+		"tcp: raw-busy-poll (latency), raw-blocking (bandwidth, rate);" \
+		"eng-tcp: raw-ack (bandwidth); eng-mem: memcpy (bandwidth)"
+	[ -z "$eng_tcp_c" ] || say "# engine_bench and UCX RMA:" \
+		"${bw_mib:-$rma_mib} MiB and at most $rma_xfers transfers per" \
+		"figure; the batch 1024x4 KiB has no baseline, so no ratio"
 	say "# round: 1..N one round's figure, median: the median over the" \
 		"rounds, ratio: the median over the baseline's median"
 	printf 'section\tworkload\tcontender\tmetric\tunit\tround\tvalue\n'
@@ -296,7 +375,7 @@ rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
 table=$(summarize table)
 say "$table"
 printf '\n%s\n' "$table" >>"$log"
-for p in ring_bench tcp_bench ${peers[@]+"${peers[@]}"}; do
+for p in ring_bench tcp_bench engine_bench ${peers[@]+"${peers[@]}"}; do
 	[ -z "${why_not[$p]:-}" ] || say "$p: ${why_not[$p]}"
 done
 say ""
@@ -308,9 +387,12 @@ if [ "$plot" = 1 ]; then
 	title="tagwire and its peers, $(date -u +%Y-%m-%d): nproc $ncpu, $cpu"
 	sub="medians of $rounds round(s)${smoke:+ (--quick, rough)}; over each"
 	sub+=" bar its ratio to the baseline measured in the same run"
+	# A fourth panel for the engine rows, when there are any.
+	panels=3
+	grep -q '^eng-' "$rows" && panels=4
 	show "gnuplot -c bench/plot.gp ... $svg"
 	if gnuplot -c bench/plot.gp "$work/plot.dat" "$svg" "$title" "$sub" \
-		>"$work/gnuplot.log" 2>&1; then
+		"$panels" >"$work/gnuplot.log" 2>&1; then
 		say "picture: $svg"
 	else
 		say "gnuplot failed, no picture:"

@@ -1,6 +1,6 @@
 # plot.gp: the picture of a comparison run of bench/run.sh (docs/perf.svg).
 #
-#   gnuplot -c bench/plot.gp DATA OUT.svg TITLE [SUBTITLE]
+#   gnuplot -c bench/plot.gp DATA OUT.svg TITLE [SUBTITLE [PANELS]]
 #
 # DATA is the output of `awk -v mode=plot -f bench/summarize.awk`: three
 # blocks (latency, bandwidth, rate), each with a header line and one line
@@ -10,18 +10,23 @@
 # contenders lie orders of magnitude apart; the number over a bar is its
 # ratio to the baseline of the same run, the figure that carries over to
 # other machines.
+#
+# PANELS 4 (default 3) adds a fourth panel from DATA's fourth block: the
+# transfer engine's bandwidth (sections eng-tcp and eng-mem), one group per
+# contender, bars for 1 MiB, 16 MiB and the batch of 1024 WRITEs of 4 KiB.
 
 if (ARGC < 3) {
-	print "usage: gnuplot -c bench/plot.gp DATA OUT.svg TITLE [SUBTITLE]"
+	print "usage: gnuplot -c bench/plot.gp DATA OUT.svg TITLE [SUBTITLE [PANELS]]"
 	exit status 2
 }
 data = ARG1
 title = (ARGC >= 4 && ARG4 ne "") ? ARG3 . "\n" . ARG4 : ARG3
+panels = (ARGC >= 5 && ARG5 eq "4") ? 4 : 3
 
 # noenhanced: CPU models hold characters (@, _) that enhanced text would
 # take for markup.
-set terminal svg size 1100,1350 dynamic noenhanced font "sans,12" \
-	background "white"
+set terminal svg size 1100,(panels == 4 ? 1800 : 1350) dynamic noenhanced \
+	font "sans,12" background "white"
 set output ARG2
 set encoding utf8
 set datafile separator "\t"
@@ -66,8 +71,16 @@ sections(b) = sprintf("stats data index %d using (strcol(1)[1:4] eq 'shm ' ? 1 :
 	set label 'shared memory' at -0.5, graph 0.94 left font ',11'; \
 	set label 'TCP on loopback' at nshm - 0.4, graph 0.94 left font ',11'", b)
 
+# The same for the engine panel: eng-tcp's groups, then eng-mem's.
+eng_sections(b) = sprintf("stats data index %d using (strcol(1)[1:8] eq 'eng-tcp ' ? 1 : 0) nooutput; \
+	ntcp = STATS_sum; set xrange [-0.6 : STATS_records - 0.4]; \
+	unset arrow; unset label; \
+	set arrow from ntcp - 0.5, graph 0 to ntcp - 0.5, graph 1 nohead dt 2 lc 'grey40'; \
+	set label 'engine over tcp://127.0.0.1 (UCX over tcp)' at -0.5, graph 0.94 left font ',11'; \
+	set label 'engine over mem:// (UCX over sm)' at ntcp - 0.4, graph 0.94 left font ',11'", b)
+
 set logscale y
-set multiplot layout 3,1 title title font "sans,15"
+set multiplot layout panels,1 title title font "sans,15"
 
 eval sections(0)
 set title "One-way latency, median (lower is better); over the bars: ratio to bare ring (shm) or raw-busy-poll (tcp)"
@@ -98,5 +111,20 @@ set ylabel "million messages/s"
 plot data index 2 using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
 	'' index 2 using (bar_x($0, 1, 1)):(lab_y($2, $3)):(lab_t($3)) \
 		with labels rotate by 90 left font ",9" notitle
+
+if (panels == 4) {
+	eval eng_sections(3)
+	set title "Transfer engine, bandwidth, one transfer in flight (higher is better); over the bars: ratio to raw-ack (tcp) or memcpy (mem)"
+	set ylabel "GB/s (1e9 B/s)"
+	plot data index 3 using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
+		'' index 3 using 3 title columnheader(3) lc rgb word(colors, 2), \
+		'' index 3 using 4 title columnheader(4) lc rgb word(colors, 3), \
+		'' index 3 using (bar_x($0, 1, 3)):(lab_y($2, $5)):(lab_t($5)) \
+			with labels rotate by 90 left font ",9" notitle, \
+		'' index 3 using (bar_x($0, 2, 3)):(lab_y($3, $6)):(lab_t($6)) \
+			with labels rotate by 90 left font ",9" notitle, \
+		'' index 3 using (bar_x($0, 3, 3)):(lab_y($4, $7)):(lab_t($7)) \
+			with labels rotate by 90 left font ",9" notitle
+}
 
 unset multiplot

@@ -3,18 +3,20 @@
 # that builds the library from this checkout) and runs them:
 #
 #   bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
-#                [--peers LIST] [--bw-mib N]
+#                [--peers LIST] [--bw-mib N] [--no-engine]
 #   bench/run.sh ring|tcp|all|reconnect [ARGS...]
 #   bench/run.sh engine [--quick] [--rounds N] [--tsv FILE] [--bw-mib N]
 #
 # engine runs bench/engine_compare.sh: engine_bench (the transfer engine
 # over tcp:// and mem:// against raw TCP and memcpy) and UCX RMA
 # (peers/ucx_rma_peer.c) alternately, one table of medians and ratios.
+# compare measures them too, in its rounds with the others.
 #
 # compare (the default) measures tagwire and every peer alternately in one
 # run: it installs the peers (bench/peers/) and gnuplot when they are
-# missing and it is root, builds, then runs ring_bench, tcp_bench and each
-# peer for one round each, round after round in an order that rotates, and
+# missing and it is root, builds, then runs ring_bench, tcp_bench,
+# engine_bench, each peer and UCX RMA (over tcp and over shm) for one round
+# each, round after round in an order that rotates, and
 # writes one TSV of every figure with the medians and each figure's ratio
 # to its baseline of the same run (default bench/results/perf.tsv, the
 # programs' own output next to it as perf.log), prints the table and draws

@@ -21,14 +21,20 @@
 #   eng-mem  bandwidth: memcpy
 #
 # The engine sections also have the metrics "post time" and "completion"
-# (us, no ratio), which get rows of their own in the table.
+# (us, no ratio), which get rows of their own in the table.  Their
+# workloads "bw 4 KiB" and "bw 1024x4 KiB" (a batch of 1024 WRITEs of
+# 4 KiB, which no baseline measures, so it has no ratio) appear in the
+# tables of the engine sections only, and the engine sections in the
+# picture's fourth block only (see mode=plot).
 #
 # Latency ratios above 1 and bandwidth or rate ratios below 1 mean slower
 # than the baseline.
 #
 # contenders="shm=a,b;tcp=c,d" names the contenders of each section that
 # the run meant to measure (default: the programs' and all peers'); one
-# without figures shows as n/a rather than disappearing.  Plain POSIX awk.
+# without figures shows as n/a rather than disappearing.
+# eng_plot="eng-tcp=a,b;eng-mem=c" picks the engine contenders of the
+# picture (mode=plot).  Plain POSIX awk.
 
 BEGIN {
 	FS = OFS = "\t"
@@ -37,13 +43,14 @@ BEGIN {
 	if (contenders == "")
 		contenders = "shm=memcpy,bare ring,tw_ring,shm link,openmpi,ucx;" \
 		    "tcp=raw-blocking,raw-busy-poll,tagwire,zmq,nng,openmpi,ucx"
-	rank_list(sec_rank, "shm,tcp")
+	rank_list(sec_rank, "shm,tcp,eng-tcp,eng-mem")
 	# Every known workload gets a row of the table, measured or not.
 	nwl = split("lat 8 B,lat 4 KiB,bw 64 KiB,bw 1 MiB,bw 16 MiB," \
 	    "rate 8 B stream", wls, ",")
 	for (i = 1; i <= nwl; i++) {
 		wl_rank[wls[i]] = i
 		wl_seen[wls[i]] = 1
+		wl_main[wls[i]] = 1 # a workload of shm and tcp
 	}
 	# engine_bench's workloads: a rank, but no row unless measured.
 	wl_rank["bw 4 KiB"] = 2.5
@@ -51,7 +58,23 @@ BEGIN {
 	rank_list(met_rank, "one-way median,one-way p99,bandwidth,rate," \
 	    "preemptions")
 	rank_list(con_rank, "memcpy,bare ring,tw_ring,shm link,raw-blocking," \
-	    "raw-busy-poll,tagwire,zmq,nng,openmpi,ucx")
+	    "raw-busy-poll,tagwire,zmq,nng,openmpi,ucx,raw-ack,raw-stream," \
+	    "write s1,read s1,send s1,write s2,read s2,send s2,write s4," \
+	    "read s4,send s4,write,read,send,ucx put,ucx get")
+	# The picture's engine panel: these contenders of the engine
+	# sections, the others are in the TSV and the table only.
+	if (eng_plot == "")
+		eng_plot = "eng-tcp=write s1,read s1,send s1,write s4,raw-ack," \
+		    "raw-stream,ucx put,ucx get;" \
+		    "eng-mem=write,read,send,memcpy,ucx put,ucx get"
+	ns = split(eng_plot, parts, ";")
+	for (i = 1; i <= ns; i++) {
+		if (split(parts[i], kv, "=") != 2)
+			continue
+		nc = split(kv[2], cs, ",")
+		for (j = 1; j <= nc; j++)
+			in_eng_plot[kv[1], cs[j]] = 1
+	}
 	ns = split(contenders, parts, ";")
 	for (i = 1; i <= ns; i++) {
 		if (split(parts[i], kv, "=") != 2)
@@ -75,6 +98,8 @@ NF == 7 && $6 ~ /^[0-9]+$/ && $7 ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0
 		wls[++nwl] = w
 		rank_extra(wl_rank, w)
 	}
+	if (s !~ /^eng-/)
+		wl_main[w] = 1
 	if (!(m in met_seen)) {
 		met_seen[m] = 1
 		mets[++nmet] = m
@@ -348,7 +373,7 @@ function engine_rows(s,    j, w, k, mm) {
 		}
 }
 
-function print_tables(    i, s, r, b, c, u, wid, t, line, sep) {
+function print_tables(    i, s, r, b, c, u, wid, t, line, sep, skip) {
 	for (i = 1; i <= nsec; i++) {
 		s = secs[i]
 		table_rows()
@@ -357,19 +382,28 @@ function print_tables(    i, s, r, b, c, u, wid, t, line, sep) {
 		print "## " sec_title(s) ": medians of " nrounds " round(s); in " \
 		    "parentheses the ratio to " baselines_of(s)
 		print ""
+		for (r = 1; r <= nrow; r++) {
+			u = unit_of[s, row_w[r], row_m[r]]
+			unit_cell[r] = u == "" ? default_unit(row_w[r], row_m[r]) : u
+			for (b = 1; b <= ncon[s]; b++)
+				cells[r, b] = cell(s, row_w[r], con[s, b], row_m[r])
+			# The engine sections leave out the rows of workloads
+			# they do not have (latency, rate); shm and tcp those
+			# of the engine's own workloads.
+			skip[r] = s ~ /^eng-/ ? !row_has(s, r) : !(row_w[r] in wl_main)
+		}
 		wid[0] = length("workload"); wid[-1] = length("unit")
 		for (b = 1; b <= ncon[s]; b++)
 			wid[b] = length(con[s, b])
 		for (r = 1; r <= nrow; r++) {
-			u = unit_of[s, row_w[r], row_m[r]]
-			unit_cell[r] = u == "" ? default_unit(row_w[r], row_m[r]) : u
+			if (skip[r])
+				continue
 			if (length(row_l[r]) > wid[0])
 				wid[0] = length(row_l[r])
 			if (length(unit_cell[r]) > wid[-1])
 				wid[-1] = length(unit_cell[r])
 			for (b = 1; b <= ncon[s]; b++) {
-				t = cell(s, row_w[r], con[s, b], row_m[r])
-				cells[r, b] = t
+				t = cells[r, b]
 				if (length(t) > wid[b])
 					wid[b] = length(t)
 			}
@@ -383,9 +417,7 @@ function print_tables(    i, s, r, b, c, u, wid, t, line, sep) {
 		print line
 		print sep
 		for (r = 1; r <= nrow; r++) {
-			# The engine sections leave out the rows of workloads
-			# they do not have (latency, rate).
-			if (s ~ /^eng-/ && !row_has(s, r))
+			if (skip[r])
 				continue
 			line = "| " pad(row_l[r], wid[0], 0) " | " \
 			    pad(unit_cell[r], wid[-1], 0) " |"
@@ -442,21 +474,34 @@ function baselines_of(s) {
 # ---------------------------------------------------------------------------
 
 # Three blocks for gnuplot's `index`, two blank lines apart: latency (the
-# medians), bandwidth and rate.  A block has a header line and one line per
-# section and contender with figures of its metric: the label, then each
-# workload's median and its ratio to the baseline, NaN where missing.  A
-# contender without any figure at all gets a line of NaN in every block,
-# labelled n/a, so that the picture shows it is missing.
-function print_plot(    p, i, j, b, s, c, m, n, w, line, any, v, r, lbl) {
-	split("one-way median,bandwidth,rate", pm, ",")
-	for (p = 1; p <= 3; p++) {
+# medians), bandwidth and rate of the sections shm and tcp.  A block has a
+# header line and one line per section and contender with figures of its
+# metric: the label, then each workload's median and its ratio to the
+# baseline, NaN where missing.  A contender without any figure at all gets
+# a line of NaN in every block, labelled n/a, so that the picture shows it
+# is missing.
+#
+# When the run has engine sections (eng-tcp, eng-mem), a fourth block has
+# their bandwidth at three workloads, always these three columns: bw 1 MiB,
+# bw 16 MiB, bw 1024x4 KiB; only the contenders of eng_plot
+# ("eng-tcp=a,b;eng-mem=c,d", default below in BEGIN), n/a as above.
+function print_plot(    p, i, j, b, s, c, m, n, w, line, any, v, r, lbl, eng) {
+	split("one-way median,bandwidth,rate,bandwidth", pm, ",")
+	eng = 0
+	for (i = 1; i <= nsec; i++)
+		if (secs[i] ~ /^eng-/)
+			eng = 1
+	for (p = 1; p <= 3 + eng; p++) {
 		m = pm[p]
 		if (p > 1)
 			printf "\n\n"
 		n = 0
-		for (j = 1; j <= nwl; j++)
-			if (metric_of(wls[j]) == m)
-				pw[++n] = wls[j]
+		if (p == 4)
+			n = split("bw 1 MiB,bw 16 MiB,bw 1024x4 KiB", pw, ",")
+		else
+			for (j = 1; j <= nwl; j++)
+				if (metric_of(wls[j]) == m && (wls[j] in wl_main))
+					pw[++n] = wls[j]
 		line = "contender"
 		for (j = 1; j <= n; j++)
 			line = line OFS pw[j]
@@ -465,8 +510,12 @@ function print_plot(    p, i, j, b, s, c, m, n, w, line, any, v, r, lbl) {
 		print line
 		for (i = 1; i <= nsec; i++) {
 			s = secs[i]
+			if ((p == 4) != (s ~ /^eng-/))
+				continue
 			for (b = 1; b <= ncon[s]; b++) {
 				c = con[s, b]
+				if (p == 4 && !((s, c) in in_eng_plot))
+					continue
 				any = 0
 				line = ""
 				for (j = 1; j <= n; j++) {

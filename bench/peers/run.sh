@@ -178,7 +178,8 @@ IFS=, read -r -a wanted <<<"$only"
 for p in "${wanted[@]}"; do
 	case $p in
 	# ucx-rma (UCX put/get, the peer of engine_bench) is built here
-	# but measured by bench/run.sh engine, in engine_bench's format.
+	# but measured by bench/run.sh (compare and engine), in engine_bench's
+	# format.
 	zmq | nng | openmpi | ucx | ucx-rma) peers+=("$p") ;;
 	*)
 		echo "run.sh: unknown peer '$p' (zmq, nng, openmpi, ucx, ucx-rma)" >&2

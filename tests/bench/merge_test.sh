@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# bench/merge.awk on the three shapes of TSV that the benchmarks write
-# (ring_bench; tcp_bench; the peers), as bench/run.sh's comparison merges
-# them: one shape of row, the comparison's round number, the programs'
-# names mapped to ring_bench's, their own medians, ratios, sanity checks
-# and unmeasured figures left out.
+# bench/merge.awk on the four shapes of TSV that the benchmarks write
+# (ring_bench; tcp_bench; the peers; engine_bench and ucx_rma_peer), as
+# bench/run.sh's comparison merges them: one shape of row, the comparison's
+# round number, the programs' names mapped to ring_bench's, their own
+# medians, ratios, sanity checks and unmeasured figures left out.
 #
 #   bash merge_test.sh BENCH_DIR
 set -uo pipefail
@@ -53,6 +53,18 @@ nng|tcp|rate|8|1|0.031|Mps
 nng|tcp|rate|8|1|nan|Mps
 EOF
 
+# engine_bench's --tsv and ucx_rma_peer's stdout: the rows of the
+# comparison already, under the header "esection ...".
+tsv >"$tmp/engine.tsv" <<'EOF'
+# engine_bench --rounds 1 --quick --tsv FILE
+esection|workload|contender|metric|unit|round|value
+eng-tcp|bw 1 MiB|write s1|bandwidth|GB/s|1|1.25
+eng-tcp|bw 1 MiB|write s1|post time|us|1|12.5
+eng-tcp|bw 1 MiB|raw-ack|bandwidth|GB/s|median|2
+eng-mem|bw 1024x4 KiB|ucx put|bandwidth|GB/s|1|4.5
+eng-mem|bw 16 MiB|memcpy|bandwidth|GB/s|1|nan
+EOF
+
 tsv >"$tmp/expected" <<'EOF'
 shm|lat 8 B|bare ring|one-way median|us|7|0.2500
 shm|lat 8 B|tw_ring|one-way p99|us|7|1.5000
@@ -66,18 +78,22 @@ tcp|lat 8 B|zmq|one-way median|us|7|20.5
 shm|lat 4 KiB|ucx|one-way p99|us|7|0.9
 shm|bw 64 KiB|ucx|bandwidth|GB/s|7|6.25
 tcp|rate 8 B stream|nng|rate|M/s|7|0.031
+eng-tcp|bw 1 MiB|write s1|bandwidth|GB/s|7|1.25
+eng-tcp|bw 1 MiB|write s1|post time|us|7|12.5
+eng-mem|bw 1024x4 KiB|ucx put|bandwidth|GB/s|7|4.5
 EOF
 
 "$awk" -v round=7 -f "$bench/merge.awk" "$tmp/ring.tsv" "$tmp/tcp.tsv" \
-	"$tmp/peer.tsv" >"$tmp/got" 2>"$tmp/err" || fail "exit status $?"
+	"$tmp/peer.tsv" "$tmp/engine.tsv" >"$tmp/got" 2>"$tmp/err" ||
+	fail "exit status $?"
 [ -s "$tmp/err" ] && fail "stderr: $(cat "$tmp/err")"
 if ! diff -u "$tmp/expected" "$tmp/got"; then
 	fail "the merged rows differ"
 fi
 
 # The files may come in any order: each is recognised by its header.
-"$awk" -v round=7 -f "$bench/merge.awk" "$tmp/peer.tsv" "$tmp/ring.tsv" \
-	"$tmp/tcp.tsv" | sort >"$tmp/got2"
+"$awk" -v round=7 -f "$bench/merge.awk" "$tmp/engine.tsv" "$tmp/peer.tsv" \
+	"$tmp/ring.tsv" "$tmp/tcp.tsv" | sort >"$tmp/got2"
 sort "$tmp/expected" | diff -u - "$tmp/got2" >/dev/null ||
 	fail "another order of the files gives other rows"
 
@@ -92,6 +108,8 @@ tail -n 2 "$tmp/tcp.tsv" >"$tmp/headless.tsv"
 	fail "summarize.awk on the merged rows: exit status $?"
 grep -q "^tcp${T}lat 8 B${T}zmq${T}one-way median${T}us${T}median${T}20.5\$" \
 	"$tmp/sum" || fail "summarize.awk lost a merged row"
+grep -q "^eng-mem${T}bw 1024x4 KiB${T}ucx put${T}bandwidth${T}GB/s${T}median${T}4.5\$" \
+	"$tmp/sum" || fail "summarize.awk lost a merged engine row"
 
 if [ "$fails" -gt 0 ]; then
 	echo "$fails failure(s)"

@@ -2,7 +2,9 @@
 # bench/summarize.awk on a fixed run of three rounds (rounds.tsv): the
 # medians and ratios it writes (rounds.expected.tsv, each figure worked out
 # by hand), the table's cells, n/a for contenders and figures that are
-# missing, and the same answers from a finished TSV read again.
+# missing, and the same answers from a finished TSV read again.  Then the
+# engine rows (engine_rounds.tsv, two rounds) of the same comparison: their
+# ratios to raw-ack and memcpy, their tables and the picture's fourth block.
 #
 #   bash summarize_test.sh BENCH_DIR
 # shellcheck disable=SC2016 # the awk programs are meant for awk, not bash
@@ -151,6 +153,87 @@ diff -u "$tmp/rows" "$tmp/again" >"$tmp/diff" ||
 	fail "the finished TSV gives other rows: $(cat "$tmp/diff")"
 
 summarize bogus "$here/rounds.tsv" >/dev/null 2>&1 && fail "mode=bogus accepted"
+
+# --- the engine rows --------------------------------------------------------
+
+eng="$here/engine_rounds.tsv"
+summarize rows "$eng" >"$tmp/rows" 2>"$tmp/err" || fail "engine rows: exit status $?"
+[ -s "$tmp/err" ] && fail "engine rows wrote to stderr: $(cat "$tmp/err")"
+# Two rounds: the mean of the middle two.
+expect_row eng-tcp "bw 1 MiB" raw-ack bandwidth median 3
+expect_row eng-tcp "bw 1 MiB" "write s1" "post time" median 15
+expect_row eng-tcp "bw 1 MiB" "write s1" bandwidth ratio 0.5000
+expect_row eng-tcp "bw 1 MiB" "write s2" bandwidth ratio 0.6667
+expect_row eng-tcp "bw 1 MiB" "ucx put" bandwidth ratio 2.0000
+expect_row eng-tcp "bw 16 MiB" "send s1" bandwidth ratio 0.2000
+expect_row eng-tcp "bw 4 KiB" "write s1" bandwidth ratio 0.5000
+expect_row eng-mem "bw 16 MiB" read bandwidth ratio 0.2500
+expect_row eng-mem "bw 16 MiB" "ucx put" bandwidth ratio 0.8000
+grep -q $'^eng-tcp\tbw 1 MiB\twrite s1\tbandwidth\tratio to raw-ack\tratio\t' \
+	"$tmp/rows" || fail "no unit 'ratio to raw-ack'"
+# No baseline measures the batch; post time and completion have no ratio.
+grep -q $'^eng-[a-z]*\tbw 1024x4 KiB\t[^\t]*\t[^\t]*\t[^\t]*\tratio' "$tmp/rows" &&
+	fail "a ratio of the batch"
+grep -Eq $'\t(post time|completion)\t[^\t]*\tratio\t' "$tmp/rows" &&
+	fail "a ratio of post time or completion"
+
+# The engine rows with the others, as in bench/run.sh's comparison.
+cat "$here/rounds.tsv" "$eng" >"$tmp/both.tsv"
+summarize table -v contenders="shm=bare ring;tcp=raw-blocking;eng-tcp=raw-ack,ucx get;eng-mem=memcpy" \
+	"$tmp/both.tsv" >"$tmp/table" || fail "engine table: exit status $?"
+expect_cell eng-tcp "bw 1 MiB" "write s1" "1.50 (0.50x)"
+expect_cell eng-tcp "bw 1 MiB" "ucx put" "6.00 (2.00x)"
+expect_cell eng-tcp "bw 16 MiB" "send s1" "1.00 (0.20x)"
+expect_cell eng-tcp "bw 1024x4 KiB" "write s1" "0.800"
+expect_cell eng-tcp "bw 1 MiB" "ucx get" "n/a"
+expect_cell eng-tcp "post 1 MiB" "write s1" "15.0"
+expect_cell eng-tcp "done 1 MiB" "raw-ack" "500"
+expect_cell eng-mem "bw 16 MiB" read "2.50 (0.25x)"
+expect_cell eng-mem "bw 1024x4 KiB" write "3.00"
+# The shm and tcp tables stay as they were; the engine tables have no
+# latency or rate rows.
+expect_cell shm "lat 8 B" tw_ring "0.500 (2.00x)"
+for s in shm tcp; do
+	for row in "bw 4 KiB" "bw 1024x4 KiB" "post 1 MiB"; do
+		[ -z "$(cell "$s" "$row" "bare ring")$(cell "$s" "$row" raw-blocking)" ] ||
+			fail "table $s has a row '$row'"
+	done
+done
+[ -z "$(cell eng-tcp "lat 8 B" raw-ack)$(cell eng-mem "rate 8 B" memcpy)" ] ||
+	fail "an engine table with a latency or rate row"
+grep -q 'medians of 3 round(s)' "$tmp/table" || fail "the table does not say 3 rounds"
+
+# The picture: the engine's block comes fourth, with three fixed columns
+# and only the contenders of eng_plot; the first three blocks stay shm's
+# and tcp's alone.
+summarize plot "$tmp/both.tsv" >"$tmp/plot" || fail "engine plot: exit status $?"
+block() { # N -> the lines of block N (1..)
+	"$awk" -v want="$1" 'BEGIN { n = 1 }
+		/^$/ { blank++; next }
+		{ if (blank >= 2) n++; blank = 0 }
+		n == want' "$tmp/plot"
+}
+{ [ -n "$(block 4)" ] && [ -z "$(block 5)" ]; } ||
+	fail "mode=plot: not 4 blocks with engine rows"
+{ block 1 && block 2 && block 3; } | grep -q '^eng-' &&
+	fail "mode=plot: engine lines in the first three blocks"
+T=$'\t'
+want="contender${T}bw 64 KiB${T}bw 1 MiB${T}bw 16 MiB${T}ratio bw 64 KiB"
+want+="${T}ratio bw 1 MiB${T}ratio bw 16 MiB"
+[ "$(block 2 | head -n 1)" = "$want" ] ||
+	fail "mode=plot: the bandwidth block has other columns: $(block 2 | head -n 1)"
+want="contender${T}bw 1 MiB${T}bw 16 MiB${T}bw 1024x4 KiB${T}ratio bw 1 MiB"
+want+="${T}ratio bw 16 MiB${T}ratio bw 1024x4 KiB"
+[ "$(block 4 | head -n 1)" = "$want" ] ||
+	fail "mode=plot: the engine block has other columns: $(block 4 | head -n 1)"
+block 4 | grep -q $'^eng-tcp write s1\t1.5\t2.5\t0.8\t0.5000\t0.5000\tNaN$' ||
+	fail "mode=plot: no engine line for eng-tcp write s1"
+block 4 | grep -q $'^eng-mem ucx put\tNaN\t8\tNaN\tNaN\t0.8000\tNaN$' ||
+	fail "mode=plot: no engine line for eng-mem ucx put"
+block 4 | grep -q '^eng-tcp write s2' && fail "mode=plot: write s2, not in eng_plot"
+summarize plot -v eng_plot="eng-tcp=write s2" "$tmp/both.tsv" >"$tmp/plot"
+[ "$(block 4 | sed 1d | cut -f1)" = "eng-tcp write s2" ] ||
+	fail "mode=plot: eng_plot not obeyed: $(block 4 | sed 1d | cut -f1)"
 
 if [ "$fails" -gt 0 ]; then
 	echo "$fails failure(s)"
