@@ -12,7 +12,8 @@
 // (tw_xfer) is a list of posts to one peer -- tagged sends and receives,
 // one-sided WRITEs and READs -- cut into chunks of TW_OPT_CHUNK_SIZE that go
 // round robin over TW_OPT_STRIPES connections, at most TW_OPT_WINDOW chunks
-// per connection waiting for their reply.
+// (of CHUNK_SIZE bytes; smaller ones count for their bytes) per connection
+// waiting for their reply.
 //
 // Guarantees: a WRITE completes only once the target applied it; a READ
 // once the bytes are in place; a notification reaches the peer only after
@@ -52,7 +53,9 @@ TW_API int tw_engine_new(const char *name, tw_engine **out);
 //   TW_OPT_STRIPES          connections per peer (default 1, 1..64)
 //   TW_OPT_CHUNK_SIZE       bytes per chunk (default 1 MiB, 4 KiB..64 MiB)
 //   TW_OPT_WINDOW           chunks waiting for their reply, per connection
-//                           (default 16, 1..1024)
+//                           (default 16, 1..1024); counted in bytes:
+//                           STRIPES x WINDOW x CHUNK_SIZE unanswered per
+//                           peer, so small chunks take less of it
 //   TW_OPT_CONNECT_TIMEOUT_MS  how long connect waits (default 30000)
 //   TW_OPT_HEARTBEAT_MS     liveness checks (default 1000; 0 = off): a
 //                           peer silent for three is gone

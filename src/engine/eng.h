@@ -133,8 +133,12 @@ struct eng_peer {
 	unsigned refs; // the engine's table, transfers; by mtx
 	bool gone; // disconnected: unknown to the API
 	uint64_t max_notify; // the peer's TW_OPT_MAX_MSG_SIZE
-	uint64_t max_inflight; // STRIPES x WINDOW
-	uint64_t inflight; // chunks sent and not answered
+	// The window, in bytes (STRIPES x WINDOW x CHUNK_SIZE, so that a
+	// chunk smaller than CHUNK_SIZE takes less of it) and in chunks (64
+	// times STRIPES x WINDOW: a bound on replies owed); one chunk may
+	// always go.
+	uint64_t max_inflight, max_inflight_n;
+	uint64_t inflight, inflight_n; // chunks sent and not answered
 	uint64_t matches; // receives matched here so far
 
 	pthread_t rx, tx;

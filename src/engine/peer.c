@@ -116,7 +116,8 @@ static void take_chunk(eng_peer *p, slot *sl)
 	if (n > (size_t)e->chunk)
 		n = (size_t)e->chunk;
 	op->issued += n;
-	p->inflight++;
+	p->inflight += n;
+	p->inflight_n++;
 	tw__eng_peer_deactivate(p, op);
 	if (op->issued < op->len)
 		tw__eng_peer_activate(p, op); // round robin between ops
@@ -155,8 +156,7 @@ static void take_out(eng_peer *p, slot *sl)
 	if (o->reg != NULL) {
 		if (o->reg->dead) {
 			// Deregistered while the reply waited: not a byte of it.
-			sl->h.status = TW_EINVAL;
-			sl->h.len = 0;
+			sl->h.status = TW_EINVAL; // len stays: the window's
 			sl->src = NULL;
 		} else {
 			sl->src = o->reg->base + o->reg_off;
@@ -174,13 +174,17 @@ static int64_t next_size(eng_peer *p)
 			return 0;
 		return tw__eng_hdr_has_data(&o->h) ? (int64_t)o->h.len : 0;
 	}
-	if (p->stop || p->active == NULL || p->inflight >= p->max_inflight)
+	if (p->stop || p->active == NULL)
 		return -1;
 	eng_op *op = p->active;
-	if (op->kind == OP_READ)
-		return 0;
 	size_t n = op->len - op->issued;
-	return (int64_t)(n > (size_t)p->e->chunk ? (size_t)p->e->chunk : n);
+	if (n > (size_t)p->e->chunk)
+		n = (size_t)p->e->chunk;
+	if (p->inflight_n > 0
+	    && (p->inflight + n > p->max_inflight
+	        || p->inflight_n >= p->max_inflight_n))
+		return -1;
+	return op->kind == OP_READ ? 0 : (int64_t)n;
 }
 
 // Takes what fits one pack into sl[]; *bulk: the last one's data goes as
@@ -335,12 +339,14 @@ static eng_op *find_op(tw_engine *e, uint64_t id, int kind)
 	return op != NULL && op->kind == kind && op->x->p != NULL ? op : NULL;
 }
 
-// A reply that frees a chunk's window slot.  mtx held.
-static int answered(eng_peer *p)
+// A reply to a chunk of n bytes: its part of the window comes back.  mtx
+// held.
+static int answered(eng_peer *p, uint64_t n)
 {
-	if (p->inflight == 0)
+	if (p->inflight_n == 0 || n > p->inflight)
 		return TW_EPROTO;
-	p->inflight--;
+	p->inflight -= n;
+	p->inflight_n--;
 	pthread_cond_signal(&p->txcv);
 	return TW_OK;
 }
@@ -365,7 +371,7 @@ static int on_write(
 		tw__eng_hdr a = { .type = TW_ENG_WACK,
 			.a = h->a,
 			.status = r != NULL ? TW_OK : TW_EINVAL,
-			.len = r != NULL ? h->len : 0 };
+			.len = h->len };
 		status = tw__eng_peer_queue(p, &a, NULL);
 	}
 	pthread_mutex_unlock(&e->mtx);
@@ -374,7 +380,7 @@ static int on_write(
 
 static int on_wack(eng_peer *p, const tw__eng_hdr *h)
 {
-	int status = answered(p);
+	int status = answered(p, h->len);
 	eng_op *op = find_op(p->e, h->a, OP_WRITE);
 	if (status != TW_OK || op == NULL || op->x->p != p)
 		return status;
@@ -395,7 +401,8 @@ static int on_read(eng_peer *p, const tw__eng_hdr *h)
 	tw_engine *e = p->e;
 	eng_reg *r
 	    = tw__eng_reg_check(e, h->b, h->c, h->d, h->len, TW_ACCESS_READ);
-	tw__eng_hdr d = { .type = TW_ENG_RDATA, .a = h->a, .b = h->d };
+	tw__eng_hdr d
+	    = { .type = TW_ENG_RDATA, .a = h->a, .b = h->d, .len = h->len };
 	if (r == NULL) {
 		d.status = TW_EINVAL;
 		return tw__eng_peer_queue(p, &d, NULL);
@@ -423,7 +430,7 @@ static int on_rdata(
 {
 	tw_engine *e = p->e;
 	pthread_mutex_lock(&e->mtx);
-	int status = answered(p);
+	int status = answered(p, h->len);
 	eng_op *op = find_op(e, h->a, OP_READ);
 	if (op != NULL && op->x->p != p)
 		op = NULL;
@@ -534,7 +541,7 @@ static int on_sdata(
 			.a = h->d,
 			.b = h->b,
 			.status = took ? TW_OK : TW_ECLOSED,
-			.len = took ? h->len : 0 };
+			.len = h->len };
 		status = tw__eng_peer_queue(p, &a, NULL);
 	}
 	pthread_mutex_unlock(&e->mtx);
@@ -543,7 +550,7 @@ static int on_sdata(
 
 static int on_sack(eng_peer *p, const tw__eng_hdr *h)
 {
-	int status = answered(p);
+	int status = answered(p, h->len);
 	eng_op *op = find_op(p->e, h->a, OP_SEND);
 	if (status != TW_OK || op == NULL || op->x->p != p
 	    || op->state != OPS_RUN || op->match != h->b || h->status != TW_OK)
@@ -736,7 +743,8 @@ int tw__eng_peer_start(tw_engine *e, tw_link *link, size_t other,
 	snprintf(p->name, sizeof(p->name), "%s", name);
 	p->instance = instance;
 	p->state = PEER_HELLO;
-	p->max_inflight = (uint64_t)(e->stripes * e->window);
+	p->max_inflight = (uint64_t)(e->stripes * e->window * e->chunk);
+	p->max_inflight_n = (uint64_t)(e->stripes * e->window * 64);
 	tw__cond_init(&p->txcv);
 	pthread_mutex_lock(&e->mtx);
 	eng_peer **grown = realloc(e->peers, (e->npeers + 1) * sizeof(*grown));
