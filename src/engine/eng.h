@@ -145,6 +145,7 @@ struct eng_peer {
 	bool threads; // started
 	bool stop; // the sending thread ends
 	bool drain; // ... once the control frames queued have gone
+	bool hold_signal; // the receiving thread signals txcv once, later
 	pthread_cond_t txcv; // work for the sending thread
 	eng_out *out, *out_tail; // control frames and READ replies
 	eng_op *active, *active_tail; // ops with chunks to issue
@@ -207,6 +208,7 @@ struct tw_engine {
 
 	pthread_mutex_t mtx;
 	pthread_cond_t cv; // peers, transfers, notifications changed
+	pthread_cond_t io_cv; // a copy ended (op->io, reg->refs fell)
 	bool frozen; // listened or connected: options are fixed
 	bool closing;
 	char *addr; // where it listens, or NULL

@@ -89,6 +89,7 @@ int tw_engine_new(const char *name, tw_engine **out)
 	pthread_mutex_init(&e->mtx, NULL);
 	pthread_mutex_init(&e->inc_mtx, NULL);
 	tw__cond_init(&e->cv);
+	tw__cond_init(&e->io_cv);
 	tw__cond_init(&e->timer_cv);
 	*out = e;
 	return TW_OK;
@@ -756,6 +757,7 @@ void tw_engine_free(tw_engine *e)
 	free(e->addr);
 	pthread_cond_destroy(&e->timer_cv);
 	pthread_cond_destroy(&e->cv);
+	pthread_cond_destroy(&e->io_cv);
 	pthread_mutex_destroy(&e->inc_mtx);
 	pthread_mutex_destroy(&e->mtx);
 	free(e);

@@ -21,7 +21,8 @@ void tw__eng_reg_unref(tw_engine *e, eng_reg *r)
 		memset(r, 0, sizeof(*r));
 		free(r);
 	}
-	pthread_cond_broadcast(&e->cv);
+	// Every copy that held an op's memory held its registration too.
+	pthread_cond_broadcast(&e->io_cv);
 }
 
 eng_reg *tw__eng_reg_check(tw_engine *e, uint64_t id, uint64_t key,
@@ -85,7 +86,7 @@ int tw_mem_deregister(tw_engine *e, uint64_t mem_id)
 		// the memory is touched once this returns.
 		r->refs++;
 		while (r->refs > 1)
-			pthread_cond_wait(&e->cv, &e->mtx);
+			pthread_cond_wait(&e->io_cv, &e->mtx);
 		tw__eng_reg_unref(e, r);
 	}
 	pthread_mutex_unlock(&e->mtx);

@@ -32,7 +32,8 @@ int tw__eng_peer_queue(eng_peer *p, const tw__eng_hdr *h, void *owned)
 	else
 		p->out = o;
 	p->out_tail = o;
-	pthread_cond_signal(&p->txcv);
+	if (!p->hold_signal)
+		pthread_cond_signal(&p->txcv);
 	return TW_OK;
 }
 
@@ -234,7 +235,6 @@ static void release(eng_peer *p, slot *sl, size_t n, bool ok)
 			out_free(e, sl[i].o);
 		}
 	}
-	pthread_cond_broadcast(&e->cv);
 }
 
 static void *tx_main(void *arg)
@@ -300,26 +300,6 @@ static int recv_data(eng_peer *p, void *dst, size_t n)
 	return status;
 }
 
-// A frame's data into dst[0..n): from the pack (inl) or the next message.
-static int take_data(
-    eng_peer *p, void *dst, size_t n, const unsigned char *inl)
-{
-	if (inl != NULL) {
-		if (n > 0)
-			memcpy(dst, inl, n);
-		return TW_OK;
-	}
-	return recv_data(p, dst, n);
-}
-
-static int skip_data(eng_peer *p, size_t n);
-
-// A frame's data that nothing takes.
-static int drop_data(eng_peer *p, size_t n, const unsigned char *inl)
-{
-	return inl != NULL ? TW_OK : skip_data(p, n);
-}
-
 // Drops the data message of a frame that nothing takes.
 static int skip_data(eng_peer *p, size_t n)
 {
@@ -351,17 +331,42 @@ static int answered(eng_peer *p, uint64_t n)
 	return TW_OK;
 }
 
+// The data handlers below run with the engine mutex held.  Inline data
+// (at most 32 KiB) is copied under it; bulk data is received with it
+// released, the memory pinned by counts.
+
+// Releases the mutex around the receipt of bulk data (inl == NULL).
+static int copy_in(eng_peer *p, void *dst, size_t n, const unsigned char *inl)
+{
+	if (inl != NULL) {
+		if (n > 0)
+			memcpy(dst, inl, n);
+		return TW_OK;
+	}
+	pthread_mutex_unlock(&p->e->mtx);
+	int status = recv_data(p, dst, n);
+	pthread_mutex_lock(&p->e->mtx);
+	return status;
+}
+
+static int drop_in(eng_peer *p, size_t n, const unsigned char *inl)
+{
+	if (inl != NULL)
+		return TW_OK;
+	pthread_mutex_unlock(&p->e->mtx);
+	int status = skip_data(p, n);
+	pthread_mutex_lock(&p->e->mtx);
+	return status;
+}
+
 static int on_write(
     eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
-	pthread_mutex_lock(&e->mtx);
 	eng_reg *r
 	    = tw__eng_reg_check(e, h->b, h->c, h->d, h->len, TW_ACCESS_WRITE);
-	pthread_mutex_unlock(&e->mtx);
-	int status = r != NULL ? take_data(p, r->base + h->d, h->len, inl)
-	                       : drop_data(p, h->len, inl);
-	pthread_mutex_lock(&e->mtx);
+	int status = r != NULL ? copy_in(p, r->base + h->d, h->len, inl)
+	                       : drop_in(p, h->len, inl);
 	if (r != NULL) {
 		tw__eng_reg_unref(e, r);
 		if (status == TW_OK)
@@ -374,7 +379,6 @@ static int on_write(
 			.len = h->len };
 		status = tw__eng_peer_queue(p, &a, NULL);
 	}
-	pthread_mutex_unlock(&e->mtx);
 	return status;
 }
 
@@ -429,7 +433,6 @@ static int on_rdata(
     eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
-	pthread_mutex_lock(&e->mtx);
 	int status = answered(p, h->len);
 	eng_op *op = find_op(e, h->a, OP_READ);
 	if (op != NULL && op->x->p != p)
@@ -438,29 +441,23 @@ static int on_rdata(
 		tw__eng_op_fail(op, h->status);
 		op = NULL;
 	}
-	if (status != TW_OK || h->status != TW_OK) {
-		pthread_mutex_unlock(&e->mtx);
+	if (status != TW_OK || h->status != TW_OK)
 		return status;
-	}
 	size_t at = 0;
 	if (op != NULL) {
 		// Where the bytes go: the offset the request named, which must
 		// lie in what this op asked for.
 		if (h->b < op->roff || h->b - op->roff > op->issued
-		    || h->len > op->issued - (h->b - op->roff)) {
-			pthread_mutex_unlock(&e->mtx);
+		    || h->len > op->issued - (h->b - op->roff))
 			return TW_EPROTO;
-		}
 		at = h->b - op->roff;
 		op->io++;
 	}
 	eng_reg *r = op != NULL ? op->reg : NULL;
 	if (r != NULL)
 		r->refs++;
-	pthread_mutex_unlock(&e->mtx);
-	status = op != NULL ? take_data(p, op->ptr + at, h->len, inl)
-	                    : drop_data(p, h->len, inl);
-	pthread_mutex_lock(&e->mtx);
+	status = op != NULL ? copy_in(p, op->ptr + at, h->len, inl)
+	                    : drop_in(p, h->len, inl);
 	if (op != NULL) {
 		op->io--;
 		tw__eng_reg_unref(e, r);
@@ -471,7 +468,6 @@ static int on_rdata(
 				tw__eng_op_done(op);
 		}
 	}
-	pthread_mutex_unlock(&e->mtx);
 	return status;
 }
 
@@ -506,24 +502,19 @@ static int on_sdata(
     eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
-	pthread_mutex_lock(&e->mtx);
 	eng_op *op = find_op(e, h->a, OP_RECV);
 	if (op != NULL
 	    && (op->x->p != p || op->state != OPS_RUN || op->match != h->b))
 		op = NULL; // a stale chunk of a match given up
-	if (op != NULL && (h->c > op->len || h->len > op->len - h->c)) {
-		pthread_mutex_unlock(&e->mtx);
+	if (op != NULL && (h->c > op->len || h->len > op->len - h->c))
 		return TW_EPROTO;
-	}
 	eng_reg *r = op != NULL ? op->reg : NULL;
 	if (op != NULL) {
 		op->io++;
 		r->refs++;
 	}
-	pthread_mutex_unlock(&e->mtx);
-	int status = op != NULL ? take_data(p, op->ptr + h->c, h->len, inl)
-	                        : drop_data(p, h->len, inl);
-	pthread_mutex_lock(&e->mtx);
+	int status = op != NULL ? copy_in(p, op->ptr + h->c, h->len, inl)
+	                        : drop_in(p, h->len, inl);
 	bool took = false;
 	if (op != NULL) {
 		op->io--;
@@ -544,7 +535,6 @@ static int on_sdata(
 			.len = h->len };
 		status = tw__eng_peer_queue(p, &a, NULL);
 	}
-	pthread_mutex_unlock(&e->mtx);
 	return status;
 }
 
@@ -586,9 +576,8 @@ static int on_notify(
 		return TW_EPROTO;
 	eng_note *n = calloc(1, sizeof(*n));
 	void *data = malloc(h->len > 0 ? h->len : 1);
-	int status = n != NULL && data != NULL
-	    ? take_data(p, data, h->len, inl)
-	    : TW_ENOMEM;
+	int status = n != NULL && data != NULL ? copy_in(p, data, h->len, inl)
+	                                       : TW_ENOMEM;
 	if (status != TW_OK) {
 		free(n);
 		free(data);
@@ -597,7 +586,6 @@ static int on_notify(
 	n->from = p->id;
 	n->data = data;
 	n->len = h->len;
-	pthread_mutex_lock(&e->mtx);
 	if (p->gone) {
 		free(n->data);
 		free(n);
@@ -610,15 +598,16 @@ static int on_notify(
 		tw__eng_efd_update(e);
 		pthread_cond_broadcast(&e->cv);
 	}
-	pthread_mutex_unlock(&e->mtx);
 	return TW_OK;
 }
 
-// Handles one frame.  TW_OK, or an error that fails the peer.
+// Handles one frame, the engine mutex held.  TW_OK, or an error that
+// fails the peer.
 static int on_frame(
     eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
+	int status = TW_OK;
 	switch (h->type) {
 	case TW_ENG_WRITE:
 		return on_write(p, h, inl);
@@ -628,12 +617,6 @@ static int on_frame(
 		return on_sdata(p, h, inl);
 	case TW_ENG_NOTIFY:
 		return on_notify(p, h, inl);
-	default:
-		break;
-	}
-	int status = TW_OK;
-	pthread_mutex_lock(&e->mtx);
-	switch (h->type) {
 	case TW_ENG_HELLO:
 		if (p->state != PEER_HELLO
 		    || (p->instance != 0 && p->instance != h->a)
@@ -670,7 +653,6 @@ static int on_frame(
 	default:
 		status = TW_EPROTO;
 	}
-	pthread_mutex_unlock(&e->mtx);
 	return status;
 }
 
@@ -681,17 +663,29 @@ static int on_pack(eng_peer *p, const unsigned char *b, size_t n)
 	size_t at = 0;
 	if (n == 0)
 		return TW_EPROTO;
+	tw_engine *e = p->e;
+	int status;
+	pthread_mutex_lock(&e->mtx);
+	// The sending thread hears of the replies once, at the end.
+	p->hold_signal = true;
 	for (;;) {
 		tw__eng_hdr h;
 		const unsigned char *inl;
-		int status = tw__eng_pack_next(b, n, &at, &h, &inl);
-		if (status == TW_EAGAIN)
-			return TW_OK;
+		status = tw__eng_pack_next(b, n, &at, &h, &inl);
+		if (status == TW_EAGAIN) {
+			status = TW_OK;
+			break;
+		}
 		if (status == TW_OK)
 			status = on_frame(p, &h, inl);
 		if (status != TW_OK)
-			return status;
+			break;
 	}
+	p->hold_signal = false;
+	if (p->out != NULL || p->active != NULL)
+		pthread_cond_signal(&p->txcv);
+	pthread_mutex_unlock(&e->mtx);
+	return status;
 }
 
 static void *rx_main(void *arg)

@@ -660,7 +660,7 @@ int tw_xfer_repost(tw_xfer *x)
 	// arrived as it failed): none may land in the new one.
 	for (size_t i = 0; i < x->nops; i++)
 		while (x->ops[i]->io > 0)
-			pthread_cond_wait(&e->cv, &e->mtx);
+			pthread_cond_wait(&e->io_cv, &e->mtx);
 	x->reported = false;
 	x->deadline = tw__deadline_ms(x->timeout_ms);
 	x->state = X_RUN;
@@ -689,7 +689,7 @@ void tw_xfer_free(tw_xfer *x)
 	// ends first; none starts later, since no frame finds its ops.
 	for (size_t i = 0; i < x->nops; i++)
 		while (x->ops[i]->io > 0)
-			pthread_cond_wait(&e->cv, &e->mtx);
+			pthread_cond_wait(&e->io_cv, &e->mtx);
 	if (x->prev_all != NULL)
 		x->prev_all->next_all = x->next_all;
 	else
