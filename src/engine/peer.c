@@ -311,12 +311,24 @@ static int skip_data(eng_peer *p, size_t n)
 	return status;
 }
 
-// The running op `id` of kind `kind`, or NULL.  mtx held.
-static eng_op *find_op(tw_engine *e, uint64_t id, int kind)
+// The running op `id` of kind `kind` of a transfer to p, or NULL.  mtx
+// held.
+static eng_op *find_op(eng_peer *p, uint64_t id, int kind)
 {
 	eng_op *op = NULL;
-	HASH_FIND(hh, e->ops, &id, sizeof(id), op);
-	return op != NULL && op->kind == kind && op->x->p != NULL ? op : NULL;
+	HASH_FIND(hh, p->e->ops, &id, sizeof(id), op);
+	return op != NULL && op->kind == kind && op->x->p == p ? op : NULL;
+}
+
+// The peer confirmed n more bytes of op (WACK, SACK).  mtx held.
+static int confirmed(eng_op *op, uint64_t n)
+{
+	if (n > op->issued - op->done)
+		return TW_EPROTO;
+	op->done += n;
+	if (op->done == op->len)
+		tw__eng_op_done(op);
+	return TW_OK;
 }
 
 // A reply to a chunk of n bytes: its part of the window comes back.  mtx
@@ -385,19 +397,14 @@ static int on_write(
 static int on_wack(eng_peer *p, const tw__eng_hdr *h)
 {
 	int status = answered(p, h->len);
-	eng_op *op = find_op(p->e, h->a, OP_WRITE);
-	if (status != TW_OK || op == NULL || op->x->p != p)
+	eng_op *op = find_op(p, h->a, OP_WRITE);
+	if (status != TW_OK || op == NULL)
 		return status;
 	if (h->status != TW_OK) {
 		tw__eng_op_fail(op, h->status);
 		return TW_OK;
 	}
-	if (h->len > op->issued - op->done)
-		return TW_EPROTO;
-	op->done += h->len;
-	if (op->done == op->len)
-		tw__eng_op_done(op);
-	return TW_OK;
+	return confirmed(op, h->len);
 }
 
 static int on_read(eng_peer *p, const tw__eng_hdr *h)
@@ -434,9 +441,7 @@ static int on_rdata(
 {
 	tw_engine *e = p->e;
 	int status = answered(p, h->len);
-	eng_op *op = find_op(e, h->a, OP_READ);
-	if (op != NULL && op->x->p != p)
-		op = NULL;
+	eng_op *op = find_op(p, h->a, OP_READ);
 	if (status == TW_OK && op != NULL && h->status != TW_OK) {
 		tw__eng_op_fail(op, h->status);
 		op = NULL;
@@ -462,7 +467,7 @@ static int on_rdata(
 		op->io--;
 		tw__eng_reg_unref(e, r);
 		if (status == TW_OK && op->state == OPS_RUN
-		    && find_op(e, h->a, OP_READ) == op) {
+		    && find_op(p, h->a, OP_READ) == op) {
 			op->done += h->len;
 			if (op->done == op->len)
 				tw__eng_op_done(op);
@@ -473,8 +478,8 @@ static int on_rdata(
 
 static int on_cts(eng_peer *p, const tw__eng_hdr *h)
 {
-	eng_op *op = find_op(p->e, h->a, OP_SEND);
-	if (op == NULL || op->x->p != p || op->state != OPS_WAIT)
+	eng_op *op = find_op(p, h->a, OP_SEND);
+	if (op == NULL || op->state != OPS_WAIT)
 		return TW_OK; // a send given up meanwhile
 	if (h->status == TW_ETRUNC) {
 		// The lengths differ: both fail.
@@ -502,9 +507,8 @@ static int on_sdata(
     eng_peer *p, const tw__eng_hdr *h, const unsigned char *inl)
 {
 	tw_engine *e = p->e;
-	eng_op *op = find_op(e, h->a, OP_RECV);
-	if (op != NULL
-	    && (op->x->p != p || op->state != OPS_RUN || op->match != h->b))
+	eng_op *op = find_op(p, h->a, OP_RECV);
+	if (op != NULL && (op->state != OPS_RUN || op->match != h->b))
 		op = NULL; // a stale chunk of a match given up
 	if (op != NULL && (h->c > op->len || h->len > op->len - h->c))
 		return TW_EPROTO;
@@ -519,7 +523,7 @@ static int on_sdata(
 	if (op != NULL) {
 		op->io--;
 		tw__eng_reg_unref(e, r);
-		if (status == TW_OK && find_op(e, h->a, OP_RECV) == op
+		if (status == TW_OK && find_op(p, h->a, OP_RECV) == op
 		    && op->state == OPS_RUN && op->match == h->b) {
 			took = true;
 			op->done += h->len;
@@ -541,23 +545,17 @@ static int on_sdata(
 static int on_sack(eng_peer *p, const tw__eng_hdr *h)
 {
 	int status = answered(p, h->len);
-	eng_op *op = find_op(p->e, h->a, OP_SEND);
-	if (status != TW_OK || op == NULL || op->x->p != p
-	    || op->state != OPS_RUN || op->match != h->b || h->status != TW_OK)
+	eng_op *op = find_op(p, h->a, OP_SEND);
+	if (status != TW_OK || op == NULL || op->state != OPS_RUN
+	    || op->match != h->b || h->status != TW_OK)
 		return status;
-	if (h->len > op->issued - op->done)
-		return TW_EPROTO;
-	op->done += h->len;
-	if (op->done == op->len)
-		tw__eng_op_done(op);
-	return TW_OK;
+	return confirmed(op, h->len);
 }
 
 static int on_rcancel(eng_peer *p, const tw__eng_hdr *h)
 {
-	eng_op *op = find_op(p->e, h->a, OP_SEND);
-	if (op == NULL || op->x->p != p || op->state != OPS_RUN
-	    || op->match != h->b)
+	eng_op *op = find_op(p, h->a, OP_SEND);
+	if (op == NULL || op->state != OPS_RUN || op->match != h->b)
 		return TW_OK;
 	// The receiver gave up its receive: this send waits for the next one
 	// of its tag, from its first byte.

@@ -8,7 +8,7 @@
 // lasts a twentieth of the duration (a single short one would be timed
 // cold and mislead), and sizes the timed phase from the fastest.
 //
-// The workloads are those of the peers' table (PEERS.md):
+// The workloads are those that the peer libraries' benchmarks report:
 //  - lat: ping-pong; one way = round trip / 2; median, p99, max of the
 //    round trips, each timed alone so that filling and checking buffers
 //    (--validate) stays out of the figures;
