@@ -214,7 +214,7 @@ static void run(const unsigned *ports, const char *const *ids, size_t n,
 	snprintf(cms, sizeof(cms), "%lld", (long long)connect_ms);
 	pid_t pids[8];
 	const char *names[8];
-	char rank_s[8][8], exp_s[8][16];
+	char rank_s[8][24], exp_s[8][16];
 	for (size_t i = 0; i < n; i++) {
 		snprintf(rank_s[i], sizeof(rank_s[i]), "%zu", i);
 		snprintf(exp_s[i], sizeof(exp_s[i]), "%d", p[i].expect);

@@ -108,6 +108,37 @@ static int file_check(const char *what, const char *path)
 	return TW_OK;
 }
 
+// OpenSSL fills some fields of a certificate on first use (its cached
+// extensions, key ids, canonical names), and the handshakes of one context
+// run on several threads at once: the accepting thread and each dialer.
+// Doing that first use here, while the context is still private, leaves the
+// handshakes only reading what the context holds.
+static void warm(SSL_CTX *s)
+{
+	X509 *own = SSL_CTX_get0_certificate(s);
+	STACK_OF(X509) *chain = NULL;
+	SSL_CTX_get0_chain_certs(s, &chain);
+	X509_STORE *store = SSL_CTX_get_cert_store(s);
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+		if (x != NULL)
+			X509_check_purpose(x, -1, 0);
+	}
+	for (int i = 0; i < sk_X509_num(chain); i++)
+		X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+	if (own == NULL)
+		return;
+	X509_check_purpose(own, -1, 0);
+	// A verification of our own certificate walks the same lookups a
+	// peer's will; its verdict does not matter here.
+	X509_STORE_CTX *v = X509_STORE_CTX_new();
+	if (v != NULL && X509_STORE_CTX_init(v, store, own, chain) == 1)
+		(void)X509_verify_cert(v);
+	X509_STORE_CTX_free(v);
+	ERR_clear_error();
+}
+
 int tw__tls_ctx_new(const char *cert_file, const char *key_file,
     const char *ca_file, tw__tls_ctx **out)
 {
@@ -191,6 +222,7 @@ int tw__tls_ctx_new(const char *cert_file, const char *key_file,
 		tw__tls_ctx_free(ctx);
 		return status;
 	}
+	warm(s);
 	*out = ctx;
 	return TW_OK;
 }
