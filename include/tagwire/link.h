@@ -198,6 +198,17 @@ TW_API int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out);
 TW_API int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
     size_t cap, size_t *len);
 
+// tw_recv and tw_recv_into with a timeout of their own instead of the
+// link's: `timeout_ms` -1 waits forever, 0 only takes a message already
+// there.  A call that times out leaves every message queued, so a caller
+// may wait in slices (to run signal handlers between them, say) and lose
+// nothing.  Return the codes of tw_recv and tw_recv_into; TW_EINVAL also
+// for a timeout below -1.  Thread-safe like them.
+TW_API int tw_recv_timed(
+    tw_link *l, size_t src, const char *tag, int64_t timeout_ms, tw_buf *out);
+TW_API int tw_recv_into_timed(tw_link *l, size_t src, const char *tag,
+    void *buf, size_t cap, int64_t timeout_ms, size_t *len);
+
 // Never blocks: TW_OK and *len when a message from `src` under `tag` is
 // waiting, TW_EAGAIN when none is, TW_EPEER when none is and none can come,
 // TW_EINVAL, TW_ECLOSED.

@@ -190,15 +190,15 @@ static void count_recv(tw_link *l, size_t src, size_t len)
 	ack_send(l, src);
 }
 
-int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out)
+static int recv_until(
+    tw_link *l, size_t src, const char *tag, int64_t deadline, tw_buf *out)
 {
 	if (check_peer_tag(l, src, tag) != TW_OK || out == NULL)
 		return TW_EINVAL;
 	char key[TW_KEY_MAX];
 	tw__key_msg(key, l->id, tag);
 	tw_buf b = { 0 };
-	int status = tw__chan_recv(
-	    l, l->map[src], key, tw__link_recv_deadline(l), &b);
+	int status = tw__chan_recv(l, l->map[src], key, deadline, &b);
 	if (status != TW_OK)
 		return status;
 	*out = b;
@@ -206,8 +206,23 @@ int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out)
 	return TW_OK;
 }
 
-int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
-    size_t cap, size_t *len)
+int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out)
+{
+	if (l == NULL)
+		return TW_EINVAL;
+	return recv_until(l, src, tag, tw__link_recv_deadline(l), out);
+}
+
+int tw_recv_timed(
+    tw_link *l, size_t src, const char *tag, int64_t timeout_ms, tw_buf *out)
+{
+	if (timeout_ms < -1)
+		return TW_EINVAL;
+	return recv_until(l, src, tag, tw__deadline_ms(timeout_ms), out);
+}
+
+static int recv_into_until(tw_link *l, size_t src, const char *tag, void *buf,
+    size_t cap, int64_t deadline, size_t *len)
 {
 	if (check_peer_tag(l, src, tag) != TW_OK || len == NULL
 	    || (buf == NULL && cap > 0))
@@ -215,8 +230,8 @@ int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
 	char key[TW_KEY_MAX];
 	tw__key_msg(key, l->id, tag);
 	size_t n = 0;
-	int status = tw__chan_recv_into(
-	    l, l->map[src], key, tw__link_recv_deadline(l), buf, cap, &n);
+	int status
+	    = tw__chan_recv_into(l, l->map[src], key, deadline, buf, cap, &n);
 	if (status == TW_ETRUNC)
 		*len = n;
 	if (status != TW_OK)
@@ -224,6 +239,24 @@ int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
 	*len = n;
 	count_recv(l, src, n);
 	return TW_OK;
+}
+
+int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
+    size_t cap, size_t *len)
+{
+	if (l == NULL)
+		return TW_EINVAL;
+	return recv_into_until(
+	    l, src, tag, buf, cap, tw__link_recv_deadline(l), len);
+}
+
+int tw_recv_into_timed(tw_link *l, size_t src, const char *tag, void *buf,
+    size_t cap, int64_t timeout_ms, size_t *len)
+{
+	if (timeout_ms < -1)
+		return TW_EINVAL;
+	return recv_into_until(
+	    l, src, tag, buf, cap, tw__deadline_ms(timeout_ms), len);
 }
 
 int tw_probe(tw_link *l, size_t src, const char *tag, size_t *len)

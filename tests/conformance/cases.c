@@ -285,6 +285,41 @@ static int body_recv_timeout(conf_party *p)
 		CHECK_RV(p, tw_recv(p->link, 0, "none", &b), TW_ETIMEDOUT);
 		CHECK(p, conf_now_ms() - t0 < conf_scale(1000));
 		CHECK_OK(p, tw_link_set_recv_timeout(p->link, 20000));
+		// Timed receives use their own timeout, not the link's, and a
+		// timeout leaves the message that comes later queued.
+		unsigned char buf[8];
+		size_t len = 99;
+		CHECK_RV(p, tw_recv_timed(p->link, 0, "t", -2, &b), TW_EINVAL);
+		CHECK_RV(p,
+		    tw_recv_into_timed(p->link, 0, "t", buf, 8, -2, &len),
+		    TW_EINVAL);
+		CHECK_RV(p, tw_recv_timed(p->link, 1, "t", 0, &b), TW_EINVAL);
+		t0 = conf_now_ms();
+		CHECK_RV(
+		    p, tw_recv_timed(p->link, 0, "t", 100, &b), TW_ETIMEDOUT);
+		dt = conf_now_ms() - t0;
+		CHECK(p, dt >= 99 && dt < conf_scale(3000));
+		t0 = conf_now_ms();
+		CHECK_RV(p,
+		    tw_recv_into_timed(p->link, 0, "t", buf, 8, 50, &len),
+		    TW_ETIMEDOUT);
+		dt = conf_now_ms() - t0;
+		CHECK(p, dt >= 49 && dt < conf_scale(3000));
+		CHECK_OK(p, sync_all(p));
+		CHECK_OK(
+		    p, tw_recv_into_timed(p->link, 0, "t", buf, 8, -1, &len));
+		CHECK(p, len == 3 && memcmp(buf, "abc", 3) == 0);
+		CHECK_RV(p,
+		    tw_recv_into_timed(p->link, 0, "t", buf, 2, -1, &len),
+		    TW_ETRUNC);
+		CHECK(p, len == 4);
+		CHECK_OK(p, tw_recv_timed(p->link, 0, "t", 0, &b));
+		CHECK(p, b.len == 4 && memcmp(b.data, "defg", 4) == 0);
+		tw_buf_free(&b);
+	} else {
+		CHECK_OK(p, sync_all(p));
+		CHECK_OK(p, tw_send(p->link, 1, "t", "abc", 3));
+		CHECK_OK(p, tw_send(p->link, 1, "t", "defg", 4));
 	}
 	CHECK_OK(p, sync_all(p));
 	return 0;
