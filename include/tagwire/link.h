@@ -226,6 +226,11 @@ TW_API int tw_link_set_recv_timeout(tw_link *l, int64_t ms);
 // failed), TW_ECLOSED, TW_ETIMEDOUT, TW_EINVAL (NULL link).
 TW_API int tw_link_wait_pending(tw_link *l);
 
+// tw_link_wait_pending with a timeout of its own (-1 forever, 0 only
+// looks: TW_OK when nothing is pending, else TW_ETIMEDOUT).  Returns its
+// codes; TW_EINVAL also for a timeout below -1.
+TW_API int tw_link_wait_pending_timed(tw_link *l, int64_t timeout_ms);
+
 // Wakes every blocked call on the link and its children with TW_ECLOSED at
 // once; later calls also return TW_ECLOSED.  Peers then see TW_EPEER on this
 // link.  Idempotent; the link must still be closed to be freed.

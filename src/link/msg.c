@@ -307,6 +307,13 @@ int tw_link_wait_pending(tw_link *l)
 	return tw__link_wait_pending_until(l, tw__link_recv_deadline(l));
 }
 
+int tw_link_wait_pending_timed(tw_link *l, int64_t timeout_ms)
+{
+	if (l == NULL || timeout_ms < -1)
+		return TW_EINVAL;
+	return tw__link_wait_pending_until(l, tw__deadline_ms(timeout_ms));
+}
+
 void tw_link_stats(const tw_link *l, tw_stats *out)
 {
 	if (l == NULL || out == NULL)

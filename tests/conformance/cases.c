@@ -894,6 +894,12 @@ static int body_wait_pending(conf_party *p)
 			    tw_send_async(p->link, 1, "wp", buf, sizeof(buf)));
 		}
 		CHECK_OK(p, tw_link_wait_pending(p->link));
+		// Nothing is pending now: a look (timeout 0) says so at once.
+		CHECK_OK(p, tw_link_wait_pending_timed(p->link, 0));
+		CHECK_OK(p, tw_link_wait_pending_timed(p->link, -1));
+		CHECK_RV(
+		    p, tw_link_wait_pending_timed(p->link, -2), TW_EINVAL);
+		CHECK_RV(p, tw_link_wait_pending_timed(NULL, 0), TW_EINVAL);
 		conf_board_post(board, 0, 1);
 		CHECK(p, conf_board_wait(board, 1, conf_scale(20000), NULL));
 		return 0;
