@@ -10,8 +10,11 @@ set -euo pipefail
 
 # iproute2: `ip netns` for the multi-host test (tests/netns); openssl: the
 # command that makes the TLS tests' certificates (tests/tls/mkcerts.sh).
+# python3-*: the Python module (python/), built and tested with Debian's
+# /usr/bin/python3.
 pkgs=(build-essential cmake pkg-config libcmocka-dev uthash-dev libssl-dev
-	iproute2 openssl)
+	iproute2 openssl python3-dev python3-pytest python3-pytest-timeout
+	python3-numpy python3-pip python3-setuptools python3-wheel)
 for arg in "$@"; do
 	case "$arg" in
 	--ci) pkgs+=(clang libclang-rt-14-dev clang-format) ;;

@@ -61,6 +61,23 @@ for f in tagwireConfig.cmake tagwireConfigVersion.cmake tagwireTargets.cmake; do
 	[ -n "$(find "$prefix" -name "$f")" ] || fail "$f not installed"
 done
 
+if [ "${TW_PYTHON_BUILT:-0}" = 1 ]; then
+	step "the Python package, where Debian's python3 looks"
+	init=$(find "$prefix" -path '*/tagwire/__init__.py' | head -n 1)
+	[ -n "$init" ] || fail "the Python package was not installed"
+	site=$(dirname "$(dirname "$init")")
+	ls "$site/tagwire/"_tagwire*.so >/dev/null || fail "_tagwire not installed"
+	py=/usr/bin/python3
+	[ -x "$py" ] || py=python3
+	# With the default prefix the same folder is on the interpreter's path.
+	rel=${site#"$prefix"/}
+	"$py" -c "import sys; sys.exit('/usr/local/$rel' not in sys.path)" ||
+		fail "/usr/local/$rel is not on $py's sys.path"
+	(cd "$tmp" && PYTHONPATH=$site "$py" -c \
+		"import tagwire, sys; assert tagwire.__file__.startswith(sys.argv[1]); print('import tagwire:', tagwire.__file__)" "$site") ||
+		fail "the installed package does not import"
+fi
+
 step "exported symbols of the installed library"
 NM=${NM:-nm} bash "$src/tests/install/check_symbols.sh" "$so" "$prefix/include/tagwire"
 
