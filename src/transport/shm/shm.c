@@ -31,10 +31,17 @@
 // block, or that leaves work behind (a message held back by flow control),
 // wakes it at once.  So a message that nobody polls for waits at most about
 // two park periods for the receiver thread.  Spinning only pays while every
-// party can have a CPU: when a link has more parties than this process may
-// run on CPUs, a spinning receiver takes the CPU from the very party it
+// party can have a CPU: when a link has more parties than the host has
+// online CPUs, a spinning receiver takes the CPU from the very party it
 // waits for (collectives over 16 parties on 2 CPUs ran twice as slowly), so
-// then nobody spins and the receiver thread alone reads the ring.
+// then nobody spins and the receiver thread alone reads the ring.  The
+// count is the host's, not this process's affinity mask: a process bound to
+// one CPU (mpirun's default, taskset) usually has a peer bound to another,
+// and spinning is what makes its latency.  Where spinning still buys
+// nothing (parties sharing a CPU, a peer that answers slowly), it stops
+// itself: after SPIN_MISSES spins in a row that ended without their
+// message, the next receives skip spinning, twice as many after each
+// further miss (up to SPIN_SKIP_MAX), and one hit resets that.
 //
 // The receiver thread applies the mailbox's flow control: while this peer's
 // unreceived messages, counted by tw__msg_cost, would exceed
@@ -100,6 +107,8 @@
 // last frame it saw: a reply on its way within this long needs no thread
 // hand-off.
 #define SHM_SPIN_NS 50000
+#define SPIN_MISSES 4
+#define SPIN_SKIP_MAX 1024u
 // How long the receiver thread stays off the ring after a reader left.
 #define SHM_PARK_NS 250000
 // Frames the role's holder takes at once before it lets go.
@@ -726,6 +735,27 @@ static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 	return status;
 }
 
+// Adaptive spinning (see the top of this file): a spin that found its
+// message resets the misses; SPIN_MISSES in a row make the next receives
+// skip spinning, twice as many after each further miss.  Counts are kept
+// loosely (relaxed, racing receivers may lose an update): they only tune.
+static void spin_learn(shm_chan *mc, bool hit)
+{
+	if (hit) {
+		atomic_store_explicit(
+		    &mc->spin_misses, 0, memory_order_relaxed);
+		return;
+	}
+	unsigned m = atomic_fetch_add_explicit(
+	                 &mc->spin_misses, 1, memory_order_relaxed)
+	    + 1;
+	if (m < SPIN_MISSES)
+		return;
+	unsigned shift = m - SPIN_MISSES;
+	unsigned skip = shift >= 10 ? SPIN_SKIP_MAX : 1u << shift;
+	atomic_store_explicit(&mc->spin_skip, skip, memory_order_relaxed);
+}
+
 // Reads the ring in this thread while `key` has not arrived, until
 // SHM_SPIN_NS pass without a frame or `deadline` passes.  With `dst`, a
 // message of `key` of at most `cap` bytes may land there directly: then
@@ -735,6 +765,13 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 {
 	if (mc->ep->spin_ns == 0 || !readable(mc))
 		return false;
+	unsigned skip
+	    = atomic_load_explicit(&mc->spin_skip, memory_order_relaxed);
+	if (skip > 0) {
+		atomic_store_explicit(
+		    &mc->spin_skip, skip - 1, memory_order_relaxed);
+		return false;
+	}
 	if (tw__rxbox_ready(&mc->base.rx, key)) {
 		// Still a receiving application: the receiver thread stays
 		// parked.
@@ -801,6 +838,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	if (!got && deadline > tw__now_ns())
 		urgent = true;
 	reader_left(mc, urgent);
+	spin_learn(mc, got || direct);
 	return direct;
 }
 
@@ -1365,12 +1403,9 @@ static void chan_drop(tw__chanbase *b)
 	chan_free((shm_chan *)b);
 }
 
-// CPUs this process may run on.
-static size_t cpus_usable(void)
+// The host's online CPUs (not this process's affinity; see the top).
+static size_t cpus_online(void)
 {
-	cpu_set_t set;
-	if (sched_getaffinity(0, sizeof(set), &set) == 0)
-		return (size_t)CPU_COUNT(&set);
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	return n > 0 ? (size_t)n : 1;
 }
@@ -1385,7 +1420,7 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	ep->mb = tw__chanbase_mailbox_new(); // see shm_close_ns
 	ep->link_id = strdup(cfg->link_id);
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
-	ep->spin_ns = cfg->size <= cpus_usable() ? SHM_SPIN_NS : 0;
+	ep->spin_ns = cfg->size <= cpus_online() ? SHM_SPIN_NS : 0;
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	if (ep->mb == NULL || ep->link_id == NULL
 	    || tw__chanbase_open_all(cfg, ep, chan_new, chan_drop, chans)
