@@ -30,6 +30,7 @@
 #   bench/run.sh all --quick          both, smoke runs, well under a minute each
 #   bench/run.sh ring --tsv r.tsv     ring_bench only, also writing every figure
 #   bench/run.sh tcp --cpus 2,3       tcp_bench only, ranks pinned to CPUs 2 and 3
+#   bench/run.sh python --quick       the Python module against pyzmq and mpi4py
 #
 # With all, --quick, --rounds N and --bw-mib N go to both; --slots N and
 # --slot-bytes N only to ring_bench; --cpus A,B and --tls only to tcp_bench; and
@@ -45,7 +46,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 what=compare
 case "${1:-}" in
-compare | ring | tcp | all | reconnect | engine)
+compare | ring | tcp | all | reconnect | engine | python)
 	what=$1
 	shift
 	;;
@@ -53,6 +54,8 @@ esac
 [ "$what" != compare ] || exec bench/compare.sh "$@"
 # engine: the transfer engine, raw TCP, memcpy and UCX RMA, alternately.
 [ "$what" != engine ] || exec bench/engine_compare.sh "$@"
+# python: the Python module beside pyzmq, mpi4py and tagwire's C figure.
+[ "$what" != python ] || exec bench/python_compare.sh "$@"
 
 run() {
 	printf '+ %s\n' "$*"
