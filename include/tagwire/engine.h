@@ -188,7 +188,11 @@ TW_API int tw_xfer_post_read(tw_xfer *x, uint64_t mem_id, size_t off,
 // TW_ETOOBIG, TW_ENOMEM.
 TW_API int tw_xfer_notify(tw_xfer *x, const void *msg, size_t len);
 
-// 1 done, 0 in progress, or the transfer's error.  Never blocks.
+// 1 done, 0 in progress, or the transfer's error.  Never blocks.  Once it
+// (or tw_xfer_wait, or tw_engine_reap) reported the transfer finished, the
+// transfer takes no more posts (TW_EINVAL) until tw_xfer_repost; before
+// that, a post to a finished transfer runs it again.  A transfer with no
+// posts is done at once, and tw_engine_reap never hands it out.
 TW_API int tw_xfer_test(tw_xfer *x);
 
 // Waits up to timeout_ms (negative: forever) for the transfer: TW_OK when

@@ -77,7 +77,7 @@ static PyObject *desc_add_party(desc *self, PyObject *args)
 		return PyErr_Format(PyExc_ValueError,
 		    "add_party(%R, %R): the party id is 1..64 bytes of "
 		    "[A-Za-z0-9._-] and unique, the address is "
-		    "mem://NAME, shm://NAME, chan://NAME or tcp://HOST:PORT",
+		    "mem://NAME, shm://NAME or tcp://HOST:PORT",
 		    PyTuple_GET_ITEM(args, 0), PyTuple_GET_ITEM(args, 1));
 	if (st != TW_OK)
 		return twpy_raise(st, "add_party");

@@ -76,8 +76,10 @@ static int free_link(link_obj *self)
 	tw_link *l = self->l;
 	self->l = NULL;
 	int st;
-	Py_BEGIN_ALLOW_THREADS st = tw_link_close(l);
-	Py_END_ALLOW_THREADS link_obj *parent = self->parent;
+	Py_BEGIN_ALLOW_THREADS
+	st = tw_link_close(l);
+	Py_END_ALLOW_THREADS
+	link_obj *parent = self->parent;
 	self->parent = NULL;
 	if (parent != NULL) {
 		parent->children--;
@@ -93,7 +95,8 @@ static int free_link(link_obj *self)
 static void wait_idle(link_obj *self)
 {
 	while (self->busy > 0) {
-		Py_BEGIN_ALLOW_THREADS struct timespec ts = { 0, 1000000 };
+		Py_BEGIN_ALLOW_THREADS
+		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 		Py_END_ALLOW_THREADS
 	}
@@ -127,7 +130,8 @@ static PyObject *link_abort(link_obj *self, PyObject *unused)
 {
 	if (self->l != NULL) {
 		tw_link *l = self->l;
-		Py_BEGIN_ALLOW_THREADS tw_link_abort(l);
+		Py_BEGIN_ALLOW_THREADS
+		tw_link_abort(l);
 		Py_END_ALLOW_THREADS
 	}
 	Py_RETURN_NONE;
@@ -146,10 +150,13 @@ static void link_finalize(link_obj *self)
 	    < 0)
 		PyErr_WriteUnraisable((PyObject *)self);
 	tw_link *l = self->l;
-	Py_BEGIN_ALLOW_THREADS tw_link_abort(l);
-	Py_END_ALLOW_THREADS if (self->children > 0) self->close_when_free
-	    = true; // the last child frees it
-	else free_link(self);
+	Py_BEGIN_ALLOW_THREADS
+	tw_link_abort(l);
+	Py_END_ALLOW_THREADS
+	if (self->children > 0)
+		self->close_when_free = true; // the last child frees it
+	else
+		free_link(self);
 	if (exc != NULL)
 		twpy_set_raised(exc);
 }
@@ -240,11 +247,15 @@ static PyObject *send_common(link_obj *self, PyObject *args, PyObject *kw,
 	PyObject *r = NULL;
 	if (l != NULL) {
 		int st;
-		Py_BEGIN_ALLOW_THREADS st
-		    = fn(l, dst, tag, v.buf, (size_t)v.len);
-		Py_END_ALLOW_THREADS if (st != TW_OK) fail(self, st, what);
-		else if (request) r = twpy_request_new((PyObject *)self);
-		else r = Py_NewRef(Py_None);
+		Py_BEGIN_ALLOW_THREADS
+		st = fn(l, dst, tag, v.buf, (size_t)v.len);
+		Py_END_ALLOW_THREADS
+		if (st != TW_OK)
+			fail(self, st, what);
+		else if (request)
+			r = twpy_request_new((PyObject *)self);
+		else
+			r = Py_NewRef(Py_None);
 		twpy_link_leave((PyObject *)self);
 	}
 	PyBuffer_Release(&v);
@@ -445,6 +456,52 @@ static PyObject *link_wait_pending(
 // ---------------------------------------------------------------------------
 // Collectives
 
+enum { C_BARRIER, C_ALLGATHER, C_GATHER, C_BROADCAST, C_SCATTER };
+
+// One collective, run by twpy_call (on a worker for the main thread, so
+// that Ctrl-C reaches it: the link is then aborted, since a collective
+// cannot stop half way and leave the link usable).
+struct coll_call {
+	int kind;
+	tw_link *l;
+	const char *tag;
+	size_t root;
+	const void *buf;
+	size_t len;
+	tw_buf *out; // allgather, gather; broadcast: in and out
+	const tw_buf *in; // scatter
+};
+
+static int coll_run(void *arg)
+{
+	struct coll_call *c = arg;
+	switch (c->kind) {
+	case C_BARRIER:
+		return tw_barrier(c->l, c->tag);
+	case C_ALLGATHER:
+		return tw_allgather(c->l, c->tag, c->buf, c->len, c->out);
+	case C_GATHER:
+		return tw_gather(
+		    c->l, c->root, c->tag, c->buf, c->len, c->out);
+	case C_BROADCAST:
+		return tw_broadcast(c->l, c->root, c->tag, c->out);
+	default:
+		return tw_scatter(c->l, c->root, c->tag, c->in, c->out);
+	}
+}
+
+static void abort_link(void *l)
+{
+	tw_link_abort(l);
+}
+
+// Runs a collective; 0 and *st, or -1 with a signal handler's exception
+// (the link aborted, and nothing the call made left to free).
+static int coll(struct coll_call *c, int *st)
+{
+	return twpy_call(coll_run, c, abort_link, c->l, st);
+}
+
 static PyObject *bufs_to_list(tw_buf *bufs, size_t n)
 {
 	PyObject *list = PyList_New((Py_ssize_t)n);
@@ -475,10 +532,10 @@ static PyObject *link_barrier(link_obj *self, PyObject *args, PyObject *kw)
 	PyObject *r = NULL;
 	if (l != NULL) {
 		int st;
-		Py_BEGIN_ALLOW_THREADS st = tw_barrier(l, tag);
-		Py_END_ALLOW_THREADS r = st == TW_OK
-		    ? Py_NewRef(Py_None)
-		    : fail(self, st, "barrier");
+		struct coll_call c = { .kind = C_BARRIER, .l = l, .tag = tag };
+		if (coll(&c, &st) == 0)
+			r = st == TW_OK ? Py_NewRef(Py_None)
+			                : fail(self, st, "barrier");
 		twpy_link_leave((PyObject *)self);
 	}
 	Py_XDECREF(keep);
@@ -509,11 +566,20 @@ static PyObject *link_all_gather(link_obj *self, PyObject *args, PyObject *kw)
 			PyErr_NoMemory();
 		} else {
 			int st;
-			Py_BEGIN_ALLOW_THREADS st
-			    = tw_allgather(l, tag, v.buf, (size_t)v.len, out);
-			Py_END_ALLOW_THREADS r = st == TW_OK
-			    ? bufs_to_list(out, n)
-			    : fail(self, st, "all_gather");
+			struct coll_call c = { .kind = C_ALLGATHER,
+				.l = l,
+				.tag = tag,
+				.buf = v.buf,
+				.len = (size_t)v.len,
+				.out = out };
+			int rv = coll(&c, &st);
+			if (rv == 0 && st == TW_OK)
+				r = bufs_to_list(out, n);
+			else if (rv == 0)
+				fail(self, st, "all_gather");
+			else
+				for (size_t i = 0; i < n; i++)
+					tw_buf_free(&out[i]);
 			free(out);
 		}
 		twpy_link_leave((PyObject *)self);
@@ -550,12 +616,22 @@ static PyObject *link_gather(link_obj *self, PyObject *args, PyObject *kw)
 			PyErr_NoMemory();
 		} else {
 			int st;
-			Py_BEGIN_ALLOW_THREADS st = tw_gather(l, root, tag,
-			    v.buf, (size_t)v.len, at_root ? out : NULL);
-			Py_END_ALLOW_THREADS if (st != TW_OK) r
-			    = fail(self, st, "gather");
-			else if (at_root) r = bufs_to_list(out, n);
-			else r = Py_NewRef(Py_None);
+			struct coll_call c = { .kind = C_GATHER,
+				.l = l,
+				.tag = tag,
+				.root = root,
+				.buf = v.buf,
+				.len = (size_t)v.len,
+				.out = at_root ? out : NULL };
+			if (coll(&c, &st) < 0) {
+				for (size_t i = 0; i < n; i++)
+					tw_buf_free(&out[i]);
+			} else if (st != TW_OK)
+				r = fail(self, st, "gather");
+			else if (at_root)
+				r = bufs_to_list(out, n);
+			else
+				r = Py_NewRef(Py_None);
 			free(out);
 		}
 		twpy_link_leave((PyObject *)self);
@@ -589,10 +665,20 @@ static PyObject *link_broadcast(link_obj *self, PyObject *args, PyObject *kw)
 		goto out;
 	tw_buf b = { at_root ? v.buf : NULL, at_root ? (size_t)v.len : 0 };
 	int st;
-	Py_BEGIN_ALLOW_THREADS st = tw_broadcast(l, root, tag, &b);
-	Py_END_ALLOW_THREADS if (st != TW_OK) r = fail(self, st, "broadcast");
-	else if (at_root) r = PyBytes_FromStringAndSize(v.buf, v.len);
-	else r = twpy_bytes_take(&b);
+	struct coll_call c = { .kind = C_BROADCAST,
+		.l = l,
+		.tag = tag,
+		.root = root,
+		.out = &b };
+	if (coll(&c, &st) < 0) {
+		if (!at_root)
+			tw_buf_free(&b);
+	} else if (st != TW_OK)
+		r = fail(self, st, "broadcast");
+	else if (at_root)
+		r = PyBytes_FromStringAndSize(v.buf, v.len);
+	else
+		r = twpy_bytes_take(&b);
 	if (at_root)
 		PyBuffer_Release(&v);
 out:
@@ -651,9 +737,17 @@ static PyObject *link_scatter(link_obj *self, PyObject *args, PyObject *kw)
 	}
 	tw_buf b = { 0 };
 	int st;
-	Py_BEGIN_ALLOW_THREADS st = tw_scatter(l, root, tag, in, &b);
-	Py_END_ALLOW_THREADS r
-	    = st == TW_OK ? twpy_bytes_take(&b) : fail(self, st, "scatter");
+	struct coll_call c = { .kind = C_SCATTER,
+		.l = l,
+		.tag = tag,
+		.root = root,
+		.in = in,
+		.out = &b };
+	if (coll(&c, &st) < 0)
+		tw_buf_free(&b);
+	else
+		r = st == TW_OK ? twpy_bytes_take(&b)
+		                : fail(self, st, "scatter");
 out:
 	for (size_t i = 0; i < got; i++)
 		PyBuffer_Release(&views[i]);
@@ -991,11 +1085,12 @@ static PyObject *create_common(
 	twpy_chan_clear();
 	tw_link *l = NULL;
 	int st;
-	Py_BEGIN_ALLOW_THREADS st = chans != NULL
+	Py_BEGIN_ALLOW_THREADS
+	st = chans != NULL
 	    ? tw_link_create_with_channels(d, (size_t)r, chans, &l)
 	    : tw_link_create(d, (size_t)r, &l);
-	Py_END_ALLOW_THREADS if (st != TW_OK)
-	{
+	Py_END_ALLOW_THREADS
+	if (st != TW_OK) {
 		twpy_channels_free(chans, n);
 		if (st == TW_EINVAL)
 			return PyErr_Format(PyExc_ValueError,

@@ -87,6 +87,16 @@ typedef int (*twpy_slice_fn)(void *arg, int64_t slice_ms);
 // Returns 0 with *status, or -1 when a signal handler raised.
 int twpy_block(twpy_slice_fn fn, void *arg, int64_t timeout_ms, int *status);
 
+// A blocking call that cannot be split into slices (a collective).  Off the
+// main thread it just runs without the GIL.  On the main thread it runs on
+// a worker thread while the main thread runs the signal handlers every
+// TWPY_SLICE_MS; when one raises, cancel(cancel_arg) must end the call soon
+// (the link is aborted), the call is awaited, and -1 is returned with the
+// handler's exception.  Otherwise 0 and *status.
+typedef int (*twpy_call_fn)(void *arg);
+int twpy_call(twpy_call_fn fn, void *arg, void (*cancel)(void *),
+    void *cancel_arg, int *status);
+
 // True on the interpreter's main thread (where signal handlers run).
 bool twpy_main_thread(void);
 

@@ -2,6 +2,7 @@
 
 #include "twpy.h"
 
+#include <pthread.h>
 #include <time.h>
 
 // ---------------------------------------------------------------------------
@@ -112,9 +113,10 @@ int twpy_block(twpy_slice_fn fn, void *arg, int64_t timeout_ms, int *status)
 		if (sliced && (slice < 0 || slice > TWPY_SLICE_MS))
 			slice = TWPY_SLICE_MS;
 		int st;
-		Py_BEGIN_ALLOW_THREADS st = fn(arg, slice);
-		Py_END_ALLOW_THREADS if (st != TW_ETIMEDOUT)
-		{
+		Py_BEGIN_ALLOW_THREADS
+		st = fn(arg, slice);
+		Py_END_ALLOW_THREADS
+		if (st != TW_ETIMEDOUT) {
 			*status = st;
 			return 0;
 		}
@@ -125,6 +127,125 @@ int twpy_block(twpy_slice_fn fn, void *arg, int64_t timeout_ms, int *status)
 			return 0;
 		}
 	}
+}
+
+// Calls that cannot be split into slices (collectives) run, for the main
+// thread, on one worker thread made on first use, while the main thread
+// runs the signal handlers every TWPY_SLICE_MS.  Only the main thread posts
+// work, one call at a time, so one slot is all the state.
+static pthread_mutex_t bg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t bg_cv;
+static pthread_once_t bg_once = PTHREAD_ONCE_INIT;
+static bool bg_running;
+static int bg_state; // 0 idle, 1 posted, 2 done
+static twpy_call_fn bg_fn;
+static void *bg_arg;
+static int bg_status;
+
+static void bg_cv_init(void)
+{
+	pthread_condattr_t a;
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&bg_cv, &a);
+	pthread_condattr_destroy(&a);
+}
+
+// A child of fork has no worker; it makes its own when it needs one.
+static void bg_atfork_child(void)
+{
+	pthread_mutex_init(&bg_mu, NULL);
+	bg_cv_init();
+	bg_running = false;
+	bg_state = 0;
+}
+
+static void *bg_main(void *unused)
+{
+	pthread_mutex_lock(&bg_mu);
+	for (;;) {
+		while (bg_state != 1)
+			pthread_cond_wait(&bg_cv, &bg_mu);
+		pthread_mutex_unlock(&bg_mu);
+		int st = bg_fn(bg_arg);
+		pthread_mutex_lock(&bg_mu);
+		bg_status = st;
+		bg_state = 2;
+		pthread_cond_broadcast(&bg_cv);
+	}
+	return NULL;
+}
+
+static void bg_setup(void)
+{
+	bg_cv_init();
+	pthread_atfork(NULL, NULL, bg_atfork_child);
+}
+
+int twpy_call(twpy_call_fn fn, void *arg, void (*cancel)(void *),
+    void *cancel_arg, int *status)
+{
+	if (!twpy_main_thread()) {
+		Py_BEGIN_ALLOW_THREADS
+		*status = fn(arg);
+		Py_END_ALLOW_THREADS
+		return 0;
+	}
+	pthread_once(&bg_once, bg_setup);
+	if (!bg_running) {
+		pthread_t t;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		int rc = pthread_create(&t, &a, bg_main, NULL);
+		pthread_attr_destroy(&a);
+		if (rc != 0) {
+			// No worker: the call blocks the main thread as it is.
+			Py_BEGIN_ALLOW_THREADS
+			*status = fn(arg);
+			Py_END_ALLOW_THREADS
+			return 0;
+		}
+		bg_running = true;
+	}
+	pthread_mutex_lock(&bg_mu);
+	bg_fn = fn;
+	bg_arg = arg;
+	bg_state = 1;
+	pthread_cond_broadcast(&bg_cv);
+	pthread_mutex_unlock(&bg_mu);
+	int rv = 0;
+	for (;;) {
+		bool done;
+		Py_BEGIN_ALLOW_THREADS
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += TWPY_SLICE_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&bg_mu);
+		while (bg_state != 2
+		    && pthread_cond_timedwait(&bg_cv, &bg_mu, &ts) == 0)
+			;
+		done = bg_state == 2;
+		pthread_mutex_unlock(&bg_mu);
+		Py_END_ALLOW_THREADS
+		if (done)
+			break;
+		if (rv == 0 && PyErr_CheckSignals() < 0) {
+			// The call cannot stop half way and stay usable: it is
+			// cancelled (the link aborted), and awaited.
+			rv = -1;
+			cancel(cancel_arg);
+		}
+	}
+	pthread_mutex_lock(&bg_mu);
+	*status = bg_status;
+	bg_state = 0;
+	pthread_mutex_unlock(&bg_mu);
+	return rv;
 }
 
 // ---------------------------------------------------------------------------

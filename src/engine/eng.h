@@ -210,6 +210,7 @@ struct tw_engine {
 	pthread_cond_t cv; // peers, transfers, notifications changed
 	pthread_cond_t io_cv; // a copy ended (op->io, reg->refs fell)
 	bool frozen; // listened or connected: options are fixed
+	bool listening; // a tw_engine_listen is under way or succeeded
 	bool closing;
 	char *addr; // where it listens, or NULL
 	char *out_addr; // its address for links it dials (tcp://)

@@ -352,11 +352,15 @@ int tw_engine_listen(tw_engine *e, const char *addr)
 	if (e == NULL || addr == NULL)
 		return TW_EINVAL;
 	pthread_mutex_lock(&e->mtx);
-	if (e->addr != NULL) {
+	// One listen at a time, and once: a second caller racing the first
+	// must not get past this before the first set e->addr.
+	if (e->addr != NULL || e->listening) {
 		pthread_mutex_unlock(&e->mtx);
 		return TW_EINVAL;
 	}
+	bool was_frozen = e->frozen;
 	e->frozen = true;
+	e->listening = true;
 	pthread_mutex_unlock(&e->mtx);
 	// Finished requests are joined as new ones come; inc_mtx only.
 	pthread_mutex_lock(&e->inc_mtx);
@@ -399,9 +403,16 @@ int tw_engine_listen(tw_engine *e, const char *addr)
 	} else {
 		status = TW_EINVAL;
 	}
-	if (status != TW_OK)
+	if (status != TW_OK) {
 		LOGE(e, TW_LOG_ERROR, "cannot listen at %s: %s", addr,
 		    tw_strerror(status));
+		// A listen that failed changes nothing: options may still be
+		// set, and listen tried again.
+		pthread_mutex_lock(&e->mtx);
+		e->listening = false;
+		e->frozen = was_frozen;
+		pthread_mutex_unlock(&e->mtx);
+	}
 	return status;
 }
 
