@@ -185,6 +185,19 @@ TW_API int tw_send_async(
 TW_API int tw_send_async_throttled(
     tw_link *l, size_t dst, const char *tag, const void *buf, size_t len);
 
+// tw_send (flags 0), tw_send_async (TW_SEND_ASYNC) or
+// tw_send_async_throttled (TW_SEND_ASYNC | TW_SEND_THROTTLED) with a
+// timeout of their own instead of the link's for flow control and the
+// throttle window (-1 forever, 0 do not wait).  On TW_ETIMEDOUT the
+// message was not sent, so a caller may wait in slices (to run signal
+// handlers between them, say) and send again; over a channel you supply
+// the timeout is the channel's business.  Returns the codes of tw_send;
+// TW_EINVAL also for unknown flags, TW_SEND_THROTTLED alone, or a timeout
+// below -1.
+enum { TW_SEND_ASYNC = 1, TW_SEND_THROTTLED = 2 };
+TW_API int tw_send_timed(tw_link *l, size_t dst, const char *tag,
+    const void *buf, size_t len, int flags, int64_t timeout_ms);
+
 // Receives the oldest message from `src` under `tag`, blocking up to the
 // link's receive timeout.  On TW_OK out->data (allocated by the library,
 // NULL for an empty message) belongs to the caller: free it with

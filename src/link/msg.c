@@ -128,8 +128,8 @@ int tw__link_recv_key(
 
 enum { SEND_SYNC, SEND_ASYNC, SEND_THROTTLED };
 
-static int send_common(tw_link *l, size_t dst, const char *tag,
-    const void *buf, size_t len, int mode)
+static int send_until(tw_link *l, size_t dst, const char *tag, const void *buf,
+    size_t len, int mode, int64_t deadline)
 {
 	int status = check_peer_tag(l, dst, tag);
 	if (status != TW_OK || (buf == NULL && len > 0))
@@ -138,7 +138,6 @@ static int send_common(tw_link *l, size_t dst, const char *tag,
 		return TW_ETOOBIG;
 	if (link_aborted(l))
 		return TW_ECLOSED;
-	int64_t deadline = tw__link_recv_deadline(l);
 	if (mode == SEND_THROTTLED && l->opts[TW_OPT_THROTTLE_WINDOW] > 0) {
 		status = ack_wait(l, dst, deadline);
 		if (status != TW_OK) {
@@ -161,6 +160,29 @@ static int send_common(tw_link *l, size_t dst, const char *tag,
 	atomic_fetch_add_explicit(
 	    &l->stats.bytes_sent, len, memory_order_relaxed);
 	return TW_OK;
+}
+
+static int send_common(tw_link *l, size_t dst, const char *tag,
+    const void *buf, size_t len, int mode)
+{
+	if (l == NULL)
+		return TW_EINVAL;
+	return send_until(
+	    l, dst, tag, buf, len, mode, tw__link_recv_deadline(l));
+}
+
+int tw_send_timed(tw_link *l, size_t dst, const char *tag, const void *buf,
+    size_t len, int flags, int64_t timeout_ms)
+{
+	if (l == NULL || timeout_ms < -1
+	    || (flags & ~(TW_SEND_ASYNC | TW_SEND_THROTTLED)) != 0
+	    || flags == TW_SEND_THROTTLED)
+		return TW_EINVAL;
+	int mode = flags & TW_SEND_THROTTLED ? SEND_THROTTLED
+	    : flags & TW_SEND_ASYNC          ? SEND_ASYNC
+	                                     : SEND_SYNC;
+	return send_until(
+	    l, dst, tag, buf, len, mode, tw__deadline_ms(timeout_ms));
 }
 
 int tw_send(

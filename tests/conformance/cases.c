@@ -941,6 +941,13 @@ static int body_throttle(conf_party *p)
 		CHECK_RV(p, tw_send_async_throttled(l, 1, "w", &seq, 4),
 		    TW_ETIMEDOUT);
 		CHECK(p, conf_now_ms() - t0 >= 290);
+		// A timed one waits its own timeout, and sends nothing either.
+		t0 = conf_now_ms();
+		CHECK_RV(p,
+		    tw_send_timed(l, 1, "w", &seq, 4,
+		        TW_SEND_ASYNC | TW_SEND_THROTTLED, 50),
+		    TW_ETIMEDOUT);
+		CHECK(p, conf_now_ms() - t0 >= 49);
 		CHECK_OK(p, tw_link_set_recv_timeout(l, conf_scale(20000)));
 		// Let the peer consume; its acks reopen the window.
 		CHECK_OK(p, tw_send(l, 1, "go", NULL, 0));
@@ -1100,6 +1107,21 @@ static int body_flow_empty(conf_party *p)
 		while (sent < FE_MAX
 		    && (rv = tw_send(p->link, 1, "z", NULL, 0)) == TW_OK)
 			sent++;
+		// Timed sends held back the same way send nothing either:
+		// the receiver gets exactly `sent` messages.
+		CHECK_RV(p, tw_send_timed(p->link, 1, "z", NULL, 0, 0, 30),
+		    TW_ETIMEDOUT);
+		CHECK_RV(p,
+		    tw_send_timed(p->link, 1, "z", NULL, 0, TW_SEND_ASYNC, 0),
+		    TW_ETIMEDOUT);
+		CHECK_RV(p, tw_send_timed(p->link, 1, "z", NULL, 0, 4, 0),
+		    TW_EINVAL);
+		CHECK_RV(p,
+		    tw_send_timed(
+		        p->link, 1, "z", NULL, 0, TW_SEND_THROTTLED, 0),
+		    TW_EINVAL);
+		CHECK_RV(p, tw_send_timed(p->link, 1, "z", NULL, 0, 0, -2),
+		    TW_EINVAL);
 		conf_board_post(board, 0, sent);
 		CHECK_RV(p, rv, TW_ETIMEDOUT);
 		CHECK(p, sent <= FE_BUF / TW_MSG_OVERHEAD + FE_SLACK);
