@@ -67,6 +67,16 @@ static int keep_error(bool timeout_ok)
 		PyErr_Clear();
 		return TW_ETIMEDOUT;
 	}
+	// tagwire's own answers, which a channel may give as they are: the
+	// channel was aborted, or its peer is gone.
+	if (PyErr_ExceptionMatches(twpy_ClosedError)) {
+		PyErr_Clear();
+		return TW_ECLOSED;
+	}
+	if (PyErr_ExceptionMatches(twpy_PeerError)) {
+		PyErr_Clear();
+		return TW_EPEER;
+	}
 	PyObject *exc = twpy_get_raised();
 	bool interrupt
 	    = PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt)

@@ -1160,6 +1160,9 @@ static PyObject *engine_connect(engine *eo, PyObject *arg)
 	Py_END_ALLOW_THREADS
 	leave(eo);
 	PyBuffer_Release(&v);
+	// A Ctrl-C that came while it waited is the news, not its timeout.
+	if (st != TW_OK && PyErr_CheckSignals() < 0)
+		return NULL;
 	if (st != TW_OK)
 		return twpy_raise(st, "Engine.connect");
 	return PyLong_FromUnsignedLong(peer);
@@ -1178,6 +1181,9 @@ static PyObject *engine_connect_to(engine *eo, PyObject *args)
 	st = tw_engine_connect_to(eo->e, addr, name, &peer);
 	Py_END_ALLOW_THREADS
 	leave(eo);
+	// A Ctrl-C that came while it waited is the news, not its timeout.
+	if (st != TW_OK && PyErr_CheckSignals() < 0)
+		return NULL;
 	if (st != TW_OK)
 		return twpy_raise(st, "Engine.connect_to");
 	return PyLong_FromUnsignedLong(peer);

@@ -222,40 +222,56 @@ static PyObject *fail(link_obj *self, int st, const char *what)
 // ---------------------------------------------------------------------------
 // Point to point
 
-typedef int (*send_fn)(tw_link *, size_t, const char *, const void *, size_t);
+struct send_call {
+	tw_link *l;
+	size_t dst;
+	const char *tag;
+	const void *buf;
+	size_t len;
+	int flags;
+};
 
-static PyObject *send_common(link_obj *self, PyObject *args, PyObject *kw,
-    send_fn fn, const char *what, bool request)
+// A slice of a send: on TW_ETIMEDOUT nothing was sent (tw_send_timed).
+static int send_slice(void *arg, int64_t ms)
+{
+	struct send_call *c = arg;
+	return tw_send_timed(
+	    c->l, c->dst, c->tag, c->buf, c->len, c->flags, ms);
+}
+
+static PyObject *send_common(
+    link_obj *self, PyObject *args, PyObject *kw, int flags, const char *what)
 {
 	static char *names[] = { "dst", "tag", "data", NULL };
 	PyObject *dst_o, *tag_o, *data_o;
 	if (!PyArg_ParseTupleAndKeywords(
 	        args, kw, "OOO", names, &dst_o, &tag_o, &data_o))
 		return NULL;
-	size_t dst;
-	const char *tag;
+	struct send_call c = { .flags = flags };
 	PyObject *keep;
 	Py_buffer v;
-	if (rank_arg(self, dst_o, &dst) < 0
-	    || twpy_tag(tag_o, &tag, &keep) < 0)
+	if (rank_arg(self, dst_o, &c.dst) < 0
+	    || twpy_tag(tag_o, &c.tag, &keep) < 0)
 		return NULL;
 	if (twpy_buffer(data_o, &v, false) < 0) {
 		Py_DECREF(keep);
 		return NULL;
 	}
-	tw_link *l = twpy_link_enter((PyObject *)self);
+	c.buf = v.buf;
+	c.len = (size_t)v.len;
+	c.l = twpy_link_enter((PyObject *)self);
 	PyObject *r = NULL;
-	if (l != NULL) {
+	if (c.l != NULL) {
 		int st;
-		Py_BEGIN_ALLOW_THREADS
-		st = fn(l, dst, tag, v.buf, (size_t)v.len);
-		Py_END_ALLOW_THREADS
-		if (st != TW_OK)
-			fail(self, st, what);
-		else if (request)
-			r = twpy_request_new((PyObject *)self);
-		else
-			r = Py_NewRef(Py_None);
+		// -1: a signal handler raised, and nothing was sent.
+		if (twpy_block(send_slice, &c, self->timeout_ms, &st) == 0) {
+			if (st != TW_OK)
+				fail(self, st, what);
+			else if (flags & TW_SEND_ASYNC)
+				r = twpy_request_new((PyObject *)self);
+			else
+				r = Py_NewRef(Py_None);
+		}
 		twpy_link_leave((PyObject *)self);
 	}
 	PyBuffer_Release(&v);
@@ -265,19 +281,19 @@ static PyObject *send_common(link_obj *self, PyObject *args, PyObject *kw,
 
 static PyObject *link_send(link_obj *self, PyObject *args, PyObject *kw)
 {
-	return send_common(self, args, kw, tw_send, "send", false);
+	return send_common(self, args, kw, 0, "send");
 }
 
 static PyObject *link_send_async(link_obj *self, PyObject *args, PyObject *kw)
 {
-	return send_common(self, args, kw, tw_send_async, "send_async", true);
+	return send_common(self, args, kw, TW_SEND_ASYNC, "send_async");
 }
 
 static PyObject *link_send_throttled(
     link_obj *self, PyObject *args, PyObject *kw)
 {
-	return send_common(self, args, kw, tw_send_async_throttled,
-	    "send_async_throttled", true);
+	return send_common(self, args, kw, TW_SEND_ASYNC | TW_SEND_THROTTLED,
+	    "send_async_throttled");
 }
 
 struct recv_call {
@@ -1092,6 +1108,10 @@ static PyObject *create_common(
 	Py_END_ALLOW_THREADS
 	if (st != TW_OK) {
 		twpy_channels_free(chans, n);
+		// A Ctrl-C that came while it waited is the news, not the
+		// timeout it led to.
+		if (PyErr_CheckSignals() < 0)
+			return NULL;
 		if (st == TW_EINVAL)
 			return PyErr_Format(PyExc_ValueError,
 			    "%s: the description is not usable (parties of "
