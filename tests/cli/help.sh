@@ -6,7 +6,7 @@ for h in --help -h help; do
 	expect_rc 0
 	expect_err_empty
 	expect_out '^usage: tagwire <command>'
-	for cmd in info demo perf xfer --help-config --version; do
+	for cmd in info demo perf xfer run --help-config --version; do
 		expect_out "^  $cmd "
 	done
 	expect_out '--parties N'
@@ -45,6 +45,15 @@ for args in '--help xfer' 'xfer --help'; do
 	for opt in --server --bind --client --op --size --batch --iters \
 		--validate --stripes --timeout-ms --forever; do
 		expect_out "^ +$opt[ ,]"
+	done
+done
+for args in '--help run' 'run --help' 'run -h'; do
+	run $args
+	expect_rc 0
+	expect_err_empty
+	expect_out '^usage: tagwire run '
+	for opt in -n --transport --secret-file --link-id; do
+		expect_out "^ +$opt "
 	done
 done
 run perf --help

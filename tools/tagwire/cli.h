@@ -44,6 +44,7 @@ int cli_help_config(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_perf(int argc, char **argv);
 int cli_xfer(int argc, char **argv);
+int cli_run(int argc, char **argv);
 
 // The demo's usage (options and the transports it can run).
 void cli_demo_help(FILE *f);
@@ -68,6 +69,13 @@ void cli_perf_help(FILE *f);
 	"[--window N]\n"                                                      \
 	"                    [--chunk BYTES] [--timeout-ms MS]"
 void cli_xfer_help(FILE *f);
+
+// The usage line of run, and its full help (run.c).
+#define CLI_RUN_USAGE                                                         \
+	"usage: tagwire run -n N [--transport tcp|shm] [--secret-file "       \
+	"FILE]\n"                                                             \
+	"                   [--link-id ID] -- PROG [ARGS...]"
+void cli_run_help(FILE *f);
 
 // The pattern of the transfer tests: fills buf[off, off+len) with the
 // bytes of iteration `iter` at those offsets; check finds the first byte

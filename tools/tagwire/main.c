@@ -39,11 +39,17 @@ void cli_help(FILE *f)
 	    "client that\n"
 	    "                   write, read or send into its registered "
 	    "buffer\n"
+	    "  run -n N -- PROG [ARGS...]\n"
+	    "                   start N local processes of PROG with the "
+	    "TAGWIRE_*\n"
+	    "                   variables of tw_desc_from_env; print their "
+	    "output line\n"
+	    "                   by line with a [RANK] prefix\n"
 	    "  --help-config    the link options: name, default, range "
 	    "and help\n"
 	    "  --version        the version\n"
-	    "  --help, -h       this help; 'tagwire --help demo' or "
-	    "'tagwire --help perf'\n"
+	    "  --help, -h       this help; 'tagwire --help demo', 'perf', "
+	    "'xfer' or 'run'\n"
 	    "                   for one command alone\n"
 	    "\n");
 	cli_demo_help(f);
@@ -51,6 +57,8 @@ void cli_help(FILE *f)
 	cli_perf_help(f);
 	fprintf(f, "\n");
 	cli_xfer_help(f);
+	fprintf(f, "\n");
+	cli_run_help(f);
 	fprintf(f,
 	    "\n"
 	    "environment:\n"
@@ -61,7 +69,8 @@ void cli_help(FILE *f)
 	    "TAGWIRE_LOG=debug\n"
 	    "\n"
 	    "exit status: 0 success, 1 a check or an operation failed, "
-	    "2 bad usage.\n");
+	    "2 bad usage;\n"
+	    "run: that of the first process to fail.\n");
 }
 
 static const char *usage_line(const char *cmd)
@@ -73,6 +82,8 @@ static const char *usage_line(const char *cmd)
 		return CLI_PERF_USAGE;
 	if (cmd != NULL && strcmp(cmd, "xfer") == 0)
 		return CLI_XFER_USAGE;
+	if (cmd != NULL && strcmp(cmd, "run") == 0)
+		return CLI_RUN_USAGE;
 	if (cmd != NULL && strcmp(cmd, "info") == 0)
 		return "usage: tagwire info";
 	if (cmd != NULL && strcmp(cmd, "--help-config") == 0)
@@ -184,8 +195,12 @@ static int cmd_help(int argc, char **argv)
 		cli_xfer_help(stdout);
 		return CLI_OK;
 	}
-	return cli_usage_error(
-	    NULL, "--help takes no argument but 'demo', 'perf' or 'xfer'");
+	if (argc == 2 && strcmp(argv[1], "run") == 0) {
+		cli_run_help(stdout);
+		return CLI_OK;
+	}
+	return cli_usage_error(NULL,
+	    "--help takes no argument but 'demo', 'perf', 'xfer' or 'run'");
 }
 
 static int dispatch(int argc, char **argv)
@@ -214,6 +229,8 @@ static int dispatch(int argc, char **argv)
 		return cli_perf(argc - 1, argv + 1);
 	if (strcmp(cmd, "xfer") == 0)
 		return cli_xfer(argc - 1, argv + 1);
+	if (strcmp(cmd, "run") == 0)
+		return cli_run(argc - 1, argv + 1);
 	return cli_usage_error(NULL, "unknown command '%.64s'", cmd);
 }
 
