@@ -90,13 +90,19 @@ TW_API int tw_desc_set_tls(tw_desc *d, const char *cert_file,
     const char *key_file, const char *ca_file);
 
 // Builds a description from the environment: TAGWIRE_PARTIES (comma
-// separated "ADDR" or "ID=ADDR"; ids default to p0, p1, ...), TAGWIRE_RANK
-// (this process's rank), TAGWIRE_SECRET (optional), TAGWIRE_LINK_ID
-// (optional, default "root"), TAGWIRE_TLS_CERT, TAGWIRE_TLS_KEY and
-// TAGWIRE_TLS_CA (optional, all three or none: tw_desc_set_tls).  On success *out is a new description the
-// caller frees and *self_rank the rank.  Anything missing or malformed is
-// TW_EINVAL with a log line naming the variable and the reason; TW_ENOMEM.
-// Outputs are set only on success.
+// separated "ADDR" or "ID=ADDR"; ids default to p0, p1, ...), the rank
+// (TAGWIRE_RANK, or else a launcher's: OMPI_COMM_WORLD_RANK (mpirun),
+// PMI_RANK, SLURM_PROCID (srun), RANK (torchrun), the first one set),
+// TAGWIRE_SECRET (optional), TAGWIRE_LINK_ID (optional, default "root"),
+// TAGWIRE_TLS_CERT, TAGWIRE_TLS_KEY and TAGWIRE_TLS_CA (optional, all three
+// or none: tw_desc_set_tls).  The size that goes with the rank's source
+// (TAGWIRE_SIZE, OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_NTASKS, WORLD_SIZE),
+// and TAGWIRE_SIZE, must equal the number of parties when set.  On success
+// *out is a new description the caller frees and *self_rank the rank.
+// Anything missing, malformed or conflicting is TW_EINVAL with a log line
+// naming the variable and the reason; TAGWIRE_ROOT (learning the parties
+// from rank 0) is TW_ENOTSUP in this version; TW_ENOMEM.  Outputs are set
+// only on success.
 TW_API int tw_desc_from_env(tw_desc **out, size_t *self_rank);
 
 // Number of parties added so far.

@@ -15,21 +15,77 @@
 #define ENV_PARTIES_MAX 65536
 #define ENV_RANK_MAX 1000000
 
-static int parse_rank(const char *s, size_t *rank)
+// Where a rank and a size come from, first set first: tagwire's own, then
+// those of the launchers people already run (mpirun, PMI, srun, torchrun).
+static const struct {
+	const char *rank, *size;
+} sources[] = {
+	{ "TAGWIRE_RANK", "TAGWIRE_SIZE" },
+	{ "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE" },
+	{ "PMI_RANK", "PMI_SIZE" },
+	{ "SLURM_PROCID", "SLURM_NTASKS" },
+	{ "RANK", "WORLD_SIZE" },
+};
+#define NSOURCES (sizeof(sources) / sizeof(sources[0]))
+
+// A decimal number of at most ENV_RANK_MAX in variable `name`.
+static int parse_num(const char *name, const char *s, size_t *out)
 {
-	if (s == NULL || *s == '\0') {
-		TW_ERROR("env", "TAGWIRE_RANK is not set");
-		return TW_EINVAL;
-	}
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
 	if (*s < '0' || *s > '9' || *end != '\0' || errno != 0
 	    || v > ENV_RANK_MAX) {
-		TW_ERROR("env", "TAGWIRE_RANK '%.32s' is not a rank", s);
+		TW_ERROR("env", "%s '%.32s' is not a number of 0..%d", name, s,
+		    ENV_RANK_MAX);
 		return TW_EINVAL;
 	}
-	*rank = (size_t)v;
+	*out = (size_t)v;
+	return TW_OK;
+}
+
+// The rank, from the first source whose rank variable is set, checked
+// against the parties' count and the sizes that are set.
+static int parse_rank(size_t parties, size_t *rank)
+{
+	size_t src = 0;
+	while (src < NSOURCES && getenv(sources[src].rank) == NULL)
+		src++;
+	if (src == NSOURCES) {
+		TW_ERROR("env",
+		    "TAGWIRE_RANK is not set (nor a launcher's rank: "
+		    "OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_PROCID, RANK)");
+		return TW_EINVAL;
+	}
+	const char *name = sources[src].rank;
+	int status = parse_num(name, getenv(name), rank);
+	if (status != TW_OK)
+		return status;
+	if (*rank >= parties) {
+		TW_ERROR("env",
+		    "%s %zu is out of range: TAGWIRE_PARTIES names %zu "
+		    "parties",
+		    name, *rank, parties);
+		return TW_EINVAL;
+	}
+	// The size of the rank's own source, and tagwire's, must agree
+	// with the list: a launcher started more or fewer processes.
+	size_t checks[2] = { src, 0 };
+	for (size_t i = 0; i < (src == 0 ? 1u : 2u); i++) {
+		const char *sname = sources[checks[i]].size;
+		const char *sv = getenv(sname);
+		size_t size;
+		if (sv == NULL)
+			continue;
+		if ((status = parse_num(sname, sv, &size)) != TW_OK)
+			return status;
+		if (size != parties) {
+			TW_ERROR("env",
+			    "%s is %zu but TAGWIRE_PARTIES names %zu parties",
+			    sname, size, parties);
+			return TW_EINVAL;
+		}
+	}
 	return TW_OK;
 }
 
@@ -136,16 +192,25 @@ int tw_desc_from_env(tw_desc **out, size_t *self_rank)
 	if (d == NULL)
 		return TW_ENOMEM;
 	size_t rank = 0;
-	int status = parse_parties(d, getenv("TAGWIRE_PARTIES"));
-	if (status == TW_OK)
-		status = parse_rank(getenv("TAGWIRE_RANK"), &rank);
-	if (status == TW_OK && rank >= tw_desc_size(d)) {
+	const char *parties = getenv("TAGWIRE_PARTIES");
+	const char *root = getenv("TAGWIRE_ROOT");
+	int status = TW_OK;
+	if (root != NULL && *root != '\0' && parties != NULL) {
 		TW_ERROR("env",
-		    "TAGWIRE_RANK %zu is out of range: TAGWIRE_PARTIES "
-		    "names %zu parties",
-		    rank, tw_desc_size(d));
+		    "TAGWIRE_ROOT and TAGWIRE_PARTIES are both set: name the "
+		    "parties, or the root to learn them from, not both");
 		status = TW_EINVAL;
+	} else if (root != NULL && *root != '\0') {
+		// The rendezvous through rank 0 is not built yet.
+		TW_ERROR("env",
+		    "TAGWIRE_ROOT: finding the parties through rank 0 is not "
+		    "supported by this version; set TAGWIRE_PARTIES");
+		status = TW_ENOTSUP;
 	}
+	if (status == TW_OK)
+		status = parse_parties(d, parties);
+	if (status == TW_OK)
+		status = parse_rank(tw_desc_size(d), &rank);
 	const char *secret = getenv("TAGWIRE_SECRET");
 	if (status == TW_OK && secret != NULL && *secret != '\0') {
 		status = tw_desc_set_secret(d, secret, strlen(secret));

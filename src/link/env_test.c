@@ -58,6 +58,13 @@ static void env_clear(void)
 	unsetenv("TAGWIRE_TLS_CERT");
 	unsetenv("TAGWIRE_TLS_KEY");
 	unsetenv("TAGWIRE_TLS_CA");
+	unsetenv("TAGWIRE_SIZE");
+	unsetenv("TAGWIRE_ROOT");
+	static const char *const launchers[] = { "OMPI_COMM_WORLD_RANK",
+		"OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID",
+		"SLURM_NTASKS", "RANK", "WORLD_SIZE" };
+	for (size_t i = 0; i < sizeof(launchers) / sizeof(launchers[0]); i++)
+		unsetenv(launchers[i]);
 }
 
 static int setup(void **state)
@@ -319,6 +326,77 @@ static void test_bad_rank(void **state)
 	}
 }
 
+// Under a launcher the rank comes from its variables, the first set in
+// tagwire's order, and the sizes that are set must match the list.
+static void test_launcher_rank(void **state)
+{
+	(void)state;
+	static const char *const ranks[][2] = {
+		{ "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE" },
+		{ "PMI_RANK", "PMI_SIZE" },
+		{ "SLURM_PROCID", "SLURM_NTASKS" },
+		{ "RANK", "WORLD_SIZE" },
+	};
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b,mem://c");
+	for (size_t i = 0; i < sizeof(ranks) / sizeof(ranks[0]); i++) {
+		env_clear();
+		env_set("TAGWIRE_PARTIES", "mem://a,mem://b,mem://c");
+		env_set(ranks[i][0], "2");
+		size_t rank;
+		tw_desc *d = from_env_ok(&rank);
+		assert_int_equal(rank, 2);
+		tw_desc_free(d);
+		env_set(ranks[i][1], "3");
+		d = from_env_ok(&rank);
+		assert_int_equal(rank, 2);
+		tw_desc_free(d);
+		env_set(ranks[i][1], "4");
+		expect_einval(
+		    ranks[i][1], "a size that differs from the list");
+		env_set(ranks[i][1], "3");
+		env_set(ranks[i][0], "3");
+		expect_einval(ranks[i][0], "a rank out of range");
+		env_set(ranks[i][0], "x");
+		expect_einval(ranks[i][0], "not a number");
+		// TAGWIRE_RANK comes first, and TAGWIRE_SIZE is checked too.
+		env_set("TAGWIRE_RANK", "1");
+		d = from_env_ok(&rank);
+		assert_int_equal(rank, 1);
+		tw_desc_free(d);
+		env_set("TAGWIRE_SIZE", "2");
+		expect_einval("TAGWIRE_SIZE", "TAGWIRE_SIZE differs");
+		unsetenv("TAGWIRE_RANK");
+		env_set(ranks[i][0], "0");
+		expect_einval("TAGWIRE_SIZE", "TAGWIRE_SIZE under a launcher");
+	}
+	// An earlier source wins over a later one.
+	env_clear();
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b,mem://c");
+	env_set("RANK", "0");
+	env_set("SLURM_PROCID", "1");
+	size_t rank;
+	tw_desc *d = from_env_ok(&rank);
+	assert_int_equal(rank, 1);
+	tw_desc_free(d);
+}
+
+// The rendezvous through rank 0 is not built: a clear refusal, and a
+// clear error when both ways of naming the parties are set.
+static void test_root(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_RANK", "0");
+	env_set("TAGWIRE_ROOT", "tcp://127.0.0.1:7000");
+	tw_desc *d = (tw_desc *)0x1;
+	size_t rank = 5;
+	cap.n = 0;
+	TW_FAIL(tw_desc_from_env(&d, &rank), TW_ENOTSUP);
+	assert_ptr_equal(d, (tw_desc *)0x1);
+	assert_true(logged("TAGWIRE_ROOT"));
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b");
+	expect_einval("TAGWIRE_ROOT", "both TAGWIRE_ROOT and TAGWIRE_PARTIES");
+}
+
 static void test_bad_link_id(void **state)
 {
 	(void)state;
@@ -396,6 +474,8 @@ int main(void)
 		T(test_bad_parties),
 		T(test_huge_parties),
 		T(test_bad_rank),
+		T(test_launcher_rank),
+		T(test_root),
 		T(test_bad_link_id),
 		T(test_null_args),
 		T(test_out_of_memory),
