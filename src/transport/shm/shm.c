@@ -37,11 +37,7 @@
 // then nobody spins and the receiver thread alone reads the ring.  The
 // count is the host's, not this process's affinity mask: a process bound to
 // one CPU (mpirun's default, taskset) usually has a peer bound to another,
-// and spinning is what makes its latency.  Where spinning still buys
-// nothing (parties sharing a CPU, a peer that answers slowly), it stops
-// itself: after SPIN_MISSES spins in a row that ended without their
-// message, the next receives skip spinning, twice as many after each
-// further miss (up to SPIN_SKIP_MAX), and one hit resets that.
+// and spinning is what makes its latency.
 //
 // The receiver thread applies the mailbox's flow control: while this peer's
 // unreceived messages, counted by tw__msg_cost, would exceed
@@ -107,8 +103,6 @@
 // last frame it saw: a reply on its way within this long needs no thread
 // hand-off.
 #define SHM_SPIN_NS 50000
-#define SPIN_MISSES 4
-#define SPIN_SKIP_MAX 1024u
 // How long the receiver thread stays off the ring after a reader left.
 #define SHM_PARK_NS 250000
 // Frames the role's holder takes at once before it lets go.
@@ -735,27 +729,6 @@ static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 	return status;
 }
 
-// Adaptive spinning (see the top of this file): a spin that found its
-// message resets the misses; SPIN_MISSES in a row make the next receives
-// skip spinning, twice as many after each further miss.  Counts are kept
-// loosely (relaxed, racing receivers may lose an update): they only tune.
-static void spin_learn(shm_chan *mc, bool hit)
-{
-	if (hit) {
-		atomic_store_explicit(
-		    &mc->spin_misses, 0, memory_order_relaxed);
-		return;
-	}
-	unsigned m = atomic_fetch_add_explicit(
-	                 &mc->spin_misses, 1, memory_order_relaxed)
-	    + 1;
-	if (m < SPIN_MISSES)
-		return;
-	unsigned shift = m - SPIN_MISSES;
-	unsigned skip = shift >= 10 ? SPIN_SKIP_MAX : 1u << shift;
-	atomic_store_explicit(&mc->spin_skip, skip, memory_order_relaxed);
-}
-
 // Reads the ring in this thread while `key` has not arrived, until
 // SHM_SPIN_NS pass without a frame or `deadline` passes.  With `dst`, a
 // message of `key` of at most `cap` bytes may land there directly: then
@@ -765,13 +738,6 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 {
 	if (mc->ep->spin_ns == 0 || !readable(mc))
 		return false;
-	unsigned skip
-	    = atomic_load_explicit(&mc->spin_skip, memory_order_relaxed);
-	if (skip > 0) {
-		atomic_store_explicit(
-		    &mc->spin_skip, skip - 1, memory_order_relaxed);
-		return false;
-	}
 	if (tw__rxbox_ready(&mc->base.rx, key)) {
 		// Still a receiving application: the receiver thread stays
 		// parked.
@@ -838,7 +804,6 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	if (!got && deadline > tw__now_ns())
 		urgent = true;
 	reader_left(mc, urgent);
-	spin_learn(mc, got || direct);
 	return direct;
 }
 

@@ -83,9 +83,6 @@ typedef struct shm_chan {
 	uint64_t delivered;
 
 	_Atomic int readers; // application threads polling the ring
-	// Adaptive spinning: spins in a row that ended without their message,
-	// and receives left that skip spinning (see spin() in shm.c).
-	_Atomic unsigned spin_misses, spin_skip;
 	_Atomic uint32_t rd_gen; // futex word, bumped as a reader leaves
 	_Atomic int rx_urgent; // a reader left work to the receiver thread
 	_Atomic int rx_waiting; // the receiver thread may sleep on the ring
