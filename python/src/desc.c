@@ -109,16 +109,12 @@ static PyObject *desc_set_secret(desc *self, PyObject *arg)
 
 static PyObject *desc_set_tls(desc *self, PyObject *args)
 {
-	PyObject *c, *k, *a;
-	if (!ready(self)
-	    || !PyArg_ParseTuple(args, "O&O&O&:set_tls", PyUnicode_FSConverter,
-	        &c, PyUnicode_FSConverter, &k, PyUnicode_FSConverter, &a))
+	PyObject *p[3];
+	if (!ready(self) || twpy_tls_paths(args, p) < 0)
 		return NULL;
-	int st = tw_desc_set_tls(self->d, PyBytes_AS_STRING(c),
-	    PyBytes_AS_STRING(k), PyBytes_AS_STRING(a));
-	Py_DECREF(c);
-	Py_DECREF(k);
-	Py_DECREF(a);
+	int st = tw_desc_set_tls(self->d, PyBytes_AS_STRING(p[0]),
+	    PyBytes_AS_STRING(p[1]), PyBytes_AS_STRING(p[2]));
+	twpy_tls_paths_release(p);
 	if (st != TW_OK)
 		return twpy_raise(st, "set_tls");
 	Py_RETURN_NONE;

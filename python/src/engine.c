@@ -1092,16 +1092,12 @@ static PyObject *engine_set_secret(engine *eo, PyObject *arg)
 
 static PyObject *engine_set_tls(engine *eo, PyObject *args)
 {
-	PyObject *c, *k, *a;
-	if (!live(eo, "Engine.set_tls")
-	    || !PyArg_ParseTuple(args, "O&O&O&:set_tls", PyUnicode_FSConverter,
-	        &c, PyUnicode_FSConverter, &k, PyUnicode_FSConverter, &a))
+	PyObject *p[3];
+	if (!live(eo, "Engine.set_tls") || twpy_tls_paths(args, p) < 0)
 		return NULL;
-	int st = tw_engine_set_tls(eo->e, PyBytes_AS_STRING(c),
-	    PyBytes_AS_STRING(k), PyBytes_AS_STRING(a));
-	Py_DECREF(c);
-	Py_DECREF(k);
-	Py_DECREF(a);
+	int st = tw_engine_set_tls(eo->e, PyBytes_AS_STRING(p[0]),
+	    PyBytes_AS_STRING(p[1]), PyBytes_AS_STRING(p[2]));
+	twpy_tls_paths_release(p);
 	if (st != TW_OK)
 		return twpy_raise(st, "Engine.set_tls");
 	Py_RETURN_NONE;

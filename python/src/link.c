@@ -558,14 +558,13 @@ static PyObject *link_barrier(link_obj *self, PyObject *args, PyObject *kw)
 	return r;
 }
 
-static PyObject *link_all_gather(link_obj *self, PyObject *args, PyObject *kw)
+// all_gather and gather: every party's data to every party (all) or to
+// root alone.  Owns nothing of its arguments.
+static PyObject *gather_common(link_obj *self, PyObject *data_o, bool all,
+    size_t root, PyObject *tag_o, const char *what)
 {
-	static char *names[] = { "data", "tag", NULL };
-	PyObject *data_o, *tag_o = NULL, *keep = NULL;
-	if (!PyArg_ParseTupleAndKeywords(
-	        args, kw, "O|O", names, &data_o, &tag_o))
-		return NULL;
 	const char *tag = "";
+	PyObject *keep = NULL;
 	if (tag_o != NULL && twpy_tag(tag_o, &tag, &keep) < 0)
 		return NULL;
 	Py_buffer v;
@@ -577,74 +576,26 @@ static PyObject *link_all_gather(link_obj *self, PyObject *args, PyObject *kw)
 	PyObject *r = NULL;
 	if (l != NULL) {
 		size_t n = tw_link_size(l);
+		bool gets = all || tw_link_rank(l) == root;
 		tw_buf *out = calloc(n, sizeof(*out));
 		if (out == NULL) {
 			PyErr_NoMemory();
 		} else {
 			int st;
-			struct coll_call c = { .kind = C_ALLGATHER,
-				.l = l,
-				.tag = tag,
-				.buf = v.buf,
-				.len = (size_t)v.len,
-				.out = out };
-			int rv = coll(&c, &st);
-			if (rv == 0 && st == TW_OK)
-				r = bufs_to_list(out, n);
-			else if (rv == 0)
-				fail(self, st, "all_gather");
-			else
-				for (size_t i = 0; i < n; i++)
-					tw_buf_free(&out[i]);
-			free(out);
-		}
-		twpy_link_leave((PyObject *)self);
-	}
-	PyBuffer_Release(&v);
-	Py_XDECREF(keep);
-	return r;
-}
-
-static PyObject *link_gather(link_obj *self, PyObject *args, PyObject *kw)
-{
-	static char *names[] = { "data", "root", "tag", NULL };
-	PyObject *data_o, *root_o, *tag_o = NULL, *keep = NULL;
-	if (!PyArg_ParseTupleAndKeywords(
-	        args, kw, "OO|O", names, &data_o, &root_o, &tag_o))
-		return NULL;
-	const char *tag = "";
-	size_t root;
-	if (rank_arg(self, root_o, &root) < 0
-	    || (tag_o != NULL && twpy_tag(tag_o, &tag, &keep) < 0))
-		return NULL;
-	Py_buffer v;
-	if (twpy_buffer(data_o, &v, false) < 0) {
-		Py_XDECREF(keep);
-		return NULL;
-	}
-	tw_link *l = twpy_link_enter((PyObject *)self);
-	PyObject *r = NULL;
-	if (l != NULL) {
-		size_t n = tw_link_size(l);
-		bool at_root = tw_link_rank(l) == root;
-		tw_buf *out = calloc(n, sizeof(*out));
-		if (out == NULL) {
-			PyErr_NoMemory();
-		} else {
-			int st;
-			struct coll_call c = { .kind = C_GATHER,
-				.l = l,
-				.tag = tag,
-				.root = root,
-				.buf = v.buf,
-				.len = (size_t)v.len,
-				.out = at_root ? out : NULL };
+			struct coll_call c
+			    = { .kind = all ? C_ALLGATHER : C_GATHER,
+				      .l = l,
+				      .tag = tag,
+				      .root = root,
+				      .buf = v.buf,
+				      .len = (size_t)v.len,
+				      .out = gets ? out : NULL };
 			if (coll(&c, &st) < 0) {
 				for (size_t i = 0; i < n; i++)
 					tw_buf_free(&out[i]);
 			} else if (st != TW_OK)
-				r = fail(self, st, "gather");
-			else if (at_root)
+				r = fail(self, st, what);
+			else if (gets)
 				r = bufs_to_list(out, n);
 			else
 				r = Py_NewRef(Py_None);
@@ -655,6 +606,28 @@ static PyObject *link_gather(link_obj *self, PyObject *args, PyObject *kw)
 	PyBuffer_Release(&v);
 	Py_XDECREF(keep);
 	return r;
+}
+
+static PyObject *link_all_gather(link_obj *self, PyObject *args, PyObject *kw)
+{
+	static char *names[] = { "data", "tag", NULL };
+	PyObject *data_o, *tag_o = NULL;
+	if (!PyArg_ParseTupleAndKeywords(
+	        args, kw, "O|O", names, &data_o, &tag_o))
+		return NULL;
+	return gather_common(self, data_o, true, 0, tag_o, "all_gather");
+}
+
+static PyObject *link_gather(link_obj *self, PyObject *args, PyObject *kw)
+{
+	static char *names[] = { "data", "root", "tag", NULL };
+	PyObject *data_o, *root_o, *tag_o = NULL;
+	size_t root;
+	if (!PyArg_ParseTupleAndKeywords(
+	        args, kw, "OO|O", names, &data_o, &root_o, &tag_o)
+	    || rank_arg(self, root_o, &root) < 0)
+		return NULL;
+	return gather_common(self, data_o, false, root, tag_o, "gather");
 }
 
 static PyObject *link_broadcast(link_obj *self, PyObject *args, PyObject *kw)

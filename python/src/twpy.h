@@ -69,6 +69,12 @@ int twpy_buffer(PyObject *obj, Py_buffer *view, bool writable);
 // ValueError.
 int twpy_tag(PyObject *obj, const char **s, PyObject **keep);
 
+// The three file-system paths of set_tls (str, bytes or os.PathLike):
+// 0 and new references in p[] to bytes objects (release them with
+// twpy_tls_paths_release), or -1 with an exception.
+int twpy_tls_paths(PyObject *args, PyObject *p[3]);
+void twpy_tls_paths_release(PyObject *p[3]);
+
 // A timeout in seconds (int or float, >= 0; None gives `none_ms`) as
 // milliseconds, -1 meaning forever.  0, or -1 with an exception.
 int twpy_timeout(PyObject *obj, int64_t none_ms, int64_t *ms);

@@ -59,6 +59,21 @@ int twpy_tag(PyObject *obj, const char **s, PyObject **keep)
 	return 0;
 }
 
+int twpy_tls_paths(PyObject *args, PyObject *p[3])
+{
+	return PyArg_ParseTuple(args, "O&O&O&:set_tls", PyUnicode_FSConverter,
+	           &p[0], PyUnicode_FSConverter, &p[1], PyUnicode_FSConverter,
+	           &p[2])
+	    ? 0
+	    : -1;
+}
+
+void twpy_tls_paths_release(PyObject *p[3])
+{
+	for (int i = 0; i < 3; i++)
+		Py_CLEAR(p[i]);
+}
+
 int twpy_timeout(PyObject *obj, int64_t none_ms, int64_t *ms)
 {
 	if (obj == NULL || obj == Py_None) {

@@ -127,6 +127,18 @@ def _quiet_close(link):
         pass
 
 
+def _close_made(made):
+    """Closes, newest first, the links a fixture made and the test left
+    open; each party in a thread of its own, as close may wait for peers."""
+    for links in reversed(made):
+        threads = [threading.Thread(target=_quiet_close, args=(l,),
+                                    daemon=True) for l in links]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+
+
 @pytest.fixture
 def make_links():
     """make_links(n=2, scheme="mem", **opts) -> list of links, created
@@ -140,13 +152,7 @@ def make_links():
         return links
 
     yield make
-    for links in reversed(made):
-        threads = [threading.Thread(target=_quiet_close, args=(l,),
-                                    daemon=True) for l in links]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+    _close_made(made)
 
 
 # ---------------------------------------------------------------------------
@@ -270,13 +276,7 @@ def make_channel_links():
         return links, chans, box
 
     yield make
-    for links in reversed(made):
-        threads = [threading.Thread(target=_quiet_close, args=(l,),
-                                    daemon=True) for l in links]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+    _close_made(made)
 
 
 def task_count():

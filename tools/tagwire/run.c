@@ -824,17 +824,6 @@ void cli_run_help(FILE *f)
 	    GRACE_MS / 1000);
 }
 
-static int rusage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int rusage(const char *fmt, ...)
-{
-	char m[400];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(m, sizeof(m), fmt, ap);
-	va_end(ap);
-	return cli_usage_error("run", "%s", m);
-}
-
 static const char *const value_opts[]
     = { "-n", "--transport", "--secret-file", "--link-id" };
 enum { V_N, V_TRANSPORT, V_SECRET, V_LINK_ID, V_COUNT };
@@ -867,40 +856,47 @@ int cli_run(int argc, char **argv)
 				val = argv[++i];
 		}
 		if (k < 0 && a[0] == '-')
-			return rusage("unknown option '%.64s'", a);
+			return cli_usage_error(
+			    "run", "unknown option '%.64s'", a);
 		if (k < 0)
-			return rusage("unexpected argument '%.64s': PROG and "
-			              "its arguments go after '--'",
+			return cli_usage_error("run",
+			    "unexpected argument '%.64s': PROG and "
+			    "its arguments go after '--'",
 			    a);
 		if (val == NULL)
-			return rusage("%s needs a value", value_opts[k]);
+			return cli_usage_error(
+			    "run", "%s needs a value", value_opts[k]);
 		switch (k) {
 		case V_N:
 			if (cli_parse_u64(val, 1, MAX_PROCS, 0, &o.n) != 0)
-				return rusage("-n wants a number from 1 to "
-				              "%d, not '%.32s'",
+				return cli_usage_error("run",
+				    "-n wants a number from 1 to "
+				    "%d, not '%.32s'",
 				    MAX_PROCS, val);
 			have_n = true;
 			break;
 		case V_TRANSPORT:
 			if (strcmp(val, "tcp") != 0 && strcmp(val, "shm") != 0)
-				return rusage("--transport wants tcp or shm, "
-				              "not '%.32s'",
+				return cli_usage_error("run",
+				    "--transport wants tcp or shm, "
+				    "not '%.32s'",
 				    val);
 			if (!library_has(val))
-				return rusage("--transport %s: not built "
-				              "into this library",
+				return cli_usage_error("run",
+				    "--transport %s: not built "
+				    "into this library",
 				    val);
 			o.shm = strcmp(val, "shm") == 0;
 			break;
 		case V_SECRET:
 			if (*val == '\0')
-				return rusage("--secret-file needs a value");
+				return cli_usage_error(
+				    "run", "--secret-file needs a value");
 			o.secret_file = val;
 			break;
 		case V_LINK_ID:
 			if (!tw__valid_link_id(val))
-				return rusage(
+				return cli_usage_error("run",
 				    "--link-id wants 1 to %d bytes of "
 				    "[A-Za-z0-9._-] and '/' between parts, "
 				    "not '%.64s'",
@@ -910,13 +906,15 @@ int cli_run(int argc, char **argv)
 		}
 	}
 	if (i >= argc)
-		return rusage("missing '--' before PROG");
+		return cli_usage_error("run", "missing '--' before PROG");
 	if (i + 1 >= argc)
-		return rusage("missing PROG after '--'");
+		return cli_usage_error("run", "missing PROG after '--'");
 	if (!have_n)
-		return rusage("give -n N, the number of processes");
+		return cli_usage_error(
+		    "run", "give -n N, the number of processes");
 	if (!o.shm && !library_has("tcp"))
-		return rusage("--transport tcp: not built into this library");
+		return cli_usage_error(
+		    "run", "--transport tcp: not built into this library");
 	o.argv = argv + i + 1;
 	return launch(&o);
 }
