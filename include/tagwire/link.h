@@ -89,23 +89,54 @@ TW_API int tw_desc_set_secret(tw_desc *d, const void *key, size_t len);
 TW_API int tw_desc_set_tls(tw_desc *d, const char *cert_file,
     const char *key_file, const char *ca_file);
 
-// Builds a description from the environment: TAGWIRE_PARTIES (comma
-// separated "ADDR" or "ID=ADDR"; ids default to p0, p1, ...), the rank
-// (TAGWIRE_RANK, or else a launcher's: OMPI_COMM_WORLD_RANK (mpirun),
-// PMI_RANK, SLURM_PROCID (srun), RANK (torchrun), the first one set),
-// TAGWIRE_SECRET (optional), TAGWIRE_LINK_ID (optional, default "root"),
-// TAGWIRE_TLS_CERT, TAGWIRE_TLS_KEY and TAGWIRE_TLS_CA (optional, all three
-// or none: tw_desc_set_tls).  The size that goes with the rank's source
-// (TAGWIRE_SIZE, OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_NTASKS, WORLD_SIZE),
-// and TAGWIRE_SIZE, must equal the number of parties when set.  On success
-// *out is a new description the caller frees and *self_rank the rank.
-// Anything missing, malformed or conflicting is TW_EINVAL with a log line
-// naming the variable and the reason; TAGWIRE_ROOT (learning the parties
-// from rank 0) is TW_ENOTSUP in this version; TW_ENOMEM.  Outputs are set
-// only on success.
+// Builds a description from the environment, the way a launcher hands a
+// party its place:
+//  - the rank: TAGWIRE_RANK, or else a launcher's (OMPI_COMM_WORLD_RANK
+//    (mpirun), PMI_RANK, SLURM_PROCID (srun), RANK (torchrun)), the first
+//    one set; the size that goes with that source (TAGWIRE_SIZE,
+//    OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_NTASKS, WORLD_SIZE), and
+//    TAGWIRE_SIZE, must agree with the parties when set;
+//  - the parties, either listed in TAGWIRE_PARTIES (comma separated "ADDR"
+//    or "ID=ADDR"; ids default to p0, p1, ...), or learnt from rank 0 at
+//    TAGWIRE_ROOT=tcp://HOST:PORT (or, with neither set, MASTER_ADDR and
+//    MASTER_PORT, as torchrun sets them): tw_desc_set_root, with the size
+//    from the rank's source (required then) and the bind address from
+//    TAGWIRE_BIND (optional);
+//  - TAGWIRE_SECRET (optional), TAGWIRE_LINK_ID (optional, default
+//    "root"), TAGWIRE_TLS_CERT, TAGWIRE_TLS_KEY and TAGWIRE_TLS_CA
+//    (optional, all three or none: tw_desc_set_tls).
+// On success *out is a new description the caller frees and *self_rank the
+// rank.  Anything missing, malformed or conflicting (TAGWIRE_ROOT beside
+// TAGWIRE_PARTIES, MASTER_ADDR without MASTER_PORT, a rank past the size)
+// is TW_EINVAL with a log line naming the variable and the reason;
+// TW_ENOMEM.  Outputs are set only on success.  Reads the environment
+// only: the rendezvous happens in tw_link_create.
 TW_API int tw_desc_from_env(tw_desc **out, size_t *self_rank);
 
-// Number of parties added so far.
+// Instead of naming the parties: they are learnt from rank 0 while the link
+// is created.  `root_addr` ("tcp://HOST:PORT", a fixed port) is where rank
+// 0 listens and serves the rendezvous, on its one shared port; the link
+// has `size` parties (1..65536).  Every other party listens at
+// `bind_addr` ("tcp://HOST:PORT", port 0 for any; it must be an address
+// the others reach, not a wildcard), or when NULL at the local address
+// whose route reaches the root, on a free port.  tw_link_create then
+// blocks until every party has told rank 0 where it listens and received
+// everyone's address; each party's transfer engine (named "p<rank>")
+// carries that exchange with the description's secret and TLS, so with
+// TLS each party's certificate must name "p<rank>", and the parties' ids
+// are p0, p1, ...  The whole exchange is bounded by
+// TW_OPT_CONNECT_TIMEOUT_MS, and then the link's own handshake by the
+// same again.  Strings are copied; calling it again replaces them.
+// Returns TW_OK, TW_EINVAL (NULL description, a description that already
+// names parties, size out of range, a root that is not tcp:// with a
+// port, a malformed bind address), TW_ENOMEM.  Not thread-safe on one
+// description.  tw_desc_add_party on such a description is TW_EINVAL, as
+// is tw_link_create_with_channels.
+TW_API int tw_desc_set_root(
+    tw_desc *d, const char *root_addr, size_t size, const char *bind_addr);
+
+// The number of parties: those added so far, or with a root the size given
+// to tw_desc_set_root.
 TW_API size_t tw_desc_size(const tw_desc *d);
 
 // ---------------------------------------------------------------------------
@@ -126,7 +157,10 @@ struct tw_channel;
 // the link's secret; over tcp:// the accepting side reports it at its
 // connect timeout, since a stranger may have claimed the rank); TW_EPEER
 // (a peer that had answered failed or closed its connection before the
-// link was up); TW_EPROTO; TW_ENOMEM.
+// link was up); TW_EPROTO; TW_ENOMEM.  With a root (tw_desc_set_root),
+// also: TW_EINVAL when the parties disagree on the size or two claim one
+// rank (rank 0 tells everyone who reached it why, and every party logs
+// it), TW_ETIMEDOUT when a party did not reach rank 0 in time.
 TW_API int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out);
 
 // Like tw_link_create, but the link runs over caller-supplied channels, one

@@ -90,6 +90,29 @@ static PyObject *desc_add_party(desc *self, PyObject *args)
 	return PyLong_FromSize_t(tw_desc_size(self->d) - 1);
 }
 
+static PyObject *desc_set_root(desc *self, PyObject *args, PyObject *kw)
+{
+	static char *names[] = { "addr", "size", "bind", NULL };
+	const char *addr, *bind = NULL;
+	Py_ssize_t size;
+	if (!ready(self)
+	    || !PyArg_ParseTupleAndKeywords(
+	        args, kw, "sn|z:set_root", names, &addr, &size, &bind))
+		return NULL;
+	int st = size < 1
+	    ? TW_EINVAL
+	    : tw_desc_set_root(self->d, addr, (size_t)size, bind);
+	if (st == TW_EINVAL)
+		return PyErr_Format(PyExc_ValueError,
+		    "set_root(%s, %zd, %s): want a root tcp://HOST:PORT with "
+		    "a port, 1..65536 parties, a bind address tcp://HOST:PORT "
+		    "(port 0: any) or None, and no party added",
+		    addr, size, bind != NULL ? bind : "None");
+	if (st != TW_OK)
+		return twpy_raise(st, "set_root");
+	Py_RETURN_NONE;
+}
+
 static PyObject *desc_set_secret(desc *self, PyObject *arg)
 {
 	if (!ready(self))
@@ -270,6 +293,11 @@ static PyGetSetDef desc_getset[] = {
 static PyMethodDef desc_methods[] = {
 	{ "add_party", (PyCFunction)desc_add_party, METH_VARARGS,
 	    "add_party(party_id, addr) -> rank: appends a party." },
+	{ "set_root", (PyCFunction)(void (*)(void))desc_set_root,
+	    METH_VARARGS | METH_KEYWORDS,
+	    "set_root(addr, size, bind=None): no party list; the parties "
+	    "learn each other from rank 0 at addr while the link is "
+	    "created." },
 	{ "set_secret", (PyCFunction)desc_set_secret, METH_O,
 	    "set_secret(key): the link secret (1..1024 bytes) every party "
 	    "must hold." },

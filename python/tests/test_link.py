@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import tagwire
-from conftest import (SCHEMES, close_all, create_links, make_desc, run_parallel,
-                      run_parties)
+from conftest import (SCHEMES, close_all, create_links, free_tcp_ports, make_desc, run_parallel,
+                      run_parties, unique_name)
 
 
 # ---------------------------------------------------------------------------
@@ -106,6 +106,35 @@ def test_desc_from_env(monkeypatch):
         assert links[1].recv(0, "x") == b"env"
     finally:
         close_all(links)
+
+
+def test_desc_set_root_three_parties_meet_through_rank_0():
+    (port,) = free_tcp_ports(1)
+    d = tagwire.Desc(unique_name("rdv"))
+    d.set_root(f"tcp://127.0.0.1:{port}", 3)
+    d.set_secret(b"rendezvous")
+    d.connect_timeout_ms = 20_000
+    assert d.parties == ()
+    with pytest.raises(ValueError):
+        d.add_party("p0", "tcp://127.0.0.1:1")
+    links = create_links(d, 3)
+    try:
+        assert [l.world_size for l in links] == [3, 3, 3]
+        got = run_parties(3, lambda r: links[r].all_gather(bytes([r])))
+        assert got == [[b"\x00", b"\x01", b"\x02"]] * 3
+    finally:
+        close_all(links)
+
+
+def test_desc_set_root_rejects_bad_values():
+    d = tagwire.Desc("rdv")
+    for args in [("mem://x", 2), ("tcp://127.0.0.1:0", 2), ("tcp://127.0.0.1:5", 0),
+                 ("tcp://127.0.0.1:5", 65537), ("tcp://127.0.0.1:5", 2, "tcp://0.0.0.0:0")]:
+        with pytest.raises(ValueError):
+            d.set_root(*args)
+    d.set_root("tcp://127.0.0.1:5", 2, bind="tcp://127.0.0.1:0")
+    with pytest.raises(TypeError):
+        d.set_root("tcp://127.0.0.1:5")
 
 
 def test_import_starts_no_threads():

@@ -9,12 +9,10 @@
 // process; a thread then creates its side of the link.
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -25,6 +23,7 @@
 #include "transport/tcp/tcp_anchor.h"
 #include "transport/tcp/tcp_auth.h"
 #include "transport/tcp/tcp_proto.h"
+#include "transport/tcp/tcp_sock.h"
 
 #define KiB ((int64_t)1024)
 #define MiB (1024 * KiB)
@@ -470,41 +469,6 @@ int tw_engine_accept(
 
 // --- connecting ---------------------------------------------------------------------
 
-// "tcp://IP:0" on the local address that reaches `target`.
-static int local_addr_for(const char *target, char *out, size_t cap)
-{
-	char host[TW_TCP_ADDR_MAX + 1];
-	uint16_t port;
-	if (tw__tcp_addr_parse(target, host, sizeof(host), &port) != TW_OK)
-		return TW_EINVAL;
-	char ps[8];
-	snprintf(ps, sizeof(ps), "%u", (unsigned)port);
-	struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *ai = NULL;
-	if (getaddrinfo(host, ps, &hints, &ai) != 0 || ai == NULL)
-		return TW_ESYS;
-	int status = TW_ESYS;
-	int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0
-	    && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-		char ip[NI_MAXHOST];
-		if (getnameinfo((struct sockaddr *)&ss, sl, ip, sizeof(ip),
-		        NULL, 0, NI_NUMERICHOST)
-		    == 0) {
-			snprintf(out, cap,
-			    ss.ss_family == AF_INET6 ? "tcp://[%s]:0"
-			                             : "tcp://%s:0",
-			    ip);
-			status = TW_OK;
-		}
-	}
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(ai);
-	return status;
-}
-
 // This engine's address for a link to `target`: where it listens, or a
 // port of its own that only the links it dials name.
 static int my_addr_for(tw_engine *e, const char *target, char *out, size_t cap)
@@ -519,7 +483,7 @@ static int my_addr_for(tw_engine *e, const char *target, char *out, size_t cap)
 	if (mine != NULL)
 		return TW_OK;
 	char local[TW_ENG_ADDR_MAX + 1];
-	int status = local_addr_for(target, local, sizeof(local));
+	int status = tw__tcp_local_addr_for(target, local, sizeof(local));
 	tw__tcp_anchor *a = NULL;
 	if (status == TW_OK)
 		status = tw__tcp_anchor_new(local,

@@ -6,6 +6,8 @@
 
 #include "core/log.h"
 #include "link/link_int.h"
+#include "link/rdv_wire.h"
+#include "transport/tcp/tcp_proto.h"
 
 #define TW_SECRET_MAX 1024
 #define TW_ADDR_MAX 512
@@ -20,6 +22,9 @@ struct tw_desc {
 	size_t secret_len;
 	char *tls[3]; // certificate, key, CA files; all or none
 	int dial_rank; // +1; 0: by address
+	char *root; // tw_desc_set_root: parties learnt from rank 0 there
+	char *bind;
+	size_t root_size;
 };
 
 tw_desc *tw_desc_new(const char *link_id)
@@ -55,6 +60,8 @@ void tw_desc_free(tw_desc *d)
 	free(d->secret);
 	for (int i = 0; i < 3; i++)
 		free(d->tls[i]);
+	free(d->root);
+	free(d->bind);
 	free(d->link_id);
 	free(d);
 }
@@ -68,6 +75,12 @@ int tw_desc_add_party(tw_desc *d, const char *party_id, const char *addr)
 	if (!tw__valid_party_id(party_id)) {
 		TW_ERROR("desc", "invalid party id '%.64s'",
 		    party_id ? party_id : "(null)");
+		return TW_EINVAL;
+	}
+	if (d->root != NULL) {
+		TW_ERROR("desc",
+		    "add party %s: link %s learns its parties from its root",
+		    party_id, d->link_id);
 		return TW_EINVAL;
 	}
 	for (size_t i = 0; i < d->n; i++) {
@@ -189,9 +202,71 @@ int tw_desc_set_tls(tw_desc *d, const char *cert_file, const char *key_file,
 	return TW_OK;
 }
 
+// A tcp:// address with a port (any port when `any_port`) and a host the
+// other parties can reach (not a wildcard), as `what`.
+static bool tcp_addr_ok(const char *addr, bool any_port, const char *what)
+{
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port = 0;
+	if (addr != NULL && strlen(addr) <= TW_ADDR_MAX
+	    && tw__tcp_addr_parse(addr, host, sizeof(host), &port) == TW_OK
+	    && (any_port || port != 0) && strcmp(host, "0.0.0.0") != 0
+	    && strspn(host, ":0") != strlen(host))
+		return true;
+	TW_ERROR("desc",
+	    "%s '%.64s' is not a tcp://HOST:PORT address%s of a reachable "
+	    "host",
+	    what, addr != NULL ? addr : "(null)",
+	    any_port ? "" : " with a port");
+	return false;
+}
+
+int tw_desc_set_root(
+    tw_desc *d, const char *root_addr, size_t size, const char *bind_addr)
+{
+	if (d == NULL) {
+		TW_ERROR("desc", "set root: NULL description");
+		return TW_EINVAL;
+	}
+	if (d->n > 0) {
+		TW_ERROR("desc", "set root: link %s already names its parties",
+		    d->link_id);
+		return TW_EINVAL;
+	}
+	if (size == 0 || size > TW_RDV_PARTIES_MAX) {
+		TW_ERROR("desc", "set root: %zu parties (want 1..%d)", size,
+		    TW_RDV_PARTIES_MAX);
+		return TW_EINVAL;
+	}
+	if (!tcp_addr_ok(root_addr, false, "root")
+	    || (bind_addr != NULL
+	        && !tcp_addr_ok(bind_addr, true, "bind address")))
+		return TW_EINVAL;
+	char *r = strdup(root_addr);
+	char *b = bind_addr != NULL ? strdup(bind_addr) : NULL;
+	if (r == NULL || (bind_addr != NULL && b == NULL)) {
+		free(r);
+		free(b);
+		return TW_ENOMEM;
+	}
+	free(d->root);
+	free(d->bind);
+	d->root = r;
+	d->bind = b;
+	d->root_size = size;
+	return TW_OK;
+}
+
 size_t tw_desc_size(const tw_desc *d)
 {
-	return d != NULL ? d->n : 0;
+	return d == NULL ? 0 : d->root != NULL ? d->root_size : d->n;
+}
+
+const char *tw__desc_root(const tw_desc *d, const char **bind)
+{
+	if (bind != NULL)
+		*bind = d->bind;
+	return d->root;
 }
 
 size_t tw__desc_size(const tw_desc *d)

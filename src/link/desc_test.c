@@ -515,6 +515,76 @@ static void test_out_of_memory(void **state)
 	tw_desc_free(d);
 }
 
+// A root instead of parties: the size it gives, its addresses, and what
+// it excludes.
+static void test_root(void **state)
+{
+	(void)state;
+	tw_desc *d = desc_new("root");
+	const char *bind = "unset";
+	assert_null(tw__desc_root(d, &bind));
+	TW_PASS(tw_desc_set_root(d, "tcp://127.0.0.1:7000", 4, NULL));
+	assert_int_equal(tw_desc_size(d), 4);
+	assert_string_equal(tw__desc_root(d, &bind), "tcp://127.0.0.1:7000");
+	assert_null(bind);
+	TW_PASS(
+	    tw_desc_set_root(d, "tcp://[::1]:7001", 65536, "tcp://[::1]:0"));
+	assert_int_equal(tw_desc_size(d), 65536);
+	assert_string_equal(tw__desc_root(d, &bind), "tcp://[::1]:7001");
+	assert_string_equal(bind, "tcp://[::1]:0");
+	TW_PASS(tw_desc_set_root(d, "tcp://host-a.example:1", 1, "tcp://b:9"));
+	TW_FAIL(tw_desc_add_party(d, "p0", "tcp://127.0.0.1:7000"), TW_EINVAL);
+	tw_link *l = (tw_link *)0x1;
+	TW_FAIL(tw_link_create_with_channels(d, 0, NULL, &l), TW_EINVAL);
+	assert_ptr_equal(l, (tw_link *)0x1);
+	// Refused values leave the root as it was.
+	static const char *const bad_root[] = { NULL, "mem://r", "shm://r",
+		"tcp://127.0.0.1:0", "tcp://127.0.0.1", "tcp://0.0.0.0:5",
+		"tcp://[::]:5", "tcp://a b:5", "tcp://127.0.0.1:65536" };
+	for (size_t i = 0; i < sizeof(bad_root) / sizeof(bad_root[0]); i++)
+		TW_FAIL(tw_desc_set_root(d, bad_root[i], 2, NULL), TW_EINVAL);
+	static const char *const bad_bind[]
+	    = { "mem://r", "tcp://0.0.0.0:0", "tcp://[::]:0", "tcp://x" };
+	for (size_t i = 0; i < sizeof(bad_bind) / sizeof(bad_bind[0]); i++)
+		TW_FAIL(
+		    tw_desc_set_root(d, "tcp://127.0.0.1:5", 2, bad_bind[i]),
+		    TW_EINVAL);
+	TW_FAIL(tw_desc_set_root(d, "tcp://127.0.0.1:5", 0, NULL), TW_EINVAL);
+	TW_FAIL(
+	    tw_desc_set_root(d, "tcp://127.0.0.1:5", 65537, NULL), TW_EINVAL);
+	TW_FAIL(
+	    tw_desc_set_root(NULL, "tcp://127.0.0.1:5", 2, NULL), TW_EINVAL);
+	assert_string_equal(tw__desc_root(d, &bind), "tcp://host-a.example:1");
+	assert_string_equal(bind, "tcp://b:9");
+	assert_int_equal(tw_desc_size(d), 1);
+	tw_desc_free(d);
+
+	// Parties first: no root.
+	d = desc_new("root");
+	TW_PASS(tw_desc_add_party(d, "a", "tcp://127.0.0.1:7000"));
+	TW_FAIL(
+	    tw_desc_set_root(d, "tcp://127.0.0.1:7000", 2, NULL), TW_EINVAL);
+	assert_null(tw__desc_root(d, NULL));
+	tw_desc_free(d);
+
+	// Out of memory: refused whole.
+	for (int n = 0;; n++) {
+		assert_true(n < 8);
+		d = desc_new("root");
+		failalloc_after(n);
+		int status = tw_desc_set_root(d, "tcp://h:1", 3, "tcp://b:0");
+		failalloc_never();
+		if (status == TW_OK) {
+			tw_desc_free(d);
+			break;
+		}
+		TW_FAIL(status, TW_ENOMEM);
+		assert_null(tw__desc_root(d, NULL));
+		assert_int_equal(tw_desc_size(d), 0);
+		tw_desc_free(d);
+	}
+}
+
 static void test_tls(void **state)
 {
 	(void)state;
@@ -562,6 +632,7 @@ int main(void)
 		T(test_set_special),
 		T(test_secret),
 		T(test_tls),
+		T(test_root),
 		T(test_out_of_memory),
 	};
 #undef T

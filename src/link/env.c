@@ -5,6 +5,8 @@
 // parsed strictly, and each failure names the variable and the reason.
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 
 #define ENV_PARTIES_MAX 65536
 #define ENV_RANK_MAX 1000000
+#define ENV_ROOT_MAX 512
 
 // Where a rank and a size come from, first set first: tagwire's own, then
 // those of the launchers people already run (mpirun, PMI, srun, torchrun).
@@ -45,8 +48,12 @@ static int parse_num(const char *name, const char *s, size_t *out)
 }
 
 // The rank, from the first source whose rank variable is set, checked
-// against the parties' count and the sizes that are set.
-static int parse_rank(size_t parties, size_t *rank)
+// against the sizes that are set: that source's and tagwire's, which must
+// equal `parties` when it is known (a launcher started more or fewer
+// processes than the list names) and each other; with `parties` unknown
+// (SIZE_MAX: a root will tell them) one of them is required and is the
+// size.
+static int parse_rank(size_t parties, size_t *rank, size_t *size)
 {
 	size_t src = 0;
 	while (src < NSOURCES && getenv(sources[src].rank) == NULL)
@@ -61,30 +68,81 @@ static int parse_rank(size_t parties, size_t *rank)
 	int status = parse_num(name, getenv(name), rank);
 	if (status != TW_OK)
 		return status;
-	if (*rank >= parties) {
-		TW_ERROR("env",
-		    "%s %zu is out of range: TAGWIRE_PARTIES names %zu "
-		    "parties",
-		    name, *rank, parties);
-		return TW_EINVAL;
-	}
-	// The size of the rank's own source, and tagwire's, must agree
-	// with the list: a launcher started more or fewer processes.
+	const char *from = "TAGWIRE_PARTIES";
 	size_t checks[2] = { src, 0 };
 	for (size_t i = 0; i < (src == 0 ? 1u : 2u); i++) {
 		const char *sname = sources[checks[i]].size;
 		const char *sv = getenv(sname);
-		size_t size;
+		size_t n;
 		if (sv == NULL)
 			continue;
-		if ((status = parse_num(sname, sv, &size)) != TW_OK)
+		if ((status = parse_num(sname, sv, &n)) != TW_OK)
 			return status;
-		if (size != parties) {
-			TW_ERROR("env",
-			    "%s is %zu but TAGWIRE_PARTIES names %zu parties",
-			    sname, size, parties);
+		if (parties == SIZE_MAX) {
+			parties = n;
+			from = sname;
+		} else if (n != parties) {
+			TW_ERROR("env", "%s is %zu but %s %s %zu parties",
+			    sname, n, from,
+			    strcmp(from, "TAGWIRE_PARTIES") == 0 ? "names"
+			                                         : "says",
+			    parties);
 			return TW_EINVAL;
 		}
+	}
+	if (parties == SIZE_MAX) {
+		TW_ERROR("env",
+		    "the number of parties is not set: a root needs %s%s%s",
+		    sources[src].size, src != 0 ? " or " : "",
+		    src != 0 ? "TAGWIRE_SIZE" : "");
+		return TW_EINVAL;
+	}
+	if (*rank >= parties) {
+		TW_ERROR("env", "%s %zu is out of range: %s %s %zu parties",
+		    name, *rank, from,
+		    strcmp(from, "TAGWIRE_PARTIES") == 0 ? "names" : "says",
+		    parties);
+		return TW_EINVAL;
+	}
+	*size = parties;
+	return TW_OK;
+}
+
+// The root address: TAGWIRE_ROOT, or MASTER_ADDR and MASTER_PORT (both),
+// into out; *set false when none is given.
+static int parse_root(char *out, size_t cap, bool *set)
+{
+	const char *root = getenv("TAGWIRE_ROOT");
+	const char *maddr = getenv("MASTER_ADDR");
+	const char *mport = getenv("MASTER_PORT");
+	*set = true;
+	if (root != NULL && *root != '\0') {
+		if (strlen(root) >= cap) {
+			TW_ERROR("env", "TAGWIRE_ROOT is too long");
+			return TW_EINVAL;
+		}
+		snprintf(out, cap, "%s", root);
+		return TW_OK;
+	}
+	bool ha = maddr != NULL && *maddr != '\0';
+	bool hp = mport != NULL && *mport != '\0';
+	if (!ha && !hp) {
+		*set = false;
+		return TW_OK;
+	}
+	if (!ha || !hp) {
+		TW_ERROR("env", "%s is set but %s is not: set both or neither",
+		    ha ? "MASTER_ADDR" : "MASTER_PORT",
+		    ha ? "MASTER_PORT" : "MASTER_ADDR");
+		return TW_EINVAL;
+	}
+	// An IPv6 literal goes in brackets.
+	bool v6 = strchr(maddr, ':') != NULL && maddr[0] != '[';
+	int n = snprintf(
+	    out, cap, v6 ? "tcp://[%s]:%s" : "tcp://%s:%s", maddr, mport);
+	if (n < 0 || (size_t)n >= cap) {
+		TW_ERROR("env", "MASTER_ADDR is too long");
+		return TW_EINVAL;
 	}
 	return TW_OK;
 }
@@ -191,26 +249,41 @@ int tw_desc_from_env(tw_desc **out, size_t *self_rank)
 	tw_desc *d = tw_desc_new(id);
 	if (d == NULL)
 		return TW_ENOMEM;
-	size_t rank = 0;
+	size_t rank = 0, size = 0;
 	const char *parties = getenv("TAGWIRE_PARTIES");
-	const char *root = getenv("TAGWIRE_ROOT");
+	char root[ENV_ROOT_MAX + 1];
+	bool has_root = false;
 	int status = TW_OK;
-	if (root != NULL && *root != '\0' && parties != NULL) {
+	if (parties != NULL && getenv("TAGWIRE_ROOT") != NULL
+	    && *getenv("TAGWIRE_ROOT") != '\0') {
 		TW_ERROR("env",
 		    "TAGWIRE_ROOT and TAGWIRE_PARTIES are both set: name the "
 		    "parties, or the root to learn them from, not both");
 		status = TW_EINVAL;
-	} else if (root != NULL && *root != '\0') {
-		// The rendezvous through rank 0 is not built yet.
-		TW_ERROR("env",
-		    "TAGWIRE_ROOT: finding the parties through rank 0 is not "
-		    "supported by this version; set TAGWIRE_PARTIES");
-		status = TW_ENOTSUP;
+	} else if (parties == NULL) {
+		// A launcher's MASTER_* counts only without a list.
+		status = parse_root(root, sizeof(root), &has_root);
 	}
-	if (status == TW_OK)
+	if (status == TW_OK && has_root) {
+		status = parse_rank(SIZE_MAX, &rank, &size);
+		const char *bind = getenv("TAGWIRE_BIND");
+		if (bind != NULL && *bind == '\0')
+			bind = NULL;
+		if (status == TW_OK
+		    && (status = tw_desc_set_root(d, root, size, bind))
+		        == TW_EINVAL)
+			TW_ERROR("env",
+			    "%s '%.64s'%s%s%s is not usable (see above)",
+			    getenv("TAGWIRE_ROOT") != NULL
+			        ? "TAGWIRE_ROOT"
+			        : "MASTER_ADDR/_PORT",
+			    root, bind != NULL ? " or TAGWIRE_BIND '" : "",
+			    bind != NULL ? bind : "", bind != NULL ? "'" : "");
+	} else if (status == TW_OK) {
 		status = parse_parties(d, parties);
-	if (status == TW_OK)
-		status = parse_rank(tw_desc_size(d), &rank);
+		if (status == TW_OK)
+			status = parse_rank(tw_desc_size(d), &rank, &size);
+	}
 	const char *secret = getenv("TAGWIRE_SECRET");
 	if (status == TW_OK && secret != NULL && *secret != '\0') {
 		status = tw_desc_set_secret(d, secret, strlen(secret));

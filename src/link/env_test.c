@@ -60,6 +60,9 @@ static void env_clear(void)
 	unsetenv("TAGWIRE_TLS_CA");
 	unsetenv("TAGWIRE_SIZE");
 	unsetenv("TAGWIRE_ROOT");
+	unsetenv("TAGWIRE_BIND");
+	unsetenv("MASTER_ADDR");
+	unsetenv("MASTER_PORT");
 	static const char *const launchers[] = { "OMPI_COMM_WORLD_RANK",
 		"OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID",
 		"SLURM_NTASKS", "RANK", "WORLD_SIZE" };
@@ -380,21 +383,107 @@ static void test_launcher_rank(void **state)
 	tw_desc_free(d);
 }
 
-// The rendezvous through rank 0 is not built: a clear refusal, and a
-// clear error when both ways of naming the parties are set.
+// A root instead of a list: the description carries it, the size from
+// the rank's source, and the bind address.
 static void test_root(void **state)
+{
+	(void)state;
+	env_set("TAGWIRE_RANK", "2");
+	env_set("TAGWIRE_SIZE", "4");
+	env_set("TAGWIRE_ROOT", "tcp://127.0.0.1:7000");
+	size_t rank;
+	tw_desc *d = from_env_ok(&rank);
+	const char *bind = "unset";
+	assert_int_equal(rank, 2);
+	assert_int_equal(tw_desc_size(d), 4);
+	assert_string_equal(tw__desc_root(d, &bind), "tcp://127.0.0.1:7000");
+	assert_null(bind);
+	tw_desc_free(d);
+
+	env_set("TAGWIRE_BIND", "tcp://127.0.0.2:0");
+	d = from_env_ok(&rank);
+	assert_string_equal(tw__desc_root(d, &bind), "tcp://127.0.0.1:7000");
+	assert_string_equal(bind, "tcp://127.0.0.2:0");
+	tw_desc_free(d);
+}
+
+// torchrun's variables: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (an
+// IPv6 literal in brackets); TAGWIRE_ROOT wins over MASTER_*, and a list
+// over both.
+static void test_root_torchrun(void **state)
+{
+	(void)state;
+	env_set("RANK", "1");
+	env_set("WORLD_SIZE", "3");
+	env_set("MASTER_ADDR", "::1");
+	env_set("MASTER_PORT", "29500");
+	size_t rank;
+	tw_desc *d = from_env_ok(&rank);
+	assert_int_equal(rank, 1);
+	assert_int_equal(tw_desc_size(d), 3);
+	assert_string_equal(tw__desc_root(d, NULL), "tcp://[::1]:29500");
+	tw_desc_free(d);
+
+	env_set("MASTER_ADDR", "localhost");
+	d = from_env_ok(&rank);
+	assert_string_equal(tw__desc_root(d, NULL), "tcp://localhost:29500");
+	tw_desc_free(d);
+
+	env_set("TAGWIRE_ROOT", "tcp://127.0.0.1:7000");
+	d = from_env_ok(&rank);
+	assert_string_equal(tw__desc_root(d, NULL), "tcp://127.0.0.1:7000");
+	tw_desc_free(d);
+
+	unsetenv("TAGWIRE_ROOT");
+	env_set("TAGWIRE_PARTIES", "mem://a,mem://b,mem://c");
+	d = from_env_ok(&rank);
+	assert_null(tw__desc_root(d, NULL));
+	assert_int_equal(tw_desc_size(d), 3);
+	tw_desc_free(d);
+}
+
+static void test_bad_root(void **state)
 {
 	(void)state;
 	env_set("TAGWIRE_RANK", "0");
 	env_set("TAGWIRE_ROOT", "tcp://127.0.0.1:7000");
-	tw_desc *d = (tw_desc *)0x1;
-	size_t rank = 5;
-	cap.n = 0;
-	TW_FAIL(tw_desc_from_env(&d, &rank), TW_ENOTSUP);
-	assert_ptr_equal(d, (tw_desc *)0x1);
-	assert_true(logged("TAGWIRE_ROOT"));
+	expect_einval("TAGWIRE_SIZE", "a root without a size");
+	env_set("TAGWIRE_SIZE", "2");
 	env_set("TAGWIRE_PARTIES", "mem://a,mem://b");
 	expect_einval("TAGWIRE_ROOT", "both TAGWIRE_ROOT and TAGWIRE_PARTIES");
+	unsetenv("TAGWIRE_PARTIES");
+
+	static const char *const bad[] = { "shm://x", "tcp://127.0.0.1:0",
+		"tcp://127.0.0.1", "tcp://:7000", "mem://r", "tcp://a b:1" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		env_set("TAGWIRE_ROOT", bad[i]);
+		expect_einval("TAGWIRE_ROOT", bad[i]);
+	}
+	env_set("TAGWIRE_ROOT", "tcp://127.0.0.1:7000");
+	env_set("TAGWIRE_BIND", "shm://x");
+	expect_einval("TAGWIRE_BIND", "a bind address that is not tcp://");
+	unsetenv("TAGWIRE_BIND");
+	env_set("TAGWIRE_RANK", "2");
+	expect_einval("TAGWIRE_RANK", "a rank past TAGWIRE_SIZE");
+	env_set("TAGWIRE_SIZE", "0");
+	expect_einval("TAGWIRE_SIZE", "zero parties");
+
+	unsetenv("TAGWIRE_ROOT");
+	env_set("TAGWIRE_SIZE", "2");
+	env_set("TAGWIRE_RANK", "0");
+	env_set("MASTER_ADDR", "127.0.0.1");
+	expect_einval("MASTER_PORT", "MASTER_ADDR alone");
+	unsetenv("MASTER_ADDR");
+	env_set("MASTER_PORT", "29500");
+	expect_einval("MASTER_ADDR", "MASTER_PORT alone");
+	env_set("MASTER_ADDR", "127.0.0.1");
+	env_set("MASTER_PORT", "port");
+	expect_einval("MASTER_ADDR", "a port that is not a number");
+	env_set("MASTER_PORT", "29500");
+	unsetenv("TAGWIRE_RANK");
+	env_set("OMPI_COMM_WORLD_RANK", "0");
+	env_set("OMPI_COMM_WORLD_SIZE", "3");
+	expect_einval("OMPI_COMM_WORLD_SIZE", "sizes that disagree");
 }
 
 static void test_bad_link_id(void **state)
@@ -476,6 +565,8 @@ int main(void)
 		T(test_bad_rank),
 		T(test_launcher_rank),
 		T(test_root),
+		T(test_root_torchrun),
+		T(test_bad_root),
 		T(test_bad_link_id),
 		T(test_null_args),
 		T(test_out_of_memory),

@@ -200,6 +200,8 @@ static int check_create(const tw_desc *d, size_t self, tw_link **out)
 
 int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out)
 {
+	if (d != NULL && tw__desc_root(d, NULL) != NULL)
+		return tw__rdv_link_create(d, self_rank, out);
 	int status = check_create(d, self_rank, out);
 	if (status != TW_OK)
 		return status;
@@ -245,6 +247,13 @@ int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out)
 int tw_link_create_with_channels(const tw_desc *d, size_t self_rank,
     struct tw_channel *const *channels, tw_link **out)
 {
+	if (d != NULL && tw__desc_root(d, NULL) != NULL) {
+		TW_ERROR("link",
+		    "create %s: a link over channels needs its parties named, "
+		    "not a root",
+		    tw__desc_link_id(d));
+		return TW_EINVAL;
+	}
 	int status = check_create(d, self_rank, out);
 	if (status != TW_OK)
 		return status;

@@ -94,8 +94,15 @@ int tw__chan_probe(tw_link *l, size_t root_peer, const char *key, size_t *len);
 int tw__link_create_root(const tw_desc *d, size_t self, tw_channel **chans,
     const tw__chan_xops *xops, bool keep_chans_on_error, tw_link **out);
 
+// tw_link_create for a description with a root (tw_desc_set_root): learns
+// the parties from rank 0, then creates the link over them (rdv.c).
+int tw__rdv_link_create(const tw_desc *d, size_t self, tw_link **out);
+
 // Internal view of a description.
-size_t tw__desc_size(const tw_desc *d);
+size_t tw__desc_size(const tw_desc *d); // parties named so far
+// The root address of tw_desc_set_root (NULL: none) and, in *bind (may be
+// NULL), its bind address (NULL: the default).
+const char *tw__desc_root(const tw_desc *d, const char **bind);
 const char *tw__desc_link_id(const tw_desc *d);
 const tw__party *tw__desc_parties(const tw_desc *d);
 const int64_t *tw__desc_opts(const tw_desc *d);

@@ -7,3 +7,6 @@ foreach(t desc env)
     TIMEOUT 60 LABELS unit)
   tw_failalloc(${t}_test)
 endforeach()
+
+tw_test(NAME rdv_wire_test
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/rdv_wire_test.c TIMEOUT 60 LABELS unit)

@@ -75,6 +75,14 @@ expect_rc 0
 expect_out '^\[0\] shm://run[0-9]+\.p0,shm://run[0-9]+\.p1$'
 expect_out '^\[1\] shm://run[0-9]+\.p0,shm://run[0-9]+\.p1$'
 
+# --rendezvous: rank 0's address in TAGWIRE_ROOT, the same for all, and no
+# address list (even one in the launcher's own environment).
+run_env TAGWIRE_PARTIES=tcp://127.0.0.1:1 run -n 3 --rendezvous -- sh -c 'echo "root=$TAGWIRE_ROOT parties=${TAGWIRE_PARTIES-unset} size=$TAGWIRE_SIZE"'
+expect_rc 0
+expect_out '^\[0\] root=tcp://127\.0\.0\.1:[0-9]+ parties=unset size=3$'
+[ "$(sed 's/^\[[012]\] //' "$TMP/out" | sort -u | wc -l)" -eq 1 ] ||
+	fail "the ranks were given different roots"
+
 # The link id: root unless --link-id says otherwise.
 run run -n 1 -- sh -c 'echo "id=$TAGWIRE_LINK_ID"'
 expect_line out "[0] id=root"
@@ -125,6 +133,12 @@ else
 		for r in 0 1 2; do
 			expect_line out "[$r] [b'\\x00', b'\\x01', b'\\x02']"
 		done
+	done
+	# No address list: the parties meet through rank 0.
+	run_env PYTHONPATH="$PYDIR" run -n 4 --rendezvous -- "$PY" -c 'import tagwire; d,r=tagwire.Desc.from_env(); l=tagwire.create(d,r); print(l.world_size, l.all_gather(bytes([r]))); l.close()'
+	expect_rc 0
+	for r in 0 1 2 3; do
+		expect_line out "[$r] 4 [b'\\x00', b'\\x01', b'\\x02', b'\\x03']"
 	done
 fi
 
@@ -223,6 +237,8 @@ expect_usage_error run -n 2 --
 expect_err "missing PROG after '--'"
 expect_usage_error run -- sh -c 'echo started'
 expect_err 'give -n N'
+expect_usage_error run -n 2 --transport shm --rendezvous -- sh -c 'echo started'
+expect_err '--rendezvous is for tcp'
 for n in 0 1025 99999 abc -1 +4 ' 4' 4x '' 18446744073709551616; do
 	expect_usage_error run -n "$n" -- sh -c 'echo started'
 	expect_err '-n wants a number from 1 to 1024'

@@ -74,7 +74,7 @@ void cli_xfer_help(FILE *f);
 #define CLI_RUN_USAGE                                                         \
 	"usage: tagwire run -n N [--transport tcp|shm] [--secret-file "       \
 	"FILE]\n"                                                             \
-	"                   [--link-id ID] -- PROG [ARGS...]"
+	"                   [--link-id ID] [--rendezvous] -- PROG [ARGS...]"
 void cli_run_help(FILE *f);
 
 // The pattern of the transfer tests: fills buf[off, off+len) with the

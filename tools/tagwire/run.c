@@ -647,7 +647,7 @@ static void hold_std_fds(void)
 
 typedef struct ropts {
 	uint64_t n;
-	bool shm;
+	bool shm, rdv;
 	const char *secret_file, *link_id;
 	char *const *argv;
 } ropts;
@@ -681,28 +681,36 @@ static int launch(const ropts *o)
 	}
 	for (size_t i = 0; i < o->n; i++)
 		r.c[i].s[0].fd = r.c[i].s[1].fd = -1;
-	if (!o->shm && pick_ports(o->n, sfd, ports) != 0) {
-		close_all(sfd, o->n);
+	// With a rendezvous only rank 0's port is chosen here; the others
+	// take free ports themselves and tell rank 0.
+	size_t nports = o->shm ? 0 : o->rdv ? 1 : o->n;
+	if (pick_ports(nports, sfd, ports) != 0) {
+		close_all(sfd, nports);
 		goto out;
 	}
-	parties = parties_list(o->shm, o->n, ports);
+	parties = parties_list(o->shm, o->shm ? o->n : nports, ports);
 	char size[24];
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)o->n);
-	if (parties == NULL || setenv("TAGWIRE_PARTIES", parties, 1) != 0
-	    || setenv("TAGWIRE_SIZE", size, 1) != 0
+	bool env_ok = parties != NULL;
+	if (env_ok && o->rdv) {
+		unsetenv("TAGWIRE_PARTIES");
+		env_ok = setenv("TAGWIRE_ROOT", parties, 1) == 0;
+	} else if (env_ok) {
+		unsetenv("TAGWIRE_ROOT");
+		env_ok = setenv("TAGWIRE_PARTIES", parties, 1) == 0;
+	}
+	if (!env_ok || setenv("TAGWIRE_SIZE", size, 1) != 0
 	    || setenv("TAGWIRE_SECRET", secret, 1) != 0
 	    || setenv("TAGWIRE_LINK_ID", o->link_id, 1) != 0) {
 		say("out of memory");
-		if (!o->shm)
-			close_all(sfd, o->n);
+		close_all(sfd, nports);
 		goto out;
 	}
 
 	int wp[2];
 	if (pipe2(wp, O_CLOEXEC | O_NONBLOCK) != 0) {
 		say("pipe: %s", strerror(errno));
-		if (!o->shm)
-			close_all(sfd, o->n);
+		close_all(sfd, nports);
 		goto out;
 	}
 	wake_rd = wp[0];
@@ -725,8 +733,7 @@ static int launch(const ropts *o)
 	// and orphan the run; the write error is reported instead.
 	signal(SIGPIPE, SIG_IGN);
 
-	if (!o->shm)
-		close_all(sfd, o->n);
+	close_all(sfd, nports);
 	fflush(NULL);
 	bool spawn_failed = false;
 	for (size_t i = 0; i < o->n; i++)
@@ -774,7 +781,8 @@ void cli_run_help(FILE *f)
 	    "tw_desc_from_env (Python: tagwire.Desc.from_env()) reads, so "
 	    "that they form\n"
 	    "one link: TAGWIRE_PARTIES (every party's address, comma "
-	    "separated),\n"
+	    "separated; or\n"
+	    "TAGWIRE_ROOT with --rendezvous),\n"
 	    "TAGWIRE_RANK (0 to N-1, one per process), TAGWIRE_SECRET, "
 	    "TAGWIRE_LINK_ID,\n"
 	    "and TAGWIRE_SIZE (N).  Other variables, TAGWIRE_TLS_* "
@@ -797,6 +805,12 @@ void cli_run_help(FILE *f)
 	    "that links are\n"
 	    "                     authenticated\n"
 	    "  --link-id ID       TAGWIRE_LINK_ID (default root)\n"
+	    "  --rendezvous       tcp: no address list; TAGWIRE_ROOT "
+	    "instead of\n"
+	    "                     TAGWIRE_PARTIES: rank 0's address, where "
+	    "the others\n"
+	    "                     (on ports of their own) learn every "
+	    "address\n"
 	    "  --                 ends the options; PROG and its arguments "
 	    "follow\n"
 	    "\n"
@@ -840,6 +854,10 @@ int cli_run(int argc, char **argv)
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			cli_run_help(stdout);
 			return CLI_OK;
+		}
+		if (strcmp(a, "--rendezvous") == 0) {
+			o.rdv = true;
+			continue;
 		}
 		int k = -1;
 		const char *val = NULL;
@@ -912,6 +930,10 @@ int cli_run(int argc, char **argv)
 	if (!have_n)
 		return cli_usage_error(
 		    "run", "give -n N, the number of processes");
+	if (o.rdv && o.shm)
+		return cli_usage_error("run",
+		    "--rendezvous is for tcp: shm:// parties have fixed "
+		    "names");
 	if (!o.shm && !library_has("tcp"))
 		return cli_usage_error(
 		    "run", "--transport tcp: not built into this library");

@@ -393,3 +393,38 @@ int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
 	freeaddrinfo(ai);
 	return status;
 }
+
+// "tcp://IP:0" on the local address that reaches `target`.
+int tw__tcp_local_addr_for(const char *target, char *out, size_t cap)
+{
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port;
+	if (tw__tcp_addr_parse(target, host, sizeof(host), &port) != TW_OK)
+		return TW_EINVAL;
+	char ps[8];
+	snprintf(ps, sizeof(ps), "%u", (unsigned)port);
+	struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *ai = NULL;
+	if (getaddrinfo(host, ps, &hints, &ai) != 0 || ai == NULL)
+		return TW_ESYS;
+	int status = TW_ESYS;
+	int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0
+	    && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		char ip[NI_MAXHOST];
+		if (getnameinfo((struct sockaddr *)&ss, sl, ip, sizeof(ip),
+		        NULL, 0, NI_NUMERICHOST)
+		    == 0) {
+			snprintf(out, cap,
+			    ss.ss_family == AF_INET6 ? "tcp://[%s]:0"
+			                             : "tcp://%s:0",
+			    ip);
+			status = TW_OK;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return status;
+}

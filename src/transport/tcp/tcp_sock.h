@@ -63,6 +63,12 @@ int tw__tcp_dial(const char *host, uint16_t port, int64_t deadline,
 int tw__tcp_dial_once(const char *host, uint16_t port, int64_t deadline,
     const _Atomic int *cancel, int *out_fd);
 
+// "tcp://IP:0" (IPv6 in brackets) in out: the local address whose route
+// reaches `target` ("tcp://HOST:PORT"), found by connecting a UDP socket,
+// which sends nothing.  TW_OK, TW_EINVAL (malformed target), TW_ESYS (the
+// name does not resolve, no route).
+int tw__tcp_local_addr_for(const char *target, char *out, size_t cap);
+
 // Waits until fd is ready for `events` (POLLIN, POLLOUT), `deadline`
 // passes (TW_ETIMEDOUT) or *cancel (may be NULL) becomes non-zero
 // (TW_ECLOSED), looking at the flag every 10 ms.  TW_OK, or TW_ESYS when
