@@ -16,6 +16,10 @@
 //   size       rank 2 is told of 3 parties, the others of 4: rank 0 and
 //              rank 2 fail with TW_EINVAL, the others fail too.
 //   missing    3 parties expected, 2 started: both time out (TW_ETIMEDOUT).
+//   tls        4 processes with TLS, each with the certificate of its
+//              party id p<rank> (made at run time by the openssl command).
+//   tls_name   rank 2 holds the certificate of p1: it cannot claim rank 2;
+//              it fails and so do the others.
 //   secret     rank 1 holds another secret: it never joins and fails with
 //              TW_EAUTH (or TW_ETIMEDOUT: when rank 0 checks the proof
 //              first it just closes, and rank 1 redials until its
@@ -36,6 +40,7 @@
 #include <netinet/in.h>
 
 #include "testdata.h"
+#include "tls/certs.h"
 #include "testutil.h"
 
 #define MAXP 8
@@ -373,6 +378,55 @@ static void test_secret(void **state)
 	run(ps, 3, want, false, 60000);
 }
 
+static char tls_vars[4][3][320];
+
+// TAGWIRE_TLS_* of a party holding the certificate of party `cert`.
+static void tls_env(size_t rank, size_t cert)
+{
+	const char *dir = tw_certs_make();
+	snprintf(tls_vars[rank][0], sizeof(tls_vars[0][0]),
+	    "TAGWIRE_TLS_CERT=%s/p%zu.pem", dir, cert);
+	snprintf(tls_vars[rank][1], sizeof(tls_vars[0][0]),
+	    "TAGWIRE_TLS_KEY=%s/p%zu.key", dir, cert);
+	snprintf(tls_vars[rank][2], sizeof(tls_vars[0][0]),
+	    "TAGWIRE_TLS_CA=%s/ca.pem", dir);
+}
+
+static void test_tls(void **state)
+{
+	(void)state;
+	pick_root();
+	party ps[4];
+	for (size_t i = 0; i < 4; i++) {
+		tls_env(i, i);
+		ps[i]
+		    = (party) { .vars = { root_var, ranks[i], "TAGWIRE_SIZE=4",
+			            tls_vars[i][0], tls_vars[i][1],
+			            tls_vars[i][2], "EXPECT_SIZE=4", NULL } };
+	}
+	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+	run(ps, 4, want, false, 60000);
+}
+
+static void test_tls_name(void **state)
+{
+	(void)state;
+	pick_root();
+	party ps[3];
+	for (size_t i = 0; i < 3; i++) {
+		tls_env(i, i == 2 ? 1 : i);
+		ps[i] = (party) { .vars
+			= { root_var, ranks[i], "TAGWIRE_SIZE=3",
+			    tls_vars[i][0], tls_vars[i][1], tls_vars[i][2],
+			    "EXPECT_SIZE=3", "CONNECT_MS=2000", NULL } };
+	}
+	// Rank 2 is refused by whichever side checks the certificate first.
+	static const int want[3][4]
+	    = { { E(TW_ETIMEDOUT) }, { E(TW_ETIMEDOUT), E(TW_EPEER) },
+		      { E(TW_EAUTH), E(TW_ETIMEDOUT), E(TW_EINVAL) } };
+	run(ps, 3, want, false, 60000);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -382,6 +436,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_size),
 		cmocka_unit_test(test_missing),
 		cmocka_unit_test(test_secret),
+		cmocka_unit_test(test_tls),
+		cmocka_unit_test(test_tls_name),
 	};
 	if (argc > 1
 	    && tw_test_select(
