@@ -122,9 +122,10 @@ static int engine_up(rdv *r)
 		return status;
 	status = tw__eng_info_decode(info.data, info.len, &in);
 	tw_buf_free(&info);
-	if (status != TW_OK || strlen(in.addr) > TW_RDV_ADDR_MAX)
+	size_t len = strlen(in.addr);
+	if (status != TW_OK || len > TW_RDV_ADDR_MAX)
 		return TW_EINVAL;
-	snprintf(r->addr, sizeof(r->addr), "%s", in.addr);
+	memcpy(r->addr, in.addr, len + 1);
 	return TW_OK;
 }
 

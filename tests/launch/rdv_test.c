@@ -113,14 +113,14 @@ static int listening_sockets(void)
 static int exercise(tw_link *l)
 {
 	size_t n = tw_link_size(l), me = tw_link_rank(l);
-	char mine[16];
+	char mine[32];
 	snprintf(mine, sizeof(mine), "party-%zu", me);
 	tw_buf parts[MAXP];
 	int st = tw_allgather(l, "ids", mine, strlen(mine), parts);
 	if (st != TW_OK)
 		return st;
 	for (size_t i = 0; i < n; i++) {
-		char want[16];
+		char want[32];
 		snprintf(want, sizeof(want), "party-%zu", i);
 		if (parts[i].len != strlen(want)
 		    || memcmp(parts[i].data, want, parts[i].len) != 0)
@@ -135,7 +135,7 @@ static int exercise(tw_link *l)
 	tw_buf b;
 	if ((st = tw_recv(l, prev, "ring", &b)) != TW_OK)
 		return st;
-	char want[16];
+	char want[32];
 	snprintf(want, sizeof(want), "party-%zu", prev);
 	if (b.len != strlen(want) || memcmp(b.data, want, b.len) != 0)
 		st = TW_EPROTO;
