@@ -12,6 +12,9 @@
 //              a message around the ring arrive exactly, and each process
 //              listens on one port only (the rendezvous's is the link's).
 //   torchrun   RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, 4 processes.
+//   launchers  TAGWIRE_ROOT, and each process the rank and size variables
+//              of another launcher: mpirun's OMPI_COMM_WORLD_*, PMI_*,
+//              srun's SLURM_PROCID/SLURM_NTASKS, torchrun's RANK/WORLD_SIZE.
 //   started_late  rank 0 starts once the others are about to dial it.
 //   size       rank 2 is told of 3 parties, the others of 4: rank 0 and
 //              rank 2 fail with TW_EINVAL, the others fail too.
@@ -312,6 +315,24 @@ static void test_torchrun(void **state)
 	run(ps, 4, want, false, 60000);
 }
 
+static void test_launchers(void **state)
+{
+	(void)state;
+	pick_root();
+	static const char *const vars[4][2] = {
+		{ "OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=4" },
+		{ "PMI_RANK=1", "PMI_SIZE=4" },
+		{ "SLURM_PROCID=2", "SLURM_NTASKS=4" },
+		{ "RANK=3", "WORLD_SIZE=4" },
+	};
+	party ps[4];
+	for (size_t i = 0; i < 4; i++)
+		ps[i] = (party) { .vars = { root_var, vars[i][0], vars[i][1],
+			              "EXPECT_SIZE=4", NULL } };
+	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+	run(ps, 4, want, false, 60000);
+}
+
 static void test_started_late(void **state)
 {
 	(void)state;
@@ -432,6 +453,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_four),
 		cmocka_unit_test(test_torchrun),
+		cmocka_unit_test(test_launchers),
 		cmocka_unit_test(test_started_late),
 		cmocka_unit_test(test_size),
 		cmocka_unit_test(test_missing),
