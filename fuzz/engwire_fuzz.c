@@ -18,22 +18,9 @@
 #include <tagwire/engine.h>
 
 #include "engine/wire.h"
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond)
-{
-	if (!cond)
-		abort();
-}
-
-static unsigned char *copy_of(const uint8_t *data, size_t size)
-{
-	unsigned char *buf = malloc(size > 0 ? size : 1);
-	if (buf != NULL && size > 0)
-		memcpy(buf, data, size);
-	return buf;
-}
 
 static void info(const uint8_t *data, size_t size)
 {

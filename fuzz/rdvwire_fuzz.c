@@ -13,22 +13,9 @@
 #include <string.h>
 
 #include "link/rdv_wire.h"
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond)
-{
-	if (!cond)
-		abort();
-}
-
-static unsigned char *copy_of(const uint8_t *data, size_t size)
-{
-	unsigned char *buf = malloc(size > 0 ? size : 1);
-	if (buf != NULL && size > 0)
-		memcpy(buf, data, size);
-	return buf;
-}
 
 static void same(const tw_buf *b, const unsigned char *buf, size_t size)
 {

@@ -23,17 +23,12 @@
 #include <tagwire/status.h>
 
 #include "transport/shm/shm_frame.h"
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 // Small, so that inputs can reach "message larger than the limit".
 #define FUZZ_MAX_TOTAL 100000
-
-static void require(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 static void check_frame(const tw__shm_rx *st, const tw__shm_frame *f, int act,
     const unsigned char *buf, size_t n)

@@ -17,17 +17,12 @@
 #include <tagwire/status.h>
 
 #include "transport/tcp/tcp_proto.h"
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 // Small, so that inputs can reach "payload length out of range".
 #define FUZZ_MAX_PAYLOAD 100000
-
-static void require(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

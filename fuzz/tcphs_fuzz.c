@@ -16,14 +16,9 @@
 
 #include "core/names.h"
 #include "transport/tcp/tcp_proto.h"
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 // Decodes one record of kind `auth` (0: handshake, 1: authentication) at
 // data[0..size); returns the bytes it took, or 0 when the connection would

@@ -44,14 +44,8 @@ if [ ! -x "$PARTY" ]; then
 	exit 1
 fi
 
-skip() {
-	echo "SKIP: $*"
-	exit 77
-}
-
-[ "$EUID" -eq 0 ] || skip "needs root to create network namespaces"
-command -v ip >/dev/null 2>&1 || skip "no 'ip' command (iproute2)"
-ip netns list >/dev/null 2>&1 || skip "'ip netns' is not available"
+. "$(dirname "$0")/lib.sh"
+need_netns
 
 ID="twn$$"
 HUB="$ID-hub"
@@ -87,16 +81,6 @@ trap 'exit 143' TERM HUP
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tagwire-netns.XXXXXX")
 CTL=$TMP/ctl
 mkdir "$CTL"
-
-# mk_ns NAME: creates a namespace with its loopback up.
-mk_ns() {
-	local err
-	if ! err=$(ip netns add "$1" 2>&1); then
-		skip "cannot create network namespace $1: $err"
-	fi
-	MADE+=("$1")
-	ip -n "$1" link set lo up
-}
 
 mk_ns "$HUB"
 for ns in "${NS[@]}"; do

@@ -27,14 +27,8 @@ PARTY=$1
 	exit 1
 }
 
-skip() {
-	echo "SKIP: $*"
-	exit 77
-}
-
-[ "$EUID" -eq 0 ] || skip "needs root to create network namespaces"
-command -v ip >/dev/null 2>&1 || skip "no 'ip' command (iproute2)"
-ip netns list >/dev/null 2>&1 || skip "'ip netns' is not available"
+. "$(dirname "$0")/lib.sh"
+need_netns
 
 N=8
 ID="twr$$"
@@ -64,13 +58,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tagwire-rdv8.XXXXXX")
-
-mk_ns() {
-	local err
-	err=$(ip netns add "$1" 2>&1) || skip "cannot create network namespace $1: $err"
-	MADE+=("$1")
-	ip -n "$1" link set lo up
-}
 
 mk_ns "$HUB"
 err=$(ip -n "$HUB" link add br0 type bridge 2>&1) || skip "cannot create a bridge: $err"
