@@ -2,9 +2,9 @@
 // runs every collective, a bulk exchange and child links, validates every
 // byte and prints a report (the phases are in demo_phases.c).
 //
-// The demo is built around a transport name so that shm:// and tcp:// only
-// need an address scheme in demo_transports[] once the library carries
-// them; until then asking for them is a usage error (exit 2) that says so.
+// The demo is built around a transport name: each transport is an address
+// scheme in demo_transports[], and one that this build of the library does
+// not carry is a usage error (exit 2) that says so.
 
 #include <errno.h>
 #include <stdarg.h>
