@@ -185,6 +185,21 @@ static int coll_recv(tw_link *l, size_t src, const char *coll, unsigned round,
 	return tw__link_recv_key(l, src, key, tw__link_recv_deadline(l), out);
 }
 
+// Receives a piece of exactly len bytes into buf; any other length breaks
+// the stream (TW_EPROTO).
+static int coll_recv_exact(tw_link *l, size_t src, const char *coll,
+    const char *tag, void *buf, size_t len)
+{
+	char key[TW_KEY_MAX];
+	size_t got = 0;
+	tw__key_coll(key, l->id, coll, 0, tag);
+	int status = tw__chan_recv_into(
+	    l, l->map[src], key, tw__link_recv_deadline(l), buf, len, &got);
+	if (status == TW_ETRUNC || (status == TW_OK && got != len))
+		status = TW_EPROTO;
+	return status;
+}
+
 int tw_barrier(tw_link *l, const char *tag)
 {
 	int status = check(l, tag);
@@ -221,14 +236,9 @@ static int ring_xchg(tw_link *l, const char *coll, const char *tag, size_t to,
 		}
 		if (status == TW_OK && ro < ilen) {
 			size_t k = min_sz(chunk, ilen - ro);
-			tw_buf m = { 0 };
-			status = coll_recv(l, from, coll, 0, tag, &m);
-			if (status == TW_OK && m.len != k)
-				status = TW_EPROTO;
-			if (status == TW_OK)
-				memcpy(in + ro, m.data, k);
+			status
+			    = coll_recv_exact(l, from, coll, tag, in + ro, k);
 			ro += k;
-			tw_buf_free(&m);
 		}
 	}
 	return status;
@@ -367,13 +377,9 @@ static int bc_recv(tw_link *l, size_t src, const char *tag, size_t n,
 	tw_buf_free(&m);
 	while (status == TW_OK && a < b) {
 		size_t k = min_sz(piece, b - a);
-		status = coll_recv(l, src, "bcast", 0, tag, &m);
-		if (status == TW_OK && m.len != k)
-			status = TW_EPROTO;
-		if (status == TW_OK)
-			memcpy(at(data->data, a), m.data, k);
+		status = coll_recv_exact(
+		    l, src, "bcast", tag, at(data->data, a), k);
 		a += k;
-		tw_buf_free(&m);
 	}
 	if (status != TW_OK)
 		tw_buf_free(data);

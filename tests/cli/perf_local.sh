@@ -56,7 +56,13 @@ expect_out "^$T +bw +200 KiB +5 +2 +- +- +- +$NUM "
 if [ "$T" != ring ]; then
 	for n in 2 3; do
 		expect_out "^$T +barrier +0 B +5 +$n .* +$NUM +dissemination\$"
-		expect_out "^$T +allgather +200 KiB +5 +$n .* +$NUM +bruck\$"
+		expect_out "^$T +allgather +8 B +5 +$n .* +$NUM +bruck\$"
+		expect_out "^$T +allgather +200 KiB +5 +$n .* +$NUM +ring\$"
+		expect_out "^$T +broadcast +8 B +5 +$n .* +$NUM +binomial\$"
+		# Scatter + ring from 3 parties on, where it can share the load.
+		algo=binomial
+		[ "$n" -lt 3 ] || algo=scatter-ring
+		expect_out "^$T +broadcast +200 KiB +5 +$n .* +$NUM +$algo\$"
 	done
 fi
 
