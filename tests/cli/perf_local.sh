@@ -57,12 +57,24 @@ if [ "$T" != ring ]; then
 	for n in 2 3; do
 		expect_out "^$T +barrier +0 B +5 +$n .* +$NUM +dissemination\$"
 		expect_out "^$T +allgather +8 B +5 +$n .* +$NUM +bruck\$"
+		expect_out "^$T +allgather +200 KiB +5 +$n .* +$NUM +bruck\$"
+		expect_out "^$T +broadcast +200 KiB +5 +$n .* +$NUM +binomial\$"
+	done
+
+	# The large algorithms, forced at small sizes, with every byte
+	# checked; the algorithm column follows.
+	export TAGWIRE_COLL_FORCE=large
+	run_alone perf --transport "$T" --test coll --sizes 0,8,200K --iters 5 \
+		--parties 2,3 --validate
+	unset TAGWIRE_COLL_FORCE
+	expect_rc 0
+	expect_err_empty
+	expect_nothing_left
+	for n in 2 3; do
+		expect_out "^$T +allgather +0 B +5 +$n .* +$NUM +bruck\$"
 		expect_out "^$T +allgather +200 KiB +5 +$n .* +$NUM +ring\$"
-		expect_out "^$T +broadcast +8 B +5 +$n .* +$NUM +binomial\$"
-		# Scatter + ring from 3 parties on, where it can share the load.
-		algo=binomial
-		[ "$n" -lt 3 ] || algo=scatter-ring
-		expect_out "^$T +broadcast +200 KiB +5 +$n .* +$NUM +$algo\$"
+		expect_out "^$T +broadcast +8 B +5 +$n .* +$NUM +scatter-ring\$"
+		expect_out "^$T +broadcast +200 KiB +5 +$n .* +$NUM +scatter-ring\$"
 	done
 fi
 

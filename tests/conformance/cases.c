@@ -1709,28 +1709,37 @@ static void t_coll_algos(void **state)
 	    tw__coll_algo(TW__COLL_BCAST, 5, BC), "scatter-ring");
 	assert_string_equal(tw__coll_algo(TW__COLL_BCAST, 2, BC), "binomial");
 
-	// By size: just below, at and above each threshold, and a ring block
-	// of three pieces whose length n does not divide.
+	// Every party count with small data; then just below, at and above
+	// each threshold with party counts that are not powers of two, and
+	// 16 parties on both sides of the allgather one.
 	static const size_t ns[] = { 1, 2, 3, 5, 7 };
-	static const size_t sizes[]
-	    = { 0, 1, AG - 1, AG, AG + 1, BC - 1, BC, BC + 1, 2 * CH + 3 };
-	ca_arg a = { NULL, -1, sizes, NELEMS(sizes) };
+	static const size_t few[] = { 0, 1, 1000 };
+	ca_arg a = { NULL, -1, few, NELEMS(few) };
 	run_algos(ns, NELEMS(ns), &a);
+	static const size_t n35[] = { 3, 5 };
+	static const size_t edges[]
+	    = { AG - 1, AG, AG + 1, BC - 1, BC, BC + 1 };
+	ca_arg e = { NULL, -1, edges, AG == BC ? 3 : NELEMS(edges) };
+	run_algos(n35, NELEMS(n35), &e);
 	static const size_t n16[] = { 16 };
-	static const size_t sizes16[] = { 5, AG + 1 };
+	static const size_t sizes16[] = { 5, AG };
 	ca_arg a16 = { NULL, -1, sizes16, NELEMS(sizes16) };
 	run_algos(n16, 1, &a16);
 
 	// Forced: main's algorithms with large data, the large ones with
-	// small data (segments shorter than a party count leave some empty).
-	static const size_t n35[] = { 3, 5 };
-	static const size_t big[] = { AG + 1, CH + 1 };
+	// small data (segments shorter than a party count leave some empty)
+	// and with ring blocks and tree bodies of several pieces.
+	static const size_t big[] = { CH + 1 };
 	ca_arg small = { "small", -1, big, NELEMS(big) };
 	run_algos(n35, NELEMS(n35), &small);
 	static const size_t nl[] = { 2, 3, 5, 7, 16 };
 	static const size_t tiny[] = { 0, 1, 2, 3, 7, 100, 1001 };
 	ca_arg large = { "large", -1, tiny, NELEMS(tiny) };
 	run_algos(nl, NELEMS(nl), &large);
+	static const size_t n3[] = { 3 };
+	static const size_t pieces[] = { 2 * CH + 3 };
+	ca_arg multi = { "large", -1, pieces, NELEMS(pieces) };
+	run_algos(n3, NELEMS(n3), &multi);
 
 	// Limits below a block and below a header: every stream is cut.
 	static const size_t at1000[] = { 0, 1, 999, 1000 };
