@@ -1610,6 +1610,10 @@ typedef struct ca_arg {
 	int64_t max; // TW_OPT_MAX_MSG_SIZE, -1 for the default
 	const size_t *sizes;
 	size_t nsizes;
+	// Large data at a threshold: each size once, as rank-dependent
+	// allgather blocks (one below, at and one above it) and as one
+	// broadcast from root s % n, not from every root.
+	bool edges;
 } ca_arg;
 
 static void setup_coll_algos(tw_desc *d, void *arg)
@@ -1638,7 +1642,7 @@ static int body_coll_algos(conf_party *p)
 	for (size_t s = 0; s < a->nsizes; s++) {
 		size_t base = a->sizes[s];
 		uint32_t k = (uint32_t)s;
-		for (int uniform = 0; uniform < 2; uniform++) {
+		for (int uniform = 0; uniform < 2 - a->edges; uniform++) {
 			size_t len = uniform ? base : ca_len(base, r, max);
 			unsigned char *buf = malloc(len + 1);
 			CHECK(p, buf != NULL);
@@ -1657,6 +1661,8 @@ static int body_coll_algos(conf_party *p)
 		}
 		for (size_t root = 0; root < n; root++) {
 			tw_buf io = { 0 };
+			if (a->edges && root != s % n)
+				continue;
 			if (r == root) {
 				io.len = base;
 				io.data = malloc(base + 1);
@@ -1709,49 +1715,47 @@ static void t_coll_algos(void **state)
 	    tw__coll_algo(TW__COLL_BCAST, 5, BC), "scatter-ring");
 	assert_string_equal(tw__coll_algo(TW__COLL_BCAST, 2, BC), "binomial");
 
-	// Every party count with small data; then just below, at and above
-	// each threshold with party counts that are not powers of two, and
-	// 16 parties on both sides of the allgather one.
-	static const size_t ns[] = { 1, 2, 3, 5, 7 };
+	// Every party count with small data; then large data just below,
+	// at and above each threshold.
+	static const size_t ns[] = { 1, 2, 3, 5, 7, 16 };
 	static const size_t few[] = { 0, 1, 1000 };
-	ca_arg a = { NULL, -1, few, NELEMS(few) };
+	ca_arg a = { NULL, -1, few, NELEMS(few), false };
 	run_algos(ns, NELEMS(ns), &a);
-	static const size_t n35[] = { 3, 5 };
-	static const size_t edges[]
-	    = { AG - 1, AG, AG + 1, BC - 1, BC, BC + 1 };
-	ca_arg e = { NULL, -1, edges, AG == BC ? 3 : NELEMS(edges) };
-	run_algos(n35, NELEMS(n35), &e);
-	static const size_t n16[] = { 16 };
-	static const size_t sizes16[] = { 5, AG };
-	ca_arg a16 = { NULL, -1, sizes16, NELEMS(sizes16) };
-	run_algos(n16, 1, &a16);
+	static const size_t n3[] = { 3 }, n5[] = { 5 };
+	static const size_t edges[] = { AG, BC - 1, BC, BC + 1 };
+	ca_arg e = { NULL, -1, edges, NELEMS(edges), true };
+	run_algos(n3, 1, &e);
 
 	// Forced: main's algorithms with large data, the large ones with
 	// small data (segments shorter than a party count leave some empty)
 	// and with ring blocks and tree bodies of several pieces.
 	static const size_t big[] = { CH + 1 };
-	ca_arg small = { "small", -1, big, NELEMS(big) };
-	run_algos(n35, NELEMS(n35), &small);
-	static const size_t nl[] = { 2, 3, 5, 7, 16 };
+	ca_arg small = { "small", -1, big, NELEMS(big), false };
+	run_algos(n5, 1, &small);
+	static const size_t nl[] = { 2, 3, 5, 7 };
 	static const size_t tiny[] = { 0, 1, 2, 3, 7, 100, 1001 };
-	ca_arg large = { "large", -1, tiny, NELEMS(tiny) };
+	ca_arg large = { "large", -1, tiny, NELEMS(tiny), false };
 	run_algos(nl, NELEMS(nl), &large);
-	static const size_t n3[] = { 3 };
+	static const size_t n16[] = { 16 };
+	static const size_t tiny16[] = { 7, 1001 };
+	ca_arg large16 = { "large", -1, tiny16, NELEMS(tiny16), true };
+	run_algos(n16, 1, &large16);
 	static const size_t pieces[] = { 2 * CH + 3 };
-	ca_arg multi = { "large", -1, pieces, NELEMS(pieces) };
-	run_algos(n3, NELEMS(n3), &multi);
+	ca_arg multi = { "large", -1, pieces, NELEMS(pieces), true };
+	run_algos(n5, 1, &multi);
 
 	// Limits below a block and below a header: every stream is cut.
+	static const size_t n35[] = { 3, 5 };
 	static const size_t at1000[] = { 0, 1, 999, 1000 };
-	ca_arg l1000 = { "large", 1000, at1000, NELEMS(at1000) };
+	ca_arg l1000 = { "large", 1000, at1000, NELEMS(at1000), false };
 	run_algos(n35, NELEMS(n35), &l1000);
-	ca_arg a1000 = { NULL, 1000, at1000, NELEMS(at1000) };
+	ca_arg a1000 = { NULL, 1000, at1000, NELEMS(at1000), false };
 	run_algos(n35, NELEMS(n35), &a1000);
 	static const size_t at5[] = { 0, 1, 4, 5 };
-	ca_arg l5 = { "large", 5, at5, NELEMS(at5) };
+	ca_arg l5 = { "large", 5, at5, NELEMS(at5), false };
 	run_algos(n35, NELEMS(n35), &l5);
 	static const size_t at0[] = { 0 };
-	ca_arg l0 = { "large", 0, at0, 1 };
+	ca_arg l0 = { "large", 0, at0, 1, false };
 	run_algos(n35, NELEMS(n35), &l0);
 }
 
