@@ -8,9 +8,10 @@
 //  - broadcast: a binomial tree, ceil(log2 n) rounds, below BC_LARGE bytes
 //    or for n <= 2; from BC_LARGE on, van de Geijn's scatter + ring
 //    allgather: the data cut into n segments, scattered down the same
-//    tree, then passed round a ring, so that each party receives about
-//    2 m bytes instead of the tree's m bytes per round (m log2 n at the
-//    root's children, the root sending m to each of log2 n children);
+//    tree, then passed round a ring.  The tree's root sends all m bytes
+//    to each of its log2 n children one after the other; here no party
+//    sends or receives much more than 2 m, and every link carries its
+//    share at the same time;
 //  - gather and scatter: direct to or from the root, whose own link is the
 //    bottleneck any algorithm must cross with (n-1)·m bytes;
 //  - allgather: Bruck's algorithm, ceil(log2 n) rounds and (n-1) blocks
