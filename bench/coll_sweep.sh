@@ -14,7 +14,7 @@
 # Defaults: tcp and shm, parties 2,4,8,16,32,64 (shm up to --shm-max, 16),
 # sizes 8 B to 16 MiB in powers of 16 (and 16 MiB), about --duration 0.05 s
 # per figure.  A point whose allgather would move more than --traffic-mib
-# MiB in all (n·(n-1)·m; default 2048) is left out of both tests, so that
+# MiB in all (n·(n-1)·m; default 1024) is left out of both tests, so that
 # the default run stays within a few minutes on two CPUs.  --quick: tcp
 # with 2 and 4 parties, 8 B and 64 KiB, 0.01 s each.
 #
@@ -35,7 +35,7 @@ transports=tcp,shm
 parties=2,4,8,16,32,64
 sizes=8,128,2K,32K,512K,8M,16M
 shm_max=16
-traffic_mib=2048
+traffic_mib=1024
 duration=0.05
 out=
 
