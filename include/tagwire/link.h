@@ -291,7 +291,7 @@ TW_API void tw_link_stats(const tw_link *l, tw_stats *out);
 TW_API int tw_barrier(tw_link *l, const char *tag);
 
 // Root: *inout is the data to send (not modified).  Others: *inout receives
-// a new buffer they own (binomial tree, log2 n rounds; from 1 MiB on 3
+// a new buffer they own (binomial tree, log2 n rounds; from 16 MiB on 3
 // parties or more, the data cut into n segments, scattered down the tree
 // and passed round a ring, so no party sends the whole data more than
 // once).

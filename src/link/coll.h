@@ -11,14 +11,15 @@
 // parties or more takes scatter + ring.  Measured with
 // bench/coll_sweep.sh, forcing each path, over tcp:// and shm:// with 4,
 // 8 and 16 parties on two CPUs (README, "Performance"): at 4 parties both
-// large algorithms won 2-4x from 256 KiB; at 8 and 16, where the parties
+// large algorithms won 2-4x from 256 KiB.  At 8 and 16, where the parties
 // outnumber the CPUs and each of the ring's n-1 steps waits for the
 // scheduler, the ring allgather lost up to 3x at 256 KiB, was even at
-// 1 MiB and won 2-2.6x at 16 MiB, and scatter + ring was within the noise
-// of the tree from 1 MiB on.  Below 1 MiB the extra steps cost more than
-// the shared load saves.
+// 1 MiB and won in most runs from 4 MiB (2-3.4x at 16 MiB); scatter +
+// ring, which moves twice the tree's bytes through the shared CPUs, lost
+// up to 4-5x over tcp:// at 1 MiB and 4 MiB and first won clearly at
+// 16 MiB (2x with 16 parties over tcp://, within 20% otherwise).
 #define TW__COLL_AG_LARGE ((uint64_t)1 << 20)
-#define TW__COLL_BC_LARGE ((uint64_t)1 << 20)
+#define TW__COLL_BC_LARGE ((uint64_t)16 << 20)
 // The rings' pieces: small enough that a step's sending and receiving
 // overlap, large enough that the per-message cost stays small.
 #define TW__COLL_RING_CHUNK ((uint64_t)256 << 10)

@@ -1614,6 +1614,7 @@ typedef struct ca_arg {
 	// allgather blocks (one below, at and one above it) and as one
 	// broadcast from root s % n, not from every root.
 	bool edges;
+	bool no_allgather; // broadcasts only
 } ca_arg;
 
 static void setup_coll_algos(tw_desc *d, void *arg)
@@ -1642,7 +1643,8 @@ static int body_coll_algos(conf_party *p)
 	for (size_t s = 0; s < a->nsizes; s++) {
 		size_t base = a->sizes[s];
 		uint32_t k = (uint32_t)s;
-		for (int uniform = 0; uniform < 2 - a->edges; uniform++) {
+		for (int uniform = 0;
+		     uniform < 2 - a->edges && !a->no_allgather; uniform++) {
 			size_t len = uniform ? base : ca_len(base, r, max);
 			unsigned char *buf = malloc(len + 1);
 			CHECK(p, buf != NULL);
@@ -1719,43 +1721,46 @@ static void t_coll_algos(void **state)
 	// at and above each threshold.
 	static const size_t ns[] = { 1, 2, 3, 5, 7, 16 };
 	static const size_t few[] = { 0, 1, 1000 };
-	ca_arg a = { NULL, -1, few, NELEMS(few), false };
+	ca_arg a = { NULL, -1, few, NELEMS(few), false, false };
 	run_algos(ns, NELEMS(ns), &a);
 	static const size_t n3[] = { 3 }, n5[] = { 5 };
-	static const size_t edges[] = { AG, BC - 1, BC, BC + 1 };
-	ca_arg e = { NULL, -1, edges, NELEMS(edges), true };
+	static const size_t ag_edge[] = { AG };
+	ca_arg e = { NULL, -1, ag_edge, 1, true, false };
 	run_algos(n3, 1, &e);
+	static const size_t bc_edges[] = { BC - 1, BC, BC + 1 };
+	ca_arg eb = { NULL, -1, bc_edges, NELEMS(bc_edges), true, true };
+	run_algos(n3, 1, &eb);
 
 	// Forced: main's algorithms with large data, the large ones with
 	// small data (segments shorter than a party count leave some empty)
 	// and with ring blocks and tree bodies of several pieces.
 	static const size_t big[] = { CH + 1 };
-	ca_arg small = { "small", -1, big, NELEMS(big), false };
+	ca_arg small = { "small", -1, big, NELEMS(big), false, false };
 	run_algos(n5, 1, &small);
 	static const size_t nl[] = { 2, 3, 5, 7 };
 	static const size_t tiny[] = { 0, 1, 2, 3, 7, 100, 1001 };
-	ca_arg large = { "large", -1, tiny, NELEMS(tiny), false };
+	ca_arg large = { "large", -1, tiny, NELEMS(tiny), false, false };
 	run_algos(nl, NELEMS(nl), &large);
 	static const size_t n16[] = { 16 };
 	static const size_t tiny16[] = { 7, 1001 };
-	ca_arg large16 = { "large", -1, tiny16, NELEMS(tiny16), true };
+	ca_arg large16 = { "large", -1, tiny16, NELEMS(tiny16), true, false };
 	run_algos(n16, 1, &large16);
 	static const size_t pieces[] = { 2 * CH + 3 };
-	ca_arg multi = { "large", -1, pieces, NELEMS(pieces), true };
+	ca_arg multi = { "large", -1, pieces, NELEMS(pieces), true, false };
 	run_algos(n5, 1, &multi);
 
 	// Limits below a block and below a header: every stream is cut.
 	static const size_t n35[] = { 3, 5 };
 	static const size_t at1000[] = { 0, 1, 999, 1000 };
-	ca_arg l1000 = { "large", 1000, at1000, NELEMS(at1000), false };
+	ca_arg l1000 = { "large", 1000, at1000, NELEMS(at1000), false, false };
 	run_algos(n35, NELEMS(n35), &l1000);
-	ca_arg a1000 = { NULL, 1000, at1000, NELEMS(at1000), false };
+	ca_arg a1000 = { NULL, 1000, at1000, NELEMS(at1000), false, false };
 	run_algos(n35, NELEMS(n35), &a1000);
 	static const size_t at5[] = { 0, 1, 4, 5 };
-	ca_arg l5 = { "large", 5, at5, NELEMS(at5), false };
+	ca_arg l5 = { "large", 5, at5, NELEMS(at5), false, false };
 	run_algos(n35, NELEMS(n35), &l5);
 	static const size_t at0[] = { 0 };
-	ca_arg l0 = { "large", 0, at0, 1, false };
+	ca_arg l0 = { "large", 0, at0, 1, false, false };
 	run_algos(n35, NELEMS(n35), &l0);
 }
 

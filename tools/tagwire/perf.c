@@ -66,7 +66,7 @@ void perf_usage(FILE *f, bool full)
 	    "and tw_broadcast\n"
 	    "                             from rank 0 (binomial tree, "
 	    "scatter + ring from\n"
-	    "                             1 MiB on 3 parties or more) for "
+	    "                             16 MiB on 3 parties or more) for "
 	    "each --parties:\n"
 	    "                             us per operation, the mean over "
 	    "the parties, and\n"
