@@ -312,8 +312,8 @@ TW_API void tw_link_stats(const tw_link *l, tw_stats *out);
 // nothing is left allocated in the outputs.
 //
 // Every message a collective sends fits TW_OPT_MAX_MSG_SIZE (tw_allgather
-// cuts its rounds' messages to it), so each contribution may be as large
-// as that limit.  A larger one is TW_ETOOBIG for the party that passes it,
+// and tw_broadcast cut their messages to it), so each contribution may be
+// as large as that limit.  A larger one is TW_ETOOBIG for the party that passes it,
 // before it sends anything: for tw_gather and tw_allgather each party's own
 // `buf`, for tw_broadcast and tw_scatter the root's data.  The other
 // parties then wait for that party as for one that never called, until
@@ -325,7 +325,10 @@ TW_API void tw_link_stats(const tw_link *l, tw_stats *out);
 TW_API int tw_barrier(tw_link *l, const char *tag);
 
 // Root: *inout is the data to send (not modified).  Others: *inout receives
-// a new buffer they own (binomial tree, log2 n rounds).
+// a new buffer they own (binomial tree, log2 n rounds; from 16 MiB on 3
+// parties or more, the data cut into n segments, scattered down the tree
+// and passed round a ring, so no party sends the whole data more than
+// once).
 TW_API int tw_broadcast(
     tw_link *l, size_t root, const char *tag, tw_buf *inout);
 
@@ -336,7 +339,9 @@ TW_API int tw_gather(tw_link *l, size_t root, const char *tag, const void *buf,
     size_t len, tw_buf *out);
 
 // Every party: `out` is an array of size() buffers, filled with each party's
-// contribution (Bruck's algorithm, log2 n rounds).
+// contribution (Bruck's algorithm, log2 n rounds; contributions of 1 MiB
+// or more then go round a ring in n-1 steps, cut into pieces so that each
+// step's sending and receiving overlap).
 TW_API int tw_allgather(
     tw_link *l, const char *tag, const void *buf, size_t len, tw_buf *out);
 

@@ -35,6 +35,7 @@ for args in '--help perf' 'perf --help' 'perf -h'; do
 	done
 	expect_out 'dissemination'
 	expect_out 'Bruck'
+	expect_out 'scatter \+ ring'
 done
 
 for args in '--help xfer' 'xfer --help'; do

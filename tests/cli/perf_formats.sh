@@ -4,9 +4,9 @@
 . "$(dirname "$0")/common.sh"
 
 ARGS="--transport mem --test all --sizes 8,1K --iters 20 --parties 2,3"
-# 3 two-party tests x 2 sizes, and for each of 2 party counts a barrier
-# and an allgather per size.
-ROWS=12
+# 3 two-party tests x 2 sizes, and for each of 2 party counts a barrier,
+# and an allgather and a broadcast per size.
+ROWS=16
 NUM='[0-9]+\.[0-9]+' # CSV and JSON: always with decimals
 TNUM='[0-9]+(\.[0-9]+)?' # the table drops them from 10000 up
 
@@ -22,6 +22,7 @@ expect_out "^mem +bw +1 KiB +20 +2 +- +- +- +$TNUM +- +-\$"
 expect_out "^mem +rate +8 B +20 +2 +- +- +- +- +$TNUM +-\$"
 expect_out "^mem +barrier +0 B +20 +3 +- +- +- +- +- +$TNUM +dissemination\$"
 expect_out "^mem +allgather +1 KiB +20 +2 +- +- +- +- +- +$TNUM +bruck\$"
+expect_out "^mem +broadcast +8 B +20 +3 +- +- +- +- +- +$TNUM +binomial\$"
 n=$(grep -c '^mem ' "$TMP/out")
 [ "$n" -eq "$ROWS" ] || fail "$n rows, expected $ROWS"
 # Fixed widths: the rows without an algorithm are all as long as the
@@ -44,6 +45,7 @@ expect_out "^mem,bw,1024,20,2,,,,$NUM,,,\$"
 expect_out "^mem,rate,8,20,2,,,,,$NUM,,\$"
 expect_out "^mem,barrier,0,20,2,,,,,,$NUM,dissemination\$"
 expect_out "^mem,allgather,1024,20,3,,,,,,$NUM,bruck\$"
+expect_out "^mem,broadcast,1024,20,2,,,,,,$NUM,binomial\$"
 n=$(awk -F, 'NF != 12 { bad++ } END { print bad + 0 }' "$TMP/out")
 [ "$n" -eq 0 ] || fail "$n CSV lines without 12 fields"
 n=$(($(wc -l <"$TMP/out") - 1))
@@ -66,7 +68,8 @@ for r in rows:
     assert set(r) == keys, r
     assert r["transport"] == "mem" and r["iters"] == 20, r
     fig = {"lat": "median_us", "bw": "gbps", "rate": "mmsgs",
-           "barrier": "op_us", "allgather": "op_us"}[r["test"]]
+           "barrier": "op_us", "allgather": "op_us",
+           "broadcast": "op_us"}[r["test"]]
     assert isinstance(r[fig], float) and r[fig] >= 0, r
     assert (r["algorithm"] is None) == (fig != "op_us"), r
 PY

@@ -56,7 +56,25 @@ expect_out "^$T +bw +200 KiB +5 +2 +- +- +- +$NUM "
 if [ "$T" != ring ]; then
 	for n in 2 3; do
 		expect_out "^$T +barrier +0 B +5 +$n .* +$NUM +dissemination\$"
+		expect_out "^$T +allgather +8 B +5 +$n .* +$NUM +bruck\$"
 		expect_out "^$T +allgather +200 KiB +5 +$n .* +$NUM +bruck\$"
+		expect_out "^$T +broadcast +200 KiB +5 +$n .* +$NUM +binomial\$"
+	done
+
+	# The large algorithms, forced at small sizes, with every byte
+	# checked; the algorithm column follows.
+	export TAGWIRE_COLL_FORCE=large
+	run_alone perf --transport "$T" --test coll --sizes 0,8,200K --iters 5 \
+		--parties 2,3 --validate
+	unset TAGWIRE_COLL_FORCE
+	expect_rc 0
+	expect_err_empty
+	expect_nothing_left
+	for n in 2 3; do
+		expect_out "^$T +allgather +0 B +5 +$n .* +$NUM +bruck\$"
+		expect_out "^$T +allgather +200 KiB +5 +$n .* +$NUM +ring\$"
+		expect_out "^$T +broadcast +8 B +5 +$n .* +$NUM +scatter-ring\$"
+		expect_out "^$T +broadcast +200 KiB +5 +$n .* +$NUM +scatter-ring\$"
 	done
 fi
 

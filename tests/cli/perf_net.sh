@@ -56,9 +56,11 @@ for t in lat bw rate; do
 done
 expect_out "^tcp +lat +8 B +5 +2 +$NUM +$NUM +$NUM "
 expect_out "^tcp +barrier +0 B +5 +2 .* +$NUM +dissemination\$"
+expect_out "^tcp +allgather +8 B +5 +2 .* +$NUM +bruck\$"
 expect_out "^tcp +allgather +200 KiB +5 +2 .* +$NUM +bruck\$"
+expect_out "^tcp +broadcast +200 KiB +5 +2 .* +$NUM +binomial\$"
 wait_server 0
-grep -q '^tagwire perf: a client connected; running 9 measurements$' \
+grep -q '^tagwire perf: a client connected; running 11 measurements$' \
 	"$TMP/serr" || fail "the server did not say what it runs"
 [ ! -s "$TMP/sout" ] || fail "the server wrote on stdout"
 

@@ -17,6 +17,7 @@
 
 #include "conf.h"
 #include "core/mailbox.h"
+#include "link/coll.h"
 #include "link/link_int.h"
 #include "testdata.h"
 #include "testutil.h"
@@ -1599,6 +1600,170 @@ static void t_coll_max_msg(void **state)
 		run(5, 0, setup_tiny_max, body_coll_tiny_max, &tiny[i]);
 }
 
+// Both algorithms of allgather and broadcast, chosen by size around each
+// threshold and forced at sizes far from it (TAGWIRE_COLL_FORCE), with
+// every root, blocks that differ by rank (some on each side of a
+// threshold), segments that do not divide evenly, ring blocks of several
+// pieces, and limits that cut headers and blocks.  Every byte is checked.
+typedef struct ca_arg {
+	const char *force; // TAGWIRE_COLL_FORCE, NULL for the choice by size
+	int64_t max; // TW_OPT_MAX_MSG_SIZE, -1 for the default
+	const size_t *sizes;
+	size_t nsizes;
+	// Large data at a threshold: each size once, as rank-dependent
+	// allgather blocks (one below, at and one above it) and as one
+	// broadcast from root s % n, not from every root.
+	bool edges;
+	bool no_allgather; // broadcasts only
+} ca_arg;
+
+static void setup_coll_algos(tw_desc *d, void *arg)
+{
+	const ca_arg *a = arg;
+	if (a->max >= 0)
+		tw_desc_set(d, TW_OPT_MAX_MSG_SIZE, a->max);
+}
+
+// Rank i's allgather block around `base`: one below, at or one above it,
+// by rank, never over the limit.
+static size_t ca_len(size_t base, size_t i, size_t max)
+{
+	size_t len = base + i % 3 > 0 ? base + i % 3 - 1 : 0;
+	return len > max ? max : len;
+}
+
+static int body_coll_algos(conf_party *p)
+{
+	const ca_arg *a = p->arg;
+	tw_link *l = p->link;
+	size_t n = p->size, r = p->rank;
+	size_t max = a->max >= 0 ? (size_t)a->max : SIZE_MAX;
+	tw_buf *v = calloc(n, sizeof(*v));
+	CHECK(p, v != NULL);
+	for (size_t s = 0; s < a->nsizes; s++) {
+		size_t base = a->sizes[s];
+		uint32_t k = (uint32_t)s;
+		for (int uniform = 0;
+		     uniform < 2 - a->edges && !a->no_allgather; uniform++) {
+			size_t len = uniform ? base : ca_len(base, r, max);
+			unsigned char *buf = malloc(len + 1);
+			CHECK(p, buf != NULL);
+			conf_fill(buf, len, (uint32_t)r, k, 31 + uniform);
+			CHECK_OK(p, tw_allgather(l, "ag", buf, len, v));
+			free(buf);
+			for (size_t i = 0; i < n; i++) {
+				size_t want
+				    = uniform ? base : ca_len(base, i, max);
+				CHECK(p, v[i].len == want);
+				CHECK(p,
+				    conf_check(v[i].data, want, (uint32_t)i, k,
+				        31 + uniform));
+				tw_buf_free(&v[i]);
+			}
+		}
+		for (size_t root = 0; root < n; root++) {
+			tw_buf io = { 0 };
+			if (a->edges && root != s % n)
+				continue;
+			if (r == root) {
+				io.len = base;
+				io.data = malloc(base + 1);
+				CHECK(p, io.data != NULL);
+				conf_fill(
+				    io.data, base, (uint32_t)root, k, 33);
+			}
+			CHECK_OK(p, tw_broadcast(l, root, "bc", &io));
+			CHECK(p, io.len == base);
+			CHECK(p,
+			    conf_check(io.data, base, (uint32_t)root, k, 33));
+			if (r == root)
+				free(io.data);
+			else
+				tw_buf_free(&io);
+		}
+	}
+	free(v);
+	CHECK_OK(p, sync_all(p));
+	return 0;
+}
+
+static void run_algos(const size_t *ns, size_t nn, ca_arg *a)
+{
+	if (a->force != NULL)
+		setenv("TAGWIRE_COLL_FORCE", a->force, 1);
+	else
+		unsetenv("TAGWIRE_COLL_FORCE");
+	for (size_t i = 0; i < nn; i++)
+		run(ns[i], 0, setup_coll_algos, body_coll_algos, a);
+	unsetenv("TAGWIRE_COLL_FORCE");
+}
+
+#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+static void t_coll_algos(void **state)
+{
+	enum {
+		AG = TW__COLL_AG_LARGE,
+		BC = TW__COLL_BC_LARGE,
+		CH = TW__COLL_RING_CHUNK,
+	};
+	unsetenv("TAGWIRE_COLL_FORCE");
+	assert_string_equal(
+	    tw__coll_algo(TW__COLL_ALLGATHER, 5, AG - 1), "bruck");
+	assert_string_equal(tw__coll_algo(TW__COLL_ALLGATHER, 5, AG), "ring");
+	assert_string_equal(
+	    tw__coll_algo(TW__COLL_BCAST, 5, BC - 1), "binomial");
+	assert_string_equal(
+	    tw__coll_algo(TW__COLL_BCAST, 5, BC), "scatter-ring");
+	assert_string_equal(tw__coll_algo(TW__COLL_BCAST, 2, BC), "binomial");
+
+	// Every party count with small data; then large data just below,
+	// at and above each threshold.
+	static const size_t ns[] = { 1, 2, 3, 5, 7, 16 };
+	static const size_t few[] = { 0, 1, 1000 };
+	ca_arg a = { NULL, -1, few, NELEMS(few), false, false };
+	run_algos(ns, NELEMS(ns), &a);
+	static const size_t n3[] = { 3 }, n5[] = { 5 };
+	static const size_t ag_edge[] = { AG };
+	ca_arg e = { NULL, -1, ag_edge, 1, true, false };
+	run_algos(n3, 1, &e);
+	static const size_t bc_edges[] = { BC - 1, BC, BC + 1 };
+	ca_arg eb = { NULL, -1, bc_edges, NELEMS(bc_edges), true, true };
+	run_algos(n3, 1, &eb);
+
+	// Forced: main's algorithms with large data, the large ones with
+	// small data (segments shorter than a party count leave some empty)
+	// and with ring blocks and tree bodies of several pieces.
+	static const size_t big[] = { CH + 1 };
+	ca_arg small = { "small", -1, big, NELEMS(big), false, false };
+	run_algos(n5, 1, &small);
+	static const size_t nl[] = { 2, 3, 5, 7 };
+	static const size_t tiny[] = { 0, 1, 2, 3, 7, 100, 1001 };
+	ca_arg large = { "large", -1, tiny, NELEMS(tiny), false, false };
+	run_algos(nl, NELEMS(nl), &large);
+	static const size_t n16[] = { 16 };
+	static const size_t tiny16[] = { 7, 1001 };
+	ca_arg large16 = { "large", -1, tiny16, NELEMS(tiny16), true, false };
+	run_algos(n16, 1, &large16);
+	static const size_t pieces[] = { 2 * CH + 3 };
+	ca_arg multi = { "large", -1, pieces, NELEMS(pieces), true, false };
+	run_algos(n5, 1, &multi);
+
+	// Limits below a block and below a header: every stream is cut.
+	static const size_t n35[] = { 3, 5 };
+	static const size_t at1000[] = { 0, 1, 999, 1000 };
+	ca_arg l1000 = { "large", 1000, at1000, NELEMS(at1000), false, false };
+	run_algos(n35, NELEMS(n35), &l1000);
+	ca_arg a1000 = { NULL, 1000, at1000, NELEMS(at1000), false, false };
+	run_algos(n35, NELEMS(n35), &a1000);
+	static const size_t at5[] = { 0, 1, 4, 5 };
+	ca_arg l5 = { "large", 5, at5, NELEMS(at5), false, false };
+	run_algos(n35, NELEMS(n35), &l5);
+	static const size_t at0[] = { 0 };
+	ca_arg l0 = { "large", 0, at0, 1, false, false };
+	run_algos(n35, NELEMS(n35), &l0);
+}
+
 #define CASE(name) cmocka_unit_test(t_##name)
 
 int main(int argc, char **argv)
@@ -1640,6 +1805,7 @@ int main(int argc, char **argv)
 		CASE(collectives),
 		CASE(coll_mixed),
 		CASE(coll_max_msg),
+		CASE(coll_algos),
 	};
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 2 && tw_test_select(tests, count, "t_", argv[2]) != 0)

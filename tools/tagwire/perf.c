@@ -15,14 +15,13 @@
 #include <string.h>
 
 #include "cli.h"
+#include "link/coll.h"
 #include "perf.h"
 
 const char *const perf_transport_name[PERF_T_COUNT]
     = { "mem", "shm", "tcp", "ring" };
 const char *const perf_kind_name[PERF_K_COUNT]
-    = { "lat", "bw", "rate", "barrier", "allgather" };
-const char *const perf_kind_algorithm[PERF_K_COUNT]
-    = { "", "", "", "dissemination", "bruck" };
+    = { "lat", "bw", "rate", "barrier", "allgather", "broadcast" };
 static const char *const test_name[PERF_NTESTS]
     = { "lat", "bw", "rate", "coll" };
 
@@ -61,11 +60,20 @@ void perf_usage(FILE *f, bool full)
 	    "                       rate  messages with an "
 	    "acknowledgement every --window:\n"
 	    "                             millions of messages per second\n"
-	    "                       coll  tw_barrier (dissemination) and "
-	    "tw_allgather\n"
-	    "                             (Bruck) for each --parties: us "
-	    "per operation,\n"
-	    "                             the mean over the parties\n"
+	    "                       coll  tw_barrier (dissemination), "
+	    "tw_allgather (Bruck,\n"
+	    "                             a ring for blocks from 1 MiB) "
+	    "and tw_broadcast\n"
+	    "                             from rank 0 (binomial tree, "
+	    "scatter + ring from\n"
+	    "                             16 MiB on 3 parties or more) for "
+	    "each --parties:\n"
+	    "                             us per operation, the mean over "
+	    "the parties, and\n"
+	    "                             the algorithm taken "
+	    "(TAGWIRE_COLL_FORCE=small or\n"
+	    "                             large takes either at every "
+	    "size)\n"
 	    "                       xfer  the transfer engine, alone "
 	    "(see below)\n"
 	    "  --transport LIST   mem (threads), shm, tcp (loopback) or "
@@ -156,7 +164,23 @@ size_t perf_coll_list(const perf_opts *o, size_t n, perf_meas *out, size_t cap)
 	out[k++] = (perf_meas) { PERF_K_BARRIER, 0, n };
 	for (size_t s = 0; s < o->nsizes && k < cap; s++)
 		out[k++] = (perf_meas) { PERF_K_ALLGATHER, o->sizes[s], n };
+	for (size_t s = 0; s < o->nsizes && k < cap; s++)
+		out[k++] = (perf_meas) { PERF_K_BCAST, o->sizes[s], n };
 	return k;
+}
+
+const char *perf_row_algorithm(int kind, size_t parties, uint64_t size)
+{
+	switch (kind) {
+	case PERF_K_BARRIER:
+		return tw__coll_algo(TW__COLL_BARRIER, parties, size);
+	case PERF_K_ALLGATHER:
+		return tw__coll_algo(TW__COLL_ALLGATHER, parties, size);
+	case PERF_K_BCAST:
+		return tw__coll_algo(TW__COLL_BCAST, parties, size);
+	default:
+		return "";
+	}
 }
 
 void perf_label(char *buf, size_t cap, int transport, const perf_meas *m)
@@ -166,9 +190,10 @@ void perf_label(char *buf, size_t cap, int transport, const perf_meas *m)
 	if (m->kind == PERF_K_BARRIER)
 		snprintf(buf, cap, "%s barrier, %zu parties",
 		    perf_transport_name[transport], m->parties);
-	else if (m->kind == PERF_K_ALLGATHER)
-		snprintf(buf, cap, "%s allgather %s, %zu parties",
-		    perf_transport_name[transport], size, m->parties);
+	else if (m->kind == PERF_K_ALLGATHER || m->kind == PERF_K_BCAST)
+		snprintf(buf, cap, "%s %s %s, %zu parties",
+		    perf_transport_name[transport], perf_kind_name[m->kind],
+		    size, m->parties);
 	else
 		snprintf(buf, cap, "%s %s %s", perf_transport_name[transport],
 		    perf_kind_name[m->kind], size);

@@ -37,13 +37,14 @@
 // Tests, as the command line names them.
 enum { PERF_LAT, PERF_BW, PERF_RATE, PERF_COLL, PERF_NTESTS };
 
-// What one measurement (one row) measures: coll is two of them.
+// What one measurement (one row) measures: coll is three of them.
 enum {
 	PERF_K_LAT,
 	PERF_K_BW,
 	PERF_K_RATE,
 	PERF_K_BARRIER,
 	PERF_K_ALLGATHER,
+	PERF_K_BCAST,
 	PERF_K_COUNT
 };
 
@@ -114,8 +115,9 @@ typedef struct perf_sink {
 
 extern const char *const perf_transport_name[PERF_T_COUNT];
 extern const char *const perf_kind_name[PERF_K_COUNT];
-// The algorithm of a collective (src/link/coll.c), "" for the others.
-extern const char *const perf_kind_algorithm[PERF_K_COUNT];
+// The algorithm the library takes for a row's collective (src/link/coll.c:
+// by size and party count, under TAGWIRE_COLL_FORCE), "" for the others.
+const char *perf_row_algorithm(int kind, size_t parties, uint64_t size);
 
 // The two-party measurements of a run, in order; returns how many.
 size_t perf_pair_list(const perf_opts *o, perf_meas *out, size_t cap);

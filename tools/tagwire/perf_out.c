@@ -124,7 +124,8 @@ static void row_cells(const perf_row *r, bool table, char v[C_COUNT][40])
 		else
 			snprintf(v[c], 40, "%.4f", x);
 	}
-	snprintf(v[C_ALGO], 40, "%s", perf_kind_algorithm[r->kind]);
+	snprintf(v[C_ALGO], 40, "%s",
+	    perf_row_algorithm(r->kind, r->parties, r->size));
 }
 
 static void clear_progress(void)

@@ -177,7 +177,7 @@ static int io_check(run *r, const char *call, int st)
 }
 
 // What a received message is, for reports.
-enum { MSG_DATA, MSG_ECHO, MSG_BLOCK };
+enum { MSG_DATA, MSG_ECHO, MSG_BLOCK, MSG_BCAST };
 
 // Checks a received message of `len` bytes against message `iter` of
 // rank `rank`: its length always, its bytes with --validate.
@@ -197,6 +197,9 @@ static int check_msg(run *r, const unsigned char *p, size_t len, uint64_t iter,
 		snprintf(name, sizeof(name),
 		    "allgather %llu, the block of rank %llu",
 		    (unsigned long long)iter, (unsigned long long)rank);
+	else if (what == MSG_BCAST)
+		snprintf(name, sizeof(name), "broadcast %llu",
+		    (unsigned long long)iter);
 	else
 		snprintf(name, sizeof(name), "%smessage %llu",
 		    what == MSG_ECHO ? "the echo of " : "",
@@ -265,6 +268,7 @@ static uint64_t warm_count(const run *r, uint64_t count)
 	case PERF_K_RATE:
 		return clamp(16 * MIB / s, 2, 1000);
 	case PERF_K_ALLGATHER:
+	case PERF_K_BCAST:
 		return clamp(4 * MIB / s / r->m.parties, 2, 100);
 	default:
 		return 100;
@@ -608,6 +612,28 @@ static int coll_check(run *r, const char *call, int st)
 	return failf(r, "%s", msg);
 }
 
+// One broadcast from rank 0 (iteration `it`): the others check what came.
+static int bcast_op(run *r, uint64_t it, unsigned char *mine)
+{
+	tw_link *l = r->link;
+	size_t size = (size_t)r->m.size;
+	bool root = tw_link_rank(l) == 0;
+	tw_buf io = { 0 };
+	if (root) {
+		if (r->o->validate)
+			pat_fill(mine, size, pat_seed(size, it, 0));
+		maybe_corrupt(r->corrupt, mine, size);
+		io = (tw_buf) { mine, size };
+	}
+	if (coll_check(r, "tw_broadcast", tw_broadcast(l, 0, TAG_OP, &io)))
+		return -1;
+	if (root)
+		return 0;
+	int rv = check_msg(r, io.data, io.len, it, 0, MSG_BCAST);
+	tw_buf_free(&io);
+	return rv;
+}
+
 // One phase: rank 0 announces *count and *timed (the others learn them),
 // then every party runs it from iteration it0; *ns is this party's time.
 static int coll_phase(run *r, uint64_t it0, uint64_t *count, bool *timed,
@@ -634,6 +660,11 @@ static int coll_phase(run *r, uint64_t it0, uint64_t *count, bool *timed,
 	for (uint64_t i = 0; i < *count; i++) {
 		if (r->m.kind == PERF_K_BARRIER) {
 			if (coll_check(r, "tw_barrier", tw_barrier(l, TAG_OP)))
+				return -1;
+			continue;
+		}
+		if (r->m.kind == PERF_K_BCAST) {
+			if (bcast_op(r, it0 + i, mine))
 				return -1;
 			continue;
 		}
@@ -723,7 +754,7 @@ int perf_coll_run(tw_link *l, const perf_opts *o, int transport,
     const perf_sink *sink, char *err, size_t cap)
 {
 	size_t n = tw_link_size(l), rank = tw_link_rank(l);
-	perf_meas list[1 + PERF_MAX_SIZES];
+	perf_meas list[1 + 2 * PERF_MAX_SIZES];
 	size_t nm = perf_coll_list(o, n, list, sizeof(list) / sizeof(list[0]));
 	run r = { .o = o,
 		.transport = transport,

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Sweeps the collectives over party counts and sizes with `tagwire perf
+# --test coll` and sets each figure beside the bandwidth bound: the bytes
+# each party must receive (allgather: (n-1)·m, broadcast: m) over the
+# one-pair bandwidth of `tagwire perf --test bw` at the same size, measured
+# in the same run.  A ratio near 1 means the algorithm moves data as fast
+# as one pair of parties can; on a host with fewer cores than parties it
+# cannot get there, since the parties share the CPUs.
+#
+#   bench/coll_sweep.sh [--quick] [--transports LIST] [--parties LIST]
+#                       [--sizes LIST] [--shm-max N] [--traffic-mib N]
+#                       [--duration S] [--tagwire PATH] [--out FILE]
+#
+# Defaults: tcp and shm, parties 2,4,8,16,32,64 (shm up to --shm-max, 16),
+# sizes 8 B to 16 MiB in powers of 16 (and 16 MiB), about --duration 0.05 s
+# per figure.  A point whose allgather would move more than --traffic-mib
+# MiB in all (n·(n-1)·m; default 1024) is left out of both tests, so that
+# the default run stays within a few minutes on two CPUs.  --quick: tcp
+# with 2 and 4 parties, 8 B and 64 KiB, 0.01 s each.
+#
+# TAGWIRE_COLL_FORCE=small (Bruck and the binomial tree at every size) or
+# large (ring and scatter + ring at every size) in the environment is
+# passed on, to compare the algorithms; the algorithm column says which
+# ran.
+#
+# Output (stdout, or --out): a TSV with a header,
+#   transport parties test size algorithm op_us bw_gbps bound_us ratio
+# op_us the mean time per call over the parties; bound_us the bound above
+# (empty for 0 bytes); ratio op_us / bound_us.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+tagwire="$here/build/tools/tagwire/tagwire"
+transports=tcp,shm
+parties=2,4,8,16,32,64
+sizes=8,128,2K,32K,512K,8M,16M
+shm_max=16
+traffic_mib=1024
+duration=0.05
+out=
+
+usage() {
+	sed -n '2,/^set -e/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick)
+		transports=tcp parties=2,4 sizes=8,64K duration=0.01
+		;;
+	--transports) transports=$2; shift ;;
+	--parties) parties=$2; shift ;;
+	--sizes) sizes=$2; shift ;;
+	--shm-max) shm_max=$2; shift ;;
+	--traffic-mib) traffic_mib=$2; shift ;;
+	--duration) duration=$2; shift ;;
+	--tagwire) tagwire=$2; shift ;;
+	--out) out=$2; shift ;;
+	-h | --help) usage ;;
+	*) echo "coll_sweep.sh: unknown argument $1" >&2; usage ;;
+	esac
+	shift
+done
+[ -x "$tagwire" ] || {
+	echo "coll_sweep.sh: no $tagwire (make build, or --tagwire PATH)" >&2
+	exit 2
+}
+[ -z "$out" ] || exec >"$out"
+
+# Bytes of a size as perf reads it: K, M, G multiply by 1024.
+bytes() {
+	local s=$1
+	case $s in
+	*K) echo $((${s%K} * 1024)) ;;
+	*M) echo $((${s%M} * 1024 * 1024)) ;;
+	*G) echo $((${s%G} * 1024 * 1024 * 1024)) ;;
+	*) echo "$s" ;;
+	esac
+}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+printf 'transport\tparties\ttest\tsize\talgorithm\top_us\tbw_gbps\tbound_us\tratio\n'
+IFS=, read -r -a tlist <<<"$transports"
+IFS=, read -r -a plist <<<"$parties"
+IFS=, read -r -a slist <<<"$sizes"
+for t in "${tlist[@]}"; do
+	# The one-pair bandwidth at each size, in this run.
+	"$tagwire" perf --transport "$t" --test bw --sizes "$sizes" \
+		--duration "$duration" --csv >"$tmp/bw.csv"
+	for n in "${plist[@]}"; do
+		if [ "$t" = shm ] && [ "$n" -gt "$shm_max" ]; then
+			continue
+		fi
+		keep=
+		for s in "${slist[@]}"; do
+			b=$(bytes "$s")
+			if [ $((n * (n - 1) * b)) -le $((traffic_mib * 1048576)) ]; then
+				keep=${keep:+$keep,}$s
+			fi
+		done
+		[ -n "$keep" ] || continue
+		"$tagwire" perf --transport "$t" --test coll --parties "$n" \
+			--sizes "$keep" --duration "$duration" --timeout 600 \
+			--csv >"$tmp/coll.csv"
+		awk -F, -v OFS='\t' '
+			FNR == 1 { next }
+			FILENAME == ARGV[1] { bw[$3] = $9; next }
+			$2 == "barrier" { next }
+			{
+				n = $5; m = $3; g = bw[m]
+				need = $2 == "allgather" ? (n - 1) * m : m
+				bound = need > 0 && g > 0 ? need / (g * 1e3) : ""
+				ratio = bound != "" ? sprintf("%.2f", $11 / bound) : ""
+				if (bound != "")
+					bound = sprintf("%.1f", bound)
+				print $1, n, $2, m, $12, sprintf("%.1f", $11), g,
+				    bound, ratio
+			}' "$tmp/bw.csv" "$tmp/coll.csv"
+	done
+done
