@@ -112,7 +112,9 @@ int tw__futex_waitv(uint32_t *const *words, const uint32_t *expected,
 		return ETIMEDOUT;
 	if (err == EAGAIN || err == EINTR)
 		return 0;
-	TW_LOG_ONCE(TW_LOG_WARN, "futex",
+	// ENOSYS: a kernel before 5.16, where naps are the design; anything
+	// else is unexpected.
+	TW_LOG_ONCE(err == ENOSYS ? TW_LOG_INFO : TW_LOG_WARN, "futex",
 	    "futex_waitv failed, polling instead: %s", strerror(err));
 	futex_nap(left);
 	return 0;
