@@ -745,8 +745,9 @@ static void *grp_main(void *arg)
 				busy = true;
 			} else if (atomic_load(&mc->held)) {
 				// What was delivered still goes in; sends
-				// to the dead peer stop now.
-				atomic_store(&mc->peer_gone, 1);
+				// to a dead peer stop now.
+				if (status == TW_EPEER)
+					atomic_store(&mc->peer_gone, 1);
 			} else {
 				if (status == TW_EPROTO)
 					status = rx_proto(mc, "corrupt ring");
