@@ -1,6 +1,7 @@
 // The link conformance cases.  Usage: conformance TRANSPORT [CASE]
-// TRANSPORT is a built-in transport ("mem", "shm", "tcp", and "tcpstripes",
-// tcp:// with striping), "chan" (a user channel written against the public
+// TRANSPORT is a built-in transport ("mem", "shm", "tcp", "shmgroups",
+// shm:// with several progress threads, and "tcpstripes", tcp:// with
+// striping), "chan" (a user channel written against the public
 // vtable, see testchan.c) or "chanlazy" (that channel with a wait_pending
 // that does not wait: a broken channel that the wait_pending case must
 // catch).
@@ -59,6 +60,13 @@ static const conf_transport transports[] = {
 	    .builtin = true,
 	    .procs = true,
 	    .addr_fmt = "shm://%s.p%zu" },
+	// shm:// with two peers per progress thread: links of three parties
+	// and more run several.
+	{ .name = "shmgroups",
+	    .builtin = true,
+	    .procs = true,
+	    .addr_fmt = "shm://%s.p%zu",
+	    .env = "TAGWIRE_SHM_GROUP_MAX=2" },
 	{ .name = "tcp",
 	    .builtin = true,
 	    .procs = true,
@@ -1707,6 +1715,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "unknown transport %s\n", argv[1]);
 		return 2;
 	}
+	if (tp->env != NULL)
+		putenv((char *)tp->env);
 	const struct CMUnitTest tests[] = {
 		CASE(create_any_order),
 		CASE(connect_timeout),

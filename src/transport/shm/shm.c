@@ -1522,7 +1522,7 @@ static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 	mc->peer_rank = (uint32_t)peer;
 	mc->side = cfg->self < peer ? 0 : 1;
 	size_t other = peer < cfg->self ? peer : peer - 1;
-	mc->grp = &ep->grp[other / TW_SHM_GRP_MAX];
+	mc->grp = &ep->grp[other / ep->grp_max];
 	size_t lo = cfg->self < peer ? cfg->self : peer;
 	size_t hi = cfg->self < peer ? peer : cfg->self;
 	tw__shm_seg_name(mc->seg_name, cfg->link_id, cfg->parties[lo].addr,
@@ -1562,7 +1562,14 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	ep->spin_ns = cfg->size <= cpus_online() ? SHM_SPIN_NS : 0;
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	ep->slots = tw__shm_slots(cfg->size);
-	ep->ngrp = (cfg->size - 1 + TW_SHM_GRP_MAX - 1) / TW_SHM_GRP_MAX;
+	ep->grp_max = TW_SHM_GRP_MAX;
+	const char *gmax = getenv("TAGWIRE_SHM_GROUP_MAX");
+	if (gmax != NULL) {
+		long v = strtol(gmax, NULL, 10);
+		if (v >= 1 && v < TW_SHM_GRP_MAX)
+			ep->grp_max = (size_t)v;
+	}
+	ep->ngrp = (cfg->size - 1 + ep->grp_max - 1) / ep->grp_max;
 	ep->grp = calloc(ep->ngrp, sizeof(*ep->grp));
 	bool ok = ep->mb != NULL && ep->link_id != NULL && ep->grp != NULL;
 	for (size_t i = 0; ep->grp != NULL && i < ep->ngrp; i++) {

@@ -32,6 +32,8 @@ extern _Atomic uint64_t tw__shm_direct_moved;
 // The progress thread of a group of channels (see "Receiving" in shm.c).
 // A group holds at most TW_SHM_GRP_MAX channels: the thread sleeps on one
 // futex word per channel and its own, futex_waitv's limit.
+// TAGWIRE_SHM_GROUP_MAX=N in the environment makes groups smaller, so
+// that tests of a few parties run several groups.
 #define TW_SHM_GRP_MAX (TW_FUTEX_WAITV_MAX - 1)
 typedef struct shm_grp {
 	pthread_mutex_t mtx;
@@ -55,6 +57,7 @@ typedef struct shm_ep {
 	uint64_t max_msg;
 	int64_t spin_ns; // how long receives and full sends spin; 0 = never
 	uint32_t slots; // ring slots per lane, by the party count
+	size_t grp_max; // channels per group, at most TW_SHM_GRP_MAX
 	size_t ngrp;
 	shm_grp *grp;
 	_Atomic unsigned held; // channels holding a message back
