@@ -514,6 +514,38 @@ int tw__ring_wait_any(tw_ring *r, const _Atomic int *stop, int64_t timeout_us)
 	    &r->hdr->cons_sleepers, ring_try_peek, &a, timeout_us);
 }
 
+int tw__ring_sleep_begin(tw_ring *r, uint32_t lane_mask, int check_pid,
+    uint32_t **word, uint32_t *seq)
+{
+	struct tw_ring_hdr *hdr = r->hdr;
+	// As in ring_wait: sample, announce, re-check.
+	*word = &hdr->data_seq;
+	*seq = __atomic_load_n(&hdr->data_seq, __ATOMIC_ACQUIRE);
+	__atomic_fetch_add(&hdr->cons_sleepers, 1, __ATOMIC_SEQ_CST);
+	int status = TW_EAGAIN;
+	for (uint32_t lane = 0; lane < r->lanes; lane++) {
+		if (!(lane_mask & (UINT32_C(1) << lane)))
+			continue;
+		struct tw_ring_lane *lc = &r->lane[lane];
+		uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
+		uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_SEQ_CST);
+		if (tail != head)
+			status = TW_OK;
+	}
+	if (status == TW_EAGAIN) {
+		status = ring_peer_status(r, TW_RING_CONSUMER, check_pid);
+		if (status == TW_OK)
+			return TW_EAGAIN;
+	}
+	__atomic_fetch_sub(&hdr->cons_sleepers, 1, __ATOMIC_RELAXED);
+	return status;
+}
+
+void tw__ring_sleep_end(tw_ring *r)
+{
+	__atomic_fetch_sub(&r->hdr->cons_sleepers, 1, __ATOMIC_RELAXED);
+}
+
 void tw__ring_kick(tw_ring *r)
 {
 	ring_wake(&r->hdr->data_seq);

@@ -25,4 +25,15 @@ int tw__ring_wait_any(tw_ring *r, const _Atomic int *stop, int64_t timeout_us);
 // receive) on `r`, so that it looks at its stop word: one system call.
 void tw__ring_kick(tw_ring *r);
 
+// One thread that waits on many rings at once (futex_waitv) announces
+// itself on each with tw__ring_sleep_begin, sleeps on the words it returns,
+// then calls tw__ring_sleep_end on each.  Returns TW_EAGAIN when announced
+// (*word and *seq to sleep on: a producer that publishes from now on bumps
+// the word), TW_OK when a lane of `lane_mask` (bit i: lane i) holds a
+// message, and TW_EPEER or TW_ECLOSED as tw_ring_recv (with `check_pid`,
+// also when the producer's process is gone); nothing is announced then.
+int tw__ring_sleep_begin(tw_ring *r, uint32_t lane_mask, int check_pid,
+    uint32_t **word, uint32_t *seq);
+void tw__ring_sleep_end(tw_ring *r);
+
 #endif // TW_RING_RING_INT_H

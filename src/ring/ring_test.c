@@ -515,6 +515,47 @@ static void test_wait_any(void **state)
 	free(mem);
 }
 
+// Sleeping on many rings: announcing, then the words to sleep on, and a
+// producer that publishes after the announcement bumps the word.
+static void test_sleep_begin(void **state)
+{
+	size_t bytes;
+	void *mem = ring_alloc(2, 4, 8, &bytes);
+	tw_ring *r = ring_open(mem, bytes);
+	struct tw_ring_hdr *hdr = hdr_of(mem);
+	uint32_t *word;
+	uint32_t seq;
+	char buf[8];
+	size_t n;
+
+	// Empty: announced, and a send now bumps the word.
+	TW_FAIL(tw__ring_sleep_begin(r, 3, 0, &word, &seq), TW_EAGAIN);
+	assert_ptr_equal(word, &hdr->data_seq);
+	assert_int_equal(hdr->cons_sleepers, 1);
+	TW_PASS(tw_ring_send(r, 1, 7, "m", 1, 0, 0));
+	assert_int_not_equal(__atomic_load_n(word, __ATOMIC_SEQ_CST), seq);
+	tw__ring_sleep_end(r);
+	assert_int_equal(hdr->cons_sleepers, 0);
+
+	// A message in a lane of the mask: nothing announced.  Outside
+	// the mask it does not count.
+	TW_PASS(tw__ring_sleep_begin(r, 2, 0, &word, &seq));
+	assert_int_equal(hdr->cons_sleepers, 0);
+	TW_FAIL(tw__ring_sleep_begin(r, 1, 0, &word, &seq), TW_EAGAIN);
+	tw__ring_sleep_end(r);
+	TW_PASS(tw_ring_recv(r, 1, buf, sizeof(buf), &n, NULL, NULL, 0));
+	assert_int_equal(n, 1);
+
+	// The other side gone: TW_EPEER; this side gone: TW_ECLOSED.
+	tw_ring_abort(r, 0);
+	TW_FAIL(tw__ring_sleep_begin(r, 3, 1, &word, &seq), TW_EPEER);
+	tw_ring_abort(r, 1);
+	TW_FAIL(tw__ring_sleep_begin(r, 3, 0, &word, &seq), TW_ECLOSED);
+	assert_int_equal(hdr->cons_sleepers, 0);
+	tw_ring_detach(r);
+	free(mem);
+}
+
 static void test_recv_any_fair(void **state)
 {
 	size_t bytes;
@@ -975,9 +1016,9 @@ int main(int argc, char **argv)
 {
 	static const struct CMUnitTest tests[] = { T(geometry), T(init_errors),
 		T(attach_errors), T(send_recv), T(send_errors), T(recv_errors),
-		T(timeouts), T(blocking_wake), T(wait_any), T(recv_any_fair),
-		T(wrap_around), T(threads_spsc), T(abort), T(dead_peer),
-		T(signal_basic), T(signal_pingpong) };
+		T(timeouts), T(blocking_wake), T(wait_any), T(sleep_begin),
+		T(recv_any_fair), T(wrap_around), T(threads_spsc), T(abort),
+		T(dead_peer), T(signal_basic), T(signal_pingpong) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "", argv[1]) != 0)
 		return 1;

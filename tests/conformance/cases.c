@@ -1,6 +1,7 @@
 // The link conformance cases.  Usage: conformance TRANSPORT [CASE]
-// TRANSPORT is a built-in transport ("mem", "shm", "tcp", and "tcpstripes",
-// tcp:// with striping), "chan" (a user channel written against the public
+// TRANSPORT is a built-in transport ("mem", "shm", "tcp", "shmgroups",
+// shm:// with several progress threads, and "tcpstripes", tcp:// with
+// striping), "chan" (a user channel written against the public
 // vtable, see testchan.c) or "chanlazy" (that channel with a wait_pending
 // that does not wait: a broken channel that the wait_pending case must
 // catch).
@@ -60,6 +61,13 @@ static const conf_transport transports[] = {
 	    .builtin = true,
 	    .procs = true,
 	    .addr_fmt = "shm://%s.p%zu" },
+	// shm:// with two peers per progress thread: links of three parties
+	// and more run several.
+	{ .name = "shmgroups",
+	    .builtin = true,
+	    .procs = true,
+	    .addr_fmt = "shm://%s.p%zu",
+	    .env = "TAGWIRE_SHM_GROUP_MAX=2" },
 	{ .name = "tcp",
 	    .builtin = true,
 	    .procs = true,
@@ -1764,6 +1772,99 @@ static void t_coll_algos(void **state)
 	run_algos(n35, NELEMS(n35), &l0);
 }
 
+// Many parties on few CPUs: every pair talks both ways, in messages that
+// are empty, chunked and large (single-copy where the transport has it),
+// under a receive buffer smaller than what each peer sends, while each
+// receiver takes its peers one after the other in reverse rank order: most
+// senders are held back by flow control meanwhile.  Sends run on a thread
+// of their own, so that no order of sends and receives can deadlock.
+enum { MANY_N = 16, MANY_MSGS = 3, MANY_BUF = 32 * 1024 };
+
+static size_t many_len(size_t from, size_t to, uint32_t k)
+{
+	static const size_t base[MANY_MSGS] = { 0, 9000, 70000 };
+	return k == 0 ? 0 : base[k] + from * 131 + to * 7;
+}
+
+static void setup_many(tw_desc *d, void *arg)
+{
+	(void)arg;
+	tw_desc_set(d, TW_OPT_RECV_BUFFER, MANY_BUF);
+}
+
+typedef struct many_tx {
+	conf_party *p;
+	int rv;
+} many_tx;
+
+static void *many_send(void *arg)
+{
+	many_tx *t = arg;
+	conf_party *p = t->p;
+	size_t n = p->size, r = p->rank;
+	unsigned char *buf = malloc(many_len(n, n, MANY_MSGS - 1));
+	t->rv = buf == NULL ? TW_ENOMEM : TW_OK;
+	for (size_t d = 1; d < n && t->rv == TW_OK; d++) {
+		size_t to = (r + d) % n;
+		for (uint32_t k = 0; k < MANY_MSGS && t->rv == TW_OK; k++) {
+			size_t len = many_len(r, to, k);
+			conf_fill(buf, len, (uint32_t)r, (uint32_t)to, k);
+			t->rv = tw_send(p->link, to, "many", buf, len);
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static int body_many_parties(conf_party *p)
+{
+	tw_link *l = p->link;
+	size_t n = p->size, r = p->rank;
+	many_tx t = { p, TW_OK };
+	pthread_t th;
+	CHECK(p, pthread_create(&th, NULL, many_send, &t) == 0);
+	int rv = TW_OK;
+	for (size_t d = 1; d < n && rv == TW_OK; d++) {
+		size_t from = (r + n - d) % n;
+		for (uint32_t k = 0; k < MANY_MSGS && rv == TW_OK; k++) {
+			tw_buf b = { 0 };
+			rv = tw_recv(l, from, "many", &b);
+			if (rv == TW_OK
+			    && (b.len != many_len(from, r, k)
+			        || !conf_check(b.data, b.len, (uint32_t)from,
+			            (uint32_t)r, k)))
+				rv = TW_EPROTO;
+			tw_buf_free(&b);
+		}
+	}
+	pthread_join(th, NULL);
+	CHECK_OK(p, rv);
+	CHECK_OK(p, t.rv);
+	if (p->tp->builtin)
+		for (size_t i = 0; i < n; i++)
+			if (i != r)
+				CHECK(p,
+				    tw__link_unreceived_peak(l, i) <= MANY_BUF
+				            + many_len(n, n, 2) + 4096);
+	uint32_t mine = (uint32_t)(r * 2654435761u);
+	tw_buf v[MANY_N];
+	CHECK_OK(p, tw_allgather(l, "many.ag", &mine, sizeof(mine), v));
+	for (size_t i = 0; i < n; i++) {
+		CHECK(p,
+		    v[i].len == sizeof(mine)
+		        && *(uint32_t *)v[i].data
+		            == (uint32_t)(i * 2654435761u));
+		tw_buf_free(&v[i]);
+	}
+	return 0;
+}
+
+static void t_many_parties(void **state)
+{
+	(void)state;
+	run(MANY_N, 0, setup_many, body_many_parties, NULL);
+}
+
 #define CASE(name) cmocka_unit_test(t_##name)
 
 int main(int argc, char **argv)
@@ -1779,6 +1880,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "unknown transport %s\n", argv[1]);
 		return 2;
 	}
+	if (tp->env != NULL)
+		putenv((char *)tp->env);
 	const struct CMUnitTest tests[] = {
 		CASE(create_any_order),
 		CASE(connect_timeout),
@@ -1806,6 +1909,7 @@ int main(int argc, char **argv)
 		CASE(coll_mixed),
 		CASE(coll_max_msg),
 		CASE(coll_algos),
+		CASE(many_parties),
 	};
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 2 && tw_test_select(tests, count, "t_", argv[2]) != 0)

@@ -48,6 +48,9 @@ typedef struct conf_transport {
 	// When set, adjusts every description of the run (a variant of a
 	// transport: other options, same cases).
 	void (*tune)(tw_desc *d);
+	// When set, NAME=VALUE put into the environment before any party
+	// starts: a variant of a transport that the library reads there.
+	const char *env;
 	// User channels only: wait_pending returns at once, delivering
 	// nothing (a broken channel, to show that the suite notices).
 	bool lazy_wait;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -68,7 +69,74 @@ void tw__futex_wake(uint32_t *word, int n)
 		TW_LOG_ONCE(TW_LOG_WARN, "futex", "futex wake failed: %m");
 }
 
+// The kernel's struct futex_waitv, spelled out so that older headers
+// build too (the call is answered with ENOSYS there).
+struct futex_waitv_arg {
+	uint64_t val;
+	uint64_t uaddr;
+	uint32_t flags;
+	uint32_t reserved;
+};
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449 // the same number on every architecture
+#endif
+#define FUTEX_WAITV_U32 0x02u // FUTEX2_SIZE_U32
+
+int tw__futex_waitv(uint32_t *const *words, const uint32_t *expected,
+    unsigned n, int64_t deadline_ns)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t left
+	    = deadline_ns - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+	if (left <= 0)
+		return ETIMEDOUT;
+	if (n == 0 || n > TW_FUTEX_WAITV_MAX) {
+		futex_nap(left);
+		return 0;
+	}
+	struct futex_waitv_arg v[TW_FUTEX_WAITV_MAX];
+	for (unsigned i = 0; i < n; i++) {
+		v[i].val = expected[i];
+		v[i].uaddr = (uint64_t)(uintptr_t)words[i];
+		v[i].flags = FUTEX_WAITV_U32;
+		v[i].reserved = 0;
+	}
+	struct timespec ts = { (time_t)(deadline_ns / 1000000000),
+		(long)(deadline_ns % 1000000000) };
+	long rv = syscall(SYS_futex_waitv, v, n, 0, &ts, CLOCK_MONOTONIC);
+	if (rv >= 0)
+		return 0;
+	int err = errno;
+	if (err == ETIMEDOUT)
+		return ETIMEDOUT;
+	if (err == EAGAIN || err == EINTR)
+		return 0;
+	// ENOSYS: a kernel before 5.16, where naps are the design; anything
+	// else is unexpected.
+	TW_LOG_ONCE(err == ENOSYS ? TW_LOG_INFO : TW_LOG_WARN, "futex",
+	    "futex_waitv failed, polling instead: %s", strerror(err));
+	futex_nap(left);
+	return 0;
+}
+
 #else
+
+int tw__futex_waitv(uint32_t *const *words, const uint32_t *expected,
+    unsigned n, int64_t deadline_ns)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t left
+	    = deadline_ns - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+	if (left <= 0)
+		return ETIMEDOUT;
+	for (unsigned i = 0; i < n; i++)
+		if (__atomic_load_n(words[i], __ATOMIC_ACQUIRE) != expected[i])
+			return 0;
+	futex_nap(left);
+	return 0;
+}
 
 int tw__futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
 {

@@ -18,6 +18,15 @@
 // harmless.  Where futexes are missing this sleeps for a short while.
 int tw__futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
 
+// Sleeps while every words[i] == expected[i] (n <= TW_FUTEX_WAITV_MAX),
+// until the absolute CLOCK_MONOTONIC time deadline_ns.  Returns 0 when
+// woken, when a word differed on entry or on a signal; ETIMEDOUT once the
+// deadline passed.  Kernels before 5.16 lack futex_waitv: then this naps
+// briefly and returns 0, like tw__futex_wait's fallback.
+#define TW_FUTEX_WAITV_MAX 128
+int tw__futex_waitv(uint32_t *const *words, const uint32_t *expected,
+    unsigned n, int64_t deadline_ns);
+
 // Wakes up to `n` threads sleeping on `word`, in any process.
 void tw__futex_wake(uint32_t *word, int n);
 

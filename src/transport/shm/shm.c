@@ -14,37 +14,59 @@
 // in /dev/shm whatever happens to either process later; a segment whose
 // peer never came is unlinked when its creator's channel is destroyed.
 //
+// Segments are sized by the party count (tw__shm_slots): up to 16 parties
+// every lane has 64 slots, larger links fewer, so that the rings one party
+// shares hold about the same bytes whatever the count, and the memory of a
+// host grows with the parties rather than with their square.
+//
 // Receiving.  Frames of the inbound ring are reassembled into messages and
 // pushed into this party's mailbox (shared by all its channels, keyed by the
 // sender's rank, as mem:// does) by whoever holds the channel's reader role
 // (rx_mtx), which makes it the ring's one consumer.  Usually that is the
-// channel's receiver thread.  But a thread that had to hand every message
-// on would cost two thread wake-ups per message (the ring's futex, then the
-// mailbox's condition variable), tens of microseconds against the ring's
-// fraction of one.  So an application thread that receives and finds
-// nothing takes the role and reads the ring itself until its message is
-// there or SHM_SPIN_NS pass without a frame.  Meanwhile the receiver thread
-// is parked off the ring: the peer's sends then find no sleeper and make no
-// system call, and no third thread competes for the CPUs.  It stays parked
-// for SHM_PARK_NS after a reader left, since in request/response traffic
-// the next receive is about to come; a reader that gives up and is about to
+// progress thread of the channel's group: one thread reads the rings of up
+// to TW_SHM_GRP_MAX peers (futex_waitv's limit), so that a process has one
+// such thread, not one per peer (a thread per peer put a thousand threads
+// on the CPUs of a 32-party link, and every message paid a switch between
+// them).  It takes what every ring holds, then announces itself on each
+// ring it found empty (the ring's consumer sleeper count, tw__ring_sleep_
+// begin), looks again, and sleeps on all their futex words and its own at
+// once: a sender bumps a ring's word only when its consumer announced
+// itself, so a busy link makes no system calls.  Its own word is bumped to
+// make it look at once: a channel joined or leaves, a reader left work
+// behind, or room was made in the mailbox for a held-back message.  A
+// channel leaves its group by waiting until the thread has ended the pass
+// that may still use its ring.  On kernels without futex_waitv the thread
+// naps briefly instead (platform/posix/futex.c).
+//
+// A thread that had to hand every message on would cost two thread
+// wake-ups per message (the ring's futex, then the mailbox's condition
+// variable), tens of microseconds against the ring's fraction of one.  So
+// an application thread that receives and finds nothing takes the role and
+// reads the ring itself until its message is there or SHM_SPIN_NS pass
+// without a frame.  Meanwhile the progress thread leaves that ring alone:
+// the peer's sends then find no sleeper and make no system call, and no
+// third thread competes for the CPUs.  It stays off the ring for
+// SHM_PARK_NS after a reader left, since in request/response traffic the
+// next receive is about to come; a reader that gives up and is about to
 // block, or that leaves work behind (a message held back by flow control),
 // wakes it at once.  So a message that nobody polls for waits at most about
-// two park periods for the receiver thread.  Spinning only pays while every
+// two park periods for the progress thread.  Spinning only pays while every
 // party can have a CPU: when a link has more parties than the host has
 // online CPUs, a spinning receiver takes the CPU from the very party it
 // waits for (collectives over 16 parties on 2 CPUs ran twice as slowly), so
-// then nobody spins and the receiver thread alone reads the ring.  The
+// then nobody spins and the progress thread alone reads the rings.  The
 // count is the host's, not this process's affinity mask: a process bound to
 // one CPU (mpirun's default, taskset) usually has a peer bound to another,
 // and spinning is what makes its latency.
 //
-// The receiver thread applies the mailbox's flow control: while this peer's
+// The reader role applies the mailbox's flow control: while this peer's
 // unreceived messages, counted by tw__msg_cost, would exceed
-// TW_OPT_RECV_BUFFER the thread holds the message back, the ring fills up
-// and the sender waits.  Control messages (acks, hellos) travel in their
-// own lane and never wait behind held-back data: the thread keeps draining
-// that lane while it holds a data message.  A ring that reports the peer
+// TW_OPT_RECV_BUFFER the message is held back, the ring fills up and the
+// sender waits.  Nobody waits for room: the progress thread sleeps on the
+// ring's control lane alone meanwhile, and whoever takes a message from
+// the mailbox wakes it (ep_taken).  Control messages (acks, hellos) travel
+// in their own lane and never wait behind held-back data: the role keeps
+// draining that lane while it holds a data message.  A ring that reports the peer
 // gone (its abort flag, or its process died) or a malformed frame closes
 // the peer in the mailbox, so that receives return TW_EPEER once what was
 // delivered has been drained, and makes sends to it fail with TW_EPEER.
@@ -97,20 +119,21 @@
 #define SHM_LARGE_MIN (64 * 1024)
 // How often a blocked sender looks at its cancel flag and its peer.
 #define SHM_SEND_SLICE_US 10000
-// How long the receiver thread waits on its ring at once.
-#define SHM_RX_SLICE_US 100000
+// How long the progress thread sleeps at once, and how often it looks
+// whether the processes of the peers whose rings it sleeps on still live.
+#define SHM_RX_SLICE_NS 100000000
+#define SHM_LIVENESS_NS 100000000
+// When a channel's ring is held by a probe, how soon the progress thread
+// looks again.
+#define SHM_RETRY_NS 50000
 // How long a receive that finds nothing reads the ring itself after the
 // last frame it saw: a reply on its way within this long needs no thread
 // hand-off.
 #define SHM_SPIN_NS 50000
-// How long the receiver thread stays off the ring after a reader left.
+// How long the progress thread stays off a ring after a reader left.
 #define SHM_PARK_NS 250000
 // Frames the role's holder takes at once before it lets go.
 #define SHM_RX_BATCH 64
-// How often a receiver that holds a message back for flow control looks at
-// the control lane and at the peer's process.
-#define SHM_PUSH_SLICE_NS 5000000
-#define SHM_LIVENESS_NS 20000000
 // How long close and abort may wait to tell the peer.
 #define SHM_CTL_TIMEOUT_NS 1000000000
 
@@ -119,14 +142,20 @@ _Atomic uint64_t tw__shm_frames_read_inline;
 _Atomic uint64_t tw__shm_direct_moved;
 
 // The futex calls take their word as a plain uint32_t, as they do words
-// in shared memory; rd_gen, this process's own, is an _Atomic uint32_t,
-// which has the same size and representation (the kernel reads one
-// aligned 32-bit word).
+// in shared memory; a group's wake word, this process's own, is an
+// _Atomic uint32_t, which has the same size and representation (the
+// kernel reads one aligned 32-bit word).
 _Static_assert(
     sizeof(_Atomic uint32_t) == sizeof(uint32_t), "a futex word is 32 bits");
-static uint32_t *gen_word(shm_chan *mc)
+static uint32_t *wake_word(shm_grp *g)
 {
-	return (uint32_t *)&mc->rd_gen;
+	return (uint32_t *)&g->wake;
+}
+
+static void grp_wake(shm_grp *g)
+{
+	atomic_fetch_add(&g->wake, 1);
+	tw__futex_wake(wake_word(g), 1);
 }
 
 // What a peer's hello points at, so that it can test process_vm_readv.
@@ -161,7 +190,7 @@ static int64_t slice_us(int64_t deadline, int64_t slice)
 	return left < slice ? left : slice;
 }
 
-// --- the receiver thread ---------------------------------------------------
+// --- the progress thread ---------------------------------------------------
 
 typedef struct rx_lane {
 	tw__shm_rx st;
@@ -174,9 +203,6 @@ typedef struct rx_lane {
 typedef struct shm_rx_ctx {
 	unsigned char slot[TW_SHM_MAX_MSG];
 	rx_lane lane[TW_SHM_LANES];
-	// How long a held-back data message may wait for room at once: the
-	// receiver thread waits, an application thread does not.
-	int64_t push_wait;
 	// The key an application thread reads the ring for (NULL: none), and
 	// whether a frame since it last looked may concern it (that key, a
 	// control message, a namespace closed): otherwise it need not look.
@@ -269,7 +295,7 @@ static int rx_push_pending(shm_chan *mc, rx_ctx *rx)
 {
 	int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank,
 	    rx->pend_key, rx->pend_data, rx->pend_len, mc->ep->recv_buffer,
-	    tw__now_ns() + rx->push_wait, &mc->stop);
+	    tw__now_ns(), &mc->stop);
 	if (status == TW_ETIMEDOUT)
 		return status;
 	rx->pend = false;
@@ -599,87 +625,157 @@ static void rx_end(shm_chan *mc, int status)
 		    mc->peer_addr);
 	if (status != TW_OK && status != TW_ECLOSED)
 		rx_fail(mc, status);
-	// A reader ended it: the receiver thread must see that.
-	atomic_fetch_add(&mc->rd_gen, 1);
-	tw__futex_wake(gen_word(mc), INT_MAX);
 }
 
-static void *rx_main(void *arg)
+// Keeps ep->held, which tells whoever frees room in the mailbox to wake the
+// progress threads, in step with the held-back message.  rx_mtx held.
+static void rx_note_held(shm_chan *mc)
 {
-	shm_chan *mc = arg;
-	pthread_setname_np(pthread_self(), "tw-shm-rx");
-	rx_ctx *rx = mc->rxc;
-	int status = TW_OK;
-	uint32_t last_gen = atomic_load(&mc->rd_gen);
-	int64_t next_live = tw__now_ns() + SHM_LIVENESS_NS;
-	while (!tw__shm_flag(&mc->stop) && !tw__shm_flag(&mc->rx_dead)) {
-		// Off the ring while readers poll it, and for a while after
-		// one left, unless it left work for us.  The generation is
-		// sampled first: a reader leaving after that ends the sleep.
-		uint32_t gen = atomic_load(&mc->rd_gen);
-		if (atomic_load(&mc->readers) > 0) {
-			last_gen = gen;
-			tw__futex_wait(gen_word(mc), gen, SHM_PARK_NS);
-			continue;
-		}
-		if (gen != last_gen) {
-			last_gen = gen;
-			if (!atomic_exchange(&mc->rx_urgent, 0)) {
-				tw__futex_wait(gen_word(mc), gen, SHM_PARK_NS);
-				continue;
-			}
-		}
-		pthread_mutex_lock(&mc->rx_mtx);
-		unsigned frames = 0;
-		rx->push_wait = SHM_PUSH_SLICE_NS;
-		status = tw__shm_flag(&mc->rx_dead)
-		    ? TW_OK
-		    : rx_pump(mc, rx, SHM_RX_BATCH, &frames);
-		pthread_mutex_unlock(&mc->rx_mtx);
-		if (status == TW_ETIMEDOUT) {
-			// Held back: stop sends to a peer that died meanwhile.
-			status = TW_OK;
-			int64_t now = tw__now_ns();
-			if (now >= next_live) {
-				next_live = now + SHM_LIVENESS_NS;
-				if (mc->peer_pid != 0
-				    && !tw__proc_alive(mc->peer_pid))
-					atomic_store(&mc->peer_gone, 1);
-			}
-			continue;
-		}
-		if (status != TW_OK)
-			break;
-		if (frames > 0)
-			continue;
-		// Nothing there: sleep on the ring until a frame comes or a
-		// reader arrives (it kicks us when it sees this flag).
-		atomic_store(&mc->rx_waiting, 1);
-		status
-		    = tw__ring_wait_any(mc->in, &mc->readers, SHM_RX_SLICE_US);
-		atomic_store(&mc->rx_waiting, 0);
-		if (status == TW_ETIMEDOUT)
-			status = TW_OK;
-		else if (status == TW_EPROTO)
-			status = rx_proto(mc, "corrupt ring");
-		if (status != TW_OK)
-			break;
+	int held = mc->rxc->pend ? 1 : 0;
+	if (held == atomic_load_explicit(&mc->held, memory_order_relaxed))
+		return;
+	atomic_store(&mc->held, held);
+	if (held)
+		atomic_fetch_add(&mc->ep->held, 1);
+	else
+		atomic_fetch_sub(&mc->ep->held, 1);
+}
+
+// What a pass of the progress thread found of one channel.
+enum { GRP_IDLE, GRP_BUSY, GRP_SKIP };
+
+// Takes what one channel's ring holds, if nobody else reads it now.  On
+// GRP_SKIP, *until is when to look again (unchanged: when woken).
+static int grp_pump(shm_chan *mc, int64_t now, int64_t *until)
+{
+	if (tw__shm_flag(&mc->rx_dead) || tw__shm_flag(&mc->stop))
+		return GRP_SKIP;
+	if (atomic_load(&mc->readers) > 0) {
+		// A reader polls the ring; it parks us as it leaves.
+		*until = now + SHM_PARK_NS;
+		return GRP_SKIP;
 	}
-	rx_end(mc, status);
+	int64_t park = atomic_load(&mc->park_until);
+	if (now < park) {
+		*until = park;
+		return GRP_SKIP;
+	}
+	if (pthread_mutex_trylock(&mc->rx_mtx) != 0) {
+		// A probe, for a few system calls at most.
+		*until = now + SHM_RETRY_NS;
+		return GRP_SKIP;
+	}
+	unsigned frames = 0;
+	int status = TW_OK;
+	bool was_held = atomic_load(&mc->held) != 0;
+	if (!tw__shm_flag(&mc->rx_dead)) {
+		status = rx_pump(mc, mc->rxc, SHM_RX_BATCH, &frames);
+		rx_note_held(mc);
+	}
+	pthread_mutex_unlock(&mc->rx_mtx);
+	if (status == TW_ETIMEDOUT) {
+		// Held back.  Room made before ep_taken could see `held`
+		// raised would wake nobody: one more try after raising it.
+		return frames > 0 || !was_held ? GRP_BUSY : GRP_IDLE;
+	}
+	if (status != TW_OK) {
+		rx_end(mc, status);
+		return GRP_SKIP;
+	}
+	return frames > 0 ? GRP_BUSY : GRP_IDLE;
+}
+
+static void *grp_main(void *arg)
+{
+	shm_grp *g = arg;
+	pthread_setname_np(pthread_self(), "tw-shm-rx");
+	shm_chan *snap[TW_SHM_GRP_MAX];
+	uint32_t *word[TW_SHM_GRP_MAX + 1];
+	uint32_t seq[TW_SHM_GRP_MAX + 1];
+	tw_ring *slept[TW_SHM_GRP_MAX];
+	int64_t next_live = tw__now_ns() + SHM_LIVENESS_NS;
+	while (!tw__shm_flag(&g->stop)) {
+		// Sampled before looking at anything: a wake-up from now on
+		// ends the sleep below at once.
+		word[0] = wake_word(g);
+		seq[0] = atomic_load(&g->wake);
+		pthread_mutex_lock(&g->mtx);
+		size_t n = g->n;
+		memcpy(snap, g->chan, n * sizeof(snap[0]));
+		pthread_mutex_unlock(&g->mtx);
+
+		int64_t now = tw__now_ns();
+		int64_t until = now + SHM_RX_SLICE_NS;
+		bool busy = false;
+		for (size_t i = 0; i < n; i++) {
+			int64_t again = until;
+			int what = grp_pump(snap[i], now, &again);
+			if (what == GRP_BUSY)
+				busy = true;
+			if (what == GRP_SKIP && again < until)
+				until = again;
+			if (what != GRP_IDLE)
+				snap[i] = NULL;
+		}
+
+		// Announce ourselves on every ring we may sleep on, then
+		// re-check it: a frame published after that bumps its word.
+		unsigned nw = 1, ns = 0;
+		// Looking for dead processes costs system calls per peer,
+		// so only now and then, and only for rings about to be slept
+		// on (the others are being read).
+		bool live = now >= next_live;
+		if (live)
+			next_live = now + SHM_LIVENESS_NS;
+		for (size_t i = 0; i < n && !busy; i++) {
+			shm_chan *mc = snap[i];
+			if (mc == NULL)
+				continue;
+			// A held-back message waits for room in the mailbox
+			// (ep_taken wakes us), control frames never wait.
+			uint32_t mask = atomic_load(&mc->held)
+			    ? UINT32_C(1) << TW_SHM_LANE_CTL
+			    : (UINT32_C(1) << TW_SHM_LANES) - 1;
+			int status = tw__ring_sleep_begin(
+			    mc->in, mask, live, &word[nw], &seq[nw]);
+			if (status == TW_EAGAIN) {
+				slept[ns++] = mc->in;
+				nw++;
+			} else if (status == TW_OK) {
+				busy = true;
+			} else if (atomic_load(&mc->held)) {
+				// What was delivered still goes in; sends
+				// to a dead peer stop now.
+				if (status == TW_EPEER)
+					atomic_store(&mc->peer_gone, 1);
+			} else {
+				if (status == TW_EPROTO)
+					status = rx_proto(mc, "corrupt ring");
+				rx_end(mc, status);
+			}
+		}
+		if (!busy)
+			tw__futex_waitv(word, seq, nw, until);
+		for (unsigned i = 0; i < ns; i++)
+			tw__ring_sleep_end(slept[i]);
+
+		pthread_mutex_lock(&g->mtx);
+		g->pass++;
+		pthread_cond_broadcast(&g->passed);
+		pthread_mutex_unlock(&g->mtx);
+	}
 	return NULL;
 }
 
 // --- the reader role ----------------------------------------------------------
 
-// Tells the receiver thread that a reader left; `urgent`: it must take the
+// Tells the progress thread that a reader left; `urgent`: it must take the
 // ring back now rather than after its park.
 static void reader_left(shm_chan *mc, bool urgent)
 {
+	atomic_store(&mc->park_until, urgent ? 0 : tw__now_ns() + SHM_PARK_NS);
 	if (urgent)
-		atomic_store(&mc->rx_urgent, 1);
-	atomic_fetch_add(&mc->rd_gen, 1);
-	if (urgent)
-		tw__futex_wake(gen_word(mc), INT_MAX);
+		grp_wake(mc->grp);
 }
 
 // One pass of an application thread over the ring, rx_mtx held: it never
@@ -689,8 +785,8 @@ static int reader_pump(shm_chan *mc, unsigned *frames)
 {
 	if (tw__shm_flag(&mc->rx_dead))
 		return TW_ECLOSED;
-	mc->rxc->push_wait = 0;
 	int status = rx_pump(mc, mc->rxc, SHM_RX_BATCH, frames);
+	rx_note_held(mc);
 	if (*frames > 0)
 		atomic_fetch_add_explicit(&tw__shm_frames_read_inline, *frames,
 		    memory_order_relaxed);
@@ -739,18 +835,15 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	if (mc->ep->spin_ns == 0 || !readable(mc))
 		return false;
 	if (tw__rxbox_ready(&mc->base.rx, key)) {
-		// Still a receiving application: the receiver thread stays
-		// parked.
-		atomic_fetch_add_explicit(
-		    &mc->rd_gen, 1, memory_order_relaxed);
+		// Still a receiving application: the progress thread stays
+		// off the ring.
+		atomic_store_explicit(&mc->park_until,
+		    tw__now_ns() + SHM_PARK_NS, memory_order_relaxed);
 		return false;
 	}
+	// A progress thread asleep on the ring wakes at the next frame, sees
+	// us and leaves the ring to us.
 	atomic_fetch_add(&mc->readers, 1);
-	// The receiver thread announced its sleep before looking at
-	// `readers`, we counted ourselves before looking at its flag: one of
-	// the two sees the other.
-	if (atomic_load(&mc->rx_waiting) != 0)
-		tw__ring_kick(mc->in);
 	bool got = false, reading = false, urgent = false, direct = false;
 	int status = TW_OK;
 	int64_t until = tw__now_ns() + mc->ep->spin_ns;
@@ -798,7 +891,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	if (status != TW_OK && status != TW_ETIMEDOUT)
 		rx_end(mc, status);
 	atomic_fetch_sub(&mc->readers, 1);
-	// A caller that is about to block needs the receiver thread back on
+	// A caller that is about to block needs the progress thread back on
 	// the ring now; one that got its message, or gives up anyway, leaves
 	// it parked.
 	if (!got && deadline > tw__now_ns())
@@ -1181,6 +1274,8 @@ static void shm_close_ns(tw_channel *c, const char *ns)
 
 // --- the handshake ---------------------------------------------------------
 
+static int grp_join(shm_chan *mc);
+
 static int tx_hello(shm_chan *mc, int64_t deadline)
 {
 	shm_tx *tx = &mc->tx[TW_SHM_LANE_CTL];
@@ -1214,11 +1309,8 @@ static int shm_test_send(tw_channel *c, int64_t timeout_ms)
 			tw__shm_rx_init(&mc->rxc->lane[i].st, mc->ep->max_msg);
 	}
 	atomic_store_explicit(&mc->attached, 1, memory_order_release);
-	if (pthread_create(&mc->rx_thread, NULL, rx_main, mc) != 0) {
-		LOGC(mc, TW_LOG_ERROR, "cannot start a receiver thread: %m");
-		return TW_ESYS;
-	}
-	mc->rx_started = true;
+	if ((status = grp_join(mc)) != TW_OK)
+		return status;
 	return tx_hello(mc, deadline);
 }
 
@@ -1249,13 +1341,94 @@ static int shm_test_recv(tw_channel *c)
 
 // --- life cycle -------------------------------------------------------------
 
+// Adds an attached channel to its group, starting the group's thread with
+// its first channel.
+static int grp_join(shm_chan *mc)
+{
+	shm_grp *g = mc->grp;
+	int status = TW_OK;
+	pthread_mutex_lock(&g->mtx);
+	if (!g->started) {
+		if (pthread_create(&g->thread, NULL, grp_main, g) == 0)
+			g->started = true;
+		else
+			status = TW_ESYS;
+	}
+	if (status == TW_OK)
+		g->chan[g->n++] = mc;
+	pthread_mutex_unlock(&g->mtx);
+	// Its ring joins the words the thread sleeps on at its next pass.
+	grp_wake(g);
+	if (status != TW_OK) {
+		LOGC(mc, TW_LOG_ERROR, "cannot start a progress thread: %m");
+		return status;
+	}
+	mc->rx_started = true;
+	return TW_OK;
+}
+
+// Takes a channel out of its group and waits until the group's thread has
+// ended the pass that may still use it (its ring among the words it
+// sleeps on), after which the channel may go.
+static void grp_leave(shm_chan *mc)
+{
+	shm_grp *g = mc->grp;
+	pthread_mutex_lock(&g->mtx);
+	for (size_t i = 0; i < g->n; i++) {
+		if (g->chan[i] == mc) {
+			g->chan[i] = g->chan[--g->n];
+			break;
+		}
+	}
+	uint64_t target = g->pass + 1;
+	grp_wake(g);
+	while (g->pass < target)
+		pthread_cond_wait(&g->passed, &g->mtx);
+	pthread_mutex_unlock(&g->mtx);
+	if (atomic_exchange(&mc->held, 0) != 0)
+		atomic_fetch_sub(&mc->ep->held, 1);
+}
+
+// Room was made in the mailbox: a progress thread holding a message back
+// may go on.
+static void ep_taken(void *arg, uint32_t from, uint64_t taken)
+{
+	(void)from;
+	(void)taken;
+	shm_ep *ep = arg;
+	if (atomic_load(&ep->held) == 0)
+		return;
+	for (size_t i = 0; i < ep->ngrp; i++)
+		grp_wake(&ep->grp[i]);
+}
+
+static void ep_free(shm_ep *ep)
+{
+	for (size_t i = 0; i < ep->ngrp; i++) {
+		shm_grp *g = &ep->grp[i];
+		pthread_mutex_lock(&g->mtx);
+		bool started = g->started;
+		pthread_mutex_unlock(&g->mtx);
+		if (started) {
+			atomic_store(&g->stop, 1);
+			grp_wake(g);
+			pthread_join(g->thread, NULL);
+		}
+		pthread_mutex_destroy(&g->mtx);
+		pthread_cond_destroy(&g->passed);
+		free(g->chan);
+	}
+	free(ep->grp);
+	tw_mailbox_free(ep->mb);
+	free(ep->link_id);
+	free(ep);
+}
+
 static void ep_unref(shm_ep *ep)
 {
 	if (atomic_fetch_sub_explicit(&ep->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	tw_mailbox_free(ep->mb);
-	free(ep->link_id);
-	free(ep);
+	ep_free(ep);
 }
 
 static void chan_free(shm_chan *mc)
@@ -1286,9 +1459,8 @@ static void shm_destroy(tw_channel *c)
 	atomic_store(&mc->stop, 1);
 	if (tw__shm_flag(&mc->attached))
 		tw_ring_abort(mc->in, 1);
-	tw__mailbox_kick(mc->ep->mb); // a receiver held by flow control
 	if (mc->rx_started)
-		pthread_join(mc->rx_thread, NULL);
+		grp_leave(mc);
 	if (tw__shm_flag(&mc->attached))
 		tw__shm_seg_leave(mc, TW_SHM_GONE_CLOSED);
 	if (mc->hdr != NULL) {
@@ -1349,6 +1521,8 @@ static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 	mc->self_rank = (uint32_t)cfg->self;
 	mc->peer_rank = (uint32_t)peer;
 	mc->side = cfg->self < peer ? 0 : 1;
+	size_t other = peer < cfg->self ? peer : peer - 1;
+	mc->grp = &ep->grp[other / ep->grp_max];
 	size_t lo = cfg->self < peer ? cfg->self : peer;
 	size_t hi = cfg->self < peer ? peer : cfg->self;
 	tw__shm_seg_name(mc->seg_name, cfg->link_id, cfg->parties[lo].addr,
@@ -1387,12 +1561,34 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
 	ep->spin_ns = cfg->size <= cpus_online() ? SHM_SPIN_NS : 0;
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
-	if (ep->mb == NULL || ep->link_id == NULL
+	ep->slots = tw__shm_slots(cfg->size);
+	ep->grp_max = TW_SHM_GRP_MAX;
+	const char *gmax = getenv("TAGWIRE_SHM_GROUP_MAX");
+	if (gmax != NULL) {
+		long v = strtol(gmax, NULL, 10);
+		if (v >= 1 && v < TW_SHM_GRP_MAX)
+			ep->grp_max = (size_t)v;
+	}
+	ep->ngrp = (cfg->size - 1 + ep->grp_max - 1) / ep->grp_max;
+	ep->grp = calloc(ep->ngrp, sizeof(*ep->grp));
+	bool ok = ep->mb != NULL && ep->link_id != NULL && ep->grp != NULL;
+	for (size_t i = 0; ep->grp != NULL && i < ep->ngrp; i++) {
+		shm_grp *g = &ep->grp[i];
+		g->ep = ep;
+		pthread_mutex_init(&g->mtx, NULL);
+		pthread_cond_init(&g->passed, NULL);
+		if ((g->chan = calloc(TW_SHM_GRP_MAX, sizeof(*g->chan)))
+		    == NULL)
+			ok = false;
+	}
+	if (ok)
+		tw__mailbox_on_taken(ep->mb, ep_taken, ep);
+	if (!ok
 	    || tw__chanbase_open_all(cfg, ep, chan_new, chan_drop, chans)
 	        != TW_OK) {
-		tw_mailbox_free(ep->mb);
-		free(ep->link_id);
-		free(ep);
+		if (ep->grp == NULL)
+			ep->ngrp = 0;
+		ep_free(ep);
 		return TW_ENOMEM;
 	}
 	atomic_init(&ep->refs, (unsigned)cfg->size - 1);

@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "core/mailbox.h"
+#include "platform/posix/futex.h"
 #include "transport/chanbase.h"
 #include "transport/shm/shm_frame.h"
 #include "transport/shm/shm_seg.h"
@@ -22,20 +23,44 @@
 // Messages this process received with process_vm_readv.
 extern _Atomic uint64_t tw__shm_large_copied;
 // Frames this process's application threads took from rings themselves
-// (the reader role), rather than its receiver threads.
+// (the reader role), rather than its progress threads.
 extern _Atomic uint64_t tw__shm_frames_read_inline;
 // Messages begun in a reading application's buffer and moved to memory of
 // their own because that reader left before they were complete.
 extern _Atomic uint64_t tw__shm_direct_moved;
 
+// The progress thread of a group of channels (see "Receiving" in shm.c).
+// A group holds at most TW_SHM_GRP_MAX channels: the thread sleeps on one
+// futex word per channel and its own, futex_waitv's limit.
+// TAGWIRE_SHM_GROUP_MAX=N in the environment makes groups smaller, so
+// that tests of a few parties run several groups.
+#define TW_SHM_GRP_MAX (TW_FUTEX_WAITV_MAX - 1)
+typedef struct shm_grp {
+	pthread_mutex_t mtx;
+	pthread_cond_t passed; // signalled as the thread ends a pass
+	struct shm_chan **chan; // attached channels, by mtx
+	size_t n; // by mtx
+	uint64_t pass; // passes ended, by mtx
+	bool started; // by mtx
+	pthread_t thread;
+	_Atomic uint32_t wake; // futex word, bumped to wake the thread
+	_Atomic int stop;
+	struct shm_ep *ep;
+} shm_grp;
+
 // This party's side of a link: the mailbox that all its channels deliver
-// into, freed with the last channel.
+// into, and the progress threads; freed with the last channel.
 typedef struct shm_ep {
 	tw_mailbox *mb;
 	char *link_id;
 	uint64_t recv_buffer;
 	uint64_t max_msg;
 	int64_t spin_ns; // how long receives and full sends spin; 0 = never
+	uint32_t slots; // ring slots per lane, by the party count
+	size_t grp_max; // channels per group, at most TW_SHM_GRP_MAX
+	size_t ngrp;
+	shm_grp *grp;
+	_Atomic unsigned held; // channels holding a message back
 	_Atomic unsigned refs;
 } shm_ep;
 
@@ -69,8 +94,8 @@ typedef struct shm_chan {
 	shm_tx tx[TW_SHM_LANES];
 	_Atomic uint64_t sent; // messages handed to the ring
 
-	pthread_t rx_thread;
-	bool rx_started;
+	shm_grp *grp;
+	bool rx_started; // in its group, constant afterwards
 	_Atomic int stop; // cancels the receiver's pushes
 	_Atomic int peer_gone;
 
@@ -80,12 +105,13 @@ typedef struct shm_chan {
 	struct shm_rx_ctx *rxc;
 	uint32_t peer_pid;
 	bool cma_rx; // process_vm_readv reads the peer's memory
+	_Atomic int held; // counted in ep->held; set under rx_mtx
 	uint64_t delivered;
 
 	_Atomic int readers; // application threads polling the ring
-	_Atomic uint32_t rd_gen; // futex word, bumped as a reader leaves
-	_Atomic int rx_urgent; // a reader left work to the receiver thread
-	_Atomic int rx_waiting; // the receiver thread may sleep on the ring
+	// The progress thread leaves the ring alone until then (tw__now_ns),
+	// after a reader left.
+	_Atomic int64_t park_until;
 	_Atomic int rx_dead; // reading has ended for good
 } shm_chan;
 

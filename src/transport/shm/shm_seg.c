@@ -97,13 +97,14 @@ static int seg_peek(shm_chan *mc, struct tw_shm_seg_hdr *h, size_t *size)
 
 static int seg_attach_rings(shm_chan *mc)
 {
-	size_t ring = tw__shm_ring_size();
+	uint32_t sl = mc->ep->slots;
+	size_t ring = tw__shm_ring_size(sl);
 	unsigned char *base = mc->mem;
 	int status = tw_ring_attach(
-	    base + tw__shm_ring_off(mc->side), ring, &mc->out);
+	    base + tw__shm_ring_off(mc->side, sl), ring, &mc->out);
 	if (status == TW_OK)
 		status = tw_ring_attach(
-		    base + tw__shm_ring_off(!mc->side), ring, &mc->in);
+		    base + tw__shm_ring_off(!mc->side, sl), ring, &mc->in);
 	if (status == TW_OK) {
 		tw_ring_set_role(mc->out, 0);
 		tw_ring_set_role(mc->in, 1);
@@ -185,7 +186,8 @@ static int seg_in_use(shm_chan *mc, uint32_t pid)
 // behind, refuses one that a live process holds.
 int tw__shm_seg_create(shm_chan *mc)
 {
-	size_t size = tw__shm_seg_size();
+	uint32_t sl = mc->ep->slots;
+	size_t size = tw__shm_seg_size(sl);
 	int lock_fd = -1;
 	uint32_t pid = 0;
 	for (int attempt = 0;; attempt++) {
@@ -225,13 +227,13 @@ int tw__shm_seg_create(shm_chan *mc)
 	tw__shm_unlock(lock_fd);
 	h->version = TW_SHM_SEG_VERSION;
 	h->seg_size = size;
-	h->ring_off[0] = tw__shm_ring_off(0);
-	h->ring_off[1] = tw__shm_ring_off(1);
-	h->ring_size = tw__shm_ring_size();
+	h->ring_off[0] = tw__shm_ring_off(0, sl);
+	h->ring_off[1] = tw__shm_ring_off(1, sl);
+	h->ring_size = tw__shm_ring_size(sl);
 	unsigned char *base = mc->mem;
 	for (int s = 0; s < 2; s++)
-		tw_ring_init(base + tw__shm_ring_off(s), tw__shm_ring_size(),
-		    TW_SHM_LANES, TW_SHM_SLOTS, TW_SHM_MAX_MSG);
+		tw_ring_init(base + tw__shm_ring_off(s, sl),
+		    tw__shm_ring_size(sl), TW_SHM_LANES, sl, TW_SHM_MAX_MSG);
 	int status = seg_attach_rings(mc);
 	if (status != TW_OK) {
 		tw__shm_seg_unlink_once(mc);
@@ -248,7 +250,8 @@ int tw__shm_seg_create(shm_chan *mc)
 static int seg_check(shm_chan *mc)
 {
 	struct tw_shm_seg_hdr *h = mc->hdr;
-	size_t size = tw__shm_seg_size();
+	uint32_t sl = mc->ep->slots;
+	size_t size = tw__shm_seg_size(sl);
 	const char *why = NULL;
 	if (mc->mem_size != size)
 		why = "unexpected size";
@@ -259,11 +262,11 @@ static int seg_check(shm_chan *mc)
 		why = "not a tagwire segment of this version";
 	else if (__atomic_load_n(&h->seg_size, __ATOMIC_RELAXED) != size
 	    || __atomic_load_n(&h->ring_off[0], __ATOMIC_RELAXED)
-	        != tw__shm_ring_off(0)
+	        != tw__shm_ring_off(0, sl)
 	    || __atomic_load_n(&h->ring_off[1], __ATOMIC_RELAXED)
-	        != tw__shm_ring_off(1)
+	        != tw__shm_ring_off(1, sl)
 	    || __atomic_load_n(&h->ring_size, __ATOMIC_RELAXED)
-	        != tw__shm_ring_size())
+	        != tw__shm_ring_size(sl))
 		why = "unexpected layout";
 	if (why == NULL)
 		return TW_OK;
@@ -310,7 +313,8 @@ static int seg_join(shm_chan *mc)
 // The higher rank waits for the segment to be ready, until `deadline`.
 int tw__shm_seg_open(shm_chan *mc, int64_t deadline)
 {
-	size_t want = tw__shm_seg_size();
+	uint32_t sl = mc->ep->slots;
+	size_t want = tw__shm_seg_size(sl);
 	int64_t nap = 50000;
 	for (;;) {
 		if (tw__chanbase_aborted(&mc->base))

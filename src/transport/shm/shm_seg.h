@@ -30,11 +30,17 @@
 #define TW_SHM_SEG_MAGIC UINT64_C(0x31676573746d6873) // "shmtseg1" in LE
 #define TW_SHM_SEG_VERSION 1u
 
-// Ring geometry: 64 slots of 8 KiB per lane, so a segment is about 2 MiB.
+// Ring geometry: up to 64 slots of 8 KiB per lane, so a segment of a
+// small link is about 2 MiB.  Larger links get fewer slots per lane (down
+// to TW_SHM_SLOTS_MIN) so that the rings of one party hold at most about
+// TW_SHM_PARTY_SLOTS slots per lane and direction whatever the party count:
+// memory grows with the parties, not with their square.
 #define TW_SHM_LANES 2u
 #define TW_SHM_LANE_DATA 0u
 #define TW_SHM_LANE_CTL 1u
 #define TW_SHM_SLOTS 64u
+#define TW_SHM_SLOTS_MIN 8u
+#define TW_SHM_PARTY_SLOTS 512u
 #define TW_SHM_MAX_MSG (8192u - 16u)
 #define TW_SHM_RING0_OFF 4096u
 
@@ -90,21 +96,33 @@ _Static_assert(sizeof(struct tw_shm_dir) == 64, "one line per direction");
 _Static_assert(sizeof(struct tw_shm_seg_hdr) == 256, "four header lines");
 _Static_assert(offsetof(struct tw_shm_seg_hdr, pid) == 64, "line 1");
 
-// The size of one ring, the offset of ring `side` and the whole segment.
-static inline size_t tw__shm_ring_size(void)
+// Slots per lane for a link of `parties`: both sides derive it, and a
+// segment of another size is refused.
+static inline uint32_t tw__shm_slots(size_t parties)
 {
-	size_t n = tw_ring_bytes(TW_SHM_LANES, TW_SHM_SLOTS, TW_SHM_MAX_MSG);
+	uint32_t slots = TW_SHM_SLOTS;
+	while (slots > TW_SHM_SLOTS_MIN
+	    && (parties > 1 ? parties - 1 : 1) * slots > TW_SHM_PARTY_SLOTS)
+		slots /= 2;
+	return slots;
+}
+
+// The size of one ring, the offset of ring `side` and the whole segment,
+// for rings of `slots` slots per lane.
+static inline size_t tw__shm_ring_size(uint32_t slots)
+{
+	size_t n = tw_ring_bytes(TW_SHM_LANES, slots, TW_SHM_MAX_MSG);
 	return (n + 4095) & ~(size_t)4095;
 }
 
-static inline size_t tw__shm_ring_off(int side)
+static inline size_t tw__shm_ring_off(int side, uint32_t slots)
 {
-	return TW_SHM_RING0_OFF + (size_t)side * tw__shm_ring_size();
+	return TW_SHM_RING0_OFF + (size_t)side * tw__shm_ring_size(slots);
 }
 
-static inline size_t tw__shm_seg_size(void)
+static inline size_t tw__shm_seg_size(uint32_t slots)
 {
-	return TW_SHM_RING0_OFF + 2 * tw__shm_ring_size();
+	return TW_SHM_RING0_OFF + 2 * tw__shm_ring_size(slots);
 }
 
 #endif // TW_TRANSPORT_SHM_SEG_H

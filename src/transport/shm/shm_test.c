@@ -667,11 +667,13 @@ static int pidless_creator(child *c)
 	void *mem;
 	int lock_fd;
 	if (c->arg)
-		CHK_RV(tw__shm_create_locked(
-		           name, tw__shm_seg_size(), &mem, &lock_fd),
+		CHK_RV(tw__shm_create_locked(name,
+		           tw__shm_seg_size(TW_SHM_SLOTS), &mem, &lock_fd),
 		    TW_OK);
 	else
-		CHK_RV(tw_shm_create(name, tw__shm_seg_size(), &mem), TW_OK);
+		CHK_RV(
+		    tw_shm_create(name, tw__shm_seg_size(TW_SHM_SLOTS), &mem),
+		    TW_OK);
 	child_ready(c);
 	child_wait_go(c); // killed before
 	return 0;
@@ -750,7 +752,7 @@ static int fake_peer(child *c)
 {
 	char name[TW_SHM_SEG_NAME_LEN];
 	pair_name(0, 1, name);
-	size_t size = tw__shm_seg_size();
+	size_t size = tw__shm_seg_size(TW_SHM_SLOTS);
 	void *mem;
 	int lock_fd;
 	// Created as the transport creates it: unmarked only under the lock,
@@ -762,21 +764,21 @@ static int fake_peer(child *c)
 	tw__shm_unlock(lock_fd);
 	h->version = TW_SHM_SEG_VERSION;
 	h->seg_size = size;
-	h->ring_off[0] = tw__shm_ring_off(0);
-	h->ring_off[1] = tw__shm_ring_off(1);
-	h->ring_size = tw__shm_ring_size();
+	h->ring_off[0] = tw__shm_ring_off(0, TW_SHM_SLOTS);
+	h->ring_off[1] = tw__shm_ring_off(1, TW_SHM_SLOTS);
+	h->ring_size = tw__shm_ring_size(TW_SHM_SLOTS);
 	unsigned char *base = mem;
 	tw_ring *out, *in;
 	for (int s = 0; s < 2; s++)
-		CHK_RV(tw_ring_init(base + tw__shm_ring_off(s),
-		           tw__shm_ring_size(), TW_SHM_LANES, TW_SHM_SLOTS,
-		           TW_SHM_MAX_MSG),
+		CHK_RV(tw_ring_init(base + tw__shm_ring_off(s, TW_SHM_SLOTS),
+		           tw__shm_ring_size(TW_SHM_SLOTS), TW_SHM_LANES,
+		           TW_SHM_SLOTS, TW_SHM_MAX_MSG),
 		    TW_OK);
-	CHK_RV(tw_ring_attach(
-	           base + tw__shm_ring_off(0), tw__shm_ring_size(), &out),
+	CHK_RV(tw_ring_attach(base + tw__shm_ring_off(0, TW_SHM_SLOTS),
+	           tw__shm_ring_size(TW_SHM_SLOTS), &out),
 	    TW_OK);
-	CHK_RV(tw_ring_attach(
-	           base + tw__shm_ring_off(1), tw__shm_ring_size(), &in),
+	CHK_RV(tw_ring_attach(base + tw__shm_ring_off(1, TW_SHM_SLOTS),
+	           tw__shm_ring_size(TW_SHM_SLOTS), &in),
 	    TW_OK);
 	tw_ring_set_role(out, 0);
 	tw_ring_set_role(in, 1);
@@ -814,11 +816,11 @@ static int fake_peer(child *c)
 		    TW_OK);
 	} else {
 		struct tw_ring_lane *lane = (struct tw_ring_lane *)(base
-		    + tw__shm_ring_off(0) + TW_RING_HDR_SIZE);
+		    + tw__shm_ring_off(0, TW_SHM_SLOTS) + TW_RING_HDR_SIZE);
 		__atomic_add_fetch(&lane->tail, 1000, __ATOMIC_SEQ_CST);
-		__atomic_add_fetch(
-		    &((struct tw_ring_hdr *)(base + tw__shm_ring_off(0)))
-		         ->data_seq,
+		__atomic_add_fetch(&((struct tw_ring_hdr *)(base
+		                         + tw__shm_ring_off(0, TW_SHM_SLOTS)))
+		                        ->data_seq,
 		    1, __ATOMIC_SEQ_CST);
 	}
 	// The peer gives up on us and says so in the segment.
@@ -1001,13 +1003,13 @@ static void t_large_chunked(void **state)
 // --- closing towards a peer that does not receive -------------------------------
 
 // The receiver's buffer is 4 KiB and its application never receives: its
-// receiver thread holds a message back, and the ring fills up behind it.
+// progress thread holds a message back, and the ring fills up behind it.
 // The sender's wait_pending must end at its receive timeout, and each of
 // its closes at that bound (arg 0) or at the connect timeout when the
 // receive timeout is forever (arg 1), with TW_ETIMEDOUT.  A child link's
 // close also tries to tell the peer through the full ring, for at most a
 // second (shm.c, SHM_CTL_TIMEOUT_NS).  The peer fills the other direction
-// the same way, so that the sender's own receiver thread is held back when
+// the same way, so that the sender's own progress thread is held back when
 // its close stops it.
 #define UNREAD_MSG 4096
 #define UNREAD_MAX_MSGS 1000
@@ -1071,7 +1073,7 @@ static int unread_peer(child *c)
 	           UNREAD_MSG, &l),
 	    TW_OK);
 	CHK_RV(tw_link_spawn(l, "c", &sub), TW_OK);
-	// The sender does not receive either: its receiver thread, which its
+	// The sender does not receive either: its progress thread, which its
 	// close must stop, holds one of these back.
 	static unsigned char buf[UNREAD_MSG];
 	fill(buf, sizeof(buf), 2);
@@ -1132,11 +1134,11 @@ static bool two_cpus(void)
 
 // Ping-pong: each side's receives find the reply on its way and take it
 // from the ring themselves.  Then a message that nobody polls for must still
-// reach the mailbox: the receiver thread takes the ring back after the
+// reach the mailbox: the progress thread takes the ring back after the
 // application thread stopped reading (wait_pending needs that).
 static int pinger(child *c)
 {
-	alarm(60); // a receiver thread that never comes back hangs below
+	alarm(60); // a progress thread that never comes back hangs below
 	tw_link *l;
 	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
 	uint32_t v = 0;
@@ -1198,7 +1200,7 @@ static void t_reader_role(void **state)
 // straight into that buffer; one that gives up before the message is
 // complete (here: every receive polls, timeout 0) must leave it whole for
 // the next receive.  Messages of 2 MiB chunked through the ring, every byte
-// checked, until one was moved (a receiver thread that runs while the
+// checked, until one was moved (a progress thread that runs while the
 // polling thread is descheduled takes whole messages itself).
 #define MOVED_MAX 200
 #define MOVED_SIZE (2u * 1024 * 1024)
