@@ -89,58 +89,43 @@ eng_sections(b) = sprintf("stats data index %d using (strcol(1)[1:8] eq 'eng-tcp
 	set label 'engine over tcp://127.0.0.1 (UCX over tcp)' at -0.5, graph 0.94 left font ',11'; \
 	set label 'engine over mem:// (UCX over sm)' at ntcp - 0.4, graph 0.94 left font ',11'", b)
 
+# A block without figures (summarize.awk leaves it without lines, e.g. a
+# pinning whose programs all failed) leaves its place in the picture
+# empty: stats then leaves STATS_records undefined.
+probe(b) = sprintf("undefine STATS_*; stats data index %d using (1) nooutput", b)
+
 set logscale y
 set multiplot layout panels,ncol title title font "sans,15"
 
 # Block b of DATA: panel p (0-based), column q (1-based).
 do for [q = 1:ncol] {
 	b = 0 * ncol + q - 1
-	eval col_margins(q)
-	eval sections(b)
-	set title pin_title(q, "One-way latency, median (lower is better); over the bars: ratio to bare ring (shm) or raw-busy-poll (tcp)")
-	set ylabel "µs"
-	plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
-		'' index b using 3 title columnheader(3) lc rgb word(colors, 2), \
-		'' index b using (bar_x($0, 1, 2)):(lab_y($2, $4)):(lab_t($4)) \
-			with labels rotate by 90 left font ",9" notitle, \
-		'' index b using (bar_x($0, 2, 2)):(lab_y($3, $5)):(lab_t($5)) \
-			with labels rotate by 90 left font ",9" notitle
+	eval probe(b)
+	if (!exists("STATS_records")) {
+		set multiplot next
+	} else {
+		eval col_margins(q)
+		eval sections(b)
+		set title pin_title(q, "One-way latency, median (lower is better); over the bars: ratio to bare ring (shm) or raw-busy-poll (tcp)")
+		set ylabel "µs"
+		plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
+			'' index b using 3 title columnheader(3) lc rgb word(colors, 2), \
+			'' index b using (bar_x($0, 1, 2)):(lab_y($2, $4)):(lab_t($4)) \
+				with labels rotate by 90 left font ",9" notitle, \
+			'' index b using (bar_x($0, 2, 2)):(lab_y($3, $5)):(lab_t($5)) \
+				with labels rotate by 90 left font ",9" notitle
+	}
 }
 
 do for [q = 1:ncol] {
 	b = 1 * ncol + q - 1
-	eval col_margins(q)
-	eval sections(b)
-	set title pin_title(q, "Bandwidth (higher is better); over the bars: ratio to memcpy (shm) or raw-blocking (tcp)")
-	set ylabel "GB/s (1e9 B/s)"
-	plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
-		'' index b using 3 title columnheader(3) lc rgb word(colors, 2), \
-		'' index b using 4 title columnheader(4) lc rgb word(colors, 3), \
-		'' index b using (bar_x($0, 1, 3)):(lab_y($2, $5)):(lab_t($5)) \
-			with labels rotate by 90 left font ",9" notitle, \
-		'' index b using (bar_x($0, 2, 3)):(lab_y($3, $6)):(lab_t($6)) \
-			with labels rotate by 90 left font ",9" notitle, \
-		'' index b using (bar_x($0, 3, 3)):(lab_y($4, $7)):(lab_t($7)) \
-			with labels rotate by 90 left font ",9" notitle
-}
-
-do for [q = 1:ncol] {
-	b = 2 * ncol + q - 1
-	eval col_margins(q)
-	eval sections(b)
-	set title pin_title(q, "Message rate, 8 B messages (higher is better); over the bars: ratio to bare ring (shm) or raw-blocking (tcp)")
-	set ylabel "million messages/s"
-	plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
-		'' index b using (bar_x($0, 1, 1)):(lab_y($2, $3)):(lab_t($3)) \
-			with labels rotate by 90 left font ",9" notitle
-}
-
-if (panels == 4) {
-	do for [q = 1:ncol] {
-		b = 3 * ncol + q - 1
+	eval probe(b)
+	if (!exists("STATS_records")) {
+		set multiplot next
+	} else {
 		eval col_margins(q)
-		eval eng_sections(b)
-		set title pin_title(q, "Transfer engine, bandwidth, one transfer in flight (higher is better); over the bars: ratio to raw-ack or memcpy")
+		eval sections(b)
+		set title pin_title(q, "Bandwidth (higher is better); over the bars: ratio to memcpy (shm) or raw-blocking (tcp)")
 		set ylabel "GB/s (1e9 B/s)"
 		plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
 			'' index b using 3 title columnheader(3) lc rgb word(colors, 2), \
@@ -151,6 +136,46 @@ if (panels == 4) {
 				with labels rotate by 90 left font ",9" notitle, \
 			'' index b using (bar_x($0, 3, 3)):(lab_y($4, $7)):(lab_t($7)) \
 				with labels rotate by 90 left font ",9" notitle
+	}
+}
+
+do for [q = 1:ncol] {
+	b = 2 * ncol + q - 1
+	eval probe(b)
+	if (!exists("STATS_records")) {
+		set multiplot next
+	} else {
+		eval col_margins(q)
+		eval sections(b)
+		set title pin_title(q, "Message rate, 8 B messages (higher is better); over the bars: ratio to bare ring (shm) or raw-blocking (tcp)")
+		set ylabel "million messages/s"
+		plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
+			'' index b using (bar_x($0, 1, 1)):(lab_y($2, $3)):(lab_t($3)) \
+				with labels rotate by 90 left font ",9" notitle
+	}
+}
+
+if (panels == 4) {
+	do for [q = 1:ncol] {
+		b = 3 * ncol + q - 1
+		eval probe(b)
+		if (!exists("STATS_records")) {
+			set multiplot next
+		} else {
+			eval col_margins(q)
+			eval eng_sections(b)
+			set title pin_title(q, "Transfer engine, bandwidth, one transfer in flight (higher is better); over the bars: ratio to raw-ack or memcpy")
+			set ylabel "GB/s (1e9 B/s)"
+			plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
+				'' index b using 3 title columnheader(3) lc rgb word(colors, 2), \
+				'' index b using 4 title columnheader(4) lc rgb word(colors, 3), \
+				'' index b using (bar_x($0, 1, 3)):(lab_y($2, $5)):(lab_t($5)) \
+					with labels rotate by 90 left font ",9" notitle, \
+				'' index b using (bar_x($0, 2, 3)):(lab_y($3, $6)):(lab_t($6)) \
+					with labels rotate by 90 left font ",9" notitle, \
+				'' index b using (bar_x($0, 3, 3)):(lab_y($4, $7)):(lab_t($7)) \
+					with labels rotate by 90 left font ",9" notitle
+		}
 	}
 }
 

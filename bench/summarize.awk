@@ -570,7 +570,7 @@ function baselines_of(s) {
 # metric: the label, then each workload's median and its ratio to the
 # baseline, NaN where missing.  A contender without any figure at all gets
 # a line of NaN in every block, labelled n/a, so that the picture shows it
-# is missing.
+# is missing; a block where nobody has figures has its header line only.
 #
 # When the run has engine sections (eng-tcp, eng-mem), a fourth block has
 # their bandwidth at three workloads, always these three columns: bw 1 MiB,
@@ -581,7 +581,8 @@ function baselines_of(s) {
 # of the pinnings (latency pinned, latency unpinned, bandwidth pinned,
 # ...): block (panel - 1) * pinnings + pinning, counted from 1.  The
 # labels do not name the pinning.
-function print_plot(    p, q, i, j, b, s, c, m, n, w, line, any, v, r, lbl, eng, first) {
+function print_plot(    p, q, i, j, b, s, c, m, n, w, line, any, v, r, lbl, eng, first,
+    buf, nbuf, block_any) {
 	split("one-way median,bandwidth,rate,bandwidth", pm, ",")
 	eng = 0
 	for (i = 1; i <= nsec; i++)
@@ -607,6 +608,8 @@ function print_plot(    p, q, i, j, b, s, c, m, n, w, line, any, v, r, lbl, eng,
 			for (j = 1; j <= n; j++)
 				line = line OFS "ratio " pw[j]
 			print line
+			nbuf = 0
+			block_any = 0
 			for (i = 1; i <= nsec; i++) {
 				s = secs[i]
 				if ((p == 4) != (s ~ /^eng-/))
@@ -635,9 +638,14 @@ function print_plot(    p, q, i, j, b, s, c, m, n, w, line, any, v, r, lbl, eng,
 							continue
 						lbl = lbl " (n/a)"
 					}
-					print lbl line
+					block_any = block_any || any
+					buf[++nbuf] = lbl line
 				}
 			}
+			# A block of n/a lines alone would have nothing to draw.
+			if (block_any)
+				for (j = 1; j <= nbuf; j++)
+					print buf[j]
 		}
 }
 
