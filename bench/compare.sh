@@ -148,6 +148,16 @@ if [ -n "$bw_mib" ]; then
 	[ "$rma_mib" -ge 16 ] || rma_mib=16
 fi
 
+# The commit measured, before anything is built or written: the TSV's
+# header and the picture's title name it, -dirty when tracked files
+# differ from it.
+rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$commit" != unknown ] &&
+	[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+	commit+=-dirty
+fi
+
 log=${tsv%.tsv}.log
 mkdir -p "$(dirname "$tsv")" "$(dirname "$svg")" "$build"
 work=$(mktemp -d "${TMPDIR:-/tmp}/tw-compare.XXXXXX")
@@ -291,15 +301,10 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null |
 	head -n 1)
 cpu=${cpu:-unknown}
 ncpu=$(nproc 2>/dev/null || echo '?')
-# The picture's title: the commit measured, and the machine in a few words.
-ncores=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null || echo '?')
+# The picture's title: the machine in a few words.
+ncores=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null) || ncores='?'
 cpu_short=$(printf '%s\n' "$cpu" |
 	sed -e 's/([RrTtMm]*)//g' -e 's/ CPU / /' -e 's/  */ /g')
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] &&
-	[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-	commit+=-dirty
-fi
 date_utc=$(date -u '+%Y-%m-%d %H:%M:%S')
 load_start=$(load)
 started=$SECONDS
@@ -413,8 +418,6 @@ for p in ${peers[@]+"${peers[@]}"}; do
 	[ "$p" != ucx-rma ] || p=ucx
 	versions+="${versions:+, }$(version_of "$p")"
 done
-rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
-
 {
 	say "# tagwire and its peers, measured alternately in one run;" \
 		"every ratio is to a baseline of the same run"
