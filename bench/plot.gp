@@ -92,12 +92,35 @@ eng_sections(b) = sprintf("stats data index %d using (strcol(1)[1:8] eq 'eng-tcp
 # A block without figures (summarize.awk leaves it without lines, e.g. a
 # pinning whose programs all failed) leaves its place in the picture
 # empty: stats then leaves STATS_records undefined.
-probe(b) = sprintf("undefine STATS_*; stats data index %d using (1) nooutput", b)
+probe(b) = sprintf("set autoscale y; set autoscale yfixmax; undefine STATS_*; \
+	stats data index %d using (1) nooutput", b)
+
+# One y range for the panels of row p, whose blocks hold figures in
+# columns 2 to nw + 1, so that pinned and unpinned read against one scale:
+# from the decade below the row's smallest figure to above its largest,
+# with the room for the ratios that the offsets give a panel of its own.
+# A row without figures keeps the autoscale.  stats leaves out values
+# outside a fixed range, so every stats runs autoscaled, and a panel gets
+# the row's range (set_range) just before it plots.
+row_range(p, nw) = sprintf("set autoscale y; set autoscale yfixmax; \
+	ylo = NaN; yhi = NaN; yr_lo = NaN; \
+	do for [qq = 1:ncol] { do for [k = 2:%d] { \
+		undefine STATS_*; \
+		stats data index %d * ncol + qq - 1 using k nooutput; \
+		if (exists('STATS_min')) { \
+			ylo = (ylo == ylo && ylo < STATS_min) ? ylo : STATS_min; \
+			yhi = (yhi == yhi && yhi > STATS_max) ? yhi : STATS_max } } }; \
+	if (ylo == ylo && ylo > 0) { \
+		yr_lo = 10 ** floor(log10(ylo)); \
+		span = log10(yhi) - log10(yr_lo); span = (span < 1) ? 1 : span; \
+		yr_hi = 10 ** (log10(yhi) + 0.35 * span) }", nw + 1, p)
+set_range = "if (yr_lo == yr_lo) { set yrange [yr_lo : yr_hi] }"
 
 set logscale y
 set multiplot layout panels,ncol title title font "sans,15"
 
 # Block b of DATA: panel p (0-based), column q (1-based).
+eval row_range(0, 2)
 do for [q = 1:ncol] {
 	b = 0 * ncol + q - 1
 	eval probe(b)
@@ -106,6 +129,7 @@ do for [q = 1:ncol] {
 	} else {
 		eval col_margins(q)
 		eval sections(b)
+		eval set_range
 		set title pin_title(q, "One-way latency, median (lower is better); over the bars: ratio to bare ring (shm) or raw-busy-poll (tcp)")
 		set ylabel "µs"
 		plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
@@ -117,6 +141,7 @@ do for [q = 1:ncol] {
 	}
 }
 
+eval row_range(1, 3)
 do for [q = 1:ncol] {
 	b = 1 * ncol + q - 1
 	eval probe(b)
@@ -125,6 +150,7 @@ do for [q = 1:ncol] {
 	} else {
 		eval col_margins(q)
 		eval sections(b)
+		eval set_range
 		set title pin_title(q, "Bandwidth (higher is better); over the bars: ratio to memcpy (shm) or raw-blocking (tcp)")
 		set ylabel "GB/s (1e9 B/s)"
 		plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
@@ -139,6 +165,7 @@ do for [q = 1:ncol] {
 	}
 }
 
+eval row_range(2, 1)
 do for [q = 1:ncol] {
 	b = 2 * ncol + q - 1
 	eval probe(b)
@@ -147,6 +174,7 @@ do for [q = 1:ncol] {
 	} else {
 		eval col_margins(q)
 		eval sections(b)
+		eval set_range
 		set title pin_title(q, "Message rate, 8 B messages (higher is better); over the bars: ratio to bare ring (shm) or raw-blocking (tcp)")
 		set ylabel "million messages/s"
 		plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
@@ -156,6 +184,7 @@ do for [q = 1:ncol] {
 }
 
 if (panels == 4) {
+	eval row_range(3, 3)
 	do for [q = 1:ncol] {
 		b = 3 * ncol + q - 1
 		eval probe(b)
@@ -164,6 +193,7 @@ if (panels == 4) {
 		} else {
 			eval col_margins(q)
 			eval eng_sections(b)
+			eval set_range
 			set title pin_title(q, "Transfer engine, bandwidth, one transfer in flight (higher is better); over the bars: ratio to raw-ack or memcpy")
 			set ylabel "GB/s (1e9 B/s)"
 			plot data index b using 2:xtic(1) title columnheader(2) lc rgb word(colors, 1), \
