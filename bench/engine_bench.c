@@ -1091,10 +1091,12 @@ int main(int argc, char **argv)
 	bench_load_avg(load, sizeof(load));
 	printf("engine_bench: the transfer engine against raw TCP and "
 	       "memcpy\n");
-	char pinning[64] = "unpinned";
+	char pinning[96] = "unpinned";
 	if (cpu_a >= 0)
 		snprintf(pinning, sizeof(pinning),
-		    "initiator on CPU %d, target on CPU %d", cpu_a, cpu_b);
+		    "initiator on CPU %d, target on CPU %d (mem://: both "
+		    "engines on both)",
+		    cpu_a, cpu_b);
 	printf("tagwire %s, build %s, nproc %ld, load %s; %s\n", tw_version(),
 	    TW_BENCH_BUILD_TYPE, sysconf(_SC_NPROCESSORS_ONLN), load, pinning);
 	printf("rounds %d; %zu MiB per figure, at most %ld transfers (+5%% "
