@@ -478,11 +478,12 @@ void bench_facts(char *out, size_t len, int argc, char **argv,
 	    "# pinning: ",
 	    cmd, version, TW_BENCH_BUILD_TYPE, __VERSION__,
 	    sysconf(_SC_NPROCESSORS_ONLN), n_allowed, model, un.release, load);
+	// Only a poller that may share its CPU with its peer yields.
 	if (!pinned)
-		bench_append(out, len,
-		    "unpinned, %d CPU(s) allowed (the %s yields while it "
-		    "polls)",
-		    n_allowed, poller);
+		bench_append(out, len, "unpinned, %d CPU(s) allowed%s%s%s",
+		    n_allowed, n_allowed < 2 ? " (the " : "",
+		    n_allowed < 2 ? poller : "",
+		    n_allowed < 2 ? " yields while it polls)" : "");
 }
 
 void bench_print_facts(const char *title, char *facts, size_t len,

@@ -181,8 +181,8 @@ void bench_load_avg(char *out, size_t len);
 // The first lines of a report (command, version, machine, load) into out;
 // n_allowed is how many CPUs the process may run on.  The last line, on
 // pinning, is left for the caller to finish unless the program runs
-// unpinned (!pinned): then it says so, and that the busy poller named
-// yields.
+// unpinned (!pinned): then it says so, and, when fewer than two CPUs are
+// allowed, that the busy poller named yields.
 void bench_facts(char *out, size_t len, int argc, char **argv,
     const char *version, int n_allowed, int pinned, const char *poller);
 

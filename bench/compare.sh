@@ -11,6 +11,12 @@
 # transfer engine against raw TCP and memcpy, sections eng-tcp and eng-mem),
 # the peers through bench/peers/run.sh, and UCX RMA (peers/ucx_rma_peer.c,
 # the engine's peer) over tcp and over shm as two programs of its own.
+#
+# Every program runs pinned (its two parties on two CPUs of their own) and
+# unpinned (both left to the scheduler) in every round, the two runs of a
+# program next to each other in the rotating order, so that each pinning
+# has its own baselines measured under the same conditions.  --pin picks
+# one of the two.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,6 +32,7 @@ usage() {
 	cat <<'EOF'
 usage: bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
                     [--peers LIST] [--bw-mib N] [--no-engine]
+                    [--pin both|pinned|unpinned]
   --quick        a smoke run: 2 rounds, and each program's --quick
   --rounds N     rounds (default 5, quick 2)
   --tsv FILE     the TSV (default bench/results/perf.tsv); the programs'
@@ -38,6 +45,9 @@ usage: bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
                  the engine rows: default 256, quick 32)
   --no-engine    leave out engine_bench (and with it the engine's
                  baselines raw-ack and memcpy of eng-tcp and eng-mem)
+  --pin WHICH    pinned: each program's two parties on two CPUs of their
+                 own; unpinned: both left to the scheduler; both (the
+                 default): each program both ways in every round
 EOF
 }
 
@@ -48,12 +58,13 @@ svg=docs/perf.svg
 peers_opt=zmq,nng,openmpi,ucx,ucx-rma
 bw_mib=
 engine=1
+pin_opt=both
 orig_args=("$@")
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1 ;;
 	--no-engine) engine=0 ;;
-	--rounds | --tsv | --svg | --peers | --bw-mib)
+	--rounds | --tsv | --svg | --peers | --bw-mib | --pin)
 		[ $# -ge 2 ] || {
 			usage >&2
 			exit 2
@@ -64,6 +75,7 @@ while [ $# -gt 0 ]; do
 		--svg) svg=$2 ;;
 		--peers) peers_opt=$2 ;;
 		--bw-mib) bw_mib=$2 ;;
+		--pin) pin_opt=$2 ;;
 		esac
 		shift
 		;;
@@ -88,6 +100,14 @@ if [ -n "$bw_mib" ] && ! [[ $bw_mib =~ ^[1-9][0-9]{0,5}$ ]]; then
 	echo "bench/run.sh: --bw-mib needs a number of MiB" >&2
 	exit 2
 fi
+case $pin_opt in
+both) pins=(pinned unpinned) ;;
+pinned | unpinned) pins=("$pin_opt") ;;
+*)
+	echo "bench/run.sh: --pin needs both, pinned or unpinned" >&2
+	exit 2
+	;;
+esac
 peers=()
 if [ "$peers_opt" != none ]; then
 	IFS=, read -r -a peers <<<"$peers_opt"
@@ -126,6 +146,16 @@ fi
 if [ -n "$bw_mib" ]; then
 	rma_mib=$bw_mib
 	[ "$rma_mib" -ge 16 ] || rma_mib=16
+fi
+
+# The commit measured, before anything is built or written: the TSV's
+# header and the picture's title name it, -dirty when tracked files
+# differ from it.
+rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$commit" != unknown ] &&
+	[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+	commit+=-dirty
 fi
 
 log=${tsv%.tsv}.log
@@ -205,6 +235,15 @@ for p in ${ready[@]+"${ready[@]}"}; do
 	esac
 done
 
+# Each program once per pinning, the two next to each other:
+# ring_bench@pinned ring_bench@unpinned tcp_bench@pinned ...
+runs=()
+for p in "${progs[@]}"; do
+	for pin in "${pins[@]}"; do
+		runs+=("$p@$pin")
+	done
+done
+
 # The peer a program belongs to ("" for tagwire's own programs).
 peer_of() {
 	case $1 in
@@ -213,28 +252,45 @@ peer_of() {
 	esac
 }
 
-cmd_of() { # program, TSV file, round -> the command, one word per line
-	local t=(timeout -k 10 "$limit")
+# The option that gives a program the pinning $2.  Each keeps the default
+# of its own command line: engine_bench runs unpinned unless told, the
+# others pinned.
+pin_args() { # program, pinning -> the options, one word per line
+	case $1:$2 in
+	engine_bench:pinned) echo --pin ;;
+	engine_bench:unpinned | *:pinned) ;;
+	*:unpinned) echo --no-pin ;;
+	esac
+}
+
+cmd_of() { # program, pinning, TSV file, round -> the command, one word per line
+	local t=(timeout -k 10 "$limit") pa
+	mapfile -t pa < <(pin_args "$1" "$2")
 	case $1 in
 	peer:*)
 		printf '%s\n' "${t[@]}" bench/peers/run.sh --prebuilt \
-			--only "${1#peer:}" "${prog_args[@]}" --tsv "$2"
+			--only "${1#peer:}" "${prog_args[@]}" ${pa[@]+"${pa[@]}"} \
+			--tsv "$3"
 		;;
 	engine_bench)
 		# Its own bytes per figure unless --bw-mib was given.
 		local a=(--rounds 1)
 		[ "$quick" = 1 ] && a+=(--quick)
 		[ -n "$bw_mib" ] && a+=(--bw-mib "$bw_mib")
-		printf '%s\n' "${t[@]}" "$build/engine_bench" "${a[@]}" --tsv "$2"
+		printf '%s\n' "${t[@]}" "$build/engine_bench" "${a[@]}" \
+			${pa[@]+"${pa[@]}"} --tsv "$3"
 		;;
 	ucx-rma-*)
 		# The TSV goes to stdout (see the rounds below).
 		printf '%s\n' "${t[@]}" "$peers_build/ucx_rma_peer" \
-			--transport "${1#ucx-rma-}" --round "$3" \
+			--transport "${1#ucx-rma-}" --round "$4" \
 			--bw-mib "$rma_mib" --lat-iters "$rma_xfers" \
-			--watchdog "$((limit - 15))"
+			--watchdog "$((limit - 15))" ${pa[@]+"${pa[@]}"}
 		;;
-	*) printf '%s\n' "${t[@]}" "$build/$1" "${prog_args[@]}" --tsv "$2" ;;
+	*)
+		printf '%s\n' "${t[@]}" "$build/$1" "${prog_args[@]}" \
+			${pa[@]+"${pa[@]}"} --tsv "$3"
+		;;
 	esac
 }
 
@@ -245,6 +301,10 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null |
 	head -n 1)
 cpu=${cpu:-unknown}
 ncpu=$(nproc 2>/dev/null || echo '?')
+# The picture's title: the machine in a few words.
+ncores=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null) || ncores='?'
+cpu_short=$(printf '%s\n' "$cpu" |
+	sed -e 's/([RrTtMm]*)//g' -e 's/ CPU / /' -e 's/  */ /g')
 date_utc=$(date -u '+%Y-%m-%d %H:%M:%S')
 load_start=$(load)
 started=$SECONDS
@@ -253,13 +313,14 @@ say ""
 say "# $rounds round(s)$smoke; nproc $ncpu, CPU \"$cpu\";" \
 	"load average $load_start"
 say "# every program's own output goes to $log"
-n=${#progs[@]}
+n=${#runs[@]}
 for ((r = 1; r <= rounds; r++)); do
 	for ((k = 0; k < n; k++)); do
-		prog=${progs[$(((k + r - 1) % n))]}
-		[ -z "${dropped[$prog]:-}" ] || continue
-		out=$work/$r-${prog#peer:}.tsv
-		mapfile -t cmd < <(cmd_of "$prog" "$out" "$r")
+		run_id=${runs[$(((k + r - 1) % n))]}
+		prog=${run_id%@*} pin=${run_id##*@}
+		[ -z "${dropped[$run_id]:-}" ] || continue
+		out=$work/$r-${prog#peer:}-$pin.tsv
+		mapfile -t cmd < <(cmd_of "$prog" "$pin" "$out" "$r")
 		show "${cmd[*]}"
 		printf '\n### round %d/%d: %s\n\n' "$r" "$rounds" "${cmd[*]}" >>"$log"
 		start=$SECONDS
@@ -270,13 +331,14 @@ for ((r = 1; r <= rounds; r++)); do
 		esac
 		got=0
 		if [ -s "$out" ]; then
-			awk -v round="$r" -f bench/merge.awk "$out" >"$work/new.tsv"
+			awk -v round="$r" -v pinning="$pin" -f bench/merge.awk \
+				"$out" >"$work/new.tsv"
 			got=$(wc -l <"$work/new.tsv")
 			cat "$work/new.tsv" >>"$rows"
 		fi
 		took=$((SECONDS - start))
 		if [ "$rc" -eq 0 ] && [ "$got" -gt 0 ]; then
-			say "round $r/$rounds ${prog#peer:}: $got figures ($took s)"
+			say "round $r/$rounds ${prog#peer:} ($pin): $got figures ($took s)"
 			continue
 		fi
 		case $rc in
@@ -285,20 +347,21 @@ for ((r = 1; r <= rounds; r++)); do
 		*) what="exit status $rc" ;;
 		esac
 		status=1
-		say "round $r/$rounds ${prog#peer:}: FAILED, $what," \
+		say "round $r/$rounds ${prog#peer:} ($pin): FAILED, $what," \
 			"$got figures kept ($took s); the end of its output:"
 		tail -n 8 "$log" | sed 's/^/    /'
 		case $prog in
 		peer:* | ucx-rma-*)
 			# The baselines run every round; a peer that failed is
-			# left out of the rounds to come.
-			dropped[$prog]=1
+			# left out of the rounds to come, in that pinning.
+			dropped[$run_id]=1
 			p=$(peer_of "$prog")
 			what="FAILED in round $r ($what), left out from then on"
 			[ "$prog" = "peer:$p" ] || what="over ${prog#ucx-rma-}: $what"
+			what="$pin: $what"
 			why_not[$p]="${why_not[$p]:+${why_not[$p]}; }$what"
 			;;
-		*) why_not[$prog]="${why_not[$prog]:+${why_not[$prog]}; }FAILED in round $r ($what)" ;;
+		*) why_not[$prog]="${why_not[$prog]:+${why_not[$prog]}; }$pin: FAILED in round $r ($what)" ;;
 		esac
 	done
 done
@@ -331,7 +394,14 @@ for p in ${peers[@]+"${peers[@]}"}; do
 done
 contenders="shm=$shm_c;tcp=$tcp_c"
 [ -z "$eng_tcp_c" ] || contenders+=";eng-tcp=$eng_tcp_c;eng-mem=$eng_mem_c"
-summarize() { awk -v mode="$1" -v contenders="$contenders" -f bench/summarize.awk "$rows"; }
+pinnings=$(
+	IFS=,
+	echo "${pins[*]}"
+)
+summarize() {
+	awk -v mode="$1" -v contenders="$contenders" -v pinnings="$pinnings" \
+		-f bench/summarize.awk "$rows"
+}
 
 version_of() {
 	case $1 in
@@ -348,8 +418,6 @@ for p in ${peers[@]+"${peers[@]}"}; do
 	[ "$p" != ucx-rma ] || p=ucx
 	versions+="${versions:+, }$(version_of "$p")"
 done
-rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
-
 {
 	say "# tagwire and its peers, measured alternately in one run;" \
 		"every ratio is to a baseline of the same run"
@@ -358,7 +426,11 @@ rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	say "# machine: nproc $ncpu, CPU \"$cpu\", kernel $(uname -r)"
 	say "# load average (1, 5, 15 min) at the start: $load_start; at the end: $(load)"
 	say "# rounds $rounds$smoke; the order of the programs rotates" \
-		"from round to round: ${progs[*]#peer:}"
+		"from round to round: ${runs[*]#peer:}"
+	say "# pinning: pinned, each program's two parties on two CPUs of" \
+		"their own (the first two allowed); unpinned, both left to the" \
+		"scheduler; every ratio is to the baseline measured with the" \
+		"same pinning"
 	say "# baselines: shm: bare ring (latency, rate), memcpy (bandwidth);" \
 		"tcp: raw-busy-poll (latency), raw-blocking (bandwidth, rate);" \
 		"eng-tcp: raw-ack (bandwidth); eng-mem: memcpy (bandwidth)"
@@ -367,7 +439,7 @@ rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
 		"figure; the batch 1024x4 KiB has no baseline, so no ratio"
 	say "# round: 1..N one round's figure, median: the median over the" \
 		"rounds, ratio: the median over the baseline's median"
-	printf 'section\tworkload\tcontender\tmetric\tunit\tround\tvalue\n'
+	printf 'section\tworkload\tcontender\tmetric\tunit\tround\tvalue\tpinning\n'
 	cat "$rows"
 	summarize rows
 } >"$tsv"
@@ -384,15 +456,17 @@ say "TSV: $tsv"
 
 if [ "$plot" = 1 ]; then
 	summarize plot >"$work/plot.dat"
-	title="tagwire and its peers, $(date -u +%Y-%m-%d): nproc $ncpu, $cpu"
+	title="tagwire $commit and its peers, $(date -u +%Y-%m-%d):"
+	title+=" $ncores x $cpu_short"
 	sub="medians of $rounds round(s)${smoke:+ (--quick, rough)}; over each"
 	sub+=" bar its ratio to the baseline measured in the same run"
+	[ "${#pins[@]}" -lt 2 ] || sub+=" with the same pinning"
 	# A fourth panel for the engine rows, when there are any.
 	panels=3
 	grep -q '^eng-' "$rows" && panels=4
 	show "gnuplot -c bench/plot.gp ... $svg"
 	if gnuplot -c bench/plot.gp "$work/plot.dat" "$svg" "$title" "$sub" \
-		"$panels" >"$work/gnuplot.log" 2>&1; then
+		"$panels" "${pins[*]}" >"$work/gnuplot.log" 2>&1; then
 		say "picture: $svg"
 	else
 		say "gnuplot failed, no picture:"

@@ -19,12 +19,17 @@
 // transfer) and the median completion time (first post to tw_xfer_wait's
 // return).  Every transfer waits for the one before (one in flight).
 //
+// Unpinned by default; --pin puts the initiator (the main process, and
+// memcpy) on the first allowed CPU and the target (the forked process) on
+// the second; the two engines of mem:// share both CPUs.
+//
 // The TSV (--tsv) has the columns of bench/run.sh's comparison under the
 // header "esection ..." that bench/merge.awk recognises; see README.md.
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +63,7 @@ static const int c_stripes[C_COUNT] = { 1, 2, 4, 0, 0, 0 };
 
 static int rounds = 5;
 static int quick;
+static int cpu_a = -1, cpu_b = -1; // --pin; -1: unpinned
 static size_t total_bytes = 256 * MiB; // per figure
 static long max_iters = 20000;
 static const char *tsv_path;
@@ -430,6 +436,19 @@ static int target_main(int fd, int stripes)
 	return 0;
 }
 
+// Confines this thread, and the threads it starts, to CPUs A and B; a
+// no-op when unpinned.
+static int pin_pair(void)
+{
+	if (cpu_a < 0)
+		return 0;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu_a, &set);
+	CPU_SET(cpu_b, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
 static pid_t fork_child(int *fd, int (*fn)(int fd, int arg), int arg)
 {
 	int sv[2];
@@ -441,6 +460,8 @@ static pid_t fork_child(int *fd, int (*fn)(int fd, int arg), int arg)
 		return -1;
 	if (pid == 0) {
 		close(sv[0]);
+		if (bench_pin(cpu_b) != 0)
+			perror("sched_setaffinity");
 		_exit(fn(sv[1], arg));
 	}
 	close(sv[1]);
@@ -723,6 +744,11 @@ static void run_mem(
 	static unsigned seq;
 	snprintf(addr, sizeof(addr), "mem://%s-%u", mem_seq_name, ++seq);
 	fill(tbuf, BUF_BYTES, 0x5a);
+	// Both engines start their threads from this one, whatever side
+	// they serve, so no thread can be put on a side's CPU: pinned, they
+	// share CPUs A and B, placed by the scheduler.
+	if (pin_pair() != 0)
+		perror("sched_setaffinity");
 	if ((rc = tw_engine_new("target", &d.te)) != TW_OK
 	    || (rc = tw_engine_new("initiator", &d.e)) != TW_OK
 	    || (what = "tw_engine_listen", rc = tw_engine_listen(d.te, addr))
@@ -800,6 +826,9 @@ out:
 	tw_engine_free(d.te);
 	tw_buf_free(&info);
 	tw_buf_free(&desc);
+	// Back to CPU A alone, for memcpy and the initiators to come.
+	if (bench_pin(cpu_a) != 0)
+		perror("sched_setaffinity");
 }
 
 static void run_memcpy(int round, unsigned char *src, unsigned char *dst)
@@ -968,24 +997,28 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: engine_bench [--quick] [--rounds N] [--bw-mib N] "
-	    "[--only LIST] [--tsv FILE]\n"
+	    "[--only LIST] [--tsv FILE] [--pin]\n"
 	    "  --quick      2 rounds, 32 MiB and at most 2000 transfers per "
 	    "figure\n"
 	    "  --rounds N   rounds (default 5)\n"
 	    "  --bw-mib N   MiB moved per figure (default 256), at most 20000 "
 	    "transfers\n"
 	    "  --only LIST  contenders out of tcp1,tcp2,tcp4,raw,mem,memcpy\n"
-	    "  --tsv FILE   every figure as TSV (bench/merge.awk reads it)\n");
+	    "  --tsv FILE   every figure as TSV (bench/merge.awk reads it)\n"
+	    "  --pin        initiator on the first allowed CPU, target on the "
+	    "second (default: unpinned)\n");
 }
 
 int main(int argc, char **argv)
 {
-	int only = (1 << C_COUNT) - 1, rounds_set = 0;
+	int only = (1 << C_COUNT) - 1, rounds_set = 0, pin = 0;
 	long bw_mib = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "--quick") == 0) {
 			quick = 1;
+		} else if (strcmp(a, "--pin") == 0) {
+			pin = 1;
 		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			usage(stdout);
 			return 0;
@@ -1029,6 +1062,17 @@ int main(int argc, char **argv)
 	}
 	if (bw_mib > 0)
 		total_bytes = (size_t)bw_mib * MiB;
+	// Before any engine starts a thread, so that they inherit the CPU.
+	if (pin && bench_cpus(&cpu_a, &cpu_b) < 2) {
+		fprintf(
+		    stderr, "engine_bench: --pin needs two allowed CPUs\n");
+		return 2;
+	}
+	if (bench_pin(cpu_a) != 0) {
+		fprintf(stderr, "engine_bench: sched_setaffinity: %s\n",
+		    strerror(errno));
+		return 1;
+	}
 	snprintf(
 	    mem_seq_name, sizeof(mem_seq_name), "engbench%d", (int)getpid());
 	signal(SIGPIPE, SIG_IGN);
@@ -1047,9 +1091,14 @@ int main(int argc, char **argv)
 	bench_load_avg(load, sizeof(load));
 	printf("engine_bench: the transfer engine against raw TCP and "
 	       "memcpy\n");
-	printf("tagwire %s, build %s, nproc %ld, load %s; unpinned\n",
-	    tw_version(), TW_BENCH_BUILD_TYPE, sysconf(_SC_NPROCESSORS_ONLN),
-	    load);
+	char pinning[96] = "unpinned";
+	if (cpu_a >= 0)
+		snprintf(pinning, sizeof(pinning),
+		    "initiator on CPU %d, target on CPU %d (mem://: both "
+		    "engines on both)",
+		    cpu_a, cpu_b);
+	printf("tagwire %s, build %s, nproc %ld, load %s; %s\n", tw_version(),
+	    TW_BENCH_BUILD_TYPE, sysconf(_SC_NPROCESSORS_ONLN), load, pinning);
 	printf("rounds %d; %zu MiB per figure, at most %ld transfers (+5%% "
 	       "warm-up); engine defaults: chunk 1 MiB, window 4; one "
 	       "transfer in flight\n\n",

@@ -4,13 +4,16 @@
 #
 #   section  workload  contender  metric  unit  round  value
 #
-#   awk -v round=R -f bench/merge.awk FILE...
+#   awk -v round=R [-v pinning=P] -f bench/merge.awk FILE...
 #
 # section is the transport: shm or tcp.  workload is named as in
 # ring_bench ("lat 8 B", "bw 64 KiB", "rate 8 B stream"), metric is
 # "one-way median", "one-way p99", "bandwidth", "rate" or "preemptions",
 # and units are us, GB/s, M/s or count.  Every row gets round R, the
 # round of the comparison, since each program ran one round of its own.
+# With pinning P (pinned or unpinned: how the program placed its two
+# parties), every row gets an eighth column, P; without it, the seven
+# columns of the runs before pinning was a choice.
 # Rows a program computed (its medians and ratios), what it did not
 # measure (nan) and its sanity checks are left out: bench/summarize.awk
 # computes the medians and ratios of the whole run.
@@ -26,6 +29,8 @@ BEGIN {
 	FS = OFS = "\t"
 	if (round == "")
 		round = 1
+	# The column that follows value, when there is one.
+	tail = pinning == "" ? "" : OFS pinning
 }
 
 FNR == 1 { shape = "" }
@@ -43,14 +48,14 @@ $1 == "esection" && $2 == "workload" { shape = "engine"; next }
 shape == "engine" && NF == 7 {
 	if ($6 !~ /^[0-9]+$/ || !numeric($7))
 		next
-	print $1, $2, $3, $4, $5, round, $7
+	print $1, $2, $3, $4, $5, round, $7 tail
 	next
 }
 
 shape == "ring" && NF == 7 {
 	if ($6 !~ /^[0-9]+$/ || !numeric($7) || $2 ~ /^sanity/)
 		next
-	print "shm", $2, $3, $4, $5, round, $7
+	print "shm", $2, $3, $4, $5, round, $7 tail
 	next
 }
 
@@ -72,7 +77,7 @@ shape == "peer" && NF == 7 {
 	w = kind " " size_name($4)
 	if (kind == "rate")
 		w = w " stream"
-	print $2, w, $1, metric, unit, round, $6
+	print $2, w, $1, metric, unit, round, $6 tail
 	next
 }
 

@@ -13,7 +13,8 @@
 // GB/s = 1e9 B/s; rate = 8-byte messages one way, one ack at the end.
 //
 // Every measurement forks a fresh child that is pinned to the second CPU;
-// the parent (pinned to the first) sends and keeps the time.  Each round
+// the parent (pinned to the first) sends and keeps the time.  --no-pin
+// leaves both to the scheduler.  Each round
 // runs the sections lat, bw and rate; each section starts with a short
 // bare-ring ping-pong (the sanity check) and then runs every workload with
 // the contenders one after the other, in an order that rotates from round
@@ -846,7 +847,7 @@ static void usage(FILE *f)
 	fprintf(f,
 	    "usage: ring_bench [--quick] [--tsv FILE] [--rounds N] "
 	    "[--bw-mib N]\n"
-	    "                  [--slots N] [--slot-bytes N]\n"
+	    "                  [--slots N] [--slot-bytes N] [--no-pin]\n"
 	    "  --quick         fewer iterations, for a smoke run\n"
 	    "  --tsv FILE      also write every figure as TSV\n"
 	    "  --rounds N      rounds (default 5, quick 2)\n"
@@ -855,13 +856,20 @@ static void usage(FILE *f)
 	    "  --slots N       slots per ring, a power of two (default "
 	    "32)\n"
 	    "  --slot-bytes N  payload bytes per slot, >= 4096 (default "
-	    "16384)\n");
+	    "16384)\n"
+	    "  --no-pin        leave both processes to the scheduler\n");
 }
 
-// The options of ring_bench alone: the ring geometry.
+static int no_pin; // --no-pin
+
+// The options of ring_bench alone: the ring geometry and --no-pin.
 static int ring_opt(int argc, char **argv, int *i)
 {
 	const char *a = argv[*i];
+	if (strcmp(a, "--no-pin") == 0) {
+		no_pin = 1;
+		return 1;
+	}
 	if (*i + 1 >= argc)
 		return 0;
 	if (strcmp(a, "--slots") == 0)
@@ -892,6 +900,10 @@ int main(int argc, char **argv)
 	int n_allowed = bench_cpus(&cpu_a, &cpu_b);
 	if (n_allowed < 2) {
 		single_cpu = 1;
+	} else if (no_pin) {
+		// What an application that does not pin gets: the scheduler
+		// places both processes (and may put them on one CPU).
+		cpu_a = cpu_b = -1;
 	} else if (bench_pin(cpu_a) != 0) {
 		fprintf(stderr, "ring_bench: sched_setaffinity: %s\n",
 		    strerror(errno));
@@ -932,8 +944,8 @@ int main(int argc, char **argv)
 
 	char facts[2048], load[64];
 	bench_facts(facts, sizeof(facts), argc, argv, tw_version(), n_allowed,
-	    !single_cpu, "bare ring");
-	if (!single_cpu)
+	    cpu_a >= 0, "bare ring");
+	if (cpu_a >= 0)
 		bench_append(facts, sizeof(facts),
 		    "parent (sender, timer) on CPU %d, child on CPU %d", cpu_a,
 		    cpu_b);

@@ -4,6 +4,7 @@
 #
 #   bench/run.sh [compare] [--quick] [--rounds N] [--tsv FILE] [--svg FILE]
 #                [--peers LIST] [--bw-mib N] [--no-engine]
+#                [--pin both|pinned|unpinned]
 #   bench/run.sh ring|tcp|all|reconnect [ARGS...]
 #   bench/run.sh engine [--quick] [--rounds N] [--tsv FILE] [--bw-mib N]
 #
@@ -20,7 +21,9 @@
 # writes one TSV of every figure with the medians and each figure's ratio
 # to its baseline of the same run (default bench/results/perf.tsv, the
 # programs' own output next to it as perf.log), prints the table and draws
-# docs/perf.svg.  bench/compare.sh does that; see bench/README.md.
+# docs/perf.svg.  Every program runs pinned (its two parties on two CPUs)
+# and unpinned (left to the scheduler) in each round unless --pin picks
+# one.  bench/compare.sh does that; see bench/README.md.
 #
 # ring runs ring_bench, tcp runs tcp_bench, all runs both, one after the
 # other; reconnect runs reconnect_bench, which all leaves out (it kills
@@ -33,7 +36,8 @@
 #   bench/run.sh python --quick       the Python module against pyzmq and mpi4py
 #
 # With all, --quick, --rounds N and --bw-mib N go to both; --slots N and
-# --slot-bytes N only to ring_bench; --cpus A,B and --tls only to tcp_bench; and
+# --slot-bytes N only to ring_bench; --cpus A,B and --tls only to tcp_bench;
+# --no-pin to both; and
 # --tsv FILE.tsv becomes FILE-ring.tsv and FILE-tcp.tsv, since the two write
 # different columns.  The exit status is the first non-zero one.
 #

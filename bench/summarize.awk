@@ -1,7 +1,7 @@
 # summarize.awk: the medians and ratios of a comparison run of
 # bench/run.sh, from its rows (bench/merge.awk):
 #
-#   section  workload  contender  metric  unit  round  value
+#   section  workload  contender  metric  unit  round  value  [pinning]
 #
 #   awk -v mode=rows  -f bench/summarize.awk FILE...   medians and ratios, TSV
 #   awk -v mode=table -f bench/summarize.awk FILE...   the table of the report
@@ -30,6 +30,15 @@
 # Latency ratios above 1 and bandwidth or rate ratios below 1 mean slower
 # than the baseline.
 #
+# pinning (pinned, unpinned), the eighth column, says how the program
+# placed its two parties.  Each pinning is a run of its own within the
+# run: its medians, its ratios to the baseline measured with the same
+# pinning, its tables (a section's pinned table, then its unpinned one)
+# and its panels of the picture.  Rows of seven columns (the runs before
+# pinning was a choice) have none, and come out as they always did.
+# pinnings="pinned,unpinned" names those the run meant to measure, in
+# their order (default: those of the rows).
+#
 # contenders="shm=a,b;tcp=c,d" names the contenders of each section that
 # the run meant to measure (default: the programs' and all peers'); one
 # without figures shows as n/a rather than disappearing.
@@ -43,7 +52,18 @@ BEGIN {
 	if (contenders == "")
 		contenders = "shm=memcpy,bare ring,tw_ring,shm link,openmpi,ucx;" \
 		    "tcp=raw-blocking,raw-busy-poll,tagwire,zmq,nng,openmpi,ucx"
-	rank_list(sec_rank, "shm,tcp,eng-tcp,eng-mem")
+	rank_list(base_rank, "shm,tcp,eng-tcp,eng-mem")
+	rank_list(pin_rank, ",pinned,unpinned")
+	npin = 0
+	if (pinnings == "")
+		pin_given = 0
+	else
+		pin_given = split(pinnings, pin_list, ",")
+	npin = pin_given
+	for (i = 1; i <= npin; i++) {
+		pin_seen[pin_list[i]] = 1
+		rank_extra(pin_rank, pin_list[i])
+	}
 	# Every known workload gets a row of the table, measured or not.
 	nwl = split("lat 8 B,lat 4 KiB,bw 64 KiB,bw 1 MiB,bw 16 MiB," \
 	    "rate 8 B stream", wls, ",")
@@ -79,17 +99,29 @@ BEGIN {
 	for (i = 1; i <= ns; i++) {
 		if (split(parts[i], kv, "=") != 2)
 			continue
-		s = kv[1]
-		if (!(s in sec_seen))
-			add_sec(s)
 		nc = split(kv[2], cs, ",")
-		for (j = 1; j <= nc; j++)
-			add_con(s, cs[j])
+		# Every pinning named has these contenders; without a name,
+		# the rows' pinnings get them in END.
+		for (p = 1; p <= (npin ? npin : 1); p++) {
+			s = sec_key(kv[1], npin ? pin_list[p] : "")
+			if (!(s in sec_seen))
+				add_sec(s)
+			for (j = 1; j <= nc; j++)
+				add_con(s, cs[j])
+		}
+		want_sec[++nwant] = kv[1]
+		want_cons[nwant] = kv[2]
 	}
 }
 
-NF == 7 && $6 ~ /^[0-9]+$/ && $7 ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ {
-	s = $1; w = $2; c = $3; m = $4
+(NF == 7 || NF == 8) && $6 ~ /^[0-9]+$/ && $7 ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ {
+	pn = NF == 8 ? $8 : ""
+	if (!(pn in pin_seen)) {
+		pin_seen[pn] = 1
+		pin_list[++npin] = pn
+		rank_extra(pin_rank, pn)
+	}
+	s = sec_key($1, pn); w = $2; c = $3; m = $4
 	if (!(s in sec_seen))
 		add_sec(s)
 	add_con(s, c)
@@ -109,6 +141,7 @@ NF == 7 && $6 ~ /^[0-9]+$/ && $7 ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0
 	if (!(k in cnt))
 		unit[k] = $5
 	measured[s, c] = 1
+	sec_rows[s] = 1
 	val[k, ++cnt[k]] = $7 + 0
 	if (!($6 in round_seen)) {
 		round_seen[$6] = 1
@@ -120,6 +153,9 @@ NF == 7 && $6 ~ /^[0-9]+$/ && $7 ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0
 }
 
 END {
+	if (!pin_given)
+		name_pinnings()
+	sort_by_rank(pin_list, npin, pin_rank)
 	sort_by_rank(secs, nsec, sec_rank)
 	sort_by_rank(wls, nwl, wl_rank)
 	sort_by_rank(mets, nmet, met_rank)
@@ -154,10 +190,54 @@ function rank_extra(r, name) {
 		r[name] = 1000 + ++extra_serial
 }
 
+# A section of one pinning: "shm", or "shm|pinned".
+function sec_key(b, pn) {
+	return pn == "" ? b : b "|" pn
+}
+
+function base(s) {
+	return index(s, "|") ? substr(s, 1, index(s, "|") - 1) : s
+}
+
+function pin_of(s) {
+	return index(s, "|") ? substr(s, index(s, "|") + 1) : ""
+}
+
+# Sections come in the order of their names, each name's pinnings next to
+# each other.
 function add_sec(s) {
 	sec_seen[s] = 1
 	secs[++nsec] = s
-	rank_extra(sec_rank, s)
+	rank_extra(base_rank, base(s))
+	rank_extra(pin_rank, pin_of(s))
+	sec_rank[s] = base_rank[base(s)] * 1000 + pin_rank[pin_of(s)]
+}
+
+# Without pinnings=..., the contenders=... of BEGIN went to sections of no
+# pinning: they move to each pinning of the rows, unless rows without one
+# are there too.
+function name_pinnings(    i, j, p, k, nc, cs, keep) {
+	if (npin == 0 || ("" in pin_seen))
+		return
+	k = 0
+	for (i = 1; i <= nsec; i++)
+		if (pin_of(secs[i]) != "" || (secs[i] in sec_rows))
+			keep[++k] = secs[i]
+		else
+			delete sec_seen[secs[i]]
+	nsec = k
+	for (i = 1; i <= k; i++)
+		secs[i] = keep[i]
+	for (i = 1; i <= nwant; i++) {
+		nc = split(want_cons[i], cs, ",")
+		for (p = 1; p <= npin; p++) {
+			s = sec_key(want_sec[i], pin_list[p])
+			if (!(s in sec_seen))
+				add_sec(s)
+			for (j = 1; j <= nc; j++)
+				add_con(s, cs[j])
+		}
+	}
 }
 
 function add_con(s, c) {
@@ -204,6 +284,7 @@ function ratio_metric(m) {
 function baseline(s, w, m,    k) {
 	if (!ratio_metric(m))
 		return ""
+	s = base(s)
 	k = kind(w)
 	if (s == "shm")
 		return k == "bw" ? "memcpy" : "bare ring"
@@ -253,6 +334,11 @@ function ratio(s, w, c, m,    b, num, den) {
 # mode=rows
 # ---------------------------------------------------------------------------
 
+# The pinning column of a row of section s: none for a section of none.
+function pin_col(s) {
+	return pin_of(s) == "" ? "" : OFS pin_of(s)
+}
+
 function print_rows(    i, j, a, b, c, d, s, w, m, k, v, r) {
 	for (i = 1; i <= nsec; i++)
 		for (j = 1; j <= nwl; j++)
@@ -264,8 +350,8 @@ function print_rows(    i, j, a, b, c, d, s, w, m, k, v, r) {
 					if (!(k in cnt))
 						continue
 					v = median(s, w, c, m)
-					print s, w, c, m, unit[k], "median", \
-					    sprintf("%.6g", v)
+					print base(s), w, c, m, unit[k], "median", \
+					    sprintf("%.6g", v) pin_col(s)
 				}
 	for (i = 1; i <= nsec; i++)
 		for (j = 1; j <= nwl; j++)
@@ -276,9 +362,9 @@ function print_rows(    i, j, a, b, c, d, s, w, m, k, v, r) {
 					r = ratio(s, w, c, m)
 					if (r == "")
 						continue
-					print s, w, c, m, "ratio to " \
+					print base(s), w, c, m, "ratio to " \
 					    baseline(s, w, m), "ratio", \
-					    sprintf("%.4f", r)
+					    sprintf("%.4f", r) pin_col(s)
 				}
 }
 
@@ -380,7 +466,8 @@ function print_tables(    i, s, r, b, c, u, wid, t, line, sep, skip) {
 		engine_rows(s)
 		print ""
 		print "## " sec_title(s) ": medians of " nrounds " round(s); in " \
-		    "parentheses the ratio to " baselines_of(s)
+		    "parentheses the ratio to " baselines_of(s) \
+		    (pin_of(s) == "" ? "" : ", measured " pin_of(s))
 		print ""
 		for (r = 1; r <= nrow; r++) {
 			u = unit_of[s, row_w[r], row_m[r]]
@@ -445,19 +532,23 @@ function dashes(n,    t) {
 	return t
 }
 
-function sec_title(s) {
-	if (s == "shm")
-		return "shm (shared memory)"
-	if (s == "tcp")
-		return "tcp (TCP on loopback)"
-	if (s == "eng-tcp")
-		return "eng-tcp (the transfer engine, tcp://127.0.0.1)"
-	if (s == "eng-mem")
-		return "eng-mem (the transfer engine, mem://; UCX over sm)"
-	return s
+function sec_title(s,    t, b) {
+	b = base(s)
+	if (b == "shm")
+		t = "shm (shared memory)"
+	else if (b == "tcp")
+		t = "tcp (TCP on loopback)"
+	else if (b == "eng-tcp")
+		t = "eng-tcp (the transfer engine, tcp://127.0.0.1)"
+	else if (b == "eng-mem")
+		t = "eng-mem (the transfer engine, mem://; UCX over sm)"
+	else
+		t = b
+	return pin_of(s) == "" ? t : t ", " pin_of(s)
 }
 
 function baselines_of(s) {
+	s = base(s)
 	if (s == "shm")
 		return "bare ring (latency, rate) or memcpy (bandwidth)"
 	if (s == "tcp")
@@ -479,65 +570,83 @@ function baselines_of(s) {
 # metric: the label, then each workload's median and its ratio to the
 # baseline, NaN where missing.  A contender without any figure at all gets
 # a line of NaN in every block, labelled n/a, so that the picture shows it
-# is missing.
+# is missing; a block where nobody has figures has its header line only.
 #
 # When the run has engine sections (eng-tcp, eng-mem), a fourth block has
 # their bandwidth at three workloads, always these three columns: bw 1 MiB,
 # bw 16 MiB, bw 1024x4 KiB; only the contenders of eng_plot
 # ("eng-tcp=a,b;eng-mem=c,d", default below in BEGIN), n/a as above.
-function print_plot(    p, i, j, b, s, c, m, n, w, line, any, v, r, lbl, eng) {
+#
+# With pinnings, each of those blocks comes once per pinning, in the order
+# of the pinnings (latency pinned, latency unpinned, bandwidth pinned,
+# ...): block (panel - 1) * pinnings + pinning, counted from 1.  The
+# labels do not name the pinning.
+function print_plot(    p, q, i, j, b, s, c, m, n, w, line, any, v, r, lbl, eng, first,
+    buf, nbuf, block_any) {
 	split("one-way median,bandwidth,rate,bandwidth", pm, ",")
 	eng = 0
 	for (i = 1; i <= nsec; i++)
 		if (secs[i] ~ /^eng-/)
 			eng = 1
-	for (p = 1; p <= 3 + eng; p++) {
-		m = pm[p]
-		if (p > 1)
-			printf "\n\n"
-		n = 0
-		if (p == 4)
-			n = split("bw 1 MiB,bw 16 MiB,bw 1024x4 KiB", pw, ",")
-		else
-			for (j = 1; j <= nwl; j++)
-				if (metric_of(wls[j]) == m && (wls[j] in wl_main))
-					pw[++n] = wls[j]
-		line = "contender"
-		for (j = 1; j <= n; j++)
-			line = line OFS pw[j]
-		for (j = 1; j <= n; j++)
-			line = line OFS "ratio " pw[j]
-		print line
-		for (i = 1; i <= nsec; i++) {
-			s = secs[i]
-			if ((p == 4) != (s ~ /^eng-/))
-				continue
-			for (b = 1; b <= ncon[s]; b++) {
-				c = con[s, b]
-				if (p == 4 && !((s, c) in in_eng_plot))
+	first = 1
+	for (p = 1; p <= 3 + eng; p++)
+		for (q = 1; q <= (npin ? npin : 1); q++) {
+			m = pm[p]
+			if (!first)
+				printf "\n\n"
+			first = 0
+			n = 0
+			if (p == 4)
+				n = split("bw 1 MiB,bw 16 MiB,bw 1024x4 KiB", pw, ",")
+			else
+				for (j = 1; j <= nwl; j++)
+					if (metric_of(wls[j]) == m && (wls[j] in wl_main))
+						pw[++n] = wls[j]
+			line = "contender"
+			for (j = 1; j <= n; j++)
+				line = line OFS pw[j]
+			for (j = 1; j <= n; j++)
+				line = line OFS "ratio " pw[j]
+			print line
+			nbuf = 0
+			block_any = 0
+			for (i = 1; i <= nsec; i++) {
+				s = secs[i]
+				if ((p == 4) != (s ~ /^eng-/))
 					continue
-				any = 0
-				line = ""
-				for (j = 1; j <= n; j++) {
-					v = median(s, pw[j], c, m)
-					if (v != "")
-						any = 1
-					line = line OFS (v == "" ? "NaN" : sprintf("%.6g", v))
-				}
-				for (j = 1; j <= n; j++) {
-					r = ratio(s, pw[j], c, m)
-					line = line OFS (r == "" ? "NaN" : sprintf("%.4f", r))
-				}
-				lbl = s " " c
-				if (!any) {
-					if ((s, c) in measured)
+				if (npin && pin_of(s) != pin_list[q])
+					continue
+				for (b = 1; b <= ncon[s]; b++) {
+					c = con[s, b]
+					if (p == 4 && !((base(s), c) in in_eng_plot))
 						continue
-					lbl = lbl " (n/a)"
+					any = 0
+					line = ""
+					for (j = 1; j <= n; j++) {
+						v = median(s, pw[j], c, m)
+						if (v != "")
+							any = 1
+						line = line OFS (v == "" ? "NaN" : sprintf("%.6g", v))
+					}
+					for (j = 1; j <= n; j++) {
+						r = ratio(s, pw[j], c, m)
+						line = line OFS (r == "" ? "NaN" : sprintf("%.4f", r))
+					}
+					lbl = base(s) " " c
+					if (!any) {
+						if ((s, c) in measured)
+							continue
+						lbl = lbl " (n/a)"
+					}
+					block_any = block_any || any
+					buf[++nbuf] = lbl line
 				}
-				print lbl line
 			}
+			# A block of n/a lines alone would have nothing to draw.
+			if (block_any)
+				for (j = 1; j <= nbuf; j++)
+					print buf[j]
 		}
-	}
 }
 
 function metric_of(w,    k) {

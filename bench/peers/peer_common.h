@@ -84,7 +84,7 @@ static void peer_usage(FILE *f, const char *prog, const char *transports)
 	fprintf(f,
 	    "usage: %s [--transport %s] [--round N] [--lat-iters N]\n"
 	    "          [--lat-warm N] [--bw-mib N] [--rate-msgs N] "
-	    "[--watchdog S]\n"
+	    "[--watchdog S] [--no-pin]\n"
 	    "  --transport T   the transport label and, where the program "
 	    "chooses it, the transport\n"
 	    "  --round N       the value of the round column (default 1)\n"
@@ -96,7 +96,9 @@ static void peer_usage(FILE *f, const char *prog, const char *transports)
 	    "  --rate-msgs N   8-byte messages per rate figure (default "
 	    "2000000)\n"
 	    "  --watchdog S    each process ends itself after S seconds "
-	    "(default 600)\n",
+	    "(default 600)\n"
+	    "  --no-pin        leave both sides to the scheduler (default: "
+	    "side A on the first allowed CPU, side B on the second)\n",
 	    prog, transports);
 }
 
@@ -123,12 +125,17 @@ static void peer_args(struct peer_cfg *cfg, const char *contender,
 	cfg->bw_bytes = 1024 * MiB;
 	cfg->rate_msgs = 2000000;
 	cfg->watchdog_s = 600;
+	int no_pin = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			peer_usage(stdout, prog, transports);
 			exit(0);
+		}
+		if (strcmp(a, "--no-pin") == 0) {
+			no_pin = 1;
+			continue;
 		}
 		if (v == NULL) {
 			peer_usage(stderr, prog, transports);
@@ -171,6 +178,8 @@ static void peer_args(struct peer_cfg *cfg, const char *contender,
 		}
 	}
 	bench_cpus(&cfg->cpu_a, &cfg->cpu_b);
+	if (no_pin)
+		cfg->cpu_a = cfg->cpu_b = -1;
 }
 
 static void peer_emit(const struct peer_cfg *cfg, const char *test,

@@ -11,6 +11,7 @@
 #   bench/peers/run.sh --tsv peers.tsv   the TSV into a file
 #   bench/peers/run.sh --only zmq,ucx    some of the peers
 #   bench/peers/run.sh --build-only      install and build, measure nothing
+#   bench/peers/run.sh --no-pin          both sides left to the scheduler
 #
 # The TSV goes to stdout, and everything else to stderr, unless --tsv
 # names a file; then the rest goes to stdout.  Every command runs under
@@ -27,11 +28,12 @@ tsv=
 only=zmq,nng,openmpi,ucx
 bw_mib_opt=
 stage=all # build-only: no runs; prebuilt: no install, no build
+pin=1
 
 usage() {
 	cat <<'EOF'
 usage: bench/peers/run.sh [--quick] [--rounds N] [--tsv FILE] [--only LIST]
-                          [--bw-mib N] [--build-only | --prebuilt]
+                          [--bw-mib N] [--no-pin] [--build-only | --prebuilt]
   --quick       a smoke run: 2 rounds, 2,000 round trips per latency
                 figure, 64 MiB per bandwidth figure, 200,000 messages per
                 rate figure
@@ -39,6 +41,8 @@ usage: bench/peers/run.sh [--quick] [--rounds N] [--tsv FILE] [--only LIST]
   --tsv FILE    write the TSV to FILE instead of stdout
   --only LIST   comma-separated peers out of zmq,nng,openmpi,ucx
   --bw-mib N    MiB streamed per bandwidth figure (default 1024, quick 64)
+  --no-pin      leave both sides to the scheduler (default: side A on the
+                first allowed CPU, side B on the second)
   --build-only  install the packages and build the programs, then stop;
                 the TSV gets one line per peer: peer, ready or skipped,
                 the reason
@@ -71,6 +75,7 @@ while [ $# -gt 0 ]; do
 		bw_mib_opt=$2
 		shift
 		;;
+	--no-pin) pin=0 ;;
 	--build-only) stage='build-only' ;;
 	--prebuilt) stage=prebuilt ;;
 	-h | --help)
@@ -250,6 +255,7 @@ run_cmd() {
 	local args=(--transport "$2" --round "$3" --lat-iters "$lat_iters"
 		--lat-warm "$lat_warm" --bw-mib "$bw_mib"
 		--rate-msgs "$rate_msgs" --watchdog "$watchdog")
+	[ "$pin" = 1 ] || args+=(--no-pin)
 	local t=(timeout -k 10 "$limit")
 	case $1 in
 	zmq) printf '%s\n' "${t[@]}" "$build/zmq_peer" "${args[@]}" ;;
@@ -259,6 +265,8 @@ run_cmd() {
 		local btl=(--mca btl "self,vader")
 		[ "$2" = tcp ] &&
 			btl=(--mca btl "self,tcp" --mca btl_tcp_if_include lo)
+		# --bind-to none in both modes: mpi_peer pins each rank
+		# itself, as the other programs do, or leaves it unpinned.
 		printf '%s\n' "${t[@]}" mpirun -np 2 --oversubscribe \
 			"${mpi_root[@]}" --bind-to none --mca pml ob1 \
 			"${btl[@]}" "$build/mpi_peer" "${args[@]}"
@@ -298,7 +306,11 @@ for p in "${peers[@]}"; do
 	esac
 done
 say "# rounds $rounds$([ "$quick" = 1 ] && echo ' (--quick: a smoke run, figures are rough)'); lat $lat_iters round trips after $lat_warm warm-up; bw $bw_mib MiB per figure; rate $rate_msgs messages"
-say "# each program pins side A (sender, timer) to the first allowed CPU and side B to the second; $limit s limit per run"
+if [ "$pin" = 1 ]; then
+	say "# each program pins side A (sender, timer) to the first allowed CPU and side B to the second; $limit s limit per run"
+else
+	say "# --no-pin: the scheduler places both sides; $limit s limit per run"
+fi
 say ""
 
 printf 'contender\ttransport\ttest\tsize\tround\tvalue\tunit\n' >&3

@@ -3,7 +3,8 @@
 # (ring_bench; tcp_bench; the peers; engine_bench and ucx_rma_peer), as
 # bench/run.sh's comparison merges them: one shape of row, the comparison's
 # round number, the programs' names mapped to ring_bench's, their own
-# medians, ratios, sanity checks and unmeasured figures left out.
+# medians, ratios, sanity checks and unmeasured figures left out; with
+# -v pinning=P, P as an eighth column.
 #
 #   bash merge_test.sh BENCH_DIR
 set -uo pipefail
@@ -90,6 +91,14 @@ EOF
 if ! diff -u "$tmp/expected" "$tmp/got"; then
 	fail "the merged rows differ"
 fi
+
+# With a pinning, every row gets it as an eighth column; without one,
+# the rows keep the seven columns of the runs before.
+"$awk" -v round=7 -v pinning=unpinned -f "$bench/merge.awk" "$tmp/ring.tsv" \
+	"$tmp/tcp.tsv" "$tmp/peer.tsv" "$tmp/engine.tsv" >"$tmp/got-pin" ||
+	fail "pinning: exit status $?"
+sed "s/\$/${T}unpinned/" "$tmp/expected" | diff -u - "$tmp/got-pin" ||
+	fail "the rows with a pinning differ"
 
 # The files may come in any order: each is recognised by its header.
 "$awk" -v round=7 -f "$bench/merge.awk" "$tmp/engine.tsv" "$tmp/peer.tsv" \

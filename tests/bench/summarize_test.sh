@@ -5,6 +5,7 @@
 # missing, and the same answers from a finished TSV read again.  Then the
 # engine rows (engine_rounds.tsv, two rounds) of the same comparison: their
 # ratios to raw-ack and memcpy, their tables and the picture's fourth block.
+# Last, a run in both pinnings (pinned_rounds.tsv, the eighth column).
 #
 #   bash summarize_test.sh BENCH_DIR
 # shellcheck disable=SC2016 # the awk programs are meant for awk, not bash
@@ -234,6 +235,102 @@ block 4 | grep -q '^eng-tcp write s2' && fail "mode=plot: write s2, not in eng_p
 summarize plot -v eng_plot="eng-tcp=write s2" "$tmp/both.tsv" >"$tmp/plot"
 [ "$(block 4 | sed 1d | cut -f1)" = "eng-tcp write s2" ] ||
 	fail "mode=plot: eng_plot not obeyed: $(block 4 | sed 1d | cut -f1)"
+
+# --- both pinnings ------------------------------------------------------------
+
+# pinned_rounds.tsv: every row has the eighth column.  Each pinning has
+# its own medians and ratios to its own baselines (pinned_rounds.expected.tsv,
+# worked out by hand), its own tables, pinned then unpinned for each
+# section, and its own blocks of the picture.
+pin="$here/pinned_rounds.tsv"
+pin_contenders="shm=bare ring,tw_ring;tcp=raw-blocking,raw-busy-poll,tagwire;eng-tcp=raw-ack,write s1"
+summarize rows -v pinnings=pinned,unpinned -v contenders="$pin_contenders" \
+	"$pin" >"$tmp/rows" 2>"$tmp/err" || fail "pinnings, mode=rows: exit status $?"
+[ -s "$tmp/err" ] && fail "pinnings, mode=rows wrote to stderr: $(cat "$tmp/err")"
+if ! diff -u "$here/pinned_rounds.expected.tsv" "$tmp/rows" >"$tmp/diff"; then
+	fail "pinnings, mode=rows differs from pinned_rounds.expected.tsv:"
+	cat "$tmp/diff"
+fi
+"$awk" -F'\t' 'NF != 8 || ($8 != "pinned" && $8 != "unpinned")' "$tmp/rows" |
+	grep -q . && fail "pinnings: a row without its pinning"
+# The rows of seven columns keep seven.
+summarize rows "$here/rounds.tsv" | "$awk" -F'\t' 'NF != 7' | grep -q . &&
+	fail "rows of no pinning got a pinning column"
+
+summarize table -v pinnings=pinned,unpinned -v contenders="$pin_contenders" \
+	"$pin" >"$tmp/table" || fail "pinnings, mode=table: exit status $?"
+titles=$(sed -n 's/^## \(.*\): medians .*/\1/p' "$tmp/table" | tr '\n' '|')
+want="shm (shared memory), pinned|shm (shared memory), unpinned|"
+want+="tcp (TCP on loopback), pinned|tcp (TCP on loopback), unpinned|"
+want+="eng-tcp (the transfer engine, tcp://127.0.0.1), pinned|"
+want+="eng-tcp (the transfer engine, tcp://127.0.0.1), unpinned|"
+[ "$titles" = "$want" ] || fail "pinnings: the tables are $titles"
+grep -q '^## shm (shared memory), unpinned: .*, measured unpinned$' "$tmp/table" ||
+	fail "pinnings: a table does not say which baseline"
+P="shm (shared memory), pinned:" U="shm (shared memory), unpinned:"
+expect_cell "$P" "lat 8 B" "bare ring" "0.300 (1.00x)"
+expect_cell "$P" "lat 8 B" tw_ring "0.600 (2.00x)"
+expect_cell "$U" "lat 8 B" "bare ring" "0.500 (1.00x)"
+expect_cell "$U" "lat 8 B" tw_ring "1.50 (3.00x)"
+P="tcp (TCP on loopback), pinned:" U="tcp (TCP on loopback), unpinned:"
+expect_cell "$P" "bw 1 MiB" tagwire "2.00 (0.50x)"
+expect_cell "$U" "bw 1 MiB" tagwire "3.00 (1.50x)"
+expect_cell "$P" "lat 8 B" tagwire "n/a"
+# No ratio to the other pinning's baseline.
+expect_cell "$U" "lat 8 B" tagwire "10.0"
+expect_cell "$U" "lat 8 B" raw-busy-poll "n/a"
+expect_cell "eng-tcp (the transfer engine, tcp://127.0.0.1), unpinned:" \
+	"bw 1 MiB" "write s1" "2.00 (0.50x)"
+
+# Read again without pinnings=: the same tables, and none of no pinning
+# for the contenders named.
+summarize table -v contenders="$pin_contenders" "$pin" >"$tmp/table2" ||
+	fail "pinnings from the rows: exit status $?"
+diff -u "$tmp/table" "$tmp/table2" >"$tmp/diff" ||
+	fail "pinnings from the rows give other tables: $(cat "$tmp/diff")"
+{
+	echo "# a finished TSV"
+	cat "$pin" "$tmp/rows"
+} >"$tmp/finished.tsv"
+summarize rows -v pinnings=pinned,unpinned -v contenders="$pin_contenders" \
+	"$tmp/finished.tsv" | diff -u "$tmp/rows" - >/dev/null ||
+	fail "pinnings: the finished TSV gives other rows"
+
+# One pinning alone: only its tables.
+"$awk" -F'\t' '$8 != "unpinned"' "$pin" >"$tmp/pinned.tsv"
+summarize table -v pinnings=pinned "$tmp/pinned.tsv" >"$tmp/table"
+grep -q '^## [^:]*unpinned:' "$tmp/table" && fail "pinned alone: an unpinned table"
+grep -q '^## shm (shared memory), pinned:' "$tmp/table" ||
+	fail "pinned alone: no pinned table"
+
+# The picture: each panel's block once per pinning, pinned first; the
+# labels do not name the pinning.
+summarize plot -v pinnings=pinned,unpinned -v contenders="$pin_contenders" \
+	"$pin" >"$tmp/plot" || fail "pinnings, mode=plot: exit status $?"
+{ [ -n "$(block 8)" ] && [ -z "$(block 9)" ]; } ||
+	fail "pinnings, mode=plot: not 8 blocks (4 panels, 2 pinnings)"
+block 1 | grep -q $'^shm tw_ring\t0.6\tNaN\t2.0000\tNaN$' ||
+	fail "pinnings, mode=plot: block 1 is not latency pinned"
+block 2 | grep -q $'^shm tw_ring\t1.5\tNaN\t3.0000\tNaN$' ||
+	fail "pinnings, mode=plot: block 2 is not latency unpinned"
+block 4 | grep -q $'^tcp tagwire\tNaN\t3\tNaN\tNaN\t1.5000\tNaN$' ||
+	fail "pinnings, mode=plot: block 4 is not bandwidth unpinned"
+block 7 | grep -q $'^eng-tcp write s1\t1\tNaN\tNaN\t0.5000\tNaN\tNaN$' ||
+	fail "pinnings, mode=plot: block 7 is not the engine pinned"
+
+# plot.gp draws both columns, where gnuplot is installed.
+if command -v gnuplot >/dev/null; then
+	if gnuplot -c "$bench/plot.gp" "$tmp/plot" "$tmp/perf.svg" "title" \
+		"subtitle" 4 "pinned unpinned" >"$tmp/gp.log" 2>&1; then
+		for t in "pinned: One-way latency" "unpinned: One-way latency" \
+			"unpinned: Transfer engine"; do
+			grep -q "$t" "$tmp/perf.svg" ||
+				fail "plot.gp: no panel '$t'"
+		done
+	else
+		fail "plot.gp failed: $(tail -n 5 "$tmp/gp.log")"
+	fi
+fi
 
 if [ "$fails" -gt 0 ]; then
 	echo "$fails failure(s)"
