@@ -1,5 +1,6 @@
 # Shared by the network-namespace tests (sourced): skipping with a reason,
-# and making namespaces that the caller's cleanup removes (MADE).
+# making namespaces (recorded in MADE) and removing, on exit, the processes
+# in PIDS (0: already waited for), those namespaces and the folder TMP.
 
 skip() {
 	echo "SKIP: $*"
@@ -21,4 +22,25 @@ mk_ns() {
 	fi
 	MADE+=("$1")
 	ip -n "$1" link set lo up
+}
+
+# The EXIT trap: kills and reaps what still runs, deletes the namespaces
+# (a failure to delete one fails the test) and the temporary folder.
+netns_cleanup() {
+	local rc=$? pid ns
+	set +e
+	for pid in "${PIDS[@]}"; do
+		[ "$pid" = 0 ] || kill -KILL "$pid" 2>/dev/null
+	done
+	for pid in "${PIDS[@]}"; do
+		[ "$pid" = 0 ] || wait "$pid" 2>/dev/null
+	done
+	for ns in "${MADE[@]}"; do
+		if ! ip netns delete "$ns"; then
+			echo "FAIL: cannot delete network namespace $ns"
+			rc=1
+		fi
+	done
+	[ -z "$TMP" ] || rm -rf "$TMP"
+	exit "$rc"
 }

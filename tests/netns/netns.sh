@@ -56,25 +56,7 @@ PIDS=() # parties not yet waited for, by rank
 RC=()   # exit status of each party, by rank
 TMP=
 
-cleanup() {
-	local rc=$? pid ns
-	set +e
-	for pid in "${PIDS[@]}"; do
-		kill -KILL "$pid" 2>/dev/null
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null
-	done
-	for ns in "${MADE[@]}"; do
-		if ! ip netns delete "$ns"; then
-			echo "FAIL: cannot delete network namespace $ns"
-			rc=1
-		fi
-	done
-	[ -z "$TMP" ] || rm -rf "$TMP"
-	exit "$rc"
-}
-trap cleanup EXIT
+trap netns_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 

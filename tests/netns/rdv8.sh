@@ -37,23 +37,7 @@ MADE=()
 PIDS=()
 TMP=
 
-cleanup() {
-	local rc=$? pid ns
-	set +e
-	for pid in "${PIDS[@]}"; do
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	done
-	for ns in "${MADE[@]}"; do
-		ip netns delete "$ns" || {
-			echo "FAIL: cannot delete network namespace $ns"
-			rc=1
-		}
-	done
-	[ -z "$TMP" ] || rm -rf "$TMP"
-	exit "$rc"
-}
-trap cleanup EXIT
+trap netns_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 

@@ -35,6 +35,14 @@ static void futex_nap(int64_t timeout_ns)
 	nanosleep(&ts, NULL);
 }
 
+// Nanoseconds from now (CLOCK_MONOTONIC) until deadline_ns.
+static int64_t ns_until(int64_t deadline_ns)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return deadline_ns - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+}
+
 #if defined(__linux__)
 
 int tw__futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
@@ -85,10 +93,7 @@ struct futex_waitv_arg {
 int tw__futex_waitv(uint32_t *const *words, const uint32_t *expected,
     unsigned n, int64_t deadline_ns)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	int64_t left
-	    = deadline_ns - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+	int64_t left = ns_until(deadline_ns);
 	if (left <= 0)
 		return ETIMEDOUT;
 	if (n == 0 || n > TW_FUTEX_WAITV_MAX) {
@@ -125,10 +130,7 @@ int tw__futex_waitv(uint32_t *const *words, const uint32_t *expected,
 int tw__futex_waitv(uint32_t *const *words, const uint32_t *expected,
     unsigned n, int64_t deadline_ns)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	int64_t left
-	    = deadline_ns - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+	int64_t left = ns_until(deadline_ns);
 	if (left <= 0)
 		return ETIMEDOUT;
 	for (unsigned i = 0; i < n; i++)
