@@ -30,10 +30,15 @@
 // that would need more than this rather than let the system kill us.
 #define MAX_BULK_MEMORY ((uint64_t)16 << 30)
 // Demo links fail rather than hang: a receive gives up after this long,
-// and link creation too.  Both are far beyond what a healthy run needs,
-// sanitizer builds included.
+// and link creation too.  Every party is a thread of this one process, so
+// on a machine of few CPUs a receive may wait while its peer serves all
+// the others: both limits grow with the pairs of parties (at 64 parties, a
+// phase of the point-to-point part takes about 15 s on two busy CPUs).
+// They stay far beyond what a healthy run needs, sanitizer builds included.
 #define DEMO_RECV_TIMEOUT_MS 20000
+#define DEMO_RECV_TIMEOUT_PER_PAIR_MS 10
 #define DEMO_CONNECT_TIMEOUT_MS 10000
+#define DEMO_CONNECT_TIMEOUT_PER_PAIR_MS 2
 // A window above the messages a party ever leaves unconsumed at a peer
 // (P2P_MSGS), so that throttled sends run the acknowledgement path
 // without ever having to wait.
@@ -292,12 +297,18 @@ static void *party_main(void *arg)
 
 static tw_desc *make_desc(const demo_cfg *cfg, const demo_transport *t)
 {
-	static const struct {
+	const int64_t pairs
+	    = (int64_t)cfg->parties * (int64_t)(cfg->parties - 1);
+	const struct {
 		int opt;
 		int64_t value;
 	} opts[] = {
-		{ TW_OPT_RECV_TIMEOUT_MS, DEMO_RECV_TIMEOUT_MS },
-		{ TW_OPT_CONNECT_TIMEOUT_MS, DEMO_CONNECT_TIMEOUT_MS },
+		{ TW_OPT_RECV_TIMEOUT_MS,
+		    DEMO_RECV_TIMEOUT_MS
+		        + pairs * DEMO_RECV_TIMEOUT_PER_PAIR_MS },
+		{ TW_OPT_CONNECT_TIMEOUT_MS,
+		    DEMO_CONNECT_TIMEOUT_MS
+		        + pairs * DEMO_CONNECT_TIMEOUT_PER_PAIR_MS },
 		{ TW_OPT_THROTTLE_WINDOW, DEMO_THROTTLE_WINDOW },
 	};
 	tw_desc *d = tw_desc_new(DEMO_LINK_ID);
