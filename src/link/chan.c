@@ -35,8 +35,9 @@ int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
 	if (aborted(l))
 		return TW_ECLOSED;
 	if (f->xops != NULL)
-		return f->xops->send(c, key, buf, len,
-		    async ? TW__SEND_ASYNC : 0, deadline, &l->aborted);
+		return tw__fam_xops(f, root_peer)
+		    ->send(c, key, buf, len, async ? TW__SEND_ASYNC : 0,
+		        deadline, &l->aborted);
 	int (*send_async)(tw_channel *, const char *, const void *, size_t)
 	    = TW__CHAN_OP(c->ops, send_async);
 	int status = async && send_async != NULL
@@ -84,7 +85,7 @@ int tw__chan_recv(tw_link *l, size_t root_peer, const char *key,
 	if (aborted(l))
 		return TW_ECLOSED;
 	if (f->xops != NULL)
-		return f->xops->recv(c, key, deadline, out);
+		return tw__fam_xops(f, root_peer)->recv(c, key, deadline, out);
 	if (tw_mailbox_pop(f->stash, (uint32_t)root_peer, key, 0, out)
 	    == TW_OK)
 		return TW_OK;
@@ -99,7 +100,8 @@ int tw__chan_recv_into(tw_link *l, size_t root_peer, const char *key,
 	if (aborted(l))
 		return TW_ECLOSED;
 	if (f->xops != NULL)
-		return f->xops->recv_into(c, key, deadline, buf, cap, len);
+		return tw__fam_xops(f, root_peer)
+		    ->recv_into(c, key, deadline, buf, cap, len);
 	int status = tw__mailbox_pop_into(
 	    f->stash, (uint32_t)root_peer, key, 0, buf, cap, len);
 	if (status != TW_ETIMEDOUT)
@@ -131,7 +133,7 @@ int tw__chan_probe(tw_link *l, size_t root_peer, const char *key, size_t *len)
 	if (aborted(l))
 		return TW_ECLOSED;
 	if (f->xops != NULL)
-		return f->xops->probe(c, key, len);
+		return tw__fam_xops(f, root_peer)->probe(c, key, len);
 	int status = tw_mailbox_probe(f->stash, (uint32_t)root_peer, key, len);
 	if (status != TW_EAGAIN)
 		return status;

@@ -67,6 +67,13 @@ static void family_free(tw__family *f, bool destroy_chans)
 		for (size_t i = 0; i < f->size; i++)
 			if (f->chans[i] != NULL)
 				f->chans[i]->ops->destroy(f->chans[i]);
+	// The tcp:// channels that same-host peers no longer carry data on
+	// (TW_OPT_SHM_LOCAL) go after the channels that replaced them.
+	for (size_t i = 0; f->spare != NULL && i < f->size; i++)
+		if (f->spare[i] != NULL)
+			f->spare[i]->ops->destroy(f->spare[i]);
+	free(f->spare);
+	free(f->peer_xops);
 	free(f->chans);
 	tw_mailbox_free(f->stash);
 	pthread_mutex_destroy(&f->mtx);
@@ -241,6 +248,15 @@ int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out)
 		status = tw__link_create_root(
 		    d, self_rank, chans, t->xops, false, out);
 	free(chans);
+	if (status == TW_OK && n > 1 && strcmp(t->scheme, "tcp") == 0
+	    && cfg.opts[TW_OPT_SHM_LOCAL] != 0) {
+		status = tw__shmlocal_upgrade(*out, d);
+		if (status != TW_OK) {
+			tw_link_abort(*out);
+			tw_link_close(*out);
+			*out = NULL;
+		}
+	}
 	return status;
 }
 
@@ -347,7 +363,8 @@ static int make_child(tw_link *parent, const char *suffix, const size_t *ranks,
 	if (f->xops != NULL)
 		for (size_t i = 0; i < n; i++)
 			if (i != rank)
-				f->xops->open_ns(f->chans[l->map[i]], id);
+				tw__fam_xops(f, l->map[i])
+				    ->open_ns(f->chans[l->map[i]], id);
 	pthread_mutex_lock(&f->mtx);
 	l->parent = parent;
 	l->next_sibling = parent->first_child;
@@ -392,7 +409,7 @@ void tw_link_abort(tw_link *l)
 			continue;
 		tw_channel *c = f->chans[l->map[i]];
 		if (f->xops != NULL)
-			f->xops->abort_ns(c, l->id);
+			tw__fam_xops(f, l->map[i])->abort_ns(c, l->id);
 		void (*abort)(tw_channel *) = TW__CHAN_OP(c->ops, abort);
 		if (l->parent == NULL && abort != NULL)
 			abort(c);
@@ -406,7 +423,7 @@ static void close_ns(tw_link *l, size_t peer)
 {
 	tw__family *f = l->fam;
 	if (f->xops != NULL) {
-		f->xops->close_ns(f->chans[peer], l->id);
+		tw__fam_xops(f, peer)->close_ns(f->chans[peer], l->id);
 		return;
 	}
 	// The stash is this side's alone: its close is both sides' close, and
@@ -461,7 +478,8 @@ uint64_t tw__link_unreceived_peak(tw_link *l, size_t src)
 	tw__family *f = l->fam;
 	if (src >= l->size || src == l->rank || f->xops == NULL)
 		return 0;
-	return f->xops->unreceived_peak(f->chans[l->map[src]]);
+	return tw__fam_xops(f, l->map[src])
+	    ->unreceived_peak(f->chans[l->map[src]]);
 }
 
 size_t tw__link_ns_entries(tw_link *l, size_t peer)
@@ -469,5 +487,6 @@ size_t tw__link_ns_entries(tw_link *l, size_t peer)
 	tw__family *f = l->fam;
 	if (peer >= l->size || peer == l->rank || f->xops == NULL)
 		return SIZE_MAX;
-	return f->xops->ns_entries(f->chans[l->map[peer]]);
+	return tw__fam_xops(f, l->map[peer])
+	    ->ns_entries(f->chans[l->map[peer]]);
 }

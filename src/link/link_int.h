@@ -28,7 +28,21 @@ typedef struct tw__family {
 	tw_channel **chans; // by root rank; chans[self] == NULL
 	const tw__chan_xops *xops; // NULL for user channels
 	tw_mailbox *stash; // user channels only
+	// TW_OPT_SHM_LOCAL (shmlocal.c): set while the root link is created,
+	// before anyone else sees the family, and constant after.  peer_xops
+	// gives the table of each channel when they differ (NULL: xops for
+	// all); spare keeps the tcp:// channels that shm:// ones replaced,
+	// idle until the family goes (NULL: none).
+	const tw__chan_xops **peer_xops;
+	tw_channel **spare;
 } tw__family;
+
+// The table of the built-in channel to root rank `root_peer`.
+static inline const tw__chan_xops *tw__fam_xops(
+    const tw__family *f, size_t root_peer)
+{
+	return f->peer_xops != NULL ? f->peer_xops[root_peer] : f->xops;
+}
 
 typedef struct tw__peer {
 	_Atomic uint64_t sent; // point-to-point messages sent there
@@ -97,6 +111,26 @@ int tw__link_create_root(const tw_desc *d, size_t self, tw_channel **chans,
 // tw_link_create for a description with a root (tw_desc_set_root): learns
 // the parties from rank 0, then creates the link over them (rdv.c).
 int tw__rdv_link_create(const tw_desc *d, size_t self, tw_link **out);
+
+// TW_OPT_SHM_LOCAL: moves the peers of new root link `l` (over tcp://,
+// made from `d`) that share this host and its shared memory onto shm://
+// channels, in agreement with each of them (shmlocal.c).  Runs while
+// tw_link_create holds `l` alone; waits for the peers until the connect
+// timeout.  TW_OK (whatever moved), TW_ETIMEDOUT (a peer did not answer:
+// it may not have the option set), TW_EPEER, TW_EPROTO (a malformed
+// answer), TW_ENOMEM, TW_ESYS (no randomness).  On failure the link is
+// the caller's to abort.
+int tw__shmlocal_upgrade(tw_link *l, const tw_desc *d);
+// What names this host for it: SHA-256 of TAGWIRE_HOST_ID when set, else
+// of the kernel's boot id and this process's pid namespace.
+void tw__shml_host_id(uint8_t out[32]);
+// Whether the probe that hello `h` names exists here and holds its token.
+struct tw__shml_hello;
+bool tw__shml_probe_sees(const struct tw__shml_hello *h);
+
+// Whether the messages to link rank `peer` travel over shm:// (the
+// transport's own, or moved there by TW_OPT_SHM_LOCAL).  For tests.
+bool tw__link_peer_on_shm(const tw_link *l, size_t peer);
 
 // Internal view of a description.
 size_t tw__desc_size(const tw_desc *d); // parties named so far

@@ -311,7 +311,8 @@ int tw__link_wait_pending_until(tw_link *l, int64_t deadline)
 		int rv = TW_OK;
 		int (*wait)(tw_channel *) = TW__CHAN_OP(c->ops, wait_pending);
 		if (f->xops != NULL)
-			rv = f->xops->wait_pending(c, deadline, &l->aborted);
+			rv = tw__fam_xops(f, l->map[i])
+			         ->wait_pending(c, deadline, &l->aborted);
 		else if (wait != NULL)
 			rv = wait(c);
 		if (status == TW_OK)

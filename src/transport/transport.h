@@ -202,6 +202,14 @@ typedef struct tw__transport {
 // transport that failed its check is not found (and is known).
 const tw__transport *tw__transport_find(const char *addr, bool *known);
 
+// The shm:// transport's open for some peers only: a channel to every
+// rank i of cfg with want[i] (chans[i] NULL for the others), rings sized
+// by cfg->size.  For tcp:// links that carry same-host peers' data over
+// shared memory (TW_OPT_SHM_LOCAL).  Returns what open returns.
+int tw__shm_open_peers(
+    const tw__link_cfg *cfg, const bool *want, tw_channel **chans);
+extern const tw__transport tw__shm_transport;
+
 // Scheme names built in (and sound), for `tagwire info`, NULL-terminated.
 const char *const *tw__transport_names(void);
 

@@ -1,7 +1,7 @@
 // The link conformance cases.  Usage: conformance TRANSPORT [CASE]
 // TRANSPORT is a built-in transport ("mem", "shm", "tcp", "shmgroups",
-// shm:// with several progress threads, and "tcpstripes", tcp:// with
-// striping), "chan" (a user channel written against the public
+// shm:// with several progress threads, "tcpstripes", tcp:// with
+// striping, and "tcpshm", tcp:// with TW_OPT_SHM_LOCAL), "chan" (a user channel written against the public
 // vtable, see testchan.c) or "chanlazy" (that channel with a wait_pending
 // that does not wait: a broken channel that the wait_pending case must
 // catch).
@@ -54,6 +54,11 @@ static void tune_stripes(tw_desc *d)
 	tw_desc_set(d, TW_OPT_CHUNK_SIZE, 4096);
 }
 
+static void tune_shm_local(tw_desc *d)
+{
+	tw_desc_set(d, TW_OPT_SHM_LOCAL, 1);
+}
+
 static const conf_transport transports[] = {
 	{ .name = "mem", .builtin = true, .addr_fmt = "mem://%s.p%zu" },
 	{ .name = "chan", .addr_fmt = "mem://%s.p%zu" },
@@ -79,6 +84,15 @@ static const conf_transport transports[] = {
 	    .addr_fmt = "tcp://127.0.0.1:0",
 	    .make_addr = tcp_make_addr,
 	    .tune = tune_stripes },
+	// tcp:// with TW_OPT_SHM_LOCAL: every party shares this host, so every
+	// pair's messages move to shared memory once the link is up.
+	{ .name = "tcpshm",
+	    .builtin = true,
+	    .procs = true,
+	    .addr_fmt = "tcp://127.0.0.1:0",
+	    .make_addr = tcp_make_addr,
+	    .tune = tune_shm_local,
+	    .on_shm = true },
 	{ .name = "chanlazy", .addr_fmt = "mem://%s.p%zu", .lazy_wait = true },
 };
 static const conf_transport *tp;
@@ -113,6 +127,13 @@ static int body_any_order(conf_party *p)
 	CHECK_OK(p, conf_create(p, &p->link));
 	CHECK(p, tw_link_rank(p->link) == p->rank);
 	CHECK(p, tw_link_size(p->link) == p->size);
+	// The channel of every peer is the one the transport promises.
+	for (size_t i = 0; tp->builtin && i < p->size; i++)
+		if (i != p->rank)
+			CHECK(p,
+			    tw__link_peer_on_shm(p->link, i)
+			        == (tp->on_shm
+			            || strncmp(tp->name, "shm", 3) == 0));
 	size_t next = (p->rank + 1) % p->size;
 	size_t prev = (p->rank + p->size - 1) % p->size;
 	uint32_t v = (uint32_t)p->rank;

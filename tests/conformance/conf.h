@@ -51,6 +51,9 @@ typedef struct conf_transport {
 	// When set, NAME=VALUE put into the environment before any party
 	// starts: a variant of a transport that the library reads there.
 	const char *env;
+	// Built-in transports: whether every peer's messages travel over
+	// shm:// (all parties share this host), for TW_OPT_SHM_LOCAL.
+	bool on_shm;
 	// User channels only: wait_pending returns at once, delivering
 	// nothing (a broken channel, to show that the suite notices).
 	bool lazy_wait;

@@ -27,6 +27,18 @@
 //              TW_EAUTH (or TW_ETIMEDOUT: when rank 0 checks the proof
 //              first it just closes, and rank 1 redials until its
 //              timeout); the others time out.
+//
+// TW_OPT_SHM_LOCAL (SHM_LOCAL=1 in a child's environment sets it; the
+// child checks which peers its link moved to shm://, EXPECT_SHM, a mask
+// of ranks):
+//   shm_hosts  4 processes that TAGWIRE_HOST_ID splits into two "hosts",
+//              {0, 1} and {2, 3}: each pair within a host moves to shm://,
+//              the pairs across stay on tcp://, and the ring and the
+//              allgather cross both.
+//   shm_tls    4 processes with TLS on one host: every pair moves.
+//   shm_mismatch  rank 1 lacks the option: ranks 0 and 2 wait for its
+//              hello until they time out (or see rank 1 leave when the
+//              other gave up first), and rank 1 then finds its peers gone.
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -42,6 +54,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "link/link_int.h"
 #include "testdata.h"
 #include "tls/certs.h"
 #include "testutil.h"
@@ -168,6 +181,9 @@ static void child(const party *p, int go_fd, int ready_fd, bool check_ports)
 	    && (st = tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, atoll(ms)))
 	        != TW_OK)
 		_exit(code(st));
+	if (getenv("SHM_LOCAL") != NULL
+	    && (st = tw_desc_set(d, TW_OPT_SHM_LOCAL, 1)) != TW_OK)
+		_exit(code(st));
 	tw_link *l = NULL;
 	st = tw_link_create(d, rank, &l);
 	tw_desc_free(d);
@@ -175,6 +191,15 @@ static void child(const party *p, int go_fd, int ready_fd, bool check_ports)
 		_exit(code(st));
 	if (tw_link_size(l) != (size_t)atoi(getenv("EXPECT_SIZE")))
 		_exit(91);
+	const char *on_shm = getenv("EXPECT_SHM");
+	for (size_t j = 0; on_shm != NULL && j < tw_link_size(l); j++) {
+		bool want = (strtoul(on_shm, NULL, 0) >> j & 1) != 0;
+		if (j != rank && tw__link_peer_on_shm(l, j) != want) {
+			fprintf(stderr, "rank %zu: peer %zu %s shm://\n", rank,
+			    j, want ? "not on" : "on");
+			_exit(93);
+		}
+	}
 	if (check_ports && listening_sockets() != 1) {
 		fprintf(stderr, "rank %zu: %d listening sockets, want 1\n",
 		    rank, listening_sockets());
@@ -448,6 +473,69 @@ static void test_tls_name(void **state)
 	run(ps, 3, want, false, 60000);
 }
 
+// Each party's peers on shm:// when ranks {0, 1} and {2, 3} share a host.
+static const char *const host_pairs[4][2] = {
+	{ "TAGWIRE_HOST_ID=host-a", "EXPECT_SHM=0x2" },
+	{ "TAGWIRE_HOST_ID=host-a", "EXPECT_SHM=0x1" },
+	{ "TAGWIRE_HOST_ID=host-b", "EXPECT_SHM=0x8" },
+	{ "TAGWIRE_HOST_ID=host-b", "EXPECT_SHM=0x4" },
+};
+
+static void test_shm_hosts(void **state)
+{
+	(void)state;
+	pick_root();
+	party ps[4];
+	for (size_t i = 0; i < 4; i++)
+		ps[i]
+		    = (party) { .vars = { root_var, ranks[i], "TAGWIRE_SIZE=4",
+			            "TAGWIRE_SECRET=s", "SHM_LOCAL=1",
+			            host_pairs[i][0], host_pairs[i][1],
+			            "EXPECT_SIZE=4", NULL } };
+	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+	run(ps, 4, want, false, 60000);
+}
+
+static void test_shm_tls(void **state)
+{
+	(void)state;
+	pick_root();
+	static const char *const all_but[4] = { "EXPECT_SHM=0xe",
+		"EXPECT_SHM=0xd", "EXPECT_SHM=0xb", "EXPECT_SHM=0x7" };
+	party ps[4];
+	for (size_t i = 0; i < 4; i++) {
+		tls_env(i, i);
+		ps[i] = (party) {
+			.vars = { root_var, ranks[i], "TAGWIRE_SIZE=4",
+			    tls_vars[i][0], tls_vars[i][1], tls_vars[i][2],
+			    "SHM_LOCAL=1", all_but[i], "EXPECT_SIZE=4", NULL }
+		};
+	}
+	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+	run(ps, 4, want, false, 60000);
+}
+
+static void test_shm_mismatch(void **state)
+{
+	(void)state;
+	pick_root();
+	party ps[3];
+	for (size_t i = 0; i < 3; i++)
+		ps[i] = (party) {
+			.vars = { root_var, ranks[i], "TAGWIRE_SIZE=3",
+			    "EXPECT_SIZE=3", "CONNECT_MS=1500",
+			    i == 1 ? "NO_SHM_LOCAL=1" : "SHM_LOCAL=1", NULL }
+		};
+	// Rank 1's link is up; its first receive from a peer that gave up
+	// finds the peer gone, or times out when the close is slow to come.
+	// Ranks 0 and 2 wait for rank 1's hello: the first to give up times
+	// out; the other may see rank 1 leave first.
+	static const int want[3][4] = { { E(TW_ETIMEDOUT), E(TW_EPEER) },
+		{ E(TW_EPEER), E(TW_ETIMEDOUT) },
+		{ E(TW_ETIMEDOUT), E(TW_EPEER) } };
+	run(ps, 3, want, false, 60000);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -460,6 +548,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_secret),
 		cmocka_unit_test(test_tls),
 		cmocka_unit_test(test_tls_name),
+		cmocka_unit_test(test_shm_hosts),
+		cmocka_unit_test(test_shm_tls),
+		cmocka_unit_test(test_shm_mismatch),
 	};
 	if (argc > 1
 	    && tw_test_select(

@@ -1549,17 +1549,30 @@ static size_t cpus_online(void)
 	return n > 0 ? (size_t)n : 1;
 }
 
-static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
+// Opens this party's endpoint with a channel to every peer i for which
+// want[i] (every peer when want is NULL); chans[i] stays NULL for the
+// others.  Ring sizes follow cfg->size, which both sides of a pair agree
+// on, whatever subset each of them opens.
+static int shm_open_ep(
+    const tw__link_cfg *cfg, const bool *want, tw_channel **chans)
 {
-	if (cfg->size < 2)
-		return TW_OK; // a link of one party has nobody to talk to
+	size_t npeers = cfg->size - 1;
+	if (want != NULL) {
+		npeers = 0;
+		for (size_t i = 0; i < cfg->size; i++) {
+			chans[i] = NULL;
+			npeers += i != cfg->self && want[i];
+		}
+	}
+	if (npeers == 0)
+		return TW_OK; // nobody to talk to
 	shm_ep *ep = calloc(1, sizeof(*ep));
 	if (ep == NULL)
 		return TW_ENOMEM;
 	ep->mb = tw__chanbase_mailbox_new(); // see shm_close_ns
 	ep->link_id = strdup(cfg->link_id);
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
-	ep->spin_ns = cfg->size <= cpus_online() ? SHM_SPIN_NS : 0;
+	ep->spin_ns = npeers + 1 <= cpus_online() ? SHM_SPIN_NS : 0;
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	ep->slots = tw__shm_slots(cfg->size);
 	ep->grp_max = TW_SHM_GRP_MAX;
@@ -1583,16 +1596,39 @@ static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	}
 	if (ok)
 		tw__mailbox_on_taken(ep->mb, ep_taken, ep);
-	if (!ok
-	    || tw__chanbase_open_all(cfg, ep, chan_new, chan_drop, chans)
-	        != TW_OK) {
+	if (ok && want == NULL)
+		ok = tw__chanbase_open_all(cfg, ep, chan_new, chan_drop, chans)
+		    == TW_OK;
+	for (size_t i = 0; ok && want != NULL && i < cfg->size; i++) {
+		if (i == cfg->self || !want[i])
+			continue;
+		tw__chanbase *b = chan_new(cfg, ep, i);
+		if (b == NULL) {
+			tw__chanbase_free_all(cfg, chan_drop, chans);
+			ok = false;
+		} else {
+			chans[i] = &b->ch;
+		}
+	}
+	if (!ok) {
 		if (ep->grp == NULL)
 			ep->ngrp = 0;
 		ep_free(ep);
 		return TW_ENOMEM;
 	}
-	atomic_init(&ep->refs, (unsigned)cfg->size - 1);
+	atomic_init(&ep->refs, (unsigned)npeers);
 	return TW_OK;
+}
+
+static int shm_open_link(const tw__link_cfg *cfg, tw_channel **chans)
+{
+	return shm_open_ep(cfg, NULL, chans);
+}
+
+int tw__shm_open_peers(
+    const tw__link_cfg *cfg, const bool *want, tw_channel **chans)
+{
+	return shm_open_ep(cfg, want, chans);
 }
 
 const tw__transport tw__shm_transport = {
