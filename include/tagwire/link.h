@@ -33,7 +33,9 @@ enum {
 	TW_OPT_RECV_BUFFER, // default 64 MiB, 4 KiB..2^40
 	TW_OPT_HEARTBEAT_MS, // default 1000; 0 = off, else 10..3600000;
 	// a tcp:// peer silent for 3 of them is gone
-	TW_OPT_SHM_LOCAL, // default 0; 0 or 1
+	TW_OPT_SHM_LOCAL, // default 0; 0 or 1: a tcp:// link carries its
+	// messages to peers on this host over shared memory (tw_link_create);
+	// every party sets the same value
 	TW_OPT_WINDOW // engine only (tagwire/engine.h): chunks in flight per
 	// connection, default 16, 1..1024; links accept and ignore it
 };
@@ -161,6 +163,19 @@ struct tw_channel;
 // also: TW_EINVAL when the parties disagree on the size or two claim one
 // rank (rank 0 tells everyone who reached it why, and every party logs
 // it), TW_ETIMEDOUT when a party did not reach rank 0 in time.
+//
+// TW_OPT_SHM_LOCAL on a tcp:// link: once the mesh is up, each pair of
+// parties finds out over the link (so authenticated as the link is)
+// whether they share a host and its shared memory -- the same kernel boot
+// and pid namespace, or TAGWIRE_HOST_ID, and a segment that one creates
+// and the other reads -- and if so moves all its messages to a shm://
+// channel, both sides deciding alike; any pair where that fails stays on
+// tcp://.  Data between such parties is not encrypted by TLS (it never
+// leaves the host; segments are mode 0600).  It needs
+// TW_OPT_MAX_MSG_SIZE >= 64 (else the link stays on tcp://, logged) and
+// adds: TW_ETIMEDOUT when a peer does not take part within the connect
+// timeout (it lacks the option; the log says so), TW_EPROTO for a
+// malformed answer.
 TW_API int tw_link_create(const tw_desc *d, size_t self_rank, tw_link **out);
 
 // Like tw_link_create, but the link runs over caller-supplied channels, one

@@ -10,3 +10,6 @@ endforeach()
 
 tw_test(NAME rdv_wire_test
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/rdv_wire_test.c TIMEOUT 60 LABELS unit)
+
+tw_test(NAME shml_wire_test
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/shml_wire_test.c TIMEOUT 60 LABELS unit)

@@ -98,6 +98,10 @@ void perf_usage(FILE *f, bool full)
 	    "  --stripes N        tcp: connections per pair of processes "
 	    "(TW_OPT_STRIPES,\n"
 	    "                     1..64, default 1)\n"
+	    "  --shm-local        tcp: TW_OPT_SHM_LOCAL, so that the parties "
+	    "(all on this\n"
+	    "                     host) move to shared memory once the link "
+	    "is up\n"
 	    "  --parties LIST     coll: party counts, e.g. 2,4,8 or "
 	    "2..16 (2..%d,\n"
 	    "                     default 2,4,8); the other tests use 2\n"
@@ -233,6 +237,8 @@ tw_desc *perf_desc_new(const perf_opts *o, const char *link_id, int transport)
 		st = tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, o->timeout_ms);
 	if (st == TW_OK && transport == PERF_T_TCP)
 		st = tw_desc_set(d, TW_OPT_STRIPES, (int64_t)o->stripes);
+	if (st == TW_OK && transport == PERF_T_TCP && o->shm_local)
+		st = tw_desc_set(d, TW_OPT_SHM_LOCAL, 1);
 	if (st != TW_OK) {
 		fprintf(stderr, "tagwire perf: tw_desc_set: %s\n",
 		    tw_err_name(st));
@@ -409,8 +415,8 @@ static int parse_seconds(
 static const char *const value_opts[] = { "--test", "--transport", "--sizes",
 	"--iters", "--duration", "--stripes", "--window", "--parties",
 	"--bind", "--client", "--timeout" };
-static const char *const flag_opts[]
-    = { "--validate", "--local", "--server", "--csv", "--json" };
+static const char *const flag_opts[] = { "--validate", "--local", "--server",
+	"--csv", "--json", "--shm-local" };
 
 #define NVALUE (sizeof(value_opts) / sizeof(value_opts[0]))
 #define NFLAG (sizeof(flag_opts) / sizeof(flag_opts[0]))
@@ -436,7 +442,8 @@ enum {
 	O_LOCAL,
 	O_SERVER,
 	O_CSV,
-	O_JSON
+	O_JSON,
+	O_SHM_LOCAL
 };
 
 // The option at argv[*i]: its index (value options first), with *val its
@@ -560,12 +567,16 @@ static void set_flag(perf_opts *o, int k)
 	case O_JSON:
 		o->format = PERF_FMT_JSON;
 		break;
+	case O_SHM_LOCAL:
+		o->shm_local = true;
+		break;
 	}
 }
 
 // The options a server takes from its client's plan.
-static const int plan_opts[] = { O_TEST, O_SIZES, O_ITERS, O_DURATION,
-	O_STRIPES, O_WINDOW, O_PARTIES, O_VALIDATE, O_CSV, O_JSON };
+static const int plan_opts[]
+    = { O_TEST, O_SIZES, O_ITERS, O_DURATION, O_STRIPES, O_WINDOW, O_PARTIES,
+	      O_VALIDATE, O_CSV, O_JSON, O_SHM_LOCAL };
 
 static int check_modes(perf_opts *o, const seen *s)
 {

@@ -67,6 +67,7 @@ typedef struct perf_opts {
 	uint64_t window; // rate: messages per ack, 0 = one ack at the end
 	bool validate;
 	uint64_t stripes;
+	bool shm_local; // tcp: TW_OPT_SHM_LOCAL
 	size_t parties[PERF_MAX_PARTY_COUNTS]; // coll
 	size_t nparties;
 	int mode;
