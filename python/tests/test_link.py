@@ -285,6 +285,25 @@ def test_p2p_empty_and_64mib(make_links, scheme):
     assert b.recv_into(bytearray(0), 0, "z") == 0
 
 
+def test_shm_local_tcp_link_carries_bytes_and_collectives(make_links):
+    # Three parties of one process over tcp:// with shm_local: every pair
+    # moves to shared memory once the link is up; messages of every size
+    # and the collectives arrive exactly.
+    links = make_links(3, "tcp", shm_local=1)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    def party(r):
+        l = links[r]
+        l.send(l.next_rank(), "p", payload[r:])
+        got = l.recv(l.prev_rank(), "p")
+        return got, l.all_gather(b"r%d" % r, "g")
+
+    got = run_parties(3, party)
+    for r, (msg, every) in enumerate(got):
+        assert msg == payload[(r - 1) % 3:]
+        assert every == [b"r0", b"r1", b"r2"]
+
+
 def test_too_big(make_links):
     a, b = make_links(2, max_msg_size=1000)
     a.send(1, "ok", bytes(1000))

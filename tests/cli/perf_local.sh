@@ -102,6 +102,18 @@ if [ "$T" = tcp ]; then
 		--stripes 3 --validate
 	expect_rc 0
 	expect_out '^tcp +bw +3 MiB +3 +2 '
+
+	# TW_OPT_SHM_LOCAL: the same tests once the parties have moved to
+	# shared memory, every byte checked.
+	run_alone perf --transport tcp --shm-local --test all --sizes 0,8,200K \
+		--iters 5 --parties 2,3 --validate
+	expect_rc 0
+	expect_err_empty
+	expect_nothing_left
+	for t in lat bw rate; do
+		expect_out "^tcp +$t +200 KiB +5 +2 "
+	done
+	expect_out "^tcp +allgather +200 KiB +5 +3 .* +$NUM +bruck\$"
 fi
 
 finish

@@ -9,7 +9,13 @@
 # party must exchange checked bytes with every other, print "rank R: ok"
 # and exit 0.
 #
-# usage: rdv8.sh path/to/rdv_party
+# usage: rdv8.sh path/to/rdv_party [shm-local]
+#
+# With shm-local, the parties also set TW_OPT_SHM_LOCAL and pairs of
+# namespaces are told they share a host (TAGWIRE_HOST_ID=host-0 for ranks
+# 0 and 1, host-1 for 2 and 3, ...; namespaces share the kernel and
+# /dev/shm, so the probe finds its segment): each party must log that one
+# of its seven peers moved to shm://, while the others stay on tcp://.
 #
 # Needs root and `ip netns`; without them, or when namespaces, bridges or
 # veths cannot be created, it prints "SKIP: reason" and exits with 77.
@@ -17,11 +23,12 @@
 # whatever happens; every wait has a deadline.
 set -euo pipefail
 
-[ $# -eq 1 ] || {
-	echo "usage: $0 path/to/rdv_party" >&2
+[ $# -eq 1 ] || [ $# -eq 2 ] && [ "${2:-shm-local}" = shm-local ] || {
+	echo "usage: $0 path/to/rdv_party [shm-local]" >&2
 	exit 2
 }
 PARTY=$1
+SHM_LOCAL=${2:+1}
 [ -x "$PARTY" ] || {
 	echo "FAIL: not an executable: $PARTY"
 	exit 1
@@ -57,9 +64,14 @@ done
 
 SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 for i in $(seq 0 $((N - 1))); do
+	extra=()
+	if [ -n "$SHM_LOCAL" ]; then
+		extra=(RDV_SHM_LOCAL=1 TAGWIRE_HOST_ID=host-$((i / 2))
+			TAGWIRE_LOG=info)
+	fi
 	ip netns exec "$ID-p$i" env -u TAGWIRE_PARTIES TAGWIRE_RANK=$i \
 		TAGWIRE_SIZE=$N TAGWIRE_SECRET="$SECRET" \
-		TAGWIRE_ROOT=tcp://10.78.0.1:7000 \
+		TAGWIRE_ROOT=tcp://10.78.0.1:7000 "${extra[@]}" \
 		"$PARTY" >"$TMP/p$i.out" 2>"$TMP/p$i.err" &
 	PIDS+=($!)
 done
@@ -88,7 +100,11 @@ for i in $(seq 0 $((N - 1))); do
 	[ "$rc" -eq 0 ] || fail "party $i exited with $rc"
 	grep -qx "rank $i: ok" "$TMP/p$i.out" ||
 		fail "party $i did not print 'rank $i: ok'"
+	if [ -n "$SHM_LOCAL" ]; then
+		grep -q "1 of 7 peers share this host and its shared memory; 1 moved to shm://" \
+			"$TMP/p$i.err" || fail "party $i did not move its host's peer to shm://"
+	fi
 done
 PIDS=()
 
-echo "ok: $N hosts met through tcp://10.78.0.1:7000 and exchanged checked bytes"
+echo "ok: $N hosts met through tcp://10.78.0.1:7000 and exchanged checked bytes${SHM_LOCAL:+ (pairs of them over shm://)}"

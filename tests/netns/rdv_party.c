@@ -6,7 +6,8 @@
 // party 256 KiB whose bytes depend on (sender, receiver), checks what it
 // receives from each, runs an allgather of every party's rank as text
 // (checked byte for byte) and a barrier, then closes.  It prints "rank R: ok" and exits 0,
-// or prints "rank R: FAIL: ..." and exits 1.
+// or prints "rank R: FAIL: ..." and exits 1.  RDV_SHM_LOCAL=1 sets
+// TW_OPT_SHM_LOCAL on its description.
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,6 +44,9 @@ int main(void)
 {
 	tw_desc *d;
 	check(tw_desc_from_env(&d, &me), "tw_desc_from_env");
+	const char *shm_local = getenv("RDV_SHM_LOCAL");
+	if (shm_local != NULL && strcmp(shm_local, "1") == 0)
+		check(tw_desc_set(d, TW_OPT_SHM_LOCAL, 1), "tw_desc_set");
 	tw_link *l;
 	check(tw_link_create(d, me, &l), "tw_link_create");
 	size_t n = tw_link_size(l);
