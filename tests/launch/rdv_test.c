@@ -36,6 +36,9 @@
 //              the pairs across stay on tcp://, and the ring and the
 //              allgather cross both.
 //   shm_tls    4 processes with TLS on one host: every pair moves.
+//   shm_killed 3 processes on one host; rank 2 is killed (SIGKILL) once
+//              its link is up: the others' allgather fails with TW_EPEER
+//              well within their receive timeout, over shared memory.
 //   shm_mismatch  rank 1 lacks the option: ranks 0 and 2 wait for its
 //              hello until they time out (or see rank 1 leave when the
 //              other gave up first), and rank 1 then finds its peers gone.
@@ -191,6 +194,8 @@ static void child(const party *p, int go_fd, int ready_fd, bool check_ports)
 		_exit(code(st));
 	if (tw_link_size(l) != (size_t)atoi(getenv("EXPECT_SIZE")))
 		_exit(91);
+	if (getenv("DIE_AFTER_CREATE") != NULL)
+		raise(SIGKILL);
 	const char *on_shm = getenv("EXPECT_SHM");
 	for (size_t j = 0; on_shm != NULL && j < tw_link_size(l); j++) {
 		bool want = (strtoul(on_shm, NULL, 0) >> j & 1) != 0;
@@ -515,6 +520,24 @@ static void test_shm_tls(void **state)
 	run(ps, 4, want, false, 60000);
 }
 
+static void test_shm_killed(void **state)
+{
+	(void)state;
+	pick_root();
+	static const char *const others[3]
+	    = { "EXPECT_SHM=0x6", "EXPECT_SHM=0x5", "DIE_AFTER_CREATE=1" };
+	party ps[3];
+	for (size_t i = 0; i < 3; i++)
+		ps[i] = (party) { .vars = { root_var, ranks[i],
+			              "TAGWIRE_SIZE=3", "EXPECT_SIZE=3",
+			              "SHM_LOCAL=1", others[i], NULL } };
+	static const int want[3][4]
+	    = { { E(TW_EPEER) }, { E(TW_EPEER) }, { 1000 + SIGKILL } };
+	// Far below the default receive timeout (60 s): only noticing the
+	// death ends the others' receives in time.
+	run(ps, 3, want, false, 20000);
+}
+
 static void test_shm_mismatch(void **state)
 {
 	(void)state;
@@ -550,6 +573,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_tls_name),
 		cmocka_unit_test(test_shm_hosts),
 		cmocka_unit_test(test_shm_tls),
+		cmocka_unit_test(test_shm_killed),
 		cmocka_unit_test(test_shm_mismatch),
 	};
 	if (argc > 1
