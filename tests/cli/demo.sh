@@ -5,7 +5,7 @@ shift
 
 run demo "$@"
 expect_rc 0
-expect_out '^tagwire demo: [0-9]+ part(y|ies) over (mem|shm|tcp)://, link "demo"$'
+expect_out '^tagwire demo: [0-9]+ part(y|ies) over (mem|shm|tcp):// ?(\(shm-local\))?, link "demo"$'
 for phase in 'mesh formed' 'point-to-point' 'barrier' \
 	'broadcast \(every root\)' 'gather \(every root\)' 'allgather' \
 	'scatter \(every root\)' 'bulk exchange' 'child links' 'close'; do

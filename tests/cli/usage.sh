@@ -32,6 +32,9 @@ expect_err '--transport wants mem, shm or tcp'
 expect_usage_error demo --corrupt nothing
 expect_usage_error demo --parties 64 --size 1G
 expect_err 'lower --parties or --size'
+expect_usage_error demo --shm-local
+expect_err '--shm-local is for --transport tcp'
+expect_usage_error demo --transport shm --shm-local
 
 # Transports the library does not carry yet are refused clearly.
 expect_usage_error demo --transport udp

@@ -48,6 +48,7 @@ typedef struct demo_cfg {
 	const char *transport; // a scheme the demo and the library both run
 	uint64_t size; // bytes of each bulk message
 	int corrupt; // phase whose first received buffer is flipped, or -1
+	bool shm_local; // tcp: TW_OPT_SHM_LOCAL
 } demo_cfg;
 
 typedef struct demo_party demo_party;
