@@ -8,7 +8,8 @@
 #                  [--tagwire PATH] [--tsv FILE]
 #
 #   --parties LIST     comma separated party counts (default 8,16,32,64)
-#   --transports LIST  comma separated, out of mem, shm, tcp (default tcp,shm)
+#   --transports LIST  comma separated, out of mem, shm, tcp and tcp-shm-local
+#                      (tcp with TW_OPT_SHM_LOCAL) (default tcp,shm)
 #   --size BYTES       the demo's bulk message size (default 64K: with 64
 #                      parties the bulk phase moves 64 x 63 of them)
 #   --tagwire PATH     the tool (default build/tools/tagwire/tagwire, as
@@ -28,7 +29,7 @@ tagwire=build/tools/tagwire/tagwire
 tsv=
 
 usage() {
-	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 while [ $# -gt 0 ]; do
@@ -61,10 +62,12 @@ phase() {
 }
 for t in ${transports//,/ }; do
 	for n in ${parties//,/ }; do
-		echo "+ $tagwire demo --parties $n --transport $t --size $size" >&2
+		args=(--transport "$t")
+		[ "$t" != tcp-shm-local ] || args=(--transport tcp --shm-local)
+		echo "+ $tagwire demo --parties $n ${args[*]} --size $size" >&2
 		rc=0
 		/usr/bin/time -f '%e %M' -o "$tmp/time" \
-			"$tagwire" demo --parties "$n" --transport "$t" \
+			"$tagwire" demo --parties "$n" "${args[@]}" \
 			--size "$size" >"$tmp/out" 2>"$tmp/err" || rc=$?
 		if [ "$rc" -ne 0 ]; then
 			echo "scale.sh: the demo of $n parties over $t failed ($rc):" >&2
