@@ -302,6 +302,9 @@ static void run(const party *ps, size_t n, const int want[][4],
 	}
 }
 
+// Every party exits 0.
+static const int all_ok[MAXP][4];
+
 static char root_var[64], master_port[32];
 
 static void pick_root(void)
@@ -326,8 +329,7 @@ static void test_four(void **state)
 		    = (party) { .vars = { root_var, ranks[i], "TAGWIRE_SIZE=4",
 			            "TAGWIRE_SECRET=rendezvous",
 			            "EXPECT_SIZE=4", NULL } };
-	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-	run(ps, 4, want, true, 60000);
+	run(ps, 4, all_ok, true, 60000);
 }
 
 static void test_torchrun(void **state)
@@ -341,8 +343,7 @@ static void test_torchrun(void **state)
 		ps[i] = (party) { .vars
 			= { r[i], "WORLD_SIZE=4", "MASTER_ADDR=127.0.0.1",
 			    master_port, "EXPECT_SIZE=4", NULL } };
-	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-	run(ps, 4, want, false, 60000);
+	run(ps, 4, all_ok, false, 60000);
 }
 
 static void test_launchers(void **state)
@@ -359,8 +360,7 @@ static void test_launchers(void **state)
 	for (size_t i = 0; i < 4; i++)
 		ps[i] = (party) { .vars = { root_var, vars[i][0], vars[i][1],
 			              "EXPECT_SIZE=4", NULL } };
-	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-	run(ps, 4, want, false, 60000);
+	run(ps, 4, all_ok, false, 60000);
 }
 
 static void test_started_late(void **state)
@@ -373,8 +373,7 @@ static void test_started_late(void **state)
 		    = (party) { .vars = { root_var, ranks[i], "TAGWIRE_SIZE=3",
 			            "EXPECT_SIZE=3", NULL },
 			      .late = i == 0 };
-	static const int want[3][4] = { { 0 }, { 0 }, { 0 } };
-	run(ps, 3, want, false, 60000);
+	run(ps, 3, all_ok, false, 60000);
 }
 
 #define E(st) (100 - (st))
@@ -455,8 +454,7 @@ static void test_tls(void **state)
 			            tls_vars[i][0], tls_vars[i][1],
 			            tls_vars[i][2], "EXPECT_SIZE=4", NULL } };
 	}
-	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-	run(ps, 4, want, false, 60000);
+	run(ps, 4, all_ok, false, 60000);
 }
 
 static void test_tls_name(void **state)
@@ -497,8 +495,7 @@ static void test_shm_hosts(void **state)
 			            "TAGWIRE_SECRET=s", "SHM_LOCAL=1",
 			            host_pairs[i][0], host_pairs[i][1],
 			            "EXPECT_SIZE=4", NULL } };
-	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-	run(ps, 4, want, false, 60000);
+	run(ps, 4, all_ok, false, 60000);
 }
 
 static void test_shm_tls(void **state)
@@ -516,8 +513,7 @@ static void test_shm_tls(void **state)
 			    "SHM_LOCAL=1", all_but[i], "EXPECT_SIZE=4", NULL }
 		};
 	}
-	static const int want[4][4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-	run(ps, 4, want, false, 60000);
+	run(ps, 4, all_ok, false, 60000);
 }
 
 static void test_shm_killed(void **state)
