@@ -11,7 +11,7 @@
 #                       [--sizes LIST] [--shm-max N] [--traffic-mib N]
 #                       [--duration S] [--tagwire PATH] [--out FILE]
 #
-# Defaults: tcp and shm, parties 2,4,8,16,32,64 (shm up to --shm-max, 16),
+# Defaults: tcp and shm, parties 2,4,8,16,32,64 (shm up to --shm-max, 64),
 # sizes 8 B to 16 MiB in powers of 16 (and 16 MiB), about --duration 0.05 s
 # per figure.  A point whose allgather would move more than --traffic-mib
 # MiB in all (n·(n-1)·m; default 1024) is left out of both tests, so that
@@ -34,7 +34,7 @@ tagwire="$here/build/tools/tagwire/tagwire"
 transports=tcp,shm
 parties=2,4,8,16,32,64
 sizes=8,128,2K,32K,512K,8M,16M
-shm_max=16
+shm_max=64
 traffic_mib=1024
 duration=0.05
 out=
