@@ -57,7 +57,7 @@ if (ntr == 0) {
 
 # noenhanced: CPU models hold characters (@, _) that enhanced text would
 # take for markup.
-set terminal svg size 1300,(ntr * 2 * 560 + 120) dynamic noenhanced \
+set terminal svg size 1400,(ntr * 2 * 560 + 120) dynamic noenhanced \
 	font "sans,12" background "white"
 set output ARG2
 set encoding utf8
@@ -86,7 +86,7 @@ set bmargin 4
 # The same margins in every panel of a column, whatever the width of its
 # key.
 col_margins(q) = sprintf("set lmargin at screen %g; set rmargin at screen %g", \
-	(q - 1 + 0.09) / 2.0, (q - 1 + 0.76) / 2.0)
+	(q - 1 + 0.12) / 2.0, (q - 1 + 0.74) / 2.0)
 
 # A tic at each size of the data; a size within 4x of the last labelled
 # one (16 MiB after 8 MiB) gets a tic without a label, so that the labels
