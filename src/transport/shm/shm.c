@@ -1097,8 +1097,14 @@ static int tx_large(shm_chan *mc, const char *key, size_t klen,
 			tw__cpu_relax();
 			continue;
 		}
+		// A receiver that copied the message and then left (its last
+		// message, before it closed) marked the copy first: look again,
+		// or a delivered message would fail.
 		if (peer_gone(mc))
-			return TW_EPEER;
+			return __atomic_load_n(&d->copied, __ATOMIC_ACQUIRE)
+			        >= seq
+			    ? TW_OK
+			    : TW_EPEER;
 		if (!claimed) {
 			status = tx_check(mc, cancel);
 			if (status == TW_OK && deadline != TW_FOREVER

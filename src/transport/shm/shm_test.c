@@ -34,7 +34,7 @@
 #include "transport/shm/shm_seg.h"
 
 #define MAX_PARTIES 3
-#define MAX_CHILDREN 6
+#define MAX_CHILDREN 12
 
 static char link_id[64];
 static char addrs[MAX_PARTIES][80];
@@ -995,6 +995,100 @@ static void t_large_cma(void **state)
 	large(0);
 }
 
+// A receiver whose last act on a link is to take a large message and close
+// at once: the sender, waiting for the copy to be marked, may see the
+// receiver gone first, and must still return TW_OK, since the message was
+// delivered.  Each round is a link of its own (the race is the last
+// message's), LAST_ROUNDS of them, while one busy process per CPU competes
+// for the CPUs: the window is between two loads of the sender, and only a
+// sender preempted there meets it.
+#define LAST_ROUNDS 300
+#define LAST_SIZE (256 * 1024)
+
+static int last_link(int rank, int round, tw_link **out)
+{
+	char id[96];
+	snprintf(id, sizeof(id), "%s.r%d", link_id, round);
+	tw_desc *d = tw_desc_new(id);
+	for (int i = 0; i < 2; i++) {
+		char pid[16], addr[128];
+		snprintf(pid, sizeof(pid), "p%d", i);
+		snprintf(addr, sizeof(addr), "shm://%s.p%d", id, i);
+		tw_desc_add_party(d, pid, addr);
+	}
+	tw_desc_set(d, TW_OPT_CONNECT_TIMEOUT_MS, tw_test_scale_ms(20000));
+	tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, tw_test_scale_ms(20000));
+	int rv = tw_link_create(d, (size_t)rank, out);
+	tw_desc_free(d);
+	return rv;
+}
+
+static int last_sender(child *c)
+{
+	(void)c;
+	unsigned char *buf = malloc(LAST_SIZE);
+	CHK(buf != NULL);
+	for (int k = 0; k < LAST_ROUNDS; k++) {
+		tw_link *l;
+		CHK_RV(last_link(0, k, &l), TW_OK);
+		fill(buf, LAST_SIZE, (uint32_t)k);
+		CHK_RV(tw_send(l, 1, "last", buf, LAST_SIZE), TW_OK);
+		int st = tw_link_close(l);
+		CHK(st == TW_OK || st == TW_EPEER);
+	}
+	free(buf);
+	return 0;
+}
+
+static int last_receiver(child *c)
+{
+	(void)c;
+	for (int k = 0; k < LAST_ROUNDS; k++) {
+		tw_link *l;
+		CHK_RV(last_link(1, k, &l), TW_OK);
+		tw_buf b = { 0 };
+		CHK_RV(tw_recv(l, 0, "last", &b), TW_OK);
+		CHK(b.len == LAST_SIZE && check(b.data, b.len, (uint32_t)k));
+		tw_buf_free(&b);
+		int st = tw_link_close(l);
+		CHK(st == TW_OK || st == TW_EPEER);
+	}
+	return 0;
+}
+
+// Keeps a CPU busy until its go pipe has a byte or is closed.
+static int busy(child *c)
+{
+	fcntl(c->go_fd, F_SETFL, O_NONBLOCK);
+	for (;;) {
+		char b;
+		ssize_t n = read(c->go_fd, &b, 1);
+		if (n >= 0 || errno != EAGAIN)
+			return 0;
+	}
+}
+
+static void t_large_last(void **state)
+{
+	(void)state;
+	unsetenv("TAGWIRE_SHM_NO_CMA");
+	enum { MAX_BUSY = 8 };
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int nbusy = cpus < 1 ? 1 : cpus > MAX_BUSY ? MAX_BUSY : (int)cpus;
+	proc hogs[MAX_BUSY];
+	for (int i = 0; i < nbusy; i++)
+		hogs[i] = spawn(busy, 2 + i, 0);
+	proc s = spawn(last_sender, 0, 0);
+	proc r = spawn(last_receiver, 1, 0);
+	int ss = proc_reap(&s), rs = proc_reap(&r);
+	for (int i = 0; i < nbusy; i++) {
+		proc_go(&hogs[i]);
+		assert_int_equal(proc_reap(&hogs[i]), 0);
+	}
+	assert_int_equal(ss, 0);
+	assert_int_equal(rs, 0);
+}
+
 static void t_large_chunked(void **state)
 {
 	large(1);
@@ -1288,6 +1382,7 @@ int main(int argc, char **argv)
 		CASE(corrupt_ring),
 		CASE(large_cma),
 		CASE(large_chunked),
+		CASE(large_last),
 		CASE(reader_role),
 		CASE(direct_moved),
 		CASE(close_unread),
