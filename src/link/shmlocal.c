@@ -176,7 +176,7 @@ static int hellos(shml *s)
 	if (tw_shm_create(s->probe, PROBE_SIZE, &s->probe_mem) == TW_OK)
 		memcpy(s->probe_mem, s->me.token, sizeof(s->me.token));
 	else
-		s->probe_mem = NULL; // no peer will see us: all stay on tcp
+		s->probe_mem = NULL; // no peer will see it: all stay on tcp://
 	uint8_t msg[TW_SHML_HELLO_LEN];
 	tw__shml_hello_encode(&s->me, msg);
 	int st = TW_OK;
@@ -197,8 +197,12 @@ static int hellos(shml *s)
 			    tw__desc_parties(s->d)[i].id);
 			break;
 		}
-		s->same[i] = s->probe_mem != NULL
-		    && memcmp(s->peer[i].host, s->me.host, TW_SHML_HOST_LEN)
+		// Both sides of a pair compute `same` from the same two hellos,
+		// so both send each other a verdict in round 1.  Whether a
+		// probe exists goes into the verdicts only: a side whose own
+		// probe failed still answers, and its peer's verdict is 0.
+		s->same[i]
+		    = memcmp(s->peer[i].host, s->me.host, TW_SHML_HOST_LEN)
 		        == 0
 		    && s->peer[i].nonce != s->me.nonce;
 		s->seen[i] = s->same[i] && tw__shml_probe_sees(&s->peer[i]);
@@ -315,7 +319,8 @@ int tw__shmlocal_upgrade(tw_link *l, const tw_desc *d)
 		// The hello cannot travel: every party (with the same options)
 		// decides so alike.
 		TW_LOGL(TW_LOG_WARN, "link", l->id, l->rank,
-		    "TW_OPT_SHM_LOCAL needs TW_OPT_MAX_MSG_SIZE of %d bytes or "
+		    "TW_OPT_SHM_LOCAL needs TW_OPT_MAX_MSG_SIZE of %d bytes "
+		    "or "
 		    "more: the link stays on tcp://",
 		    TW_SHML_HELLO_LEN);
 		return TW_OK;
