@@ -294,15 +294,22 @@ static int move(shml *s, size_t *moved)
 	return TW_OK;
 }
 
+// Unmaps and removes this side's probe, if it has one.
+static void probe_drop(shml *s)
+{
+	if (s->probe_mem == NULL)
+		return;
+	tw_shm_close(s->probe_mem, PROBE_SIZE);
+	tw_shm_unlink(s->probe);
+	s->probe_mem = NULL;
+}
+
 static void shml_free(shml *s)
 {
 	for (size_t i = 0; s->shm != NULL && i < s->n; i++)
 		if (s->shm[i] != NULL)
 			s->shm[i]->ops->destroy(s->shm[i]);
-	if (s->probe_mem != NULL) {
-		tw_shm_close(s->probe_mem, PROBE_SIZE);
-		tw_shm_unlink(s->probe);
-	}
+	probe_drop(s);
 	free(s->peer);
 	free(s->same);
 	free(s->seen);
@@ -349,11 +356,7 @@ int tw__shmlocal_upgrade(tw_link *l, const tw_desc *d)
 	if ((st = exchange_verdicts(&s, 1, s.same, s.seen, s.want)) != TW_OK)
 		goto out;
 	// Every peer that looks has looked: the probe has done its job.
-	if (s.probe_mem != NULL) {
-		tw_shm_close(s.probe_mem, PROBE_SIZE);
-		tw_shm_unlink(s.probe);
-		s.probe_mem = NULL;
-	}
+	probe_drop(&s);
 	size_t nwant = 0;
 	for (size_t i = 0; i < n; i++)
 		nwant += s.want[i];

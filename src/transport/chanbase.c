@@ -85,10 +85,16 @@ void tw__chanbase_free_all(
 int tw__chanbase_open_all(const tw__link_cfg *cfg, void *ep,
     tw__chan_new_fn make, tw__chan_free_fn drop, tw_channel **chans)
 {
+	return tw__chanbase_open_some(cfg, NULL, ep, make, drop, chans);
+}
+
+int tw__chanbase_open_some(const tw__link_cfg *cfg, const bool *want, void *ep,
+    tw__chan_new_fn make, tw__chan_free_fn drop, tw_channel **chans)
+{
 	for (size_t i = 0; i < cfg->size; i++)
 		chans[i] = NULL;
 	for (size_t i = 0; i < cfg->size; i++) {
-		if (i == cfg->self)
+		if (i == cfg->self || (want != NULL && !want[i]))
 			continue;
 		tw__chanbase *b = make(cfg, ep, i);
 		if (b == NULL) {

@@ -113,6 +113,11 @@ typedef void (*tw__chan_free_fn)(tw__chanbase *b);
 int tw__chanbase_open_all(const tw__link_cfg *cfg, void *ep,
     tw__chan_new_fn make, tw__chan_free_fn drop, tw_channel **chans);
 
+// The same for the peers i with want[i] only (every peer when want is
+// NULL); chans[i] stays NULL for the others.
+int tw__chanbase_open_some(const tw__link_cfg *cfg, const bool *want, void *ep,
+    tw__chan_new_fn make, tw__chan_free_fn drop, tw_channel **chans);
+
 // Frees with `drop` every channel in chans[0..cfg->size) (made by
 // tw__chanbase_open_all, never run) and sets them NULL.
 void tw__chanbase_free_all(

@@ -541,50 +541,55 @@ static void test_shm_tls(void **state)
 	run(ps, 4, all_ok, false, 60000);
 }
 
+// Three parties through the root; party i also gets extra[i] (up to three
+// NAME=VALUE, NULL-terminated early).
+static void run_three(
+    const char *const extra[3][3], const int want[][4], int64_t timeout_ms)
+{
+	pick_root();
+	party ps[3];
+	for (size_t i = 0; i < 3; i++)
+		ps[i]
+		    = (party) { .vars = { root_var, ranks[i], "TAGWIRE_SIZE=3",
+			            "EXPECT_SIZE=3", extra[i][0], extra[i][1],
+			            extra[i][2], NULL } };
+	run(ps, 3, want, false, timeout_ms);
+}
+
 static void test_shm_private(void **state)
 {
 	(void)state;
-	pick_root();
-	static const char *const expect[3]
-	    = { "EXPECT_SHM=0x2", "EXPECT_SHM=0x1", "EXPECT_SHM=0x0" };
-	party ps[3];
-	for (size_t i = 0; i < 3; i++)
-		ps[i] = (party) { .vars
-			= { root_var, ranks[i], "TAGWIRE_SIZE=3",
-			    "EXPECT_SIZE=3", "SHM_LOCAL=1", expect[i],
-			    i == 2 ? "PRIVATE_DEV_SHM=1" : NULL, NULL } };
-	run(ps, 3, all_ok, false, 60000);
+	static const char *const extra[3][3] = {
+		{ "SHM_LOCAL=1", "EXPECT_SHM=0x2" },
+		{ "SHM_LOCAL=1", "EXPECT_SHM=0x1" },
+		{ "SHM_LOCAL=1", "EXPECT_SHM=0x0", "PRIVATE_DEV_SHM=1" },
+	};
+	run_three(extra, all_ok, 60000);
 }
 
 static void test_shm_killed(void **state)
 {
 	(void)state;
-	pick_root();
-	static const char *const others[3]
-	    = { "EXPECT_SHM=0x6", "EXPECT_SHM=0x5", "DIE_AFTER_CREATE=1" };
-	party ps[3];
-	for (size_t i = 0; i < 3; i++)
-		ps[i] = (party) { .vars = { root_var, ranks[i],
-			              "TAGWIRE_SIZE=3", "EXPECT_SIZE=3",
-			              "SHM_LOCAL=1", others[i], NULL } };
+	static const char *const extra[3][3] = {
+		{ "SHM_LOCAL=1", "EXPECT_SHM=0x6" },
+		{ "SHM_LOCAL=1", "EXPECT_SHM=0x5" },
+		{ "SHM_LOCAL=1", "DIE_AFTER_CREATE=1" },
+	};
 	static const int want[3][4]
 	    = { { E(TW_EPEER) }, { E(TW_EPEER) }, { 1000 + SIGKILL } };
 	// Far below the default receive timeout (60 s): only noticing the
 	// death ends the others' receives in time.
-	run(ps, 3, want, false, 20000);
+	run_three(extra, want, 20000);
 }
 
 static void test_shm_mismatch(void **state)
 {
 	(void)state;
-	pick_root();
-	party ps[3];
-	for (size_t i = 0; i < 3; i++)
-		ps[i] = (party) {
-			.vars = { root_var, ranks[i], "TAGWIRE_SIZE=3",
-			    "EXPECT_SIZE=3", "CONNECT_MS=1500",
-			    i == 1 ? "NO_SHM_LOCAL=1" : "SHM_LOCAL=1", NULL }
-		};
+	static const char *const extra[3][3] = {
+		{ "CONNECT_MS=1500", "SHM_LOCAL=1" },
+		{ "CONNECT_MS=1500" },
+		{ "CONNECT_MS=1500", "SHM_LOCAL=1" },
+	};
 	// Rank 1's link is up; its first receive from a peer that gave up
 	// finds the peer gone, or times out when the close is slow to come.
 	// Ranks 0 and 2 wait for rank 1's hello: the first to give up times
@@ -592,7 +597,7 @@ static void test_shm_mismatch(void **state)
 	static const int want[3][4] = { { E(TW_ETIMEDOUT), E(TW_EPEER) },
 		{ E(TW_EPEER), E(TW_ETIMEDOUT) },
 		{ E(TW_ETIMEDOUT), E(TW_EPEER) } };
-	run(ps, 3, want, false, 60000);
+	run_three(extra, want, 60000);
 }
 
 int main(int argc, char **argv)

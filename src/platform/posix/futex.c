@@ -45,22 +45,34 @@ static int64_t ns_until(int64_t deadline_ns)
 
 #if defined(__linux__)
 
+// ns as a timespec (a duration or a CLOCK_MONOTONIC time).
+static struct timespec ts_of(int64_t ns)
+{
+	return (struct timespec) { (time_t)(ns / 1000000000),
+		(long)(ns % 1000000000) };
+}
+
+// What a futex wait call that returned rv (errno err) means for the
+// caller: 0 (woken, the word changed, or a signal), ETIMEDOUT, or -1 for a
+// failure after which the caller naps instead.
+static int wait_outcome(long rv, int err)
+{
+	if (rv >= 0 || err == EAGAIN || err == EINTR)
+		return 0;
+	return err == ETIMEDOUT ? ETIMEDOUT : -1;
+}
+
 int tw__futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
 {
 	if (timeout_ns <= 0)
 		return ETIMEDOUT;
 	// FUTEX_WAIT takes a relative timeout measured on CLOCK_MONOTONIC, so
 	// a change of the wall clock cannot stretch the sleep.
-	struct timespec ts = { (time_t)(timeout_ns / 1000000000),
-		(long)(timeout_ns % 1000000000) };
+	struct timespec ts = ts_of(timeout_ns);
 	long rv = syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
-	if (rv == 0)
-		return 0;
-	int err = errno;
-	if (err == ETIMEDOUT)
-		return ETIMEDOUT;
-	if (err == EAGAIN || err == EINTR)
-		return 0;
+	int err = errno, out = wait_outcome(rv, err);
+	if (out >= 0)
+		return out;
 	// ENOSYS (a seccomp filter), EFAULT or EINVAL: nothing the caller can
 	// mend, but waiting must still work, so degrade to short naps.
 	TW_LOG_ONCE(TW_LOG_WARN, "futex",
@@ -107,16 +119,11 @@ int tw__futex_waitv(uint32_t *const *words, const uint32_t *expected,
 		v[i].flags = FUTEX_WAITV_U32;
 		v[i].reserved = 0;
 	}
-	struct timespec ts = { (time_t)(deadline_ns / 1000000000),
-		(long)(deadline_ns % 1000000000) };
+	struct timespec ts = ts_of(deadline_ns);
 	long rv = syscall(SYS_futex_waitv, v, n, 0, &ts, CLOCK_MONOTONIC);
-	if (rv >= 0)
-		return 0;
-	int err = errno;
-	if (err == ETIMEDOUT)
-		return ETIMEDOUT;
-	if (err == EAGAIN || err == EINTR)
-		return 0;
+	int err = errno, out = wait_outcome(rv, err);
+	if (out >= 0)
+		return out;
 	// ENOSYS: a kernel before 5.16, where naps are the design; anything
 	// else is unexpected.
 	TW_LOG_ONCE(err == ENOSYS ? TW_LOG_INFO : TW_LOG_WARN, "futex",

@@ -1562,13 +1562,10 @@ static size_t cpus_online(void)
 static int shm_open_ep(
     const tw__link_cfg *cfg, const bool *want, tw_channel **chans)
 {
-	size_t npeers = cfg->size - 1;
-	if (want != NULL) {
-		npeers = 0;
-		for (size_t i = 0; i < cfg->size; i++) {
-			chans[i] = NULL;
-			npeers += i != cfg->self && want[i];
-		}
+	size_t npeers = 0;
+	for (size_t i = 0; i < cfg->size; i++) {
+		chans[i] = NULL;
+		npeers += i != cfg->self && (want == NULL || want[i]);
 	}
 	if (npeers == 0)
 		return TW_OK; // nobody to talk to
@@ -1602,20 +1599,10 @@ static int shm_open_ep(
 	}
 	if (ok)
 		tw__mailbox_on_taken(ep->mb, ep_taken, ep);
-	if (ok && want == NULL)
-		ok = tw__chanbase_open_all(cfg, ep, chan_new, chan_drop, chans)
+	if (ok)
+		ok = tw__chanbase_open_some(
+		         cfg, want, ep, chan_new, chan_drop, chans)
 		    == TW_OK;
-	for (size_t i = 0; ok && want != NULL && i < cfg->size; i++) {
-		if (i == cfg->self || !want[i])
-			continue;
-		tw__chanbase *b = chan_new(cfg, ep, i);
-		if (b == NULL) {
-			tw__chanbase_free_all(cfg, chan_drop, chans);
-			ok = false;
-		} else {
-			chans[i] = &b->ch;
-		}
-	}
 	if (!ok) {
 		if (ep->grp == NULL)
 			ep->ngrp = 0;
