@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -47,23 +49,60 @@ static inline bool tw_test_check(
 	return true;
 }
 
-// A loopback port that is free now: bound to port 0, read back and
-// closed (0 if none).  Another process could take it before the test binds
-// it; that race is small (the kernel hands out ephemeral ports at random)
-// and shows as a bind failure (TW_ESYS), never as a wrong result.
+// Whether `port` of 127.0.0.1 can be bound now, the way the tcp://
+// transport binds it (SO_REUSEADDR, so a connection left in TIME_WAIT by an
+// earlier test does not count as taken).
+static inline bool tw_test_port_bindable(unsigned port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		.sin_port = htons((uint16_t)port),
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	bool ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+// A loopback port that is free now (0 if none).  It is drawn at random from
+// below the kernel's ephemeral range (net.ipv4.ip_local_port_range): the
+// kernel serves every outgoing connection and every bind to port 0 from that
+// range, so neither can take the port before the test binds it.  Tests that
+// run at once could still draw the same port, but they draw from thousands
+// and skip ports already bound, so only two draws of one port within the
+// few milliseconds before either binds it collide.
 static inline unsigned tw_test_free_port(void)
 {
-	unsigned port = 0;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0
-	    && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
+	unsigned lo = 32768, hi = 60999;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	if (f != NULL) {
+		if (fscanf(f, "%u %u", &lo, &hi) != 2)
+			lo = 32768;
+		fclose(f);
+	}
+	unsigned base = lo > 16384 + 1024 ? lo - 16384 : 1024;
+	if (lo <= base + 1024)
+		return 0; // no room below the ephemeral range
+	static uint64_t x;
+	if (x == 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		x = ((uint64_t)getpid() << 32 ^ (uint64_t)ts.tv_nsec
+		        ^ (uint64_t)ts.tv_sec * 1000003u)
+		    | 1;
+	}
+	for (int tries = 0; tries < 1000; tries++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		unsigned port = base + (unsigned)(x % (lo - base));
+		if (tw_test_port_bindable(port))
+			return port;
+	}
+	return 0;
 }
 
 #endif // TW_TESTS_TESTDATA_H

@@ -8,6 +8,7 @@ tcp://127.0.0.1 all work with one thread per party).
 import itertools
 import os
 import queue
+import random
 import socket
 import sys
 import threading
@@ -30,18 +31,49 @@ def unique_name(prefix="t"):
     return f"{prefix}{os.getpid()}x{next(_seq)}"
 
 
-def free_tcp_ports(n):
-    """n distinct free ports on 127.0.0.1 (bound at once, then released)."""
-    socks = []
+def _ephemeral_low():
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # As the tcp:// transport binds: a TIME_WAIT left over is no obstacle.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
     finally:
-        for s in socks:
-            s.close()
+        s.close()
+
+
+_rng = random.Random(os.getpid() ^ time.time_ns())
+
+
+def free_tcp_ports(n):
+    """n distinct ports of 127.0.0.1 that are free now.
+
+    They are drawn from below the kernel's ephemeral range, which serves
+    every outgoing connection and every bind to port 0, so neither can take
+    a port before the link binds it.
+    """
+    low = _ephemeral_low()
+    base = max(1024, low - 16384)
+    ports = []
+    for _ in range(1000 * n):
+        if len(ports) == n:
+            break
+        p = _rng.randrange(base, low)
+        if p not in ports and _bindable(p):
+            ports.append(p)
+    if len(ports) != n:
+        raise RuntimeError("no free ports below the ephemeral range")
+    return ports
 
 
 def addresses(scheme, n):

@@ -35,6 +35,11 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 int cli_parse_u64(
     const char *s, uint64_t min, uint64_t max, int units, uint64_t *out);
 
+// Finds n distinct ports of `host` that are free now, drawn from below the
+// kernel's ephemeral range so that no outgoing connection takes one before
+// a party binds it.  Returns 0, or -1 with a message on stderr.
+int cli_free_ports(const char *host, unsigned *ports, size_t n);
+
 // Writes `n` bytes as "512 B", "4 MiB" or "3.5 MiB" into buf[cap].
 void cli_fmt_bytes(char *buf, size_t cap, uint64_t n);
 

@@ -62,29 +62,15 @@ static void shm_addr(char *buf, size_t cap, size_t rank)
 	snprintf(buf, cap, "shm://demo%ld.p%zu", (long)getpid(), rank);
 }
 
-// Loopback ports that are free now.  All are held open together so that
-// they are distinct, then released for the parties to bind; another process
-// could take one in between, which shows as a bind failure (TW_ESYS) in the
-// report, never as a wrong result.
+// Loopback ports that are free now (cli_free_ports), for the parties to
+// bind.  Another program could bind one first; that shows as a bind failure
+// (TW_ESYS) in the report, never as a wrong result.
 static unsigned tcp_ports[DEMO_MAX_PARTIES];
 
 static void tcp_pick_ports(void)
 {
-	int fds[DEMO_MAX_PARTIES];
-	for (size_t i = 0; i < DEMO_MAX_PARTIES; i++) {
-		struct sockaddr_in sa = { .sin_family = AF_INET,
-			.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-		socklen_t len = sizeof(sa);
-		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		tcp_ports[i] = 0;
-		if (fds[i] >= 0
-		    && bind(fds[i], (struct sockaddr *)&sa, len) == 0
-		    && getsockname(fds[i], (struct sockaddr *)&sa, &len) == 0)
-			tcp_ports[i] = ntohs(sa.sin_port);
-	}
-	for (size_t i = 0; i < DEMO_MAX_PARTIES; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
+	if (cli_free_ports("127.0.0.1", tcp_ports, DEMO_MAX_PARTIES) != 0)
+		memset(tcp_ports, 0, sizeof(tcp_ports));
 }
 
 static void tcp_addr(char *buf, size_t cap, size_t rank)

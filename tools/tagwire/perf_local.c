@@ -313,29 +313,17 @@ static void seg_remove(group *g)
 	g->seg[0] = '\0';
 }
 
-// Loopback ports that are free now, held open together so that they are
-// distinct, then released for the parties to bind.  Another process could
-// take one in between; that shows as TW_ESYS from tw_link_create, never as
-// a wrong figure.
+// Loopback ports that are free now (cli_free_ports), for the parties to
+// bind.  Another program could bind one first; that shows as TW_ESYS from
+// tw_link_create, never as a wrong figure.
 static void pick_ports(group *g)
 {
-	int fds[PERF_MAX_PARTIES];
-	for (size_t i = 0; i < g->n; i++) {
-		struct sockaddr_in sa = { .sin_family = AF_INET,
-			.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-		socklen_t len = sizeof(sa);
-		unsigned port = 0;
-		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fds[i] >= 0
-		    && bind(fds[i], (struct sockaddr *)&sa, len) == 0
-		    && getsockname(fds[i], (struct sockaddr *)&sa, &len) == 0)
-			port = ntohs(sa.sin_port);
-		snprintf(g->addr[i], sizeof(g->addr[i]), "tcp://127.0.0.1:%u",
-		    port);
-	}
+	unsigned ports[PERF_MAX_PARTIES] = { 0 };
+	if (cli_free_ports("127.0.0.1", ports, g->n) != 0)
+		memset(ports, 0, sizeof(ports));
 	for (size_t i = 0; i < g->n; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
+		snprintf(g->addr[i], sizeof(g->addr[i]), "tcp://127.0.0.1:%u",
+		    ports[i]);
 }
 
 // The ring's segment: two rings, formatted, not mapped here afterwards.

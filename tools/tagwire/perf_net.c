@@ -101,44 +101,6 @@ static int addr_parse(const char *s, unsigned def, bool zero, net_addr *a)
 	return 0;
 }
 
-// A port of `host` that is free now (bound to port 0, read back, closed).
-// Another process could take it before the link binds it: that shows as
-// TW_ESYS from tw_link_create.
-static int free_port(const char *host, unsigned *port)
-{
-	struct addrinfo hints, *ai = NULL;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	int rc = getaddrinfo(host, "0", &hints, &ai);
-	if (rc != 0) {
-		fprintf(
-		    stderr, "tagwire perf: %s: %s\n", host, gai_strerror(rc));
-		return -1;
-	}
-	rc = -1;
-	for (struct addrinfo *p = ai; p != NULL && rc != 0; p = p->ai_next) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
-		int fd
-		    = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, 0);
-		if (fd >= 0 && bind(fd, p->ai_addr, p->ai_addrlen) == 0
-		    && getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-			*port = ntohs(ss.ss_family == AF_INET6
-			        ? ((struct sockaddr_in6 *)&ss)->sin6_port
-			        : ((struct sockaddr_in *)&ss)->sin_port);
-			rc = 0;
-		}
-		if (fd >= 0)
-			close(fd);
-	}
-	if (rc != 0)
-		fprintf(stderr, "tagwire perf: no free port on %s: %s\n", host,
-		    strerror(errno));
-	freeaddrinfo(ai);
-	return rc;
-}
-
 // The client's own address: bound on loopback if that sorts before the
 // server's, on every interface otherwise (which sorts before any name or
 // address but a few that start with "0").
@@ -148,7 +110,7 @@ static int client_addr(const net_addr *server, net_addr *self)
 	for (size_t i = 0; i < 2; i++) {
 		snprintf(self->host, sizeof(self->host), "%s", hosts[i]);
 		self->v6 = false;
-		if (free_port(self->host, &self->port) != 0)
+		if (cli_free_ports(self->host, &self->port, 1) != 0)
 			return CLI_FAILED;
 		addr_url(self);
 		if (strcmp(self->url, server->url) < 0)
@@ -312,7 +274,7 @@ int perf_server(const perf_opts *o)
 		return cli_usage_error(
 		    "perf", "--bind wants tcp://HOST:PORT, not '%.64s'", bind);
 	if (self.port == 0) {
-		if (free_port(self.host, &self.port) != 0)
+		if (cli_free_ports(self.host, &self.port, 1) != 0)
 			return CLI_FAILED;
 		addr_url(&self);
 	}

@@ -16,11 +16,11 @@
 // Signals and child exits wake poll() through a pipe (the self-pipe
 // trick); the handlers only set flags, and the loop does the work.
 //
-// tcp:// ports are found by binding port 0 on 127.0.0.1, N sockets held
-// together so that the ports differ, and closed just before the children
-// start, since the children must bind them.  Another program may take a
-// port in that gap; the party that wanted it then fails to bind (TW_ESYS)
-// and the run fails with it, which is loud, never a wrong result.
+// tcp:// ports of 127.0.0.1 are drawn from below the kernel's ephemeral
+// range (cli_free_ports), where no outgoing connection can take them before
+// the children bind them.  Another program that binds the same port in
+// that gap makes the party that wanted it fail to bind (TW_ESYS), and the
+// run fails with it, which is loud, never a wrong result.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -482,37 +482,6 @@ static void supervise(runner *r)
 // Setup
 // ---------------------------------------------------------------------------
 
-// Binds n loopback sockets to port 0 and writes their ports to ports[];
-// the sockets stay open in fds[] until the caller closes them.
-static int pick_ports(size_t n, int *fds, unsigned *ports)
-{
-	for (size_t i = 0; i < n; i++)
-		fds[i] = -1;
-	for (size_t i = 0; i < n; i++) {
-		struct sockaddr_in sa = { .sin_family = AF_INET,
-			.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-		socklen_t len = sizeof(sa);
-		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fds[i] < 0
-		    || bind(fds[i], (struct sockaddr *)&sa, len) != 0
-		    || getsockname(fds[i], (struct sockaddr *)&sa, &len)
-		        != 0) {
-			say("cannot find a free port on 127.0.0.1: %s",
-			    strerror(errno));
-			return -1;
-		}
-		ports[i] = ntohs(sa.sin_port);
-	}
-	return 0;
-}
-
-static void close_all(int *fds, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-}
-
 // "ADDR,ADDR,..." for TAGWIRE_PARTIES; NULL when out of memory.
 static char *parties_list(bool shm, size_t n, const unsigned *ports)
 {
@@ -670,12 +639,11 @@ static int launch(const ropts *o)
 
 	runner r = { .n = o->n, .first_fail = -1 };
 	unsigned *ports = calloc(o->n, sizeof(*ports));
-	int *sfd = calloc(o->n, sizeof(*sfd));
 	r.c = calloc(o->n, sizeof(*r.c));
 	r.pfd = calloc(1 + 2 * o->n, sizeof(*r.pfd));
 	char *parties = NULL;
 	int rc = CLI_FAILED;
-	if (ports == NULL || sfd == NULL || r.c == NULL || r.pfd == NULL) {
+	if (ports == NULL || r.c == NULL || r.pfd == NULL) {
 		say("out of memory");
 		goto out;
 	}
@@ -684,10 +652,8 @@ static int launch(const ropts *o)
 	// With a rendezvous only rank 0's port is chosen here; the others
 	// take free ports themselves and tell rank 0.
 	size_t nports = o->shm ? 0 : o->rdv ? 1 : o->n;
-	if (pick_ports(nports, sfd, ports) != 0) {
-		close_all(sfd, nports);
+	if (nports > 0 && cli_free_ports("127.0.0.1", ports, nports) != 0)
 		goto out;
-	}
 	parties = parties_list(o->shm, o->shm ? o->n : nports, ports);
 	char size[24];
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)o->n);
@@ -703,14 +669,12 @@ static int launch(const ropts *o)
 	    || setenv("TAGWIRE_SECRET", secret, 1) != 0
 	    || setenv("TAGWIRE_LINK_ID", o->link_id, 1) != 0) {
 		say("out of memory");
-		close_all(sfd, nports);
 		goto out;
 	}
 
 	int wp[2];
 	if (pipe2(wp, O_CLOEXEC | O_NONBLOCK) != 0) {
 		say("pipe: %s", strerror(errno));
-		close_all(sfd, nports);
 		goto out;
 	}
 	wake_rd = wp[0];
@@ -733,7 +697,6 @@ static int launch(const ropts *o)
 	// and orphan the run; the write error is reported instead.
 	signal(SIGPIPE, SIG_IGN);
 
-	close_all(sfd, nports);
 	fflush(NULL);
 	bool spawn_failed = false;
 	for (size_t i = 0; i < o->n; i++)
@@ -760,7 +723,6 @@ static int launch(const ropts *o)
 out:
 	free(parties);
 	free(ports);
-	free(sfd);
 	free(r.c);
 	free(r.pfd);
 	explicit_bzero(secret, sizeof(secret));

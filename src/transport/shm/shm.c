@@ -266,18 +266,23 @@ static void rx_delivered(shm_chan *mc)
 }
 
 // Accounts for a push into the mailbox; frees `data` unless it went in.
-static int rx_pushed(shm_chan *mc, int status, void *data)
+// Only the data lane's messages are counted as delivered: the control
+// lane's (hellos, throttle acks) are the channel's and the link's own, and
+// nobody waits for them to arrive (see shm_wait_until).
+static int rx_pushed(shm_chan *mc, uint32_t lane, int status, void *data)
 {
 	if (status != TW_OK)
 		free(data);
 	if (status == TW_OK) {
-		rx_delivered(mc);
+		if (lane == TW_SHM_LANE_DATA)
+			rx_delivered(mc);
 		return TW_OK;
 	}
 	if (status == TW_ECLOSED && !tw__shm_flag(&mc->stop)) {
 		// This side aborted or closed the message's namespace: nobody
 		// can receive it, and for the sender it has arrived.
-		rx_delivered(mc);
+		if (lane == TW_SHM_LANE_DATA)
+			rx_delivered(mc);
 		return TW_OK;
 	}
 	if (status == TW_ENOMEM) {
@@ -299,7 +304,7 @@ static int rx_push_pending(shm_chan *mc, rx_ctx *rx)
 	if (status == TW_ETIMEDOUT)
 		return status;
 	rx->pend = false;
-	return rx_pushed(mc, status, rx->pend_data);
+	return rx_pushed(mc, TW_SHM_LANE_DATA, status, rx->pend_data);
 }
 
 // Whether the message of `key` starting now may go straight into the
@@ -335,7 +340,7 @@ static int rx_deliver(shm_chan *mc, rx_ctx *rx, uint32_t lane, const char *key,
 	if (lane == TW_SHM_LANE_CTL) {
 		int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank,
 		    key, data, len, UINT64_MAX, TW_FOREVER, &mc->stop);
-		return rx_pushed(mc, status, data);
+		return rx_pushed(mc, TW_SHM_LANE_CTL, status, data);
 	}
 	rx->pend = true;
 	strcpy(rx->pend_key, key);
@@ -1163,7 +1168,7 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 		        mc, lane, key, klen, buf, len, deadline, cancel);
 	}
 	pthread_mutex_unlock(&tx->mtx);
-	if (status == TW_OK)
+	if (status == TW_OK && lane == TW_SHM_LANE_DATA)
 		atomic_fetch_add(&mc->sent, 1);
 	return tw__chanbase_send_status(&mc->base, status, cancel);
 }
@@ -1205,6 +1210,10 @@ out:
 
 // --- receiving and the other channel ops -------------------------------------
 
+// Waits until the peer's mailbox has every data-lane message sent so far.
+// Control messages are left out: a throttle ack still in the ring when the
+// peer closes is lost to nobody, and counting it would make a clean close
+// fail or not depending on whether the peer's reader ran first.
 static int shm_wait_until(
     tw_channel *c, int64_t deadline, const _Atomic int *cancel)
 {

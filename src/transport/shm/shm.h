@@ -92,7 +92,7 @@ typedef struct shm_chan {
 	_Atomic int attached;
 
 	shm_tx tx[TW_SHM_LANES];
-	_Atomic uint64_t sent; // messages handed to the ring
+	_Atomic uint64_t sent; // data-lane messages handed to the ring
 
 	shm_grp *grp;
 	bool rx_started; // in its group, constant afterwards

@@ -28,7 +28,7 @@
 #include <tagwire/ring.h>
 
 #define TW_SHM_SEG_MAGIC UINT64_C(0x31676573746d6873) // "shmtseg1" in LE
-#define TW_SHM_SEG_VERSION 1u
+#define TW_SHM_SEG_VERSION 2u
 
 // Ring geometry: up to 64 slots of 8 KiB per lane, so a segment of a
 // small link is about 2 MiB.  Larger links get fewer slots per lane (down
@@ -62,7 +62,7 @@ enum { TW_SHM_CMA_UNKNOWN = 0, TW_SHM_CMA_YES = 1, TW_SHM_CMA_NO = 2 };
 
 // Per direction (indexed by the sending side), on its own cache line.
 struct tw_shm_dir {
-	uint64_t delivered; // messages pushed into the receiver's mailbox
+	uint64_t delivered; // data-lane messages pushed into the mailbox
 	uint64_t copied; // the last large message the receiver copied
 	uint64_t large_post; // the large message on offer, see above
 	uint32_t waiters; // sender threads waiting for `delivered`

@@ -1367,6 +1367,55 @@ static void t_direct_moved(void **state)
 	assert_no_segments();
 }
 
+// --- control messages are not waited for -----------------------------------
+//
+// A throttle ack is the link's own message: tw_link_wait_pending and
+// tw_link_close wait for the application's messages alone.  The peer here
+// is stopped (SIGSTOP), so nothing it should read leaves the ring: the ack
+// this side sends when it receives stays there, and wait_pending must not
+// wait for it, while a data message sent after it must be waited for.
+// Counting the ack made a close fail with TW_EPEER whenever the peer closed
+// before its reader had taken the ack.
+
+static int ack_peer(child *c)
+{
+	(void)c;
+	tw_desc *d = desc_make(2, tw_test_scale_ms(20000), 0);
+	tw_desc_set(d, TW_OPT_THROTTLE_WINDOW, 1);
+	tw_link *l;
+	CHK_RV(tw_link_create(d, 1, &l), TW_OK);
+	tw_desc_free(d);
+	CHK_RV(tw_send(l, 0, "m", "hi", 2), TW_OK);
+	CHK_RV(tw_link_wait_pending(l), TW_OK);
+	raise(SIGSTOP); // killed while stopped
+	return 1;
+}
+
+static void t_ack_not_waited(void **state)
+{
+	proc p = spawn(ack_peer, 1, 0);
+	tw_desc *d = desc_make(2, tw_test_scale_ms(20000), 0);
+	tw_desc_set(d, TW_OPT_THROTTLE_WINDOW, 1);
+	tw_link *l;
+	assert_int_equal(tw_link_create(d, 0, &l), TW_OK);
+	tw_desc_free(d);
+	int st;
+	assert_int_equal(waitpid(p.pid, &st, WUNTRACED), p.pid);
+	assert_true(WIFSTOPPED(st));
+	tw_buf b = { 0 };
+	assert_int_equal(tw_recv(l, 1, "m", &b), TW_OK); // sends the ack
+	assert_int_equal(b.len, 2);
+	tw_buf_free(&b);
+	assert_int_equal(tw_link_wait_pending_timed(l, 0), TW_OK);
+	assert_int_equal(tw_send_async(l, 1, "d", "x", 1), TW_OK);
+	assert_int_equal(tw_link_wait_pending_timed(l, 0), TW_ETIMEDOUT);
+	kill(p.pid, SIGKILL);
+	assert_int_equal(proc_reap(&p), 128 + SIGKILL);
+	// The data message never arrived.
+	assert_int_equal(tw_link_close(l), TW_EPEER);
+	assert_no_segments();
+}
+
 #define CASE(name) cmocka_unit_test_setup_teardown(t_##name, setup, teardown)
 
 int main(int argc, char **argv)
@@ -1387,6 +1436,7 @@ int main(int argc, char **argv)
 		CASE(direct_moved),
 		CASE(close_unread),
 		CASE(close_unread_forever),
+		CASE(ack_not_waited),
 	};
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "t_", argv[1]) != 0)
