@@ -40,6 +40,7 @@ static _Thread_local int mb_oom;
 #define uthash_nonfatal_oom(obj) (mb_oom = 1)
 #include <uthash.h>
 
+#include "core/bufpool.h"
 #include "core/mailbox.h"
 #include "core/names.h"
 #include "core/nsset.h"
@@ -222,7 +223,7 @@ static void queue_free(mb_queue *q)
 {
 	for (mb_msg *p = q->head, *n; p != NULL; p = n) {
 		n = p->next;
-		free(p->data);
+		tw__pool_free(p->data);
 		free(p);
 	}
 	pthread_cond_destroy(&q->cv);
@@ -428,7 +429,7 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 				memcpy(buf, msg->data, msg->len);
 			*len = msg->len;
 			report = taken_after(m, from, msg, &taken);
-			free(msg->data);
+			tw__pool_free(msg->data);
 			free(msg);
 		}
 	}
@@ -668,7 +669,7 @@ static bool drop_queued(tw_mailbox *m, uint32_t from, const char *ns)
 				f->taken += mb_cost(m, p->len);
 				dropped = true;
 			}
-			free(p->data);
+			tw__pool_free(p->data);
 			free(p);
 		}
 		q->head = q->tail = NULL;

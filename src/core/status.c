@@ -4,6 +4,8 @@
 
 #include <tagwire/tagwire.h>
 
+#include "core/bufpool.h"
+
 const char *tw_strerror(int status)
 {
 	switch (status) {
@@ -32,7 +34,8 @@ void tw_buf_free(tw_buf *b)
 {
 	if (b == NULL)
 		return;
-	free(b->data);
+	// Large buffers are kept for the next large message (bufpool.h).
+	tw__pool_free(b->data);
 	b->data = NULL;
 	b->len = 0;
 }

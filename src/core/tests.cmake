@@ -18,3 +18,5 @@ tw_test(NAME mailbox_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/mailbox_test.c
 tw_failalloc(mailbox_test)
 tw_test(NAME nsset_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/nsset_test.c
   TIMEOUT 30 LABELS unit)
+tw_test(NAME bufpool_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/bufpool_test.c
+  TIMEOUT 60 LABELS "unit;threads")

@@ -105,6 +105,7 @@
 
 #include <tagwire/ring.h>
 
+#include "core/bufpool.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/mailbox.h"
@@ -379,7 +380,7 @@ static int rx_large(
 		return rx_proto(mc, "large message out of address range");
 	size_t total = (size_t)f->total;
 	bool direct = rx_direct_ok(mc, rx, TW_SHM_LANE_DATA, rl->key, total);
-	unsigned char *buf = direct ? rx->dst : malloc(total);
+	unsigned char *buf = direct ? rx->dst : tw__pool_alloc(total);
 	if (buf == NULL)
 		return rx_nomem(mc, total);
 	size_t done = 0;
@@ -506,7 +507,7 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 			return rx_deliver(
 			    mc, rx, lane, rl->key, data, f.data_len);
 		}
-		if ((rl->buf = malloc((size_t)rl->st.total)) == NULL)
+		if ((rl->buf = tw__pool_alloc((size_t)rl->st.total)) == NULL)
 			return rx_nomem(mc, (size_t)rl->st.total);
 		if (f.data_len > 0)
 			memcpy(rl->buf, f.data, f.data_len);

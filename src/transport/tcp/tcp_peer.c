@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/bufpool.h"
 #include "core/clock.h"
 #include "core/names.h"
 #include "transport/tcp/tcp.h"
@@ -486,7 +487,7 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
 			    p, "a message larger than the link allows");
 		}
 		if (d->mc != NULL
-		    && (d->buf = malloc((size_t)h->len)) == NULL) {
+		    && (d->buf = tw__pool_alloc((size_t)h->len)) == NULL) {
 			tw__tcp_chan_unref(d->mc);
 			free(d);
 			TW_ERROR("tcp",

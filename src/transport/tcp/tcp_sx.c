@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bufpool.h"
 #include "core/names.h"
 #include "transport/tcp/tcp.h"
 
@@ -147,7 +148,8 @@ static int get_entry(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
 	    || sx->count >= SX_ENTRIES_MAX)
 		return TW_EPROTO;
 	e = calloc(1, sizeof(*e));
-	if (e == NULL || (e->buf = malloc((size_t)ck->total)) == NULL) {
+	if (e == NULL
+	    || (e->buf = tw__pool_alloc((size_t)ck->total)) == NULL) {
 		free(e);
 		return TW_ENOMEM;
 	}
