@@ -254,9 +254,16 @@ static int rx_nomem(shm_chan *mc, size_t len)
 	return TW_ENOMEM;
 }
 
-static void rx_delivered(shm_chan *mc)
+// Counts a message of `lane` as delivered: every message in `delivered`,
+// which senders wait on, and data messages also in `delivered_data`, which
+// says what a peer that has left received of the application's messages
+// (shm_wait_until).
+static void rx_delivered(shm_chan *mc, uint32_t lane)
 {
 	struct tw_shm_dir *d = &mc->hdr->dir[!mc->side];
+	if (lane == TW_SHM_LANE_DATA)
+		__atomic_store_n(&d->delivered_data, ++mc->delivered_data,
+		    __ATOMIC_SEQ_CST);
 	uint64_t v = ++mc->delivered;
 	// Store, then look for waiters; the sender announces itself, then
 	// looks at the count (seq_cst on both sides), so that one of the two
@@ -266,24 +273,20 @@ static void rx_delivered(shm_chan *mc)
 		tw_signal_notify(&d->delivered, v);
 }
 
-// Accounts for a push into the mailbox; frees `data` unless it went in.
-// Only the data lane's messages are counted as delivered: the control
-// lane's (hellos, throttle acks) are the channel's and the link's own, and
-// nobody waits for them to arrive (see shm_wait_until).
+// Accounts for a push of a message of `lane` into the mailbox; frees
+// `data` unless it went in.
 static int rx_pushed(shm_chan *mc, uint32_t lane, int status, void *data)
 {
 	if (status != TW_OK)
 		free(data);
 	if (status == TW_OK) {
-		if (lane == TW_SHM_LANE_DATA)
-			rx_delivered(mc);
+		rx_delivered(mc, lane);
 		return TW_OK;
 	}
 	if (status == TW_ECLOSED && !tw__shm_flag(&mc->stop)) {
 		// This side aborted or closed the message's namespace: nobody
 		// can receive it, and for the sender it has arrived.
-		if (lane == TW_SHM_LANE_DATA)
-			rx_delivered(mc);
+		rx_delivered(mc, lane);
 		return TW_OK;
 	}
 	if (status == TW_ENOMEM) {
@@ -328,7 +331,7 @@ static int rx_direct_done(shm_chan *mc, rx_ctx *rx, size_t len)
 	rx->dst_done = true;
 	rx->dst_len = len;
 	rx->news = true;
-	rx_delivered(mc);
+	rx_delivered(mc, TW_SHM_LANE_DATA);
 	return TW_OK;
 }
 
@@ -1169,8 +1172,11 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 		        mc, lane, key, klen, buf, len, deadline, cancel);
 	}
 	pthread_mutex_unlock(&tx->mtx);
-	if (status == TW_OK && lane == TW_SHM_LANE_DATA)
+	if (status == TW_OK) {
+		if (lane == TW_SHM_LANE_DATA)
+			atomic_fetch_add(&mc->sent_data, 1);
 		atomic_fetch_add(&mc->sent, 1);
+	}
 	return tw__chanbase_send_status(&mc->base, status, cancel);
 }
 
@@ -1211,10 +1217,11 @@ out:
 
 // --- receiving and the other channel ops -------------------------------------
 
-// Waits until the peer's mailbox has every data-lane message sent so far.
-// Control messages are left out: a throttle ack still in the ring when the
-// peer closes is lost to nobody, and counting it would make a clean close
-// fail or not depending on whether the peer's reader ran first.
+// Waits until the peer's mailbox has every message sent so far.  A peer
+// that leaves first fails the wait only if it missed a data message: a
+// throttle ack or a hello still in the ring then is lost to nobody, and
+// whether the peer's reader took it before the peer closed is a matter of
+// thread timing.
 static int shm_wait_until(
     tw_channel *c, int64_t deadline, const _Atomic int *cancel)
 {
@@ -1223,6 +1230,8 @@ static int shm_wait_until(
 		return TW_ECLOSED;
 	if (!tw__shm_flag(&mc->attached))
 		return TW_OK;
+	// Data first: a data message is counted in both.
+	uint64_t target_data = atomic_load(&mc->sent_data);
 	uint64_t target = atomic_load(&mc->sent);
 	struct tw_shm_dir *d = &mc->hdr->dir[mc->side];
 	if (__atomic_load_n(&d->delivered, __ATOMIC_ACQUIRE) >= target)
@@ -1233,8 +1242,9 @@ static int shm_wait_until(
 		if ((status = tx_check(mc, cancel)) != TW_OK) {
 			// A peer publishes its last count before it leaves.
 			if (status == TW_EPEER
-			    && __atomic_load_n(&d->delivered, __ATOMIC_SEQ_CST)
-			        >= target)
+			    && __atomic_load_n(
+			           &d->delivered_data, __ATOMIC_SEQ_CST)
+			        >= target_data)
 				status = TW_OK;
 			break;
 		}

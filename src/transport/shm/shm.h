@@ -92,7 +92,8 @@ typedef struct shm_chan {
 	_Atomic int attached;
 
 	shm_tx tx[TW_SHM_LANES];
-	_Atomic uint64_t sent; // data-lane messages handed to the ring
+	_Atomic uint64_t sent; // messages handed to the ring
+	_Atomic uint64_t sent_data; // of which in the data lane
 
 	shm_grp *grp;
 	bool rx_started; // in its group, constant afterwards
@@ -107,6 +108,7 @@ typedef struct shm_chan {
 	bool cma_rx; // process_vm_readv reads the peer's memory
 	_Atomic int held; // counted in ep->held; set under rx_mtx
 	uint64_t delivered;
+	uint64_t delivered_data;
 
 	_Atomic int readers; // application threads polling the ring
 	// The progress thread leaves the ring alone until then (tw__now_ns),

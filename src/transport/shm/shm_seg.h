@@ -62,12 +62,13 @@ enum { TW_SHM_CMA_UNKNOWN = 0, TW_SHM_CMA_YES = 1, TW_SHM_CMA_NO = 2 };
 
 // Per direction (indexed by the sending side), on its own cache line.
 struct tw_shm_dir {
-	uint64_t delivered; // data-lane messages pushed into the mailbox
+	uint64_t delivered; // messages pushed into the receiver's mailbox
 	uint64_t copied; // the last large message the receiver copied
 	uint64_t large_post; // the large message on offer, see above
 	uint32_t waiters; // sender threads waiting for `delivered`
 	uint32_t pad0;
-	uint8_t pad1[64 - 32];
+	uint64_t delivered_data; // of `delivered`, those of the data lane
+	uint8_t pad1[64 - 40];
 };
 
 struct tw_shm_seg_hdr {
