@@ -412,6 +412,7 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 		return TW_EINVAL;
 	pthread_mutex_lock(&m->mtx);
 	mb_queue *q;
+	mb_msg *msg = NULL;
 	uint64_t taken = 0;
 	bool report = false;
 	int status = pop_wait(m, from, key, deadline, &q);
@@ -424,16 +425,21 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 				pthread_cond_signal(&q->cv);
 			status = TW_ETRUNC;
 		} else {
-			mb_msg *msg = queue_take(m, q);
-			if (msg->len > 0)
-				memcpy(buf, msg->data, msg->len);
+			msg = queue_take(m, q);
 			*len = msg->len;
 			report = taken_after(m, from, msg, &taken);
-			tw__pool_free(msg->data);
-			free(msg);
 		}
 	}
 	pthread_mutex_unlock(&m->mtx);
+	if (msg != NULL) {
+		// Taken, so this thread's alone: copied outside the lock, so
+		// that the transport's thread can queue the next message
+		// while a large one is copied.
+		if (msg->len > 0)
+			memcpy(buf, msg->data, msg->len);
+		tw__pool_free(msg->data);
+		free(msg);
+	}
 	if (report)
 		taken_report(m, from, taken);
 	return status;
