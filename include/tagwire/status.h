@@ -56,7 +56,9 @@ typedef struct tw_buf {
 } tw_buf;
 
 // Frees b->data and sets *b to {NULL, 0}.  tw_buf_free(NULL) and freeing an
-// already empty buffer do nothing.
+// already empty buffer do nothing.  Buffers of 32 KiB or more may instead
+// wait in a process-wide pool (at most 8 of them, 64 MiB in all, freed at
+// exit) to hold the next large message.  Thread-safe.
 TW_API void tw_buf_free(tw_buf *b);
 
 // Logging.  Lines go to stderr by default with time, level, link id and rank;
