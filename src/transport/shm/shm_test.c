@@ -870,10 +870,12 @@ static int victim(child *c)
 	return 0;
 }
 
-static void corrupt(int how)
+// Runs the fake peer (doing `how` once told to) against a victim: the
+// fake goes on once the victim is ready, and both must exit 0.
+static void against_fake(int how, child_fn victim_fn, int victim_arg)
 {
 	proc f = spawn(fake_peer, 0, how);
-	proc v = spawn(victim, 1, 0);
+	proc v = spawn(victim_fn, 1, victim_arg);
 	proc_wait_ready(&v);
 	proc_go(&f);
 	assert_int_equal(proc_reap(&v), 0);
@@ -883,12 +885,12 @@ static void corrupt(int how)
 
 static void t_corrupt_frame(void **state)
 {
-	corrupt(CORRUPT_FRAME);
+	against_fake(CORRUPT_FRAME, victim, 0);
 }
 
 static void t_corrupt_ring(void **state)
 {
-	corrupt(CORRUPT_RING);
+	against_fake(CORRUPT_RING, victim, 0);
 }
 
 // --- a peer that leaves without reading ------------------------------------
@@ -919,25 +921,14 @@ static int unread_victim(child *c)
 	return 0;
 }
 
-static void left_unread(int data)
-{
-	proc f = spawn(fake_peer, 0, LEAVE_UNREAD);
-	proc v = spawn(unread_victim, 1, data);
-	proc_wait_ready(&v);
-	proc_go(&f);
-	assert_int_equal(proc_reap(&v), 0);
-	assert_int_equal(proc_reap(&f), 0);
-	assert_no_segments();
-}
-
 static void t_left_ack_unread(void **state)
 {
-	left_unread(0);
+	against_fake(LEAVE_UNREAD, unread_victim, 0);
 }
 
 static void t_left_data_unread(void **state)
 {
-	left_unread(1);
+	against_fake(LEAVE_UNREAD, unread_victim, 1);
 }
 
 // --- large messages -------------------------------------------------------------------
