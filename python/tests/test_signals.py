@@ -89,8 +89,14 @@ class Child:
         return line.decode()
 
     def tell(self, text):
-        self.p.stdin.write(text.encode() + b"\n")
-        self.p.stdin.flush()
+        # A child may be done already (a collective interrupted into
+        # ClosedError ends the script): what it said is still read, and
+        # line() reports an exit that was not expected.
+        try:
+            self.p.stdin.write(text.encode() + b"\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            pass
 
     def stderr(self):
         if self.p.poll() is None:
@@ -104,10 +110,7 @@ class Child:
         return self.p.stderr.read().decode(errors="replace")[-3000:]
 
     def finish(self, timeout=30):
-        try:
-            self.tell("quit")
-        except BrokenPipeError:
-            pass
+        self.tell("quit")
         try:
             rc = self.p.wait(timeout)
         except subprocess.TimeoutExpired:
