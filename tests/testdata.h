@@ -49,31 +49,47 @@ static inline bool tw_test_check(
 	return true;
 }
 
-// Whether `port` of 127.0.0.1 can be bound now, the way the tcp://
-// transport binds it (SO_REUSEADDR, so a connection left in TIME_WAIT by an
-// earlier test does not count as taken).
-static inline bool tw_test_port_bindable(unsigned port)
+// Reserves `port` for this process until it exits: returns whether it was
+// free.  The probe binds the wildcard address without SO_REUSEADDR, so it
+// fails while any socket holds the port (another test's party, another
+// test's reservation, a connection in TIME_WAIT), and then stays open with
+// SO_REUSEADDR set: the tcp:// transport binds with SO_REUSEADDR too, so the
+// party that was given the port binds past its own reservation, while every
+// other test's probe still finds the port taken.  Checking a port and then
+// closing the probe would leave a gap in which two tests running at once
+// both find it free.
+static inline bool tw_test_port_reserve(unsigned port)
 {
+	enum { HELD_MAX = 256 };
+	static int held[HELD_MAX];
+	static size_t nheld;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
-	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 		.sin_port = htons((uint16_t)port),
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	bool ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
+		.sin_addr.s_addr = htonl(INADDR_ANY) };
+	int one = 1;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0
+	    || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one))
+	        != 0) {
+		close(fd);
+		return false;
+	}
+	// The oldest reservation goes once HELD_MAX are held: its party has
+	// long since bound the port or given up.
+	if (nheld >= HELD_MAX)
+		close(held[nheld % HELD_MAX]);
+	held[nheld++ % HELD_MAX] = fd;
+	return true;
 }
 
-// A loopback port that is free now (0 if none).  It is drawn at random from
-// below the kernel's ephemeral range (net.ipv4.ip_local_port_range): the
-// kernel serves every outgoing connection and every bind to port 0 from that
-// range, so neither can take the port before the test binds it.  Tests that
-// run at once could still draw the same port, but they draw from thousands
-// and skip ports already bound, so only two draws of one port within the
-// few milliseconds before either binds it collide.
+// A loopback port that is free now and reserved for this process (0 if
+// none).  It is drawn at random from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range): the kernel serves every outgoing
+// connection and every bind to port 0 from that range, so neither can take
+// the port before the test binds it; tw_test_port_reserve keeps other tests
+// off it.
 static inline unsigned tw_test_free_port(void)
 {
 	unsigned lo = 32768, hi = 60999;
@@ -99,7 +115,7 @@ static inline unsigned tw_test_free_port(void)
 		x ^= x >> 7;
 		x ^= x << 17;
 		unsigned port = base + (unsigned)(x % (lo - base));
-		if (tw_test_port_bindable(port))
+		if (tw_test_port_reserve(port))
 			return port;
 	}
 	return 0;

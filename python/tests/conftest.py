@@ -5,6 +5,8 @@ sleeps.  A party of a link is a thread of this process (mem://, shm:// and
 tcp://127.0.0.1 all work with one thread per party).
 """
 
+import atexit
+import collections
 import itertools
 import os
 import queue
@@ -39,24 +41,41 @@ def _ephemeral_low():
         return 32768
 
 
-def _bindable(port):
+# Reservations of the ports handed out (see _reserve); the oldest are
+# dropped once their parties have long since bound or given up.
+_held = collections.deque(maxlen=256)
+atexit.register(lambda: [s.close() for s in _held])
+
+
+def _reserve(port):
+    """Reserve `port` for this process; return whether it was free.
+
+    The probe binds the wildcard address without SO_REUSEADDR, so it fails
+    while any socket holds the port (another test's link or reservation, a
+    connection in TIME_WAIT). It then stays open with SO_REUSEADDR set: the
+    tcp:// transport binds with SO_REUSEADDR too, so the link given the port
+    binds past its reservation while other tests' probes still find it
+    taken. A probe closed at once would leave a gap in which two tests
+    running at once both find the port free.
+    """
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        # As the tcp:// transport binds: a TIME_WAIT left over is no obstacle.
+        s.bind(("0.0.0.0", port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port))
-        return True
     except OSError:
-        return False
-    finally:
         s.close()
+        return False
+    if len(_held) == _held.maxlen:
+        _held.popleft().close()
+    _held.append(s)
+    return True
 
 
 _rng = random.Random(os.getpid() ^ time.time_ns())
 
 
 def free_tcp_ports(n):
-    """n distinct ports of 127.0.0.1 that are free now.
+    """n distinct ports of 127.0.0.1 that are free now, reserved (_reserve).
 
     They are drawn from below the kernel's ephemeral range, which serves
     every outgoing connection and every bind to port 0, so neither can take
@@ -69,7 +88,7 @@ def free_tcp_ports(n):
         if len(ports) == n:
             break
         p = _rng.randrange(base, low)
-        if p not in ports and _bindable(p):
+        if p not in ports and _reserve(p):
             ports.append(p)
     if len(ports) != n:
         raise RuntimeError("no free ports below the ephemeral range")

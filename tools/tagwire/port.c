@@ -1,7 +1,7 @@
 // Free ports for the parties that `perf` and `run` start.
 //
 // A port is drawn at random from below the kernel's ephemeral range
-// (net.ipv4.ip_local_port_range) and checked by binding it.  The kernel
+// (net.ipv4.ip_local_port_range) and reserved by binding it.  The kernel
 // serves every outgoing connection and every bind to port 0 from that
 // range, so neither can take a drawn port in the gap before the party binds
 // it; a port merely bound to port 0 and released would be fair game for
@@ -34,10 +34,15 @@ static unsigned ephemeral_low(void)
 	return lo;
 }
 
-// Whether `port` of the address `a` can be bound now, the way the tcp://
-// transport binds it (SO_REUSEADDR: a connection in TIME_WAIT is no
-// obstacle).
-static bool bindable(const struct addrinfo *a, unsigned port)
+// Reserves `port` of the address `a` for this process until it exits:
+// returns whether it was free.  The probe binds without SO_REUSEADDR, so it
+// fails while any socket holds the port (another program's listener or
+// reservation, a connection in TIME_WAIT), and then stays open with
+// SO_REUSEADDR set: the tcp:// transport binds with SO_REUSEADDR too, so the
+// party given the port binds past the reservation while other programs
+// drawing ports the same way still find it taken.  A probe closed at once
+// would leave a gap in which two programs both find the port free.
+static bool reserve(const struct addrinfo *a, unsigned port)
 {
 	struct sockaddr_storage ss;
 	if (a->ai_addrlen > sizeof(ss))
@@ -52,10 +57,13 @@ static bool bindable(const struct addrinfo *a, unsigned port)
 	if (fd < 0)
 		return false;
 	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	bool ok = bind(fd, (struct sockaddr *)&ss, a->ai_addrlen) == 0;
-	close(fd);
-	return ok;
+	if (bind(fd, (struct sockaddr *)&ss, a->ai_addrlen) != 0
+	    || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one))
+	        != 0) {
+		close(fd);
+		return false;
+	}
+	return true; // the descriptor stays open until the program exits
 }
 
 int cli_free_ports(const char *host, unsigned *ports, size_t n)
@@ -86,7 +94,7 @@ int cli_free_ports(const char *host, unsigned *ports, size_t n)
 			dup = dup || ports[k] == p;
 		for (struct addrinfo *a = ai; !dup && a != NULL;
 		     a = a->ai_next)
-			if (bindable(a, p)) {
+			if (reserve(a, p)) {
 				ports[got++] = p;
 				break;
 			}

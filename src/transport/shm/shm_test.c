@@ -756,8 +756,18 @@ static int fake_peer(child *c)
 	void *mem;
 	int lock_fd;
 	// Created as the transport creates it: unmarked only under the lock,
-	// or the victim may take it for a dead creator's.
-	CHK_RV(tw__shm_create_locked(name, size, &mem, &lock_fd), TW_OK);
+	// or the victim may take it for a dead creator's.  The victim may
+	// still find the name between its creation and the lock and remove
+	// it as a dead creator's (TW_EAGAIN): then, like the transport, try
+	// again.
+	int64_t create_by = tw__deadline_ms(tw_test_scale_ms(20000));
+	int created;
+	while ((created = tw__shm_create_locked(name, size, &mem, &lock_fd))
+	    == TW_EAGAIN) {
+		CHK(tw__now_ns() < create_by);
+		tw__shm_nap(1000000);
+	}
+	CHK_RV(created, TW_OK);
 	struct tw_shm_seg_hdr *h = mem;
 	__atomic_store_n(
 	    &h->creator_pid, (uint32_t)getpid(), __ATOMIC_SEQ_CST);
