@@ -72,7 +72,36 @@ struct tw_ring {
 	uint32_t mask; // slots - 1
 	uint32_t max_msg;
 	uint32_t next; // recv_any: the lane to look at first
+	// Per lane, what this handle last loaded of the other side's count
+	// and stored of its own.  The other side's count sits on a line that
+	// its process writes for every message; a producer reloads head only
+	// when the old value shows the lane full, a consumer tail only when it
+	// shows it empty, which saves a cache miss on most messages.  A stale
+	// value is behind the true one, so it can only make the lane look
+	// fuller (or emptier) than it is.  Our own count read back from the
+	// segment must be what we stored: anything else is corruption, and
+	// the full check runs.
+	// The producer's and the consumer's each on lines of their own: they
+	// may be two threads.
+	struct ring_seen *prod, *cons;
 };
+
+struct ring_seen {
+	uint32_t head, tail; // as last loaded or stored by this side
+	uint32_t valid; // set once the pair was loaded
+};
+
+// Per-lane views for one side, on cache lines of their own.
+static struct ring_seen *seen_alloc(uint32_t lanes)
+{
+	size_t bytes
+	    = ((size_t)lanes * sizeof(struct ring_seen) + TW_RING_LINE - 1)
+	    & ~(size_t)(TW_RING_LINE - 1);
+	struct ring_seen *s = aligned_alloc(TW_RING_LINE, bytes);
+	if (s != NULL)
+		memset(s, 0, bytes);
+	return s;
+}
 
 // Computes the slot stride and the total size of a geometry.  Returns 0
 // when the geometry is invalid or a size would overflow.
@@ -176,6 +205,13 @@ int tw_ring_attach(void *mem, size_t size, tw_ring **out)
 	tw_ring *r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return TW_ENOMEM;
+	// lanes * TW_RING_LANE_SIZE fits in `size`, so these cannot overflow.
+	r->prod = seen_alloc(lanes);
+	r->cons = seen_alloc(lanes);
+	if (r->prod == NULL || r->cons == NULL) {
+		tw_ring_detach(r);
+		return TW_ENOMEM;
+	}
 	r->hdr = hdr;
 	r->lane
 	    = (struct tw_ring_lane *)((unsigned char *)mem + TW_RING_HDR_SIZE);
@@ -192,6 +228,10 @@ int tw_ring_attach(void *mem, size_t size, tw_ring **out)
 
 void tw_ring_detach(tw_ring *r)
 {
+	if (r != NULL) {
+		free(r->prod);
+		free(r->cons);
+	}
 	free(r);
 }
 
@@ -326,16 +366,24 @@ static int ring_try_send(tw_ring *r, void *arg)
 	struct tw_ring_lane *lc = &r->lane[a->lane];
 	// Only this producer writes tail, so this reads back our own last
 	// store, unless the segment was scribbled on; the check catches that.
+	struct ring_seen *sn = &r->prod[a->lane];
 	uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_RELAXED);
-	// Acquire: the consumer released head only after copying the slot
-	// out, so a slot behind head may be overwritten.  Seq_cst because
-	// this load is the re-check of a producer that announced itself.
-	uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
-	uint32_t used = tail - head;
-	if (used > r->slots)
-		return ring_bad_count(a->lane, used, r->slots);
-	if (used == r->slots)
-		return TW_EAGAIN;
+	uint32_t used = tail - sn->head;
+	if (!sn->valid || tail != sn->tail || used >= r->slots) {
+		// Acquire: the consumer released head only after copying the
+		// slot out, so a slot behind head may be overwritten.  Seq_cst
+		// because this load is the re-check of a producer that
+		// announced itself.
+		uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
+		sn->head = head;
+		sn->tail = tail;
+		sn->valid = 1;
+		used = tail - head;
+		if (used > r->slots)
+			return ring_bad_count(a->lane, used, r->slots);
+		if (used == r->slots)
+			return TW_EAGAIN;
+	}
 	struct tw_ring_slot *s = ring_slot(r, a->lane, tail);
 	s->route = a->route;
 	s->len = (uint32_t)a->n;
@@ -345,6 +393,7 @@ static int ring_try_send(tw_ring *r, void *arg)
 	// Release: the slot is complete before the consumer can see it.
 	// Seq_cst so that the sleeper count below is read after it.
 	__atomic_store_n(&lc->tail, tail + 1, __ATOMIC_SEQ_CST);
+	sn->tail = tail + 1;
 	if (__atomic_load_n(&r->hdr->cons_sleepers, __ATOMIC_SEQ_CST) != 0)
 		ring_wake(&r->hdr->data_seq);
 	return TW_OK;
@@ -381,16 +430,25 @@ static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 {
 	struct tw_ring_lane *lc = &r->lane[lane];
 	// Only the consumer writes head: this reads back our own last store.
+	struct ring_seen *sn = &r->cons[lane];
 	uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_RELAXED);
-	// Acquire pairs with the producer's release of tail, making the slot
-	// contents written before it visible.  Seq_cst because this load is
-	// the re-check of a consumer that announced itself.
-	uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_SEQ_CST);
-	uint32_t used = tail - head;
-	if (used > r->slots)
-		return ring_bad_count(lane, used, r->slots);
-	if (used == 0)
-		return TW_EAGAIN;
+	uint32_t used = sn->tail - head;
+	if (!sn->valid || head != sn->head || used == 0 || used > r->slots) {
+		// Acquire pairs with the producer's release of tail, making
+		// the slot contents written before it visible (and those of
+		// every slot up to it, which later calls take on the strength
+		// of this load).  Seq_cst because this load is the re-check of
+		// a consumer that announced itself.
+		uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_SEQ_CST);
+		sn->tail = tail;
+		sn->head = head;
+		sn->valid = 1;
+		used = tail - head;
+		if (used > r->slots)
+			return ring_bad_count(lane, used, r->slots);
+		if (used == 0)
+			return TW_EAGAIN;
+	}
 	struct tw_ring_slot *s = ring_slot(r, lane, head);
 	uint32_t len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
 	if (len > r->max_msg) {
@@ -415,6 +473,7 @@ static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 	// it free and overwrite it.  Seq_cst so that the sleeper count below
 	// is read after it.
 	__atomic_store_n(&lc->head, head + 1, __ATOMIC_SEQ_CST);
+	sn->head = head + 1;
 	if (__atomic_load_n(&lc->prod_sleepers, __ATOMIC_SEQ_CST) != 0)
 		ring_wake(&lc->space_seq);
 	if (a->n != NULL)

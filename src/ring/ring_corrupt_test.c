@@ -320,10 +320,26 @@ static void test_targeted_lanes(void **state)
 			TW_FAIL(tw_ring_recv_any(f.r, &lane, buf, sizeof(buf),
 			            NULL, NULL, NULL, 0),
 			    TW_EPROTO);
-			TW_FAIL(
-			    tw_ring_send(f.r, 1, 0, buf, 1, 0, 0), TW_EPROTO);
-			TW_FAIL(
-			    tw_ring_send(f.r, 1, 0, buf, 1, 0, -1), TW_EPROTO);
+			// A moved tail is the producer's own count: noticed at
+			// once.  A producer reloads head only once its last
+			// view of it shows the lane full, so a moved head is
+			// noticed within one lane's worth of sends, each into a
+			// slot that the last good head left free; unless the
+			// sends themselves made the counts agree again (head
+			// moved a slot or two ahead): then there is nothing
+			// left to notice, and sends go on or find the lane
+			// full.
+			int sst = TW_OK;
+			for (uint32_t i = 0; i <= f.slots && sst == TW_OK; i++)
+				sst = tw_ring_send(f.r, 1, 0, buf, 1, 0, 0);
+			if (field == 0 || bad_used[v] < 0xfffffffe) {
+				TW_FAIL(sst, TW_EPROTO);
+				TW_FAIL(tw_ring_send(f.r, 1, 0, buf, 1, 0, -1),
+				    TW_EPROTO);
+			} else {
+				assert_true(
+				    sst == TW_OK || sst == TW_ETIMEDOUT);
+			}
 			// Nothing moved, and the other lane is unaffected.
 			assert_int_equal(
 			    lc->head, field ? tail - bad_used[v] : head);
