@@ -135,6 +135,9 @@
 #define SHM_PARK_NS 250000
 // Frames the role's holder takes at once before it lets go.
 #define SHM_RX_BATCH 64
+// Passes a reader spins for another's hold on the ring before it yields its
+// CPU between passes (spin).
+#define SHM_LOCK_TRIES 64
 // How long close and abort may wait to tell the peer.
 #define SHM_CTL_TIMEOUT_NS 1000000000
 
@@ -763,8 +766,17 @@ static void *grp_main(void *arg)
 				rx_end(mc, status);
 			}
 		}
+		// After a pass that moved frames, a receiver woken by them may
+		// be waiting for this CPU (threads bound to one CPU, more
+		// threads than CPUs): it goes first, takes the ring back (see
+		// shm_recv_until) and its messages skip the mailbox, where
+		// this thread would otherwise go on filling the mailbox for
+		// the rest of its time slice.  With a CPU to spare, the yield
+		// returns at once.
 		if (!busy)
 			tw__futex_waitv(word, seq, nw, until);
+		else
+			sched_yield();
 		for (unsigned i = 0; i < ns; i++)
 			tw__ring_sleep_end(slept[i]);
 
@@ -859,7 +871,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	// already there costs no clock read (one is about a twentieth of a
 	// small message's whole receive).
 	int64_t until = 0;
-	for (;;) {
+	for (unsigned pass = 0;; pass++) {
 		if (!reading && pthread_mutex_trylock(&mc->rx_mtx) == 0) {
 			reading = true;
 			mc->rxc->want = key;
@@ -892,7 +904,16 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 			until = now + mc->ep->spin_ns;
 		if (now >= until || now >= deadline)
 			break;
-		tw__cpu_relax();
+		// Spinning for the ring only helps while whoever holds it (the
+		// progress thread amid one batch, a probe, another receiving
+		// thread) runs on another CPU.  On ours (threads bound to one
+		// CPU, more threads than CPUs) the spin keeps it from letting
+		// go, and the whole budget is lost: after a few passes, let it
+		// run.  Elsewhere this costs one cheap system call per pass.
+		if (!reading && pass >= SHM_LOCK_TRIES)
+			sched_yield();
+		else
+			tw__cpu_relax();
 	}
 	if (reading) {
 		int st = rx_direct_release(mc, mc->rxc);
@@ -915,8 +936,16 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 static int shm_recv_until(
     tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
-	(void)spin(c->impl, key, deadline, NULL, 0, NULL);
-	return tw__rxbox_recv_until(c, key, deadline, out);
+	shm_chan *mc = c->impl;
+	(void)spin(mc, key, deadline, NULL, 0, NULL);
+	int status = tw__rxbox_recv_until(c, key, deadline, out);
+	// A receiver that had to block (spin woke the progress thread) and
+	// got its message is likely to receive again at once: the progress
+	// thread, which would otherwise go on filling the mailbox while this
+	// thread waits for a CPU, leaves the ring to it again.
+	if (status == TW_OK && mc->ep->spin_ns > 0)
+		reader_left(mc, false);
+	return status;
 }
 
 static int shm_recv(
@@ -928,9 +957,13 @@ static int shm_recv(
 static int shm_recv_into(tw_channel *c, const char *key, int64_t deadline,
     void *buf, size_t cap, size_t *len)
 {
-	if (spin(c->impl, key, deadline, buf, cap, len))
+	shm_chan *mc = c->impl;
+	if (spin(mc, key, deadline, buf, cap, len))
 		return TW_OK;
-	return tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
+	int status = tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
+	if (status == TW_OK && mc->ep->spin_ns > 0)
+		reader_left(mc, false); // here again soon: see shm_recv_until
+	return status;
 }
 
 // A probe takes what the ring holds first (without waiting), so that a
