@@ -45,9 +45,10 @@
 // reads the ring itself until its message is there or SHM_SPIN_NS pass
 // without a frame.  Meanwhile the progress thread leaves that ring alone:
 // the peer's sends then find no sleeper and make no system call, and no
-// third thread competes for the CPUs.  It stays off the ring for
-// SHM_PARK_NS after a reader left, since in request/response traffic the
-// next receive is about to come; a reader that gives up and is about to
+// third thread competes for the CPUs.  It stays off the ring for one to
+// two SHM_PARK_NS after a reader left (it notices readers by a count they
+// bump, which costs them no clock read), since in request/response traffic
+// the next receive is about to come; a reader that gives up and is about to
 // block, or that leaves work behind (a message held back by flow control),
 // wakes it at once.  So a message that nobody polls for waits at most about
 // two park periods for the progress thread.  Spinning only pays while every
@@ -667,9 +668,17 @@ static int grp_pump(shm_chan *mc, int64_t now, int64_t *until)
 		*until = now + SHM_PARK_NS;
 		return GRP_SKIP;
 	}
-	int64_t park = atomic_load(&mc->park_until);
-	if (now < park) {
-		*until = park;
+	uint32_t gen
+	    = atomic_load_explicit(&mc->park_gen, memory_order_relaxed);
+	if (gen != mc->park_seen) {
+		// A reader left since we last looked: it may well be back.
+		mc->park_seen = gen;
+		mc->park_from = now;
+	}
+	if (atomic_exchange(&mc->unpark, 0))
+		mc->park_from = 0;
+	if (mc->park_from != 0 && now < mc->park_from + SHM_PARK_NS) {
+		*until = mc->park_from + SHM_PARK_NS;
 		return GRP_SKIP;
 	}
 	if (pthread_mutex_trylock(&mc->rx_mtx) != 0) {
@@ -794,9 +803,16 @@ static void *grp_main(void *arg)
 // ring back now rather than after its park.
 static void reader_left(shm_chan *mc, bool urgent)
 {
-	atomic_store(&mc->park_until, urgent ? 0 : tw__now_ns() + SHM_PARK_NS);
-	if (urgent)
+	if (urgent) {
+		atomic_store(&mc->unpark, 1);
 		grp_wake(mc->grp);
+		return;
+	}
+	// Readers of other threads may bump it at once and one bump be lost:
+	// any change will do.
+	uint32_t gen
+	    = atomic_load_explicit(&mc->park_gen, memory_order_relaxed);
+	atomic_store_explicit(&mc->park_gen, gen + 1, memory_order_relaxed);
 }
 
 // One pass of an application thread over the ring, rx_mtx held: it never
@@ -858,8 +874,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	if (tw__rxbox_ready(&mc->base.rx, key)) {
 		// Still a receiving application: the progress thread stays
 		// off the ring.
-		atomic_store_explicit(&mc->park_until,
-		    tw__now_ns() + SHM_PARK_NS, memory_order_relaxed);
+		reader_left(mc, false);
 		return false;
 	}
 	// A progress thread asleep on the ring wakes at the next frame, sees

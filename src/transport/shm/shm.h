@@ -111,9 +111,16 @@ typedef struct shm_chan {
 	uint64_t delivered_data;
 
 	_Atomic int readers; // application threads polling the ring
-	// The progress thread leaves the ring alone until then (tw__now_ns),
-	// after a reader left.
-	_Atomic int64_t park_until;
+	// Bumped whenever a reader leaves (or receives from the mailbox): the
+	// progress thread leaves the ring alone while it keeps changing.  A
+	// count rather than a time: a reader that got its message at once
+	// reads no clock.
+	_Atomic uint32_t park_gen;
+	// Set by a reader that needs the progress thread on the ring now.
+	_Atomic int unpark;
+	// The progress thread's own: park_gen as it last saw it, and when.
+	uint32_t park_seen;
+	int64_t park_from;
 	_Atomic int rx_dead; // reading has ended for good
 } shm_chan;
 
