@@ -95,6 +95,11 @@ struct tw_mailbox {
 	// Entries in the `left` sets of every sender: written under mtx, read
 	// without it too, so that a send finds none without taking the lock.
 	_Atomic size_t nleft;
+	// Data messages queued from every sender, and whether anything is
+	// refused (aborted, aborted_ns, a sender's dropped or closed): written
+	// under mtx, read without it by tw__mailbox_idle.
+	_Atomic size_t ndata;
+	_Atomic int refusing;
 	bool keep_peer_closes; // set before sharing (mailbox.h)
 	bool by_cost; // set before sharing (mailbox.h)
 	bool aborted; // protected by mtx
@@ -217,6 +222,23 @@ static mb_queue *queue_get(
 	if (q != NULL)
 		m->last_q = q;
 	return q;
+}
+
+// Keeps m->ndata in step with the data messages queued.  mtx held.
+static void ndata_add(tw_mailbox *m, int d)
+{
+	size_t n = atomic_load_explicit(&m->ndata, memory_order_relaxed);
+	atomic_store_explicit(
+	    &m->ndata, n + (size_t)(ptrdiff_t)d, memory_order_release);
+}
+
+// Keeps m->refusing in step after anything it sums up changed.  mtx held.
+static void refusing_update(tw_mailbox *m)
+{
+	bool r = m->aborted || tw__nsset_count(&m->aborted_ns) > 0;
+	for (mb_from *f = m->froms; f != NULL && !r; f = f->hh.next)
+		r = f->closed || tw__nsset_count(&f->dropped) > 0;
+	atomic_store_explicit(&m->refusing, r, memory_order_release);
 }
 
 static void queue_free(mb_queue *q)
@@ -349,6 +371,8 @@ static mb_msg *queue_take(tw_mailbox *m, mb_queue *q)
 	q->head = msg->next;
 	if (q->head == NULL)
 		q->tail = NULL;
+	if (msg->counted)
+		ndata_add(m, -1);
 	mb_from *f = from_get(m, q->from, false);
 	if (f != NULL && msg->counted) {
 		f->queued -= mb_cost(m, msg->len);
@@ -530,8 +554,10 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
 	else
 		q->head = msg;
 	q->tail = msg;
-	if (msg->counted)
+	if (msg->counted) {
 		f->queued += mb_cost(m, len);
+		ndata_add(m, 1);
+	}
 	if (f->queued > f->peak)
 		f->peak = f->queued;
 	if (q->waiters > 0)
@@ -606,6 +632,7 @@ int tw_mailbox_close_from(tw_mailbox *m, uint32_t from)
 	if (f != NULL)
 		f->closed = true;
 	wake_all(m);
+	refusing_update(m);
 	pthread_mutex_unlock(&m->mtx);
 	return status;
 }
@@ -636,6 +663,7 @@ int tw__mailbox_close_ns(tw_mailbox *m, uint32_t from, const char *ns)
 			status = tw__nsset_add(&f->left_closed, ns);
 	}
 	wake_all(m);
+	refusing_update(m);
 	pthread_mutex_unlock(&m->mtx);
 	return status;
 }
@@ -670,6 +698,8 @@ static bool drop_queued(tw_mailbox *m, uint32_t from, const char *ns)
 		mb_from *f = from_get(m, q->from, false);
 		for (mb_msg *p = q->head, *n; p != NULL; p = n) {
 			n = p->next;
+			if (p->counted)
+				ndata_add(m, -1);
 			if (p->counted && f != NULL) {
 				f->queued -= mb_cost(m, p->len);
 				f->taken += mb_cost(m, p->len);
@@ -722,6 +752,7 @@ int tw__mailbox_drop_ns(tw_mailbox *m, uint32_t from, const char *ns)
 	else if (f != NULL)
 		status = tw__nsset_add(&f->dropped, ns);
 	wake_all(m);
+	refusing_update(m);
 	pthread_mutex_unlock(&m->mtx);
 	if (dropped)
 		report_all(m);
@@ -738,6 +769,7 @@ int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns)
 		m->aborted = true; // failing safe: abort more, never less
 	bool dropped = drop_queued(m, 0, NULL);
 	wake_all(m);
+	refusing_update(m);
 	pthread_mutex_unlock(&m->mtx);
 	if (dropped)
 		report_all(m);
@@ -757,6 +789,7 @@ int tw__mailbox_reopen_ns(tw_mailbox *m, const char *ns)
 		left_update(m, f, op_forget_ns, ns);
 		tw__nsset_forget_ns(&f->left_closed, ns);
 	}
+	refusing_update(m);
 	pthread_mutex_unlock(&m->mtx);
 	return TW_OK;
 }
@@ -775,6 +808,14 @@ bool tw__mailbox_peer_left(tw_mailbox *m, uint32_t from, const char *key)
 	bool left = f != NULL && tw__nsset_holds(&f->left, key);
 	pthread_mutex_unlock(&m->mtx);
 	return left;
+}
+
+bool tw__mailbox_idle(tw_mailbox *m, const char *key)
+{
+	return atomic_load_explicit(&m->ndata, memory_order_acquire) == 0
+	    && !atomic_load_explicit(&m->refusing, memory_order_acquire)
+	    && atomic_load_explicit(&m->nleft, memory_order_acquire) == 0
+	    && !tw__key_is_ctl(key);
 }
 
 size_t tw__mailbox_ns_entries(tw_mailbox *m)
@@ -796,6 +837,7 @@ void tw_mailbox_abort(tw_mailbox *m)
 	pthread_mutex_lock(&m->mtx);
 	m->aborted = true;
 	wake_all(m);
+	refusing_update(m);
 	pthread_mutex_unlock(&m->mtx);
 }
 

@@ -121,6 +121,15 @@ void tw__mailbox_keep_peer_closes(tw_mailbox *m);
 // Never blocks; takes no lock while no sender left any namespace.
 bool tw__mailbox_peer_left(tw_mailbox *m, uint32_t from, const char *key);
 
+// Whether a probe or pop of data key `key` would find nothing now and may
+// wait: no data message is queued from any sender, nothing is refused
+// (abort, closes) and no sender left a namespace.  False for control keys
+// and whenever in doubt: then ask tw_mailbox_probe.  Takes no lock (a
+// receive checks before it polls its transport, and usually finds the
+// mailbox empty); a message pushed at this moment may be missed, as by a
+// probe just before it.
+bool tw__mailbox_idle(tw_mailbox *m, const char *key);
+
 // How many namespace entries the mailbox keeps (for tests of the bound).
 size_t tw__mailbox_ns_entries(tw_mailbox *m);
 

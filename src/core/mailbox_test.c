@@ -1494,6 +1494,79 @@ static void test_ctl_newest(void **state)
 	tw_mailbox_free(m);
 }
 
+// tw__mailbox_idle says "nothing here" only when a probe would say
+// TW_EAGAIN, and says it again once what it depends on is gone.
+static void expect_idle(tw_mailbox *m, const char *key, bool want)
+{
+	size_t len;
+	assert_int_equal(tw__mailbox_idle(m, key), want);
+	if (want)
+		TW_FAIL(tw_mailbox_probe(m, 1, key, &len), TW_EAGAIN);
+}
+
+static void test_idle(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	tw_buf b = { NULL, 0 };
+	expect_idle(m, "a:x", true);
+	expect_idle(m, "a!ack", false); // control keys: always ask the probe
+
+	// Queued data, from any sender, until popped or dropped.
+	push_str(m, 1, "a:x", "one");
+	push_str(m, 2, "a:y", "two");
+	expect_idle(m, "a:x", false);
+	expect_idle(m, "a:z", false);
+	expect_pop(m, 1, "a:x", "one");
+	expect_idle(m, "a:x", false);
+	expect_pop(m, 2, "a:y", "two");
+	expect_idle(m, "a:x", true);
+	push_str(m, 1, "a/c:x", "dropped");
+	expect_idle(m, "a:x", false);
+	TW_PASS(tw__mailbox_drop_ns(m, 1, "a/c")); // drops it, refuses a/c
+	expect_idle(m, "a:x", false);
+	TW_PASS(tw__mailbox_close_ns(m, 1, "a/c"));
+	expect_idle(m, "a:x", true);
+
+	// A truncated pop leaves the message queued.
+	push_str(m, 1, "a:x", "long message");
+	char small[2];
+	size_t got = 0;
+	TW_FAIL(
+	    tw__mailbox_pop_into(m, 1, "a:x", 0, small, sizeof(small), &got),
+	    TW_ETRUNC);
+	expect_idle(m, "a:x", false);
+	expect_pop(m, 1, "a:x", "long message");
+	expect_idle(m, "a:x", true);
+
+	// A control message queued is not data.
+	push_str(m, 1, "a!ack", "ctl");
+	expect_idle(m, "a:x", true);
+
+	// A sender that left a namespace, until this side closed it too.
+	TW_PASS(tw__mailbox_peer_abort_ns(m, 1, "a/e"));
+	expect_idle(m, "a/e:x", false);
+	expect_idle(m, "a:x", false);
+	TW_PASS(tw__mailbox_drop_ns(m, 1, "a/e"));
+	TW_PASS(tw__mailbox_close_ns(m, 1, "a/e"));
+	expect_idle(m, "a:x", true);
+
+	// Aborts and closes refuse; a reopen forgets a namespace's abort.
+	TW_PASS(tw__mailbox_abort_ns(m, "a/f"));
+	expect_idle(m, "a:x", false);
+	TW_PASS(tw__mailbox_reopen_ns(m, "a/f"));
+	expect_idle(m, "a:x", true);
+	TW_PASS(tw_mailbox_close_from(m, 1));
+	expect_idle(m, "a:x", false);
+	TW_FAIL(tw_mailbox_pop(m, 1, "a:x", 0, &b), TW_EPEER);
+	tw_mailbox_free(m);
+
+	m = mb_new();
+	tw_mailbox_abort(m);
+	expect_idle(m, "a:x", false);
+	tw_mailbox_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1530,6 +1603,7 @@ int main(void)
 		cmocka_unit_test(test_ctl_newest),
 		cmocka_unit_test(test_ns_both_closed),
 		cmocka_unit_test(test_drop_ns_wakes),
+		cmocka_unit_test(test_idle),
 	};
 	return cmocka_run_group_tests_name("mailbox", tests, NULL, NULL);
 }

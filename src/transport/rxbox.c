@@ -31,6 +31,8 @@ int tw__rxbox_probe(tw_channel *c, const char *key, size_t *len)
 
 bool tw__rxbox_ready(const tw__rxbox *rx, const char *key)
 {
+	if (tw__mailbox_idle(rx->mb, key))
+		return false;
 	size_t len;
 	return tw_mailbox_probe(rx->mb, rx->from, key, &len) != TW_EAGAIN;
 }

@@ -326,7 +326,8 @@ static bool rx_direct_ok(
 	size_t len;
 	// TW_EAGAIN: nothing of that key queued before it, and the key is
 	// neither aborted nor closed.
-	return tw_mailbox_probe(mc->ep->mb, mc->peer_rank, key, &len)
+	return tw__mailbox_idle(mc->ep->mb, key)
+	    || tw_mailbox_probe(mc->ep->mb, mc->peer_rank, key, &len)
 	    == TW_EAGAIN;
 }
 
