@@ -155,7 +155,13 @@ static int write_some(int fd, tw__tls *tls, struct iovec **iov, int *n)
 // both when needed.  tx.mtx held.  TW_OK or TW_ENOMEM.
 static int make_room(tcp_writer *tx, size_t need)
 {
-	uint64_t used = tx->end - tx->base;
+	// Bytes from out on may still be in a write that has not returned,
+	// even when the peer's ack already moved base past them (see
+	// tw__tcp_writer_release): the kernel copied them, but nothing tells
+	// this thread so before the write returns, so they are not written
+	// over until out passed them.
+	uint64_t keep = tx->out < tx->base ? tx->out : tx->base;
+	uint64_t used = tx->end - keep;
 	if (used + need > tx->cap) {
 		size_t cap = tx->cap;
 		while (used + need > cap)
