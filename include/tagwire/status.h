@@ -61,6 +61,13 @@ typedef struct tw_buf {
 // exit) to hold the next large message.  Thread-safe.
 TW_API void tw_buf_free(tw_buf *b);
 
+// Frees every buffer that pool holds now, giving the memory back to the
+// system; buffers freed later are pooled again.  For long-running
+// processes that want their resident size to show only what is in use
+// (after a burst of large messages, or before measuring memory).  Never
+// blocks beyond a short lock; thread-safe.
+TW_API void tw_buf_pool_drain(void);
+
 // Logging.  Lines go to stderr by default with time, level, link id and rank;
 // the level comes from TAGWIRE_LOG (error|warn|info|debug|trace, default
 // warn) or TAGWIRE_DEBUG=1 (debug), read once on first use.

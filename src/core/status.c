@@ -40,6 +40,11 @@ void tw_buf_free(tw_buf *b)
 	b->len = 0;
 }
 
+void tw_buf_pool_drain(void)
+{
+	tw__pool_drain();
+}
+
 const char *tw_version(void)
 {
 	return TW_VERSION_STRING;

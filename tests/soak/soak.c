@@ -21,8 +21,9 @@
 // stream: by then every size class and code path has been used many times
 // and every buffer exists) and the rest.  After each, every party waits
 // until all it sent was delivered and all sent to it was received, and
-// reads its resident size (/proc/self/statm): two points with nothing in
-// flight, which must be within RSS_GROWTH_MAX of each other.  Sanitizer
+// reads its resident size (/proc/self/statm) and the bytes it has from
+// malloc (mallinfo2): two points with nothing in flight, at which each
+// figure must be within RSS_GROWTH_MAX of the other.  Sanitizer
 // builds report both figures without judging them: ASan keeps freed memory
 // in quarantine, and both sanitizers map shadow memory for every address
 // touched, so resident size there says nothing about leaks (ASan's leak
@@ -74,20 +75,19 @@
 #define SANITIZED 0
 #endif
 
-// How much a party's resident size may grow from the end of the warm-up
-// to the end of the run.  Both samples are taken with nothing in flight,
-// so the library holds the same things at both: rings or sockets,
-// threads, empty queues.  What may differ is what the allocator keeps of
-// freed blocks: messages of 256 KiB and more, most of the bytes, are given
-// back to the system as soon as they are freed, since each party fixes
-// glibc's M_MMAP_THRESHOLD there (glibc otherwise raises it after each
-// large free, up to 32 MiB, and then keeps such blocks in its heaps); the
-// smaller ones, about 6 % of the bytes, come from heaps that keep some
-// free blocks, at most what was in flight at once.  Measured with 2 GiB
-// per party over both transports: within 5 MiB either way.  16 MiB leaves
-// room for that and still catches a leak of one message in a hundred
-// (about 25 MiB), of two kilobytes per message, or any growth with the
-// volume (1.75 GiB pass through a party after the warm-up).
+// How much a party's resident size, and the bytes it has from malloc, may
+// grow from the end of the warm-up to the end of the run.  Both samples
+// are taken with nothing in flight, so the library holds the same things
+// at both: rings or sockets, threads, empty queues; and with nothing kept
+// for reuse: the library's pool of large buffers is drained and glibc's
+// free blocks are trimmed first, since the pool alone may hold up to
+// 64 MiB, more or less of it at either point.  Measured with 2 GiB per
+// party: over shm:// within 2 MiB either way; over tcp:// the same, but
+// for a party whose ring of tcp:// sends to one peer doubled once more
+// after the warm-up (8 MiB).  16 MiB leaves room for that
+// and still catches a leak of one message in a hundred (about 25 MiB), of
+// two kilobytes per message, or any growth with the volume (1.75 GiB pass
+// through a party after the warm-up).
 #define RSS_GROWTH_MAX ((uint64_t)16 << 20)
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_PORT_TAKEN = 2 };
@@ -98,7 +98,7 @@ typedef struct report {
 	char err[256];
 	uint64_t sent, received, msgs_sent, msgs_received;
 	double seconds;
-	uint64_t rss_warm, rss_end;
+	uint64_t rss_warm, rss_end, heap_warm, heap_end;
 } report;
 
 static const char *transport;
@@ -221,14 +221,21 @@ static void party_fail(int code, const char *fmt, ...)
 			    __LINE__, #expr, tw_err_name(rv_));               \
 	} while (0)
 
-static uint64_t rss_bytes(void)
+// Resident size and the bytes malloc has handed out and not had back, with
+// nothing kept for reuse: neither the library's pool of large buffers nor
+// glibc's free blocks (see RSS_GROWTH_MAX).
+static void memory_sample(uint64_t *rss, uint64_t *heap)
 {
+	tw_buf_pool_drain();
+	malloc_trim(0);
 	FILE *f = fopen("/proc/self/statm", "r");
 	unsigned long size = 0, resident = 0;
 	if (f == NULL || fscanf(f, "%lu %lu", &size, &resident) != 2)
 		party_fail(EXIT_FAILED, "cannot read /proc/self/statm");
 	fclose(f);
-	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+	*rss = (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+	struct mallinfo2 mi = mallinfo2();
+	*heap = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
 }
 
 // Where each stream of this party stands: messages 0..k-1 of it have
@@ -367,8 +374,9 @@ static void party_addr(char *out, size_t cap, size_t i, const unsigned *ports)
 static void party_main(size_t rank, const unsigned *ports)
 {
 	me = rank;
-	// Fixed, so that large blocks go back to the system when freed (see
-	// RSS_GROWTH_MAX).
+	// Fixed, so that large blocks go back to the system when freed: glibc
+	// otherwise raises the threshold after each large free, up to 32 MiB,
+	// and keeps such blocks in its heaps.
 	mallopt(M_MMAP_THRESHOLD, 256 << 10);
 	char id[32];
 	snprintf(id, sizeof(id), "soak%d", (int)getppid());
@@ -411,11 +419,13 @@ static void party_main(size_t rank, const unsigned *ports)
 	double t0 = now_s();
 	run_phase(0);
 	P_OK(tw_barrier(link_, "warm"));
-	uint64_t rss_warm = rss_bytes();
+	uint64_t rss_warm, heap_warm;
+	memory_sample(&rss_warm, &heap_warm);
 	run_phase(1);
 	double secs = now_s() - t0;
 	P_OK(tw_barrier(link_, "end"));
-	uint64_t rss_end = rss_bytes();
+	uint64_t rss_end, heap_end;
+	memory_sample(&rss_end, &heap_end);
 	rv = tw_link_close(link_);
 	if (rv != TW_OK && rv != TW_EPEER)
 		party_fail(EXIT_FAILED, "tw_link_close: %s", tw_err_name(rv));
@@ -423,6 +433,8 @@ static void party_main(size_t rank, const unsigned *ports)
 	rep.seconds = secs;
 	rep.rss_warm = rss_warm;
 	rep.rss_end = rss_end;
+	rep.heap_warm = heap_warm;
+	rep.heap_end = heap_end;
 	for (size_t j = 0; j < NPARTY; j++) {
 		rep.sent += to[j].done;
 		rep.msgs_sent += to[j].k;
@@ -624,10 +636,22 @@ int main(int argc, char **argv)
 		    r->msgs_received, r->seconds,
 		    (double)r->sent / 1e6 / r->seconds, mib(r->rss_warm),
 		    mib(r->rss_end), (double)growth / (1024.0 * 1024.0));
+		int64_t hgrowth = (int64_t)r->heap_end - (int64_t)r->heap_warm;
+		printf("rank %zu: heap in use %.2f MiB after the warm-up, "
+		       "%.2f MiB "
+		       "at the end (%+.2f MiB)\n",
+		    i, mib(r->heap_warm), mib(r->heap_end),
+		    (double)hgrowth / (1024.0 * 1024.0));
 		if (!SANITIZED && growth > (int64_t)RSS_GROWTH_MAX) {
 			printf("rank %zu: resident memory grew by %.1f MiB "
 			       "after the warm-up, more than %.0f MiB\n",
 			    i, mib((uint64_t)growth), mib(RSS_GROWTH_MAX));
+			failed = 1;
+		}
+		if (!SANITIZED && hgrowth > (int64_t)RSS_GROWTH_MAX) {
+			printf("rank %zu: heap in use grew by %.1f MiB after "
+			       "the warm-up, more than %.0f MiB\n",
+			    i, mib((uint64_t)hgrowth), mib(RSS_GROWTH_MAX));
 			failed = 1;
 		}
 	}
