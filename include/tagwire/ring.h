@@ -52,7 +52,12 @@ typedef struct tw_ring tw_ring;
 // (NULL, misaligned), TW_EPROTO (bad header, or `size` too small for the
 // header or for the geometry it states), TW_ENOMEM.  The handle keeps its
 // own copy of the geometry; one handle serves one consumer thread and one
-// producer thread per lane at a time.
+// producer thread per lane at a time.  A handle counts on the index it
+// stored last: a lane's producer, or the ring's consumer, may move to a new
+// handle, and the old one must then not act in that role again.  If it
+// does, the call returns TW_EPROTO (a send may by then have written over a
+// slot that the new handle had filled), leaves the index as it found it,
+// and its next call starts from there.
 TW_API int tw_ring_attach(void *mem, size_t size, tw_ring **out);
 
 // Frees the handle; the memory is not touched.  NULL-safe.

@@ -78,9 +78,9 @@ struct tw_ring {
 	// when the old value shows the lane full, a consumer tail only when it
 	// shows it empty, which saves a cache miss on most messages.  A stale
 	// value is behind the true one, so it can only make the lane look
-	// fuller (or emptier) than it is.  Our own count read back from the
-	// segment must be what we stored: anything else is corruption, and
-	// the full check runs.
+	// fuller (or emptier) than it is.  Our own count is the one we
+	// stored last: each side trusts it and checks the segment's copy as
+	// it replaces it (an exchange), where anything else is corruption.
 	// The producer's and the consumer's each on lines of their own: they
 	// may be two threads.
 	struct ring_seen *prod, *cons;
@@ -360,16 +360,37 @@ struct ring_send_args {
 	uint64_t corr;
 };
 
+// Our own count, found in the segment other than we last stored it: only
+// this side writes it, so the segment was scribbled on.  The value found
+// is put back and the handle forgets its view, so that the next call
+// loads both counts afresh and judges them.
+static int ring_own_moved(uint32_t *count, uint32_t found,
+    struct ring_seen *sn, uint32_t lane, const char *which)
+{
+	__atomic_store_n(count, found, __ATOMIC_RELAXED);
+	sn->valid = 0;
+	TW_WARN("ring",
+	    "corrupt ring: the %s of lane %u moved under its owner", which,
+	    lane);
+	return TW_EPROTO;
+}
+
 static int ring_try_send(tw_ring *r, void *arg)
 {
 	struct ring_send_args *a = arg;
 	struct tw_ring_lane *lc = &r->lane[a->lane];
-	// Only this producer writes tail, so this reads back our own last
-	// store, unless the segment was scribbled on; the check catches that.
 	struct ring_seen *sn = &r->prod[a->lane];
-	uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_RELAXED);
+	// Only this producer writes tail, so our last store is the count;
+	// the segment's copy is checked when the exchange below replaces it,
+	// which saves loading the line back from the consumer that read it.
+	uint32_t tail = sn->tail;
 	uint32_t used = tail - sn->head;
-	if (!sn->valid || tail != sn->tail || used >= r->slots) {
+	if (!sn->valid || used >= r->slots) {
+		uint32_t seg = __atomic_load_n(&lc->tail, __ATOMIC_RELAXED);
+		if (sn->valid && seg != tail)
+			return ring_own_moved(
+			    &lc->tail, seg, sn, a->lane, "tail");
+		tail = seg;
 		// Acquire: the consumer released head only after copying the
 		// slot out, so a slot behind head may be overwritten.  Seq_cst
 		// because this load is the re-check of a producer that
@@ -392,7 +413,10 @@ static int ring_try_send(tw_ring *r, void *arg)
 		memcpy(s + 1, a->data, a->n);
 	// Release: the slot is complete before the consumer can see it.
 	// Seq_cst so that the sleeper count below is read after it.
-	__atomic_store_n(&lc->tail, tail + 1, __ATOMIC_SEQ_CST);
+	uint32_t was
+	    = __atomic_exchange_n(&lc->tail, tail + 1, __ATOMIC_SEQ_CST);
+	if (was != tail)
+		return ring_own_moved(&lc->tail, was, sn, a->lane, "tail");
 	sn->tail = tail + 1;
 	if (__atomic_load_n(&r->hdr->cons_sleepers, __ATOMIC_SEQ_CST) != 0)
 		ring_wake(&r->hdr->data_seq);
@@ -429,11 +453,17 @@ struct ring_recv_args {
 static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 {
 	struct tw_ring_lane *lc = &r->lane[lane];
-	// Only the consumer writes head: this reads back our own last store.
+	// Only the consumer writes head: our last store is the count, and
+	// the segment's copy is checked when the exchange below replaces it.
 	struct ring_seen *sn = &r->cons[lane];
-	uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_RELAXED);
+	uint32_t head = sn->head;
 	uint32_t used = sn->tail - head;
-	if (!sn->valid || head != sn->head || used == 0 || used > r->slots) {
+	if (!sn->valid || used == 0 || used > r->slots) {
+		uint32_t seg = __atomic_load_n(&lc->head, __ATOMIC_RELAXED);
+		if (sn->valid && seg != head)
+			return ring_own_moved(
+			    &lc->head, seg, sn, lane, "head");
+		head = seg;
 		// Acquire pairs with the producer's release of tail, making
 		// the slot contents written before it visible (and those of
 		// every slot up to it, which later calls take on the strength
@@ -472,7 +502,10 @@ static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 	// Release: the slot has been copied out before the producer may see
 	// it free and overwrite it.  Seq_cst so that the sleeper count below
 	// is read after it.
-	__atomic_store_n(&lc->head, head + 1, __ATOMIC_SEQ_CST);
+	uint32_t was
+	    = __atomic_exchange_n(&lc->head, head + 1, __ATOMIC_SEQ_CST);
+	if (was != head)
+		return ring_own_moved(&lc->head, was, sn, lane, "head");
 	sn->head = head + 1;
 	if (__atomic_load_n(&lc->prod_sleepers, __ATOMIC_SEQ_CST) != 0)
 		ring_wake(&lc->space_seq);

@@ -416,7 +416,10 @@ static void test_blocking_wake(void **state)
 	assert_true(h2.ok);
 	assert_int_equal(lane, 1);
 
-	// A producer asleep on a full lane is woken by a receive.
+	// A producer asleep on a full lane is woken by a receive.  The
+	// helper's handle is the consumer while it runs, a fresh one after:
+	// the consumer is never the handle `r` again, which counts on the
+	// head it stored last.
 	TW_PASS(tw_ring_send(r, 0, 1, "1", 1, 0, 0));
 	TW_PASS(tw_ring_send(r, 0, 2, "2", 1, 0, 0));
 	struct helper h3 = { mem, bytes, 0, -100, 0 };
@@ -428,12 +431,46 @@ static void test_blocking_wake(void **state)
 	assert_true(h3.ok);
 	assert_true(lane_of(mem, 0)->space_seq > 0);
 	assert_int_equal(lane_of(mem, 0)->prod_sleepers, 0);
+	tw_ring *c = ring_open(mem, bytes);
 	for (uint32_t want = 2; want <= 3; want++) {
 		TW_PASS(
-		    tw_ring_recv(r, 0, buf, sizeof(buf), &n, &route, NULL, 0));
+		    tw_ring_recv(c, 0, buf, sizeof(buf), &n, &route, NULL, 0));
 		assert_int_equal(route, want);
 	}
+	tw_ring_detach(c);
 	tw_ring_detach(r);
+	free(mem);
+}
+
+// A lane's producer, or the ring's consumer, that goes back to a handle
+// after another handle moved its index is told so (TW_EPROTO), and the
+// index is left where the other handle put it: the next call through the
+// first handle takes up from there.
+static void test_role_back_to_handle(void **state)
+{
+	(void)state;
+	size_t bytes;
+	void *mem = ring_alloc(1, 4, 8, &bytes);
+	tw_ring *a = ring_open(mem, bytes), *b = ring_open(mem, bytes);
+	char buf[8];
+	uint32_t route;
+	TW_PASS(tw_ring_send(a, 0, 1, "a", 1, 0, 0));
+	TW_PASS(tw_ring_recv(a, 0, buf, sizeof(buf), NULL, &route, NULL, 0));
+	TW_PASS(tw_ring_send(b, 0, 2, "b", 1, 0, 0));
+	TW_PASS(tw_ring_recv(b, 0, buf, sizeof(buf), NULL, &route, NULL, 0));
+	assert_int_equal(route, 2);
+	TW_FAIL(tw_ring_send(a, 0, 3, "c", 1, 0, 0), TW_EPROTO);
+	assert_int_equal(lane_of(mem, 0)->tail, 2);
+	TW_PASS(tw_ring_send(a, 0, 4, "d", 1, 0, 0));
+	assert_int_equal(lane_of(mem, 0)->tail, 3);
+	TW_FAIL(tw_ring_recv(a, 0, buf, sizeof(buf), NULL, &route, NULL, 0),
+	    TW_EPROTO);
+	assert_int_equal(lane_of(mem, 0)->head, 2);
+	TW_PASS(tw_ring_recv(a, 0, buf, sizeof(buf), NULL, &route, NULL, 0));
+	assert_int_equal(route, 4);
+	assert_int_equal(lane_of(mem, 0)->head, 3);
+	tw_ring_detach(a);
+	tw_ring_detach(b);
 	free(mem);
 }
 
@@ -1016,9 +1053,10 @@ int main(int argc, char **argv)
 {
 	static const struct CMUnitTest tests[] = { T(geometry), T(init_errors),
 		T(attach_errors), T(send_recv), T(send_errors), T(recv_errors),
-		T(timeouts), T(blocking_wake), T(wait_any), T(sleep_begin),
-		T(recv_any_fair), T(wrap_around), T(threads_spsc), T(abort),
-		T(dead_peer), T(signal_basic), T(signal_pingpong) };
+		T(timeouts), T(blocking_wake), T(role_back_to_handle),
+		T(wait_any), T(sleep_begin), T(recv_any_fair), T(wrap_around),
+		T(threads_spsc), T(abort), T(dead_peer), T(signal_basic),
+		T(signal_pingpong) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "", argv[1]) != 0)
 		return 1;
