@@ -18,12 +18,14 @@ static inline int64_t tw__now_ns(void)
 
 #define TW_FOREVER INT64_MAX
 
+// Timeouts of 2^61 ns (73 years) or more are forever, so that a deadline
+// never reaches TW__DEADLINE_LAZY.
+#define TW__TIMEOUT_NS_MAX (INT64_C(1) << 61)
+
 // The deadline of a timeout in milliseconds: -1 (any negative) = forever.
 static inline int64_t tw__deadline_ms(int64_t timeout_ms)
 {
-	if (timeout_ms < 0)
-		return TW_FOREVER;
-	if (timeout_ms > INT64_MAX / 2000000)
+	if (timeout_ms < 0 || timeout_ms >= TW__TIMEOUT_NS_MAX / 1000000)
 		return TW_FOREVER;
 	return tw__now_ns() + timeout_ms * 1000000;
 }
@@ -31,9 +33,33 @@ static inline int64_t tw__deadline_ms(int64_t timeout_ms)
 // The deadline of a timeout in microseconds: negative = forever.
 static inline int64_t tw__deadline_us(int64_t timeout_us)
 {
-	if (timeout_us < 0 || timeout_us > INT64_MAX / 2000)
+	if (timeout_us < 0 || timeout_us >= TW__TIMEOUT_NS_MAX / 1000)
 		return TW_FOREVER;
 	return tw__now_ns() + timeout_us * 1000;
+}
+
+// A deadline not fixed yet: the timeout, counted from the first time
+// something waits for it (tw__deadline_fix).  Most sends and many
+// receives never wait, and reading the clock costs about a tenth of a
+// small message's trip through shared memory.  The encoding lies above
+// any reading of the clock, so that code which compares such a deadline
+// with the clock before fixing it finds time left, never a timeout.
+// Only code that says so takes one (tw__chan_xops.lazy_deadline).
+#define TW__DEADLINE_LAZY (INT64_C(1) << 62)
+
+static inline int64_t tw__deadline_lazy_ms(int64_t timeout_ms)
+{
+	if (timeout_ms < 0 || timeout_ms >= TW__TIMEOUT_NS_MAX / 1000000)
+		return TW_FOREVER;
+	return TW__DEADLINE_LAZY | timeout_ms * 1000000;
+}
+
+// The deadline itself: a lazy one counted from now, any other unchanged.
+static inline int64_t tw__deadline_fix(int64_t deadline)
+{
+	if (deadline == TW_FOREVER || !(deadline & TW__DEADLINE_LAZY))
+		return deadline;
+	return tw__now_ns() + (deadline & ~TW__DEADLINE_LAZY);
 }
 
 // Milliseconds left until `deadline` (never negative; -1 = forever).

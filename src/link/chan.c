@@ -27,6 +27,18 @@ static bool aborted(const tw_link *l)
 	return atomic_load_explicit(&l->aborted, memory_order_acquire) != 0;
 }
 
+// The transport's extra ops (NULL for a user channel), with `*deadline`
+// fixed unless they take it lazy (tw__deadline_lazy_ms).
+static const tw__chan_xops *xops_for(
+    const tw__family *f, size_t root_peer, int64_t *deadline)
+{
+	const tw__chan_xops *x
+	    = f->xops != NULL ? tw__fam_xops(f, root_peer) : NULL;
+	if (x == NULL || !x->lazy_deadline)
+		*deadline = tw__deadline_fix(*deadline);
+	return x;
+}
+
 int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
     const void *buf, size_t len, bool async, int64_t deadline)
 {
@@ -34,10 +46,10 @@ int tw__chan_send(tw_link *l, size_t root_peer, const char *key,
 	tw_channel *c = f->chans[root_peer];
 	if (aborted(l))
 		return TW_ECLOSED;
-	if (f->xops != NULL)
-		return tw__fam_xops(f, root_peer)
-		    ->send(c, key, buf, len, async ? TW__SEND_ASYNC : 0,
-		        deadline, &l->aborted);
+	const tw__chan_xops *x = xops_for(f, root_peer, &deadline);
+	if (x != NULL)
+		return x->send(c, key, buf, len, async ? TW__SEND_ASYNC : 0,
+		    deadline, &l->aborted);
 	int (*send_async)(tw_channel *, const char *, const void *, size_t)
 	    = TW__CHAN_OP(c->ops, send_async);
 	int status = async && send_async != NULL
@@ -84,8 +96,9 @@ int tw__chan_recv(tw_link *l, size_t root_peer, const char *key,
 	tw_channel *c = f->chans[root_peer];
 	if (aborted(l))
 		return TW_ECLOSED;
-	if (f->xops != NULL)
-		return tw__fam_xops(f, root_peer)->recv(c, key, deadline, out);
+	const tw__chan_xops *x = xops_for(f, root_peer, &deadline);
+	if (x != NULL)
+		return x->recv(c, key, deadline, out);
 	if (tw_mailbox_pop(f->stash, (uint32_t)root_peer, key, 0, out)
 	    == TW_OK)
 		return TW_OK;
@@ -99,9 +112,9 @@ int tw__chan_recv_into(tw_link *l, size_t root_peer, const char *key,
 	tw_channel *c = f->chans[root_peer];
 	if (aborted(l))
 		return TW_ECLOSED;
-	if (f->xops != NULL)
-		return tw__fam_xops(f, root_peer)
-		    ->recv_into(c, key, deadline, buf, cap, len);
+	const tw__chan_xops *x = xops_for(f, root_peer, &deadline);
+	if (x != NULL)
+		return x->recv_into(c, key, deadline, buf, cap, len);
 	int status = tw__mailbox_pop_into(
 	    f->stash, (uint32_t)root_peer, key, 0, buf, cap, len);
 	if (status != TW_ETIMEDOUT)

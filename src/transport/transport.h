@@ -66,8 +66,13 @@ enum { TW__SEND_ASYNC = 1 };
 typedef struct tw__chan_xops {
 	size_t size; // sizeof(tw__chan_xops) the transport was built with
 
-	// Sends under `key`, waiting for flow control until `deadline`
-	// (tw__now_ns scale) or until *cancel becomes non-zero (TW_ECLOSED).
+	// Deadlines are on the tw__now_ns scale.  With lazy_deadline set
+	// (below), those of send, recv and recv_into may also be lazy ones
+	// (tw__deadline_lazy_ms), which the transport fixes before it first
+	// waits; without, the link fixes them first.
+
+	// Sends under `key`, waiting for flow control until `deadline` or
+	// until *cancel becomes non-zero (TW_ECLOSED).
 	// With TW__SEND_ASYNC the transport may return before delivery.
 	// Never called with the channel's locks held by the caller.  Returns
 	// TW_OK, TW_EPEER, TW_ECLOSED, TW_ETIMEDOUT, TW_ENOMEM, and
@@ -165,6 +170,9 @@ typedef struct tw__chan_xops {
 	// party's channels share), for tests of the bound above; SIZE_MAX
 	// when the transport cannot tell (tw__no_ns_entries).
 	size_t (*ns_entries)(tw_channel *c);
+
+	// Non-zero: send, recv and recv_into take lazy deadlines (above).
+	int lazy_deadline;
 } tw__chan_xops;
 
 // Stubs for the xops entries that a transport may not need.  Each never

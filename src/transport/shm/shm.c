@@ -867,7 +867,7 @@ static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 // SHM_SPIN_NS pass without a frame or `deadline` passes.  With `dst`, a
 // message of `key` of at most `cap` bytes may land there directly: then
 // *len is set and the result is true.
-static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
+static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
     size_t cap, size_t *len)
 {
 	if (mc->ep->spin_ns == 0 || !readable(mc))
@@ -916,9 +916,11 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 		if (look && (got = tw__rxbox_ready(&mc->base.rx, key)))
 			break;
 		int64_t now = tw__now_ns();
+		if (until == 0)
+			*deadline = tw__deadline_fix(*deadline);
 		if (frames > 0 || until == 0)
 			until = now + mc->ep->spin_ns;
-		if (now >= until || now >= deadline)
+		if (now >= until || now >= *deadline)
 			break;
 		// Spinning for the ring only helps while whoever holds it (the
 		// progress thread amid one batch, a probe, another receiving
@@ -943,7 +945,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t deadline, void *dst,
 	// A caller that is about to block needs the progress thread back on
 	// the ring now; one that got its message, or gives up anyway, leaves
 	// it parked.
-	if (!got && deadline > tw__now_ns())
+	if (!got && *deadline > tw__now_ns())
 		urgent = true;
 	reader_left(mc, urgent);
 	return direct;
@@ -953,8 +955,9 @@ static int shm_recv_until(
     tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
 	shm_chan *mc = c->impl;
-	(void)spin(mc, key, deadline, NULL, 0, NULL);
-	int status = tw__rxbox_recv_until(c, key, deadline, out);
+	(void)spin(mc, key, &deadline, NULL, 0, NULL);
+	int status
+	    = tw__rxbox_recv_until(c, key, tw__deadline_fix(deadline), out);
 	// A receiver that had to block (spin woke the progress thread) and
 	// got its message is likely to receive again at once: the progress
 	// thread, which would otherwise go on filling the mailbox while this
@@ -974,9 +977,10 @@ static int shm_recv_into(tw_channel *c, const char *key, int64_t deadline,
     void *buf, size_t cap, size_t *len)
 {
 	shm_chan *mc = c->impl;
-	if (spin(mc, key, deadline, buf, cap, len))
+	if (spin(mc, key, &deadline, buf, cap, len))
 		return TW_OK;
-	int status = tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
+	int status = tw__rxbox_recv_into(
+	    c, key, tw__deadline_fix(deadline), buf, cap, len);
 	if (status == TW_OK && mc->ep->spin_ns > 0)
 		reader_left(mc, false); // here again soon: see shm_recv_until
 	return status;
@@ -1054,8 +1058,10 @@ static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
 		if (status != TW_ETIMEDOUT)
 			break;
 		int64_t now = tw__now_ns();
-		if (spin_until == 0)
+		if (spin_until == 0) {
 			spin_until = now + mc->ep->spin_ns;
+			deadline = tw__deadline_fix(deadline);
+		}
 		if (now >= spin_until || now >= deadline
 		    || tx_check(mc, cancel) != TW_OK)
 			break;
@@ -1206,18 +1212,27 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 	uint32_t lane
 	    = tw__key_is_ctl(key) ? TW_SHM_LANE_CTL : TW_SHM_LANE_DATA;
 	shm_tx *tx = &mc->tx[lane];
-	if ((status = tx_lock(mc, tx, deadline, cancel)) != TW_OK)
-		return status;
+	// The deadline may be lazy (tw__deadline_lazy_ms): a message of one
+	// frame that finds the lane free and room in the ring, most of them,
+	// never reads the clock.  tx_put fixes it when it must wait; anything
+	// that waits or puts more than one frame has it fixed first, so that
+	// every wait counts from the same point.
+	if (pthread_mutex_trylock(&tx->mtx) != 0) {
+		deadline = tw__deadline_fix(deadline);
+		if ((status = tx_lock(mc, tx, deadline, cancel)) != TW_OK)
+			return status;
+	}
+	// An asynchronous send returns before the receiver could copy from
+	// the caller's buffer: it always takes the ring.
+	bool large = lane == TW_SHM_LANE_DATA && !(flags & TW__SEND_ASYNC)
+	    && len >= SHM_LARGE_MIN && !mc->no_cma
+	    && __atomic_load_n(&mc->hdr->cma[mc->side], __ATOMIC_ACQUIRE)
+	        == TW_SHM_CMA_YES;
+	if (tx->partial != 0 || large
+	    || len > TW_SHM_MAX_MSG - TW_SHM_DATA_HDR - klen)
+		deadline = tw__deadline_fix(deadline);
 	status = tx_unwind(mc, lane, deadline, cancel);
 	if (status == TW_OK) {
-		// An asynchronous send returns before the receiver could
-		// copy from the caller's buffer: it always takes the ring.
-		bool large = lane == TW_SHM_LANE_DATA
-		    && !(flags & TW__SEND_ASYNC) && len >= SHM_LARGE_MIN
-		    && !mc->no_cma
-		    && __atomic_load_n(
-		           &mc->hdr->cma[mc->side], __ATOMIC_ACQUIRE)
-		        == TW_SHM_CMA_YES;
 		status = large
 		    ? tx_large(mc, key, klen, buf, len, deadline, cancel)
 		    : tx_chunked(
@@ -1574,6 +1589,7 @@ static const tw__chan_xops shm_xops = {
 	.unreceived_peak = tw__rxbox_peak,
 	.ns_entries = tw__rxbox_ns_entries,
 	.wait_pending = shm_wait_until,
+	.lazy_deadline = 1,
 };
 
 static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
