@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #define TW_RING_MAGIC UINT64_C(0x3176676e69727774) // "twringv1" in LE
-#define TW_RING_VERSION 1u
+#define TW_RING_VERSION 2u
 #define TW_RING_LINE 64
 
 // Indices into the per-role arrays of the header.
@@ -53,16 +53,19 @@ struct tw_ring_hdr {
 	uint8_t pad2[TW_RING_LINE - 8];
 };
 
-// One lane.  The producer writes only the first line and the consumer only
-// the second, so the two never fight over a cache line on the fast path.
+// One lane.  On the fast path the producer writes only the first line and
+// the consumer only the second.  The consumer reads prod_sleepers after
+// every receive: it lives on the consumer's line, which a producer writes
+// only on its way to sleep, rather than beside tail, which would cost the
+// consumer a cache miss per message (version 1 had it there).
 struct tw_ring_lane {
 	uint32_t tail; // free-running count of messages published
-	uint32_t prod_sleepers; // producer threads about to sleep
-	uint8_t pad0[TW_RING_LINE - 8];
+	uint8_t pad0[TW_RING_LINE - 4];
 
 	uint32_t head; // free-running count of messages consumed
 	uint32_t space_seq; // futex word, bumped to wake the producer
-	uint8_t pad1[TW_RING_LINE - 8];
+	uint32_t prod_sleepers; // producer threads about to sleep
+	uint8_t pad1[TW_RING_LINE - 12];
 };
 
 // The fixed part of a slot; max_msg payload bytes follow.

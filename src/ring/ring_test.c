@@ -147,7 +147,11 @@ static void test_attach_errors(void **state)
 	tw_ring_detach(r);
 
 	struct tw_ring_hdr *h = hdr_of(mem);
-	h->version = 2;
+	// Another version of the layout (version 1 kept prod_sleepers
+	// elsewhere), older or newer, is refused.
+	h->version = TW_RING_VERSION - 1;
+	TW_FAIL(tw_ring_attach(mem, bytes, &r), TW_EPROTO);
+	h->version = TW_RING_VERSION + 1;
 	TW_FAIL(tw_ring_attach(mem, bytes, &r), TW_EPROTO);
 	h->version = TW_RING_VERSION;
 	h->magic ^= 1;
