@@ -351,6 +351,7 @@ static int pop_wait(tw_mailbox *m, uint32_t from, const char *key,
 		}
 		if ((status = pop_blocked_status(m, from, key)) != TW_OK)
 			break;
+		deadline = tw__deadline_fix(deadline); // counts from here
 		q->waiters++;
 		int rv = tw__cond_wait_until(&q->cv, &m->mtx, deadline);
 		q->waiters--;

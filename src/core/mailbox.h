@@ -47,7 +47,8 @@ int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
     void *data, size_t len, uint64_t limit, int64_t deadline,
     const _Atomic int *cancel);
 
-// tw_mailbox_pop with an absolute deadline.
+// tw_mailbox_pop with an absolute deadline, or a lazy one (core/clock.h)
+// that counts from the moment the pop must wait.
 int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
     int64_t deadline, tw_buf *out);
 

@@ -388,6 +388,26 @@ static void test_pop_timeout(void **state)
 	    TW_ETIMEDOUT);
 	assert_true(elapsed_ms(t0) < slack_ms());
 
+	// A lazy deadline counts from the moment the pop waits: the whole
+	// timeout, then TW_ETIMEDOUT; zero is a poll; a message already
+	// queued is returned.
+	t0 = tw__now_ns();
+	TW_FAIL(tw__mailbox_pop_until(m, 1, "t", tw__deadline_lazy_ms(50), &b),
+	    TW_ETIMEDOUT);
+	int64_t lazy_ns = tw__now_ns() - t0;
+	assert_true(lazy_ns >= 50 * MS);
+	assert_true(lazy_ns / MS < 50 + slack_ms());
+	t0 = tw__now_ns();
+	TW_FAIL(tw__mailbox_pop_until(m, 1, "t", tw__deadline_lazy_ms(0), &b),
+	    TW_ETIMEDOUT);
+	assert_true(elapsed_ms(t0) < slack_ms());
+	push_str(m, 1, "t", "lazy");
+	TW_PASS(
+	    tw__mailbox_pop_until(m, 1, "t", tw__deadline_lazy_ms(50), &b));
+	assert_int_equal(b.len, 4);
+	assert_memory_equal(b.data, "lazy", 4);
+	tw_buf_free(&b);
+
 	// The timed-out pops left nothing behind that would break a later
 	// exchange on the same key.
 	push_str(m, 1, "t", "after");

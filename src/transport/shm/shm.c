@@ -956,8 +956,7 @@ static int shm_recv_until(
 {
 	shm_chan *mc = c->impl;
 	(void)spin(mc, key, &deadline, NULL, 0, NULL);
-	int status
-	    = tw__rxbox_recv_until(c, key, tw__deadline_fix(deadline), out);
+	int status = tw__rxbox_recv_until(c, key, deadline, out);
 	// A receiver that had to block (spin woke the progress thread) and
 	// got its message is likely to receive again at once: the progress
 	// thread, which would otherwise go on filling the mailbox while this
@@ -979,8 +978,7 @@ static int shm_recv_into(tw_channel *c, const char *key, int64_t deadline,
 	shm_chan *mc = c->impl;
 	if (spin(mc, key, &deadline, buf, cap, len))
 		return TW_OK;
-	int status = tw__rxbox_recv_into(
-	    c, key, tw__deadline_fix(deadline), buf, cap, len);
+	int status = tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
 	if (status == TW_OK && mc->ep->spin_ns > 0)
 		reader_left(mc, false); // here again soon: see shm_recv_until
 	return status;

@@ -454,7 +454,7 @@ static int tx_status(tcp_chan *mc, const _Atomic int *cancel)
 // Reserves credit for a message of cost `cost`, waiting for the peer's
 // CREDIT until `deadline`.
 static int reserve(
-    tcp_chan *mc, uint64_t cost, int64_t deadline, const _Atomic int *cancel)
+    tcp_chan *mc, uint64_t cost, int64_t *deadline, const _Atomic int *cancel)
 {
 	int status = TW_OK;
 	pthread_mutex_lock(&mc->mtx);
@@ -464,8 +464,9 @@ static int reserve(
 			break;
 		if ((status = tx_status(mc, cancel)) != TW_OK)
 			break;
+		*deadline = tw__deadline_fix(*deadline);
 		int64_t now = tw__now_ns();
-		if (now >= deadline) {
+		if (now >= *deadline) {
 			status = TW_ETIMEDOUT;
 			break;
 		}
@@ -478,7 +479,7 @@ static int reserve(
 		}
 		int64_t until = now + TCP_SLICE_NS;
 		(void)tw__cond_wait_until(
-		    &mc->cv, &mc->mtx, until < deadline ? until : deadline);
+		    &mc->cv, &mc->mtx, until < *deadline ? until : *deadline);
 	}
 	if (status == TW_OK)
 		mc->tx_cost += cost;
@@ -581,12 +582,16 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 	}
 	bool data = !tw__key_is_ctl(key);
 	uint64_t cost = data ? tw__msg_cost(len) : 0;
-	int status = data ? reserve(mc, cost, deadline, cancel) : TW_OK;
+	// The deadline may be lazy (tw__deadline_lazy_ms): fixed by the first
+	// wait for credit or for room in the connection's ring, which most
+	// small messages never have.
+	int status = data ? reserve(mc, cost, &deadline, cancel) : TW_OK;
 	if (status != TW_OK)
 		return status;
 	uint64_t seq = 0;
 	bool announced = len > TW_TCP_FRAME_MAX;
 	if (announced) {
+		deadline = tw__deadline_fix(deadline);
 		status = send_long(mc, key, buf, len, deadline, cancel, &seq);
 	} else {
 		struct iovec v = { (void *)buf, len };
@@ -717,26 +722,29 @@ static bool arrived(void *arg)
 }
 
 // Polls the connection briefly when the message is not there yet.
-static void spin(tcp_chan *mc, const char *key, int64_t deadline)
+// A lazy deadline (tw__deadline_lazy_ms) is fixed here when the message
+// has not arrived, and otherwise by the mailbox if it must wait after all.
+static void spin(tcp_chan *mc, const char *key, int64_t *deadline)
 {
 	wanted w = { &mc->base.rx, key };
 	if (atomic_load(&mc->state) != CH_READY || arrived(&w))
 		return;
+	*deadline = tw__deadline_fix(*deadline);
 	(void)tw__tcp_conn_poll(
-	    chan_main(mc), TCP_SPIN_NS, deadline, arrived, &w);
+	    chan_main(mc), TCP_SPIN_NS, *deadline, arrived, &w);
 }
 
 static int tcp_recv_until(
     tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
-	spin(c->impl, key, deadline);
+	spin(c->impl, key, &deadline);
 	return tw__rxbox_recv_until(c, key, deadline, out);
 }
 
 static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
     void *buf, size_t cap, size_t *len)
 {
-	spin(c->impl, key, deadline);
+	spin(c->impl, key, &deadline);
 	return tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
 }
 
@@ -948,6 +956,7 @@ static const tw__chan_xops tcp_xops = {
 	.unreceived_peak = tw__rxbox_peak,
 	.ns_entries = tw__rxbox_ns_entries,
 	.wait_pending = tcp_wait_until,
+	.lazy_deadline = 1,
 };
 
 static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)

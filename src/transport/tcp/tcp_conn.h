@@ -162,8 +162,9 @@ enum {
 // there until the peer has read it (a resumed connection sends it again),
 // and written at once or by the next writer; the call returns once it is
 // copied.  While the ring holds TX_RETAIN_MAX bytes that the peer has not
-// confirmed, a sender waits until `deadline` or *cancel (atomic, may be
-// NULL); a TCP_TX_NOWAIT frame never waits.  A connection that is down
+// confirmed, a sender waits until `deadline` (which may be lazy:
+// core/clock.h) or *cancel (atomic, may be NULL); a TCP_TX_NOWAIT frame
+// never waits.  A connection that is down
 // takes frames all the same, for its next socket.  *seq (may be NULL)
 // receives the frame's sequence number.  TW_OK, TW_EPEER (failed),
 // TW_ETIMEDOUT, TW_ECLOSED (cancelled), TW_ENOMEM, TW_EINVAL (too long).

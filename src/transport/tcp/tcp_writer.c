@@ -481,6 +481,7 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 				wait_writable(c);
 			continue;
 		}
+		deadline = tw__deadline_fix(deadline); // may be lazy
 		if ((status = tx_wait(c, deadline, cancel)) != TW_OK)
 			break;
 	}
@@ -497,7 +498,7 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 	if (seq != NULL)
 		*seq = h.seq;
 	if (len > TX_COPY_MAX && !(flags & TCP_TX_NOWAIT)) {
-		write_own(c, tx->end, deadline, cancel);
+		write_own(c, tx->end, tw__deadline_fix(deadline), cancel);
 		return TW_OK;
 	}
 	// The writer at work takes it along; a connection that is down
