@@ -162,8 +162,10 @@ static int send_until(tw_link *l, size_t dst, const char *tag, const void *buf,
 	    l, l->map[dst], key, buf, len, mode != SEND_SYNC, deadline);
 	if (status != TW_OK)
 		return status;
-	atomic_fetch_add_explicit(
-	    &l->peers[dst].sent, 1, memory_order_relaxed);
+	// Only throttled sends look at this count (ack_wait).
+	if (l->opts[TW_OPT_THROTTLE_WINDOW] > 0)
+		atomic_fetch_add_explicit(
+		    &l->peers[dst].sent, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(
 	    &l->stats.msgs_sent, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(

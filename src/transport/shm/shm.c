@@ -1239,12 +1239,11 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 		    : tx_chunked(
 		        mc, lane, key, klen, buf, len, deadline, cancel);
 	}
+	if (status == TW_OK)
+		atomic_store_explicit(&tx->sent,
+		    atomic_load_explicit(&tx->sent, memory_order_relaxed) + 1,
+		    memory_order_release);
 	pthread_mutex_unlock(&tx->mtx);
-	if (status == TW_OK) {
-		if (lane == TW_SHM_LANE_DATA)
-			atomic_fetch_add(&mc->sent_data, 1);
-		atomic_fetch_add(&mc->sent, 1);
-	}
 	return tw__chanbase_send_status(&mc->base, status, cancel);
 }
 
@@ -1298,9 +1297,10 @@ static int shm_wait_until(
 		return TW_ECLOSED;
 	if (!tw__shm_flag(&mc->attached))
 		return TW_OK;
-	// Data first: a data message is counted in both.
-	uint64_t target_data = atomic_load(&mc->sent_data);
-	uint64_t target = atomic_load(&mc->sent);
+	// The peer counts the messages of both lanes together.
+	uint64_t target_data = atomic_load(&mc->tx[TW_SHM_LANE_DATA].sent);
+	uint64_t target
+	    = target_data + atomic_load(&mc->tx[TW_SHM_LANE_CTL].sent);
 	struct tw_shm_dir *d = &mc->hdr->dir[mc->side];
 	if (__atomic_load_n(&d->delivered, __ATOMIC_ACQUIRE) >= target)
 		return TW_OK;

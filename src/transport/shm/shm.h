@@ -70,6 +70,9 @@ typedef struct shm_tx {
 	uint64_t seq; // the last message number used, protected by mtx
 	uint64_t partial; // a message left half sent, 0 = none; by mtx
 	unsigned char *scratch; // TW_SHM_MAX_MSG bytes, protected by mtx
+	// Messages of this lane handed to the ring: written under mtx (no
+	// locked instruction per message), read by shm_wait_until.
+	_Atomic uint64_t sent;
 } shm_tx;
 
 typedef struct shm_chan {
@@ -92,8 +95,6 @@ typedef struct shm_chan {
 	_Atomic int attached;
 
 	shm_tx tx[TW_SHM_LANES];
-	_Atomic uint64_t sent; // messages handed to the ring
-	_Atomic uint64_t sent_data; // of which in the data lane
 
 	shm_grp *grp;
 	bool rx_started; // in its group, constant afterwards
