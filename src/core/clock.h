@@ -22,14 +22,6 @@ static inline int64_t tw__now_ns(void)
 // never reaches TW__DEADLINE_LAZY.
 #define TW__TIMEOUT_NS_MAX (INT64_C(1) << 61)
 
-// The deadline of a timeout in milliseconds: -1 (any negative) = forever.
-static inline int64_t tw__deadline_ms(int64_t timeout_ms)
-{
-	if (timeout_ms < 0 || timeout_ms >= TW__TIMEOUT_NS_MAX / 1000000)
-		return TW_FOREVER;
-	return tw__now_ns() + timeout_ms * 1000000;
-}
-
 // The deadline of a timeout in microseconds: negative = forever.
 static inline int64_t tw__deadline_us(int64_t timeout_us)
 {
@@ -60,6 +52,12 @@ static inline int64_t tw__deadline_fix(int64_t deadline)
 	if (deadline == TW_FOREVER || !(deadline & TW__DEADLINE_LAZY))
 		return deadline;
 	return tw__now_ns() + (deadline & ~TW__DEADLINE_LAZY);
+}
+
+// The deadline of a timeout in milliseconds: -1 (any negative) = forever.
+static inline int64_t tw__deadline_ms(int64_t timeout_ms)
+{
+	return tw__deadline_fix(tw__deadline_lazy_ms(timeout_ms));
 }
 
 // Milliseconds left until `deadline` (never negative; -1 = forever).

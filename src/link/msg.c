@@ -23,18 +23,18 @@ static bool link_aborted(const tw_link *l)
 	return atomic_load_explicit(&l->aborted, memory_order_acquire) != 0;
 }
 
-int64_t tw__link_recv_deadline(const tw_link *l)
-{
-	return tw__deadline_ms(
-	    atomic_load_explicit(&l->recv_timeout, memory_order_relaxed));
-}
-
-// The same, not fixed yet (core/clock.h): for the calls below that pass
-// it only to tw__chan_*, which fix it unless the transport waits to.
+// The receive timeout's deadline, not fixed yet (core/clock.h): for the
+// calls below that pass it only to tw__chan_*, which fix it unless the
+// transport waits to.
 static int64_t recv_deadline_lazy(const tw_link *l)
 {
 	return tw__deadline_lazy_ms(
 	    atomic_load_explicit(&l->recv_timeout, memory_order_relaxed));
+}
+
+int64_t tw__link_recv_deadline(const tw_link *l)
+{
+	return tw__deadline_fix(recv_deadline_lazy(l));
 }
 
 // Checks a peer rank and a tag; logs nothing (these are caller errors

@@ -561,6 +561,20 @@ static double mib(uint64_t b)
 	return (double)b / (1024.0 * 1024.0);
 }
 
+// Whether a party's figure grew by more than RSS_GROWTH_MAX after the
+// warm-up, said if so; never under a sanitizer (see the top).
+static bool grew_too_much(
+    size_t i, const char *what, uint64_t warm, uint64_t end)
+{
+	int64_t growth = (int64_t)end - (int64_t)warm;
+	if (SANITIZED || growth <= (int64_t)RSS_GROWTH_MAX)
+		return false;
+	printf("rank %zu: %s grew by %.1f MiB after the warm-up, more than "
+	       "%.0f MiB\n",
+	    i, what, mib((uint64_t)growth), mib(RSS_GROWTH_MAX));
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || argc > 3
@@ -636,24 +650,18 @@ int main(int argc, char **argv)
 		    r->msgs_received, r->seconds,
 		    (double)r->sent / 1e6 / r->seconds, mib(r->rss_warm),
 		    mib(r->rss_end), (double)growth / (1024.0 * 1024.0));
-		int64_t hgrowth = (int64_t)r->heap_end - (int64_t)r->heap_warm;
-		printf("rank %zu: heap in use %.2f MiB after the warm-up, "
-		       "%.2f MiB "
-		       "at the end (%+.2f MiB)\n",
+		printf(
+		    "rank %zu: heap in use %.2f MiB after the warm-up, %.2f "
+		    "MiB at the end (%+.2f MiB)\n",
 		    i, mib(r->heap_warm), mib(r->heap_end),
-		    (double)hgrowth / (1024.0 * 1024.0));
-		if (!SANITIZED && growth > (int64_t)RSS_GROWTH_MAX) {
-			printf("rank %zu: resident memory grew by %.1f MiB "
-			       "after the warm-up, more than %.0f MiB\n",
-			    i, mib((uint64_t)growth), mib(RSS_GROWTH_MAX));
+		    ((double)r->heap_end - (double)r->heap_warm)
+		        / (1024.0 * 1024.0));
+		// Both said, each on its own.
+		if (grew_too_much(
+		        i, "resident memory", r->rss_warm, r->rss_end))
 			failed = 1;
-		}
-		if (!SANITIZED && hgrowth > (int64_t)RSS_GROWTH_MAX) {
-			printf("rank %zu: heap in use grew by %.1f MiB after "
-			       "the warm-up, more than %.0f MiB\n",
-			    i, mib((uint64_t)hgrowth), mib(RSS_GROWTH_MAX));
+		if (grew_too_much(i, "heap in use", r->heap_warm, r->heap_end))
 			failed = 1;
-		}
 	}
 	if (SANITIZED)
 		printf("sanitizer build: resident sizes are reported, not "
