@@ -15,10 +15,12 @@
 // What a data message held for a receiver costs, in the unit of flow
 // control: its length plus TW_MSG_OVERHEAD for holding it at all.  Bytes
 // alone let empty messages through for free: a million of them, sent to a
-// receiver that did not receive, took about 100 MB.  The overhead covers
-// what the mailbox spends per message besides the payload: its node (32
-// bytes) and the allocator's headers of the node and of the payload (8 to
-// 16 bytes each), rounded up to 64.  The mailbox's limit, peak and taken
+// receiver that did not receive, took about 100 MB.  The overhead stands
+// for what the mailbox spends per message besides the payload: a node of
+// 96 bytes that holds a message of up to 64 bytes itself, or a node and
+// the allocator's header of the payload's own memory: a queued message
+// takes about its cost plus 64 bytes at most (allocator headers included).
+// The mailbox's limit, peak and taken
 // counts below are in this unit, and so is any credit built on the taken
 // count: a sender that counts what it may send counts tw__msg_cost(len)
 // per message, so that both sides agree (see tw__mailbox_count_by_cost).
@@ -45,6 +47,15 @@ static inline uint64_t tw__msg_cost(size_t len)
 // TW_EPEER (from closed), TW_ETIMEDOUT, TW_ENOMEM.
 int tw__mailbox_push_owned(tw_mailbox *m, uint32_t from, const char *key,
     void *data, size_t len, uint64_t limit, int64_t deadline,
+    const _Atomic int *cancel);
+
+// tw__mailbox_push_owned of a copy of src[0..len), which this makes: a
+// message of a few bytes needs no allocation (its node is reused and holds
+// them), so a transport that has the bytes in a buffer of its own passes
+// them here rather than allocating a copy itself.  The same returns; the
+// copy is gone unless TW_OK.
+int tw__mailbox_push_copy(tw_mailbox *m, uint32_t from, const char *key,
+    const void *src, size_t len, uint64_t limit, int64_t deadline,
     const _Atomic int *cancel);
 
 // tw_mailbox_pop with an absolute deadline, or a lazy one (core/clock.h)

@@ -873,6 +873,105 @@ static void test_push_owned(void **state)
 	tw_mailbox_free(m);
 }
 
+// Copied pushes: a message of a few bytes lives in its node, and nodes are
+// reused, so that once the mailbox has run a while a small message needs
+// no allocation at all; larger ones get memory of their own.
+static void test_push_copy(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	char big[200], got[256];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + i % 26);
+	size_t len = 0;
+	TW_PASS(tw__mailbox_push_copy(
+	    m, 1, "k", "small", 5, UINT64_MAX, TW_FOREVER, NULL));
+	TW_PASS(tw__mailbox_push_copy(
+	    m, 1, "k", big, sizeof(big), UINT64_MAX, TW_FOREVER, NULL));
+	TW_PASS(tw__mailbox_push_copy(
+	    m, 1, "k", NULL, 0, UINT64_MAX, TW_FOREVER, NULL));
+	TW_PASS(tw__mailbox_pop_into(m, 1, "k", 0, got, sizeof(got), &len));
+	assert_int_equal(len, 5);
+	assert_memory_equal(got, "small", 5);
+	TW_PASS(tw__mailbox_pop_into(m, 1, "k", 0, got, sizeof(got), &len));
+	assert_int_equal(len, sizeof(big));
+	assert_memory_equal(got, big, sizeof(big));
+	TW_PASS(tw__mailbox_pop_into(m, 1, "k", 0, got, sizeof(got), &len));
+	assert_int_equal(len, 0);
+
+	// Warm now: three small messages at once (as many as were queued
+	// above) come and go without one allocation.
+	failalloc_after(0);
+	int st = TW_OK;
+	for (int i = 0; i < 3 && st == TW_OK; i++) {
+		char v[2] = { (char)('0' + i), 0 };
+		st = tw__mailbox_push_copy(
+		    m, 1, "k", v, 1, UINT64_MAX, TW_FOREVER, NULL);
+	}
+	for (int i = 0; i < 3 && st == TW_OK; i++) {
+		st = tw__mailbox_pop_into(
+		    m, 1, "k", 0, got, sizeof(got), &len);
+		if (st == TW_OK && (len != 1 || got[0] != '0' + i))
+			st = TW_EPROTO;
+	}
+	failalloc_never();
+	TW_PASS(st);
+	failalloc_after(0);
+	// A larger one needs memory: refused whole, nothing left queued.
+	st = tw__mailbox_push_copy(
+	    m, 1, "k", big, sizeof(big), UINT64_MAX, TW_FOREVER, NULL);
+	failalloc_never();
+	TW_FAIL(st, TW_ENOMEM);
+	TW_FAIL(tw_mailbox_probe(m, 1, "k", &len), TW_EAGAIN);
+
+	// A pop that hands the bytes to the caller gives them memory of
+	// their own; without it the message stays for a later pop.
+	TW_PASS(tw__mailbox_push_copy(
+	    m, 1, "k", "mine", 4, UINT64_MAX, TW_FOREVER, NULL));
+	tw_buf b = { NULL, 0 };
+	failalloc_after(0);
+	st = tw_mailbox_pop(m, 1, "k", 0, &b);
+	failalloc_never();
+	TW_FAIL(st, TW_ENOMEM);
+	TW_PASS(tw_mailbox_probe(m, 1, "k", &len));
+	assert_int_equal(len, 4);
+	TW_PASS(tw_mailbox_pop(m, 1, "k", 0, &b));
+	assert_int_equal(b.len, 4);
+	assert_memory_equal(b.data, "mine", 4);
+	tw_buf_free(&b); // the leak check sees that it was the caller's
+
+	// Control keys keep the newest, in the node or not.
+	TW_PASS(tw__mailbox_push_copy(
+	    m, 1, "a!ack", "old", 3, UINT64_MAX, TW_FOREVER, NULL));
+	TW_PASS(tw__mailbox_push_copy(
+	    m, 1, "a!ack", big, sizeof(big), UINT64_MAX, TW_FOREVER, NULL));
+	TW_PASS(tw__mailbox_push_copy(
+	    m, 1, "a!ack", "new", 3, UINT64_MAX, TW_FOREVER, NULL));
+	expect_pop(m, 1, "a!ack", "new");
+	TW_FAIL(tw_mailbox_probe(m, 1, "a!ack", &len), TW_EAGAIN);
+
+	// Flow control and refusals as for owned pushes.
+	TW_PASS(tw__mailbox_push_copy(m, 1, "k", "x", 1, 0, 0, NULL));
+	TW_FAIL(tw__mailbox_push_copy(m, 1, "k", "y", 1, 0, 0, NULL),
+	    TW_ETIMEDOUT);
+	expect_pop(m, 1, "k", "x");
+	TW_FAIL(tw_mailbox_probe(m, 1, "k", &len), TW_EAGAIN);
+	TW_FAIL(tw__mailbox_push_copy(
+	            NULL, 1, "k", "x", 1, UINT64_MAX, TW_FOREVER, NULL),
+	    TW_EINVAL);
+	TW_FAIL(tw__mailbox_push_copy(
+	            m, 1, NULL, "x", 1, UINT64_MAX, TW_FOREVER, NULL),
+	    TW_EINVAL);
+	TW_FAIL(tw__mailbox_push_copy(
+	            m, 1, "k", NULL, 1, UINT64_MAX, TW_FOREVER, NULL),
+	    TW_EINVAL);
+	tw_mailbox_abort(m);
+	TW_FAIL(tw__mailbox_push_copy(
+	            m, 1, "k", "z", 1, UINT64_MAX, TW_FOREVER, NULL),
+	    TW_ECLOSED);
+	tw_mailbox_free(m);
+}
+
 static void test_limit_blocks_until_pop(void **state)
 {
 	(void)state;
@@ -1609,6 +1708,7 @@ int main(void)
 		cmocka_unit_test(test_pop_into),
 		cmocka_unit_test(test_pop_into_wakes),
 		cmocka_unit_test(test_push_owned),
+		cmocka_unit_test(test_push_copy),
 		cmocka_unit_test(test_limit_blocks_until_pop),
 		cmocka_unit_test(test_limit_times_out),
 		cmocka_unit_test(test_empty_messages_count),

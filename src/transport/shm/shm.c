@@ -343,23 +343,58 @@ static int rx_direct_done(shm_chan *mc, rx_ctx *rx, size_t len)
 	return TW_OK;
 }
 
-static int rx_deliver(shm_chan *mc, rx_ctx *rx, uint32_t lane, const char *key,
-    void *data, size_t len)
+static void rx_news(rx_ctx *rx, uint32_t lane, const char *key)
 {
 	if (lane != TW_SHM_LANE_DATA || rx->want == NULL
 	    || strcmp(key, rx->want) == 0)
 		rx->news = true;
+}
+
+// Holds back a data message that found no room (ownership of data
+// passes): rx_push_pending pushes it in slices, and the ring waits.
+static void rx_hold(rx_ctx *rx, const char *key, void *data, size_t len)
+{
+	rx->pend = true;
+	strcpy(rx->pend_key, key);
+	rx->pend_data = data;
+	rx->pend_len = len;
+}
+
+static int rx_deliver(shm_chan *mc, rx_ctx *rx, uint32_t lane, const char *key,
+    void *data, size_t len)
+{
+	rx_news(rx, lane, key);
 	if (lane == TW_SHM_LANE_CTL) {
 		int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank,
 		    key, data, len, UINT64_MAX, TW_FOREVER, &mc->stop);
 		return rx_pushed(mc, TW_SHM_LANE_CTL, status, data);
 	}
-	rx->pend = true;
-	strcpy(rx->pend_key, key);
-	rx->pend_data = data;
-	rx->pend_len = len;
+	rx_hold(rx, key, data, len);
 	int status = rx_push_pending(mc, rx);
 	return status == TW_ETIMEDOUT ? TW_OK : status;
+}
+
+// rx_deliver of the bytes of one frame, still in the ring: the mailbox
+// copies them (a small message costs no allocation), and only a message
+// held back needs memory of its own.
+static int rx_deliver_copy(shm_chan *mc, rx_ctx *rx, uint32_t lane,
+    const char *key, const void *src, size_t len)
+{
+	rx_news(rx, lane, key);
+	bool ctl = lane == TW_SHM_LANE_CTL;
+	int status = tw__mailbox_push_copy(mc->ep->mb, mc->peer_rank, key, src,
+	    len, ctl ? UINT64_MAX : mc->ep->recv_buffer, ctl ? TW_FOREVER : 0,
+	    &mc->stop);
+	if (status != TW_ETIMEDOUT || ctl)
+		return rx_pushed(mc, lane, status, NULL);
+	void *data = NULL;
+	if (len > 0) {
+		if ((data = malloc(len)) == NULL)
+			return rx_nomem(mc, len);
+		memcpy(data, src, len);
+	}
+	rx_hold(rx, key, data, len);
+	return TW_OK;
 }
 
 // A key must travel in the lane of its kind.
@@ -508,16 +543,9 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 			rl->direct = true;
 			return TW_OK;
 		}
-		if (!rl->st.in_msg) {
-			void *data = NULL;
-			if (f.data_len > 0) {
-				if ((data = malloc(f.data_len)) == NULL)
-					return rx_nomem(mc, f.data_len);
-				memcpy(data, f.data, f.data_len);
-			}
-			return rx_deliver(
-			    mc, rx, lane, rl->key, data, f.data_len);
-		}
+		if (!rl->st.in_msg)
+			return rx_deliver_copy(
+			    mc, rx, lane, rl->key, f.data, f.data_len);
 		if ((rl->buf = tw__pool_alloc((size_t)rl->st.total)) == NULL)
 			return rx_nomem(mc, (size_t)rl->st.total);
 		if (f.data_len > 0)

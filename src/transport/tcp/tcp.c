@@ -350,19 +350,13 @@ void tw__tcp_chan_dropped(tcp_chan *mc, uint64_t len)
 
 // --- frames from the peer ---------------------------------------------------------------
 
-int tw__tcp_chan_deliver(tcp_chan *mc, const char *key, void *data, size_t len)
+// What a push into the mailbox means for the connection: TW_OK, or an
+// error that fails it (logged).
+static int deliver_status(tcp_chan *mc, int status)
 {
-	tcp_ep *ep = mc->ep;
-	bool ctl = tw__key_is_ctl(key);
-	// Never waits: within its credit the peer's data always fits.  A
-	// message of a namespace closed or aborted here is refused (and
-	// counted as taken, so its credit comes back).
-	int status = tw__mailbox_push_owned(ep->mb, mc->peer_rank, key, data,
-	    len, ctl ? UINT64_MAX : ep->recv_buffer, 0, NULL);
-	if (status == TW_OK)
-		return TW_OK;
-	free(data);
 	switch (status) {
+	case TW_OK:
+		return TW_OK;
 	case TW_ETIMEDOUT:
 		LOGC(mc, TW_LOG_ERROR,
 		    "%s sent beyond the window it was granted (%s)",
@@ -375,6 +369,31 @@ int tw__tcp_chan_deliver(tcp_chan *mc, const char *key, void *data, size_t len)
 	default:
 		return TW_OK; // closed or aborted here: dropped
 	}
+}
+
+// Never waits: within its credit the peer's data always fits.  A message
+// of a namespace closed or aborted here is refused (and counted as taken,
+// so its credit comes back).
+static uint64_t deliver_limit(tcp_chan *mc, const char *key)
+{
+	return tw__key_is_ctl(key) ? UINT64_MAX : mc->ep->recv_buffer;
+}
+
+int tw__tcp_chan_deliver(tcp_chan *mc, const char *key, void *data, size_t len)
+{
+	int status = tw__mailbox_push_owned(mc->ep->mb, mc->peer_rank, key,
+	    data, len, deliver_limit(mc, key), 0, NULL);
+	if (status != TW_OK)
+		free(data);
+	return deliver_status(mc, status);
+}
+
+int tw__tcp_chan_deliver_copy(
+    tcp_chan *mc, const char *key, const void *src, size_t len)
+{
+	return deliver_status(mc,
+	    tw__mailbox_push_copy(mc->ep->mb, mc->peer_rank, key, src, len,
+	        deliver_limit(mc, key), 0, NULL));
 }
 
 // The peer closed or aborted namespace `ns` (core/mailbox.h keeps what

@@ -163,6 +163,10 @@ void tw__tcp_chan_peer_failed(tcp_chan *mc, tcp_peer *p);
 // the connection must close.
 int tw__tcp_chan_deliver(
     tcp_chan *mc, const char *key, void *data, size_t len);
+// The same for a copy of src[0..len), which the mailbox makes (a small
+// message needs no allocation).
+int tw__tcp_chan_deliver_copy(
+    tcp_chan *mc, const char *key, const void *src, size_t len);
 
 // A striped message of `len` bytes from the peer was given up (CANCEL):
 // its cost comes back to the peer as credit.
@@ -303,6 +307,9 @@ void tw__tcp_sx_fail(tcp_sx *sx);
 // Ownership of data passes.
 int tw__tcp_sx_data(
     tcp_sx *sx, tcp_chan *mc, const char *key, void *data, size_t len);
+// The same for a copy of src[0..len).
+int tw__tcp_sx_data_copy(
+    tcp_sx *sx, tcp_chan *mc, const char *key, const void *src, size_t len);
 // A STRIPED announcement for mc (the peer's slot `slot`), frame `seq` of
 // connection `main`, whose acks it holds while the message is incomplete.
 int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,

@@ -422,14 +422,9 @@ static int peer_rx_frame(
 			break;
 		}
 		if (mc != NULL) {
-			void *buf = h->len > 0 ? malloc((size_t)h->len) : NULL;
-			if (h->len > 0 && buf == NULL) {
-				status = TW_ENOMEM;
-				break;
-			}
-			if (h->len > 0)
-				memcpy(buf, pay, (size_t)h->len);
-			status = on_data(p, c, mc, h, buf);
+			tw__tcp_conn_rx_handled(c); // see on_data
+			status = tw__tcp_sx_data_copy(
+			    p->sx, mc, h->key, pay, (size_t)h->len);
 		}
 		break;
 	case TW_TCP_F_STRIPED: {

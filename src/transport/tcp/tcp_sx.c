@@ -245,6 +245,20 @@ int tw__tcp_sx_data(
 	return status;
 }
 
+int tw__tcp_sx_data_copy(
+    tcp_sx *sx, tcp_chan *mc, const char *key, const void *src, size_t len)
+{
+	if (atomic_load_explicit(&mc->held_n, memory_order_acquire) == 0)
+		return tw__tcp_chan_deliver_copy(mc, key, src, len);
+	// Held behind a striped message: the bytes need memory of their own.
+	void *data = len > 0 ? malloc(len) : NULL;
+	if (len > 0 && data == NULL)
+		return TW_ENOMEM;
+	if (len > 0)
+		memcpy(data, src, len);
+	return tw__tcp_sx_data(sx, mc, key, data, len);
+}
+
 int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
     uint32_t slot, const char *key, const tw__tcp_chunk *ck, uint64_t seq)
 {
