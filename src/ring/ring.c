@@ -58,6 +58,9 @@
 // several microseconds, so spinning about as long catches a peer that is
 // merely busy without burning a core for a peer that is idle.
 #define RING_SPIN_NS 8000
+// Attempts between two looks at the clock and the abort flags while
+// spinning.
+#define RING_CHECK_PASSES 8
 // The longest single sleep: the delay after which a dead peer is noticed.
 #define RING_SLICE_NS 20000000
 
@@ -310,11 +313,16 @@ static int ring_wait(tw_ring *r, int role, uint32_t *word, uint32_t *sleepers,
 	int64_t now = tw__now_ns();
 	int64_t deadline = tw__deadline_us(timeout_us);
 	int64_t spin_end = now + RING_SPIN_NS;
-	while (now < spin_end && now < deadline) {
+	for (unsigned pass = 1; now < spin_end && now < deadline; pass++) {
 		tw__cpu_relax();
 		status = attempt(r, arg);
 		if (status != TW_EAGAIN)
 			return status;
+		// The flags and the clock every few passes: each costs about
+		// as much as an attempt, and the fewer there are between two
+		// attempts, the sooner the other side's progress is seen.
+		if (pass % RING_CHECK_PASSES != 0)
+			continue;
 		status = ring_peer_status(r, role, 0);
 		if (status != TW_OK)
 			return status;
