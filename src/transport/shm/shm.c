@@ -14,8 +14,8 @@
 // in /dev/shm whatever happens to either process later; a segment whose
 // peer never came is unlinked when its creator's channel is destroyed.
 //
-// Segments are sized by the party count (tw__shm_slots): up to 16 parties
-// every lane has 64 slots, larger links fewer, so that the rings one party
+// Segments are sized by the party count (tw__shm_slots): up to 9 parties
+// every lane has 32 slots, larger links fewer, so that the rings one party
 // shares hold about the same bytes whatever the count, and the memory of a
 // host grows with the parties rather than with their square.
 //
