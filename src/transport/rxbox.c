@@ -37,6 +37,17 @@ bool tw__rxbox_ready(const tw__rxbox *rx, const char *key)
 	return tw_mailbox_probe(rx->mb, rx->from, key, &len) != TW_EAGAIN;
 }
 
+int tw__rxbox_try_into(
+    const tw__rxbox *rx, const char *key, void *buf, size_t cap, size_t *len)
+{
+	if (tw__mailbox_idle(rx->mb, key))
+		return TW_EAGAIN;
+	// A deadline already passed: no wait, TW_ETIMEDOUT when empty.
+	int status
+	    = tw__mailbox_pop_into(rx->mb, rx->from, key, 0, buf, cap, len);
+	return status == TW_ETIMEDOUT ? TW_EAGAIN : status;
+}
+
 uint64_t tw__rxbox_peak(tw_channel *c)
 {
 	tw__rxbox *rx = c->impl;

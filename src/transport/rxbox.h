@@ -36,4 +36,11 @@ size_t tw__rxbox_ns_entries(tw_channel *c);
 // transports whose receives read the wire themselves until then.
 bool tw__rxbox_ready(const tw__rxbox *rx, const char *key);
 
+// tw__rxbox_recv_into without waiting, for transports whose receives read
+// the wire themselves: what a receive would return at once (a message, or
+// why none will come), else TW_EAGAIN.  One look at the mailbox where
+// tw__rxbox_ready and the receive after it took two.
+int tw__rxbox_try_into(
+    const tw__rxbox *rx, const char *key, void *buf, size_t cap, size_t *len);
+
 #endif // TW_TRANSPORT_RXBOX_H

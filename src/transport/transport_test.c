@@ -1,11 +1,14 @@
 // The registry's check of transport tables: the built-in transports pass,
 // and a table with any entry missing, or of the wrong size, is refused
-// with an error line that names what is wrong.
+// with an error line that names what is wrong.  And the receive box's
+// receive without waiting (rxbox.h), which tcp:// tries before it reads.
 
 #include <stdbool.h>
 #include <string.h>
 
+#include "core/mailbox.h"
 #include "testutil.h"
+#include "transport/rxbox.h"
 #include "transport/transport.h"
 
 extern const tw__transport tw__mem_transport;
@@ -174,6 +177,40 @@ static void t_channel_ops(void **state)
 	refused(&t, "size 3");
 }
 
+// What a receive would return at once, or TW_EAGAIN: never waits.
+static void t_rxbox_try_into(void **state)
+{
+	(void)state;
+	tw_mailbox *mb = tw_mailbox_new();
+	assert_non_null(mb);
+	tw__rxbox rx = { mb, 1 };
+	char buf[8];
+	size_t len = 0;
+	TW_FAIL(
+	    tw__rxbox_try_into(&rx, "k", buf, sizeof(buf), &len), TW_EAGAIN);
+	TW_PASS(tw_mailbox_push(mb, 2, "k", "other", 5)); // another sender's
+	TW_FAIL(
+	    tw__rxbox_try_into(&rx, "k", buf, sizeof(buf), &len), TW_EAGAIN);
+	TW_PASS(tw_mailbox_push(mb, 1, "k", "hello", 5));
+	TW_PASS(tw_mailbox_push(mb, 1, "k", "longer than 8", 13));
+	TW_PASS(tw__rxbox_try_into(&rx, "k", buf, sizeof(buf), &len));
+	assert_int_equal(len, 5);
+	assert_memory_equal(buf, "hello", 5);
+	// Too long for the buffer: the size, and the message stays.
+	TW_FAIL(
+	    tw__rxbox_try_into(&rx, "k", buf, sizeof(buf), &len), TW_ETRUNC);
+	assert_int_equal(len, 13);
+	TW_PASS(tw_mailbox_probe(mb, 1, "k", &len));
+	// Why none will come is news at once too.
+	TW_PASS(tw_mailbox_close_from(mb, 1));
+	char big[16];
+	TW_PASS(tw__rxbox_try_into(&rx, "k", big, sizeof(big), &len));
+	assert_int_equal(len, 13);
+	TW_FAIL(
+	    tw__rxbox_try_into(&rx, "k", big, sizeof(big), &len), TW_EPEER);
+	tw_mailbox_free(mb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -182,6 +219,7 @@ int main(void)
 		cmocka_unit_test(t_transport_entry_missing),
 		cmocka_unit_test(t_xops_size),
 		cmocka_unit_test(t_channel_ops),
+		cmocka_unit_test(t_rxbox_try_into),
 	};
 	return cmocka_run_group_tests_name(
 	    "transport", tests, setup, teardown);

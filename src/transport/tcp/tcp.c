@@ -763,7 +763,11 @@ static int tcp_recv_until(
 static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
     void *buf, size_t cap, size_t *len)
 {
-	spin(c->impl, key, &deadline);
+	tcp_chan *mc = c->impl;
+	int status = tw__rxbox_try_into(&mc->base.rx, key, buf, cap, len);
+	if (status != TW_EAGAIN)
+		return status;
+	spin(mc, key, &deadline);
 	return tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
 }
 
