@@ -439,10 +439,10 @@ static mb_msg *queue_take(tw_mailbox *m, mb_queue *q)
 
 // from's taken count after a data message left.  mtx held.
 static bool taken_after(
-    tw_mailbox *m, uint32_t from, const mb_msg *msg, uint64_t *taken)
+    tw_mailbox *m, uint32_t from, bool counted, uint64_t *taken)
 {
 	mb_from *f = from_get(m, from, false);
-	if (!msg->counted || f == NULL || m->taken_fn == NULL)
+	if (!counted || f == NULL || m->taken_fn == NULL)
 		return false;
 	*taken = f->taken;
 	return true;
@@ -474,7 +474,7 @@ int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,
 			msg->data = NULL;
 			out->data = data;
 			out->len = msg->len;
-			report = taken_after(m, from, msg, &taken);
+			report = taken_after(m, from, msg->counted, &taken);
 			msg_put(m, msg);
 		}
 	}
@@ -513,7 +513,7 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 		} else {
 			mb_msg *msg = queue_take(m, q);
 			*len = msg->len;
-			report = taken_after(m, from, msg, &taken);
+			report = taken_after(m, from, msg->counted, &taken);
 			// A few bytes are copied at once; more outside the
 			// lock, so that the transport's thread can queue the
 			// next message while a large one is copied.
@@ -559,8 +559,7 @@ static int push(tw_mailbox *m, uint32_t from, const char *key, void *data,
 			// is concerned: nobody will ever take it.
 			if (counted) {
 				f->taken += mb_cost(m, len);
-				taken = f->taken;
-				report = m->taken_fn != NULL;
+				report = taken_after(m, from, counted, &taken);
 			}
 			status = TW_ECLOSED;
 			goto out;

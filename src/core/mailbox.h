@@ -20,10 +20,10 @@
 // 96 bytes that holds a message of up to 64 bytes itself, or a node and
 // the allocator's header of the payload's own memory: a queued message
 // takes about its cost plus 64 bytes at most (allocator headers included).
-// The mailbox's limit, peak and taken
-// counts below are in this unit, and so is any credit built on the taken
-// count: a sender that counts what it may send counts tw__msg_cost(len)
-// per message, so that both sides agree (see tw__mailbox_count_by_cost).
+// The mailbox's limit, peak and taken counts below are in this unit, and so
+// is any credit built on the taken count: a sender that counts what it may
+// send counts tw__msg_cost(len) per message, so that both sides agree (see
+// tw__mailbox_count_by_cost).
 #define TW_MSG_OVERHEAD 64
 static inline uint64_t tw__msg_cost(size_t len)
 {
