@@ -155,8 +155,17 @@ void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq)
 	    = atomic_exchange_explicit(&c->rx.hold, seq, memory_order_acq_rel);
 	if (old == UINT64_MAX || (seq != UINT64_MAX && seq <= old))
 		return;
-	// The ack moved forward with no frame to carry it: a peer waiting
-	// for it (tw_link_wait_pending) must not wait for our next message.
+	// The ack moved forward with no frame to carry it.  A peer that
+	// waits for it (tw_link_wait_pending) has asked with a PING, whose
+	// PONG carried the ack short of the hold: it gets an ACK frame now.
+	// Nobody else needs one, and one per long message would wake the
+	// peer's I/O thread once a message.  The PING is looked at after the
+	// hold moved: one that comes later is answered past the hold.
+	// It stays asked until no message holds the ack back any more.
+	bool asked = seq == UINT64_MAX ? atomic_exchange(&c->rx.pinged, false)
+	                               : atomic_load(&c->rx.pinged);
+	if (!asked)
+		return;
 	pthread_mutex_lock(&c->tx.mtx);
 	c->tx.owe_ack = true;
 	pthread_mutex_unlock(&c->tx.mtx);
@@ -541,16 +550,12 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		}
 		if ((frames > 0 || !reading) && (got = done(arg)))
 			break;
-		// A long message is on its way (its chunks): the I/O thread
-		// reads it while this thread sleeps until it is there, so that
-		// reading overlaps with what this thread does with the
-		// messages before it.  Polling is for replies that one frame
-		// carries.
-		if (reading && c->rx.cur.type == TW_TCP_F_CHUNK)
-			break;
-		// Bytes flowing (a large message on its way) keep us reading;
-		// while another thread reads them, they are no reason to keep
-		// a CPU spinning here, which that thread or the sender needs.
+		// Bytes flowing (a large message on its way, its chunks too)
+		// keep us reading: read as they come, they cost no wake-up of
+		// the I/O thread per socket event, which on a busy CPU took a
+		// third of a long message's time.  While another thread reads
+		// them, they are no reason to keep a CPU spinning here, which
+		// that thread or the sender needs.
 		int64_t now = tw__now_ns();
 		uint64_t b
 		    = atomic_load_explicit(&c->rx.bytes, memory_order_relaxed);
@@ -585,9 +590,21 @@ int tw__tcp_conn_wait_ack(
 		return TW_OK;
 	int status = tw__tcp_conn_send(
 	    c, TW_TCP_F_PING, 0, NULL, NULL, 0, TCP_TX_NOWAIT, 0, NULL, NULL);
+	int64_t pinged = tw__now_ns();
 	pthread_mutex_lock(&c->ack_mtx);
 	atomic_fetch_add(&c->ack_waiters, 1);
 	while (status == TW_OK && tw__tcp_conn_peer_ack(c) < seq) {
+		if (tw__now_ns() - pinged >= ACK_REPING_NS) {
+			// Asked again: the peer's ACK comes when a long
+			// message that holds it back is complete, and only
+			// when it was asked (tw__tcp_conn_hold_acks).
+			pthread_mutex_unlock(&c->ack_mtx);
+			status = tw__tcp_conn_send(c, TW_TCP_F_PING, 0, NULL,
+			    NULL, 0, TCP_TX_NOWAIT, 0, NULL, NULL);
+			pinged = tw__now_ns();
+			pthread_mutex_lock(&c->ack_mtx);
+			continue;
+		}
 		if (failed(c))
 			status = TW_EPEER;
 		else if (cancel != NULL
