@@ -892,6 +892,18 @@ static void t_child_churn(void **state)
 
 // --- pending sends, throttling, flow control --------------------------------
 
+// Runs body on two parties that share a fresh board (conf.h) as their
+// argument.
+static void run_board(conf_setup_fn setup, conf_body_fn body)
+{
+	conf_board *board = conf_board_new();
+	assert_non_null(board);
+	int rv = conf_run(tp, 2, 0, setup, body, board);
+	conf_board_free(board);
+	if (rv != 0)
+		fail_msg("a party failed (see above)");
+}
+
 // Receives n messages of wait_pending's pattern without waiting.
 static int recv_now(conf_party *p, uint32_t n)
 {
@@ -943,12 +955,7 @@ static int body_wait_pending(conf_party *p)
 
 static void t_wait_pending(void **state)
 {
-	conf_board *board = conf_board_new();
-	assert_non_null(board);
-	int rv = conf_run(tp, 2, 0, NULL, body_wait_pending, board);
-	conf_board_free(board);
-	if (rv != 0)
-		fail_msg("a party failed (see above)");
+	run_board(NULL, body_wait_pending);
 }
 
 // The same with long messages, back to back: the ones that a transport
@@ -996,12 +1003,7 @@ static int body_wait_pending_long(conf_party *p)
 
 static void t_wait_pending_long(void **state)
 {
-	conf_board *board = conf_board_new();
-	assert_non_null(board);
-	int rv = conf_run(tp, 2, 0, NULL, body_wait_pending_long, board);
-	conf_board_free(board);
-	if (rv != 0)
-		fail_msg("a party failed (see above)");
+	run_board(NULL, body_wait_pending_long);
 }
 
 static void setup_window(tw_desc *d, void *arg)
@@ -1232,12 +1234,7 @@ static void t_flow_empty(void **state)
 {
 	if (!tp->builtin)
 		skip(); // a user channel brings its own flow control
-	conf_board *board = conf_board_new();
-	assert_non_null(board);
-	int rv = conf_run(tp, 2, 0, setup_flow_empty, body_flow_empty, board);
-	conf_board_free(board);
-	if (rv != 0)
-		fail_msg("a party failed (see above)");
+	run_board(setup_flow_empty, body_flow_empty);
 }
 
 // tw_send_async returns without waiting for the peer's application, but
@@ -1315,12 +1312,7 @@ static void t_async_flow(void **state)
 {
 	if (!tp->builtin)
 		skip(); // a user channel brings its own flow control
-	conf_board *board = conf_board_new();
-	assert_non_null(board);
-	int rv = conf_run(tp, 2, 0, setup_async_flow, body_async_flow, board);
-	conf_board_free(board);
-	if (rv != 0)
-		fail_msg("a party failed (see above)");
+	run_board(setup_async_flow, body_async_flow);
 }
 
 // Messages of many sizes, both ways at once, on one tag in order with a

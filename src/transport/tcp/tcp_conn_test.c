@@ -344,6 +344,24 @@ static bool acked_unasked(tcp_conn *c, uint64_t seq)
 	return tw__tcp_conn_peer_ack(c) >= seq;
 }
 
+// Sends frames *sa and *sb, the first or the second of which holds the
+// acks, until the owner has seen `seen` frames in all; a waiter for the held
+// one then asks (a PING) and gets no ack within 100 ms.
+static void send_held(
+    pair *t, bool hold_first, unsigned seen, uint64_t *sa, uint64_t *sb)
+{
+	uint64_t next = numbered(t->ca) + 1;
+	atomic_store(&t->b.hold_seq, hold_first ? next : next + 1);
+	TW_PASS(send1(t->ca, TW_TCP_F_DATA, 0, "k", "a", 1, 0, sa));
+	TW_PASS(send1(t->ca, TW_TCP_F_DATA, 0, "k", "b", 1, 0, sb));
+	wait_frames(&t->b, seen);
+	uint64_t held = hold_first ? *sa : *sb;
+	assert_int_equal(atomic_load(&t->b.hold_seq), held);
+	TW_FAIL(
+	    tw__tcp_conn_wait_ack(t->ca, held, tw__now_ns() + 100000000, NULL),
+	    TW_ETIMEDOUT);
+}
+
 // An owner's hold keeps acks short of a frame until it is released; then
 // the ack goes out without any frame of the owner to carry it, to a peer
 // that asked for it (and only then: one ACK per long message would wake
@@ -367,14 +385,7 @@ static void test_hold_acks(void **state)
 
 	// Asked while held: the release sends an ACK.
 	uint64_t s1 = 0, s2 = 0;
-	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "1", 1, 0, &s1));
-	atomic_store(&t.b.hold_seq, s1 + 1); // the next frame holds
-	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "2", 1, 0, &s2));
-	wait_frames(&t.b, 3);
-	assert_int_equal(atomic_load(&t.b.hold_seq), s2);
-	TW_FAIL(
-	    tw__tcp_conn_wait_ack(t.ca, s2, tw__now_ns() + 100000000, NULL),
-	    TW_ETIMEDOUT);
+	send_held(&t, false, 3, &s1, &s2);
 	assert_true(tw__tcp_conn_peer_ack(t.ca) >= s1);
 	assert_true(tw__tcp_conn_peer_ack(t.ca) < s2);
 	tw__tcp_conn_hold_acks(t.cb, UINT64_MAX);
@@ -383,14 +394,7 @@ static void test_hold_acks(void **state)
 	// Asked while held, and the hold moves on to a later frame: an ACK up
 	// to it, and the ask stands until no frame holds the acks.
 	uint64_t s3 = 0, s4 = 0;
-	atomic_store(&t.b.hold_seq, numbered(t.ca) + 1);
-	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "3", 1, 0, &s3));
-	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "4", 1, 0, &s4));
-	wait_frames(&t.b, 5);
-	assert_int_equal(atomic_load(&t.b.hold_seq), s3);
-	TW_FAIL(
-	    tw__tcp_conn_wait_ack(t.ca, s3, tw__now_ns() + 100000000, NULL),
-	    TW_ETIMEDOUT);
+	send_held(&t, true, 5, &s3, &s4);
 	tw__tcp_conn_hold_acks(t.cb, s4);
 	assert_true(acked_unasked(t.ca, s3));
 	assert_true(tw__tcp_conn_peer_ack(t.ca) < s4);
