@@ -3,7 +3,8 @@
 // of the frame limit, the upcalls and the rules they follow (failure is
 // reported once, last, on the I/O thread, never from a sender's stack),
 // PING answered without queueing a PONG per PING, acks held by the owner
-// and released, a clean end, EOF, and bytes that are not frames (after
+// and released (with an ACK only to a peer that asked, and asks again), a
+// clean end, EOF, and bytes that are not frames (after
 // which nothing more is parsed).  The other end is a second connection or
 // a raw socket that the test writes frames to by hand.  Waits are on
 // condition variables with deadlines, never sleeps.
@@ -16,6 +17,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -344,6 +346,21 @@ static bool acked_unasked(tcp_conn *c, uint64_t seq)
 	return tw__tcp_conn_peer_ack(c) >= seq;
 }
 
+// A thread that waits for c's peer to acknowledge frame seq.
+typedef struct waiter {
+	tcp_conn *c;
+	uint64_t seq;
+	int status;
+} waiter;
+
+static void *waiter_main(void *arg)
+{
+	waiter *w = arg;
+	w->status
+	    = tw__tcp_conn_wait_ack(w->c, w->seq, deadline_in(10000), NULL);
+	return NULL;
+}
+
 // Sends frames *sa and *sb, the first or the second of which holds the
 // acks, until the owner has seen `seen` frames in all; a waiter for the held
 // one then asks (a PING) and gets no ack within 100 ms.
@@ -400,6 +417,28 @@ static void test_hold_acks(void **state)
 	assert_true(tw__tcp_conn_peer_ack(t.ca) < s4);
 	tw__tcp_conn_hold_acks(t.cb, UINT64_MAX);
 	assert_true(acked_unasked(t.ca, s4));
+
+	// A waiter asks again every 100 ms: an ask that is gone (cleared here
+	// once its PONG went out short of the hold) does not leave it waiting
+	// for traffic that may never come.
+	uint64_t s5 = 0;
+	atomic_store(&t.b.hold_seq, numbered(t.ca) + 1);
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 0, "k", "5", 1, 0, &s5));
+	wait_frames(&t.b, 6);
+	assert_int_equal(atomic_load(&t.b.hold_seq), s5);
+	uint64_t pongs = numbered(t.cb), pings = numbered(t.ca);
+	waiter w = { .c = t.ca, .seq = s5 };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
+	int64_t until = deadline_in(10000);
+	while ((!atomic_load(&t.cb->rx.pinged) || numbered(t.cb) == pongs)
+	    && tw__now_ns() < until)
+		sched_yield();
+	assert_true(atomic_exchange(&t.cb->rx.pinged, false));
+	tw__tcp_conn_hold_acks(t.cb, UINT64_MAX);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	TW_PASS(w.status);
+	assert_true(numbered(t.ca) - pings >= 2);
 	pair_down(&t);
 }
 
