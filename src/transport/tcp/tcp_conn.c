@@ -157,11 +157,11 @@ void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq)
 		return;
 	// The ack moved forward with no frame to carry it.  A peer that
 	// waits for it (tw_link_wait_pending) has asked with a PING, whose
-	// PONG carried the ack short of the hold: it gets an ACK frame now.
-	// Nobody else needs one, and one per long message would wake the
-	// peer's I/O thread once a message.  The PING is looked at after the
-	// hold moved: one that comes later is answered past the hold.
-	// It stays asked until no message holds the ack back any more.
+	// PONG carried the ack short of the hold: it gets an ACK frame now,
+	// and the ask stands until no message holds the ack back.  Nobody
+	// else needs one, and one per long message would wake the peer's I/O
+	// thread once a message.  The PING is looked at after the hold moved:
+	// one that comes later is answered past the hold.
 	bool asked = seq == UINT64_MAX ? atomic_exchange(&c->rx.pinged, false)
 	                               : atomic_load(&c->rx.pinged);
 	if (!asked)
@@ -588,16 +588,15 @@ int tw__tcp_conn_wait_ack(
 {
 	if (tw__tcp_conn_peer_ack(c) >= seq)
 		return TW_OK;
-	int status = tw__tcp_conn_send(
-	    c, TW_TCP_F_PING, 0, NULL, NULL, 0, TCP_TX_NOWAIT, 0, NULL, NULL);
-	int64_t pinged = tw__now_ns();
+	int status = TW_OK;
+	int64_t pinged = 0; // when we last asked; 0: not yet
 	pthread_mutex_lock(&c->ack_mtx);
 	atomic_fetch_add(&c->ack_waiters, 1);
 	while (status == TW_OK && tw__tcp_conn_peer_ack(c) < seq) {
-		if (tw__now_ns() - pinged >= ACK_REPING_NS) {
-			// Asked again: the peer's ACK comes when a long
-			// message that holds it back is complete, and only
-			// when it was asked (tw__tcp_conn_hold_acks).
+		if (pinged == 0 || tw__now_ns() - pinged >= ACK_REPING_NS) {
+			// Asked, and again now and then: the peer's ACK comes
+			// when a long message that holds it back is complete,
+			// and only when it was asked (tw__tcp_conn_hold_acks).
 			pthread_mutex_unlock(&c->ack_mtx);
 			status = tw__tcp_conn_send(c, TW_TCP_F_PING, 0, NULL,
 			    NULL, 0, TCP_TX_NOWAIT, 0, NULL, NULL);
