@@ -732,31 +732,37 @@ static void tcp_close_ns(tw_channel *c, const char *ns)
 typedef struct wanted {
 	const tw__rxbox *rx;
 	const char *key;
+	const tcp_post *post; // or NULL
 } wanted;
 
 static bool arrived(void *arg)
 {
 	wanted *w = arg;
-	return tw__rxbox_ready(w->rx, w->key);
+	return (w->post != NULL
+	           && atomic_load_explicit(
+	               &w->post->done, memory_order_acquire))
+	    || tw__rxbox_ready(w->rx, w->key);
 }
 
 // Polls the connection briefly when the message is not there yet.
 // A lazy deadline (tw__deadline_lazy_ms) is fixed here when the message
 // has not arrived, and otherwise by the mailbox if it must wait after all.
-static void spin(tcp_chan *mc, const char *key, int64_t *deadline)
+// With a post, a long message may arrive in its buffer (post->done).
+static void spin(
+    tcp_chan *mc, const char *key, int64_t *deadline, tcp_post *post)
 {
-	wanted w = { &mc->base.rx, key };
+	wanted w = { &mc->base.rx, key, post };
 	if (atomic_load(&mc->state) != CH_READY || arrived(&w))
 		return;
 	*deadline = tw__deadline_fix(*deadline);
 	(void)tw__tcp_conn_poll(
-	    chan_main(mc), TCP_SPIN_NS, *deadline, arrived, &w);
+	    chan_main(mc), TCP_SPIN_NS, *deadline, arrived, &w, post);
 }
 
 static int tcp_recv_until(
     tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
-	spin(c->impl, key, &deadline);
+	spin(c->impl, key, &deadline, NULL);
 	return tw__rxbox_recv_until(c, key, deadline, out);
 }
 
@@ -767,7 +773,13 @@ static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
 	int status = tw__rxbox_try_into(&mc->base.rx, key, buf, cap, len);
 	if (status != TW_EAGAIN)
 		return status;
-	spin(mc, key, &deadline);
+	// Only a message longer than a frame is assembled in place.
+	tcp_post post = { .mc = mc, .key = key, .buf = buf, .cap = cap };
+	spin(mc, key, &deadline, cap > TW_TCP_FRAME_MAX ? &post : NULL);
+	if (atomic_load_explicit(&post.done, memory_order_acquire)) {
+		*len = post.len;
+		return TW_OK;
+	}
 	return tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
 }
 

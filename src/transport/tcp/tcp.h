@@ -44,6 +44,8 @@ typedef struct tcp_peer tcp_peer;
 typedef struct tcp_chan tcp_chan;
 typedef struct tcp_sx tcp_sx;
 struct sx_item;
+struct sx_entry;
+struct sx_stray;
 
 // TW_OPT_STRIPES' largest value: connections per pair of processes.
 #define TCP_STRIPES_MAX 64
@@ -114,7 +116,8 @@ struct tcp_chan {
 
 	// Receiving, by mtx: what we have taken and granted.
 	uint64_t taken; // the mailbox's count for this peer
-	uint64_t dropped; // cost of messages given up before delivery
+	uint64_t dropped; // cost of messages given up before delivery, or
+	    // delivered past the mailbox (tcp_post)
 	uint64_t credit_sent;
 	bool peer_starved; // the peer asked for credit
 
@@ -168,8 +171,9 @@ int tw__tcp_chan_deliver(
 int tw__tcp_chan_deliver_copy(
     tcp_chan *mc, const char *key, const void *src, size_t len);
 
-// A striped message of `len` bytes from the peer was given up (CANCEL):
-// its cost comes back to the peer as credit.
+// A striped message of `len` bytes from the peer was given up (CANCEL),
+// or delivered in a posted buffer without passing the mailbox: its cost
+// comes back to the peer as credit.
 void tw__tcp_chan_dropped(tcp_chan *mc, uint64_t len);
 
 // --- peers (tcp_peer.c) ------------------------------------------------------
@@ -310,17 +314,55 @@ int tw__tcp_sx_data(
 // The same for a copy of src[0..len).
 int tw__tcp_sx_data_copy(
     tcp_sx *sx, tcp_chan *mc, const char *key, const void *src, size_t len);
+// A receive of `key` into buf[0..cap) that an application thread posted
+// while it reads the peer's main connection itself (tw__tcp_conn_poll's
+// post): the next striped message of that key from mc may be assembled
+// in buf rather than in memory of its own, saving the copy out of it
+// (tcp_sx.c has the rules).  The poster's, on its stack.
+typedef struct tcp_post {
+	tcp_chan *mc;
+	const char *key;
+	unsigned char *buf;
+	size_t cap;
+	struct sx_entry *entry; // assembling in buf now, by the sx mutex
+	bool used; // an entry was ever placed here (the poster's alone)
+	_Atomic bool done; // a message of len bytes was delivered in buf
+	size_t len;
+} tcp_post;
+
+// What moved through posted receives since the process started (for
+// tests): messages delivered in a posted buffer, half-assembled messages
+// moved into one from memory of their own and back out of one when its
+// poster let go, and chunks that arrived on another connection while
+// their message was being assembled in a posted buffer.
+extern _Atomic uint64_t tw__tcp_rx_placed, tw__tcp_rx_adopted,
+    tw__tcp_rx_moved, tw__tcp_rx_strays;
+
 // A STRIPED announcement for mc (the peer's slot `slot`), frame `seq` of
 // connection `main`, whose acks it holds while the message is incomplete.
+// `post`: the reading thread's, or NULL.
 int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
-    uint32_t slot, const char *key, const tw__tcp_chunk *ck, uint64_t seq);
+    uint32_t slot, const char *key, const tw__tcp_chunk *ck, uint64_t seq,
+    tcp_post *post);
+// A chunk's hold on its message while its bytes arrive.
+typedef struct tcp_sx_claim {
+	struct sx_entry *entry; // NULL: a chunk of a message given up
+	struct sx_stray *stray; // the chunk's own memory, or NULL
+} tcp_sx_claim;
 // A CHUNK of n bytes: *dst is where they go; chunk_end once they are in
 // (ok) or not (!ok: the connection failed, or broke and will send the
-// chunk again after a resume, so its n bytes are unclaimed).
+// chunk again after a resume, so its n bytes are unclaimed).  `post`: the
+// reading thread's, or NULL.
 int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
-    const tw__tcp_chunk *ck, size_t n, void **entry, unsigned char **dst);
-int tw__tcp_sx_chunk_end(
-    tcp_sx *sx, tcp_conn *main, tcp_chan *mc, void *entry, size_t n, bool ok);
+    const tw__tcp_chunk *ck, size_t n, tcp_post *post, tcp_sx_claim *claim,
+    unsigned char **dst);
+int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
+    const tcp_sx_claim *claim, size_t n, bool ok);
+// The poster of `post` lets go of the main connection `main`: a message
+// being assembled in its buffer moves to memory of its own (the frame
+// being read follows it).  Reader role of main held.  TW_OK or
+// TW_ENOMEM.
+int tw__tcp_sx_unpost(tcp_sx *sx, tcp_conn *main, tcp_post *post);
 // A CANCEL of message `id` for mc: what there is of it is dropped.
 int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id);
 // Frees what mc holds (when it is freed).

@@ -50,6 +50,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,9 @@
 // how often it asks again.
 #define ACK_SLICE_NS 10000000
 #define ACK_REPING_NS 100000000
+// A receive that posted its memory and waits as the reader sleeps in
+// slices of this long (tw__tcp_conn_poll).
+#define POLL_SLICE_MS 1
 
 static bool failed(const tcp_conn *c)
 {
@@ -510,8 +514,37 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 	(void)tw__pfd_arm(pfd, TW__POLL_IN);
 }
 
+void *tw__tcp_conn_post(const tcp_conn *c)
+{
+	return c->rx.post;
+}
+
+void tw__tcp_conn_rx_rebase(
+    tcp_conn *c, const unsigned char *from, size_t len, unsigned char *to)
+{
+	tcp_reader *rx = &c->rx;
+	uintptr_t at = (uintptr_t)rx->dst, base = (uintptr_t)from;
+	if (rx->begun && rx->dst != NULL && at >= base && at - base <= len)
+		rx->dst = to != NULL ? to + (at - base) : NULL;
+}
+
+// Sleeps until the socket is readable, for at most a slice (the
+// connection's failure, a suspend and another connection's news are seen
+// between slices) and never past `deadline`.  Reader role held.
+static void wait_readable(tcp_conn *c, int64_t deadline)
+{
+	int64_t left = deadline - tw__now_ns();
+	if (left <= 0)
+		return;
+	int ms = left >= (int64_t)POLL_SLICE_MS * 1000000
+	    ? POLL_SLICE_MS
+	    : (int)((left + 999999) / 1000000);
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	(void)poll(&p, 1, ms);
+}
+
 bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
-    bool (*done)(void *arg), void *arg)
+    bool (*done)(void *arg), void *arg, void *post)
 {
 	bool got = false, reading = false;
 	int status = TW_OK;
@@ -533,6 +566,7 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		if (!reading && !atomic_load(&c->rx.io_more)
 		    && pthread_mutex_trylock(&c->rx.mtx) == 0) {
 			reading = true;
+			c->rx.post = post;
 			// While we read, a wake-up of the I/O thread would
 			// only take a CPU from us or from the peer.
 			pthread_mutex_lock(&c->tx.mtx);
@@ -564,12 +598,28 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 			if (reading)
 				until = now + idle_ns;
 		}
-		if (now >= until || now >= deadline)
+		if (now >= deadline)
 			break;
+		if (now >= until) {
+			// A receive that posted its memory waits as the reader,
+			// asleep on the socket rather than spinning, so that a
+			// long message for it can be placed there as it comes.
+			if (!reading || post == NULL)
+				break;
+			if ((got = done(arg)))
+				break;
+			wait_readable(c, deadline);
+		}
 	}
 	unsigned epoch = 0;
 	if (reading) {
 		epoch = c->epoch;
+		if (post != NULL && c->ops->rx_unpost != NULL) {
+			int st = c->ops->rx_unpost(c->owner, c, post);
+			if (st != TW_OK && status == TW_OK)
+				status = st;
+		}
+		c->rx.post = NULL;
 		pthread_mutex_unlock(&c->rx.mtx);
 		// Whatever arrives from now on is the I/O thread's again.
 		pthread_mutex_lock(&c->tx.mtx);

@@ -73,6 +73,15 @@ typedef struct tcp_conn_ops {
 	// accept, another code for a local failure).  Called once, last.
 	void (*failed)(void *owner, tcp_conn *c, int status);
 
+	// An application thread that posted a receive (tw__tcp_conn_poll's
+	// `post`) is about to let go of the reader role: whatever the owner
+	// placed in the memory of that receive must move elsewhere now,
+	// since the next reader is another thread
+	// (tw__tcp_conn_rx_rebase redirects the frame being read).  Reader
+	// role held.  TW_OK, or an error that fails the connection.  May be
+	// NULL for an owner that never passes a post.
+	int (*rx_unpost)(void *owner, tcp_conn *c, void *post);
+
 	// A resumable connection's socket broke (EOF, a reset, an error, or
 	// a silence of 3 heartbeat periods): the connection is down, its
 	// reader has stopped (tw__tcp_conn_received is final), and senders
@@ -178,9 +187,25 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 // `deadline`: a receiver that polls briefly gets its message without a
 // hand-off from the I/O thread, and one whose large message is arriving
 // keeps reading it.  While another thread reads, only done() is watched.
+// With a `post` (the owner's record of a receive that this thread
+// posted, whose memory upcalls may fill, since nobody else reads
+// meanwhile; they see it through tw__tcp_conn_post), a poll that holds
+// the reader role keeps it past idle_ns until done() or `deadline`,
+// asleep on the socket while nothing comes, and ops->rx_unpost runs
+// before the role goes back.
 // Returns whether done() said so, or the connection failed meanwhile.
 bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
-    bool (*done)(void *arg), void *arg);
+    bool (*done)(void *arg), void *arg, void *post);
+
+// From an upcall: the post of the application thread that reads the
+// connection (tw__tcp_conn_poll), or NULL when the I/O thread reads or
+// the thread posted nothing.
+void *tw__tcp_conn_post(const tcp_conn *c);
+
+// From ops->rx_unpost: the frame being read had its payload going into
+// from[0..len); the rest goes to the same place in to[0..len).
+void tw__tcp_conn_rx_rebase(
+    tcp_conn *c, const unsigned char *from, size_t len, unsigned char *to);
 
 // The highest sequence number of ours that the peer has acknowledged.
 uint64_t tw__tcp_conn_peer_ack(const tcp_conn *c);

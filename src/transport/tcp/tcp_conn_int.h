@@ -60,6 +60,7 @@ typedef struct tcp_reader {
 	bool begun; // rx_begin said where the rest goes
 	unsigned char *dst; // and here it is (NULL: skipped)
 	void *cookie;
+	void *post; // the polling thread's (tw__tcp_conn_poll), or NULL
 	_Atomic uint64_t done; // the last frame handled
 	_Atomic uint64_t hold; // the owner's: no ack from this number on
 	_Atomic bool pinged; // a PING came since the hold last moved

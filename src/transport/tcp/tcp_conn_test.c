@@ -38,7 +38,25 @@ typedef struct frame {
 	size_t len;
 	unsigned char *data;
 	bool begun; // came through rx_begin/rx_end
+	struct tpost *in_post; // being read into a posted buffer
+	bool placed; // and read whole there
 } frame;
+
+// A receive that the test thread posts while it polls
+// (tw__tcp_conn_poll): a long frame that begins while it reads goes into
+// buf, and moves out when the poll lets go first.
+typedef struct tpost {
+	unsigned char *buf;
+	size_t cap;
+	int unposts; // rx_unpost calls
+	bool moved; // a frame moved out of buf
+	tcp_conn *c;
+	struct owner *o; // whose frames done() counts
+	int want;
+	pthread_mutex_t mtx; // for `polling`, with cv
+	pthread_cond_t cv;
+	bool polling; // the poll holds the reader role with this post
+} tpost;
 
 #define MAX_FRAMES 64
 
@@ -127,9 +145,16 @@ static int up_begin(void *arg, tcp_conn *c, const tw__tcp_hdr *h,
 	owner *o = arg;
 	frame *f = note(o, h);
 	f->begun = true;
-	f->data = malloc(f->len);
-	memcpy(f->data, head, TCP_CONN_HEAD);
-	*dst = f->data + TCP_CONN_HEAD;
+	tpost *tp = tw__tcp_conn_post(c);
+	if (tp != NULL && f->len <= tp->cap) {
+		f->in_post = tp;
+		memcpy(tp->buf, head, TCP_CONN_HEAD);
+		*dst = tp->buf + TCP_CONN_HEAD;
+	} else {
+		f->data = malloc(f->len);
+		memcpy(f->data, head, TCP_CONN_HEAD);
+		*dst = f->data + TCP_CONN_HEAD;
+	}
 	*cookie = f;
 	pthread_mutex_lock(&o->mtx);
 	o->begun++;
@@ -145,8 +170,33 @@ static int up_end(
 	(void)h;
 	owner *o = arg;
 	assert_ptr_equal(cookie, &o->frames[o->n]);
+	frame *f = cookie;
+	if (ok && f->in_post != NULL) {
+		f->placed = true;
+		f->data = malloc(f->len);
+		memcpy(f->data, f->in_post->buf, f->len);
+		f->in_post = NULL;
+	}
 	if (ok)
 		publish(o);
+	return TW_OK;
+}
+
+// The poll lets go: a frame half read into the posted buffer moves to
+// memory of its own, and the reader follows it.
+static int up_unpost(void *arg, tcp_conn *c, void *post)
+{
+	owner *o = arg;
+	tpost *tp = post;
+	tp->unposts++;
+	frame *f = &o->frames[o->n];
+	if (f->in_post == tp) {
+		f->data = malloc(f->len);
+		memcpy(f->data, tp->buf, f->len);
+		tw__tcp_conn_rx_rebase(c, tp->buf, f->len, f->data);
+		f->in_post = NULL;
+		tp->moved = true;
+	}
 	return TW_OK;
 }
 
@@ -171,6 +221,7 @@ static const tcp_conn_ops test_ops = {
 	.rx_begin = up_begin,
 	.rx_end = up_end,
 	.failed = up_failed,
+	.rx_unpost = up_unpost,
 };
 
 static int64_t deadline_in(int64_t ms)
@@ -671,10 +722,131 @@ static void test_poll(void **state)
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "p", "abc", 3, 0, NULL));
 	int64_t dl = deadline_in(10000);
 	while (!got_one(&t.b) && tw__now_ns() < dl)
-		(void)tw__tcp_conn_poll(t.cb, 1000000, dl, got_one, &t.b);
+		(void)tw__tcp_conn_poll(
+		    t.cb, 1000000, dl, got_one, &t.b, NULL);
 	assert_true(got_one(&t.b));
 	assert_int_equal(t.b.frames[0].len, 3);
 	pair_down(&t);
+}
+
+// The poll's done(): whether the owner saw tp->want frames.  It tells
+// the writer thread once this thread reads with its post.
+static bool post_done(void *arg)
+{
+	tpost *tp = arg;
+	if (tw__tcp_conn_post(tp->c) == tp) {
+		pthread_mutex_lock(&tp->mtx);
+		tp->polling = true;
+		pthread_cond_broadcast(&tp->cv);
+		pthread_mutex_unlock(&tp->mtx);
+	}
+	pthread_mutex_lock(&tp->o->mtx);
+	bool yes = tp->o->n >= tp->want;
+	pthread_mutex_unlock(&tp->o->mtx);
+	return yes;
+}
+
+typedef struct post_writer {
+	raw *r;
+	tpost *tp;
+	const unsigned char *bytes;
+	size_t n;
+	pthread_t th;
+} post_writer;
+
+// Writes the bytes once the poll reads with its post.
+static void *post_write(void *arg)
+{
+	post_writer *w = arg;
+	pthread_mutex_lock(&w->tp->mtx);
+	while (!w->tp->polling)
+		pthread_cond_wait(&w->tp->cv, &w->tp->mtx);
+	pthread_mutex_unlock(&w->tp->mtx);
+	raw_write(w->r, w->bytes, w->n);
+	return NULL;
+}
+
+static void post_write_start(post_writer *w)
+{
+	pthread_mutex_lock(&w->tp->mtx);
+	w->tp->polling = false;
+	pthread_mutex_unlock(&w->tp->mtx);
+	assert_int_equal(pthread_create(&w->th, NULL, post_write, w), 0);
+}
+
+// Polls with tp's post until `ms` passed or tp->want frames arrived.
+static void poll_post(raw *r, tpost *tp, int64_t ms)
+{
+	int64_t dl = deadline_in(ms);
+	while (!post_done(tp) && tw__now_ns() < dl)
+		(void)tw__tcp_conn_poll(r->c, 1000000, dl, post_done, tp, tp);
+}
+
+// A poll with a post keeps the reader role past its idle time until its
+// deadline; a long frame that begins meanwhile is read into the posted
+// buffer, and one still incomplete when the poll lets go moves out of it
+// (rx_unpost), its reader following: nothing touches the posted buffer
+// after that.
+static void test_poll_post(void **state)
+{
+	(void)state;
+	enum { LEN = 100000, PART = 1000 };
+	raw r;
+	raw_up(&r);
+	tpost tp = { .cap = LEN, .c = r.c, .o = &r.o, .want = 1 };
+	tp.buf = malloc(LEN);
+	pthread_mutex_init(&tp.mtx, NULL);
+	tw__cond_init(&tp.cv);
+	unsigned char *bytes = malloc(TW_TCP_HDR_LEN + 8 + LEN);
+
+	// Nothing comes: the poll returns at its deadline, not at 1 ms idle.
+	int64_t dl = deadline_in(100);
+	assert_false(tw__tcp_conn_poll(r.c, 1000000, dl, post_done, &tp, &tp));
+	assert_true(tw__now_ns() >= dl);
+	assert_int_equal(tp.unposts, 1);
+
+	// A frame that begins while the poll reads lands in the buffer.
+	size_t hn = raw_frame(&r, bytes, TW_TCP_F_DATA, "post", LEN);
+	tw_test_fill(bytes + hn, LEN, 1, 2, 3);
+	post_writer w = { &r, &tp, bytes, hn + LEN, 0 };
+	post_write_start(&w);
+	poll_post(&r, &tp, 10000);
+	pthread_join(w.th, NULL);
+	wait_frames(&r.o, 1);
+	frame *f = &r.o.frames[0];
+	assert_true(f->placed);
+	assert_false(tp.moved);
+	assert_true(tw_test_check(f->data, LEN, 1, 2, 3));
+
+	// Half a frame, then the poll's deadline: the frame moves out, and
+	// the rest goes where it went.
+	hn = raw_frame(&r, bytes, TW_TCP_F_DATA, "post", LEN);
+	tw_test_fill(bytes + hn, LEN, 4, 5, 6);
+	w.n = hn + PART;
+	tp.want = 2;
+	post_write_start(&w);
+	poll_post(&r, &tp, 300);
+	pthread_join(w.th, NULL);
+	pthread_mutex_lock(&r.o.mtx);
+	int begun = r.o.begun, n = r.o.n;
+	pthread_mutex_unlock(&r.o.mtx);
+	assert_int_equal(begun, 2);
+	assert_int_equal(n, 1);
+	assert_true(tp.moved);
+	memset(tp.buf, 0xee, LEN);
+	raw_write(&r, bytes + hn + PART, LEN - PART);
+	wait_frames(&r.o, 2);
+	f = &r.o.frames[1];
+	assert_false(f->placed);
+	assert_true(tw_test_check(f->data, LEN, 4, 5, 6));
+	for (size_t i = 0; i < LEN; i++)
+		assert_int_equal(tp.buf[i], 0xee);
+
+	raw_down(&r);
+	pthread_cond_destroy(&tp.cv);
+	pthread_mutex_destroy(&tp.mtx);
+	free(tp.buf);
+	free(bytes);
 }
 
 // --- resumes --------------------------------------------------------------------
@@ -967,6 +1139,7 @@ int main(void)
 		cmocka_unit_test(test_bye_eof),
 		cmocka_unit_test(test_half_frame),
 		cmocka_unit_test(test_poll),
+		cmocka_unit_test(test_poll_post),
 		cmocka_unit_test(test_resume_stream),
 		cmocka_unit_test(test_resume_limits),
 	};

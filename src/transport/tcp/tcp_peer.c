@@ -342,12 +342,20 @@ static int refuse(tcp_peer *p, const char *why)
 	return TW_EPROTO;
 }
 
-// A DATA frame's buffer while its payload arrives.
+// A DATA frame's buffer, or a chunk's claim, while its payload arrives.
 typedef struct data_rx {
 	tcp_chan *mc; // referenced, or NULL: the link is gone here
 	unsigned char *buf;
+	tcp_sx_claim claim;
 	size_t n; // a chunk's bytes
 } data_rx;
+
+// The post of the application thread that reads c, if c is the main
+// connection (only it is polled by application threads).
+static tcp_post *post_of(const tcp_peer *p, const tcp_conn *c)
+{
+	return is_main(p, c) ? tw__tcp_conn_post(c) : NULL;
+}
 
 static int on_data(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
     const tw__tcp_hdr *h, unsigned char *buf)
@@ -358,37 +366,38 @@ static int on_data(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
 	return tw__tcp_sx_data(p->sx, mc, h->key, buf, (size_t)h->len);
 }
 
-// Where a chunk of n bytes for mc goes, from its prefix: *entry and *dst
+// Where a chunk of n bytes for mc goes, from its prefix: *claim and *dst
 // (NULL: a late chunk of a message given up, skipped).  TW_OK, or an error
 // that fails the connection (logged).
-static int chunk_place(tcp_peer *p, tcp_chan *mc, const tw__tcp_hdr *h,
-    const unsigned char *prefix, void **entry, unsigned char **dst)
+static int chunk_place(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
+    const tw__tcp_hdr *h, const unsigned char *prefix, tcp_sx_claim *claim,
+    unsigned char **dst)
 {
 	tw__tcp_chunk ck;
 	if (tw__tcp_chunk_decode(prefix, TW_TCP_CHUNK_PREFIX, &ck) != TW_OK)
 		return refuse(p, "malformed chunk");
 	size_t n = (size_t)h->len - TW_TCP_CHUNK_PREFIX;
-	int status
-	    = tw__tcp_sx_chunk_begin(p->sx, mc, h->slot, &ck, n, entry, dst);
+	int status = tw__tcp_sx_chunk_begin(
+	    p->sx, mc, h->slot, &ck, n, post_of(p, c), claim, dst);
 	if (status == TW_EPROTO)
 		return refuse(p, "a chunk that does not fit its message");
 	return status;
 }
 
-static int on_chunk_small(tcp_peer *p, tcp_chan *mc, const tw__tcp_hdr *h,
-    const unsigned char *payload)
+static int on_chunk_small(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
+    const tw__tcp_hdr *h, const unsigned char *payload)
 {
 	if (mc == NULL)
 		return TW_OK; // the link is gone here: skipped
-	void *entry = NULL;
+	tcp_sx_claim claim;
 	unsigned char *dst = NULL;
-	int status = chunk_place(p, mc, h, payload, &entry, &dst);
+	int status = chunk_place(p, c, mc, h, payload, &claim, &dst);
 	if (status != TW_OK)
 		return status;
 	if (dst != NULL)
 		memcpy(dst, payload + TW_TCP_CHUNK_PREFIX,
 		    (size_t)h->len - TW_TCP_CHUNK_PREFIX);
-	return tw__tcp_sx_chunk_end(p->sx, p->main, mc, entry,
+	return tw__tcp_sx_chunk_end(p->sx, p->main, mc, &claim,
 	    (size_t)h->len - TW_TCP_CHUNK_PREFIX, true);
 }
 
@@ -437,13 +446,13 @@ static int peer_rx_frame(
 		if (mc == NULL)
 			break; // its chunks are skipped as they come
 		status = tw__tcp_sx_announce(
-		    p->sx, c, mc, h->slot, h->key, &ck, h->seq);
+		    p->sx, c, mc, h->slot, h->key, &ck, h->seq, post_of(p, c));
 		if (status == TW_EPROTO)
 			refuse(p, "a striped message announced wrongly");
 		break;
 	}
 	case TW_TCP_F_CHUNK:
-		status = on_chunk_small(p, mc, h, pay);
+		status = on_chunk_small(p, c, mc, h, pay);
 		break;
 	case TW_TCP_F_CANCEL: {
 		uint64_t id;
@@ -509,22 +518,19 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
 	*cookie = NULL;
 	if (mc == NULL)
 		return TW_OK; // the link is gone here: skipped
-	void *entry = NULL;
-	unsigned char *to = NULL;
-	int status = chunk_place(p, mc, h, head, &entry, &to);
-	if (status != TW_OK) {
-		tw__tcp_chan_unref(mc);
-		return status;
-	}
 	data_rx *d = calloc(1, sizeof(*d));
 	if (d == NULL) {
-		(void)tw__tcp_sx_chunk_end(p->sx, p->main, mc, entry,
-		    (size_t)h->len - TW_TCP_CHUNK_PREFIX, false);
 		tw__tcp_chan_unref(mc);
 		return TW_ENOMEM;
 	}
+	unsigned char *to = NULL;
+	int status = chunk_place(p, c, mc, h, head, &d->claim, &to);
+	if (status != TW_OK) {
+		tw__tcp_chan_unref(mc);
+		free(d);
+		return status;
+	}
 	d->mc = mc;
-	d->buf = entry; // the entry, given back at the end
 	d->n = (size_t)h->len - TW_TCP_CHUNK_PREFIX;
 	if (to != NULL) {
 		size_t in_head = TCP_CONN_HEAD - TW_TCP_CHUNK_PREFIX;
@@ -550,7 +556,7 @@ static int peer_rx_end(
 			free(d->buf);
 	} else if (d->mc != NULL) {
 		status = tw__tcp_sx_chunk_end(
-		    p->sx, p->main, d->mc, d->buf, d->n, ok);
+		    p->sx, p->main, d->mc, &d->claim, d->n, ok);
 	}
 	if (d->mc != NULL)
 		tw__tcp_chan_unref(d->mc);
@@ -570,6 +576,12 @@ static void peer_failed(void *owner, tcp_conn *c, int status)
 	tw__tcp_peer_unref(p); // the connection's
 }
 
+static int peer_rx_unpost(void *owner, tcp_conn *c, void *post)
+{
+	tcp_peer *p = owner;
+	return is_main(p, c) ? tw__tcp_sx_unpost(p->sx, c, post) : TW_OK;
+}
+
 static void peer_down(void *owner, tcp_conn *c)
 {
 	(void)c;
@@ -585,6 +597,7 @@ static const tcp_conn_ops peer_conn_ops = {
 	.rx_begin = peer_rx_begin,
 	.rx_end = peer_rx_end,
 	.failed = peer_failed,
+	.rx_unpost = peer_rx_unpost,
 	.down = peer_down,
 };
 

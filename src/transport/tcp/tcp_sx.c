@@ -18,6 +18,25 @@
 // stop short of the oldest incomplete announcement, so that
 // tw_link_wait_pending still means delivered.
 //
+// Posted receives.  An application thread that waits in tw_recv_into
+// reads the main connection itself (tw__tcp_conn_poll), and says what it
+// waits for (tcp_post).  A striped message of that key that it reads the
+// announcement or a chunk of, that fits its buffer, and that is next in
+// line (the head of the held list, with nothing of that key in the
+// mailbox) is assembled in that buffer instead of memory of its own: what
+// arrived of it already moves in ("adopted"), and the copy of the whole
+// message into the application's memory is saved.  Only the poster reads
+// from a socket into that buffer, while it holds the main connection's
+// reader role; a chunk that another connection brings meanwhile (a
+// stripe) is read into memory of its own ("strays") and copied in under
+// the mutex once it is whole.  The poster keeps the role until its
+// receive's deadline, asleep on the socket when nothing comes.  When it
+// lets go before the message is complete (its wait ended), the message
+// moves back out into memory of its own (tw__tcp_sx_unpost), under the
+// mutex, so that no stray reaches the buffer later, and arrives through
+// the mailbox as any other.  A message completed in place counts as taken
+// at once, for credit.
+//
 // Giving up.  A sender whose link is aborted between two chunks sends
 // CANCEL: what arrived of the message is dropped (its cost returns as
 // credit), and chunks of it still on their way over other connections are
@@ -41,6 +60,23 @@
 // Recently cancelled ids remembered, to skip their late chunks.
 #define SX_CANCELLED 64
 
+_Atomic uint64_t tw__tcp_rx_placed, tw__tcp_rx_adopted, tw__tcp_rx_moved,
+    tw__tcp_rx_strays;
+
+static void count(_Atomic uint64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+// A chunk that arrived on another connection while its message was
+// being assembled in a posted buffer: read into memory of its own, then
+// copied to wherever the message is when it is in.
+typedef struct sx_stray {
+	uint64_t off;
+	size_t n;
+	unsigned char bytes[];
+} sx_stray;
+
 typedef struct sx_entry {
 	struct sx_entry *next;
 	uint64_t id;
@@ -51,7 +87,10 @@ typedef struct sx_entry {
 	bool announced;
 	bool cancelled; // dropped once its writers are done
 	uint64_t seq; // of the announcement
-	unsigned char *buf;
+	uint64_t hi; // every byte claimed so far lies below this
+	unsigned char *buf; // made at the first chunk that needs it
+	unsigned char *user; // or the posted buffer it is assembled in
+	tcp_post *post; // that buffer's post
 } sx_entry;
 
 typedef struct sx_item {
@@ -148,11 +187,8 @@ static int get_entry(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
 	    || sx->count >= SX_ENTRIES_MAX)
 		return TW_EPROTO;
 	e = calloc(1, sizeof(*e));
-	if (e == NULL
-	    || (e->buf = tw__pool_alloc((size_t)ck->total)) == NULL) {
-		free(e);
+	if (e == NULL)
 		return TW_ENOMEM;
-	}
 	e->id = ck->id;
 	e->slot = slot;
 	e->total = ck->total;
@@ -170,8 +206,56 @@ static void drop_entry(tcp_sx *sx, sx_entry *e)
 		pp = &(*pp)->next;
 	*pp = e->next;
 	sx->count--;
+	if (e->post != NULL)
+		e->post->entry = NULL;
 	free(e->buf);
 	free(e);
+}
+
+// Whether entry e may be assembled in post's buffer from now on (see the
+// design notes), and if so moves it there.  mtx held, by the poster.
+// Chunks being read elsewhere (writers) would land in the old place: then
+// not yet.
+static void try_place(tcp_chan *mc, sx_entry *e, tcp_post *post)
+{
+	if (post == NULL || post->mc != mc || post->entry != NULL
+	    || atomic_load_explicit(&post->done, memory_order_relaxed)
+	    || !e->announced || e->cancelled || e->user != NULL
+	    || e->writers > 0 || e->total > post->cap || mc->held == NULL
+	    || mc->held->entry != e || strcmp(mc->held->key, post->key) != 0)
+		return;
+	size_t len;
+	// TW_EAGAIN: nothing of that key queued before it, and the key is
+	// neither aborted nor closed.
+	tw_mailbox *mb = mc->ep->mb;
+	if (!tw__mailbox_idle(mb, post->key)
+	    && tw_mailbox_probe(mb, mc->peer_rank, post->key, &len)
+	        != TW_EAGAIN)
+		return;
+	if (e->buf != NULL) {
+		memcpy(post->buf, e->buf, (size_t)e->hi);
+		free(e->buf);
+		e->buf = NULL;
+		count(&tw__tcp_rx_adopted);
+	}
+	e->user = post->buf;
+	e->post = post;
+	post->entry = e;
+	post->used = true;
+}
+
+// The whole of e is in its posted buffer: the receive is done, and the
+// message counts as taken.  mtx held.
+static void deliver_placed(tcp_sx *sx, tcp_chan *mc, sx_entry *e)
+{
+	tcp_post *post = e->post;
+	uint64_t total = e->total;
+	post->len = (size_t)total;
+	e->user = NULL;
+	drop_entry(sx, e);
+	atomic_store_explicit(&post->done, true, memory_order_release);
+	count(&tw__tcp_rx_placed);
+	tw__tcp_chan_dropped(mc, total);
 }
 
 static bool complete(const sx_entry *e)
@@ -193,6 +277,13 @@ static int flush(tcp_sx *sx, tcp_chan *mc)
 			mc->held_tail = NULL;
 		void *data = it->data;
 		size_t len = it->len;
+		if (it->entry != NULL && it->entry->user != NULL) {
+			deliver_placed(sx, mc, it->entry);
+			free(it);
+			atomic_fetch_sub_explicit(
+			    &mc->held_n, 1, memory_order_release);
+			continue;
+		}
 		if (it->entry != NULL) {
 			data = it->entry->buf;
 			len = (size_t)it->entry->total;
@@ -260,7 +351,8 @@ int tw__tcp_sx_data_copy(
 }
 
 int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
-    uint32_t slot, const char *key, const tw__tcp_chunk *ck, uint64_t seq)
+    uint32_t slot, const char *key, const tw__tcp_chunk *ck, uint64_t seq,
+    tcp_post *post)
 {
 	pthread_mutex_lock(&sx->mtx);
 	sx_entry *e = NULL;
@@ -279,6 +371,7 @@ int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 		status = hold(mc, key, NULL, 0, e);
 	}
 	if (status == TW_OK) {
+		try_place(mc, e, post);
 		status = flush(sx, mc);
 		update_hold(sx, main);
 	}
@@ -286,12 +379,44 @@ int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 	return status;
 }
 
+// Where a chunk of entry e goes, at `off`: the posted buffer when its
+// poster reads it, memory of its own when another thread does meanwhile,
+// else the entry's buffer.  mtx held.
+static int chunk_dst(sx_entry *e, uint64_t off, size_t n, tcp_post *post,
+    tcp_sx_claim *claim, unsigned char **dst)
+{
+	if (e->user != NULL && e->post == post) {
+		*dst = e->user + off;
+		return TW_OK;
+	}
+	if (e->user != NULL) {
+		sx_stray *st = malloc(sizeof(*st) + n);
+		if (st == NULL)
+			return TW_ENOMEM;
+		st->off = off;
+		st->n = n;
+		claim->stray = st;
+		*dst = st->bytes;
+		count(&tw__tcp_rx_strays);
+		return TW_OK;
+	}
+	if (e->buf == NULL
+	    && (e->buf = tw__pool_alloc((size_t)e->total)) == NULL)
+		return TW_ENOMEM;
+	*dst = e->buf + off;
+	return TW_OK;
+}
+
 int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
-    const tw__tcp_chunk *ck, size_t n, void **entry, unsigned char **dst)
+    const tw__tcp_chunk *ck, size_t n, tcp_post *post, tcp_sx_claim *claim,
+    unsigned char **dst)
 {
 	pthread_mutex_lock(&sx->mtx);
 	sx_entry *e = NULL;
 	int status = TW_OK;
+	claim->entry = NULL;
+	claim->stray = NULL;
+	*dst = NULL;
 	if (sx->failed)
 		status = TW_EPEER;
 	else if (was_cancelled(sx, ck->id))
@@ -302,27 +427,43 @@ int tw__tcp_sx_chunk_begin(tcp_sx *sx, tcp_chan *mc, uint32_t slot,
 	    && (n > e->total - ck->offset || n > e->total - e->got))
 		status = TW_EPROTO; // past the end, or more than the message
 	if (status == TW_OK && e != NULL) {
+		try_place(mc, e, post);
+		status = chunk_dst(e, ck->offset, n, post, claim, dst);
+	}
+	if (status == TW_OK && e != NULL) {
 		e->got += n;
 		e->writers++;
-	}
-	if (status == TW_OK) {
-		*entry = e;
-		*dst = e != NULL ? e->buf + ck->offset : NULL;
+		if (ck->offset + n > e->hi)
+			e->hi = ck->offset + n;
+		claim->entry = e;
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
 }
 
-int tw__tcp_sx_chunk_end(
-    tcp_sx *sx, tcp_conn *main, tcp_chan *mc, void *entry, size_t n, bool ok)
+// A stray chunk is in: it goes where the message is now, the posted
+// buffer (which nobody reads or leaves while we hold mtx) or the entry's
+// own.  mtx held.
+static void stray_end(sx_entry *e, sx_stray *st, bool ok)
 {
-	sx_entry *e = entry;
+	unsigned char *to = e->user != NULL ? e->user : e->buf;
+	if (ok && !e->cancelled && to != NULL)
+		memcpy(to + st->off, st->bytes, st->n);
+	free(st);
+}
+
+int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
+    const tcp_sx_claim *claim, size_t n, bool ok)
+{
+	sx_entry *e = claim->entry;
 	if (e == NULL)
 		return TW_OK;
 	pthread_mutex_lock(&sx->mtx);
 	e->writers--;
 	if (!ok)
 		e->got -= n; // a resumed connection brings the chunk again
+	if (claim->stray != NULL)
+		stray_end(e, claim->stray, ok);
 	int status = TW_OK;
 	if (e->cancelled) {
 		if (e->writers == 0)
@@ -330,6 +471,39 @@ int tw__tcp_sx_chunk_end(
 	} else if (ok && complete(e) && e->announced && !sx->failed) {
 		status = flush(sx, mc);
 		update_hold(sx, main);
+	}
+	pthread_mutex_unlock(&sx->mtx);
+	return status;
+}
+
+int tw__tcp_sx_unpost(tcp_sx *sx, tcp_conn *main, tcp_post *post)
+{
+	if (!post->used)
+		return TW_OK; // a receive that found no long message
+	pthread_mutex_lock(&sx->mtx);
+	sx_entry *e = post->entry;
+	int status = TW_OK;
+	if (e != NULL) {
+		unsigned char *user = e->user;
+		post->entry = NULL;
+		e->post = NULL;
+		e->user = NULL;
+		unsigned char *to = NULL;
+		if (!sx->failed && !e->cancelled) {
+			to = tw__pool_alloc((size_t)e->total);
+			if (to == NULL)
+				status = TW_ENOMEM;
+		}
+		if (to != NULL) {
+			// Bytes claimed but not yet read come along as they
+			// are: the reader overwrites them in their new place.
+			memcpy(to, user, (size_t)e->hi);
+			e->buf = to;
+			count(&tw__tcp_rx_moved);
+		}
+		// The chunk being read goes on into the new place, or
+		// nowhere when the message has none.
+		tw__tcp_conn_rx_rebase(main, user, (size_t)e->total, to);
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
@@ -363,6 +537,12 @@ int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id)
 		}
 		uint64_t total = e->total;
 		e->cancelled = true;
+		if (e->post != NULL) {
+			// Nothing of it reaches the posted buffer any more.
+			e->post->entry = NULL;
+			e->post = NULL;
+			e->user = NULL;
+		}
 		if (e->writers == 0)
 			drop_entry(sx, e);
 		tw__tcp_chan_dropped(mc, total);
