@@ -262,7 +262,11 @@ TW_API int tw_recv(tw_link *l, size_t src, const char *tag, tw_buf *out);
 
 // Like tw_recv, into the caller's buffer.  When the message is longer than
 // `cap` it returns TW_ETRUNC, sets *len to the needed size and leaves the
-// message queued.  On TW_OK *len is the message length.
+// message queued.  On TW_OK *len is the message length.  The bytes of buf
+// beyond *len, and all of it on any other return, are unspecified: over
+// tcp:// a long message may be assembled in buf while the call waits
+// (saving a copy), and one that did not complete before the call returned
+// arrives later through another receive.
 TW_API int tw_recv_into(tw_link *l, size_t src, const char *tag, void *buf,
     size_t cap, size_t *len);
 

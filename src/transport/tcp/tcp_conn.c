@@ -51,6 +51,7 @@
 #include <stddef.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,9 @@
 // A receive that posted its memory and waits as the reader sleeps in
 // slices of this long (tw__tcp_conn_poll).
 #define POLL_SLICE_MS 1
+// Passes a poll watches another thread's reading before it yields its CPU
+// between passes.
+#define POLL_WATCH_PASSES 16
 
 static bool failed(const tcp_conn *c)
 {
@@ -547,6 +551,7 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
     bool (*done)(void *arg), void *arg, void *post)
 {
 	bool got = false, reading = false;
+	unsigned passes = 0;
 	int status = TW_OK;
 	int64_t until = tw__now_ns() + idle_ns;
 	uint64_t bytes
@@ -600,6 +605,13 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		}
 		if (now >= deadline)
 			break;
+		// Watching another thread read only helps while it runs on
+		// another CPU.  On ours (threads bound to one CPU, more
+		// threads than CPUs) the watch keeps it from running: after a
+		// few passes, let it.  Elsewhere this costs one cheap system
+		// call per pass.
+		if (!reading && ++passes >= POLL_WATCH_PASSES)
+			sched_yield();
 		if (now >= until) {
 			// A receive that posted its memory waits as the reader,
 			// asleep on the socket rather than spinning, so that a
