@@ -1053,14 +1053,22 @@ static int pl_send(
 	return 0;
 }
 
+// The receiver's word on the next round: *go 0 ends the phase.
+static int pl_next(conf_party *p, unsigned char *go)
+{
+	size_t len = 0;
+	CHECK_OK(p, tw_recv_into(p->link, 1, "go", go, 1, &len));
+	return 0;
+}
+
 static int pl_sender(conf_party *p, unsigned char *buf)
 {
+	unsigned char go = 0;
 	// Phase 1: each round, once the receiver is waiting, a long
 	// message and a short one of the same key behind it.
 	for (uint32_t r = 0;; r++) {
-		unsigned char go = 0;
-		size_t len = 0;
-		CHECK_OK(p, tw_recv_into(p->link, 1, "go", &go, 1, &len));
+		if (pl_next(p, &go) != 0)
+			return -1;
 		if (go == 0)
 			break;
 		if (pl_send(p, buf, r, 1, pl_sizes[r % 2]) != 0
@@ -1069,9 +1077,8 @@ static int pl_sender(conf_party *p, unsigned char *buf)
 	}
 	// Phase 2: batches back to back to a receiver that keeps giving up.
 	for (uint32_t r = 0;; r++) {
-		unsigned char go = 0;
-		size_t len = 0;
-		CHECK_OK(p, tw_recv_into(p->link, 1, "go", &go, 1, &len));
+		if (pl_next(p, &go) != 0)
+			return -1;
 		if (go == 0)
 			break;
 		for (uint32_t i = 0; i < 8; i++)
