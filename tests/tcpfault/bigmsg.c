@@ -17,7 +17,9 @@
 // 1 s (scaled) of the abort (TW_OK would mean that the whole message went
 // first: the test would prove nothing, so it fails), and the receiver's
 // tw_recv returns TW_EPEER with no message, not a part of one, and does
-// not hang.
+// not hang.  big_message_abort_into: the same with a receiver in
+// tw_recv_into with a buffer of the message's size, in which tcp://
+// assembles the message as it comes until the sender gives it up.
 //
 // busy_peer_heartbeat: three processes on one link, TW_OPT_HEARTBEAT_MS=100.
 // P1 streams at least TW_BUSY_BYTES (1 GiB, 128 MiB in sanitizer builds)
@@ -335,50 +337,83 @@ static void *watch_main(void *arg)
 	return NULL;
 }
 
-// abort_recv PORT0 PORT1 SIZE PROGRESS_FD (rank 1)
-int role_abort_recv(int argc, char **argv)
+// abort_recv[_into] PORT0 PORT1 SIZE PROGRESS_FD (rank 1).  With `into`,
+// the receive is a tw_recv_into with a buffer of the message's size: over
+// tcp:// the message is being assembled in it when the abort comes.
+static int abort_recv(char **argv, bool into)
 {
-	tf_who = "receiver of the aborted message";
+	tf_who = into ? "receiver (into its buffer) of the aborted message"
+	              : "receiver of the aborted message";
 	unsigned ports[2];
 	parse_ports(argv, ports, 2);
 	uint64_t len = tf_parse_size(argv[2]);
 	tw_desc *d = big_desc("abort", ports, 2, len, 0);
 	tw_link *l = NULL;
 	TF_OK(tw_link_create(d, 1, &l));
+	unsigned char *mine = into ? big_alloc(len) : NULL;
 	watcher w = { .fd = atoi(argv[3]), .from = tcp_received() };
 	pthread_t th;
 	if (pthread_create(&th, NULL, watch_main, &w) != 0)
 		tf_die("pthread_create failed");
 	tw_buf b = { 0 };
-	int st = tw_recv(l, 0, "big", &b);
+	size_t got = 0;
+	int st = into ? tw_recv_into(l, 0, "big", mine, (size_t)len, &got)
+	              : tw_recv(l, 0, "big", &b);
 	int64_t now = tf_now_ms();
 	pthread_join(th, NULL);
 	int64_t said = atomic_load(&w.said_at);
 	if (said == 0)
-		tf_die("tw_recv returned %s (%zu bytes) before 32 MiB arrived",
-		    tw_err_name(st), b.len);
-	printf("tw_recv returned %s %lld ms after the sender was told\n",
+		tf_die("the receive returned %s (%zu bytes) before 32 MiB "
+		       "arrived",
+		    tw_err_name(st), into ? got : b.len);
+	printf("the receive returned %s %lld ms after the sender was told\n",
 	    tw_err_name(st), (long long)(now - said));
 	if (st != TW_EPEER)
-		tf_die("tw_recv returned %s (%zu bytes), want TW_EPEER",
-		    tw_err_name(st), b.len);
-	if (b.data != NULL || b.len != 0)
-		tf_die("tw_recv left %zu bytes in the buffer", b.len);
+		tf_die("the receive returned %s (%zu bytes), want TW_EPEER",
+		    tw_err_name(st), into ? got : b.len);
+	if (b.data != NULL || b.len != 0 || got != 0)
+		tf_die("the receive left %zu bytes", into ? got : b.len);
 	if (now - said > tf_scale_ms(5000))
-		tf_die("tw_recv returned %lld ms after the sender was told",
+		tf_die(
+		    "the receive returned %lld ms after the sender was told",
 		    (long long)(now - said));
 	(void)tw_link_close(l);
 	tw_desc_free(d);
+	free(mine);
 	return 0;
 }
 
-void test_big_message_abort(void **state)
+int role_abort_recv(int argc, char **argv)
 {
-	static const char *const roles[] = { "abort_send", "abort_recv" };
+	(void)argc;
+	return abort_recv(argv, false);
+}
+
+int role_abort_recv_into(int argc, char **argv)
+{
+	(void)argc;
+	return abort_recv(argv, true);
+}
+
+static void run_abort(const char *receiver)
+{
+	const char *const roles[] = { "abort_send", receiver };
 	char size[32];
 	snprintf(size, sizeof(size), "%" PRIu64,
 	    size_or_env("TW_BIG_BYTES", tf_size_arg));
 	run_parties(roles, 2, size, 1, 0, tf_scale_ms(180000));
+}
+
+void test_big_message_abort(void **state)
+{
+	(void)state;
+	run_abort("abort_recv");
+}
+
+void test_big_message_abort_into(void **state)
+{
+	(void)state;
+	run_abort("abort_recv_into");
 }
 
 // --- busy_peer_heartbeat --------------------------------------------------------------

@@ -37,9 +37,11 @@ int role_big_send(int argc, char **argv);
 int role_big_recv(int argc, char **argv);
 int role_abort_send(int argc, char **argv);
 int role_abort_recv(int argc, char **argv);
+int role_abort_recv_into(int argc, char **argv);
 int role_busy(int argc, char **argv);
 void test_big_message_heartbeat(void **state);
 void test_big_message_abort(void **state);
+void test_big_message_abort_into(void **state);
 void test_busy_peer_heartbeat(void **state);
 
 // stream.c
