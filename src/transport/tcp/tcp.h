@@ -111,8 +111,9 @@ struct tcp_chan {
 	uint64_t tx_credit; // taken by the peer so far
 	bool credit_asked; // a CREDIT_REQ is out
 	_Atomic uint64_t last_seq; // main connection's frame that, once
-	    // acknowledged, means our last message
-	    // arrived
+	    // acknowledged, means our last data
+	    // message arrived (control messages
+	    // do not count)
 
 	// Receiving, by mtx: what we have taken and granted.
 	uint64_t taken; // the mailbox's count for this peer
