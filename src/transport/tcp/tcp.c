@@ -618,14 +618,12 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 		    mc->my_slot, key, &v, len > 0 ? 1 : 0, 0, deadline, cancel,
 		    &seq);
 	}
-	// Only data counts for tw_link_wait_pending and close: a control
-	// message (a throttle window's ack) to a peer that closed meanwhile
-	// is moot, not a lost message.
-	if (status == TW_OK && !data)
-		return TW_OK;
 	if (status == TW_OK) {
+		// Only data counts for tw_link_wait_pending and close: a
+		// control message (a throttle window's ack) to a peer that
+		// closed meanwhile is moot, not a lost message.
 		uint64_t prev = atomic_load(&mc->last_seq);
-		while (prev < seq
+		while (data && prev < seq
 		    && !atomic_compare_exchange_weak(
 		        &mc->last_seq, &prev, seq))
 			;

@@ -537,14 +537,9 @@ void tw__tcp_conn_rx_rebase(
 // between slices) and never past `deadline`.  Reader role held.
 static void wait_readable(tcp_conn *c, int64_t deadline)
 {
-	int64_t left = deadline - tw__now_ns();
-	if (left <= 0)
-		return;
-	int ms = left >= (int64_t)POLL_SLICE_MS * 1000000
-	    ? POLL_SLICE_MS
-	    : (int)((left + 999999) / 1000000);
-	struct pollfd p = { .fd = c->fd, .events = POLLIN };
-	(void)poll(&p, 1, ms);
+	int64_t slice = tw__now_ns() + (int64_t)POLL_SLICE_MS * 1000000;
+	(void)tw__tcp_wait_fd(
+	    c->fd, POLLIN, deadline < slice ? deadline : slice, NULL);
 }
 
 bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
