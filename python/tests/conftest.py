@@ -125,6 +125,17 @@ class PartyFailed(AssertionError):
     pass
 
 
+def _wait_tasks_gone(tids, deadline):
+    """Python's join returns once a thread's interpreter state is gone, a
+    moment before its kernel task ends; a thread count taken right after
+    the join could still see it.  Waits for the tasks themselves."""
+    tids = [t for t in tids if t is not None]
+    while any(os.path.exists(f"/proc/self/task/{t}") for t in tids):
+        if time.monotonic() > deadline:
+            raise PartyFailed(f"joined threads' tasks still running: {tids}")
+        os.sched_yield()
+
+
 def run_parallel(fns, timeout=60):
     """Runs each callable in its own thread; returns their results in order.
     Re-raises the first exception (by index); fails when one does not end
@@ -149,6 +160,7 @@ def run_parallel(fns, timeout=60):
     hung = [t.name for t in threads if t.is_alive()]
     if hung:
         raise PartyFailed(f"threads did not finish within {timeout} s: {hung}")
+    _wait_tasks_gone([t.native_id for t in threads], deadline)
     for e in errors:
         if e is not None:
             raise e
