@@ -28,8 +28,9 @@
 //                  exactly one listening socket, on that port.
 //   sskill         connections of an acceptor and a connector killed with
 //                  `ss -K` every 100 ms while a stream of WRITEs and tagged
-//                  sends (a few hundred MiB) runs: every transfer succeeds
-//                  and every byte is right (skipped without root or ss -K).
+//                  sends runs until 5 kills hit (then the test tells it to
+//                  end): every transfer succeeds and every byte is right
+//                  (skipped without root or ss -K).
 //   netns          three network namespaces on a bridge: the fanin test
 //                  with an acceptor in one host and a connector in each of
 //                  the two others (skipped without root or `ip netns`).
@@ -1386,11 +1387,16 @@ static void test_shared_port_link_first(void **state)
 #define SK_SLOTS 4
 #define SK_KILL_MS 100
 #define SK_MIN_KILLS 3
+#define SK_STOP_KILLS 5 // the first may come before the stream began
+#define SK_MIN_COUNT (2 * SK_SLOTS)
+#define SK_MAX_COUNT 4096 // a bound, should the kills never come
 
 typedef struct sk_arg {
-	size_t count; // transfers, each a WRITE and a tagged send
 	size_t len; // bytes of each post
-	int info[2], desc[2], end[2];
+	// stop: the parent tells the connector that enough kills hit, and
+	// the stream ends; the connector then tells the acceptor how many
+	// transfers there were ("end N", a notification of its own).
+	int info[2], desc[2], end[2], stop[2];
 } sk_arg;
 
 static uint32_t sk_seed(size_t k, int what)
@@ -1402,7 +1408,8 @@ static uint32_t sk_seed(size_t k, int what)
 // buffers; transfer k uses slot k % SK_SLOTS.  Once transfer k's
 // notification came, its slot is checked, its receive waited for and
 // checked, the receive of transfer k + SK_SLOTS posted, and "k" sent
-// back, so that the sender may reuse the slot.
+// back, so that the sender may reuse the slot.  The stream ends with the
+// count that "end N" gives; the receives posted beyond it are cancelled.
 static void sk_acceptor(void *v)
 {
 	sk_arg *a = v;
@@ -1417,13 +1424,13 @@ static void sk_acceptor(void *v)
 	pack_tell(e, wid, a->desc[1]);
 	tw_peer p = eng_accept(e, "con");
 	tw_xfer *recv[SK_SLOTS];
-	for (size_t k = 0; k < SK_SLOTS && k < a->count; k++)
+	for (size_t k = 0; k < SK_SLOTS; k++)
 		recv[k] = xfer_post(
 		    e, p, K_RECV, rid, k * a->len, 0, 0, a->len, k);
-	size_t done = 0;
-	bool *seen = calloc(a->count, 1);
+	size_t done = 0, count = SK_MAX_COUNT;
+	bool *seen = calloc(SK_MAX_COUNT, 1);
 	CK(seen != NULL);
-	while (done < a->count) {
+	while (done < count) {
 		tw_peer from;
 		tw_buf m = { 0 };
 		CK_OK(tw_notify_recv(e, &from, &m, scale(30000)));
@@ -1432,8 +1439,14 @@ static void sk_acceptor(void *v)
 		memcpy(num, m.data, m.len);
 		num[m.len] = '\0';
 		tw_buf_free(&m);
+		if (strncmp(num, "end ", 4) == 0) {
+			count = strtoull(num + 4, NULL, 10);
+			CK(count >= SK_MIN_COUNT && count <= SK_MAX_COUNT
+			    && count >= done);
+			continue;
+		}
 		size_t k = strtoull(num, NULL, 10);
-		CK(k < a->count && !seen[k]);
+		CK(k < count && !seen[k]);
 		seen[k] = true;
 		size_t slot = k % SK_SLOTS;
 		char what[48];
@@ -1445,9 +1458,10 @@ static void sk_acceptor(void *v)
 		tw_xfer_free(recv[slot]);
 		snprintf(what, sizeof(what), "tagged send %zu", k);
 		ck_pat(what, r + slot * a->len, a->len, sk_seed(k, 1));
-		if (k + SK_SLOTS < a->count)
-			recv[slot] = xfer_post(e, p, K_RECV, rid,
-			    slot * a->len, 0, 0, a->len, k + SK_SLOTS);
+		recv[slot] = k + SK_SLOTS < SK_MAX_COUNT
+		    ? xfer_post(e, p, K_RECV, rid, slot * a->len, 0, 0, a->len,
+		        k + SK_SLOTS)
+		    : NULL;
 		CK_OK(tw_engine_notify(e, p, num, strlen(num)));
 		done++;
 	}
@@ -1456,6 +1470,9 @@ static void sk_acceptor(void *v)
 	tw_xfer_stats st;
 	CK_OK(tw_engine_stats(e, p, &st));
 	CK(st.xfers_failed == 0);
+	for (size_t i = 0; i < SK_SLOTS; i++)
+		tw_xfer_free(recv[i]); // of transfers beyond the end
+	printf("%s: %zu transfers checked\n", who, count);
 	expect(a->end[0], "end"); // the connector has every ack
 	tw_engine_free(e);
 	unguard(w);
@@ -1477,10 +1494,14 @@ static void sk_connector(void *v)
 	CK_OK(tw_mem_register(e, s, tot, TW_MEM_HOST, 0, &sid));
 	tw_xfer *x[SK_SLOTS] = { NULL };
 	size_t acked = 0; // "k" lines back, in any order: count them
-	bool *ack = calloc(a->count, 1);
+	bool *ack = calloc(SK_MAX_COUNT, 1);
 	CK(ack != NULL);
 	int64_t t0 = now_ms();
-	for (size_t k = 0; k < a->count; k++) {
+	size_t count = 0;
+	for (size_t k = 0; k < SK_MAX_COUNT; k++, count++) {
+		struct pollfd stop = { .fd = a->stop[0], .events = POLLIN };
+		if (k >= SK_MIN_COUNT && poll(&stop, 1, 0) > 0)
+			break;
 		size_t slot = k % SK_SLOTS;
 		if (k >= SK_SLOTS) {
 			// The slot is free once its previous transfer is
@@ -1498,7 +1519,7 @@ static void sk_connector(void *v)
 				num[m.len] = '\0';
 				tw_buf_free(&m);
 				size_t j = strtoull(num, NULL, 10);
-				CK(j < a->count && !ack[j]);
+				CK(j < count && !ack[j]);
 				ack[j] = true;
 				acked++;
 			}
@@ -1515,13 +1536,16 @@ static void sk_connector(void *v)
 		snprintf(num, sizeof(num), "%zu", k);
 		CK_OK(tw_xfer_notify(x[slot], num, strlen(num)));
 	}
-	for (size_t k = 0; k < SK_SLOTS && k < a->count; k++) {
+	char end[32];
+	snprintf(end, sizeof(end), "end %zu", count);
+	CK_OK(tw_engine_notify(e, p, end, strlen(end)));
+	for (size_t k = 0; k < SK_SLOTS; k++) {
 		int rv = tw_xfer_wait(x[k], scale(30000));
 		if (rv != TW_OK)
 			die("transfer of slot %zu: %s", k, tw_err_name(rv));
 		tw_xfer_free(x[k]);
 	}
-	while (acked < a->count) {
+	while (acked < count) {
 		tw_peer from;
 		tw_buf m = { 0 };
 		CK_OK(tw_notify_recv(e, &from, &m, scale(30000)));
@@ -1533,12 +1557,12 @@ static void sk_connector(void *v)
 	CK_OK(tw_engine_stats(e, p, &st));
 	printf("%s: %zu transfers, %" PRIu64 " MiB sent in %lld ms, %" PRIu64
 	       " done, %" PRIu64 " failed\n",
-	    who, a->count, st.bytes_sent / MiB, (long long)ms, st.xfers_done,
+	    who, count, st.bytes_sent / MiB, (long long)ms, st.xfers_done,
 	    st.xfers_failed);
 	fflush(stdout);
 	CK(st.xfers_failed == 0);
-	CK(st.xfers_done == a->count);
-	CK(st.bytes_sent == (uint64_t)a->count * 2 * a->len);
+	CK(st.xfers_done == count);
+	CK(st.bytes_sent == (uint64_t)count * 2 * a->len);
 	put_str(a->end[1], "end");
 	tw_engine_free(e);
 	free(s);
@@ -1598,13 +1622,13 @@ static void test_sskill(void **state)
 	(void)state;
 	sk_probe();
 	block_sigchld();
-	// The stream must outlast SK_MIN_KILLS kills SK_KILL_MS apart: 16
-	// transfers under ASan took 180 ms once tcp:// receives placed long
-	// messages in place, too short; 64 leave a margin of about 2x.
-	sk_arg a = { .len = 4 * MiB, .count = small() ? 64 : 128 };
+	// The stream lasts until SK_STOP_KILLS kills SK_KILL_MS apart hit a
+	// connection, however fast this machine moves it.
+	sk_arg a = { .len = 4 * MiB };
 	chan(a.info);
 	chan(a.desc);
 	chan(a.end);
+	chan(a.stop);
 	// The parent reads the acceptor's info (for its port) and passes it
 	// on to the connector.
 	int relay[2];
@@ -1612,11 +1636,11 @@ static void test_sskill(void **state)
 	sk_arg aa = a, ca = a;
 	ca.info[0] = relay[0];
 	int ka[] = { a.info[1], a.desc[1], a.end[0] },
-	    kc[] = { relay[0], a.desc[0], a.end[1] };
+	    kc[] = { relay[0], a.desc[0], a.end[1], a.stop[0] };
 	spawn("acceptor", sk_acceptor, &aa, ka, 3);
-	spawn("connector", sk_connector, &ca, kc, 3);
-	int mine[] = { a.info[0], relay[1] };
-	close_but(mine, 2);
+	spawn("connector", sk_connector, &ca, kc, 4);
+	int mine[] = { a.info[0], relay[1], a.stop[1] };
+	close_but(mine, 3);
 	uint32_t len;
 	char info[1024];
 	int64_t dl = now_ms() + scale(30000);
@@ -1640,6 +1664,12 @@ static void test_sskill(void **state)
 		ticks++;
 		hits += n > 0;
 		socks += n;
+		if (hits == SK_STOP_KILLS && n > 0) {
+			// The connector may have ended (SK_MAX_COUNT): then
+			// the write fails with EPIPE, and the count says it.
+			signal(SIGPIPE, SIG_IGN);
+			(void)!write(a.stop[1], "s", 1);
+		}
 		// Paces the kills (not a synchronisation): SK_KILL_MS apart,
 		// or less once a child ended (ss's own exits also wake it).
 		int64_t tick_end = now_ms() + SK_KILL_MS;
