@@ -22,3 +22,6 @@ tw_test(NAME bufpool_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/bufpool_test.c
   TIMEOUT 60 LABELS "unit;threads")
 tw_test(NAME clock_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/clock_test.c
   TIMEOUT 30 LABELS unit)
+tw_test(NAME counters_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/counters_test.c
+  TIMEOUT 60 LABELS "unit;threads")
+tw_failalloc(counters_test)

@@ -50,11 +50,13 @@ static tw_link *link_alloc(tw__family *fam, const char *id, size_t size,
 	memcpy(l->opts, opts, sizeof(l->opts));
 	atomic_init(&l->recv_timeout, opts[TW_OPT_RECV_TIMEOUT_MS]);
 	atomic_init(&l->aborted, 0);
+	tw__counters_init(&l->stats);
 	return l;
 }
 
 static void link_free(tw_link *l)
 {
+	tw__counters_fini(&l->stats);
 	peers_free(l->peers, l->size);
 	free(l->map);
 	free(l->id);

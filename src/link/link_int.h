@@ -17,6 +17,7 @@
 
 #include <tagwire/tagwire.h>
 
+#include "core/counters.h"
 #include "core/names.h"
 #include "core/opts.h"
 #include "transport/transport.h"
@@ -51,10 +52,14 @@ typedef struct tw__peer {
 	pthread_mutex_t ack_mtx; // one thread at a time pulls acks
 } tw__peer;
 
-// The counts behind tw_stats, which the public header declares plain.
-typedef struct tw__stats {
-	_Atomic uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
-} tw__stats;
+// The counts behind tw_stats, in a tw__counters set (counters.h: no atomic
+// read-modify-write per message).
+enum {
+	TW__ST_MSGS_SENT,
+	TW__ST_BYTES_SENT,
+	TW__ST_MSGS_RECV,
+	TW__ST_BYTES_RECV
+};
 
 struct tw_link {
 	tw__family *fam;
@@ -69,7 +74,7 @@ struct tw_link {
 	int64_t opts[TW_OPT_COUNT];
 	_Atomic int64_t recv_timeout;
 	_Atomic int aborted; // also the cancel flag of blocked sends
-	tw__stats stats;
+	tw__counters stats;
 };
 
 // The link's own messages (collectives) under full keys; the caller has

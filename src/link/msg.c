@@ -166,10 +166,8 @@ static int send_until(tw_link *l, size_t dst, const char *tag, const void *buf,
 	if (l->opts[TW_OPT_THROTTLE_WINDOW] > 0)
 		atomic_fetch_add_explicit(
 		    &l->peers[dst].sent, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(
-	    &l->stats.msgs_sent, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(
-	    &l->stats.bytes_sent, len, memory_order_relaxed);
+	tw__counters_add2(
+	    &l->stats, TW__ST_MSGS_SENT, 1, TW__ST_BYTES_SENT, len);
 	return TW_OK;
 }
 
@@ -215,10 +213,8 @@ int tw_send_async_throttled(
 
 static void count_recv(tw_link *l, size_t src, size_t len)
 {
-	atomic_fetch_add_explicit(
-	    &l->stats.msgs_recv, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(
-	    &l->stats.bytes_recv, len, memory_order_relaxed);
+	tw__counters_add2(
+	    &l->stats, TW__ST_MSGS_RECV, 1, TW__ST_BYTES_RECV, len);
 	ack_send(l, src);
 }
 
@@ -351,12 +347,10 @@ void tw_link_stats(const tw_link *l, tw_stats *out)
 {
 	if (l == NULL || out == NULL)
 		return;
-	out->msgs_sent
-	    = atomic_load_explicit(&l->stats.msgs_sent, memory_order_relaxed);
-	out->msgs_recv
-	    = atomic_load_explicit(&l->stats.msgs_recv, memory_order_relaxed);
-	out->bytes_sent
-	    = atomic_load_explicit(&l->stats.bytes_sent, memory_order_relaxed);
-	out->bytes_recv
-	    = atomic_load_explicit(&l->stats.bytes_recv, memory_order_relaxed);
+	uint64_t v[TW_COUNTERS_N];
+	tw__counters_sum(&l->stats, v);
+	out->msgs_sent = v[TW__ST_MSGS_SENT];
+	out->msgs_recv = v[TW__ST_MSGS_RECV];
+	out->bytes_sent = v[TW__ST_BYTES_SENT];
+	out->bytes_recv = v[TW__ST_BYTES_RECV];
 }
