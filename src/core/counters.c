@@ -29,8 +29,8 @@ static _Thread_local char token;
 void tw__counters_init(tw__counters *c)
 {
 	atomic_init(&c->shards, NULL);
-	c->serial = atomic_fetch_add_explicit(
-	    &next_serial, 1, memory_order_relaxed);
+	c->serial
+	    = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed);
 	for (unsigned i = 0; i < TW_COUNTERS_N; i++)
 		atomic_init(&c->spill[i], 0);
 }
@@ -75,8 +75,8 @@ static tw__cshard *shard_find(tw__counters *c)
 	// cannot have gained one of ours meanwhile.
 	do
 		s->next = head;
-	while (!atomic_compare_exchange_weak_explicit(&c->shards, &head, s,
-	    memory_order_release, memory_order_acquire));
+	while (!atomic_compare_exchange_weak_explicit(
+	    &c->shards, &head, s, memory_order_release, memory_order_acquire));
 	return s;
 }
 
@@ -112,7 +112,8 @@ void tw__counters_add2(
 void tw__counters_sum(const tw__counters *c, uint64_t out[TW_COUNTERS_N])
 {
 	for (unsigned i = 0; i < TW_COUNTERS_N; i++)
-		out[i] = atomic_load_explicit(&c->spill[i], memory_order_relaxed);
+		out[i]
+		    = atomic_load_explicit(&c->spill[i], memory_order_relaxed);
 	tw__cshard *s = atomic_load_explicit(
 	    &((tw__counters *)c)->shards, memory_order_acquire);
 	for (; s != NULL; s = s->next)

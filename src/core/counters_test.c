@@ -89,7 +89,8 @@ static void t_threads_exact(void **state)
 	assert_int_equal(pthread_create(&sth, NULL, sum_main, &s), 0);
 	for (unsigned t = 0; t < THREADS; t++) {
 		a[t] = (adder) { &c, t + 1, &go };
-		assert_int_equal(pthread_create(&th[t], NULL, add_main, &a[t]), 0);
+		assert_int_equal(
+		    pthread_create(&th[t], NULL, add_main, &a[t]), 0);
 	}
 	for (unsigned t = 0; t < THREADS; t++)
 		pthread_join(th[t], NULL);
