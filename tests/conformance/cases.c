@@ -1153,6 +1153,126 @@ static void t_posted_long(void **state)
 	run(2, 0, NULL, body_posted_long, NULL);
 }
 
+// --- statistics under concurrency ------------------------------------------------
+
+// tw_link_stats must count exactly what several threads send and receive at
+// once on one link, and a child link's traffic apart from its parent's.
+#define ST_THREADS 4
+#define ST_MSGS 300
+
+typedef struct st_worker {
+	conf_party *p;
+	tw_link *link;
+	unsigned t;
+	uint64_t bytes;
+	pthread_t th;
+	int rv;
+} st_worker;
+
+static size_t st_len(unsigned t, unsigned i)
+{
+	return (size_t)(t * 131 + i * 17) % 1500;
+}
+
+static void *st_main(void *arg)
+{
+	st_worker *w = arg;
+	conf_party *p = w->p;
+	char tag[8], buf[1500];
+	snprintf(tag, sizeof(tag), "s%u", w->t);
+	w->rv = -1;
+	for (unsigned i = 0; i < ST_MSGS; i++) {
+		size_t len = st_len(w->t, i), got = 0;
+		if (p->rank == 0) {
+			memset(buf, (int)(i & 0xff), len);
+			int rv = tw_send(w->link, 1, tag, buf, len);
+			if (rv != TW_OK) {
+				conf_failf(p, __LINE__, "send %u of %s: %s", i,
+				    tag, tw_err_name(rv));
+				return NULL;
+			}
+		} else {
+			// Half the threads take copies, half receive in place.
+			int rv;
+			if (w->t % 2 == 0) {
+				rv = tw_recv_into(
+				    w->link, 0, tag, buf, sizeof(buf), &got);
+			} else {
+				tw_buf b = { 0 };
+				rv = tw_recv(w->link, 0, tag, &b);
+				got = b.len;
+				tw_buf_free(&b);
+			}
+			if (rv != TW_OK || got != len) {
+				conf_failf(p, __LINE__,
+				    "receive %u of %s: %s, %zu bytes, want "
+				    "%zu",
+				    i, tag, tw_err_name(rv), got, len);
+				return NULL;
+			}
+		}
+		w->bytes += len;
+	}
+	w->rv = 0;
+	return NULL;
+}
+
+// Runs ST_THREADS workers on `l`; their byte total in *bytes.
+static int st_run(conf_party *p, tw_link *l, uint64_t *bytes)
+{
+	st_worker w[ST_THREADS];
+	*bytes = 0;
+	for (unsigned t = 0; t < ST_THREADS; t++) {
+		w[t] = (st_worker) { .p = p, .link = l, .t = t };
+		CHECK(p, pthread_create(&w[t].th, NULL, st_main, &w[t]) == 0);
+	}
+	int rv = 0;
+	for (unsigned t = 0; t < ST_THREADS; t++) {
+		pthread_join(w[t].th, NULL);
+		rv |= w[t].rv;
+		*bytes += w[t].bytes;
+	}
+	return rv;
+}
+
+static int body_stats_threads(conf_party *p)
+{
+	tw_link *l = p->link, *child = NULL;
+	CHECK_OK(p, tw_link_spawn(l, "st", &child));
+	uint64_t bytes = 0, child_bytes = 0;
+	tw_stats st, cst;
+	int rv = st_run(p, l, &bytes);
+	if (rv == 0) {
+		// The child's traffic, once the parent's is counted.
+		rv = st_run(p, child, &child_bytes);
+	}
+	if (rv == 0) {
+		tw_link_stats(l, &st);
+		tw_link_stats(child, &cst);
+	}
+	CHECK_OK(p, tw_link_close(child));
+	CHECK(p, rv == 0);
+	uint64_t msgs = (uint64_t)ST_THREADS * ST_MSGS;
+	CHECK(p, bytes == child_bytes && bytes > msgs);
+	if (p->rank == 0) {
+		CHECK(p, st.msgs_sent == msgs && st.bytes_sent == bytes);
+		CHECK(p, st.msgs_recv == 0 && st.bytes_recv == 0);
+		CHECK(p, cst.msgs_sent == msgs && cst.bytes_sent == bytes);
+		CHECK(p, cst.msgs_recv == 0 && cst.bytes_recv == 0);
+	} else {
+		CHECK(p, st.msgs_recv == msgs && st.bytes_recv == bytes);
+		CHECK(p, st.msgs_sent == 0 && st.bytes_sent == 0);
+		CHECK(p, cst.msgs_recv == msgs && cst.bytes_recv == bytes);
+		CHECK(p, cst.msgs_sent == 0 && cst.bytes_sent == 0);
+	}
+	return sync_all(p);
+}
+
+static void t_stats_threads(void **state)
+{
+	run(2, 0, NULL, body_stats_threads, NULL);
+}
+
 static void setup_window(tw_desc *d, void *arg)
 {
 	tw_desc_set(d, TW_OPT_THROTTLE_WINDOW, 4);
@@ -2114,6 +2234,7 @@ int main(int argc, char **argv)
 		CASE(wait_pending),
 		CASE(wait_pending_long),
 		CASE(posted_long),
+		CASE(stats_threads),
 		CASE(throttle),
 		CASE(throttle_mixed),
 		CASE(flow_control),
