@@ -1,6 +1,5 @@
 // Per-thread shards of a set of counters; see counters.h for the design.
 
-#include <stdbool.h>
 #include <stdlib.h>
 
 #include "core/counters.h"
@@ -26,6 +25,13 @@ static _Thread_local cache_ent cache[CACHE];
 // Its address tells this thread from every other live one.
 static _Thread_local char token;
 
+// The newest shard; the others follow it.
+static tw__cshard *shards_head(const tw__counters *c)
+{
+	return atomic_load_explicit(
+	    &((tw__counters *)c)->shards, memory_order_acquire);
+}
+
 void tw__counters_init(tw__counters *c)
 {
 	atomic_init(&c->shards, NULL);
@@ -37,7 +43,7 @@ void tw__counters_init(tw__counters *c)
 
 void tw__counters_fini(tw__counters *c)
 {
-	tw__cshard *s = atomic_load_explicit(&c->shards, memory_order_acquire);
+	tw__cshard *s = shards_head(c);
 	while (s != NULL) {
 		tw__cshard *next = s->next;
 		free(s->raw);
@@ -63,8 +69,7 @@ static tw__cshard *shard_new(void)
 // This thread's shard of `c`, found or added; NULL when none can be had.
 static tw__cshard *shard_find(tw__counters *c)
 {
-	tw__cshard *head
-	    = atomic_load_explicit(&c->shards, memory_order_acquire);
+	tw__cshard *head = shards_head(c);
 	for (tw__cshard *s = head; s != NULL; s = s->next)
 		if (s->owner == &token)
 			return s;
@@ -114,9 +119,7 @@ void tw__counters_sum(const tw__counters *c, uint64_t out[TW_COUNTERS_N])
 	for (unsigned i = 0; i < TW_COUNTERS_N; i++)
 		out[i]
 		    = atomic_load_explicit(&c->spill[i], memory_order_relaxed);
-	tw__cshard *s = atomic_load_explicit(
-	    &((tw__counters *)c)->shards, memory_order_acquire);
-	for (; s != NULL; s = s->next)
+	for (tw__cshard *s = shards_head(c); s != NULL; s = s->next)
 		for (unsigned i = 0; i < TW_COUNTERS_N; i++)
 			out[i] += atomic_load_explicit(
 			    &s->v[i], memory_order_relaxed);
@@ -125,9 +128,7 @@ void tw__counters_sum(const tw__counters *c, uint64_t out[TW_COUNTERS_N])
 size_t tw__counters_shards(const tw__counters *c)
 {
 	size_t n = 0;
-	tw__cshard *s = atomic_load_explicit(
-	    &((tw__counters *)c)->shards, memory_order_acquire);
-	for (; s != NULL; s = s->next)
+	for (tw__cshard *s = shards_head(c); s != NULL; s = s->next)
 		n++;
 	return n;
 }
