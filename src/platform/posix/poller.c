@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +14,18 @@
 
 #include <tagwire/status.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/sync.h"
 #include "platform/posix/poller.h"
 
 #define POLL_BATCH 64
+// Parked registrations called back at once, at most, per pass of the
+// thread.
+#define PARK_BATCH 16
+// The longest a parked registration that its reader keeps claiming back
+// waits between two looks of the thread (see park_pass).
+#define PARK_MAX_NS 4000000
 
 // The poller whose thread this is, so that fini can tell a call from a
 // callback without reading the pthread_t that pthread_create stores.
@@ -39,6 +47,19 @@ struct tw__pfd {
 	bool self_fini; // finished from its own callback; by p->mtx
 	bool reaped; // protected by p->mtx
 	tw__pfd *reap_next; // protected by p->mtx
+	// Parking (tw__pfd_park).  `parked`: the owner disarmed it, and the
+	// thread is to hand it a readable event unless the owner claims it
+	// back first; `park_gen` changes at each park.  `listed`: on the
+	// thread's list of parked registrations (changed under p->mtx, read
+	// by parkers without it).
+	_Atomic int parked;
+	_Atomic uint32_t park_gen;
+	_Atomic int listed;
+	// The list, and the generation and time when the thread last found
+	// it parked again, and how long it then waits: by p->mtx.
+	tw__pfd *park_next;
+	uint32_t park_seen;
+	int64_t park_from, park_period;
 };
 
 struct tw__poller {
@@ -49,6 +70,8 @@ struct tw__poller {
 	pthread_cond_t cv; // a reap pass finished
 	tw__poll_task *tasks; // protected by mtx, LIFO then reversed
 	tw__pfd *reap; // protected by mtx
+	tw__pfd *parked; // protected by mtx
+	int64_t park_ns;
 	bool stop; // protected by mtx
 };
 
@@ -113,14 +136,100 @@ static void reap(tw__poller *p)
 		pthread_cond_broadcast(&p->cv);
 }
 
+// Waits for events until `until` on the monotonic clock (0: without end).
+static int poll_wait(tw__poller *p, struct epoll_event *ev, int64_t until)
+{
+	if (until == 0)
+		return epoll_wait(p->epfd, ev, POLL_BATCH, -1);
+	int64_t left = until - tw__now_ns();
+	if (left < 0)
+		left = 0;
+	// A park period is a fraction of a millisecond: epoll_pwait2 (Linux
+	// 5.11) takes nanoseconds.  Where it is missing, or refused by a
+	// seccomp filter, whole milliseconds, rounded up, do.
+	static _Atomic int no_pwait2;
+	if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+		struct timespec ts = { (time_t)(left / 1000000000),
+			(long)(left % 1000000000) };
+		int n = epoll_pwait2(p->epfd, ev, POLL_BATCH, &ts, NULL);
+		if (n >= 0 || (errno != ENOSYS && errno != EPERM))
+			return n;
+		atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
+	}
+	return epoll_wait(
+	    p->epfd, ev, POLL_BATCH, (int)((left + 999999) / 1000000));
+}
+
+// Hands a readable event to each parked registration that stayed parked,
+// unclaimed, for its whole period, and drops from the list those claimed
+// back and quiet as long.  One parked again within its period gets a
+// period twice as long, up to PARK_MAX_NS: a reader that keeps coming
+// back needs watching less and less often, and each look is a wake-up of
+// this thread, which on a CPU it shares with the reader costs the reader
+// several microseconds.  Returns when the next one is due (0: none is
+// listed).
+static int64_t park_pass(tw__poller *p)
+{
+	tw__pfd *due[PARK_BATCH];
+	size_t ndue = 0;
+	int64_t next = 0;
+	pthread_mutex_lock(&p->mtx);
+	int64_t now = p->parked != NULL ? tw__now_ns() : 0;
+	tw__pfd **link = &p->parked;
+	while (*link != NULL) {
+		tw__pfd *d = *link;
+		int64_t at = d->park_from + d->park_period;
+		uint32_t gen
+		    = atomic_load_explicit(&d->park_gen, memory_order_relaxed);
+		if (now >= at && gen != d->park_seen) {
+			d->park_seen = gen;
+			d->park_from = now;
+			d->park_period *= 2;
+			if (d->park_period > PARK_MAX_NS)
+				d->park_period = PARK_MAX_NS;
+			at = now + d->park_period;
+		}
+		if (now < at || ndue == PARK_BATCH) {
+			at = now < at ? at : now;
+			next = next == 0 || at < next ? at : next;
+			link = &d->park_next;
+			continue;
+		}
+		int one = 1;
+		if (atomic_compare_exchange_strong(&d->parked, &one, 0))
+			due[ndue++] = d;
+		// Off the list, unless it was parked again meanwhile: the
+		// parker stores `parked` before it reads `listed`, this thread
+		// stores `listed` before it reads `parked` (both seq_cst), so
+		// one of the two sees the other's store.
+		atomic_store(&d->listed, 0);
+		if (atomic_load(&d->parked)) {
+			atomic_store(&d->listed, 1);
+			d->park_from = now;
+			at = now + d->park_period;
+			next = next == 0 || at < next ? at : next;
+			link = &d->park_next;
+			continue;
+		}
+		*link = d->park_next;
+	}
+	pthread_mutex_unlock(&p->mtx);
+	// Finished meanwhile, a registration is still only reaped after this
+	// pass, like one whose event fired (see tw__pfd_fini).
+	for (size_t i = 0; i < ndue; i++)
+		due[i]->cb(due[i], TW__POLL_IN, due[i]->arg);
+	return next;
+}
+
 static void *poller_main(void *arg)
 {
 	pthread_setname_np(pthread_self(), "tw-io");
 	tw__poller *p = arg;
 	struct epoll_event ev[POLL_BATCH];
 	poll_current = p;
+	int64_t until = 0;
 	for (;;) {
-		int n = epoll_wait(p->epfd, ev, POLL_BATCH, -1);
+		int n = poll_wait(p, ev, until);
 		if (n < 0 && errno != EINTR) {
 			// Only a programming error makes epoll_wait fail; the
 			// thread keeps going rather than strand its clients.
@@ -147,6 +256,7 @@ static void *poller_main(void *arg)
 				e |= TW__POLL_ERR;
 			d->cb(d, e, d->arg);
 		}
+		until = park_pass(p);
 		pthread_mutex_lock(&p->mtx);
 		run_tasks(p);
 		reap(p);
@@ -177,6 +287,7 @@ int tw__poller_new(tw__poller **out_p)
 	}
 	pthread_mutex_init(&p->mtx, NULL);
 	tw__cond_init(&p->cv);
+	p->park_ns = TW__PARK_NS;
 	int rc = pthread_create(&p->thread, NULL, poller_main, p);
 	if (rc != 0) {
 		errno = rc;
@@ -261,6 +372,9 @@ int tw__pfd_arm(tw__pfd *d, unsigned events)
 	int status = d->closing ? TW_ECLOSED : TW_OK;
 	if (status == TW_OK) {
 		d->armed = true;
+		// Armed, it is no longer the thread's to arm nor its owner's to
+		// claim back disarmed.
+		atomic_store_explicit(&d->parked, 0, memory_order_relaxed);
 		if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, d->fd, &ev) != 0) {
 			TW_ERROR(
 			    "poll", "cannot arm descriptor %d: %m", d->fd);
@@ -295,6 +409,7 @@ int tw__pfd_swap_fd(tw__pfd *d, int fd)
 		// An event of the old descriptor that epoll_wait returned
 		// already is skipped: the registration is not armed.
 		d->armed = false;
+		atomic_store_explicit(&d->parked, 0, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&p->mtx);
 	return status;
@@ -310,6 +425,13 @@ void tw__pfd_fini(tw__pfd *d)
 	// The descriptor may already be closed by a confused caller; the
 	// registration goes away regardless, so the error is ignored.
 	(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->fd, NULL);
+	if (atomic_load(&d->listed)) {
+		tw__pfd **link = &p->parked;
+		while (*link != d)
+			link = &(*link)->park_next;
+		*link = d->park_next;
+		atomic_store(&d->listed, 0);
+	}
 	d->reap_next = p->reap;
 	p->reap = d;
 	if (own) {
@@ -323,6 +445,48 @@ void tw__pfd_fini(tw__pfd *d)
 		pthread_cond_wait(&p->cv, &p->mtx);
 	pthread_mutex_unlock(&p->mtx);
 	free(d);
+}
+
+void tw__pfd_park(tw__pfd *d)
+{
+	tw__poller *p = d->p;
+	// Only the reader-role holder parks, one thread at a time: any change
+	// of the generation tells the thread that it was parked again.
+	uint32_t gen
+	    = atomic_load_explicit(&d->park_gen, memory_order_relaxed);
+	atomic_store_explicit(&d->park_gen, gen + 1, memory_order_relaxed);
+	atomic_store(&d->parked, 1);
+	if (atomic_load(&d->listed))
+		return; // the thread looks at it anyway (see park_pass)
+	pthread_mutex_lock(&p->mtx);
+	bool wake = false;
+	if (!d->closing && !atomic_load(&d->listed)) {
+		atomic_store(&d->listed, 1);
+		d->park_seen = gen + 1;
+		d->park_from = tw__now_ns();
+		d->park_period = p->park_ns;
+		// An empty list: the thread may sleep without end.
+		wake = p->parked == NULL;
+		d->park_next = p->parked;
+		p->parked = d;
+	}
+	pthread_mutex_unlock(&p->mtx);
+	if (wake)
+		poller_wake(p);
+}
+
+bool tw__pfd_unpark(tw__pfd *d)
+{
+	int one = 1;
+	return atomic_load_explicit(&d->parked, memory_order_relaxed) == 1
+	    && atomic_compare_exchange_strong(&d->parked, &one, 0);
+}
+
+void tw__poller_set_park_ns(tw__poller *p, int64_t ns)
+{
+	pthread_mutex_lock(&p->mtx);
+	p->park_ns = ns;
+	pthread_mutex_unlock(&p->mtx);
 }
 
 void tw__poller_post(tw__poller *p, tw__poll_task *t)

@@ -15,6 +15,19 @@
 // will run.  Called from the registration's own callback, fini cannot
 // wait: it marks and returns, and the thread frees it after the callback.
 //
+// Parking.  A thread that reads a descriptor itself (tcp://'s reader role)
+// disarms it while it reads, so that the poller thread does not wake for
+// what it reads; when it is about to come back at once (request/response
+// traffic), re-arming it as it leaves and disarming it as it returns cost
+// two system calls per message.  It parks the registration instead
+// (tw__pfd_park): still disarmed, but the poller thread hands its callback
+// a readable event (TW__POLL_IN, whatever is there) once it has been
+// parked for one period (TW__PARK_NS, two at most) without being claimed
+// back (tw__pfd_unpark), and the callback reads and re-arms as after any
+// event.  A claim costs one compare-and-swap; the thread wakes once per
+// period while anything is parked, never per message.  Arming the
+// registration (tw__pfd_arm, tw__pfd_swap_fd) ends its park.
+//
 // Thread-safety: every function may be called from any thread, including
 // from callbacks, except tw__poller_free (never from a callback).
 // Callbacks run on the poller thread with no lock of the poller held.
@@ -23,6 +36,7 @@
 #define TW_PLATFORM_POSIX_POLLER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef struct tw__poller tw__poller;
 typedef struct tw__pfd tw__pfd;
@@ -78,6 +92,22 @@ int tw__pfd_swap_fd(tw__pfd *pfd, int fd);
 // of it runs or will run.  From its own callback: returns at once; no
 // further callback runs.  The memory is freed by the poller.
 void tw__pfd_fini(tw__pfd *pfd);
+
+// How long a parked registration waits for its owner before the poller
+// thread calls it back (tw__poller_set_park_ns changes it for tests).
+#define TW__PARK_NS 250000
+
+// Parks the registration, which the caller disarmed or found disarmed
+// (see Parking above).  Never blocks; wakes the poller thread only when
+// nothing else was parked.  For one thread at a time per registration.
+void tw__pfd_park(tw__pfd *pfd);
+
+// Claims a parked registration back: true when it was parked and nothing
+// armed it or called it back since, so that it is still disarmed and now
+// the caller's; false otherwise (nothing changes).
+bool tw__pfd_unpark(tw__pfd *pfd);
+
+void tw__poller_set_park_ns(tw__poller *p, int64_t ns);
 
 // Queues `t` to run on the poller thread (nothing if already queued).
 void tw__poller_post(tw__poller *p, tw__poll_task *t);

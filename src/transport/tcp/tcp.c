@@ -476,6 +476,7 @@ static int reserve(
     tcp_chan *mc, uint64_t cost, int64_t *deadline, const _Atomic int *cancel)
 {
 	int status = TW_OK;
+	bool sleeper = false;
 	pthread_mutex_lock(&mc->mtx);
 	for (;;) {
 		uint64_t out = mc->tx_cost - mc->tx_credit;
@@ -496,6 +497,14 @@ static int reserve(
 			pthread_mutex_lock(&mc->mtx);
 			continue;
 		}
+		if (!sleeper) {
+			// The CREDIT comes by reading the connection.
+			sleeper = true;
+			pthread_mutex_unlock(&mc->mtx);
+			tw__tcp_conn_sleep_begin(chan_main(mc));
+			pthread_mutex_lock(&mc->mtx);
+			continue;
+		}
 		int64_t until = now + TCP_SLICE_NS;
 		(void)tw__cond_wait_until(
 		    &mc->cv, &mc->mtx, until < *deadline ? until : *deadline);
@@ -503,6 +512,8 @@ static int reserve(
 	if (status == TW_OK)
 		mc->tx_cost += cost;
 	pthread_mutex_unlock(&mc->mtx);
+	if (sleeper)
+		tw__tcp_conn_sleep_end(chan_main(mc));
 	return status;
 }
 
@@ -762,11 +773,34 @@ static void spin(
 	    chan_main(mc), TCP_SPIN_NS, *deadline, arrived, &w, post);
 }
 
+// A receive about to sleep in the mailbox for a message still on its way
+// keeps the connection watched meanwhile (tw__tcp_conn_sleep_begin):
+// returns the connection to pass to tw__tcp_conn_sleep_end, or NULL.
+static tcp_conn *sleep_begin(tcp_chan *mc, const char *key)
+{
+	if (atomic_load(&mc->state) != CH_READY
+	    || tw__rxbox_ready(&mc->base.rx, key))
+		return NULL;
+	tcp_conn *conn = chan_main(mc);
+	tw__tcp_conn_sleep_begin(conn);
+	return conn;
+}
+
+static void sleep_end(tcp_conn *conn)
+{
+	if (conn != NULL)
+		tw__tcp_conn_sleep_end(conn);
+}
+
 static int tcp_recv_until(
     tw_channel *c, const char *key, int64_t deadline, tw_buf *out)
 {
-	spin(c->impl, key, &deadline, NULL);
-	return tw__rxbox_recv_until(c, key, deadline, out);
+	tcp_chan *mc = c->impl;
+	spin(mc, key, &deadline, NULL);
+	tcp_conn *conn = sleep_begin(mc, key);
+	int status = tw__rxbox_recv_until(c, key, deadline, out);
+	sleep_end(conn);
+	return status;
 }
 
 static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
@@ -783,7 +817,10 @@ static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
 		*len = post.len;
 		return TW_OK;
 	}
-	return tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
+	tcp_conn *conn = sleep_begin(mc, key);
+	status = tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
+	sleep_end(conn);
+	return status;
 }
 
 // --- the handshake ------------------------------------------------------------------

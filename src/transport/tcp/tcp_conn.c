@@ -392,8 +392,10 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 	bool rearm = true;
 	if (events & (TW__POLL_IN | TW__POLL_ERR)) {
 		// An application thread that holds the reader role reads for
-		// us, and re-arms the registration when it lets go: re-armed
-		// now, it would only fire again at once.
+		// us, and re-arms or parks the registration when it lets go:
+		// re-armed now, it would only fire again at once.  (A parked
+		// registration that nobody claimed comes here too, readable
+		// or not: see poller.h.)
 		if (pthread_mutex_trylock(&c->rx.mtx) == 0) {
 			unsigned frames = 0;
 			int status
@@ -532,6 +534,50 @@ void tw__tcp_conn_rx_rebase(
 		rx->dst = to != NULL ? to + (at - base) : NULL;
 }
 
+// Arms the registration now if it is parked.
+static void unpark_now(tcp_conn *c)
+{
+	if (tw__pfd_unpark(c->pfd)) {
+		pthread_mutex_lock(&c->tx.mtx);
+		tw__tcp_conn_arm(c);
+		pthread_mutex_unlock(&c->tx.mtx);
+	}
+}
+
+// A reader lets go of the role, having read the socket dry.  Whatever
+// arrives from now on is the I/O thread's again; but a reader that got what
+// it waited for is likely to be back at once (the reply to a request, the
+// next message of a stream), and re-arming the registration now only to
+// disarm it then cost two system calls per message: it leaves it parked
+// (poller.h), unless a thread sleeps on what only reading brings.
+static void leave_reader(tcp_conn *c, bool park)
+{
+	if (park && !failed(c) && !tw__tcp_conn_is_down(c)) {
+		tw__pfd_park(c->pfd);
+		// A sleeper counts itself, then claims a parked registration;
+		// we park, then look for sleepers (both seq_cst): one of the
+		// two sees the other.
+		if (atomic_load(&c->rx.sleepers) == 0)
+			return;
+		unpark_now(c);
+		return;
+	}
+	pthread_mutex_lock(&c->tx.mtx);
+	tw__tcp_conn_arm(c);
+	pthread_mutex_unlock(&c->tx.mtx);
+}
+
+void tw__tcp_conn_sleep_begin(tcp_conn *c)
+{
+	atomic_fetch_add(&c->rx.sleepers, 1);
+	unpark_now(c);
+}
+
+void tw__tcp_conn_sleep_end(tcp_conn *c)
+{
+	atomic_fetch_sub(&c->rx.sleepers, 1);
+}
+
 // Sleeps until the socket is readable, for at most a slice (the
 // connection's failure, a suspend and another connection's news are seen
 // between slices) and never past `deadline`.  Reader role held.
@@ -568,12 +614,15 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 			reading = true;
 			c->rx.post = post;
 			// While we read, a wake-up of the I/O thread would
-			// only take a CPU from us or from the peer.
-			pthread_mutex_lock(&c->tx.mtx);
-			if (!failed(c))
-				(void)tw__pfd_arm(
-				    c->pfd, c->tx.want_out ? TW__POLL_OUT : 0);
-			pthread_mutex_unlock(&c->tx.mtx);
+			// only take a CPU from us or from the peer.  Parked by
+			// the last reader, the registration is disarmed still.
+			if (!tw__pfd_unpark(c->pfd)) {
+				pthread_mutex_lock(&c->tx.mtx);
+				if (!failed(c))
+					(void)tw__pfd_arm(c->pfd,
+					    c->tx.want_out ? TW__POLL_OUT : 0);
+				pthread_mutex_unlock(&c->tx.mtx);
+			}
 		}
 		unsigned frames = 0;
 		if (reading
@@ -631,10 +680,7 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		}
 		c->rx.post = NULL;
 		pthread_mutex_unlock(&c->rx.mtx);
-		// Whatever arrives from now on is the I/O thread's again.
-		pthread_mutex_lock(&c->tx.mtx);
-		tw__tcp_conn_arm(c);
-		pthread_mutex_unlock(&c->tx.mtx);
+		leave_reader(c, got && status == TW_OK);
 	}
 	if (status == TW_EPEER)
 		tw__tcp_conn_broken(c, epoch, "reading");
@@ -650,6 +696,7 @@ int tw__tcp_conn_wait_ack(
 		return TW_OK;
 	int status = TW_OK;
 	int64_t pinged = 0; // when we last asked; 0: not yet
+	tw__tcp_conn_sleep_begin(c);
 	pthread_mutex_lock(&c->ack_mtx);
 	atomic_fetch_add(&c->ack_waiters, 1);
 	while (status == TW_OK && tw__tcp_conn_peer_ack(c) < seq) {
@@ -679,6 +726,7 @@ int tw__tcp_conn_wait_ack(
 	}
 	atomic_fetch_sub(&c->ack_waiters, 1);
 	pthread_mutex_unlock(&c->ack_mtx);
+	tw__tcp_conn_sleep_end(c);
 	if (status == TW_EPEER && tw__tcp_conn_peer_ack(c) >= seq)
 		status = TW_OK;
 	return status;

@@ -67,6 +67,9 @@ typedef struct tcp_reader {
 	_Atomic bool io_more; // the I/O thread stopped with bytes left
 	_Atomic uint64_t bytes; // read so far
 	_Atomic int64_t last_rx; // when bytes last arrived
+	// Threads asleep on what only reading brings (tw__tcp_conn_sleep_
+	// begin): while there are any, no reader leaves the socket parked.
+	_Atomic unsigned sleepers;
 } tcp_reader;
 
 struct tcp_conn {

@@ -849,6 +849,75 @@ static void test_poll_post(void **state)
 	free(bytes);
 }
 
+typedef struct park_sender {
+	tcp_conn *c;
+	tpost *tp;
+	const char *key;
+	pthread_t th;
+} park_sender;
+
+// Sends one frame once the poll holds the reader role.
+static void *park_send(void *arg)
+{
+	park_sender *ps = arg;
+	pthread_mutex_lock(&ps->tp->mtx);
+	while (!ps->tp->polling)
+		pthread_cond_wait(&ps->tp->cv, &ps->tp->mtx);
+	pthread_mutex_unlock(&ps->tp->mtx);
+	TW_PASS(send1(ps->c, TW_TCP_F_DATA, 3, ps->key, "abc", 3, 0, NULL));
+	return NULL;
+}
+
+// Polls cb as the reader until frame number `want` arrives, sent by a
+// thread once the poll reads.
+static void poll_for(pair *t, tpost *tp, int want, const char *key)
+{
+	tp->want = want;
+	pthread_mutex_lock(&tp->mtx);
+	tp->polling = false;
+	pthread_mutex_unlock(&tp->mtx);
+	park_sender ps = { t->ca, tp, key, 0 };
+	assert_int_equal(pthread_create(&ps.th, NULL, park_send, &ps), 0);
+	int64_t dl = deadline_in(10000);
+	while (!post_done(tp) && tw__now_ns() < dl)
+		(void)tw__tcp_conn_poll(t->cb, 1000000, dl, post_done, tp, tp);
+	pthread_join(ps.th, NULL);
+	wait_frames(&t->b, want);
+}
+
+// A poll that got its frame leaves the socket parked for the next one to
+// claim without a system call.  A thread about to sleep on what only
+// reading brings (tw__tcp_conn_sleep_begin) has the I/O thread watch it at
+// once, and while it sleeps a poll that gets its frame re-arms instead of
+// parking.  The park period here is an hour: only those two end a park.
+static void test_poll_park(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	tw__poller_set_park_ns(t.p, INT64_C(3600) * 1000000000);
+	tpost tp = { .c = t.cb, .o = &t.b };
+	pthread_mutex_init(&tp.mtx, NULL);
+	tw__cond_init(&tp.cv);
+
+	poll_for(&t, &tp, 1, "p1");
+	assert_true(tw__pfd_unpark(t.cb->pfd));
+	tw__pfd_park(t.cb->pfd); // as the poll left it
+
+	tw__tcp_conn_sleep_begin(t.cb);
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "p2", "abc", 3, 0, NULL));
+	wait_frames(&t.b, 2); // read by the I/O thread
+
+	poll_for(&t, &tp, 3, "p3");
+	assert_false(tw__pfd_unpark(t.cb->pfd));
+	tw__tcp_conn_sleep_end(t.cb);
+	assert_string_equal(t.b.frames[2].key, "p3");
+
+	pair_down(&t);
+	pthread_cond_destroy(&tp.cv);
+	pthread_mutex_destroy(&tp.mtx);
+}
+
 // --- resumes --------------------------------------------------------------------
 
 #define RS_FRAMES 3000
@@ -1140,6 +1209,7 @@ int main(void)
 		cmocka_unit_test(test_half_frame),
 		cmocka_unit_test(test_poll),
 		cmocka_unit_test(test_poll_post),
+		cmocka_unit_test(test_poll_park),
 		cmocka_unit_test(test_resume_stream),
 		cmocka_unit_test(test_resume_limits),
 	};
