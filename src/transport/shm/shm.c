@@ -22,7 +22,7 @@
 // Receiving.  Frames of the inbound ring are reassembled into messages and
 // pushed into this party's mailbox (shared by all its channels, keyed by the
 // sender's rank, as mem:// does) by whoever holds the channel's reader role
-// (rx_mtx), which makes it the ring's one consumer.  Usually that is the
+// (mc->role), which makes it the ring's one consumer.  Usually that is the
 // progress thread of the channel's group: one thread reads the rings of up
 // to TW_SHM_GRP_MAX peers (futex_waitv's limit), so that a process has one
 // such thread, not one per peer (a thread per peer put a thousand threads
@@ -151,7 +151,7 @@
 #define SHM_CTL_TIMEOUT_NS 1000000000
 
 _Atomic uint64_t tw__shm_large_copied;
-_Atomic uint64_t tw__shm_frames_read_inline;
+_Thread_local uint64_t tw__shm_frames_read_inline;
 _Atomic uint64_t tw__shm_direct_moved;
 
 // The futex calls take their word as a plain uint32_t, as they do words
@@ -264,6 +264,22 @@ static int rx_nomem(shm_chan *mc, size_t len)
 	    "that peer",
 	    len, mc->peer_id);
 	return TW_ENOMEM;
+}
+
+// Takes the reader role for `who` if it is free.  One compare-and-swap, the
+// role's only locked instruction: it is given back with a plain store.
+static bool role_take(shm_chan *mc, unsigned who)
+{
+	unsigned free_ = SHM_ROLE_FREE;
+	return atomic_load_explicit(&mc->role, memory_order_relaxed)
+	    == SHM_ROLE_FREE
+	    && atomic_compare_exchange_strong_explicit(&mc->role, &free_, who,
+	        memory_order_acquire, memory_order_relaxed);
+}
+
+static void role_give(shm_chan *mc)
+{
+	atomic_store_explicit(&mc->role, SHM_ROLE_FREE, memory_order_release);
 }
 
 // Counts a message of `lane` as delivered: every message in `delivered`,
@@ -628,7 +644,7 @@ static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
 // Takes what the ring holds now into the mailbox, at most `max` frames
 // (counted in *frames).  TW_OK: the ring is empty or `max` was reached;
 // TW_ETIMEDOUT: a data message is held back by flow control, so no more
-// data may be taken; anything else ends reading.  rx_mtx held.
+// data may be taken; anything else ends reading.  reader role held.
 static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 {
 	int status;
@@ -681,7 +697,7 @@ static void rx_end(shm_chan *mc, int status)
 }
 
 // Keeps ep->held, which tells whoever frees room in the mailbox to wake the
-// progress threads, in step with the held-back message.  rx_mtx held.
+// progress threads, in step with the held-back message.  reader role held.
 static void rx_note_held(shm_chan *mc)
 {
 	int held = mc->rxc->pend ? 1 : 0;
@@ -703,7 +719,9 @@ static int grp_pump(shm_chan *mc, int64_t now, int64_t *until)
 {
 	if (tw__shm_flag(&mc->rx_dead) || tw__shm_flag(&mc->stop))
 		return GRP_SKIP;
-	if (atomic_load(&mc->readers) > 0) {
+	if (atomic_load(&mc->readers) > 0
+	    || atomic_load_explicit(&mc->role, memory_order_relaxed)
+	        == SHM_ROLE_APP) {
 		// A reader polls the ring; it parks us as it leaves.
 		*until = now + SHM_PARK_NS;
 		return GRP_SKIP;
@@ -721,8 +739,9 @@ static int grp_pump(shm_chan *mc, int64_t now, int64_t *until)
 		*until = mc->park_from + SHM_PARK_NS;
 		return GRP_SKIP;
 	}
-	if (pthread_mutex_trylock(&mc->rx_mtx) != 0) {
-		// A probe, for a few system calls at most.
+	if (!role_take(mc, SHM_ROLE_OTHER)) {
+		// A probe, for a few system calls at most, or a reader that
+		// came meanwhile.
 		*until = now + SHM_RETRY_NS;
 		return GRP_SKIP;
 	}
@@ -733,7 +752,7 @@ static int grp_pump(shm_chan *mc, int64_t now, int64_t *until)
 		status = rx_pump(mc, mc->rxc, SHM_RX_BATCH, &frames);
 		rx_note_held(mc);
 	}
-	pthread_mutex_unlock(&mc->rx_mtx);
+	role_give(mc);
 	if (status == TW_ETIMEDOUT) {
 		// Held back.  Room made before ep_taken could see `held`
 		// raised would wake nobody: one more try after raising it.
@@ -855,7 +874,7 @@ static void reader_left(shm_chan *mc, bool urgent)
 	atomic_store_explicit(&mc->park_gen, gen + 1, memory_order_relaxed);
 }
 
-// One pass of an application thread over the ring, rx_mtx held: it never
+// One pass of an application thread over the ring, reader role held: it never
 // waits for room in the mailbox (a held-back message is the receiver
 // thread's to push).
 static int reader_pump(shm_chan *mc, unsigned *frames)
@@ -864,9 +883,7 @@ static int reader_pump(shm_chan *mc, unsigned *frames)
 		return TW_ECLOSED;
 	int status = rx_pump(mc, mc->rxc, SHM_RX_BATCH, frames);
 	rx_note_held(mc);
-	if (*frames > 0)
-		atomic_fetch_add_explicit(&tw__shm_frames_read_inline, *frames,
-		    memory_order_relaxed);
+	tw__shm_frames_read_inline += *frames;
 	return status;
 }
 
@@ -878,7 +895,7 @@ static bool readable(shm_chan *mc)
 }
 
 // Ends a reader's claim on its buffer: a message half assembled there
-// moves to memory of its own, for whoever reads on.  rx_mtx held.
+// moves to memory of its own, for whoever reads on.  reader role held.
 static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 {
 	rx_lane *rl = &rx->lane[TW_SHM_LANE_DATA];
@@ -918,17 +935,23 @@ static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
 		return false;
 	}
 	// A progress thread asleep on the ring wakes at the next frame, sees
-	// us and leaves the ring to us.
-	atomic_fetch_add(&mc->readers, 1);
-	bool got = false, reading = false, urgent = false, direct = false;
+	// us and leaves the ring to us: by the role's value when we hold it,
+	// by the count of readers while we wait for it.
+	bool reading = role_take(mc, SHM_ROLE_APP), counted = !reading;
+	if (counted)
+		atomic_fetch_add(&mc->readers, 1);
+	bool got = false, urgent = false, direct = false;
 	int status = TW_OK;
 	// The budget starts at the first pass that finds nothing: a message
 	// already there costs no clock read (one is about a twentieth of a
 	// small message's whole receive).
 	int64_t until = 0;
+	bool posted = false;
 	for (unsigned pass = 0;; pass++) {
-		if (!reading && pthread_mutex_trylock(&mc->rx_mtx) == 0) {
-			reading = true;
+		if (!reading)
+			reading = role_take(mc, SHM_ROLE_APP);
+		if (reading && !posted) {
+			posted = true;
 			mc->rxc->want = key;
 			mc->rxc->dst = dst;
 			mc->rxc->dst_cap = cap;
@@ -982,11 +1005,12 @@ static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
 		int st = rx_direct_release(mc, mc->rxc);
 		if (st != TW_OK && (status == TW_OK || status == TW_ETIMEDOUT))
 			status = st;
-		pthread_mutex_unlock(&mc->rx_mtx);
+		role_give(mc);
 	}
 	if (status != TW_OK && status != TW_ETIMEDOUT)
 		rx_end(mc, status);
-	atomic_fetch_sub(&mc->readers, 1);
+	if (counted)
+		atomic_fetch_sub(&mc->readers, 1);
 	// A caller that is about to block needs the progress thread back on
 	// the ring now; one that got its message, or gives up anyway, leaves
 	// it parked.
@@ -1036,11 +1060,11 @@ static int shm_probe(tw_channel *c, const char *key, size_t *len)
 	shm_chan *mc = c->impl;
 	int status = tw__rxbox_probe(c, key, len);
 	if (status != TW_EAGAIN || !readable(mc)
-	    || pthread_mutex_trylock(&mc->rx_mtx) != 0)
+	    || !role_take(mc, SHM_ROLE_OTHER))
 		return status;
 	unsigned frames = 0;
 	status = reader_pump(mc, &frames);
-	pthread_mutex_unlock(&mc->rx_mtx);
+	role_give(mc);
 	if (status == TW_ETIMEDOUT)
 		reader_left(mc, true);
 	else if (status != TW_OK)
@@ -1576,7 +1600,6 @@ static void chan_free(shm_chan *mc)
 			free(mc->rxc->lane[i].buf);
 		free(mc->rxc);
 	}
-	pthread_mutex_destroy(&mc->rx_mtx);
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_destroy(&mc->tx[i].mtx);
 		free(mc->tx[i].scratch);
@@ -1641,7 +1664,6 @@ static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 	shm_chan *mc = calloc(1, sizeof(*mc));
 	if (mc == NULL)
 		return NULL;
-	pthread_mutex_init(&mc->rx_mtx, NULL);
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_init(&mc->tx[i].mtx, NULL);
 		mc->tx[i].scratch = malloc(TW_SHM_MAX_MSG);

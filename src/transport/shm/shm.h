@@ -22,9 +22,10 @@
 
 // Messages this process received with process_vm_readv.
 extern _Atomic uint64_t tw__shm_large_copied;
-// Frames this process's application threads took from rings themselves
-// (the reader role), rather than its progress threads.
-extern _Atomic uint64_t tw__shm_frames_read_inline;
+// Frames the calling thread took from rings itself (the reader role),
+// rather than a progress thread: per thread, so that counting costs a
+// receive no locked instruction.
+extern _Thread_local uint64_t tw__shm_frames_read_inline;
 // Messages begun in a reading application's buffer and moved to memory of
 // their own because that reader left before they were complete.
 extern _Atomic uint64_t tw__shm_direct_moved;
@@ -75,6 +76,11 @@ typedef struct shm_tx {
 	_Atomic uint64_t sent;
 } shm_tx;
 
+// Who holds a channel's reader role: nobody, an application thread that
+// receives (the progress thread then parks), or the progress thread or a
+// probe.
+enum { SHM_ROLE_FREE, SHM_ROLE_APP, SHM_ROLE_OTHER };
+
 typedef struct shm_chan {
 	tw__chanbase base; // first: the shared ops find it at impl
 	shm_ep *ep;
@@ -101,17 +107,21 @@ typedef struct shm_chan {
 	_Atomic int stop; // cancels the receiver's pushes
 	_Atomic int peer_gone;
 
-	// The reader role (see "Receiving" in shm.c): whoever holds rx_mtx
-	// is the inbound ring's only consumer and owns what follows it.
-	pthread_mutex_t rx_mtx;
+	// The reader role (see "Receiving" in shm.c): whoever holds it
+	// (SHM_ROLE_APP or SHM_ROLE_OTHER, taken from SHM_ROLE_FREE by
+	// compare-and-swap, acquire; given back by a release store) is the
+	// inbound ring's only consumer and owns what follows it.
+	_Atomic unsigned role;
 	struct shm_rx_ctx *rxc;
 	uint32_t peer_pid;
 	bool cma_rx; // process_vm_readv reads the peer's memory
-	_Atomic int held; // counted in ep->held; set under rx_mtx
+	_Atomic int held; // counted in ep->held; set in the reader role
 	uint64_t delivered;
 	uint64_t delivered_data;
 
-	_Atomic int readers; // application threads polling the ring
+	// Application threads polling the ring that found the role taken (one
+	// that holds it says so by the role's value).
+	_Atomic int readers;
 	// Bumped whenever a reader leaves (or receives from the mailbox): the
 	// progress thread leaves the ring alone while it keeps changing.  A
 	// count rather than a time: a reader that got its message at once
