@@ -46,11 +46,12 @@
 // without a frame.  Meanwhile the progress thread leaves that ring alone:
 // the peer's sends then find no sleeper and make no system call, and no
 // third thread competes for the CPUs.  It stays off the ring for one to
-// two SHM_PARK_NS after a reader left (it notices readers by a count they
-// bump, which costs them no clock read), since in request/response traffic
-// the next receive is about to come; a reader that gives up and is about to
-// block, or that leaves work behind (a message held back by flow control),
-// wakes it at once.  So a message that nobody polls for waits at most about
+// two SHM_PARK_NS after a reader left (it notices readers by the role's
+// value, or by a count that readers waiting for the role bump, and their
+// leaving by a generation they bump: none costs them a clock read), since
+// in request/response traffic the next receive is about to come; a reader
+// that gives up and is about to block, or that leaves work behind (a
+// message held back by flow control), wakes it at once.  So a message that nobody polls for waits at most about
 // two park periods for the progress thread.  Spinning only pays while every
 // party can have a CPU: when a link has more parties than the host has
 // online CPUs, a spinning receiver takes the CPU from the very party it
