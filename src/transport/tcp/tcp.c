@@ -298,16 +298,21 @@ int tw__tcp_chan_on_open(
 // the caller sends after unlocking.  mc->mtx held.
 static uint64_t credit_due(tcp_chan *mc)
 {
-	uint64_t window = mc->ep->recv_buffer;
-	uint64_t taken = mc->taken + mc->dropped;
-	if (atomic_load(&mc->state) != CH_READY || flag(&mc->unbound)
-	    || taken == mc->credit_sent)
-		return 0;
-	if (taken - mc->credit_sent < window / 2 && !mc->peer_starved)
-		return 0;
-	mc->credit_sent = taken;
-	mc->peer_starved = false;
-	return taken;
+	uint64_t half = mc->ep->recv_buffer / 2;
+	struct tcp_taken *tk = &mc->ep->taken[mc->peer_rank];
+	uint64_t taken = atomic_load(&tk->taken) + mc->dropped;
+	uint64_t v = 0;
+	if (atomic_load(&mc->state) == CH_READY && !flag(&mc->unbound)
+	    && taken != mc->credit_sent
+	    && (taken - mc->credit_sent >= half || mc->peer_starved)) {
+		mc->credit_sent = taken;
+		mc->peer_starved = false;
+		v = taken;
+	}
+	// Below this count a take cannot make credit due (on_taken).
+	uint64_t due = mc->peer_starved ? 0 : mc->credit_sent + half;
+	atomic_store(&tk->due, due > mc->dropped ? due - mc->dropped : 0);
+	return v;
 }
 
 static void send_credit(tcp_chan *mc, uint64_t v)
@@ -321,6 +326,20 @@ static void send_credit(tcp_chan *mc, uint64_t v)
 static void on_taken(void *arg, uint32_t from, uint64_t taken)
 {
 	tcp_ep *ep = arg;
+	if (from >= ep->size)
+		return;
+	// Most takes grant nothing: they leave the count for credit_due and
+	// go, with one locked instruction rather than two mutexes and a
+	// reference.  The count is stored, then `due` read (seq_cst), and a
+	// CREDIT_REQ stores `due` = 0, then reads the count: one of the two
+	// sees the other, so a starved peer is never left waiting.
+	struct tcp_taken *tk = &ep->taken[from];
+	uint64_t cur = atomic_load_explicit(&tk->taken, memory_order_relaxed);
+	while (taken > cur
+	    && !atomic_compare_exchange_weak(&tk->taken, &cur, taken))
+		;
+	if (taken < atomic_load(&tk->due))
+		return;
 	pthread_mutex_lock(&ep->mtx);
 	tcp_chan *mc = from < ep->size ? ep->chans[from] : NULL;
 	if (mc != NULL)
@@ -329,8 +348,6 @@ static void on_taken(void *arg, uint32_t from, uint64_t taken)
 	if (mc == NULL)
 		return;
 	pthread_mutex_lock(&mc->mtx);
-	if (taken > mc->taken)
-		mc->taken = taken;
 	uint64_t v = credit_due(mc);
 	pthread_mutex_unlock(&mc->mtx);
 	if (v > 0)
@@ -432,9 +449,9 @@ int tw__tcp_chan_on_frame(
 		    != TW_OK)
 			return TW_EPROTO;
 		pthread_mutex_lock(&mc->mtx);
-		bool ok = v <= mc->tx_cost;
-		if (ok && v > mc->tx_credit) {
-			mc->tx_credit = v;
+		bool ok = v <= atomic_load(&mc->tx_cost);
+		if (ok && v > atomic_load(&mc->tx_credit)) {
+			atomic_store(&mc->tx_credit, v);
 			mc->credit_asked = false;
 			pthread_cond_broadcast(&mc->cv);
 		}
@@ -448,6 +465,8 @@ int tw__tcp_chan_on_frame(
 	case TW_TCP_F_CREDIT_REQ: {
 		pthread_mutex_lock(&mc->mtx);
 		mc->peer_starved = true;
+		// Before credit_due reads the count (see on_taken).
+		atomic_store(&mc->ep->taken[mc->peer_rank].due, 0);
 		uint64_t v = credit_due(mc);
 		pthread_mutex_unlock(&mc->mtx);
 		if (v > 0)
@@ -475,11 +494,28 @@ static int tx_status(tcp_chan *mc, const _Atomic int *cancel)
 static int reserve(
     tcp_chan *mc, uint64_t cost, int64_t *deadline, const _Atomic int *cancel)
 {
+	// With credit at hand, as for most messages: one compare-and-swap, no
+	// lock.  The credit only grows, so what fits with the value read
+	// fits.
+	uint64_t credit
+	    = atomic_load_explicit(&mc->tx_credit, memory_order_acquire);
+	uint64_t have
+	    = atomic_load_explicit(&mc->tx_cost, memory_order_relaxed);
+	for (;;) {
+		uint64_t out = have - credit;
+		if (out != 0 && out + cost > mc->peer_window)
+			break;
+		if (atomic_compare_exchange_weak_explicit(&mc->tx_cost, &have,
+		        have + cost, memory_order_relaxed,
+		        memory_order_relaxed))
+			return TW_OK;
+	}
 	int status = TW_OK;
 	bool sleeper = false;
 	pthread_mutex_lock(&mc->mtx);
 	for (;;) {
-		uint64_t out = mc->tx_cost - mc->tx_credit;
+		uint64_t out
+		    = atomic_load(&mc->tx_cost) - atomic_load(&mc->tx_credit);
 		if (out == 0 || out + cost <= mc->peer_window)
 			break;
 		if ((status = tx_status(mc, cancel)) != TW_OK)
@@ -510,7 +546,7 @@ static int reserve(
 		    &mc->cv, &mc->mtx, until < *deadline ? until : *deadline);
 	}
 	if (status == TW_OK)
-		mc->tx_cost += cost;
+		atomic_fetch_add(&mc->tx_cost, cost);
 	pthread_mutex_unlock(&mc->mtx);
 	if (sleeper)
 		tw__tcp_conn_sleep_end(chan_main(mc));
@@ -521,7 +557,7 @@ static int reserve(
 static void unreserve(tcp_chan *mc, uint64_t cost)
 {
 	pthread_mutex_lock(&mc->mtx);
-	mc->tx_cost -= cost;
+	atomic_fetch_sub(&mc->tx_cost, cost);
 	pthread_cond_broadcast(&mc->cv);
 	pthread_mutex_unlock(&mc->mtx);
 }
@@ -936,6 +972,7 @@ static void ep_free(tcp_ep *ep)
 	for (int i = 0; i < 3; i++)
 		free(ep->tls[i]);
 	free(ep->chans);
+	free(ep->taken);
 	pthread_mutex_destroy(&ep->mtx);
 	free(ep);
 }
@@ -1083,6 +1120,7 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	ep->mb = tw__chanbase_mailbox_new();
 	ep->link_id = strdup(cfg->link_id);
 	ep->chans = calloc(cfg->size, sizeof(*ep->chans));
+	ep->taken = calloc(cfg->size, sizeof(*ep->taken));
 	ep->addrs = calloc(cfg->size, sizeof(*ep->addrs));
 	ep->ids = calloc(cfg->size, sizeof(*ep->ids));
 	ep->recv_buffer = (uint64_t)cfg->opts[TW_OPT_RECV_BUFFER];
@@ -1099,7 +1137,7 @@ static int tcp_open_link(const tw__link_cfg *cfg, tw_channel **chans)
 	}
 	int status = TW_ENOMEM;
 	if (ep->mb == NULL || ep->link_id == NULL || ep->chans == NULL
-	    || ep->addrs == NULL || ep->ids == NULL
+	    || ep->taken == NULL || ep->addrs == NULL || ep->ids == NULL
 	    || (cfg->secret != NULL && cfg->secret_len > 0
 	        && ep->secret == NULL))
 		goto err_free;

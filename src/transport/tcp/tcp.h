@@ -73,6 +73,13 @@ typedef struct tcp_ep {
 	int dial_rank; // the only rank that dials, or -1: by address
 	pthread_mutex_t mtx; // guards chans against destroy
 	tcp_chan **chans; // [size], chans[self_rank] == NULL; by mtx
+	// [size]: per peer, the mailbox's count of what the application took
+	// (a running maximum) and the count from which credit may be due (0:
+	// at every take), so that most takes report nothing and take no lock
+	// (on_taken).
+	struct tcp_taken {
+		_Atomic uint64_t taken, due;
+	} * taken;
 	unsigned live_chans; // not destroyed yet, by mtx
 	bool registered; // protected by the node's mtx
 	_Atomic unsigned refs;
@@ -103,20 +110,20 @@ struct tcp_chan {
 	uint32_t my_slot; // our number for the link on the peer
 	uint32_t peer_slot; // the peer's (valid once CH_READY)
 
-	// Sending, by mtx: the peer's window and what it has taken, in
-	// message costs (tw__msg_cost).
-	uint64_t peer_window;
+	// Sending: the peer's window and what it has taken, in message costs
+	// (tw__msg_cost).  Written under mtx, except that a send with credit
+	// at hand adds to tx_cost by compare-and-swap (reserve).
+	uint64_t peer_window; // constant once ready
 	uint64_t peer_max_msg; // the largest message the peer accepts
-	uint64_t tx_cost; // reserved so far
-	uint64_t tx_credit; // taken by the peer so far
+	_Atomic uint64_t tx_cost; // reserved so far
+	_Atomic uint64_t tx_credit; // taken by the peer so far
 	bool credit_asked; // a CREDIT_REQ is out
 	_Atomic uint64_t last_seq; // main connection's frame that, once
 	    // acknowledged, means our last data
 	    // message arrived (control messages
 	    // do not count)
 
-	// Receiving, by mtx: what we have taken and granted.
-	uint64_t taken; // the mailbox's count for this peer
+	// Receiving, by mtx: what we have taken (ep->taken) and granted.
 	uint64_t dropped; // cost of messages given up before delivery, or
 	    // delivered past the mailbox (tcp_post)
 	uint64_t credit_sent;
