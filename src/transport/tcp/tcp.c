@@ -839,6 +839,18 @@ static int tcp_recv_until(
 	return status;
 }
 
+// A probe looks at the mailbox only; when it finds nothing there while a
+// receive left the socket parked, the I/O thread takes the socket back
+// now, so that a probing application sees messages as soon as before.
+static int tcp_probe(tw_channel *c, const char *key, size_t *len)
+{
+	tcp_chan *mc = c->impl;
+	int status = tw__rxbox_probe(c, key, len);
+	if (status == TW_EAGAIN && atomic_load(&mc->state) == CH_READY)
+		tw__tcp_conn_unpark(chan_main(mc));
+	return status;
+}
+
 static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
     void *buf, size_t cap, size_t *len)
 {
@@ -1061,7 +1073,7 @@ static const tw__chan_xops tcp_xops = {
 	.send = tcp_xsend,
 	.recv = tcp_recv_until,
 	.recv_into = tcp_recv_into,
-	.probe = tw__rxbox_probe,
+	.probe = tcp_probe,
 	.abort_ns = tcp_abort_ns,
 	.close_ns = tcp_close_ns,
 	.open_ns = tw__chanbase_open_ns,

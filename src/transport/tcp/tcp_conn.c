@@ -534,8 +534,7 @@ void tw__tcp_conn_rx_rebase(
 		rx->dst = to != NULL ? to + (at - base) : NULL;
 }
 
-// Arms the registration now if it is parked.
-static void unpark_now(tcp_conn *c)
+void tw__tcp_conn_unpark(tcp_conn *c)
 {
 	if (tw__pfd_unpark(c->pfd)) {
 		pthread_mutex_lock(&c->tx.mtx);
@@ -559,7 +558,7 @@ static void leave_reader(tcp_conn *c, bool park)
 		// two sees the other.
 		if (atomic_load(&c->rx.sleepers) == 0)
 			return;
-		unpark_now(c);
+		tw__tcp_conn_unpark(c);
 		return;
 	}
 	pthread_mutex_lock(&c->tx.mtx);
@@ -570,7 +569,7 @@ static void leave_reader(tcp_conn *c, bool park)
 void tw__tcp_conn_sleep_begin(tcp_conn *c)
 {
 	atomic_fetch_add(&c->rx.sleepers, 1);
-	unpark_now(c);
+	tw__tcp_conn_unpark(c);
 }
 
 void tw__tcp_conn_sleep_end(tcp_conn *c)

@@ -209,6 +209,12 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 void tw__tcp_conn_sleep_begin(tcp_conn *c);
 void tw__tcp_conn_sleep_end(tcp_conn *c);
 
+// Hands a parked socket back to the I/O thread at once, for a caller that
+// looks for messages without reading (a probe that found nothing): what
+// arrives then reaches the mailbox as it would have before the park.
+// Costs one atomic load when nothing is parked.  Never blocks.
+void tw__tcp_conn_unpark(tcp_conn *c);
+
 // From an upcall: the post of the application thread that reads the
 // connection (tw__tcp_conn_poll), or NULL when the I/O thread reads or
 // the thread posted nothing.

@@ -889,7 +889,8 @@ static void poll_for(pair *t, tpost *tp, int want, const char *key)
 // claim without a system call.  A thread about to sleep on what only
 // reading brings (tw__tcp_conn_sleep_begin) has the I/O thread watch it at
 // once, and while it sleeps a poll that gets its frame re-arms instead of
-// parking.  The park period here is an hour: only those two end a park.
+// parking; tw__tcp_conn_unpark (a probe that found nothing) hands it back
+// too.  The park period here is an hour: only these end a park.
 static void test_poll_park(void **state)
 {
 	(void)state;
@@ -912,6 +913,14 @@ static void test_poll_park(void **state)
 	assert_false(tw__pfd_unpark(t.cb->pfd));
 	tw__tcp_conn_sleep_end(t.cb);
 	assert_string_equal(t.b.frames[2].key, "p3");
+
+	// Parked again, and handed back to the I/O thread by a caller that
+	// looks without reading (a probe).
+	poll_for(&t, &tp, 4, "p4");
+	tw__tcp_conn_unpark(t.cb);
+	assert_false(tw__pfd_unpark(t.cb->pfd));
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "p5", "abc", 3, 0, NULL));
+	wait_frames(&t.b, 5);
 
 	pair_down(&t);
 	pthread_cond_destroy(&tp.cv);
