@@ -754,14 +754,20 @@ typedef struct post_writer {
 	pthread_t th;
 } post_writer;
 
+// Waits until a poll holds the reader role with tp's post.
+static void wait_polling(tpost *tp)
+{
+	pthread_mutex_lock(&tp->mtx);
+	while (!tp->polling)
+		pthread_cond_wait(&tp->cv, &tp->mtx);
+	pthread_mutex_unlock(&tp->mtx);
+}
+
 // Writes the bytes once the poll reads with its post.
 static void *post_write(void *arg)
 {
 	post_writer *w = arg;
-	pthread_mutex_lock(&w->tp->mtx);
-	while (!w->tp->polling)
-		pthread_cond_wait(&w->tp->cv, &w->tp->mtx);
-	pthread_mutex_unlock(&w->tp->mtx);
+	wait_polling(w->tp);
 	raw_write(w->r, w->bytes, w->n);
 	return NULL;
 }
@@ -860,10 +866,7 @@ typedef struct park_sender {
 static void *park_send(void *arg)
 {
 	park_sender *ps = arg;
-	pthread_mutex_lock(&ps->tp->mtx);
-	while (!ps->tp->polling)
-		pthread_cond_wait(&ps->tp->cv, &ps->tp->mtx);
-	pthread_mutex_unlock(&ps->tp->mtx);
+	wait_polling(ps->tp);
 	TW_PASS(send1(ps->c, TW_TCP_F_DATA, 3, ps->key, "abc", 3, 0, NULL));
 	return NULL;
 }

@@ -278,6 +278,24 @@ static void test_tasks(void **state)
 	pthread_mutex_destroy(&o.mtx);
 }
 
+// Waits until the poller thread has been through one more pass.
+static void one_pass(tw__poller *p)
+{
+	order o;
+	memset(&o, 0, sizeof(o));
+	pthread_mutex_init(&o.mtx, NULL);
+	tw__cond_init(&o.cv);
+	o.p = p;
+	order_task t = { .t = { .fn = order_run, .arg = &t }, .o = &o };
+	tw__poller_post(p, &t.t);
+	pthread_mutex_lock(&o.mtx);
+	while (o.n < 1)
+		pthread_cond_wait(&o.cv, &o.mtx);
+	pthread_mutex_unlock(&o.mtx);
+	pthread_cond_destroy(&o.cv);
+	pthread_mutex_destroy(&o.mtx);
+}
+
 // Many registrations that keep firing (re-armed from their callbacks while
 // a writer keeps them readable) are finished from this thread: no callback
 // may run after fini returns.  Under ThreadSanitizer this also checks that
@@ -309,20 +327,7 @@ static void test_fini_under_fire(void **state)
 		}
 		// One task round trip: every batch that could still have held
 		// an event of the finished registrations is over.
-		order o;
-		memset(&o, 0, sizeof(o));
-		pthread_mutex_init(&o.mtx, NULL);
-		tw__cond_init(&o.cv);
-		o.p = p;
-		order_task t
-		    = { .t = { .fn = order_run, .arg = &t }, .o = &o };
-		tw__poller_post(p, &t.t);
-		pthread_mutex_lock(&o.mtx);
-		while (o.n < 1)
-			pthread_cond_wait(&o.cv, &o.mtx);
-		pthread_mutex_unlock(&o.mtx);
-		pthread_cond_destroy(&o.cv);
-		pthread_mutex_destroy(&o.mtx);
+		one_pass(p);
 		for (int i = 0; i < N; i++) {
 			assert_int_equal(__atomic_load_n(&pr[i].after_fini,
 			                     __ATOMIC_RELAXED),
@@ -333,24 +338,6 @@ static void test_fini_under_fire(void **state)
 		}
 	}
 	tw__poller_free(p);
-}
-
-// Waits until the poller thread has been through one more pass.
-static void one_pass(tw__poller *p)
-{
-	order o;
-	memset(&o, 0, sizeof(o));
-	pthread_mutex_init(&o.mtx, NULL);
-	tw__cond_init(&o.cv);
-	o.p = p;
-	order_task t = { .t = { .fn = order_run, .arg = &t }, .o = &o };
-	tw__poller_post(p, &t.t);
-	pthread_mutex_lock(&o.mtx);
-	while (o.n < 1)
-		pthread_cond_wait(&o.cv, &o.mtx);
-	pthread_mutex_unlock(&o.mtx);
-	pthread_cond_destroy(&o.cv);
-	pthread_mutex_destroy(&o.mtx);
 }
 
 // A parked registration that nobody claims is called back on the poller
