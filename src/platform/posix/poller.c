@@ -160,6 +160,12 @@ static int poll_wait(tw__poller *p, struct epoll_event *ev, int64_t until)
 	    p->epfd, ev, POLL_BATCH, (int)((left + 999999) / 1000000));
 }
 
+// The earlier of two times, 0 meaning none yet.
+static int64_t earlier(int64_t next, int64_t at)
+{
+	return next == 0 || at < next ? at : next;
+}
+
 // Hands a readable event to each parked registration that stayed parked,
 // unclaimed, for its whole period, and drops from the list those claimed
 // back and quiet as long.  One parked again within its period gets a
@@ -191,7 +197,7 @@ static int64_t park_pass(tw__poller *p)
 		}
 		if (now < at || ndue == PARK_BATCH) {
 			at = now < at ? at : now;
-			next = next == 0 || at < next ? at : next;
+			next = earlier(next, at);
 			link = &d->park_next;
 			continue;
 		}
@@ -207,7 +213,7 @@ static int64_t park_pass(tw__poller *p)
 			atomic_store(&d->listed, 1);
 			d->park_from = now;
 			at = now + d->park_period;
-			next = next == 0 || at < next ? at : next;
+			next = earlier(next, at);
 			link = &d->park_next;
 			continue;
 		}

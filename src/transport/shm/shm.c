@@ -51,8 +51,9 @@
 // leaving by a generation they bump: none costs them a clock read), since
 // in request/response traffic the next receive is about to come; a reader
 // that gives up and is about to block, or that leaves work behind (a
-// message held back by flow control), wakes it at once.  So a message that nobody polls for waits at most about
-// two park periods for the progress thread.  Spinning only pays while every
+// message held back by flow control), wakes it at once.  So a message that
+// nobody polls for waits at most about two park periods for the progress
+// thread.  Spinning only pays while every
 // party can have a CPU: when a link has more parties than the host has
 // online CPUs, a spinning receiver takes the CPU from the very party it
 // waits for (collectives over 16 parties on 2 CPUs ran twice as slowly), so
@@ -645,7 +646,7 @@ static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
 // Takes what the ring holds now into the mailbox, at most `max` frames
 // (counted in *frames).  TW_OK: the ring is empty or `max` was reached;
 // TW_ETIMEDOUT: a data message is held back by flow control, so no more
-// data may be taken; anything else ends reading.  reader role held.
+// data may be taken; anything else ends reading.  Reader role held.
 static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 {
 	int status;
@@ -698,7 +699,7 @@ static void rx_end(shm_chan *mc, int status)
 }
 
 // Keeps ep->held, which tells whoever frees room in the mailbox to wake the
-// progress threads, in step with the held-back message.  reader role held.
+// progress threads, in step with the held-back message.  Reader role held.
 static void rx_note_held(shm_chan *mc)
 {
 	int held = mc->rxc->pend ? 1 : 0;
@@ -875,8 +876,8 @@ static void reader_left(shm_chan *mc, bool urgent)
 	atomic_store_explicit(&mc->park_gen, gen + 1, memory_order_relaxed);
 }
 
-// One pass of an application thread over the ring, reader role held: it never
-// waits for room in the mailbox (a held-back message is the receiver
+// One pass of an application thread over the ring, reader role held: it
+// never waits for room in the mailbox (a held-back message is the receiver
 // thread's to push).
 static int reader_pump(shm_chan *mc, unsigned *frames)
 {
@@ -896,7 +897,7 @@ static bool readable(shm_chan *mc)
 }
 
 // Ends a reader's claim on its buffer: a message half assembled there
-// moves to memory of its own, for whoever reads on.  reader role held.
+// moves to memory of its own, for whoever reads on.  Reader role held.
 static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 {
 	rx_lane *rl = &rx->lane[TW_SHM_LANE_DATA];

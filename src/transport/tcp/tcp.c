@@ -341,7 +341,7 @@ static void on_taken(void *arg, uint32_t from, uint64_t taken)
 	if (taken < atomic_load(&tk->due))
 		return;
 	pthread_mutex_lock(&ep->mtx);
-	tcp_chan *mc = from < ep->size ? ep->chans[from] : NULL;
+	tcp_chan *mc = ep->chans[from];
 	if (mc != NULL)
 		tw__tcp_chan_ref(mc);
 	pthread_mutex_unlock(&ep->mtx);
@@ -489,6 +489,14 @@ static int tx_status(tcp_chan *mc, const _Atomic int *cancel)
 	return TW_OK;
 }
 
+// Whether a message of cost `cost` may go with `out` sent and not yet
+// taken: one always may when nothing is out, so that a message larger than
+// the window still goes.
+static bool credit_fits(const tcp_chan *mc, uint64_t out, uint64_t cost)
+{
+	return out == 0 || out + cost <= mc->peer_window;
+}
+
 // Reserves credit for a message of cost `cost`, waiting for the peer's
 // CREDIT until `deadline`.
 static int reserve(
@@ -502,8 +510,7 @@ static int reserve(
 	uint64_t have
 	    = atomic_load_explicit(&mc->tx_cost, memory_order_relaxed);
 	for (;;) {
-		uint64_t out = have - credit;
-		if (out != 0 && out + cost > mc->peer_window)
+		if (!credit_fits(mc, have - credit, cost))
 			break;
 		if (atomic_compare_exchange_weak_explicit(&mc->tx_cost, &have,
 		        have + cost, memory_order_relaxed,
@@ -516,7 +523,7 @@ static int reserve(
 	for (;;) {
 		uint64_t out
 		    = atomic_load(&mc->tx_cost) - atomic_load(&mc->tx_credit);
-		if (out == 0 || out + cost <= mc->peer_window)
+		if (credit_fits(mc, out, cost))
 			break;
 		if ((status = tx_status(mc, cancel)) != TW_OK)
 			break;

@@ -210,6 +210,14 @@ void tw__tcp_conn_arm(tcp_conn *c)
 		    c->pfd, TW__POLL_IN | (c->tx.want_out ? TW__POLL_OUT : 0));
 }
 
+// tw__tcp_conn_arm, for a caller that does not hold the writer's mutex.
+static void arm_unlocked(tcp_conn *c)
+{
+	pthread_mutex_lock(&c->tx.mtx);
+	tw__tcp_conn_arm(c);
+	pthread_mutex_unlock(&c->tx.mtx);
+}
+
 // --- failing ------------------------------------------------------------------
 
 static void fail_task(void *arg)
@@ -365,9 +373,7 @@ int tw__tcp_conn_resume(tcp_conn *c, int fd, tw__tls *tls, uint64_t peer_rcvd)
 	pthread_mutex_unlock(&c->rx.mtx);
 	// Armed once the reader role is free: an event that found it taken
 	// would not re-arm (on_socket leaves that to the role's holder).
-	pthread_mutex_lock(&tx->mtx);
-	tw__tcp_conn_arm(c);
-	pthread_mutex_unlock(&tx->mtx);
+	arm_unlocked(c);
 	TW_INFO("tcp", "connection with %s resumed", c->who);
 	return TW_OK;
 }
@@ -420,11 +426,8 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 	}
 	if (events & TW__POLL_OUT)
 		tw__tcp_writer_on_writable(c);
-	if (rearm) {
-		pthread_mutex_lock(&c->tx.mtx);
-		tw__tcp_conn_arm(c);
-		pthread_mutex_unlock(&c->tx.mtx);
-	}
+	if (rearm)
+		arm_unlocked(c);
 }
 
 // The bytes of ours that the peer's TCP has acknowledged (0 where the
@@ -536,11 +539,8 @@ void tw__tcp_conn_rx_rebase(
 
 void tw__tcp_conn_unpark(tcp_conn *c)
 {
-	if (tw__pfd_unpark(c->pfd)) {
-		pthread_mutex_lock(&c->tx.mtx);
-		tw__tcp_conn_arm(c);
-		pthread_mutex_unlock(&c->tx.mtx);
-	}
+	if (tw__pfd_unpark(c->pfd))
+		arm_unlocked(c);
 }
 
 // A reader lets go of the role, having read the socket dry.  Whatever
@@ -556,14 +556,11 @@ static void leave_reader(tcp_conn *c, bool park)
 		// A sleeper counts itself, then claims a parked registration;
 		// we park, then look for sleepers (both seq_cst): one of the
 		// two sees the other.
-		if (atomic_load(&c->rx.sleepers) == 0)
-			return;
-		tw__tcp_conn_unpark(c);
+		if (atomic_load(&c->rx.sleepers) != 0)
+			tw__tcp_conn_unpark(c);
 		return;
 	}
-	pthread_mutex_lock(&c->tx.mtx);
-	tw__tcp_conn_arm(c);
-	pthread_mutex_unlock(&c->tx.mtx);
+	arm_unlocked(c);
 }
 
 void tw__tcp_conn_sleep_begin(tcp_conn *c)
@@ -808,9 +805,7 @@ int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out)
 
 void tw__tcp_conn_start(tcp_conn *c)
 {
-	pthread_mutex_lock(&c->tx.mtx);
-	tw__tcp_conn_arm(c);
-	pthread_mutex_unlock(&c->tx.mtx);
+	arm_unlocked(c);
 	if (c->tpfd != NULL)
 		(void)tw__pfd_arm(c->tpfd, TW__POLL_IN);
 	if (tw__tcp_conn_rx_pending(c)) {
