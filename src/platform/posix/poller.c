@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <tagwire/status.h>
@@ -20,12 +21,11 @@
 #include "platform/posix/poller.h"
 
 #define POLL_BATCH 64
-// Parked registrations called back at once, at most, per pass of the
-// thread.
-#define PARK_BATCH 16
-// The longest a parked registration that its reader keeps claiming back
-// waits between two looks of the thread (see park_pass).
-#define PARK_MAX_NS 4000000
+// The longest park period (see tw__pfd_park): what bytes that nobody
+// waits for may wait at most, once readers have kept coming back.
+#define PARK_MAX_NS 8000000
+// The epoll data of a registration's park timer: its address, tagged.
+#define TIMER_TAG ((uintptr_t)1)
 
 // The poller whose thread this is, so that fini can tell a call from a
 // callback without reading the pthread_t that pthread_create stores.
@@ -49,17 +49,15 @@ struct tw__pfd {
 	tw__pfd *reap_next; // protected by p->mtx
 	// Parking (tw__pfd_park).  `parked`: the owner disarmed it, and the
 	// thread is to hand it a readable event unless the owner claims it
-	// back first; `park_gen` changes at each park.  `listed`: on the
-	// thread's list of parked registrations (changed under p->mtx, read
-	// by parkers without it).
+	// back first.  `tfd`: the park timer, a timerfd made at the first
+	// park (-1 before; made, set and closed under p->mtx).  `park_at`:
+	// when it fires (0: it fired, or was never set); `park_period`: the
+	// period its next setting uses (0: the poller's first one).  Both
+	// are hints: a stale value only makes a parker set the timer again.
 	_Atomic int parked;
-	_Atomic uint32_t park_gen;
-	_Atomic int listed;
-	// The list, and the generation and time when the thread last found
-	// it parked again, and how long it then waits: by p->mtx.
-	tw__pfd *park_next;
-	uint32_t park_seen;
-	int64_t park_from, park_period;
+	int tfd;
+	_Atomic int64_t park_at;
+	_Atomic int64_t park_period;
 };
 
 struct tw__poller {
@@ -70,8 +68,8 @@ struct tw__poller {
 	pthread_cond_t cv; // a reap pass finished
 	tw__poll_task *tasks; // protected by mtx, LIFO then reversed
 	tw__pfd *reap; // protected by mtx
-	tw__pfd *parked; // protected by mtx
-	int64_t park_ns;
+	_Atomic int64_t park_ns; // the first park period
+	_Atomic uint64_t wakeups; // returns from epoll_wait, for tests
 	bool stop; // protected by mtx
 };
 
@@ -136,95 +134,16 @@ static void reap(tw__poller *p)
 		pthread_cond_broadcast(&p->cv);
 }
 
-// Waits for events until `until` on the monotonic clock (0: without end).
-static int poll_wait(tw__poller *p, struct epoll_event *ev, int64_t until)
+// A registration's park timer fired: unless its owner claimed it back
+// meanwhile, the registration is handed a readable event, and the next
+// park starts again from the first period.
+static void park_fired(tw__pfd *d)
 {
-	if (until == 0)
-		return epoll_wait(p->epfd, ev, POLL_BATCH, -1);
-	int64_t left = until - tw__now_ns();
-	if (left < 0)
-		left = 0;
-	// A park period is a fraction of a millisecond: epoll_pwait2 (Linux
-	// 5.11) takes nanoseconds.  Where it is missing, or refused by a
-	// seccomp filter, whole milliseconds, rounded up, do.
-	static _Atomic int no_pwait2;
-	if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
-		struct timespec ts = { (time_t)(left / 1000000000),
-			(long)(left % 1000000000) };
-		int n = epoll_pwait2(p->epfd, ev, POLL_BATCH, &ts, NULL);
-		if (n >= 0 || (errno != ENOSYS && errno != EPERM))
-			return n;
-		atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
-	}
-	return epoll_wait(
-	    p->epfd, ev, POLL_BATCH, (int)((left + 999999) / 1000000));
-}
-
-// The earlier of two times, 0 meaning none yet.
-static int64_t earlier(int64_t next, int64_t at)
-{
-	return next == 0 || at < next ? at : next;
-}
-
-// Hands a readable event to each parked registration that stayed parked,
-// unclaimed, for its whole period, and drops from the list those claimed
-// back and quiet as long.  One parked again within its period gets a
-// period twice as long, up to PARK_MAX_NS: a reader that keeps coming
-// back needs watching less and less often, and each look is a wake-up of
-// this thread, which on a CPU it shares with the reader costs the reader
-// several microseconds.  Returns when the next one is due (0: none is
-// listed).
-static int64_t park_pass(tw__poller *p)
-{
-	tw__pfd *due[PARK_BATCH];
-	size_t ndue = 0;
-	int64_t next = 0;
-	pthread_mutex_lock(&p->mtx);
-	int64_t now = p->parked != NULL ? tw__now_ns() : 0;
-	tw__pfd **link = &p->parked;
-	while (*link != NULL) {
-		tw__pfd *d = *link;
-		int64_t at = d->park_from + d->park_period;
-		uint32_t gen
-		    = atomic_load_explicit(&d->park_gen, memory_order_relaxed);
-		if (now >= at && gen != d->park_seen) {
-			d->park_seen = gen;
-			d->park_from = now;
-			d->park_period *= 2;
-			if (d->park_period > PARK_MAX_NS)
-				d->park_period = PARK_MAX_NS;
-			at = now + d->park_period;
-		}
-		if (now < at || ndue == PARK_BATCH) {
-			at = now < at ? at : now;
-			next = earlier(next, at);
-			link = &d->park_next;
-			continue;
-		}
-		int one = 1;
-		if (atomic_compare_exchange_strong(&d->parked, &one, 0))
-			due[ndue++] = d;
-		// Off the list, unless it was parked again meanwhile: the
-		// parker stores `parked` before it reads `listed`, this thread
-		// stores `listed` before it reads `parked` (both seq_cst), so
-		// one of the two sees the other's store.
-		atomic_store(&d->listed, 0);
-		if (atomic_load(&d->parked)) {
-			atomic_store(&d->listed, 1);
-			d->park_from = now;
-			at = now + d->park_period;
-			next = earlier(next, at);
-			link = &d->park_next;
-			continue;
-		}
-		*link = d->park_next;
-	}
-	pthread_mutex_unlock(&p->mtx);
-	// Finished meanwhile, a registration is still only reaped after this
-	// pass, like one whose event fired (see tw__pfd_fini).
-	for (size_t i = 0; i < ndue; i++)
-		due[i]->cb(due[i], TW__POLL_IN, due[i]->arg);
-	return next;
+	atomic_store_explicit(&d->park_at, 0, memory_order_relaxed);
+	atomic_store_explicit(&d->park_period, 0, memory_order_relaxed);
+	int one = 1;
+	if (atomic_compare_exchange_strong(&d->parked, &one, 0))
+		d->cb(d, TW__POLL_IN, d->arg);
 }
 
 static void *poller_main(void *arg)
@@ -233,26 +152,34 @@ static void *poller_main(void *arg)
 	tw__poller *p = arg;
 	struct epoll_event ev[POLL_BATCH];
 	poll_current = p;
-	int64_t until = 0;
 	for (;;) {
-		int n = poll_wait(p, ev, until);
+		int n = epoll_wait(p->epfd, ev, POLL_BATCH, -1);
+		atomic_fetch_add_explicit(
+		    &p->wakeups, 1, memory_order_relaxed);
 		if (n < 0 && errno != EINTR) {
 			// Only a programming error makes epoll_wait fail; the
 			// thread keeps going rather than strand its clients.
 			TW_LOG_ONCE(TW_LOG_ERROR, "poll", "epoll_wait: %m");
 		}
 		for (int i = 0; i < n; i++) {
-			tw__pfd *d = ev[i].data.ptr;
+			uintptr_t v = (uintptr_t)ev[i].data.u64;
+			tw__pfd *d = (tw__pfd *)(v & ~TIMER_TAG);
 			if (d == NULL) {
 				poller_drain_wake(p);
 				continue;
 			}
 			pthread_mutex_lock(&p->mtx);
-			bool skip = d->closing || !d->armed;
-			d->armed = false;
+			bool timer = (v & TIMER_TAG) != 0;
+			bool skip = d->closing || (!timer && !d->armed);
+			if (!timer)
+				d->armed = false;
 			pthread_mutex_unlock(&p->mtx);
 			if (skip)
 				continue;
+			if (timer) {
+				park_fired(d);
+				continue;
+			}
 			unsigned e = 0;
 			if (ev[i].events & (EPOLLIN | EPOLLRDHUP))
 				e |= TW__POLL_IN;
@@ -262,7 +189,6 @@ static void *poller_main(void *arg)
 				e |= TW__POLL_ERR;
 			d->cb(d, e, d->arg);
 		}
-		until = park_pass(p);
 		pthread_mutex_lock(&p->mtx);
 		run_tasks(p);
 		reap(p);
@@ -286,14 +212,14 @@ int tw__poller_new(tw__poller **out_p)
 		    "poll", "cannot create an epoll or event descriptor: %m");
 		goto err_close;
 	}
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
 	if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->evfd, &ev) != 0) {
 		TW_ERROR("poll", "cannot watch the event descriptor: %m");
 		goto err_close;
 	}
 	pthread_mutex_init(&p->mtx, NULL);
 	tw__cond_init(&p->cv);
-	p->park_ns = TW__PARK_NS;
+	atomic_init(&p->park_ns, TW__PARK_NS);
 	int rc = pthread_create(&p->thread, NULL, poller_main, p);
 	if (rc != 0) {
 		errno = rc;
@@ -350,11 +276,13 @@ int tw__pfd_init(
 		return TW_ENOMEM;
 	d->p = p;
 	d->fd = fd;
+	d->tfd = -1;
 	d->cb = cb;
 	d->arg = arg;
 	// Registered with no events: EPOLLONESHOT leaves it disarmed until
 	// its owner asks.  Errors and hang-ups are reported once armed.
-	struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = d };
+	struct epoll_event ev
+	    = { .events = EPOLLONESHOT, .data.u64 = (uintptr_t)d };
 	if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
 		TW_ERROR("poll", "cannot watch descriptor %d: %m", fd);
 		free(d);
@@ -367,7 +295,8 @@ int tw__pfd_init(
 int tw__pfd_arm(tw__pfd *d, unsigned events)
 {
 	tw__poller *p = d->p;
-	struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = d };
+	struct epoll_event ev
+	    = { .events = EPOLLONESHOT, .data.u64 = (uintptr_t)d };
 	if (events & TW__POLL_IN)
 		ev.events |= EPOLLIN | EPOLLRDHUP;
 	if (events & TW__POLL_OUT)
@@ -401,7 +330,8 @@ int tw__pfd_swap_fd(tw__pfd *d, int fd)
 		    "poll", "cannot make descriptor %d non-blocking: %m", fd);
 		return TW_ESYS;
 	}
-	struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = d };
+	struct epoll_event ev
+	    = { .events = EPOLLONESHOT, .data.u64 = (uintptr_t)d };
 	pthread_mutex_lock(&p->mtx);
 	int status = d->closing ? TW_ECLOSED : TW_OK;
 	if (status == TW_OK
@@ -431,12 +361,10 @@ void tw__pfd_fini(tw__pfd *d)
 	// The descriptor may already be closed by a confused caller; the
 	// registration goes away regardless, so the error is ignored.
 	(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->fd, NULL);
-	if (atomic_load(&d->listed)) {
-		tw__pfd **link = &p->parked;
-		while (*link != d)
-			link = &(*link)->park_next;
-		*link = d->park_next;
-		atomic_store(&d->listed, 0);
+	if (d->tfd >= 0) {
+		(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->tfd, NULL);
+		close(d->tfd);
+		d->tfd = -1;
 	}
 	d->reap_next = p->reap;
 	p->reap = d;
@@ -453,32 +381,70 @@ void tw__pfd_fini(tw__pfd *d)
 	free(d);
 }
 
-void tw__pfd_park(tw__pfd *d)
+// Sets the park timer to fire at `at`, making the timer at the first
+// park.  Under p->mtx.
+static bool park_timer_set(tw__pfd *d, int64_t at)
 {
 	tw__poller *p = d->p;
-	// Only the reader-role holder parks, one thread at a time: any change
-	// of the generation tells the thread that it was parked again.
-	uint32_t gen
-	    = atomic_load_explicit(&d->park_gen, memory_order_relaxed);
-	atomic_store_explicit(&d->park_gen, gen + 1, memory_order_relaxed);
+	if (d->closing)
+		return false;
+	if (d->tfd < 0) {
+		int tfd = timerfd_create(
+		    CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		// Edge-triggered: each expiry is one event, and nothing needs
+		// to read the timer to quiet it.
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLET,
+			.data.u64 = (uintptr_t)d | TIMER_TAG };
+		if (tfd < 0
+		    || epoll_ctl(p->epfd, EPOLL_CTL_ADD, tfd, &ev) != 0) {
+			TW_LOG_ONCE(TW_LOG_WARN, "poll",
+			    "cannot make a park timer (%m); re-arming "
+			    "instead");
+			if (tfd >= 0)
+				close(tfd);
+			return false;
+		}
+		d->tfd = tfd;
+	}
+	struct itimerspec its = { .it_value
+		= { (time_t)(at / 1000000000), (long)(at % 1000000000) } };
+	return timerfd_settime(d->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0;
+}
+
+bool tw__pfd_park(tw__pfd *d)
+{
+	tw__poller *p = d->p;
 	atomic_store(&d->parked, 1);
-	if (atomic_load(&d->listed))
-		return; // the thread looks at it anyway (see park_pass)
+	// The timer fires no earlier than half a period from now: it still
+	// ends this park in time (a stored time, once set, is that of the
+	// timer, or one the timer has passed and will report).
+	int64_t now = tw__now_ns();
+	int64_t at = atomic_load_explicit(&d->park_at, memory_order_relaxed);
+	int64_t period
+	    = atomic_load_explicit(&d->park_period, memory_order_relaxed);
+	if (at != 0 && at - now >= period / 2)
+		return true;
+	// Set again before it fired: the reader keeps coming back, and one
+	// twice as long needs setting half as often.
+	if (period == 0)
+		period
+		    = atomic_load_explicit(&p->park_ns, memory_order_relaxed);
+	else if (at != 0 && period < PARK_MAX_NS)
+		period = period * 2 < PARK_MAX_NS ? period * 2 : PARK_MAX_NS;
 	pthread_mutex_lock(&p->mtx);
-	bool wake = false;
-	if (!d->closing && !atomic_load(&d->listed)) {
-		atomic_store(&d->listed, 1);
-		d->park_seen = gen + 1;
-		d->park_from = tw__now_ns();
-		d->park_period = p->park_ns;
-		// An empty list: the thread may sleep without end.
-		wake = p->parked == NULL;
-		d->park_next = p->parked;
-		p->parked = d;
+	bool set = park_timer_set(d, now + period);
+	if (set) {
+		atomic_store_explicit(
+		    &d->park_period, period, memory_order_relaxed);
+		atomic_store_explicit(
+		    &d->park_at, now + period, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&p->mtx);
-	if (wake)
-		poller_wake(p);
+	if (set)
+		return true;
+	// Without a timer nothing would end the park: undone, unless the
+	// thread or an arm ended it already (then it is no longer ours).
+	return !tw__pfd_unpark(d);
 }
 
 bool tw__pfd_unpark(tw__pfd *d)
@@ -490,9 +456,12 @@ bool tw__pfd_unpark(tw__pfd *d)
 
 void tw__poller_set_park_ns(tw__poller *p, int64_t ns)
 {
-	pthread_mutex_lock(&p->mtx);
-	p->park_ns = ns;
-	pthread_mutex_unlock(&p->mtx);
+	atomic_store_explicit(&p->park_ns, ns, memory_order_relaxed);
+}
+
+uint64_t tw__poller_wakeups(const tw__poller *p)
+{
+	return atomic_load_explicit(&p->wakeups, memory_order_relaxed);
 }
 
 void tw__poller_post(tw__poller *p, tw__poll_task *t)

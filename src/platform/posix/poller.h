@@ -20,12 +20,19 @@
 // what it reads; when it is about to come back at once (request/response
 // traffic), re-arming it as it leaves and disarming it as it returns cost
 // two system calls per message.  It parks the registration instead
-// (tw__pfd_park): still disarmed, but the poller thread hands its callback
-// a readable event (TW__POLL_IN, whatever is there) once it has been
-// parked for one period (TW__PARK_NS, two at most) without being claimed
-// back (tw__pfd_unpark), and the callback reads and re-arms as after any
-// event.  A claim costs one compare-and-swap; the thread wakes once per
-// period while anything is parked, never per message.  Arming the
+// (tw__pfd_park): still disarmed, and the next reader claims it back
+// (tw__pfd_unpark) with one compare-and-swap.  Each registration has a
+// park timer (a timerfd in the poller's epoll set): when it fires on a
+// registration still parked, the poller thread hands its callback a
+// readable event (TW__POLL_IN, whatever is there), and the callback reads
+// and re-arms as after any event.  The parker, not the poller thread,
+// keeps the timer ahead: a park that finds it due within half a period
+// sets it a period ahead again, the period doubling (TW__PARK_NS up to
+// 8 ms) while readers keep coming back.  So a reader that keeps coming
+// back costs one timerfd_settime per half period and never a wake-up of
+// the poller thread, which on a CPU it shares with that reader would take
+// the CPU from it; and whatever a park leaves in the descriptor is read
+// at most one period (8 ms) after the last reader left.  Arming the
 // registration (tw__pfd_arm, tw__pfd_swap_fd) ends its park.
 //
 // Thread-safety: every function may be called from any thread, including
@@ -93,14 +100,18 @@ int tw__pfd_swap_fd(tw__pfd *pfd, int fd);
 // further callback runs.  The memory is freed by the poller.
 void tw__pfd_fini(tw__pfd *pfd);
 
-// How long a parked registration waits for its owner before the poller
-// thread calls it back (tw__poller_set_park_ns changes it for tests).
+// The first park period: how long a registration parked once waits for
+// its owner before the poller thread calls it back
+// (tw__poller_set_park_ns changes it for tests).
 #define TW__PARK_NS 250000
 
 // Parks the registration, which the caller disarmed or found disarmed
-// (see Parking above).  Never blocks; wakes the poller thread only when
-// nothing else was parked.  For one thread at a time per registration.
-void tw__pfd_park(tw__pfd *pfd);
+// (see Parking above).  True: parked (or already ended by the thread or an
+// arm).  False: no park timer could be made or set (logged once), nothing
+// changed, and the caller re-arms the registration itself.  Never blocks
+// (takes the poller's mutex once per half period); never wakes the poller
+// thread.  For one thread at a time per registration.
+bool tw__pfd_park(tw__pfd *pfd);
 
 // Claims a parked registration back: true when it was parked and nothing
 // armed it or called it back since, so that it is still disarmed and now
@@ -108,6 +119,9 @@ void tw__pfd_park(tw__pfd *pfd);
 bool tw__pfd_unpark(tw__pfd *pfd);
 
 void tw__poller_set_park_ns(tw__poller *p, int64_t ns);
+
+// How many times the poller thread has woken up so far (for tests).
+uint64_t tw__poller_wakeups(const tw__poller *p);
 
 // Queues `t` to run on the poller thread (nothing if already queued).
 void tw__poller_post(tw__poller *p, tw__poll_task *t);

@@ -551,8 +551,8 @@ void tw__tcp_conn_unpark(tcp_conn *c)
 // (poller.h), unless a thread sleeps on what only reading brings.
 static void leave_reader(tcp_conn *c, bool park)
 {
-	if (park && !failed(c) && !tw__tcp_conn_is_down(c)) {
-		tw__pfd_park(c->pfd);
+	if (park && !failed(c) && !tw__tcp_conn_is_down(c)
+	    && tw__pfd_park(c->pfd)) {
 		// A sleeper counts itself, then claims a parked registration;
 		// we park, then look for sleepers (both seq_cst): one of the
 		// two sees the other.

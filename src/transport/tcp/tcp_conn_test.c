@@ -906,7 +906,7 @@ static void test_poll_park(void **state)
 
 	poll_for(&t, &tp, 1, "p1");
 	assert_true(tw__pfd_unpark(t.cb->pfd));
-	tw__pfd_park(t.cb->pfd); // as the poll left it
+	assert_true(tw__pfd_park(t.cb->pfd)); // as the poll left it
 
 	tw__tcp_conn_sleep_begin(t.cb);
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "p2", "abc", 3, 0, NULL));

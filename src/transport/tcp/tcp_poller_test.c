@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -357,25 +358,25 @@ static void test_park_fires(void **state)
 	assert_false(tw__pfd_unpark(pr.pfd)); // never parked
 
 	assert_int_equal(write(sv[1], "x", 1), 1);
-	tw__pfd_park(pr.pfd);
+	assert_true(tw__pfd_park(pr.pfd));
 	assert_int_equal(wait_calls(&pr, 1), 1);
 	assert_int_equal(pr.events, TW__POLL_IN);
 	assert_true(pr.on_thread);
 	assert_false(tw__pfd_unpark(pr.pfd)); // the thread had it
-	tw__pfd_park(pr.pfd); // nothing to read this time
+	assert_true(tw__pfd_park(pr.pfd)); // nothing to read this time
 	assert_int_equal(wait_calls(&pr, 2), 2);
 
 	// Parked, claimed and parked again, many times over: still one
 	// callback for the last park.
 	int before = 2;
 	for (int i = 0; i < 100; i++) {
-		tw__pfd_park(pr.pfd);
+		assert_true(tw__pfd_park(pr.pfd));
 		if (!tw__pfd_unpark(pr.pfd)) {
 			before++;
 			assert_int_equal(wait_calls(&pr, before), before);
 		}
 	}
-	tw__pfd_park(pr.pfd);
+	assert_true(tw__pfd_park(pr.pfd));
 	assert_int_equal(wait_calls(&pr, before + 1), before + 1);
 	one_pass(p);
 	tw__pfd_fini(pr.pfd);
@@ -402,23 +403,23 @@ static void test_park_claim(void **state)
 	TW_PASS(tw__pfd_init(p, sv[0], on_ready, &pr, &pr.pfd));
 
 	assert_int_equal(write(sv[1], "x", 1), 1);
-	tw__pfd_park(pr.pfd);
+	assert_true(tw__pfd_park(pr.pfd));
 	one_pass(p); // the thread saw it parked
 	assert_true(tw__pfd_unpark(pr.pfd));
 	assert_false(tw__pfd_unpark(pr.pfd)); // once
 	one_pass(p);
 	assert_int_equal(wait_calls(&pr, 0), 0);
 
-	tw__pfd_park(pr.pfd);
+	assert_true(tw__pfd_park(pr.pfd));
 	TW_PASS(tw__pfd_arm(pr.pfd, TW__POLL_IN));
 	assert_false(tw__pfd_unpark(pr.pfd));
 	assert_int_equal(wait_calls(&pr, 1), 1);
 	one_pass(p);
 	assert_int_equal(wait_calls(&pr, 0), 1);
 
-	// Finished while parked: off the thread's list, never called back,
-	// and the poller goes on with the others.
-	tw__pfd_park(pr.pfd);
+	// Finished while parked: its timer goes with it, it is never called
+	// back, and the poller goes on with the others.
+	assert_true(tw__pfd_park(pr.pfd));
 	tw__pfd_fini(pr.pfd);
 	__atomic_store_n(&pr.finished, 1, __ATOMIC_RELEASE);
 	tw__poller_set_park_ns(p, 1000);
@@ -427,7 +428,7 @@ static void test_park_claim(void **state)
 	probe other;
 	probe_init(&other, p, sw[0]);
 	TW_PASS(tw__pfd_init(p, sw[0], on_ready, &other, &other.pfd));
-	tw__pfd_park(other.pfd);
+	assert_true(tw__pfd_park(other.pfd));
 	assert_int_equal(wait_calls(&other, 1), 1);
 	tw__pfd_fini(other.pfd);
 	assert_int_equal(pr.calls, 1);
@@ -452,7 +453,7 @@ static void *park_loop(void *arg)
 {
 	parker *k = arg;
 	for (int i = 0; i < PARK_ROUNDS; i++) {
-		tw__pfd_park(k->pr.pfd);
+		assert_true(tw__pfd_park(k->pr.pfd));
 		k->parks++;
 		// One park in four is left to the thread; the others are
 		// claimed back after a while, racing with it.
@@ -512,6 +513,96 @@ static void test_park_race(void **state)
 	tw__poller_free(p);
 }
 
+// A reader that keeps coming back costs the poller thread no wake-up: each
+// park that finds the timer due within half a period sets it ahead again,
+// so it never fires while parks keep coming.  Only a gap between two parks
+// of half the first period or more (the machine took the CPU away) may let
+// it fire, and each such gap wakes the thread at most once.  Once the
+// parks stop, the thread calls the registration back.
+static void test_park_keeps_ahead(void **state)
+{
+	(void)state;
+	enum { FIRST_NS = 2000000, RUN_NS = 100000000 };
+	tw__poller *p;
+	int sv[2];
+	TW_PASS(tw__poller_new(&p));
+	tw__poller_set_park_ns(p, FIRST_NS);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	probe pr;
+	probe_init(&pr, p, sv[0]);
+	TW_PASS(tw__pfd_init(p, sv[0], on_ready, &pr, &pr.pfd));
+	one_pass(p);
+	uint64_t before = tw__poller_wakeups(p);
+	int64_t start = tw__now_ns(), last = start;
+	int parks = 0, gaps = 0, lost = 0;
+	for (int64_t now = start; now - start < RUN_NS; now = tw__now_ns()) {
+		if (now - last >= FIRST_NS / 2)
+			gaps++;
+		last = now;
+		assert_true(tw__pfd_park(pr.pfd));
+		parks++;
+		if (!tw__pfd_unpark(pr.pfd)) {
+			lost++; // the thread had it: wait for its callback
+			assert_int_equal(wait_calls(&pr, lost), lost);
+			last = tw__now_ns();
+		}
+	}
+	uint64_t woke = tw__poller_wakeups(p) - before;
+	print_message("park ahead: %d parks in %d ms, %d gaps, %d lost, "
+	              "%llu wake-ups\n",
+	    parks, RUN_NS / 1000000, gaps, lost, (unsigned long long)woke);
+	assert_true(parks > 1000);
+	assert_true(woke <= (uint64_t)gaps);
+	assert_int_equal(pr.calls, lost);
+	assert_true(tw__pfd_park(pr.pfd));
+	assert_int_equal(wait_calls(&pr, lost + 1), lost + 1);
+	tw__pfd_fini(pr.pfd);
+	close(sv[0]);
+	close(sv[1]);
+	tw__poller_free(p);
+	probe_destroy(&pr);
+}
+
+// Without a park timer (no descriptor left for one), a park refuses and
+// changes nothing: the caller re-arms instead.  Parking works again once a
+// descriptor is free.
+static void test_park_no_timer(void **state)
+{
+	(void)state;
+	tw__poller *p;
+	int sv[2];
+	TW_PASS(tw__poller_new(&p));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	probe pr;
+	probe_init(&pr, p, sv[0]);
+	TW_PASS(tw__pfd_init(p, sv[0], on_ready, &pr, &pr.pfd));
+	// A limit one above the lowest free descriptor, which one dup takes.
+	struct rlimit old, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int spare = dup(sv[1]);
+	assert_true(spare >= 0);
+	close(spare);
+	low = old;
+	low.rlim_cur = (rlim_t)spare + 1;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	assert_int_equal(dup(sv[1]), spare);
+	assert_int_equal(dup(sv[1]), -1);
+	assert_int_equal(errno, EMFILE);
+	assert_false(tw__pfd_park(pr.pfd));
+	assert_false(tw__pfd_unpark(pr.pfd)); // not parked
+	close(spare);
+	assert_true(tw__pfd_park(pr.pfd));
+	assert_true(tw__pfd_unpark(pr.pfd));
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	one_pass(p);
+	assert_int_equal(pr.calls, 0);
+	tw__pfd_fini(pr.pfd);
+	close(sv[0]);
+	close(sv[1]);
+	tw__poller_free(p);
+	probe_destroy(&pr);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -523,6 +614,8 @@ int main(void)
 		cmocka_unit_test(test_park_fires),
 		cmocka_unit_test(test_park_claim),
 		cmocka_unit_test(test_park_race),
+		cmocka_unit_test(test_park_keeps_ahead),
+		cmocka_unit_test(test_park_no_timer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
