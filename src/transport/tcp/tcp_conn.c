@@ -523,6 +523,11 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 	(void)tw__pfd_arm(pfd, TW__POLL_IN);
 }
 
+tcp_rx_memo *tw__tcp_conn_rx_memo(tcp_conn *c)
+{
+	return &c->rx.memo;
+}
+
 void *tw__tcp_conn_post(const tcp_conn *c)
 {
 	return c->rx.post;

@@ -44,6 +44,17 @@ typedef struct tcp_conn tcp_conn;
 // where the rest of a frame goes: every fixed payload fits.
 #define TCP_CONN_HEAD 64
 
+// What an owner remembers across the frames of one pump of a connection's
+// reader (a lookup that hundreds of frames in a row share): its value,
+// under which key and generation of the owner's, and whether it is set.
+// Only the reader-role holder touches it; ops->rx_idle clears it.
+typedef struct tcp_rx_memo {
+	void *val;
+	uint64_t gen;
+	uint32_t key;
+	bool set;
+} tcp_rx_memo;
+
 typedef struct tcp_conn_ops {
 	size_t size; // sizeof(tcp_conn_ops) the owner was built with
 
@@ -81,6 +92,12 @@ typedef struct tcp_conn_ops {
 	// role held.  TW_OK, or an error that fails the connection.  May be
 	// NULL for an owner that never passes a post.
 	int (*rx_unpost)(void *owner, tcp_conn *c, void *post);
+
+	// A pump of the connection's reader ends (tw__tcp_reader_pump) with
+	// the reader's memo set (tw__tcp_conn_rx_memo): what the owner kept
+	// there for the frames of one pump is to be let go.  Reader role
+	// held.  May be NULL for an owner that never sets the memo.
+	void (*rx_idle)(void *owner, tcp_conn *c);
 
 	// A resumable connection's socket broke (EOF, a reset, an error, or
 	// a silence of 3 heartbeat periods): the connection is down, its
@@ -219,6 +236,9 @@ void tw__tcp_conn_unpark(tcp_conn *c);
 // connection (tw__tcp_conn_poll), or NULL when the I/O thread reads or
 // the thread posted nothing.
 void *tw__tcp_conn_post(const tcp_conn *c);
+
+// The reader's memo (tcp_rx_memo), from the connection's callbacks.
+tcp_rx_memo *tw__tcp_conn_rx_memo(tcp_conn *c);
 
 // From ops->rx_unpost: the frame being read had its payload going into
 // from[0..len); the rest goes to the same place in to[0..len).

@@ -70,6 +70,7 @@ typedef struct tcp_reader {
 	// Threads asleep on what only reading brings (tw__tcp_conn_sleep_
 	// begin): while there are any, no reader leaves the socket parked.
 	_Atomic unsigned sleepers;
+	tcp_rx_memo memo; // the owner's (ops->rx_idle); reader role
 } tcp_reader;
 
 struct tcp_conn {

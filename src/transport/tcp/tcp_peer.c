@@ -58,6 +58,9 @@ struct tcp_peer {
 	size_t nmine;
 	tcp_chan **theirs; // [ntheirs]: the peer's slot -> channel, by mtx
 	size_t ntheirs;
+	// Changes after each change of `theirs` (under mtx): a reader's memo
+	// of a slot's channel (rx_chan) holds while it stays.
+	_Atomic uint64_t theirs_gen;
 };
 
 // --- small accessors ---------------------------------------------------------------
@@ -250,6 +253,7 @@ int tw__tcp_peer_map(tcp_peer *p, tcp_chan *mc, uint32_t peer_slot)
 		status = TW_EPROTO; // the peer reused a slot it did not free
 	else
 		p->theirs[peer_slot] = mc;
+	atomic_fetch_add_explicit(&p->theirs_gen, 1, memory_order_release);
 	pthread_mutex_unlock(&p->mtx);
 	return status;
 }
@@ -262,6 +266,7 @@ void tw__tcp_peer_unbind(tcp_peer *p, tcp_chan *mc)
 	for (size_t i = 0; i < p->ntheirs; i++)
 		if (p->theirs[i] == mc)
 			p->theirs[i] = NULL;
+	atomic_fetch_add_explicit(&p->theirs_gen, 1, memory_order_release);
 	pthread_mutex_unlock(&p->mtx);
 }
 
@@ -270,6 +275,7 @@ void tw__tcp_peer_unmap(tcp_peer *p, uint32_t peer_slot)
 	pthread_mutex_lock(&p->mtx);
 	if (peer_slot < p->ntheirs)
 		p->theirs[peer_slot] = NULL;
+	atomic_fetch_add_explicit(&p->theirs_gen, 1, memory_order_release);
 	pthread_mutex_unlock(&p->mtx);
 }
 
@@ -282,6 +288,35 @@ static tcp_chan *by_slot(tcp_peer *p, uint32_t slot)
 		tw__tcp_chan_ref(mc);
 	pthread_mutex_unlock(&p->mtx);
 	return mc;
+}
+
+// by_slot for a frame being read on `c`, borrowed: valid until the pump
+// ends.  A stream of small messages to one channel brings hundreds of
+// frames per read; the reader's memo keeps the channel it looked up last,
+// referenced, for the frames after it, until the pump ends (peer_rx_idle)
+// or the peer's slots change (theirs_gen), instead of a lock and a
+// reference per frame.
+static tcp_chan *rx_chan(tcp_peer *p, tcp_conn *c, uint32_t slot)
+{
+	tcp_rx_memo *m = tw__tcp_conn_rx_memo(c);
+	uint64_t gen
+	    = atomic_load_explicit(&p->theirs_gen, memory_order_acquire);
+	if (m->set && m->key == slot && m->gen == gen)
+		return m->val;
+	tcp_chan *mc = by_slot(p, slot);
+	if (m->set && m->val != NULL)
+		tw__tcp_chan_unref(m->val);
+	*m = (tcp_rx_memo) { .val = mc, .gen = gen, .key = slot, .set = true };
+	return mc;
+}
+
+static void peer_rx_idle(void *owner, tcp_conn *c)
+{
+	(void)owner;
+	tcp_rx_memo *m = tw__tcp_conn_rx_memo(c);
+	if (m->val != NULL)
+		tw__tcp_chan_unref(m->val);
+	*m = (tcp_rx_memo) { 0 };
 }
 
 // --- failing ------------------------------------------------------------------------
@@ -421,7 +456,7 @@ static int peer_rx_frame(
 		}
 		return status;
 	}
-	tcp_chan *mc = by_slot(p, h->slot);
+	tcp_chan *mc = rx_chan(p, c, h->slot);
 	int status = TW_OK;
 	switch (h->type) {
 	case TW_TCP_F_DATA:
@@ -467,8 +502,6 @@ static int peer_rx_frame(
 			status = tw__tcp_chan_on_frame(mc, h, pay);
 		break;
 	}
-	if (mc != NULL)
-		tw__tcp_chan_unref(mc);
 	return status;
 }
 
@@ -598,6 +631,7 @@ static const tcp_conn_ops peer_conn_ops = {
 	.rx_end = peer_rx_end,
 	.failed = peer_failed,
 	.rx_unpost = peer_rx_unpost,
+	.rx_idle = peer_rx_idle,
 	.down = peer_down,
 };
 
