@@ -80,20 +80,27 @@ static void test_listener_in_use(void **state)
 	close(fd);
 }
 
-// A port nobody listens on (bound once, then closed; nothing else of this
-// test binds meanwhile).
-static uint16_t dead_port(void)
+// A port nobody listens on, held by the returned socket: bound without
+// SO_REUSEADDR and never listening, so that a connection to it is refused
+// and no other program can take it while the test runs (a port bound once
+// and closed could be a parallel test's listener by the time we dial).
+static uint16_t dead_port(int *hold)
 {
-	tw__tcp_listener *l;
-	TW_PASS(tw__tcp_listener_get("tcp://127.0.0.1:0", &l));
-	uint16_t port = tw__tcp_listener_port(l);
-	tw__tcp_listener_put(l);
-	return port;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	*hold = fd;
+	return ntohs(sa.sin_port);
 }
 
 static void test_dial_timeout_cancel(void **state)
 {
-	uint16_t port = dead_port();
+	int hold;
+	uint16_t port = dead_port(&hold);
 	int fd = -1;
 	int64_t t0 = tw__now_ns();
 	TW_FAIL(tw__tcp_dial("127.0.0.1", port, t0 + 100000000, NULL, &fd),
@@ -103,6 +110,7 @@ static void test_dial_timeout_cancel(void **state)
 	TW_FAIL(
 	    tw__tcp_dial("127.0.0.1", port, deadline_in(10000), &cancel, &fd),
 	    TW_ECLOSED);
+	close(hold);
 }
 
 // A listener whose accept queue is full: the kernel drops further SYNs,
