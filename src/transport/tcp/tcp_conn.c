@@ -132,6 +132,8 @@ void tw__tcp_conn_unref(tcp_conn *c)
 		tw__pfd_fini(c->pfd);
 	if (c->tpfd != NULL)
 		tw__pfd_fini(c->tpfd);
+	if (c->tx.dpfd != NULL)
+		tw__pfd_fini(c->tx.dpfd);
 	tw__tls_free(c->tls);
 	if (c->fd >= 0)
 		close(c->fd);
@@ -572,6 +574,8 @@ void tw__tcp_conn_sleep_begin(tcp_conn *c)
 {
 	atomic_fetch_add(&c->rx.sleepers, 1);
 	tw__tcp_conn_unpark(c);
+	// What it waits for may be the answer to frames still waiting.
+	tw__tcp_writer_flush_deferred(c);
 }
 
 void tw__tcp_conn_sleep_end(tcp_conn *c)
@@ -598,6 +602,8 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 	int64_t until = tw__now_ns() + idle_ns;
 	uint64_t bytes
 	    = atomic_load_explicit(&c->rx.bytes, memory_order_relaxed);
+	// A receive most likely waits for the answer to what it sent.
+	tw__tcp_writer_flush_deferred(c);
 	for (;;) {
 		if (failed(c)) {
 			got = true; // the failure is news too

@@ -39,6 +39,15 @@ typedef struct tcp_writer {
 	bool owe_pong; // a PING waits for its answer, by mtx
 	bool owe_ack; // an ack moved that no frame carried yet, by mtx
 	int64_t last_flush; // when the last write ended, by mtx
+	// Frames of a stream wait for a flush (see defer in tcp_writer.c):
+	// since when, and the timer that flushes them if the sender stops
+	// (made at the first deferral; -1 and NULL before).  By mtx;
+	// `deferred` is also looked at without it.
+	_Atomic bool deferred;
+	int64_t deferred_from;
+	int64_t defer_ns; // the period (0: not set yet)
+	int dfd;
+	tw__pfd *dpfd;
 	uint64_t seq; // the last number assigned, by mtx
 	_Atomic uint64_t seq_pub; // seq, for readers outside mtx
 } tcp_writer;
@@ -143,6 +152,13 @@ void tw__tcp_writer_on_writable(tcp_conn *c);
 // Sends the owed PONG or ACK now when nobody writes (else the writer at
 // work takes it along).  Never blocks.
 void tw__tcp_writer_kick(tcp_conn *c);
+// Writes the frames that wait for a flush (see defer), if any, unless a
+// writer is at work.  Any thread; a cheap look when none wait.
+void tw__tcp_writer_flush_deferred(tcp_conn *c);
+// For tests: how close to the last write a small frame must follow to be
+// deferred, and the least deferral period (also when it starts over); 0
+// restores the default.  For the whole process.
+void tw__tcp_writer_set_defer(int64_t gap_ns, int64_t min_ns);
 
 // Wakes every thread waiting in the writer half (the connection failed).
 void tw__tcp_writer_wake(tcp_conn *c);

@@ -20,6 +20,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -930,6 +931,106 @@ static void test_poll_park(void **state)
 	pthread_mutex_destroy(&tp.mtx);
 }
 
+// --- deferred writes ---------------------------------------------------------
+
+// The frames of the writer that wait for a flush (see defer in
+// tcp_writer.c).
+static bool tx_waiting(tcp_conn *c)
+{
+	pthread_mutex_lock(&c->tx.mtx);
+	bool w = c->tx.out < c->tx.end
+	    && atomic_load_explicit(&c->tx.deferred, memory_order_relaxed);
+	pthread_mutex_unlock(&c->tx.mtx);
+	return w;
+}
+
+static bool never(void *arg)
+{
+	(void)arg;
+	return false;
+}
+
+// Sends `count` one-byte frames keyed d:<n>, n counting on from *n.
+static void send_small(tcp_conn *c, int *n, int count)
+{
+	for (int i = 0; i < count; i++, (*n)++) {
+		char key[16];
+		snprintf(key, sizeof(key), "d:%d", *n);
+		TW_PASS(send1(c, TW_TCP_F_DATA, 1, key, "x", 1, 0, NULL));
+	}
+}
+
+// Small frames that follow each other closely wait for a flush that takes
+// them along in one write, and nothing strands them: a poll or a sleep on
+// the connection (a sender waiting for the answer) flushes at once, 64 KiB
+// of them are written by their sender, and the flush timer writes those of
+// a sender that stopped.  With a flush timer an hour away, only the first
+// three can have sent what arrives.
+static void test_defer(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	int64_t hour = INT64_C(3600) * 1000000000;
+	tw__tcp_writer_set_defer(INT64_MAX / 2, hour); // every one waits
+	int n = 0;
+	send_small(t.ca, &n, 3);
+	assert_true(tx_waiting(t.ca));
+	(void)tw__tcp_conn_poll(t.ca, 0, tw__now_ns(), never, NULL, NULL);
+	wait_frames(&t.b, n);
+	assert_false(tx_waiting(t.ca));
+
+	send_small(t.ca, &n, 3);
+	assert_true(tx_waiting(t.ca));
+	tw__tcp_conn_sleep_begin(t.ca);
+	tw__tcp_conn_sleep_end(t.ca);
+	wait_frames(&t.b, n);
+
+	unsigned char *big = calloc(1, 16384);
+	for (int i = 0; i < 4; i++, n++) {
+		assert_true(i == 0 || tx_waiting(t.ca));
+		TW_PASS(
+		    send1(t.ca, TW_TCP_F_DATA, 1, "big", big, 16384, 0, NULL));
+	}
+	wait_frames(&t.b, n);
+	free(big);
+
+	tw__tcp_writer_set_defer(INT64_MAX / 2, 1000000); // a 1 ms timer
+	send_small(t.ca, &n, 3);
+	wait_frames(&t.b, n);
+	assert_false(tx_waiting(t.ca));
+	for (int i = 0; i < n; i++)
+		assert_int_equal(
+		    t.b.frames[i].len, i >= 6 && i < 10 ? 16384 : 1);
+	tw__tcp_writer_set_defer(0, 0);
+	pair_down(&t);
+}
+
+// Without a descriptor for a flush timer, the I/O thread writes a stream's
+// frames, as when there was no deferral.
+static void test_defer_no_timer(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	struct rlimit old, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int spare = dup(0);
+	assert_true(spare >= 0);
+	close(spare);
+	low = old;
+	low.rlim_cur = (rlim_t)spare;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	tw__tcp_writer_set_defer(INT64_MAX / 2, 0);
+	int n = 0;
+	send_small(t.ca, &n, 5);
+	assert_false(tx_waiting(t.ca));
+	wait_frames(&t.b, n);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	tw__tcp_writer_set_defer(0, 0);
+	pair_down(&t);
+}
+
 // --- resumes --------------------------------------------------------------------
 
 #define RS_FRAMES 3000
@@ -1222,6 +1323,8 @@ int main(void)
 		cmocka_unit_test(test_poll),
 		cmocka_unit_test(test_poll_post),
 		cmocka_unit_test(test_poll_park),
+		cmocka_unit_test(test_defer),
+		cmocka_unit_test(test_defer_no_timer),
 		cmocka_unit_test(test_resume_stream),
 		cmocka_unit_test(test_resume_limits),
 	};
