@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <tagwire/tagwire.h>
@@ -69,6 +71,20 @@ static inline int tw_test_select(const struct CMUnitTest *tests, size_t count,
 	}
 	fprintf(stderr, "no test named '%s'\n", name);
 	return -1;
+}
+
+// Lowers the process's descriptor limit to the lowest free descriptor plus
+// `spare` (0 or 1): after it, exactly `spare` more descriptors can be
+// opened.  The old limit goes to *old, for setrlimit to put back.
+static inline void tw_test_fd_squeeze(int spare, struct rlimit *old)
+{
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, old), 0);
+	int lowest = dup(0);
+	assert_true(lowest >= 0);
+	close(lowest);
+	struct rlimit low = *old;
+	low.rlim_cur = (rlim_t)lowest + (rlim_t)spare;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
 }
 
 #endif // TW_TESTUTIL_H

@@ -211,18 +211,21 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 // asleep on the socket while nothing comes, and ops->rx_unpost runs
 // before the role goes back.  A poll that got what it waited for leaves the
 // socket parked (poller.h): the next poll claims it back without a system
-// call, and the I/O thread takes it back within two park periods, or at
-// once for a thread asleep between tw__tcp_conn_sleep_begin and _end.
-// Returns whether done() said so, or the connection failed meanwhile.
+// call, and the I/O thread takes it back within a park period, or at once
+// for a thread asleep between tw__tcp_conn_sleep_begin and _end.  A poll
+// first writes the frames of a stream that wait for a flush (it most
+// likely waits for their answer).  Returns whether done() said so, or the
+// connection failed meanwhile.
 bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
     bool (*done)(void *arg), void *arg, void *post);
 
 // Brackets a sleep of the calling thread on what only reading the
 // connection brings: a message, credit, an ack.  A reader that got its
-// message leaves the socket to the I/O thread lazily (up to two park
-// periods later, see poller.h), expecting to be back at once; while a
-// thread sleeps between these two calls, the I/O thread watches the
-// socket at once.  Never blocks.
+// message leaves the socket to the I/O thread lazily (up to a park period
+// later, see poller.h), expecting to be back at once; while a thread
+// sleeps between these two calls, the I/O thread watches the socket at
+// once.  sleep_begin also writes the frames of a stream that wait for a
+// flush, whose answer the sleeper may be waiting for.  Never blocks.
 void tw__tcp_conn_sleep_begin(tcp_conn *c);
 void tw__tcp_conn_sleep_end(tcp_conn *c);
 

@@ -20,7 +20,6 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1013,14 +1012,8 @@ static void test_defer_no_timer(void **state)
 	(void)state;
 	pair t;
 	pair_up(&t);
-	struct rlimit old, low;
-	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
-	int spare = dup(0);
-	assert_true(spare >= 0);
-	close(spare);
-	low = old;
-	low.rlim_cur = (rlim_t)spare;
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	struct rlimit old;
+	tw_test_fd_squeeze(0, &old);
 	tw__tcp_writer_set_defer(INT64_MAX / 2, 0);
 	int n = 0;
 	send_small(t.ca, &n, 5);

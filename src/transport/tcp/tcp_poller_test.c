@@ -11,7 +11,6 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -341,50 +340,69 @@ static void test_fini_under_fire(void **state)
 	tw__poller_free(p);
 }
 
+// A poller with one registration of one end of a socket pair.
+typedef struct solo {
+	tw__poller *p;
+	int sv[2];
+	probe pr;
+} solo;
+
+static void solo_up(solo *s, int64_t park_ns)
+{
+	TW_PASS(tw__poller_new(&s->p));
+	if (park_ns > 0)
+		tw__poller_set_park_ns(s->p, park_ns);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, s->sv), 0);
+	probe_init(&s->pr, s->p, s->sv[0]);
+	TW_PASS(tw__pfd_init(s->p, s->sv[0], on_ready, &s->pr, &s->pr.pfd));
+}
+
+static void solo_down(solo *s)
+{
+	tw__pfd_fini(s->pr.pfd);
+	close(s->sv[0]);
+	close(s->sv[1]);
+	tw__poller_free(s->p);
+	probe_destroy(&s->pr);
+}
+
 // A parked registration that nobody claims is called back on the poller
 // thread with TW__POLL_IN once its period has passed, with bytes waiting
 // or without, exactly once per park.
 static void test_park_fires(void **state)
 {
 	(void)state;
-	tw__poller *p;
-	int sv[2];
-	TW_PASS(tw__poller_new(&p));
-	tw__poller_set_park_ns(p, 1000000);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	probe pr;
-	probe_init(&pr, p, sv[0]);
-	TW_PASS(tw__pfd_init(p, sv[0], on_ready, &pr, &pr.pfd));
-	assert_false(tw__pfd_unpark(pr.pfd)); // never parked
+	solo s;
+	solo_up(&s, 1000000);
+	tw__poller *p = s.p;
+	probe *pr = &s.pr;
+	int *sv = s.sv;
+	assert_false(tw__pfd_unpark(pr->pfd)); // never parked
 
 	assert_int_equal(write(sv[1], "x", 1), 1);
-	assert_true(tw__pfd_park(pr.pfd));
-	assert_int_equal(wait_calls(&pr, 1), 1);
-	assert_int_equal(pr.events, TW__POLL_IN);
-	assert_true(pr.on_thread);
-	assert_false(tw__pfd_unpark(pr.pfd)); // the thread had it
-	assert_true(tw__pfd_park(pr.pfd)); // nothing to read this time
-	assert_int_equal(wait_calls(&pr, 2), 2);
+	assert_true(tw__pfd_park(pr->pfd));
+	assert_int_equal(wait_calls(pr, 1), 1);
+	assert_int_equal(pr->events, TW__POLL_IN);
+	assert_true(pr->on_thread);
+	assert_false(tw__pfd_unpark(pr->pfd)); // the thread had it
+	assert_true(tw__pfd_park(pr->pfd)); // nothing to read this time
+	assert_int_equal(wait_calls(pr, 2), 2);
 
 	// Parked, claimed and parked again, many times over: still one
 	// callback for the last park.
 	int before = 2;
 	for (int i = 0; i < 100; i++) {
-		assert_true(tw__pfd_park(pr.pfd));
-		if (!tw__pfd_unpark(pr.pfd)) {
+		assert_true(tw__pfd_park(pr->pfd));
+		if (!tw__pfd_unpark(pr->pfd)) {
 			before++;
-			assert_int_equal(wait_calls(&pr, before), before);
+			assert_int_equal(wait_calls(pr, before), before);
 		}
 	}
-	assert_true(tw__pfd_park(pr.pfd));
-	assert_int_equal(wait_calls(&pr, before + 1), before + 1);
+	assert_true(tw__pfd_park(pr->pfd));
+	assert_int_equal(wait_calls(pr, before + 1), before + 1);
 	one_pass(p);
-	tw__pfd_fini(pr.pfd);
-	assert_int_equal(pr.calls, before + 1);
-	close(sv[0]);
-	close(sv[1]);
-	tw__poller_free(p);
-	probe_destroy(&pr);
+	assert_int_equal(pr->calls, before + 1);
+	solo_down(&s);
 }
 
 // Claimed back within its period, a parked registration is the claimer's:
@@ -523,14 +541,10 @@ static void test_park_keeps_ahead(void **state)
 {
 	(void)state;
 	enum { FIRST_NS = 2000000, RUN_NS = 100000000 };
-	tw__poller *p;
-	int sv[2];
-	TW_PASS(tw__poller_new(&p));
-	tw__poller_set_park_ns(p, FIRST_NS);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	probe pr;
-	probe_init(&pr, p, sv[0]);
-	TW_PASS(tw__pfd_init(p, sv[0], on_ready, &pr, &pr.pfd));
+	solo s;
+	solo_up(&s, FIRST_NS);
+	tw__poller *p = s.p;
+	probe *pr = &s.pr;
 	one_pass(p);
 	uint64_t before = tw__poller_wakeups(p);
 	int64_t start = tw__now_ns(), last = start;
@@ -539,11 +553,11 @@ static void test_park_keeps_ahead(void **state)
 		if (now - last >= FIRST_NS / 2)
 			gaps++;
 		last = now;
-		assert_true(tw__pfd_park(pr.pfd));
+		assert_true(tw__pfd_park(pr->pfd));
 		parks++;
-		if (!tw__pfd_unpark(pr.pfd)) {
+		if (!tw__pfd_unpark(pr->pfd)) {
 			lost++; // the thread had it: wait for its callback
-			assert_int_equal(wait_calls(&pr, lost), lost);
+			assert_int_equal(wait_calls(pr, lost), lost);
 			last = tw__now_ns();
 		}
 	}
@@ -553,14 +567,10 @@ static void test_park_keeps_ahead(void **state)
 	    parks, RUN_NS / 1000000, gaps, lost, (unsigned long long)woke);
 	assert_true(parks > 1000);
 	assert_true(woke <= (uint64_t)gaps);
-	assert_int_equal(pr.calls, lost);
-	assert_true(tw__pfd_park(pr.pfd));
-	assert_int_equal(wait_calls(&pr, lost + 1), lost + 1);
-	tw__pfd_fini(pr.pfd);
-	close(sv[0]);
-	close(sv[1]);
-	tw__poller_free(p);
-	probe_destroy(&pr);
+	assert_int_equal(pr->calls, lost);
+	assert_true(tw__pfd_park(pr->pfd));
+	assert_int_equal(wait_calls(pr, lost + 1), lost + 1);
+	solo_down(&s);
 }
 
 // Without a park timer (no descriptor left for one), a park refuses and
@@ -569,38 +579,23 @@ static void test_park_keeps_ahead(void **state)
 static void test_park_no_timer(void **state)
 {
 	(void)state;
-	tw__poller *p;
-	int sv[2];
-	TW_PASS(tw__poller_new(&p));
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	probe pr;
-	probe_init(&pr, p, sv[0]);
-	TW_PASS(tw__pfd_init(p, sv[0], on_ready, &pr, &pr.pfd));
-	// A limit one above the lowest free descriptor, which one dup takes.
-	struct rlimit old, low;
-	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
-	int spare = dup(sv[1]);
+	solo s;
+	solo_up(&s, 0);
+	struct rlimit old;
+	tw_test_fd_squeeze(1, &old);
+	int spare = dup(s.sv[1]);
 	assert_true(spare >= 0);
-	close(spare);
-	low = old;
-	low.rlim_cur = (rlim_t)spare + 1;
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
-	assert_int_equal(dup(sv[1]), spare);
-	assert_int_equal(dup(sv[1]), -1);
+	assert_int_equal(dup(s.sv[1]), -1);
 	assert_int_equal(errno, EMFILE);
-	assert_false(tw__pfd_park(pr.pfd));
-	assert_false(tw__pfd_unpark(pr.pfd)); // not parked
+	assert_false(tw__pfd_park(s.pr.pfd));
+	assert_false(tw__pfd_unpark(s.pr.pfd)); // not parked
 	close(spare);
-	assert_true(tw__pfd_park(pr.pfd));
-	assert_true(tw__pfd_unpark(pr.pfd));
+	assert_true(tw__pfd_park(s.pr.pfd));
+	assert_true(tw__pfd_unpark(s.pr.pfd));
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
-	one_pass(p);
-	assert_int_equal(pr.calls, 0);
-	tw__pfd_fini(pr.pfd);
-	close(sv[0]);
-	close(sv[1]);
-	tw__poller_free(p);
-	probe_destroy(&pr);
+	one_pass(s.p);
+	assert_int_equal(s.pr.calls, 0);
+	solo_down(&s);
 }
 
 int main(void)

@@ -66,6 +66,11 @@
 #define TX_DEFER_BYTES 65536
 #define TX_DEFER_MIN_NS 40000
 #define TX_DEFER_MAX_NS 320000
+// The most iovec parts of one frame's payload.
+#define TX_PAY_MAX 2
+// The ring's first size, and the frames its index holds at first.
+#define TX_RING_MIN ((size_t)64 << 10)
+#define TX_INDEX_MIN 1024
 
 // TX_BATCH_GAP_NS and TX_DEFER_MIN_NS, unless a test changed them.
 static _Atomic int64_t batch_gap_ns = TX_BATCH_GAP_NS;
@@ -78,11 +83,6 @@ void tw__tcp_writer_set_defer(int64_t gap_ns, int64_t min_ns)
 	atomic_store_explicit(&defer_min_ns,
 	    min_ns > 0 ? min_ns : TX_DEFER_MIN_NS, memory_order_relaxed);
 }
-// The most iovec parts of one frame's payload.
-#define TX_PAY_MAX 2
-// The ring's first size, and the frames its index holds at first.
-#define TX_RING_MIN ((size_t)64 << 10)
-#define TX_INDEX_MIN 1024
 
 int tw__tcp_writer_init(tcp_writer *tx)
 {
@@ -449,11 +449,10 @@ static bool flush_timer_set(tcp_conn *c, int64_t at)
 // doubles); a sender that stops before is flushed by the flush timer, a
 // period after the first frame, or at once when it, or anyone, waits for
 // what the peer answers (tw__tcp_writer_flush_deferred; the period starts
-// over).  Handing every batch to the
-// I/O thread instead cost an epoll_ctl, a wake-up and, on a CPU that the
-// two threads share, two context switches per batch, a third of an
-// 8-byte stream's time.  Without a timer the I/O thread writes, as then.
-// tx.mtx held.
+// over).  Handing every batch to the I/O thread instead cost an epoll_ctl,
+// a wake-up and, on a CPU that the two threads share, two context switches
+// per batch, a third of an 8-byte stream's time.  Without a timer the I/O
+// thread writes, as then.  tx.mtx held.
 static bool defer(tcp_conn *c, int64_t now)
 {
 	tcp_writer *tx = &c->tx;
