@@ -406,8 +406,8 @@ static bool park_timer_set(tw__pfd *d, int64_t at)
 		}
 		d->tfd = tfd;
 	}
-	struct itimerspec its = { .it_value
-		= { (time_t)(at / 1000000000), (long)(at % 1000000000) } };
+	struct itimerspec its = { 0 };
+	tw__deadline_ts(at, &its.it_value);
 	return timerfd_settime(d->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0;
 }
 

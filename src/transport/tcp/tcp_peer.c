@@ -290,6 +290,16 @@ static tcp_chan *by_slot(tcp_peer *p, uint32_t slot)
 	return mc;
 }
 
+// Lets go of the reader's memo (see rx_chan).
+static void peer_rx_idle(void *owner, tcp_conn *c)
+{
+	(void)owner;
+	tcp_rx_memo *m = tw__tcp_conn_rx_memo(c);
+	if (m->val != NULL)
+		tw__tcp_chan_unref(m->val);
+	*m = (tcp_rx_memo) { 0 };
+}
+
 // by_slot for a frame being read on `c`, borrowed: valid until the pump
 // ends.  A stream of small messages to one channel brings hundreds of
 // frames per read; the reader's memo keeps the channel it looked up last,
@@ -303,20 +313,10 @@ static tcp_chan *rx_chan(tcp_peer *p, tcp_conn *c, uint32_t slot)
 	    = atomic_load_explicit(&p->theirs_gen, memory_order_acquire);
 	if (m->set && m->key == slot && m->gen == gen)
 		return m->val;
+	peer_rx_idle(p, c); // the old memo goes
 	tcp_chan *mc = by_slot(p, slot);
-	if (m->set && m->val != NULL)
-		tw__tcp_chan_unref(m->val);
 	*m = (tcp_rx_memo) { .val = mc, .gen = gen, .key = slot, .set = true };
 	return mc;
-}
-
-static void peer_rx_idle(void *owner, tcp_conn *c)
-{
-	(void)owner;
-	tcp_rx_memo *m = tw__tcp_conn_rx_memo(c);
-	if (m->val != NULL)
-		tw__tcp_chan_unref(m->val);
-	*m = (tcp_rx_memo) { 0 };
 }
 
 // --- failing ------------------------------------------------------------------------

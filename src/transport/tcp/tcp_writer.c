@@ -437,8 +437,8 @@ static bool flush_timer_set(tcp_conn *c, int64_t at)
 		if (tw__pfd_arm(tx->dpfd, TW__POLL_IN) != TW_OK)
 			return false;
 	}
-	struct itimerspec its = { .it_value
-		= { (time_t)(at / 1000000000), (long)(at % 1000000000) } };
+	struct itimerspec its = { 0 };
+	tw__deadline_ts(at, &its.it_value);
 	return timerfd_settime(tx->dfd, TFD_TIMER_ABSTIME, &its, NULL) == 0;
 }
 
