@@ -75,6 +75,11 @@ struct tw_ring {
 	uint32_t mask; // slots - 1
 	uint32_t max_msg;
 	uint32_t next; // recv_any: the lane to look at first
+	// Consumer: a taken slot is handed back to the producer (head
+	// published) when head reaches a multiple of this, when the lane
+	// looks empty, or when a producer sleeps; 1 = at every take.  See
+	// tw__ring_set_release.
+	uint32_t release_mask;
 	// Per lane, what this handle last loaded of the other side's count
 	// and stored of its own.  The other side's count sits on a line that
 	// its process writes for every message; a producer reloads head only
@@ -92,6 +97,7 @@ struct tw_ring {
 struct ring_seen {
 	uint32_t head, tail; // as last loaded or stored by this side
 	uint32_t valid; // set once the pair was loaded
+	uint32_t pub; // consumer: head as last stored in the segment
 };
 
 // Per-lane views for one side, on cache lines of their own.
@@ -225,6 +231,7 @@ int tw_ring_attach(void *mem, size_t size, tw_ring **out)
 	r->slots = slots;
 	r->mask = slots - 1;
 	r->max_msg = max_msg;
+	r->release_mask = 0;
 	*out = r;
 	return TW_OK;
 }
@@ -457,21 +464,44 @@ struct ring_recv_args {
 	uint64_t *corr;
 };
 
+// Hands the slots taken so far back to the producer by publishing head.
+// Only the consumer writes head: the last value it stored is the count, and
+// the segment's copy is checked as the exchange replaces it.
+static int ring_release(tw_ring *r, uint32_t lane, struct ring_seen *sn)
+{
+	struct tw_ring_lane *lc = &r->lane[lane];
+	// Release: the slots have been copied out before the producer may see
+	// them free and overwrite them.  Seq_cst so that the sleeper count
+	// below is read after it.
+	uint32_t was
+	    = __atomic_exchange_n(&lc->head, sn->head, __ATOMIC_SEQ_CST);
+	if (was != sn->pub)
+		return ring_own_moved(&lc->head, was, sn, lane, "head");
+	sn->pub = sn->head;
+	if (__atomic_load_n(&lc->prod_sleepers, __ATOMIC_SEQ_CST) != 0)
+		ring_wake(&lc->space_seq);
+	return TW_OK;
+}
+
 // Takes the oldest message of `lane`, if any.
 static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 {
 	struct tw_ring_lane *lc = &r->lane[lane];
-	// Only the consumer writes head: our last store is the count, and
-	// the segment's copy is checked when the exchange below replaces it.
 	struct ring_seen *sn = &r->cons[lane];
 	uint32_t head = sn->head;
 	uint32_t used = sn->tail - head;
 	if (!sn->valid || used == 0 || used > r->slots) {
+		if (sn->valid && sn->pub != head) {
+			int status = ring_release(r, lane, sn);
+			if (status != TW_OK)
+				return status;
+		}
 		uint32_t seg = __atomic_load_n(&lc->head, __ATOMIC_RELAXED);
 		if (sn->valid && seg != head)
 			return ring_own_moved(
 			    &lc->head, seg, sn, lane, "head");
 		head = seg;
+		sn->pub = seg;
 		// Acquire pairs with the producer's release of tail, making
 		// the slot contents written before it visible (and those of
 		// every slot up to it, which later calls take on the strength
@@ -507,16 +537,20 @@ static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 		memcpy(a->dst, s + 1, len);
 	uint32_t route = __atomic_load_n(&s->route, __ATOMIC_RELAXED);
 	uint64_t corr = __atomic_load_n(&s->corr, __ATOMIC_RELAXED);
-	// Release: the slot has been copied out before the producer may see
-	// it free and overwrite it.  Seq_cst so that the sleeper count below
-	// is read after it.
-	uint32_t was
-	    = __atomic_exchange_n(&lc->head, head + 1, __ATOMIC_SEQ_CST);
-	if (was != head)
-		return ring_own_moved(&lc->head, was, sn, lane, "head");
 	sn->head = head + 1;
-	if (__atomic_load_n(&lc->prod_sleepers, __ATOMIC_SEQ_CST) != 0)
-		ring_wake(&lc->space_seq);
+	// Publishing head is a locked exchange on a line that a producer
+	// waiting for room keeps reading: in a stream that fills the ring,
+	// one per message made it most of a take.  Batching it leaves up to
+	// release_mask slots unseen by the producer, only while the lane still
+	// holds messages (an empty-looking lane publishes) and no producer
+	// sleeps (read relaxed: one that is about to sleep rechecks head after
+	// announcing itself, and the next publish wakes it).
+	if (((head + 1) & r->release_mask) == 0 || head + 1 == sn->tail
+	    || __atomic_load_n(&lc->prod_sleepers, __ATOMIC_RELAXED) != 0) {
+		int status = ring_release(r, lane, sn);
+		if (status != TW_OK)
+			return status;
+	}
 	if (a->n != NULL)
 		*a->n = len;
 	if (a->route != NULL)
@@ -644,6 +678,27 @@ int tw__ring_sleep_begin(tw_ring *r, uint32_t lane_mask, int check_pid,
 void tw__ring_sleep_end(tw_ring *r)
 {
 	__atomic_fetch_sub(&r->hdr->cons_sleepers, 1, __ATOMIC_RELAXED);
+}
+
+void tw__ring_set_release(tw_ring *r, uint32_t every)
+{
+	uint32_t m = 1;
+	while (m * 2 <= every && m * 2 <= r->slots / 4)
+		m *= 2;
+	r->release_mask = m - 1;
+}
+
+int tw__ring_release(tw_ring *r)
+{
+	for (uint32_t lane = 0; lane < r->lanes; lane++) {
+		struct ring_seen *sn = &r->cons[lane];
+		if (sn->valid && sn->pub != sn->head) {
+			int status = ring_release(r, lane, sn);
+			if (status != TW_OK)
+				return status;
+		}
+	}
+	return TW_OK;
 }
 
 void tw__ring_kick(tw_ring *r)

@@ -36,4 +36,17 @@ int tw__ring_sleep_begin(tw_ring *r, uint32_t lane_mask, int check_pid,
     uint32_t **word, uint32_t *seq);
 void tw__ring_sleep_end(tw_ring *r);
 
+// Lets the consumer of `r` hand taken slots back to producers in batches of
+// `every` (rounded down to a power of two, at most a quarter of the slots;
+// 1, the default, hands each back as it is taken).  A batch is also handed
+// back as soon as a lane looks empty to the consumer or its producer
+// sleeps, so a producer can miss room only while the lane still holds
+// messages: a consumer that stops taking from a non-empty lane for long
+// (held back by its own reader) calls tw__ring_release first.
+void tw__ring_set_release(tw_ring *r, uint32_t every);
+// Hands back every slot taken so far.  Returns TW_OK, or TW_EPROTO when
+// the segment's head moved under the consumer (the take that follows says
+// so too).
+int tw__ring_release(tw_ring *r);
+
 #endif // TW_RING_RING_INT_H

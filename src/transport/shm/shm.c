@@ -677,8 +677,14 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 		++*frames;
 		if ((status = rx_frame(mc, rx, lane, route, corr, n)) != TW_OK)
 			return status;
-		if (rx->pend)
+		if (rx->pend) {
+			// Held back until the mailbox has room: the sender
+			// gets the slots taken so far now, not then.
+			status = tw__ring_release(mc->in);
+			if (status == TW_EPROTO)
+				return rx_proto(mc, "corrupt ring");
 			return TW_ETIMEDOUT;
+		}
 		if (rx->dst_done)
 			return TW_OK;
 	}

@@ -33,6 +33,7 @@
 // The liveness test of the ring layer, which treats zombies as dead.
 #include "platform/posix/futex.h"
 #include "platform/posix/shm.h"
+#include "ring/ring_int.h"
 #include "transport/shm/shm.h"
 
 // The longest pause between two looks for a peer's segment.
@@ -108,6 +109,7 @@ static int seg_attach_rings(shm_chan *mc)
 	if (status == TW_OK) {
 		tw_ring_set_role(mc->out, 0);
 		tw_ring_set_role(mc->in, 1);
+		tw__ring_set_release(mc->in, SHM_RELEASE_EVERY);
 	}
 	return status;
 }
