@@ -899,12 +899,16 @@ bool tw__mailbox_peer_left(tw_mailbox *m, uint32_t from, const char *key)
 	return left;
 }
 
-bool tw__mailbox_idle(tw_mailbox *m, const char *key)
+bool tw__mailbox_idle_data(tw_mailbox *m)
 {
 	return atomic_load_explicit(&m->ndata, memory_order_acquire) == 0
 	    && !atomic_load_explicit(&m->refusing, memory_order_acquire)
-	    && atomic_load_explicit(&m->nleft, memory_order_acquire) == 0
-	    && !tw__key_is_ctl(key);
+	    && atomic_load_explicit(&m->nleft, memory_order_acquire) == 0;
+}
+
+bool tw__mailbox_idle(tw_mailbox *m, const char *key)
+{
+	return tw__mailbox_idle_data(m) && !tw__key_is_ctl(key);
 }
 
 size_t tw__mailbox_ns_entries(tw_mailbox *m)

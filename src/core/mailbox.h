@@ -141,6 +141,8 @@ bool tw__mailbox_peer_left(tw_mailbox *m, uint32_t from, const char *key);
 // mailbox empty); a message pushed at this moment may be missed, as by a
 // probe just before it.
 bool tw__mailbox_idle(tw_mailbox *m, const char *key);
+// The same for a key the caller knows to be a data key.
+bool tw__mailbox_idle_data(tw_mailbox *m);
 
 // How many namespace entries the mailbox keeps (for tests of the bound).
 size_t tw__mailbox_ns_entries(tw_mailbox *m);

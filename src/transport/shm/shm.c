@@ -222,6 +222,8 @@ typedef struct shm_rx_ctx {
 	// whether a frame since it last looked may concern it (that key, a
 	// control message, a namespace closed): otherwise it need not look.
 	const char *want;
+	size_t want_len;
+	bool want_data; // want is a data key
 	bool news;
 	// Where that thread wants its message (tw_recv_into), NULL: nowhere.
 	// A message of that key that fits, with none of its key waiting in
@@ -346,16 +348,26 @@ static int rx_push_pending(shm_chan *mc, rx_ctx *rx)
 
 // Whether the message of `key` starting now may go straight into the
 // reading thread's buffer (see rx_ctx.dst).
-static bool rx_direct_ok(
-    shm_chan *mc, rx_ctx *rx, uint32_t lane, const char *key, uint64_t total)
+// Whether a key of `len` bytes (not terminated) that came in `lane` is the
+// one an application thread reads for: then it is a data key in the data
+// lane, which spares the checks that a key of any other kind needs.
+static bool rx_wanted(
+    const rx_ctx *rx, uint32_t lane, const char *key, size_t len)
 {
-	if (rx->dst == NULL || rx->dst_used || lane != TW_SHM_LANE_DATA
-	    || total > rx->dst_cap || strcmp(key, rx->want) != 0)
+	return lane == TW_SHM_LANE_DATA && rx->want != NULL && rx->want_data
+	    && len == rx->want_len && memcmp(key, rx->want, len) == 0;
+}
+
+// `wanted`: rx_wanted said so of `key`.
+static bool rx_direct_ok(
+    shm_chan *mc, rx_ctx *rx, bool wanted, const char *key, uint64_t total)
+{
+	if (!wanted || rx->dst == NULL || rx->dst_used || total > rx->dst_cap)
 		return false;
 	size_t len;
 	// TW_EAGAIN: nothing of that key queued before it, and the key is
 	// neither aborted nor closed.
-	return tw__mailbox_idle(mc->ep->mb, key)
+	return tw__mailbox_idle_data(mc->ep->mb)
 	    || tw_mailbox_probe(mc->ep->mb, mc->peer_rank, key, &len)
 	    == TW_EAGAIN;
 }
@@ -451,7 +463,9 @@ static int rx_large(
 	if (f->addr > UINTPTR_MAX || f->total > SIZE_MAX)
 		return rx_proto(mc, "large message out of address range");
 	size_t total = (size_t)f->total;
-	bool direct = rx_direct_ok(mc, rx, TW_SHM_LANE_DATA, rl->key, total);
+	bool direct = rx_direct_ok(mc, rx,
+	    rx_wanted(rx, TW_SHM_LANE_DATA, rl->key, strlen(rl->key)), rl->key,
+	    total);
 	unsigned char *buf = direct ? rx->dst : tw__pool_alloc(total);
 	if (buf == NULL)
 		return rx_nomem(mc, total);
@@ -546,10 +560,11 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		return rx_proto(mc, "message before the hello");
 	switch (act) {
 	case TW_SHM_RX_FIRST:
-	case TW_SHM_RX_LARGE:
+	case TW_SHM_RX_LARGE: {
+		bool wanted = rx_wanted(rx, lane, f.key, f.key_len);
 		memcpy(rl->key, f.key, f.key_len);
 		rl->key[f.key_len] = '\0';
-		if (!rx_key_lane_ok(lane, rl->key))
+		if (!wanted && !rx_key_lane_ok(lane, rl->key))
 			return rx_proto(mc, "key in the wrong lane");
 		if (act == TW_SHM_RX_LARGE) {
 			if (lane != TW_SHM_LANE_DATA || !mc->cma_rx)
@@ -559,7 +574,7 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		}
 		if (rl->st.total > SIZE_MAX)
 			return rx_nomem(mc, SIZE_MAX);
-		if (rx_direct_ok(mc, rx, lane, rl->key, rl->st.total)) {
+		if (rx_direct_ok(mc, rx, wanted, rl->key, rl->st.total)) {
 			rx->dst_used = true;
 			if (f.data_len > 0)
 				memcpy(rx->dst, f.data, f.data_len);
@@ -577,6 +592,7 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		if (f.data_len > 0)
 			memcpy(rl->buf, f.data, f.data_len);
 		return TW_OK;
+	}
 	case TW_SHM_RX_CONT:
 		memcpy(
 		    rl->buf + (rl->st.got - f.data_len), f.data, f.data_len);
@@ -961,6 +977,8 @@ static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
 		if (reading && !posted) {
 			posted = true;
 			mc->rxc->want = key;
+			mc->rxc->want_len = strlen(key);
+			mc->rxc->want_data = !tw__key_is_ctl(key);
 			mc->rxc->dst = dst;
 			mc->rxc->dst_cap = cap;
 		}

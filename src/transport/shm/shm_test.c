@@ -740,9 +740,23 @@ static void t_creator_slow(void **state)
 	assert_no_segments();
 }
 
+// Receives read the ring themselves only where each party of the link can
+// have a CPU (shm.c); with one CPU there is nothing to test here.
+static bool two_cpus(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0
+	    && CPU_COUNT(&set) < 2) {
+		fprintf(
+		    stderr, "skipped: one usable CPU, receives never spin\n");
+		return false;
+	}
+	return true;
+}
+
 // --- a peer that writes garbage -----------------------------------------------------
 
-enum { CORRUPT_FRAME = 0, CORRUPT_RING = 1, LEAVE_UNREAD = 2 };
+enum { CORRUPT_FRAME = 0, CORRUPT_RING = 1, LEAVE_UNREAD = 2, WRONG_LANE = 3 };
 
 static uint64_t fake_probe = 0x5eed;
 
@@ -837,6 +851,13 @@ static int fake_peer(child *c)
 		CHK_RV(tw_ring_send(
 		           out, TW_SHM_LANE_DATA, TW_SHM_F_DATA, buf, n, 2, 0),
 		    TW_OK);
+	} else if (c->arg == WRONG_LANE) {
+		// The very key the victim waits for, in the control lane.
+		n = tw__shm_put_data(
+		    buf, sizeof(buf), key, strlen(key), 2, "no", 2);
+		CHK_RV(tw_ring_send(
+		           out, TW_SHM_LANE_CTL, TW_SHM_F_DATA, buf, n, 2, 0),
+		    TW_OK);
 	} else {
 		struct tw_ring_lane *lane = (struct tw_ring_lane *)(base
 		    + tw__shm_ring_off(0, TW_SHM_SLOTS) + TW_RING_HDR_SIZE);
@@ -896,6 +917,60 @@ static void against_fake(int how, child_fn victim_fn, int victim_arg)
 static void t_corrupt_frame(void **state)
 {
 	against_fake(CORRUPT_FRAME, victim, 0);
+}
+
+// Polls (timeout 0) so that its own thread reads the ring while it waits
+// for the key, with that key posted: the frame that brings the key in the
+// wrong lane must still be refused.  Exits 0, or POLLED_ELSEWHERE when all
+// went right but the progress thread read the frame (it may, while the
+// polling thread is descheduled).
+#define POLLED_ELSEWHERE 3
+static int polling_victim(child *c)
+{
+	tw_log_set_handler(log_keep, NULL);
+	tw_link *l;
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	char buf[8];
+	size_t n = 0;
+	CHK_RV(tw_recv_into(l, 0, "t", buf, sizeof(buf), &n), TW_OK);
+	CHK(n == 2 && memcmp(buf, "ok", 2) == 0);
+	CHK_RV(tw_link_set_recv_timeout(l, 0), TW_OK);
+	uint64_t inline0 = tw__shm_frames_read_inline;
+	child_ready(c);
+	int64_t give_up = tw__deadline_ms(tw_test_scale_ms(20000));
+	int rv;
+	while ((rv = tw_recv_into(l, 0, "t", buf, sizeof(buf), &n))
+	    == TW_ETIMEDOUT)
+		CHK(tw__now_ns() < give_up);
+	CHK_RV(rv, TW_EPEER);
+	CHK(log_has("TW_EPROTO"));
+	bool mine = tw__shm_frames_read_inline > inline0;
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	tw_log_set_handler(NULL, NULL);
+	return mine ? 0 : POLLED_ELSEWHERE;
+}
+
+static void t_wrong_lane(void **state)
+{
+	against_fake(WRONG_LANE, victim, 0);
+	if (!two_cpus())
+		skip();
+	// Every run must refuse the frame; at least one must have read it in
+	// the polling thread, or the check under test never ran.
+	for (int run = 0; run < 20; run++) {
+		proc f = spawn(fake_peer, 0, WRONG_LANE);
+		proc v = spawn(polling_victim, 1, 0);
+		proc_wait_ready(&v);
+		proc_go(&f);
+		int st = proc_reap(&v);
+		assert_int_equal(proc_reap(&f), 0);
+		assert_no_segments();
+		if (st == 0)
+			return;
+		assert_int_equal(st, POLLED_ELSEWHERE);
+	}
+	fail_msg("the progress thread read the frame in every run");
 }
 
 static void t_corrupt_ring(void **state)
@@ -1276,20 +1351,6 @@ static void t_close_unread_forever(void **state)
 
 #define PINGS 2000
 
-// Receives read the ring themselves only where each party of the link can
-// have a CPU (shm.c); with one CPU there is nothing to test here.
-static bool two_cpus(void)
-{
-	cpu_set_t set;
-	if (sched_getaffinity(0, sizeof(set), &set) == 0
-	    && CPU_COUNT(&set) < 2) {
-		fprintf(
-		    stderr, "skipped: one usable CPU, receives never spin\n");
-		return false;
-	}
-	return true;
-}
-
 // Ping-pong: each side's receives find the reply on its way and take it
 // from the ring themselves.  Then a message that nobody polls for must still
 // reach the mailbox: the progress thread takes the ring back after the
@@ -1440,6 +1501,7 @@ int main(int argc, char **argv)
 		CASE(creator_slow),
 		CASE(corrupt_frame),
 		CASE(corrupt_ring),
+		CASE(wrong_lane),
 		CASE(large_cma),
 		CASE(large_chunked),
 		CASE(large_last),
