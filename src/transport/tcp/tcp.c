@@ -812,8 +812,8 @@ static void spin(
 	if (atomic_load(&mc->state) != CH_READY || arrived(&w))
 		return;
 	*deadline = tw__deadline_fix(*deadline);
-	(void)tw__tcp_conn_poll(
-	    chan_main(mc), TCP_SPIN_NS, *deadline, arrived, &w, post);
+	(void)tw__tcp_conn_poll(chan_main(mc), TCP_SPIN_NS, *deadline, arrived,
+	    &w, post, post != NULL && post->cap > TW_TCP_FRAME_MAX);
 }
 
 // A receive about to sleep in the mailbox for a message still on its way
@@ -865,9 +865,8 @@ static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
 	int status = tw__rxbox_try_into(&mc->base.rx, key, buf, cap, len);
 	if (status != TW_EAGAIN)
 		return status;
-	// Only a message longer than a frame is assembled in place.
 	tcp_post post = { .mc = mc, .key = key, .buf = buf, .cap = cap };
-	spin(mc, key, &deadline, cap > TW_TCP_FRAME_MAX ? &post : NULL);
+	spin(mc, key, &deadline, &post);
 	if (atomic_load_explicit(&post.done, memory_order_acquire)) {
 		*len = post.len;
 		return TW_OK;

@@ -319,14 +319,18 @@ void tw__tcp_sx_fail(tcp_sx *sx);
 // Ownership of data passes.
 int tw__tcp_sx_data(
     tcp_sx *sx, tcp_chan *mc, const char *key, void *data, size_t len);
-// The same for a copy of src[0..len).
-int tw__tcp_sx_data_copy(
-    tcp_sx *sx, tcp_chan *mc, const char *key, const void *src, size_t len);
+// The same for a copy of src[0..len), read by the main connection whose
+// reader posted `post` (or NULL).
+struct tcp_post;
+int tw__tcp_sx_data_copy(tcp_sx *sx, tcp_chan *mc, const char *key,
+    const void *src, size_t len, struct tcp_post *post);
 // A receive of `key` into buf[0..cap) that an application thread posted
 // while it reads the peer's main connection itself (tw__tcp_conn_poll's
-// post): the next striped message of that key from mc may be assembled
-// in buf rather than in memory of its own, saving the copy out of it
-// (tcp_sx.c has the rules).  The poster's, on its stack.
+// post): the next message of that key from mc, if it is next in line and
+// fits, lands in buf rather than in the mailbox: a message of one frame
+// copied there, a striped one assembled there, saving the copy out of
+// memory of its own (tcp_sx.c has the rules).  The poster's, on its
+// stack.
 typedef struct tcp_post {
 	tcp_chan *mc;
 	const char *key;
@@ -336,7 +340,17 @@ typedef struct tcp_post {
 	bool used; // an entry was ever placed here (the poster's alone)
 	_Atomic bool done; // a message of len bytes was delivered in buf
 	size_t len;
+	void *frame; // a message of one frame being read into buf (peer's)
 } tcp_post;
+
+// Whether a DATA message of one frame, `len` bytes of `key` from mc, may
+// land in post's buffer (the rules above; nothing held); if so the
+// buffer is claimed for it.  Reader role of the main connection held.
+bool tw__tcp_sx_claim_small(
+    tcp_chan *mc, const char *key, size_t len, tcp_post *post);
+// The message claimed so is whole in the buffer: the receive is done,
+// and the message counts as taken.
+void tw__tcp_sx_placed_small(tcp_chan *mc, tcp_post *post, size_t len);
 
 // What moved through posted receives since the process started (for
 // tests): messages delivered in a posted buffer, half-assembled messages
@@ -345,6 +359,9 @@ typedef struct tcp_post {
 // their message was being assembled in a posted buffer.
 extern _Atomic uint64_t tw__tcp_rx_placed, tw__tcp_rx_adopted,
     tw__tcp_rx_moved, tw__tcp_rx_strays;
+// Messages of one frame delivered in a posted buffer, and moved out of one
+// half read, when its poster let go.
+extern _Atomic uint64_t tw__tcp_rx_placed_small, tw__tcp_rx_moved_small;
 
 // A STRIPED announcement for mc (the peer's slot `slot`), frame `seq` of
 // connection `main`, whose acks it holds while the message is incomplete.

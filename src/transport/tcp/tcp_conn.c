@@ -594,8 +594,9 @@ static void wait_readable(tcp_conn *c, int64_t deadline)
 }
 
 bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
-    bool (*done)(void *arg), void *arg, void *post)
+    bool (*done)(void *arg), void *arg, void *post, bool keep)
 {
+	keep = keep && post != NULL;
 	bool got = false, reading = false;
 	unsigned passes = 0;
 	int status = TW_OK;
@@ -664,13 +665,13 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		// the role as soon as it is free, to place its message (on a
 		// shared CPU, yielding let the I/O thread read on, and 1 MiB
 		// messages arrived a sixth slower).
-		if (!reading && post == NULL && ++passes >= POLL_WATCH_PASSES)
+		if (!reading && !keep && ++passes >= POLL_WATCH_PASSES)
 			sched_yield();
 		if (now >= until) {
 			// A receive that posted its memory waits as the reader,
 			// asleep on the socket rather than spinning, so that a
 			// long message for it can be placed there as it comes.
-			if (!reading || post == NULL)
+			if (!reading || !keep)
 				break;
 			if ((got = done(arg)))
 				break;

@@ -206,10 +206,11 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 // keeps reading it.  While another thread reads, only done() is watched.
 // With a `post` (the owner's record of a receive that this thread
 // posted, whose memory upcalls may fill, since nobody else reads
-// meanwhile; they see it through tw__tcp_conn_post), a poll that holds
-// the reader role keeps it past idle_ns until done() or `deadline`,
-// asleep on the socket while nothing comes, and ops->rx_unpost runs
-// before the role goes back.  A poll that got what it waited for leaves the
+// meanwhile; they see it through tw__tcp_conn_post), ops->rx_unpost runs
+// before the role goes back; with `keep` too, a poll that holds the
+// reader role keeps it past idle_ns until done() or `deadline`, asleep
+// on the socket while nothing comes (a long message for the post may be
+// on its way).  A poll that got what it waited for leaves the
 // socket parked (poller.h): the next poll claims it back without a system
 // call, and the I/O thread takes it back within a park period, or at once
 // for a thread asleep between tw__tcp_conn_sleep_begin and _end.  A poll
@@ -217,7 +218,7 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 // likely waits for their answer).  Returns whether done() said so, or the
 // connection failed meanwhile.
 bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
-    bool (*done)(void *arg), void *arg, void *post);
+    bool (*done)(void *arg), void *arg, void *post, bool keep);
 
 // Brackets a sleep of the calling thread on what only reading the
 // connection brings: a message, credit, an ack.  A reader that got its

@@ -723,7 +723,7 @@ static void test_poll(void **state)
 	int64_t dl = deadline_in(10000);
 	while (!got_one(&t.b) && tw__now_ns() < dl)
 		(void)tw__tcp_conn_poll(
-		    t.cb, 1000000, dl, got_one, &t.b, NULL);
+		    t.cb, 1000000, dl, got_one, &t.b, NULL, false);
 	assert_true(got_one(&t.b));
 	assert_int_equal(t.b.frames[0].len, 3);
 	pair_down(&t);
@@ -785,7 +785,8 @@ static void poll_post(raw *r, tpost *tp, int64_t ms)
 {
 	int64_t dl = deadline_in(ms);
 	while (!post_done(tp) && tw__now_ns() < dl)
-		(void)tw__tcp_conn_poll(r->c, 1000000, dl, post_done, tp, tp);
+		(void)tw__tcp_conn_poll(
+		    r->c, 1000000, dl, post_done, tp, tp, true);
 }
 
 // A poll with a post keeps the reader role past its idle time until its
@@ -807,7 +808,8 @@ static void test_poll_post(void **state)
 
 	// Nothing comes: the poll returns at its deadline, not at 1 ms idle.
 	int64_t dl = deadline_in(100);
-	assert_false(tw__tcp_conn_poll(r.c, 1000000, dl, post_done, &tp, &tp));
+	assert_false(
+	    tw__tcp_conn_poll(r.c, 1000000, dl, post_done, &tp, &tp, true));
 	assert_true(tw__now_ns() >= dl);
 	assert_int_equal(tp.unposts, 1);
 
@@ -883,7 +885,8 @@ static void poll_for(pair *t, tpost *tp, int want, const char *key)
 	assert_int_equal(pthread_create(&ps.th, NULL, park_send, &ps), 0);
 	int64_t dl = deadline_in(10000);
 	while (!post_done(tp) && tw__now_ns() < dl)
-		(void)tw__tcp_conn_poll(t->cb, 1000000, dl, post_done, tp, tp);
+		(void)tw__tcp_conn_poll(
+		    t->cb, 1000000, dl, post_done, tp, tp, true);
 	pthread_join(ps.th, NULL);
 	wait_frames(&t->b, want);
 }
@@ -975,7 +978,8 @@ static void test_defer(void **state)
 	int n = 0;
 	send_small(t.ca, &n, 3);
 	assert_true(tx_waiting(t.ca));
-	(void)tw__tcp_conn_poll(t.ca, 0, tw__now_ns(), never, NULL, NULL);
+	(void)tw__tcp_conn_poll(
+	    t.ca, 0, tw__now_ns(), never, NULL, NULL, false);
 	wait_frames(&t.b, n);
 	assert_false(tx_waiting(t.ca));
 

@@ -381,8 +381,9 @@ static int refuse(tcp_peer *p, const char *why)
 typedef struct data_rx {
 	tcp_chan *mc; // referenced, or NULL: the link is gone here
 	unsigned char *buf;
+	tcp_post *post; // buf is this post's (a receive's) memory
 	tcp_sx_claim claim;
-	size_t n; // a chunk's bytes
+	size_t n; // a chunk's bytes; a DATA message's
 } data_rx;
 
 // The post of the application thread that reads c, if c is the main
@@ -467,8 +468,8 @@ static int peer_rx_frame(
 		}
 		if (mc != NULL) {
 			tw__tcp_conn_rx_handled(c); // see on_data
-			status = tw__tcp_sx_data_copy(
-			    p->sx, mc, h->key, pay, (size_t)h->len);
+			status = tw__tcp_sx_data_copy(p->sx, mc, h->key, pay,
+			    (size_t)h->len, post_of(p, c));
 		}
 		break;
 	case TW_TCP_F_STRIPED: {
@@ -523,7 +524,17 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
 			return refuse(
 			    p, "a message larger than the link allows");
 		}
+		// Awaited by the receive that reads: read into its memory.
+		tcp_post *post = post_of(p, c);
 		if (d->mc != NULL
+		    && tw__tcp_sx_claim_small(
+		        d->mc, h->key, (size_t)h->len, post)) {
+			d->buf = post->buf;
+			d->post = post;
+			d->n = (size_t)h->len;
+			post->frame = d;
+		}
+		if (d->mc != NULL && d->buf == NULL
 		    && (d->buf = tw__pool_alloc((size_t)h->len)) == NULL) {
 			tw__tcp_chan_unref(d->mc);
 			free(d);
@@ -582,8 +593,16 @@ static int peer_rx_end(
 	int status = TW_OK;
 	if (d == NULL)
 		return TW_OK;
-	if (h->type == TW_TCP_F_DATA) {
-		if (d->mc != NULL && ok)
+	if (h->type == TW_TCP_F_DATA && d->post != NULL) {
+		d->post->frame = NULL;
+		if (d->mc != NULL && ok) {
+			tw__tcp_conn_rx_handled(c); // see on_data
+			tw__tcp_sx_placed_small(
+			    d->mc, d->post, (size_t)h->len);
+		}
+	} else if (h->type == TW_TCP_F_DATA) {
+		// No buffer: moved out of a receive's memory, into none.
+		if (d->mc != NULL && ok && d->buf != NULL)
 			status = on_data(p, c, d->mc, h, d->buf);
 		else
 			free(d->buf);
@@ -609,10 +628,39 @@ static void peer_failed(void *owner, tcp_conn *c, int status)
 	tw__tcp_peer_unref(p); // the connection's
 }
 
+// A message of one frame half read into the receive's memory moves into
+// memory of its own, where the rest of it goes, and arrives through the
+// mailbox as any other.
+static int unpost_frame(tcp_conn *c, tcp_post *post)
+{
+	data_rx *d = post->frame;
+	size_t len = d->n;
+	unsigned char *to = tw__pool_alloc(len);
+	if (to != NULL)
+		memcpy(to, d->buf, len); // what is not read yet is overwritten
+	tw__tcp_conn_rx_rebase(c, d->buf, len, to);
+	d->buf = to;
+	d->post = NULL;
+	post->frame = NULL;
+	atomic_fetch_add_explicit(
+	    &tw__tcp_rx_moved_small, 1, memory_order_relaxed);
+	if (to == NULL) {
+		TW_ERROR(
+		    "tcp", "out of memory for a message of %zu bytes", len);
+		return TW_ENOMEM;
+	}
+	return TW_OK;
+}
+
 static int peer_rx_unpost(void *owner, tcp_conn *c, void *post)
 {
 	tcp_peer *p = owner;
-	return is_main(p, c) ? tw__tcp_sx_unpost(p->sx, c, post) : TW_OK;
+	if (!is_main(p, c))
+		return TW_OK;
+	tcp_post *pp = post;
+	int status = pp->frame != NULL ? unpost_frame(c, pp) : TW_OK;
+	int st = tw__tcp_sx_unpost(p->sx, c, pp);
+	return status != TW_OK ? status : st;
 }
 
 static void peer_down(void *owner, tcp_conn *c)
