@@ -338,6 +338,7 @@ typedef struct tcp_post {
 	size_t cap;
 	struct sx_entry *entry; // assembling in buf now, by the sx mutex
 	bool used; // an entry was ever placed here (the poster's alone)
+	bool small; // a message of one frame was (tw__tcp_sx_claim_small)
 	_Atomic bool done; // a message of len bytes was delivered in buf
 	size_t len;
 	void *frame; // a message of one frame being read into buf (peer's)

@@ -186,7 +186,11 @@ void tw__tcp_reader_fini(tcp_reader *rx);
 
 // Reads and handles frames until the socket is empty or it has read for
 // `budget_ns` (the I/O thread's share for this connection, so that one
-// busy peer cannot starve the others and their heartbeats; 0: no limit).
+// busy peer cannot starve the others and their heartbeats).  With 0, an
+// application thread's poll: no limit, but it returns as soon as a frame
+// ends with nothing more read, without asking the socket again (the
+// poller looks whether that frame was what it waits for first; a reply
+// that came saves a system call on its way to the application).
 // Reader role held.  Returns TW_OK, or why the connection must fail (and
 // records it).
 int tw__tcp_reader_pump(tcp_conn *c, int64_t budget_ns, unsigned *frames);

@@ -286,6 +286,9 @@ static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 			return status;
 		(*frames)++;
 		tw__tcp_writer_rx_progress(c);
+		if (budget_ns == 0 && rx->in_off == rx->in_len
+		    && !tw__tcp_conn_rx_pending(c))
+			return TW_OK;
 	}
 }
 

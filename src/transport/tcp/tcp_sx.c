@@ -219,6 +219,7 @@ static void drop_entry(tcp_sx *sx, sx_entry *e)
 static void try_place(tcp_chan *mc, sx_entry *e, tcp_post *post)
 {
 	if (post == NULL || post->mc != mc || post->entry != NULL
+	    || post->small
 	    || atomic_load_explicit(&post->done, memory_order_relaxed)
 	    || !e->announced || e->cancelled || e->user != NULL
 	    || e->writers > 0 || e->total > post->cap || mc->held == NULL
@@ -351,6 +352,7 @@ bool tw__tcp_sx_claim_small(
 	    && tw_mailbox_probe(mb, mc->peer_rank, key, &n) != TW_EAGAIN)
 		return false;
 	post->used = true;
+	post->small = true;
 	return true;
 }
 
@@ -511,8 +513,9 @@ int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 
 int tw__tcp_sx_unpost(tcp_sx *sx, tcp_conn *main, tcp_post *post)
 {
-	if (!post->used)
-		return TW_OK; // a receive that found no long message
+	// A receive that found no long message: none can be here.
+	if (!post->used || post->small)
+		return TW_OK;
 	pthread_mutex_lock(&sx->mtx);
 	sx_entry *e = post->entry;
 	int status = TW_OK;
