@@ -346,8 +346,6 @@ static int rx_push_pending(shm_chan *mc, rx_ctx *rx)
 	return rx_pushed(mc, TW_SHM_LANE_DATA, status, rx->pend_data);
 }
 
-// Whether the message of `key` starting now may go straight into the
-// reading thread's buffer (see rx_ctx.dst).
 // Whether a key of `len` bytes (not terminated) that came in `lane` is the
 // one an application thread reads for: then it is a data key in the data
 // lane, which spares the checks that a key of any other kind needs.
@@ -358,7 +356,9 @@ static bool rx_wanted(
 	    && len == rx->want_len && memcmp(key, rx->want, len) == 0;
 }
 
-// `wanted`: rx_wanted said so of `key`.
+// Whether the message of `key` starting now may go straight into the
+// reading thread's buffer (see rx_ctx.dst); `wanted`: rx_wanted said so
+// of `key`.
 static bool rx_direct_ok(
     shm_chan *mc, rx_ctx *rx, bool wanted, const char *key, uint64_t total)
 {

@@ -30,8 +30,9 @@ extern _Thread_local uint64_t tw__shm_frames_read_inline;
 // their own because that reader left before they were complete.
 extern _Atomic uint64_t tw__shm_direct_moved;
 
-// The inbound ring hands taken slots back to the sender in batches of
-// this many while it holds more messages (tw__ring_set_release): one
+// The inbound ring hands taken slots back to the sender in batches of up
+// to this many (a quarter of its slots at most) while it holds more
+// messages (tw__ring_set_release): one
 // locked exchange per message, on a line the waiting sender keeps reading,
 // cost a stream a quarter of its rate.
 #define SHM_RELEASE_EVERY 16
