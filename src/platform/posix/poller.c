@@ -24,7 +24,8 @@
 // The longest park period (see tw__pfd_park): what bytes that nobody
 // waits for may wait at most, once readers have kept coming back.
 #define PARK_MAX_NS 8000000
-// The epoll data of a registration's park timer: its address, tagged.
+// The epoll data of a registration's timer (its park timer, or the timer
+// that a tw__ptimer is): its address, tagged.
 #define TIMER_TAG ((uintptr_t)1)
 
 // The poller whose thread this is, so that fini can tell a call from a
@@ -56,6 +57,8 @@ struct tw__pfd {
 	// are hints: a stale value only makes a parker set the timer again.
 	_Atomic int parked;
 	int tfd;
+	bool is_timer; // a tw__ptimer: fd is -1, tfd its timer, no parking
+	uint64_t ticks; // a tw__ptimer's expiries, for its callback
 	_Atomic int64_t park_at;
 	_Atomic int64_t park_period;
 };
@@ -146,6 +149,19 @@ static void park_fired(tw__pfd *d)
 		d->cb(d, TW__POLL_IN, d->arg);
 }
 
+// A tw__ptimer fired: its callback runs with the count of expiries since
+// the last, unless a new setting reset the count meanwhile.
+static void timer_fired(tw__pfd *d)
+{
+	uint64_t n = 0;
+	while (read(d->tfd, &n, sizeof(n)) < 0 && errno == EINTR)
+		;
+	if (n == 0)
+		return;
+	d->ticks = n;
+	d->cb(d, TW__POLL_IN, d->arg);
+}
+
 static void *poller_main(void *arg)
 {
 	pthread_setname_np(pthread_self(), "tw-io");
@@ -176,6 +192,10 @@ static void *poller_main(void *arg)
 			pthread_mutex_unlock(&p->mtx);
 			if (skip)
 				continue;
+			if (timer && d->is_timer) {
+				timer_fired(d);
+				continue;
+			}
 			if (timer) {
 				park_fired(d);
 				continue;
@@ -360,7 +380,8 @@ void tw__pfd_fini(tw__pfd *d)
 	d->self_fini = own;
 	// The descriptor may already be closed by a confused caller; the
 	// registration goes away regardless, so the error is ignored.
-	(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->fd, NULL);
+	if (d->fd >= 0)
+		(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->fd, NULL);
 	if (d->tfd >= 0) {
 		(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->tfd, NULL);
 		close(d->tfd);
@@ -381,34 +402,46 @@ void tw__pfd_fini(tw__pfd *d)
 	free(d);
 }
 
+// A timerfd in the poller's epoll set for registration d, edge-triggered:
+// each expiry is one event, and nothing needs to read the timer to quiet
+// it.  -1 (errno set) when none can be had.
+static int timer_new(tw__pfd *d)
+{
+	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET,
+		.data.u64 = (uintptr_t)d | TIMER_TAG };
+	if (tfd >= 0 && epoll_ctl(d->p->epfd, EPOLL_CTL_ADD, tfd, &ev) != 0) {
+		int err = errno;
+		close(tfd);
+		errno = err;
+		return -1;
+	}
+	return tfd;
+}
+
+// Sets timer tfd to fire at `at` (0: never), then every `period` ns
+// (0: once).
+static bool timer_set(int tfd, int64_t at, int64_t period)
+{
+	struct itimerspec its = { 0 };
+	if (at != 0)
+		tw__deadline_ts(at, &its.it_value);
+	tw__deadline_ts(period, &its.it_interval);
+	return timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0;
+}
+
 // Sets the park timer to fire at `at`, making the timer at the first
 // park.  Under p->mtx.
 static bool park_timer_set(tw__pfd *d, int64_t at)
 {
-	tw__poller *p = d->p;
 	if (d->closing)
 		return false;
-	if (d->tfd < 0) {
-		int tfd = timerfd_create(
-		    CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-		// Edge-triggered: each expiry is one event, and nothing needs
-		// to read the timer to quiet it.
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLET,
-			.data.u64 = (uintptr_t)d | TIMER_TAG };
-		if (tfd < 0
-		    || epoll_ctl(p->epfd, EPOLL_CTL_ADD, tfd, &ev) != 0) {
-			TW_LOG_ONCE(TW_LOG_WARN, "poll",
-			    "cannot make a park timer (%m); re-arming "
-			    "instead");
-			if (tfd >= 0)
-				close(tfd);
-			return false;
-		}
-		d->tfd = tfd;
+	if (d->tfd < 0 && (d->tfd = timer_new(d)) < 0) {
+		TW_LOG_ONCE(TW_LOG_WARN, "poll",
+		    "cannot make a park timer (%m); re-arming instead");
+		return false;
 	}
-	struct itimerspec its = { 0 };
-	tw__deadline_ts(at, &its.it_value);
-	return timerfd_settime(d->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0;
+	return timer_set(d->tfd, at, 0);
 }
 
 bool tw__pfd_park(tw__pfd *d)
@@ -445,6 +478,45 @@ bool tw__pfd_park(tw__pfd *d)
 	// Without a timer nothing would end the park: undone, unless the
 	// thread or an arm ended it already (then it is no longer ours).
 	return !tw__pfd_unpark(d);
+}
+
+int tw__ptimer_init(
+    tw__poller *p, tw__pfd_func_t cb, void *arg, tw__pfd **out_pfd)
+{
+	tw__pfd *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return TW_ENOMEM;
+	d->p = p;
+	d->fd = -1;
+	d->is_timer = true;
+	d->cb = cb;
+	d->arg = arg;
+	// Under the mutex, which the poller thread takes before it calls a
+	// registration back: it sees tfd.
+	pthread_mutex_lock(&p->mtx);
+	d->tfd = timer_new(d);
+	pthread_mutex_unlock(&p->mtx);
+	if (d->tfd < 0) {
+		int err = errno;
+		free(d);
+		errno = err;
+		return TW_ESYS;
+	}
+	*out_pfd = d;
+	return TW_OK;
+}
+
+uint64_t tw__ptimer_ticks(const tw__pfd *d)
+{
+	return d->ticks;
+}
+
+int tw__ptimer_set(tw__pfd *d, int64_t at, int64_t period_ns)
+{
+	if (timer_set(d->tfd, at, period_ns))
+		return TW_OK;
+	TW_LOG_ONCE(TW_LOG_WARN, "poll", "cannot set a timer: %m");
+	return TW_ESYS;
 }
 
 bool tw__pfd_unpark(tw__pfd *d)

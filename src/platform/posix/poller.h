@@ -100,6 +100,22 @@ int tw__pfd_swap_fd(tw__pfd *pfd, int fd);
 // further callback runs.  The memory is freed by the poller.
 void tw__pfd_fini(tw__pfd *pfd);
 
+// A timer whose callback runs on the poller thread, with TW__POLL_IN, each
+// time it fires (its owner reads nothing and re-arms nothing; the poller
+// thread reads the timerfd it made).  Not armed until tw__ptimer_set; finished (and its
+// descriptor closed) by tw__pfd_fini.  Only tw__ptimer_set and
+// tw__pfd_fini apply to it.  TW_OK, TW_ENOMEM, TW_ESYS (errno set; not
+// logged: the caller says what it goes without).
+int tw__ptimer_init(
+    tw__poller *p, tw__pfd_func_t cb, void *arg, tw__pfd **out_pfd);
+// Makes the timer fire at `at` (tw__now_ns's clock; one in the past fires
+// at once), then every `period_ns` (0: once); `at` 0 stops it.  Not after
+// tw__pfd_fini.  TW_OK, or TW_ESYS (logged once).
+int tw__ptimer_set(tw__pfd *pfd, int64_t at, int64_t period_ns);
+// From the timer's callback: how many expiries this call stands for (more
+// than one when the poller thread did not run for a period or more).
+uint64_t tw__ptimer_ticks(const tw__pfd *pfd);
+
 // The first park period: how long a registration parked once waits for
 // its owner before the poller thread calls it back
 // (tw__poller_set_park_ns changes it for tests).

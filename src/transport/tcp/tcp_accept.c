@@ -40,7 +40,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -92,8 +91,7 @@ struct tcp_acceptor {
 	tcp_node *node;
 	tw__tcp_listener *l;
 	tw__pfd *lpfd;
-	int tfd;
-	tw__pfd *tpfd;
+	tw__pfd *tpfd; // the handshakes' timer (tw__ptimer)
 	// The list and the flags are the I/O thread's, except that kick and
 	// free read `stopped` and post tasks (mtx).
 	hs *list;
@@ -171,15 +169,12 @@ static void arm_timer(tcp_acceptor *a)
 		if (next == 0 || t < next)
 			next = t;
 	}
-	struct itimerspec its = { 0 };
 	if (next != 0) {
-		int64_t ns = next - tw__now_ns();
-		if (ns < 1000000)
-			ns = 1000000;
-		its.it_value.tv_sec = ns / 1000000000;
-		its.it_value.tv_nsec = ns % 1000000000;
+		int64_t soonest = tw__now_ns() + 1000000;
+		if (next < soonest)
+			next = soonest;
 	}
-	(void)timerfd_settime(a->tfd, 0, &its, NULL);
+	(void)tw__ptimer_set(a->tpfd, next, 0);
 }
 
 // --- the handshake -----------------------------------------------------------
@@ -788,11 +783,9 @@ static void retry_parked(tcp_acceptor *a)
 
 static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 {
+	(void)pfd;
 	(void)events;
 	tcp_acceptor *a = arg;
-	uint64_t ticks;
-	while (read(a->tfd, &ticks, sizeof(ticks)) < 0 && errno == EINTR)
-		;
 	int64_t now = tw__now_ns();
 	retry_parked(a);
 	hs *h = a->list;
@@ -814,7 +807,6 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 		a->paused_until = 0;
 		(void)tw__pfd_arm(a->lpfd, TW__POLL_IN);
 	}
-	(void)tw__pfd_arm(pfd, TW__POLL_IN);
 	arm_timer(a);
 }
 
@@ -877,17 +869,12 @@ int tw__tcp_acceptor_new(tcp_node *n, tw__tcp_listener *l, tcp_acceptor **out)
 	pthread_mutex_init(&a->mtx, NULL);
 	tw__cond_init(&a->cv);
 	tw__poller *p = tw__tcp_node_poller(n);
-	a->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	int status = a->tfd >= 0 ? TW_OK : TW_ESYS;
-	if (status != TW_OK)
+	int status = tw__ptimer_init(p, on_timer, a, &a->tpfd);
+	if (status == TW_ESYS)
 		TW_ERROR("tcp", "cannot make a timer: %m");
-	if (status == TW_OK)
-		status = tw__pfd_init(p, a->tfd, on_timer, a, &a->tpfd);
 	if (status == TW_OK)
 		status = tw__pfd_init(
 		    p, tw__tcp_listener_fd(l), on_listen, a, &a->lpfd);
-	if (status == TW_OK)
-		status = tw__pfd_arm(a->tpfd, TW__POLL_IN);
 	if (status == TW_OK)
 		status = tw__pfd_arm(a->lpfd, TW__POLL_IN);
 	if (status != TW_OK) {
@@ -895,8 +882,6 @@ int tw__tcp_acceptor_new(tcp_node *n, tw__tcp_listener *l, tcp_acceptor **out)
 			tw__pfd_fini(a->lpfd);
 		if (a->tpfd != NULL)
 			tw__pfd_fini(a->tpfd);
-		if (a->tfd >= 0)
-			close(a->tfd);
 		pthread_cond_destroy(&a->cv);
 		pthread_mutex_destroy(&a->mtx);
 		free(a);
@@ -918,7 +903,6 @@ void tw__tcp_acceptor_free(tcp_acceptor *a)
 	while (!a->done)
 		pthread_cond_wait(&a->cv, &a->mtx);
 	pthread_mutex_unlock(&a->mtx);
-	close(a->tfd);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mtx);
 	free(a);

@@ -56,7 +56,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <linux/tcp.h>
@@ -137,8 +136,6 @@ void tw__tcp_conn_unref(tcp_conn *c)
 	tw__tls_free(c->tls);
 	if (c->fd >= 0)
 		close(c->fd);
-	if (c->tfd >= 0)
-		close(c->tfd);
 	tw__tcp_writer_fini(&c->tx);
 	tw__tcp_reader_fini(&c->rx);
 	pthread_cond_destroy(&c->ack_cv);
@@ -450,11 +447,11 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 {
 	(void)events;
 	tcp_conn *c = arg;
-	if (failed(c))
+	if (failed(c)) {
+		(void)tw__ptimer_set(pfd, 0, 0);
 		return;
-	uint64_t ticks = 1;
-	while (read(c->tfd, &ticks, sizeof(ticks)) < 0 && errno == EINTR)
-		;
+	}
+	uint64_t ticks = tw__ptimer_ticks(pfd);
 	int64_t now = tw__now_ns();
 	if (tw__tcp_conn_is_down(c)) {
 		int64_t until = atomic_load_explicit(
@@ -465,15 +462,12 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 			    "not resumed within %" PRId64 " ms (%s)",
 			    c->down_limit_ns / 1000000, tw_err_name(TW_EPEER));
 			tw__tcp_conn_fail(c, TW_EPEER, why);
-			return;
+			(void)tw__ptimer_set(pfd, 0, 0);
 		}
-		(void)tw__pfd_arm(pfd, TW__POLL_IN);
 		return;
 	}
-	if (c->heartbeat_ns == 0) {
-		(void)tw__pfd_arm(pfd, TW__POLL_IN); // watching a break only
-		return;
-	}
+	if (c->heartbeat_ns == 0)
+		return; // watching a break only
 	// Ticks missed mean that this process did not run (a stalled
 	// machine, a debugger, a sanitizer's pause): the silence is ours as
 	// much as the peer's, so the peer gets a fresh period, not the blame.
@@ -516,13 +510,11 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 			tw__tcp_conn_ref(c);
 			tw__poller_post(c->poller, &c->down_task);
 		}
-		(void)tw__pfd_arm(pfd, TW__POLL_IN);
 		return;
 	}
 	if (rx_idle >= c->heartbeat_ns / 3)
 		(void)tw__tcp_conn_send(c, TW_TCP_F_PING, 0, NULL, NULL, 0,
 		    TCP_TX_NOWAIT, 0, NULL, NULL);
-	(void)tw__pfd_arm(pfd, TW__POLL_IN);
 }
 
 tcp_rx_memo *tw__tcp_conn_rx_memo(tcp_conn *c)
@@ -747,23 +739,10 @@ static int start_timer(tcp_conn *c, int64_t heartbeat_ms, int fd)
 	c->heartbeat_ns = heartbeat_ms * 1000000;
 	c->last_acked = tw__now_ns();
 	c->acked = acked_bytes(fd);
-	// Without heartbeats the timer only watches how long a break lasts.
-	c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (c->tfd < 0) {
+	int status = tw__ptimer_init(c->poller, on_timer, c, &c->tpfd);
+	if (status == TW_ESYS)
 		TW_ERROR("tcp", "cannot make a heartbeat timer: %m");
-		return TW_ESYS;
-	}
-	int64_t tick
-	    = c->heartbeat_ns > 0 ? c->heartbeat_ns / 4 : c->down_limit_ns / 8;
-	struct itimerspec its = {
-		.it_interval = { tick / 1000000000, tick % 1000000000 },
-		.it_value = { tick / 1000000000, tick % 1000000000 },
-	};
-	if (timerfd_settime(c->tfd, 0, &its, NULL) != 0) {
-		TW_ERROR("tcp", "cannot start a heartbeat timer: %m");
-		return TW_ESYS;
-	}
-	return tw__pfd_init(c->poller, c->tfd, on_timer, c, &c->tpfd);
+	return status;
 }
 
 // The handshake's last read may have brought frames along into TLS's
@@ -782,7 +761,6 @@ int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out)
 	if (c == NULL)
 		return TW_ENOMEM;
 	c->fd = -1;
-	c->tfd = -1;
 	atomic_init(&c->refs, 1);
 	c->poller = cfg->poller;
 	c->ops = cfg->ops;
@@ -818,8 +796,11 @@ int tw__tcp_conn_new(const tcp_conn_cfg *cfg, tcp_conn **out)
 void tw__tcp_conn_start(tcp_conn *c)
 {
 	arm_unlocked(c);
-	if (c->tpfd != NULL)
-		(void)tw__pfd_arm(c->tpfd, TW__POLL_IN);
+	// Without heartbeats the timer only watches how long a break lasts.
+	int64_t tick
+	    = c->heartbeat_ns > 0 ? c->heartbeat_ns / 4 : c->down_limit_ns / 8;
+	if (c->tpfd != NULL && tick > 0)
+		(void)tw__ptimer_set(c->tpfd, tw__now_ns() + tick, tick);
 	if (tw__tcp_conn_rx_pending(c)) {
 		tw__tcp_conn_ref(c); // the task's
 		tw__poller_post(c->poller, &c->rx_task);

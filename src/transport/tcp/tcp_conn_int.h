@@ -41,12 +41,11 @@ typedef struct tcp_writer {
 	int64_t last_flush; // when the last write ended, by mtx
 	// Frames of a stream wait for a flush (see defer in tcp_writer.c):
 	// since when, and the timer that flushes them if the sender stops
-	// (made at the first deferral; -1 and NULL before).  By mtx;
-	// `deferred` is also looked at without it.
+	// (made at the first deferral; NULL before).  By mtx; `deferred` is
+	// also looked at without it.
 	_Atomic bool deferred;
 	int64_t deferred_from;
 	int64_t defer_ns; // the period (0: not set yet)
-	int dfd;
 	tw__pfd *dpfd;
 	uint64_t seq; // the last number assigned, by mtx
 	_Atomic uint64_t seq_pub; // seq, for readers outside mtx
@@ -89,8 +88,7 @@ struct tcp_conn {
 	tw__tls *tls; // NULL: plaintext; else every byte goes through it
 	tw__poller *poller;
 	tw__pfd *pfd; // the socket; finished when the connection is freed
-	tw__pfd *tpfd; // the heartbeat timer
-	int tfd;
+	tw__pfd *tpfd; // the heartbeat timer (tw__ptimer)
 	int64_t heartbeat_ns;
 	uint64_t acked; // the peer's TCP acknowledgements, by the timer
 	int64_t last_acked; // when they last moved, by the timer

@@ -598,6 +598,126 @@ static void test_park_no_timer(void **state)
 	solo_down(&s);
 }
 
+// A tw__ptimer: its callback counts calls and the largest tick count.
+typedef struct tick_probe {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	int calls; // protected by mtx
+	uint64_t ticks, most; // summed and largest, by mtx
+	bool on_thread; // by mtx
+	tw__poller *p;
+} tick_probe;
+
+static void on_tick(tw__pfd *pfd, unsigned events, void *arg)
+{
+	tick_probe *tp = arg;
+	uint64_t n = tw__ptimer_ticks(pfd);
+	pthread_mutex_lock(&tp->mtx);
+	tp->calls++;
+	tp->ticks += n;
+	if (n > tp->most)
+		tp->most = n;
+	tp->on_thread = tw__poller_on_thread(tp->p) && events == TW__POLL_IN;
+	pthread_cond_broadcast(&tp->cv);
+	pthread_mutex_unlock(&tp->mtx);
+}
+
+// Waits until the timer was called `n` times, or `ms` passed; returns the
+// count.
+static int wait_ticks(tick_probe *tp, int n, int64_t ms)
+{
+	int64_t deadline = tw__now_ns() + ms * 1000000;
+	pthread_mutex_lock(&tp->mtx);
+	while (tp->calls < n
+	    && tw__cond_wait_until(&tp->cv, &tp->mtx, deadline) != ETIMEDOUT)
+		;
+	int got = tp->calls;
+	pthread_mutex_unlock(&tp->mtx);
+	return got;
+}
+
+// A timer calls back on the poller thread: once when set once, every
+// period when periodic, with the expiries that a stalled thread missed
+// counted, never once stopped or finished; without a descriptor, none is
+// made.
+static void test_timer(void **state)
+{
+	(void)state;
+	tw__poller *p;
+	TW_PASS(tw__poller_new(&p));
+	tick_probe tp;
+	memset(&tp, 0, sizeof(tp));
+	pthread_mutex_init(&tp.mtx, NULL);
+	tw__cond_init(&tp.cv);
+	tp.p = p;
+	tw__pfd *t;
+	TW_PASS(tw__ptimer_init(p, on_tick, &tp, &t));
+	int64_t wait_ms = tw_test_scale_ms(10000);
+	one_pass(p);
+	assert_int_equal(tp.calls, 0); // not set yet
+
+	// Once, 1 ms from now.
+	TW_PASS(tw__ptimer_set(t, tw__now_ns() + 1000000, 0));
+	assert_int_equal(wait_ticks(&tp, 1, wait_ms), 1);
+	assert_true(tp.on_thread);
+	assert_int_equal(tp.ticks, 1);
+	one_pass(p);
+	assert_int_equal(wait_ticks(&tp, 2, 20), 1); // and not again
+
+	// Every millisecond; held up for 10 periods, the poller thread then
+	// reports the expiries it missed in one call.
+	TW_PASS(tw__ptimer_set(t, tw__now_ns(), 1000000));
+	assert_true(wait_ticks(&tp, 4, wait_ms) >= 4);
+	order o;
+	memset(&o, 0, sizeof(o));
+	pthread_mutex_init(&o.mtx, NULL);
+	tw__cond_init(&o.cv);
+	o.p = p;
+	tw__poll_task gate = { .fn = gate_run, .arg = &o };
+	tw__poller_post(p, &gate);
+	pthread_mutex_lock(&o.mtx);
+	while (!o.gate_running)
+		pthread_cond_wait(&o.cv, &o.mtx);
+	int64_t held_until = tw__now_ns() + 10 * 1000000;
+	while (tw__cond_wait_until(&o.cv, &o.mtx, held_until) != ETIMEDOUT)
+		;
+	o.release = true;
+	pthread_cond_broadcast(&o.cv);
+	pthread_mutex_unlock(&o.mtx);
+	int before = wait_ticks(&tp, 0, 0);
+	assert_true(wait_ticks(&tp, before + 1, wait_ms) > before);
+	pthread_mutex_lock(&tp.mtx);
+	assert_true(tp.most >= 2);
+	assert_true(tp.ticks >= (uint64_t)tp.calls);
+	pthread_mutex_unlock(&tp.mtx);
+
+	// Stopped: a call already on its way may still come, none after.
+	TW_PASS(tw__ptimer_set(t, 0, 0));
+	one_pass(p);
+	int stopped = wait_ticks(&tp, 0, 0);
+	assert_int_equal(wait_ticks(&tp, stopped + 1, 20), stopped);
+
+	// Finished while periodic: no call once fini returned.
+	TW_PASS(tw__ptimer_set(t, tw__now_ns(), 1000000));
+	int running = wait_ticks(&tp, stopped + 1, wait_ms);
+	assert_true(running > stopped);
+	tw__pfd_fini(t);
+	int finished = wait_ticks(&tp, 0, 0);
+	assert_int_equal(wait_ticks(&tp, finished + 1, 20), finished);
+
+	// Out of descriptors.
+	struct rlimit old;
+	tw_test_fd_squeeze(0, &old);
+	assert_int_equal(tw__ptimer_init(p, on_tick, &tp, &t), TW_ESYS);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+	tw__poller_free(p);
+	pthread_cond_destroy(&o.cv);
+	pthread_mutex_destroy(&o.mtx);
+	pthread_cond_destroy(&tp.cv);
+	pthread_mutex_destroy(&tp.mtx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -611,6 +731,7 @@ int main(void)
 		cmocka_unit_test(test_park_race),
 		cmocka_unit_test(test_park_keeps_ahead),
 		cmocka_unit_test(test_park_no_timer),
+		cmocka_unit_test(test_timer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,8 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
-#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -87,7 +85,6 @@ void tw__tcp_writer_set_defer(int64_t gap_ns, int64_t min_ns)
 int tw__tcp_writer_init(tcp_writer *tx)
 {
 	memset(tx, 0, sizeof(*tx));
-	tx->dfd = -1;
 	pthread_mutex_init(&tx->mtx, NULL);
 	tw__cond_init(&tx->cv);
 	tx->buf = malloc(TX_RING_MIN);
@@ -101,8 +98,6 @@ int tw__tcp_writer_init(tcp_writer *tx)
 
 void tw__tcp_writer_fini(tcp_writer *tx)
 {
-	if (tx->dfd >= 0)
-		close(tx->dfd);
 	free(tx->buf);
 	free(tx->stale);
 	free(tx->fend);
@@ -405,41 +400,25 @@ static void flush_as_writer(tcp_conn *c)
 
 static void on_flush_timer(tw__pfd *pfd, unsigned events, void *arg)
 {
+	(void)pfd;
 	(void)events;
-	tcp_conn *c = arg;
-	uint64_t ticks;
-	while (read(c->tx.dfd, &ticks, sizeof(ticks)) < 0 && errno == EINTR)
-		;
-	tw__tcp_writer_flush_deferred(c);
-	(void)tw__pfd_arm(pfd, TW__POLL_IN);
+	tw__tcp_writer_flush_deferred(arg);
 }
 
 // Sets the flush timer to fire at `at`, making it the first time.  tx.mtx
-// held.  False when there is none to be had (logged once).
+// held.  False when there is none to be had (logged).
 static bool flush_timer_set(tcp_conn *c, int64_t at)
 {
 	tcp_writer *tx = &c->tx;
-	if (tx->dpfd == NULL) {
-		tx->dfd = timerfd_create(
-		    CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-		if (tx->dfd < 0
-		    || tw__pfd_init(
-		           c->poller, tx->dfd, on_flush_timer, c, &tx->dpfd)
-		        != TW_OK) {
-			TW_LOG_ONCE(TW_LOG_WARN, "tcp",
-			    "cannot make a flush timer (%m); the I/O thread "
-			    "writes streams");
-			if (tx->dfd >= 0)
-				close(tx->dfd);
-			tx->dfd = -1;
-			return false;
-		}
-		if (tw__pfd_arm(tx->dpfd, TW__POLL_IN) != TW_OK)
-			return false;
+	if (tx->dpfd == NULL
+	    && tw__ptimer_init(c->poller, on_flush_timer, c, &tx->dpfd)
+	        != TW_OK) {
+		TW_LOG_ONCE(TW_LOG_WARN, "tcp",
+		    "cannot make a flush timer (%m); the I/O thread writes "
+		    "streams");
+		return false;
 	}
-	struct itimerspec its = { 0 };
-	tw__deadline_ts(at, &its.it_value);
-	return timerfd_settime(tx->dfd, TFD_TIMER_ABSTIME, &its, NULL) == 0;
+	return tw__ptimer_set(tx->dpfd, at, 0) == TW_OK;
 }
 
 // A small frame that follows the last write closely is part of a stream:
