@@ -30,7 +30,8 @@ enum {
 	TW_OPT_CHUNK_SIZE, // default 1 MiB, 4 KiB..1 GiB
 	TW_OPT_STRIPES, // default 1, 1..64
 	TW_OPT_MAX_MSG_SIZE, // default 1 GiB, 0..2^40
-	TW_OPT_RECV_BUFFER, // default 64 MiB, 4 KiB..2^40
+	TW_OPT_RECV_BUFFER, // default 64 MiB, 4 KiB..2^40; a message counts
+	// its length + 64 bytes, at least 4 KiB (so 16 384 small ones by default)
 	TW_OPT_HEARTBEAT_MS, // default 1000; 0 = off, else 10..3600000;
 	// a tcp:// peer silent for 3 of them is gone
 	TW_OPT_SHM_LOCAL, // default 0; 0 or 1: a tcp:// link carries its

@@ -276,7 +276,8 @@ static PyGetSetDef desc_getset[] = {
 	OPT("max_msg_size", TW_OPT_MAX_MSG_SIZE,
 	    "largest message (default 1 GiB)"),
 	OPT("recv_buffer", TW_OPT_RECV_BUFFER,
-	    "bytes a peer may hold unreceived here (default 64 MiB)"),
+	    "bytes a peer may hold unreceived here (default 64 MiB; a "
+	    "message counts its length + 64, at least 4 KiB)"),
 	OPT("heartbeat_ms", TW_OPT_HEARTBEAT_MS,
 	    "liveness checks on tcp:// (default 1000; 0 off)"),
 	OPT("shm_local", TW_OPT_SHM_LOCAL,

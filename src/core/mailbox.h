@@ -13,23 +13,32 @@
 #include <tagwire/channel.h>
 
 // What a data message held for a receiver costs, in the unit of flow
-// control: its length plus TW_MSG_OVERHEAD for holding it at all.  Bytes
-// alone let empty messages through for free: a million of them, sent to a
-// receiver that did not receive, took about 100 MB.  The overhead stands
-// for what the mailbox spends per message besides the payload: a node of
-// 96 bytes that holds a message of up to 64 bytes itself, or a node and
-// the allocator's header of the payload's own memory: a queued message
-// takes about its cost plus 64 bytes at most (allocator headers included).
+// control: its length plus TW_MSG_OVERHEAD for holding it at all, and at
+// least TW_MSG_MIN_COST.  Bytes alone let empty messages through for free:
+// a million of them, sent to a receiver that did not receive, took about
+// 100 MB.  The overhead stands for what the mailbox spends per message
+// besides the payload: a node of 96 bytes that holds a message of up to 64
+// bytes itself, or a node and the allocator's header of the payload's own
+// memory: a queued message takes about its cost plus 64 bytes at most
+// (allocator headers included).  The floor bounds how many small messages
+// a window holds (16 384 in the default 64 MiB): a receiver that fell
+// behind a stream of 8-byte messages otherwise held up to 930 000 of them,
+// each one's node cold by the time it was taken, and a `tcp://` stream of
+// them ran at 7 M/s where a window of 16 384 messages ran at 10.
 // The mailbox's limit, peak and taken counts below are in this unit, and so
 // is any credit built on the taken count: a sender that counts what it may
 // send counts tw__msg_cost(len) per message, so that both sides agree (see
-// tw__mailbox_count_by_cost).
+// tw__mailbox_count_by_cost; `tcp://` peers agree through the protocol
+// version).
 #define TW_MSG_OVERHEAD 64
+#define TW_MSG_MIN_COST 4096
 static inline uint64_t tw__msg_cost(size_t len)
 {
 	uint64_t n = (uint64_t)len;
-	return n > UINT64_MAX - TW_MSG_OVERHEAD ? UINT64_MAX
-	                                        : n + TW_MSG_OVERHEAD;
+	if (n > UINT64_MAX - TW_MSG_OVERHEAD)
+		return UINT64_MAX;
+	return n + TW_MSG_OVERHEAD < TW_MSG_MIN_COST ? TW_MSG_MIN_COST
+	                                             : n + TW_MSG_OVERHEAD;
 }
 
 // Appends `data` (malloc'd, ownership passes on TW_OK only) under

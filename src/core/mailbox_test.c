@@ -1029,22 +1029,30 @@ static void test_limit_blocks_until_pop(void **state)
 	tw_mailbox_free(m);
 }
 
-// Empty messages are not free: each counts TW_MSG_OVERHEAD, so a flood of
-// them into a box that nobody empties is held back after limit / overhead.
+// Empty messages are not free: each counts TW_MSG_MIN_COST, so a flood of
+// them into a box that nobody empties is held back after limit / that.
 static void test_empty_messages_count(void **state)
 {
 	(void)state;
 	tw_mailbox *m = mb_new();
-	enum { LIMIT = 4096 };
+	enum { LIMIT = 16 * TW_MSG_MIN_COST };
 	int pushed = 0;
 	while (pushed < 1000000
 	    && tw__mailbox_push_owned(
 	           m, 1, "a:z", NULL, 0, LIMIT, tw__now_ns(), NULL)
 	        == TW_OK)
 		pushed++;
-	assert_int_equal(pushed, LIMIT / TW_MSG_OVERHEAD);
+	assert_int_equal(pushed, LIMIT / TW_MSG_MIN_COST);
 	assert_int_equal(tw__mailbox_peak(m, 1), LIMIT);
-	assert_int_equal(C(0), TW_MSG_OVERHEAD);
+	// The floor up to where length and overhead pass it.
+	assert_int_equal(C(0), TW_MSG_MIN_COST);
+	assert_int_equal(C(8), TW_MSG_MIN_COST);
+	assert_int_equal(
+	    C(TW_MSG_MIN_COST - TW_MSG_OVERHEAD), TW_MSG_MIN_COST);
+	assert_int_equal(
+	    C(TW_MSG_MIN_COST - TW_MSG_OVERHEAD + 1), TW_MSG_MIN_COST + 1);
+	assert_int_equal(C(1 << 20), (1 << 20) + TW_MSG_OVERHEAD);
+	assert_true(C(SIZE_MAX) == UINT64_MAX);
 	// Taking one makes room for one.
 	tw_buf b = { NULL, 0 };
 	TW_PASS(tw_mailbox_pop(m, 1, "a:z", 0, &b));
@@ -1065,36 +1073,52 @@ static void test_empty_messages_count(void **state)
 	tw_mailbox_free(m);
 }
 
+// `n` bytes of `c`, malloc'd.
+static void *filled(int c, size_t n)
+{
+	void *p = malloc(n);
+	assert_non_null(p);
+	memset(p, c, n);
+	return p;
+}
+
+static void expect_pop_filled(tw_mailbox *m, int c, size_t n)
+{
+	tw_buf b = { NULL, 0 };
+	TW_PASS(tw_mailbox_pop(m, 1, "a", 0, &b));
+	assert_int_equal(b.len, n);
+	assert_int_equal(((unsigned char *)b.data)[0], c);
+	assert_int_equal(((unsigned char *)b.data)[n - 1], c);
+	tw_buf_free(&b);
+}
+
 static void test_limit_times_out(void **state)
 {
 	(void)state;
 	tw_mailbox *m = mb_new();
-	size_t len;
-	// Room for 10 bytes and 5 more, not for 10 and 10.
-	uint64_t limit = C(10) + C(5);
-	void *p = owned("0123456789", &len);
-	TW_PASS(tw__mailbox_push_owned(
-	    m, 1, "a", p, len, limit, TW_FOREVER, NULL));
-	p = owned("abcdefghij", &len);
+	// Above the cost's floor, so that the lengths tell: room for BIG + 10
+	// bytes and BIG + 5 more, not for BIG + 10 twice.
+	enum { BIG = TW_MSG_MIN_COST };
+	uint64_t limit = C(BIG + 10) + C(BIG + 5);
+	TW_PASS(tw__mailbox_push_owned(m, 1, "a", filled('0', BIG + 10),
+	    BIG + 10, limit, TW_FOREVER, NULL));
+	void *p = filled('a', BIG + 10);
 	int64_t t0 = tw__now_ns();
 	TW_FAIL(tw__mailbox_push_owned(
-	            m, 1, "a", p, len, limit, t0 + 50 * MS, NULL),
+	            m, 1, "a", p, BIG + 10, limit, t0 + 50 * MS, NULL),
 	    TW_ETIMEDOUT);
 	assert_true(tw__now_ns() - t0 >= 50 * MS);
 	assert_true(elapsed_ms(t0) < 50 + slack_ms());
-	free(p); // ownership stayed with the caller
 	// A deadline already past fails at once, and a message that fits
 	// needs no wait at all.
-	p = owned("abcdefghij", &len);
 	TW_FAIL(tw__mailbox_push_owned(
-	            m, 1, "a", p, len, limit, tw__now_ns() - MS, NULL),
+	            m, 1, "a", p, BIG + 10, limit, tw__now_ns() - MS, NULL),
 	    TW_ETIMEDOUT);
-	free(p);
-	p = owned("abcde", &len);
-	TW_PASS(tw__mailbox_push_owned(
-	    m, 1, "a", p, len, limit, tw__now_ns() - MS, NULL));
-	expect_pop(m, 1, "a", "0123456789");
-	expect_pop(m, 1, "a", "abcde");
+	free(p); // ownership stayed with the caller
+	TW_PASS(tw__mailbox_push_owned(m, 1, "a", filled('b', BIG + 5),
+	    BIG + 5, limit, tw__now_ns() - MS, NULL));
+	expect_pop_filled(m, '0', BIG + 10);
+	expect_pop_filled(m, 'b', BIG + 5);
 	assert_int_equal(tw__mailbox_peak(m, 1), limit);
 	tw_mailbox_free(m);
 }

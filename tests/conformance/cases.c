@@ -735,8 +735,9 @@ static void t_spawn_sub(void **state)
 // it, after which every message on the root fills the rest alone (a leak
 // would hold them all back).  The other side's sends there fail with
 // TW_EPEER once it knows of the close; its receives there drain what was
-// delivered, then fail too.
-enum { CC_BUF = 4096 };
+// delivered, then fail too.  The buffer holds the two small messages that
+// the first side sends on the child (each costs TW_MSG_MIN_COST).
+enum { CC_BUF = 4 * TW_MSG_MIN_COST };
 
 static void setup_close_child(tw_desc *d, void *arg)
 {
@@ -1168,7 +1169,9 @@ static void t_posted_long(void **state)
 // read into its buffer (tcp:// moves it out, into memory of its own, for
 // the next receive).  Over tcp:// the case also checks that each path was
 // taken.
-enum { PS_BUF = 4096, PS_N = 2000, PS_LEN = 48 };
+// The window holds 4 messages (tw__msg_cost): the three sent back to back
+// below, and a small part of the ping-pong's 2000.
+enum { PS_BUF = 4 * TW_MSG_MIN_COST, PS_N = 2000, PS_LEN = 48 };
 #if defined(__SANITIZE_THREAD__)
 #define PM_TSAN 1
 #elif defined(__has_feature)
@@ -1606,12 +1609,14 @@ static void t_flow_control(void **state)
 }
 
 // Empty messages are held back by flow control too: each counts its
-// length plus a fixed overhead (tw__msg_cost), so a receiver that does not
-// receive holds at most TW_OPT_RECV_BUFFER of them however many are sent,
-// and the sender, once transport buffers are full too, gets TW_ETIMEDOUT.
-// (A million of them once took about 100 MB at such a receiver.)
+// length plus a fixed overhead, and at least TW_MSG_MIN_COST
+// (tw__msg_cost), so a receiver that does not receive holds at most
+// TW_OPT_RECV_BUFFER / TW_MSG_MIN_COST of them however many are sent, and
+// the sender, once transport buffers are full too, gets TW_ETIMEDOUT.  (A
+// million of them once took about 100 MB at such a receiver; without the
+// floor, this buffer would let 4096 of them pass.)
 enum {
-	FE_BUF = 4096,
+	FE_BUF = 64 * TW_MSG_MIN_COST,
 	FE_MAX = 200000, // sends tried: far more than may pass
 	// What may pass beyond the receive buffer: messages in the
 	// transports' own buffers (shm://: a ring of 64 frames per lane).
@@ -1651,7 +1656,7 @@ static int body_flow_empty(conf_party *p)
 		    TW_EINVAL);
 		conf_board_post(board, 0, sent);
 		CHECK_RV(p, rv, TW_ETIMEDOUT);
-		CHECK(p, sent <= FE_BUF / TW_MSG_OVERHEAD + FE_SLACK);
+		CHECK(p, sent <= FE_BUF / TW_MSG_MIN_COST + FE_SLACK);
 		CHECK_OK(
 		    p, tw_link_set_recv_timeout(p->link, conf_scale(20000)));
 		CHECK_OK(p, sync_all(p));

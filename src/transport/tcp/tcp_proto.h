@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TW_TCP_PROTO_VERSION 4u
+#define TW_TCP_PROTO_VERSION 5u
 
 // "TWIR": the first bytes of every tcp:// connection.
 #define TW_TCP_HELLO_MAGIC UINT32_C(0x54574952)
