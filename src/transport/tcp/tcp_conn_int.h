@@ -46,6 +46,7 @@ typedef struct tcp_writer {
 	_Atomic bool deferred;
 	int64_t deferred_from;
 	int64_t defer_ns; // the period (0: not set yet)
+	unsigned unclocked; // deferred frames since the clock was read
 	tw__pfd *dpfd;
 	uint64_t seq; // the last number assigned, by mtx
 	_Atomic uint64_t seq_pub; // seq, for readers outside mtx
