@@ -627,6 +627,9 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 				return TW_EPEER;
 			}
 			ck.offset += n;
+			// What comes back meanwhile (acks, credit) is read
+			// here, not by a wake-up of the I/O thread each.
+			tw__tcp_conn_read_between(c);
 		}
 	}
 	return TW_OK;

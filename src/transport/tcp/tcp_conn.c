@@ -82,6 +82,9 @@
 // Passes a poll watches another thread's reading before it yields its CPU
 // between passes.
 #define POLL_WATCH_PASSES 16
+// What a sender between two frames of a long message spends reading at
+// most (tw__tcp_conn_read_between).
+#define READ_BETWEEN_NS 20000
 
 static bool failed(const tcp_conn *c)
 {
@@ -562,6 +565,55 @@ static void leave_reader(tcp_conn *c, bool park)
 	arm_unlocked(c);
 }
 
+// Takes the reader role unless another thread has it or the I/O thread
+// paused the stream for its other connections (io_more: taken over,
+// reading would no longer overlap with that thread's work on what was
+// read).  While we read, a wake-up of the I/O thread would only take a
+// CPU from us or from the peer: the registration is disarmed (parked by
+// the last reader, it is still).
+static bool take_reader(tcp_conn *c)
+{
+	if (atomic_load(&c->rx.io_more)
+	    || pthread_mutex_trylock(&c->rx.mtx) != 0)
+		return false;
+	if (!tw__pfd_unpark(c->pfd)) {
+		pthread_mutex_lock(&c->tx.mtx);
+		if (!failed(c))
+			(void)tw__pfd_arm(
+			    c->pfd, c->tx.want_out ? TW__POLL_OUT : 0);
+		pthread_mutex_unlock(&c->tx.mtx);
+	}
+	return true;
+}
+
+// READ_BETWEEN_NS, unless a test changed it.
+static _Atomic int64_t read_between_ns = READ_BETWEEN_NS;
+
+void tw__tcp_conn_set_read_between(int64_t ns)
+{
+	atomic_store_explicit(&read_between_ns, ns > 0 ? ns : READ_BETWEEN_NS,
+	    memory_order_relaxed);
+}
+
+void tw__tcp_conn_read_between(tcp_conn *c)
+{
+	if (failed(c) || tw__tcp_conn_is_down(c) || !take_reader(c))
+		return;
+	unsigned frames = 0;
+	int status = tw__tcp_reader_pump(c,
+	    atomic_load_explicit(&read_between_ns, memory_order_relaxed),
+	    &frames);
+	unsigned epoch = c->epoch;
+	// Bytes left past the budget (io_more) are the I/O thread's.
+	bool park = status == TW_OK && !atomic_load(&c->rx.io_more);
+	pthread_mutex_unlock(&c->rx.mtx);
+	leave_reader(c, park);
+	if (status == TW_EPEER)
+		tw__tcp_conn_broken(c, epoch, "reading");
+	else if (status != TW_OK)
+		tw__tcp_conn_fail(c, status, NULL);
+}
+
 void tw__tcp_conn_sleep_begin(tcp_conn *c)
 {
 	atomic_fetch_add(&c->rx.sleepers, 1);
@@ -609,20 +661,9 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		// A stream that the I/O thread paused for its other connections
 		// (io_more) stays its own: taken over, reading would no longer
 		// overlap with this thread's work on what was read.
-		if (!reading && !atomic_load(&c->rx.io_more)
-		    && pthread_mutex_trylock(&c->rx.mtx) == 0) {
+		if (!reading && take_reader(c)) {
 			reading = true;
 			c->rx.post = post;
-			// While we read, a wake-up of the I/O thread would
-			// only take a CPU from us or from the peer.  Parked by
-			// the last reader, the registration is disarmed still.
-			if (!tw__pfd_unpark(c->pfd)) {
-				pthread_mutex_lock(&c->tx.mtx);
-				if (!failed(c))
-					(void)tw__pfd_arm(c->pfd,
-					    c->tx.want_out ? TW__POLL_OUT : 0);
-				pthread_mutex_unlock(&c->tx.mtx);
-			}
 		}
 		unsigned frames = 0;
 		if (reading

@@ -220,6 +220,16 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
     bool (*done)(void *arg), void *arg, void *post, bool keep);
 
+// Reads what has arrived, without blocking and for at most a few tens of
+// microseconds, when no other thread reads: for a thread between two
+// frames of a long message.  The acks and credit that come back while it
+// streams then cost no wake-up of the I/O thread each: on a CPU that the
+// I/O thread shares with the receiving process, those wake-ups preempted
+// the receiver, and on one it shares with the sender, they met the
+// sender's lock on the socket and slept again.  Like a poll that got what
+// it waited for, it leaves the socket parked.
+void tw__tcp_conn_read_between(tcp_conn *c);
+
 // Brackets a sleep of the calling thread on what only reading the
 // connection brings: a message, credit, an ack.  A reader that got its
 // message leaves the socket to the I/O thread lazily (up to a park period

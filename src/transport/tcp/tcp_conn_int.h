@@ -158,6 +158,9 @@ void tw__tcp_writer_flush_deferred(tcp_conn *c);
 // deferred, and the least deferral period (also when it starts over); 0
 // restores the default.  For the whole process.
 void tw__tcp_writer_set_defer(int64_t gap_ns, int64_t min_ns);
+// For tests: the most that tw__tcp_conn_read_between spends reading; 0
+// restores the default.  For the whole process.
+void tw__tcp_conn_set_read_between(int64_t ns);
 
 // Wakes every thread waiting in the writer half (the connection failed).
 void tw__tcp_writer_wake(tcp_conn *c);

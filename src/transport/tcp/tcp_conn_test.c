@@ -58,7 +58,7 @@ typedef struct tpost {
 	bool polling; // the poll holds the reader role with this post
 } tpost;
 
-#define MAX_FRAMES 64
+#define MAX_FRAMES 128
 
 typedef struct owner {
 	pthread_mutex_t mtx;
@@ -434,6 +434,59 @@ static void send_held(
 // the ack goes out without any frame of the owner to carry it, to a peer
 // that asked for it (and only then: one ACK per long message would wake
 // the peer once a message).
+static int frames_now(owner *o)
+{
+	pthread_mutex_lock(&o->mtx);
+	int n = o->n;
+	pthread_mutex_unlock(&o->mtx);
+	return n;
+}
+
+// A sender between two frames of a long message reads what came back
+// itself (tw__tcp_conn_read_between), at once and on its own thread, and
+// leaves the socket parked; it reads nothing while another thread holds
+// the reader role.  A sender that then waits for room in its ring, which
+// only the peer's acks free, hands the parked socket back to the I/O
+// thread: with a park period of an hour, its frames here (more than
+// TX_RETAIN_MAX) would wait for that hour otherwise.
+static void test_read_between(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	int64_t hour = INT64_C(3600) * 1000000000;
+	tw__poller_set_park_ns(t.p, hour);
+	// Past its budget, what a read leaves is the I/O thread's: a budget
+	// of an hour, so that a preempted test still sees the park.
+	tw__tcp_conn_set_read_between(hour);
+	tw__tcp_conn_read_between(t.ca); // nothing there yet
+	assert_true(tw__pfd_unpark(t.ca->pfd));
+	assert_true(tw__pfd_park(t.ca->pfd)); // as it left it
+
+	// The peer's first frame is written before its send returns.
+	TW_PASS(send1(t.cb, TW_TCP_F_DATA, 1, "r1", "abc", 3, 0, NULL));
+	pthread_mutex_lock(&t.ca->rx.mtx); // another reader
+	tw__tcp_conn_read_between(t.ca);
+	pthread_mutex_unlock(&t.ca->rx.mtx);
+	assert_int_equal(frames_now(&t.a), 0);
+	tw__tcp_conn_read_between(t.ca);
+	assert_int_equal(frames_now(&t.a), 1);
+	assert_string_equal(t.a.frames[0].key, "r1");
+	assert_true(tw__pfd_unpark(t.ca->pfd));
+	assert_true(tw__pfd_park(t.ca->pfd));
+
+	enum { N = (int)(TX_RETAIN_MAX / TW_TCP_FRAME_MAX) + 8 };
+	unsigned char *big = calloc(1, TW_TCP_FRAME_MAX);
+	assert_non_null(big);
+	for (int i = 0; i < N; i++)
+		TW_PASS(send1(t.ca, TW_TCP_F_DATA, 1, "big", big,
+		    TW_TCP_FRAME_MAX, 0, NULL));
+	wait_frames(&t.b, N);
+	free(big);
+	tw__tcp_conn_set_read_between(0);
+	pair_down(&t);
+}
+
 static void test_hold_acks(void **state)
 {
 	(void)state;
@@ -1321,6 +1374,7 @@ int main(void)
 		cmocka_unit_test(test_poll_post),
 		cmocka_unit_test(test_poll_park),
 		cmocka_unit_test(test_defer),
+		cmocka_unit_test(test_read_between),
 		cmocka_unit_test(test_defer_no_timer),
 		cmocka_unit_test(test_resume_stream),
 		cmocka_unit_test(test_resume_limits),

@@ -570,6 +570,7 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 		return TW_EINVAL;
 	size_t need = TW_TCP_HDR_LEN + h.key_len + len;
 	int status = TW_OK;
+	bool sleeping = false;
 	pthread_mutex_lock(&tx->mtx);
 	for (;;) {
 		if (failed(c)) {
@@ -598,10 +599,23 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 				wait_writable(c);
 			continue;
 		}
+		// Room comes with the peer's ack: the I/O thread reads it,
+		// even from a socket that a reader (this sender between two
+		// chunks too) left parked.
+		if (!sleeping) {
+			sleeping = true;
+			pthread_mutex_unlock(&tx->mtx);
+			atomic_fetch_add(&c->rx.sleepers, 1);
+			tw__tcp_conn_unpark(c);
+			pthread_mutex_lock(&tx->mtx);
+			continue;
+		}
 		deadline = tw__deadline_fix(deadline); // may be lazy
 		if ((status = tx_wait(c, deadline, cancel)) != TW_OK)
 			break;
 	}
+	if (sleeping)
+		atomic_fetch_sub(&c->rx.sleepers, 1);
 	if (status == TW_OK && append(c, &h, iov, niov) != TW_OK) {
 		pthread_mutex_unlock(&tx->mtx);
 		TW_ERROR("tcp", "out of memory for a frame of %zu bytes to %s",
