@@ -658,9 +658,6 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 			break; // the I/O thread delivers once it is resumed
 		// The reader role is held for the whole poll once taken; while
 		// the I/O thread has it, what it reads is looked for instead.
-		// A stream that the I/O thread paused for its other connections
-		// (io_more) stays its own: taken over, reading would no longer
-		// overlap with this thread's work on what was read.
 		if (!reading && take_reader(c)) {
 			reading = true;
 			c->rx.post = post;
