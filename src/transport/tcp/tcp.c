@@ -294,13 +294,22 @@ int tw__tcp_chan_on_open(
 
 // --- credit --------------------------------------------------------------------------
 
+void (*_Atomic tw__tcp_credit_req_hook)(void);
+
 // Whether a CREDIT is due; returns the count to send (0: nothing), which
-// the caller sends after unlocking.  mc->mtx held.
-static uint64_t credit_due(tcp_chan *mc)
+// the caller sends after unlocking.  `asked`: for a CREDIT_REQ.  mc->mtx
+// held.
+static uint64_t credit_due_asked(tcp_chan *mc, bool asked)
 {
 	uint64_t half = mc->ep->recv_buffer / 2;
 	struct tcp_taken *tk = &mc->ep->taken[mc->peer_rank];
 	uint64_t taken = atomic_load(&tk->taken) + mc->dropped;
+	if (asked) {
+		void (*hook)(void) = atomic_load_explicit(
+		    &tw__tcp_credit_req_hook, memory_order_relaxed);
+		if (hook != NULL)
+			hook();
+	}
 	uint64_t v = 0;
 	if (atomic_load(&mc->state) == CH_READY && !flag(&mc->unbound)
 	    && taken != mc->credit_sent
@@ -313,6 +322,11 @@ static uint64_t credit_due(tcp_chan *mc)
 	uint64_t due = mc->peer_starved ? 0 : mc->credit_sent + half;
 	atomic_store(&tk->due, due > mc->dropped ? due - mc->dropped : 0);
 	return v;
+}
+
+static uint64_t credit_due(tcp_chan *mc)
+{
+	return credit_due_asked(mc, false);
 }
 
 static void send_credit(tcp_chan *mc, uint64_t v)
@@ -467,7 +481,7 @@ int tw__tcp_chan_on_frame(
 		mc->peer_starved = true;
 		// Before credit_due reads the count (see on_taken).
 		atomic_store(&mc->ep->taken[mc->peer_rank].due, 0);
-		uint64_t v = credit_due(mc);
+		uint64_t v = credit_due_asked(mc, true);
 		pthread_mutex_unlock(&mc->mtx);
 		if (v > 0)
 			send_credit(mc, v);

@@ -502,5 +502,10 @@ unsigned tw__tcp_acceptor_active(tcp_acceptor *a);
 // accepted later.
 void tw__tcp_accept_set_waits(
     int64_t first_ns, int64_t total_ns, int64_t link_ns);
+// For tests: called, when set, where a receiver handles a CREDIT_REQ,
+// between reading how much its application took and storing the take
+// count that makes a take grant credit itself (`due`, tcp.c, on_taken):
+// a take in between must not leave the sender without credit.
+extern void (*_Atomic tw__tcp_credit_req_hook)(void);
 
 #endif // TW_TRANSPORT_TCP_TCP_H

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/sync.h"
 #include "testutil.h"
 #include "transport/tcp/tcp.h"
 #include "transport/tcp/tcp_sock.h"
@@ -519,6 +520,110 @@ static void test_flood(void **state)
 	tw_desc_free(d);
 }
 
+// A take that races with the receiver's handling of a CREDIT_REQ: the
+// handler clears `due` and then reads what the application took, and a
+// take stores its count and then reads `due` (tcp.c, on_taken), so one
+// of the two sees the other and a starved sender always gets its credit.
+// The hook takes a message on the receiving link right after the handler
+// read the count and waits for that take to return (a take that goes on
+// to grant credit waits for the handler's lock instead; then the hook
+// gives up after 200 ms).  Without the handler's early clearing of `due`,
+// the take would see the old `due` and grant nothing, the handler would
+// grant nothing from the count it read, and the sender's fifth message
+// would wait for its receive timeout.
+enum { CR_WINDOW = 4 * 4096, CR_TIMEOUT_MS = 5000 };
+static struct {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	tw_link *rx;
+	bool go, done;
+	int calls;
+} cr;
+
+static void *cr_taker(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&cr.mtx);
+	while (!cr.go)
+		pthread_cond_wait(&cr.cv, &cr.mtx);
+	pthread_mutex_unlock(&cr.mtx);
+	tw_buf b = { 0 };
+	int rv = tw_recv(cr.rx, 0, "c", &b);
+	tw_buf_free(&b);
+	pthread_mutex_lock(&cr.mtx);
+	cr.done = rv == TW_OK;
+	pthread_cond_broadcast(&cr.cv);
+	pthread_mutex_unlock(&cr.mtx);
+	return NULL;
+}
+
+static void cr_hook(void)
+{
+	pthread_mutex_lock(&cr.mtx);
+	cr.calls++;
+	if (cr.calls == 1) {
+		cr.go = true;
+		pthread_cond_broadcast(&cr.cv);
+		int64_t until = tw__now_ns() + 200 * INT64_C(1000000);
+		while (!cr.done
+		    && tw__cond_wait_until(&cr.cv, &cr.mtx, until)
+		        != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&cr.mtx);
+}
+
+static void test_credit_race(void **state)
+{
+	(void)state;
+	party p[NPARTY];
+	pthread_mutex_init(&cr.mtx, NULL);
+	tw__cond_init(&cr.cv);
+	tw_desc *d = make_desc("credit", NULL);
+	TW_PASS(tw_desc_set(d, TW_OPT_RECV_BUFFER, CR_WINDOW));
+	TW_PASS(tw_desc_set(d, TW_OPT_RECV_TIMEOUT_MS, CR_TIMEOUT_MS));
+	create_pair(d, d, p);
+	TW_PASS(p[0].status);
+	TW_PASS(p[1].status);
+	// Half the window taken: the receiver grants it, and a take then
+	// grants credit itself only from the next half on (`due`).  Its
+	// "ok" comes after that CREDIT, on the same connection.
+	for (int i = 0; i < 2; i++)
+		TW_PASS(tw_send(p[0].l, 1, "c", &i, sizeof(i)));
+	for (int i = 0; i < 2; i++) {
+		int v = -1;
+		size_t len = 0;
+		TW_PASS(tw_recv_into(p[1].l, 0, "c", &v, sizeof(v), &len));
+		assert_int_equal(v, i);
+	}
+	TW_PASS(tw_send(p[1].l, 0, "ok", NULL, 0));
+	tw_buf b = { 0 };
+	TW_PASS(tw_recv(p[0].l, 1, "ok", &b));
+	tw_buf_free(&b);
+	cr.rx = p[1].l;
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, cr_taker, NULL), 0);
+	atomic_store(&tw__tcp_credit_req_hook, cr_hook);
+	// The window holds four small messages; the fifth asks for credit.
+	for (int i = 2; i < 7; i++)
+		TW_PASS(tw_send(p[0].l, 1, "c", &i, sizeof(i)));
+	atomic_store(&tw__tcp_credit_req_hook, NULL);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_true(cr.done);
+	assert_int_equal(cr.calls, 1);
+	for (int i = 3; i < 7; i++) {
+		int v = -1;
+		size_t len = 0;
+		TW_PASS(tw_recv_into(p[1].l, 0, "c", &v, sizeof(v), &len));
+		assert_int_equal(v, i);
+	}
+	tw_link_close(p[0].l);
+	tw_link_close(p[1].l);
+	tw_desc_free(d);
+	pthread_cond_destroy(&cr.cv);
+	pthread_mutex_destroy(&cr.mtx);
+}
+
 int main(void)
 {
 	const char *child = getenv("TW_TCP_TEST_CHILD");
@@ -534,6 +639,8 @@ int main(void)
 		    test_bad_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_strangers, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_credit_race, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
