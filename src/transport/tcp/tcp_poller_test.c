@@ -78,16 +78,25 @@ static void on_ready(tw__pfd *pfd, unsigned events, void *arg)
 	pthread_mutex_unlock(&pr->mtx);
 }
 
+// Waits until *count (protected by mtx, signalled on cv) reaches n, or
+// `ms` passed; returns it.
+static int wait_count(pthread_mutex_t *mtx, pthread_cond_t *cv,
+    const int *count, int n, int64_t ms)
+{
+	int64_t deadline = tw__now_ns() + ms * 1000000;
+	pthread_mutex_lock(mtx);
+	while (
+	    *count < n && tw__cond_wait_until(cv, mtx, deadline) != ETIMEDOUT)
+		;
+	int got = *count;
+	pthread_mutex_unlock(mtx);
+	return got;
+}
+
 static int wait_calls(probe *pr, int n)
 {
-	int64_t deadline = tw__now_ns() + tw_test_scale_ms(10000) * 1000000;
-	pthread_mutex_lock(&pr->mtx);
-	while (pr->calls < n
-	    && tw__cond_wait_until(&pr->cv, &pr->mtx, deadline) != ETIMEDOUT)
-		;
-	int got = pr->calls;
-	pthread_mutex_unlock(&pr->mtx);
-	return got;
+	return wait_count(
+	    &pr->mtx, &pr->cv, &pr->calls, n, tw_test_scale_ms(10000));
 }
 
 static void test_readiness(void **state)
@@ -236,23 +245,36 @@ static void gate_run(void *arg)
 	pthread_mutex_unlock(&o->mtx);
 }
 
+static void order_init(order *o, tw__poller *p)
+{
+	memset(o, 0, sizeof(*o));
+	pthread_mutex_init(&o->mtx, NULL);
+	tw__cond_init(&o->cv);
+	o->p = p;
+}
+
+// Posts `gate` and returns once the poller thread is held in it, with
+// o->mtx held; setting o->release (and signalling) lets it go.
+static void gate_close(order *o, tw__poll_task *gate)
+{
+	*gate = (tw__poll_task) { .fn = gate_run, .arg = o };
+	tw__poller_post(o->p, gate);
+	pthread_mutex_lock(&o->mtx);
+	while (!o->gate_running)
+		pthread_cond_wait(&o->cv, &o->mtx);
+}
+
 static void test_tasks(void **state)
 {
 	tw__poller *p;
 	TW_PASS(tw__poller_new(&p));
 	order o;
-	memset(&o, 0, sizeof(o));
-	pthread_mutex_init(&o.mtx, NULL);
-	tw__cond_init(&o.cv);
-	o.p = p;
+	order_init(&o, p);
 	// While the thread is held in the gate task, three tasks and a
 	// repeat of the first (which must not run twice: it is queued
 	// already) are posted; they run in order once the gate opens.
-	tw__poll_task gate = { .fn = gate_run, .arg = &o };
-	tw__poller_post(p, &gate);
-	pthread_mutex_lock(&o.mtx);
-	while (!o.gate_running)
-		pthread_cond_wait(&o.cv, &o.mtx);
+	tw__poll_task gate;
+	gate_close(&o, &gate);
 	order_task t[3];
 	for (int i = 0; i < 3; i++) {
 		t[i] = (order_task) { .t = { .fn = order_run, .arg = &t[i] },
@@ -626,14 +648,7 @@ static void on_tick(tw__pfd *pfd, unsigned events, void *arg)
 // count.
 static int wait_ticks(tick_probe *tp, int n, int64_t ms)
 {
-	int64_t deadline = tw__now_ns() + ms * 1000000;
-	pthread_mutex_lock(&tp->mtx);
-	while (tp->calls < n
-	    && tw__cond_wait_until(&tp->cv, &tp->mtx, deadline) != ETIMEDOUT)
-		;
-	int got = tp->calls;
-	pthread_mutex_unlock(&tp->mtx);
-	return got;
+	return wait_count(&tp->mtx, &tp->cv, &tp->calls, n, ms);
 }
 
 // A timer calls back on the poller thread: once when set once, every
@@ -669,15 +684,9 @@ static void test_timer(void **state)
 	TW_PASS(tw__ptimer_set(t, tw__now_ns(), 1000000));
 	assert_true(wait_ticks(&tp, 4, wait_ms) >= 4);
 	order o;
-	memset(&o, 0, sizeof(o));
-	pthread_mutex_init(&o.mtx, NULL);
-	tw__cond_init(&o.cv);
-	o.p = p;
-	tw__poll_task gate = { .fn = gate_run, .arg = &o };
-	tw__poller_post(p, &gate);
-	pthread_mutex_lock(&o.mtx);
-	while (!o.gate_running)
-		pthread_cond_wait(&o.cv, &o.mtx);
+	order_init(&o, p);
+	tw__poll_task gate;
+	gate_close(&o, &gate);
 	int64_t held_until = tw__now_ns() + 10 * 1000000;
 	while (tw__cond_wait_until(&o.cv, &o.mtx, held_until) != ETIMEDOUT)
 		;

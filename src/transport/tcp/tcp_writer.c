@@ -605,8 +605,7 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 		if (!sleeping) {
 			sleeping = true;
 			pthread_mutex_unlock(&tx->mtx);
-			atomic_fetch_add(&c->rx.sleepers, 1);
-			tw__tcp_conn_unpark(c);
+			tw__tcp_conn_sleep_begin(c);
 			pthread_mutex_lock(&tx->mtx);
 			continue;
 		}
@@ -615,7 +614,7 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 			break;
 	}
 	if (sleeping)
-		atomic_fetch_sub(&c->rx.sleepers, 1);
+		tw__tcp_conn_sleep_end(c);
 	if (status == TW_OK && append(c, &h, iov, niov) != TW_OK) {
 		pthread_mutex_unlock(&tx->mtx);
 		TW_ERROR("tcp", "out of memory for a frame of %zu bytes to %s",
