@@ -250,6 +250,13 @@ static void test_per_source(void **state)
 // with TW_ACCEPT_TEST_CHILD set): it lowers its descriptor limit.
 static int emfile_child(void)
 {
+	// The node's link lives for its connect timeout, which the whole test
+	// must fit in.  Connections it accepts wait for their first byte
+	// longer than the test runs: a short wait would close them while the
+	// test still dials, give their descriptors back to this process and
+	// let the dials go on, for seconds, past the link's life.
+	tw__tcp_accept_set_waits(
+	    ms_ns(30000), ms_ns(60000), tw_test_scale_ms(200) * 1000000);
 	node_link n;
 	node_start(&n, NULL, 3000);
 	// The node is up once it answers.
