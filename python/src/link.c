@@ -868,6 +868,20 @@ static PyObject *link_stats(link_obj *self, PyObject *unused)
 	    (unsigned long long)s.bytes_recv);
 }
 
+static PyObject *link_trim(link_obj *self, PyObject *unused)
+{
+	tw_link *l = twpy_link_enter((PyObject *)self);
+	if (l == NULL)
+		return NULL;
+	size_t freed;
+	// A ring's unconfirmed bytes are copied into its smaller one.
+	Py_BEGIN_ALLOW_THREADS
+	freed = tw_link_trim(l);
+	Py_END_ALLOW_THREADS
+	twpy_link_leave((PyObject *)self);
+	return PyLong_FromSize_t(freed);
+}
+
 static PyObject *link_enter(link_obj *self, PyObject *unused)
 {
 	if (self->l == NULL)
@@ -995,6 +1009,10 @@ static PyMethodDef link_methods[] = {
 	{ "stats", (PyCFunction)link_stats, METH_NOARGS,
 	    "stats() -> dict: msgs_sent, msgs_recv, bytes_sent, "
 	    "bytes_recv." },
+	{ "trim", (PyCFunction)link_trim, METH_NOARGS,
+	    "trim() -> int: gives back what tcp:// send rings to this "
+	    "link's peers hold beyond their unconfirmed bytes (a burst "
+	    "grows them, up to 32 MiB each); the bytes freed." },
 	{ "abort", (PyCFunction)link_abort, METH_NOARGS,
 	    "abort(): wakes every blocked call with ClosedError; peers see "
 	    "PeerError.  close() still frees the link." },

@@ -617,6 +617,25 @@ def test_stats(make_links):
     assert (sb["msgs_sent"], sb["bytes_sent"]) == (0, 0)
 
 
+def test_trim(make_links):
+    a, b = make_links(2, scheme="tcp")
+    assert a.trim() == 0  # nothing grew yet
+    payload = bytes(range(256)) * 8192  # 2 MiB: frames of 256 KiB
+    a.send(1, "t", payload)
+    assert b.recv(0, "t") == payload
+    assert a.wait_pending() is None
+    # the ring grew to hold a frame, and the peer confirmed it all
+    assert a.trim() >= 448 << 10
+    assert a.trim() == 0
+    a.send(1, "t", payload)
+    assert b.recv(0, "t") == payload
+    m, n = make_links(2)
+    assert m.trim() == 0  # mem:// keeps nothing that grows
+    a.close()
+    with pytest.raises(tagwire.ClosedError):
+        a.trim()
+
+
 def test_next_prev_rank(make_links):
     links = make_links(3)
     assert [l.next_rank() for l in links] == [1, 2, 0]

@@ -475,6 +475,19 @@ int tw_link_close(tw_link *l)
 	return status;
 }
 
+size_t tw_link_trim(tw_link *l)
+{
+	if (l == NULL || l->fam->xops == NULL)
+		return 0;
+	tw__family *f = l->fam;
+	size_t freed = 0;
+	for (size_t i = 0; i < l->size; i++)
+		if (i != l->rank)
+			freed += tw__fam_xops(f, l->map[i])
+			             ->trim(f->chans[l->map[i]]);
+	return freed;
+}
+
 uint64_t tw__link_unreceived_peak(tw_link *l, size_t src)
 {
 	tw__family *f = l->fam;

@@ -54,6 +54,12 @@ size_t tw__no_ns_entries(tw_channel *c)
 	return SIZE_MAX;
 }
 
+size_t tw__no_trim(tw_channel *c)
+{
+	(void)c;
+	return 0;
+}
+
 int tw__chan_ops_check(const tw_channel_ops *ops, char *why, size_t cap)
 {
 	if (ops == NULL) {
@@ -112,6 +118,7 @@ static const char *missing_entry(const tw__transport *t)
 		{ "xops.unreceived_peak", x->unreceived_peak != NULL },
 		{ "xops.wait_pending", x->wait_pending != NULL },
 		{ "xops.ns_entries", x->ns_entries != NULL },
+		{ "xops.trim", x->trim != NULL },
 	};
 	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++)
 		if (!entries[i].set)

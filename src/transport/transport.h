@@ -171,6 +171,13 @@ typedef struct tw__chan_xops {
 	// when the transport cannot tell (tw__no_ns_entries).
 	size_t (*ns_entries)(tw_channel *c);
 
+	// Gives back memory that the channel keeps for reuse beyond what the
+	// data it holds needs (tcp://: send rings grown by a burst), where
+	// that memory is the channel's own; returns the bytes freed.  Never
+	// waits on the peer; thread-safe.  tw__no_trim where the transport
+	// keeps nothing that grows.
+	size_t (*trim)(tw_channel *c);
+
 	// Non-zero: send, recv and recv_into take lazy deadlines (above).
 	int lazy_deadline;
 } tw__chan_xops;
@@ -186,6 +193,8 @@ int tw__no_wait_pending(
 uint64_t tw__no_unreceived_peak(tw_channel *c);
 // tw__no_ns_entries: SIZE_MAX (the transport cannot tell).
 size_t tw__no_ns_entries(tw_channel *c);
+// tw__no_trim: 0 (nothing to give back).
+size_t tw__no_trim(tw_channel *c);
 
 typedef struct tw__transport {
 	const char *scheme; // "mem", "shm", "tcp"

@@ -81,7 +81,7 @@ static void t_xops_entry_missing(void **state)
 	static const char *const names[] = { "xops.send", "xops.recv",
 		"xops.recv_into", "xops.probe", "xops.abort_ns",
 		"xops.close_ns", "xops.open_ns", "xops.unreceived_peak",
-		"xops.wait_pending", "xops.ns_entries" };
+		"xops.wait_pending", "xops.ns_entries", "xops.trim" };
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		tw__chan_xops x = *tw__mem_transport.xops;
 		switch (i) {
@@ -112,8 +112,11 @@ static void t_xops_entry_missing(void **state)
 		case 8:
 			x.wait_pending = NULL;
 			break;
-		default:
+		case 9:
 			x.ns_entries = NULL;
+			break;
+		default:
+			x.trim = NULL;
 			break;
 		}
 		tw__transport t = tw__mem_transport;

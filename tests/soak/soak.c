@@ -79,14 +79,15 @@
 // grow from the end of the warm-up to the end of the run.  Both samples
 // are taken with nothing in flight, so the library holds the same things
 // at both: rings or sockets, threads, empty queues; and with nothing kept
-// for reuse: the library's pool of large buffers is drained and glibc's
-// free blocks are trimmed first, since the pool alone may hold up to
-// 64 MiB, more or less of it at either point.  Measured with 2 GiB per
-// party: over shm:// within 2 MiB either way; over tcp:// the same, but
-// for a party whose ring of tcp:// sends to one peer doubled once more
-// after the warm-up (8 MiB).  16 MiB leaves room for that
-// and still catches a leak of one message in a hundred (about 25 MiB), of
-// two kilobytes per message, or any growth with the volume (1.75 GiB pass
+// for reuse: the library's pool of large buffers is drained, tcp:// send
+// rings are trimmed and glibc's free blocks are trimmed first, since the
+// pool alone may hold up to 64 MiB and each send ring up to 32 MiB (it
+// grows with the bytes in flight and keeps its size), more or less of
+// them at either point: untrimmed, a party's rings to its seven peers
+// were seen to grow by 24 MiB after the warm-up.  Measured with 2 GiB per
+// party: within 2 MiB either way over both transports.  16 MiB still
+// catches a leak of one message in a hundred (about 25 MiB), of two
+// kilobytes per message, or any growth with the volume (1.75 GiB pass
 // through a party after the warm-up).
 #define RSS_GROWTH_MAX ((uint64_t)16 << 20)
 
@@ -222,11 +223,13 @@ static void party_fail(int code, const char *fmt, ...)
 	} while (0)
 
 // Resident size and the bytes malloc has handed out and not had back, with
-// nothing kept for reuse: neither the library's pool of large buffers nor
-// glibc's free blocks (see RSS_GROWTH_MAX).
+// nothing kept for reuse: neither the library's pool of large buffers, nor
+// tcp:// send rings beyond what they hold, nor glibc's free blocks (see
+// RSS_GROWTH_MAX).
 static void memory_sample(uint64_t *rss, uint64_t *heap)
 {
 	tw_buf_pool_drain();
+	tw_link_trim(link_);
 	malloc_trim(0);
 	FILE *f = fopen("/proc/self/statm", "r");
 	unsigned long size = 0, resident = 0;

@@ -253,6 +253,7 @@ static const tw__chan_xops mem_xops = {
 	.unreceived_peak = tw__rxbox_peak,
 	.wait_pending = tw__no_wait_pending, // delivered when a send returns
 	.ns_entries = tw__rxbox_ns_entries,
+	.trim = tw__no_trim,
 };
 
 static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *ep, size_t peer)

@@ -1680,6 +1680,7 @@ static const tw__chan_xops shm_xops = {
 	.open_ns = tw__chanbase_open_ns,
 	.unreceived_peak = tw__rxbox_peak,
 	.ns_entries = tw__rxbox_ns_entries,
+	.trim = tw__no_trim,
 	.wait_pending = shm_wait_until,
 	.lazy_deadline = 1,
 };

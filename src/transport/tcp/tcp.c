@@ -1079,6 +1079,23 @@ static void tcp_destroy(tw_channel *c)
 	}
 }
 
+// The connections to the peer are the node's, shared by every link bound
+// to it: each is trimmed (tw__tcp_conn_trim), for all of them.
+static size_t tcp_trim(tw_channel *c)
+{
+	tcp_peer *p = peer_get(c->impl);
+	if (p == NULL)
+		return 0;
+	size_t freed = 0;
+	tcp_conn *conn;
+	for (unsigned k = 0; (conn = tw__tcp_peer_conn(p, k)) != NULL; k++) {
+		freed += tw__tcp_conn_trim(conn);
+		tw__tcp_conn_unref(conn);
+	}
+	tw__tcp_peer_unref(p);
+	return freed;
+}
+
 static const tw_channel_ops tcp_ops = {
 	.send = tcp_send,
 	.send_async = NULL,
@@ -1103,6 +1120,7 @@ static const tw__chan_xops tcp_xops = {
 	.unreceived_peak = tw__rxbox_peak,
 	.ns_entries = tw__rxbox_ns_entries,
 	.wait_pending = tcp_wait_until,
+	.trim = tcp_trim,
 	.lazy_deadline = 1,
 };
 

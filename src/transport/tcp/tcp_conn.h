@@ -198,6 +198,13 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,
     int64_t deadline, const _Atomic int *cancel, uint64_t *seq);
 
+// Gives back what the connection's send ring holds beyond the frames the
+// peer has not confirmed: the ring grows with the bytes in flight (up to
+// TX_RETAIN_MAX and a frame) and keeps its size, so a burst would hold
+// its memory for the connection's life.  Returns the bytes freed.  Never blocks but on the
+// writer's mutex; thread-safe.
+size_t tw__tcp_conn_trim(tcp_conn *c);
+
 // Reads the connection from the calling thread, without blocking, until
 // done(arg) says that what the caller waits for has arrived (checked after
 // every batch of frames), until nothing has arrived for idle_ns, or until

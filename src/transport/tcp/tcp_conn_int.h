@@ -16,6 +16,10 @@
 // Bytes of frames that the peer has not confirmed (read whole) beyond
 // which senders wait; the peer confirms every quarter of it.
 #define TX_RETAIN_MAX ((uint64_t)16 << 20)
+// The send ring's first size, and the frames its index holds at first;
+// a trim (tw__tcp_conn_trim) goes no lower.
+#define TX_RING_MIN ((size_t)64 << 10)
+#define TX_INDEX_MIN 1024
 
 // The writer half (tcp_writer.c has the design).  Positions are byte
 // counts since the connection was made; the byte at position x lives at

@@ -1323,6 +1323,153 @@ static void test_resume_stream(void **state)
 	rs_fini(&ob);
 }
 
+static size_t ring_cap(tcp_conn *c)
+{
+	pthread_mutex_lock(&c->tx.mtx);
+	size_t cap = c->tx.cap;
+	pthread_mutex_unlock(&c->tx.mtx);
+	return cap;
+}
+
+typedef struct trimmer {
+	tcp_conn *c;
+	_Atomic bool stop;
+	size_t freed;
+	unsigned trims; // calls that gave something back
+} trimmer;
+
+static void *trim_main(void *arg)
+{
+	trimmer *t = arg;
+	while (!atomic_load(&t->stop)) {
+		size_t n = tw__tcp_conn_trim(t->c);
+		t->freed += n;
+		t->trims += n > 0;
+		sched_yield();
+	}
+	return NULL;
+}
+
+// A trim keeps the frames the peer has not confirmed and gives back the
+// rest, down to TX_RING_MIN; trims that run beside a stream cut and
+// resumed twice (its writes, growth and rewrites from the ring) lose and
+// change no byte of it.
+static void test_trim(void **state)
+{
+	(void)state;
+	tw__poller *p;
+	TW_PASS(tw__poller_new(&p));
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	rs_owner oa, ob;
+	tcp_conn *a = rs_make(p, &oa, sv[0], 10000);
+	tcp_conn *b = rs_make(p, &ob, sv[1], 10000);
+	assert_int_equal(ring_cap(a), TX_RING_MIN);
+	assert_int_equal(tw__tcp_conn_trim(a), 0);
+
+	// Frames 0 to 23 of the stream's check (1.3 MiB, four of them
+	// TW_TCP_FRAME_MAX long), then 24 to 29.  b reads them and confirms
+	// none (it sends nothing, and confirms on its own only every
+	// TX_RETAIN_MAX / 4), unless asked: the ring grows to hold the first
+	// 24, and once b confirmed them at a's asking, holds the last six.
+	unsigned char *buf = malloc(TW_TCP_FRAME_MAX);
+	uint64_t seq = 0;
+	for (uint32_t i = 0; i < 30; i++) {
+		if (i == 24)
+			TW_PASS(tw__tcp_conn_wait_ack(
+			    a, seq, deadline_in(10000), NULL));
+		size_t len = rs_len(i);
+		tw_test_fill(buf, len, i, 1, 2);
+		TW_PASS(send1(a, TW_TCP_F_DATA, i, "k", buf, len, 0, &seq));
+	}
+	free(buf);
+	int64_t dl = deadline_in(10000);
+	pthread_mutex_lock(&ob.mtx);
+	while (ob.next < 30
+	    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&ob.mtx);
+	assert_int_equal(rs_next(&ob), 30);
+	size_t grown = ring_cap(a);
+	assert_true(grown >= 4 * (size_t)TW_TCP_FRAME_MAX);
+	pthread_mutex_lock(&a->tx.mtx);
+	uint64_t unconfirmed = a->tx.end - a->tx.base;
+	pthread_mutex_unlock(&a->tx.mtx);
+	assert_true(unconfirmed > TW_TCP_FRAME_MAX
+	    && unconfirmed < 2 * TW_TCP_FRAME_MAX);
+	size_t need = TX_RING_MIN;
+	while (need < unconfirmed)
+		need *= 2;
+	assert_int_equal(tw__tcp_conn_trim(a), grown - need);
+	assert_int_equal(ring_cap(a), need);
+	// Confirmed too, the last six go: the ring is back to its first
+	// size, and a trim then has nothing to give.
+	TW_PASS(tw__tcp_conn_wait_ack(a, seq, deadline_in(10000), NULL));
+	assert_int_equal(tw__tcp_conn_trim(a), need - TX_RING_MIN);
+	assert_int_equal(ring_cap(a), TX_RING_MIN);
+	assert_int_equal(tw__tcp_conn_trim(a), 0);
+	if (ob.err[0] != '\0')
+		fail_msg("%s", ob.err);
+
+	// The stream's check starts over at frame 0 of its own.
+	pthread_mutex_lock(&ob.mtx);
+	ob.next = 0;
+	pthread_mutex_unlock(&ob.mtx);
+	trimmer tr = { .c = a };
+	rs_sender s = { .c = a };
+	pthread_t th, tt;
+	assert_int_equal(pthread_create(&tt, NULL, trim_main, &tr), 0);
+	assert_int_equal(pthread_create(&th, NULL, rs_send_main, &s), 0);
+	for (int cut = 0; cut < 2; cut++) {
+		uint64_t at = RS_FRAMES / 3 * (uint64_t)(cut + 1);
+		dl = deadline_in(10000);
+		pthread_mutex_lock(&ob.mtx);
+		while (ob.next < at
+		    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
+			;
+		pthread_mutex_unlock(&ob.mtx);
+		pthread_mutex_lock(&b->tx.mtx);
+		int bfd = b->fd;
+		pthread_mutex_unlock(&b->tx.mtx);
+		assert_int_equal(shutdown(bfd, SHUT_RDWR), 0);
+		assert_int_equal(rs_wait(&ob, &ob.downs, cut + 1), cut + 1);
+		assert_int_equal(rs_wait(&oa, &oa.downs, cut + 1), cut + 1);
+		bool ok_a, ok_b;
+		uint64_t ra = tw__tcp_conn_suspend(a, &ok_a);
+		uint64_t rb = tw__tcp_conn_suspend(b, &ok_b);
+		assert_true(ok_a && ok_b);
+		int nv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
+		TW_PASS(tw__tcp_conn_resume(a, nv[0], NULL, rb));
+		TW_PASS(tw__tcp_conn_resume(b, nv[1], NULL, ra));
+	}
+	assert_int_equal(pthread_join(th, NULL), 0);
+	atomic_store(&tr.stop, true);
+	assert_int_equal(pthread_join(tt, NULL), 0);
+	TW_PASS(s.status);
+	dl = deadline_in(10000);
+	pthread_mutex_lock(&ob.mtx);
+	while (ob.next < RS_FRAMES && ob.err[0] == '\0'
+	    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&ob.mtx);
+	if (ob.err[0] != '\0')
+		fail_msg("%s", ob.err);
+	assert_int_equal(ob.next, RS_FRAMES);
+	assert_int_equal(oa.failed + ob.failed, 0);
+	// The trims beside the stream gave memory back.
+	assert_true(tr.trims > 0 && tr.freed > 0);
+	tw__tcp_conn_fail(a, TW_EPEER, NULL);
+	tw__tcp_conn_fail(b, TW_EPEER, NULL);
+	assert_int_equal(rs_wait(&oa, &oa.failed, 1), 1);
+	assert_int_equal(rs_wait(&ob, &ob.failed, 1), 1);
+	tw__tcp_conn_unref(a);
+	tw__tcp_conn_unref(b);
+	tw__poller_free(p);
+	rs_fini(&oa);
+	rs_fini(&ob);
+}
+
 // Down for longer than its limit: TW_EPEER.  A resume then, or one from a
 // frame never sent, is refused.
 static void test_resume_limits(void **state)
@@ -1376,6 +1523,7 @@ int main(void)
 		cmocka_unit_test(test_defer),
 		cmocka_unit_test(test_read_between),
 		cmocka_unit_test(test_defer_no_timer),
+		cmocka_unit_test(test_trim),
 		cmocka_unit_test(test_resume_stream),
 		cmocka_unit_test(test_resume_limits),
 	};

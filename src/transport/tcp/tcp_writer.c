@@ -68,9 +68,6 @@
 #define TX_UNCLOCKED 32
 // The most iovec parts of one frame's payload.
 #define TX_PAY_MAX 2
-// The ring's first size, and the frames its index holds at first.
-#define TX_RING_MIN ((size_t)64 << 10)
-#define TX_INDEX_MIN 1024
 
 // TX_BATCH_GAP_NS and TX_DEFER_MIN_NS, unless a test changed them.
 static _Atomic int64_t batch_gap_ns = TX_BATCH_GAP_NS;
@@ -174,6 +171,51 @@ static int write_some(int fd, tw__tls *tls, struct iovec **iov, int *n)
 
 // --- the ring -----------------------------------------------------------------
 
+// Moves the ring's bytes from base on into a new ring of `cap` bytes
+// (a power of two that holds them).  tx.mtx held.  TW_OK or TW_ENOMEM,
+// with nothing changed.
+static int ring_move(tcp_writer *tx, size_t cap)
+{
+	unsigned char *nb = malloc(cap);
+	if (nb == NULL)
+		return TW_ENOMEM;
+	// Byte at position x lives at x % cap: copied in at most two runs
+	// from the old ring into at most two of the new.
+	for (uint64_t x = tx->base; x < tx->end;) {
+		size_t from = (size_t)(x & (tx->cap - 1));
+		size_t to = (size_t)(x & (cap - 1));
+		size_t k = (size_t)(tx->end - x);
+		if (k > tx->cap - from)
+			k = tx->cap - from;
+		if (k > cap - to)
+			k = cap - to;
+		memcpy(nb + to, tx->buf + from, k);
+		x += k;
+	}
+	if (tx->writing && tx->stale == NULL)
+		tx->stale = tx->buf; // the role may be writing from it
+	else
+		free(tx->buf);
+	tx->buf = nb;
+	tx->cap = cap;
+	return TW_OK;
+}
+
+// Moves the index of frames (released, seq] into one of `fcap` entries
+// (a power of two that holds them).  tx.mtx held.  TW_OK or TW_ENOMEM.
+static int index_move(tcp_writer *tx, size_t fcap)
+{
+	uint64_t *nf = malloc(fcap * sizeof(*nf));
+	if (nf == NULL)
+		return TW_ENOMEM;
+	for (uint64_t s = tx->released + 1; s <= tx->seq; s++)
+		nf[s & (fcap - 1)] = tx->fend[s & (tx->fcap - 1)];
+	free(tx->fend);
+	tx->fend = nf;
+	tx->fcap = fcap;
+	return TW_OK;
+}
+
 // Room for `need` more bytes and one more frame in the index, growing
 // both when needed.  tx.mtx held.  TW_OK or TW_ENOMEM.
 static int make_room(tcp_writer *tx, size_t need)
@@ -189,41 +231,39 @@ static int make_room(tcp_writer *tx, size_t need)
 		size_t cap = tx->cap;
 		while (used + need > cap)
 			cap *= 2;
-		unsigned char *nb = malloc(cap);
-		if (nb == NULL)
+		if (ring_move(tx, cap) != TW_OK)
 			return TW_ENOMEM;
-		// Byte at position x lives at x % cap: copied in at most two
-		// runs from the old ring into at most two of the new.
-		for (uint64_t x = tx->base; x < tx->end;) {
-			size_t from = (size_t)(x & (tx->cap - 1));
-			size_t to = (size_t)(x & (cap - 1));
-			size_t k = (size_t)(tx->end - x);
-			if (k > tx->cap - from)
-				k = tx->cap - from;
-			if (k > cap - to)
-				k = cap - to;
-			memcpy(nb + to, tx->buf + from, k);
-			x += k;
-		}
-		if (tx->writing && tx->stale == NULL)
-			tx->stale = tx->buf; // the role may be writing from it
-		else
-			free(tx->buf);
-		tx->buf = nb;
-		tx->cap = cap;
 	}
-	if (tx->seq + 1 - tx->released > tx->fcap) {
-		size_t fcap = tx->fcap * 2;
-		uint64_t *nf = malloc(fcap * sizeof(*nf));
-		if (nf == NULL)
-			return TW_ENOMEM;
-		for (uint64_t s = tx->released + 1; s <= tx->seq; s++)
-			nf[s & (fcap - 1)] = tx->fend[s & (tx->fcap - 1)];
-		free(tx->fend);
-		tx->fend = nf;
-		tx->fcap = fcap;
-	}
+	if (tx->seq + 1 - tx->released > tx->fcap
+	    && index_move(tx, tx->fcap * 2) != TW_OK)
+		return TW_ENOMEM;
 	return TW_OK;
+}
+
+size_t tw__tcp_conn_trim(tcp_conn *c)
+{
+	tcp_writer *tx = &c->tx;
+	size_t freed = 0;
+	pthread_mutex_lock(&tx->mtx);
+	// A role that writes from the ring meanwhile keeps the old one as
+	// ring_move leaves it (`stale`, as when the ring grows), and finds
+	// the bytes after those it wrote in the new one: the peer confirmed
+	// none it was not sent, so base is no further than out once the
+	// write returns.
+	size_t cap = TX_RING_MIN;
+	while (cap < tx->end - tx->base)
+		cap *= 2;
+	size_t old = tx->cap;
+	if (cap < old && ring_move(tx, cap) == TW_OK)
+		freed += old - cap;
+	size_t fcap = TX_INDEX_MIN;
+	while (fcap < tx->seq - tx->released)
+		fcap *= 2;
+	size_t fold = tx->fcap;
+	if (fcap < fold && index_move(tx, fcap) == TW_OK)
+		freed += (fold - fcap) * sizeof(*tx->fend);
+	pthread_mutex_unlock(&tx->mtx);
+	return freed;
 }
 
 static void put(tcp_writer *tx, const void *src, size_t n)
