@@ -327,15 +327,17 @@ TW_API void tw_link_stats(const tw_link *l, tw_stats *out);
 // holds no data now.  Over tcp:// each connection copies what it sends
 // into a send ring and keeps it there until the peer confirms it (a
 // broken connection resumes from it); the ring grows with the bytes in
-// flight, to 32 MiB at most, and keeps that size, so a burst to
-// a peer would hold its memory for the connection's life.  This shrinks
-// every ring of the link's peers to what their unconfirmed bytes need
-// (64 KiB at least).  Those connections are the node's, shared by every
-// link to the same peer process: theirs shrink too.  Other transports
-// keep nothing that grows (shm:// rings have a fixed size).  Returns the
-// bytes given back; 0 for NULL.  Never waits on a peer; thread-safe,
-// also with sends and receives on l, but not with tw_link_close(l).
-// The pool of message buffers is tw_buf_pool_drain's.
+// flight, to 32 MiB at most.  With heartbeats on (TW_OPT_HEARTBEAT_MS,
+// H, 1 s by default), a ring that nothing was written to for H/4
+// shrinks on its own within H.  This call shrinks every ring of the
+// link's peers at once, to what their unconfirmed bytes need (64 KiB at
+// least): before measuring memory, or with heartbeats off.  Those
+// connections are the node's, shared by every link to the same peer
+// process: theirs shrink too.  Other transports keep nothing that grows
+// (shm:// rings have a fixed size).  Returns the bytes given back; 0 for
+// NULL.  Never waits on a peer; thread-safe, also with sends and
+// receives on l, but not with tw_link_close(l).  The pool of message
+// buffers is tw_buf_pool_drain's.
 TW_API size_t tw_link_trim(tw_link *l);
 
 // ---------------------------------------------------------------------------

@@ -45,6 +45,11 @@
 // bytes the local socket takes prove nothing (they only fill a buffer),
 // and neither do acknowledgements of nothing new (a frozen process's
 // kernel still answers window probes).
+//
+// Memory.  A send ring that a burst grew gives its memory back once
+// nothing was written for a whole look (H/4): the look trims it
+// (tw__tcp_conn_trim); the peer's answer to a PING confirms what it holds,
+// so an idle ring is back to its first size within H.
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -489,7 +494,11 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 	}
 	int64_t tx_idle = now - c->last_acked;
 	unsigned epoch = c->epoch;
+	bool trim = c->tx.cap > TX_RING_MIN && !c->tx.writing
+	    && now - c->tx.last_flush >= c->heartbeat_ns / 4;
 	pthread_mutex_unlock(&c->tx.mtx);
+	if (trim)
+		(void)tw__tcp_conn_trim(c);
 	int64_t rx_idle
 	    = now - atomic_load_explicit(&c->rx.last_rx, memory_order_relaxed);
 	int64_t idle = rx_idle < tx_idle ? rx_idle : tx_idle;

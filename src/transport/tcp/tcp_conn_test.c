@@ -20,7 +20,10 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -1470,6 +1473,55 @@ static void test_trim(void **state)
 	rs_fini(&ob);
 }
 
+// Two ends of a TCP connection on loopback (heartbeats look at TCP_INFO,
+// which a socketpair lacks).
+static void tcp_pair(int sv[2])
+{
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, 1), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(
+	    connect(sv[0], (struct sockaddr *)&sa, sizeof(sa)), 0);
+	sv[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(sv[1] >= 0);
+	close(l);
+}
+
+// With heartbeats, a ring that a burst grew goes back to its first size
+// on its own once the connection idles: the look that finds it idle trims
+// it, and the PING of an idle connection has the peer confirm the rest.
+static void test_trim_idle(void **state)
+{
+	(void)state;
+	int sv[2];
+	tcp_pair(sv);
+	pair t;
+	TW_PASS(tw__poller_new(&t.p));
+	owner_init(&t.a, t.p);
+	owner_init(&t.b, t.p);
+	t.ca = make(&t.a, sv[0], 100);
+	t.cb = make(&t.b, sv[1], 100);
+	unsigned char *big = calloc(1, TW_TCP_FRAME_MAX);
+	assert_non_null(big);
+	TW_PASS(send1(
+	    t.ca, TW_TCP_F_DATA, 1, "big", big, TW_TCP_FRAME_MAX, 0, NULL));
+	free(big);
+	assert_true(ring_cap(t.ca) > TX_RING_MIN);
+	wait_frames(&t.b, 1);
+	int64_t dl = deadline_in(10000);
+	while (ring_cap(t.ca) > TX_RING_MIN && tw__now_ns() < dl) {
+		struct timespec ms = { 0, 1000000 };
+		nanosleep(&ms, NULL); // a look of the I/O thread, polled for
+	}
+	assert_int_equal(ring_cap(t.ca), TX_RING_MIN);
+	pair_down(&t);
+}
+
 // Down for longer than its limit: TW_EPEER.  A resume then, or one from a
 // frame never sent, is refused.
 static void test_resume_limits(void **state)
@@ -1524,6 +1576,7 @@ int main(void)
 		cmocka_unit_test(test_read_between),
 		cmocka_unit_test(test_defer_no_timer),
 		cmocka_unit_test(test_trim),
+		cmocka_unit_test(test_trim_idle),
 		cmocka_unit_test(test_resume_stream),
 		cmocka_unit_test(test_resume_limits),
 	};
