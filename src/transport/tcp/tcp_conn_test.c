@@ -1259,16 +1259,81 @@ static void *rs_send_main(void *arg)
 	return NULL;
 }
 
+// A poller and two connected ends that may be down for 10 s.
+static void rs_up(
+    tw__poller **p, rs_owner *oa, tcp_conn **a, rs_owner *ob, tcp_conn **b)
+{
+	TW_PASS(tw__poller_new(p));
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	*a = rs_make(*p, oa, sv[0], 10000);
+	*b = rs_make(*p, ob, sv[1], 10000);
+}
+
+// Waits until ob has checked the stream's frames up to `at` (or the
+// whole stream); returns how far it got.
+static uint64_t rs_wait_next(rs_owner *o, uint64_t at)
+{
+	int64_t dl = deadline_in(10000);
+	pthread_mutex_lock(&o->mtx);
+	while (o->next < at && o->next < RS_FRAMES && o->err[0] == '\0'
+	    && tw__cond_wait_until(&o->cv, &o->mtx, dl) != ETIMEDOUT)
+		;
+	uint64_t n = o->next;
+	pthread_mutex_unlock(&o->mtx);
+	return n;
+}
+
+// Cuts b's socket (the `cut`th time), waits until both ends are down and
+// resumes both on a new socket pair.
+static void rs_cut(
+    tcp_conn *a, rs_owner *oa, tcp_conn *b, rs_owner *ob, int cut)
+{
+	pthread_mutex_lock(&b->tx.mtx);
+	int bfd = b->fd;
+	pthread_mutex_unlock(&b->tx.mtx);
+	assert_int_equal(shutdown(bfd, SHUT_RDWR), 0);
+	assert_int_equal(rs_wait(ob, &ob->downs, cut + 1), cut + 1);
+	assert_int_equal(rs_wait(oa, &oa->downs, cut + 1), cut + 1);
+	assert_true(tw__tcp_conn_is_down(a) && tw__tcp_conn_is_down(b));
+	bool ok_a, ok_b;
+	uint64_t ra = tw__tcp_conn_suspend(a, &ok_a);
+	uint64_t rb = tw__tcp_conn_suspend(b, &ok_b);
+	assert_true(ok_a && ok_b);
+	int nv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
+	TW_PASS(tw__tcp_conn_resume(a, nv[0], NULL, rb));
+	TW_PASS(tw__tcp_conn_resume(b, nv[1], NULL, ra));
+}
+
+// Checks that b got the whole stream, unharmed, with neither end failed;
+// then fails both and frees everything.
+static void rs_end_check(
+    tw__poller *p, tcp_conn *a, rs_owner *oa, tcp_conn *b, rs_owner *ob)
+{
+	rs_wait_next(ob, RS_FRAMES);
+	if (ob->err[0] != '\0')
+		fail_msg("%s", ob->err);
+	assert_int_equal(rs_next(ob), RS_FRAMES);
+	assert_int_equal(oa->failed + ob->failed, 0);
+	tw__tcp_conn_fail(a, TW_EPEER, NULL);
+	tw__tcp_conn_fail(b, TW_EPEER, NULL);
+	assert_int_equal(rs_wait(oa, &oa->failed, 1), 1);
+	assert_int_equal(rs_wait(ob, &ob->failed, 1), 1);
+	tw__tcp_conn_unref(a);
+	tw__tcp_conn_unref(b);
+	tw__poller_free(p);
+	rs_fini(oa);
+	rs_fini(ob);
+}
+
 static void test_resume_stream(void **state)
 {
 	(void)state;
 	tw__poller *p;
-	TW_PASS(tw__poller_new(&p));
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	rs_owner oa, ob;
-	tcp_conn *a = rs_make(p, &oa, sv[0], 10000);
-	tcp_conn *b = rs_make(p, &ob, sv[1], 10000);
+	tcp_conn *a, *b;
+	rs_up(&p, &oa, &a, &ob, &b);
 	rs_sender s = { .c = a };
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, rs_send_main, &s), 0);
@@ -1276,56 +1341,15 @@ static void test_resume_stream(void **state)
 	int cut = 0;
 	for (; cut < CUTS; cut++) {
 		// Wait for the stream to move on, then cut its socket.
-		uint64_t at = rs_next(&ob) + 100;
-		int64_t dl = deadline_in(10000);
-		pthread_mutex_lock(&ob.mtx);
-		while (ob.next < at && ob.next < RS_FRAMES
-		    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
-			;
-		bool over = ob.next >= RS_FRAMES;
-		pthread_mutex_unlock(&ob.mtx);
-		if (over)
+		if (rs_wait_next(&ob, rs_next(&ob) + 100) >= RS_FRAMES)
 			break;
-		pthread_mutex_lock(&b->tx.mtx);
-		int bfd = b->fd;
-		pthread_mutex_unlock(&b->tx.mtx);
-		assert_int_equal(shutdown(bfd, SHUT_RDWR), 0);
-		assert_int_equal(rs_wait(&ob, &ob.downs, cut + 1), cut + 1);
-		assert_int_equal(rs_wait(&oa, &oa.downs, cut + 1), cut + 1);
-		assert_true(
-		    tw__tcp_conn_is_down(a) && tw__tcp_conn_is_down(b));
-		bool ok_a, ok_b;
-		uint64_t ra = tw__tcp_conn_suspend(a, &ok_a);
-		uint64_t rb = tw__tcp_conn_suspend(b, &ok_b);
-		assert_true(ok_a && ok_b);
-		int nv[2];
-		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
-		TW_PASS(tw__tcp_conn_resume(a, nv[0], NULL, rb));
-		TW_PASS(tw__tcp_conn_resume(b, nv[1], NULL, ra));
+		rs_cut(a, &oa, b, &ob, cut);
 	}
 	assert_int_equal(pthread_join(th, NULL), 0);
 	TW_PASS(s.status);
-	pthread_mutex_lock(&ob.mtx);
-	int64_t dl = deadline_in(10000);
-	while (ob.next < RS_FRAMES && ob.err[0] == '\0'
-	    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&ob.mtx);
-	if (ob.err[0] != '\0')
-		fail_msg("%s", ob.err);
-	assert_int_equal(ob.next, RS_FRAMES);
 	// The stream was cut while it flowed, every time.
 	assert_int_equal(cut, CUTS);
-	assert_int_equal(oa.failed + ob.failed, 0);
-	tw__tcp_conn_fail(a, TW_EPEER, NULL);
-	tw__tcp_conn_fail(b, TW_EPEER, NULL);
-	assert_int_equal(rs_wait(&oa, &oa.failed, 1), 1);
-	assert_int_equal(rs_wait(&ob, &ob.failed, 1), 1);
-	tw__tcp_conn_unref(a);
-	tw__tcp_conn_unref(b);
-	tw__poller_free(p);
-	rs_fini(&oa);
-	rs_fini(&ob);
+	rs_end_check(p, a, &oa, b, &ob);
 }
 
 static size_t ring_cap(tcp_conn *c)
@@ -1363,12 +1387,9 @@ static void test_trim(void **state)
 {
 	(void)state;
 	tw__poller *p;
-	TW_PASS(tw__poller_new(&p));
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	rs_owner oa, ob;
-	tcp_conn *a = rs_make(p, &oa, sv[0], 10000);
-	tcp_conn *b = rs_make(p, &ob, sv[1], 10000);
+	tcp_conn *a, *b;
+	rs_up(&p, &oa, &a, &ob, &b);
 	assert_int_equal(ring_cap(a), TX_RING_MIN);
 	assert_int_equal(tw__tcp_conn_trim(a), 0);
 
@@ -1388,13 +1409,7 @@ static void test_trim(void **state)
 		TW_PASS(send1(a, TW_TCP_F_DATA, i, "k", buf, len, 0, &seq));
 	}
 	free(buf);
-	int64_t dl = deadline_in(10000);
-	pthread_mutex_lock(&ob.mtx);
-	while (ob.next < 30
-	    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&ob.mtx);
-	assert_int_equal(rs_next(&ob), 30);
+	assert_int_equal(rs_wait_next(&ob, 30), 30);
 	size_t grown = ring_cap(a);
 	assert_true(grown >= 4 * (size_t)TW_TCP_FRAME_MAX);
 	pthread_mutex_lock(&a->tx.mtx);
@@ -1426,53 +1441,16 @@ static void test_trim(void **state)
 	assert_int_equal(pthread_create(&tt, NULL, trim_main, &tr), 0);
 	assert_int_equal(pthread_create(&th, NULL, rs_send_main, &s), 0);
 	for (int cut = 0; cut < 2; cut++) {
-		uint64_t at = RS_FRAMES / 3 * (uint64_t)(cut + 1);
-		dl = deadline_in(10000);
-		pthread_mutex_lock(&ob.mtx);
-		while (ob.next < at
-		    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
-			;
-		pthread_mutex_unlock(&ob.mtx);
-		pthread_mutex_lock(&b->tx.mtx);
-		int bfd = b->fd;
-		pthread_mutex_unlock(&b->tx.mtx);
-		assert_int_equal(shutdown(bfd, SHUT_RDWR), 0);
-		assert_int_equal(rs_wait(&ob, &ob.downs, cut + 1), cut + 1);
-		assert_int_equal(rs_wait(&oa, &oa.downs, cut + 1), cut + 1);
-		bool ok_a, ok_b;
-		uint64_t ra = tw__tcp_conn_suspend(a, &ok_a);
-		uint64_t rb = tw__tcp_conn_suspend(b, &ok_b);
-		assert_true(ok_a && ok_b);
-		int nv[2];
-		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
-		TW_PASS(tw__tcp_conn_resume(a, nv[0], NULL, rb));
-		TW_PASS(tw__tcp_conn_resume(b, nv[1], NULL, ra));
+		rs_wait_next(&ob, RS_FRAMES / 3 * (uint64_t)(cut + 1));
+		rs_cut(a, &oa, b, &ob, cut);
 	}
 	assert_int_equal(pthread_join(th, NULL), 0);
 	atomic_store(&tr.stop, true);
 	assert_int_equal(pthread_join(tt, NULL), 0);
 	TW_PASS(s.status);
-	dl = deadline_in(10000);
-	pthread_mutex_lock(&ob.mtx);
-	while (ob.next < RS_FRAMES && ob.err[0] == '\0'
-	    && tw__cond_wait_until(&ob.cv, &ob.mtx, dl) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&ob.mtx);
-	if (ob.err[0] != '\0')
-		fail_msg("%s", ob.err);
-	assert_int_equal(ob.next, RS_FRAMES);
-	assert_int_equal(oa.failed + ob.failed, 0);
+	rs_end_check(p, a, &oa, b, &ob);
 	// The trims beside the stream gave memory back.
 	assert_true(tr.trims > 0 && tr.freed > 0);
-	tw__tcp_conn_fail(a, TW_EPEER, NULL);
-	tw__tcp_conn_fail(b, TW_EPEER, NULL);
-	assert_int_equal(rs_wait(&oa, &oa.failed, 1), 1);
-	assert_int_equal(rs_wait(&ob, &ob.failed, 1), 1);
-	tw__tcp_conn_unref(a);
-	tw__tcp_conn_unref(b);
-	tw__poller_free(p);
-	rs_fini(&oa);
-	rs_fini(&ob);
 }
 
 // Two ends of a TCP connection on loopback (heartbeats look at TCP_INFO,
