@@ -1484,8 +1484,10 @@ static void test_trim_idle(void **state)
 	TW_PASS(tw__poller_new(&t.p));
 	owner_init(&t.a, t.p);
 	owner_init(&t.b, t.p);
-	t.ca = make(&t.a, sv[0], 100);
-	t.cb = make(&t.b, sv[1], 100);
+	// Heartbeats of 200 ms: a peer starved for 3 H would be dropped.
+	int64_t h = tw_test_scale_ms(200);
+	t.ca = make(&t.a, sv[0], h);
+	t.cb = make(&t.b, sv[1], h);
 	unsigned char *big = calloc(1, TW_TCP_FRAME_MAX);
 	assert_non_null(big);
 	TW_PASS(send1(
