@@ -646,6 +646,8 @@ static void wait_readable(tcp_conn *c, int64_t deadline)
 	    c->fd, POLLIN, deadline < slice ? deadline : slice, NULL);
 }
 
+void (*_Atomic tw__tcp_post_hook)(void);
+
 bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
     bool (*done)(void *arg), void *arg, void *post, bool keep)
 {
@@ -670,6 +672,10 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		if (!reading && take_reader(c)) {
 			reading = true;
 			c->rx.post = post;
+			void (*hook)(void) = atomic_load_explicit(
+			    &tw__tcp_post_hook, memory_order_relaxed);
+			if (post != NULL && hook != NULL)
+				hook();
 		}
 		unsigned frames = 0;
 		if (reading

@@ -205,6 +205,10 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 // writer's mutex; thread-safe.
 size_t tw__tcp_conn_trim(tcp_conn *c);
 
+// For tests: when set, called by a poll with a post (below) once it took
+// the reader role, which it holds from then on while it keeps it.
+extern void (*_Atomic tw__tcp_post_hook)(void);
+
 // Reads the connection from the calling thread, without blocking, until
 // done(arg) says that what the caller waits for has arrived (checked after
 // every batch of frames), until nothing has arrived for idle_ns, or until

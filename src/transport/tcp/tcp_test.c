@@ -17,6 +17,7 @@
 
 #include "core/clock.h"
 #include "core/sync.h"
+#include "testdata.h"
 #include "testutil.h"
 #include "transport/tcp/tcp.h"
 #include "transport/tcp/tcp_sock.h"
@@ -624,6 +625,229 @@ static void test_credit_race(void **state)
 	pthread_mutex_destroy(&cr.mtx);
 }
 
+// --- a peer that gives up a message being placed -------------------------------
+
+// A raw socket that plays rank 0 of a link: frames it writes and reads.
+typedef struct raw_peer {
+	int fd;
+	uint64_t seq; // the last frame it sent
+} raw_peer;
+
+static void raw_write(int fd, const void *buf, size_t n)
+{
+	const unsigned char *b = buf;
+	while (n > 0) {
+		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+		assert_true(w > 0);
+		b += w;
+		n -= (size_t)w;
+	}
+}
+
+// Sends a frame of the link's slot 0 (ack and received 0: the raw peer
+// confirms nothing, which the other side may keep waiting for).
+static void raw_send(raw_peer *r, uint8_t type, const char *key,
+    const void *pre, size_t npre, const void *pay, size_t npay)
+{
+	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
+	tw__tcp_hdr h = { .type = type,
+		.len = npre + npay,
+		.seq = ++r->seq,
+		.key = key,
+		.key_len = key != NULL ? strlen(key) : 0 };
+	size_t n = tw__tcp_hdr_encode(hdr, sizeof(hdr), &h);
+	assert_true(n > 0);
+	raw_write(r->fd, hdr, n);
+	raw_write(r->fd, pre, npre);
+	raw_write(r->fd, pay, npay);
+}
+
+static void raw_read(int fd, void *buf, size_t n)
+{
+	unsigned char *b = buf;
+	int64_t deadline = tw__now_ns() + tw_test_scale_ms(10000) * 1000000;
+	while (n > 0) {
+		int64_t left = (deadline - tw__now_ns()) / 1000000;
+		assert_true(left > 0);
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		if (poll(&pfd, 1, (int)left) != 1)
+			continue;
+		ssize_t r = recv(fd, b, n, 0);
+		assert_true(r > 0);
+		b += r;
+		n -= (size_t)r;
+	}
+}
+
+// Reads frames until one of `type`; its fixed payload (at most 64 bytes)
+// goes to out.
+static void raw_wait(raw_peer *r, uint8_t type, void *out, size_t cap)
+{
+	for (;;) {
+		unsigned char buf[TW_TCP_HDR_LEN + TW_KEY_MAX];
+		raw_read(r->fd, buf, TW_TCP_HDR_LEN);
+		size_t klen = (size_t)buf[2] << 8 | buf[3];
+		assert_true(klen < TW_KEY_MAX);
+		raw_read(r->fd, buf + TW_TCP_HDR_LEN, klen);
+		tw__tcp_hdr h;
+		const char *why = NULL;
+		int n = tw__tcp_hdr_decode(
+		    buf, TW_TCP_HDR_LEN + klen, TW_TCP_FRAME_MAX, &h, &why);
+		assert_int_equal(n, (int)(TW_TCP_HDR_LEN + klen));
+		assert_true(h.len <= 64);
+		unsigned char pay[64];
+		raw_read(r->fd, pay, (size_t)h.len);
+		if (h.type == type) {
+			assert_int_equal(h.len, cap);
+			memcpy(out, pay, cap);
+			return;
+		}
+	}
+}
+
+static struct {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	bool posted;
+} cp;
+
+static void cp_hook(void)
+{
+	pthread_mutex_lock(&cp.mtx);
+	cp.posted = true;
+	pthread_cond_broadcast(&cp.cv);
+	pthread_mutex_unlock(&cp.mtx);
+}
+
+enum { CP_TOTAL = 1 << 20 };
+
+typedef struct cp_recv {
+	tw_link *l;
+	unsigned char *buf;
+	size_t len;
+	int status;
+} cp_recv;
+
+static void *cp_recv_main(void *arg)
+{
+	cp_recv *c = arg;
+	c->status = tw_recv_into_timed(
+	    c->l, 0, "t", c->buf, CP_TOTAL, tw_test_scale_ms(20000), &c->len);
+	return NULL;
+}
+
+// A long message is being assembled in the buffer of the receive that
+// waits for it (placed: its first chunk is there) when its sender gives
+// it up (CANCEL).  Nothing more of it reaches that buffer (a late chunk
+// is skipped), the receive goes on waiting and gets the next message of
+// its tag, and the whole cost of the message given up comes back to the
+// sender as credit.
+static void test_cancel_placed(void **state)
+{
+	(void)state;
+	pthread_mutex_init(&cp.mtx, NULL);
+	tw__cond_init(&cp.cv);
+	// Rank 0 is the raw socket (its address sorts first: it dials).
+	lone o = { .d = tw_desc_new("lone") };
+	assert_non_null(o.d);
+	TW_PASS(tw_desc_add_party(o.d, "raw", "tcp://127.0.0.1:1"));
+	TW_PASS(tw_desc_add_party(o.d, "p1", addrs[1]));
+	TW_PASS(tw_desc_set(
+	    o.d, TW_OPT_CONNECT_TIMEOUT_MS, tw_test_scale_ms(10000)));
+	TW_PASS(tw_desc_set(o.d, TW_OPT_HEARTBEAT_MS, 0));
+	assert_int_equal(pthread_create(&o.th, NULL, lone_main, &o), 0);
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port;
+	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
+	raw_peer r = { 0 };
+	TW_PASS(tw__tcp_dial(
+	    host, port, tw__now_ns() + 5000000000LL, NULL, &r.fd));
+	tw__tcp_hs_self me = { .link_id = "lone",
+		.rank = 0,
+		.instance = 91,
+		.session = 92,
+		.addr = "127.0.0.1:1" };
+	tw__tcp_hs_peer peer;
+	TW_PASS(tw__tcp_handshake(r.fd, &me,
+	    tw__now_ns() + tw_test_scale_ms(12000) * 1000000, NULL, &peer));
+	tw__tcp_open op = {
+		.rank = 0, .size = 2, .window = 64 << 20, .max_msg = 64 << 20
+	};
+	unsigned char opb[TW_TCP_OPEN_LEN];
+	tw__tcp_open_encode(opb, &op);
+	raw_send(&r, TW_TCP_F_OPEN, "lone", opb, sizeof(opb), NULL, 0);
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, "lone", "hello");
+	raw_send(&r, TW_TCP_F_DATA, key, NULL, 0, NULL, 0);
+	raw_wait(&r, TW_TCP_F_OPEN, opb, sizeof(opb));
+	assert_int_equal(pthread_join(o.th, NULL), 0);
+	TW_PASS(o.status);
+
+	unsigned char *buf = malloc(CP_TOTAL);
+	unsigned char *msg = malloc(TW_TCP_FRAME_MAX);
+	assert_true(buf != NULL && msg != NULL);
+	memset(buf, 0xee, CP_TOTAL);
+	tw_test_fill(msg, TW_TCP_FRAME_MAX, 7, 0, 1);
+	cp_recv rc = { .l = o.l, .buf = buf };
+	atomic_store(&tw__tcp_post_hook, cp_hook);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, cp_recv_main, &rc), 0);
+	// The receive reads the connection itself from now on.
+	int64_t until = tw__now_ns() + tw_test_scale_ms(10000) * 1000000;
+	pthread_mutex_lock(&cp.mtx);
+	while (!cp.posted
+	    && tw__cond_wait_until(&cp.cv, &cp.mtx, until) != ETIMEDOUT)
+		;
+	bool posted = cp.posted;
+	pthread_mutex_unlock(&cp.mtx);
+	atomic_store(&tw__tcp_post_hook, NULL);
+	assert_true(posted);
+
+	tw__key_msg(key, "lone", "t");
+	tw__tcp_chunk ck = { .id = 1, .total = CP_TOTAL };
+	unsigned char pre[TW_TCP_CHUNK_PREFIX];
+	tw__tcp_striped_encode(pre, &ck);
+	raw_send(&r, TW_TCP_F_STRIPED, key, pre, TW_TCP_STRIPED_LEN, NULL, 0);
+	tw__tcp_chunk_encode(pre, &ck);
+	raw_send(
+	    &r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre), msg, TW_TCP_FRAME_MAX);
+	unsigned char cancel[TW_TCP_CANCEL_LEN];
+	tw__tcp_cancel_encode(cancel, 1);
+	raw_send(&r, TW_TCP_F_CANCEL, NULL, cancel, sizeof(cancel), NULL, 0);
+	// A chunk of it that was on its way (over a stripe, in life) is
+	// skipped.
+	ck.offset = TW_TCP_FRAME_MAX;
+	tw__tcp_chunk_encode(pre, &ck);
+	raw_send(
+	    &r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre), msg, TW_TCP_FRAME_MAX);
+	raw_send(&r, TW_TCP_F_DATA, key, "new", 3, NULL, 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	TW_PASS(rc.status);
+	assert_int_equal(rc.len, 3);
+	assert_memory_equal(buf, "new", 3);
+	// The chunk had been read into the buffer (placed); nothing came
+	// after it there.
+	assert_memory_equal(buf + 3, msg + 3, TW_TCP_FRAME_MAX - 3);
+	for (size_t i = TW_TCP_FRAME_MAX; i < CP_TOTAL; i++)
+		if (buf[i] != 0xee)
+			fail_msg("byte %zu of the buffer was written", i);
+	// Asked, the receiver grants what it took and what it dropped.
+	raw_send(&r, TW_TCP_F_CREDIT_REQ, NULL, NULL, 0, NULL, 0);
+	unsigned char cr8[TW_TCP_CREDIT_LEN];
+	raw_wait(&r, TW_TCP_F_CREDIT, cr8, sizeof(cr8));
+	uint64_t taken = 0;
+	TW_PASS(tw__tcp_credit_decode(cr8, sizeof(cr8), &taken));
+	assert_int_equal(taken, tw__msg_cost(CP_TOTAL) + tw__msg_cost(3));
+	free(msg);
+	free(buf);
+	close(r.fd);
+	tw_link_abort(o.l);
+	tw_link_close(o.l);
+	tw_desc_free(o.d);
+	pthread_cond_destroy(&cp.cv);
+	pthread_mutex_destroy(&cp.mtx);
+}
+
 int main(void)
 {
 	const char *child = getenv("TW_TCP_TEST_CHILD");
@@ -635,6 +859,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_secret, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigkill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flood, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_cancel_placed, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_bad_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(
