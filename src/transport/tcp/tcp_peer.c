@@ -433,6 +433,10 @@ static int on_chunk_small(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
 	if (dst != NULL)
 		memcpy(dst, payload + TW_TCP_CHUNK_PREFIX,
 		    (size_t)h->len - TW_TCP_CHUNK_PREFIX);
+	// Handled before the message it completes can be taken: the next
+	// frame, and the ACK that the end of the hold may send, confirm it,
+	// so that the sender's ring lets it go.
+	tw__tcp_conn_rx_handled(c);
 	return tw__tcp_sx_chunk_end(p->sx, p->main, mc, &claim,
 	    (size_t)h->len - TW_TCP_CHUNK_PREFIX, true);
 }
@@ -607,6 +611,8 @@ static int peer_rx_end(
 		else
 			free(d->buf);
 	} else if (d->mc != NULL) {
+		if (ok)
+			tw__tcp_conn_rx_handled(c); // see on_chunk_small
 		status = tw__tcp_sx_chunk_end(
 		    p->sx, p->main, d->mc, &d->claim, d->n, ok);
 	}

@@ -679,30 +679,87 @@ static void raw_read(int fd, void *buf, size_t n)
 	}
 }
 
-// Reads frames until one of `type`; its fixed payload (at most 64 bytes)
-// goes to out.
+// Reads one frame, whose payload may be 64 bytes at most, into *h (its
+// key is not kept) and pay.
+static void raw_next(raw_peer *r, tw__tcp_hdr *h, unsigned char pay[64])
+{
+	unsigned char buf[TW_TCP_HDR_LEN + TW_KEY_MAX];
+	raw_read(r->fd, buf, TW_TCP_HDR_LEN);
+	size_t klen = (size_t)buf[2] << 8 | buf[3];
+	assert_true(klen < TW_KEY_MAX);
+	raw_read(r->fd, buf + TW_TCP_HDR_LEN, klen);
+	const char *why = NULL;
+	int n = tw__tcp_hdr_decode(
+	    buf, TW_TCP_HDR_LEN + klen, TW_TCP_FRAME_MAX, h, &why);
+	assert_int_equal(n, (int)(TW_TCP_HDR_LEN + klen));
+	assert_true(h->len <= 64);
+	raw_read(r->fd, pay, (size_t)h->len);
+	h->key = NULL;
+}
+
+// Reads frames until one of `type`; its payload, of `cap` bytes, goes
+// to out.
 static void raw_wait(raw_peer *r, uint8_t type, void *out, size_t cap)
 {
 	for (;;) {
-		unsigned char buf[TW_TCP_HDR_LEN + TW_KEY_MAX];
-		raw_read(r->fd, buf, TW_TCP_HDR_LEN);
-		size_t klen = (size_t)buf[2] << 8 | buf[3];
-		assert_true(klen < TW_KEY_MAX);
-		raw_read(r->fd, buf + TW_TCP_HDR_LEN, klen);
 		tw__tcp_hdr h;
-		const char *why = NULL;
-		int n = tw__tcp_hdr_decode(
-		    buf, TW_TCP_HDR_LEN + klen, TW_TCP_FRAME_MAX, &h, &why);
-		assert_int_equal(n, (int)(TW_TCP_HDR_LEN + klen));
-		assert_true(h.len <= 64);
 		unsigned char pay[64];
-		raw_read(r->fd, pay, (size_t)h.len);
+		raw_next(r, &h, pay);
 		if (h.type == type) {
 			assert_int_equal(h.len, cap);
 			memcpy(out, pay, cap);
 			return;
 		}
 	}
+}
+
+// Rank 0 of link "lone" on a raw socket (its address sorts first: it
+// dials), rank 1 a link of this process (o->l), without heartbeats: the
+// raw socket answers nothing it is not told to.
+static void raw_link_up(lone *o, raw_peer *r)
+{
+	*o = (lone) { .d = tw_desc_new("lone") };
+	assert_non_null(o->d);
+	TW_PASS(tw_desc_add_party(o->d, "raw", "tcp://127.0.0.1:1"));
+	TW_PASS(tw_desc_add_party(o->d, "p1", addrs[1]));
+	TW_PASS(tw_desc_set(
+	    o->d, TW_OPT_CONNECT_TIMEOUT_MS, tw_test_scale_ms(10000)));
+	TW_PASS(tw_desc_set(o->d, TW_OPT_HEARTBEAT_MS, 0));
+	assert_int_equal(pthread_create(&o->th, NULL, lone_main, o), 0);
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port;
+	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
+	*r = (raw_peer) { 0 };
+	TW_PASS(tw__tcp_dial(
+	    host, port, tw__now_ns() + 5000000000LL, NULL, &r->fd));
+	tw__tcp_hs_self me = { .link_id = "lone",
+		.rank = 0,
+		.instance = 91,
+		.session = 92,
+		.addr = "127.0.0.1:1" };
+	tw__tcp_hs_peer peer;
+	TW_PASS(tw__tcp_handshake(r->fd, &me,
+	    tw__now_ns() + tw_test_scale_ms(12000) * 1000000, NULL, &peer));
+	tw__tcp_open op = {
+		.rank = 0, .size = 2, .window = 64 << 20, .max_msg = 64 << 20
+	};
+	unsigned char opb[TW_TCP_OPEN_LEN];
+	tw__tcp_open_encode(opb, &op);
+	raw_send(r, TW_TCP_F_OPEN, "lone", opb, sizeof(opb), NULL, 0);
+	char key[TW_KEY_MAX];
+	tw__key_ctl(key, "lone", "hello");
+	raw_send(r, TW_TCP_F_DATA, key, NULL, 0, NULL, 0);
+	raw_wait(r, TW_TCP_F_OPEN, opb, sizeof(opb));
+	assert_int_equal(pthread_join(o->th, NULL), 0);
+	TW_PASS(o->status);
+}
+
+static void raw_link_down(lone *o, raw_peer *r)
+{
+	close(r->fd);
+	tw_link_abort(o->l);
+	tw_link_close(o->l);
+	tw_desc_free(o->d);
 }
 
 static struct {
@@ -747,41 +804,10 @@ static void test_cancel_placed(void **state)
 	(void)state;
 	pthread_mutex_init(&cp.mtx, NULL);
 	tw__cond_init(&cp.cv);
-	// Rank 0 is the raw socket (its address sorts first: it dials).
-	lone o = { .d = tw_desc_new("lone") };
-	assert_non_null(o.d);
-	TW_PASS(tw_desc_add_party(o.d, "raw", "tcp://127.0.0.1:1"));
-	TW_PASS(tw_desc_add_party(o.d, "p1", addrs[1]));
-	TW_PASS(tw_desc_set(
-	    o.d, TW_OPT_CONNECT_TIMEOUT_MS, tw_test_scale_ms(10000)));
-	TW_PASS(tw_desc_set(o.d, TW_OPT_HEARTBEAT_MS, 0));
-	assert_int_equal(pthread_create(&o.th, NULL, lone_main, &o), 0);
-	char host[TW_TCP_ADDR_MAX + 1];
-	uint16_t port;
-	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
-	raw_peer r = { 0 };
-	TW_PASS(tw__tcp_dial(
-	    host, port, tw__now_ns() + 5000000000LL, NULL, &r.fd));
-	tw__tcp_hs_self me = { .link_id = "lone",
-		.rank = 0,
-		.instance = 91,
-		.session = 92,
-		.addr = "127.0.0.1:1" };
-	tw__tcp_hs_peer peer;
-	TW_PASS(tw__tcp_handshake(r.fd, &me,
-	    tw__now_ns() + tw_test_scale_ms(12000) * 1000000, NULL, &peer));
-	tw__tcp_open op = {
-		.rank = 0, .size = 2, .window = 64 << 20, .max_msg = 64 << 20
-	};
-	unsigned char opb[TW_TCP_OPEN_LEN];
-	tw__tcp_open_encode(opb, &op);
-	raw_send(&r, TW_TCP_F_OPEN, "lone", opb, sizeof(opb), NULL, 0);
+	lone o;
+	raw_peer r;
+	raw_link_up(&o, &r);
 	char key[TW_KEY_MAX];
-	tw__key_ctl(key, "lone", "hello");
-	raw_send(&r, TW_TCP_F_DATA, key, NULL, 0, NULL, 0);
-	raw_wait(&r, TW_TCP_F_OPEN, opb, sizeof(opb));
-	assert_int_equal(pthread_join(o.th, NULL), 0);
-	TW_PASS(o.status);
 
 	unsigned char *buf = malloc(CP_TOTAL);
 	unsigned char *msg = malloc(TW_TCP_FRAME_MAX);
@@ -840,12 +866,58 @@ static void test_cancel_placed(void **state)
 	assert_int_equal(taken, tw__msg_cost(CP_TOTAL) + tw__msg_cost(3));
 	free(msg);
 	free(buf);
-	close(r.fd);
-	tw_link_abort(o.l);
-	tw_link_close(o.l);
-	tw_desc_free(o.d);
+	raw_link_down(&o, &r);
 	pthread_cond_destroy(&cp.cv);
 	pthread_mutex_destroy(&cp.mtx);
+}
+
+// The chunk that completes a long message counts as handled before the
+// message can be taken: the ACK that the end of the hold on acks sends
+// (the sender asked with a PING meanwhile) confirms it, and acknowledges
+// it, so that the sender's ring lets it go.  Before, that ACK stopped one
+// frame short, and the sender kept the chunk until the next frame.
+static void test_last_chunk_acked(void **state)
+{
+	(void)state;
+	lone o;
+	raw_peer r;
+	raw_link_up(&o, &r);
+	enum { TOTAL = 2 * TW_TCP_FRAME_MAX };
+	unsigned char *msg = malloc(TOTAL);
+	assert_non_null(msg);
+	tw_test_fill(msg, TOTAL, 8, 0, 1);
+	char key[TW_KEY_MAX];
+	tw__key_msg(key, "lone", "u");
+	tw__tcp_chunk ck = { .id = 1, .total = TOTAL };
+	unsigned char pre[TW_TCP_CHUNK_PREFIX];
+	tw__tcp_striped_encode(pre, &ck);
+	raw_send(&r, TW_TCP_F_STRIPED, key, pre, TW_TCP_STRIPED_LEN, NULL, 0);
+	uint64_t announced = r.seq;
+	tw__tcp_chunk_encode(pre, &ck);
+	raw_send(
+	    &r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre), msg, TW_TCP_FRAME_MAX);
+	raw_send(&r, TW_TCP_F_PING, NULL, NULL, 0, NULL, 0);
+	ck.offset = TW_TCP_FRAME_MAX;
+	tw__tcp_chunk_encode(pre, &ck);
+	raw_send(&r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre),
+	    msg + TW_TCP_FRAME_MAX, TW_TCP_FRAME_MAX);
+	uint64_t last = r.seq;
+	// The acks stay short of the announcement while the message is
+	// incomplete; the first that passes it covers the last chunk.
+	tw__tcp_hdr h;
+	unsigned char pay[64];
+	do
+		raw_next(&r, &h, pay);
+	while (h.ack < announced);
+	assert_int_equal(h.rcvd, last);
+	assert_int_equal(h.ack, last);
+	tw_buf b = { 0 };
+	TW_PASS(tw_recv(o.l, 0, "u", &b));
+	assert_int_equal(b.len, TOTAL);
+	assert_memory_equal(b.data, msg, TOTAL);
+	tw_buf_free(&b);
+	free(msg);
+	raw_link_down(&o, &r);
 }
 
 int main(void)
@@ -861,6 +933,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flood, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_cancel_placed, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_last_chunk_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_bad_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(
