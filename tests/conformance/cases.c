@@ -1805,11 +1805,23 @@ static void t_large(void **state)
 	run(2, 0, NULL, body_large, NULL);
 }
 
-// tw_link_trim gives back what a burst left in tcp:// send rings (only
-// "tcp" here has a single connection per pair, which the wait for
-// pending sends has the peer confirm whole), nothing on transports that
-// keep nothing that grows, and the link works on as before.
+// tw_link_trim gives back what a burst left in tcp:// send rings, nothing
+// on transports that keep nothing that grows, and the link works on as
+// before.  Over "tcp" (one connection per pair) a frame of 256 KiB grew
+// the ring to 512 KiB at least; once the peer confirmed every frame
+// (which a frame it sent after taking the message says: the barrier's),
+// the ring holds only what followed, and a trim then gives nothing more.
+// The peer may confirm the last chunk after our wait for pending sends
+// returns (the message was complete with that chunk read, before its
+// frame was handled), so the first trim may leave that chunk.  Without
+// heartbeats, so that no idle connection trims its own ring meanwhile.
 enum { TRIM_LEN = 3 << 20 };
+
+static void trim_setup(tw_desc *d, void *arg)
+{
+	(void)arg;
+	tw_desc_set(d, TW_OPT_HEARTBEAT_MS, 0);
+}
 
 static int body_trim(conf_party *p)
 {
@@ -1829,7 +1841,8 @@ static int body_trim(conf_party *p)
 		CHECK(p, conf_check(buf, len, round, (uint32_t)peer, 12));
 		CHECK_OK(p, tw_link_wait_pending(p->link));
 		size_t freed = tw_link_trim(p->link);
-		// Frames of 256 KiB grew the ring to 512 KiB at least.
+		CHECK_OK(p, sync_all(p));
+		freed += tw_link_trim(p->link);
 		if (tcp)
 			CHECK(p, freed >= (size_t)(448 << 10));
 		else if (!grows)
@@ -1843,7 +1856,7 @@ static int body_trim(conf_party *p)
 
 static void t_trim(void **state)
 {
-	run(2, 0, NULL, body_trim, NULL);
+	run(2, 0, trim_setup, body_trim, NULL);
 }
 
 // --- collectives ---------------------------------------------------------------
