@@ -347,6 +347,27 @@ static void *lone_main(void *arg)
 	return NULL;
 }
 
+// A connection to the party at addrs[1] that has passed the handshake as
+// rank 0 of link "lone" (process `instance`): a raw peer's socket.
+static int lone_dial(uint64_t instance)
+{
+	char host[TW_TCP_ADDR_MAX + 1];
+	uint16_t port;
+	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
+	int fd;
+	TW_PASS(
+	    tw__tcp_dial(host, port, tw__now_ns() + 5000000000LL, NULL, &fd));
+	tw__tcp_hs_self me = { .link_id = "lone",
+		.rank = 0,
+		.instance = instance,
+		.session = instance + 1,
+		.addr = "127.0.0.1:1" };
+	tw__tcp_hs_peer peer;
+	TW_PASS(tw__tcp_handshake(fd, &me,
+	    tw__now_ns() + tw_test_scale_ms(12000) * 1000000, NULL, &peer));
+	return fd;
+}
+
 // Frames that no party sends, each on a connection whose handshake went
 // well: a length of 2^63, an invalid key, garbage, a frame out of order,
 // an OPEN of the wrong size, an ack of frames never sent, unknown flags.  Each closes its
@@ -365,9 +386,6 @@ static void test_bad_frames(void **state)
 	TW_PASS(tw_desc_set(
 	    o.d, TW_OPT_CONNECT_TIMEOUT_MS, tw_test_scale_ms(3000)));
 	assert_int_equal(pthread_create(&o.th, NULL, lone_main, &o), 0);
-	char host[TW_TCP_ADDR_MAX + 1];
-	uint16_t port;
-	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
 	enum { NBAD = 7 };
 	for (int i = 0; i < NBAD; i++) {
 		unsigned char buf[256];
@@ -426,18 +444,7 @@ static void test_bad_frames(void **state)
 			buf[1] = 1;
 			break;
 		}
-		int fd;
-		TW_PASS(tw__tcp_dial(
-		    host, port, tw__now_ns() + 5000000000LL, NULL, &fd));
-		tw__tcp_hs_self me = { .link_id = "lone",
-			.rank = 0,
-			.instance = 77,
-			.session = 78,
-			.addr = "127.0.0.1:1" };
-		tw__tcp_hs_peer peer;
-		TW_PASS(tw__tcp_handshake(fd, &me,
-		    tw__now_ns() + tw_test_scale_ms(12000) * 1000000, NULL,
-		    &peer));
+		int fd = lone_dial(77);
 		assert_int_equal(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);
 		// Closed by the node: EOF (or a reset) here, never an answer.
 		char c;
@@ -726,20 +733,7 @@ static void raw_link_up(lone *o, raw_peer *r)
 	    o->d, TW_OPT_CONNECT_TIMEOUT_MS, tw_test_scale_ms(10000)));
 	TW_PASS(tw_desc_set(o->d, TW_OPT_HEARTBEAT_MS, 0));
 	assert_int_equal(pthread_create(&o->th, NULL, lone_main, o), 0);
-	char host[TW_TCP_ADDR_MAX + 1];
-	uint16_t port;
-	TW_PASS(tw__tcp_addr_parse(addrs[1], host, sizeof(host), &port));
-	*r = (raw_peer) { 0 };
-	TW_PASS(tw__tcp_dial(
-	    host, port, tw__now_ns() + 5000000000LL, NULL, &r->fd));
-	tw__tcp_hs_self me = { .link_id = "lone",
-		.rank = 0,
-		.instance = 91,
-		.session = 92,
-		.addr = "127.0.0.1:1" };
-	tw__tcp_hs_peer peer;
-	TW_PASS(tw__tcp_handshake(r->fd, &me,
-	    tw__now_ns() + tw_test_scale_ms(12000) * 1000000, NULL, &peer));
+	*r = (raw_peer) { .fd = lone_dial(91) };
 	tw__tcp_open op = {
 		.rank = 0, .size = 2, .window = 64 << 20, .max_msg = 64 << 20
 	};
