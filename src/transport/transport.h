@@ -171,11 +171,12 @@ typedef struct tw__chan_xops {
 	// when the transport cannot tell (tw__no_ns_entries).
 	size_t (*ns_entries)(tw_channel *c);
 
-	// Gives back memory that the channel keeps for reuse beyond what the
-	// data it holds needs (tcp://: send rings grown by a burst), where
-	// that memory is the channel's own; returns the bytes freed.  Never
-	// waits on the peer; thread-safe.  tw__no_trim where the transport
-	// keeps nothing that grows.
+	// Gives back memory kept for reuse beyond what the data held needs,
+	// of this channel or of what it shares with others to the same peer
+	// (tcp://: the send rings of the peer's connections, grown by a
+	// burst); returns the bytes freed.  Never waits on the peer;
+	// thread-safe.  tw__no_trim where the transport keeps nothing that
+	// grows.
 	size_t (*trim)(tw_channel *c);
 
 	// Non-zero: send, recv and recv_into take lazy deadlines (above).

@@ -199,10 +199,10 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     int64_t deadline, const _Atomic int *cancel, uint64_t *seq);
 
 // Gives back what the connection's send ring holds beyond the frames the
-// peer has not confirmed: the ring grows with the bytes in flight (up to
-// TX_RETAIN_MAX and a frame) and keeps its size, so a burst would hold
-// its memory for the connection's life.  Returns the bytes freed.  Never blocks but on the
-// writer's mutex; thread-safe.
+// peer has not confirmed: the ring grows with the bytes in flight (a
+// power of two, 32 MiB at most) and keeps its size until trimmed here.
+// Returns the bytes freed.  Never blocks but on the writer's mutex;
+// thread-safe.
 size_t tw__tcp_conn_trim(tcp_conn *c);
 
 // For tests: when set, called by a poll with a post (below) once it took

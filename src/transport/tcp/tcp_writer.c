@@ -171,6 +171,14 @@ static int write_some(int fd, tw__tls *tls, struct iovec **iov, int *n)
 
 // --- the ring -----------------------------------------------------------------
 
+// `from` (a power of two) doubled until it reaches n.
+static size_t pow2_from(size_t from, uint64_t n)
+{
+	while (from < n)
+		from *= 2;
+	return from;
+}
+
 // Moves the ring's bytes from base on into a new ring of `cap` bytes
 // (a power of two that holds them).  tx.mtx held.  TW_OK or TW_ENOMEM,
 // with nothing changed.
@@ -227,13 +235,9 @@ static int make_room(tcp_writer *tx, size_t need)
 	// over until out passed them.
 	uint64_t keep = tx->out < tx->base ? tx->out : tx->base;
 	uint64_t used = tx->end - keep;
-	if (used + need > tx->cap) {
-		size_t cap = tx->cap;
-		while (used + need > cap)
-			cap *= 2;
-		if (ring_move(tx, cap) != TW_OK)
-			return TW_ENOMEM;
-	}
+	if (used + need > tx->cap
+	    && ring_move(tx, pow2_from(tx->cap, used + need)) != TW_OK)
+		return TW_ENOMEM;
 	if (tx->seq + 1 - tx->released > tx->fcap
 	    && index_move(tx, tx->fcap * 2) != TW_OK)
 		return TW_ENOMEM;
@@ -250,15 +254,11 @@ size_t tw__tcp_conn_trim(tcp_conn *c)
 	// the bytes after those it wrote in the new one: the peer confirmed
 	// none it was not sent, so base is no further than out once the
 	// write returns.
-	size_t cap = TX_RING_MIN;
-	while (cap < tx->end - tx->base)
-		cap *= 2;
+	size_t cap = pow2_from(TX_RING_MIN, tx->end - tx->base);
 	size_t old = tx->cap;
 	if (cap < old && ring_move(tx, cap) == TW_OK)
 		freed += old - cap;
-	size_t fcap = TX_INDEX_MIN;
-	while (fcap < tx->seq - tx->released)
-		fcap *= 2;
+	size_t fcap = pow2_from(TX_INDEX_MIN, tx->seq - tx->released);
 	size_t fold = tx->fcap;
 	if (fcap < fold && index_move(tx, fcap) == TW_OK)
 		freed += (fold - fcap) * sizeof(*tx->fend);
