@@ -32,14 +32,15 @@
 // threads of the receiver reported out of order) and ignored.
 //
 // Sending.  A message up to TW_TCP_FRAME_MAX bytes is one DATA frame,
-// written from the caller's memory (small frames may be copied into the
-// connection's queue when it is busy), so tw_send returns when the buffer
-// may be reused.  A longer one is announced (STRIPED) and sent in CHUNK
-// frames of at most TW_TCP_FRAME_MAX bytes, TW_OPT_CHUNK_SIZE bytes at a
-// time per connection, round robin over the peer's connections: no frame
-// holds a connection for long, so heartbeats and credit pass between
-// them, and an abort stops the message between two chunks (CANCEL tells
-// the receiver to drop what it has).  A message larger than the peer's
+// copied into the connection's ring (kept there for a resume), so tw_send
+// returns when the buffer may be reused.  A longer one is announced
+// (STRIPED) and sent in CHUNK frames of at most TW_TCP_FRAME_MAX bytes,
+// TW_OPT_CHUNK_SIZE bytes at a time per connection, round robin over the
+// peer's connections: no frame holds a connection for long, so heartbeats
+// and credit pass between them, and an abort stops the message between
+// two chunks (CANCEL tells the receiver to drop what it has).  Chunks are
+// lent to the ring rather than copied (tcp_writer.c): tw_send returns
+// once the peer confirmed them, or once they were copied after all.  A message larger than the peer's
 // largest is TW_ETOOBIG here, before anything goes out.
 //
 // Waiting for delivery.  Frames carry sequence numbers and cumulative acks
@@ -583,10 +584,36 @@ static void unreserve(tcp_chan *mc, uint64_t cost)
 	pthread_mutex_unlock(&mc->mtx);
 }
 
+// The connections that a long message's chunks were lent to, and the
+// number of the last chunk lent to each.
+typedef struct lent_conns {
+	tcp_conn *c[TCP_STRIPES_MAX];
+	uint64_t seq[TCP_STRIPES_MAX];
+	unsigned n;
+} lent_conns;
+
+static void lent_note(lent_conns *l, tcp_conn *c, uint64_t seq)
+{
+	unsigned i = 0;
+	while (i < l->n && l->c[i] != c)
+		i++;
+	if (i == l->n) {
+		l->c[l->n++] = c;
+	}
+	l->seq[i] = seq;
+}
+
+static void reclaim_all(lent_conns *l, const void *lender)
+{
+	for (unsigned i = 0; i < l->n; i++)
+		tw__tcp_conn_reclaim(l->c[i], lender, l->seq[i]);
+	l->n = 0;
+}
+
 // A message longer than a frame: announced on the main connection (where
 // its order is kept), its bytes in CHUNK frames of at most
 // TW_TCP_FRAME_MAX bytes, TW_OPT_CHUNK_SIZE bytes per connection in turn,
-// each written from the caller's memory.  Once announced the message is
+// each lent from the caller's memory.  Once announced the message is
 // finished unless the link is aborted between two frames (then CANCEL) or
 // the connection fails (then the peer fails with it).  *seq: the
 // announcement's number.  TW_OK; before the announcement went out, the
@@ -608,6 +635,9 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 		return status;
 	const unsigned char *bytes = buf;
 	unsigned char prefix[TW_TCP_CHUNK_PREFIX];
+	// The chunks are written from buf (lent, tcp_writer.c): before we
+	// return, every connection that took some gives it back.
+	lent_conns lent = { .n = 0 };
 	for (uint64_t i = 0; ck.offset < len; i++) {
 		tcp_conn *c = tw__tcp_peer_pick(p, i);
 		uint64_t end
@@ -619,6 +649,7 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 				tw__tcp_cancel_encode(v, ck.id);
 				(void)send_ctl(
 				    mc, TW_TCP_F_CANCEL, NULL, v, sizeof(v));
+				reclaim_all(&lent, &ck);
 				return TW_ECLOSED;
 			}
 			size_t n = (size_t)(end - ck.offset);
@@ -629,10 +660,14 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 				{ (void *)(bytes + ck.offset), n } };
 			// No deadline once announced: only an abort
 			// (checked between frames) or a failure stops it.
-			status
-			    = tw__tcp_conn_send(c, TW_TCP_F_CHUNK, mc->my_slot,
-			        NULL, v, 2, 0, TW_FOREVER, NULL, NULL);
+			bool lent_now = false;
+			uint64_t cseq = 0;
+			status = tw__tcp_conn_send_lent(c, TW_TCP_F_CHUNK,
+			    mc->my_slot, NULL, v, 2, &ck, &lent_now, &cseq);
+			if (lent_now)
+				lent_note(&lent, c, cseq);
 			if (status != TW_OK) {
+				reclaim_all(&lent, &ck);
 				// The peer would wait for the rest for ever.
 				tw__tcp_peer_fail(p, TW_EPEER,
 				    status == TW_EPEER
@@ -646,6 +681,7 @@ static int send_long(tcp_chan *mc, const char *key, const void *buf,
 			tw__tcp_conn_read_between(c);
 		}
 	}
+	reclaim_all(&lent, &ck);
 	return TW_OK;
 }
 

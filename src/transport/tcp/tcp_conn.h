@@ -198,6 +198,26 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,
     int64_t deadline, const _Atomic int *cancel, uint64_t *seq);
 
+// tw__tcp_conn_send without a deadline or cancel, whose payload's
+// last part (iov[niov - 1]) may be lent rather than copied (*lent says
+// whether it was): the connection writes it from the caller's memory,
+// which must stay as it is until tw__tcp_conn_reclaim(c, lender, seq)
+// for this frame's number or a later one's has returned.  `lender`: the
+// caller's token, the same for every frame to reclaim at once and unique
+// among the connection's senders meanwhile.  Only long payloads are lent,
+// and never over TLS or a connection that is down.  Returns as
+// tw__tcp_conn_send.
+int tw__tcp_conn_send_lent(tcp_conn *c, uint8_t type, uint32_t slot,
+    const char *key, const struct iovec *iov, int niov, const void *lender,
+    bool *lent, uint64_t *seq);
+// Takes back the memory that `lender` lent, frames up to `seq`: waits
+// for the peer to confirm them, asking it with a PING and reading the
+// connection meanwhile, 200 us at most (none when the connection is down
+// or failed), then copies what it has not confirmed into the ring (sent
+// from there as if it had been copied at first) and waits for a write
+// that may still read the memory.  The memory is the caller's again when
+// it returns.  Not from an upcall of this connection.
+void tw__tcp_conn_reclaim(tcp_conn *c, const void *lender, uint64_t seq);
 // Gives back what the connection's send ring holds beyond the frames the
 // peer has not confirmed: the ring grows with the bytes in flight (a
 // power of two, 32 MiB at most) and keeps its size until trimmed here.

@@ -21,6 +21,22 @@
 #define TX_RING_MIN ((size_t)64 << 10)
 #define TX_INDEX_MIN 1024
 
+// A frame's payload left in its sender's memory (tw__tcp_conn_send_lent):
+// the ring's bytes [from, to) are reserved for it but written from `src`,
+// until the peer confirms the frame or the sender takes its memory back
+// (tw__tcp_conn_reclaim), which first copies what is unconfirmed into
+// the ring (src NULL from then on).
+typedef struct tcp_lent {
+	uint64_t from, to;
+	const unsigned char *src;
+	const void *lender;
+} tcp_lent;
+
+// Lent payloads at once per connection: a 16 MiB message's chunks, the
+// most the ring lets be unconfirmed, twice over.  Beyond it frames are
+// copied.
+#define TX_LENT_MAX 128
+
 // The writer half (tcp_writer.c has the design).  Positions are byte
 // counts since the connection was made; the byte at position x lives at
 // buf[x % cap].  base <= out <= end: [base, out) is written and not yet
@@ -54,6 +70,13 @@ typedef struct tcp_writer {
 	tw__pfd *dpfd;
 	uint64_t seq; // the last number assigned, by mtx
 	_Atomic uint64_t seq_pub; // seq, for readers outside mtx
+	// Lent payloads in stream order, lent[i % TX_LENT_MAX] for i in
+	// [lent_head, lent_tail); those before base leave.  By mtx.
+	tcp_lent lent[TX_LENT_MAX];
+	uint64_t lent_head, lent_tail;
+	uint64_t writes; // writes that returned to the role, by mtx
+	unsigned lend_skip; // frames to copy rather than lend, by mtx
+	uint64_t lend_copies; // lent payloads copied after all, by mtx
 } tcp_writer;
 
 // The reader half.  Whoever holds mtx (the reader role) reads: the I/O
@@ -165,6 +188,10 @@ void tw__tcp_writer_set_defer(int64_t gap_ns, int64_t min_ns);
 // For tests: the most that tw__tcp_conn_read_between spends reading; 0
 // restores the default.  For the whole process.
 void tw__tcp_conn_set_read_between(int64_t ns);
+
+// For tests: how long tw__tcp_conn_reclaim waits for the peer before it
+// copies; 0 restores the default.  For the whole process.
+void tw__tcp_writer_set_lend_wait(int64_t ns);
 
 // Wakes every thread waiting in the writer half (the connection failed).
 void tw__tcp_writer_wake(tcp_conn *c);

@@ -1086,6 +1086,24 @@ static void test_defer_no_timer(void **state)
 	pair_down(&t);
 }
 
+// Lent payloads that had to be copied (tw__tcp_conn_reclaim), and those
+// not yet confirmed.
+static uint64_t lend_copies(tcp_conn *c)
+{
+	pthread_mutex_lock(&c->tx.mtx);
+	uint64_t n = c->tx.lend_copies;
+	pthread_mutex_unlock(&c->tx.mtx);
+	return n;
+}
+
+static uint64_t lent_count(tcp_conn *c)
+{
+	pthread_mutex_lock(&c->tx.mtx);
+	uint64_t n = c->tx.lent_tail - c->tx.lent_head;
+	pthread_mutex_unlock(&c->tx.mtx);
+	return n;
+}
+
 // --- resumes --------------------------------------------------------------------
 
 #define RS_FRAMES 3000
@@ -1238,8 +1256,10 @@ static uint64_t rs_next(rs_owner *o)
 
 typedef struct rs_sender {
 	tcp_conn *c;
+	bool lend; // long frames lent, their memory scribbled on once back
 	int status;
 	uint64_t sent;
+	uint64_t lent;
 } rs_sender;
 
 static void *rs_send_main(void *arg)
@@ -1250,9 +1270,21 @@ static void *rs_send_main(void *arg)
 		size_t len = rs_len(i);
 		tw_test_fill(buf, len, (uint32_t)i, 1, 2);
 		struct iovec v = { buf, len };
-		s->status = tw__tcp_conn_send(s->c, TW_TCP_F_DATA, (uint32_t)i,
-		    "k", &v, len > 0 ? 1 : 0, 0, deadline_in(20000), NULL,
-		    NULL);
+		bool lent = false;
+		uint64_t seq = 0;
+		if (s->lend)
+			s->status = tw__tcp_conn_send_lent(s->c, TW_TCP_F_DATA,
+			    (uint32_t)i, "k", &v, len > 0 ? 1 : 0, s, &lent,
+			    &seq);
+		else
+			s->status = tw__tcp_conn_send(s->c, TW_TCP_F_DATA,
+			    (uint32_t)i, "k", &v, len > 0 ? 1 : 0, 0,
+			    deadline_in(20000), NULL, NULL);
+		if (lent) {
+			tw__tcp_conn_reclaim(s->c, s, seq);
+			memset(buf, 0xee, len);
+			s->lent++;
+		}
 		s->sent = i + 1;
 	}
 	free(buf);
@@ -1327,14 +1359,17 @@ static void rs_end_check(
 	rs_fini(ob);
 }
 
-static void test_resume_stream(void **state)
+// The stream of test_resume_stream, cut as often while it flows; with
+// `lend`, its long frames are lent (and the memory scribbled on once the
+// sender has it back): a frame that the peer had not confirmed when the
+// socket was cut goes again as it was sent.
+static void resume_stream(bool lend)
 {
-	(void)state;
 	tw__poller *p;
 	rs_owner oa, ob;
 	tcp_conn *a, *b;
 	rs_up(&p, &oa, &a, &ob, &b);
-	rs_sender s = { .c = a };
+	rs_sender s = { .c = a, .lend = lend };
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, rs_send_main, &s), 0);
 	enum { CUTS = 6 };
@@ -1349,7 +1384,21 @@ static void test_resume_stream(void **state)
 	TW_PASS(s.status);
 	// The stream was cut while it flowed, every time.
 	assert_int_equal(cut, CUTS);
+	if (lend)
+		assert_true(s.lent > 0);
 	rs_end_check(p, a, &oa, b, &ob);
+}
+
+static void test_resume_stream(void **state)
+{
+	(void)state;
+	resume_stream(false);
+}
+
+static void test_resume_lent(void **state)
+{
+	(void)state;
+	resume_stream(true);
 }
 
 static size_t ring_cap(tcp_conn *c)
@@ -1504,6 +1553,147 @@ static void test_trim_idle(void **state)
 	pair_down(&t);
 }
 
+// --- lending -------------------------------------------------------------------
+
+enum { LEND_LEN = 80 << 10 }; // lent (>= 64 KiB), and fits a socketpair
+
+// Sends a CHUNK frame whose payload (a 4-byte prefix, then buf) may be
+// lent; returns whether it was.
+static bool send_lent(tcp_conn *c, uint32_t prefix, const unsigned char *buf,
+    size_t len, const void *lender, uint64_t *seq)
+{
+	struct iovec v[2]
+	    = { { &prefix, sizeof(prefix) }, { (void *)buf, len } };
+	bool lent = true;
+	TW_PASS(tw__tcp_conn_send_lent(
+	    c, TW_TCP_F_CHUNK, 1, NULL, v, 2, lender, &lent, seq));
+	return lent;
+}
+
+// A peer that confirms in time: the long payload is written from the
+// sender's memory and never copied, the peer gets it whole, and once the
+// memory is reclaimed the connection holds no loan.  Short payloads and
+// frames without a lender are copied.
+static void test_lend(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	// The peer always answers in the end: no copy however slow it is.
+	tw__tcp_writer_set_lend_wait(tw_test_scale_ms(60000) * 1000000);
+	unsigned char *buf = malloc(LEND_LEN);
+	assert_non_null(buf);
+	tw_test_fill(buf, LEND_LEN, 1, 2, 3);
+	int lender;
+	uint64_t seq = 0;
+	assert_true(send_lent(t.ca, 7, buf, LEND_LEN, &lender, &seq));
+	assert_int_equal(lent_count(t.ca), 1);
+	tw__tcp_conn_reclaim(t.ca, &lender, seq);
+	assert_true(atomic_load(&t.ca->tx.released_pub) >= seq);
+	assert_int_equal(lent_count(t.ca), 0);
+	assert_int_equal(lend_copies(t.ca), 0);
+	memset(buf, 0xee, LEND_LEN); // the caller's again
+	// Too short to lend, and no lender: copied.
+	assert_false(send_lent(t.ca, 8, buf, 1000, &lender, &seq));
+	struct iovec v[2] = { { &seq, 4 }, { buf, LEND_LEN } };
+	bool lent = true;
+	TW_PASS(tw__tcp_conn_send_lent(
+	    t.ca, TW_TCP_F_CHUNK, 1, NULL, v, 2, NULL, &lent, NULL));
+	assert_false(lent);
+	assert_int_equal(lent_count(t.ca), 0);
+	wait_frames(&t.b, 3);
+	frame *f = &t.b.frames[0];
+	assert_int_equal(f->type, TW_TCP_F_CHUNK);
+	assert_int_equal(f->len, 4 + LEND_LEN);
+	uint32_t prefix;
+	memcpy(&prefix, f->data, 4);
+	assert_int_equal(prefix, 7);
+	assert_true(tw_test_check(f->data + 4, LEND_LEN, 1, 2, 3));
+	assert_int_equal(t.b.frames[1].len, 4 + 1000);
+	assert_int_equal(t.b.frames[2].len, 4 + LEND_LEN);
+	tw__tcp_writer_set_lend_wait(0);
+	free(buf);
+	pair_down(&t);
+}
+
+static void read_full(int fd, void *buf, size_t n)
+{
+	unsigned char *p = buf;
+	while (n > 0) {
+		ssize_t r = recv(fd, p, n, 0);
+		assert_true(r > 0);
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+// A peer that does not confirm in time (it reads nothing): the lender
+// copies the payload into the ring before it takes its memory back, and
+// the connection copies its next long payloads rather than lend them.
+// The copy is what a resume sends again: after the sender reused its
+// memory, the connection is resumed from the start on a new socket, and
+// the frame arrives as it was sent.
+static void test_lend_copy(void **state)
+{
+	(void)state;
+	tw__poller *p;
+	TW_PASS(tw__poller_new(&p));
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	rs_owner oa;
+	tcp_conn *a = rs_make(p, &oa, sv[0], 10000);
+	tw__tcp_writer_set_lend_wait(1000000); // 1 ms
+	unsigned char *buf = malloc(LEND_LEN);
+	assert_non_null(buf);
+	tw_test_fill(buf, LEND_LEN, 4, 5, 6);
+	int lender;
+	uint64_t seq = 0;
+	assert_true(send_lent(a, 9, buf, LEND_LEN, &lender, &seq));
+	assert_int_equal(seq, 1);
+	tw__tcp_conn_reclaim(a, &lender, seq);
+	assert_int_equal(lend_copies(a), 1);
+	assert_int_equal(lent_count(a), 1); // unconfirmed, in the ring now
+	memset(buf, 0xee, LEND_LEN);
+	assert_false(send_lent(a, 10, buf, LEND_LEN, &lender, &seq));
+	// Resumed from the start: frame 1 comes again, from the ring.
+	bool ok = false;
+	(void)tw__tcp_conn_suspend(a, &ok);
+	assert_true(ok);
+	close(sv[1]);
+	int nv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nv), 0);
+	struct timeval tv = { .tv_sec = tw_test_scale_ms(10000) / 1000 };
+	assert_int_equal(
+	    setsockopt(nv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	TW_PASS(tw__tcp_conn_resume(a, nv[0], NULL, 0));
+	unsigned char hdr[TW_TCP_HDR_LEN];
+	read_full(nv[1], hdr, sizeof(hdr));
+	tw__tcp_hdr h;
+	const char *why = NULL;
+	assert_int_equal(
+	    tw__tcp_hdr_decode(hdr, sizeof(hdr), TW_TCP_FRAME_MAX, &h, &why),
+	    TW_TCP_HDR_LEN);
+	assert_int_equal(h.type, TW_TCP_F_CHUNK);
+	assert_int_equal(h.seq, 1);
+	assert_int_equal(h.len, 4 + LEND_LEN);
+	unsigned char *got = malloc(4 + LEND_LEN);
+	assert_non_null(got);
+	read_full(nv[1], got, 4 + LEND_LEN);
+	uint32_t prefix;
+	memcpy(&prefix, got, 4);
+	assert_int_equal(prefix, 9);
+	assert_true(tw_test_check(got + 4, LEND_LEN, 4, 5, 6));
+	free(got);
+	free(buf);
+	tw__tcp_writer_set_lend_wait(0);
+	tw__tcp_conn_fail(a, TW_EPEER, NULL);
+	assert_int_equal(rs_wait(&oa, &oa.failed, 1), 1);
+	close(nv[1]);
+	tw__tcp_conn_unref(a);
+	tw__poller_free(p);
+	rs_fini(&oa);
+}
+
 // Down for longer than its limit: TW_EPEER.  A resume then, or one from a
 // frame never sent, is refused.
 static void test_resume_limits(void **state)
@@ -1560,7 +1750,10 @@ int main(void)
 		cmocka_unit_test(test_trim),
 		cmocka_unit_test(test_trim_idle),
 		cmocka_unit_test(test_resume_stream),
+		cmocka_unit_test(test_resume_lent),
 		cmocka_unit_test(test_resume_limits),
+		cmocka_unit_test(test_lend),
+		cmocka_unit_test(test_lend_copy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
