@@ -597,14 +597,15 @@ static void lent_note(lent_conns *l, tcp_conn *c, uint64_t seq)
 	unsigned i = 0;
 	while (i < l->n && l->c[i] != c)
 		i++;
-	if (i == l->n) {
+	if (i == l->n)
 		l->c[l->n++] = c;
-	}
 	l->seq[i] = seq;
 }
 
 static void reclaim_all(lent_conns *l, const void *lender)
 {
+	for (unsigned i = 0; l->n > 1 && i < l->n; i++)
+		tw__tcp_conn_ask(l->c[i], l->seq[i]);
 	for (unsigned i = 0; i < l->n; i++)
 		tw__tcp_conn_reclaim(l->c[i], lender, l->seq[i]);
 	l->n = 0;

@@ -218,6 +218,10 @@ int tw__tcp_conn_send_lent(tcp_conn *c, uint8_t type, uint32_t slot,
 // that may still read the memory.  The memory is the caller's again when
 // it returns.  Not from an upcall of this connection.
 void tw__tcp_conn_reclaim(tcp_conn *c, const void *lender, uint64_t seq);
+// Asks the peer to confirm frame `seq` (a PING) unless it has: for a
+// lender of several connections, which asks them all before it reclaims
+// from each (the asks of tw__tcp_conn_reclaim would follow one another).
+void tw__tcp_conn_ask(tcp_conn *c, uint64_t seq);
 // Gives back what the connection's send ring holds beyond the frames the
 // peer has not confirmed: the ring grows with the bytes in flight (a
 // power of two, 32 MiB at most) and keeps its size until trimmed here.

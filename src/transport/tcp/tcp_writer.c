@@ -863,14 +863,21 @@ static bool confirmed(void *arg)
 	    || failed(w->c) || tw__tcp_conn_is_down(w->c);
 }
 
+void tw__tcp_conn_ask(tcp_conn *c, uint64_t seq)
+{
+	confirm_wait w = { c, seq };
+	// The peer's answer says how far it read, at once.
+	if (!confirmed(&w))
+		(void)tw__tcp_conn_send(c, TW_TCP_F_PING, 0, NULL, NULL, 0,
+		    TCP_TX_NOWAIT, 0, NULL, NULL);
+}
+
 void tw__tcp_conn_reclaim(tcp_conn *c, const void *lender, uint64_t seq)
 {
 	tcp_writer *tx = &c->tx;
 	confirm_wait w = { c, seq };
 	if (!confirmed(&w)) {
-		// The peer's answer says how far it read, at once.
-		(void)tw__tcp_conn_send(c, TW_TCP_F_PING, 0, NULL, NULL, 0,
-		    TCP_TX_NOWAIT, 0, NULL, NULL);
+		tw__tcp_conn_ask(c, seq);
 		int64_t limit = tw__now_ns()
 		    + atomic_load_explicit(
 		        &lend_wait_ns, memory_order_relaxed);
