@@ -213,7 +213,10 @@ TW_API int tw_link_sub(tw_link *parent, const char *suffix,
 
 // Sends `len` bytes to rank `dst` under `tag` (a string of at most 255
 // bytes; "" is legal).  Returns when `buf` may be reused: the bytes are in
-// the peer's mailbox or in a buffer of the transport.  May block on flow
+// the peer's mailbox or in a buffer of the transport (over tcp://, a
+// message longer than 256 KiB is written from `buf` itself, and the call
+// waits up to 200 us for the peer to confirm it, then copies the rest into
+// the connection's buffer).  May block on flow
 // control (TW_OPT_RECV_BUFFER) up to the receive timeout.  Returns TW_OK,
 // or TW_EINVAL (dst == self or out of range, NULL or over-long tag, NULL
 // buf with len > 0), TW_ETOOBIG (len > TW_OPT_MAX_MSG_SIZE), TW_EPEER (the
