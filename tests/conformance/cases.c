@@ -1,12 +1,18 @@
-// The link conformance cases.  Usage: conformance TRANSPORT [CASE]
+// The link conformance cases.  Usage: conformance TRANSPORT [CASE [onecpu]]
 // TRANSPORT is a built-in transport ("mem", "shm", "tcp", "shmgroups",
 // shm:// with several progress threads, "tcpstripes", tcp:// with
 // striping, and "tcpshm", tcp:// with TW_OPT_SHM_LOCAL), "chan" (a user channel written against the public
 // vtable, see testchan.c) or "chanlazy" (that channel with a wait_pending
 // that does not wait: a broken channel that the wait_pending case must
-// catch).
+// catch).  With "onecpu", every party runs on one CPU, the first this
+// process may use: the fast paths that wait for a peer while polling
+// (spinning receivers, a tcp:// sender waiting for the confirmation of
+// the chunks it lent) then wait for a peer that cannot run meanwhile, and
+// must fall back to sleeping or copying without losing or reordering a
+// byte.
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -2486,5 +2492,17 @@ int main(int argc, char **argv)
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 2 && tw_test_select(tests, count, "t_", argv[2]) != 0)
 		return 1;
+	if (argc > 3 && strcmp(argv[3], "onecpu") == 0) {
+		cpu_set_t set;
+		if (sched_getaffinity(0, sizeof(set), &set) != 0)
+			return 1;
+		int first = 0;
+		while (first < CPU_SETSIZE && !CPU_ISSET(first, &set))
+			first++;
+		CPU_ZERO(&set);
+		CPU_SET(first, &set);
+		if (sched_setaffinity(0, sizeof(set), &set) != 0)
+			return 1;
+	}
 	return cmocka_run_group_tests_name(tp->name, tests, NULL, NULL);
 }

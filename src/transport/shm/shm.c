@@ -77,20 +77,23 @@
 // Sending.  A mutex per lane keeps one producer per lane.  A message is a
 // DATA frame followed by CONT frames; a sender that gives up half way
 // (deadline, cancel) leaves a note so that the next message on the lane
-// starts with a CANCEL frame.  With TAGWIRE_SHM_CMA=1 in the environment
-// of both processes, synchronous messages of 64 KiB or more go with one
-// copy instead of two when the kernel lets the receiver read the sender's
-// memory (process_vm_readv, probed once per pair in the hello): the sender
-// offers the message with a LARGE frame and waits until the receiver has
-// copied it.  The offer is a word in the segment that the receiver claims
-// and the sender withdraws with compare-and-swap, so a sender that times
-// out never leaves the receiver reading a buffer that the application has
-// reused.  It is off by default because it is slower where measured: the
-// ring's two copies run at once on two CPUs, each within cache, while
-// process_vm_readv copies on one CPU after pinning every page of the
-// sender's buffer; at 64 KiB to 1 MiB the ring moved 2 to 3 times the
-// bytes per second and took a third of the time per message, and at 16
-// MiB it still led except unpinned, where the two were level.
+// starts with a CANCEL frame.  Synchronous messages of 4 MiB or more go
+// with one copy instead of two when the kernel lets the receiver read the
+// sender's memory (process_vm_readv, probed once per pair in the hello):
+// the sender offers the message with a LARGE frame and waits until the
+// receiver has copied it.  The offer is a word in the segment that the
+// receiver claims and the sender withdraws with compare-and-swap, so a
+// sender that times out never leaves the receiver reading a buffer that
+// the application has reused.  Below 4 MiB the ring's two copies run at
+// once on two CPUs, each within cache, while process_vm_readv copies on one
+// CPU after pinning every page of the sender's buffer: on an AMD EPYC guest
+// the ring moved 2 to 3 times the bytes per second at 64 KiB to 1 MiB (on
+// an Intel Xeon guest the two were level there).  Beyond the caches the
+// ring's copies go to memory: at 16 MiB, on the Intel guest, 6.2 GB/s
+// through the ring against 8.6 pinned, and 2.1 against 9.0 unpinned, where
+// the two processes often share a CPU.  TAGWIRE_SHM_CMA=1 in a sender's
+// environment takes the single copy from 64 KiB on; TAGWIRE_SHM_CMA=0 in
+// either process of a pair keeps it off between them.
 //
 // Trust.  The other process may write anything into the segment: frames
 // are decoded by a pure, fuzzed function (shm_frame.c), counters read from
@@ -124,8 +127,9 @@
 #include "transport/shm/shm.h"
 #include "transport/transport.h"
 
-// Synchronous messages this large cross with process_vm_readv when asked
-// to and it works.
+// Synchronous messages this large cross with process_vm_readv when it
+// works, and from SHM_LARGE_MIN on when asked to (TAGWIRE_SHM_CMA=1).
+#define SHM_LARGE_AUTO (4 * 1024 * 1024)
 #define SHM_LARGE_MIN (64 * 1024)
 // How often a blocked sender looks at its cancel flag and its peer.
 #define SHM_SEND_SLICE_US 10000
@@ -504,7 +508,7 @@ static int rx_large(
 // Tries process_vm_readv on the word the peer's hello points at.
 static bool rx_probe_cma(shm_chan *mc, const tw__shm_frame *f)
 {
-	if (mc->no_cma)
+	if (mc->cma_min == SIZE_MAX)
 		return false;
 	uint64_t v = 0;
 	struct iovec local = { &v, sizeof(v) };
@@ -1318,7 +1322,7 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 	// An asynchronous send returns before the receiver could copy from
 	// the caller's buffer: it always takes the ring.
 	bool large = lane == TW_SHM_LANE_DATA && !(flags & TW__SEND_ASYNC)
-	    && len >= SHM_LARGE_MIN && !mc->no_cma
+	    && len >= mc->cma_min
 	    && __atomic_load_n(&mc->hdr->cma[mc->side], __ATOMIC_ACQUIRE)
 	        == TW_SHM_CMA_YES;
 	if (tx->partial != 0 || large
@@ -1713,11 +1717,16 @@ static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 	size_t hi = cfg->self < peer ? peer : cfg->self;
 	tw__shm_seg_name(mc->seg_name, cfg->link_id, cfg->parties[lo].addr,
 	    cfg->parties[hi].addr);
-	// The single-copy path only where asked for (see the top of this
-	// file); a receiver that was not asked says so in its answer to the
-	// hello, so it takes both sides.
+	// The single-copy path for the longest messages, or as asked (see
+	// the top of this file); a receiver that refuses it says so in its
+	// answer to the hello, so that is enough to turn it off.
 	const char *cma = getenv("TAGWIRE_SHM_CMA");
-	mc->no_cma = cma == NULL || cma[0] == '\0' || strcmp(cma, "0") == 0;
+	if (cma == NULL || cma[0] == '\0')
+		mc->cma_min = SHM_LARGE_AUTO;
+	else if (strcmp(cma, "0") == 0)
+		mc->cma_min = SIZE_MAX;
+	else
+		mc->cma_min = SHM_LARGE_MIN;
 	return &mc->base;
 }
 

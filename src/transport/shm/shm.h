@@ -97,7 +97,9 @@ typedef struct shm_chan {
 	uint32_t self_rank;
 	uint32_t peer_rank;
 	int side; // 0: this party has the lower rank of the pair
-	bool no_cma;
+	// The least synchronous message that crosses by process_vm_readv
+	// (SIZE_MAX: none; see TAGWIRE_SHM_CMA in shm.c).
+	size_t cma_min;
 
 	// Set by test_send before `attached`, constant afterwards.
 	void *mem;

@@ -1023,13 +1023,14 @@ static const size_t large_sizes[]
 enum { N_LARGE = sizeof(large_sizes) / sizeof(large_sizes[0]) };
 #define WITHDRAWN_SIZE (1024 * 1024)
 
-// arg 0: the single-copy path, asked for; 1: the default, the ring.
+// arg 0: the single-copy path, asked for from 64 KiB on; 1: the ring,
+// asked for; 2: the default, the single copy from 4 MiB on.
 static void large_env(child *c)
 {
-	if (c->arg)
+	if (c->arg == 2)
 		unsetenv("TAGWIRE_SHM_CMA");
 	else
-		setenv("TAGWIRE_SHM_CMA", "1", 1);
+		setenv("TAGWIRE_SHM_CMA", c->arg ? "0" : "1", 1);
 }
 
 static int large_sender(child *c)
@@ -1102,7 +1103,7 @@ static int large_receiver(child *c)
 	    &tw__shm_large_copied, memory_order_relaxed);
 	int st = tw_link_close(l);
 	CHK(st == TW_OK || st == TW_EPEER);
-	if (c->arg) {
+	if (c->arg == 1) {
 		CHK(copied == 0); // forced through the ring
 	} else if (copied == 0) {
 		if (log_has("process_vm_readv")) {
@@ -1110,6 +1111,8 @@ static int large_receiver(child *c)
 			return 77;
 		}
 		CHK(copied > 0);
+	} else if (c->arg == 2) {
+		CHK(copied == 1); // the 8 MiB message alone
 	} else {
 		// Every synchronous message of 64 KiB or more: the four
 		// above and the resent one.
@@ -1118,10 +1121,10 @@ static int large_receiver(child *c)
 	return 0;
 }
 
-static void large(int no_cma)
+static void large(int mode)
 {
-	proc s = spawn(large_sender, 0, no_cma);
-	proc r = spawn(large_receiver, 1, no_cma);
+	proc s = spawn(large_sender, 0, mode);
+	proc r = spawn(large_receiver, 1, mode);
 	proc_wait_ready(&s);
 	proc_go(&r);
 	assert_int_equal(proc_reap(&s), 0);
@@ -1231,6 +1234,11 @@ static void t_large_last(void **state)
 static void t_large_chunked(void **state)
 {
 	large(1);
+}
+
+static void t_large_default(void **state)
+{
+	large(2);
 }
 
 // --- closing towards a peer that does not receive -------------------------------
@@ -1422,7 +1430,7 @@ static void t_reader_role(void **state)
 
 static int moved_sender(child *c)
 {
-	unsetenv("TAGWIRE_SHM_CMA"); // chunked through the ring
+	setenv("TAGWIRE_SHM_CMA", "0", 1); // chunked through the ring
 	tw_link *l;
 	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
 	unsigned char *buf = malloc(MOVED_SIZE);
@@ -1504,6 +1512,7 @@ int main(int argc, char **argv)
 		CASE(wrong_lane),
 		CASE(large_cma),
 		CASE(large_chunked),
+		CASE(large_default),
 		CASE(large_last),
 		CASE(reader_role),
 		CASE(direct_moved),
