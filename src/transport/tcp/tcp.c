@@ -40,8 +40,9 @@
 // and credit pass between them, and an abort stops the message between
 // two chunks (CANCEL tells the receiver to drop what it has).  Chunks are
 // lent to the ring rather than copied (tcp_writer.c): tw_send returns
-// once the peer confirmed them, or once they were copied after all.  A message larger than the peer's
-// largest is TW_ETOOBIG here, before anything goes out.
+// once the peer confirmed them, or once they were copied after all.  A
+// message larger than the peer's largest is TW_ETOOBIG here, before
+// anything goes out.
 //
 // Waiting for delivery.  Frames carry sequence numbers and cumulative acks
 // per connection; a channel remembers the main connection's number of its
