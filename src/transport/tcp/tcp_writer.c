@@ -247,18 +247,25 @@ static const unsigned char *run_at(const tcp_writer *tx, uint64_t *i,
 	return tx->buf + at;
 }
 
-// Copies n bytes from src into the ring at position x on.  tx.mtx held.
-static void ring_fill(tcp_writer *tx, uint64_t x, const void *src, size_t n)
+// Copies n bytes from src into `ring` (cap bytes, a power of two) at
+// stream position x on.
+static void ring_copy_in(unsigned char *ring, size_t cap, uint64_t x,
+    const unsigned char *src, size_t n)
 {
-	const unsigned char *p = src;
 	while (n > 0) {
-		size_t at = (size_t)(x & (tx->cap - 1));
-		size_t k = tx->cap - at < n ? tx->cap - at : n;
-		memcpy(tx->buf + at, p, k);
-		p += k;
+		size_t at = (size_t)(x & (cap - 1));
+		size_t k = cap - at < n ? cap - at : n;
+		memcpy(ring + at, src, k);
+		src += k;
 		n -= k;
 		x += k;
 	}
+}
+
+// Copies n bytes from src into the ring at position x on.  tx.mtx held.
+static void ring_fill(tcp_writer *tx, uint64_t x, const void *src, size_t n)
+{
+	ring_copy_in(tx->buf, tx->cap, x, src, n);
 }
 
 // Moves the ring's bytes from base on into a new ring of `cap` bytes
@@ -276,12 +283,8 @@ static int ring_move(tcp_writer *tx, size_t cap)
 		bool lent = false;
 		const unsigned char *from
 		    = run_at(tx, &i, x, tx->end, &k, &lent);
-		for (size_t done = 0; !lent && done < k;) {
-			size_t to = (size_t)((x + done) & (cap - 1));
-			size_t m = k - done < cap - to ? k - done : cap - to;
-			memcpy(nb + to, from + done, m);
-			done += m;
-		}
+		if (!lent)
+			ring_copy_in(nb, cap, x, from, k);
 		x += k;
 	}
 	if (tx->writing && tx->stale == NULL)
