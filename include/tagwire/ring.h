@@ -40,8 +40,9 @@ extern "C" {
 TW_API size_t tw_ring_bytes(uint32_t lanes, uint32_t slots, uint32_t max_msg);
 
 // Formats `size` bytes at `mem` (64-byte aligned, at least tw_ring_bytes)
-// as an empty ring.  Returns TW_OK or TW_EINVAL.  Not thread-safe: nobody
-// may be attached while it runs.
+// as an empty ring: the header, the lanes' control lines and each slot's
+// fixed part are written, not the payload bytes.  Returns TW_OK or
+// TW_EINVAL.  Not thread-safe: nobody may be attached while it runs.
 TW_API int tw_ring_init(
     void *mem, size_t size, uint32_t lanes, uint32_t slots, uint32_t max_msg);
 
@@ -67,7 +68,8 @@ TW_API void tw_ring_detach(tw_ring *r);
 // waiting up to `timeout_us` while the lane is full.  Returns TW_OK,
 // TW_EINVAL (lane out of range, NULL data with n > 0), TW_ETOOBIG
 // (n > max_msg), TW_ETIMEDOUT, TW_EPEER (the consumer aborted or died),
-// TW_ECLOSED (this side aborted), TW_EPROTO (corrupt lane indices).
+// TW_ECLOSED (this side aborted), TW_EPROTO (the lane's head, or the
+// sequence word of the slot to fill, is not what it must be).
 // Thread-safe only with one producer per lane.
 TW_API int tw_ring_send(tw_ring *r, uint32_t lane, uint32_t route,
     const void *data, size_t n, uint64_t corr, int64_t timeout_us);

@@ -3,21 +3,27 @@
 // Design notes.
 //
 // Each lane is a classic ring of `slots` (a power of two) fixed-size slots
-// with free-running 32-bit indices: `tail` counts messages the producer has
-// published and `head` messages the consumer has taken.  tail - head is the
-// number of messages in the lane, computed modulo 2^32, so the indices may
-// wrap freely; the lane is full when that number reaches `slots`.  The
-// producer fills a slot and then publishes it by storing tail with release
-// semantics; the consumer loads tail with acquire semantics before it reads
-// the slot, and releases head only after it has copied the slot out.
+// with free-running 32-bit indices: `head`, in the lane's control line,
+// counts messages the consumer has taken, and each side keeps its own count
+// of the messages published.  There is no published tail: a message is
+// published by the sequence word of its own slot, which the producer
+// stores last (message i stores i + 1; a free slot holds the number of the
+// previous lap, i + 1 - slots).  The consumer reads the word of the slot
+// at head with acquire semantics, so it finds a message by reading the
+// line that holds it, and the producer writes only the slot, a line it
+// must own anyway: one cache line crosses between the cores per small
+// message, where a tail count of its own made two.  The consumer releases
+// head only after it has copied the slot out; the producer reads head only
+// when its last view shows the lane full.
 //
 // The other side is not trusted.  The geometry is validated once, at
 // attach, and kept in the private handle; it is never read from the segment
 // again, so every slot address is computed from private values and an index
-// reduced by the private mask.  Each index or length that does come from the
-// segment is loaded once (an atomic load the compiler may not repeat) into a
-// local, checked, and only the local is used: a lane claiming more messages
-// than its depth, or a slot claiming more bytes than max_msg, is TW_EPROTO.
+// reduced by the private mask.  Each word that does come from the segment
+// is loaded once (an atomic load the compiler may not repeat) into a local,
+// checked, and only the local is used: a sequence word that is neither the
+// message expected nor the previous lap's, a head beyond what was
+// published, or a slot claiming more bytes than max_msg is TW_EPROTO.
 // The route and correlation id are opaque data handed to the caller.
 //
 // Waiting.  A waiter spins for a few microseconds first, which is all it
@@ -29,10 +35,10 @@
 // it is non-zero does it bump the futex word and make a system call, so a
 // send or a receive that nobody waits for costs no system call.  That is
 // the store-then-load pattern of Dekker's algorithm on both sides, which
-// needs sequential consistency: the index stores and loads and the sleeper
-// increment are therefore seq_cst operations rather than plain
-// release/acquire (on x86 the load costs nothing extra and the store is one
-// xchg).  Fences would do the same, but thread sanitizers do not model them.
+// needs sequential consistency: the sequence word and head stores and
+// loads and the sleeper increment are therefore seq_cst operations rather
+// than plain release/acquire (on x86 the load costs nothing extra and the
+// store is one xchg).  Fences would do the same, but thread sanitizers do not model them.
 //
 // A waiter sleeps in bounded slices, so that a lost wake-up (a corrupt
 // sleeper count) costs at most one slice, and so that it can check between
@@ -80,23 +86,23 @@ struct tw_ring {
 	// looks empty, or when a producer sleeps; 1 = at every take.  See
 	// tw__ring_set_release.
 	uint32_t release_mask;
-	// Per lane, what this handle last loaded of the other side's count
-	// and stored of its own.  The other side's count sits on a line that
-	// its process writes for every message; a producer reloads head only
-	// when the old value shows the lane full, a consumer tail only when it
-	// shows it empty, which saves a cache miss on most messages.  A stale
-	// value is behind the true one, so it can only make the lane look
-	// fuller (or emptier) than it is.  Our own count is the one we
-	// stored last: each side trusts it and checks the segment's copy as
-	// it replaces it (an exchange), where anything else is corruption.
-	// The producer's and the consumer's each on lines of their own: they
-	// may be two threads.
+	// Per lane, the counts this handle works from.  A producer keeps the
+	// count of messages it published and head as it last loaded it,
+	// reloading head only when that view shows the lane full (a stale
+	// head is behind the true one, so it can only make the lane look
+	// fuller than it is).  A consumer keeps the head it reached and the
+	// one it last stored.  Each side trusts its own count and checks the
+	// segment as it stores into it (an exchange of the sequence word, or
+	// of head), where anything but what it left there is corruption.  The
+	// producer's and the consumer's each on lines of their own: they may
+	// be two threads.
 	struct ring_seen *prod, *cons;
 };
 
 struct ring_seen {
-	uint32_t head, tail; // as last loaded or stored by this side
-	uint32_t valid; // set once the pair was loaded
+	uint32_t head; // producer: as last loaded; consumer: taken so far
+	uint32_t tail; // producer: published so far
+	uint32_t valid; // set once the counts were loaded
 	uint32_t pub; // consumer: head as last stored in the segment
 };
 
@@ -153,10 +159,20 @@ int tw_ring_init(
 	    || !ring_geometry(lanes, slots, max_msg, &slot_size, &total)
 	    || size < total)
 		return TW_EINVAL;
-	// Slots need no clearing: a slot is read only after its producer has
-	// written it.  The control blocks start empty.
+	// The control blocks start empty and every slot free: its sequence
+	// word holds the previous lap's number.  The payload needs no
+	// clearing: a slot is read only after its producer has written it.
 	struct tw_ring_hdr *hdr = mem;
 	memset(mem, 0, TW_RING_HDR_SIZE + (size_t)lanes * TW_RING_LANE_SIZE);
+	unsigned char *slot = (unsigned char *)mem + TW_RING_HDR_SIZE
+	    + (size_t)lanes * TW_RING_LANE_SIZE;
+	for (uint32_t l = 0; l < lanes; l++) {
+		for (uint32_t i = 0; i < slots; i++, slot += slot_size) {
+			struct tw_ring_slot *s = (struct tw_ring_slot *)slot;
+			memset(s, 0, sizeof(*s));
+			s->seq = i + 1 - slots;
+		}
+	}
 	hdr->version = TW_RING_VERSION;
 	hdr->lanes = lanes;
 	hdr->slots = slots;
@@ -279,6 +295,16 @@ static int ring_bad_count(uint32_t lane, uint32_t used, uint32_t slots)
 	return TW_EPROTO;
 }
 
+// A sequence word that is neither message `idx`'s nor the previous lap's.
+static int ring_bad_seq(uint32_t lane, uint32_t idx, uint32_t seq)
+{
+	TW_WARN("ring",
+	    "corrupt ring: the slot of message %u in lane %u holds sequence "
+	    "word %u",
+	    idx, lane, seq);
+	return TW_EPROTO;
+}
+
 // TW_OK while both sides are there; TW_ECLOSED once this side aborted,
 // TW_EPEER once the other side aborted or (when check_pid) its process no
 // longer exists.
@@ -375,14 +401,14 @@ struct ring_send_args {
 	uint64_t corr;
 };
 
-// Our own count, found in the segment other than we last stored it: only
-// this side writes it, so the segment was scribbled on.  The value found
-// is put back and the handle forgets its view, so that the next call
-// loads both counts afresh and judges them.
-static int ring_own_moved(uint32_t *count, uint32_t found,
-    struct ring_seen *sn, uint32_t lane, const char *which)
+// Our own word, found in the segment other than we last stored it: only
+// this side writes it, so the segment was scribbled on (or another handle
+// took over the role).  The value found is put back and the handle forgets
+// its view, so that the next call loads the counts afresh and judges them.
+static int ring_own_moved(uint32_t *word, uint32_t found, struct ring_seen *sn,
+    uint32_t lane, const char *which)
 {
-	__atomic_store_n(count, found, __ATOMIC_RELAXED);
+	__atomic_store_n(word, found, __ATOMIC_RELAXED);
 	sn->valid = 0;
 	TW_WARN("ring",
 	    "corrupt ring: the %s of lane %u moved under its owner", which,
@@ -390,33 +416,51 @@ static int ring_own_moved(uint32_t *count, uint32_t found,
 	return TW_EPROTO;
 }
 
+// Counts the messages published in `lane` from `head` on: a handle that
+// takes over the producer's role learns where the previous one stopped
+// from the sequence words, there being no published tail.  At most
+// `slots` words are read.
+static int ring_find_tail(
+    const tw_ring *r, uint32_t lane, uint32_t head, uint32_t *tail)
+{
+	uint32_t idx = head;
+	for (uint32_t k = 0; k < r->slots; k++, idx++) {
+		struct tw_ring_slot *s = ring_slot(r, lane, idx);
+		uint32_t seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+		if (seq == idx + 1)
+			continue;
+		if (seq != idx + 1 - r->slots)
+			return ring_bad_seq(lane, idx, seq);
+		break;
+	}
+	*tail = idx;
+	return TW_OK;
+}
+
 static int ring_try_send(tw_ring *r, void *arg)
 {
 	struct ring_send_args *a = arg;
 	struct tw_ring_lane *lc = &r->lane[a->lane];
 	struct ring_seen *sn = &r->prod[a->lane];
-	// Only this producer writes tail, so our last store is the count;
-	// the segment's copy is checked when the exchange below replaces it,
-	// which saves loading the line back from the consumer that read it.
 	uint32_t tail = sn->tail;
 	uint32_t used = tail - sn->head;
 	if (!sn->valid || used >= r->slots) {
-		uint32_t seg = __atomic_load_n(&lc->tail, __ATOMIC_RELAXED);
-		if (sn->valid && seg != tail)
-			return ring_own_moved(
-			    &lc->tail, seg, sn, a->lane, "tail");
-		tail = seg;
 		// Acquire: the consumer released head only after copying the
 		// slot out, so a slot behind head may be overwritten.  Seq_cst
 		// because this load is the re-check of a producer that
 		// announced itself.
 		uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
-		sn->head = head;
-		sn->tail = tail;
-		sn->valid = 1;
+		if (!sn->valid) {
+			int status = ring_find_tail(r, a->lane, head, &tail);
+			if (status != TW_OK)
+				return status;
+		}
 		used = tail - head;
 		if (used > r->slots)
 			return ring_bad_count(a->lane, used, r->slots);
+		sn->head = head;
+		sn->tail = tail;
+		sn->valid = 1;
 		if (used == r->slots)
 			return TW_EAGAIN;
 	}
@@ -427,11 +471,14 @@ static int ring_try_send(tw_ring *r, void *arg)
 	if (a->n > 0)
 		memcpy(s + 1, a->data, a->n);
 	// Release: the slot is complete before the consumer can see it.
-	// Seq_cst so that the sleeper count below is read after it.
+	// Seq_cst so that the sleeper count below is read after it.  The
+	// exchange also checks that the slot was free, as we left it a lap
+	// ago: only this producer writes the word.
 	uint32_t was
-	    = __atomic_exchange_n(&lc->tail, tail + 1, __ATOMIC_SEQ_CST);
-	if (was != tail)
-		return ring_own_moved(&lc->tail, was, sn, a->lane, "tail");
+	    = __atomic_exchange_n(&s->seq, tail + 1, __ATOMIC_SEQ_CST);
+	if (was != tail + 1 - r->slots)
+		return ring_own_moved(
+		    &s->seq, was, sn, a->lane, "slot sequence word");
 	sn->tail = tail + 1;
 	if (__atomic_load_n(&r->hdr->cons_sleepers, __ATOMIC_SEQ_CST) != 0)
 		ring_wake(&r->hdr->data_seq);
@@ -483,39 +530,43 @@ static int ring_release(tw_ring *r, uint32_t lane, struct ring_seen *sn)
 	return TW_OK;
 }
 
+// Whether the slot of message `idx` holds it (1), is free (0), or holds
+// neither (TW_EPROTO).  Seq_cst: the load pairs with the producer's
+// release of the word, making the slot written before it visible, and is
+// the re-check of a consumer that announced itself.
+static int ring_published(const tw_ring *r, uint32_t lane, uint32_t idx)
+{
+	struct tw_ring_slot *s = ring_slot(r, lane, idx);
+	uint32_t seq = __atomic_load_n(&s->seq, __ATOMIC_SEQ_CST);
+	if (seq == idx + 1)
+		return 1;
+	if (seq == idx + 1 - r->slots)
+		return 0;
+	return ring_bad_seq(lane, idx, seq);
+}
+
 // Takes the oldest message of `lane`, if any.
 static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 {
 	struct tw_ring_lane *lc = &r->lane[lane];
 	struct ring_seen *sn = &r->cons[lane];
+	if (!sn->valid) {
+		sn->head = sn->pub
+		    = __atomic_load_n(&lc->head, __ATOMIC_RELAXED);
+		sn->valid = 1;
+	}
 	uint32_t head = sn->head;
-	uint32_t used = sn->tail - head;
-	if (!sn->valid || used == 0 || used > r->slots) {
-		if (sn->valid && sn->pub != head) {
+	int there = ring_published(r, lane, head);
+	if (there <= 0) {
+		if (there < 0)
+			return there;
+		// Looks empty: hand back what was taken.
+		if (sn->pub != head) {
 			int status = ring_release(r, lane, sn);
 			if (status != TW_OK)
 				return status;
 		}
-		uint32_t seg = __atomic_load_n(&lc->head, __ATOMIC_RELAXED);
-		if (sn->valid && seg != head)
-			return ring_own_moved(
-			    &lc->head, seg, sn, lane, "head");
-		head = seg;
-		sn->pub = seg;
-		// Acquire pairs with the producer's release of tail, making
-		// the slot contents written before it visible (and those of
-		// every slot up to it, which later calls take on the strength
-		// of this load).  Seq_cst because this load is the re-check of
-		// a consumer that announced itself.
-		uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_SEQ_CST);
-		sn->tail = tail;
-		sn->head = head;
-		sn->valid = 1;
-		used = tail - head;
-		if (used > r->slots)
-			return ring_bad_count(lane, used, r->slots);
-		if (used == 0)
-			return TW_EAGAIN;
+		return TW_EAGAIN;
 	}
 	struct tw_ring_slot *s = ring_slot(r, lane, head);
 	uint32_t len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
@@ -545,8 +596,11 @@ static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 	// holds messages (an empty-looking lane publishes) and no producer
 	// sleeps (read relaxed: one that is about to sleep rechecks head after
 	// announcing itself, and the next publish wakes it).
-	if (((head + 1) & r->release_mask) == 0 || head + 1 == sn->tail
-	    || __atomic_load_n(&lc->prod_sleepers, __ATOMIC_RELAXED) != 0) {
+	if (((head + 1) & r->release_mask) == 0
+	    || __atomic_load_n(&lc->prod_sleepers, __ATOMIC_RELAXED) != 0
+	    || __atomic_load_n(
+	           &ring_slot(r, lane, head + 1)->seq, __ATOMIC_RELAXED)
+	        != head + 2) {
 		int status = ring_release(r, lane, sn);
 		if (status != TW_OK)
 			return status;
@@ -618,17 +672,27 @@ struct ring_peek_args {
 	const _Atomic int *stop;
 };
 
-// Whether a lane holds a message, without taking it.  The caller is not
-// the consumer, which may move head between the two loads, so the count is
-// only a hint and is not checked: the consumer's take checks it.
+// Whether the slot at the published head of `lane` is anything but free:
+// a message, or a word the consumer's take will judge.  The caller need
+// not be the consumer, so this is only a hint: the consumer may have taken
+// messages it has not handed back yet (only while the lane still holds
+// more, see ring_take) or move head between the two loads.
+static int ring_lane_busy(const tw_ring *r, uint32_t lane)
+{
+	// Seq_cst: these loads are the re-check of a waiter that announced
+	// itself.
+	uint32_t head = __atomic_load_n(&r->lane[lane].head, __ATOMIC_SEQ_CST);
+	uint32_t seq = __atomic_load_n(
+	    &ring_slot(r, lane, head)->seq, __ATOMIC_SEQ_CST);
+	return seq != head + 1 - r->slots;
+}
+
+// Whether a lane holds a message, without taking it.
 static int ring_try_peek(tw_ring *r, void *arg)
 {
 	struct ring_peek_args *a = arg;
 	for (uint32_t lane = 0; lane < r->lanes; lane++) {
-		struct tw_ring_lane *lc = &r->lane[lane];
-		uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
-		uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_SEQ_CST);
-		if (tail != head)
+		if (ring_lane_busy(r, lane))
 			return TW_OK;
 	}
 	// Seq_cst: the caller's stop word is raised before a kick, and this
@@ -660,10 +724,7 @@ int tw__ring_sleep_begin(tw_ring *r, uint32_t lane_mask, int check_pid,
 	for (uint32_t lane = 0; lane < r->lanes; lane++) {
 		if (!(lane_mask & (UINT32_C(1) << lane)))
 			continue;
-		struct tw_ring_lane *lc = &r->lane[lane];
-		uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
-		uint32_t tail = __atomic_load_n(&lc->tail, __ATOMIC_SEQ_CST);
-		if (tail != head)
+		if (ring_lane_busy(r, lane))
 			status = TW_OK;
 	}
 	if (status == TW_EAGAIN) {

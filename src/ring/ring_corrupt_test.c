@@ -78,6 +78,27 @@ static struct tw_ring_slot *fx_slot(
 	return (struct tw_ring_slot *)(f->mem + off);
 }
 
+// The count of messages published in `lane`: head, plus the run of slots
+// from head on whose sequence word says they hold their message.
+static uint32_t fx_tail(struct ring_fixture *f, uint32_t lane)
+{
+	uint32_t idx = fx_lane(f, lane)->head;
+	for (uint32_t k = 0; k < f->slots; k++, idx++) {
+		if (fx_slot(f, lane, idx)->seq != idx + 1)
+			break;
+	}
+	return idx;
+}
+
+// Makes an empty `lane` start at message `start`, as if that many had
+// passed through it; before the handle first uses the lane.
+static void fx_start(struct ring_fixture *f, uint32_t lane, uint32_t start)
+{
+	fx_lane(f, lane)->head = start;
+	for (uint32_t i = 0; i < f->slots; i++)
+		fx_slot(f, lane, start + i)->seq = start + i + 1 - f->slots;
+}
+
 // A ring in exactly tw_ring_bytes bytes, zeroed, initialised, attached.
 static int fx_make(
     struct ring_fixture *f, uint32_t lanes, uint32_t slots, uint32_t max_msg)
@@ -86,7 +107,7 @@ static int fx_make(
 	f->lanes = lanes;
 	f->slots = slots;
 	f->max_msg = max_msg;
-	f->stride = (max_msg + 16u + 63u) / 64u * 64u;
+	f->stride = (max_msg + TW_RING_SLOT_HDR + 63u) / 64u * 64u;
 	f->bytes = tw_ring_bytes(lanes, slots, max_msg);
 	if (f->bytes == 0)
 		return -1;
@@ -184,7 +205,7 @@ static void assert_round_trip(struct ring_fixture *f, uint32_t lane)
 	fill(out, len, 77);
 	TW_PASS(tw_ring_send(f->r, lane, 12345, out, len, 678, 0));
 	uint32_t head = fx_lane(f, lane)->head;
-	for (uint32_t k = head; k != fx_lane(f, lane)->tail - 1; k++)
+	for (uint32_t k = head; k != fx_tail(f, lane) - 1; k++)
 		TW_PASS(tw_ring_recv(
 		    f->r, lane, in, sizeof(in), NULL, NULL, NULL, 0));
 	TW_PASS(
@@ -293,67 +314,105 @@ static void test_targeted_header(void **state)
 
 static void test_targeted_lanes(void **state)
 {
-	static const uint32_t bad_used[] = { 5, 6, 7, 8, 100, 0x7fffffff,
-		0x80000000, 0x80000001, 0xfffffffe, 0xffffffff };
 	struct ring_fixture f;
 	unsigned char buf[64];
-	for (int field = 0; field < 2; field++) {
-		for (size_t v = 0; v < sizeof(bad_used) / sizeof(bad_used[0]);
-		     v++) {
-			assert_int_equal(fx_make(&f, 2, 4, 40), 0);
-			TW_PASS(fx_send(&f, 1, 2, 9));
-			struct tw_ring_lane *lc = fx_lane(&f, 1);
-			uint32_t head = lc->head, tail = lc->tail;
-			// Make tail - head claim more than 4 messages, by
-			// moving either index.
-			if (field == 0)
-				lc->tail = head + bad_used[v];
-			else
-				lc->head = tail - bad_used[v];
-			TW_FAIL(tw_ring_recv(f.r, 1, buf, sizeof(buf), NULL,
-			            NULL, NULL, 0),
-			    TW_EPROTO);
-			TW_FAIL(tw_ring_recv(f.r, 1, buf, sizeof(buf), NULL,
-			            NULL, NULL, 20000),
-			    TW_EPROTO);
-			uint32_t lane;
-			TW_FAIL(tw_ring_recv_any(f.r, &lane, buf, sizeof(buf),
-			            NULL, NULL, NULL, 0),
-			    TW_EPROTO);
-			// A moved tail is the producer's own count: noticed at
-			// once.  A producer reloads head only once its last
-			// view of it shows the lane full, so a moved head is
-			// noticed within one lane's worth of sends, each into a
-			// slot that the last good head left free; unless the
-			// sends themselves made the counts agree again (head
-			// moved a slot or two ahead): then there is nothing
-			// left to notice, and sends go on or find the lane
-			// full.
-			int sst = TW_OK;
-			for (uint32_t i = 0; i <= f.slots && sst == TW_OK; i++)
-				sst = tw_ring_send(f.r, 1, 0, buf, 1, 0, 0);
-			if (field == 0 || bad_used[v] < 0xfffffffe) {
-				TW_FAIL(sst, TW_EPROTO);
-				TW_FAIL(tw_ring_send(f.r, 1, 0, buf, 1, 0, -1),
-				    TW_EPROTO);
-			} else {
-				assert_true(
-				    sst == TW_OK || sst == TW_ETIMEDOUT);
-			}
-			// Nothing moved, and the other lane is unaffected.
-			assert_int_equal(
-			    lc->head, field ? tail - bad_used[v] : head);
-			TW_PASS(tw_ring_send(f.r, 0, 1, buf, 3, 0, 0));
-			TW_PASS(tw_ring_recv(
-			    f.r, 0, buf, sizeof(buf), NULL, NULL, NULL, 0));
-			fx_free(&f);
-		}
+	uint32_t lane;
+	// A sequence word that is neither its message's nor the previous
+	// lap's, at the consumer's head: every receive says so at once, the
+	// message stays, and mended it comes out whole.  Offsets from the
+	// message's own word; -4 would be the previous lap (4 slots).
+	static const uint32_t bad_seq[]
+	    = { 1, 2, 3, 5, 100, 0x7fffffff, 0x80000000, (uint32_t)-1,
+		      (uint32_t)-2, (uint32_t)-3, (uint32_t)-5 };
+	for (size_t v = 0; v < sizeof(bad_seq) / sizeof(bad_seq[0]); v++) {
+		assert_int_equal(fx_make(&f, 2, 4, 40), 0);
+		TW_PASS(fx_send(&f, 1, 2, 9));
+		struct tw_ring_slot *s = fx_slot(&f, 1, 0);
+		uint32_t good = s->seq;
+		s->seq = good + bad_seq[v];
+		TW_FAIL(tw_ring_recv(
+		            f.r, 1, buf, sizeof(buf), NULL, NULL, NULL, 0),
+		    TW_EPROTO);
+		TW_FAIL(tw_ring_recv(
+		            f.r, 1, buf, sizeof(buf), NULL, NULL, NULL, 20000),
+		    TW_EPROTO);
+		TW_FAIL(tw_ring_recv_any(f.r, &lane, buf, sizeof(buf), NULL,
+		            NULL, NULL, -1),
+		    TW_EPROTO);
+		assert_int_equal(fx_lane(&f, 1)->head, 0);
+		s->seq = good;
+		TW_PASS(checked_recv(f.r, 1, 40, 40, 2, 0));
+		TW_PASS(checked_recv(f.r, 1, 40, 40, 2, 0));
+		TW_FAIL(checked_recv(f.r, 1, 40, 40, 2, 0), TW_ETIMEDOUT);
+		// The same word in the slot the producer fills next: its
+		// exchange finds it (only the producer writes it), puts it
+		// back, and the sends after judge it afresh.
+		s = fx_slot(&f, 1, 2);
+		good = s->seq;
+		s->seq = good + bad_seq[v];
+		TW_FAIL(tw_ring_send(f.r, 1, 0, buf, 1, 0, 0), TW_EPROTO);
+		assert_int_equal(s->seq, good + bad_seq[v]);
+		TW_FAIL(tw_ring_send(f.r, 1, 0, buf, 1, 0, -1), TW_EPROTO);
+		s->seq = good;
+		TW_PASS(tw_ring_send(f.r, 1, 7, buf, 1, 0, 0));
+		TW_PASS(checked_recv(f.r, 1, 40, 40, 2, 0));
+		// The other lane is unaffected.
+		TW_PASS(tw_ring_send(f.r, 0, 1, buf, 3, 0, 0));
+		TW_PASS(checked_recv(f.r, 0, 40, 40, 2, 0));
+		fx_free(&f);
 	}
 
-	// A lane that claims to be full of slots never written: every
-	// message that comes back fits, and the producer sees a full lane.
+	// Head, the consumer's own count, moved to claim more messages than
+	// the lane holds.  The consumer notices at its next hand-back (an
+	// exchange), puts the value back and judges the lane afresh from
+	// then on.  A producer reloads head only once its last view of it
+	// shows the lane full, so it notices within one lane's worth of
+	// sends, each into a slot that the last good head left free; unless
+	// the sends themselves made the counts agree again (head moved a
+	// slot or two ahead): then there is nothing left to notice, and
+	// sends go on or find the lane full.
+	static const uint32_t bad_used[] = { 5, 6, 7, 8, 100, 0x7fffffff,
+		0x80000000, 0x80000001, 0xfffffffe, 0xffffffff };
+	for (size_t v = 0; v < sizeof(bad_used) / sizeof(bad_used[0]); v++) {
+		assert_int_equal(fx_make(&f, 2, 4, 40), 0);
+		TW_PASS(fx_send(&f, 1, 2, 9));
+		TW_PASS(checked_recv(f.r, 1, 40, 40, 2, 0));
+		struct tw_ring_lane *lc = fx_lane(&f, 1);
+		uint32_t bad = 2 - bad_used[v];
+		lc->head = bad;
+		TW_FAIL(tw_ring_recv(
+		            f.r, 1, buf, sizeof(buf), NULL, NULL, NULL, 0),
+		    TW_EPROTO);
+		assert_int_equal(lc->head, bad);
+		for (int i = 0; i < 3; i++)
+			(void)checked_recv(f.r, UINT32_MAX, 40, 40, 2, 0);
+		lc->head = bad;
+		int sst = TW_OK;
+		for (uint32_t i = 0; i <= f.slots && sst == TW_OK; i++)
+			sst = tw_ring_send(f.r, 1, 0, buf, 1, 0, 0);
+		if (bad_used[v] < 0xfffffffe) {
+			TW_FAIL(sst, TW_EPROTO);
+			TW_FAIL(
+			    tw_ring_send(f.r, 1, 0, buf, 1, 0, -1), TW_EPROTO);
+		} else {
+			assert_true(sst == TW_OK || sst == TW_ETIMEDOUT);
+		}
+		// Nothing moved, and the other lane is unaffected.
+		assert_int_equal(lc->head, bad);
+		TW_PASS(tw_ring_send(f.r, 0, 1, buf, 3, 0, 0));
+		TW_PASS(tw_ring_recv(
+		    f.r, 0, buf, sizeof(buf), NULL, NULL, NULL, 0));
+		fx_free(&f);
+	}
+
+	// A lane whose every slot claims a message that was never written:
+	// every message that comes back fits, and the producer sees a full
+	// lane.
 	assert_int_equal(fx_make(&f, 1, 4, 40), 0);
-	fx_lane(&f, 0)->tail = 4;
+	for (uint32_t i = 0; i < 4; i++) {
+		fx_slot(&f, 0, i)->seq = i + 1;
+		fx_slot(&f, 0, i)->len = 40;
+	}
 	TW_FAIL(tw_ring_send(f.r, 0, 0, buf, 1, 0, 0), TW_ETIMEDOUT);
 	for (int i = 0; i < 4; i++)
 		TW_PASS(checked_recv(f.r, 0, 40, 40, 1, 0));
@@ -571,11 +630,10 @@ static void test_random_bytes(void **state)
 		// Some messages, some consumed, so indices are not all zero
 		// and some wrap around 2^32.
 		for (uint32_t lane = 0; lane < f.lanes; lane++) {
-			struct tw_ring_lane *lc = fx_lane(&f, lane);
 			uint32_t start = rng_next(&rng) % 2
 			    ? (uint32_t)rng_next(&rng)
 			    : UINT32_MAX - (uint32_t)(rng_next(&rng) % 4);
-			lc->head = lc->tail = start;
+			fx_start(&f, lane, start);
 			TW_PASS(fx_send(&f, lane,
 			    (uint32_t)(rng_next(&rng) % (f.slots + 1)),
 			    rng_next(&rng)));
@@ -610,7 +668,7 @@ static int write_seeds(const char *dir)
 	static const struct {
 		const char *name;
 		uint32_t lanes, slots, max_msg;
-		uint32_t start; // initial head and tail of every lane
+		uint32_t start; // the first message of every lane
 		uint32_t msgs[4]; // messages per lane
 		uint32_t taken[4]; // of which consumed
 	} seeds[] = {
@@ -628,8 +686,7 @@ static int write_seeds(const char *dir)
 		    != 0)
 			return 1;
 		for (uint32_t l = 0; l < f.lanes; l++) {
-			fx_lane(&f, l)->head = seeds[i].start;
-			fx_lane(&f, l)->tail = seeds[i].start;
+			fx_start(&f, l, seeds[i].start);
 			if (fx_send(&f, l, seeds[i].msgs[l], l * 10 + i)
 			    != TW_OK)
 				return 1;

@@ -3,7 +3,7 @@
 // process we do not trust; see ring.c for how each field is checked.
 //
 //   header    3 cache lines: geometry, liveness, consumer wake-up
-//   lanes     `lanes` control blocks of 2 cache lines each
+//   lanes     `lanes` control blocks of 1 cache line each
 //   slots     lanes * slots slots of `slot_size` bytes, lane after lane
 //
 // All integers are in the byte order of the host: both ends of a ring run
@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #define TW_RING_MAGIC UINT64_C(0x3176676e69727774) // "twringv1" in LE
-#define TW_RING_VERSION 2u
+#define TW_RING_VERSION 3u
 #define TW_RING_LINE 64
 
 // Indices into the per-role arrays of the header.
@@ -53,25 +53,31 @@ struct tw_ring_hdr {
 	uint8_t pad2[TW_RING_LINE - 8];
 };
 
-// One lane.  On the fast path the producer writes only the first line and
-// the consumer only the second.  The consumer reads prod_sleepers after
-// every receive: it lives on the consumer's line, which a producer writes
-// only on its way to sleep, rather than beside tail, which would cost the
-// consumer a cache miss per message (version 1 had it there).
+// One lane: the consumer's line.  Version 3 has no producer's count:
+// a message is published by the sequence word in its own slot, so the
+// consumer finds it by reading the line it must read anyway, and the
+// producer writes only lines it owns (version 2 published a `tail` count
+// on a line of its own, which the consumer polled: two lines crossed
+// between the cores per message instead of one).  The consumer reads
+// prod_sleepers after every receive: it lives on the consumer's line,
+// which a producer writes only on its way to sleep.
 struct tw_ring_lane {
-	uint32_t tail; // free-running count of messages published
-	uint8_t pad0[TW_RING_LINE - 4];
-
 	uint32_t head; // free-running count of messages consumed
 	uint32_t space_seq; // futex word, bumped to wake the producer
 	uint32_t prod_sleepers; // producer threads about to sleep
-	uint8_t pad1[TW_RING_LINE - 12];
+	uint8_t pad[TW_RING_LINE - 12];
 };
 
-// The fixed part of a slot; max_msg payload bytes follow.
+// The fixed part of a slot; max_msg payload bytes follow.  `seq` is
+// written last: the free-running index of the message the slot holds plus
+// one once it is published, that index plus one minus `slots` (the
+// previous lap) while it is free.  tw_ring_init writes the latter into
+// every slot.
 struct tw_ring_slot {
+	uint32_t seq;
 	uint32_t route;
 	uint32_t len;
+	uint32_t rsvd; // zero
 	uint64_t corr;
 };
 
@@ -85,10 +91,8 @@ _Static_assert(offsetof(struct tw_ring_hdr, pid) == TW_RING_LINE,
     "liveness starts line 1");
 _Static_assert(offsetof(struct tw_ring_hdr, data_seq) == 2 * TW_RING_LINE,
     "consumer wake-up starts line 2");
-_Static_assert(sizeof(struct tw_ring_lane) == 2 * TW_RING_LINE,
-    "a lane is two cache lines");
-_Static_assert(offsetof(struct tw_ring_lane, head) == TW_RING_LINE,
-    "head and tail on separate cache lines");
-_Static_assert(sizeof(struct tw_ring_slot) == 16, "slot header");
+_Static_assert(
+    sizeof(struct tw_ring_lane) == TW_RING_LINE, "a lane is one cache line");
+_Static_assert(sizeof(struct tw_ring_slot) == 24, "slot header");
 
 #endif // TW_RING_LAYOUT_H

@@ -44,7 +44,7 @@
 #define TW_SHM_SLOTS 32u
 #define TW_SHM_SLOTS_MIN 4u
 #define TW_SHM_PARTY_SLOTS 256u
-#define TW_SHM_MAX_MSG (16384u - 16u)
+#define TW_SHM_MAX_MSG (16384u - 24u)
 #define TW_SHM_RING0_OFF 4096u
 
 enum { TW_SHM_STATE_INIT = 0, TW_SHM_STATE_READY = 1 };

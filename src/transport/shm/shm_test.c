@@ -859,9 +859,15 @@ static int fake_peer(child *c)
 		           out, TW_SHM_LANE_CTL, TW_SHM_F_DATA, buf, n, 2, 0),
 		    TW_OK);
 	} else {
-		struct tw_ring_lane *lane = (struct tw_ring_lane *)(base
-		    + tw__shm_ring_off(0, TW_SHM_SLOTS) + TW_RING_HDR_SIZE);
-		__atomic_add_fetch(&lane->tail, 1000, __ATOMIC_SEQ_CST);
+		// The sequence word of the data lane's next slot (message 1)
+		// made neither that message's nor the previous lap's.
+		size_t stride
+		    = (TW_SHM_MAX_MSG + TW_RING_SLOT_HDR + 63) / 64 * 64;
+		struct tw_ring_slot *slot = (struct tw_ring_slot *)(base
+		    + tw__shm_ring_off(0, TW_SHM_SLOTS) + TW_RING_HDR_SIZE
+		    + TW_SHM_LANES * TW_RING_LANE_SIZE
+		    + ((size_t)TW_SHM_LANE_DATA * TW_SHM_SLOTS + 1) * stride);
+		__atomic_store_n(&slot->seq, 2 + 1000, __ATOMIC_SEQ_CST);
 		__atomic_add_fetch(&((struct tw_ring_hdr *)(base
 		                         + tw__shm_ring_off(0, TW_SHM_SLOTS)))
 		                        ->data_seq,
