@@ -871,6 +871,15 @@ static void spin(
 	    &w, post, post != NULL && post->cap > TW_TCP_FRAME_MAX);
 }
 
+// A message taken out of the mailbox: if the I/O thread put it there, it
+// leaves the connection to this receiver after its next read
+// (tw__tcp_conn_note_taken).
+static void note_taken(tcp_chan *mc)
+{
+	if (atomic_load(&mc->state) == CH_READY)
+		tw__tcp_conn_note_taken(chan_main(mc));
+}
+
 // A receive about to sleep in the mailbox for a message still on its way
 // keeps the connection watched meanwhile (tw__tcp_conn_sleep_begin):
 // returns the connection to pass to tw__tcp_conn_sleep_end, or NULL.
@@ -898,6 +907,8 @@ static int tcp_recv_until(
 	tcp_conn *conn = sleep_begin(mc, key);
 	int status = tw__rxbox_recv_until(c, key, deadline, out);
 	sleep_end(conn);
+	if (status == TW_OK)
+		note_taken(mc);
 	return status;
 }
 
@@ -918,6 +929,8 @@ static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
 {
 	tcp_chan *mc = c->impl;
 	int status = tw__rxbox_try_into(&mc->base.rx, key, buf, cap, len);
+	if (status == TW_OK)
+		note_taken(mc);
 	if (status != TW_EAGAIN)
 		return status;
 	tcp_post post = { .mc = mc, .key = key, .buf = buf, .cap = cap };
@@ -929,6 +942,8 @@ static int tcp_recv_into(tw_channel *c, const char *key, int64_t deadline,
 	tcp_conn *conn = sleep_begin(mc, key);
 	status = tw__rxbox_recv_into(c, key, deadline, buf, cap, len);
 	sleep_end(conn);
+	if (status == TW_OK)
+		note_taken(mc);
 	return status;
 }
 

@@ -396,13 +396,34 @@ void tw__tcp_conn_close(tcp_conn *c, int64_t deadline)
 
 // --- the I/O thread ----------------------------------------------------------
 
+static void leave_reader(tcp_conn *c, bool park);
+
+void tw__tcp_conn_note_taken(tcp_conn *c)
+{
+	// Loaded first: the line is the reader's, and a store per message
+	// would pull it away from the thread that reads.
+	if (!atomic_load_explicit(&c->rx.app_took, memory_order_relaxed))
+		atomic_store_explicit(
+		    &c->rx.app_took, true, memory_order_relaxed);
+}
+
+// Whether the writer waits for the socket to become writable, which only
+// an armed registration tells.
+static bool want_out(tcp_conn *c)
+{
+	pthread_mutex_lock(&c->tx.mtx);
+	bool out = c->tx.want_out;
+	pthread_mutex_unlock(&c->tx.mtx);
+	return out;
+}
+
 static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 {
 	(void)pfd;
 	tcp_conn *c = arg;
 	if (failed(c) || tw__tcp_conn_is_down(c))
 		return; // the failure task has it, or a resume will arm it
-	bool rearm = true;
+	bool rearm = true, leave = false;
 	if (events & (TW__POLL_IN | TW__POLL_ERR)) {
 		// An application thread that holds the reader role reads for
 		// us, and re-arms or parks the registration when it lets go:
@@ -414,6 +435,23 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 			int status
 			    = tw__tcp_reader_pump(c, IO_BUDGET_NS, &frames);
 			unsigned epoch = c->epoch;
+			// An application thread takes what we deliver as it
+			// comes, or waits for the role: the stream is left to
+			// it, parked as after its own reads, and it reads for
+			// itself (once the mailbox runs dry).  Kept by this
+			// thread (re-armed), a stream of small messages cost
+			// a wake-up and two contended locks per message, and
+			// on two CPUs it stayed so: the application found each
+			// message in the mailbox and never read.  A writer
+			// waiting for room needs the registration armed: then
+			// a waiting poll may have this thread woken for
+			// nothing until it takes the role or gives up (its
+			// idle time, TCP_SPIN_NS for a receive).
+			leave = status == TW_OK
+			    && (atomic_exchange(&c->rx.app_took, false)
+			        || atomic_load(&c->rx.app_wait) != 0);
+			if (leave)
+				atomic_store(&c->rx.io_more, false);
 			pthread_mutex_unlock(&c->rx.mtx);
 			if (status != TW_OK) {
 				// EOF or a reset is how a peer's end looks:
@@ -433,7 +471,9 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 	}
 	if (events & TW__POLL_OUT)
 		tw__tcp_writer_on_writable(c);
-	if (rearm)
+	if (rearm && leave && !want_out(c))
+		leave_reader(c, true);
+	else if (rearm)
 		arm_unlocked(c);
 }
 
@@ -652,7 +692,7 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
     bool (*done)(void *arg), void *arg, void *post, bool keep)
 {
 	keep = keep && post != NULL;
-	bool got = false, reading = false;
+	bool got = false, reading = false, waiting = false;
 	unsigned passes = 0;
 	int status = TW_OK;
 	int64_t until = tw__now_ns() + idle_ns;
@@ -671,11 +711,19 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		// the I/O thread has it, what it reads is looked for instead.
 		if (!reading && take_reader(c)) {
 			reading = true;
+			if (waiting) {
+				atomic_fetch_sub(&c->rx.app_wait, 1);
+				waiting = false;
+			}
 			c->rx.post = post;
 			void (*hook)(void) = atomic_load_explicit(
 			    &tw__tcp_post_hook, memory_order_relaxed);
 			if (post != NULL && hook != NULL)
 				hook();
+		}
+		if (!reading && !waiting) {
+			atomic_fetch_add(&c->rx.app_wait, 1);
+			waiting = true;
 		}
 		unsigned frames = 0;
 		if (reading
@@ -723,6 +771,8 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 			wait_readable(c, deadline);
 		}
 	}
+	if (waiting)
+		atomic_fetch_sub(&c->rx.app_wait, 1);
 	unsigned epoch = 0;
 	if (reading) {
 		epoch = c->epoch;

@@ -238,7 +238,9 @@ extern void (*_Atomic tw__tcp_post_hook)(void);
 // every batch of frames), until nothing has arrived for idle_ns, or until
 // `deadline`: a receiver that polls briefly gets its message without a
 // hand-off from the I/O thread, and one whose large message is arriving
-// keeps reading it.  While another thread reads, only done() is watched.
+// keeps reading it.  While another thread reads, only done() is watched,
+// and the I/O thread, if it is that thread, leaves the socket parked for
+// this poll to claim once it has handled what it read.
 // With a `post` (the owner's record of a receive that this thread
 // posted, whose memory upcalls may fill, since nobody else reads
 // meanwhile; they see it through tw__tcp_conn_post), ops->rx_unpost runs
@@ -274,6 +276,16 @@ void tw__tcp_conn_read_between(tcp_conn *c);
 // flush, whose answer the sleeper may be waiting for.  Never blocks.
 void tw__tcp_conn_sleep_begin(tcp_conn *c);
 void tw__tcp_conn_sleep_end(tcp_conn *c);
+
+// Says that an application thread took a message out of the owner's
+// mailbox.  The I/O thread, when it next reads the connection, then
+// leaves the socket parked as a poll that got its message does, instead
+// of watching it: the application reads for itself once the mailbox runs
+// dry, rather than taking each message from the I/O thread behind a
+// contended lock and a wake-up.  Sleepers (sleep_begin) and a writer
+// waiting for room still have it watched.  One relaxed load (and a store
+// when the flag was clear); never blocks.
+void tw__tcp_conn_note_taken(tcp_conn *c);
 
 // Hands a parked socket back to the I/O thread at once, for a caller that
 // looks for messages without reading (a probe that found nothing): what

@@ -101,6 +101,13 @@ typedef struct tcp_reader {
 	_Atomic uint64_t hold; // the owner's: no ack from this number on
 	_Atomic bool pinged; // a PING came since the hold last moved
 	_Atomic bool io_more; // the I/O thread stopped with bytes left
+	// An application thread took a message the I/O thread had delivered
+	// (tw__tcp_conn_note_taken) since the I/O thread last read.
+	_Atomic bool app_took;
+	// Application threads polling for the reader role while another
+	// thread holds it (tw__tcp_conn_poll): the I/O thread reads no more
+	// than it has handled and leaves the socket parked for them.
+	_Atomic unsigned app_wait;
 	_Atomic uint64_t bytes; // read so far
 	_Atomic int64_t last_rx; // when bytes last arrived
 	// Threads asleep on what only reading brings (tw__tcp_conn_sleep_

@@ -43,6 +43,7 @@ typedef struct frame {
 	bool begun; // came through rx_begin/rx_end
 	struct tpost *in_post; // being read into a posted buffer
 	bool placed; // and read whole there
+	pthread_t reader; // the thread that handed it up
 } frame;
 
 // A receive that the test thread posts while it polls
@@ -120,6 +121,7 @@ static frame *note(owner *o, const tw__tcp_hdr *h)
 static void publish(owner *o)
 {
 	pthread_mutex_lock(&o->mtx);
+	o->frames[o->n].reader = pthread_self();
 	o->n++;
 	pthread_cond_broadcast(&o->cv);
 	pthread_mutex_unlock(&o->mtx);
@@ -991,6 +993,92 @@ static void test_poll_park(void **state)
 	pthread_mutex_destroy(&tp.mtx);
 }
 
+// Waits until the I/O thread has left cb's socket parked, and leaves it
+// so: false when that did not happen within a few seconds.
+static bool wait_parked(pair *t)
+{
+	int64_t dl = deadline_in(5000);
+	while (!tw__pfd_unpark(t->cb->pfd)) {
+		if (tw__now_ns() >= dl)
+			return false;
+		sched_yield();
+	}
+	assert_true(tw__pfd_park(t->cb->pfd));
+	return true;
+}
+
+// An application thread that takes out of the mailbox what the I/O thread
+// delivered (tw__tcp_conn_note_taken) has the I/O thread leave the socket
+// parked after its next read, so that the application reads the next
+// frame itself: the poll, not the I/O thread, hands it up.  Without a note
+// the I/O thread keeps watching.  The park period is an hour.
+static void test_note_taken(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	tw__poller_set_park_ns(t.p, INT64_C(3600) * 1000000000);
+	tpost tp = { .c = t.cb, .o = &t.b };
+	pthread_mutex_init(&tp.mtx, NULL);
+	tw__cond_init(&tp.cv);
+
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "n1", "abc", 3, 0, NULL));
+	wait_frames(&t.b, 1);
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "n2", "abc", 3, 0, NULL));
+	wait_frames(&t.b, 2); // the I/O thread re-armed after n1
+	assert_false(pthread_equal(t.b.frames[1].reader, pthread_self()));
+
+	tw__tcp_conn_note_taken(t.cb);
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "n3", "abc", 3, 0, NULL));
+	wait_frames(&t.b, 3);
+	assert_false(pthread_equal(t.b.frames[2].reader, pthread_self()));
+	assert_true(wait_parked(&t));
+	poll_for(&t, &tp, 4, "n4");
+	assert_string_equal(t.b.frames[3].key, "n4");
+	assert_true(pthread_equal(t.b.frames[3].reader, pthread_self()));
+
+	pair_down(&t);
+	pthread_cond_destroy(&tp.cv);
+	pthread_mutex_destroy(&tp.mtx);
+}
+
+// While an application thread waits for the reader role
+// (tw__tcp_conn_poll), the I/O thread reads no more than it has handled:
+// woken by a frame, it leaves the socket parked for the waiter to claim
+// instead of reading it, and the waiter's poll hands up that frame and
+// the next.  Without the waiter it reads as before.
+static void test_app_wait(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	tw__poller_set_park_ns(t.p, INT64_C(3600) * 1000000000);
+	tpost tp = { .c = t.cb, .o = &t.b };
+	pthread_mutex_init(&tp.mtx, NULL);
+	tw__cond_init(&tp.cv);
+
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "w1", "abc", 3, 0, NULL));
+	wait_frames(&t.b, 1);
+	assert_false(pthread_equal(t.b.frames[0].reader, pthread_self()));
+
+	atomic_fetch_add(&t.cb->rx.app_wait, 1); // as a waiting poll does
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "w2", "abc", 3, 0, NULL));
+	assert_true(wait_parked(&t));
+	pthread_mutex_lock(&t.b.mtx);
+	int n = t.b.n;
+	pthread_mutex_unlock(&t.b.mtx);
+	assert_int_equal(n, 1);
+	atomic_fetch_sub(&t.cb->rx.app_wait, 1);
+	poll_for(&t, &tp, 3, "w3");
+	assert_string_equal(t.b.frames[1].key, "w2");
+	assert_true(pthread_equal(t.b.frames[1].reader, pthread_self()));
+	assert_true(pthread_equal(t.b.frames[2].reader, pthread_self()));
+
+	pair_down(&t);
+	pthread_cond_destroy(&tp.cv);
+	pthread_mutex_destroy(&tp.mtx);
+}
+
 // --- deferred writes ---------------------------------------------------------
 
 // The frames of the writer that wait for a flush (see defer in
@@ -1744,6 +1832,8 @@ int main(void)
 		cmocka_unit_test(test_poll),
 		cmocka_unit_test(test_poll_post),
 		cmocka_unit_test(test_poll_park),
+		cmocka_unit_test(test_note_taken),
+		cmocka_unit_test(test_app_wait),
 		cmocka_unit_test(test_defer),
 		cmocka_unit_test(test_read_between),
 		cmocka_unit_test(test_defer_no_timer),

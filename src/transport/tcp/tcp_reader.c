@@ -252,6 +252,22 @@ static int pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 					atomic_store(&rx->io_more, true);
 					return TW_OK;
 				}
+				// The I/O thread lets an application thread
+				// that waits for the role read on, before it
+				// reads more itself: what it read is handled,
+				// and whatever is left is the socket's to tell
+				// (see app_took in tcp_conn.c).  Not while a
+				// thread sleeps on what reading brings: then
+				// the I/O thread keeps the socket watched.
+				if (budget_ns > 0
+				    && atomic_load_explicit(
+				           &rx->app_wait, memory_order_relaxed)
+				        != 0
+				    && atomic_load(&rx->sleepers) == 0
+				    && !tw__tcp_conn_rx_pending(c)) {
+					atomic_store(&rx->io_more, false);
+					return TW_OK;
+				}
 				int status = fill(c);
 				if (status == TW_EAGAIN) {
 					atomic_store(&rx->io_more, false);
