@@ -951,6 +951,26 @@ static void poll_for(pair *t, tpost *tp, int want, const char *key)
 	wait_frames(&t->b, want);
 }
 
+// A pair whose park period is an hour, so that only what a test does ends
+// a park, and a post for cb's polls.
+static void park_pair_up(pair *t, tpost *tp)
+{
+	pair_up(t);
+	tw__poller_set_park_ns(t->p, INT64_C(3600) * 1000000000);
+	memset(tp, 0, sizeof(*tp));
+	tp->c = t->cb;
+	tp->o = &t->b;
+	pthread_mutex_init(&tp->mtx, NULL);
+	tw__cond_init(&tp->cv);
+}
+
+static void park_pair_down(pair *t, tpost *tp)
+{
+	pair_down(t);
+	pthread_cond_destroy(&tp->cv);
+	pthread_mutex_destroy(&tp->mtx);
+}
+
 // A poll that got its frame leaves the socket parked for the next one to
 // claim without a system call.  A thread about to sleep on what only
 // reading brings (tw__tcp_conn_sleep_begin) has the I/O thread watch it at
@@ -961,11 +981,8 @@ static void test_poll_park(void **state)
 {
 	(void)state;
 	pair t;
-	pair_up(&t);
-	tw__poller_set_park_ns(t.p, INT64_C(3600) * 1000000000);
-	tpost tp = { .c = t.cb, .o = &t.b };
-	pthread_mutex_init(&tp.mtx, NULL);
-	tw__cond_init(&tp.cv);
+	tpost tp;
+	park_pair_up(&t, &tp);
 
 	poll_for(&t, &tp, 1, "p1");
 	assert_true(tw__pfd_unpark(t.cb->pfd));
@@ -988,9 +1005,7 @@ static void test_poll_park(void **state)
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "p5", "abc", 3, 0, NULL));
 	wait_frames(&t.b, 5);
 
-	pair_down(&t);
-	pthread_cond_destroy(&tp.cv);
-	pthread_mutex_destroy(&tp.mtx);
+	park_pair_down(&t, &tp);
 }
 
 // Waits until the I/O thread has left cb's socket parked, and leaves it
@@ -1016,11 +1031,8 @@ static void test_note_taken(void **state)
 {
 	(void)state;
 	pair t;
-	pair_up(&t);
-	tw__poller_set_park_ns(t.p, INT64_C(3600) * 1000000000);
-	tpost tp = { .c = t.cb, .o = &t.b };
-	pthread_mutex_init(&tp.mtx, NULL);
-	tw__cond_init(&tp.cv);
+	tpost tp;
+	park_pair_up(&t, &tp);
 
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "n1", "abc", 3, 0, NULL));
 	wait_frames(&t.b, 1);
@@ -1037,9 +1049,7 @@ static void test_note_taken(void **state)
 	assert_string_equal(t.b.frames[3].key, "n4");
 	assert_true(pthread_equal(t.b.frames[3].reader, pthread_self()));
 
-	pair_down(&t);
-	pthread_cond_destroy(&tp.cv);
-	pthread_mutex_destroy(&tp.mtx);
+	park_pair_down(&t, &tp);
 }
 
 // While an application thread waits for the reader role
@@ -1051,11 +1061,8 @@ static void test_app_wait(void **state)
 {
 	(void)state;
 	pair t;
-	pair_up(&t);
-	tw__poller_set_park_ns(t.p, INT64_C(3600) * 1000000000);
-	tpost tp = { .c = t.cb, .o = &t.b };
-	pthread_mutex_init(&tp.mtx, NULL);
-	tw__cond_init(&tp.cv);
+	tpost tp;
+	park_pair_up(&t, &tp);
 
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "w1", "abc", 3, 0, NULL));
 	wait_frames(&t.b, 1);
@@ -1074,9 +1081,7 @@ static void test_app_wait(void **state)
 	assert_true(pthread_equal(t.b.frames[1].reader, pthread_self()));
 	assert_true(pthread_equal(t.b.frames[2].reader, pthread_self()));
 
-	pair_down(&t);
-	pthread_cond_destroy(&tp.cv);
-	pthread_mutex_destroy(&tp.mtx);
+	park_pair_down(&t, &tp);
 }
 
 // --- deferred writes ---------------------------------------------------------
