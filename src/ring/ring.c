@@ -416,6 +416,21 @@ static int ring_own_moved(uint32_t *word, uint32_t found, struct ring_seen *sn,
 	return TW_EPROTO;
 }
 
+// Whether the slot of message `idx` holds it (1), is free (0), or holds
+// neither (TW_EPROTO).  Seq_cst: the load pairs with the producer's
+// release of the word, making the slot written before it visible, and is
+// the re-check of a consumer that announced itself.
+static int ring_published(const tw_ring *r, uint32_t lane, uint32_t idx)
+{
+	struct tw_ring_slot *s = ring_slot(r, lane, idx);
+	uint32_t seq = __atomic_load_n(&s->seq, __ATOMIC_SEQ_CST);
+	if (seq == idx + 1)
+		return 1;
+	if (seq == idx + 1 - r->slots)
+		return 0;
+	return ring_bad_seq(lane, idx, seq);
+}
+
 // Counts the messages published in `lane` from `head` on: a handle that
 // takes over the producer's role learns where the previous one stopped
 // from the sequence words, there being no published tail.  At most
@@ -425,13 +440,11 @@ static int ring_find_tail(
 {
 	uint32_t idx = head;
 	for (uint32_t k = 0; k < r->slots; k++, idx++) {
-		struct tw_ring_slot *s = ring_slot(r, lane, idx);
-		uint32_t seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
-		if (seq == idx + 1)
-			continue;
-		if (seq != idx + 1 - r->slots)
-			return ring_bad_seq(lane, idx, seq);
-		break;
+		int there = ring_published(r, lane, idx);
+		if (there < 0)
+			return there;
+		if (there == 0)
+			break;
 	}
 	*tail = idx;
 	return TW_OK;
@@ -528,21 +541,6 @@ static int ring_release(tw_ring *r, uint32_t lane, struct ring_seen *sn)
 	if (__atomic_load_n(&lc->prod_sleepers, __ATOMIC_SEQ_CST) != 0)
 		ring_wake(&lc->space_seq);
 	return TW_OK;
-}
-
-// Whether the slot of message `idx` holds it (1), is free (0), or holds
-// neither (TW_EPROTO).  Seq_cst: the load pairs with the producer's
-// release of the word, making the slot written before it visible, and is
-// the re-check of a consumer that announced itself.
-static int ring_published(const tw_ring *r, uint32_t lane, uint32_t idx)
-{
-	struct tw_ring_slot *s = ring_slot(r, lane, idx);
-	uint32_t seq = __atomic_load_n(&s->seq, __ATOMIC_SEQ_CST);
-	if (seq == idx + 1)
-		return 1;
-	if (seq == idx + 1 - r->slots)
-		return 0;
-	return ring_bad_seq(lane, idx, seq);
 }
 
 // Takes the oldest message of `lane`, if any.
