@@ -337,9 +337,11 @@ TW_API void tw_link_stats(const tw_link *l, tw_stats *out);
 // least): before measuring memory, or with heartbeats off.  Those
 // connections are the node's, shared by every link to the same peer
 // process: theirs shrink too.  Other transports keep nothing that grows
-// (shm:// rings have a fixed size).  Returns the bytes given back; 0 for
-// NULL.  Never waits on a peer; thread-safe, also with sends and
-// receives on l, but not with tw_link_close(l).  The pool of message
+// (shm:// rings have a fixed size).  Returns the bytes given back, all
+// of them gone from the process by then; 0 for NULL.  Never waits on a
+// peer (a ring that a write in progress still reads goes when that
+// write returns, and writes never block); thread-safe, also with sends
+// and receives on l, but not with tw_link_close(l).  The pool of message
 // buffers is tw_buf_pool_drain's.
 TW_API size_t tw_link_trim(tw_link *l);
 

@@ -225,8 +225,9 @@ void tw__tcp_conn_ask(tcp_conn *c, uint64_t seq);
 // Gives back what the connection's send ring holds beyond the frames the
 // peer has not confirmed: the ring grows with the bytes in flight (a
 // power of two, 32 MiB at most) and keeps its size until trimmed here.
-// Returns the bytes freed.  Never blocks but on the writer's mutex;
-// thread-safe.
+// Returns the bytes freed, all of them gone by then: a write in progress
+// that may still read the old ring is waited for (it never waits on the
+// peer).  Thread-safe; not from the thread that holds the writer role.
 size_t tw__tcp_conn_trim(tcp_conn *c);
 
 // For tests: when set, called by a poll with a post (below) once it took

@@ -46,7 +46,8 @@ typedef struct tcp_writer {
 	pthread_cond_t cv; // the role, room or the connection changed
 	unsigned char *buf; // the ring (cap a power of two), by mtx
 	size_t cap;
-	unsigned char *stale; // a ring the role may still write from
+	unsigned char *stale; // a ring the role may still write from, by mtx
+	unsigned stale_waits; // trims that wait for stale to go, by mtx
 	uint64_t base, out, end; // by mtx
 	uint64_t *fend; // end position of frame s at fend[s % fcap],
 	size_t fcap; // for s in (released, seq], by mtx
@@ -199,6 +200,10 @@ void tw__tcp_conn_set_read_between(int64_t ns);
 // For tests: how long tw__tcp_conn_reclaim waits for the peer before it
 // copies; 0 restores the default.  For the whole process.
 void tw__tcp_writer_set_lend_wait(int64_t ns);
+
+// The writer role no longer reads the ring it kept (stale), if any: it
+// goes, and a trim that waits for it is woken.  tx.mtx held.
+void tw__tcp_writer_drop_stale(tcp_writer *tx);
 
 // Wakes every thread waiting in the writer half (the connection failed).
 void tw__tcp_writer_wake(tcp_conn *c);

@@ -1595,6 +1595,100 @@ static void test_trim(void **state)
 	assert_true(tr.trims > 0 && tr.freed > 0);
 }
 
+typedef struct trim_call {
+	tcp_conn *c;
+	size_t freed;
+	_Atomic bool done;
+} trim_call;
+
+static void *trim_call_main(void *arg)
+{
+	trim_call *t = arg;
+	t->freed = tw__tcp_conn_trim(t->c);
+	atomic_store(&t->done, true);
+	return NULL;
+}
+
+// A trim while a write is in progress moves the ring, but returns only
+// once the writer let go of the old one: what it counts as given back is
+// gone by then.  The writer role is held here, as a write that has not
+// returned would hold it.
+static void test_trim_waits_for_writer(void **state)
+{
+	(void)state;
+	tw__poller *p;
+	rs_owner oa, ob;
+	tcp_conn *a, *b;
+	rs_up(&p, &oa, &a, &ob, &b);
+	// Frames 0 to 5 of the stream's check (one TW_TCP_FRAME_MAX long)
+	// grow the ring; confirmed, the ring holds nothing.
+	unsigned char *buf = malloc(TW_TCP_FRAME_MAX);
+	uint64_t seq = 0;
+	for (uint32_t i = 0; i < 6; i++) {
+		size_t len = rs_len(i);
+		tw_test_fill(buf, len, i, 1, 2);
+		TW_PASS(send1(a, TW_TCP_F_DATA, i, "k", buf, len, 0, &seq));
+	}
+	free(buf);
+	TW_PASS(tw__tcp_conn_wait_ack(a, seq, deadline_in(10000), NULL));
+	size_t grown = ring_cap(a);
+	assert_true(grown > TX_RING_MIN);
+
+	pthread_mutex_lock(&a->tx.mtx);
+	assert_false(a->tx.writing);
+	a->tx.writing = true;
+	pthread_mutex_unlock(&a->tx.mtx);
+	trim_call t = { .c = a };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, trim_call_main, &t), 0);
+	// The trim moves the ring and waits for the old one to go; one that
+	// returned with the old ring still there fails here.
+	int64_t dl = deadline_in(10000);
+	bool waiting = false;
+	while (!waiting && !atomic_load(&t.done) && tw__now_ns() < dl) {
+		pthread_mutex_lock(&a->tx.mtx);
+		waiting = a->tx.stale_waits > 0;
+		pthread_mutex_unlock(&a->tx.mtx);
+		if (!waiting)
+			sched_yield();
+	}
+	pthread_mutex_lock(&a->tx.mtx);
+	bool stale = a->tx.stale != NULL;
+	size_t cap = a->tx.cap;
+	pthread_mutex_unlock(&a->tx.mtx);
+	if (!waiting) {
+		if (atomic_load(&t.done))
+			assert_int_equal(pthread_join(th, NULL), 0);
+		fail_msg("the trim %s, the old ring %s",
+		    atomic_load(&t.done) ? "returned" : "never waited",
+		    stale ? "still kept" : "gone");
+	}
+	assert_true(stale);
+	assert_int_equal(cap, TX_RING_MIN);
+	assert_false(atomic_load(&t.done));
+	// The write returns.
+	pthread_mutex_lock(&a->tx.mtx);
+	a->tx.writing = false;
+	tw__tcp_writer_drop_stale(&a->tx);
+	pthread_mutex_unlock(&a->tx.mtx);
+	tw__tcp_writer_kick(a); // whatever was appended meanwhile
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(t.freed, grown - TX_RING_MIN);
+	assert_int_equal(rs_wait_next(&ob, 6), 6);
+	if (ob.err[0] != '\0')
+		fail_msg("%s", ob.err);
+	assert_int_equal(oa.failed + ob.failed, 0);
+	tw__tcp_conn_fail(a, TW_EPEER, NULL);
+	tw__tcp_conn_fail(b, TW_EPEER, NULL);
+	assert_int_equal(rs_wait(&oa, &oa.failed, 1), 1);
+	assert_int_equal(rs_wait(&ob, &ob.failed, 1), 1);
+	tw__tcp_conn_unref(a);
+	tw__tcp_conn_unref(b);
+	tw__poller_free(p);
+	rs_fini(&oa);
+	rs_fini(&ob);
+}
+
 // Two ends of a TCP connection on loopback (heartbeats look at TCP_INFO,
 // which a socketpair lacks).
 static void tcp_pair(int sv[2])
@@ -1843,6 +1937,7 @@ int main(void)
 		cmocka_unit_test(test_read_between),
 		cmocka_unit_test(test_defer_no_timer),
 		cmocka_unit_test(test_trim),
+		cmocka_unit_test(test_trim_waits_for_writer),
 		cmocka_unit_test(test_trim_idle),
 		cmocka_unit_test(test_resume_stream),
 		cmocka_unit_test(test_resume_lent),

@@ -349,8 +349,27 @@ size_t tw__tcp_conn_trim(tcp_conn *c)
 	size_t fold = tx->fcap;
 	if (fcap < fold && index_move(tx, fcap) == TW_OK)
 		freed += (fold - fcap) * sizeof(*tx->fend);
+	// What is counted as given back is gone when this returns: an old
+	// ring that a write in progress may read goes when that write
+	// returns, which never waits on the peer.  Left to the writer, a
+	// ring of up to 32 MiB outlived the trim that was to measure
+	// memory without it (a preempted I/O thread keeps its role).
+	while (tx->stale != NULL) {
+		tx->stale_waits++;
+		pthread_cond_wait(&tx->cv, &tx->mtx);
+		tx->stale_waits--;
+	}
 	pthread_mutex_unlock(&tx->mtx);
 	return freed;
+}
+
+void tw__tcp_writer_drop_stale(tcp_writer *tx)
+{
+	if (tx->stale == NULL)
+		return;
+	free(tx->stale);
+	tx->stale = NULL;
+	pthread_cond_broadcast(&tx->cv); // a trim may wait for it
 }
 
 static void put(tcp_writer *tx, const void *src, size_t n)
@@ -455,8 +474,7 @@ static int flush_ring(tcp_conn *c, unsigned *epoch)
 	tcp_writer *tx = &c->tx;
 	for (;;) {
 		pthread_mutex_lock(&tx->mtx);
-		free(tx->stale); // not written from any more
-		tx->stale = NULL;
+		tw__tcp_writer_drop_stale(tx); // not written from any more
 		if (tx->down) {
 			pthread_mutex_unlock(&tx->mtx);
 			return TW_EAGAIN; // kept for the next socket
@@ -516,8 +534,7 @@ static void writer_done(tcp_conn *c)
 {
 	tcp_writer *tx = &c->tx;
 	tx->writing = false;
-	free(tx->stale);
-	tx->stale = NULL;
+	tw__tcp_writer_drop_stale(tx);
 	// Written, or the I/O thread's to write below.
 	atomic_store_explicit(&tx->deferred, false, memory_order_relaxed);
 	if ((tx->out < tx->end || tx->owe_pong || tx->owe_ack) && !tx->down
@@ -673,8 +690,7 @@ static void write_own(
 		pthread_mutex_lock(&tx->mtx);
 		tx->last_flush = tw__now_ns();
 		tx->writing = false;
-		free(tx->stale);
-		tx->stale = NULL;
+		tw__tcp_writer_drop_stale(tx);
 		pthread_cond_broadcast(&tx->cv);
 		if (status == TW_EPEER) {
 			pthread_mutex_unlock(&tx->mtx);
