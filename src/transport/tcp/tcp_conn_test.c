@@ -1431,15 +1431,11 @@ static void rs_cut(
 	TW_PASS(tw__tcp_conn_resume(b, nv[1], NULL, ra));
 }
 
-// Checks that b got the whole stream, unharmed, with neither end failed;
-// then fails both and frees everything.
-static void rs_end_check(
+// Ends the pair of rs_up, neither end having failed before: fails both
+// and frees everything.
+static void rs_teardown(
     tw__poller *p, tcp_conn *a, rs_owner *oa, tcp_conn *b, rs_owner *ob)
 {
-	rs_wait_next(ob, RS_FRAMES);
-	if (ob->err[0] != '\0')
-		fail_msg("%s", ob->err);
-	assert_int_equal(rs_next(ob), RS_FRAMES);
 	assert_int_equal(oa->failed + ob->failed, 0);
 	tw__tcp_conn_fail(a, TW_EPEER, NULL);
 	tw__tcp_conn_fail(b, TW_EPEER, NULL);
@@ -1450,6 +1446,18 @@ static void rs_end_check(
 	tw__poller_free(p);
 	rs_fini(oa);
 	rs_fini(ob);
+}
+
+// Checks that b got the whole stream, unharmed, with neither end failed;
+// then ends the pair.
+static void rs_end_check(
+    tw__poller *p, tcp_conn *a, rs_owner *oa, tcp_conn *b, rs_owner *ob)
+{
+	rs_wait_next(ob, RS_FRAMES);
+	if (ob->err[0] != '\0')
+		fail_msg("%s", ob->err);
+	assert_int_equal(rs_next(ob), RS_FRAMES);
+	rs_teardown(p, a, oa, b, ob);
 }
 
 // The stream of test_resume_stream, cut as often while it flows; with
@@ -1492,6 +1500,22 @@ static void test_resume_lent(void **state)
 {
 	(void)state;
 	resume_stream(true);
+}
+
+// Sends frames [from, to) of the stream's check on a, as rs_send_main
+// does; returns the last one's sequence number.
+static uint64_t rs_send_frames(tcp_conn *a, uint32_t from, uint32_t to)
+{
+	unsigned char *buf = malloc(TW_TCP_FRAME_MAX);
+	assert_non_null(buf);
+	uint64_t seq = 0;
+	for (uint32_t i = from; i < to; i++) {
+		size_t len = rs_len(i);
+		tw_test_fill(buf, len, i, 1, 2);
+		TW_PASS(send1(a, TW_TCP_F_DATA, i, "k", buf, len, 0, &seq));
+	}
+	free(buf);
+	return seq;
 }
 
 static size_t ring_cap(tcp_conn *c)
@@ -1540,17 +1564,9 @@ static void test_trim(void **state)
 	// none (it sends nothing, and confirms on its own only every
 	// TX_RETAIN_MAX / 4), unless asked: the ring grows to hold the first
 	// 24, and once b confirmed them at a's asking, holds the last six.
-	unsigned char *buf = malloc(TW_TCP_FRAME_MAX);
-	uint64_t seq = 0;
-	for (uint32_t i = 0; i < 30; i++) {
-		if (i == 24)
-			TW_PASS(tw__tcp_conn_wait_ack(
-			    a, seq, deadline_in(10000), NULL));
-		size_t len = rs_len(i);
-		tw_test_fill(buf, len, i, 1, 2);
-		TW_PASS(send1(a, TW_TCP_F_DATA, i, "k", buf, len, 0, &seq));
-	}
-	free(buf);
+	uint64_t seq = rs_send_frames(a, 0, 24);
+	TW_PASS(tw__tcp_conn_wait_ack(a, seq, deadline_in(10000), NULL));
+	seq = rs_send_frames(a, 24, 30);
 	assert_int_equal(rs_wait_next(&ob, 30), 30);
 	size_t grown = ring_cap(a);
 	assert_true(grown >= 4 * (size_t)TW_TCP_FRAME_MAX);
@@ -1622,14 +1638,7 @@ static void test_trim_waits_for_writer(void **state)
 	rs_up(&p, &oa, &a, &ob, &b);
 	// Frames 0 to 5 of the stream's check (one TW_TCP_FRAME_MAX long)
 	// grow the ring; confirmed, the ring holds nothing.
-	unsigned char *buf = malloc(TW_TCP_FRAME_MAX);
-	uint64_t seq = 0;
-	for (uint32_t i = 0; i < 6; i++) {
-		size_t len = rs_len(i);
-		tw_test_fill(buf, len, i, 1, 2);
-		TW_PASS(send1(a, TW_TCP_F_DATA, i, "k", buf, len, 0, &seq));
-	}
-	free(buf);
+	uint64_t seq = rs_send_frames(a, 0, 6);
 	TW_PASS(tw__tcp_conn_wait_ack(a, seq, deadline_in(10000), NULL));
 	size_t grown = ring_cap(a);
 	assert_true(grown > TX_RING_MIN);
@@ -1677,16 +1686,7 @@ static void test_trim_waits_for_writer(void **state)
 	assert_int_equal(rs_wait_next(&ob, 6), 6);
 	if (ob.err[0] != '\0')
 		fail_msg("%s", ob.err);
-	assert_int_equal(oa.failed + ob.failed, 0);
-	tw__tcp_conn_fail(a, TW_EPEER, NULL);
-	tw__tcp_conn_fail(b, TW_EPEER, NULL);
-	assert_int_equal(rs_wait(&oa, &oa.failed, 1), 1);
-	assert_int_equal(rs_wait(&ob, &ob.failed, 1), 1);
-	tw__tcp_conn_unref(a);
-	tw__tcp_conn_unref(b);
-	tw__poller_free(p);
-	rs_fini(&oa);
-	rs_fini(&ob);
+	rs_teardown(p, a, &oa, b, &ob);
 }
 
 // Two ends of a TCP connection on loopback (heartbeats look at TCP_INFO,
