@@ -137,16 +137,13 @@ static void reap(tw__poller *p)
 		pthread_cond_broadcast(&p->cv);
 }
 
-// A registration's park timer fired: unless its owner claimed it back
-// meanwhile, the registration is handed a readable event, and the next
-// park starts again from the first period.
-static void park_fired(tw__pfd *d)
+void tw__pfd_park_fired(tw__pfd *d)
 {
 	atomic_store_explicit(&d->park_at, 0, memory_order_relaxed);
 	atomic_store_explicit(&d->park_period, 0, memory_order_relaxed);
 	int one = 1;
 	if (atomic_compare_exchange_strong(&d->parked, &one, 0))
-		d->cb(d, TW__POLL_IN, d->arg);
+		d->cb(d, TW__POLL_IN | TW__POLL_PARK, d->arg);
 }
 
 // A tw__ptimer fired: its callback runs with the count of expiries since
@@ -197,7 +194,7 @@ static void *poller_main(void *arg)
 				continue;
 			}
 			if (timer) {
-				park_fired(d);
+				tw__pfd_park_fired(d);
 				continue;
 			}
 			unsigned e = 0;

@@ -24,15 +24,18 @@
 // (tw__pfd_unpark) with one compare-and-swap.  Each registration has a
 // park timer (a timerfd in the poller's epoll set): when it fires on a
 // registration still parked, the poller thread hands its callback a
-// readable event (TW__POLL_IN, whatever is there), and the callback reads
-// and re-arms as after any event.  The parker, not the poller thread,
-// keeps the timer ahead: a park that finds it due within half a period
-// sets it a period ahead again, the period doubling (TW__PARK_NS up to
-// 8 ms) while readers keep coming back.  So a reader that keeps coming
-// back costs one timerfd_settime per half period and never a wake-up of
-// the poller thread, which on a CPU it shares with that reader would take
-// the CPU from it; and whatever a park leaves in the descriptor is read
-// at most one period (8 ms) after the last reader left.  Arming the
+// readable event (TW__POLL_IN | TW__POLL_PARK, whatever is there), and
+// the callback reads and re-arms as after any event, or parks again when
+// it knows that its reader is about to come back.  The parker, not the
+// poller thread, keeps the timer ahead: a park that finds it due within
+// half a period sets it a period ahead again, the period doubling
+// (TW__PARK_NS up to 8 ms) while readers keep coming back.  So a reader
+// that keeps coming back costs one timerfd_settime per half period and
+// never a wake-up of the poller thread, which on a CPU it shares with that
+// reader would take the CPU from it; and whatever a park leaves in the
+// descriptor is read at most one period (8 ms) after the last reader left
+// (later only while the callback parks again: its reader is still busy
+// with what it has).  Arming the
 // registration (tw__pfd_arm, tw__pfd_swap_fd) ends its park.
 //
 // Thread-safety: every function may be called from any thread, including
@@ -52,6 +55,9 @@ enum {
 	TW__POLL_IN = 1, // readable, or the peer closed
 	TW__POLL_OUT = 2, // writable
 	TW__POLL_ERR = 4, // an error or a hang-up (always reported)
+	// With TW__POLL_IN: the park timer ended a park (see Parking), so the
+	// descriptor may or may not be readable.
+	TW__POLL_PARK = 8,
 };
 
 // Runs on the poller thread with the events that fired; the registration
@@ -135,6 +141,13 @@ bool tw__pfd_park(tw__pfd *pfd);
 bool tw__pfd_unpark(tw__pfd *pfd);
 
 void tw__poller_set_park_ns(tw__poller *p, int64_t ns);
+
+// What the poller thread does when the park timer fires: unless the owner
+// claimed the registration back meanwhile, its callback runs with
+// TW__POLL_IN | TW__POLL_PARK (here, on the caller's thread), and the next
+// park starts again from the first period.  Tests call it to end a park
+// at a point of their choosing.
+void tw__pfd_park_fired(tw__pfd *pfd);
 
 // How many times the poller thread has woken up so far (for tests).
 uint64_t tw__poller_wakeups(const tw__poller *p);

@@ -417,6 +417,23 @@ static bool want_out(tcp_conn *c)
 	return out;
 }
 
+// A park that the timer ended (TW__POLL_PARK) while the application took
+// messages out of the mailbox since the I/O thread last looked: it reads
+// for itself once the mailbox runs dry, and the park goes on.  Reading here
+// instead filled the mailbox with up to IO_BUDGET_NS of frames, which the
+// application took longer to drain than a park period: the timer fired
+// again, and a stream of small messages stayed with this thread, a
+// contended mailbox lock per message (less than half the rate).  A stream
+// the application stopped taking is read at the next firing.  Not when the
+// application may not take the role (io_more) or TLS holds bytes that the
+// socket will not announce.  Reader role held.
+static bool parked_consumer(tcp_conn *c, unsigned events)
+{
+	return (events & TW__POLL_PARK) && !atomic_load(&c->rx.io_more)
+	    && !tw__tcp_conn_rx_pending(c)
+	    && atomic_exchange(&c->rx.app_took, false);
+}
+
 static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 {
 	(void)pfd;
@@ -430,7 +447,12 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 		// re-armed now, it would only fire again at once.  (A parked
 		// registration that nobody claimed comes here too, readable
 		// or not: see poller.h.)
-		if (pthread_mutex_trylock(&c->rx.mtx) == 0) {
+		if (pthread_mutex_trylock(&c->rx.mtx) != 0) {
+			rearm = false;
+		} else if (parked_consumer(c, events)) {
+			pthread_mutex_unlock(&c->rx.mtx);
+			leave = true;
+		} else {
 			unsigned frames = 0;
 			int status
 			    = tw__tcp_reader_pump(c, IO_BUDGET_NS, &frames);
@@ -465,8 +487,6 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 					tw__tcp_conn_fail(c, status, NULL);
 				return;
 			}
-		} else {
-			rearm = false;
 		}
 	}
 	if (events & TW__POLL_OUT)

@@ -16,6 +16,7 @@
 // from a frame never sent fails the connection.
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -1084,6 +1085,48 @@ static void test_app_wait(void **state)
 	park_pair_down(&t, &tp);
 }
 
+// Frames handed up by cb's reader so far.
+static int frames_of(pair *t)
+{
+	pthread_mutex_lock(&t->b.mtx);
+	int n = t->b.n;
+	pthread_mutex_unlock(&t->b.mtx);
+	return n;
+}
+
+// A park that its timer ends (tw__pfd_park_fired) while the application
+// took a message since the I/O thread last looked goes on, unread: the
+// application reads for itself once it finds nothing more.  The next
+// firing, with nothing taken meanwhile, reads.  A regression here shows
+// as the first firing handing up the frame.  The park period is an hour:
+// only the test's own firings end a park.
+static void test_park_app_taking(void **state)
+{
+	(void)state;
+	pair t;
+	tpost tp;
+	park_pair_up(&t, &tp);
+
+	poll_for(&t, &tp, 1, "t1"); // read by the application: left parked
+	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "t2", "abc", 3, 0, NULL));
+	struct pollfd pfd = { .fd = t.cb->fd, .events = POLLIN };
+	assert_int_equal(poll(&pfd, 1, 10000), 1); // t2 waits in the socket
+
+	tw__tcp_conn_note_taken(t.cb);
+	tw__pfd_park_fired(t.cb->pfd);
+	assert_int_equal(frames_of(&t), 1);
+	assert_false(atomic_load(&t.cb->rx.app_took));
+	assert_true(tw__pfd_unpark(t.cb->pfd)); // parked again
+	assert_true(tw__pfd_park(t.cb->pfd));
+
+	tw__pfd_park_fired(t.cb->pfd); // nothing taken since: it reads
+	assert_int_equal(frames_of(&t), 2);
+	assert_string_equal(t.b.frames[1].key, "t2");
+	assert_true(pthread_equal(t.b.frames[1].reader, pthread_self()));
+
+	park_pair_down(&t, &tp);
+}
+
 // --- deferred writes ---------------------------------------------------------
 
 // The frames of the writer that wait for a flush (see defer in
@@ -1933,6 +1976,7 @@ int main(void)
 		cmocka_unit_test(test_poll_park),
 		cmocka_unit_test(test_note_taken),
 		cmocka_unit_test(test_app_wait),
+		cmocka_unit_test(test_park_app_taking),
 		cmocka_unit_test(test_defer),
 		cmocka_unit_test(test_read_between),
 		cmocka_unit_test(test_defer_no_timer),

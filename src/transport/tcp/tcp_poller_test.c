@@ -389,8 +389,8 @@ static void solo_down(solo *s)
 }
 
 // A parked registration that nobody claims is called back on the poller
-// thread with TW__POLL_IN once its period has passed, with bytes waiting
-// or without, exactly once per park.
+// thread with TW__POLL_IN | TW__POLL_PARK once its period has passed, with
+// bytes waiting or without, exactly once per park.
 static void test_park_fires(void **state)
 {
 	(void)state;
@@ -404,7 +404,7 @@ static void test_park_fires(void **state)
 	assert_int_equal(write(sv[1], "x", 1), 1);
 	assert_true(tw__pfd_park(pr->pfd));
 	assert_int_equal(wait_calls(pr, 1), 1);
-	assert_int_equal(pr->events, TW__POLL_IN);
+	assert_int_equal(pr->events, TW__POLL_IN | TW__POLL_PARK);
 	assert_true(pr->on_thread);
 	assert_false(tw__pfd_unpark(pr->pfd)); // the thread had it
 	assert_true(tw__pfd_park(pr->pfd)); // nothing to read this time
