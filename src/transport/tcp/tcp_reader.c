@@ -106,12 +106,17 @@ static int on_header(tcp_conn *c, const tw__tcp_hdr *h)
 	if (tw__tcp_writer_release(c, h->rcvd) != TW_OK)
 		return rx_proto(c, "reception of a frame not written yet");
 	// Sequentially consistent with the waiters' count, so that a waiter
-	// either sees the new ack or is seen here.
-	atomic_store(&c->peer_ack, h->ack);
-	if (atomic_load(&c->ack_waiters) > 0) {
-		pthread_mutex_lock(&c->ack_mtx);
-		pthread_cond_broadcast(&c->ack_cv);
-		pthread_mutex_unlock(&c->ack_mtx);
+	// either sees the new ack or is seen here.  An ack that did not move
+	// (a one-way stream's) is no news to anybody: no store, which is a
+	// full barrier per frame.  Only the reader stores it.
+	if (atomic_load_explicit(&c->peer_ack, memory_order_relaxed)
+	    != h->ack) {
+		atomic_store(&c->peer_ack, h->ack);
+		if (atomic_load(&c->ack_waiters) > 0) {
+			pthread_mutex_lock(&c->ack_mtx);
+			pthread_cond_broadcast(&c->ack_cv);
+			pthread_mutex_unlock(&c->ack_mtx);
+		}
 	}
 	rx->cur = *h;
 	rx->after_large = h->len >= RX_DIRECT_MIN;
