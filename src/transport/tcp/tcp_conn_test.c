@@ -1053,6 +1053,15 @@ static void test_note_taken(void **state)
 	park_pair_down(&t, &tp);
 }
 
+// Frames handed up by cb's reader so far.
+static int frames_of(pair *t)
+{
+	pthread_mutex_lock(&t->b.mtx);
+	int n = t->b.n;
+	pthread_mutex_unlock(&t->b.mtx);
+	return n;
+}
+
 // While an application thread waits for the reader role
 // (tw__tcp_conn_poll), the I/O thread reads no more than it has handled:
 // woken by a frame, it leaves the socket parked for the waiter to claim
@@ -1072,10 +1081,7 @@ static void test_app_wait(void **state)
 	atomic_fetch_add(&t.cb->rx.app_wait, 1); // as a waiting poll does
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "w2", "abc", 3, 0, NULL));
 	assert_true(wait_parked(&t));
-	pthread_mutex_lock(&t.b.mtx);
-	int n = t.b.n;
-	pthread_mutex_unlock(&t.b.mtx);
-	assert_int_equal(n, 1);
+	assert_int_equal(frames_of(&t), 1);
 	atomic_fetch_sub(&t.cb->rx.app_wait, 1);
 	poll_for(&t, &tp, 3, "w3");
 	assert_string_equal(t.b.frames[1].key, "w2");
@@ -1083,15 +1089,6 @@ static void test_app_wait(void **state)
 	assert_true(pthread_equal(t.b.frames[2].reader, pthread_self()));
 
 	park_pair_down(&t, &tp);
-}
-
-// Frames handed up by cb's reader so far.
-static int frames_of(pair *t)
-{
-	pthread_mutex_lock(&t->b.mtx);
-	int n = t->b.n;
-	pthread_mutex_unlock(&t->b.mtx);
-	return n;
 }
 
 // A park that its timer ends (tw__pfd_park_fired) while the application
