@@ -35,8 +35,8 @@
 // reader would take the CPU from it; and whatever a park leaves in the
 // descriptor is read at most one period (8 ms) after the last reader left
 // (later only while the callback parks again: its reader is still busy
-// with what it has).  Arming the
-// registration (tw__pfd_arm, tw__pfd_swap_fd) ends its park.
+// with what it has).  Arming the registration (tw__pfd_arm,
+// tw__pfd_swap_fd) ends its park.
 //
 // Thread-safety: every function may be called from any thread, including
 // from callbacks, except tw__poller_free (never from a callback).
