@@ -467,18 +467,18 @@ static void append_owed(tcp_conn *c)
 // --- writing ------------------------------------------------------------------
 
 // Writes what is appended, without blocking; the caller holds the writer
-// role and not tx.mtx.  TW_OK when everything is out, TW_EAGAIN, or
-// TW_EPEER (the socket broke: epoch says which socket it was).
+// role and tx.mtx, which is released around each write and held again on
+// return (both callers go on under it: taking it once more per flush was
+// two of the five lock round trips of a small frame's send).  TW_OK when
+// everything is out, TW_EAGAIN, or TW_EPEER (the socket broke: epoch says
+// which socket it was).
 static int flush_ring(tcp_conn *c, unsigned *epoch)
 {
 	tcp_writer *tx = &c->tx;
 	for (;;) {
-		pthread_mutex_lock(&tx->mtx);
 		tw__tcp_writer_drop_stale(tx); // not written from any more
-		if (tx->down) {
-			pthread_mutex_unlock(&tx->mtx);
+		if (tx->down)
 			return TW_EAGAIN; // kept for the next socket
-		}
 		// Owed answers join once the socket took everything: a peer
 		// that floods PINGs and reads nothing gets one PONG per
 		// drained socket, not one each.
@@ -486,12 +486,12 @@ static int flush_ring(tcp_conn *c, unsigned *epoch)
 			append_owed(c);
 		struct iovec v[TX_IOV_MAX];
 		int n = segments(tx, tx->out, tx->end, v, TX_IOV_MAX);
+		if (n == 0)
+			return TW_OK;
 		int fd = c->fd;
 		tw__tls *tls = c->tls;
 		*epoch = c->epoch;
 		pthread_mutex_unlock(&tx->mtx);
-		if (n == 0)
-			return TW_OK;
 		size_t total = 0;
 		for (int i = 0; i < n; i++)
 			total += v[i].iov_len;
@@ -505,7 +505,6 @@ static int flush_ring(tcp_conn *c, unsigned *epoch)
 		tx->out += total - rest;
 		tx->writes++; // no longer reads what a lender took back
 		pthread_cond_broadcast(&tx->cv);
-		pthread_mutex_unlock(&tx->mtx);
 		if (status != TW_OK)
 			return status;
 	}
@@ -552,10 +551,8 @@ static void flush_as_writer(tcp_conn *c)
 {
 	tcp_writer *tx = &c->tx;
 	tx->writing = true;
-	pthread_mutex_unlock(&tx->mtx);
 	unsigned epoch = 0;
 	int status = flush_ring(c, &epoch);
-	pthread_mutex_lock(&tx->mtx);
 	tx->last_flush = tw__now_ns();
 	writer_done(c);
 	pthread_mutex_unlock(&tx->mtx);
@@ -684,10 +681,8 @@ static void write_own(
 			continue;
 		}
 		tx->writing = true;
-		pthread_mutex_unlock(&tx->mtx);
 		unsigned epoch = 0;
 		int status = flush_ring(c, &epoch);
-		pthread_mutex_lock(&tx->mtx);
 		tx->last_flush = tw__now_ns();
 		tx->writing = false;
 		tw__tcp_writer_drop_stale(tx);
