@@ -99,6 +99,13 @@ typedef struct tcp_conn_ops {
 	// held.  May be NULL for an owner that never sets the memo.
 	void (*rx_idle)(void *owner, tcp_conn *c);
 
+	// The reader is about to read the socket again (what it read so far
+	// is handled), or a pump ends (before rx_idle): what the owner kept
+	// back of the frames handled so far goes on now, so that nothing
+	// waits for more bytes or another pump.  Reader role held.  TW_OK, or
+	// an error that fails the connection.  May be NULL.
+	int (*rx_flush)(void *owner, tcp_conn *c);
+
 	// A resumable connection's socket broke (EOF, a reset, an error, or
 	// a silence of 3 heartbeat periods): the connection is down, its
 	// reader has stopped (tw__tcp_conn_received is final), and senders

@@ -61,6 +61,9 @@ struct tcp_peer {
 	// Changes after each change of `theirs` (under mtx): a reader's memo
 	// of a slot's channel (rx_chan) holds while it stays.
 	_Atomic uint64_t theirs_gen;
+	// Small messages read on main, on their way into the mailbox
+	// together (tcp_rx_batch); main's reader role.
+	tcp_rx_batch rxb;
 };
 
 // --- small accessors ---------------------------------------------------------------
@@ -290,6 +293,11 @@ static tcp_chan *by_slot(tcp_peer *p, uint32_t slot)
 	return mc;
 }
 
+static bool is_main(const tcp_peer *p, const tcp_conn *c)
+{
+	return c == p->main;
+}
+
 // Lets go of the reader's memo (see rx_chan).
 static void peer_rx_idle(void *owner, tcp_conn *c)
 {
@@ -306,17 +314,30 @@ static void peer_rx_idle(void *owner, tcp_conn *c)
 // referenced, for the frames after it, until the pump ends (peer_rx_idle)
 // or the peer's slots change (theirs_gen), instead of a lock and a
 // reference per frame.
-static tcp_chan *rx_chan(tcp_peer *p, tcp_conn *c, uint32_t slot)
+static int rx_chan(tcp_peer *p, tcp_conn *c, uint32_t slot, tcp_chan **out)
 {
 	tcp_rx_memo *m = tw__tcp_conn_rx_memo(c);
 	uint64_t gen
 	    = atomic_load_explicit(&p->theirs_gen, memory_order_acquire);
-	if (m->set && m->key == slot && m->gen == gen)
-		return m->val;
+	if (m->set && m->key == slot && m->gen == gen) {
+		*out = m->val;
+		return TW_OK;
+	}
+	// The batch borrows the memo's channel: it goes first.
+	int status = is_main(p, c) ? tw__tcp_rx_batch_flush(&p->rxb) : TW_OK;
 	peer_rx_idle(p, c); // the old memo goes
 	tcp_chan *mc = by_slot(p, slot);
 	*m = (tcp_rx_memo) { .val = mc, .gen = gen, .key = slot, .set = true };
-	return mc;
+	*out = mc;
+	return status;
+}
+
+// What main's reader kept back goes on: the reader is about to read the
+// socket again, or its pump ends (ops->rx_flush).
+static int peer_rx_flush(void *owner, tcp_conn *c)
+{
+	tcp_peer *p = owner;
+	return is_main(p, c) ? tw__tcp_rx_batch_flush(&p->rxb) : TW_OK;
 }
 
 // --- failing ------------------------------------------------------------------------
@@ -364,11 +385,6 @@ void tw__tcp_peer_close(tcp_peer *p, int64_t deadline)
 }
 
 // --- frames from the peer -------------------------------------------------------------
-
-static bool is_main(const tcp_peer *p, const tcp_conn *c)
-{
-	return c == p->main;
-}
 
 static int refuse(tcp_peer *p, const char *why)
 {
@@ -461,8 +477,18 @@ static int peer_rx_frame(
 		}
 		return status;
 	}
-	tcp_chan *mc = rx_chan(p, c, h->slot);
-	int status = TW_OK;
+	// Any frame but a small message may act on the messages in the
+	// batch (close their namespace, hold what follows them): they go
+	// first.
+	if (h->type != TW_TCP_F_DATA && is_main(p, c)) {
+		int st = tw__tcp_rx_batch_flush(&p->rxb);
+		if (st != TW_OK)
+			return st;
+	}
+	tcp_chan *mc = NULL;
+	int status = rx_chan(p, c, h->slot, &mc);
+	if (status != TW_OK)
+		return status;
 	switch (h->type) {
 	case TW_TCP_F_DATA:
 		if (mc != NULL && h->len > mc->ep->max_msg) {
@@ -473,7 +499,7 @@ static int peer_rx_frame(
 		if (mc != NULL) {
 			tw__tcp_conn_rx_handled(c); // see on_data
 			status = tw__tcp_sx_data_copy(p->sx, mc, h->key, pay,
-			    (size_t)h->len, post_of(p, c));
+			    (size_t)h->len, post_of(p, c), &p->rxb);
 		}
 		break;
 	case TW_TCP_F_STRIPED: {
@@ -514,6 +540,11 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
     const unsigned char *head, unsigned char **dst, void **cookie)
 {
 	tcp_peer *p = owner;
+	if (is_main(p, c)) {
+		int status = tw__tcp_rx_batch_flush(&p->rxb); // see rx_frame
+		if (status != TW_OK)
+			return status;
+	}
 	if (h->type == TW_TCP_F_DATA) {
 		if (!is_main(p, c))
 			return refuse(
@@ -686,6 +717,7 @@ static const tcp_conn_ops peer_conn_ops = {
 	.failed = peer_failed,
 	.rx_unpost = peer_rx_unpost,
 	.rx_idle = peer_rx_idle,
+	.rx_flush = peer_rx_flush,
 	.down = peer_down,
 };
 
