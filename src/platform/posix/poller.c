@@ -126,6 +126,10 @@ static void reap(tw__poller *p)
 	while (list != NULL) {
 		tw__pfd *d = list;
 		list = d->reap_next;
+		if (d->tfd >= 0) {
+			close(d->tfd);
+			d->tfd = -1;
+		}
 		if (d->self_fini) {
 			free(d);
 		} else {
@@ -379,11 +383,11 @@ void tw__pfd_fini(tw__pfd *d)
 	// registration goes away regardless, so the error is ignored.
 	if (d->fd >= 0)
 		(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->fd, NULL);
-	if (d->tfd >= 0) {
+	// The timer is closed by the reap, on the thread: an expiry that
+	// epoll_wait returned already may be being read there now (a
+	// ptimer's, timer_fired), and its number must not be reused before.
+	if (d->tfd >= 0)
 		(void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, d->tfd, NULL);
-		close(d->tfd);
-		d->tfd = -1;
-	}
 	d->reap_next = p->reap;
 	p->reap = d;
 	if (own) {

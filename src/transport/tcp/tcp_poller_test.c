@@ -727,6 +727,35 @@ static void test_timer(void **state)
 	pthread_mutex_destroy(&tp.mtx);
 }
 
+// Timers finished while they fire: the timer's descriptor stays open
+// until the thread is done with the expiry it may be reading, so that its
+// number is never reused under that read (ThreadSanitizer saw fini close
+// it during timer_fired's read).  A fast periodic timer keeps the thread
+// reading; each round finishes it at a different moment.
+static void test_timer_fini_firing(void **state)
+{
+	(void)state;
+	tw__poller *p;
+	TW_PASS(tw__poller_new(&p));
+	tick_probe tp;
+	memset(&tp, 0, sizeof(tp));
+	pthread_mutex_init(&tp.mtx, NULL);
+	tw__cond_init(&tp.cv);
+	tp.p = p;
+	int64_t wait_ms = tw_test_scale_ms(10000);
+	for (int round = 0; round < 300; round++) {
+		tw__pfd *t;
+		TW_PASS(tw__ptimer_init(p, on_tick, &tp, &t));
+		int calls = wait_ticks(&tp, 0, 0);
+		TW_PASS(tw__ptimer_set(t, tw__now_ns(), 20000));
+		assert_true(wait_ticks(&tp, calls + 1, wait_ms) > calls);
+		tw__pfd_fini(t);
+	}
+	tw__poller_free(p);
+	pthread_cond_destroy(&tp.cv);
+	pthread_mutex_destroy(&tp.mtx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -741,6 +770,7 @@ int main(void)
 		cmocka_unit_test(test_park_keeps_ahead),
 		cmocka_unit_test(test_park_no_timer),
 		cmocka_unit_test(test_timer),
+		cmocka_unit_test(test_timer_fini_firing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
