@@ -69,8 +69,6 @@ static void got_bytes(tcp_conn *c, size_t n)
 	    &c->rx.last_rx, tw__now_ns(), memory_order_relaxed);
 }
 
-// Reads what the socket has into the read buffer.  TW_OK (some bytes),
-// TW_EAGAIN (none now), TW_EPEER (EOF or an error).
 // What the owner kept back of the frames handled so far goes on
 // (ops->rx_flush).
 static int flush_owner(tcp_conn *c)
@@ -79,6 +77,9 @@ static int flush_owner(tcp_conn *c)
 	                                : TW_OK;
 }
 
+// Reads what the socket has into the read buffer, after the owner's flush.
+// TW_OK (some bytes), TW_EAGAIN (none now), TW_EPEER (EOF or an error), or
+// the flush's error.
 static int fill(tcp_conn *c)
 {
 	tcp_reader *rx = &c->rx;

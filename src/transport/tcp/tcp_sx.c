@@ -370,9 +370,10 @@ int tw__tcp_sx_data_copy(tcp_sx *sx, tcp_chan *mc, const char *key,
 {
 	bool held
 	    = atomic_load_explicit(&mc->held_n, memory_order_acquire) != 0;
-	// A message the post may take must not pass those that wait in the
-	// batch (claim_small looks for its key in the mailbox), and one that
-	// skips the batch must not either.
+	// Neither a message that the post may take (claim_small looks for
+	// older ones of its key in the mailbox) nor one that goes in another
+	// way (held behind a striped message, too long for the batch) may
+	// pass those that wait in the batch: they go in first.
 	bool claimable = post != NULL && !post->used && post->mc == mc;
 	if (b != NULL && !claimable && !held && len <= TW__MAILBOX_INLINE)
 		return tw__tcp_chan_deliver_batched(b, mc, key, src, len);
