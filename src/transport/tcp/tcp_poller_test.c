@@ -644,6 +644,20 @@ static void on_tick(tw__pfd *pfd, unsigned events, void *arg)
 	pthread_mutex_unlock(&tp->mtx);
 }
 
+static void tick_probe_init(tick_probe *tp, tw__poller *p)
+{
+	memset(tp, 0, sizeof(*tp));
+	pthread_mutex_init(&tp->mtx, NULL);
+	tw__cond_init(&tp->cv);
+	tp->p = p;
+}
+
+static void tick_probe_fini(tick_probe *tp)
+{
+	pthread_cond_destroy(&tp->cv);
+	pthread_mutex_destroy(&tp->mtx);
+}
+
 // Waits until the timer was called `n` times, or `ms` passed; returns the
 // count.
 static int wait_ticks(tick_probe *tp, int n, int64_t ms)
@@ -661,10 +675,7 @@ static void test_timer(void **state)
 	tw__poller *p;
 	TW_PASS(tw__poller_new(&p));
 	tick_probe tp;
-	memset(&tp, 0, sizeof(tp));
-	pthread_mutex_init(&tp.mtx, NULL);
-	tw__cond_init(&tp.cv);
-	tp.p = p;
+	tick_probe_init(&tp, p);
 	tw__pfd *t;
 	TW_PASS(tw__ptimer_init(p, on_tick, &tp, &t));
 	int64_t wait_ms = tw_test_scale_ms(10000);
@@ -723,8 +734,7 @@ static void test_timer(void **state)
 	tw__poller_free(p);
 	pthread_cond_destroy(&o.cv);
 	pthread_mutex_destroy(&o.mtx);
-	pthread_cond_destroy(&tp.cv);
-	pthread_mutex_destroy(&tp.mtx);
+	tick_probe_fini(&tp);
 }
 
 // Timers finished while they fire: the timer's descriptor stays open
@@ -738,10 +748,7 @@ static void test_timer_fini_firing(void **state)
 	tw__poller *p;
 	TW_PASS(tw__poller_new(&p));
 	tick_probe tp;
-	memset(&tp, 0, sizeof(tp));
-	pthread_mutex_init(&tp.mtx, NULL);
-	tw__cond_init(&tp.cv);
-	tp.p = p;
+	tick_probe_init(&tp, p);
 	int64_t wait_ms = tw_test_scale_ms(10000);
 	for (int round = 0; round < 300; round++) {
 		tw__pfd *t;
@@ -752,8 +759,7 @@ static void test_timer_fini_firing(void **state)
 		tw__pfd_fini(t);
 	}
 	tw__poller_free(p);
-	pthread_cond_destroy(&tp.cv);
-	pthread_mutex_destroy(&tp.mtx);
+	tick_probe_fini(&tp);
 }
 
 int main(void)
