@@ -1041,6 +1041,11 @@ static void test_note_taken(void **state)
 	wait_frames(&t.b, 2); // the I/O thread re-armed after n1
 	assert_false(pthread_equal(t.b.frames[1].reader, pthread_self()));
 
+	// The note is for the next read: the I/O thread must have decided
+	// about n2's (it looks at the note before it lets go of the role),
+	// or it would take the note for that one and park for an hour.
+	pthread_mutex_lock(&t.cb->rx.mtx);
+	pthread_mutex_unlock(&t.cb->rx.mtx);
 	tw__tcp_conn_note_taken(t.cb);
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "n3", "abc", 3, 0, NULL));
 	wait_frames(&t.b, 3);
