@@ -430,6 +430,7 @@ int tw__tcp_chan_deliver_copy(
 }
 
 _Atomic uint64_t tw__tcp_rx_batched;
+void (*_Atomic tw__tcp_rx_flush_hook)(tcp_conn *c, uint64_t first);
 
 int tw__tcp_rx_batch_flush(tcp_rx_batch *b)
 {
@@ -447,29 +448,24 @@ int tw__tcp_rx_batch_flush(tcp_rx_batch *b)
 	        b->part, n, deliver_limit(mc, b->key)));
 }
 
-int tw__tcp_chan_deliver_batched(tcp_rx_batch *b, tcp_chan *mc,
-    const char *key, const void *src, size_t len)
+bool tw__tcp_rx_batch_joins(
+    const tcp_rx_batch *b, const tcp_chan *mc, const char *key)
 {
-	size_t klen = strlen(key);
-	bool fits = klen < sizeof(b->key) && len <= TW__MAILBOX_INLINE;
-	int status = TW_OK;
-	if (b->mc != NULL
-	    && (!fits || b->mc != mc || b->n == TCP_RXB_MAX
-	        || strcmp(b->key, key) != 0))
-		status = tw__tcp_rx_batch_flush(b);
-	if (status != TW_OK)
-		return status;
-	if (!fits)
-		return tw__tcp_chan_deliver_copy(mc, key, src, len);
+	return b->mc == NULL
+	    || (b->mc == mc && b->n < TCP_RXB_MAX && strcmp(b->key, key) == 0);
+}
+
+void tw__tcp_rx_batch_add(tcp_rx_batch *b, tcp_chan *mc, const char *key,
+    const void *src, size_t len)
+{
 	if (b->mc == NULL) {
 		b->mc = mc;
-		memcpy(b->key, key, klen + 1);
+		memcpy(b->key, key, strlen(key) + 1);
 	}
 	if (len > 0)
 		memcpy(b->bytes[b->n], src, len);
 	b->part[b->n] = (tw__mb_part) { b->bytes[b->n], len };
 	b->n++;
-	return TW_OK;
 }
 
 // The peer closed or aborted namespace `ns` (core/mailbox.h keeps what

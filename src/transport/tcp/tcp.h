@@ -184,30 +184,38 @@ int tw__tcp_chan_deliver_copy(
 // mailbox together (tw__mailbox_push_copy_many): a stream of small
 // messages takes the mailbox's lock once per read, not once per message
 // (in an 8-byte stream the lock was an eighth of the receiving thread's
-// time).  Only the holder of that connection's reader role touches it, and
-// it is empty whenever the role is let go: the owner flushes it before the
-// reader reads the socket again and when a pump ends (ops->rx_flush), and
-// before any frame whose effect must not pass the messages in it.  `mc`
-// is borrowed from the reader's memo (tcp_rx_memo), which the owner lets
-// go only after a flush.
+// time).  The peer (tcp_peer.c) decides what joins, and flushes the batch
+// before the reader reads the socket again and when a pump ends
+// (ops->rx_flush), before any frame whose effect must not pass the
+// messages in it, and while it holds them, the connection's acks stay
+// short of the first (tw__tcp_conn_hold_batch): an ack says that a message
+// is in the mailbox.  Only the holder of the main connection's reader role
+// touches it.  `mc` is borrowed from the reader's memo (tcp_rx_memo),
+// which the peer lets go only after a flush.
 #define TCP_RXB_MAX 64
 typedef struct tcp_rx_batch {
 	tcp_chan *mc; // NULL when empty
 	size_t n;
+	uint64_t first; // the frame of the first message
 	char key[TW_KEY_MAX];
 	tw__mb_part part[TCP_RXB_MAX];
 	unsigned char bytes[TCP_RXB_MAX][TW__MAILBOX_INLINE];
 } tcp_rx_batch;
 
-// tw__tcp_chan_deliver_copy of a message of at most TW__MAILBOX_INLINE
-// bytes, by way of b, which is flushed first when it holds another
-// channel's or key's messages or is full.  The same returns, for the
-// messages pushed by this call.
-int tw__tcp_chan_deliver_batched(tcp_rx_batch *b, tcp_chan *mc,
-    const char *key, const void *src, size_t len);
+// Whether a message of `key` for mc may join b as it is: b is empty, or
+// holds fewer than TCP_RXB_MAX messages of mc and key.
+bool tw__tcp_rx_batch_joins(
+    const tcp_rx_batch *b, const tcp_chan *mc, const char *key);
+// Adds a copy of src[0..len) (len <= TW__MAILBOX_INLINE, key shorter than
+// TW_KEY_MAX), which must join (above).
+void tw__tcp_rx_batch_add(tcp_rx_batch *b, tcp_chan *mc, const char *key,
+    const void *src, size_t len);
 // Pushes what b holds, in order; b is empty after, whatever the result.
 // The same returns as tw__tcp_chan_deliver.
 int tw__tcp_rx_batch_flush(tcp_rx_batch *b);
+// Called with main's connection and the batch's first frame before each
+// flush of a batch (for tests), or NULL.
+extern void (*_Atomic tw__tcp_rx_flush_hook)(tcp_conn *c, uint64_t first);
 
 // A striped message of `len` bytes from the peer was given up (CANCEL),
 // or delivered in a posted buffer without passing the mailbox: its cost
@@ -350,11 +358,10 @@ void tw__tcp_sx_fail(tcp_sx *sx);
 int tw__tcp_sx_data(
     tcp_sx *sx, tcp_chan *mc, const char *key, void *data, size_t len);
 // The same for a copy of src[0..len), read by the main connection whose
-// reader posted `post` (or NULL), by way of that reader's batch `b` (or
-// NULL: at once) when it may wait there.
+// reader posted `post` (or NULL).
 struct tcp_post;
 int tw__tcp_sx_data_copy(tcp_sx *sx, tcp_chan *mc, const char *key,
-    const void *src, size_t len, struct tcp_post *post, tcp_rx_batch *b);
+    const void *src, size_t len, struct tcp_post *post);
 // A receive of `key` into buf[0..cap) that an application thread posted
 // while it reads the peer's main connection itself (tw__tcp_conn_poll's
 // post): the next message of that key from mc, if it is next in line and

@@ -328,6 +328,11 @@ int tw__tcp_conn_wait_ack(
 // announcement).  When the hold moves forward, the new ack goes out.
 void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq);
 
+// A second hold of the same kind, for the owner's reader: messages from
+// frame `seq` on wait in a batch of its own on their way to where an ack
+// says they are (UINT64_MAX: none wait).  Reader role held.
+void tw__tcp_conn_hold_batch(tcp_conn *c, uint64_t seq);
+
 // The sequence number of the last frame that went to the owner whole.
 uint64_t tw__tcp_conn_rx_done(const tcp_conn *c);
 

@@ -100,6 +100,7 @@ typedef struct tcp_reader {
 	void *post; // the polling thread's (tw__tcp_conn_poll), or NULL
 	_Atomic uint64_t done; // the last frame handled
 	_Atomic uint64_t hold; // the owner's: no ack from this number on
+	_Atomic uint64_t bhold; // the same for the owner's batch
 	_Atomic bool pinged; // a PING came since the hold last moved
 	_Atomic bool io_more; // the I/O thread stopped with bytes left
 	// An application thread took a message the I/O thread had delivered

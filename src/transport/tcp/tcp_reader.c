@@ -45,6 +45,7 @@ int tw__tcp_reader_init(tcp_reader *rx)
 		return TW_ENOMEM;
 	tw__tcp_rx_init(&rx->st);
 	atomic_store(&rx->hold, UINT64_MAX);
+	atomic_store(&rx->bhold, UINT64_MAX);
 	atomic_store(&rx->last_rx, tw__now_ns());
 	return TW_OK;
 }

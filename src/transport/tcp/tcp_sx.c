@@ -366,22 +366,8 @@ void tw__tcp_sx_placed_small(tcp_chan *mc, tcp_post *post, size_t len)
 }
 
 int tw__tcp_sx_data_copy(tcp_sx *sx, tcp_chan *mc, const char *key,
-    const void *src, size_t len, tcp_post *post, tcp_rx_batch *b)
+    const void *src, size_t len, tcp_post *post)
 {
-	bool held
-	    = atomic_load_explicit(&mc->held_n, memory_order_acquire) != 0;
-	// Neither a message that the post may take (claim_small looks for
-	// older ones of its key in the mailbox) nor one that goes in another
-	// way (held behind a striped message, too long for the batch) may
-	// pass those that wait in the batch: they go in first.
-	bool claimable = post != NULL && !post->used && post->mc == mc;
-	if (b != NULL && !claimable && !held && len <= TW__MAILBOX_INLINE)
-		return tw__tcp_chan_deliver_batched(b, mc, key, src, len);
-	if (b != NULL) {
-		int status = tw__tcp_rx_batch_flush(b);
-		if (status != TW_OK)
-			return status;
-	}
 	if (tw__tcp_sx_claim_small(mc, key, len, post)) {
 		if (len > 0)
 			memcpy(post->buf, src, len);
