@@ -532,9 +532,10 @@ static int peer_rx_frame(
 		}
 		return status;
 	}
-	// Any frame but a small message may act on the messages in the
-	// batch (close their namespace, hold what follows them): they go
-	// first.
+	// Any frame for a channel but a small message may act on the
+	// messages in the batch (close their namespace, hold what follows
+	// them): they go first.  (An OPEN, above, binds a channel that has
+	// none in the batch.)
 	if (h->type != TW_TCP_F_DATA && is_main(p, c)) {
 		int st = batch_flush(p);
 		if (st != TW_OK)
