@@ -151,7 +151,7 @@ void tw__tcp_conn_unref(tcp_conn *c)
 	free(c);
 }
 
-uint64_t tw__tcp_conn_ack_out(const tcp_conn *c)
+uint64_t tw__tcp_conn_ack_out(const tcp_conn *c, bool last)
 {
 	// done is read first: an owner sets a hold before it lets done pass
 	// the frame it holds, so a done read past that frame comes with the
@@ -162,7 +162,12 @@ uint64_t tw__tcp_conn_ack_out(const tcp_conn *c)
 	    = atomic_load_explicit(&c->rx.hold, memory_order_acquire);
 	uint64_t bhold
 	    = atomic_load_explicit(&c->rx.bhold, memory_order_acquire);
-	if (bhold < hold)
+	// A closing connection's last frame covers the batch: its messages
+	// are in this process and go in with the pump that read them, and
+	// the ack that would follow the flush would find the connection
+	// gone, leaving the peer's close waiting for it in vain (its
+	// tw_link_close then failed with TW_EPEER).
+	if (bhold < hold && !last)
 		hold = bhold;
 	if (hold != UINT64_MAX && hold - 1 < done)
 		done = hold - 1;

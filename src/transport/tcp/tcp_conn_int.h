@@ -156,8 +156,9 @@ struct tcp_conn {
 // --- tcp_conn.c -------------------------------------------------------------
 
 // The ack our frames carry: the last frame handled, held short of the
-// owner's hold.
-uint64_t tw__tcp_conn_ack_out(const tcp_conn *c);
+// owner's holds; for the frame that ends the connection (`last`: BYE),
+// short of the striped messages' hold only.
+uint64_t tw__tcp_conn_ack_out(const tcp_conn *c, bool last);
 
 // (Re-)arms the socket for reading, and for writing when the I/O thread
 // has queued bytes to flush.  tx.mtx held.

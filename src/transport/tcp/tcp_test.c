@@ -938,7 +938,7 @@ static _Atomic int flushes, ack_passed;
 static void flush_seen(tcp_conn *c, uint64_t first)
 {
 	atomic_fetch_add(&flushes, 1);
-	if (tw__tcp_conn_ack_out(c) >= first)
+	if (tw__tcp_conn_ack_out(c, false) >= first)
 		atomic_store(&ack_passed, 1);
 }
 
