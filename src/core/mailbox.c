@@ -60,7 +60,7 @@ static _Thread_local int mb_oom;
 // of small messages queues tens of thousands of them before flow control
 // stops the sender, and keeping that many (6 MiB of nodes) spared a
 // fifth of a tcp:// flood's time, where 1024 spared little.
-#define MB_INLINE TW__MAILBOX_INLINE
+#define MB_INLINE 64
 #define MB_SPARE_MAX 65536
 
 typedef struct mb_msg {
@@ -540,43 +540,61 @@ int tw__mailbox_pop_into(tw_mailbox *m, uint32_t from, const char *key,
 	return status;
 }
 
-// Whether a message of `len` bytes of (f, key) may go in now: TW_OK,
-// TW_EAGAIN when it must wait for room, or why it never will (refused
-// data counts as taken: *report and *taken say so).  mtx held.
-static int admit(tw_mailbox *m, mb_from *f, const char *key, bool counted,
-    size_t len, uint64_t limit, const _Atomic int *cancel, bool *report,
-    uint64_t *taken)
+// Queues a message: `data` (owned, passed on TW_OK) or, when `src` is not
+// NULL, a copy of src[0..len) that this makes (in the node when it fits).
+static int push(tw_mailbox *m, uint32_t from, const char *key, void *data,
+    const void *src, size_t len, uint64_t limit, int64_t deadline,
+    const _Atomic int *cancel)
 {
-	if (key_refused(m, f->from, key)) {
-		// Refused data has left as far as its sender's credit is
-		// concerned: nobody will ever take it.
-		if (counted) {
-			f->taken += mb_cost(m, len);
-			*report = taken_after(m, f->from, counted, taken);
-		}
-		return TW_ECLOSED;
+	bool counted = !tw__key_is_ctl(key);
+	int status = TW_OK;
+	uint64_t taken = 0;
+	bool report = false;
+	pthread_mutex_lock(&m->mtx);
+	mb_from *f = from_get(m, from, true);
+	if (f == NULL) {
+		status = TW_ENOMEM;
+		goto out;
 	}
-	if (f->closed)
-		return TW_EPEER;
-	if (cancel != NULL
-	    && atomic_load_explicit(cancel, memory_order_acquire))
-		return TW_ECLOSED;
-	// One message is always admitted into an empty box, so that a message
-	// larger than the limit can still be sent.
-	if (!counted || f->queued == 0 || f->queued + mb_cost(m, len) <= limit)
-		return TW_OK;
-	return TW_EAGAIN;
-}
-
-// Queues an admitted message: `data` (owned) or a copy of src[0..len),
-// which fits a node.  mtx held.  TW_OK or TW_ENOMEM.
-static int enqueue(tw_mailbox *m, mb_from *f, const char *key, bool counted,
-    void *data, const void *src, size_t len)
-{
-	mb_queue *q = queue_get(m, f->from, key, true);
+	for (;;) {
+		if (key_refused(m, from, key)) {
+			// Refused data has left as far as its sender's credit
+			// is concerned: nobody will ever take it.
+			if (counted) {
+				f->taken += mb_cost(m, len);
+				report = taken_after(m, from, counted, &taken);
+			}
+			status = TW_ECLOSED;
+			goto out;
+		}
+		if (f->closed) {
+			status = TW_EPEER;
+			goto out;
+		}
+		if (cancel != NULL
+		    && atomic_load_explicit(cancel, memory_order_acquire)) {
+			status = TW_ECLOSED;
+			goto out;
+		}
+		// One message is always admitted into an empty box, so that a
+		// message larger than the limit can still be sent.
+		if (!counted || f->queued == 0
+		    || f->queued + mb_cost(m, len) <= limit)
+			break;
+		f->pushers++;
+		int rv = tw__cond_wait_until(&f->space, &m->mtx, deadline);
+		f->pushers--;
+		if (rv == ETIMEDOUT) {
+			status = TW_ETIMEDOUT;
+			goto out;
+		}
+	}
+	mb_queue *q = queue_get(m, from, key, true);
 	mb_msg *msg = q != NULL ? msg_get(m) : NULL;
-	if (msg == NULL)
-		return TW_ENOMEM;
+	if (msg == NULL) {
+		status = TW_ENOMEM;
+		goto out;
+	}
 	msg->len = len;
 	msg->counted = counted;
 	msg->data = data;
@@ -601,7 +619,7 @@ static int enqueue(tw_mailbox *m, mb_from *f, const char *key, bool counted,
 		mb_msg *old = q->head;
 		q->head = q->tail = msg;
 		msg_put(m, old);
-		return TW_OK;
+		goto out;
 	}
 	if (q->tail != NULL)
 		q->tail->next = msg;
@@ -616,76 +634,7 @@ static int enqueue(tw_mailbox *m, mb_from *f, const char *key, bool counted,
 		f->peak = f->queued;
 	if (q->waiters > 0)
 		pthread_cond_signal(&q->cv);
-	return TW_OK;
-}
-
-// Queues a message: `data` (owned, passed on TW_OK) or, when `src` is not
-// NULL, a copy of src[0..len) that this makes (in the node when it fits).
-static int push(tw_mailbox *m, uint32_t from, const char *key, void *data,
-    const void *src, size_t len, uint64_t limit, int64_t deadline,
-    const _Atomic int *cancel)
-{
-	bool counted = !tw__key_is_ctl(key);
-	int status;
-	uint64_t taken = 0;
-	bool report = false;
-	pthread_mutex_lock(&m->mtx);
-	mb_from *f = from_get(m, from, true);
-	if (f == NULL) {
-		status = TW_ENOMEM;
-		goto out;
-	}
-	while ((status = admit(
-	            m, f, key, counted, len, limit, cancel, &report, &taken))
-	    == TW_EAGAIN) {
-		f->pushers++;
-		int rv = tw__cond_wait_until(&f->space, &m->mtx, deadline);
-		f->pushers--;
-		if (rv == ETIMEDOUT) {
-			status = TW_ETIMEDOUT;
-			goto out;
-		}
-	}
-	if (status == TW_OK)
-		status = enqueue(m, f, key, counted, data, src, len);
 out:
-	pthread_mutex_unlock(&m->mtx);
-	if (report)
-		taken_report(m, from, taken);
-	return status;
-}
-
-int tw__mailbox_push_copy_many(tw_mailbox *m, uint32_t from, const char *key,
-    const tw__mb_part *parts, size_t n, uint64_t limit)
-{
-	if (m == NULL || key == NULL || (parts == NULL && n > 0))
-		return TW_EINVAL;
-	for (size_t i = 0; i < n; i++)
-		if (parts[i].len > TW__MAILBOX_INLINE
-		    || (parts[i].data == NULL && parts[i].len > 0))
-			return TW_EINVAL;
-	bool counted = !tw__key_is_ctl(key);
-	int status = TW_OK;
-	uint64_t taken = 0;
-	bool report = false;
-	pthread_mutex_lock(&m->mtx);
-	mb_from *f = from_get(m, from, true);
-	if (f == NULL)
-		status = TW_ENOMEM;
-	for (size_t i = 0; i < n && status == TW_OK; i++) {
-		const void *src = parts[i].data != NULL ? parts[i].data : "";
-		int st = admit(m, f, key, counted, parts[i].len, limit, NULL,
-		    &report, &taken);
-		if (st == TW_EAGAIN)
-			st = TW_ETIMEDOUT; // never waits
-		if (st == TW_OK)
-			st = enqueue(
-			    m, f, key, counted, NULL, src, parts[i].len);
-		// Refused or from a closed sender: that message is dropped, as
-		// its push alone would have been, and the next one is tried.
-		if (st != TW_ECLOSED && st != TW_EPEER)
-			status = st;
-	}
 	pthread_mutex_unlock(&m->mtx);
 	if (report)
 		taken_report(m, from, taken);

@@ -67,28 +67,6 @@ int tw__mailbox_push_copy(tw_mailbox *m, uint32_t from, const char *key,
     const void *src, size_t len, uint64_t limit, int64_t deadline,
     const _Atomic int *cancel);
 
-// The most bytes a message may have to be kept in its node, with no
-// allocation of its own (tw__mailbox_push_copy, push_copy_many).
-#define TW__MAILBOX_INLINE 64
-
-// One message of tw__mailbox_push_copy_many.
-typedef struct tw__mb_part {
-	const void *data; // may be NULL when len is 0
-	size_t len; // at most TW__MAILBOX_INLINE
-} tw__mb_part;
-
-// tw__mailbox_push_copy of n small messages of one key, in order, under
-// one acquisition of the lock: a transport that reads a stream of small
-// messages in one go pushes them at the cost of one.  Never waits: a
-// message that finds no room ends the call with TW_ETIMEDOUT (the messages
-// before it went in, none after it).  A message refused (TW_ECLOSED) or
-// from a closed sender (TW_EPEER) is dropped as its push alone would be,
-// and the next is tried.  Returns TW_OK, TW_ETIMEDOUT, TW_ENOMEM (the
-// messages before the one that failed went in), or TW_EINVAL (nothing
-// went in: a NULL argument, or a part longer than TW__MAILBOX_INLINE).
-int tw__mailbox_push_copy_many(tw_mailbox *m, uint32_t from, const char *key,
-    const tw__mb_part *parts, size_t n, uint64_t limit);
-
 // tw_mailbox_pop with an absolute deadline, or a lazy one (core/clock.h)
 // that counts from the moment the pop must wait.
 int tw__mailbox_pop_until(tw_mailbox *m, uint32_t from, const char *key,

@@ -1458,87 +1458,6 @@ static void test_taken(void **state)
 	tw_mailbox_free(m);
 }
 
-// Many small messages of one key in one call: in order, each as its own
-// push would be, under the same limit (never waiting), refusals and
-// control keys included.
-static void test_push_copy_many(void **state)
-{
-	(void)state;
-	tw_mailbox *m = mb_new();
-	taken_log t = { 0 };
-	tw__mailbox_on_taken(m, on_taken, &t);
-	char big[TW__MAILBOX_INLINE + 1] = { 0 };
-	tw__mb_part p[4] = { { "one", 3 }, { NULL, 0 }, { "three", 5 },
-		{ big, TW__MAILBOX_INLINE } };
-	TW_PASS(tw__mailbox_push_copy_many(m, 1, "a:k", p, 4, UINT64_MAX));
-	size_t len = 1;
-	char got[TW__MAILBOX_INLINE];
-	expect_pop(m, 1, "a:k", "one");
-	TW_PASS(tw__mailbox_pop_into(m, 1, "a:k", 0, got, sizeof(got), &len));
-	assert_int_equal(len, 0);
-	expect_pop(m, 1, "a:k", "three");
-	TW_PASS(tw__mailbox_pop_into(m, 1, "a:k", 0, got, sizeof(got), &len));
-	assert_int_equal(len, TW__MAILBOX_INLINE);
-	TW_FAIL(tw_mailbox_probe(m, 1, "a:k", &len), TW_EAGAIN);
-	TW_PASS(tw__mailbox_push_copy_many(m, 1, "a:k", NULL, 0, 0));
-
-	// The limit: the first message always goes into an empty box, the
-	// one that finds no room ends the call, and none after it go in.
-	TW_FAIL(tw__mailbox_push_copy_many(m, 1, "a:k", p, 3, C(3) + C(0)),
-	    TW_ETIMEDOUT);
-	expect_pop(m, 1, "a:k", "one");
-	TW_PASS(tw__mailbox_pop_into(m, 1, "a:k", 0, got, sizeof(got), &len));
-	assert_int_equal(len, 0);
-	TW_FAIL(tw_mailbox_probe(m, 1, "a:k", &len), TW_EAGAIN);
-
-	// Refused messages are dropped one by one and count as taken.
-	TW_PASS(tw__mailbox_abort_ns(m, "a"));
-	int calls = t.calls;
-	uint64_t before = t.taken;
-	TW_PASS(tw__mailbox_push_copy_many(m, 1, "a:k", p, 3, UINT64_MAX));
-	assert_int_equal(t.calls, calls + 1);
-	assert_int_equal(t.taken, before + C(3) + C(0) + C(5));
-	TW_PASS(tw__mailbox_reopen_ns(m, "a"));
-	TW_FAIL(tw_mailbox_probe(m, 1, "a:k", &len), TW_EAGAIN);
-
-	// Control keys keep the newest.
-	TW_PASS(tw__mailbox_push_copy_many(m, 1, "a!ack", p, 3, UINT64_MAX));
-	expect_pop(m, 1, "a!ack", "three");
-	TW_FAIL(tw_mailbox_probe(m, 1, "a!ack", &len), TW_EAGAIN);
-
-	// A closed sender's messages are dropped.
-	TW_PASS(tw_mailbox_close_from(m, 2));
-	TW_PASS(tw__mailbox_push_copy_many(m, 2, "a:k", p, 3, UINT64_MAX));
-	TW_FAIL(tw_mailbox_probe(m, 2, "a:k", &len), TW_EPEER);
-
-	// Out of memory at the first message: nothing went in.
-	tw_mailbox *cold = mb_new();
-	failalloc_after(0);
-	int st = tw__mailbox_push_copy_many(cold, 1, "a:k", p, 3, UINT64_MAX);
-	failalloc_never();
-	TW_FAIL(st, TW_ENOMEM);
-	TW_FAIL(tw_mailbox_probe(cold, 1, "a:k", &len), TW_EAGAIN);
-	tw_mailbox_free(cold);
-
-	// Caller errors change nothing.
-	tw__mb_part too_long = { big, sizeof(big) };
-	tw__mb_part no_data = { NULL, 1 };
-	TW_FAIL(tw__mailbox_push_copy_many(NULL, 1, "a:k", p, 1, UINT64_MAX),
-	    TW_EINVAL);
-	TW_FAIL(tw__mailbox_push_copy_many(m, 1, NULL, p, 1, UINT64_MAX),
-	    TW_EINVAL);
-	TW_FAIL(tw__mailbox_push_copy_many(m, 1, "a:k", NULL, 1, UINT64_MAX),
-	    TW_EINVAL);
-	tw__mb_part mixed[2] = { p[0], too_long };
-	TW_FAIL(tw__mailbox_push_copy_many(m, 1, "a:k", mixed, 2, UINT64_MAX),
-	    TW_EINVAL);
-	TW_FAIL(
-	    tw__mailbox_push_copy_many(m, 1, "a:k", &no_data, 1, UINT64_MAX),
-	    TW_EINVAL);
-	TW_FAIL(tw_mailbox_probe(m, 1, "a:k", &len), TW_EAGAIN);
-	tw_mailbox_free(m);
-}
-
 // Keeps sender 1's reports only.
 static void on_taken_1(void *arg, uint32_t from, uint64_t taken)
 {
@@ -1814,7 +1733,6 @@ int main(void)
 		cmocka_unit_test(test_pop_into_wakes),
 		cmocka_unit_test(test_push_owned),
 		cmocka_unit_test(test_push_copy),
-		cmocka_unit_test(test_push_copy_many),
 		cmocka_unit_test(test_limit_blocks_until_pop),
 		cmocka_unit_test(test_limit_times_out),
 		cmocka_unit_test(test_empty_messages_count),

@@ -429,45 +429,6 @@ int tw__tcp_chan_deliver_copy(
 	        deliver_limit(mc, key), 0, NULL));
 }
 
-_Atomic uint64_t tw__tcp_rx_batched;
-void (*_Atomic tw__tcp_rx_flush_hook)(tcp_conn *c, uint64_t first);
-
-int tw__tcp_rx_batch_flush(tcp_rx_batch *b)
-{
-	tcp_chan *mc = b->mc;
-	if (mc == NULL)
-		return TW_OK;
-	size_t n = b->n;
-	b->mc = NULL;
-	b->n = 0;
-	if (n > 1)
-		atomic_fetch_add_explicit(
-		    &tw__tcp_rx_batched, n, memory_order_relaxed);
-	return deliver_status(mc,
-	    tw__mailbox_push_copy_many(mc->ep->mb, mc->peer_rank, b->key,
-	        b->part, n, deliver_limit(mc, b->key)));
-}
-
-bool tw__tcp_rx_batch_joins(
-    const tcp_rx_batch *b, const tcp_chan *mc, const char *key)
-{
-	return b->mc == NULL
-	    || (b->mc == mc && b->n < TCP_RXB_MAX && strcmp(b->key, key) == 0);
-}
-
-void tw__tcp_rx_batch_add(tcp_rx_batch *b, tcp_chan *mc, const char *key,
-    const void *src, size_t len)
-{
-	if (b->mc == NULL) {
-		b->mc = mc;
-		memcpy(b->key, key, strlen(key) + 1);
-	}
-	if (len > 0)
-		memcpy(b->bytes[b->n], src, len);
-	b->part[b->n] = (tw__mb_part) { b->bytes[b->n], len };
-	b->n++;
-}
-
 // The peer closed or aborted namespace `ns` (core/mailbox.h keeps what
 // matters of it).  A peer that keeps doing so for namespaces that mean
 // nothing here is broken: the entries are bounded.

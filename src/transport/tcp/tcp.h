@@ -179,44 +179,6 @@ int tw__tcp_chan_deliver(
 int tw__tcp_chan_deliver_copy(
     tcp_chan *mc, const char *key, const void *src, size_t len);
 
-// Small messages of one channel and key that the reader of a main
-// connection took from one read of the socket, on their way into the
-// mailbox together (tw__mailbox_push_copy_many): a stream of small
-// messages takes the mailbox's lock once per read, not once per message
-// (in an 8-byte stream the lock was an eighth of the receiving thread's
-// time).  The peer (tcp_peer.c) decides what joins, and flushes the batch
-// before the reader reads the socket again and when a pump ends
-// (ops->rx_flush), before any frame whose effect must not pass the
-// messages in it, and while it holds them, the connection's acks stay
-// short of the first (tw__tcp_conn_hold_batch): an ack says that a message
-// is in the mailbox.  Only the holder of the main connection's reader role
-// touches it.  `mc` is borrowed from the reader's memo (tcp_rx_memo),
-// which the peer lets go only after a flush.
-#define TCP_RXB_MAX 64
-typedef struct tcp_rx_batch {
-	tcp_chan *mc; // NULL when empty
-	size_t n;
-	uint64_t first; // the frame of the first message
-	char key[TW_KEY_MAX];
-	tw__mb_part part[TCP_RXB_MAX];
-	unsigned char bytes[TCP_RXB_MAX][TW__MAILBOX_INLINE];
-} tcp_rx_batch;
-
-// Whether a message of `key` for mc may join b as it is: b is empty, or
-// holds fewer than TCP_RXB_MAX messages of mc and key.
-bool tw__tcp_rx_batch_joins(
-    const tcp_rx_batch *b, const tcp_chan *mc, const char *key);
-// Adds a copy of src[0..len) (len <= TW__MAILBOX_INLINE, key shorter than
-// TW_KEY_MAX), which must join (above).
-void tw__tcp_rx_batch_add(tcp_rx_batch *b, tcp_chan *mc, const char *key,
-    const void *src, size_t len);
-// Pushes what b holds, in order; b is empty after, whatever the result.
-// The same returns as tw__tcp_chan_deliver.
-int tw__tcp_rx_batch_flush(tcp_rx_batch *b);
-// Called with main's connection and the batch's first frame before each
-// flush of a batch (for tests), or NULL.
-extern void (*_Atomic tw__tcp_rx_flush_hook)(tcp_conn *c, uint64_t first);
-
 // A striped message of `len` bytes from the peer was given up (CANCEL),
 // or delivered in a posted buffer without passing the mailbox: its cost
 // comes back to the peer as credit.
@@ -401,9 +363,6 @@ extern _Atomic uint64_t tw__tcp_rx_placed, tw__tcp_rx_adopted,
 // Messages of one frame delivered in a posted buffer, and moved out of one
 // half read, when its poster let go.
 extern _Atomic uint64_t tw__tcp_rx_placed_small, tw__tcp_rx_moved_small;
-// Messages that went into the mailbox in a batch of two or more
-// (tcp_rx_batch).
-extern _Atomic uint64_t tw__tcp_rx_batched;
 
 // A STRIPED announcement for mc (the peer's slot `slot`), frame `seq` of
 // connection `main`, whose acks it holds while the message is incomplete.

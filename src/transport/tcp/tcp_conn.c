@@ -151,33 +151,23 @@ void tw__tcp_conn_unref(tcp_conn *c)
 	free(c);
 }
 
-uint64_t tw__tcp_conn_ack_out(const tcp_conn *c, bool last)
+uint64_t tw__tcp_conn_ack_out(const tcp_conn *c)
 {
-	// done is read first: an owner sets a hold before it lets done pass
-	// the frame it holds, so a done read past that frame comes with the
-	// hold (or with a later move of it).
-	uint64_t done
-	    = atomic_load_explicit(&c->rx.done, memory_order_acquire);
+	// The hold is read first: an owner sets it before it lets done pass
+	// the frame it holds.
 	uint64_t hold
 	    = atomic_load_explicit(&c->rx.hold, memory_order_acquire);
-	uint64_t bhold
-	    = atomic_load_explicit(&c->rx.bhold, memory_order_acquire);
-	// A closing connection's last frame covers the batch: its messages
-	// are in this process and go in with the pump that read them, and
-	// the ack that would follow the flush would find the connection
-	// gone, leaving the peer's close waiting for it in vain (its
-	// tw_link_close then failed with TW_EPEER).
-	if (bhold < hold && !last)
-		hold = bhold;
+	uint64_t done
+	    = atomic_load_explicit(&c->rx.done, memory_order_acquire);
 	if (hold != UINT64_MAX && hold - 1 < done)
 		done = hold - 1;
 	return done;
 }
 
-// One of the owner's holds went from `old` to `seq`; `other` is the other.
-static void hold_moved(
-    tcp_conn *c, uint64_t old, uint64_t seq, const _Atomic uint64_t *other)
+void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq)
 {
+	uint64_t old
+	    = atomic_exchange_explicit(&c->rx.hold, seq, memory_order_acq_rel);
 	if (old == UINT64_MAX || (seq != UINT64_MAX && seq <= old))
 		return;
 	// The ack moved forward with no frame to carry it.  A peer that
@@ -187,29 +177,14 @@ static void hold_moved(
 	// else needs one, and one per long message would wake the peer's I/O
 	// thread once a message.  The PING is looked at after the hold moved:
 	// one that comes later is answered past the hold.
-	bool free = seq == UINT64_MAX && atomic_load(other) == UINT64_MAX;
-	bool asked = free ? atomic_exchange(&c->rx.pinged, false)
-	                  : atomic_load(&c->rx.pinged);
+	bool asked = seq == UINT64_MAX ? atomic_exchange(&c->rx.pinged, false)
+	                               : atomic_load(&c->rx.pinged);
 	if (!asked)
 		return;
 	pthread_mutex_lock(&c->tx.mtx);
 	c->tx.owe_ack = true;
 	pthread_mutex_unlock(&c->tx.mtx);
 	tw__tcp_writer_kick(c);
-}
-
-void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq)
-{
-	uint64_t old
-	    = atomic_exchange_explicit(&c->rx.hold, seq, memory_order_acq_rel);
-	hold_moved(c, old, seq, &c->rx.bhold);
-}
-
-void tw__tcp_conn_hold_batch(tcp_conn *c, uint64_t seq)
-{
-	uint64_t old = atomic_exchange_explicit(
-	    &c->rx.bhold, seq, memory_order_acq_rel);
-	hold_moved(c, old, seq, &c->rx.hold);
 }
 
 void tw__tcp_conn_rx_handled(tcp_conn *c)

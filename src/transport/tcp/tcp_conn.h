@@ -99,13 +99,6 @@ typedef struct tcp_conn_ops {
 	// held.  May be NULL for an owner that never sets the memo.
 	void (*rx_idle)(void *owner, tcp_conn *c);
 
-	// The reader is about to read the socket again (what it read so far
-	// is handled), or a pump ends (before rx_idle): what the owner kept
-	// back of the frames handled so far goes on now, so that nothing
-	// waits for more bytes or another pump.  Reader role held.  TW_OK, or
-	// an error that fails the connection.  May be NULL.
-	int (*rx_flush)(void *owner, tcp_conn *c);
-
 	// A resumable connection's socket broke (EOF, a reset, an error, or
 	// a silence of 3 heartbeat periods): the connection is down, its
 	// reader has stopped (tw__tcp_conn_received is final), and senders
@@ -327,11 +320,6 @@ int tw__tcp_conn_wait_ack(
 // when frames of other connections have arrived (a striped message's
 // announcement).  When the hold moves forward, the new ack goes out.
 void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq);
-
-// A second hold of the same kind, for the owner's reader: messages from
-// frame `seq` on wait in a batch of its own on their way to where an ack
-// says they are (UINT64_MAX: none wait).  Reader role held.
-void tw__tcp_conn_hold_batch(tcp_conn *c, uint64_t seq);
 
 // The sequence number of the last frame that went to the owner whole.
 uint64_t tw__tcp_conn_rx_done(const tcp_conn *c);

@@ -100,7 +100,6 @@ typedef struct tcp_reader {
 	void *post; // the polling thread's (tw__tcp_conn_poll), or NULL
 	_Atomic uint64_t done; // the last frame handled
 	_Atomic uint64_t hold; // the owner's: no ack from this number on
-	_Atomic uint64_t bhold; // the same for the owner's batch
 	_Atomic bool pinged; // a PING came since the hold last moved
 	_Atomic bool io_more; // the I/O thread stopped with bytes left
 	// An application thread took a message the I/O thread had delivered
@@ -156,9 +155,8 @@ struct tcp_conn {
 // --- tcp_conn.c -------------------------------------------------------------
 
 // The ack our frames carry: the last frame handled, held short of the
-// owner's holds; for the frame that ends the connection (`last`: BYE),
-// short of the striped messages' hold only.
-uint64_t tw__tcp_conn_ack_out(const tcp_conn *c, bool last);
+// owner's hold.
+uint64_t tw__tcp_conn_ack_out(const tcp_conn *c);
 
 // (Re-)arms the socket for reading, and for writing when the I/O thread
 // has queued bytes to flush.  tx.mtx held.

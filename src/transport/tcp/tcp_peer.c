@@ -61,9 +61,6 @@ struct tcp_peer {
 	// Changes after each change of `theirs` (under mtx): a reader's memo
 	// of a slot's channel (rx_chan) holds while it stays.
 	_Atomic uint64_t theirs_gen;
-	// Small messages read on main, on their way into the mailbox
-	// together (tcp_rx_batch); main's reader role.
-	tcp_rx_batch rxb;
 };
 
 // --- small accessors ---------------------------------------------------------------
@@ -293,26 +290,6 @@ static tcp_chan *by_slot(tcp_peer *p, uint32_t slot)
 	return mc;
 }
 
-static bool is_main(const tcp_peer *p, const tcp_conn *c)
-{
-	return c == p->main;
-}
-
-// Pushes main's batch (tcp_rx_batch) into the mailbox and lets main's acks
-// pass its messages.  Main's reader role held.
-static int batch_flush(tcp_peer *p)
-{
-	if (p->rxb.mc == NULL)
-		return TW_OK;
-	void (*hook)(tcp_conn *, uint64_t) = atomic_load_explicit(
-	    &tw__tcp_rx_flush_hook, memory_order_relaxed);
-	if (hook != NULL)
-		hook(p->main, p->rxb.first);
-	int status = tw__tcp_rx_batch_flush(&p->rxb);
-	tw__tcp_conn_hold_batch(p->main, UINT64_MAX);
-	return status;
-}
-
 // Lets go of the reader's memo (see rx_chan).
 static void peer_rx_idle(void *owner, tcp_conn *c)
 {
@@ -329,30 +306,17 @@ static void peer_rx_idle(void *owner, tcp_conn *c)
 // referenced, for the frames after it, until the pump ends (peer_rx_idle)
 // or the peer's slots change (theirs_gen), instead of a lock and a
 // reference per frame.
-static int rx_chan(tcp_peer *p, tcp_conn *c, uint32_t slot, tcp_chan **out)
+static tcp_chan *rx_chan(tcp_peer *p, tcp_conn *c, uint32_t slot)
 {
 	tcp_rx_memo *m = tw__tcp_conn_rx_memo(c);
 	uint64_t gen
 	    = atomic_load_explicit(&p->theirs_gen, memory_order_acquire);
-	if (m->set && m->key == slot && m->gen == gen) {
-		*out = m->val;
-		return TW_OK;
-	}
-	// The batch borrows the memo's channel: it goes first.
-	int status = is_main(p, c) ? batch_flush(p) : TW_OK;
+	if (m->set && m->key == slot && m->gen == gen)
+		return m->val;
 	peer_rx_idle(p, c); // the old memo goes
 	tcp_chan *mc = by_slot(p, slot);
 	*m = (tcp_rx_memo) { .val = mc, .gen = gen, .key = slot, .set = true };
-	*out = mc;
-	return status;
-}
-
-// What main's reader kept back goes on: the reader is about to read the
-// socket again, or its pump ends (ops->rx_flush).
-static int peer_rx_flush(void *owner, tcp_conn *c)
-{
-	tcp_peer *p = owner;
-	return is_main(p, c) ? batch_flush(p) : TW_OK;
+	return mc;
 }
 
 // --- failing ------------------------------------------------------------------------
@@ -400,6 +364,11 @@ void tw__tcp_peer_close(tcp_peer *p, int64_t deadline)
 }
 
 // --- frames from the peer -------------------------------------------------------------
+
+static bool is_main(const tcp_peer *p, const tcp_conn *c)
+{
+	return c == p->main;
+}
 
 static int refuse(tcp_peer *p, const char *why)
 {
@@ -472,46 +441,6 @@ static int on_chunk_small(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
 	    (size_t)h->len - TW_TCP_CHUNK_PREFIX, true);
 }
 
-// Whether a message of one frame may wait in main's batch: a posted
-// receive that may take it looks for older ones of its key in the mailbox,
-// and one held behind a striped message keeps its place there.
-static bool batchable(const tcp_peer *p, const tcp_conn *c, const tcp_chan *mc,
-    const tw__tcp_hdr *h)
-{
-	const tcp_post *post = post_of(p, c);
-	return is_main(p, c) && h->len <= TW__MAILBOX_INLINE
-	    && h->key_len < TW_KEY_MAX
-	    && !(post != NULL && !post->used && post->mc == mc)
-	    && atomic_load_explicit(&mc->held_n, memory_order_acquire) == 0;
-}
-
-// A DATA message of one frame (`pay`) for mc: into main's batch, or, after
-// the batch, where tw__tcp_sx_data_copy takes it.  Counted as handled
-// before the application can take it (see on_data); in the batch, main's
-// acks stay short of it until the batch is in the mailbox.
-static int on_data_small(tcp_peer *p, tcp_conn *c, tcp_chan *mc,
-    const tw__tcp_hdr *h, const unsigned char *pay)
-{
-	int status = TW_OK;
-	if (!batchable(p, c, mc, h)) {
-		if (is_main(p, c) && (status = batch_flush(p)) != TW_OK)
-			return status;
-		tw__tcp_conn_rx_handled(c);
-		return tw__tcp_sx_data_copy(
-		    p->sx, mc, h->key, pay, (size_t)h->len, post_of(p, c));
-	}
-	if (!tw__tcp_rx_batch_joins(&p->rxb, mc, h->key)
-	    && (status = batch_flush(p)) != TW_OK)
-		return status;
-	if (p->rxb.mc == NULL) {
-		p->rxb.first = h->seq;
-		tw__tcp_conn_hold_batch(c, h->seq);
-	}
-	tw__tcp_conn_rx_handled(c);
-	tw__tcp_rx_batch_add(&p->rxb, mc, h->key, pay, (size_t)h->len);
-	return TW_OK;
-}
-
 static int peer_rx_frame(
     void *owner, tcp_conn *c, const tw__tcp_hdr *h, const unsigned char *pay)
 {
@@ -532,19 +461,8 @@ static int peer_rx_frame(
 		}
 		return status;
 	}
-	// Any frame for a channel but a small message may act on the
-	// messages in the batch (close their namespace, hold what follows
-	// them): they go first.  (An OPEN, above, binds a channel that has
-	// none in the batch.)
-	if (h->type != TW_TCP_F_DATA && is_main(p, c)) {
-		int st = batch_flush(p);
-		if (st != TW_OK)
-			return st;
-	}
-	tcp_chan *mc = NULL;
-	int status = rx_chan(p, c, h->slot, &mc);
-	if (status != TW_OK)
-		return status;
+	tcp_chan *mc = rx_chan(p, c, h->slot);
+	int status = TW_OK;
 	switch (h->type) {
 	case TW_TCP_F_DATA:
 		if (mc != NULL && h->len > mc->ep->max_msg) {
@@ -552,8 +470,11 @@ static int peer_rx_frame(
 			    p, "a message larger than the link allows");
 			break;
 		}
-		if (mc != NULL)
-			status = on_data_small(p, c, mc, h, pay);
+		if (mc != NULL) {
+			tw__tcp_conn_rx_handled(c); // see on_data
+			status = tw__tcp_sx_data_copy(p->sx, mc, h->key, pay,
+			    (size_t)h->len, post_of(p, c));
+		}
 		break;
 	case TW_TCP_F_STRIPED: {
 		tw__tcp_chunk ck;
@@ -593,11 +514,6 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
     const unsigned char *head, unsigned char **dst, void **cookie)
 {
 	tcp_peer *p = owner;
-	if (is_main(p, c)) {
-		int status = batch_flush(p); // see rx_frame
-		if (status != TW_OK)
-			return status;
-	}
 	if (h->type == TW_TCP_F_DATA) {
 		if (!is_main(p, c))
 			return refuse(
@@ -770,7 +686,6 @@ static const tcp_conn_ops peer_conn_ops = {
 	.failed = peer_failed,
 	.rx_unpost = peer_rx_unpost,
 	.rx_idle = peer_rx_idle,
-	.rx_flush = peer_rx_flush,
 	.down = peer_down,
 };
 

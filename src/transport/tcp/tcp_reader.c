@@ -45,7 +45,6 @@ int tw__tcp_reader_init(tcp_reader *rx)
 		return TW_ENOMEM;
 	tw__tcp_rx_init(&rx->st);
 	atomic_store(&rx->hold, UINT64_MAX);
-	atomic_store(&rx->bhold, UINT64_MAX);
 	atomic_store(&rx->last_rx, tw__now_ns());
 	return TW_OK;
 }
@@ -70,23 +69,11 @@ static void got_bytes(tcp_conn *c, size_t n)
 	    &c->rx.last_rx, tw__now_ns(), memory_order_relaxed);
 }
 
-// What the owner kept back of the frames handled so far goes on
-// (ops->rx_flush).
-static int flush_owner(tcp_conn *c)
-{
-	return c->ops->rx_flush != NULL ? c->ops->rx_flush(c->owner, c)
-	                                : TW_OK;
-}
-
-// Reads what the socket has into the read buffer, after the owner's flush.
-// TW_OK (some bytes), TW_EAGAIN (none now), TW_EPEER (EOF or an error), or
-// the flush's error.
+// Reads what the socket has into the read buffer.  TW_OK (some bytes),
+// TW_EAGAIN (none now), TW_EPEER (EOF or an error).
 static int fill(tcp_conn *c)
 {
 	tcp_reader *rx = &c->rx;
-	int status = flush_owner(c);
-	if (status != TW_OK)
-		return status;
 	if (rx->in_off == rx->in_len) {
 		rx->in_off = rx->in_len = 0;
 	} else if (rx->in_off > 0) {
@@ -98,7 +85,7 @@ static int fill(tcp_conn *c)
 	if (rx->after_large && want > RX_AFTER_LARGE)
 		want = RX_AFTER_LARGE;
 	size_t got = 0;
-	status = tw__tcp_conn_recv(c, rx->in + rx->in_len, want, &got);
+	int status = tw__tcp_conn_recv(c, rx->in + rx->in_len, want, &got);
 	if (status == TW_OK) {
 		rx->in_len += got;
 		got_bytes(c, got);
@@ -332,10 +319,6 @@ int tw__tcp_reader_pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 	if (rx->err != TW_OK)
 		return rx->err;
 	int status = pump(c, budget_ns, frames);
-	// Even after a failure: what was handled before it was acknowledged.
-	int st = flush_owner(c);
-	if (status == TW_OK)
-		status = st;
 	if (rx->memo.set && c->ops->rx_idle != NULL)
 		c->ops->rx_idle(c->owner, c);
 	if (status != TW_OK)

@@ -20,7 +20,6 @@
 #include "testdata.h"
 #include "testutil.h"
 #include "transport/tcp/tcp.h"
-#include "transport/tcp/tcp_conn_int.h"
 #include "transport/tcp/tcp_sock.h"
 
 #define NPARTY 2
@@ -915,82 +914,6 @@ static void test_last_chunk_acked(void **state)
 	raw_link_down(&o, &r);
 }
 
-// Appends a DATA frame of the link's slot 0 to buf at *n (see raw_send).
-static void raw_frame_at(raw_peer *r, unsigned char *buf, size_t *n,
-    const char *key, const void *pay, size_t npay)
-{
-	tw__tcp_hdr h = { .type = TW_TCP_F_DATA,
-		.len = npay,
-		.seq = ++r->seq,
-		.key = key,
-		.key_len = strlen(key) };
-	size_t k
-	    = tw__tcp_hdr_encode(buf + *n, TW_TCP_HDR_LEN + TW_KEY_MAX, &h);
-	assert_true(k > 0);
-	memcpy(buf + *n + k, pay, npay);
-	*n += k + npay;
-}
-
-// Flushes of a reader's batch seen (tw__tcp_rx_flush_hook), and whether
-// an ack covered a batched message before its flush.
-static _Atomic int flushes, ack_passed;
-
-static void flush_seen(tcp_conn *c, uint64_t first)
-{
-	atomic_fetch_add(&flushes, 1);
-	if (tw__tcp_conn_ack_out(c, false) >= first)
-		atomic_store(&ack_passed, 1);
-}
-
-// Small messages read in one go go into the mailbox in batches (one lock
-// each, tcp_rx_batch), in order, a change of key in the middle included;
-// a PING among them (handled by the connection, not by the link) changes
-// nothing.  All frames leave in one write, so that they arrive together.
-// No ack covers a message while it waits in a batch: an ack says it is in
-// the mailbox (tw_link_wait_pending), and a peer that then closes or dies
-// must not take it along.
-static void test_batched_frames(void **state)
-{
-	(void)state;
-	lone o;
-	raw_peer r;
-	raw_link_up(&o, &r);
-	enum { RUN = 100 };
-	static unsigned char buf[(2 * RUN + 2) * (TW_TCP_HDR_LEN + 16)];
-	size_t n = 0;
-	uint32_t i = 0;
-	for (; i < RUN; i++)
-		raw_frame_at(&r, buf, &n, "lone:s", &i, sizeof(i));
-	raw_frame_at(&r, buf, &n, "lone:t", "t", 1);
-	tw__tcp_hdr ping = { .type = TW_TCP_F_PING, .seq = ++r.seq };
-	n += tw__tcp_hdr_encode(buf + n, TW_TCP_HDR_LEN, &ping);
-	for (; i < 2 * RUN; i++)
-		raw_frame_at(&r, buf, &n, "lone:s", &i, sizeof(i));
-	assert_true(n <= sizeof(buf));
-	uint64_t before = atomic_load(&tw__tcp_rx_batched);
-	atomic_store(&flushes, 0);
-	atomic_store(&ack_passed, 0);
-	atomic_store(&tw__tcp_rx_flush_hook, flush_seen);
-	raw_write(r.fd, buf, n);
-
-	uint32_t v = 0;
-	size_t len = 0;
-	TW_PASS(tw_recv_into(o.l, 0, "t", &v, sizeof(v), &len));
-	assert_int_equal(len, 1);
-	for (uint32_t k = 0; k < 2 * RUN; k++) {
-		TW_PASS(tw_recv_into(o.l, 0, "s", &v, sizeof(v), &len));
-		assert_int_equal(len, sizeof(v));
-		assert_int_equal(v, k);
-	}
-	// Every message of "s" went in a batch, unless the write arrived in
-	// more than one read (then a few at its seams went alone).
-	assert_true(atomic_load(&tw__tcp_rx_batched) - before >= RUN);
-	atomic_store(&tw__tcp_rx_flush_hook, NULL);
-	assert_true(atomic_load(&flushes) >= 2);
-	assert_false(atomic_load(&ack_passed));
-	raw_link_down(&o, &r);
-}
-
 int main(void)
 {
 	const char *child = getenv("TW_TCP_TEST_CHILD");
@@ -1006,8 +929,6 @@ int main(void)
 		    test_cancel_placed, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_last_chunk_acked, setup, teardown),
-		cmocka_unit_test_setup_teardown(
-		    test_batched_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_bad_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(

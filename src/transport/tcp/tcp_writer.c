@@ -421,7 +421,7 @@ static int append(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 	h->seq = tx->seq + 1;
 	// Received first: the ack is never ahead of it.
 	h->rcvd = tw__tcp_conn_rx_done(c);
-	h->ack = tw__tcp_conn_ack_out(c, h->type == TW_TCP_F_BYE);
+	h->ack = tw__tcp_conn_ack_out(c);
 	if (h->ack > h->rcvd)
 		h->ack = h->rcvd;
 	size_t n = tw__tcp_hdr_encode(hdr, sizeof(hdr), h);
