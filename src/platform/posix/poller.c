@@ -447,12 +447,16 @@ static bool park_timer_set(tw__pfd *d, int64_t at)
 
 bool tw__pfd_park(tw__pfd *d)
 {
+	return tw__pfd_park_at(d, tw__now_ns());
+}
+
+bool tw__pfd_park_at(tw__pfd *d, int64_t now)
+{
 	tw__poller *p = d->p;
 	atomic_store(&d->parked, 1);
 	// The timer fires no earlier than half a period from now: it still
 	// ends this park in time (a stored time, once set, is that of the
 	// timer, or one the timer has passed and will report).
-	int64_t now = tw__now_ns();
 	int64_t at = atomic_load_explicit(&d->park_at, memory_order_relaxed);
 	int64_t period
 	    = atomic_load_explicit(&d->park_period, memory_order_relaxed);

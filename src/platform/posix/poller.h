@@ -134,6 +134,11 @@ uint64_t tw__ptimer_ticks(const tw__pfd *pfd);
 // (takes the poller's mutex once per half period); never wakes the poller
 // thread.  For one thread at a time per registration.
 bool tw__pfd_park(tw__pfd *pfd);
+// tw__pfd_park with `now`, a reading of tw__now_ns's clock that the
+// caller took shortly before, for a caller that has one: the clock costs
+// as much as the rest of a park.  The older the reading, the sooner after
+// the park the timer may end it (never later).
+bool tw__pfd_park_at(tw__pfd *pfd, int64_t now);
 
 // Claims a parked registration back: true when it was parked and nothing
 // armed it or called it back since, so that it is still disarmed and now

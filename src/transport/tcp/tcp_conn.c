@@ -396,7 +396,7 @@ void tw__tcp_conn_close(tcp_conn *c, int64_t deadline)
 
 // --- the I/O thread ----------------------------------------------------------
 
-static void leave_reader(tcp_conn *c, bool park);
+static void leave_reader(tcp_conn *c, bool park, int64_t now);
 
 void tw__tcp_conn_note_taken(tcp_conn *c)
 {
@@ -492,7 +492,7 @@ static void on_socket(tw__pfd *pfd, unsigned events, void *arg)
 	if (events & TW__POLL_OUT)
 		tw__tcp_writer_on_writable(c);
 	if (rearm && leave && !want_out(c))
-		leave_reader(c, true);
+		leave_reader(c, true, 0);
 	else if (rearm)
 		arm_unlocked(c);
 }
@@ -543,6 +543,13 @@ static void on_timer(tw__pfd *pfd, unsigned events, void *arg)
 		atomic_store_explicit(
 		    &c->rx.last_rx, now, memory_order_relaxed);
 		c->last_acked = now;
+	}
+	uint64_t rx_bytes
+	    = atomic_load_explicit(&c->rx.bytes, memory_order_relaxed);
+	if (rx_bytes != c->rx_seen) {
+		c->rx_seen = rx_bytes;
+		atomic_store_explicit(
+		    &c->rx.last_rx, now, memory_order_relaxed);
 	}
 	// The socket and what is known of it change in a resume, under
 	// the writer's mutex.
@@ -620,10 +627,12 @@ void tw__tcp_conn_unpark(tcp_conn *c)
 // next message of a stream), and re-arming the registration now only to
 // disarm it then cost two system calls per message: it leaves it parked
 // (poller.h), unless a thread sleeps on what only reading brings.
-static void leave_reader(tcp_conn *c, bool park)
+// `now`: a recent reading of the clock, or 0 (see tw__pfd_park_at).
+static void leave_reader(tcp_conn *c, bool park, int64_t now)
 {
 	if (park && !failed(c) && !tw__tcp_conn_is_down(c)
-	    && tw__pfd_park(c->pfd)) {
+	    && (now != 0 ? tw__pfd_park_at(c->pfd, now)
+	                 : tw__pfd_park(c->pfd))) {
 		// A sleeper counts itself, then claims a parked registration;
 		// we park, then look for sleepers (both seq_cst): one of the
 		// two sees the other.
@@ -676,7 +685,7 @@ void tw__tcp_conn_read_between(tcp_conn *c)
 	// Bytes left past the budget (io_more) are the I/O thread's.
 	bool park = status == TW_OK && !atomic_load(&c->rx.io_more);
 	pthread_mutex_unlock(&c->rx.mtx);
-	leave_reader(c, park);
+	leave_reader(c, park, 0);
 	if (status == TW_EPEER)
 		tw__tcp_conn_broken(c, epoch, "reading");
 	else if (status != TW_OK)
@@ -715,7 +724,11 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 	bool got = false, reading = false, waiting = false;
 	unsigned passes = 0;
 	int status = TW_OK;
-	int64_t until = tw__now_ns() + idle_ns;
+	// The last reading of the clock, which the park at the end takes
+	// (up to one pass old): the message that ends a wait comes in a
+	// pass that reads no clock, and the reply's write waits for none.
+	int64_t seen = tw__now_ns();
+	int64_t until = seen + idle_ns;
 	uint64_t bytes
 	    = atomic_load_explicit(&c->rx.bytes, memory_order_relaxed);
 	// A receive most likely waits for the answer to what it sent.
@@ -760,7 +773,7 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		// third of a long message's time.  While another thread reads
 		// them, they are no reason to keep a CPU spinning here, which
 		// that thread or the sender needs.
-		int64_t now = tw__now_ns();
+		int64_t now = seen = tw__now_ns();
 		uint64_t b
 		    = atomic_load_explicit(&c->rx.bytes, memory_order_relaxed);
 		if (b != bytes) {
@@ -778,8 +791,10 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		// the role as soon as it is free, to place its message (on a
 		// shared CPU, yielding let the I/O thread read on, and 1 MiB
 		// messages arrived a sixth slower).
-		if (!reading && !keep && ++passes >= POLL_WATCH_PASSES)
+		if (!reading && !keep && ++passes >= POLL_WATCH_PASSES) {
 			sched_yield();
+			seen = 0; // may be long ago now
+		}
 		if (now >= until) {
 			// A receive that posted its memory waits as the reader,
 			// asleep on the socket rather than spinning, so that a
@@ -789,10 +804,19 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 			if ((got = done(arg)))
 				break;
 			wait_readable(c, deadline);
+			seen = 0;
 		}
 	}
 	if (waiting)
 		atomic_fetch_sub(&c->rx.app_wait, 1);
+	// Stored once a microsecond at most: the line is the writer's.
+	if (seen != 0
+	    && seen
+	            - atomic_load_explicit(
+	                &c->tx.clock_seen, memory_order_relaxed)
+	        >= 1000)
+		atomic_store_explicit(
+		    &c->tx.clock_seen, seen, memory_order_relaxed);
 	unsigned epoch = 0;
 	if (reading) {
 		epoch = c->epoch;
@@ -803,7 +827,7 @@ bool tw__tcp_conn_poll(tcp_conn *c, int64_t idle_ns, int64_t deadline,
 		}
 		c->rx.post = NULL;
 		pthread_mutex_unlock(&c->rx.mtx);
-		leave_reader(c, got && status == TW_OK);
+		leave_reader(c, got && status == TW_OK, seen);
 	}
 	if (status == TW_EPEER)
 		tw__tcp_conn_broken(c, epoch, "reading");

@@ -60,6 +60,11 @@ typedef struct tcp_writer {
 	bool owe_pong; // a PING waits for its answer, by mtx
 	bool owe_ack; // an ack moved that no frame carried yet, by mtx
 	int64_t last_flush; // when the last write ended, by mtx
+	// A reading of the clock that a poll for this connection's frames
+	// took last (tw__tcp_conn_poll): any reading is a lower bound of now,
+	// so a reply whose poll began past TX_BATCH_GAP_NS after last_flush
+	// needs no clock of its own to be written at once.
+	_Atomic int64_t clock_seen;
 	// Frames of a stream wait for a flush (see defer in tcp_writer.c):
 	// since when, and the timer that flushes them if the sender stops
 	// (made at the first deferral; NULL before).  By mtx; `deferred` is
@@ -110,7 +115,9 @@ typedef struct tcp_reader {
 	// than it has handled and leaves the socket parked for them.
 	_Atomic unsigned app_wait;
 	_Atomic uint64_t bytes; // read so far
-	_Atomic int64_t last_rx; // when bytes last arrived
+	// When the heartbeat timer first saw bytes arrive after a quiet tick
+	// (see rx_seen), or when the connection (re)started.
+	_Atomic int64_t last_rx;
 	// Threads asleep on what only reading brings (tw__tcp_conn_sleep_
 	// begin): while there are any, no reader leaves the socket parked.
 	_Atomic unsigned sleepers;
@@ -128,6 +135,12 @@ struct tcp_conn {
 	int64_t heartbeat_ns;
 	uint64_t acked; // the peer's TCP acknowledgements, by the timer
 	int64_t last_acked; // when they last moved, by the timer
+	// rx.bytes at the timer's last tick: the timer, not the reader, stamps
+	// last_rx when the count moved.  A clock read per read was a tenth of
+	// the time from a small message's arrival to the reply's write; a
+	// stamp one tick (a quarter heartbeat) late only ever finds the peer
+	// silent later, never sooner.
+	uint64_t rx_seen;
 	const tcp_conn_ops *ops;
 	void *owner;
 	char who[TW_TCP_ADDR_MAX + 32];

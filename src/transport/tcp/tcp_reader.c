@@ -62,11 +62,10 @@ static int rx_proto(tcp_conn *c, const char *why)
 	return TW_EPROTO;
 }
 
+// The heartbeat timer sees the count move (see tcp_conn.rx_seen).
 static void got_bytes(tcp_conn *c, size_t n)
 {
 	atomic_fetch_add_explicit(&c->rx.bytes, n, memory_order_relaxed);
-	atomic_store_explicit(
-	    &c->rx.last_rx, tw__now_ns(), memory_order_relaxed);
 }
 
 // Reads what the socket has into the read buffer.  TW_OK (some bytes),

@@ -829,12 +829,16 @@ static int send_frame(tcp_conn *c, uint8_t type, uint32_t slot,
 			pthread_mutex_unlock(&tx->mtx);
 			return TW_OK;
 		}
-		int64_t now = tw__now_ns();
+		int64_t gap = atomic_load_explicit(
+		    &batch_gap_ns, memory_order_relaxed);
+		bool deferred = atomic_load_explicit(
+		    &tx->deferred, memory_order_relaxed);
+		int64_t now = atomic_load_explicit(
+		    &tx->clock_seen, memory_order_relaxed);
+		if (deferred || now - tx->last_flush < gap)
+			now = tw__now_ns();
 		if (tx->want_out
-		    || ((atomic_load_explicit(
-		             &tx->deferred, memory_order_relaxed)
-		            || now - tx->last_flush < atomic_load_explicit(
-		                   &batch_gap_ns, memory_order_relaxed))
+		    || ((deferred || now - tx->last_flush < gap)
 		        && defer(c, now))) {
 			pthread_mutex_unlock(&tx->mtx);
 			return TW_OK;
