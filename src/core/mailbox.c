@@ -330,6 +330,12 @@ static int pop_blocked_status(tw_mailbox *m, uint32_t from, const char *key)
 // mtx held.
 static bool key_refused(tw_mailbox *m, uint32_t from, const char *key)
 {
+	// `refusing` sums up every set looked at below and is kept in step
+	// under mtx (refusing_update, before anything here asks): while it is
+	// clear, no lookup.  A small message's push and pop asked about three
+	// times, some 40 instructions each, a fifth of the push's time.
+	if (!atomic_load_explicit(&m->refusing, memory_order_relaxed))
+		return false;
 	if (m->aborted || tw__nsset_holds(&m->aborted_ns, key))
 		return true;
 	mb_from *f = from_get(m, from, false);
@@ -856,9 +862,9 @@ int tw__mailbox_abort_ns(tw_mailbox *m, const char *ns)
 	int status = tw__nsset_add(&m->aborted_ns, ns);
 	if (status != TW_OK)
 		m->aborted = true; // failing safe: abort more, never less
+	refusing_update(m); // before drop_queued asks key_refused
 	bool dropped = drop_queued(m, 0, NULL);
 	wake_all(m);
-	refusing_update(m);
 	pthread_mutex_unlock(&m->mtx);
 	if (dropped)
 		report_all(m);
