@@ -1785,6 +1785,42 @@ static void test_trim_idle(void **state)
 	pair_down(&t);
 }
 
+// The heartbeat timer, not the reader, notes when bytes last came (it sees
+// the count move between its ticks): a side that only receives a steady
+// stream never finds it quiet and never PINGs (the sender would see the
+// PING); once the stream stops it does, within a few ticks.
+static void test_heartbeat_rx_stamp(void **state)
+{
+	(void)state;
+	int sv[2];
+	tcp_pair(sv);
+	pair t;
+	TW_PASS(tw__poller_new(&t.p));
+	owner_init(&t.a, t.p);
+	owner_init(&t.b, t.p);
+	int64_t h = tw_test_scale_ms(300);
+	t.ca = make(&t.a, sv[0], h);
+	t.cb = make(&t.b, sv[1], h);
+	// A frame every 1/40 H for two H: b's timer ticks every H/4 and
+	// would PING after H/3 without news.
+	int n = 80;
+	for (int i = 0; i < n; i++) {
+		TW_PASS(send1(t.ca, TW_TCP_F_DATA, 1, "k", "x", 1, 0, NULL));
+		struct timespec gap = { 0, (long)(h * 1000000 / 40) };
+		nanosleep(&gap, NULL);
+	}
+	wait_frames(&t.b, n);
+	assert_false(atomic_load(&t.ca->rx.pinged));
+	// Quiet now: b asks within a few ticks.
+	int64_t dl = deadline_in(10000);
+	while (!atomic_load(&t.ca->rx.pinged) && tw__now_ns() < dl) {
+		struct timespec ms = { 0, 1000000 };
+		nanosleep(&ms, NULL); // the PING's arrival, polled for
+	}
+	assert_true(atomic_load(&t.ca->rx.pinged));
+	pair_down(&t);
+}
+
 // --- lending -------------------------------------------------------------------
 
 enum { LEND_LEN = 80 << 10 }; // lent (>= 64 KiB), and fits a socketpair
@@ -1985,6 +2021,7 @@ int main(void)
 		cmocka_unit_test(test_trim),
 		cmocka_unit_test(test_trim_waits_for_writer),
 		cmocka_unit_test(test_trim_idle),
+		cmocka_unit_test(test_heartbeat_rx_stamp),
 		cmocka_unit_test(test_resume_stream),
 		cmocka_unit_test(test_resume_lent),
 		cmocka_unit_test(test_resume_limits),
