@@ -135,8 +135,8 @@ uint64_t tw__ptimer_ticks(const tw__pfd *pfd);
 // thread.  For one thread at a time per registration.
 bool tw__pfd_park(tw__pfd *pfd);
 // tw__pfd_park with `now`, a reading of tw__now_ns's clock that the
-// caller took shortly before, for a caller that has one: the clock costs
-// as much as the rest of a park.  The older the reading, the sooner after
+// caller took shortly before, for a caller that has one: reading the
+// clock costs more than the rest of a park.  The older the reading, the sooner after
 // the park the timer may end it (never later).
 bool tw__pfd_park_at(tw__pfd *pfd, int64_t now);
 

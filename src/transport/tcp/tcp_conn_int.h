@@ -60,10 +60,10 @@ typedef struct tcp_writer {
 	bool owe_pong; // a PING waits for its answer, by mtx
 	bool owe_ack; // an ack moved that no frame carried yet, by mtx
 	int64_t last_flush; // when the last write ended, by mtx
-	// A reading of the clock that a poll for this connection's frames
-	// took last (tw__tcp_conn_poll): any reading is a lower bound of now,
-	// so a reply whose poll began past TX_BATCH_GAP_NS after last_flush
-	// needs no clock of its own to be written at once.
+	// The last reading of the clock that a poll for this connection's
+	// frames took (tw__tcp_conn_poll): any reading is a lower bound of
+	// now, so a reply whose poll read the clock TX_BATCH_GAP_NS or more
+	// after last_flush needs no clock of its own to be written at once.
 	_Atomic int64_t clock_seen;
 	// Frames of a stream wait for a flush (see defer in tcp_writer.c):
 	// since when, and the timer that flushes them if the sender stops
@@ -136,10 +136,10 @@ struct tcp_conn {
 	uint64_t acked; // the peer's TCP acknowledgements, by the timer
 	int64_t last_acked; // when they last moved, by the timer
 	// rx.bytes at the timer's last tick: the timer, not the reader, stamps
-	// last_rx when the count moved.  A clock read per read was a tenth of
-	// the time from a small message's arrival to the reply's write; a
-	// stamp one tick (a quarter heartbeat) late only ever finds the peer
-	// silent later, never sooner.
+	// last_rx when the count moved.  A clock read per read was about a
+	// twentieth of the time from a small message's arrival to the reply's
+	// write; a stamp up to one tick (a quarter heartbeat) late only ever
+	// finds the peer silent later, never sooner.
 	uint64_t rx_seen;
 	const tcp_conn_ops *ops;
 	void *owner;
