@@ -1753,22 +1753,27 @@ static void tcp_pair(int sv[2])
 	close(l);
 }
 
+// pair_up over TCP, with heartbeats of `heartbeat_ms`.
+static void tcp_pair_up(pair *t, int64_t heartbeat_ms)
+{
+	int sv[2];
+	tcp_pair(sv);
+	TW_PASS(tw__poller_new(&t->p));
+	owner_init(&t->a, t->p);
+	owner_init(&t->b, t->p);
+	t->ca = make(&t->a, sv[0], heartbeat_ms);
+	t->cb = make(&t->b, sv[1], heartbeat_ms);
+}
+
 // With heartbeats, a ring that a burst grew goes back to its first size
 // on its own once the connection idles: the look that finds it idle trims
 // it, and the PING of an idle connection has the peer confirm the rest.
 static void test_trim_idle(void **state)
 {
 	(void)state;
-	int sv[2];
-	tcp_pair(sv);
 	pair t;
-	TW_PASS(tw__poller_new(&t.p));
-	owner_init(&t.a, t.p);
-	owner_init(&t.b, t.p);
 	// Heartbeats of 200 ms: a peer starved for 3 H would be dropped.
-	int64_t h = tw_test_scale_ms(200);
-	t.ca = make(&t.a, sv[0], h);
-	t.cb = make(&t.b, sv[1], h);
+	tcp_pair_up(&t, tw_test_scale_ms(200));
 	unsigned char *big = calloc(1, TW_TCP_FRAME_MAX);
 	assert_non_null(big);
 	TW_PASS(send1(
@@ -1792,15 +1797,9 @@ static void test_trim_idle(void **state)
 static void test_heartbeat_rx_stamp(void **state)
 {
 	(void)state;
-	int sv[2];
-	tcp_pair(sv);
 	pair t;
-	TW_PASS(tw__poller_new(&t.p));
-	owner_init(&t.a, t.p);
-	owner_init(&t.b, t.p);
 	int64_t h = tw_test_scale_ms(300);
-	t.ca = make(&t.a, sv[0], h);
-	t.cb = make(&t.b, sv[1], h);
+	tcp_pair_up(&t, h);
 	// A frame every 1/40 H for two H: b's timer ticks every H/4 and
 	// would PING after H/3 without news.
 	int n = 80;
