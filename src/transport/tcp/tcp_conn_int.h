@@ -115,8 +115,8 @@ typedef struct tcp_reader {
 	// than it has handled and leaves the socket parked for them.
 	_Atomic unsigned app_wait;
 	_Atomic uint64_t bytes; // read so far
-	// When the heartbeat timer first saw bytes arrive after a quiet tick
-	// (see rx_seen), or when the connection (re)started.
+	// The heartbeat timer's last tick that saw bytes arrive since the tick
+	// before (see rx_seen), or when the connection (re)started.
 	_Atomic int64_t last_rx;
 	// Threads asleep on what only reading brings (tw__tcp_conn_sleep_
 	// begin): while there are any, no reader leaves the socket parked.
