@@ -31,6 +31,10 @@ bool tw__key_is_ctl(const char *key);
 
 // Writes "<ns>:<tag>" into key[TW_KEY_MAX].  Inputs must be valid.
 void tw__key_msg(char *key, const char *ns, const char *tag);
+// The same from lengths the caller knows (ns_len <= TW_LINK_ID_MAX,
+// tag_len <= TW_TAG_MAX): no scan of either.
+void tw__key_msg_n(
+    char *key, const char *ns, size_t ns_len, const char *tag, size_t tag_len);
 // Writes "<ns>@<coll>.<round>:<tag>".
 void tw__key_coll(char *key, const char *ns, const char *coll, unsigned round,
     const char *tag);

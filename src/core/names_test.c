@@ -130,6 +130,13 @@ static void test_key_build(void **state)
 	tw__key_msg(key, ns, tag);
 	snprintf(want, sizeof(want), "%s:%s", ns, tag);
 	assert_string_equal(key, want);
+	// From lengths: the same key, ended, whatever the buffer held.
+	memset(key, 'x', sizeof(key));
+	tw__key_msg_n(key, ns, strlen(ns), tag, strlen(tag));
+	assert_string_equal(key, want);
+	memset(key, 'x', sizeof(key));
+	tw__key_msg_n(key, "root/c", 6, "", 0);
+	assert_string_equal(key, "root/c:");
 	tw__key_coll(key, ns, "allgather", UINT_MAX, tag);
 	snprintf(want, sizeof(want), "%s@allgather.%u:%s", ns, UINT_MAX, tag);
 	assert_string_equal(key, want);
@@ -155,6 +162,11 @@ static void test_key_kinds(void **state)
 	assert_false(tw__key_is_ctl(key));
 	assert_false(tw__key_is_ctl(""));
 	assert_false(tw__key_is_ctl("root"));
+	// Bytes above 127 are neither separators nor the end (the scan
+	// indexes a table by the byte: a signed char must not go negative).
+	assert_false(tw__key_is_ctl("\xff\x80:!"));
+	assert_true(tw__key_is_ctl("\xff\x80!:"));
+	assert_false(tw__key_is_ctl("\xa1\xc0\xbf"));
 }
 
 static void test_key_in_ns(void **state)

@@ -36,6 +36,7 @@ static tw_link *link_alloc(tw__family *fam, const char *id, size_t size,
 	l->size = size;
 	l->rank = rank;
 	l->id = strdup(id);
+	l->id_len = strlen(id);
 	l->map = calloc(size, sizeof(*l->map));
 	l->peers = calloc(size, sizeof(*l->peers));
 	if (l->id == NULL || l->map == NULL || l->peers == NULL) {

@@ -67,6 +67,7 @@ struct tw_link {
 	tw_link *first_child; // protected by fam->mtx
 	tw_link *next_sibling; // protected by fam->mtx
 	char *id;
+	size_t id_len; // strlen(id): every message's key starts with it
 	size_t size;
 	size_t rank;
 	size_t *map; // link rank -> root rank

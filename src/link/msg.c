@@ -37,13 +37,17 @@ int64_t tw__link_recv_deadline(const tw_link *l)
 	return tw__deadline_fix(recv_deadline_lazy(l));
 }
 
-// Checks a peer rank and a tag; logs nothing (these are caller errors
-// reported by status).
-static int check_peer_tag(const tw_link *l, size_t peer, const char *tag)
+// Checks a peer rank and a tag (a caller error, reported by status and not
+// logged), and writes the message key "<link id>:<tag>" into
+// key[TW_KEY_MAX]: one scan of the tag per message, none of the id.
+static int msg_key(const tw_link *l, size_t peer, const char *tag, char *key)
 {
-	if (l == NULL || peer >= l->size || peer == l->rank
-	    || !tw__valid_tag(tag))
+	if (l == NULL || peer >= l->size || peer == l->rank || tag == NULL)
 		return TW_EINVAL;
+	size_t n = strnlen(tag, TW_TAG_MAX + 1);
+	if (n > TW_TAG_MAX)
+		return TW_EINVAL;
+	tw__key_msg_n(key, l->id, l->id_len, tag, n);
 	return TW_OK;
 }
 
@@ -140,7 +144,8 @@ enum { SEND_SYNC, SEND_ASYNC, SEND_THROTTLED };
 static int send_until(tw_link *l, size_t dst, const char *tag, const void *buf,
     size_t len, int mode, int64_t deadline)
 {
-	int status = check_peer_tag(l, dst, tag);
+	char key[TW_KEY_MAX];
+	int status = msg_key(l, dst, tag, key);
 	if (status != TW_OK || (buf == NULL && len > 0))
 		return TW_EINVAL;
 	if ((uint64_t)len > (uint64_t)l->opts[TW_OPT_MAX_MSG_SIZE])
@@ -156,8 +161,6 @@ static int send_until(tw_link *l, size_t dst, const char *tag, const void *buf,
 			return status;
 		}
 	}
-	char key[TW_KEY_MAX];
-	tw__key_msg(key, l->id, tag);
 	status = tw__chan_send(
 	    l, l->map[dst], key, buf, len, mode != SEND_SYNC, deadline);
 	if (status != TW_OK)
@@ -221,10 +224,9 @@ static void count_recv(tw_link *l, size_t src, size_t len)
 static int recv_until(
     tw_link *l, size_t src, const char *tag, int64_t deadline, tw_buf *out)
 {
-	if (check_peer_tag(l, src, tag) != TW_OK || out == NULL)
-		return TW_EINVAL;
 	char key[TW_KEY_MAX];
-	tw__key_msg(key, l->id, tag);
+	if (msg_key(l, src, tag, key) != TW_OK || out == NULL)
+		return TW_EINVAL;
 	tw_buf b = { 0 };
 	int status = tw__chan_recv(l, l->map[src], key, deadline, &b);
 	if (status != TW_OK)
@@ -252,11 +254,10 @@ int tw_recv_timed(
 static int recv_into_until(tw_link *l, size_t src, const char *tag, void *buf,
     size_t cap, int64_t deadline, size_t *len)
 {
-	if (check_peer_tag(l, src, tag) != TW_OK || len == NULL
+	char key[TW_KEY_MAX];
+	if (msg_key(l, src, tag, key) != TW_OK || len == NULL
 	    || (buf == NULL && cap > 0))
 		return TW_EINVAL;
-	char key[TW_KEY_MAX];
-	tw__key_msg(key, l->id, tag);
 	size_t n = 0;
 	int status
 	    = tw__chan_recv_into(l, l->map[src], key, deadline, buf, cap, &n);
@@ -289,10 +290,9 @@ int tw_recv_into_timed(tw_link *l, size_t src, const char *tag, void *buf,
 
 int tw_probe(tw_link *l, size_t src, const char *tag, size_t *len)
 {
-	if (check_peer_tag(l, src, tag) != TW_OK || len == NULL)
-		return TW_EINVAL;
 	char key[TW_KEY_MAX];
-	tw__key_msg(key, l->id, tag);
+	if (msg_key(l, src, tag, key) != TW_OK || len == NULL)
+		return TW_EINVAL;
 	return tw__chan_probe(l, l->map[src], key, len);
 }
 

@@ -1,5 +1,6 @@
 #include "core/clock.h"
 #include "core/mailbox.h"
+#include "core/names.h"
 #include "transport/rxbox.h"
 
 int tw__rxbox_recv_until(
@@ -31,7 +32,13 @@ int tw__rxbox_probe(tw_channel *c, const char *key, size_t *len)
 
 bool tw__rxbox_ready(const tw__rxbox *rx, const char *key)
 {
-	if (tw__mailbox_idle(rx->mb, key))
+	return tw__rxbox_ready_kind(rx, key, tw__key_is_ctl(key));
+}
+
+bool tw__rxbox_ready_kind(const tw__rxbox *rx, const char *key, bool ctl)
+{
+	// tw__mailbox_idle without its scan of the key.
+	if (!ctl && tw__mailbox_idle_data(rx->mb))
 		return false;
 	size_t len;
 	return tw_mailbox_probe(rx->mb, rx->from, key, &len) != TW_EAGAIN;

@@ -35,6 +35,9 @@ size_t tw__rxbox_ns_entries(tw_channel *c);
 // the reason none will come (the peer closed, the namespace aborted).  For
 // transports whose receives read the wire themselves until then.
 bool tw__rxbox_ready(const tw__rxbox *rx, const char *key);
+// The same for a caller that knows whether `key` is a control key
+// (tw__key_is_ctl): one scan of the key per receive instead of one per look.
+bool tw__rxbox_ready_kind(const tw__rxbox *rx, const char *key, bool ctl);
 
 // tw__rxbox_recv_into without waiting, for transports whose receives read
 // the wire themselves: what a receive would return at once (a message, or

@@ -956,7 +956,8 @@ static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
 {
 	if (mc->ep->spin_ns == 0 || !readable(mc))
 		return false;
-	if (tw__rxbox_ready(&mc->base.rx, key)) {
+	bool ctl = tw__key_is_ctl(key);
+	if (tw__rxbox_ready_kind(&mc->base.rx, key, ctl)) {
 		// Still a receiving application: the progress thread stays
 		// off the ring.
 		reader_left(mc, false);
@@ -982,7 +983,7 @@ static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
 			posted = true;
 			mc->rxc->want = key;
 			mc->rxc->want_len = strlen(key);
-			mc->rxc->want_data = !tw__key_is_ctl(key);
+			mc->rxc->want_data = !ctl;
 			mc->rxc->dst = dst;
 			mc->rxc->dst_cap = cap;
 		}
@@ -1005,7 +1006,8 @@ static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
 		bool look = reading ? frames > 0 && mc->rxc->news : true;
 		if (reading)
 			mc->rxc->news = false;
-		if (look && (got = tw__rxbox_ready(&mc->base.rx, key)))
+		if (look
+		    && (got = tw__rxbox_ready_kind(&mc->base.rx, key, ctl)))
 			break;
 		// The clock is read at the first pass that finds nothing, after
 		// one that found frames, and every SHM_CLOCK_PASSES passes in
