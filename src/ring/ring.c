@@ -522,6 +522,9 @@ struct ring_recv_args {
 	size_t *n;
 	uint32_t *route;
 	uint64_t *corr;
+	tw__ring_place_fn place; // NULL: the payload goes to dst
+	void *place_arg;
+	void **at; // where the payload went; NULL: not asked
 };
 
 // Hands the slots taken so far back to the producer by publishing head.
@@ -582,10 +585,18 @@ static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 			*a->lane = lane;
 		return TW_ETRUNC;
 	}
-	if (len > 0)
-		memcpy(a->dst, s + 1, len);
 	uint32_t route = __atomic_load_n(&s->route, __ATOMIC_RELAXED);
 	uint64_t corr = __atomic_load_n(&s->corr, __ATOMIC_RELAXED);
+	void *to = a->dst;
+	if (a->place != NULL && len > 0) {
+		void *p = a->place(a->place_arg, lane, route, corr, len);
+		if (p != NULL)
+			to = p;
+	}
+	if (a->at != NULL)
+		*a->at = to;
+	if (len > 0)
+		memcpy(to, s + 1, len);
 	sn->head = head + 1;
 	// Publishing head is a locked exchange on a line that a producer
 	// waiting for room keeps reading: in a stream that fills the ring,
@@ -645,7 +656,12 @@ int tw_ring_recv(tw_ring *r, uint32_t lane, void *dst, size_t cap, size_t *n,
 {
 	if (r == NULL || lane >= r->lanes || (dst == NULL && cap > 0))
 		return TW_EINVAL;
-	struct ring_recv_args a = { NULL, lane, dst, cap, n, route, corr };
+	struct ring_recv_args a = { .which = lane,
+		.dst = dst,
+		.cap = cap,
+		.n = n,
+		.route = route,
+		.corr = corr };
 	int status = ring_try_recv(r, &a);
 	if (status != TW_EAGAIN)
 		return status;
@@ -653,17 +669,45 @@ int tw_ring_recv(tw_ring *r, uint32_t lane, void *dst, size_t cap, size_t *n,
 	    &r->hdr->cons_sleepers, ring_try_recv, &a, timeout_us);
 }
 
+static int recv_any(tw_ring *r, struct ring_recv_args *a, int64_t timeout_us)
+{
+	int status = ring_try_recv_any(r, a);
+	if (status != TW_EAGAIN)
+		return status;
+	return ring_wait(r, TW_RING_CONSUMER, &r->hdr->data_seq,
+	    &r->hdr->cons_sleepers, ring_try_recv_any, a, timeout_us);
+}
+
 int tw_ring_recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
     size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us)
 {
 	if (r == NULL || lane == NULL || (dst == NULL && cap > 0))
 		return TW_EINVAL;
-	struct ring_recv_args a = { lane, 0, dst, cap, n, route, corr };
-	int status = ring_try_recv_any(r, &a);
-	if (status != TW_EAGAIN)
-		return status;
-	return ring_wait(r, TW_RING_CONSUMER, &r->hdr->data_seq,
-	    &r->hdr->cons_sleepers, ring_try_recv_any, &a, timeout_us);
+	struct ring_recv_args a = { .lane = lane,
+		.dst = dst,
+		.cap = cap,
+		.n = n,
+		.route = route,
+		.corr = corr };
+	return recv_any(r, &a, timeout_us);
+}
+
+int tw__ring_recv_any_placed(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
+    size_t *n, uint32_t *route, uint64_t *corr, tw__ring_place_fn place,
+    void *arg, void **at)
+{
+	if (r == NULL || lane == NULL || (dst == NULL && cap > 0))
+		return TW_EINVAL;
+	struct ring_recv_args a = { .lane = lane,
+		.dst = dst,
+		.cap = cap,
+		.n = n,
+		.route = route,
+		.corr = corr,
+		.place = place,
+		.place_arg = arg,
+		.at = at };
+	return recv_any(r, &a, 0);
 }
 
 struct ring_peek_args {

@@ -49,4 +49,20 @@ void tw__ring_set_release(tw_ring *r, uint32_t every);
 // so too).
 int tw__ring_release(tw_ring *r);
 
+// Where a consumer wants a message's payload of `len` bytes to go, asked
+// once the slot's header was read (each field once) and checked against
+// the ring's limits and the caller's `cap`: memory for `len` bytes, or
+// NULL for the caller's buffer.  The payload is copied after the call, and
+// the fields passed are those the receive reports.
+typedef void *(*tw__ring_place_fn)(
+    void *arg, uint32_t lane, uint32_t route, uint64_t corr, size_t len);
+
+// tw_ring_recv_any with a timeout of 0, where `place` may choose where the
+// payload goes; *at is where it went (dst or place's answer) on TW_OK.
+// For a consumer that can put a payload where it belongs without a copy
+// through dst, once the header says where.
+int tw__ring_recv_any_placed(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
+    size_t *n, uint32_t *route, uint64_t *corr, tw__ring_place_fn place,
+    void *arg, void **at);
+
 #endif // TW_RING_RING_INT_H

@@ -159,6 +159,7 @@
 _Atomic uint64_t tw__shm_large_copied;
 _Thread_local uint64_t tw__shm_frames_read_inline;
 _Atomic uint64_t tw__shm_direct_moved;
+_Atomic uint64_t tw__shm_frames_placed;
 
 // The futex calls take their word as a plain uint32_t, as they do words
 // in shared memory; a group's wake word, this process's own, is an
@@ -548,13 +549,15 @@ static int rx_hello(shm_chan *mc, uint32_t lane, const tw__shm_frame *f)
 	return TW_OK;
 }
 
+// Handles the frame of `n` bytes at `at`: rx->slot, or where rx_place put
+// it.
 static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
-    uint64_t corr, size_t n)
+    uint64_t corr, const void *at, size_t n)
 {
 	rx_lane *rl = &rx->lane[lane];
 	tw__shm_frame f;
 	const char *why = NULL;
-	int act = tw__shm_frame_decode(route, corr, rx->slot, n, &f, &why);
+	int act = tw__shm_frame_decode(route, corr, at, n, &f, &why);
 	if (act == TW_OK)
 		act = tw__shm_rx_step(&rl->st, &f, &why);
 	if (act < 0)
@@ -597,9 +600,10 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 			memcpy(rl->buf, f.data, f.data_len);
 		return TW_OK;
 	}
-	case TW_SHM_RX_CONT:
-		memcpy(
-		    rl->buf + (rl->st.got - f.data_len), f.data, f.data_len);
+	case TW_SHM_RX_CONT: {
+		unsigned char *to = rl->buf + (rl->st.got - f.data_len);
+		if (f.data != to)
+			memcpy(to, f.data, f.data_len);
 		if (!rl->st.in_msg && rl->direct) {
 			rl->buf = NULL;
 			rl->direct = false;
@@ -612,6 +616,7 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 			    mc, rx, lane, rl->key, data, (size_t)rl->st.total);
 		}
 		return TW_OK;
+	}
 	case TW_SHM_RX_CANCEL:
 		if (rl->direct) {
 			rl->direct = false;
@@ -657,10 +662,33 @@ static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
 			return TW_OK;
 		if (status != TW_OK)
 			return status;
-		status = rx_frame(mc, rx, TW_SHM_LANE_CTL, route, corr, n);
+		status = rx_frame(
+		    mc, rx, TW_SHM_LANE_CTL, route, corr, rx->slot, n);
 		if (status != TW_OK)
 			return status;
 	}
+}
+
+// Where a frame's payload goes straight from the ring (tw__ring_place_fn):
+// a continuation of the message in progress in its lane, that fits what is
+// left of it, into the memory that message is assembled in (the receiving
+// application's buffer or the message's own), sparing a copy through
+// rx->slot.  The fields are the slot's as read once; tw__shm_rx_step then
+// checks the frame as any other, and one that fails it fails the message,
+// whose memory it only wrote within the message's bounds.
+static void *rx_place(
+    void *arg, uint32_t lane, uint32_t route, uint64_t corr, size_t len)
+{
+	rx_ctx *rx = arg;
+	if (route != TW_SHM_F_CONT || lane >= TW_SHM_LANES)
+		return NULL;
+	rx_lane *rl = &rx->lane[lane];
+	if (!rl->st.in_msg || rl->buf == NULL || corr != rl->st.cur_seq
+	    || len > rl->st.total - rl->st.got)
+		return NULL;
+	atomic_fetch_add_explicit(
+	    &tw__shm_frames_placed, 1, memory_order_relaxed);
+	return rl->buf + rl->st.got;
 }
 
 // Takes what the ring holds now into the mailbox, at most `max` frames
@@ -684,8 +712,9 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 		uint32_t lane, route;
 		uint64_t corr;
 		size_t n;
-		status = tw_ring_recv_any(mc->in, &lane, rx->slot,
-		    sizeof(rx->slot), &n, &route, &corr, 0);
+		void *at = rx->slot;
+		status = tw__ring_recv_any_placed(mc->in, &lane, rx->slot,
+		    sizeof(rx->slot), &n, &route, &corr, rx_place, rx, &at);
 		if (status == TW_ETIMEDOUT)
 			return TW_OK;
 		if (status == TW_ETRUNC)
@@ -695,7 +724,8 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 		if (status != TW_OK)
 			return status; // TW_EPEER, TW_ECLOSED
 		++*frames;
-		if ((status = rx_frame(mc, rx, lane, route, corr, n)) != TW_OK)
+		status = rx_frame(mc, rx, lane, route, corr, at, n);
+		if (status != TW_OK)
 			return status;
 		if (rx->pend) {
 			// Held back until the mailbox has room: the sender

@@ -29,6 +29,9 @@ extern _Thread_local uint64_t tw__shm_frames_read_inline;
 // Messages begun in a reading application's buffer and moved to memory of
 // their own because that reader left before they were complete.
 extern _Atomic uint64_t tw__shm_direct_moved;
+// Continuation frames this process put straight from the ring where their
+// message is assembled, without a copy through the reader's slot buffer.
+extern _Atomic uint64_t tw__shm_frames_placed;
 
 // The inbound ring hands taken slots back to the sender in batches of up
 // to this many (a quarter of its slots at most) while it holds more

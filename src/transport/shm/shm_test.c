@@ -1247,6 +1247,89 @@ static void t_large_default(void **state)
 	large(2);
 }
 
+// --- messages of several frames ------------------------------------------------
+
+// A message of several frames is assembled where it ends up, the receiving
+// application's buffer (tw_recv_into) or memory of its own (tw_recv): its
+// continuation frames go there straight from the ring, never through the
+// reader's slot buffer.  The receiver counts exactly the continuation
+// frames of what it received, and every byte is right.
+static const size_t placed_sizes[]
+    = { TW_SHM_MAX_MSG * 3 + 5, 100000, 1024 * 1024 + 1, 40000 };
+enum { N_PLACED = sizeof(placed_sizes) / sizeof(placed_sizes[0]) };
+#define PLACED_MAX (1024 * 1024 + 1)
+
+// The continuation frames of a message of `len` bytes under a key of
+// `klen` (shm.c, tx_chunked): the first frame holds what fits after its
+// header and the key.
+static uint64_t cont_frames(size_t len, size_t klen)
+{
+	size_t first = TW_SHM_MAX_MSG - TW_SHM_DATA_HDR - klen;
+	if (len <= first)
+		return 0;
+	return (len - first + TW_SHM_MAX_MSG - 1) / TW_SHM_MAX_MSG;
+}
+
+static int placed_sender(child *c)
+{
+	(void)c;
+	setenv("TAGWIRE_SHM_CMA", "0", 1); // every byte through the ring
+	tw_link *l;
+	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	unsigned char *buf = malloc(PLACED_MAX);
+	CHK(buf != NULL);
+	for (uint32_t i = 0; i < N_PLACED; i++) {
+		fill(buf, placed_sizes[i], 200 + i);
+		CHK_RV(tw_send(l, 1, "p", buf, placed_sizes[i]), TW_OK);
+	}
+	CHK_RV(tw_link_close(l), TW_OK);
+	free(buf);
+	return 0;
+}
+
+static int placed_receiver(child *c)
+{
+	(void)c;
+	setenv("TAGWIRE_SHM_CMA", "0", 1);
+	tw_link *l;
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	unsigned char *buf = malloc(PLACED_MAX);
+	CHK(buf != NULL);
+	uint64_t before = atomic_load(&tw__shm_frames_placed), want = 0;
+	for (uint32_t i = 0; i < N_PLACED; i++) {
+		want += cont_frames(placed_sizes[i], strlen(link_id) + 2);
+		if (i % 2 == 0) {
+			size_t n = 0;
+			memset(buf, 0, PLACED_MAX);
+			CHK_RV(tw_recv_into(l, 0, "p", buf, PLACED_MAX, &n),
+			    TW_OK);
+			CHK(n == placed_sizes[i] && check(buf, n, 200 + i));
+		} else {
+			tw_buf b = { 0 };
+			CHK_RV(tw_recv(l, 0, "p", &b), TW_OK);
+			CHK(b.len == placed_sizes[i]
+			    && check(b.data, b.len, 200 + i));
+			tw_buf_free(&b);
+		}
+	}
+	CHK(want > N_PLACED);
+	CHK(atomic_load(&tw__shm_frames_placed) - before == want);
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	free(buf);
+	return 0;
+}
+
+static void t_placed(void **state)
+{
+	(void)state;
+	proc s = spawn(placed_sender, 0, 0);
+	proc r = spawn(placed_receiver, 1, 0);
+	assert_int_equal(proc_reap(&r), 0);
+	assert_int_equal(proc_reap(&s), 0);
+	assert_no_segments();
+}
+
 // --- closing towards a peer that does not receive -------------------------------
 
 // The receiver's buffer is 4 KiB and its application never receives: its
@@ -1520,6 +1603,7 @@ int main(int argc, char **argv)
 		CASE(large_chunked),
 		CASE(large_default),
 		CASE(large_last),
+		CASE(placed),
 		CASE(reader_role),
 		CASE(direct_moved),
 		CASE(close_unread),
