@@ -31,6 +31,8 @@ extern _Thread_local uint64_t tw__shm_frames_read_inline;
 extern _Atomic uint64_t tw__shm_direct_moved;
 // Continuation frames this process put straight from the ring where their
 // message is assembled, without a copy through the reader's slot buffer.
+// Exact while one channel is read at a time (readers of different channels
+// may bump it at once and lose a bump): a figure for tests.
 extern _Atomic uint64_t tw__shm_frames_placed;
 
 // The inbound ring hands taken slots back to the sender in batches of up

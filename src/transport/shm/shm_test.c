@@ -1272,12 +1272,12 @@ static uint64_t cont_frames(size_t len, size_t klen)
 
 static int placed_sender(child *c)
 {
-	(void)c;
 	setenv("TAGWIRE_SHM_CMA", "0", 1); // every byte through the ring
 	tw_link *l;
 	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
 	unsigned char *buf = malloc(PLACED_MAX);
 	CHK(buf != NULL);
+	CHK(child_wait_go(c)); // the receiver counts from now on
 	for (uint32_t i = 0; i < N_PLACED; i++) {
 		fill(buf, placed_sizes[i], 200 + i);
 		CHK_RV(tw_send(l, 1, "p", buf, placed_sizes[i]), TW_OK);
@@ -1289,13 +1289,13 @@ static int placed_sender(child *c)
 
 static int placed_receiver(child *c)
 {
-	(void)c;
 	setenv("TAGWIRE_SHM_CMA", "0", 1);
 	tw_link *l;
 	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
 	unsigned char *buf = malloc(PLACED_MAX);
 	CHK(buf != NULL);
 	uint64_t before = atomic_load(&tw__shm_frames_placed), want = 0;
+	child_ready(c);
 	for (uint32_t i = 0; i < N_PLACED; i++) {
 		want += cont_frames(placed_sizes[i], strlen(link_id) + 2);
 		if (i % 2 == 0) {
@@ -1325,6 +1325,8 @@ static void t_placed(void **state)
 	(void)state;
 	proc s = spawn(placed_sender, 0, 0);
 	proc r = spawn(placed_receiver, 1, 0);
+	proc_wait_ready(&r);
+	proc_go(&s);
 	assert_int_equal(proc_reap(&r), 0);
 	assert_int_equal(proc_reap(&s), 0);
 	assert_no_segments();
