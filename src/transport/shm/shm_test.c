@@ -756,7 +756,13 @@ static bool two_cpus(void)
 
 // --- a peer that writes garbage -----------------------------------------------------
 
-enum { CORRUPT_FRAME = 0, CORRUPT_RING = 1, LEAVE_UNREAD = 2, WRONG_LANE = 3 };
+enum {
+	CORRUPT_FRAME = 0,
+	CORRUPT_RING = 1,
+	LEAVE_UNREAD = 2,
+	WRONG_LANE = 3,
+	CONT_OVERRUN = 4,
+};
 
 static uint64_t fake_probe = 0x5eed;
 
@@ -850,6 +856,19 @@ static int fake_peer(child *c)
 		memcpy(buf, &bad, sizeof(bad));
 		CHK_RV(tw_ring_send(
 		           out, TW_SHM_LANE_DATA, TW_SHM_F_DATA, buf, n, 2, 0),
+		    TW_OK);
+	} else if (c->arg == CONT_OVERRUN) {
+		// A message of 100 bytes, then a continuation of it with the
+		// right number but far more bytes than are left: it must fail
+		// the peer, not land past the message's memory.
+		n = tw__shm_put_data(
+		    buf, sizeof(buf), key, strlen(key), 100, "0123456789", 10);
+		CHK_RV(tw_ring_send(
+		           out, TW_SHM_LANE_DATA, TW_SHM_F_DATA, buf, n, 2, 0),
+		    TW_OK);
+		memset(buf, 'x', 16000);
+		CHK_RV(tw_ring_send(out, TW_SHM_LANE_DATA, TW_SHM_F_CONT, buf,
+		           16000, 2, 0),
 		    TW_OK);
 	} else if (c->arg == WRONG_LANE) {
 		// The very key the victim waits for, in the control lane.
@@ -982,6 +1001,11 @@ static void t_wrong_lane(void **state)
 static void t_corrupt_ring(void **state)
 {
 	against_fake(CORRUPT_RING, victim, 0);
+}
+
+static void t_cont_overrun(void **state)
+{
+	against_fake(CONT_OVERRUN, victim, 0);
 }
 
 // --- a peer that leaves without reading ------------------------------------
@@ -1600,6 +1624,7 @@ int main(int argc, char **argv)
 		CASE(creator_slow),
 		CASE(corrupt_frame),
 		CASE(corrupt_ring),
+		CASE(cont_overrun),
 		CASE(wrong_lane),
 		CASE(large_cma),
 		CASE(large_chunked),
