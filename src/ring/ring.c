@@ -669,32 +669,9 @@ int tw_ring_recv(tw_ring *r, uint32_t lane, void *dst, size_t cap, size_t *n,
 	    &r->hdr->cons_sleepers, ring_try_recv, &a, timeout_us);
 }
 
-static int recv_any(tw_ring *r, struct ring_recv_args *a, int64_t timeout_us)
-{
-	int status = ring_try_recv_any(r, a);
-	if (status != TW_EAGAIN)
-		return status;
-	return ring_wait(r, TW_RING_CONSUMER, &r->hdr->data_seq,
-	    &r->hdr->cons_sleepers, ring_try_recv_any, a, timeout_us);
-}
-
-int tw_ring_recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
-    size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us)
-{
-	if (r == NULL || lane == NULL || (dst == NULL && cap > 0))
-		return TW_EINVAL;
-	struct ring_recv_args a = { .lane = lane,
-		.dst = dst,
-		.cap = cap,
-		.n = n,
-		.route = route,
-		.corr = corr };
-	return recv_any(r, &a, timeout_us);
-}
-
-int tw__ring_recv_any_placed(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
+static int recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
     size_t *n, uint32_t *route, uint64_t *corr, tw__ring_place_fn place,
-    void *arg, void **at)
+    void *arg, void **at, int64_t timeout_us)
 {
 	if (r == NULL || lane == NULL || (dst == NULL && cap > 0))
 		return TW_EINVAL;
@@ -707,7 +684,25 @@ int tw__ring_recv_any_placed(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
 		.place = place,
 		.place_arg = arg,
 		.at = at };
-	return recv_any(r, &a, 0);
+	int status = ring_try_recv_any(r, &a);
+	if (status != TW_EAGAIN)
+		return status;
+	return ring_wait(r, TW_RING_CONSUMER, &r->hdr->data_seq,
+	    &r->hdr->cons_sleepers, ring_try_recv_any, &a, timeout_us);
+}
+
+int tw_ring_recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
+    size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us)
+{
+	return recv_any(
+	    r, lane, dst, cap, n, route, corr, NULL, NULL, NULL, timeout_us);
+}
+
+int tw__ring_recv_any_placed(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
+    size_t *n, uint32_t *route, uint64_t *corr, tw__ring_place_fn place,
+    void *arg, void **at)
+{
+	return recv_any(r, lane, dst, cap, n, route, corr, place, arg, at, 0);
 }
 
 struct ring_peek_args {

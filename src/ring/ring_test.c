@@ -794,6 +794,86 @@ static void test_recv_any_fair(void **state)
 	free(mem);
 }
 
+// What a place callback of test_recv_placed saw, and where it sends the
+// payloads of route 2.
+struct placing {
+	unsigned char to[64];
+	unsigned calls;
+	uint32_t lane, route;
+	uint64_t corr;
+	size_t len;
+};
+
+static void *place_route2(
+    void *arg, uint32_t lane, uint32_t route, uint64_t corr, size_t len)
+{
+	struct placing *p = arg;
+	p->calls++;
+	p->lane = lane;
+	p->route = route;
+	p->corr = corr;
+	p->len = len;
+	return route == 2 ? p->to : NULL;
+}
+
+static void test_recv_placed(void **state)
+{
+	size_t bytes;
+	void *mem = ring_alloc(2, 8, 32, &bytes);
+	tw_ring *r = ring_open(mem, bytes);
+	struct placing p = { 0 };
+	unsigned char dst[32];
+	uint32_t lane, route;
+	uint64_t corr;
+	size_t n;
+	void *at = NULL;
+
+	// The callback sees the header as the receive reports it; its
+	// answer takes the payload, NULL leaves it to dst.
+	TW_PASS(tw_ring_send(r, 0, 2, "placed", 6, 77, 0));
+	TW_PASS(tw_ring_send(r, 1, 1, "to dst", 6, 78, 0));
+	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	    &route, &corr, place_route2, &p, &at));
+	assert_int_equal(p.calls, 1);
+	assert_true(p.lane == 0 && p.route == 2 && p.corr == 77 && p.len == 6);
+	assert_true(lane == 0 && route == 2 && corr == 77 && n == 6);
+	assert_ptr_equal(at, p.to);
+	assert_memory_equal(p.to, "placed", 6);
+	memset(dst, 0, sizeof(dst));
+	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	    &route, &corr, place_route2, &p, &at));
+	assert_int_equal(p.calls, 2);
+	assert_true(lane == 1 && route == 1 && corr == 78 && n == 6);
+	assert_ptr_equal(at, dst);
+	assert_memory_equal(dst, "to dst", 6);
+
+	// An empty message asks nothing; one longer than dst is refused
+	// before the callback is asked; an empty ring says so at once.
+	TW_PASS(tw_ring_send(r, 1, 2, NULL, 0, 79, 0));
+	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	    &route, &corr, place_route2, &p, &at));
+	assert_true(n == 0 && corr == 79 && p.calls == 2);
+	TW_PASS(tw_ring_send(r, 1, 2, "0123456789", 10, 80, 0));
+	TW_FAIL(tw__ring_recv_any_placed(r, &lane, dst, 4, &n, &route, &corr,
+	            place_route2, &p, &at),
+	    TW_ETRUNC);
+	assert_true(n == 10 && p.calls == 2);
+	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	    &route, &corr, place_route2, &p, &at));
+	assert_true(p.calls == 3 && n == 10 && at == p.to);
+	TW_FAIL(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	            &route, &corr, place_route2, &p, &at),
+	    TW_ETIMEDOUT);
+	TW_FAIL(tw__ring_recv_any_placed(r, NULL, dst, sizeof(dst), &n, &route,
+	            &corr, place_route2, &p, &at),
+	    TW_EINVAL);
+	TW_FAIL(tw__ring_recv_any_placed(NULL, &lane, dst, sizeof(dst), &n,
+	            &route, &corr, place_route2, &p, &at),
+	    TW_EINVAL);
+	tw_ring_detach(r);
+	free(mem);
+}
+
 static void fill_pattern(unsigned char *p, size_t n, uint32_t seed)
 {
 	for (size_t i = 0; i < n; i++)
@@ -1187,8 +1267,9 @@ int main(int argc, char **argv)
 		T(attach_errors), T(send_recv), T(send_errors), T(recv_errors),
 		T(timeouts), T(blocking_wake), T(release_batch),
 		T(role_back_to_handle), T(wait_any), T(sleep_begin),
-		T(recv_any_fair), T(wrap_around), T(threads_spsc), T(abort),
-		T(dead_peer), T(signal_basic), T(signal_pingpong) };
+		T(recv_any_fair), T(recv_placed), T(wrap_around),
+		T(threads_spsc), T(abort), T(dead_peer), T(signal_basic),
+		T(signal_pingpong) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "", argv[1]) != 0)
 		return 1;
