@@ -167,9 +167,11 @@ static void test_dial_blackhole(void **state)
 	    TW_ETIMEDOUT);
 	int64_t dt = tw__now_ns() - t0;
 	assert_true(dt >= 300000000 && dt < tw_test_scale_ms(2000) * 1000000);
+	// The clock starts before the canceller does: its sleep may begin
+	// before pthread_create returns (and did, under ThreadSanitizer).
 	canceller c = { .after_ns = 200000000 };
-	assert_int_equal(pthread_create(&c.th, NULL, cancel_later, &c), 0);
 	t0 = tw__now_ns();
+	assert_int_equal(pthread_create(&c.th, NULL, cancel_later, &c), 0);
 	TW_FAIL(
 	    tw__tcp_dial("127.0.0.1", port, deadline_in(60000), &c.flag, &fd),
 	    TW_ECLOSED);
