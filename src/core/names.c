@@ -43,9 +43,14 @@ bool tw__valid_party_id(const char *id)
 	return valid_word(id, TW_PARTY_ID_MAX, false);
 }
 
+size_t tw__tag_len(const char *tag)
+{
+	return tag == NULL ? TW_TAG_MAX + 1 : strnlen(tag, TW_TAG_MAX + 1);
+}
+
 bool tw__valid_tag(const char *tag)
 {
-	return tag != NULL && strnlen(tag, TW_TAG_MAX + 1) <= TW_TAG_MAX;
+	return tw__tag_len(tag) <= TW_TAG_MAX;
 }
 
 bool tw__key_in_ns(const char *key, const char *ns)
@@ -77,17 +82,25 @@ bool tw__key_is_ctl(const char *key)
 	return key_class[*p] == KEY_CTL;
 }
 
+// "<a><sep><b>" from their lengths, which fit in key[TW_KEY_MAX]: every
+// message builds one, and snprintf's format parsing cost more than the
+// rest of a small receive.
+static void join_n(
+    char *key, const char *a, size_t na, char sep, const char *b, size_t nb)
+{
+	memcpy(key, a, na);
+	key[na] = sep;
+	memcpy(key + na + 1, b, nb);
+	key[na + 1 + nb] = '\0';
+}
+
 void tw__key_msg_n(
     char *key, const char *ns, size_t ns_len, const char *tag, size_t tag_len)
 {
-	memcpy(key, ns, ns_len);
-	key[ns_len] = ':';
-	memcpy(key + ns_len + 1, tag, tag_len);
-	key[ns_len + 1 + tag_len] = '\0';
+	join_n(key, ns, ns_len, ':', tag, tag_len);
 }
 
-// "<a><sep><b>" into key[TW_KEY_MAX]: every message builds one, and
-// snprintf's format parsing cost more than the rest of a small receive.
+// join_n of strings, truncated when they do not fit.
 static void key_join(char *key, const char *a, char sep, const char *b)
 {
 	size_t na = strlen(a), nb = strlen(b);
@@ -95,9 +108,7 @@ static void key_join(char *key, const char *a, char sep, const char *b)
 		snprintf(key, TW_KEY_MAX, "%s%c%s", a, sep, b); // truncated
 		return;
 	}
-	memcpy(key, a, na);
-	key[na] = sep;
-	memcpy(key + na + 1, b, nb + 1);
+	join_n(key, a, na, sep, b, nb);
 }
 
 void tw__key_msg(char *key, const char *ns, const char *tag)

@@ -22,6 +22,9 @@ bool tw__valid_link_id(const char *id);
 bool tw__valid_suffix(const char *s);
 bool tw__valid_party_id(const char *id);
 bool tw__valid_tag(const char *tag);
+// A tag's length, or TW_TAG_MAX + 1 when it is not valid (NULL, or too
+// long): tw__valid_tag for a caller that goes on to use the length.
+size_t tw__tag_len(const char *tag);
 
 // Does `key` belong to namespace `ns` or one of its children?
 bool tw__key_in_ns(const char *key, const char *ns);

@@ -103,6 +103,12 @@ static void test_tags(void **state)
 	assert_false(tw__valid_tag(rep('t', 256)));
 	assert_false(tw__valid_tag(rep('t', 1000)));
 	assert_false(tw__valid_tag(NULL));
+	// The length behind the check: past the limit for what is refused.
+	assert_int_equal(tw__tag_len(NULL), TW_TAG_MAX + 1);
+	assert_int_equal(tw__tag_len(""), 0);
+	assert_int_equal(tw__tag_len(rep('t', TW_TAG_MAX)), TW_TAG_MAX);
+	assert_int_equal(
+	    tw__tag_len(rep('t', TW_TAG_MAX + 7)), TW_TAG_MAX + 1);
 	// Tags are opaque bytes: separators and spaces are fine, because the
 	// kind of a key is decided before the tag starts.
 	assert_true(tw__valid_tag("a:b@c!d/e f"));

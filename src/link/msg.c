@@ -42,10 +42,8 @@ int64_t tw__link_recv_deadline(const tw_link *l)
 // key[TW_KEY_MAX]: one scan of the tag per message, none of the id.
 static int msg_key(const tw_link *l, size_t peer, const char *tag, char *key)
 {
-	if (l == NULL || peer >= l->size || peer == l->rank || tag == NULL)
-		return TW_EINVAL;
-	size_t n = strnlen(tag, TW_TAG_MAX + 1);
-	if (n > TW_TAG_MAX)
+	size_t n = tw__tag_len(tag);
+	if (l == NULL || peer >= l->size || peer == l->rank || n > TW_TAG_MAX)
 		return TW_EINVAL;
 	tw__key_msg_n(key, l->id, l->id_len, tag, n);
 	return TW_OK;

@@ -766,6 +766,18 @@ enum {
 
 static uint64_t fake_probe = 0x5eed;
 
+// Puts a DATA frame of message `seq` into `lane`: `len` of `total` bytes
+// under `key`, built in buf (TW_SHM_MAX_MSG bytes), which keeps it, *n
+// bytes long, for changes.  Returns tw_ring_send's status.
+static int fake_data(tw_ring *out, uint32_t lane, unsigned char *buf,
+    const char *key, uint64_t total, const char *data, size_t len,
+    uint64_t seq, size_t *n)
+{
+	*n = tw__shm_put_data(
+	    buf, TW_SHM_MAX_MSG, key, strlen(key), total, data, len);
+	return tw_ring_send(out, lane, TW_SHM_F_DATA, buf, *n, seq, 0);
+}
+
 // Plays rank 0 by hand over the segment layout: hello, one good message,
 // then (on go) a malformed frame or corrupt ring indices.
 static int fake_peer(child *c)
@@ -833,9 +845,7 @@ static int fake_peer(child *c)
 	__atomic_store_n(&h->cma[1], TW_SHM_CMA_NO, __ATOMIC_RELEASE);
 	char key[TW_KEY_MAX];
 	tw__key_msg(key, link_id, "t");
-	n = tw__shm_put_data(buf, sizeof(buf), key, strlen(key), 2, "ok", 2);
-	CHK_RV(
-	    tw_ring_send(out, TW_SHM_LANE_DATA, TW_SHM_F_DATA, buf, n, 1, 0),
+	CHK_RV(fake_data(out, TW_SHM_LANE_DATA, buf, key, 2, "ok", 2, 1, &n),
 	    TW_OK);
 	CHK(child_wait_go(c)); // the good message has arrived
 	if (c->arg == LEAVE_UNREAD) {
@@ -861,10 +871,8 @@ static int fake_peer(child *c)
 		// A message of 100 bytes, then a continuation of it with the
 		// right number but far more bytes than are left: it must fail
 		// the peer, not land past the message's memory.
-		n = tw__shm_put_data(
-		    buf, sizeof(buf), key, strlen(key), 100, "0123456789", 10);
-		CHK_RV(tw_ring_send(
-		           out, TW_SHM_LANE_DATA, TW_SHM_F_DATA, buf, n, 2, 0),
+		CHK_RV(fake_data(out, TW_SHM_LANE_DATA, buf, key, 100,
+		           "0123456789", 10, 2, &n),
 		    TW_OK);
 		memset(buf, 'x', 16000);
 		CHK_RV(tw_ring_send(out, TW_SHM_LANE_DATA, TW_SHM_F_CONT, buf,
@@ -872,10 +880,8 @@ static int fake_peer(child *c)
 		    TW_OK);
 	} else if (c->arg == WRONG_LANE) {
 		// The very key the victim waits for, in the control lane.
-		n = tw__shm_put_data(
-		    buf, sizeof(buf), key, strlen(key), 2, "no", 2);
-		CHK_RV(tw_ring_send(
-		           out, TW_SHM_LANE_CTL, TW_SHM_F_DATA, buf, n, 2, 0),
+		CHK_RV(fake_data(
+		           out, TW_SHM_LANE_CTL, buf, key, 2, "no", 2, 2, &n),
 		    TW_OK);
 	} else {
 		// The sequence word of the data lane's next slot (message 1)
