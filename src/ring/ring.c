@@ -393,11 +393,14 @@ static int ring_wait(tw_ring *r, int role, uint32_t *word, uint32_t *sleepers,
 	}
 }
 
+// The payload is data[0..n) followed by more[0..n_more).
 struct ring_send_args {
 	uint32_t lane;
 	uint32_t route;
 	const void *data;
 	size_t n;
+	const void *more;
+	size_t n_more;
 	uint64_t corr;
 };
 
@@ -498,10 +501,12 @@ static int ring_try_send(tw_ring *r, void *arg)
 	}
 	struct tw_ring_slot *s = ring_slot(r, a->lane, tail);
 	s->route = a->route;
-	s->len = (uint32_t)a->n;
+	s->len = (uint32_t)(a->n + a->n_more);
 	s->corr = a->corr;
 	if (a->n > 0)
 		memcpy(s + 1, a->data, a->n);
+	if (a->n_more > 0)
+		memcpy((unsigned char *)(s + 1) + a->n, a->more, a->n_more);
 	// Release: the slot is complete before the consumer can see it.
 	// Seq_cst so that the sleeper count below is read after it.  The
 	// exchange also checks that the slot was free, as we left it a lap
@@ -521,11 +526,20 @@ static int ring_try_send(tw_ring *r, void *arg)
 int tw_ring_send(tw_ring *r, uint32_t lane, uint32_t route, const void *data,
     size_t n, uint64_t corr, int64_t timeout_us)
 {
-	if (r == NULL || lane >= r->lanes || (data == NULL && n > 0))
+	return tw__ring_send2(
+	    r, lane, route, data, n, NULL, 0, corr, timeout_us);
+}
+
+int tw__ring_send2(tw_ring *r, uint32_t lane, uint32_t route, const void *data,
+    size_t n, const void *more, size_t n_more, uint64_t corr,
+    int64_t timeout_us)
+{
+	if (r == NULL || lane >= r->lanes || (data == NULL && n > 0)
+	    || (more == NULL && n_more > 0))
 		return TW_EINVAL;
-	if (n > r->max_msg)
+	if (n > r->max_msg || n_more > r->max_msg - n)
 		return TW_ETOOBIG;
-	struct ring_send_args a = { lane, route, data, n, corr };
+	struct ring_send_args a = { lane, route, data, n, more, n_more, corr };
 	int status = ring_try_send(r, &a);
 	if (status != TW_EAGAIN)
 		return status;

@@ -49,6 +49,15 @@ void tw__ring_set_release(tw_ring *r, uint32_t every);
 // so too).
 int tw__ring_release(tw_ring *r);
 
+// tw_ring_send of the payload data[0..n) followed by more[0..n_more), both
+// copied straight into the slot: a frame's header built apart from the
+// payload it carries costs no copy of the payload through a buffer of
+// its own.  Returns as tw_ring_send; TW_EINVAL also for more == NULL with
+// n_more > 0, TW_ETOOBIG when n + n_more exceeds the ring's max_msg.
+int tw__ring_send2(tw_ring *r, uint32_t lane, uint32_t route, const void *data,
+    size_t n, const void *more, size_t n_more, uint64_t corr,
+    int64_t timeout_us);
+
 // Where a consumer wants a message's payload of `len` bytes to go, asked
 // once the slot's header was read (each field once) and checked against
 // the ring's limits and the caller's `cap`: memory for `len` bytes, or

@@ -874,6 +874,49 @@ static void test_recv_placed(void **state)
 	free(mem);
 }
 
+// tw__ring_send2: the two pieces make one message, in order; either may
+// be empty; their sum is held to max_msg, without overflowing.
+static void test_send2(void **state)
+{
+	size_t bytes;
+	void *mem = ring_alloc(1, 4, 16, &bytes);
+	tw_ring *r = ring_open(mem, bytes);
+	unsigned char dst[32];
+	uint32_t route;
+	uint64_t corr;
+	size_t n;
+
+	TW_PASS(tw__ring_send2(r, 0, 3, "head:", 5, "payload", 7, 41, 0));
+	TW_PASS(tw__ring_send2(r, 0, 4, NULL, 0, "only", 4, 42, 0));
+	TW_PASS(tw__ring_send2(r, 0, 5, "alone", 5, NULL, 0, 43, 0));
+	TW_PASS(tw__ring_send2(r, 0, 6, "0123456789", 10, "abcdef", 6, 44, 0));
+	TW_PASS(tw_ring_recv(r, 0, dst, sizeof(dst), &n, &route, &corr, 0));
+	assert_true(n == 12 && route == 3 && corr == 41);
+	assert_memory_equal(dst, "head:payload", 12);
+	TW_PASS(tw_ring_recv(r, 0, dst, sizeof(dst), &n, &route, &corr, 0));
+	assert_true(n == 4 && route == 4 && corr == 42);
+	assert_memory_equal(dst, "only", 4);
+	TW_PASS(tw_ring_recv(r, 0, dst, sizeof(dst), &n, &route, &corr, 0));
+	assert_true(n == 5 && route == 5 && corr == 43);
+	assert_memory_equal(dst, "alone", 5);
+	TW_PASS(tw_ring_recv(r, 0, dst, sizeof(dst), &n, &route, &corr, 0));
+	assert_true(n == 16 && route == 6 && corr == 44);
+	assert_memory_equal(dst, "0123456789abcdef", 16);
+
+	TW_FAIL(tw__ring_send2(r, 0, 1, "0123456789", 10, "abcdefg", 7, 1, 0),
+	    TW_ETOOBIG);
+	TW_FAIL(
+	    tw__ring_send2(r, 0, 1, "x", 1, "y", SIZE_MAX, 1, 0), TW_ETOOBIG);
+	TW_FAIL(tw__ring_send2(r, 0, 1, "x", 1, NULL, 1, 1, 0), TW_EINVAL);
+	TW_FAIL(tw__ring_send2(r, 0, 1, NULL, 1, "y", 1, 1, 0), TW_EINVAL);
+	TW_FAIL(tw__ring_send2(r, 1, 1, "x", 1, "y", 1, 1, 0), TW_EINVAL);
+	TW_FAIL(tw__ring_send2(NULL, 0, 1, "x", 1, "y", 1, 1, 0), TW_EINVAL);
+	TW_FAIL(tw_ring_recv(r, 0, dst, sizeof(dst), &n, &route, &corr, 0),
+	    TW_ETIMEDOUT);
+	tw_ring_detach(r);
+	free(mem);
+}
+
 static void fill_pattern(unsigned char *p, size_t n, uint32_t seed)
 {
 	for (size_t i = 0; i < n; i++)
@@ -1267,7 +1310,7 @@ int main(int argc, char **argv)
 		T(attach_errors), T(send_recv), T(send_errors), T(recv_errors),
 		T(timeouts), T(blocking_wake), T(release_batch),
 		T(role_back_to_handle), T(wait_any), T(sleep_begin),
-		T(recv_any_fair), T(recv_placed), T(wrap_around),
+		T(recv_any_fair), T(recv_placed), T(send2), T(wrap_around),
 		T(threads_spsc), T(abort), T(dead_peer), T(signal_basic),
 		T(signal_pingpong) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);

@@ -1177,8 +1177,11 @@ static int tx_lock(
 
 // Puts one frame into the outbound ring, waiting for room until `deadline`
 // in slices so that cancel and peer loss are noticed.  Lane mutex held.
-static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
-    size_t n, uint64_t seq, int64_t deadline, const _Atomic int *cancel)
+// Sends the frame data[0..n) followed by more[0..n_more) (a payload sent
+// from where the caller has it) as one slot.
+static int tx_put2(shm_chan *mc, uint32_t lane, uint32_t type,
+    const void *data, size_t n, const void *more, size_t n_more, uint64_t seq,
+    int64_t deadline, const _Atomic int *cancel)
 {
 	// A full ring usually means a receiver that is busy copying out what
 	// it took: spinning as long as a reader would wait for a frame keeps
@@ -1187,7 +1190,8 @@ static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
 	int status;
 	int64_t spin_until = 0;
 	for (;;) {
-		status = tw_ring_send(mc->out, lane, type, data, n, seq, 0);
+		status = tw__ring_send2(
+		    mc->out, lane, type, data, n, more, n_more, seq, 0);
 		if (status != TW_ETIMEDOUT)
 			break;
 		int64_t now = tw__now_ns();
@@ -1207,7 +1211,8 @@ static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
 		if (deadline != TW_FOREVER && tw__now_ns() >= deadline)
 			return TW_ETIMEDOUT;
 		int64_t us = slice_us(deadline, SHM_SEND_SLICE_US);
-		status = tw_ring_send(mc->out, lane, type, data, n, seq, us);
+		status = tw__ring_send2(
+		    mc->out, lane, type, data, n, more, n_more, seq, us);
 	}
 	if (status == TW_EPROTO) {
 		// The peer scribbled on the ring's indices.
@@ -1221,6 +1226,13 @@ static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
 	if (status == TW_ECLOSED && tx_check(mc, cancel) == TW_EPEER)
 		status = TW_EPEER;
 	return status; // TW_OK, TW_EPEER, TW_ECLOSED
+}
+
+static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
+    size_t n, uint64_t seq, int64_t deadline, const _Atomic int *cancel)
+{
+	return tx_put2(
+	    mc, lane, type, data, n, NULL, 0, seq, deadline, cancel);
 }
 
 // Ends a message that an earlier send left half way.  Lane mutex held.
@@ -1246,10 +1258,11 @@ static int tx_chunked(shm_chan *mc, uint32_t lane, const char *key,
 	size_t first = TW_SHM_MAX_MSG - TW_SHM_DATA_HDR - klen;
 	if (first > len)
 		first = len;
+	// The header and key in scratch, the payload from where it is.
 	size_t n = tw__shm_put_data(
-	    tx->scratch, TW_SHM_MAX_MSG, key, klen, len, buf, first);
-	int status = tx_put(
-	    mc, lane, TW_SHM_F_DATA, tx->scratch, n, seq, deadline, cancel);
+	    tx->scratch, TW_SHM_MAX_MSG, key, klen, len, NULL, 0);
+	int status = tx_put2(mc, lane, TW_SHM_F_DATA, tx->scratch, n, buf,
+	    first, seq, deadline, cancel);
 	if (status != TW_OK)
 		return status;
 	tx->seq = seq;
