@@ -50,3 +50,31 @@ function(tw_failalloc target)
   target_link_options(${target} PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc
     -Wl,--wrap=realloc)
 endfunction()
+
+# tw_cmocka_cases(<var> <source> <macro>): the names of the cases listed in
+# the `tests[]` array of a cmocka test source, each written `<macro>(name)`,
+# into <var>.  A test registered one ctest entry per case takes its list
+# from here, so that a case added to the array cannot be left out of ctest;
+# the source is a configure dependency, so adding one reconfigures.
+function(tw_cmocka_cases var source macro)
+  set(path ${CMAKE_CURRENT_SOURCE_DIR}/${source})
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${path})
+  file(READ ${path} text)
+  string(FIND "${text}" "CMUnitTest tests[]" start)
+  if(start EQUAL -1)
+    message(FATAL_ERROR "${source}: no `CMUnitTest tests[]` array")
+  endif()
+  string(SUBSTRING "${text}" ${start} -1 text)
+  string(FIND "${text}" "};" end)
+  string(SUBSTRING "${text}" 0 ${end} text)
+  string(REGEX MATCHALL "${macro}\\([A-Za-z0-9_]+\\)" found "${text}")
+  set(names "")
+  foreach(f ${found})
+    string(REGEX REPLACE "^${macro}\\(([A-Za-z0-9_]+)\\)$" "\\1" n "${f}")
+    list(APPEND names ${n})
+  endforeach()
+  if(names STREQUAL "")
+    message(FATAL_ERROR "${source}: no ${macro}(name) cases in `tests[]`")
+  endif()
+  set(${var} ${names} PARENT_SCOPE)
+endfunction()
