@@ -59,6 +59,40 @@ static void check_frame(const tw__shm_rx *st, const tw__shm_frame *f, int act,
 	}
 }
 
+// The receiver's split decoding of a DATA frame (header and key in its
+// own memory, payload placed apart), at the split the frame's key length
+// claims: it must agree with the whole frame's decoding, field for field,
+// and fail where that fails; a split that leaves payload in the head must
+// fail.
+static void check_split(uint32_t route, uint64_t seq, const unsigned char *buf,
+    size_t n, const tw__shm_frame *whole)
+{
+	if (route != TW_SHM_F_DATA || n < TW_SHM_DATA_HDR)
+		return;
+	uint16_t klen;
+	memcpy(&klen, buf, sizeof(klen));
+	size_t head = TW_SHM_DATA_HDR + (size_t)klen;
+	if (head > n)
+		head = n;
+	tw__shm_frame f;
+	const char *why = NULL;
+	int st = tw__shm_frame_decode_split(
+	    seq, buf, head, buf + head, n - head, &f, &why);
+	bool data = whole != NULL;
+	if (st != TW_OK) {
+		require(st == TW_EPROTO && why != NULL && !data);
+	} else {
+		require(data && f.total == whole->total && f.key == whole->key
+		    && f.key_len == whole->key_len && f.data == whole->data
+		    && f.data_len == whole->data_len);
+	}
+	if (head < n && st == TW_OK) {
+		st = tw__shm_frame_decode_split(seq, buf, head + 1,
+		    buf + head + 1, n - head - 1, &f, &why);
+		require(st == TW_EPROTO && why != NULL);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	tw__shm_rx st[2];
@@ -102,6 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		tw__shm_frame f;
 		const char *why = NULL;
 		int act = tw__shm_frame_decode(route, seq, buf, n, &f, &why);
+		check_split(route, seq, buf, n, act == TW_OK ? &f : NULL);
 		if (act == TW_OK && !broken[lane]) {
 			act = tw__shm_rx_step(&st[lane], &f, &why);
 			if (act >= 0)

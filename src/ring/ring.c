@@ -559,6 +559,7 @@ struct ring_recv_args {
 	tw__ring_place_fn place; // NULL: the payload goes to dst
 	void *place_arg;
 	void **at; // where the payload went; NULL: not asked
+	size_t *from; // with at: the payload's bytes before it are in dst
 };
 
 // Hands the slots taken so far back to the producer by publishing head.
@@ -578,6 +579,35 @@ static int ring_release(tw_ring *r, uint32_t lane, struct ring_seen *sn)
 	if (__atomic_load_n(&lc->prod_sleepers, __ATOMIC_SEQ_CST) != 0)
 		ring_wake(&lc->space_seq);
 	return TW_OK;
+}
+
+// Asks the consumer's place callback where the payload of the slot at
+// `s` goes; a peek copies its leading bytes to dst first.  *at and *from
+// as tw__ring_recv_any_placed reports them; *done: the leading bytes
+// copied already.  Returns where the payload's byte *done goes.
+static unsigned char *ring_place(struct ring_recv_args *a,
+    struct tw_ring_slot *s, uint32_t lane, uint32_t route, uint64_t corr,
+    size_t len, void **at, size_t *from, size_t *done)
+{
+	tw__ring_placing p
+	    = { .lane = lane, .route = route, .corr = corr, .len = len };
+	void *to = a->place(a->place_arg, &p);
+	if (to == NULL && p.peek > 0) {
+		p.have = p.peek < len ? p.peek : len;
+		memcpy(a->dst, s + 1, p.have);
+		p.peek = 0;
+		p.from = 0;
+		to = a->place(a->place_arg, &p);
+	}
+	if (to == NULL || p.from > p.have) {
+		*at = a->dst;
+		*from = 0;
+		*done = p.have;
+		return (unsigned char *)a->dst + p.have;
+	}
+	*at = to;
+	*from = *done = p.from;
+	return to;
 }
 
 // Takes the oldest message of `lane`, if any.
@@ -621,16 +651,18 @@ static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 	}
 	uint32_t route = __atomic_load_n(&s->route, __ATOMIC_RELAXED);
 	uint64_t corr = __atomic_load_n(&s->corr, __ATOMIC_RELAXED);
-	void *to = a->dst;
-	if (a->place != NULL && len > 0) {
-		void *p = a->place(a->place_arg, lane, route, corr, len);
-		if (p != NULL)
-			to = p;
+	void *at = a->dst;
+	size_t from = 0, done = 0;
+	unsigned char *to = a->dst;
+	if (a->place != NULL && len > 0)
+		to = ring_place(
+		    a, s, lane, route, corr, len, &at, &from, &done);
+	if (a->at != NULL) {
+		*a->at = at;
+		*a->from = from;
 	}
-	if (a->at != NULL)
-		*a->at = to;
-	if (len > 0)
-		memcpy(to, s + 1, len);
+	if (len > done)
+		memcpy(to, (const unsigned char *)(s + 1) + done, len - done);
 	sn->head = head + 1;
 	// Publishing head is a locked exchange on a line that a producer
 	// waiting for room keeps reading: in a stream that fills the ring,
@@ -705,7 +737,7 @@ int tw_ring_recv(tw_ring *r, uint32_t lane, void *dst, size_t cap, size_t *n,
 
 static int recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
     size_t *n, uint32_t *route, uint64_t *corr, tw__ring_place_fn place,
-    void *arg, void **at, int64_t timeout_us)
+    void *arg, void **at, size_t *from, int64_t timeout_us)
 {
 	if (r == NULL || lane == NULL || (dst == NULL && cap > 0))
 		return TW_EINVAL;
@@ -717,7 +749,8 @@ static int recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
 		.corr = corr,
 		.place = place,
 		.place_arg = arg,
-		.at = at };
+		.at = at,
+		.from = from };
 	int status = ring_try_recv_any(r, &a);
 	if (status != TW_EAGAIN)
 		return status;
@@ -728,15 +761,18 @@ static int recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
 int tw_ring_recv_any(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
     size_t *n, uint32_t *route, uint64_t *corr, int64_t timeout_us)
 {
-	return recv_any(
-	    r, lane, dst, cap, n, route, corr, NULL, NULL, NULL, timeout_us);
+	return recv_any(r, lane, dst, cap, n, route, corr, NULL, NULL, NULL,
+	    NULL, timeout_us);
 }
 
 int tw__ring_recv_any_placed(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
     size_t *n, uint32_t *route, uint64_t *corr, tw__ring_place_fn place,
-    void *arg, void **at)
+    void *arg, void **at, size_t *from)
 {
-	return recv_any(r, lane, dst, cap, n, route, corr, place, arg, at, 0);
+	if (at == NULL || from == NULL)
+		return TW_EINVAL;
+	return recv_any(
+	    r, lane, dst, cap, n, route, corr, place, arg, at, from, 0);
 }
 
 struct ring_peek_args {

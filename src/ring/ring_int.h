@@ -58,20 +58,39 @@ int tw__ring_send2(tw_ring *r, uint32_t lane, uint32_t route, const void *data,
     size_t n, const void *more, size_t n_more, uint64_t corr,
     int64_t timeout_us);
 
-// Where a consumer wants a message's payload of `len` bytes to go, asked
-// once the slot's header was read (each field once) and checked against
-// the ring's limits and the caller's `cap`: memory for `len` bytes, or
-// NULL for the caller's buffer.  The payload is copied after the call, and
-// the fields passed are those the receive reports.
-typedef void *(*tw__ring_place_fn)(
-    void *arg, uint32_t lane, uint32_t route, uint64_t corr, size_t len);
+// A consumer placing a message's payload where it belongs, asked once the
+// slot's header was read (each field once) and checked against the ring's
+// limits and the caller's `cap`.  The fields are those the receive
+// reports.
+typedef struct tw__ring_placing {
+	uint32_t lane;
+	uint32_t route;
+	uint64_t corr;
+	size_t len; // payload bytes
+	// Leading payload bytes already copied to dst: 0 at the first ask.
+	size_t have;
+	// Out, first ask: with a NULL answer, copy this many leading bytes
+	// (at most len) to dst and ask once more, so that the consumer can
+	// decide from a header it reads in its own memory, which the other
+	// side cannot change under it.  0: no second ask.
+	size_t peek;
+	// Out: with an answer, the payload from byte `from` on goes there;
+	// the bytes before it stay in dst.  At most `have` (an answer with
+	// more is taken as NULL).
+	size_t from;
+} tw__ring_placing;
+
+// Where the payload (from p->from on) goes: memory for p->len - p->from
+// bytes, or NULL for dst.  The payload is copied after the call.
+typedef void *(*tw__ring_place_fn)(void *arg, tw__ring_placing *p);
 
 // tw_ring_recv_any with a timeout of 0, where `place` may choose where the
-// payload goes; *at is where it went (dst or place's answer) on TW_OK.
-// For a consumer that can put a payload where it belongs without a copy
-// through dst, once the header says where.
+// payload goes.  On TW_OK, bytes [*from, *n) of the payload went to *at
+// (dst or place's answer) and bytes [0, *from) to dst.  For a consumer that
+// can put a payload where it belongs without a copy through dst, once the
+// header says where.
 int tw__ring_recv_any_placed(tw_ring *r, uint32_t *lane, void *dst, size_t cap,
     size_t *n, uint32_t *route, uint64_t *corr, tw__ring_place_fn place,
-    void *arg, void **at);
+    void *arg, void **at, size_t *from);
 
 #endif // TW_RING_RING_INT_H

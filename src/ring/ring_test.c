@@ -795,25 +795,42 @@ static void test_recv_any_fair(void **state)
 }
 
 // What a place callback of test_recv_placed saw, and where it sends the
-// payloads of route 2.
+// payloads of route 2 (all of it) and route 3 (from the byte after the
+// first ':' on, once it has peeked at the first `peek` bytes).
 struct placing {
 	unsigned char to[64];
 	unsigned calls;
-	uint32_t lane, route;
-	uint64_t corr;
-	size_t len;
+	tw__ring_placing last;
+	unsigned char *dst; // what the second ask finds there
+	size_t peek;
+	char seen[16];
 };
 
-static void *place_route2(
-    void *arg, uint32_t lane, uint32_t route, uint64_t corr, size_t len)
+static void *place_route(void *arg, tw__ring_placing *p)
 {
-	struct placing *p = arg;
-	p->calls++;
-	p->lane = lane;
-	p->route = route;
-	p->corr = corr;
-	p->len = len;
-	return route == 2 ? p->to : NULL;
+	struct placing *pl = arg;
+	pl->calls++;
+	pl->last = *p;
+	if (p->route == 2)
+		return pl->to;
+	if (p->route != 3)
+		return NULL;
+	if (p->have == 0) {
+		p->peek = pl->peek;
+		return NULL;
+	}
+	memcpy(pl->seen, pl->dst, p->have);
+	pl->seen[p->have] = '\0';
+	if (strcmp(pl->seen, "far") == 0) {
+		// From beyond what was peeked at: not taken.
+		p->from = p->have + 1;
+		return pl->to;
+	}
+	const char *colon = memchr(pl->dst, ':', p->have);
+	if (colon == NULL)
+		return NULL;
+	p->from = (size_t)(colon - (const char *)pl->dst) + 1;
+	return pl->to;
 }
 
 static void test_recv_placed(void **state)
@@ -821,11 +838,11 @@ static void test_recv_placed(void **state)
 	size_t bytes;
 	void *mem = ring_alloc(2, 8, 32, &bytes);
 	tw_ring *r = ring_open(mem, bytes);
-	struct placing p = { 0 };
 	unsigned char dst[32];
+	struct placing p = { .dst = dst, .peek = 4 };
 	uint32_t lane, route;
 	uint64_t corr;
-	size_t n;
+	size_t n, from = 99;
 	void *at = NULL;
 
 	// The callback sees the header as the receive reports it; its
@@ -833,42 +850,78 @@ static void test_recv_placed(void **state)
 	TW_PASS(tw_ring_send(r, 0, 2, "placed", 6, 77, 0));
 	TW_PASS(tw_ring_send(r, 1, 1, "to dst", 6, 78, 0));
 	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
-	    &route, &corr, place_route2, &p, &at));
+	    &route, &corr, place_route, &p, &at, &from));
 	assert_int_equal(p.calls, 1);
-	assert_true(p.lane == 0 && p.route == 2 && p.corr == 77 && p.len == 6);
+	assert_true(p.last.lane == 0 && p.last.route == 2 && p.last.corr == 77
+	    && p.last.len == 6 && p.last.have == 0);
 	assert_true(lane == 0 && route == 2 && corr == 77 && n == 6);
-	assert_ptr_equal(at, p.to);
+	assert_true(at == p.to && from == 0);
 	assert_memory_equal(p.to, "placed", 6);
 	memset(dst, 0, sizeof(dst));
 	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
-	    &route, &corr, place_route2, &p, &at));
+	    &route, &corr, place_route, &p, &at, &from));
 	assert_int_equal(p.calls, 2);
 	assert_true(lane == 1 && route == 1 && corr == 78 && n == 6);
-	assert_ptr_equal(at, dst);
+	assert_true(at == dst && from == 0);
 	assert_memory_equal(dst, "to dst", 6);
+
+	// A peek: the first bytes go to dst, the callback is asked again
+	// and its answer takes the payload from `from` on.
+	memset(p.to, 0, sizeof(p.to));
+	TW_PASS(tw_ring_send(r, 0, 3, "ab:cdefgh", 9, 81, 0));
+	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	    &route, &corr, place_route, &p, &at, &from));
+	assert_int_equal(p.calls, 4);
+	assert_string_equal(p.seen, "ab:c");
+	assert_true(p.last.have == 4 && n == 9 && at == p.to && from == 3);
+	assert_memory_equal(dst, "ab:", 3);
+	assert_memory_equal(p.to, "cdefgh", 6);
+	// Peeked, then not placed: the whole payload is in dst.
+	memset(dst, 0, sizeof(dst));
+	TW_PASS(tw_ring_send(r, 0, 3, "abcdefgh", 8, 82, 0));
+	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	    &route, &corr, place_route, &p, &at, &from));
+	assert_true(p.calls == 6 && n == 8 && at == dst && from == 0);
+	assert_memory_equal(dst, "abcdefgh", 8);
+	// A peek longer than the payload gets the payload; an answer from
+	// beyond what was peeked at is taken as NULL.
+	p.peek = 100;
+	memset(dst, 0, sizeof(dst));
+	TW_PASS(tw_ring_send(r, 0, 3, "far", 3, 83, 0));
+	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	    &route, &corr, place_route, &p, &at, &from));
+	assert_true(p.calls == 8 && p.last.have == 3);
+	assert_true(n == 3 && at == dst && from == 0);
+	assert_memory_equal(dst, "far", 3);
 
 	// An empty message asks nothing; one longer than dst is refused
 	// before the callback is asked; an empty ring says so at once.
 	TW_PASS(tw_ring_send(r, 1, 2, NULL, 0, 79, 0));
 	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
-	    &route, &corr, place_route2, &p, &at));
-	assert_true(n == 0 && corr == 79 && p.calls == 2);
+	    &route, &corr, place_route, &p, &at, &from));
+	assert_true(n == 0 && corr == 79 && p.calls == 8);
 	TW_PASS(tw_ring_send(r, 1, 2, "0123456789", 10, 80, 0));
 	TW_FAIL(tw__ring_recv_any_placed(r, &lane, dst, 4, &n, &route, &corr,
-	            place_route2, &p, &at),
+	            place_route, &p, &at, &from),
 	    TW_ETRUNC);
-	assert_true(n == 10 && p.calls == 2);
+	assert_true(n == 10 && p.calls == 8);
 	TW_PASS(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
-	    &route, &corr, place_route2, &p, &at));
-	assert_true(p.calls == 3 && n == 10 && at == p.to);
+	    &route, &corr, place_route, &p, &at, &from));
+	assert_true(p.calls == 9 && n == 10 && at == p.to);
 	TW_FAIL(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
-	            &route, &corr, place_route2, &p, &at),
+	            &route, &corr, place_route, &p, &at, &from),
 	    TW_ETIMEDOUT);
 	TW_FAIL(tw__ring_recv_any_placed(r, NULL, dst, sizeof(dst), &n, &route,
-	            &corr, place_route2, &p, &at),
+	            &corr, place_route, &p, &at, &from),
 	    TW_EINVAL);
 	TW_FAIL(tw__ring_recv_any_placed(NULL, &lane, dst, sizeof(dst), &n,
-	            &route, &corr, place_route2, &p, &at),
+	            &route, &corr, place_route, &p, &at, &from),
+	    TW_EINVAL);
+	TW_FAIL(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	            &route, &corr, place_route, &p, NULL, &from),
+	    TW_EINVAL);
+	TW_FAIL(tw__ring_recv_any_placed(r, &lane, dst, sizeof(dst), &n,
+	            &route, &corr, place_route, &p, &at, NULL),
 	    TW_EINVAL);
 	tw_ring_detach(r);
 	free(mem);

@@ -160,6 +160,7 @@ _Atomic uint64_t tw__shm_large_copied;
 _Thread_local uint64_t tw__shm_frames_read_inline;
 _Atomic uint64_t tw__shm_direct_moved;
 _Atomic uint64_t tw__shm_frames_placed;
+_Atomic uint64_t tw__shm_firsts_placed;
 
 // The futex calls take their word as a plain uint32_t, as they do words
 // in shared memory; a group's wake word, this process's own, is an
@@ -550,14 +551,18 @@ static int rx_hello(shm_chan *mc, uint32_t lane, const tw__shm_frame *f)
 }
 
 // Handles the frame of `n` bytes at `at`: rx->slot, or where rx_place put
-// it.
+// it.  With `from` > 0, a first frame's header and key are rx->slot[0..from)
+// and its payload, n - from bytes, at `at`.
 static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
-    uint64_t corr, const void *at, size_t n)
+    uint64_t corr, const void *at, size_t from, size_t n)
 {
 	rx_lane *rl = &rx->lane[lane];
 	tw__shm_frame f;
 	const char *why = NULL;
-	int act = tw__shm_frame_decode(route, corr, at, n, &f, &why);
+	int act = from == 0
+	    ? tw__shm_frame_decode(route, corr, at, n, &f, &why)
+	    : tw__shm_frame_decode_split(
+	        corr, rx->slot, from, at, n - from, &f, &why);
 	if (act == TW_OK)
 		act = tw__shm_rx_step(&rl->st, &f, &why);
 	if (act < 0)
@@ -583,7 +588,7 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 			return rx_nomem(mc, SIZE_MAX);
 		if (rx_direct_ok(mc, rx, wanted, rl->key, rl->st.total)) {
 			rx->dst_used = true;
-			if (f.data_len > 0)
+			if (f.data_len > 0 && f.data != rx->dst)
 				memcpy(rx->dst, f.data, f.data_len);
 			if (!rl->st.in_msg)
 				return rx_direct_done(mc, rx, f.data_len);
@@ -663,28 +668,69 @@ static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
 		if (status != TW_OK)
 			return status;
 		status = rx_frame(
-		    mc, rx, TW_SHM_LANE_CTL, route, corr, rx->slot, n);
+		    mc, rx, TW_SHM_LANE_CTL, route, corr, rx->slot, 0, n);
 		if (status != TW_OK)
 			return status;
 	}
 }
 
+// The least payload of a first frame that rx_place_first places.
+#define SHM_PLACE_MIN 256
+
+// The first frame of the message the reading thread waits for, when it
+// may start in that thread's buffer (rx_direct_ok, as rx_frame will
+// decide): its payload goes there.  At the first ask, the header and the
+// key wanted are peeked at; at the second they are in rx->slot, where the
+// other side cannot change them, and must be the wanted key's with no
+// more payload than the message holds.
+static void *rx_place_first(shm_chan *mc, rx_ctx *rx, tw__ring_placing *p)
+{
+	if (p->lane != TW_SHM_LANE_DATA || rx->want == NULL || !rx->want_data
+	    || rx->dst == NULL || rx->dst_used || rx->lane[p->lane].st.in_msg)
+		return NULL;
+	size_t head = TW_SHM_DATA_HDR + rx->want_len;
+	if (p->have == 0) {
+		// A small payload costs less to copy twice than to place.
+		if (p->len >= head + SHM_PLACE_MIN)
+			p->peek = head;
+		return NULL;
+	}
+	uint16_t klen;
+	uint64_t total;
+	memcpy(&klen, rx->slot, sizeof(klen));
+	memcpy(&total, rx->slot + 2, sizeof(total));
+	if (p->have != head || klen != rx->want_len
+	    || memcmp(rx->slot + TW_SHM_DATA_HDR, rx->want, klen) != 0
+	    || p->len - head > total
+	    || !rx_direct_ok(mc, rx, true, rx->want, total))
+		return NULL;
+	p->from = head;
+	atomic_store_explicit(&tw__shm_firsts_placed,
+	    atomic_load_explicit(&tw__shm_firsts_placed, memory_order_relaxed)
+	        + 1,
+	    memory_order_relaxed);
+	return rx->dst;
+}
+
 // Where a frame's payload goes straight from the ring (tw__ring_place_fn):
 // a continuation of the message in progress in its lane, that fits what is
 // left of it, into the memory that message is assembled in (the receiving
-// application's buffer or the message's own), sparing a copy through
-// rx->slot.  The fields are the slot's as read once; tw__shm_rx_step then
-// checks the frame as any other, and one that fails it fails the message,
-// whose memory it only wrote within the message's bounds.
-static void *rx_place(
-    void *arg, uint32_t lane, uint32_t route, uint64_t corr, size_t len)
+// application's buffer or the message's own), or the first frame of the
+// message the reading thread waits for (rx_place_first), sparing a copy
+// through rx->slot.  The fields are the slot's as read once; rx_frame
+// then checks the frame as any other, and one that fails it fails the
+// message, whose memory it only wrote within the message's bounds.
+static void *rx_place(void *arg, tw__ring_placing *p)
 {
-	rx_ctx *rx = arg;
-	if (route != TW_SHM_F_CONT)
+	shm_chan *mc = arg;
+	rx_ctx *rx = mc->rxc;
+	if (p->route == TW_SHM_F_DATA)
+		return rx_place_first(mc, rx, p);
+	if (p->route != TW_SHM_F_CONT)
 		return NULL;
-	rx_lane *rl = &rx->lane[lane];
-	if (!rl->st.in_msg || rl->buf == NULL || corr != rl->st.cur_seq
-	    || len > rl->st.total - rl->st.got)
+	rx_lane *rl = &rx->lane[p->lane];
+	if (!rl->st.in_msg || rl->buf == NULL || p->corr != rl->st.cur_seq
+	    || p->len > rl->st.total - rl->st.got)
 		return NULL;
 	// Not a locked add: that waits for the stores of the copy before it
 	// to drain, and cost more than the rest of this function.
@@ -717,8 +763,10 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 		uint64_t corr;
 		size_t n;
 		void *at = rx->slot;
+		size_t from = 0;
 		status = tw__ring_recv_any_placed(mc->in, &lane, rx->slot,
-		    sizeof(rx->slot), &n, &route, &corr, rx_place, rx, &at);
+		    sizeof(rx->slot), &n, &route, &corr, rx_place, mc, &at,
+		    &from);
 		if (status == TW_ETIMEDOUT)
 			return TW_OK;
 		if (status == TW_ETRUNC)
@@ -728,7 +776,7 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 		if (status != TW_OK)
 			return status; // TW_EPEER, TW_ECLOSED
 		++*frames;
-		status = rx_frame(mc, rx, lane, route, corr, at, n);
+		status = rx_frame(mc, rx, lane, route, corr, at, from, n);
 		if (status != TW_OK)
 			return status;
 		if (rx->pend) {

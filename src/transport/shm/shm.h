@@ -34,6 +34,9 @@ extern _Atomic uint64_t tw__shm_direct_moved;
 // Exact while one channel is read at a time (readers of different channels
 // may bump it at once and lose a bump): a figure for tests.
 extern _Atomic uint64_t tw__shm_frames_placed;
+// First frames put straight from the ring into the buffer of the reading
+// application thread that waits for their message; as exact as the above.
+extern _Atomic uint64_t tw__shm_firsts_placed;
 
 // The inbound ring hands taken slots back to the sender in batches of up
 // to this many (a quarter of its slots at most) while it holds more

@@ -122,6 +122,24 @@ int tw__shm_frame_decode(uint32_t route, uint64_t corr, const void *buf,
 	}
 }
 
+int tw__shm_frame_decode_split(uint64_t corr, const void *head, size_t head_n,
+    const void *data, size_t data_n, tw__shm_frame *f, const char **why)
+{
+	int status
+	    = tw__shm_frame_decode(TW_SHM_F_DATA, corr, head, head_n, f, why);
+	if (status != TW_OK)
+		return status;
+	if (f->data_len != 0)
+		return bad(why, "payload on both sides of a split frame");
+	if (data_n > 0 && data == NULL)
+		return bad(why, "no buffer");
+	f->data = data;
+	f->data_len = data_n;
+	if (f->data_len > f->total)
+		return bad(why, "more payload than the message holds");
+	return TW_OK;
+}
+
 void tw__shm_rx_init(tw__shm_rx *st, uint64_t max_total)
 {
 	memset(st, 0, sizeof(*st));

@@ -69,6 +69,14 @@ typedef struct tw__shm_frame {
 int tw__shm_frame_decode(uint32_t route, uint64_t corr, const void *buf,
     size_t n, tw__shm_frame *f, const char **why);
 
+// Decodes a DATA frame whose header and key are head[0..head_n) and whose
+// payload lies apart, at data[0..data_n): a receiver that placed the
+// payload where the message goes read the rest into its own memory.
+// Returns as tw__shm_frame_decode; TW_EPROTO also when head holds
+// payload bytes too.
+int tw__shm_frame_decode_split(uint64_t corr, const void *head, size_t head_n,
+    const void *data, size_t data_n, tw__shm_frame *f, const char **why);
+
 // Receive state of one lane: where the sequence numbers stand and how much
 // of the message in progress has arrived.
 typedef struct tw__shm_rx {
