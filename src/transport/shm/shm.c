@@ -84,16 +84,18 @@
 // receiver has copied it.  The offer is a word in the segment that the
 // receiver claims and the sender withdraws with compare-and-swap, so a
 // sender that times out never leaves the receiver reading a buffer that
-// the application has reused.  Below 4 MiB the ring's two copies run at
-// once on two CPUs, each within cache, while process_vm_readv copies on one
-// CPU after pinning every page of the sender's buffer: on an AMD EPYC guest
-// the ring moved 2 to 3 times the bytes per second at 64 KiB to 1 MiB (on
-// an Intel Xeon guest the two were level there).  Beyond the caches the
-// ring's copies go to memory: at 16 MiB, on the Intel guest, 6.2 GB/s
-// through the ring against 8.6 pinned, and 2.1 against 9.0 unpinned, where
-// the two processes often share a CPU.  TAGWIRE_SHM_CMA=1 in a sender's
-// environment takes the single copy from 64 KiB on; TAGWIRE_SHM_CMA=0 in
-// either process of a pair keeps it off between them.
+// the application has reused.  Beyond the caches the ring's copies go to
+// memory: at 16 MiB, on an Intel guest, 6.2 GB/s through the ring against
+// 8.6 pinned, and 2.1 against 9.0 unpinned, where the two processes often
+// share a CPU.  From 64 KiB to 4 MiB which way is faster depends on the
+// machine (the ring's two copies run at once on two CPUs, each within
+// cache; process_vm_readv copies on one CPU after pinning every page of
+// the sender's buffer): the ring moved 2 to 3 times the bytes per second
+// of the single copy on an AMD EPYC guest, and 0.77 times on an Intel Xeon
+// guest.  So there the sender measures both on the link and takes the
+// faster (shm_pick.h).  TAGWIRE_SHM_CMA=1 in a sender's environment takes
+// the single copy from 64 KiB on always; TAGWIRE_SHM_CMA=0 in either
+// process of a pair keeps it off between them.
 //
 // Trust.  The other process may write anything into the segment: frames
 // are decoded by a pure, fuzzed function (shm_frame.c), counters read from
@@ -127,10 +129,10 @@
 #include "transport/shm/shm.h"
 #include "transport/transport.h"
 
-// Synchronous messages this large cross with process_vm_readv when it
-// works, and from SHM_LARGE_MIN on when asked to (TAGWIRE_SHM_CMA=1).
-#define SHM_LARGE_AUTO (4 * 1024 * 1024)
-#define SHM_LARGE_MIN (64 * 1024)
+// Synchronous messages from this size on may cross with process_vm_readv
+// when it works: from 4 MiB on always, below as measured (shm_pick.h) or
+// always when asked to (TAGWIRE_SHM_CMA=1).
+#define SHM_LARGE_MIN TW_SHM_PICK_MIN
 // How often a blocked sender looks at its cancel flag and its peer.
 #define SHM_SEND_SLICE_US 10000
 // How long the progress thread sleeps at once, and how often it looks
@@ -1422,6 +1424,12 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 	    && len >= mc->cma_min
 	    && __atomic_load_n(&mc->hdr->cma[mc->side], __ATOMIC_ACQUIRE)
 	        == TW_SHM_CMA_YES;
+	// Between 64 KiB and 4 MiB the faster way on this link, as measured
+	// (shm_pick.h).
+	bool timed = large && mc->cma_pick && len < TW_SHM_PICK_MAX;
+	if (timed)
+		large = tw__shm_pick_way(&mc->pick, len) == TW_SHM_PICK_SINGLE;
+	int64_t t0 = timed ? tw__now_ns() : 0;
 	if (tx->partial != 0 || large
 	    || len > TW_SHM_MAX_MSG - TW_SHM_DATA_HDR - klen)
 		deadline = tw__deadline_fix(deadline);
@@ -1432,6 +1440,10 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 		    : tx_chunked(
 		        mc, lane, key, klen, buf, len, deadline, cancel);
 	}
+	if (timed && status == TW_OK)
+		tw__shm_pick_note(&mc->pick, len,
+		    large ? TW_SHM_PICK_SINGLE : TW_SHM_PICK_RING,
+		    tw__now_ns() - t0);
 	if (status == TW_OK)
 		atomic_store_explicit(&tx->sent,
 		    atomic_load_explicit(&tx->sent, memory_order_relaxed) + 1,
@@ -1818,12 +1830,10 @@ static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 	// the top of this file); a receiver that refuses it says so in its
 	// answer to the hello, so that is enough to turn it off.
 	const char *cma = getenv("TAGWIRE_SHM_CMA");
-	if (cma == NULL || cma[0] == '\0')
-		mc->cma_min = SHM_LARGE_AUTO;
-	else if (strcmp(cma, "0") == 0)
+	mc->cma_min = SHM_LARGE_MIN;
+	mc->cma_pick = cma == NULL || cma[0] == '\0';
+	if (cma != NULL && strcmp(cma, "0") == 0)
 		mc->cma_min = SIZE_MAX;
-	else
-		mc->cma_min = SHM_LARGE_MIN;
 	return &mc->base;
 }
 

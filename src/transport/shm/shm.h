@@ -18,6 +18,7 @@
 #include "platform/posix/futex.h"
 #include "transport/chanbase.h"
 #include "transport/shm/shm_frame.h"
+#include "transport/shm/shm_pick.h"
 #include "transport/shm/shm_seg.h"
 
 // Messages this process received with process_vm_readv.
@@ -108,6 +109,10 @@ typedef struct shm_chan {
 	// The least synchronous message that crosses by process_vm_readv
 	// (SIZE_MAX: none; see TAGWIRE_SHM_CMA in shm.c).
 	size_t cma_min;
+	// Below TW_SHM_PICK_MAX, whether `pick` chooses the way (no
+	// TAGWIRE_SHM_CMA) or every message takes the single copy.
+	bool cma_pick;
+	tw__shm_pick pick; // under the data lane's tx mutex
 
 	// Set by test_send before `attached`, constant afterwards.
 	void *mem;

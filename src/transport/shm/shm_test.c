@@ -1308,6 +1308,85 @@ static void t_large_default(void **state)
 	large(2);
 }
 
+// --- choosing between the ring and the single copy ------------------------
+
+// One send of `len` bytes as the chooser says, taking `ns_ring` or
+// `ns_single` nanoseconds per byte; returns the way taken.
+static int pick_send(
+    tw__shm_pick *p, size_t len, int64_t ns_ring, int64_t ns_single)
+{
+	int way = tw__shm_pick_way(p, len);
+	tw__shm_pick_note(p, len, way,
+	    (int64_t)len * (way == TW_SHM_PICK_RING ? ns_ring : ns_single));
+	return way;
+}
+
+// Sends `runs` runs of `len` bytes; counts the single copies in *single.
+static void pick_runs(tw__shm_pick *p, size_t len, unsigned runs,
+    int64_t ns_ring, int64_t ns_single, unsigned *single)
+{
+	size_t run = TW_SHM_PICK_RUN_BYTES / len;
+	if (run < 2)
+		run = 2;
+	*single = 0;
+	for (size_t i = 0; i < runs * run; i++)
+		*single += pick_send(p, len, ns_ring, ns_single)
+		    == TW_SHM_PICK_SINGLE;
+}
+
+static void t_pick(void **state)
+{
+	(void)state;
+	const size_t k64 = 64 * 1024;
+	assert_int_equal(tw__shm_pick_class(k64 - 1), -1);
+	assert_int_equal(tw__shm_pick_class(k64), 0);
+	assert_int_equal(tw__shm_pick_class(2 * k64 - 1), 0);
+	assert_int_equal(tw__shm_pick_class(2 * k64), 1);
+	assert_int_equal(tw__shm_pick_class(TW_SHM_PICK_MAX - 1), 5);
+	assert_int_equal(tw__shm_pick_class(TW_SHM_PICK_MAX), -1);
+
+	tw__shm_pick p = { 0 };
+	assert_int_equal(tw__shm_pick_way(&p, k64 - 1), TW_SHM_PICK_RING);
+	assert_int_equal(
+	    tw__shm_pick_way(&p, TW_SHM_PICK_MAX), TW_SHM_PICK_SINGLE);
+
+	// Warming up: a run of the ring (32 sends of 64 KiB: 2 MiB), whose
+	// first half is not measured, then a run of the single copy.
+	for (int i = 0; i < 32; i++) {
+		assert_int_equal(pick_send(&p, k64, 2, 1), TW_SHM_PICK_RING);
+		assert_int_equal(p.samples[TW_SHM_PICK_RING][0],
+		    i < 16 ? 0 : (uint32_t)i - 15);
+	}
+	assert_int_equal(pick_send(&p, k64, 2, 1), TW_SHM_PICK_SINGLE);
+	unsigned single;
+	pick_runs(&p, k64, 1, 2, 1, &single);
+	assert_int_equal(p.samples[TW_SHM_PICK_SINGLE][0], 16);
+	assert_int_equal(p.ps_per_byte[TW_SHM_PICK_SINGLE][0], 1000);
+	assert_int_equal(p.ps_per_byte[TW_SHM_PICK_RING][0], 2000);
+
+	// Then the faster way, the other one run in TW_SHM_PICK_PROBE.
+	pick_runs(&p, k64, TW_SHM_PICK_PROBE, 2, 1, &single);
+	assert_int_equal(single, (TW_SHM_PICK_PROBE - 1) * 32);
+	// Classes are apart: 1 MiB still warms up, in runs of two.
+	assert_int_equal(pick_send(&p, 1024 * 1024, 1, 3), TW_SHM_PICK_RING);
+	assert_int_equal(pick_send(&p, 1024 * 1024, 1, 3), TW_SHM_PICK_RING);
+	assert_int_equal(p.samples[TW_SHM_PICK_RING][4], 1);
+
+	// The machine changes: the ring is now the faster.  The next probe
+	// of the ring finds it so, and it is kept from then on.
+	pick_runs(&p, k64, TW_SHM_PICK_PROBE, 1, 3, &single);
+	pick_runs(&p, k64, TW_SHM_PICK_PROBE, 1, 3, &single);
+	assert_int_equal(single, 32);
+
+	// What is not a sample is ignored.
+	tw__shm_pick q = p;
+	tw__shm_pick_note(&p, k64, TW_SHM_PICK_RING, -1);
+	tw__shm_pick_note(&p, k64 - 1, TW_SHM_PICK_RING, 5);
+	tw__shm_pick_note(&p, TW_SHM_PICK_MAX, TW_SHM_PICK_RING, 5);
+	tw__shm_pick_note(&p, k64, 7, 5);
+	assert_memory_equal(&p, &q, sizeof(p));
+}
+
 // --- messages of several frames ------------------------------------------------
 
 // A message of several frames is assembled where it ends up, the receiving
@@ -1740,6 +1819,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		CASE(frames),
+		CASE(pick),
 		CASE(peer_killed),
 		CASE(no_leftovers),
 		CASE(creator_crash),
