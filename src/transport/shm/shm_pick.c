@@ -33,7 +33,7 @@ int tw__shm_pick_way(tw__shm_pick *p, size_t len)
 	int c = tw__shm_pick_class(len);
 	if (c < 0)
 		return len >= TW_SHM_PICK_MAX ? TW_SHM_PICK_SINGLE
-					      : TW_SHM_PICK_RING;
+		                              : TW_SHM_PICK_RING;
 	if (p->left[c] == 0) {
 		p->runs[c]++;
 		p->way[c] = (uint32_t)next_way(p, c);
