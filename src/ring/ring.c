@@ -582,12 +582,12 @@ static int ring_release(tw_ring *r, uint32_t lane, struct ring_seen *sn)
 }
 
 // Asks the consumer's place callback where the payload of the slot at
-// `s` goes; a peek copies its leading bytes to dst first.  *at and *from
-// as tw__ring_recv_any_placed reports them; *done: the leading bytes
-// copied already.  Returns where the payload's byte *done goes.
-static unsigned char *ring_place(struct ring_recv_args *a,
-    struct tw_ring_slot *s, uint32_t lane, uint32_t route, uint64_t corr,
-    size_t len, void **at, size_t *from, size_t *done)
+// `s` goes; a peek copies its leading bytes to dst first.  Returns where
+// the payload's byte *from goes, as tw__ring_recv_any_placed reports them;
+// *done: the leading bytes copied already (at least *from).
+static void *ring_place(struct ring_recv_args *a, struct tw_ring_slot *s,
+    uint32_t lane, uint32_t route, uint64_t corr, size_t len, size_t *from,
+    size_t *done)
 {
 	tw__ring_placing p
 	    = { .lane = lane, .route = route, .corr = corr, .len = len };
@@ -600,12 +600,10 @@ static unsigned char *ring_place(struct ring_recv_args *a,
 		to = a->place(a->place_arg, &p);
 	}
 	if (to == NULL || p.from > p.have) {
-		*at = a->dst;
 		*from = 0;
 		*done = p.have;
-		return (unsigned char *)a->dst + p.have;
+		return a->dst;
 	}
-	*at = to;
 	*from = *done = p.from;
 	return to;
 }
@@ -653,16 +651,16 @@ static int ring_take(tw_ring *r, uint32_t lane, struct ring_recv_args *a)
 	uint64_t corr = __atomic_load_n(&s->corr, __ATOMIC_RELAXED);
 	void *at = a->dst;
 	size_t from = 0, done = 0;
-	unsigned char *to = a->dst;
 	if (a->place != NULL && len > 0)
-		to = ring_place(
-		    a, s, lane, route, corr, len, &at, &from, &done);
+		at = ring_place(a, s, lane, route, corr, len, &from, &done);
 	if (a->at != NULL) {
 		*a->at = at;
 		*a->from = from;
 	}
+	// Byte `from` goes to `at`, so byte `done` to at + (done - from).
 	if (len > done)
-		memcpy(to, (const unsigned char *)(s + 1) + done, len - done);
+		memcpy((unsigned char *)at + (done - from),
+		    (const unsigned char *)(s + 1) + done, len - done);
 	sn->head = head + 1;
 	// Publishing head is a locked exchange on a line that a producer
 	// waiting for room keeps reading: in a stream that fills the ring,

@@ -588,7 +588,10 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 		}
 		if (rl->st.total > SIZE_MAX)
 			return rx_nomem(mc, SIZE_MAX);
-		if (rx_direct_ok(mc, rx, wanted, rl->key, rl->st.total)) {
+		// A first frame placed in rx->dst was judged so by
+		// rx_place_first a moment ago.
+		if (f.data == rx->dst
+		    || rx_direct_ok(mc, rx, wanted, rl->key, rl->st.total)) {
 			rx->dst_used = true;
 			if (f.data_len > 0 && f.data != rx->dst)
 				memcpy(rx->dst, f.data, f.data_len);
@@ -680,11 +683,11 @@ static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
 #define SHM_PLACE_MIN 256
 
 // The first frame of the message the reading thread waits for, when it
-// may start in that thread's buffer (rx_direct_ok, as rx_frame will
-// decide): its payload goes there.  At the first ask, the header and the
-// key wanted are peeked at; at the second they are in rx->slot, where the
-// other side cannot change them, and must be the wanted key's with no
-// more payload than the message holds.
+// may start in that thread's buffer (rx_direct_ok; rx_frame takes the
+// placement as that answer): its payload goes there.  At the first ask,
+// the header and the key wanted are peeked at; at the second they are in
+// rx->slot, where the other side cannot change them, and must decode as
+// the wanted key's with no more payload than the message holds.
 static void *rx_place_first(shm_chan *mc, rx_ctx *rx, tw__ring_placing *p)
 {
 	if (p->lane != TW_SHM_LANE_DATA || rx->want == NULL || !rx->want_data
@@ -697,14 +700,15 @@ static void *rx_place_first(shm_chan *mc, rx_ctx *rx, tw__ring_placing *p)
 			p->peek = head;
 		return NULL;
 	}
-	uint16_t klen;
-	uint64_t total;
-	memcpy(&klen, rx->slot, sizeof(klen));
-	memcpy(&total, rx->slot + 2, sizeof(total));
-	if (p->have != head || klen != rx->want_len
-	    || memcmp(rx->slot + TW_SHM_DATA_HDR, rx->want, klen) != 0
-	    || p->len - head > total
-	    || !rx_direct_ok(mc, rx, true, rx->want, total))
+	// Exactly the header and a key of the wanted length, or not ours.
+	tw__shm_frame f;
+	const char *why;
+	if (tw__shm_frame_decode(
+	        TW_SHM_F_DATA, p->corr, rx->slot, p->have, &f, &why)
+	        != TW_OK
+	    || f.data_len != 0 || memcmp(f.key, rx->want, f.key_len) != 0
+	    || p->len - p->have > f.total
+	    || !rx_direct_ok(mc, rx, true, rx->want, f.total))
 		return NULL;
 	p->from = head;
 	atomic_store_explicit(&tw__shm_firsts_placed,
