@@ -846,6 +846,26 @@ void tw__ring_sleep_end(tw_ring *r)
 	__atomic_fetch_sub(&r->hdr->cons_sleepers, 1, __ATOMIC_RELAXED);
 }
 
+uint32_t *tw__ring_kick_word(tw_ring *r, uint32_t *seq)
+{
+	*seq = __atomic_load_n(&r->hdr->data_seq, __ATOMIC_ACQUIRE);
+	return &r->hdr->data_seq;
+}
+
+int tw__ring_looks_full(const tw_ring *r)
+{
+	for (uint32_t lane = 0; lane < r->lanes; lane++) {
+		uint32_t head
+		    = __atomic_load_n(&r->lane[lane].head, __ATOMIC_RELAXED);
+		uint32_t last = head + r->slots - 1;
+		if (__atomic_load_n(
+		        &ring_slot(r, lane, last)->seq, __ATOMIC_RELAXED)
+		    == last + 1)
+			return 1;
+	}
+	return 0;
+}
+
 void tw__ring_set_release(tw_ring *r, uint32_t every)
 {
 	uint32_t m = 1;

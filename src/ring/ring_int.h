@@ -36,6 +36,18 @@ int tw__ring_sleep_begin(tw_ring *r, uint32_t lane_mask, int check_pid,
     uint32_t **word, uint32_t *seq);
 void tw__ring_sleep_end(tw_ring *r);
 
+// The word that tw__ring_kick bumps, with its value now in *seq.  A thread
+// of the consumer's process that must be woken by kicks but not by every
+// message sleeps on it without announcing itself: producers bump it only
+// for announced sleepers, and tw__ring_kick always.
+uint32_t *tw__ring_kick_word(tw_ring *r, uint32_t *seq);
+
+// Whether some lane of `r` looks full: every slot holds a message that
+// the consumer has not handed back, so its producer cannot send.  A hint
+// read from the segment without ordering, for a thread that does not
+// hold the consumer's role (whose counts it cannot see); it never fails.
+int tw__ring_looks_full(const tw_ring *r);
+
 // Lets the consumer of `r` hand taken slots back to producers in batches of
 // `every` (rounded down to a power of two, at most a quarter of the slots;
 // 1, the default, hands each back as it is taken).  A batch is also handed

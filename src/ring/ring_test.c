@@ -725,6 +725,55 @@ static void test_sleep_begin(void **state)
 	free(mem);
 }
 
+// The kick word: the consumer's word, bumped by a kick and, unlike a
+// sleeper's announcement, by nothing else; and a lane that looks full to a
+// thread that does not hold the consumer's role.
+static void test_kick_full(void **state)
+{
+	size_t bytes;
+	void *mem = ring_alloc(2, 4, 8, &bytes);
+	tw_ring *r = ring_open(mem, bytes);
+	uint32_t seq;
+	uint32_t *word = tw__ring_kick_word(r, &seq);
+	assert_ptr_equal(word, &hdr_of(mem)->data_seq);
+	assert_int_equal(seq, *word);
+	TW_PASS(tw_ring_send(r, 0, 7, "m", 1, 0, 0));
+	assert_int_equal(__atomic_load_n(word, __ATOMIC_SEQ_CST), seq);
+	tw__ring_kick(r);
+	assert_int_not_equal(__atomic_load_n(word, __ATOMIC_SEQ_CST), seq);
+	(void)tw__ring_kick_word(r, &seq);
+	assert_int_equal(seq, *word);
+
+	// Three of four slots of lane 0 used, then four; lane 1 empty.
+	char buf[8];
+	size_t n;
+	assert_int_equal(tw__ring_looks_full(r), 0);
+	TW_PASS(tw_ring_send(r, 0, 7, "m", 1, 0, 0));
+	TW_PASS(tw_ring_send(r, 0, 7, "m", 1, 0, 0));
+	assert_int_equal(tw__ring_looks_full(r), 0);
+	TW_PASS(tw_ring_send(r, 0, 7, "m", 1, 0, 0));
+	assert_int_equal(tw__ring_looks_full(r), 1);
+	// A message taken and handed back makes room.
+	TW_PASS(tw_ring_recv(r, 0, buf, sizeof(buf), &n, NULL, NULL, 0));
+	assert_int_equal(tw__ring_looks_full(r), 0);
+	// Lap after lap, and in the other lane.
+	for (int lap = 0; lap < 9; lap++) {
+		TW_PASS(tw_ring_send(r, 0, 7, "m", 1, 0, 0));
+		assert_int_equal(tw__ring_looks_full(r), 1);
+		TW_PASS(
+		    tw_ring_recv(r, 0, buf, sizeof(buf), &n, NULL, NULL, 0));
+		assert_int_equal(tw__ring_looks_full(r), 0);
+	}
+	for (int i = 0; i < 3; i++)
+		TW_PASS(
+		    tw_ring_recv(r, 0, buf, sizeof(buf), &n, NULL, NULL, 0));
+	for (int i = 0; i < 4; i++)
+		TW_PASS(tw_ring_send(r, 1, 7, "m", 1, 0, 0));
+	assert_int_equal(tw__ring_looks_full(r), 1);
+	tw_ring_detach(r);
+	free(mem);
+}
+
 static void test_recv_any_fair(void **state)
 {
 	size_t bytes;
@@ -1363,9 +1412,9 @@ int main(int argc, char **argv)
 		T(attach_errors), T(send_recv), T(send_errors), T(recv_errors),
 		T(timeouts), T(blocking_wake), T(release_batch),
 		T(role_back_to_handle), T(wait_any), T(sleep_begin),
-		T(recv_any_fair), T(recv_placed), T(send2), T(wrap_around),
-		T(threads_spsc), T(abort), T(dead_peer), T(signal_basic),
-		T(signal_pingpong) };
+		T(kick_full), T(recv_any_fair), T(recv_placed), T(send2),
+		T(wrap_around), T(threads_spsc), T(abort), T(dead_peer),
+		T(signal_basic), T(signal_pingpong) };
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "", argv[1]) != 0)
 		return 1;

@@ -42,18 +42,29 @@
 // wake-ups per message (the ring's futex, then the mailbox's condition
 // variable), tens of microseconds against the ring's fraction of one.  So
 // an application thread that receives and finds nothing takes the role and
-// reads the ring itself until its message is there or SHM_SPIN_NS pass
-// without a frame.  Meanwhile the progress thread leaves that ring alone:
-// the peer's sends then find no sleeper and make no system call, and no
-// third thread competes for the CPUs.  It stays off the ring for one to
-// two SHM_PARK_NS after a reader left (it notices readers by the role's
-// value, or by a count that readers waiting for the role bump, and their
-// leaving by a generation they bump: none costs them a clock read), since
-// in request/response traffic the next receive is about to come; a reader
+// reads the ring itself until its message is there: spinning, and once
+// SHM_SPIN_NS pass without a frame, asleep on the ring as its consumer, so
+// that the peer's next frame wakes that thread and no other.  Meanwhile
+// the progress thread leaves that ring alone: the peer's sends then find
+// no sleeper and make no system call, and no third thread competes for the
+// CPUs.  It notices readers by the role's value, or by a count that
+// readers waiting for the role bump, and their leaving by a generation
+// they bump (none costs them a clock read), and stays off the ring for
+// SHM_PARK_NS after it found one, twice as long each time it finds one
+// again, up to SHM_PARK_MAX_NS: in request/response traffic and streams
+// the next receive is about to come, and on a host with no CPU to spare
+// each of its wake-ups takes the CPU of a spinning party (a 16 MiB stream
+// on 2 CPUs ran at a tenth of its speed when it woke every 250 us: the
+// sender, kept off its CPU, made the receiver give up its spin, and the
+// progress thread then received the rest through the mailbox).  A reader
 // that gives up and is about to block, or that leaves work behind (a
-// message held back by flow control), wakes it at once.  So a message that
-// nobody polls for waits at most about two park periods for the progress
-// thread.  Spinning only pays while every
+// message held back by flow control), wakes it at once, and so does a
+// peer that waits for this side to read (a full ring, or a wait for its
+// messages' delivery: it kicks the ring's word, which the progress thread
+// sleeps on while parked).  So a message that nobody polls for and nobody
+// waits on waits at most about two SHM_PARK_MAX_NS for the progress thread,
+// and the progress thread lets an application thread that asks for the
+// ring have it after the frame it is taking.  Spinning only pays while every
 // party can have a CPU: when a link has more parties than the host has
 // online CPUs, a spinning receiver takes the CPU from the very party it
 // waits for (collectives over 16 parties on 2 CPUs ran twice as slowly), so
@@ -146,8 +157,10 @@
 // last frame it saw: a reply on its way within this long needs no thread
 // hand-off.
 #define SHM_SPIN_NS 50000
-// How long the progress thread stays off a ring after a reader left.
+// How long the progress thread stays off a ring after it found a reader
+// there; each look that finds one again doubles it, up to SHM_PARK_MAX_NS.
 #define SHM_PARK_NS 250000
+#define SHM_PARK_MAX_NS 8000000
 // Frames the role's holder takes at once before it lets go.
 #define SHM_RX_BATCH 64
 // Passes a reader spins for another's hold on the ring before it yields its
@@ -163,6 +176,7 @@ _Thread_local uint64_t tw__shm_frames_read_inline;
 _Atomic uint64_t tw__shm_direct_moved;
 _Atomic uint64_t tw__shm_frames_placed;
 _Atomic uint64_t tw__shm_firsts_placed;
+_Atomic uint64_t tw__shm_reader_naps;
 
 // The futex calls take their word as a plain uint32_t, as they do words
 // in shared memory; a group's wake word, this process's own, is an
@@ -795,6 +809,14 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 		}
 		if (rx->dst_done)
 			return TW_OK;
+		// The progress thread (or a probe) lets an application
+		// thread that waits for the ring have it at once: its message
+		// may yet go straight into its buffer.
+		if (atomic_load_explicit(&mc->readers, memory_order_relaxed)
+		        > 0
+		    && atomic_load_explicit(&mc->role, memory_order_relaxed)
+		        == SHM_ROLE_OTHER)
+			return TW_OK;
 	}
 	return TW_OK;
 }
@@ -827,33 +849,58 @@ static void rx_note_held(shm_chan *mc)
 }
 
 // What a pass of the progress thread found of one channel.
-enum { GRP_IDLE, GRP_BUSY, GRP_SKIP };
+enum { GRP_IDLE, GRP_BUSY, GRP_SKIP, GRP_PARKED };
+
+// Whether the peer waits for this side to read: a lane of the inbound ring
+// is full, or the peer waits for its messages to be delivered.  Both kick
+// the ring as they begin to wait (tx_put2, shm_wait_until).
+static bool rx_needed(shm_chan *mc)
+{
+	return tw__ring_looks_full(mc->in)
+	    || __atomic_load_n(
+	           &mc->hdr->dir[!mc->side].waiters, __ATOMIC_RELAXED)
+	    != 0;
+}
 
 // Takes what one channel's ring holds, if nobody else reads it now.  On
-// GRP_SKIP, *until is when to look again (unchanged: when woken).
-static int grp_pump(shm_chan *mc, int64_t now, int64_t *until)
+// GRP_SKIP, *until is when to look again (unchanged: when woken); on
+// GRP_PARKED also, and *kick and *kseq are the word to sleep on meanwhile
+// and its value, which the peer bumps when it needs the ring read.
+static int grp_pump(
+    shm_chan *mc, int64_t now, int64_t *until, uint32_t **kick, uint32_t *kseq)
 {
 	if (tw__shm_flag(&mc->rx_dead) || tw__shm_flag(&mc->stop))
 		return GRP_SKIP;
-	if (atomic_load(&mc->readers) > 0
+	// Sampled before looking: a kick from now on ends the sleep at once.
+	*kick = tw__ring_kick_word(mc->in, kseq);
+	bool reading = atomic_load(&mc->readers) > 0
 	    || atomic_load_explicit(&mc->role, memory_order_relaxed)
-	        == SHM_ROLE_APP) {
-		// A reader polls the ring; it parks us as it leaves.
-		*until = now + SHM_PARK_NS;
-		return GRP_SKIP;
-	}
+	        == SHM_ROLE_APP;
 	uint32_t gen
 	    = atomic_load_explicit(&mc->park_gen, memory_order_relaxed);
-	if (gen != mc->park_seen) {
-		// A reader left since we last looked: it may well be back.
-		mc->park_seen = gen;
+	bool came = gen != mc->park_seen;
+	mc->park_seen = gen;
+	bool urgent = atomic_exchange(&mc->unpark, 0) != 0;
+	if (urgent && !reading) {
+		mc->park_from = 0;
+	} else if (reading || came) {
+		// A reader polls the ring, or did since the last look: it may
+		// well be back.  Each look that finds one doubles the time to
+		// the next, so that a ring the application keeps reading
+		// costs this thread few wake-ups (each one takes a CPU from a
+		// spinning party on a host with no CPU to spare, and a party
+		// kept off its CPU for long makes the other one give up its
+		// spin).
+		mc->park_ns = mc->park_from == 0        ? SHM_PARK_NS
+		    : mc->park_ns < SHM_PARK_MAX_NS / 2 ? 2 * mc->park_ns
+		                                        : SHM_PARK_MAX_NS;
 		mc->park_from = now;
 	}
-	if (atomic_exchange(&mc->unpark, 0))
-		mc->park_from = 0;
-	if (mc->park_from != 0 && now < mc->park_from + SHM_PARK_NS) {
-		*until = mc->park_from + SHM_PARK_NS;
-		return GRP_SKIP;
+	if (reading
+	    || (mc->park_from != 0 && now < mc->park_from + mc->park_ns
+	        && !rx_needed(mc))) {
+		*until = mc->park_from + mc->park_ns;
+		return GRP_PARKED;
 	}
 	if (!role_take(mc, SHM_ROLE_OTHER)) {
 		// A probe, for a few system calls at most, or a reader that
@@ -861,6 +908,7 @@ static int grp_pump(shm_chan *mc, int64_t now, int64_t *until)
 		*until = now + SHM_RETRY_NS;
 		return GRP_SKIP;
 	}
+	mc->park_from = 0;
 	unsigned frames = 0;
 	int status = TW_OK;
 	bool was_held = atomic_load(&mc->held) != 0;
@@ -903,12 +951,18 @@ static void *grp_main(void *arg)
 		int64_t now = tw__now_ns();
 		int64_t until = now + SHM_RX_SLICE_NS;
 		bool busy = false;
+		// Parked rings' kick words first, then the rings slept on.
+		unsigned nw = 1, ns = 0;
 		for (size_t i = 0; i < n; i++) {
 			int64_t again = until;
-			int what = grp_pump(snap[i], now, &again);
+			int what = grp_pump(
+			    snap[i], now, &again, &word[nw], &seq[nw]);
 			if (what == GRP_BUSY)
 				busy = true;
-			if (what == GRP_SKIP && again < until)
+			if (what == GRP_PARKED)
+				nw++;
+			if ((what == GRP_SKIP || what == GRP_PARKED)
+			    && again < until)
 				until = again;
 			if (what != GRP_IDLE)
 				snap[i] = NULL;
@@ -916,7 +970,6 @@ static void *grp_main(void *arg)
 
 		// Announce ourselves on every ring we may sleep on, then
 		// re-check it: a frame published after that bumps its word.
-		unsigned nw = 1, ns = 0;
 		// Looking for dead processes costs system calls per peer,
 		// so only now and then, and only for rings about to be slept
 		// on (the others are being read).
@@ -1035,10 +1088,41 @@ static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 	return status;
 }
 
+// Sleeps until the peer publishes a frame or kicks the ring, this side
+// stops, the peer leaves or `deadline` passes (TW_OK but for the stop and
+// the peer's leaving), for a reader whose spin found nothing: it stays the
+// ring's consumer, so the peer's next frame wakes it and no other thread.
+// Handing the ring to the progress thread instead cost a second wake-up
+// (the mailbox's) per message, and a message already half way into the
+// reader's buffer a move to memory of its own and another copy; on a host
+// with no CPU to spare the progress thread's running also took the CPU of
+// a spinning party.  Reader role held.
+static int rx_await(shm_chan *mc, int64_t deadline)
+{
+	uint32_t *word, seq;
+	int status = tw__ring_sleep_begin(
+	    mc->in, (UINT32_C(1) << TW_SHM_LANES) - 1, 1, &word, &seq);
+	if (status != TW_EAGAIN)
+		return status;
+	int64_t nap = SHM_RX_SLICE_NS, left = deadline - tw__now_ns();
+	if (deadline != TW_FOREVER && left < nap)
+		nap = left > 0 ? left : 0;
+	atomic_fetch_add_explicit(
+	    &tw__shm_reader_naps, 1, memory_order_relaxed);
+	if (!tw__shm_flag(&mc->stop) && !tw__chanbase_aborted(&mc->base))
+		tw__futex_wait(word, seq, nap);
+	tw__ring_sleep_end(mc->in);
+	if (tw__shm_flag(&mc->stop) || tw__chanbase_aborted(&mc->base))
+		return TW_ECLOSED;
+	return TW_OK;
+}
+
 // Reads the ring in this thread while `key` has not arrived, until
-// SHM_SPIN_NS pass without a frame or `deadline` passes.  With `dst`, a
-// message of `key` of at most `cap` bytes may land there directly: then
-// *len is set and the result is true.
+// `deadline` passes: spinning, and once SHM_SPIN_NS pass without a frame,
+// asleep on the ring (rx_await).  A thread that finds the role held spins
+// for it as long, then leaves the ring to its holder and waits in the
+// mailbox.  With `dst`, a message of `key` of at most `cap` bytes may land
+// there directly: then *len is set and the result is true.
 static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
     size_t cap, size_t *len)
 {
@@ -1107,7 +1191,21 @@ static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
 				*deadline = tw__deadline_fix(*deadline);
 			if (frames > 0 || until == 0)
 				until = now + mc->ep->spin_ns;
-			if (now >= until || now >= *deadline)
+			if (now >= *deadline)
+				break;
+			if (now >= until && reading) {
+				status = rx_await(mc, *deadline);
+				if (status != TW_OK) {
+					urgent = true;
+					break;
+				}
+				if ((got = tw__rxbox_ready_kind(
+				         &mc->base.rx, key, ctl)))
+					break;
+				until = tw__now_ns() + mc->ep->spin_ns;
+				continue;
+			}
+			if (now >= until)
 				break;
 		}
 		// Spinning for the ring only helps while whoever holds it (the
@@ -1258,6 +1356,10 @@ static int tx_put2(shm_chan *mc, uint32_t lane, uint32_t type,
 			break;
 		tw__cpu_relax();
 	}
+	// The peer's progress thread may be parked while its application
+	// reads elsewhere: a full ring needs it now (rx_needed).
+	if (status == TW_ETIMEDOUT)
+		tw__ring_kick(mc->out);
 	while (status == TW_ETIMEDOUT) {
 		// Then in slices, so that cancel and peer loss are noticed.
 		if ((status = tx_check(mc, cancel)) != TW_OK)
@@ -1515,6 +1617,10 @@ static int shm_wait_until(
 		return TW_OK;
 	int status = TW_OK;
 	__atomic_add_fetch(&d->waiters, 1, __ATOMIC_SEQ_CST);
+	// What the ring holds may wait for the peer's parked progress
+	// thread, which our waiting now calls for (rx_needed).
+	if (__atomic_load_n(&d->delivered, __ATOMIC_SEQ_CST) < target)
+		tw__ring_kick(mc->out);
 	while (__atomic_load_n(&d->delivered, __ATOMIC_SEQ_CST) < target) {
 		if ((status = tx_check(mc, cancel)) != TW_OK) {
 			// A peer publishes its last count before it leaves.
@@ -1554,6 +1660,9 @@ static void shm_abort_ns(tw_channel *c, const char *ns)
 {
 	shm_chan *mc = c->impl;
 	tw__mailbox_abort_ns(mc->ep->mb, ns);
+	// A receiver asleep on the ring (rx_await) looks at the mailbox.
+	if (tw__shm_flag(&mc->attached))
+		tw__ring_kick(mc->in);
 	// The root link's abort ends the whole channel (ops.abort follows):
 	// leaving the segment now, rather than sending a frame, lets the peer
 	// see sends fail no later than receives.
@@ -1572,6 +1681,8 @@ static void shm_close_ns(tw_channel *c, const char *ns)
 {
 	shm_chan *mc = c->impl;
 	tw__mailbox_drop_ns(mc->ep->mb, mc->peer_rank, ns);
+	if (tw__shm_flag(&mc->attached))
+		tw__ring_kick(mc->in);
 	tx_ns(mc, TW_SHM_F_CLOSE_NS, ns);
 }
 

@@ -38,6 +38,9 @@ extern _Atomic uint64_t tw__shm_frames_placed;
 // First frames put straight from the ring into the buffer of the reading
 // application thread that waits for their message; as exact as the above.
 extern _Atomic uint64_t tw__shm_firsts_placed;
+// Times a receiving application thread went to sleep on a ring it reads
+// (its spin found nothing): a figure for tests.
+extern _Atomic uint64_t tw__shm_reader_naps;
 
 // The inbound ring hands taken slots back to the sender in batches of up
 // to this many (a quarter of its slots at most) while it holds more
@@ -151,9 +154,12 @@ typedef struct shm_chan {
 	_Atomic uint32_t park_gen;
 	// Set by a reader that needs the progress thread on the ring now.
 	_Atomic int unpark;
-	// The progress thread's own: park_gen as it last saw it, and when.
+	// The progress thread's own: park_gen as it last saw it, when it last
+	// found a reader (0: not since it last read the ring itself), and how
+	// long it then stays off.
 	uint32_t park_seen;
 	int64_t park_from;
+	int64_t park_ns;
 	_Atomic int rx_dead; // reading has ended for good
 } shm_chan;
 

@@ -1558,6 +1558,104 @@ static void t_first_placed(void **state)
 	assert_no_segments();
 }
 
+// --- a reader that sleeps on the ring -----------------------------------------
+
+// A receiver whose spin ends before its message comes sleeps on the ring
+// and stays its reader: the message's frames wake it and go straight into
+// its buffer, first frame included, never through the progress thread and
+// the mailbox.  Each message is sent only once the receiver sleeps: a
+// thread of the receiver sees the count of such sleeps move and tells the
+// sender.
+#define NAP_ROUNDS 4
+#define NAP_SIZE (TW_SHM_MAX_MSG * 2 + 100) // three frames
+
+static int nap_sender(child *c)
+{
+	(void)c;
+	setenv("TAGWIRE_SHM_CMA", "0", 1);
+	tw_link *l;
+	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	unsigned char *buf = malloc(NAP_SIZE);
+	CHK(buf != NULL);
+	for (uint32_t k = 0; k < NAP_ROUNDS; k++) {
+		tw_buf b = { 0 };
+		CHK_RV(tw_recv(l, 1, "go", &b), TW_OK);
+		tw_buf_free(&b);
+		fill(buf, NAP_SIZE, 500 + k);
+		CHK_RV(tw_send(l, 1, "m", buf, NAP_SIZE), TW_OK);
+	}
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	free(buf);
+	return 0;
+}
+
+struct nap_teller {
+	tw_link *l;
+	_Atomic uint32_t round; // the receive under way, from 1
+	_Atomic uint64_t naps; // the count of sleeps before it began
+	int status;
+};
+
+static void *nap_tell(void *arg)
+{
+	struct nap_teller *t = arg;
+	for (uint32_t k = 1; k <= NAP_ROUNDS; k++) {
+		while (atomic_load(&t->round) != k)
+			sched_yield();
+		uint64_t naps = atomic_load(&t->naps);
+		while (atomic_load(&tw__shm_reader_naps) == naps)
+			sched_yield();
+		if ((t->status = tw_send(t->l, 0, "go", "y", 1)) != TW_OK)
+			break;
+	}
+	return NULL;
+}
+
+static int nap_receiver(child *c)
+{
+	(void)c;
+	setenv("TAGWIRE_SHM_CMA", "0", 1);
+	struct nap_teller t = { .status = TW_OK };
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &t.l), TW_OK);
+	unsigned char *buf = malloc(NAP_SIZE);
+	CHK(buf != NULL);
+	pthread_t th;
+	CHK(pthread_create(&th, NULL, nap_tell, &t) == 0);
+	uint64_t firsts = atomic_load(&tw__shm_firsts_placed);
+	uint64_t placed = atomic_load(&tw__shm_frames_placed);
+	uint64_t inline_ = tw__shm_frames_read_inline;
+	for (uint32_t k = 0; k < NAP_ROUNDS; k++) {
+		memset(buf, 0, NAP_SIZE);
+		atomic_store(&t.naps, atomic_load(&tw__shm_reader_naps));
+		atomic_store(&t.round, k + 1);
+		size_t n = 0;
+		CHK_RV(tw_recv_into(t.l, 0, "m", buf, NAP_SIZE, &n), TW_OK);
+		CHK(n == NAP_SIZE && check(buf, n, 500 + k));
+	}
+	CHK(pthread_join(th, NULL) == 0);
+	CHK_RV(t.status, TW_OK);
+	CHK(atomic_load(&tw__shm_firsts_placed) - firsts == NAP_ROUNDS);
+	CHK(atomic_load(&tw__shm_frames_placed) - placed == 2 * NAP_ROUNDS);
+	CHK(tw__shm_frames_read_inline - inline_ >= 3 * NAP_ROUNDS);
+	int st = tw_link_close(t.l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	free(buf);
+	return 0;
+}
+
+static void t_reader_naps(void **state)
+{
+	(void)state;
+	if (!two_cpus())
+		skip(); // one CPU: nobody spins, the progress thread reads
+	proc s = spawn(nap_sender, 0, 0);
+	proc r = spawn(nap_receiver, 1, 0);
+	assert_int_equal(proc_reap(&r), 0);
+	assert_int_equal(proc_reap(&s), 0);
+	assert_no_segments();
+}
+
 // --- closing towards a peer that does not receive -------------------------------
 
 // The receiver's buffer is 4 KiB and its application never receives: its
@@ -1835,6 +1933,7 @@ int main(int argc, char **argv)
 		CASE(large_last),
 		CASE(placed),
 		CASE(first_placed),
+		CASE(reader_naps),
 		CASE(reader_role),
 		CASE(direct_moved),
 		CASE(close_unread),
