@@ -88,25 +88,24 @@
 // Sending.  A mutex per lane keeps one producer per lane.  A message is a
 // DATA frame followed by CONT frames; a sender that gives up half way
 // (deadline, cancel) leaves a note so that the next message on the lane
-// starts with a CANCEL frame.  Synchronous messages of 4 MiB or more go
-// with one copy instead of two when the kernel lets the receiver read the
-// sender's memory (process_vm_readv, probed once per pair in the hello):
-// the sender offers the message with a LARGE frame and waits until the
-// receiver has copied it.  The offer is a word in the segment that the
-// receiver claims and the sender withdraws with compare-and-swap, so a
-// sender that times out never leaves the receiver reading a buffer that
-// the application has reused.  Beyond the caches the ring's copies go to
-// memory: at 16 MiB, on an Intel guest, 6.2 GB/s through the ring against
-// 8.6 pinned, and 2.1 against 9.0 unpinned, where the two processes often
-// share a CPU.  From 64 KiB to 4 MiB which way is faster depends on the
-// machine (the ring's two copies run at once on two CPUs, each within
-// cache; process_vm_readv copies on one CPU after pinning every page of
-// the sender's buffer): the ring moved 2 to 3 times the bytes per second
-// of the single copy on an AMD EPYC guest, and 0.77 times on an Intel Xeon
-// guest.  So there the sender measures both on the link and takes the
-// faster (shm_pick.h).  TAGWIRE_SHM_CMA=1 in a sender's environment takes
-// the single copy from 64 KiB on always; TAGWIRE_SHM_CMA=0 in either
-// process of a pair keeps it off between them.
+// starts with a CANCEL frame.  Synchronous messages of 64 KiB or more may
+// go with one copy instead of two when the kernel lets the receiver read
+// the sender's memory (process_vm_readv, probed once per pair in the
+// hello): the sender offers the message with a LARGE frame and waits
+// until the receiver has copied it.  The offer is a word in the segment
+// that the receiver claims and the sender withdraws with compare-and-swap,
+// so a sender that times out never leaves the receiver reading a buffer
+// that the application has reused.  Which way is faster depends on the
+// machine and its load (the ring's two copies run at once on two CPUs,
+// each within cache while the message fits; process_vm_readv copies on one
+// CPU after pinning every page of the sender's buffer): the ring moved 2
+// to 3 times the bytes per second of the single copy from 64 KiB to 4 MiB
+// on an AMD EPYC guest and twice at 16 MiB, 0.77 times on an Intel Xeon
+// guest at 64 KiB and less beyond its caches.  So the sender measures both
+// on the link, per size, and takes the faster (shm_pick.h).
+// TAGWIRE_SHM_CMA=1 in a sender's environment takes the single copy from
+// 64 KiB on always; TAGWIRE_SHM_CMA=0 in either process of a pair keeps it
+// off between them.
 //
 // Trust.  The other process may write anything into the segment: frames
 // are decoded by a pure, fuzzed function (shm_frame.c), counters read from
@@ -141,8 +140,8 @@
 #include "transport/transport.h"
 
 // Synchronous messages from this size on may cross with process_vm_readv
-// when it works: from 4 MiB on always, below as measured (shm_pick.h) or
-// always when asked to (TAGWIRE_SHM_CMA=1).
+// when it works: as measured (shm_pick.h), or always when asked to
+// (TAGWIRE_SHM_CMA=1).
 #define SHM_LARGE_MIN TW_SHM_PICK_MIN
 // How often a blocked sender looks at its cancel flag and its peer.
 #define SHM_SEND_SLICE_US 10000
@@ -1530,9 +1529,8 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 	    && len >= mc->cma_min
 	    && __atomic_load_n(&mc->hdr->cma[mc->side], __ATOMIC_ACQUIRE)
 	        == TW_SHM_CMA_YES;
-	// Between 64 KiB and 4 MiB the faster way on this link, as measured
-	// (shm_pick.h).
-	bool timed = large && mc->cma_pick && len < TW_SHM_PICK_MAX;
+	// The faster way on this link, as measured (shm_pick.h).
+	bool timed = large && mc->cma_pick;
 	if (timed)
 		large = tw__shm_pick_way(&mc->pick, len) == TW_SHM_PICK_SINGLE;
 	int64_t t0 = timed ? tw__now_ns() : 0;

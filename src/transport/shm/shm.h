@@ -112,8 +112,8 @@ typedef struct shm_chan {
 	// The least synchronous message that crosses by process_vm_readv
 	// (SIZE_MAX: none; see TAGWIRE_SHM_CMA in shm.c).
 	size_t cma_min;
-	// Below TW_SHM_PICK_MAX, whether `pick` chooses the way (no
-	// TAGWIRE_SHM_CMA) or every message takes the single copy.
+	// Whether `pick` chooses the way (no TAGWIRE_SHM_CMA) or every
+	// message from cma_min on takes the single copy.
 	bool cma_pick;
 	tw__shm_pick pick; // under the data lane's tx mutex
 
