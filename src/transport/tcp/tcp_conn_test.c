@@ -1009,6 +1009,28 @@ static void test_poll_park(void **state)
 	park_pair_down(&t, &tp);
 }
 
+static void barrier_task(void *arg)
+{
+	atomic_store((_Atomic bool *)arg, true);
+}
+
+// Waits until a task posted now has run on the I/O thread: whatever
+// callback it was running has returned.
+static void io_barrier(pair *t)
+{
+	// Static: a task that never ran stays queued after the test fails.
+	static _Atomic bool ran;
+	static tw__poll_task task;
+	atomic_store(&ran, false);
+	task.fn = barrier_task;
+	task.arg = (void *)&ran;
+	tw__poller_post(t->p, &task);
+	int64_t dl = deadline_in(10000);
+	while (!atomic_load(&ran) && tw__now_ns() < dl)
+		sched_yield();
+	assert_true(atomic_load(&ran));
+}
+
 // Waits until the I/O thread has left cb's socket parked, and leaves it
 // so: false when that did not happen within a few seconds.
 static bool wait_parked(pair *t)
@@ -1043,9 +1065,13 @@ static void test_note_taken(void **state)
 
 	// The note is for the next read: the I/O thread must have decided
 	// about n2's (it looks at the note before it lets go of the role),
-	// or it would take the note for that one and park for an hour.
-	pthread_mutex_lock(&t.cb->rx.mtx);
-	pthread_mutex_unlock(&t.cb->rx.mtx);
+	// or it would take the note for that one and park for an hour.  A
+	// task on the I/O thread runs once that callback has returned.  (The
+	// test used to take and drop the role's mutex instead: a PING that
+	// woke the I/O thread meanwhile found the role held and left the
+	// socket to that holder, which re-arms as a reader would, but the
+	// test did not, and n3 was never read.)
+	io_barrier(&t);
 	tw__tcp_conn_note_taken(t.cb);
 	TW_PASS(send1(t.ca, TW_TCP_F_DATA, 3, "n3", "abc", 3, 0, NULL));
 	wait_frames(&t.b, 3);
