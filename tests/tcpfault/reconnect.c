@@ -565,6 +565,12 @@ int role_rc_stream(int argc, char **argv)
 	TF_OK(tw_desc_set(d, TW_OPT_STRIPES, stripes));
 	TF_OK(tw_desc_set(d, TW_OPT_CHUNK_SIZE, RC_CHUNK));
 	TF_OK(tw_desc_set(d, TW_OPT_RECV_BUFFER, (int64_t)8 << 20));
+	// A broken connection must be resumed within three heartbeats
+	// (3 s by default).  Kills every 150 ms can keep each new
+	// connection from resuming for that long when the test runs slower
+	// (under ThreadSanitizer one did): the window scales as the test's
+	// other timeouts do.
+	TF_OK(tw_desc_set(d, TW_OPT_HEARTBEAT_MS, tf_scale_ms(1000)));
 	rc_secure(d, argv[7]);
 	RC_OK(tw_link_create(d, rc_me, &rc_link));
 	// Kills start once every party is up: a connection killed during
