@@ -391,6 +391,10 @@ int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 int tw__tcp_sx_unpost(tcp_sx *sx, tcp_conn *main, tcp_post *post);
 // A CANCEL of message `id` for mc: what there is of it is dropped.
 int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id);
+// For tests: when set, called with the main connection as each long
+// message is delivered (to the mailbox or its posted buffer), with the
+// reassembly's mutex held.
+extern void (*_Atomic tw__tcp_sx_deliver_hook)(tcp_conn *main);
 // Frees what mc holds (when it is freed).
 void tw__tcp_sx_chan_free(tcp_chan *mc);
 

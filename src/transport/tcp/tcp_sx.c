@@ -16,7 +16,9 @@
 // behind it, and the list is delivered from its head as far as it is
 // complete.  Other links are not held up.  The main connection's acks
 // stop short of the oldest incomplete announcement, so that
-// tw_link_wait_pending still means delivered.
+// tw_link_wait_pending still means delivered, and move past it before the
+// messages it held back are delivered, so that the application never has
+// a message that its side has not acknowledged yet.
 //
 // Posted receives.  An application thread that waits in tw_recv_into
 // reads the main connection itself (tw__tcp_conn_poll), and says what it
@@ -142,13 +144,22 @@ void tw__tcp_sx_fail(tcp_sx *sx)
 	pthread_mutex_unlock(&sx->mtx);
 }
 
+static bool complete(const sx_entry *e)
+{
+	return e->got == e->total && e->writers == 0;
+}
+
 // Recomputes the oldest incomplete announcement and tells the main
-// connection.  mtx held.
+// connection.  mtx held.  Called before flush delivers what a message
+// that became complete held back: once the application has a message, the
+// next frame it sends (its link's UNBIND, when it closes at once) must
+// acknowledge it, or the peer's tw_link_wait_pending takes it for lost.
 static void update_hold(tcp_sx *sx, tcp_conn *main)
 {
 	uint64_t hold = UINT64_MAX;
 	for (sx_entry *e = sx->entries; e != NULL; e = e->next)
-		if (e->announced && !e->cancelled && e->seq < hold)
+		if (e->announced && !e->cancelled && !complete(e)
+		    && e->seq < hold)
 			hold = e->seq;
 	if (hold != sx->hold) {
 		sx->hold = hold;
@@ -259,15 +270,14 @@ static void deliver_placed(tcp_sx *sx, tcp_chan *mc, sx_entry *e)
 	tw__tcp_chan_dropped(mc, total);
 }
 
-static bool complete(const sx_entry *e)
-{
-	return e->got == e->total && e->writers == 0;
-}
+void (*_Atomic tw__tcp_sx_deliver_hook)(tcp_conn *main);
 
 // Delivers mc's held messages from the head as far as they are complete.
 // mtx held.
-static int flush(tcp_sx *sx, tcp_chan *mc)
+static int flush(tcp_sx *sx, tcp_conn *main, tcp_chan *mc)
 {
+	void (*hook)(tcp_conn *) = atomic_load_explicit(
+	    &tw__tcp_sx_deliver_hook, memory_order_relaxed);
 	int status = TW_OK;
 	while (mc->held != NULL) {
 		sx_item *it = mc->held;
@@ -278,6 +288,8 @@ static int flush(tcp_sx *sx, tcp_chan *mc)
 			mc->held_tail = NULL;
 		void *data = it->data;
 		size_t len = it->len;
+		if (it->entry != NULL && hook != NULL)
+			hook(main);
 		if (it->entry != NULL && it->entry->user != NULL) {
 			deliver_placed(sx, mc, it->entry);
 			free(it);
@@ -407,8 +419,8 @@ int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 	}
 	if (status == TW_OK) {
 		try_place(mc, e, post);
-		status = flush(sx, mc);
-		update_hold(sx, main);
+		update_hold(sx, main); // complete already: chunks came first
+		status = flush(sx, main, mc);
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
@@ -504,8 +516,8 @@ int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 		if (e->writers == 0)
 			drop_entry(sx, e);
 	} else if (ok && complete(e) && e->announced && !sx->failed) {
-		status = flush(sx, mc);
 		update_hold(sx, main);
+		status = flush(sx, main, mc);
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
@@ -582,8 +594,8 @@ int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id)
 		if (e->writers == 0)
 			drop_entry(sx, e);
 		tw__tcp_chan_dropped(mc, total);
-		status = flush(sx, mc);
 		update_hold(sx, main);
+		status = flush(sx, main, mc);
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;

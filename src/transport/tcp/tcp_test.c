@@ -20,6 +20,7 @@
 #include "testdata.h"
 #include "testutil.h"
 #include "transport/tcp/tcp.h"
+#include "transport/tcp/tcp_conn_int.h"
 #include "transport/tcp/tcp_sock.h"
 
 #define NPARTY 2
@@ -914,6 +915,70 @@ static void test_last_chunk_acked(void **state)
 	raw_link_down(&o, &r);
 }
 
+static _Atomic uint64_t delivered_ack; // what the hook saw, plus one
+
+static void delivered_hook(tcp_conn *main)
+{
+	atomic_store(&delivered_ack, tw__tcp_conn_ack_out(main) + 1);
+}
+
+// The acks pass a long message before it is delivered, not after: a
+// receiver that takes the message and closes its link at once sends an
+// UNBIND whose ack covers the message.  When the hold on acks ended after
+// the delivery, such an UNBIND acknowledged only what came before the
+// announcement, and the sender's tw_link_wait_pending failed with
+// TW_EPEER (seen in the conformance case large, striped, on one CPU).
+static void test_acked_before_delivery(void **state)
+{
+	(void)state;
+	lone o;
+	raw_peer r;
+	raw_link_up(&o, &r);
+	enum { TOTAL = 2 * TW_TCP_FRAME_MAX };
+	unsigned char *msg = malloc(TOTAL);
+	assert_non_null(msg);
+	tw_test_fill(msg, TOTAL, 9, 0, 1);
+	char key[TW_KEY_MAX];
+	tw__key_msg(key, "lone", "v");
+	atomic_store(&delivered_ack, 0);
+	atomic_store(&tw__tcp_sx_deliver_hook, delivered_hook);
+	tw__tcp_chunk ck = { .id = 1, .total = TOTAL };
+	unsigned char pre[TW_TCP_CHUNK_PREFIX];
+	tw__tcp_striped_encode(pre, &ck);
+	raw_send(&r, TW_TCP_F_STRIPED, key, pre, TW_TCP_STRIPED_LEN, NULL, 0);
+	uint64_t announced = r.seq;
+	for (int i = 0; i < 2; i++) {
+		ck.offset = (uint64_t)i * TW_TCP_FRAME_MAX;
+		tw__tcp_chunk_encode(pre, &ck);
+		raw_send(&r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre),
+		    msg + ck.offset, TW_TCP_FRAME_MAX);
+	}
+	uint64_t last = r.seq;
+	tw_buf b = { 0 };
+	TW_PASS(tw_recv(o.l, 0, "v", &b));
+	atomic_store(&tw__tcp_sx_deliver_hook, NULL);
+	assert_int_equal(b.len, TOTAL);
+	assert_memory_equal(b.data, msg, TOTAL);
+	tw_buf_free(&b);
+	// As the message was delivered, the ack already covered it.
+	uint64_t seen = atomic_load(&delivered_ack);
+	assert_true(seen != 0);
+	assert_true(seen - 1 >= announced);
+	assert_int_equal(seen - 1, last);
+	// And so does the UNBIND of a link closed at once.
+	tw_link_close(o.l);
+	o.l = NULL;
+	tw__tcp_hdr h;
+	unsigned char pay[64];
+	do
+		raw_next(&r, &h, pay);
+	while (h.type != TW_TCP_F_UNBIND);
+	assert_int_equal(h.ack, last);
+	free(msg);
+	close(r.fd);
+	tw_desc_free(o.d);
+}
+
 int main(void)
 {
 	const char *child = getenv("TW_TCP_TEST_CHILD");
@@ -929,6 +994,8 @@ int main(void)
 		    test_cancel_placed, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_last_chunk_acked, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_acked_before_delivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_bad_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(
