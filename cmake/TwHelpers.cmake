@@ -18,9 +18,16 @@ function(tw_sources)
   endforeach()
 endfunction()
 
-# The default ctest timeout of a test, in seconds, scaled by the environment
-# variable TW_TEST_TIMEOUT_MULTIPLIER (sanitizer builds are slower).
+# The default ctest timeout of a test, in seconds.  The timeout of a test
+# made by tw_test, this default or its own, is multiplied by the variable
+# TW_TEST_TIMEOUT_MULTIPLIER as set when the build is configured (sanitizer
+# builds are slower; the tests scale their own deadlines by the same
+# variable when they run).
 set(TW_TEST_TIMEOUT 60 CACHE STRING "per-test timeout in seconds")
+set(TW_TEST_TIMEOUT_SCALE 1)
+if("$ENV{TW_TEST_TIMEOUT_MULTIPLIER}" MATCHES "^[1-9][0-9]*$")
+  set(TW_TEST_TIMEOUT_SCALE $ENV{TW_TEST_TIMEOUT_MULTIPLIER})
+endif()
 
 # tw_test(NAME name SOURCES src... [ARGS arg...] [TIMEOUT s] [LABELS l...])
 # Builds `name` (once; later calls with the same NAME only register another
@@ -34,6 +41,7 @@ function(tw_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT ${TW_TEST_TIMEOUT})
   endif()
+  math(EXPR T_TIMEOUT "${T_TIMEOUT} * ${TW_TEST_TIMEOUT_SCALE}")
   if(NOT TARGET ${T_NAME})
     add_executable(${T_NAME} ${T_SOURCES})
     target_link_libraries(${T_NAME} PRIVATE tw_testing cmocka)
