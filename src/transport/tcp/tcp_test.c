@@ -866,6 +866,21 @@ static void test_cancel_placed(void **state)
 	pthread_mutex_destroy(&cp.mtx);
 }
 
+// The link of a raw peer, and a message of LM_TOTAL bytes (two chunks)
+// for tag `tag` of it, filled with the pattern of `seed`; *key: its key.
+enum { LM_TOTAL = 2 * TW_TCP_FRAME_MAX };
+
+static unsigned char *long_msg_up(
+    lone *o, raw_peer *r, uint32_t seed, const char *tag, char *key)
+{
+	raw_link_up(o, r);
+	unsigned char *msg = malloc(LM_TOTAL);
+	assert_non_null(msg);
+	tw_test_fill(msg, LM_TOTAL, seed, 0, 1);
+	tw__key_msg(key, "lone", tag);
+	return msg;
+}
+
 // The chunk that completes a long message counts as handled before the
 // message can be taken: the ACK that the end of the hold on acks sends
 // (the sender asked with a PING meanwhile) confirms it, and acknowledges
@@ -876,14 +891,9 @@ static void test_last_chunk_acked(void **state)
 	(void)state;
 	lone o;
 	raw_peer r;
-	raw_link_up(&o, &r);
-	enum { TOTAL = 2 * TW_TCP_FRAME_MAX };
-	unsigned char *msg = malloc(TOTAL);
-	assert_non_null(msg);
-	tw_test_fill(msg, TOTAL, 8, 0, 1);
 	char key[TW_KEY_MAX];
-	tw__key_msg(key, "lone", "u");
-	tw__tcp_chunk ck = { .id = 1, .total = TOTAL };
+	unsigned char *msg = long_msg_up(&o, &r, 8, "u", key);
+	tw__tcp_chunk ck = { .id = 1, .total = LM_TOTAL };
 	unsigned char pre[TW_TCP_CHUNK_PREFIX];
 	tw__tcp_striped_encode(pre, &ck);
 	raw_send(&r, TW_TCP_F_STRIPED, key, pre, TW_TCP_STRIPED_LEN, NULL, 0);
@@ -908,8 +918,8 @@ static void test_last_chunk_acked(void **state)
 	assert_int_equal(h.ack, last);
 	tw_buf b = { 0 };
 	TW_PASS(tw_recv(o.l, 0, "u", &b));
-	assert_int_equal(b.len, TOTAL);
-	assert_memory_equal(b.data, msg, TOTAL);
+	assert_int_equal(b.len, LM_TOTAL);
+	assert_memory_equal(b.data, msg, LM_TOTAL);
 	tw_buf_free(&b);
 	free(msg);
 	raw_link_down(&o, &r);
@@ -933,16 +943,11 @@ static void test_acked_before_delivery(void **state)
 	(void)state;
 	lone o;
 	raw_peer r;
-	raw_link_up(&o, &r);
-	enum { TOTAL = 2 * TW_TCP_FRAME_MAX };
-	unsigned char *msg = malloc(TOTAL);
-	assert_non_null(msg);
-	tw_test_fill(msg, TOTAL, 9, 0, 1);
 	char key[TW_KEY_MAX];
-	tw__key_msg(key, "lone", "v");
+	unsigned char *msg = long_msg_up(&o, &r, 9, "v", key);
 	atomic_store(&delivered_ack, 0);
 	atomic_store(&tw__tcp_sx_deliver_hook, delivered_hook);
-	tw__tcp_chunk ck = { .id = 1, .total = TOTAL };
+	tw__tcp_chunk ck = { .id = 1, .total = LM_TOTAL };
 	unsigned char pre[TW_TCP_CHUNK_PREFIX];
 	tw__tcp_striped_encode(pre, &ck);
 	raw_send(&r, TW_TCP_F_STRIPED, key, pre, TW_TCP_STRIPED_LEN, NULL, 0);
@@ -957,8 +962,8 @@ static void test_acked_before_delivery(void **state)
 	tw_buf b = { 0 };
 	TW_PASS(tw_recv(o.l, 0, "v", &b));
 	atomic_store(&tw__tcp_sx_deliver_hook, NULL);
-	assert_int_equal(b.len, TOTAL);
-	assert_memory_equal(b.data, msg, TOTAL);
+	assert_int_equal(b.len, LM_TOTAL);
+	assert_memory_equal(b.data, msg, LM_TOTAL);
 	tw_buf_free(&b);
 	// As the message was delivered, the ack already covered it.
 	uint64_t seen = atomic_load(&delivered_ack);
