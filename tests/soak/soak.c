@@ -400,13 +400,14 @@ static void party_main(size_t rank, const unsigned *ports)
 	P_OK(tw_desc_set(d, TW_OPT_RECV_BUFFER, RECV_BUFFER));
 	// The soak checks the traffic; silence detection has tests of its own
 	// (tcpfault).  Under a sanitizer, which runs the tests with a timeout
-	// multiplier, eight parties sharing two CPUs with other tests can be
-	// starved for the default heartbeat's three seconds, so the period
-	// grows with the multiplier there.
+	// multiplier, eight parties on two CPUs move about 1 MB/s each, and a
+	// connection whose reader is busy with its other seven was once seen
+	// silent for three periods of 1000 ms times the multiplier (9 s), so
+	// the period there is five times longer.
 	const char *mult = getenv("TW_TEST_TIMEOUT_MULTIPLIER");
 	long f = mult != NULL ? strtol(mult, NULL, 10) : 1;
 	if (f > 1)
-		P_OK(tw_desc_set(d, TW_OPT_HEARTBEAT_MS, 1000 * f));
+		P_OK(tw_desc_set(d, TW_OPT_HEARTBEAT_MS, 5000 * f));
 	int rv = tw_link_create(d, me, &link_);
 	tw_desc_free(d);
 	if (rv == TW_ESYS && strcmp(transport, "tcp") == 0)
