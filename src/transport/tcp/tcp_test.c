@@ -867,18 +867,38 @@ static void test_cancel_placed(void **state)
 }
 
 // The link of a raw peer, and a message of LM_TOTAL bytes (two chunks)
-// for tag `tag` of it, filled with the pattern of `seed`; *key: its key.
+// for tag `tag` of it, filled with the pattern of `seed` and announced
+// (STRIPED, id 1); *announced: that frame's number.  The chunks follow
+// with long_msg_chunk.
 enum { LM_TOTAL = 2 * TW_TCP_FRAME_MAX };
 
 static unsigned char *long_msg_up(
-    lone *o, raw_peer *r, uint32_t seed, const char *tag, char *key)
+    lone *o, raw_peer *r, uint32_t seed, const char *tag, uint64_t *announced)
 {
 	raw_link_up(o, r);
 	unsigned char *msg = malloc(LM_TOTAL);
 	assert_non_null(msg);
 	tw_test_fill(msg, LM_TOTAL, seed, 0, 1);
+	char key[TW_KEY_MAX];
 	tw__key_msg(key, "lone", tag);
+	tw__tcp_chunk ck = { .id = 1, .total = LM_TOTAL };
+	unsigned char pre[TW_TCP_CHUNK_PREFIX];
+	tw__tcp_striped_encode(pre, &ck);
+	raw_send(r, TW_TCP_F_STRIPED, key, pre, TW_TCP_STRIPED_LEN, NULL, 0);
+	*announced = r->seq;
 	return msg;
+}
+
+// Sends chunk i (0 or 1) of long_msg_up's message msg.
+static void long_msg_chunk(raw_peer *r, const unsigned char *msg, int i)
+{
+	tw__tcp_chunk ck = { .id = 1,
+		.total = LM_TOTAL,
+		.offset = (uint64_t)i * TW_TCP_FRAME_MAX };
+	unsigned char pre[TW_TCP_CHUNK_PREFIX];
+	tw__tcp_chunk_encode(pre, &ck);
+	raw_send(r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre), msg + ck.offset,
+	    TW_TCP_FRAME_MAX);
 }
 
 // The chunk that completes a long message counts as handled before the
@@ -891,21 +911,11 @@ static void test_last_chunk_acked(void **state)
 	(void)state;
 	lone o;
 	raw_peer r;
-	char key[TW_KEY_MAX];
-	unsigned char *msg = long_msg_up(&o, &r, 8, "u", key);
-	tw__tcp_chunk ck = { .id = 1, .total = LM_TOTAL };
-	unsigned char pre[TW_TCP_CHUNK_PREFIX];
-	tw__tcp_striped_encode(pre, &ck);
-	raw_send(&r, TW_TCP_F_STRIPED, key, pre, TW_TCP_STRIPED_LEN, NULL, 0);
-	uint64_t announced = r.seq;
-	tw__tcp_chunk_encode(pre, &ck);
-	raw_send(
-	    &r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre), msg, TW_TCP_FRAME_MAX);
+	uint64_t announced;
+	unsigned char *msg = long_msg_up(&o, &r, 8, "u", &announced);
+	long_msg_chunk(&r, msg, 0);
 	raw_send(&r, TW_TCP_F_PING, NULL, NULL, 0, NULL, 0);
-	ck.offset = TW_TCP_FRAME_MAX;
-	tw__tcp_chunk_encode(pre, &ck);
-	raw_send(&r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre),
-	    msg + TW_TCP_FRAME_MAX, TW_TCP_FRAME_MAX);
+	long_msg_chunk(&r, msg, 1);
 	uint64_t last = r.seq;
 	// The acks stay short of the announcement while the message is
 	// incomplete; the first that passes it covers the last chunk.
@@ -943,21 +953,12 @@ static void test_acked_before_delivery(void **state)
 	(void)state;
 	lone o;
 	raw_peer r;
-	char key[TW_KEY_MAX];
-	unsigned char *msg = long_msg_up(&o, &r, 9, "v", key);
 	atomic_store(&delivered_ack, 0);
 	atomic_store(&tw__tcp_sx_deliver_hook, delivered_hook);
-	tw__tcp_chunk ck = { .id = 1, .total = LM_TOTAL };
-	unsigned char pre[TW_TCP_CHUNK_PREFIX];
-	tw__tcp_striped_encode(pre, &ck);
-	raw_send(&r, TW_TCP_F_STRIPED, key, pre, TW_TCP_STRIPED_LEN, NULL, 0);
-	uint64_t announced = r.seq;
-	for (int i = 0; i < 2; i++) {
-		ck.offset = (uint64_t)i * TW_TCP_FRAME_MAX;
-		tw__tcp_chunk_encode(pre, &ck);
-		raw_send(&r, TW_TCP_F_CHUNK, NULL, pre, sizeof(pre),
-		    msg + ck.offset, TW_TCP_FRAME_MAX);
-	}
+	uint64_t announced;
+	unsigned char *msg = long_msg_up(&o, &r, 9, "v", &announced);
+	long_msg_chunk(&r, msg, 0);
+	long_msg_chunk(&r, msg, 1);
 	uint64_t last = r.seq;
 	tw_buf b = { 0 };
 	TW_PASS(tw_recv(o.l, 0, "v", &b));
