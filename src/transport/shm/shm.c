@@ -173,6 +173,8 @@
 _Atomic uint64_t tw__shm_large_copied;
 _Thread_local uint64_t tw__shm_frames_read_inline;
 _Atomic uint64_t tw__shm_direct_moved;
+_Atomic uint64_t tw__shm_direct_adopted;
+void (*tw__shm_own_begun_hook)(const char *key, const _Atomic int *readers);
 _Atomic uint64_t tw__shm_frames_placed;
 _Atomic uint64_t tw__shm_firsts_placed;
 _Atomic uint64_t tw__shm_reader_naps;
@@ -621,6 +623,8 @@ static int rx_frame(shm_chan *mc, rx_ctx *rx, uint32_t lane, uint32_t route,
 			return rx_nomem(mc, (size_t)rl->st.total);
 		if (f.data_len > 0)
 			memcpy(rl->buf, f.data, f.data_len);
+		if (tw__shm_own_begun_hook != NULL)
+			tw__shm_own_begun_hook(rl->key, &mc->readers);
 		return TW_OK;
 	}
 	case TW_SHM_RX_CONT: {
@@ -1087,6 +1091,33 @@ static int rx_direct_release(shm_chan *mc, rx_ctx *rx)
 	return status;
 }
 
+// The reverse of rx_direct_release, for a reader that takes the role with
+// a buffer: a message of its key that another reader (the progress
+// thread, which held the ring when this one came) began to assemble in
+// memory of its own moves into that buffer, when it may go there at all
+// (rx_direct_ok), and its rest is placed there.  Only the bytes received
+// so far are copied, and the memory of its own, most of whose pages were
+// never touched, goes back before they cost a fault each; otherwise a
+// large message that began a moment too early took an allocation as
+// large, faulted in page by page, and a second copy through the mailbox.
+// Reader role held.
+static void rx_adopt(shm_chan *mc, rx_ctx *rx)
+{
+	rx_lane *rl = &rx->lane[TW_SHM_LANE_DATA];
+	if (!rl->st.in_msg || rl->direct || rl->buf == NULL || rx->pend
+	    || !rx_direct_ok(mc, rx,
+	        rx_wanted(rx, TW_SHM_LANE_DATA, rl->key, strlen(rl->key)),
+	        rl->key, rl->st.total))
+		return;
+	memcpy(rx->dst, rl->buf, (size_t)rl->st.got);
+	tw__pool_free(rl->buf);
+	rl->buf = rx->dst;
+	rl->direct = true;
+	rx->dst_used = true;
+	atomic_fetch_add_explicit(
+	    &tw__shm_direct_adopted, 1, memory_order_relaxed);
+}
+
 // Sleeps until the peer publishes a frame or kicks the ring, this side
 // stops, the peer leaves or `deadline` passes (TW_OK but for the stop and
 // the peer's leaving), for a reader whose spin found nothing: it stays the
@@ -1157,6 +1188,8 @@ static bool spin(shm_chan *mc, const char *key, int64_t *deadline, void *dst,
 			mc->rxc->want_data = !ctl;
 			mc->rxc->dst = dst;
 			mc->rxc->dst_cap = cap;
+			if (dst != NULL)
+				rx_adopt(mc, mc->rxc);
 		}
 		unsigned frames = 0;
 		if (reading) {

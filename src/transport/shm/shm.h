@@ -30,6 +30,15 @@ extern _Thread_local uint64_t tw__shm_frames_read_inline;
 // Messages begun in a reading application's buffer and moved to memory of
 // their own because that reader left before they were complete.
 extern _Atomic uint64_t tw__shm_direct_moved;
+// Messages begun in memory of their own (another thread held the ring) and
+// moved into the buffer of the application thread that then read for them.
+extern _Atomic uint64_t tw__shm_direct_adopted;
+// For tests: called by the reader that has just put the first frame of a
+// message of several frames, of `key`, into memory of its own (no reading
+// application's buffer took it), with the count of application threads
+// then waiting for the ring, which it may watch.  NULL: nothing is called.
+extern void (*tw__shm_own_begun_hook)(
+    const char *key, const _Atomic int *readers);
 // Continuation frames this process put straight from the ring where their
 // message is assembled, without a copy through the reader's slot buffer.
 // Exact while one channel is read at a time (readers of different channels

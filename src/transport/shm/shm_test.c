@@ -1930,6 +1930,99 @@ static void t_direct_moved(void **state)
 	assert_no_segments();
 }
 
+// The other way round: a message that another thread began to assemble in
+// memory of its own (the progress thread, which held the ring when the
+// application came to read) moves into the buffer of the application
+// thread that then takes the ring for it, and its rest lands there
+// (tw__shm_direct_adopted).  The receiver's progress thread, having put
+// the first frame of a 4 MiB message (eight times the ring) into memory of
+// its own, waits in a test hook until the application thread waits for
+// the ring, which it does only then.  Messages until one was adopted (an
+// application thread that found the ring still held after its spin waits
+// in the mailbox instead), every byte checked.
+#define ADOPT_MAX 50
+#define ADOPT_SIZE (4u * 1024 * 1024)
+
+static int adopt_sender(child *c)
+{
+	setenv("TAGWIRE_SHM_CMA", "0", 1); // chunked through the ring
+	tw_link *l;
+	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	unsigned char *buf = malloc(ADOPT_SIZE);
+	CHK(buf != NULL);
+	tw_buf b = { 0 };
+	for (uint32_t i = 0;; i++) {
+		CHK_RV(tw_recv(l, 1, "more", &b), TW_OK);
+		bool more = b.len == 1 && ((char *)b.data)[0] == 'y';
+		tw_buf_free(&b);
+		if (!more)
+			break;
+		fill(buf, ADOPT_SIZE, i);
+		CHK_RV(tw_send(l, 1, "big", buf, ADOPT_SIZE), TW_OK);
+	}
+	free(buf);
+	CHK_RV(tw_link_close(l), TW_OK);
+	return 0;
+}
+
+static _Atomic int adopt_begun;
+static int64_t adopt_wait_ns;
+
+static void adopt_hook(const char *key, const _Atomic int *readers)
+{
+	// Keys travel with their link's namespace before a colon.
+	const char *k = strrchr(key, ':');
+	if (k == NULL || strcmp(k + 1, "big") != 0)
+		return;
+	atomic_store(&adopt_begun, 1);
+	int64_t end = tw__now_ns() + adopt_wait_ns;
+	while (atomic_load(readers) == 0 && tw__now_ns() < end)
+		sched_yield();
+}
+
+static int adopt_receiver(child *c)
+{
+	// Set before the link's threads exist, and left set: this process
+	// ends with the test.
+	adopt_wait_ns = tw_test_scale_ms(10000) * 1000000;
+	tw__shm_own_begun_hook = adopt_hook;
+	tw_link *l;
+	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
+	unsigned char *buf = malloc(ADOPT_SIZE);
+	CHK(buf != NULL);
+	uint64_t adopted = 0, before = atomic_load(&tw__shm_direct_adopted);
+	for (uint32_t i = 0; i < ADOPT_MAX && adopted == 0; i++) {
+		atomic_store(&adopt_begun, 0);
+		CHK_RV(tw_send(l, 0, "more", "y", 1), TW_OK);
+		int64_t end = tw__now_ns() + adopt_wait_ns;
+		while (!atomic_load(&adopt_begun) && tw__now_ns() < end)
+			sched_yield();
+		CHK(atomic_load(&adopt_begun));
+		memset(buf, 0, ADOPT_SIZE);
+		size_t n = 0;
+		CHK_RV(tw_recv_into(l, 0, "big", buf, ADOPT_SIZE, &n), TW_OK);
+		CHK(n == ADOPT_SIZE && check(buf, n, i));
+		adopted = atomic_load(&tw__shm_direct_adopted) - before;
+	}
+	CHK(adopted > 0);
+	CHK_RV(tw_send(l, 0, "more", "n", 1), TW_OK);
+	free(buf);
+	int st = tw_link_close(l);
+	CHK(st == TW_OK || st == TW_EPEER);
+	return 0;
+}
+
+static void t_direct_adopted(void **state)
+{
+	if (!two_cpus())
+		skip(); // one CPU: nobody spins, the progress thread reads
+	proc a = spawn(adopt_sender, 0, 0);
+	proc b = spawn(adopt_receiver, 1, 0);
+	assert_int_equal(proc_reap(&b), 0);
+	assert_int_equal(proc_reap(&a), 0);
+	assert_no_segments();
+}
+
 #define CASE(name) cmocka_unit_test_setup_teardown(t_##name, setup, teardown)
 
 int main(int argc, char **argv)
@@ -1955,6 +2048,7 @@ int main(int argc, char **argv)
 		CASE(reader_naps),
 		CASE(reader_role),
 		CASE(direct_moved),
+		CASE(direct_adopted),
 		CASE(close_unread),
 		CASE(close_unread_forever),
 		CASE(left_ack_unread),
