@@ -18,6 +18,9 @@ static int next_way(const tw__shm_pick *p, int c)
 {
 	uint32_t ring = p->samples[TW_SHM_PICK_RING][c];
 	uint32_t single = p->samples[TW_SHM_PICK_SINGLE][c];
+	// The ring first (shm_pick.h); runs are counted from 1.
+	if (p->runs[c] < TW_SHM_PICK_PROBE)
+		return TW_SHM_PICK_RING;
 	// Warming up: the way with fewer samples (a run whose sends failed
 	// left none, so the other is not starved of its turn).
 	if (ring < TW_SHM_PICK_WARM || single < TW_SHM_PICK_WARM)

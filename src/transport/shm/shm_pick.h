@@ -16,8 +16,13 @@
 // KiB, so the first sends after a run of single copies, which left it
 // empty, look faster than the ring's pace; one sample per run rather than
 // per send, so that one send that found its CPU taken weighs as little as
-// a run lets it.  The first runs of a class alternate until each way has a
-// few samples; then the faster way is taken, and one run in
+// a run lets it.  A class starts on the ring: the single copy's first use
+// on a buffer can cost ten times its later ones (the kernel's first write
+// to each page of the receiver's buffer: 25 ms against 2 ms for 16 MiB on
+// one AMD EPYC guest, where the ring took 1 ms), so trying it at once cost
+// a short stream more than it could ever win, and the ring needs no such
+// warm-up.  From its TW_SHM_PICK_PROBE-th run on, a class alternates until
+// each way has a few samples; then the faster way is taken, and one run in
 // TW_SHM_PICK_PROBE the other, so that a change (another load on the
 // machine) is followed.  A sample counts as at most twice its way's
 // average: on a busy host a run whose sends lost their CPU is common, and

@@ -1091,9 +1091,9 @@ enum { N_LARGE = sizeof(large_sizes) / sizeof(large_sizes[0]) };
 #define WITHDRAWN_SIZE (1024 * 1024)
 
 // arg 0: the single-copy path, asked for from 64 KiB on; 1: the ring,
-// asked for; 2: the default, as measured (shm_pick.h), where the first run
-// of each size class takes the ring, and these few messages are all first
-// runs.
+// asked for; 2: the default, as measured (shm_pick.h), where the first
+// TW_SHM_PICK_PROBE - 1 runs of each size class take the ring, and these
+// few messages are all in them.
 static void large_env(child *c)
 {
 	if (c->arg == 2)
@@ -1352,27 +1352,33 @@ static void t_pick(void **state)
 	tw__shm_pick p = { 0 };
 	assert_int_equal(tw__shm_pick_way(&p, k64 - 1), TW_SHM_PICK_RING);
 
-	// Warming up: a run of the ring (32 sends of 64 KiB: 2 MiB), whose
-	// second half makes one sample at its end, then a run of the single
-	// copy, and again.
+	// The ring first: runs of 32 sends of 64 KiB (2 MiB), whose second
+	// half makes one sample at the run's end, even while the single copy
+	// would be the faster.
 	for (int i = 0; i < 32; i++) {
 		assert_int_equal(pick_send(&p, k64, 2, 1), TW_SHM_PICK_RING);
 		assert_int_equal(
 		    p.samples[TW_SHM_PICK_RING][0], i < 31 ? 0 : 1);
 	}
 	assert_int_equal(p.ps_per_byte[TW_SHM_PICK_RING][0], 2000);
+	unsigned single;
+	pick_runs(&p, k64, TW_SHM_PICK_PROBE - 2, 2, 1, &single);
+	assert_int_equal(single, 0);
+	assert_int_equal(
+	    p.samples[TW_SHM_PICK_RING][0], TW_SHM_PICK_PROBE - 1);
+	// Then the single copy warms up, its runs one after the other.
 	for (int i = 0; i < 32; i++)
 		assert_int_equal(pick_send(&p, k64, 2, 1), TW_SHM_PICK_SINGLE);
-	unsigned single;
-	pick_runs(&p, k64, 2, 2, 1, &single);
-	assert_int_equal(single, 32);
-	assert_int_equal(p.samples[TW_SHM_PICK_SINGLE][0], 2);
-	assert_int_equal(p.samples[TW_SHM_PICK_RING][0], 2);
+	assert_int_equal(p.samples[TW_SHM_PICK_SINGLE][0], 1);
+	pick_runs(&p, k64, TW_SHM_PICK_WARM - 1, 2, 1, &single);
+	assert_int_equal(single, (TW_SHM_PICK_WARM - 1) * 32);
+	assert_int_equal(p.samples[TW_SHM_PICK_SINGLE][0], TW_SHM_PICK_WARM);
 	assert_int_equal(p.ps_per_byte[TW_SHM_PICK_SINGLE][0], 1000);
 
 	// Then the faster way, the other one run in TW_SHM_PICK_PROBE.
 	pick_runs(&p, k64, TW_SHM_PICK_PROBE, 2, 1, &single);
 	assert_int_equal(single, (TW_SHM_PICK_PROBE - 1) * 32);
+	assert_int_equal(p.samples[TW_SHM_PICK_RING][0], TW_SHM_PICK_PROBE);
 	// Classes are apart: 1 MiB still warms up, in runs of two.
 	assert_int_equal(pick_send(&p, m1, 1, 3), TW_SHM_PICK_RING);
 	assert_int_equal(pick_send(&p, m1, 1, 3), TW_SHM_PICK_RING);
