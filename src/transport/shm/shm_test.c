@@ -257,6 +257,18 @@ static int link_make(
 	return rv;
 }
 
+// A party of a test whose messages cross in chunks through the ring (no
+// single copy): its link, as rank `rank` of two, and a buffer of `size`
+// bytes.  0, or 1 after a failed check.
+static int ring_party_up(
+    int rank, size_t size, tw_link **l, unsigned char **buf)
+{
+	setenv("TAGWIRE_SHM_CMA", "0", 1);
+	CHK_RV(link_make(2, rank, tw_test_scale_ms(20000), 0, l), TW_OK);
+	CHK((*buf = malloc(size)) != NULL);
+	return 0;
+}
+
 static double now_ms(void)
 {
 	return (double)tw__now_ns() / 1e6;
@@ -1437,11 +1449,9 @@ static uint64_t cont_frames(size_t len, size_t klen)
 
 static int placed_sender(child *c)
 {
-	setenv("TAGWIRE_SHM_CMA", "0", 1); // every byte through the ring
 	tw_link *l;
-	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
-	unsigned char *buf = malloc(PLACED_MAX);
-	CHK(buf != NULL);
+	unsigned char *buf;
+	CHK(ring_party_up(0, PLACED_MAX, &l, &buf) == 0);
 	CHK(child_wait_go(c)); // the receiver counts from now on
 	for (uint32_t i = 0; i < N_PLACED; i++) {
 		fill(buf, placed_sizes[i], 200 + i);
@@ -1456,11 +1466,9 @@ static int placed_sender(child *c)
 
 static int placed_receiver(child *c)
 {
-	setenv("TAGWIRE_SHM_CMA", "0", 1);
 	tw_link *l;
-	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
-	unsigned char *buf = malloc(PLACED_MAX);
-	CHK(buf != NULL);
+	unsigned char *buf;
+	CHK(ring_party_up(1, PLACED_MAX, &l, &buf) == 0);
 	uint64_t before = atomic_load(&tw__shm_frames_placed), want = 0;
 	child_ready(c);
 	for (uint32_t i = 0; i < N_PLACED; i++) {
@@ -1522,11 +1530,9 @@ static size_t first_sizes(uint32_t i)
 
 static int first_sender(child *c)
 {
-	setenv("TAGWIRE_SHM_CMA", "0", 1);
 	tw_link *l;
-	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
-	unsigned char *buf = malloc(FIRST_MAX);
-	CHK(buf != NULL);
+	unsigned char *buf;
+	CHK(ring_party_up(0, FIRST_MAX, &l, &buf) == 0);
 	for (uint32_t i = 0;; i++) {
 		tw_buf b = { 0 };
 		CHK_RV(tw_recv(l, 1, "go", &b), TW_OK);
@@ -1545,11 +1551,9 @@ static int first_sender(child *c)
 
 static int first_receiver(child *c)
 {
-	setenv("TAGWIRE_SHM_CMA", "0", 1);
 	tw_link *l;
-	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &l), TW_OK);
-	unsigned char *buf = malloc(FIRST_MAX + FIRST_CANARY);
-	CHK(buf != NULL);
+	unsigned char *buf;
+	CHK(ring_party_up(1, FIRST_MAX + FIRST_CANARY, &l, &buf) == 0);
 	uint64_t before = atomic_load(&tw__shm_firsts_placed), placed = 0;
 	uint32_t i = 0;
 	for (; i < FIRST_MAX_MSGS && (i < FIRST_MIN_MSGS || placed == 0);
@@ -1597,11 +1601,9 @@ static void t_first_placed(void **state)
 static int nap_sender(child *c)
 {
 	(void)c;
-	setenv("TAGWIRE_SHM_CMA", "0", 1);
 	tw_link *l;
-	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
-	unsigned char *buf = malloc(NAP_SIZE);
-	CHK(buf != NULL);
+	unsigned char *buf;
+	CHK(ring_party_up(0, NAP_SIZE, &l, &buf) == 0);
 	for (uint32_t k = 0; k < NAP_ROUNDS; k++) {
 		tw_buf b = { 0 };
 		CHK_RV(tw_recv(l, 1, "go", &b), TW_OK);
@@ -1640,11 +1642,9 @@ static void *nap_tell(void *arg)
 static int nap_receiver(child *c)
 {
 	(void)c;
-	setenv("TAGWIRE_SHM_CMA", "0", 1);
 	struct nap_teller t = { .status = TW_OK };
-	CHK_RV(link_make(2, 1, tw_test_scale_ms(20000), 0, &t.l), TW_OK);
-	unsigned char *buf = malloc(NAP_SIZE);
-	CHK(buf != NULL);
+	unsigned char *buf;
+	CHK(ring_party_up(1, NAP_SIZE, &t.l, &buf) == 0);
 	pthread_t th;
 	CHK(pthread_create(&th, NULL, nap_tell, &t) == 0);
 	uint64_t firsts = atomic_load(&tw__shm_firsts_placed);
@@ -1870,11 +1870,9 @@ static void t_reader_role(void **state)
 
 static int moved_sender(child *c)
 {
-	setenv("TAGWIRE_SHM_CMA", "0", 1); // chunked through the ring
 	tw_link *l;
-	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
-	unsigned char *buf = malloc(MOVED_SIZE);
-	CHK(buf != NULL);
+	unsigned char *buf;
+	CHK(ring_party_up(0, MOVED_SIZE, &l, &buf) == 0);
 	tw_buf b = { 0 };
 	CHK_RV(tw_recv(l, 1, "go", &b), TW_OK);
 	tw_buf_free(&b);
@@ -1951,11 +1949,9 @@ static void t_direct_moved(void **state)
 
 static int adopt_sender(child *c)
 {
-	setenv("TAGWIRE_SHM_CMA", "0", 1); // chunked through the ring
 	tw_link *l;
-	CHK_RV(link_make(2, 0, tw_test_scale_ms(20000), 0, &l), TW_OK);
-	unsigned char *buf = malloc(ADOPT_SIZE);
-	CHK(buf != NULL);
+	unsigned char *buf;
+	CHK(ring_party_up(0, ADOPT_SIZE, &l, &buf) == 0);
 	tw_buf b = { 0 };
 	for (uint32_t i = 0;; i++) {
 		CHK_RV(tw_recv(l, 1, "more", &b), TW_OK);
