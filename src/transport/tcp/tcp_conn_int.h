@@ -206,6 +206,10 @@ void tw__tcp_writer_flush_deferred(tcp_conn *c);
 // deferred, and the least deferral period (also when it starts over); 0
 // restores the default.  For the whole process.
 void tw__tcp_writer_set_defer(int64_t gap_ns, int64_t min_ns);
+// For tests: when set, called by a sender that deferred its frame once the
+// flush timer is set (tx.mtx held); and how often a flush timer fired.
+extern void (*_Atomic tw__tcp_defer_armed_hook)(void);
+extern _Atomic uint64_t tw__tcp_flush_timer_runs;
 // For tests: the most that tw__tcp_conn_read_between spends reading; 0
 // restores the default.  For the whole process.
 void tw__tcp_conn_set_read_between(int64_t ns);

@@ -1231,6 +1231,44 @@ static void test_defer(void **state)
 	pair_down(&t);
 }
 
+// The flush timers that fired before the frame now sent was deferred.
+static _Atomic uint64_t runs_before;
+
+// Holds the deferring sender, once its flush timer is set, until the
+// timer fired: its I/O thread then looks at the writer while the sender
+// is still at it.
+static void armed_hook(void)
+{
+	int64_t until = deadline_in(10000);
+	while (
+	    atomic_load(&tw__tcp_flush_timer_runs) == atomic_load(&runs_before)
+	    && tw__now_ns() < until)
+		sched_yield();
+}
+
+// A flush timer that fires before its sender went on (a sender preempted
+// there, or a timer due at once) still finds and writes the frame it was
+// set for.  With the flag set after the timer, and looked at by the timer
+// without the lock, its frame waited for the next write, here none.
+static void test_defer_timer_first(void **state)
+{
+	(void)state;
+	pair t;
+	pair_up(&t);
+	tw__tcp_writer_set_defer(INT64_MAX / 2, 1); // due at once
+	atomic_store(&tw__tcp_defer_armed_hook, armed_hook);
+	for (int n = 0; n < 20;) {
+		uint64_t runs = atomic_load(&tw__tcp_flush_timer_runs);
+		atomic_store(&runs_before, runs);
+		send_small(t.ca, &n, 1);
+		assert_true(atomic_load(&tw__tcp_flush_timer_runs) > runs);
+		wait_frames(&t.b, n);
+	}
+	atomic_store(&tw__tcp_defer_armed_hook, NULL);
+	tw__tcp_writer_set_defer(0, 0);
+	pair_down(&t);
+}
+
 // Without a descriptor for a flush timer, the I/O thread writes a stream's
 // frames, as when there was no deferral.
 static void test_defer_no_timer(void **state)
@@ -2052,6 +2090,7 @@ int main(int argc, char **argv)
 		T(park_app_taking),
 		T(defer),
 		T(read_between),
+		T(defer_timer_first),
 		T(defer_no_timer),
 		T(trim),
 		T(trim_waits_for_writer),

@@ -560,11 +560,38 @@ static void flush_as_writer(tcp_conn *c)
 		tw__tcp_conn_broken(c, epoch, "writing");
 }
 
+_Atomic uint64_t tw__tcp_flush_timer_runs;
+
+// Writes what waits, unless a writer at work takes it along.  With peek,
+// a cheap look first whether anything waits at all; the flush timer takes
+// the lock instead: its sender set the flag under it.
+static void flush_deferred(tcp_conn *c, bool peek)
+{
+	tcp_writer *tx = &c->tx;
+	if (peek && !atomic_load_explicit(&tx->deferred, memory_order_relaxed))
+		return;
+	pthread_mutex_lock(&tx->mtx);
+	if (!atomic_load_explicit(&tx->deferred, memory_order_relaxed)
+	    || tx->writing || tx->down || failed(c)) {
+		pthread_mutex_unlock(&tx->mtx);
+		return; // a writer at work takes them along
+	}
+	tx->defer_ns = 0; // from the least again
+	flush_as_writer(c);
+}
+
+void tw__tcp_writer_flush_deferred(tcp_conn *c)
+{
+	flush_deferred(c, true);
+}
+
 static void on_flush_timer(tw__pfd *pfd, unsigned events, void *arg)
 {
 	(void)pfd;
 	(void)events;
-	tw__tcp_writer_flush_deferred(arg);
+	atomic_fetch_add_explicit(
+	    &tw__tcp_flush_timer_runs, 1, memory_order_relaxed);
+	flush_deferred(arg, false);
 }
 
 // Sets the flush timer to fire at `at`, making it the first time.  tx.mtx
@@ -582,6 +609,8 @@ static bool flush_timer_set(tcp_conn *c, int64_t at)
 	}
 	return tw__ptimer_set(tx->dpfd, at, 0) == TW_OK;
 }
+
+void (*_Atomic tw__tcp_defer_armed_hook)(void);
 
 // A small frame that follows the last write closely is part of a stream:
 // it waits for a flush that takes many along in one writev.  The sender
@@ -613,13 +642,21 @@ static bool defer(tcp_conn *c, int64_t now)
 			    : TX_DEFER_MAX_NS;
 		return false;
 	}
+	// Flagged before the timer is set: a timer that fires at once (its
+	// thread may run before this one goes on) finds what it is for.
+	atomic_store_explicit(&tx->deferred, true, memory_order_relaxed);
+	tx->deferred_from = now;
 	if (!flush_timer_set(c, now + tx->defer_ns)) {
+		atomic_store_explicit(
+		    &tx->deferred, false, memory_order_relaxed);
 		tx->want_out = true;
 		tw__tcp_conn_arm(c);
 		return true;
 	}
-	atomic_store_explicit(&tx->deferred, true, memory_order_relaxed);
-	tx->deferred_from = now;
+	void (*hook)(void) = atomic_load_explicit(
+	    &tw__tcp_defer_armed_hook, memory_order_relaxed);
+	if (hook != NULL)
+		hook();
 	return true;
 }
 
@@ -635,21 +672,6 @@ static bool defer_unclocked(tcp_writer *tx)
 	    || tx->want_out || tx->end - tx->out >= TX_DEFER_BYTES)
 		return false;
 	return ++tx->unclocked % TX_UNCLOCKED != 0;
-}
-
-void tw__tcp_writer_flush_deferred(tcp_conn *c)
-{
-	tcp_writer *tx = &c->tx;
-	if (!atomic_load_explicit(&tx->deferred, memory_order_relaxed))
-		return;
-	pthread_mutex_lock(&tx->mtx);
-	if (!atomic_load_explicit(&tx->deferred, memory_order_relaxed)
-	    || tx->writing || tx->down || failed(c)) {
-		pthread_mutex_unlock(&tx->mtx);
-		return; // a writer at work takes them along
-	}
-	tx->defer_ns = 0; // from the least again
-	flush_as_writer(c);
 }
 
 // Waits until the socket can take more bytes (one slice at most), for a
