@@ -164,23 +164,25 @@ uint64_t tw__tcp_conn_ack_out(const tcp_conn *c)
 	return done;
 }
 
-void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq)
+bool tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq)
 {
 	uint64_t old
 	    = atomic_exchange_explicit(&c->rx.hold, seq, memory_order_acq_rel);
 	if (old == UINT64_MAX || (seq != UINT64_MAX && seq <= old))
-		return;
+		return false;
 	// The ack moved forward with no frame to carry it.  A peer that
 	// waits for it (tw_link_wait_pending) has asked with a PING, whose
-	// PONG carried the ack short of the hold: it gets an ACK frame now,
-	// and the ask stands until no message holds the ack back.  Nobody
-	// else needs one, and one per long message would wake the peer's I/O
+	// PONG carried the ack short of the hold: it gets an ACK frame, and
+	// the ask stands until no message holds the ack back.  Nobody else
+	// needs one, and one per long message would wake the peer's I/O
 	// thread once a message.  The PING is looked at after the hold moved:
 	// one that comes later is answered past the hold.
-	bool asked = seq == UINT64_MAX ? atomic_exchange(&c->rx.pinged, false)
-	                               : atomic_load(&c->rx.pinged);
-	if (!asked)
-		return;
+	return seq == UINT64_MAX ? atomic_exchange(&c->rx.pinged, false)
+	                         : atomic_load(&c->rx.pinged);
+}
+
+void tw__tcp_conn_send_ack(tcp_conn *c)
+{
 	pthread_mutex_lock(&c->tx.mtx);
 	c->tx.owe_ack = true;
 	pthread_mutex_unlock(&c->tx.mtx);

@@ -318,8 +318,14 @@ int tw__tcp_conn_wait_ack(
 // The owner's hold on acknowledgements: nothing from frame `seq` on is
 // acknowledged (UINT64_MAX: no hold).  For a frame that is handled only
 // when frames of other connections have arrived (a striped message's
-// announcement).  When the hold moves forward, the new ack goes out.
-void tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq);
+// announcement).  True when the hold moved forward and the peer asked for
+// the ack (a PING): the owner then calls tw__tcp_conn_send_ack once what
+// the hold kept back is delivered, not before (an ack tells the peer that
+// its messages are in the mailbox).
+bool tw__tcp_conn_hold_acks(tcp_conn *c, uint64_t seq);
+// Sends an ACK now, unless a writer at work takes the ack along.  Never
+// blocks.
+void tw__tcp_conn_send_ack(tcp_conn *c);
 
 // The sequence number of the last frame that went to the owner whole.
 uint64_t tw__tcp_conn_rx_done(const tcp_conn *c);

@@ -154,17 +154,27 @@ static bool complete(const sx_entry *e)
 // that became complete held back: once the application has a message, the
 // next frame it sends (its link's UNBIND, when it closes at once) must
 // acknowledge it, or the peer's tw_link_wait_pending takes it for lost.
-static void update_hold(tcp_sx *sx, tcp_conn *main)
+// True when the peer asked for the ack that this frees: the caller sends
+// it after that flush (ack_after), so that an ack never runs ahead of the
+// delivery it confirms.
+static bool update_hold(tcp_sx *sx, tcp_conn *main)
 {
 	uint64_t hold = UINT64_MAX;
 	for (sx_entry *e = sx->entries; e != NULL; e = e->next)
 		if (e->announced && !e->cancelled && !complete(e)
 		    && e->seq < hold)
 			hold = e->seq;
-	if (hold != sx->hold) {
-		sx->hold = hold;
-		tw__tcp_conn_hold_acks(main, hold);
-	}
+	if (hold == sx->hold)
+		return false;
+	sx->hold = hold;
+	return tw__tcp_conn_hold_acks(main, hold);
+}
+
+// The ACK that update_hold found owed, once flush delivered.
+static void ack_after(tcp_conn *main, bool owed)
+{
+	if (owed)
+		tw__tcp_conn_send_ack(main);
 }
 
 static sx_entry *find(tcp_sx *sx, uint64_t id)
@@ -403,6 +413,7 @@ int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 {
 	pthread_mutex_lock(&sx->mtx);
 	sx_entry *e = NULL;
+	bool owed = false;
 	int status = was_cancelled(sx, ck->id)
 	    ? TW_EPROTO
 	    : get_entry(sx, mc, slot, ck, &e);
@@ -413,15 +424,17 @@ int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 		e->seq = seq;
 		// The hold first: acks must not pass the announcement while
 		// the message is incomplete.
-		update_hold(sx, main);
+		owed = update_hold(sx, main);
 		tw__tcp_conn_rx_handled(main);
 		status = hold(mc, key, NULL, 0, e);
 	}
 	if (status == TW_OK) {
 		try_place(mc, e, post);
-		update_hold(sx, main); // complete already: chunks came first
+		// Complete already: chunks came first.
+		owed |= update_hold(sx, main);
 		status = flush(sx, main, mc);
 	}
+	ack_after(main, owed);
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
 }
@@ -516,8 +529,9 @@ int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 		if (e->writers == 0)
 			drop_entry(sx, e);
 	} else if (ok && complete(e) && e->announced && !sx->failed) {
-		update_hold(sx, main);
+		bool owed = update_hold(sx, main);
 		status = flush(sx, main, mc);
+		ack_after(main, owed);
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
@@ -594,8 +608,9 @@ int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id)
 		if (e->writers == 0)
 			drop_entry(sx, e);
 		tw__tcp_chan_dropped(mc, total);
-		update_hold(sx, main);
+		bool owed = update_hold(sx, main);
 		status = flush(sx, main, mc);
+		ack_after(main, owed);
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -985,6 +986,60 @@ static void test_acked_before_delivery(void **state)
 	tw_desc_free(o.d);
 }
 
+static _Atomic int hook_fd = -1; // the raw peer's socket
+static _Atomic int unread_at_delivery; // bytes waiting in it then
+
+static void unread_hook(tcp_conn *main)
+{
+	(void)main;
+	int n = -1;
+	if (ioctl(atomic_load(&hook_fd), FIONREAD, &n) != 0)
+		n = -1;
+	atomic_store(&unread_at_delivery, n);
+}
+
+// The ACK that the end of the hold on acks sends to a sender that asked
+// goes out once the message it confirms is in the mailbox, not before:
+// tw_link_wait_pending promises that its messages arrived.  With the ACK
+// sent as the hold ended, before the delivery, a receiver that learnt
+// from the sender that all had arrived could find the last message
+// missing (seen once in the conformance case wait_pending_long).
+static void test_ack_after_delivery(void **state)
+{
+	(void)state;
+	lone o;
+	raw_peer r;
+	uint64_t announced;
+	unsigned char *msg = long_msg_up(&o, &r, 10, "w", &announced);
+	long_msg_chunk(&r, msg, 0);
+	raw_send(&r, TW_TCP_F_PING, NULL, NULL, 0, NULL, 0);
+	tw__tcp_hdr h;
+	unsigned char pay[64];
+	do
+		raw_next(&r, &h, pay);
+	while (h.type != TW_TCP_F_PONG);
+	assert_true(h.ack < announced);
+	atomic_store(&hook_fd, r.fd);
+	atomic_store(&unread_at_delivery, -1);
+	atomic_store(&tw__tcp_sx_deliver_hook, unread_hook);
+	long_msg_chunk(&r, msg, 1);
+	uint64_t last = r.seq;
+	do
+		raw_next(&r, &h, pay);
+	while (h.ack < last);
+	atomic_store(&tw__tcp_sx_deliver_hook, NULL);
+	assert_int_equal(h.type, TW_TCP_F_ACK);
+	// Nothing had been sent back when the message was delivered.
+	assert_int_equal(atomic_load(&unread_at_delivery), 0);
+	tw_buf b = { 0 };
+	TW_PASS(tw_recv(o.l, 0, "w", &b));
+	assert_int_equal(b.len, LM_TOTAL);
+	assert_memory_equal(b.data, msg, LM_TOTAL);
+	tw_buf_free(&b);
+	free(msg);
+	raw_link_down(&o, &r);
+}
+
 int main(void)
 {
 	const char *child = getenv("TW_TCP_TEST_CHILD");
@@ -1002,6 +1057,8 @@ int main(void)
 		    test_last_chunk_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_acked_before_delivery, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_ack_after_delivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_bad_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(
