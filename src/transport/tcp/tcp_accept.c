@@ -712,8 +712,7 @@ static void accept_one(tcp_acceptor *a, int fd)
 		free(h);
 		return;
 	}
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	tw__tcp_sock_tune(fd);
 	h->a = a;
 	h->state = HS_HELLO;
 	h->want = 16;

@@ -1,6 +1,7 @@
 // Name resolution, the registry of listening sockets and connecting with
 // retries.  See tcp_sock.h.
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <fcntl.h>
@@ -329,10 +330,7 @@ static int dial_once(const struct addrinfo *ai, int64_t deadline,
 				return err;
 			continue;
 		}
-		// Small frames (acks, control messages, latency-bound
-		// messages) must not wait for Nagle's timer.
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		tw__tcp_sock_tune(fd);
 		*out_fd = fd;
 		return 0;
 	}
@@ -427,4 +425,32 @@ int tw__tcp_local_addr_for(const char *target, char *out, size_t cap)
 		close(fd);
 	freeaddrinfo(ai);
 	return status;
+}
+
+bool tw__tcp_addr_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a
+		    = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a)
+		    || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
+void tw__tcp_sock_tune(int fd)
+{
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0
+	    || !tw__tcp_addr_is_loopback((const struct sockaddr *)&ss))
+		return;
+	int size = TW_TCP_LOOPBACK_SNDBUF;
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
 }

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "transport/tcp/tcp_proto.h"
 #include "transport/tcp/tcp_tls.h"
@@ -79,6 +80,22 @@ int tw__tcp_wait_fd(
 // Reads what fd has, at most n bytes, without blocking.  TW_OK with *got
 // > 0, TW_EAGAIN (nothing now), TW_EPEER (EOF, a reset or another error).
 int tw__tcp_recv(int fd, void *buf, size_t n, size_t *got);
+
+// What a connected socket of ours is set to, on either side: no Nagle
+// (small frames must not wait for its timer), and to a peer on the
+// loopback interface a send buffer of TW_TCP_LOOPBACK_SNDBUF.  A long
+// message's sender waits, at its end, until the peer has read its last
+// chunk (the bytes stay ours to resend after a reconnection until then):
+// the kernel's own sizing lets a loopback socket buffer megabytes, which
+// the peer must drain while the sender waits, every message.  Between
+// hosts the buffer must cover the bandwidth-delay product, and the
+// kernel's sizing stays.  Best effort: a setting refused changes nothing
+// else.
+#define TW_TCP_LOOPBACK_SNDBUF (128 * 1024)
+void tw__tcp_sock_tune(int fd);
+// Whether `sa` is an address of the loopback interface (127.0.0.0/8, ::1,
+// or 127.0.0.0/8 mapped into IPv6).
+bool tw__tcp_addr_is_loopback(const struct sockaddr *sa);
 
 // What this end announces in the handshake.
 typedef struct tw__tcp_hs_self {

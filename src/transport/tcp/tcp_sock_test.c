@@ -4,15 +4,18 @@
 // loopback addresses are used.  Waits are on descriptors and joins, never
 // sleeps.
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -183,6 +186,95 @@ static void test_dial_blackhole(void **state)
 	close(lfd);
 }
 
+static bool v4_loopback(const char *ip)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	assert_int_equal(inet_pton(AF_INET, ip, &a.sin_addr), 1);
+	return tw__tcp_addr_is_loopback((const struct sockaddr *)&a);
+}
+
+static bool v6_loopback(const char *ip)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6 };
+	assert_int_equal(inet_pton(AF_INET6, ip, &a.sin6_addr), 1);
+	return tw__tcp_addr_is_loopback((const struct sockaddr *)&a);
+}
+
+// Which peers count as on the loopback interface: all of 127.0.0.0/8, ::1
+// and 127.0.0.0/8 mapped into IPv6; nothing else.
+static void test_loopback_addrs(void **state)
+{
+	(void)state;
+	assert_true(v4_loopback("127.0.0.1"));
+	assert_true(v4_loopback("127.255.3.9"));
+	assert_false(v4_loopback("126.255.255.255"));
+	assert_false(v4_loopback("128.0.0.1"));
+	assert_false(v4_loopback("10.0.0.1"));
+	assert_false(v4_loopback("0.0.0.0"));
+	assert_true(v6_loopback("::1"));
+	assert_true(v6_loopback("::ffff:127.0.0.1"));
+	assert_false(v6_loopback("::ffff:10.0.0.1"));
+	assert_false(v6_loopback("::"));
+	assert_false(v6_loopback("::2"));
+	assert_false(v6_loopback("2001:db8::1"));
+	struct sockaddr_un u = { .sun_family = AF_UNIX };
+	assert_false(tw__tcp_addr_is_loopback((const struct sockaddr *)&u));
+}
+
+static int sndbuf(int fd)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+	assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, &len), 0);
+	return v;
+}
+
+// A loopback connection gets no Nagle and the send buffer of
+// TW_TCP_LOOPBACK_SNDBUF on both sides (Linux doubles what it is given,
+// up to net.core.wmem_max); a socket to anything else keeps its buffer.
+static void test_tune_loopback(void **state)
+{
+	(void)state;
+	tw__tcp_listener *l;
+	TW_PASS(tw__tcp_listener_get("tcp://127.0.0.1:0", &l));
+	int fd = -1;
+	TW_PASS(tw__tcp_dial("127.0.0.1", tw__tcp_listener_port(l),
+	    deadline_in(10000), NULL, &fd));
+	struct pollfd p = { .fd = tw__tcp_listener_fd(l), .events = POLLIN };
+	assert_int_equal(poll(&p, 1, (int)tw_test_scale_ms(10000)), 1);
+	int afd = accept(tw__tcp_listener_fd(l), NULL, NULL);
+	assert_true(afd >= 0);
+	tw__tcp_sock_tune(afd);
+	int want = 2 * TW_TCP_LOOPBACK_SNDBUF;
+	FILE *f = fopen("/proc/sys/net/core/wmem_max", "r");
+	int wmax = 0;
+	if (f != NULL) {
+		if (fscanf(f, "%d", &wmax) == 1 && 2 * wmax < want)
+			want = 2 * wmax;
+		fclose(f);
+	}
+	int one = 0;
+	socklen_t len = sizeof(one);
+	for (int i = 0; i < 2; i++) {
+		int s = i == 0 ? fd : afd;
+		assert_int_equal(sndbuf(s), want);
+		assert_int_equal(
+		    getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, &len), 0);
+		assert_int_equal(one, 1);
+	}
+	close(afd);
+	close(fd);
+	tw__tcp_listener_put(l);
+	// Not an internet socket: left as it is.
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	int before = sndbuf(sv[0]);
+	tw__tcp_sock_tune(sv[0]);
+	assert_int_equal(sndbuf(sv[0]), before);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -190,6 +282,8 @@ int main(void)
 		cmocka_unit_test(test_listener_in_use),
 		cmocka_unit_test(test_dial_timeout_cancel),
 		cmocka_unit_test(test_dial_blackhole),
+		cmocka_unit_test(test_loopback_addrs),
+		cmocka_unit_test(test_tune_loopback),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

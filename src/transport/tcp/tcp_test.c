@@ -642,11 +642,20 @@ typedef struct raw_peer {
 	uint64_t seq; // the last frame it sent
 } raw_peer;
 
+// Writes all of buf to the non-blocking socket, waiting for room.
 static void raw_write(int fd, const void *buf, size_t n)
 {
 	const unsigned char *b = buf;
+	int64_t deadline = tw__now_ns() + tw_test_scale_ms(10000) * 1000000;
 	while (n > 0) {
 		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int64_t left = (deadline - tw__now_ns()) / 1000000;
+			assert_true(left > 0);
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+			(void)poll(&pfd, 1, (int)left);
+			continue;
+		}
 		assert_true(w > 0);
 		b += w;
 		n -= (size_t)w;
