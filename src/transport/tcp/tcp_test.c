@@ -911,6 +911,20 @@ static void long_msg_chunk(raw_peer *r, const unsigned char *msg, int i)
 	    TW_TCP_FRAME_MAX);
 }
 
+// Receives long_msg_up's message msg (freed) under `tag`, whole, and takes
+// the link down.
+static void long_msg_taken(
+    lone *o, raw_peer *r, const char *tag, unsigned char *msg)
+{
+	tw_buf b = { 0 };
+	TW_PASS(tw_recv(o->l, 0, tag, &b));
+	assert_int_equal(b.len, LM_TOTAL);
+	assert_memory_equal(b.data, msg, LM_TOTAL);
+	tw_buf_free(&b);
+	free(msg);
+	raw_link_down(o, r);
+}
+
 // The chunk that completes a long message counts as handled before the
 // message can be taken: the ACK that the end of the hold on acks sends
 // (the sender asked with a PING meanwhile) confirms it, and acknowledges
@@ -936,13 +950,7 @@ static void test_last_chunk_acked(void **state)
 	while (h.ack < announced);
 	assert_int_equal(h.rcvd, last);
 	assert_int_equal(h.ack, last);
-	tw_buf b = { 0 };
-	TW_PASS(tw_recv(o.l, 0, "u", &b));
-	assert_int_equal(b.len, LM_TOTAL);
-	assert_memory_equal(b.data, msg, LM_TOTAL);
-	tw_buf_free(&b);
-	free(msg);
-	raw_link_down(&o, &r);
+	long_msg_taken(&o, &r, "u", msg);
 }
 
 static _Atomic uint64_t delivered_ack; // what the hook saw, plus one
@@ -1040,13 +1048,7 @@ static void test_ack_after_delivery(void **state)
 	assert_int_equal(h.type, TW_TCP_F_ACK);
 	// Nothing had been sent back when the message was delivered.
 	assert_int_equal(atomic_load(&unread_at_delivery), 0);
-	tw_buf b = { 0 };
-	TW_PASS(tw_recv(o.l, 0, "w", &b));
-	assert_int_equal(b.len, LM_TOTAL);
-	assert_memory_equal(b.data, msg, LM_TOTAL);
-	tw_buf_free(&b);
-	free(msg);
-	raw_link_down(&o, &r);
+	long_msg_taken(&o, &r, "w", msg);
 }
 
 int main(void)
