@@ -155,8 +155,8 @@ static bool complete(const sx_entry *e)
 // next frame it sends (its link's UNBIND, when it closes at once) must
 // acknowledge it, or the peer's tw_link_wait_pending takes it for lost.
 // True when the peer asked for the ack that this frees: the caller sends
-// it after that flush (ack_after), so that an ack never runs ahead of the
-// delivery it confirms.
+// it (tw__tcp_conn_send_ack) after that flush, so that an ack never runs
+// ahead of the delivery it confirms.
 static bool update_hold(tcp_sx *sx, tcp_conn *main)
 {
 	uint64_t hold = UINT64_MAX;
@@ -168,13 +168,6 @@ static bool update_hold(tcp_sx *sx, tcp_conn *main)
 		return false;
 	sx->hold = hold;
 	return tw__tcp_conn_hold_acks(main, hold);
-}
-
-// The ACK that update_hold found owed, once flush delivered.
-static void ack_after(tcp_conn *main, bool owed)
-{
-	if (owed)
-		tw__tcp_conn_send_ack(main);
 }
 
 static sx_entry *find(tcp_sx *sx, uint64_t id)
@@ -434,7 +427,8 @@ int tw__tcp_sx_announce(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 		owed |= update_hold(sx, main);
 		status = flush(sx, main, mc);
 	}
-	ack_after(main, owed);
+	if (owed)
+		tw__tcp_conn_send_ack(main);
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
 }
@@ -531,7 +525,8 @@ int tw__tcp_sx_chunk_end(tcp_sx *sx, tcp_conn *main, tcp_chan *mc,
 	} else if (ok && complete(e) && e->announced && !sx->failed) {
 		bool owed = update_hold(sx, main);
 		status = flush(sx, main, mc);
-		ack_after(main, owed);
+		if (owed)
+			tw__tcp_conn_send_ack(main);
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;
@@ -610,7 +605,8 @@ int tw__tcp_sx_cancel(tcp_sx *sx, tcp_conn *main, tcp_chan *mc, uint64_t id)
 		tw__tcp_chan_dropped(mc, total);
 		bool owed = update_hold(sx, main);
 		status = flush(sx, main, mc);
-		ack_after(main, owed);
+		if (owed)
+			tw__tcp_conn_send_ack(main);
 	}
 	pthread_mutex_unlock(&sx->mtx);
 	return status;

@@ -911,6 +911,17 @@ static void long_msg_chunk(raw_peer *r, const unsigned char *msg, int i)
 	    TW_TCP_FRAME_MAX);
 }
 
+// long_msg_up, its first chunk, and a PING: the sender asks for the ack
+// that the hold on acks keeps short of the announcement.
+static unsigned char *long_msg_asked(
+    lone *o, raw_peer *r, uint32_t seed, const char *tag, uint64_t *announced)
+{
+	unsigned char *msg = long_msg_up(o, r, seed, tag, announced);
+	long_msg_chunk(r, msg, 0);
+	raw_send(r, TW_TCP_F_PING, NULL, NULL, 0, NULL, 0);
+	return msg;
+}
+
 // Receives long_msg_up's message msg (freed) under `tag`, whole, and takes
 // the link down.
 static void long_msg_taken(
@@ -936,9 +947,7 @@ static void test_last_chunk_acked(void **state)
 	lone o;
 	raw_peer r;
 	uint64_t announced;
-	unsigned char *msg = long_msg_up(&o, &r, 8, "u", &announced);
-	long_msg_chunk(&r, msg, 0);
-	raw_send(&r, TW_TCP_F_PING, NULL, NULL, 0, NULL, 0);
+	unsigned char *msg = long_msg_asked(&o, &r, 8, "u", &announced);
 	long_msg_chunk(&r, msg, 1);
 	uint64_t last = r.seq;
 	// The acks stay short of the announcement while the message is
@@ -1027,9 +1036,7 @@ static void test_ack_after_delivery(void **state)
 	lone o;
 	raw_peer r;
 	uint64_t announced;
-	unsigned char *msg = long_msg_up(&o, &r, 10, "w", &announced);
-	long_msg_chunk(&r, msg, 0);
-	raw_send(&r, TW_TCP_F_PING, NULL, NULL, 0, NULL, 0);
+	unsigned char *msg = long_msg_asked(&o, &r, 10, "w", &announced);
 	tw__tcp_hdr h;
 	unsigned char pay[64];
 	do
