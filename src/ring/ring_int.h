@@ -51,10 +51,13 @@ int tw__ring_looks_full(const tw_ring *r);
 // Lets the consumer of `r` hand taken slots back to producers in batches of
 // `every` (rounded down to a power of two, at most a quarter of the slots;
 // 1, the default, hands each back as it is taken).  A batch is also handed
-// back as soon as a lane looks empty to the consumer or its producer
-// sleeps, so a producer can miss room only while the lane still holds
-// messages: a consumer that stops taking from a non-empty lane for long
-// (held back by its own reader) calls tw__ring_release first.
+// back when the consumer next looks at a lane and finds it empty, and at
+// its next take once the lane's producer sleeps.  So a producer misses at
+// most every - 1 slots of room, and only while the consumer does not look:
+// a consumer that stops looking for long while a producer may need the
+// room (held back by its own reader) calls tw__ring_release first; one
+// whose producer, finding the lane full, wakes it (tw__ring_kick) needs
+// not.
 void tw__ring_set_release(tw_ring *r, uint32_t every);
 // Hands back every slot taken so far.  Returns TW_OK, or TW_EPROTO when
 // the segment's head moved under the consumer (the take that follows says
