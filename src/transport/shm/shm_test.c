@@ -805,6 +805,8 @@ enum {
 	LEAVE_UNREAD = 2,
 	WRONG_LANE = 3,
 	CONT_OVERRUN = 4,
+	WANTED_BAD_SEQ = 5,
+	WANTED_OVERFULL = 6,
 };
 
 static uint64_t fake_probe = 0x5eed;
@@ -926,6 +928,18 @@ static int fake_peer(child *c)
 		CHK_RV(fake_data(
 		           out, TW_SHM_LANE_CTL, buf, key, 2, "no", 2, 2, &n),
 		    TW_OK);
+	} else if (c->arg == WANTED_BAD_SEQ) {
+		// That key, whole, in the right lane, but numbered 3 where 2
+		// is due.
+		CHK_RV(fake_data(
+		           out, TW_SHM_LANE_DATA, buf, key, 2, "no", 2, 3, &n),
+		    TW_OK);
+	} else if (c->arg == WANTED_OVERFULL) {
+		// That key, numbered right, with two payload bytes of a
+		// message said to hold one.
+		CHK_RV(fake_data(
+		           out, TW_SHM_LANE_DATA, buf, key, 1, "no", 2, 2, &n),
+		    TW_OK);
 	} else {
 		// The sequence word of the data lane's next slot (message 1)
 		// made neither that message's nor the previous lap's.
@@ -1025,15 +1039,18 @@ static int polling_victim(child *c)
 	return mine ? 0 : POLLED_ELSEWHERE;
 }
 
-static void t_wrong_lane(void **state)
+// The fake peer does `how`, and the victim must refuse the frame both
+// when its progress thread reads it and when the thread that waits for the
+// frame's key, its buffer posted, reads it itself.
+static void refused_inline(int how)
 {
-	against_fake(WRONG_LANE, victim, 0);
+	against_fake(how, victim, 0);
 	if (!two_cpus())
 		skip();
 	// Every run must refuse the frame; at least one must have read it in
 	// the polling thread, or the check under test never ran.
 	for (int run = 0; run < 20; run++) {
-		proc f = spawn(fake_peer, 0, WRONG_LANE);
+		proc f = spawn(fake_peer, 0, how);
 		proc v = spawn(polling_victim, 1, 0);
 		proc_wait_ready(&v);
 		proc_go(&f);
@@ -1045,6 +1062,24 @@ static void t_wrong_lane(void **state)
 		assert_int_equal(st, POLLED_ELSEWHERE);
 	}
 	fail_msg("the progress thread read the frame in every run");
+}
+
+static void t_wrong_lane(void **state)
+{
+	refused_inline(WRONG_LANE);
+}
+
+// A whole small message of the key that a thread waits for takes a short
+// way into that thread's buffer (rx_whole_wanted): it must check what the
+// general way checks.
+static void t_wanted_bad_seq(void **state)
+{
+	refused_inline(WANTED_BAD_SEQ);
+}
+
+static void t_wanted_overfull(void **state)
+{
+	refused_inline(WANTED_OVERFULL);
 }
 
 static void t_corrupt_ring(void **state)
@@ -2041,6 +2076,8 @@ int main(int argc, char **argv)
 		CASE(corrupt_ring),
 		CASE(cont_overrun),
 		CASE(wrong_lane),
+		CASE(wanted_bad_seq),
+		CASE(wanted_overfull),
 		CASE(large_cma),
 		CASE(large_chunked),
 		CASE(large_default),
