@@ -472,11 +472,12 @@ static inline void ring_prefetch_w(const void *p)
 #endif
 }
 
-static int ring_try_send(tw_ring *r, void *arg)
+// Makes sure the slot of `lane`'s next message (prod[lane].tail) is free
+// to write.  TW_OK, TW_EAGAIN (the lane is full) or TW_EPROTO.
+static int ring_claim(tw_ring *r, uint32_t lane)
 {
-	struct ring_send_args *a = arg;
-	struct tw_ring_lane *lc = &r->lane[a->lane];
-	struct ring_seen *sn = &r->prod[a->lane];
+	struct tw_ring_lane *lc = &r->lane[lane];
+	struct ring_seen *sn = &r->prod[lane];
 	uint32_t tail = sn->tail;
 	uint32_t used = tail - sn->head;
 	if (!sn->valid || used >= r->slots) {
@@ -486,27 +487,33 @@ static int ring_try_send(tw_ring *r, void *arg)
 		// announced itself.
 		uint32_t head = __atomic_load_n(&lc->head, __ATOMIC_SEQ_CST);
 		if (!sn->valid) {
-			int status = ring_find_tail(r, a->lane, head, &tail);
+			int status = ring_find_tail(r, lane, head, &tail);
 			if (status != TW_OK)
 				return status;
 		}
 		used = tail - head;
 		if (used > r->slots)
-			return ring_bad_count(a->lane, used, r->slots);
+			return ring_bad_count(lane, used, r->slots);
 		sn->head = head;
 		sn->tail = tail;
 		sn->valid = 1;
 		if (used == r->slots)
 			return TW_EAGAIN;
 	}
-	struct tw_ring_slot *s = ring_slot(r, a->lane, tail);
-	s->route = a->route;
-	s->len = (uint32_t)(a->n + a->n_more);
-	s->corr = a->corr;
-	if (a->n > 0)
-		memcpy(s + 1, a->data, a->n);
-	if (a->n_more > 0)
-		memcpy((unsigned char *)(s + 1) + a->n, a->more, a->n_more);
+	return TW_OK;
+}
+
+// Publishes the message of `len` payload bytes written into the claimed
+// slot of `lane`.  TW_OK or TW_EPROTO.
+static int ring_publish(
+    tw_ring *r, uint32_t lane, uint32_t route, uint32_t len, uint64_t corr)
+{
+	struct ring_seen *sn = &r->prod[lane];
+	uint32_t tail = sn->tail;
+	struct tw_ring_slot *s = ring_slot(r, lane, tail);
+	s->route = route;
+	s->len = len;
+	s->corr = corr;
 	// Release: the slot is complete before the consumer can see it.
 	// Seq_cst so that the sleeper count below is read after it.  The
 	// exchange also checks that the slot was free, as we left it a lap
@@ -515,12 +522,47 @@ static int ring_try_send(tw_ring *r, void *arg)
 	    = __atomic_exchange_n(&s->seq, tail + 1, __ATOMIC_SEQ_CST);
 	if (was != tail + 1 - r->slots)
 		return ring_own_moved(
-		    &s->seq, was, sn, a->lane, "slot sequence word");
+		    &s->seq, was, sn, lane, "slot sequence word");
 	sn->tail = tail + 1;
-	ring_prefetch_w(ring_slot(r, a->lane, tail + RING_PREFETCH_AHEAD));
+	ring_prefetch_w(ring_slot(r, lane, tail + RING_PREFETCH_AHEAD));
 	if (__atomic_load_n(&r->hdr->cons_sleepers, __ATOMIC_SEQ_CST) != 0)
 		ring_wake(&r->hdr->data_seq);
 	return TW_OK;
+}
+
+static int ring_try_send(tw_ring *r, void *arg)
+{
+	struct ring_send_args *a = arg;
+	int status = ring_claim(r, a->lane);
+	if (status != TW_OK)
+		return status;
+	struct tw_ring_slot *s = ring_slot(r, a->lane, r->prod[a->lane].tail);
+	if (a->n > 0)
+		memcpy(s + 1, a->data, a->n);
+	if (a->n_more > 0)
+		memcpy((unsigned char *)(s + 1) + a->n, a->more, a->n_more);
+	return ring_publish(
+	    r, a->lane, a->route, (uint32_t)(a->n + a->n_more), a->corr);
+}
+
+int tw__ring_claim(tw_ring *r, uint32_t lane, void **payload)
+{
+	if (r == NULL || lane >= r->lanes || payload == NULL)
+		return TW_EINVAL;
+	int status = ring_claim(r, lane);
+	if (status == TW_OK)
+		*payload = ring_slot(r, lane, r->prod[lane].tail) + 1;
+	return status;
+}
+
+int tw__ring_publish(
+    tw_ring *r, uint32_t lane, uint32_t route, size_t n, uint64_t corr)
+{
+	if (r == NULL || lane >= r->lanes)
+		return TW_EINVAL;
+	if (n > r->max_msg)
+		return TW_ETOOBIG;
+	return ring_publish(r, lane, route, (uint32_t)n, corr);
 }
 
 int tw_ring_send(tw_ring *r, uint32_t lane, uint32_t route, const void *data,

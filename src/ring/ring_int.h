@@ -73,6 +73,21 @@ int tw__ring_send2(tw_ring *r, uint32_t lane, uint32_t route, const void *data,
     size_t n, const void *more, size_t n_more, uint64_t corr,
     int64_t timeout_us);
 
+// A send in two steps, for a producer that builds its message in place:
+// tw__ring_claim finds, without waiting, the slot that `lane`'s next
+// message takes and sets *payload to its payload bytes (max_msg of them),
+// which the producer fills; tw__ring_publish then makes the first `n` of
+// them the message, as tw_ring_send would have.  Nothing of the slot is
+// the consumer's before the publish.  Another send on the lane between the
+// two is a caller's error.  tw__ring_claim returns TW_OK, TW_EAGAIN (the
+// lane is full: send with tw_ring_send to wait), TW_EINVAL or TW_EPROTO
+// (the producer's counts were scribbled on); tw__ring_publish returns
+// TW_OK, TW_ETOOBIG (n > max_msg), TW_EINVAL or TW_EPROTO (the slot's
+// sequence word was scribbled on).
+int tw__ring_claim(tw_ring *r, uint32_t lane, void **payload);
+int tw__ring_publish(
+    tw_ring *r, uint32_t lane, uint32_t route, size_t n, uint64_t corr);
+
 // A consumer placing a message's payload where it belongs, asked once the
 // slot's header was read (each field once) and checked against the ring's
 // limits and the caller's `cap`.  The fields are those the receive

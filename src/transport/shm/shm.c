@@ -1408,6 +1408,23 @@ static int tx_lock(
 	}
 }
 
+// What a send into the outbound ring that ended with `status` returns.
+static int tx_ring_status(shm_chan *mc, int status, const _Atomic int *cancel)
+{
+	if (status == TW_EPROTO) {
+		// The peer scribbled on the ring's indices.
+		rx_proto(mc, "corrupt ring");
+		rx_fail(mc, TW_EPROTO);
+		return TW_EPEER;
+	}
+	// The ring says TW_ECLOSED once this side left the segment: after an
+	// abort that is right, after giving up on a broken peer it is the
+	// peer's failure.
+	if (status == TW_ECLOSED && tx_check(mc, cancel) == TW_EPEER)
+		status = TW_EPEER;
+	return status; // TW_OK, TW_EPEER, TW_ECLOSED
+}
+
 // Puts one frame into the outbound ring, waiting for room until `deadline`
 // in slices so that cancel and peer loss are noticed.  Lane mutex held.
 // Sends the frame data[0..n) followed by more[0..n_more) (a payload sent
@@ -1451,18 +1468,7 @@ static int tx_put2(shm_chan *mc, uint32_t lane, uint32_t type,
 		status = tw__ring_send2(
 		    mc->out, lane, type, data, n, more, n_more, seq, us);
 	}
-	if (status == TW_EPROTO) {
-		// The peer scribbled on the ring's indices.
-		rx_proto(mc, "corrupt ring");
-		rx_fail(mc, TW_EPROTO);
-		return TW_EPEER;
-	}
-	// The ring says TW_ECLOSED once this side left the segment: after an
-	// abort that is right, after giving up on a broken peer it is the
-	// peer's failure.
-	if (status == TW_ECLOSED && tx_check(mc, cancel) == TW_EPEER)
-		status = TW_EPEER;
-	return status; // TW_OK, TW_EPEER, TW_ECLOSED
+	return tx_ring_status(mc, status, cancel);
 }
 
 static int tx_put(shm_chan *mc, uint32_t lane, uint32_t type, const void *data,
@@ -1493,8 +1499,24 @@ static int tx_chunked(shm_chan *mc, uint32_t lane, const char *key,
 	shm_tx *tx = &mc->tx[lane];
 	uint64_t seq = tx->seq + 1;
 	size_t first = TW_SHM_MAX_MSG - TW_SHM_DATA_HDR - klen;
-	if (first > len)
+	if (first >= len) {
+		// One frame, built in its slot when the ring has room: no
+		// copy through scratch, and none of the waiting's set-up.
+		void *slot;
+		int status = tw__ring_claim(mc->out, lane, &slot);
+		if (status == TW_OK)
+			status = tw__ring_publish(mc->out, lane, TW_SHM_F_DATA,
+			    tw__shm_put_data(slot, TW_SHM_MAX_MSG, key, klen,
+			        len, buf, len),
+			    seq);
+		if (status != TW_EAGAIN) {
+			if ((status = tx_ring_status(mc, status, cancel))
+			    == TW_OK)
+				tx->seq = seq;
+			return status;
+		}
 		first = len;
+	}
 	// The header and key in scratch, the payload from where it is.
 	size_t n = tw__shm_put_data(
 	    tx->scratch, TW_SHM_MAX_MSG, key, klen, len, NULL, 0);
