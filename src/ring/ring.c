@@ -473,8 +473,9 @@ static inline void ring_prefetch_w(const void *p)
 }
 
 // Makes sure the slot of `lane`'s next message (prod[lane].tail) is free
-// to write.  TW_OK, TW_EAGAIN (the lane is full) or TW_EPROTO.
-static int ring_claim(tw_ring *r, uint32_t lane)
+// to write, and sets *slot to it.  TW_OK, TW_EAGAIN (the lane is full) or
+// TW_EPROTO.
+static int ring_claim(tw_ring *r, uint32_t lane, struct tw_ring_slot **slot)
 {
 	struct tw_ring_lane *lc = &r->lane[lane];
 	struct ring_seen *sn = &r->prod[lane];
@@ -500,6 +501,7 @@ static int ring_claim(tw_ring *r, uint32_t lane)
 		if (used == r->slots)
 			return TW_EAGAIN;
 	}
+	*slot = ring_slot(r, lane, tail);
 	return TW_OK;
 }
 
@@ -533,10 +535,10 @@ static int ring_publish(
 static int ring_try_send(tw_ring *r, void *arg)
 {
 	struct ring_send_args *a = arg;
-	int status = ring_claim(r, a->lane);
+	struct tw_ring_slot *s;
+	int status = ring_claim(r, a->lane, &s);
 	if (status != TW_OK)
 		return status;
-	struct tw_ring_slot *s = ring_slot(r, a->lane, r->prod[a->lane].tail);
 	if (a->n > 0)
 		memcpy(s + 1, a->data, a->n);
 	if (a->n_more > 0)
@@ -549,9 +551,10 @@ int tw__ring_claim(tw_ring *r, uint32_t lane, void **payload)
 {
 	if (r == NULL || lane >= r->lanes || payload == NULL)
 		return TW_EINVAL;
-	int status = ring_claim(r, lane);
+	struct tw_ring_slot *s;
+	int status = ring_claim(r, lane, &s);
 	if (status == TW_OK)
-		*payload = ring_slot(r, lane, r->prod[lane].tail) + 1;
+		*payload = s + 1;
 	return status;
 }
 

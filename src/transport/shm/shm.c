@@ -586,7 +586,7 @@ static bool rx_whole_wanted(shm_chan *mc, rx_ctx *rx, uint32_t lane,
     size_t *len)
 {
 	if (route != TW_SHM_F_DATA || !rx_wanted_lane(rx, lane)
-	    || rx->dst == NULL || rx->dst_used)
+	    || rx->dst == NULL)
 		return false;
 	tw__shm_rx *st = &rx->lane[lane].st;
 	size_t klen = rx->want_len;
@@ -597,8 +597,7 @@ static bool rx_whole_wanted(shm_chan *mc, rx_ctx *rx, uint32_t lane,
 	memcpy(&k, p, sizeof(k));
 	memcpy(&total, p + 2, sizeof(total));
 	size_t data_len = n - TW_SHM_DATA_HDR - klen;
-	if (k != klen || total != data_len || total > rx->dst_cap
-	    || total > st->max_total
+	if (k != klen || total != data_len || total > st->max_total
 	    || memcmp(p + TW_SHM_DATA_HDR, rx->want, klen) != 0
 	    || !rx_direct_ok(mc, rx, true, rx->want, total))
 		return false;
