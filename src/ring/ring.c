@@ -558,6 +558,14 @@ int tw__ring_claim(tw_ring *r, uint32_t lane, void **payload)
 	return status;
 }
 
+void tw__ring_geometry(
+    const tw_ring *r, uint32_t *lanes, uint32_t *slots, uint32_t *max_msg)
+{
+	*lanes = r->lanes;
+	*slots = r->slots;
+	*max_msg = r->max_msg;
+}
+
 int tw__ring_publish(
     tw_ring *r, uint32_t lane, uint32_t route, size_t n, uint64_t corr)
 {

@@ -48,6 +48,13 @@ uint32_t *tw__ring_kick_word(tw_ring *r, uint32_t *seq);
 // hold the consumer's role (whose counts it cannot see); it never fails.
 int tw__ring_looks_full(const tw_ring *r);
 
+// The geometry of the ring a handle is attached to: what tw_ring_attach
+// found consistent with the mapping's size, which a caller that expects a
+// geometry of its own (a segment's owner could lay out the same bytes as
+// more, smaller slots) still has to compare.  Never fails.
+void tw__ring_geometry(
+    const tw_ring *r, uint32_t *lanes, uint32_t *slots, uint32_t *max_msg);
+
 // Lets the consumer of `r` hand taken slots back to producers in batches of
 // `every` (rounded down to a power of two, at most a quarter of the slots;
 // 1, the default, hands each back as it is taken).  A batch is also handed

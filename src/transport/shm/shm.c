@@ -14,10 +14,11 @@
 // in /dev/shm whatever happens to either process later; a segment whose
 // peer never came is unlinked when its creator's channel is destroyed.
 //
-// Segments are sized by the party count (tw__shm_slots): up to 9 parties
-// every lane has 32 slots, larger links fewer, so that the rings one party
-// shares hold about the same bytes whatever the count, and the memory of a
-// host grows with the parties rather than with their square.
+// Segments are sized by the party count (tw__shm_slot_msg, tw__shm_slots):
+// up to 5 parties every lane has 32 slots of 32 KiB, up to 9 32 of 16 KiB,
+// larger links fewer, so that the rings one party shares hold at most the
+// same bytes whatever the count, and the memory of a host grows with the
+// parties rather than with their square.
 //
 // Receiving.  Frames of the inbound ring are reassembled into messages and
 // pushed into this party's mailbox (shared by all its channels, keyed by the
@@ -239,7 +240,6 @@ typedef struct rx_lane {
 
 // The state of reading the inbound ring, owned by the reader role.
 typedef struct shm_rx_ctx {
-	unsigned char slot[TW_SHM_MAX_MSG];
 	rx_lane lane[TW_SHM_LANES];
 	// The key an application thread reads the ring for (NULL: none), and
 	// whether a frame since it last looked may concern it (that key, a
@@ -262,6 +262,8 @@ typedef struct shm_rx_ctx {
 	char pend_key[TW_KEY_MAX];
 	void *pend_data;
 	size_t pend_len;
+	// A frame copied out of the ring: ep->slot_msg bytes.
+	unsigned char slot[];
 } rx_ctx;
 
 // The peer is gone or broken: receives from it end once what was delivered
@@ -732,7 +734,7 @@ static int rx_drain_ctl(shm_chan *mc, rx_ctx *rx)
 		uint64_t corr;
 		size_t n;
 		int status = tw_ring_recv(mc->in, TW_SHM_LANE_CTL, rx->slot,
-		    sizeof(rx->slot), &n, &route, &corr, 0);
+		    mc->ep->slot_msg, &n, &route, &corr, 0);
 		if (status == TW_ETIMEDOUT)
 			return TW_OK;
 		if (status != TW_OK)
@@ -836,7 +838,7 @@ static int rx_pump(shm_chan *mc, rx_ctx *rx, unsigned max, unsigned *frames)
 		void *at = rx->slot;
 		size_t from = 0;
 		status = tw__ring_recv_any_placed(mc->in, &lane, rx->slot,
-		    sizeof(rx->slot), &n, &route, &corr, rx_place, mc, &at,
+		    mc->ep->slot_msg, &n, &route, &corr, rx_place, mc, &at,
 		    &from);
 		if (status == TW_ETIMEDOUT)
 			return TW_OK;
@@ -1497,7 +1499,8 @@ static int tx_chunked(shm_chan *mc, uint32_t lane, const char *key,
 {
 	shm_tx *tx = &mc->tx[lane];
 	uint64_t seq = tx->seq + 1;
-	size_t first = TW_SHM_MAX_MSG - TW_SHM_DATA_HDR - klen;
+	size_t slot_msg = mc->ep->slot_msg;
+	size_t first = slot_msg - TW_SHM_DATA_HDR - klen;
 	if (first >= len) {
 		// One frame, built in its slot when the ring has room: no
 		// copy through scratch, and none of the waiting's set-up.
@@ -1505,8 +1508,8 @@ static int tx_chunked(shm_chan *mc, uint32_t lane, const char *key,
 		int status = tw__ring_claim(mc->out, lane, &slot);
 		if (status == TW_OK)
 			status = tw__ring_publish(mc->out, lane, TW_SHM_F_DATA,
-			    tw__shm_put_data(slot, TW_SHM_MAX_MSG, key, klen,
-			        len, buf, len),
+			    tw__shm_put_data(
+			        slot, slot_msg, key, klen, len, buf, len),
 			    seq);
 		if (status != TW_EAGAIN) {
 			if ((status = tx_ring_status(mc, status, cancel))
@@ -1517,16 +1520,15 @@ static int tx_chunked(shm_chan *mc, uint32_t lane, const char *key,
 		first = len;
 	}
 	// The header and key in scratch, the payload from where it is.
-	size_t n = tw__shm_put_data(
-	    tx->scratch, TW_SHM_MAX_MSG, key, klen, len, NULL, 0);
+	size_t n
+	    = tw__shm_put_data(tx->scratch, slot_msg, key, klen, len, NULL, 0);
 	int status = tx_put2(mc, lane, TW_SHM_F_DATA, tx->scratch, n, buf,
 	    first, seq, deadline, cancel);
 	if (status != TW_OK)
 		return status;
 	tx->seq = seq;
 	for (size_t off = first; off < len;) {
-		size_t k
-		    = len - off < TW_SHM_MAX_MSG ? len - off : TW_SHM_MAX_MSG;
+		size_t k = len - off < slot_msg ? len - off : slot_msg;
 		status = tx_put(mc, lane, TW_SHM_F_CONT, buf + off, k, seq,
 		    deadline, cancel);
 		if (status != TW_OK) {
@@ -1545,7 +1547,7 @@ static int tx_large(shm_chan *mc, const char *key, size_t klen,
 	struct tw_shm_dir *d = &mc->hdr->dir[mc->side];
 	uint64_t seq = tx->seq + 1;
 	__atomic_store_n(&d->large_post, seq, __ATOMIC_SEQ_CST);
-	size_t n = tw__shm_put_large(tx->scratch, TW_SHM_MAX_MSG, key, klen,
+	size_t n = tw__shm_put_large(tx->scratch, mc->ep->slot_msg, key, klen,
 	    len, (uint64_t)(uintptr_t)buf);
 	int status = tx_put(mc, TW_SHM_LANE_DATA, TW_SHM_F_LARGE, tx->scratch,
 	    n, seq, deadline, cancel);
@@ -1638,7 +1640,7 @@ static int shm_xsend(tw_channel *c, const char *key, const void *buf,
 		large = tw__shm_pick_way(&mc->pick, len) == TW_SHM_PICK_SINGLE;
 	int64_t t0 = timed ? tw__now_ns() : 0;
 	if (tx->partial != 0 || large
-	    || len > TW_SHM_MAX_MSG - TW_SHM_DATA_HDR - klen)
+	    || len > mc->ep->slot_msg - TW_SHM_DATA_HDR - klen)
 		deadline = tw__deadline_fix(deadline);
 	status = tx_unwind(mc, lane, deadline, cancel);
 	if (status == TW_OK) {
@@ -1796,7 +1798,7 @@ static int tx_hello(shm_chan *mc, int64_t deadline)
 	shm_tx *tx = &mc->tx[TW_SHM_LANE_CTL];
 	pthread_mutex_lock(&tx->mtx);
 	uint64_t seq = tx->seq + 1;
-	size_t n = tw__shm_put_hello(tx->scratch, TW_SHM_MAX_MSG,
+	size_t n = tw__shm_put_hello(tx->scratch, mc->ep->slot_msg,
 	    TW_SHM_PROTO_VERSION, (uint32_t)getpid(),
 	    (uint64_t)(uintptr_t)&shm_probe_word, shm_probe_word);
 	int status = tx_put(mc, TW_SHM_LANE_CTL, TW_SHM_F_HELLO, tx->scratch,
@@ -1818,7 +1820,8 @@ static int shm_test_send(tw_channel *c, int64_t timeout_ms)
 	if (status != TW_OK)
 		return status;
 	if (mc->rxc == NULL) {
-		if ((mc->rxc = calloc(1, sizeof(*mc->rxc))) == NULL)
+		if ((mc->rxc = calloc(1, sizeof(*mc->rxc) + mc->ep->slot_msg))
+		    == NULL)
 			return TW_ENOMEM;
 		for (uint32_t i = 0; i < TW_SHM_LANES; i++)
 			tw__shm_rx_init(&mc->rxc->lane[i].st, mc->ep->max_msg);
@@ -2022,7 +2025,7 @@ static tw__chanbase *chan_new(const tw__link_cfg *cfg, void *arg, size_t peer)
 		return NULL;
 	for (uint32_t i = 0; i < TW_SHM_LANES; i++) {
 		pthread_mutex_init(&mc->tx[i].mtx, NULL);
-		mc->tx[i].scratch = malloc(TW_SHM_MAX_MSG);
+		mc->tx[i].scratch = malloc(ep->slot_msg);
 	}
 	mc->peer_id = strdup(cfg->parties[peer].id);
 	mc->peer_addr = strdup(cfg->parties[peer].addr);
@@ -2089,6 +2092,7 @@ static int shm_open_ep(
 	ep->spin_ns = npeers + 1 <= cpus_online() ? SHM_SPIN_NS : 0;
 	ep->max_msg = (uint64_t)cfg->opts[TW_OPT_MAX_MSG_SIZE];
 	ep->slots = tw__shm_slots(cfg->size);
+	ep->slot_msg = tw__shm_slot_msg(cfg->size);
 	ep->grp_max = TW_SHM_GRP_MAX;
 	const char *gmax = getenv("TAGWIRE_SHM_GROUP_MAX");
 	if (gmax != NULL) {

@@ -86,6 +86,7 @@ typedef struct shm_ep {
 	uint64_t max_msg;
 	int64_t spin_ns; // how long receives and full sends spin; 0 = never
 	uint32_t slots; // ring slots per lane, by the party count
+	uint32_t slot_msg; // a slot's payload, likewise
 	size_t grp_max; // channels per group, at most TW_SHM_GRP_MAX
 	size_t ngrp;
 	shm_grp *grp;
@@ -98,7 +99,7 @@ typedef struct shm_tx {
 	pthread_mutex_t mtx;
 	uint64_t seq; // the last message number used, protected by mtx
 	uint64_t partial; // a message left half sent, 0 = none; by mtx
-	unsigned char *scratch; // TW_SHM_MAX_MSG bytes, protected by mtx
+	unsigned char *scratch; // ep->slot_msg bytes, protected by mtx
 	// Messages of this lane handed to the ring: written under mtx (no
 	// locked instruction per message), read by shm_wait_until.
 	_Atomic uint64_t sent;

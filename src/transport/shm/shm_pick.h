@@ -12,8 +12,8 @@
 // least 2 MiB (and two sends), and each run makes one sample: the time of
 // its second half (from taking the lane to each send's end: what the
 // application waits) over its bytes.  Only the second half, because a ring
-// send returns once its frames are in the ring, and the ring holds 512
-// KiB, so the first sends after a run of single copies, which left it
+// send returns once its frames are in the ring, and a lane holds up to 1
+// MiB, so the first sends after a run of single copies, which left it
 // empty, look faster than the ring's pace; one sample per run rather than
 // per send, so that one send that found its CPU taken weighs as little as
 // a run lets it.  A class starts on the ring: the single copy's first use

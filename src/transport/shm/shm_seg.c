@@ -98,14 +98,31 @@ static int seg_peek(shm_chan *mc, struct tw_shm_seg_hdr *h, size_t *size)
 
 static int seg_attach_rings(shm_chan *mc)
 {
-	uint32_t sl = mc->ep->slots;
-	size_t ring = tw__shm_ring_size(sl);
+	uint32_t sl = mc->ep->slots, msg = mc->ep->slot_msg;
+	size_t ring = tw__shm_ring_size(sl, msg);
 	unsigned char *base = mc->mem;
 	int status = tw_ring_attach(
-	    base + tw__shm_ring_off(mc->side, sl), ring, &mc->out);
+	    base + tw__shm_ring_off(mc->side, sl, msg), ring, &mc->out);
 	if (status == TW_OK)
 		status = tw_ring_attach(
-		    base + tw__shm_ring_off(!mc->side, sl), ring, &mc->in);
+		    base + tw__shm_ring_off(!mc->side, sl, msg), ring,
+		    &mc->in);
+	// The sizes were checked (seg_check), but the same bytes could hold
+	// more, smaller slots: then a frame built for a slot of ours would
+	// run past the one we claimed.
+	for (int i = 0; i < 2 && status == TW_OK; i++) {
+		uint32_t lanes, slots, max_msg;
+		tw__ring_geometry(
+		    i ? mc->in : mc->out, &lanes, &slots, &max_msg);
+		if (lanes != TW_SHM_LANES || slots != sl || max_msg != msg) {
+			LOGC(mc, TW_LOG_ERROR,
+			    "shared memory %s towards %s: unexpected layout "
+			    "(%u lanes of %u slots of %u bytes) (%s)",
+			    mc->seg_name, mc->peer_addr, lanes, slots, max_msg,
+			    tw_err_name(TW_EPROTO));
+			status = TW_EPROTO;
+		}
+	}
 	if (status == TW_OK) {
 		tw_ring_set_role(mc->out, 0);
 		tw_ring_set_role(mc->in, 1);
@@ -188,8 +205,8 @@ static int seg_in_use(shm_chan *mc, uint32_t pid)
 // behind, refuses one that a live process holds.
 int tw__shm_seg_create(shm_chan *mc)
 {
-	uint32_t sl = mc->ep->slots;
-	size_t size = tw__shm_seg_size(sl);
+	uint32_t sl = mc->ep->slots, msg = mc->ep->slot_msg;
+	size_t size = tw__shm_seg_size(sl, msg);
 	int lock_fd = -1;
 	uint32_t pid = 0;
 	for (int attempt = 0;; attempt++) {
@@ -229,13 +246,13 @@ int tw__shm_seg_create(shm_chan *mc)
 	tw__shm_unlock(lock_fd);
 	h->version = TW_SHM_SEG_VERSION;
 	h->seg_size = size;
-	h->ring_off[0] = tw__shm_ring_off(0, sl);
-	h->ring_off[1] = tw__shm_ring_off(1, sl);
-	h->ring_size = tw__shm_ring_size(sl);
+	h->ring_off[0] = tw__shm_ring_off(0, sl, msg);
+	h->ring_off[1] = tw__shm_ring_off(1, sl, msg);
+	h->ring_size = tw__shm_ring_size(sl, msg);
 	unsigned char *base = mc->mem;
 	for (int s = 0; s < 2; s++)
-		tw_ring_init(base + tw__shm_ring_off(s, sl),
-		    tw__shm_ring_size(sl), TW_SHM_LANES, sl, TW_SHM_MAX_MSG);
+		tw_ring_init(base + tw__shm_ring_off(s, sl, msg),
+		    tw__shm_ring_size(sl, msg), TW_SHM_LANES, sl, msg);
 	int status = seg_attach_rings(mc);
 	if (status != TW_OK) {
 		tw__shm_seg_unlink_once(mc);
@@ -252,8 +269,8 @@ int tw__shm_seg_create(shm_chan *mc)
 static int seg_check(shm_chan *mc)
 {
 	struct tw_shm_seg_hdr *h = mc->hdr;
-	uint32_t sl = mc->ep->slots;
-	size_t size = tw__shm_seg_size(sl);
+	uint32_t sl = mc->ep->slots, msg = mc->ep->slot_msg;
+	size_t size = tw__shm_seg_size(sl, msg);
 	const char *why = NULL;
 	if (mc->mem_size != size)
 		why = "unexpected size";
@@ -264,11 +281,11 @@ static int seg_check(shm_chan *mc)
 		why = "not a tagwire segment of this version";
 	else if (__atomic_load_n(&h->seg_size, __ATOMIC_RELAXED) != size
 	    || __atomic_load_n(&h->ring_off[0], __ATOMIC_RELAXED)
-	        != tw__shm_ring_off(0, sl)
+	        != tw__shm_ring_off(0, sl, msg)
 	    || __atomic_load_n(&h->ring_off[1], __ATOMIC_RELAXED)
-	        != tw__shm_ring_off(1, sl)
+	        != tw__shm_ring_off(1, sl, msg)
 	    || __atomic_load_n(&h->ring_size, __ATOMIC_RELAXED)
-	        != tw__shm_ring_size(sl))
+	        != tw__shm_ring_size(sl, msg))
 		why = "unexpected layout";
 	if (why == NULL)
 		return TW_OK;
@@ -315,8 +332,8 @@ static int seg_join(shm_chan *mc)
 // The higher rank waits for the segment to be ready, until `deadline`.
 int tw__shm_seg_open(shm_chan *mc, int64_t deadline)
 {
-	uint32_t sl = mc->ep->slots;
-	size_t want = tw__shm_seg_size(sl);
+	uint32_t sl = mc->ep->slots, msg = mc->ep->slot_msg;
+	size_t want = tw__shm_seg_size(sl, msg);
 	int64_t nap = 50000;
 	for (;;) {
 		if (tw__chanbase_aborted(&mc->base))

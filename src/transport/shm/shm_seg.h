@@ -28,23 +28,35 @@
 #include <tagwire/ring.h>
 
 #define TW_SHM_SEG_MAGIC UINT64_C(0x31676573746d6873) // "shmtseg1" in LE
-#define TW_SHM_SEG_VERSION 2u
+#define TW_SHM_SEG_VERSION 3u
 
-// Ring geometry: up to 32 slots of 16 KiB per lane, so a segment of a
-// small link is about 2 MiB.  Larger links get fewer slots per lane (down
-// to TW_SHM_SLOTS_MIN) so that the rings of one party hold at most about
-// TW_SHM_PARTY_SLOTS slots per lane and direction whatever the party count:
-// memory grows with the parties, not with their square.  16 KiB slots
-// rather than twice as many of 8 KiB: a long message crosses in half as
-// many frames, each costing the same to hand over whatever its size, which
-// gave 10 to 15% more bytes per second from 1 to 16 MiB.
+// Ring geometry: 32 slots per lane, of 32 KiB for links of up to 5 parties
+// (a segment of about 4 MiB) and of 16 KiB for larger ones; from 10
+// parties on, fewer slots per lane (down to TW_SHM_SLOTS_MIN).  Whatever
+// the party count, the rings of one party hold at most TW_SHM_PARTY_KIB
+// (4 MiB) of slots per lane and direction: memory grows with the parties,
+// not with their square.  A long message crosses in frames of a slot each,
+// each costing the same to hand over whatever its size: 32 KiB slots
+// moved 10 to 25% more bytes per second than 16 KiB ones from 64 KiB to
+// 16 MiB on an AMD EPYC guest, and 16 KiB 10 to 15% more than 8 KiB.
+// Fewer slots instead would cost small messages their rate (a stream
+// hands slots back in batches of a quarter of a lane).
 #define TW_SHM_LANES 2u
 #define TW_SHM_LANE_DATA 0u
 #define TW_SHM_LANE_CTL 1u
 #define TW_SHM_SLOTS 32u
 #define TW_SHM_SLOTS_MIN 4u
-#define TW_SHM_PARTY_SLOTS 256u
-#define TW_SHM_MAX_MSG (16384u - 24u)
+#define TW_SHM_PARTY_KIB 4096u
+// Slots of 32 KiB in small links, 16 KiB in large ones, each a cache line
+// longer: slots 4 KiB apart map every slot's first line, which holds a
+// small message whole, to the same sets of the caches, and 32 of them
+// crowded the sets of a 16-way cache out of lines the stream still
+// needed (8-byte messages lost an eighth of their rate to it).  A slot's
+// payload, the ring's max_msg, is that less the ring's slot header;
+// TW_SHM_MAX_MSG bounds every link's.
+#define TW_SHM_SLOT_PAD 64u
+#define TW_SHM_MAX_MSG (32768u + TW_SHM_SLOT_PAD - 24u)
+#define TW_SHM_MAX_MSG_LARGE_LINK (16384u + TW_SHM_SLOT_PAD - 24u)
 #define TW_SHM_RING0_OFF 4096u
 
 enum { TW_SHM_STATE_INIT = 0, TW_SHM_STATE_READY = 1 };
@@ -100,33 +112,55 @@ _Static_assert(sizeof(struct tw_shm_dir) == 64, "one line per direction");
 _Static_assert(sizeof(struct tw_shm_seg_hdr) == 256, "four header lines");
 _Static_assert(offsetof(struct tw_shm_seg_hdr, pid) == 64, "line 1");
 
-// Slots per lane for a link of `parties`: both sides derive it, and a
-// segment of another size is refused.
+static inline size_t tw__shm_peers(size_t parties)
+{
+	return parties > 1 ? parties - 1 : 1;
+}
+
+// A slot's size in KiB (without its pad) in a link of `parties`: 32 while
+// the party's rings stay within TW_SHM_PARTY_KIB per lane and direction.
+static inline uint32_t tw__shm_slot_kib(size_t parties)
+{
+	return tw__shm_peers(parties) * TW_SHM_SLOTS * 32u <= TW_SHM_PARTY_KIB
+	    ? 32u
+	    : 16u;
+}
+
+// A slot's payload in a link of `parties`: both sides derive it, and a
+// segment of another layout is refused.
+static inline uint32_t tw__shm_slot_msg(size_t parties)
+{
+	return tw__shm_slot_kib(parties) == 32u ? TW_SHM_MAX_MSG
+	                                        : TW_SHM_MAX_MSG_LARGE_LINK;
+}
+
+// Slots per lane for a link of `parties`, likewise.
 static inline uint32_t tw__shm_slots(size_t parties)
 {
+	size_t kib = tw__shm_slot_kib(parties);
 	uint32_t slots = TW_SHM_SLOTS;
 	while (slots > TW_SHM_SLOTS_MIN
-	    && (parties > 1 ? parties - 1 : 1) * slots > TW_SHM_PARTY_SLOTS)
+	    && tw__shm_peers(parties) * slots * kib > TW_SHM_PARTY_KIB)
 		slots /= 2;
 	return slots;
 }
 
 // The size of one ring, the offset of ring `side` and the whole segment,
-// for rings of `slots` slots per lane.
-static inline size_t tw__shm_ring_size(uint32_t slots)
+// for rings of `slots` slots per lane of `msg` bytes each.
+static inline size_t tw__shm_ring_size(uint32_t slots, uint32_t msg)
 {
-	size_t n = tw_ring_bytes(TW_SHM_LANES, slots, TW_SHM_MAX_MSG);
+	size_t n = tw_ring_bytes(TW_SHM_LANES, slots, msg);
 	return (n + 4095) & ~(size_t)4095;
 }
 
-static inline size_t tw__shm_ring_off(int side, uint32_t slots)
+static inline size_t tw__shm_ring_off(int side, uint32_t slots, uint32_t msg)
 {
-	return TW_SHM_RING0_OFF + (size_t)side * tw__shm_ring_size(slots);
+	return TW_SHM_RING0_OFF + (size_t)side * tw__shm_ring_size(slots, msg);
 }
 
-static inline size_t tw__shm_seg_size(uint32_t slots)
+static inline size_t tw__shm_seg_size(uint32_t slots, uint32_t msg)
 {
-	return TW_SHM_RING0_OFF + 2 * tw__shm_ring_size(slots);
+	return TW_SHM_RING0_OFF + 2 * tw__shm_ring_size(slots, msg);
 }
 
 #endif // TW_TRANSPORT_SHM_SEG_H

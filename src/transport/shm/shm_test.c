@@ -711,11 +711,13 @@ static int pidless_creator(child *c)
 	int lock_fd;
 	if (c->arg)
 		CHK_RV(tw__shm_create_locked(name,
-		           tw__shm_seg_size(TW_SHM_SLOTS), &mem, &lock_fd),
+		           tw__shm_seg_size(TW_SHM_SLOTS, TW_SHM_MAX_MSG),
+		           &mem, &lock_fd),
 		    TW_OK);
 	else
 		CHK_RV(
-		    tw_shm_create(name, tw__shm_seg_size(TW_SHM_SLOTS), &mem),
+		    tw_shm_create(name,
+		        tw__shm_seg_size(TW_SHM_SLOTS, TW_SHM_MAX_MSG), &mem),
 		    TW_OK);
 	child_ready(c);
 	child_wait_go(c); // killed before
@@ -807,6 +809,7 @@ enum {
 	CONT_OVERRUN = 4,
 	WANTED_BAD_SEQ = 5,
 	WANTED_OVERFULL = 6,
+	OTHER_GEOMETRY = 7,
 };
 
 static uint64_t fake_probe = 0x5eed;
@@ -829,7 +832,7 @@ static int fake_peer(child *c)
 {
 	char name[TW_SHM_SEG_NAME_LEN];
 	pair_name(0, 1, name);
-	size_t size = tw__shm_seg_size(TW_SHM_SLOTS);
+	size_t size = tw__shm_seg_size(TW_SHM_SLOTS, TW_SHM_MAX_MSG);
 	void *mem;
 	int lock_fd;
 	// Created as the transport creates it: unmarked only under the lock,
@@ -845,33 +848,55 @@ static int fake_peer(child *c)
 		tw__shm_nap(1000000);
 	}
 	CHK_RV(created, TW_OK);
+	// OTHER_GEOMETRY lays the rings' bytes out as half the slots of
+	// twice the size, which only the rings' own headers tell.
+	uint32_t slots = TW_SHM_SLOTS, msg = TW_SHM_MAX_MSG;
+	if (c->arg == OTHER_GEOMETRY) {
+		slots /= 2;
+		msg = (TW_SHM_MAX_MSG + TW_RING_SLOT_HDR) * 2
+		    - TW_RING_SLOT_HDR;
+	}
+	CHK(tw_ring_bytes(TW_SHM_LANES, slots, msg)
+	    == tw_ring_bytes(TW_SHM_LANES, TW_SHM_SLOTS, TW_SHM_MAX_MSG));
 	struct tw_shm_seg_hdr *h = mem;
 	__atomic_store_n(
 	    &h->creator_pid, (uint32_t)getpid(), __ATOMIC_SEQ_CST);
 	tw__shm_unlock(lock_fd);
 	h->version = TW_SHM_SEG_VERSION;
 	h->seg_size = size;
-	h->ring_off[0] = tw__shm_ring_off(0, TW_SHM_SLOTS);
-	h->ring_off[1] = tw__shm_ring_off(1, TW_SHM_SLOTS);
-	h->ring_size = tw__shm_ring_size(TW_SHM_SLOTS);
+	h->ring_off[0] = tw__shm_ring_off(0, TW_SHM_SLOTS, TW_SHM_MAX_MSG);
+	h->ring_off[1] = tw__shm_ring_off(1, TW_SHM_SLOTS, TW_SHM_MAX_MSG);
+	h->ring_size = tw__shm_ring_size(TW_SHM_SLOTS, TW_SHM_MAX_MSG);
 	unsigned char *base = mem;
 	tw_ring *out, *in;
 	for (int s = 0; s < 2; s++)
-		CHK_RV(tw_ring_init(base + tw__shm_ring_off(s, TW_SHM_SLOTS),
-		           tw__shm_ring_size(TW_SHM_SLOTS), TW_SHM_LANES,
-		           TW_SHM_SLOTS, TW_SHM_MAX_MSG),
+		CHK_RV(tw_ring_init(base
+		               + tw__shm_ring_off(
+		                   s, TW_SHM_SLOTS, TW_SHM_MAX_MSG),
+		           tw__shm_ring_size(TW_SHM_SLOTS, TW_SHM_MAX_MSG),
+		           TW_SHM_LANES, slots, msg),
 		    TW_OK);
-	CHK_RV(tw_ring_attach(base + tw__shm_ring_off(0, TW_SHM_SLOTS),
-	           tw__shm_ring_size(TW_SHM_SLOTS), &out),
+	CHK_RV(tw_ring_attach(
+	           base + tw__shm_ring_off(0, TW_SHM_SLOTS, TW_SHM_MAX_MSG),
+	           tw__shm_ring_size(TW_SHM_SLOTS, TW_SHM_MAX_MSG), &out),
 	    TW_OK);
-	CHK_RV(tw_ring_attach(base + tw__shm_ring_off(1, TW_SHM_SLOTS),
-	           tw__shm_ring_size(TW_SHM_SLOTS), &in),
+	CHK_RV(tw_ring_attach(
+	           base + tw__shm_ring_off(1, TW_SHM_SLOTS, TW_SHM_MAX_MSG),
+	           tw__shm_ring_size(TW_SHM_SLOTS, TW_SHM_MAX_MSG), &in),
 	    TW_OK);
 	tw_ring_set_role(out, 0);
 	tw_ring_set_role(in, 1);
 	h->pid[0] = (uint32_t)getpid();
 	__atomic_store_n(&h->magic, TW_SHM_SEG_MAGIC, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&h->state, TW_SHM_STATE_READY, __ATOMIC_RELEASE);
+	if (c->arg == OTHER_GEOMETRY) {
+		child_wait_go(c); // the victim has refused it
+		tw_ring_detach(out);
+		tw_ring_detach(in);
+		tw_shm_close(mem, size);
+		CHK_RV(tw_shm_unlink(name), TW_OK);
+		return 0;
+	}
 
 	static unsigned char buf[TW_SHM_MAX_MSG];
 	size_t n = tw__shm_put_hello(buf, sizeof(buf), TW_SHM_PROTO_VERSION,
@@ -946,13 +971,14 @@ static int fake_peer(child *c)
 		size_t stride
 		    = (TW_SHM_MAX_MSG + TW_RING_SLOT_HDR + 63) / 64 * 64;
 		struct tw_ring_slot *slot = (struct tw_ring_slot *)(base
-		    + tw__shm_ring_off(0, TW_SHM_SLOTS) + TW_RING_HDR_SIZE
-		    + TW_SHM_LANES * TW_RING_LANE_SIZE
+		    + tw__shm_ring_off(0, TW_SHM_SLOTS, TW_SHM_MAX_MSG)
+		    + TW_RING_HDR_SIZE + TW_SHM_LANES * TW_RING_LANE_SIZE
 		    + ((size_t)TW_SHM_LANE_DATA * TW_SHM_SLOTS + 1) * stride);
 		__atomic_store_n(&slot->seq, 2 + 1000, __ATOMIC_SEQ_CST);
-		__atomic_add_fetch(&((struct tw_ring_hdr *)(base
-		                         + tw__shm_ring_off(0, TW_SHM_SLOTS)))
-		                        ->data_seq,
+		__atomic_add_fetch(
+		    &((struct tw_ring_hdr *)(base
+		          + tw__shm_ring_off(0, TW_SHM_SLOTS, TW_SHM_MAX_MSG)))
+		         ->data_seq,
 		    1, __ATOMIC_SEQ_CST);
 	}
 	// The peer gives up on us and says so in the segment.
@@ -1082,6 +1108,26 @@ static void t_wanted_overfull(void **state)
 	refused_inline(WANTED_OVERFULL);
 }
 
+// A segment of the right size whose rings hold other slots than the
+// link's: the joiner refuses it.  (Were they smaller, a frame built for a
+// slot of the link's size would run past the one it was put in.)
+static int layout_victim(child *c)
+{
+	tw_log_set_handler(log_keep, NULL);
+	tw_link *l = NULL;
+	int st = link_make(2, 1, tw_test_scale_ms(3000), 0, &l);
+	CHK(st != TW_OK && l == NULL);
+	CHK(log_has("unexpected layout (2 lanes of 16 slots"));
+	tw_log_set_handler(NULL, NULL);
+	child_ready(c);
+	return 0;
+}
+
+static void t_other_geometry(void **state)
+{
+	against_fake(OTHER_GEOMETRY, layout_victim, 0);
+}
+
 static void t_corrupt_ring(void **state)
 {
 	against_fake(CORRUPT_RING, victim, 0);
@@ -1135,7 +1181,9 @@ static void t_left_data_unread(void **state)
 static const size_t large_sizes[]
     = { 64 * 1024, 1024 * 1024 + 7, 8 * 1024 * 1024 + 3, 100 * 1024 };
 enum { N_LARGE = sizeof(large_sizes) / sizeof(large_sizes[0]) };
-#define WITHDRAWN_SIZE (1024 * 1024)
+// Twice what a lane of the ring holds (32 slots of 32 KiB): the chunked
+// send of it cannot end before the receiver reads.
+#define WITHDRAWN_SIZE (2 * 1024 * 1024)
 
 // arg 0: the single-copy path, asked for from 64 KiB on; 1: the ring,
 // asked for; 2: the default, as measured (shm_pick.h), where the first
@@ -2078,6 +2126,7 @@ int main(int argc, char **argv)
 		CASE(wrong_lane),
 		CASE(wanted_bad_seq),
 		CASE(wanted_overfull),
+		CASE(other_geometry),
 		CASE(large_cma),
 		CASE(large_chunked),
 		CASE(large_default),
