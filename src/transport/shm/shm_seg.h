@@ -52,11 +52,11 @@
 // small message whole, to the same sets of the caches, and 32 of them
 // crowded the sets of a 16-way cache out of lines the stream still
 // needed (8-byte messages lost an eighth of their rate to it).  A slot's
-// payload, the ring's max_msg, is that less the ring's slot header;
-// TW_SHM_MAX_MSG bounds every link's.
+// payload, the ring's max_msg, is that less the ring's slot header (24
+// bytes); TW_SHM_MAX_MSG bounds every link's.
 #define TW_SHM_SLOT_PAD 64u
-#define TW_SHM_MAX_MSG (32768u + TW_SHM_SLOT_PAD - 24u)
-#define TW_SHM_MAX_MSG_LARGE_LINK (16384u + TW_SHM_SLOT_PAD - 24u)
+#define TW_SHM_SLOT_MSG(kib) ((kib)*1024u + TW_SHM_SLOT_PAD - 24u)
+#define TW_SHM_MAX_MSG TW_SHM_SLOT_MSG(32u)
 #define TW_SHM_RING0_OFF 4096u
 
 enum { TW_SHM_STATE_INIT = 0, TW_SHM_STATE_READY = 1 };
@@ -130,8 +130,7 @@ static inline uint32_t tw__shm_slot_kib(size_t parties)
 // segment of another layout is refused.
 static inline uint32_t tw__shm_slot_msg(size_t parties)
 {
-	return tw__shm_slot_kib(parties) == 32u ? TW_SHM_MAX_MSG
-	                                        : TW_SHM_MAX_MSG_LARGE_LINK;
+	return TW_SHM_SLOT_MSG(tw__shm_slot_kib(parties));
 }
 
 // Slots per lane for a link of `parties`, likewise.
