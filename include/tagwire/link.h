@@ -314,7 +314,10 @@ TW_API void tw_link_abort(tw_link *l);
 
 // Flushes pending sends (bounded by the receive timeout, or by the connect
 // timeout when the receive timeout is 0 or -1), tells the peers, and frees
-// the link; NULL-safe.  Children must be closed first; closing
+// the link; NULL-safe.  Closing the last tcp:// link of a process on an
+// address also ends its connections, waiting at most a second in all for
+// the peers to answer (so that no connection is reset with our last
+// frames unread).  Children must be closed first; closing
 // a parent with open children returns TW_EINVAL and frees nothing.
 // Returns TW_OK, or the first error of the flush (the link is freed anyway).
 TW_API int tw_link_close(tw_link *l);

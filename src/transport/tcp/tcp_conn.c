@@ -303,7 +303,7 @@ static bool go_down(tcp_conn *c, int64_t until)
 
 void tw__tcp_conn_broken(tcp_conn *c, unsigned epoch, const char *what)
 {
-	if (c->down_limit_ns == 0) {
+	if (c->down_limit_ns == 0 || atomic_load(&c->closing)) {
 		tw__tcp_conn_fail(c, TW_EPEER, NULL);
 		return;
 	}
@@ -387,12 +387,33 @@ int tw__tcp_conn_resume(tcp_conn *c, int fd, tw__tls *tls, uint64_t peer_rcvd)
 	return TW_OK;
 }
 
+// Waits, up to `deadline`, for the peer to end the connection after our
+// BYE (it closes its side once it read it), reading what it sends
+// meanwhile.  A socket closed with bytes in its receive queue resets the
+// connection instead of ending it, and a reset throws away what the peer
+// had not read yet of ours: our last frames, the UNBIND whose ack tells
+// the peer which of its messages arrived here among them.  A peer that
+// was still writing (a CREDIT, an ACK) as we closed then learnt of its
+// write's failure before it read them, and took messages this side had
+// received for lost.
+static void linger(tcp_conn *c, int64_t deadline)
+{
+	atomic_store(&c->closing, true);
+	tw__tcp_conn_sleep_begin(c);
+	pthread_mutex_lock(&c->tx.mtx);
+	while (!failed(c) && !c->tx.down && tw__now_ns() < deadline)
+		(void)tw__cond_wait_until(&c->tx.cv, &c->tx.mtx, deadline);
+	pthread_mutex_unlock(&c->tx.mtx);
+	tw__tcp_conn_sleep_end(c);
+}
+
 void tw__tcp_conn_close(tcp_conn *c, int64_t deadline)
 {
 	if (tw__tcp_conn_send(c, TW_TCP_F_BYE, 0, NULL, NULL, 0, TCP_TX_NOWAIT,
 	        0, NULL, NULL)
-	    == TW_OK)
-		(void)tw__tcp_writer_drain(c, deadline);
+	        == TW_OK
+	    && tw__tcp_writer_drain(c, deadline) == TW_OK)
+		linger(c, deadline);
 	tw__tcp_conn_fail(c, TW_EPEER, NULL);
 }
 

@@ -139,7 +139,9 @@ void tw__tcp_conn_unref(tcp_conn *c);
 void tw__tcp_conn_fail(tcp_conn *c, int status, const char *why);
 
 // Ends the connection cleanly: a BYE after everything queued, waiting
-// until `deadline` for it to leave, then as tw__tcp_conn_fail.
+// until `deadline` for it to leave and for the peer to end its side in
+// answer (reading meanwhile, so that the socket is not reset), then as
+// tw__tcp_conn_fail.
 void tw__tcp_conn_close(tcp_conn *c, int64_t deadline);
 
 bool tw__tcp_conn_failed(const tcp_conn *c);

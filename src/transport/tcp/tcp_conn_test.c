@@ -2077,6 +2077,79 @@ static void test_resume_limits(void **state)
 	rs_fini(&ob);
 }
 
+typedef struct closer {
+	tcp_conn *c;
+	int64_t deadline;
+	pthread_t t;
+} closer;
+
+static void *close_main(void *arg)
+{
+	closer *k = arg;
+	tw__tcp_conn_close(k->c, k->deadline);
+	return NULL;
+}
+
+// Reads frames by hand until the connection's BYE.
+static void read_to_bye(raw *r)
+{
+	for (;;) {
+		unsigned char hdr[TW_TCP_HDR_LEN];
+		read_full(r->fd, hdr, sizeof(hdr));
+		tw__tcp_hdr h;
+		const char *why = NULL;
+		assert_int_equal(tw__tcp_hdr_decode(hdr, sizeof(hdr),
+		                     TW_TCP_FRAME_MAX, &h, &why),
+		    TW_TCP_HDR_LEN);
+		assert_int_equal(h.len, 0);
+		if (h.type == TW_TCP_F_BYE)
+			return;
+	}
+}
+
+// Closing reads on after the BYE until the peer ends its side: what the
+// peer sent meanwhile arrives (its UNBIND, which says which of our
+// messages it received, may cross our BYE), and the socket is not closed
+// with bytes unread, which would reset the connection and lose for the
+// peer our last frames that it had not read yet.  A peer that never
+// answers holds the close up to its deadline, not longer.
+static void test_close_lingers(void **state)
+{
+	(void)state;
+	raw r;
+	raw_up(&r);
+	closer k = { .c = r.c, .deadline = deadline_in(10000) };
+	assert_int_equal(pthread_create(&k.t, NULL, close_main, &k), 0);
+	read_to_bye(&r);
+	unsigned char buf[TW_TCP_HDR_LEN + 8];
+	size_t n = raw_frame(&r, buf, TW_TCP_F_DATA, "late", 1);
+	buf[n++] = 'z';
+	raw_write(&r, buf, n);
+	assert_int_equal(shutdown(r.fd, SHUT_WR), 0);
+	assert_int_equal(pthread_join(k.t, NULL), 0);
+	wait_failed(&r.o);
+	pthread_mutex_lock(&r.o.mtx);
+	int got = r.o.n;
+	bool late = got == 1 && strcmp(r.o.frames[0].key, "late") == 0;
+	pthread_mutex_unlock(&r.o.mtx);
+	assert_int_equal(got, 1);
+	assert_true(late);
+	// Then EOF: the connection ended without a reset.
+	assert_int_equal(recv(r.fd, buf, sizeof(buf), 0), 0);
+	raw_down(&r);
+
+	// Silent after the BYE: closed at the deadline.
+	raw_up(&r);
+	int64_t t0 = tw__now_ns();
+	k = (closer) { .c = r.c, .deadline = t0 + 200000000 };
+	assert_int_equal(pthread_create(&k.t, NULL, close_main, &k), 0);
+	read_to_bye(&r);
+	assert_int_equal(pthread_join(k.t, NULL), 0);
+	assert_true(tw__now_ns() >= k.deadline);
+	assert_true(tw__tcp_conn_failed(r.c));
+	raw_down(&r);
+}
+
 #define T(name) cmocka_unit_test(test_##name)
 
 int main(int argc, char **argv)
@@ -2109,6 +2182,7 @@ int main(int argc, char **argv)
 		T(resume_limits),
 		T(lend),
 		T(lend_copy),
+		T(close_lingers),
 	};
 	size_t count = sizeof(tests) / sizeof(tests[0]);
 	if (argc > 1 && tw_test_select(tests, count, "test_", argv[1]) != 0)
