@@ -56,7 +56,7 @@ void tw__ring_geometry(
     const tw_ring *r, uint32_t *lanes, uint32_t *slots, uint32_t *max_msg);
 
 // Lets the consumer of `r` hand taken slots back to producers in batches of
-// `every` (rounded down to a power of two, at most a quarter of the slots;
+// `every` (rounded down to a power of two, at most half the slots;
 // 1, the default, hands each back as it is taken).  A batch is also handed
 // back when the consumer next looks at a lane and finds it empty, and at
 // its next take once the lane's producer sleeps.  So a producer misses at

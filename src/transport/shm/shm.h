@@ -52,7 +52,7 @@ extern _Atomic uint64_t tw__shm_firsts_placed;
 extern _Atomic uint64_t tw__shm_reader_naps;
 
 // The inbound ring hands taken slots back to the sender in batches of up
-// to this many (a quarter of its slots at most) while it holds more
+// to this many (half its slots at most) while it holds more
 // messages (tw__ring_set_release): one
 // locked exchange per message, on a line the waiting sender keeps reading,
 // cost a stream a quarter of its rate.
