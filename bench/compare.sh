@@ -188,7 +188,7 @@ if ! command -v gnuplot >/dev/null; then
 fi
 
 run cmake -S bench -B "$build" -DCMAKE_BUILD_TYPE=Release --log-level=WARNING
-targets=(ring_bench tcp_bench)
+targets=(ring_bench tcp_bench probe)
 [ "$engine" = 0 ] || targets+=(engine_bench)
 run cmake --build "$build" --target "${targets[@]}" -j "$jobs"
 # Where bench/peers/run.sh builds the peer programs (its BUILD_DIR).
@@ -296,6 +296,9 @@ cmd_of() { # program, pinning, TSV file, round -> the command, one word per line
 
 rows=$work/rows.tsv
 : >"$rows"
+# round, program@pinning, the probe's figure (ns, or n/a): see probe.c.
+probes=$work/probes.tsv
+: >"$probes"
 declare -A dropped=()
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null |
 	head -n 1)
@@ -321,8 +324,13 @@ for ((r = 1; r <= rounds; r++)); do
 		[ -z "${dropped[$run_id]:-}" ] || continue
 		out=$work/$r-${prog#peer:}-$pin.tsv
 		mapfile -t cmd < <(cmd_of "$prog" "$pin" "$out" "$r")
+		# Where the hypervisor has the two CPUs now (probe.c).
+		probe_ns=$(timeout -k 5 30 "$build/probe" 2>>"$log") || probe_ns=
+		[[ $probe_ns =~ ^[0-9]+$ ]] || probe_ns=n/a
+		printf '%s\t%s\t%s\n' "$r" "${prog#peer:}@$pin" "$probe_ns" >>"$probes"
 		show "${cmd[*]}"
-		printf '\n### round %d/%d: %s\n\n' "$r" "$rounds" "${cmd[*]}" >>"$log"
+		printf '\n### round %d/%d: %s (placement probe %s ns)\n\n' \
+			"$r" "$rounds" "${cmd[*]}" "$probe_ns" >>"$log"
 		start=$SECONDS
 		rc=0
 		case $prog in
@@ -338,7 +346,8 @@ for ((r = 1; r <= rounds; r++)); do
 		fi
 		took=$((SECONDS - start))
 		if [ "$rc" -eq 0 ] && [ "$got" -gt 0 ]; then
-			say "round $r/$rounds ${prog#peer:} ($pin): $got figures ($took s)"
+			say "round $r/$rounds ${prog#peer:} ($pin): $got figures" \
+				"($took s; placement probe $probe_ns ns)"
 			continue
 		fi
 		case $rc in
@@ -398,6 +407,37 @@ pinnings=$(
 	IFS=,
 	echo "${pins[*]}"
 )
+# The probes of each round on one line, and whether the placement of the
+# two CPUs changed during the run: the probe's figure differs by more than
+# twice between programs, whose cross-program ratios then compare figures
+# of differently placed CPUs.
+placements() {
+	awk -F'\t' -v rounds="$rounds" '
+		{ line[$1] = line[$1] " " $2 " " $3 }
+		$3 ~ /^[0-9]+$/ {
+			if (lo == "" || $3 + 0 < lo + 0) lo = $3
+			if (hi == "" || $3 + 0 > hi + 0) hi = $3
+		}
+		END {
+			print "# placement probe (bench/probe.c: one-way ns of a" \
+			    " cache line between the two CPUs, just before each" \
+			    " program):"
+			for (r = 1; r <= rounds; r++)
+				if (r in line)
+					print "#   round " r ":" line[r]
+			if (lo == "")
+				print "#   no figures"
+			else if (hi + 0 > 2 * lo)
+				print "#   the placement changed during the run (" \
+				    lo " to " hi " ns): ratios across programs" \
+				    " compare figures of differently placed CPUs" \
+				    " where their probes differ"
+			else
+				print "#   one placement throughout (" lo " to " \
+				    hi " ns)"
+		}' "$probes"
+}
+
 summarize() {
 	awk -v mode="$1" -v contenders="$contenders" -v pinnings="$pinnings" \
 		-f bench/summarize.awk "$rows"
@@ -439,6 +479,7 @@ done
 		"figure; the batch 1024x4 KiB has no baseline, so no ratio"
 	say "# round: 1..N one round's figure, median: the median over the" \
 		"rounds, ratio: the median over the baseline's median"
+	placements
 	printf 'section\tworkload\tcontender\tmetric\tunit\tround\tvalue\tpinning\n'
 	cat "$rows"
 	summarize rows
@@ -447,6 +488,8 @@ done
 table=$(summarize table)
 say "$table"
 printf '\n%s\n' "$table" >>"$log"
+say ""
+placements | sed 's/^# //'
 for p in ring_bench tcp_bench engine_bench ${peers[@]+"${peers[@]}"}; do
 	[ -z "${why_not[$p]:-}" ] || say "$p: ${why_not[$p]}"
 done
