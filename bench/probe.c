@@ -1,10 +1,9 @@
 // probe: how far apart the hypervisor put the two CPUs that the
 // benchmarks pin their parties to, right now.
 //
-// A guest's vCPUs move: the same pair of CPU numbers may share a core's
-// cache for some minutes (a cache line crosses in tens of nanoseconds)
-// and sit on different cores, or different core complexes, for the next
-// (hundreds).  Every cross-CPU figure moves with it, so two programs
+// A guest's vCPUs move: the same pair of CPU numbers may share a cache
+// for a while (a cache line crosses in tens of nanoseconds) and sit on
+// cores that do not for the next (hundreds), switching within seconds.  Every cross-CPU figure moves with it, so two programs
 // measured minutes apart may have measured two different machines.
 // bench/run.sh compare runs this before each program and records the
 // figure beside that program's, so that a reader can see which figures
