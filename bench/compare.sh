@@ -443,6 +443,8 @@ summarize() {
 		-f bench/summarize.awk "$rows"
 }
 
+placed=$(placements)
+
 version_of() {
 	case $1 in
 	zmq) echo "ZeroMQ $(version libzmq3-dev)" ;;
@@ -479,7 +481,7 @@ done
 		"figure; the batch 1024x4 KiB has no baseline, so no ratio"
 	say "# round: 1..N one round's figure, median: the median over the" \
 		"rounds, ratio: the median over the baseline's median"
-	placements
+	printf '%s\n' "$placed"
 	printf 'section\tworkload\tcontender\tmetric\tunit\tround\tvalue\tpinning\n'
 	cat "$rows"
 	summarize rows
@@ -489,7 +491,7 @@ table=$(summarize table)
 say "$table"
 printf '\n%s\n' "$table" >>"$log"
 say ""
-placements | sed 's/^# //'
+printf '%s\n' "$placed" | sed 's/^# //'
 for p in ring_bench tcp_bench engine_bench ${peers[@]+"${peers[@]}"}; do
 	[ -z "${why_not[$p]:-}" ] || say "$p: ${why_not[$p]}"
 done

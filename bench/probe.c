@@ -3,8 +3,9 @@
 //
 // A guest's vCPUs move: the same pair of CPU numbers may share a cache
 // for a while (a cache line crosses in tens of nanoseconds) and sit on
-// cores that do not for the next (hundreds), switching within seconds.  Every cross-CPU figure moves with it, so two programs
-// measured minutes apart may have measured two different machines.
+// cores that do not for the next (hundreds), switching within seconds.
+// Every cross-CPU figure moves with it, so two programs measured minutes
+// apart may have measured two different machines.
 // bench/run.sh compare runs this before each program and records the
 // figure beside that program's, so that a reader can see which figures
 // were taken in the same placement.
