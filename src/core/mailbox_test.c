@@ -1458,6 +1458,185 @@ static void test_taken(void **state)
 	tw_mailbox_free(m);
 }
 
+// Pushes a data message of one byte, `c`, through run r with no limit.
+static int run_push1(
+    tw__mailbox_run *r, tw_mailbox *m, const char *key, char c)
+{
+	return tw__mailbox_run_push(r, m, 1, key, &c, 1, UINT64_MAX);
+}
+
+// Pops one message into memory and checks that it is the byte `c`.
+static void expect_pop1(tw_mailbox *m, const char *key, char c)
+{
+	char got[8];
+	size_t len = 0;
+	TW_PASS(tw__mailbox_pop_into(m, 1, key, 0, got, sizeof(got), &len));
+	assert_int_equal(len, 1);
+	assert_int_equal(got[0], c);
+}
+
+// A run stages small data messages of one sender and key out of sight and
+// queues them, in order, when flushed; a message that cannot join the run
+// (another key, a full run, a large or a control message) flushes it
+// first, so that nothing overtakes what was staged before it.
+static void test_run(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	tw__mailbox_run r;
+	tw__mailbox_run_init(&r);
+	size_t len = 0;
+	TW_PASS(tw__mailbox_run_flush(&r)); // empty: nothing to do
+	TW_PASS(run_push1(&r, m, "a:k", '1'));
+	TW_PASS(run_push1(&r, m, "a:k", '2'));
+	assert_true(tw__mailbox_run_staged(&r));
+	TW_FAIL(tw_mailbox_probe(m, 1, "a:k", &len), TW_EAGAIN);
+	assert_true(tw__mailbox_idle(m, "a:k"));
+	assert_int_equal(tw__mailbox_peak(m, 1), 0);
+	TW_PASS(tw__mailbox_run_flush(&r));
+	assert_false(tw__mailbox_run_staged(&r));
+	assert_int_equal(tw__mailbox_peak(m, 1), 2 * C(1));
+	assert_false(tw__mailbox_idle(m, "a:k"));
+	expect_pop1(m, "a:k", '1');
+	expect_pop1(m, "a:k", '2');
+
+	// Another key flushes the run; so does a message too large to stage,
+	// which is queued after it at once.
+	TW_PASS(run_push1(&r, m, "a:k", '3'));
+	TW_PASS(run_push1(&r, m, "a:j", '4'));
+	expect_pop1(m, "a:k", '3');
+	TW_FAIL(tw_mailbox_probe(m, 1, "a:j", &len), TW_EAGAIN);
+	char big[TW_MB_RUN_BYTES + 1];
+	memset(big, 'b', sizeof(big));
+	TW_PASS(tw__mailbox_run_push(
+	    &r, m, 1, "a:j", big, sizeof(big), UINT64_MAX));
+	assert_false(tw__mailbox_run_staged(&r));
+	expect_pop1(m, "a:j", '4');
+	char got[TW_MB_RUN_BYTES + 8];
+	TW_PASS(tw__mailbox_pop_into(m, 1, "a:j", 0, got, sizeof(got), &len));
+	assert_int_equal(len, sizeof(big));
+	assert_memory_equal(got, big, sizeof(big));
+
+	// A control message is never staged: it flushes the run and is
+	// queued at once (and keeps only the newest of its key).
+	TW_PASS(run_push1(&r, m, "a:k", '5'));
+	TW_PASS(run_push1(&r, m, "a!ack", 'x'));
+	TW_PASS(run_push1(&r, m, "a!ack", 'y'));
+	assert_false(tw__mailbox_run_staged(&r));
+	expect_pop1(m, "a:k", '5');
+	expect_pop1(m, "a!ack", 'y');
+	TW_FAIL(tw_mailbox_probe(m, 1, "a!ack", &len), TW_EAGAIN);
+
+	// Another sender, an empty message, and a full run.
+	TW_PASS(tw__mailbox_run_push(&r, m, 1, "a:k", NULL, 0, UINT64_MAX));
+	TW_PASS(tw__mailbox_run_push(&r, m, 2, "a:k", "z", 1, UINT64_MAX));
+	TW_PASS(tw__mailbox_pop_into(m, 1, "a:k", 0, got, sizeof(got), &len));
+	assert_int_equal(len, 0);
+	TW_PASS(tw__mailbox_run_flush(&r));
+	TW_PASS(tw__mailbox_pop_into(m, 2, "a:k", 0, got, sizeof(got), &len));
+	assert_true(len == 1 && got[0] == 'z');
+	for (int i = 0; i <= TW_MB_RUN_MAX; i++)
+		TW_PASS(run_push1(&r, m, "a:k", (char)i));
+	// The first TW_MB_RUN_MAX went when the last came; it waits.
+	for (int i = 0; i < TW_MB_RUN_MAX; i++)
+		expect_pop1(m, "a:k", (char)i);
+	TW_FAIL(tw_mailbox_probe(m, 1, "a:k", &len), TW_EAGAIN);
+	TW_PASS(tw__mailbox_run_flush(&r));
+	expect_pop1(m, "a:k", (char)TW_MB_RUN_MAX);
+
+	TW_FAIL(tw__mailbox_run_push(NULL, m, 1, "a:k", "x", 1, 0), TW_EINVAL);
+	TW_FAIL(
+	    tw__mailbox_run_push(&r, NULL, 1, "a:k", "x", 1, 0), TW_EINVAL);
+	TW_FAIL(tw__mailbox_run_push(&r, m, 1, NULL, "x", 1, 0), TW_EINVAL);
+	TW_FAIL(tw__mailbox_run_push(&r, m, 1, "a:k", NULL, 1, 0), TW_EINVAL);
+	tw__mailbox_run_fini(&r);
+	tw_mailbox_free(m);
+}
+
+// A flush applies the checks of a push with no wait to every message:
+// the sender's limit (the message that would pass it and those after it
+// are dropped, TW_ETIMEDOUT), refusals (dropped and counted as taken, as
+// a push counts them), a closed sender, and memory.
+static void test_run_refusals(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	taken_log t = { 0 };
+	tw__mailbox_on_taken(m, on_taken, &t);
+	tw__mailbox_run r;
+	tw__mailbox_run_init(&r);
+	size_t len = 0;
+	// Room for two: the third is beyond the limit, and so is the fourth.
+	for (int i = 0; i < 4; i++)
+		TW_PASS(
+		    tw__mailbox_run_push(&r, m, 1, "a:k", "v", 1, 2 * C(1)));
+	TW_FAIL(tw__mailbox_run_flush(&r), TW_ETIMEDOUT);
+	assert_false(tw__mailbox_run_staged(&r));
+	assert_int_equal(tw__mailbox_peak(m, 1), 2 * C(1));
+	for (int i = 0; i < 2; i++)
+		expect_pop1(m, "a:k", 'v');
+	TW_FAIL(tw_mailbox_probe(m, 1, "a:k", &len), TW_EAGAIN);
+	assert_int_equal(t.taken, 2 * C(1));
+	// A run that cannot be flushed is not joined by the next message:
+	// the failure comes back, and that message is not taken either.
+	TW_PASS(tw__mailbox_run_push(&r, m, 1, "a:k", "v", 1, 0));
+	TW_PASS(tw__mailbox_run_push(&r, m, 1, "a:k", "v", 1, 0));
+	TW_FAIL(
+	    tw__mailbox_run_push(&r, m, 1, "a:j", "w", 1, 0), TW_ETIMEDOUT);
+	TW_FAIL(tw_mailbox_probe(m, 1, "a:j", &len), TW_EAGAIN);
+	expect_pop1(m, "a:k", 'v');
+
+	// Staged in a namespace aborted before the flush: dropped, taken.
+	int calls = t.calls;
+	uint64_t before = t.taken;
+	TW_PASS(run_push1(&r, m, "a/c:k", '1'));
+	TW_PASS(run_push1(&r, m, "a/c:k", '2'));
+	TW_PASS(tw__mailbox_abort_ns(m, "a/c"));
+	TW_PASS(tw__mailbox_run_flush(&r));
+	assert_true(t.calls == calls + 1 && t.taken == before + 2 * C(1));
+	TW_PASS(tw__mailbox_reopen_ns(m, "a/c"));
+	TW_FAIL(tw_mailbox_probe(m, 1, "a/c:k", &len), TW_EAGAIN);
+
+	// Out of memory for the queue of a new key: nothing queued.
+	TW_PASS(run_push1(&r, m, "a:new", '1'));
+	failalloc_after(0);
+	int st = tw__mailbox_run_flush(&r);
+	failalloc_never();
+	TW_FAIL(st, TW_ENOMEM);
+	TW_FAIL(tw_mailbox_probe(m, 1, "a:new", &len), TW_EAGAIN);
+
+	// From a sender closed before the flush: refused, as its pushes are.
+	TW_PASS(run_push1(&r, m, "a:k", '3'));
+	TW_PASS(tw_mailbox_close_from(m, 1));
+	TW_PASS(tw__mailbox_run_flush(&r));
+	TW_FAIL(tw_mailbox_probe(m, 1, "a:k", &len), TW_EPEER);
+	tw__mailbox_run_fini(&r);
+	tw_mailbox_free(m);
+}
+
+// A pop blocked on a key wakes when a flush queues its message.
+static void test_run_wakes(void **state)
+{
+	(void)state;
+	tw_mailbox *m = mb_new();
+	tw__mailbox_run r;
+	tw__mailbox_run_init(&r);
+	waiter w = { .m = m,
+		.op = OP_POP_INTO,
+		.from = 1,
+		.key = "a:k",
+		.deadline = long_deadline() };
+	waiter_start(&w);
+	TW_PASS(run_push1(&r, m, "a:k", 'q'));
+	int64_t act = tw__now_ns();
+	TW_PASS(tw__mailbox_run_flush(&r));
+	waiter_join_prompt(&w, act);
+	TW_PASS(w.status);
+	assert_true(w.into_len == 1 && w.into[0] == 'q');
+	tw__mailbox_run_fini(&r);
+	tw_mailbox_free(m);
+}
+
 // Keeps sender 1's reports only.
 static void on_taken_1(void *arg, uint32_t from, uint64_t taken)
 {
@@ -1748,6 +1927,9 @@ int main(void)
 		cmocka_unit_test(test_ns_both_closed),
 		cmocka_unit_test(test_drop_ns_wakes),
 		cmocka_unit_test(test_idle),
+		cmocka_unit_test(test_run),
+		cmocka_unit_test(test_run_refusals),
+		cmocka_unit_test(test_run_wakes),
 	};
 	return cmocka_run_group_tests_name("mailbox", tests, NULL, NULL);
 }

@@ -242,6 +242,143 @@ static void t_fifo(void **state)
 	run(2, 0, NULL, body_fifo, NULL);
 }
 
+// Runs of small messages on one tag, as a stream brings them: blocks of
+// up to 300 messages per tag (more than a transport may stage at once),
+// of sizes around the small-message bounds (0 to 65 bytes) with a longer
+// one now and then (300 bytes, 100 KiB: never staged, read or striped
+// another way), two tags taking turns.  The receiver takes the first
+// half in the order sent, with a receive posted for the message that
+// comes next (a transport may place it straight into the receive's
+// memory, and must not let it overtake the ones held before it), each
+// message of more than 8 bytes first with a buffer of 8, which must
+// leave it for the next receive (TW_ETRUNC) rather than take a smaller
+// one that follows; and the second half one tag after the other.  Every
+// message says which it is.
+enum { RUNS_BLOCKS = 24 };
+static const unsigned runs_len[] = { 1, 3, 300, 128, 129, 17 };
+static const size_t runs_size[] = { 0, 1, 7, 8, 9, 63, 64, 65, 300, 24 };
+#define RUNS_BIG ((size_t)100 * 1024)
+
+// Message i of tag t (0 or 1), n bytes: its index, tag and size in the
+// first 12 bytes when it has room for them, else bytes that depend on i.
+static void runs_fill(unsigned char *b, size_t n, uint32_t t, uint32_t i)
+{
+	for (size_t k = 0; k < n; k++)
+		b[k] = (unsigned char)(i * 7 + t * 3 + k);
+	if (n >= 12) {
+		uint32_t h[3] = { t, i, (uint32_t)n };
+		memcpy(b, h, sizeof(h));
+	}
+}
+
+// The size of message i of tag t: every 40th is 100 KiB.
+static size_t runs_len_of(uint32_t t, uint32_t i)
+{
+	if (i % 40 == 39)
+		return RUNS_BIG;
+	return runs_size[(i + t) % (sizeof(runs_size) / sizeof(*runs_size))];
+}
+
+static int runs_expect(conf_party *p, uint32_t t, uint32_t i,
+    const unsigned char *got, size_t len, unsigned char *want)
+{
+	size_t n = runs_len_of(t, i);
+	CHECK(p, len == n);
+	runs_fill(want, n, t, i);
+	if (memcmp(got, want, n) != 0) {
+		conf_failf(p, __LINE__, "message %u of tag %u: wrong bytes",
+		    (unsigned)i, (unsigned)t);
+		return -1;
+	}
+	return 0;
+}
+
+static int body_fifo_runs(conf_party *p)
+{
+	static const char *tags[] = { "ra", "rb" };
+	unsigned char *buf = malloc(RUNS_BIG), *want = malloc(RUNS_BIG);
+	CHECK(p, buf != NULL && want != NULL);
+	uint32_t count[2] = { 0, 0 };
+	// Which tag each message had, in the order sent.
+	uint8_t order[RUNS_BLOCKS * 300];
+	uint32_t total = 0;
+	for (uint32_t b = 0; b < RUNS_BLOCKS; b++) {
+		uint32_t t = b % 2;
+		unsigned n
+		    = runs_len[b % (sizeof(runs_len) / sizeof(*runs_len))];
+		for (unsigned k = 0; k < n; k++) {
+			if (p->rank == 0) {
+				size_t len = runs_len_of(t, count[t]);
+				runs_fill(buf, len, t, count[t]);
+				int rv
+				    = tw_send(p->link, 1, tags[t], buf, len);
+				if (rv != TW_OK) {
+					free(buf);
+					free(want);
+				}
+				CHECK_OK(p, rv);
+			}
+			count[t]++;
+			order[total++] = (uint8_t)t;
+		}
+	}
+	int rv = 0;
+	if (p->rank == 1) {
+		uint32_t seen[2] = { 0, 0 };
+		uint32_t half = total / 2;
+		for (uint32_t k = 0; k < half && rv == 0; k++) {
+			uint32_t t = order[k];
+			size_t len = 0, n = runs_len_of(t, seen[t]);
+			int st = n > 8
+			    ? tw_recv_into(p->link, 0, tags[t], buf, 8, &len)
+			    : TW_ETRUNC;
+			if (n > 8 && (st != TW_ETRUNC || len != n)) {
+				conf_failf(p, __LINE__,
+				    "receive %u into 8 bytes: %s, %zu bytes, "
+				    "want TW_ETRUNC, %zu",
+				    (unsigned)k, tw_err_name(st), len, n);
+				rv = -1;
+				break;
+			}
+			st = tw_recv_into(
+			    p->link, 0, tags[t], buf, RUNS_BIG, &len);
+			if (st != TW_OK) {
+				conf_failf(p, __LINE__, "receive %u: %s",
+				    (unsigned)k, tw_err_name(st));
+				rv = -1;
+				break;
+			}
+			rv = runs_expect(p, t, seen[t]++, buf, len, want);
+		}
+		for (uint32_t t = 0; t < 2 && rv == 0; t++) {
+			while (seen[t] < count[t] && rv == 0) {
+				size_t len = 0;
+				int st = tw_recv_into(
+				    p->link, 0, tags[t], buf, RUNS_BIG, &len);
+				if (st != TW_OK) {
+					conf_failf(p, __LINE__,
+					    "receive of tag %u: %s",
+					    (unsigned)t, tw_err_name(st));
+					rv = -1;
+					break;
+				}
+				rv = runs_expect(
+				    p, t, seen[t]++, buf, len, want);
+			}
+		}
+	}
+	free(buf);
+	free(want);
+	if (rv != 0)
+		return rv;
+	return sync_all(p);
+}
+
+static void t_fifo_runs(void **state)
+{
+	run(2, 0, NULL, body_fifo_runs, NULL);
+}
+
 enum { EO_N = 4000, EO_THREADS = 4 };
 
 typedef struct eo_shared {
@@ -2459,6 +2596,7 @@ int main(int argc, char **argv)
 		CASE(create_any_order),
 		CASE(connect_timeout),
 		CASE(fifo),
+		CASE(fifo_runs),
 		CASE(exactly_once),
 		CASE(recv_timeout),
 		CASE(recv_into_trunc),

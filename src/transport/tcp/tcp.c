@@ -429,6 +429,15 @@ int tw__tcp_chan_deliver_copy(
 	        deliver_limit(mc, key), 0, NULL));
 }
 
+int tw__tcp_chan_deliver_run(tcp_chan *mc, tw__mailbox_run *run,
+    const char *key, const void *src, size_t len)
+{
+	// A push ignores the limit for a control key: no need to tell.
+	return deliver_status(mc,
+	    tw__mailbox_run_push(run, mc->ep->mb, mc->peer_rank, key, src, len,
+	        mc->ep->recv_buffer));
+}
+
 // The peer closed or aborted namespace `ns` (core/mailbox.h keeps what
 // matters of it).  A peer that keeps doing so for namespaces that mean
 // nothing here is broken: the entries are bounded.

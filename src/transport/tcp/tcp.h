@@ -178,6 +178,10 @@ int tw__tcp_chan_deliver(
 // message needs no allocation).
 int tw__tcp_chan_deliver_copy(
     tcp_chan *mc, const char *key, const void *src, size_t len);
+// The same through the reader's run (core/mailbox.h), which may stage it
+// until the reader flushes the run.
+int tw__tcp_chan_deliver_run(tcp_chan *mc, tw__mailbox_run *run,
+    const char *key, const void *src, size_t len);
 
 // A striped message of `len` bytes from the peer was given up (CANCEL),
 // or delivered in a posted buffer without passing the mailbox: its cost
@@ -320,10 +324,13 @@ void tw__tcp_sx_fail(tcp_sx *sx);
 int tw__tcp_sx_data(
     tcp_sx *sx, tcp_chan *mc, const char *key, void *data, size_t len);
 // The same for a copy of src[0..len), read by the main connection whose
-// reader posted `post` (or NULL).
+// reader posted `post` (or NULL) and stages small messages in `run` (or
+// NULL: none).  A message staged in run is in nobody's sight until run is
+// flushed (tw__mailbox_run_flush); while run holds any, a later message
+// is not placed in the post, which must not overtake them.
 struct tcp_post;
 int tw__tcp_sx_data_copy(tcp_sx *sx, tcp_chan *mc, const char *key,
-    const void *src, size_t len, struct tcp_post *post);
+    const void *src, size_t len, struct tcp_post *post, tw__mailbox_run *run);
 // A receive of `key` into buf[0..cap) that an application thread posted
 // while it reads the peer's main connection itself (tw__tcp_conn_poll's
 // post): the next message of that key from mc, if it is next in line and

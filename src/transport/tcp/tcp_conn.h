@@ -95,9 +95,12 @@ typedef struct tcp_conn_ops {
 
 	// A pump of the connection's reader ends (tw__tcp_reader_pump) with
 	// the reader's memo set (tw__tcp_conn_rx_memo): what the owner kept
-	// there for the frames of one pump is to be let go.  Reader role
-	// held.  May be NULL for an owner that never sets the memo.
-	void (*rx_idle)(void *owner, tcp_conn *c);
+	// there for the frames of one pump is to be let go, and what it
+	// held back from the frames read (messages staged to be queued
+	// together) handed on.  Reader role held.  TW_OK, or an error that
+	// fails the connection.  May be NULL for an owner that never sets
+	// the memo.
+	int (*rx_idle)(void *owner, tcp_conn *c);
 
 	// A resumable connection's socket broke (EOF, a reset, an error, or
 	// a silence of 3 heartbeat periods): the connection is down, its

@@ -49,6 +49,11 @@ struct tcp_peer {
 	char who[TW_TCP_ADDR_MAX + 1];
 	tcp_sx *sx;
 	_Atomic uint64_t next_id; // ids of striped messages sent
+	// Small messages read off the main connection, staged to be queued
+	// a run at a time (core/mailbox.h); only whoever holds the main
+	// connection's reader role touches it, and flushes it before the
+	// pump ends (peer_rx_idle) and before any frame that is not staged.
+	tw__mailbox_run run;
 
 	pthread_mutex_t mtx;
 	tcp_conn *main; // referenced; constant once made
@@ -80,6 +85,7 @@ void tw__tcp_peer_unref(tcp_peer *p)
 	if (p->main != NULL)
 		tw__tcp_conn_unref(p->main);
 	tw__tcp_sx_free(p->sx);
+	tw__mailbox_run_fini(&p->run);
 	if (p->creds.secret != NULL) {
 		memset(p->creds.secret, 0, p->creds.secret_len);
 		free(p->creds.secret);
@@ -290,14 +296,42 @@ static tcp_chan *by_slot(tcp_peer *p, uint32_t slot)
 	return mc;
 }
 
-// Lets go of the reader's memo (see rx_chan).
-static void peer_rx_idle(void *owner, tcp_conn *c)
+static bool is_main(const tcp_peer *p, const tcp_conn *c)
 {
-	(void)owner;
+	return c == p->main;
+}
+
+// Queues the messages that c's reader staged (only the main connection's
+// stages any).  TW_OK, or an error that fails the connection (logged).
+static int run_flush(tcp_peer *p, tcp_conn *c)
+{
+	if (!is_main(p, c) || !tw__mailbox_run_staged(&p->run))
+		return TW_OK;
+	int status = tw__mailbox_run_flush(&p->run);
+	switch (status) {
+	case TW_OK:
+		return TW_OK;
+	case TW_ETIMEDOUT:
+		TW_ERROR("tcp",
+		    "%s sent beyond the window it was granted (%s)", p->who,
+		    tw_err_name(TW_EPROTO));
+		return TW_EPROTO;
+	default:
+		TW_ERROR(
+		    "tcp", "out of memory queueing messages from %s", p->who);
+		return status;
+	}
+}
+
+// Queues what the reader staged and lets go of its memo (see rx_chan).
+static int peer_rx_idle(void *owner, tcp_conn *c)
+{
+	int status = run_flush(owner, c);
 	tcp_rx_memo *m = tw__tcp_conn_rx_memo(c);
 	if (m->val != NULL)
 		tw__tcp_chan_unref(m->val);
 	*m = (tcp_rx_memo) { 0 };
+	return status;
 }
 
 // by_slot for a frame being read on `c`, borrowed: valid until the pump
@@ -305,18 +339,23 @@ static void peer_rx_idle(void *owner, tcp_conn *c)
 // frames per read; the reader's memo keeps the channel it looked up last,
 // referenced, for the frames after it, until the pump ends (peer_rx_idle)
 // or the peer's slots change (theirs_gen), instead of a lock and a
-// reference per frame.
-static tcp_chan *rx_chan(tcp_peer *p, tcp_conn *c, uint32_t slot)
+// reference per frame.  The messages staged in p->run are always the
+// memo's channel's: a change of channel flushes them first, while the
+// reference keeps their mailbox.  TW_OK, or the flush's error.
+static int rx_chan(tcp_peer *p, tcp_conn *c, uint32_t slot, tcp_chan **out)
 {
 	tcp_rx_memo *m = tw__tcp_conn_rx_memo(c);
 	uint64_t gen
 	    = atomic_load_explicit(&p->theirs_gen, memory_order_acquire);
-	if (m->set && m->key == slot && m->gen == gen)
-		return m->val;
-	peer_rx_idle(p, c); // the old memo goes
+	if (m->set && m->key == slot && m->gen == gen) {
+		*out = m->val;
+		return TW_OK;
+	}
+	int status = peer_rx_idle(p, c); // the old memo goes
 	tcp_chan *mc = by_slot(p, slot);
 	*m = (tcp_rx_memo) { .val = mc, .gen = gen, .key = slot, .set = true };
-	return mc;
+	*out = mc;
+	return status;
 }
 
 // --- failing ------------------------------------------------------------------------
@@ -364,11 +403,6 @@ void tw__tcp_peer_close(tcp_peer *p, int64_t deadline)
 }
 
 // --- frames from the peer -------------------------------------------------------------
-
-static bool is_main(const tcp_peer *p, const tcp_conn *c)
-{
-	return c == p->main;
-}
 
 static int refuse(tcp_peer *p, const char *why)
 {
@@ -448,21 +482,25 @@ static int peer_rx_frame(
 	if (!is_main(p, c) && h->type != TW_TCP_F_CHUNK)
 		return refuse(
 		    p, "a frame that only a main connection carries");
+	// Whatever this frame does comes after the messages staged so far.
+	int status = h->type != TW_TCP_F_DATA ? run_flush(p, c) : TW_OK;
+	if (status != TW_OK)
+		return status;
 	if (h->type == TW_TCP_F_OPEN) {
 		tw__tcp_open o;
 		if (tw__tcp_open_decode(pay, (size_t)h->len, &o) != TW_OK)
 			return refuse(p, "malformed OPEN");
 		tcp_chan *to = NULL;
-		int status
-		    = tw__tcp_node_open_lookup(p, h->key, h->slot, &o, &to);
+		status = tw__tcp_node_open_lookup(p, h->key, h->slot, &o, &to);
 		if (status == TW_OK && to != NULL) {
 			status = tw__tcp_chan_on_open(p, to, h->slot, &o);
 			tw__tcp_chan_unref(to);
 		}
 		return status;
 	}
-	tcp_chan *mc = rx_chan(p, c, h->slot);
-	int status = TW_OK;
+	tcp_chan *mc = NULL;
+	if ((status = rx_chan(p, c, h->slot, &mc)) != TW_OK)
+		return status;
 	switch (h->type) {
 	case TW_TCP_F_DATA:
 		if (mc != NULL && h->len > mc->ep->max_msg) {
@@ -473,7 +511,7 @@ static int peer_rx_frame(
 		if (mc != NULL) {
 			tw__tcp_conn_rx_handled(c); // see on_data
 			status = tw__tcp_sx_data_copy(p->sx, mc, h->key, pay,
-			    (size_t)h->len, post_of(p, c));
+			    (size_t)h->len, post_of(p, c), &p->run);
 		}
 		break;
 	case TW_TCP_F_STRIPED: {
@@ -514,6 +552,9 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
     const unsigned char *head, unsigned char **dst, void **cookie)
 {
 	tcp_peer *p = owner;
+	int status = run_flush(p, c); // this frame comes after them
+	if (status != TW_OK)
+		return status;
 	if (h->type == TW_TCP_F_DATA) {
 		if (!is_main(p, c))
 			return refuse(
@@ -572,7 +613,7 @@ static int peer_rx_begin(void *owner, tcp_conn *c, const tw__tcp_hdr *h,
 		return TW_ENOMEM;
 	}
 	unsigned char *to = NULL;
-	int status = chunk_place(p, c, mc, h, head, &d->claim, &to);
+	status = chunk_place(p, c, mc, h, head, &d->claim, &to);
 	if (status != TW_OK) {
 		tw__tcp_chan_unref(mc);
 		free(d);
@@ -748,6 +789,7 @@ int tw__tcp_peer_new(tcp_node *n, const tcp_peer_info *info, tcp_peer **out)
 	pthread_mutex_init(&p->mtx, NULL);
 	p->dialed = info->dialed != NULL ? strdup(info->dialed) : NULL;
 	p->sx = tw__tcp_sx_new();
+	tw__mailbox_run_init(&p->run);
 	if ((info->dialed != NULL && p->dialed == NULL) || p->sx == NULL) {
 		tw__tcp_peer_unref(p);
 		return TW_ENOMEM;

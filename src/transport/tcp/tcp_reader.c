@@ -318,8 +318,11 @@ int tw__tcp_reader_pump(tcp_conn *c, int64_t budget_ns, unsigned *frames)
 	if (rx->err != TW_OK)
 		return rx->err;
 	int status = pump(c, budget_ns, frames);
-	if (rx->memo.set && c->ops->rx_idle != NULL)
-		c->ops->rx_idle(c->owner, c);
+	if (rx->memo.set && c->ops->rx_idle != NULL) {
+		int st = c->ops->rx_idle(c->owner, c);
+		if (status == TW_OK)
+			status = st;
+	}
 	if (status != TW_OK)
 		rx->err = status;
 	return status;

@@ -381,16 +381,21 @@ void tw__tcp_sx_placed_small(tcp_chan *mc, tcp_post *post, size_t len)
 }
 
 int tw__tcp_sx_data_copy(tcp_sx *sx, tcp_chan *mc, const char *key,
-    const void *src, size_t len, tcp_post *post)
+    const void *src, size_t len, tcp_post *post, tw__mailbox_run *run)
 {
-	if (tw__tcp_sx_claim_small(mc, key, len, post)) {
+	bool staged = run != NULL && tw__mailbox_run_staged(run);
+	if (!staged && tw__tcp_sx_claim_small(mc, key, len, post)) {
 		if (len > 0)
 			memcpy(post->buf, src, len);
 		tw__tcp_sx_placed_small(mc, post, len);
 		return TW_OK;
 	}
 	if (atomic_load_explicit(&mc->held_n, memory_order_acquire) == 0)
-		return tw__tcp_chan_deliver_copy(mc, key, src, len);
+		return run != NULL
+		    ? tw__tcp_chan_deliver_run(mc, run, key, src, len)
+		    : tw__tcp_chan_deliver_copy(mc, key, src, len);
+	// Nothing is staged behind a hold: the frame that began it flushed
+	// the run (tcp_peer.c), and no message is staged while it lasts.
 	// Held behind a striped message: the bytes need memory of their own.
 	void *data = len > 0 ? malloc(len) : NULL;
 	if (len > 0 && data == NULL)
