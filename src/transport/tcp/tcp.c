@@ -730,6 +730,14 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 	if (announced) {
 		deadline = tw__deadline_fix(deadline);
 		status = send_long(mc, key, buf, len, deadline, cancel, &seq);
+	} else if (data) {
+		// Only data counts for tw_link_wait_pending and close: a
+		// control message (a throttle window's ack) to a peer that
+		// closed meanwhile is moot, not a lost message.
+		struct iovec v = { (void *)buf, len };
+		status = tw__tcp_conn_send_mark(chan_main(mc), TW_TCP_F_DATA,
+		    mc->my_slot, key, &v, len > 0 ? 1 : 0, deadline, cancel,
+		    &mc->last_seq);
 	} else {
 		struct iovec v = { (void *)buf, len };
 		status = tw__tcp_conn_send(chan_main(mc), TW_TCP_F_DATA,
@@ -737,11 +745,12 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 		    &seq);
 	}
 	if (status == TW_OK) {
-		// Only data counts for tw_link_wait_pending and close: a
-		// control message (a throttle window's ack) to a peer that
-		// closed meanwhile is moot, not a lost message.
-		uint64_t prev = atomic_load(&mc->last_seq);
-		while (data && prev < seq
+		// A long message's announcement raises the mark that
+		// tw__tcp_conn_send_mark keeps (tcp_conn.h says why both
+		// may).
+		uint64_t prev = announced && data ? atomic_load(&mc->last_seq)
+		                                  : UINT64_MAX;
+		while (prev < seq
 		    && !atomic_compare_exchange_weak(
 		        &mc->last_seq, &prev, seq))
 			;

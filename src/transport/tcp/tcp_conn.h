@@ -203,6 +203,15 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,
     int64_t deadline, const _Atomic int *cancel, uint64_t *seq);
 
+// tw__tcp_conn_send (flags 0) that stores the frame's sequence number in
+// *mark while it holds the lock under which frames are numbered: a mark
+// that only such calls store, and others only raise (by compare-and-swap,
+// with a number this connection gave out), never goes back, however many
+// threads send, without a compare-and-swap per frame.
+int tw__tcp_conn_send_mark(tcp_conn *c, uint8_t type, uint32_t slot,
+    const char *key, const struct iovec *iov, int niov, int64_t deadline,
+    const _Atomic int *cancel, _Atomic uint64_t *mark);
+
 // tw__tcp_conn_send without a deadline or cancel, whose payload's
 // last part (iov[niov - 1]) may be lent rather than copied (*lent says
 // whether it was): the connection writes it from the caller's memory,

@@ -747,7 +747,7 @@ static bool lends(tcp_conn *c, const void *lender, const struct iovec *last)
 static int send_frame(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,
     int64_t deadline, const _Atomic int *cancel, uint64_t *seq,
-    const void *lender, bool *lent)
+    _Atomic uint64_t *mark, const void *lender, bool *lent)
 {
 	tcp_writer *tx = &c->tx;
 	size_t len = 0;
@@ -829,6 +829,8 @@ static int send_frame(tcp_conn *c, uint8_t type, uint32_t slot,
 	}
 	if (seq != NULL)
 		*seq = h.seq;
+	if (mark != NULL)
+		atomic_store_explicit(mark, h.seq, memory_order_release);
 	if (len > TX_COPY_MAX && !(flags & TCP_TX_NOWAIT)) {
 		write_own(c, tx->end, tw__deadline_fix(deadline), cancel);
 		return TW_OK;
@@ -875,7 +877,15 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     int64_t deadline, const _Atomic int *cancel, uint64_t *seq)
 {
 	return send_frame(c, type, slot, key, iov, niov, flags, deadline,
-	    cancel, seq, NULL, NULL);
+	    cancel, seq, NULL, NULL, NULL);
+}
+
+int tw__tcp_conn_send_mark(tcp_conn *c, uint8_t type, uint32_t slot,
+    const char *key, const struct iovec *iov, int niov, int64_t deadline,
+    const _Atomic int *cancel, _Atomic uint64_t *mark)
+{
+	return send_frame(c, type, slot, key, iov, niov, 0, deadline, cancel,
+	    NULL, mark, NULL, NULL);
 }
 
 int tw__tcp_conn_send_lent(tcp_conn *c, uint8_t type, uint32_t slot,
@@ -884,7 +894,7 @@ int tw__tcp_conn_send_lent(tcp_conn *c, uint8_t type, uint32_t slot,
 {
 	*lent = false;
 	return send_frame(c, type, slot, key, iov, niov, 0, TW_FOREVER, NULL,
-	    seq, lender, lent);
+	    seq, NULL, lender, lent);
 }
 
 typedef struct confirm_wait {
