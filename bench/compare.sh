@@ -339,8 +339,8 @@ for ((r = 1; r <= rounds; r++)); do
 		esac
 		got=0
 		if [ -s "$out" ]; then
-			awk -v round="$r" -v pinning="$pin" -f bench/merge.awk \
-				"$out" >"$work/new.tsv"
+			awk -v round="$r" -v pinning="$pin" -v probe="$probe_ns" \
+				-f bench/merge.awk "$out" >"$work/new.tsv"
 			got=$(wc -l <"$work/new.tsv")
 			cat "$work/new.tsv" >>"$rows"
 		fi
@@ -438,9 +438,32 @@ placements() {
 		}' "$probes"
 }
 
+# summarize MODE [PLACEMENT]: see bench/summarize.awk.
 summarize() {
-	awk -v mode="$1" -v contenders="$contenders" -v pinnings="$pinnings" \
+	awk -v mode="$1" -v placement="${2:-}" -v near_ns="$near_ns" \
+		-v contenders="$contenders" -v pinnings="$pinnings" \
 		-f bench/summarize.awk "$rows"
+}
+
+# A probe under near_ns: the two CPUs share a cache (probe.c).
+near_ns=150
+# How many of each program's rounds ran in placement $1 (near or far),
+# on one line; nothing when none did.
+placed_rounds() {
+	awk -F'\t' -v want="$1" -v near_ns="$near_ns" '
+		!($2 in all) { name[++n] = $2 }
+		{ all[$2]++ }
+		$3 ~ /^[0-9]+$/ && (want == "near") == ($3 + 0 < near_ns) {
+			hit[$2]++; any = 1
+		}
+		END {
+			if (!any)
+				exit
+			for (i = 1; i <= n; i++)
+				line = line (i > 1 ? ", " : "") name[i] " " \
+				    hit[name[i]] + 0 "/" all[name[i]]
+			print line
+		}' "$probes"
 }
 
 placed=$(placements)
@@ -482,7 +505,11 @@ done
 	say "# round: 1..N one round's figure, median: the median over the" \
 		"rounds, ratio: the median over the baseline's median"
 	printf '%s\n' "$placed"
-	printf 'section\tworkload\tcontender\tmetric\tunit\tround\tvalue\tpinning\n'
+	say "# probe_ns: the placement probe of the program's round (bench/probe.c);" \
+		"awk -v mode=table -v placement=near -f bench/summarize.awk" \
+		"on this file gives the medians of the rounds run with the two" \
+		"CPUs near each other (probe under $near_ns ns) alone"
+	printf 'section\tworkload\tcontender\tmetric\tunit\tround\tvalue\tpinning\tprobe_ns\n'
 	cat "$rows"
 	summarize rows
 } >"$tsv"
@@ -492,6 +519,24 @@ say "$table"
 printf '\n%s\n' "$table" >>"$log"
 say ""
 printf '%s\n' "$placed" | sed 's/^# //'
+# The same medians from the rounds of one placement each: where the
+# placement changed during the run, these compare like with like.
+for where in near far; do
+	counted=$(placed_rounds "$where")
+	[ -n "$counted" ] || continue
+	if [ "$where" = near ]; then
+		what="near each other (probe under $near_ns ns)"
+	else
+		what="apart (probe $near_ns ns or more)"
+	fi
+	heading="Only the rounds run with the two CPUs $what; rounds"
+	heading+=" counted: $counted."
+	by_place=$(summarize table "$where")
+	say ""
+	say "$heading"
+	say "$by_place"
+	printf '\n%s\n%s\n' "$heading" "$by_place" >>"$log"
+done
 for p in ring_bench tcp_bench engine_bench ${peers[@]+"${peers[@]}"}; do
 	[ -z "${why_not[$p]:-}" ] || say "$p: ${why_not[$p]}"
 done

@@ -4,7 +4,7 @@
 #
 #   section  workload  contender  metric  unit  round  value
 #
-#   awk -v round=R [-v pinning=P] -f bench/merge.awk FILE...
+#   awk -v round=R [-v pinning=P [-v probe=NS]] -f bench/merge.awk FILE...
 #
 # section is the transport: shm or tcp.  workload is named as in
 # ring_bench ("lat 8 B", "bw 64 KiB", "rate 8 B stream"), metric is
@@ -13,7 +13,9 @@
 # round of the comparison, since each program ran one round of its own.
 # With pinning P (pinned or unpinned: how the program placed its two
 # parties), every row gets an eighth column, P; without it, the seven
-# columns of the runs before pinning was a choice.
+# columns of the runs before pinning was a choice.  With probe NS as well
+# (bench/probe's figure just before the program ran: where the host had
+# its two CPUs, in ns, or n/a), a ninth column, NS.
 # Rows a program computed (its medians and ratios), what it did not
 # measure (nan) and its sanity checks are left out: bench/summarize.awk
 # computes the medians and ratios of the whole run.
@@ -29,8 +31,10 @@ BEGIN {
 	FS = OFS = "\t"
 	if (round == "")
 		round = 1
-	# The column that follows value, when there is one.
+	# The columns that follow value, when there are any.
 	tail = pinning == "" ? "" : OFS pinning
+	if (pinning != "" && probe != "")
+		tail = tail OFS probe
 }
 
 FNR == 1 { shape = "" }

@@ -1,7 +1,8 @@
 # summarize.awk: the medians and ratios of a comparison run of
 # bench/run.sh, from its rows (bench/merge.awk):
 #
-#   section  workload  contender  metric  unit  round  value  [pinning]
+#   section  workload  contender  metric  unit  round  value  [pinning
+#   [probe_ns]]
 #
 #   awk -v mode=rows  -f bench/summarize.awk FILE...   medians and ratios, TSV
 #   awk -v mode=table -f bench/summarize.awk FILE...   the table of the report
@@ -38,6 +39,15 @@
 # pinning was a choice) have none, and come out as they always did.
 # pinnings="pinned,unpinned" names those the run meant to measure, in
 # their order (default: those of the rows).
+#
+# probe_ns, the ninth column, is where the host had the two CPUs when the
+# program ran (bench/probe: the one-way time of a cache line between
+# them, in ns, or n/a).  placement=near counts only the rows of programs
+# that ran with the two CPUs near each other (a probe under near_ns,
+# default 150: they share a cache), placement=far only the others; rows
+# without a probe figure count for neither.  Medians of one placement
+# compare figures of like machines, where those of all rounds may mix
+# programs that ran minutes apart with the CPUs placed differently.
 #
 # contenders="shm=a,b;tcp=c,d" names the contenders of each section that
 # the run meant to measure (default: the programs' and all peers'); one
@@ -114,8 +124,8 @@ BEGIN {
 	}
 }
 
-(NF == 7 || NF == 8) && $6 ~ /^[0-9]+$/ && $7 ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ {
-	pn = NF == 8 ? $8 : ""
+(NF == 7 || NF == 8 || NF == 9) && $6 ~ /^[0-9]+$/ && $7 ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ && placed() {
+	pn = NF >= 8 ? $8 : ""
 	if (!(pn in pin_seen)) {
 		pin_seen[pn] = 1
 		pin_list[++npin] = pn
@@ -465,7 +475,10 @@ function print_tables(    i, s, r, b, c, u, wid, t, line, sep, skip) {
 		table_rows()
 		engine_rows(s)
 		print ""
-		print "## " sec_title(s) ": medians of " nrounds " round(s); in " \
+		print "## " sec_title(s) ": medians of " \
+		    (placement == "" ? nrounds " round(s)" \
+		                     : "each program's rounds run " placement) \
+		    "; in " \
 		    "parentheses the ratio to " baselines_of(s) \
 		    (pin_of(s) == "" ? "" : ", measured " pin_of(s))
 		print ""
@@ -658,4 +671,13 @@ function metric_of(w,    k) {
 	if (k == "rate")
 		return "rate"
 	return ""
+}
+
+# Whether the row counts under `placement` (see the top).
+function placed() {
+	if (placement == "")
+		return 1
+	if (NF < 9 || $9 !~ /^[0-9]+$/)
+		return 0
+	return (placement == "near") == ($9 + 0 < (near_ns == "" ? 150 : near_ns + 0))
 }
