@@ -767,30 +767,24 @@ int tw__mailbox_run_push(tw__mailbox_run *r, tw_mailbox *m, uint32_t from,
 {
 	if (r == NULL || m == NULL || key == NULL || (src == NULL && len > 0))
 		return TW_EINVAL;
-	bool joins = r->n > 0 && r->n < TW_MB_RUN_MAX && r->m == m
-	    && r->from == from && r->limit == limit
+	bool joins = len <= TW_MB_RUN_BYTES && r->n > 0 && r->n < TW_MB_RUN_MAX
+	    && r->m == m && r->from == from && r->limit == limit
 	    && strcmp(r->key, key) == 0;
-	if (!joins || len > TW_MB_RUN_BYTES) {
+	if (!joins) {
 		int status = tw__mailbox_run_flush(r);
 		if (status != TW_OK)
 			return status;
-	}
-	if (!joins) {
 		// The key is looked at when a run starts, not per message.
 		size_t klen = strlen(key);
-		if (klen >= sizeof(r->key) || tw__key_is_ctl(key)) {
-			r->key[0] = '\0';
+		if (len > TW_MB_RUN_BYTES || klen >= sizeof(r->key)
+		    || tw__key_is_ctl(key))
 			return tw__mailbox_push_copy(
 			    m, from, key, src, len, limit, 0, NULL);
-		}
 		memcpy(r->key, key, klen + 1);
 		r->m = m;
 		r->from = from;
 		r->limit = limit;
 	}
-	if (len > TW_MB_RUN_BYTES)
-		return tw__mailbox_push_copy(
-		    m, from, key, src, len, limit, 0, NULL);
 	r->len[r->n] = (unsigned char)len;
 	if (len > 0)
 		memcpy(r->bytes[r->n], src, len);

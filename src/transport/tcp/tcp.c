@@ -748,12 +748,13 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 		// A long message's announcement raises the mark that
 		// tw__tcp_conn_send_mark keeps (tcp_conn.h says why both
 		// may).
-		uint64_t prev = announced && data ? atomic_load(&mc->last_seq)
-		                                  : UINT64_MAX;
-		while (prev < seq
-		    && !atomic_compare_exchange_weak(
-		        &mc->last_seq, &prev, seq))
-			;
+		if (announced && data) {
+			uint64_t prev = atomic_load(&mc->last_seq);
+			while (prev < seq
+			    && !atomic_compare_exchange_weak(
+			        &mc->last_seq, &prev, seq))
+				;
+		}
 		return TW_OK;
 	}
 	// Never sent, or given up with CANCEL: the credit comes back (the

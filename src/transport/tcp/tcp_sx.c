@@ -394,9 +394,9 @@ int tw__tcp_sx_data_copy(tcp_sx *sx, tcp_chan *mc, const char *key,
 		return run != NULL
 		    ? tw__tcp_chan_deliver_run(mc, run, key, src, len)
 		    : tw__tcp_chan_deliver_copy(mc, key, src, len);
-	// Nothing is staged behind a hold: the frame that began it flushed
-	// the run (tcp_peer.c), and no message is staged while it lasts.
 	// Held behind a striped message: the bytes need memory of their own.
+	// (Nothing is staged in the run then: the frame that began the hold
+	// flushed it, tcp_peer.c, and nothing is staged while it lasts.)
 	void *data = len > 0 ? malloc(len) : NULL;
 	if (len > 0 && data == NULL)
 		return TW_ENOMEM;
