@@ -707,8 +707,10 @@ static int run_queue(
 		*report = taken_after(m, r->from, true, taken);
 		return TW_OK; // dropped as a push drops them
 	}
-	if (f->closed)
-		return TW_OK; // refused as a push refuses them
+	// Not refused when the sender closed meanwhile (a push then
+	// returns TW_EPEER): they were taken off the transport before that
+	// close could be seen, and pushed one by one they would have been
+	// queued; pops drain them, then return TW_EPEER.
 	peer_reopened(m, f, r->key);
 	int status = TW_OK;
 	unsigned i = 0;

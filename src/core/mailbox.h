@@ -104,8 +104,10 @@ int tw__mailbox_run_push(tw__mailbox_run *r, tw_mailbox *m, uint32_t from,
     const char *key, const void *src, size_t len, uint64_t limit);
 
 // Queues what r staged, in order, as pushes with no wait would have at
-// this moment: refused ones (an aborted or closed namespace, a closed
-// sender) are dropped and counted as a push counts them.  TW_OK, or
+// this moment: refused ones (a namespace aborted or closed here) are
+// dropped and counted as taken, as a push counts them.  A sender closed
+// since (tw_mailbox_close_from) does not refuse them: they were read
+// before its close was known, and pops drain them before TW_EPEER.  TW_OK, or
 // TW_ETIMEDOUT (a message would take the sender past the run's limit:
 // it and those after it are dropped) or TW_ENOMEM (none queued).  r is
 // empty afterwards.  Never blocks; takes the mailbox's lock once, and not
