@@ -303,7 +303,17 @@ static bool go_down(tcp_conn *c, int64_t until)
 
 void tw__tcp_conn_broken(tcp_conn *c, unsigned epoch, const char *what)
 {
-	if (c->down_limit_ns == 0 || atomic_load(&c->closing)) {
+	// After our BYE the socket's end is the peer's answer to it: a clean
+	// end, as its BYE would be.  Taken for a failure, it failed the whole
+	// peer at once, and the peer's other connections ended without their
+	// BYE: a stripe the peer then took for broken, and resumed against a
+	// closed port, failed its side before the main connection's last
+	// frames (acks) were read.
+	if (atomic_load(&c->closing)) {
+		tw__tcp_conn_fail(c, TW_ECLOSED, NULL);
+		return;
+	}
+	if (c->down_limit_ns == 0) {
 		tw__tcp_conn_fail(c, TW_EPEER, NULL);
 		return;
 	}

@@ -2091,11 +2091,11 @@ static void *close_main(void *arg)
 }
 
 // Reads frames by hand until the connection's BYE.
-static void read_to_bye(raw *r)
+static void read_to_bye(int fd)
 {
 	for (;;) {
 		unsigned char hdr[TW_TCP_HDR_LEN];
-		read_full(r->fd, hdr, sizeof(hdr));
+		read_full(fd, hdr, sizeof(hdr));
 		tw__tcp_hdr h;
 		const char *why = NULL;
 		assert_int_equal(tw__tcp_hdr_decode(hdr, sizeof(hdr),
@@ -2111,8 +2111,10 @@ static void read_to_bye(raw *r)
 // peer sent meanwhile arrives (its UNBIND, which says which of our
 // messages it received, may cross our BYE), and the socket is not closed
 // with bytes unread, which would reset the connection and lose for the
-// peer our last frames that it had not read yet.  A peer that never
-// answers holds the close up to its deadline, not longer.
+// peer our last frames that it had not read yet.  The peer's end of the
+// socket is then a clean end (TW_ECLOSED), on a connection that could
+// resume too: not a break.  A peer that never answers holds the close up
+// to its deadline, not longer.
 static void test_close_lingers(void **state)
 {
 	(void)state;
@@ -2120,7 +2122,7 @@ static void test_close_lingers(void **state)
 	raw_up(&r);
 	closer k = { .c = r.c, .deadline = deadline_in(10000) };
 	assert_int_equal(pthread_create(&k.t, NULL, close_main, &k), 0);
-	read_to_bye(&r);
+	read_to_bye(r.fd);
 	unsigned char buf[TW_TCP_HDR_LEN + 8];
 	size_t n = raw_frame(&r, buf, TW_TCP_F_DATA, "late", 1);
 	buf[n++] = 'z';
@@ -2134,16 +2136,45 @@ static void test_close_lingers(void **state)
 	pthread_mutex_unlock(&r.o.mtx);
 	assert_int_equal(got, 1);
 	assert_true(late);
+	pthread_mutex_lock(&r.o.mtx);
+	int why = r.o.fail_status;
+	pthread_mutex_unlock(&r.o.mtx);
+	assert_int_equal(why, TW_ECLOSED);
 	// Then EOF: the connection ended without a reset.
 	assert_int_equal(recv(r.fd, buf, sizeof(buf), 0), 0);
 	raw_down(&r);
+
+	// A connection that could resume: the end that answers our BYE is
+	// not a break to wait out.
+	tw__poller *p;
+	TW_PASS(tw__poller_new(&p));
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	rs_owner ro;
+	tcp_conn *c = rs_make(p, &ro, sv[0], 10000);
+	k = (closer) { .c = c, .deadline = deadline_in(10000) };
+	assert_int_equal(pthread_create(&k.t, NULL, close_main, &k), 0);
+	read_to_bye(sv[1]);
+	assert_int_equal(shutdown(sv[1], SHUT_WR), 0);
+	assert_int_equal(pthread_join(k.t, NULL), 0);
+	assert_int_equal(rs_wait(&ro, &ro.failed, 1), 1);
+	pthread_mutex_lock(&ro.mtx);
+	why = ro.fail_status;
+	int downs = ro.downs;
+	pthread_mutex_unlock(&ro.mtx);
+	assert_int_equal(why, TW_ECLOSED);
+	assert_int_equal(downs, 0);
+	close(sv[1]);
+	tw__tcp_conn_unref(c);
+	tw__poller_free(p);
+	rs_fini(&ro);
 
 	// Silent after the BYE: closed at the deadline.
 	raw_up(&r);
 	int64_t t0 = tw__now_ns();
 	k = (closer) { .c = r.c, .deadline = t0 + 200000000 };
 	assert_int_equal(pthread_create(&k.t, NULL, close_main, &k), 0);
-	read_to_bye(&r);
+	read_to_bye(r.fd);
 	assert_int_equal(pthread_join(k.t, NULL), 0);
 	assert_true(tw__now_ns() >= k.deadline);
 	assert_true(tw__tcp_conn_failed(r.c));
