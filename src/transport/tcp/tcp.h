@@ -232,12 +232,20 @@ int64_t *tw__tcp_peer_next_probe(tcp_peer *p);
 int tw__tcp_resume_dial(
     tcp_node *n, tcp_peer *p, unsigned k, const _Atomic int *cancel);
 
-// tcp_resume.c: whether the process that dialed p, whose connection is
+// tcp_resume.c: whether the process that dialed p, whose connection k is
 // down on our (accepting) side, is still there: a connect to its
 // listening address that is refused fails p with TW_EPEER (logged).
 // TW_OK (not refused: it may come back), TW_ECLOSED (*cancel), TW_EINVAL.
 // Blocks up to 300 ms; not on the I/O thread.
-int tw__tcp_resume_probe(tcp_peer *p, const _Atomic int *cancel);
+//
+// Either call leaves p to its main connection's end when a stripe (k > 0)
+// finds the port refusing while the main connection is up: frames on it
+// may still be on their way in (see tcp_resume.c).
+int tw__tcp_resume_probe(tcp_peer *p, unsigned k, const _Atomic int *cancel);
+
+// Attempts and probes that found the peer's port refusing, since the
+// process started (for tests).
+extern _Atomic uint64_t tw__tcp_resume_refused;
 
 // tcp_node.c: a connection that went down wakes the node's resumer (a
 // thread started on first use, joined when the node stops), which calls

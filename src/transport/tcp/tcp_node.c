@@ -733,7 +733,7 @@ static void *resumer_main(void *arg)
 		}
 		pthread_mutex_unlock(&n->mtx);
 		int status = probe
-		    ? tw__tcp_resume_probe(p, &n->resume_stop)
+		    ? tw__tcp_resume_probe(p, k, &n->resume_stop)
 		    : tw__tcp_resume_dial(n, p, k, &n->resume_stop);
 		tw__tcp_peer_unref(p);
 		pthread_mutex_lock(&n->mtx);

@@ -16,10 +16,17 @@
 // gone: the peer fails at once with TW_EPEER.  The accepting side, which
 // waits for the dialer to come back, looks at the dialer's own listening
 // port meanwhile (tw__tcp_resume_probe) for the same reason: a dialer
-// whose process died never comes back, and its port says so at once.  So does an answer that does
-// not resume (the peer no longer knows the session: it gave the
-// connection up, or is another process now).  An attempt that gets no
+// whose process died never comes back, and its port says so at once.  So
+// does an answer that does not resume (the peer no longer knows the
+// session: it gave the connection up, or is another process now).  An attempt that gets no
 // answer is tried again until the connection's down limit fails it.
+//
+// A stripe's refusal does not fail the peer while the main connection is
+// up: the peer's last frames (its messages, the acks of ours) may still
+// be on their way in on it, behind the stripe's end, and a peer failed
+// now would drop them unread.  The main connection's own end, which a
+// process that is gone or closing sends soon after, fails the peer once
+// everything before it was read.
 
 #include <stdio.h>
 #include <sys/socket.h>
@@ -32,6 +39,17 @@
 // How long one attempt may take: a peer across a dead network does not
 // answer, and the next attempt may find the network back.
 #define RESUME_ATTEMPT_NS INT64_C(1000000000)
+
+_Atomic uint64_t tw__tcp_resume_refused;
+
+// Whether connection k's refusal waits for the main connection's end.
+static bool main_reads_on(tcp_peer *p, unsigned k)
+{
+	if (k == 0)
+		return false;
+	tcp_conn *m = tw__tcp_peer_main(p);
+	return !tw__tcp_conn_failed(m) && !tw__tcp_conn_is_down(m);
+}
 
 // The peer is gone for good.  An info line, not a warning: a peer whose
 // process ended is the common case, and the application hears TW_EPEER.
@@ -67,6 +85,9 @@ int tw__tcp_resume_dial(
 		status = tw__tcp_dial_once(host, port, deadline, cancel, &fd);
 		if (status == TW_EPEER) {
 			tw__tcp_conn_unref(c);
+			atomic_fetch_add(&tw__tcp_resume_refused, 1);
+			if (main_reads_on(p, k))
+				return TW_EAGAIN;
 			return fail_peer(p, TW_EPEER,
 			    "its port refuses: its process is gone");
 		}
@@ -146,7 +167,7 @@ int tw__tcp_resume_dial(
 // How long a probe may take.
 #define PROBE_NS INT64_C(300000000)
 
-int tw__tcp_resume_probe(tcp_peer *p, const _Atomic int *cancel)
+int tw__tcp_resume_probe(tcp_peer *p, unsigned k, const _Atomic int *cancel)
 {
 	char addr[TW_TCP_ADDR_MAX + 8];
 	snprintf(addr, sizeof(addr), "tcp://%s", tw__tcp_peer_who(p));
@@ -157,10 +178,14 @@ int tw__tcp_resume_probe(tcp_peer *p, const _Atomic int *cancel)
 	int fd = -1;
 	int status = tw__tcp_dial_once(
 	    host, port, tw__now_ns() + PROBE_NS, cancel, &fd);
-	if (status == TW_EPEER)
+	if (status == TW_EPEER) {
+		atomic_fetch_add(&tw__tcp_resume_refused, 1);
+		if (main_reads_on(p, k))
+			return TW_OK;
 		return fail_peer(p, TW_EPEER,
 		    "the port of the side that dialed refuses: its process "
 		    "is gone");
+	}
 	if (fd >= 0) {
 		// A reset rather than a FIN: the peer's acceptor drops it at
 		// once, with no handshake to time out.

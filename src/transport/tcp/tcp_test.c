@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -350,8 +351,9 @@ static void *lone_main(void *arg)
 }
 
 // A connection to the party at addrs[1] that has passed the handshake as
-// rank 0 of link "lone" (process `instance`): a raw peer's socket.
-static int lone_dial(uint64_t instance)
+// rank 0 of link "lone" (process `instance`), its main connection or
+// stripe `stripe`: a raw peer's socket.
+static int lone_dial_stripe(uint64_t instance, uint16_t stripe)
 {
 	char host[TW_TCP_ADDR_MAX + 1];
 	uint16_t port;
@@ -361,6 +363,7 @@ static int lone_dial(uint64_t instance)
 	    tw__tcp_dial(host, port, tw__now_ns() + 5000000000LL, NULL, &fd));
 	tw__tcp_hs_self me = { .link_id = "lone",
 		.rank = 0,
+		.stripe = stripe,
 		.instance = instance,
 		.session = instance + 1,
 		.addr = "127.0.0.1:1" };
@@ -368,6 +371,11 @@ static int lone_dial(uint64_t instance)
 	TW_PASS(tw__tcp_handshake(fd, &me,
 	    tw__now_ns() + tw_test_scale_ms(12000) * 1000000, NULL, &peer));
 	return fd;
+}
+
+static int lone_dial(uint64_t instance)
+{
+	return lone_dial_stripe(instance, 0);
 }
 
 // Frames that no party sends, each on a connection whose handshake went
@@ -1058,6 +1066,56 @@ static void test_ack_after_delivery(void **state)
 	long_msg_taken(&o, &r, "w", msg);
 }
 
+// --- a peer whose stripe ends before its main connection ------------------
+
+// The raw peer's stripe ends, and a connect to its listening address
+// (port 1) is refused, as for a process that is gone or closing, while
+// its main connection is still up: the frames that come after on the main
+// connection are delivered, and the main connection's own end fails the
+// peer.  When the stripe's refusal failed the peer at once, what the main
+// connection still held unread was lost (seen as a last UNBIND's ack
+// missing when a striped peer closed).
+static void test_stripe_end_waits_for_main(void **state)
+{
+	(void)state;
+	lone o;
+	raw_peer r;
+	raw_link_up(&o, &r);
+	raw_peer st = { .fd = lone_dial_stripe(91, 1) };
+	// Answered on the stripe: the link reads it.
+	raw_send(&st, TW_TCP_F_PING, NULL, NULL, 0, NULL, 0);
+	tw__tcp_hdr h;
+	unsigned char pay[64];
+	do
+		raw_next(&st, &h, pay);
+	while (h.type != TW_TCP_F_PONG);
+	uint64_t refused = atomic_load(&tw__tcp_resume_refused);
+	close(st.fd);
+	// The resumer probes the port (every 100 ms) and finds it refusing.
+	int64_t until = tw__now_ns() + tw_test_scale_ms(10000) * 1000000;
+	while (atomic_load(&tw__tcp_resume_refused) == refused
+	    && tw__now_ns() < until) {
+		struct timespec ts = { .tv_nsec = 5000000 };
+		nanosleep(&ts, NULL);
+	}
+	assert_true(atomic_load(&tw__tcp_resume_refused) > refused);
+	char key[TW_KEY_MAX];
+	tw__key_msg(key, "lone", "last");
+	raw_send(&r, TW_TCP_F_DATA, key, "end", 3, NULL, 0);
+	tw_buf b = { 0 };
+	TW_PASS(tw_recv(o.l, 0, "last", &b));
+	assert_int_equal(b.len, 3);
+	assert_memory_equal(b.data, "end", 3);
+	tw_buf_free(&b);
+	// Then the main connection ends: TW_EPEER at once, not at the
+	// receive timeout.
+	shutdown(r.fd, SHUT_WR);
+	int64_t t0 = tw__now_ns();
+	TW_FAIL(tw_recv(o.l, 0, "more", &b), TW_EPEER);
+	assert_true(tw__now_ns() - t0 < tw_test_scale_ms(4000) * 1000000);
+	raw_link_down(&o, &r);
+}
+
 int main(void)
 {
 	const char *child = getenv("TW_TCP_TEST_CHILD");
@@ -1083,6 +1141,8 @@ int main(void)
 		    test_strangers, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_credit_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_stripe_end_waits_for_main, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
