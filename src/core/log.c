@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -182,12 +183,15 @@ static void log_stderr(const tw_log_record *rec, const char *func, int line)
 	if (rec->link_id != NULL)
 		snprintf(
 		    who, sizeof(who), " [%.64s#%zu]", rec->link_id, rec->rank);
-	// One fprintf per line keeps lines of different threads whole.
+	// One fprintf per line keeps lines of different threads whole.  At
+	// debug level a line names its process too: the parties of one job
+	// often share a terminal, and their lines interleave.
 	if (atomic_load_explicit(&tw__log_cur_level, memory_order_relaxed)
 	    >= TW_LOG_DEBUG)
-		fprintf(stderr, "%s.%06ld tagwire %-5s %s%s: %s (%s:%d)\n",
-		    when, ts.tv_nsec / 1000, level_names[rec->level],
-		    rec->subsys, who, rec->msg, func, line);
+		fprintf(stderr,
+		    "%s.%06ld tagwire %-5s %s%s: %s (%s:%d pid %ld)\n", when,
+		    ts.tv_nsec / 1000, level_names[rec->level], rec->subsys,
+		    who, rec->msg, func, line, (long)getpid());
 	else
 		fprintf(stderr, "%s.%06ld tagwire %-5s %s%s: %s\n", when,
 		    ts.tv_nsec / 1000, level_names[rec->level], rec->subsys,

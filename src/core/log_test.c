@@ -509,6 +509,26 @@ static void test_null_handler_restores_stderr(void **state)
 	free(text);
 }
 
+// At debug level a line names where it was logged and its process (the
+// parties of one job interleave on one terminal); below, neither.
+static void test_stderr_debug_where(void **state)
+{
+	(void)state;
+	TW_PASS(tw_log_set_handler(NULL, NULL));
+	char pid[32];
+	snprintf(pid, sizeof(pid), " pid %ld)", (long)getpid());
+	TW_PASS(tw_log_set_level(TW_LOG_DEBUG));
+	char *text = capture_stderr(log_two_lines);
+	assert_non_null(strstr(text, "(log_two_lines:"));
+	assert_non_null(strstr(text, pid));
+	free(text);
+	TW_PASS(tw_log_set_level(TW_LOG_WARN));
+	text = capture_stderr(log_two_lines);
+	assert_null(strstr(text, "log_two_lines"));
+	assert_null(strstr(text, " pid "));
+	free(text);
+}
+
 static void test_stderr_respects_level(void **state)
 {
 	(void)state;
@@ -761,6 +781,8 @@ int main(int argc, char **argv)
 		    test_null_handler_restores_stderr, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_stderr_respects_level, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_stderr_debug_where, setup, teardown),
 		cmocka_unit_test(test_env_default),
 		cmocka_unit_test(test_env_log_names),
 		cmocka_unit_test(test_env_debug),
