@@ -408,7 +408,6 @@ int tw__tcp_conn_resume(tcp_conn *c, int fd, tw__tls *tls, uint64_t peer_rcvd)
 // received for lost.
 static void linger(tcp_conn *c, int64_t deadline)
 {
-	atomic_store(&c->closing, true);
 	tw__tcp_conn_sleep_begin(c);
 	pthread_mutex_lock(&c->tx.mtx);
 	while (!failed(c) && !c->tx.down && tw__now_ns() < deadline)
@@ -419,6 +418,9 @@ static void linger(tcp_conn *c, int64_t deadline)
 
 void tw__tcp_conn_close(tcp_conn *c, int64_t deadline)
 {
+	// Before the BYE: the peer's answer to it may be read before this
+	// thread goes on.
+	atomic_store(&c->closing, true);
 	if (tw__tcp_conn_send(c, TW_TCP_F_BYE, 0, NULL, NULL, 0, TCP_TX_NOWAIT,
 	        0, NULL, NULL)
 	        == TW_OK

@@ -146,8 +146,8 @@ struct tcp_conn {
 	char who[TW_TCP_ADDR_MAX + 32];
 	_Atomic int failed;
 	_Atomic int fail_status;
-	// Our BYE is out (tw__tcp_conn_close): the end of the socket is the
-	// peer's answer, not a break to resume from.
+	// We close (tw__tcp_conn_close), set before our BYE goes out: the end
+	// of the socket is the peer's answer, not a break to resume from.
 	_Atomic bool closing;
 	tw__poll_task fail_task;
 	tw__poll_task rx_task; // reads what TLS holds already, at start
