@@ -736,8 +736,8 @@ static int tcp_xsend(tw_channel *c, const char *key, const void *buf,
 		// closed meanwhile is moot, not a lost message.
 		struct iovec v = { (void *)buf, len };
 		status = tw__tcp_conn_send_mark(chan_main(mc), TW_TCP_F_DATA,
-		    mc->my_slot, key, &v, len > 0 ? 1 : 0, deadline, cancel,
-		    &mc->last_seq);
+		    mc->my_slot, key, klen, &v, len > 0 ? 1 : 0, deadline,
+		    cancel, &mc->last_seq);
 	} else {
 		struct iovec v = { (void *)buf, len };
 		status = tw__tcp_conn_send(chan_main(mc), TW_TCP_F_DATA,

@@ -207,10 +207,11 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
 // *mark while it holds the lock under which frames are numbered: a mark
 // that only such calls store, and others only raise (by compare-and-swap,
 // with a number this connection gave out), never goes back, however many
-// threads send, without a compare-and-swap per frame.
+// threads send, without a compare-and-swap per frame.  `key_len` is
+// strlen(key), which the caller measured already.
 int tw__tcp_conn_send_mark(tcp_conn *c, uint8_t type, uint32_t slot,
-    const char *key, const struct iovec *iov, int niov, int64_t deadline,
-    const _Atomic int *cancel, _Atomic uint64_t *mark);
+    const char *key, size_t key_len, const struct iovec *iov, int niov,
+    int64_t deadline, const _Atomic int *cancel, _Atomic uint64_t *mark);
 
 // tw__tcp_conn_send without a deadline or cancel, whose payload's
 // last part (iov[niov - 1]) may be lent rather than copied (*lent says

@@ -317,8 +317,7 @@ size_t tw__tcp_hdr_encode(void *dst, size_t cap, const tw__tcp_hdr *h)
 	put_u64(p + 16, h->seq);
 	put_u64(p + 24, h->ack);
 	put_u64(p + 32, h->rcvd);
-	if (h->key_len > 0)
-		memcpy(p + TW_TCP_HDR_LEN, h->key, h->key_len);
+	tw__tcp_copy_short(p + TW_TCP_HDR_LEN, h->key, h->key_len);
 	return TW_TCP_HDR_LEN + h->key_len;
 }
 

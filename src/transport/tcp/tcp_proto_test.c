@@ -272,6 +272,31 @@ static void test_hdr_roundtrip(void **state)
 	    make_hdr(buf, sizeof(buf), TW_TCP_F_DATA, long_key, 0, 1, 0), 0);
 }
 
+// The short copy copies exactly n bytes at every length around its
+// thresholds, from any alignment, and nothing around them.
+static void test_copy_short(void **state)
+{
+	(void)state;
+	unsigned char src[80], dst[80];
+	for (size_t i = 0; i < sizeof(src); i++)
+		src[i] = (unsigned char)(i * 7 + 1);
+	for (size_t off = 0; off < 8; off++) {
+		for (size_t n = 0; n <= 64; n++) {
+			memset(dst, 0xee, sizeof(dst));
+			tw__tcp_copy_short(dst + off, src + 8 - off, n);
+			for (size_t i = 0; i < sizeof(dst); i++) {
+				bool in = i >= off && i < off + n;
+				unsigned char want
+				    = in ? src[8 - off + (i - off)] : 0xee;
+				if (dst[i] != want)
+					fail_msg("n %zu off %zu: byte %zu", n,
+					    off, i);
+			}
+		}
+	}
+	tw__tcp_copy_short(dst, NULL, 0);
+}
+
 static void test_hdr_hostile(void **state)
 {
 	unsigned char buf[TW_TCP_HDR_LEN + TW_KEY_MAX];
@@ -411,6 +436,7 @@ int main(void)
 		cmocka_unit_test(test_auth),
 		cmocka_unit_test(test_hdr_roundtrip),
 		cmocka_unit_test(test_hdr_hostile),
+		cmocka_unit_test(test_copy_short),
 		cmocka_unit_test(test_rx_order),
 		cmocka_unit_test(test_addr_parse),
 	};

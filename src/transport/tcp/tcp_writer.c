@@ -424,6 +424,19 @@ static int append(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 	h->ack = tw__tcp_conn_ack_out(c);
 	if (h->ack > h->rcvd)
 		h->ack = h->rcvd;
+	size_t at = (size_t)(tx->end & (tx->cap - 1));
+	if (lender == NULL && tx->cap - at >= need) {
+		// Contiguous room, as for nearly every frame: built in
+		// place, without a copy of the header through the stack.
+		unsigned char *p = tx->buf + at;
+		p += tw__tcp_hdr_encode(p, need, h);
+		for (int i = 0; i < npay; i++) {
+			tw__tcp_copy_short(p, pay[i].iov_base, pay[i].iov_len);
+			p += pay[i].iov_len;
+		}
+		tx->end += need;
+		goto numbered;
+	}
 	size_t n = tw__tcp_hdr_encode(hdr, sizeof(hdr), h);
 	put(tx, hdr, n);
 	for (int i = 0; i < npay; i++) {
@@ -438,6 +451,7 @@ static int append(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 			put(tx, pay[i].iov_base, pay[i].iov_len);
 		}
 	}
+numbered:
 	tx->seq = h->seq;
 	tx->fend[tx->seq & (tx->fcap - 1)] = tx->end;
 	tx->owe_pong = tx->owe_ack = false;
@@ -745,8 +759,8 @@ static bool lends(tcp_conn *c, const void *lender, const struct iovec *last)
 
 // tw__tcp_conn_send, and tw__tcp_conn_send_lent with a lender.
 static int send_frame(tcp_conn *c, uint8_t type, uint32_t slot,
-    const char *key, const struct iovec *iov, int niov, int flags,
-    int64_t deadline, const _Atomic int *cancel, uint64_t *seq,
+    const char *key, size_t key_len, const struct iovec *iov, int niov,
+    int flags, int64_t deadline, const _Atomic int *cancel, uint64_t *seq,
     _Atomic uint64_t *mark, const void *lender, bool *lent)
 {
 	tcp_writer *tx = &c->tx;
@@ -757,7 +771,7 @@ static int send_frame(tcp_conn *c, uint8_t type, uint32_t slot,
 		.slot = slot,
 		.len = len,
 		.key = key,
-		.key_len = key != NULL ? strlen(key) : 0 };
+		.key_len = key_len };
 	// The peer refuses longer frames (by dropping the connection).
 	size_t max = type == TW_TCP_F_CHUNK
 	    ? TW_TCP_FRAME_MAX + TW_TCP_CHUNK_PREFIX
@@ -876,16 +890,16 @@ int tw__tcp_conn_send(tcp_conn *c, uint8_t type, uint32_t slot,
     const char *key, const struct iovec *iov, int niov, int flags,
     int64_t deadline, const _Atomic int *cancel, uint64_t *seq)
 {
-	return send_frame(c, type, slot, key, iov, niov, flags, deadline,
-	    cancel, seq, NULL, NULL, NULL);
+	return send_frame(c, type, slot, key, key != NULL ? strlen(key) : 0,
+	    iov, niov, flags, deadline, cancel, seq, NULL, NULL, NULL);
 }
 
 int tw__tcp_conn_send_mark(tcp_conn *c, uint8_t type, uint32_t slot,
-    const char *key, const struct iovec *iov, int niov, int64_t deadline,
-    const _Atomic int *cancel, _Atomic uint64_t *mark)
+    const char *key, size_t key_len, const struct iovec *iov, int niov,
+    int64_t deadline, const _Atomic int *cancel, _Atomic uint64_t *mark)
 {
-	return send_frame(c, type, slot, key, iov, niov, 0, deadline, cancel,
-	    NULL, mark, NULL, NULL);
+	return send_frame(c, type, slot, key, key_len, iov, niov, 0, deadline,
+	    cancel, NULL, mark, NULL, NULL);
 }
 
 int tw__tcp_conn_send_lent(tcp_conn *c, uint8_t type, uint32_t slot,
@@ -893,8 +907,8 @@ int tw__tcp_conn_send_lent(tcp_conn *c, uint8_t type, uint32_t slot,
     bool *lent, uint64_t *seq)
 {
 	*lent = false;
-	return send_frame(c, type, slot, key, iov, niov, 0, TW_FOREVER, NULL,
-	    seq, NULL, lender, lent);
+	return send_frame(c, type, slot, key, key != NULL ? strlen(key) : 0,
+	    iov, niov, 0, TW_FOREVER, NULL, seq, NULL, lender, lent);
 }
 
 typedef struct confirm_wait {
