@@ -303,8 +303,8 @@ static bool go_down(tcp_conn *c, int64_t until)
 
 void tw__tcp_conn_broken(tcp_conn *c, unsigned epoch, const char *what)
 {
-	// After our BYE the socket's end is the peer's answer to it: a clean
-	// end, as its BYE would be.  Taken for a failure, it failed the whole
+	// Once we close (our BYE on its way), the socket's end is the peer's
+	// answer to it: a clean end, as its BYE would be.  Taken for a failure, it failed the whole
 	// peer at once, and the peer's other connections ended without their
 	// BYE: a stripe the peer then took for broken, and resumed against a
 	// closed port, failed its side before the main connection's last

@@ -414,7 +414,6 @@ static int append(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
     int npay, const void *lender)
 {
 	tcp_writer *tx = &c->tx;
-	unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
 	size_t need = TW_TCP_HDR_LEN + h->key_len + (size_t)h->len;
 	if (make_room(tx, need) != TW_OK)
 		return TW_ENOMEM;
@@ -435,23 +434,22 @@ static int append(tcp_conn *c, tw__tcp_hdr *h, const struct iovec *pay,
 			p += pay[i].iov_len;
 		}
 		tx->end += need;
-		goto numbered;
-	}
-	size_t n = tw__tcp_hdr_encode(hdr, sizeof(hdr), h);
-	put(tx, hdr, n);
-	for (int i = 0; i < npay; i++) {
-		if (lender != NULL && i == npay - 1) {
-			tx->lent[tx->lent_tail++ % TX_LENT_MAX]
-			    = (tcp_lent) { .from = tx->end,
-				      .to = tx->end + pay[i].iov_len,
-				      .src = pay[i].iov_base,
-				      .lender = lender };
-			tx->end += pay[i].iov_len;
-		} else {
-			put(tx, pay[i].iov_base, pay[i].iov_len);
+	} else {
+		unsigned char hdr[TW_TCP_HDR_LEN + TW_KEY_MAX];
+		put(tx, hdr, tw__tcp_hdr_encode(hdr, sizeof(hdr), h));
+		for (int i = 0; i < npay; i++) {
+			if (lender != NULL && i == npay - 1) {
+				tx->lent[tx->lent_tail++ % TX_LENT_MAX]
+				    = (tcp_lent) { .from = tx->end,
+					      .to = tx->end + pay[i].iov_len,
+					      .src = pay[i].iov_base,
+					      .lender = lender };
+				tx->end += pay[i].iov_len;
+			} else {
+				put(tx, pay[i].iov_base, pay[i].iov_len);
+			}
 		}
 	}
-numbered:
 	tx->seq = h->seq;
 	tx->fend[tx->seq & (tx->fcap - 1)] = tx->end;
 	tx->owe_pong = tx->owe_ack = false;
